@@ -1,0 +1,108 @@
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Hashing;
+
+namespace Sequencer.Core.Ordering;
+
+/// <summary>The cluster-wide constants that enter every header.</summary>
+/// <param name="ChainId">The rollup chain id.</param>
+/// <param name="KeyEpoch">The current threshold key epoch (0 until signing exists).</param>
+public readonly record struct ChainParameters(ulong ChainId, ulong KeyEpoch);
+
+/// <summary>Answers whether a tx hash is already ordered. Reads applied state only.</summary>
+public interface IOrderedTxLookup
+{
+    /// <summary>Returns true and the position when <paramref name="hash"/> is in an applied batch.</summary>
+    bool TryGetPosition(Hash32 hash, out TxPosition position);
+}
+
+/// <summary>What happened to one proposed tx at apply.</summary>
+/// <param name="Hash">keccak256 of the tx bytes.</param>
+/// <param name="Position">Where the tx is ordered: in this batch, or where it was ordered before.</param>
+/// <param name="Duplicate">True when the tx was already ordered (earlier, or earlier in this batch) and was dropped.</param>
+public readonly record struct TxOutcome(Hash32 Hash, TxPosition Position, bool Duplicate);
+
+/// <summary>The result of applying one batch entry.</summary>
+public sealed class AppliedBatch
+{
+    /// <summary>The new header, or null when every tx was a duplicate and no batch was formed.</summary>
+    public required BatchHeader? Header { get; init; }
+
+    /// <summary>The ordered tx hashes (the Merkle leaves) in batch order; empty when <see cref="Header"/> is null.</summary>
+    public required Hash32[] TxHashes { get; init; }
+
+    /// <summary>For each ordered tx, the leader's receive time in Unix ms, or 0 when unknown.</summary>
+    public required ulong[] ReceivedMs { get; init; }
+
+    /// <summary>One outcome per proposed tx, in proposal order.</summary>
+    public required TxOutcome[] Outcomes { get; init; }
+}
+
+/// <summary>
+/// The deterministic apply of a batch entry. Depends only on (previous header, chain parameters, entry, entry term,
+/// the set of ordered txs): every node computes the same header from the same log. No clock, no randomness, no I/O.
+/// </summary>
+public static class BatchApplier
+{
+    /// <summary>Applies <paramref name="command"/> on top of <paramref name="previous"/>.</summary>
+    /// <param name="previous">The last header, or null before the first batch.</param>
+    /// <param name="chain">Chain id and key epoch for the new header.</param>
+    /// <param name="command">The batch entry.</param>
+    /// <param name="entryTerm">The Raft term of the log entry carrying the command.</param>
+    /// <param name="ordered">The txs ordered by earlier batches.</param>
+    public static AppliedBatch Apply(BatchHeader? previous, ChainParameters chain, BatchCommand command, ulong entryTerm, IOrderedTxLookup ordered)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        ArgumentNullException.ThrowIfNull(ordered);
+        Invariant.Check(previous is null || previous.Height >= 1, "previous header has height 0");
+        Invariant.Check(previous is null || entryTerm >= previous.Term, "Raft terms never decrease along the log");
+
+        var height = (previous?.Height ?? 0) + 1;
+        var txs = command.Txs;
+        var outcomes = new TxOutcome[txs.Count];
+        var leaves = new List<Hash32>(txs.Count);
+        var received = new List<ulong>(txs.Count);
+        var inThisBatch = new Dictionary<Hash32, int>(txs.Count);
+        var hasReceived = command.ReceivedAgoMs.Count == txs.Count;
+
+        for (var i = 0; i < txs.Count; i++)
+        {
+            var hash = Keccak256.Hash(txs[i]);
+            if (ordered.TryGetPosition(hash, out var earlier))
+            {
+                Invariant.Check(earlier.Height < height, "an ordered tx claims a height that is not applied yet");
+                outcomes[i] = new TxOutcome(hash, earlier, Duplicate: true);
+            }
+            else if (inThisBatch.TryGetValue(hash, out var index))
+            {
+                outcomes[i] = new TxOutcome(hash, new TxPosition(height, index), Duplicate: true);
+            }
+            else
+            {
+                index = leaves.Count;
+                inThisBatch.Add(hash, index);
+                leaves.Add(hash);
+                received.Add(hasReceived ? command.LeaderTimestampMs - Math.Min(command.LeaderTimestampMs, command.ReceivedAgoMs[i]) : 0);
+                outcomes[i] = new TxOutcome(hash, new TxPosition(height, index), Duplicate: false);
+            }
+        }
+
+        if (leaves.Count == 0)
+            return new AppliedBatch { Header = null, TxHashes = [], ReceivedMs = [], Outcomes = outcomes };
+
+        var hashes = leaves.ToArray();
+        // A leader with a clock behind its predecessor's must not move time backwards in the chain.
+        var timestamp = Math.Max(previous?.TimestampMs ?? 0, command.LeaderTimestampMs);
+        var header = new BatchHeader(
+            chain.ChainId,
+            chain.KeyEpoch,
+            height,
+            entryTerm,
+            previous?.Commitment ?? Hash32.Zero,
+            MerkleTree.ComputeRoot(hashes),
+            (uint)hashes.Length,
+            timestamp);
+
+        Invariant.Check(header.TxCount == hashes.Length && header.TxCount > 0, "header tx count matches its leaves");
+        return new AppliedBatch { Header = header, TxHashes = hashes, ReceivedMs = received.ToArray(), Outcomes = outcomes };
+    }
+}

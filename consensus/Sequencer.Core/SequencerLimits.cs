@@ -1,0 +1,93 @@
+using Sequencer.Core.Ordering;
+
+namespace Sequencer.Core;
+
+/// <summary>
+/// Every limit of a node in one place (DESIGN section 8). Validated at startup by <see cref="Validate"/> and
+/// reported by <c>GET /v1/cluster</c>. When a limit is reached the API answers 429 or 503 with <c>Retry-After</c>
+/// instead of queueing without bound.
+/// </summary>
+public sealed record SequencerLimits
+{
+    /// <summary>The largest tx the leader accepts, in bytes.</summary>
+    public int MaxTxBytes { get; init; } = 64 * 1024;
+
+    /// <summary>The largest sum of tx bytes in one batch entry.</summary>
+    public int MaxBatchBytes { get; init; } = 1024 * 1024;
+
+    /// <summary>The most txs in one batch entry.</summary>
+    public int MaxBatchTxs { get; init; } = 10_000;
+
+    /// <summary>How long the oldest pending tx may wait for more txs to join its batch.</summary>
+    public int MaxBatchDelayMs { get; init; } = 3;
+
+    /// <summary>The most txs waiting on the leader for a batch; beyond it submits get 429.</summary>
+    public int MaxPendingTxs { get; init; } = 100_000;
+
+    /// <summary>The most tx bytes waiting on the leader for a batch; beyond it submits get 429.</summary>
+    public long MaxPendingBytes { get; init; } = 256L * 1024 * 1024;
+
+    /// <summary>The most batch entries proposed but not yet committed.</summary>
+    public int MaxInFlightEntries { get; init; } = 8;
+
+    /// <summary>The largest HTTP request body, in bytes.</summary>
+    public int MaxRequestBytes { get; init; } = 16 * 1024 * 1024;
+
+    /// <summary>The most txs in one bulk submit.</summary>
+    public int MaxTxsPerRequest { get; init; } = 10_000;
+
+    /// <summary>How long a submit waits for its txs to be ordered before it answers "outcome unknown".</summary>
+    public int SubmitTimeoutMs { get; init; } = 10_000;
+
+    /// <summary>The most submits forwarded to the leader at once by one follower.</summary>
+    public int MaxForwardedRequests { get; init; } = 1024;
+
+    /// <summary>The most batches held in memory after apply and before they reach the store.</summary>
+    public int MaxUnpersistedBatches { get; init; } = 4096;
+
+    /// <summary>The batch count in one grouped store transaction.</summary>
+    public int PersistGroupBatches { get; init; } = 256;
+
+    /// <summary>How often applied batches are written to the store in one grouped transaction.</summary>
+    public int PersistIntervalMs { get; init; } = 50;
+
+    /// <summary>
+    /// Returns every violated rule, each as one sentence; an empty list means the limits are usable.
+    /// </summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>();
+        void Require(bool condition, string message)
+        {
+            if (!condition)
+                errors.Add(message);
+        }
+
+        Require(MaxTxBytes >= 1, "MaxTxBytes must be at least 1");
+        Require(MaxBatchBytes >= MaxTxBytes, "MaxBatchBytes must be at least MaxTxBytes, or a maximal tx could never be batched");
+        Require(MaxBatchBytes <= 64 * 1024 * 1024, "MaxBatchBytes must be at most 64 MiB (one Raft entry)");
+        Require(MaxBatchTxs is >= 1 and <= TxPosition.MaxIndex + 1, $"MaxBatchTxs must be in [1, {TxPosition.MaxIndex + 1}]");
+        Require(MaxBatchDelayMs is >= 0 and <= 1000, "MaxBatchDelayMs must be in [0, 1000]");
+        Require(MaxPendingTxs >= MaxTxsPerRequest, "MaxPendingTxs must be at least MaxTxsPerRequest, or a maximal bulk submit could never be accepted");
+        Require(MaxPendingBytes >= MaxBatchBytes, "MaxPendingBytes must be at least MaxBatchBytes");
+        Require(MaxInFlightEntries is >= 1 and <= 1024, "MaxInFlightEntries must be in [1, 1024]");
+        Require(MaxTxsPerRequest >= 1, "MaxTxsPerRequest must be at least 1");
+        // A JSON body carries a tx as 0x-prefixed hex: two characters a byte plus quoting.
+        Require(MaxRequestBytes >= 2 * MaxTxBytes + 64, "MaxRequestBytes must hold at least one maximal tx in hex");
+        Require(SubmitTimeoutMs is >= 100 and <= 600_000, "SubmitTimeoutMs must be in [100, 600000]");
+        Require(MaxForwardedRequests >= 1, "MaxForwardedRequests must be at least 1");
+        Require(MaxUnpersistedBatches >= PersistGroupBatches, "MaxUnpersistedBatches must be at least PersistGroupBatches");
+        Require(PersistGroupBatches >= 1, "PersistGroupBatches must be at least 1");
+        Require(PersistIntervalMs is >= 1 and <= 10_000, "PersistIntervalMs must be in [1, 10000]");
+        return errors;
+    }
+
+    /// <summary>Throws when <see cref="Validate"/> finds a problem, listing all of them.</summary>
+    /// <exception cref="ArgumentException">At least one limit is out of range.</exception>
+    public void ThrowIfInvalid()
+    {
+        var errors = Validate();
+        if (errors.Count > 0)
+            throw new ArgumentException("invalid limits: " + string.Join("; ", errors));
+    }
+}
