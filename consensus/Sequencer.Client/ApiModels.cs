@@ -1,0 +1,73 @@
+using System.Text.Json.Serialization;
+
+namespace Sequencer.Client;
+
+// The wire types of DESIGN section 10. Hashes are 0x-prefixed lower-case hex; numbers that can exceed 2^53
+// (heights, chain ids, key epochs, Raft terms and indexes) are decimal strings.
+
+/// <summary>One submitted tx's position.</summary>
+public sealed record SubmitResult(
+    [property: JsonPropertyName("hash")] string Hash,
+    [property: JsonPropertyName("height")] string Height,
+    [property: JsonPropertyName("index")] int Index);
+
+/// <summary>The answer to <c>POST /v1/txs</c>, one result per tx in request order.</summary>
+public sealed record SubmitResponse([property: JsonPropertyName("results")] IReadOnlyList<SubmitResult> Results);
+
+/// <summary>A batch header.</summary>
+public sealed record HeaderDto(
+    [property: JsonPropertyName("chainId")] string ChainId,
+    [property: JsonPropertyName("keyEpoch")] string KeyEpoch,
+    [property: JsonPropertyName("height")] string Height,
+    [property: JsonPropertyName("term")] string Term,
+    [property: JsonPropertyName("parentHash")] string ParentHash,
+    [property: JsonPropertyName("txRoot")] string TxRoot,
+    [property: JsonPropertyName("txCount")] long TxCount,
+    [property: JsonPropertyName("timestampMs")] long TimestampMs);
+
+/// <summary>The answer to <c>GET /v1/batches/{height}</c>.</summary>
+public sealed record BatchResponse(
+    [property: JsonPropertyName("header")] HeaderDto Header,
+    [property: JsonPropertyName("hash")] string Hash,
+    [property: JsonPropertyName("txs")] IReadOnlyList<string> Txs);
+
+/// <summary>The answer to <c>GET /v1/txs/{hash}</c>.</summary>
+public sealed record TxStatusResponse(
+    [property: JsonPropertyName("hash")] string Hash,
+    [property: JsonPropertyName("level")] string Level,
+    [property: JsonPropertyName("height")] string? Height,
+    [property: JsonPropertyName("index")] int? Index,
+    [property: JsonPropertyName("proof")] IReadOnlyList<string> Proof,
+    [property: JsonPropertyName("times")] IReadOnlyDictionary<string, long> Times);
+
+/// <summary>One member of the cluster.</summary>
+public sealed record MemberDto(
+    [property: JsonPropertyName("id")] int Id,
+    [property: JsonPropertyName("raft")] string Raft,
+    [property: JsonPropertyName("api")] string Api);
+
+/// <summary>The answer to <c>GET /v1/cluster</c>.</summary>
+public sealed record ClusterResponse(
+    [property: JsonPropertyName("nodeId")] int NodeId,
+    [property: JsonPropertyName("role")] string Role,
+    [property: JsonPropertyName("leader")] int? Leader,
+    [property: JsonPropertyName("term")] string Term,
+    [property: JsonPropertyName("commitIndex")] string CommitIndex,
+    [property: JsonPropertyName("appliedIndex")] string AppliedIndex,
+    [property: JsonPropertyName("height")] string Height,
+    [property: JsonPropertyName("members")] IReadOnlyList<MemberDto> Members,
+    [property: JsonPropertyName("limits")] IReadOnlyDictionary<string, long> Limits);
+
+/// <summary>Every API error body.</summary>
+public sealed record ErrorResponse(
+    [property: JsonPropertyName("error")] string Error,
+    [property: JsonPropertyName("message")] string Message);
+
+/// <summary>Source-generated JSON metadata for the wire types.</summary>
+[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
+[JsonSerializable(typeof(SubmitResponse))]
+[JsonSerializable(typeof(BatchResponse))]
+[JsonSerializable(typeof(TxStatusResponse))]
+[JsonSerializable(typeof(ClusterResponse))]
+[JsonSerializable(typeof(ErrorResponse))]
+public sealed partial class ApiJsonContext : JsonSerializerContext;

@@ -1,0 +1,69 @@
+namespace Sequencer.Core.Storage;
+
+/// <summary>The in-memory <see cref="IBatchStore"/> for tests; it follows the same contract as the LiteDB store.</summary>
+public sealed class InMemoryBatchStore : IBatchStore
+{
+    private readonly List<StoredBatch> batches = [];
+    private readonly Lock gate = new();
+    private StoreCheckpoint checkpoint;
+
+    /// <summary>Makes the next <see cref="Append"/> throw, as a full disk would.</summary>
+    public bool FailNextAppend { get; set; }
+
+    /// <inheritdoc/>
+    public StoreCheckpoint ReadCheckpoint()
+    {
+        lock (gate)
+            return checkpoint;
+    }
+
+    /// <inheritdoc/>
+    public void Append(IReadOnlyList<StoredBatch> batches, StoreCheckpoint checkpoint)
+    {
+        ArgumentNullException.ThrowIfNull(batches);
+        lock (gate)
+        {
+            if (FailNextAppend)
+            {
+                FailNextAppend = false;
+                throw new IOException("simulated: no space left on device");
+            }
+
+            var next = (ulong)this.batches.Count + 1;
+            foreach (var batch in batches)
+            {
+                Invariant.Check(batch.Header.Height == next, "stored heights are contiguous");
+                next++;
+            }
+
+            Invariant.Check(checkpoint.LastHeight == next - 1, "the checkpoint names the last stored height");
+            Invariant.Check(checkpoint.AppliedIndex >= this.checkpoint.AppliedIndex, "the applied index never moves back");
+            this.batches.AddRange(batches);
+            this.checkpoint = checkpoint;
+        }
+    }
+
+    /// <inheritdoc/>
+    public StoredBatch? Get(ulong height)
+    {
+        lock (gate)
+            return height >= 1 && height <= (ulong)batches.Count ? batches[(int)(height - 1)] : null;
+    }
+
+    /// <inheritdoc/>
+    public IEnumerable<StoredBatch> Scan(ulong fromHeight, ulong toHeight)
+    {
+        for (var height = Math.Max(1, fromHeight); height <= toHeight; height++)
+        {
+            var batch = Get(height);
+            if (batch is null)
+                yield break;
+            yield return batch;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+    }
+}

@@ -1,0 +1,74 @@
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+
+namespace Sequencer.Core.Storage;
+
+/// <summary>An applied batch as the node keeps it: the header, its tx hashes and local bookkeeping.</summary>
+public sealed class StoredBatch
+{
+    /// <summary>The deterministic header.</summary>
+    public required BatchHeader Header { get; init; }
+
+    /// <summary>The ordered tx hashes (the Merkle leaves); <c>TxHashes.Length == Header.TxCount</c>.</summary>
+    public required Hash32[] TxHashes { get; init; }
+
+    /// <summary>For each tx, the leader's receive time in Unix ms, or 0 when unknown.</summary>
+    public required ulong[] ReceivedMs { get; init; }
+
+    /// <summary>The Raft log index of the entry that carried the batch.</summary>
+    public required long RaftIndex { get; init; }
+
+    /// <summary>When this node applied the batch, in Unix ms: the time the txs became <c>ordered</c> here.</summary>
+    public required ulong OrderedAtMs { get; init; }
+
+    /// <summary>Checks the internal consistency: counts match and the Merkle root matches the hashes.</summary>
+    /// <exception cref="InvariantViolationException">The batch is corrupt.</exception>
+    public void Verify()
+    {
+        Invariant.Check(Header.TxCount == TxHashes.Length, $"batch {Header.Height}: tx count matches the stored hashes");
+        Invariant.Check(ReceivedMs.Length == TxHashes.Length, $"batch {Header.Height}: one receive time per tx");
+        Invariant.Check(MerkleTree.ComputeRoot(TxHashes) == Header.TxRoot, $"batch {Header.Height}: txRoot matches the stored hashes");
+    }
+}
+
+/// <summary>
+/// What the store has made durable. Everything up to <see cref="AppliedIndex"/> is in the store; the Raft log may be
+/// compacted up to <see cref="SnapshotIndex"/>, which trails it so that briefly lagging followers catch up from
+/// the log instead of receiving a whole snapshot.
+/// </summary>
+/// <param name="AppliedIndex">The last Raft index whose effects are stored.</param>
+/// <param name="AppliedTerm">The term of that entry.</param>
+/// <param name="LastHeight">The highest stored batch height (0 for none).</param>
+/// <param name="SnapshotIndex">The Raft index the current snapshot covers (0 for none).</param>
+/// <param name="SnapshotTerm">The term of that entry.</param>
+/// <param name="SnapshotHeight">The highest batch height in the snapshot.</param>
+public readonly record struct StoreCheckpoint(long AppliedIndex, long AppliedTerm, ulong LastHeight, long SnapshotIndex, long SnapshotTerm, ulong SnapshotHeight)
+{
+    /// <summary>An empty store.</summary>
+    public static StoreCheckpoint Empty => default;
+}
+
+/// <summary>
+/// Durable storage of applied batches. Batches are appended in height order in grouped transactions and never
+/// change afterwards.
+/// </summary>
+/// <remarks>Implementations are safe for one writer and concurrent readers.</remarks>
+public interface IBatchStore : IDisposable
+{
+    /// <summary>The checkpoint written by the last <see cref="Append"/>, or <see cref="StoreCheckpoint.Empty"/>.</summary>
+    StoreCheckpoint ReadCheckpoint();
+
+    /// <summary>
+    /// Appends <paramref name="batches"/> (heights contiguous after the stored ones) and records
+    /// <paramref name="checkpoint"/>, durably and atomically: after a crash either all of it is there or none.
+    /// </summary>
+    /// <exception cref="InvariantViolationException">The heights do not continue the stored chain.</exception>
+    /// <exception cref="IOException">The disk failed; the store is unchanged.</exception>
+    void Append(IReadOnlyList<StoredBatch> batches, StoreCheckpoint checkpoint);
+
+    /// <summary>The batch at <paramref name="height"/>, or null when it is not stored.</summary>
+    StoredBatch? Get(ulong height);
+
+    /// <summary>Stored batches with heights in [<paramref name="fromHeight"/>, <paramref name="toHeight"/>], ascending.</summary>
+    IEnumerable<StoredBatch> Scan(ulong fromHeight, ulong toHeight);
+}

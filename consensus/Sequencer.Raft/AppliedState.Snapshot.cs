@@ -1,0 +1,204 @@
+using System.Buffers;
+using DotNext.IO;
+using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
+using Microsoft.Extensions.Logging;
+using Sequencer.Core;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Storage;
+
+namespace Sequencer.Raft;
+
+public sealed partial class AppliedState
+{
+    /// <summary>Batches per store transaction while installing a snapshot.</summary>
+    private const int InstallGroupBatches = 512;
+
+    /// <summary>
+    /// Replaces the state with the snapshot in <paramref name="input"/>, which covers Raft entries up to
+    /// <paramref name="index"/>. The local state must be a prefix of it (Raft guarantees that committed entries are
+    /// the same everywhere); every overlapping batch is compared and a mismatch stops the node.
+    /// </summary>
+    /// <exception cref="LogFormatException">The stream is corrupt, truncated or of another chain.</exception>
+    public async Task InstallSnapshotAsync(Stream input, long index, long term, CancellationToken token)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        await storeWriter.WaitAsync(token).ConfigureAwait(false);
+        try
+        {
+            while (PersistOnce(int.MaxValue))
+            {
+            }
+
+            InstallLocked(input, index, term);
+        }
+        finally
+        {
+            storeWriter.Release();
+        }
+    }
+
+    private void InstallLocked(Stream input, long index, long term)
+    {
+        Span<byte> magic = stackalloc byte[SnapshotFormat.Magic.Length];
+        if (input.ReadAtLeast(magic, magic.Length, throwOnEndOfStream: false) != magic.Length || !magic.SequenceEqual(SnapshotFormat.Magic))
+            throw new LogFormatException("not a snapshot stream of this format (bad magic)");
+        if (SnapshotFormat.ReadRecord(input) is not SnapshotHeader header)
+            throw new LogFormatException("snapshot stream does not start with a header");
+        if (header.Index != index || header.Term != term)
+            throw new LogFormatException($"snapshot header names index {header.Index} term {header.Term}, the log entry {index} term {term}");
+        if (header.ChainId != chain.ChainId)
+            throw new LogFormatException($"snapshot is of chain {header.ChainId}, this node sequences chain {chain.ChainId}: the members are misconfigured");
+
+        BatchHeader? previous;
+        StoreCheckpoint checkpoint;
+        lock (gate)
+        {
+            previous = null;
+            checkpoint = durable;
+            Invariant.Check(index > appliedIndex, "a snapshot installs only ahead of the applied state");
+        }
+
+        var localHeight = checkpoint.LastHeight;
+        var group = new List<StoredBatch>(InstallGroupBatches);
+        ulong count = 0;
+        SnapshotTrailer? trailer = null;
+        while (SnapshotFormat.ReadRecord(input) is { } record)
+        {
+            if (record is SnapshotTrailer end)
+            {
+                trailer = end;
+                break;
+            }
+
+            if (record is not SnapshotBatch batchRecord)
+                throw new LogFormatException($"unexpected snapshot record {record.GetType().Name}");
+            var batch = SnapshotFormat.FromRecord(batchRecord);
+            count++;
+            if (batch.Header.Height != (previous?.Height ?? 0) + 1 || batch.Header.ParentHash != (previous?.Commitment ?? Hash32.Zero))
+                throw new LogFormatException($"snapshot batch {batch.Header.Height} does not continue the chain");
+            if (batch.Header.Height <= localHeight)
+            {
+                var local = GetBatch(batch.Header.Height);
+                Invariant.Check(local is not null && local.Header.Equals(batch.Header),
+                    $"the local batch {batch.Header.Height} equals the leader's snapshot (committed entries never differ)");
+            }
+            else
+            {
+                group.Add(batch);
+                if (group.Count == InstallGroupBatches)
+                    checkpoint = AppendInstalled(group, checkpoint);
+            }
+
+            previous = batch.Header;
+        }
+
+        if (trailer is null)
+            throw new LogFormatException("snapshot stream ended without its trailer");
+        if (trailer.BatchCount != count || count != header.LastHeight)
+            throw new LogFormatException($"snapshot trailer counts {trailer.BatchCount} batches, the stream held {count}, the header named {header.LastHeight}");
+        if (new Hash32(trailer.LastCommitment) != (previous?.Commitment ?? Hash32.Zero))
+            throw new LogFormatException("snapshot trailer names another last commitment");
+        if (header.LastHeight < localHeight)
+            throw new LogFormatException($"snapshot ends at height {header.LastHeight}, below the local height {localHeight}");
+
+        checkpoint = AppendInstalled(group, checkpoint);
+        var point = new SnapshotPoint(index, term, header.LastHeight);
+        var final = new StoreCheckpoint(index, term, header.LastHeight, index, term, header.LastHeight);
+        store.Append([], final);
+        lock (gate)
+        {
+            durable = final;
+            appliedIndex = index;
+            appliedTerm = term;
+            snapshotCandidates.Clear();
+            snapshot = new BatchSnapshot(this, point);
+        }
+
+        LogInstalled(logger, index, term, header.LastHeight, localHeight);
+    }
+
+    private StoreCheckpoint AppendInstalled(List<StoredBatch> group, StoreCheckpoint checkpoint)
+    {
+        if (group.Count == 0)
+            return checkpoint;
+
+        // Until the final checkpoint, the store claims exactly the entries up to the last installed batch, so a
+        // crash in the middle leaves a consistent prefix and the leader sends the snapshot again.
+        var last = group[^1];
+        var next = checkpoint with { AppliedIndex = last.RaftIndex, AppliedTerm = (long)last.Header.Term, LastHeight = last.Header.Height };
+        store.Append(group, next);
+        foreach (var batch in group)
+            txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
+
+        lock (gate)
+        {
+            foreach (var batch in group)
+                recent[batch.Header.Height % (ulong)recent.Length] = batch;
+            lastHeader = last.Header;
+            durable = next;
+        }
+
+        foreach (var batch in group)
+        {
+            var outcomes = new TxOutcome[batch.TxHashes.Length];
+            for (var i = 0; i < outcomes.Length; i++)
+                outcomes[i] = new TxOutcome(batch.TxHashes[i], new TxPosition(batch.Header.Height, i), Duplicate: false);
+            Applied?.Invoke(new AppliedEvent(batch, outcomes));
+        }
+
+        group.Clear();
+        return next;
+    }
+
+    /// <summary>Streams the snapshot at <paramref name="point"/>: every stored batch up to its height.</summary>
+    internal async ValueTask WriteSnapshotAsync<TWriter>(SnapshotPoint point, TWriter writer, CancellationToken token)
+        where TWriter : IAsyncBinaryWriter
+    {
+        var buffer = new ArrayBufferWriter<byte>(256 * 1024);
+        buffer.Write(SnapshotFormat.Magic);
+        SnapshotFormat.WriteRecord(new SnapshotHeader { Index = point.Index, Term = point.Term, LastHeight = point.Height, ChainId = chain.ChainId }, buffer);
+        ulong count = 0;
+        var last = Hash32.Zero;
+        foreach (var batch in store.Scan(1, point.Height))
+        {
+            SnapshotFormat.WriteRecord(SnapshotFormat.ToRecord(batch), buffer);
+            count++;
+            last = batch.Header.Commitment;
+            if (buffer.WrittenCount >= 192 * 1024)
+            {
+                await writer.WriteAsync(buffer.WrittenMemory, null, token).ConfigureAwait(false);
+                buffer.ResetWrittenCount();
+            }
+        }
+
+        Invariant.Check(count == point.Height, $"the store holds every batch of the snapshot at height {point.Height}");
+        SnapshotFormat.WriteRecord(new SnapshotTrailer { BatchCount = count, LastCommitment = last.ToArray() }, buffer);
+        await writer.WriteAsync(buffer.WrittenMemory, null, token).ConfigureAwait(false);
+    }
+
+    [LoggerMessage(EventId = 102, Level = LogLevel.Information, Message = "Installed a snapshot at index {Index} term {Term}: height {Height} (was {PreviousHeight})")]
+    private static partial void LogInstalled(ILogger logger, long index, long term, ulong height, ulong previousHeight);
+}
+
+/// <summary>
+/// The snapshot DotNext sees: a point (index, term, height) and a stream of the stored batches up to it. Stored
+/// batches never change, so a snapshot stays readable while newer batches are appended.
+/// </summary>
+internal sealed class BatchSnapshot(AppliedState owner, SnapshotPoint point) : ISnapshot
+{
+    public SnapshotPoint Point => point;
+
+    public long Index => point.Index;
+
+    public long Term => point.Term;
+
+    public bool IsReusable => true;
+
+    public long? Length => null;
+
+    public ValueTask WriteToAsync<TWriter>(TWriter writer, CancellationToken token)
+        where TWriter : IAsyncBinaryWriter
+        => owner.WriteSnapshotAsync(point, writer, token);
+}

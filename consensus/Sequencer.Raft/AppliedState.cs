@@ -1,0 +1,472 @@
+using Microsoft.Extensions.Logging;
+using Sequencer.Core;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Storage;
+
+namespace Sequencer.Raft;
+
+/// <summary>Raised after a log entry is applied (or a snapshot installed) for every tx whose position is now known.</summary>
+/// <param name="Batch">The new batch, or null when the entry formed none (every tx was a duplicate).</param>
+/// <param name="Outcomes">The position of every tx the entry carried, in proposal order.</param>
+public sealed record AppliedEvent(StoredBatch? Batch, IReadOnlyList<TxOutcome> Outcomes);
+
+/// <summary>The Raft position a snapshot covers.</summary>
+/// <param name="Index">The last Raft index included.</param>
+/// <param name="Term">Its term.</param>
+/// <param name="Height">The last batch height included.</param>
+public readonly record struct SnapshotPoint(long Index, long Term, ulong Height);
+
+/// <summary>
+/// The node's applied state: the last header, the tx index and the batches, in memory and in the store.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Apply runs on the WAL's single applier and only touches memory: the header chain, the tx index and a ring of
+/// recent batches. A background persister writes applied batches to the <see cref="IBatchStore"/> in grouped,
+/// durable transactions, because the store's commit costs about a millisecond of fsync and would otherwise bound
+/// the batch rate. The Raft log keeps every entry that is not yet in the store: the snapshot point that allows
+/// compaction only moves after the store has made the entries durable, and it trails by
+/// <c>retainedEntries</c> so that a briefly lagging follower catches up from the log.
+/// </para>
+/// <para>
+/// Bounded: at most <see cref="SequencerLimits.MaxUnpersistedBatches"/> applied entries wait for the store; apply
+/// waits for the persister beyond that, which in turn slows commits. A failing store therefore stops the node
+/// from making progress rather than losing data, and is reported through <see cref="StoreFault"/>.
+/// </para>
+/// </remarks>
+public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
+{
+    private readonly IBatchStore store;
+    private readonly ChainParameters chain;
+    private readonly SequencerLimits limits;
+    private readonly long retainedEntries;
+    private readonly TimeProvider time;
+    private readonly ILogger logger;
+    private readonly OrderedTxIndex txIndex;
+    private readonly Lock gate = new();
+    private readonly SemaphoreSlim storeWriter = new(1, 1);
+    private readonly Queue<PendingEffect> unpersisted = new();
+    private readonly Queue<SnapshotPoint> snapshotCandidates = new();
+    private readonly StoredBatch?[] recent;
+    private readonly CancellationTokenSource stopping = new();
+    private readonly Task persisterTask;
+    private TaskCompletionSource persistedSignal = NewSignal();
+    private TaskCompletionSource workSignal = NewSignal();
+
+    // Guarded by gate.
+    private BatchHeader? lastHeader;
+    private long appliedIndex;
+    private long appliedTerm;
+    private StoreCheckpoint durable;
+    private BatchSnapshot? snapshot;
+    private string? storeFault;
+
+    /// <summary>Loads the stored state and starts the persister.</summary>
+    /// <param name="store">The durable batch store.</param>
+    /// <param name="chain">The chain id and key epoch of new headers.</param>
+    /// <param name="limits">Validated limits.</param>
+    /// <param name="retainedEntries">How many applied Raft entries the log keeps behind the store before compaction.</param>
+    /// <param name="time">The clock for local bookkeeping (the <c>ordered</c> time); never used for header fields.</param>
+    /// <param name="logger">The logger.</param>
+    public AppliedState(IBatchStore store, ChainParameters chain, SequencerLimits limits, long retainedEntries, TimeProvider time, ILogger logger)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(limits);
+        ArgumentNullException.ThrowIfNull(time);
+        ArgumentNullException.ThrowIfNull(logger);
+        ArgumentOutOfRangeException.ThrowIfNegative(retainedEntries);
+        limits.ThrowIfInvalid();
+
+        this.store = store;
+        this.chain = chain;
+        this.limits = limits;
+        this.retainedEntries = retainedEntries;
+        this.time = time;
+        this.logger = logger;
+        recent = new StoredBatch?[limits.MaxUnpersistedBatches + RecentCacheBatches];
+
+        durable = store.ReadCheckpoint();
+        appliedIndex = durable.AppliedIndex;
+        appliedTerm = durable.AppliedTerm;
+        txIndex = new OrderedTxIndex();
+        LoadStoredBatches();
+        if (durable.SnapshotIndex > 0)
+            snapshot = new BatchSnapshot(this, new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight));
+        LogLoaded(logger, durable.LastHeight, durable.AppliedIndex, durable.SnapshotIndex, txIndex.Count);
+
+        persisterTask = Task.Run(PersistLoopAsync);
+    }
+
+    /// <summary>Batches kept in memory beyond the unpersisted ones, so that recent lookups skip the store.</summary>
+    public const int RecentCacheBatches = 1024;
+
+    /// <summary>Raised after each applied entry and for each installed batch; handlers must be fast and must not throw.</summary>
+    public event Action<AppliedEvent>? Applied;
+
+    /// <summary>The chain parameters of new headers.</summary>
+    public ChainParameters Chain => chain;
+
+    /// <summary>The last applied Raft index.</summary>
+    public long AppliedIndex
+    {
+        get
+        {
+            lock (gate)
+                return appliedIndex;
+        }
+    }
+
+    /// <summary>The last header, or null before the first batch.</summary>
+    public BatchHeader? LastHeader
+    {
+        get
+        {
+            lock (gate)
+                return lastHeader;
+        }
+    }
+
+    /// <summary>What the store has made durable.</summary>
+    public StoreCheckpoint Durable
+    {
+        get
+        {
+            lock (gate)
+                return durable;
+        }
+    }
+
+    /// <summary>Applied entries not yet in the store.</summary>
+    public int UnpersistedEntries
+    {
+        get
+        {
+            lock (gate)
+                return unpersisted.Count;
+        }
+    }
+
+    /// <summary>The number of ordered txs.</summary>
+    public int OrderedTxCount => txIndex.Count;
+
+    /// <summary>The last store failure, or null while the store works.</summary>
+    public string? StoreFault
+    {
+        get
+        {
+            lock (gate)
+                return storeFault;
+        }
+    }
+
+    /// <summary>The snapshot DotNext may send to lagging followers and compact the log up to.</summary>
+    internal BatchSnapshot? CurrentSnapshot
+    {
+        get
+        {
+            lock (gate)
+                return snapshot;
+        }
+    }
+
+    /// <inheritdoc/>
+    public bool TryGetPosition(Hash32 hash, out TxPosition position) => txIndex.TryGetPosition(hash, out position);
+
+    /// <summary>The batch at <paramref name="height"/>, from memory or the store; null when not applied.</summary>
+    public StoredBatch? GetBatch(ulong height)
+    {
+        if (height == 0)
+            return null;
+        lock (gate)
+        {
+            if (lastHeader is null || height > lastHeader.Height)
+                return null;
+            var cached = recent[height % (ulong)recent.Length];
+            if (cached is not null && cached.Header.Height == height)
+                return cached;
+        }
+
+        var stored = store.Get(height);
+        Invariant.Check(stored is null || stored.Header.Height == height, "the store returned the batch asked for");
+        return stored;
+    }
+
+    /// <summary>
+    /// Applies a log entry. Entries at or below the applied index (replayed after a restart) are skipped.
+    /// </summary>
+    /// <param name="command">The decoded command, or null for an entry without payload (a leader's no-op).</param>
+    /// <param name="index">The Raft index of the entry.</param>
+    /// <param name="term">The Raft term of the entry.</param>
+    /// <param name="token">Cancels waiting for the persister.</param>
+    /// <returns>The applied batch, or null for a skipped or empty entry.</returns>
+    public async ValueTask<AppliedBatch?> ApplyAsync(ILogCommand? command, long index, long term, CancellationToken token)
+    {
+        lock (gate)
+        {
+            // Entries without payload (a new leader's no-op) never reach the state machine, so indexes may skip.
+            if (index <= appliedIndex)
+                return null;
+        }
+
+        await WaitForPersisterRoomAsync(token).ConfigureAwait(false);
+
+        AppliedBatch? result = null;
+        StoredBatch? stored = null;
+        if (command is BatchCommand batch)
+        {
+            BatchHeader? previous;
+            lock (gate)
+                previous = lastHeader;
+            result = BatchApplier.Apply(previous, chain, batch, checked((ulong)term), this);
+            if (result.Header is not null)
+            {
+                stored = new StoredBatch
+                {
+                    Header = result.Header,
+                    TxHashes = result.TxHashes,
+                    ReceivedMs = result.ReceivedMs,
+                    RaftIndex = index,
+                    OrderedAtMs = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds(),
+                };
+                txIndex.AddBatch(result.Header.Height, result.TxHashes);
+            }
+        }
+        else
+        {
+            Invariant.Check(command is null, $"unknown command type {command?.GetType().Name}");
+        }
+
+        lock (gate)
+        {
+            if (stored is not null)
+            {
+                Invariant.Check(stored.Header.Height == (lastHeader?.Height ?? 0) + 1, "heights are contiguous (INV-CHAIN)");
+                Invariant.Check(stored.Header.ParentHash == (lastHeader?.Commitment ?? Hash32.Zero), "parentHash links to the previous commitment (INV-CHAIN)");
+                lastHeader = stored.Header;
+                recent[stored.Header.Height % (ulong)recent.Length] = stored;
+            }
+
+            appliedIndex = index;
+            appliedTerm = term;
+            unpersisted.Enqueue(new PendingEffect(index, term, stored));
+            if (unpersisted.Count >= limits.PersistGroupBatches)
+                workSignal.TrySetResult();
+        }
+
+        if (result is not null)
+            Applied?.Invoke(new AppliedEvent(stored, result.Outcomes));
+        return result;
+    }
+
+    private async ValueTask WaitForPersisterRoomAsync(CancellationToken token)
+    {
+        while (true)
+        {
+            Task wait;
+            lock (gate)
+            {
+                if (unpersisted.Count < limits.MaxUnpersistedBatches)
+                    return;
+                workSignal.TrySetResult();
+                wait = persistedSignal.Task;
+            }
+
+            await wait.WaitAsync(token).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Writes every applied entry to the store now; used before a snapshot install and at shutdown.</summary>
+    public async Task FlushAsync(CancellationToken token)
+    {
+        await storeWriter.WaitAsync(token).ConfigureAwait(false);
+        try
+        {
+            while (PersistOnce(int.MaxValue))
+            {
+            }
+        }
+        finally
+        {
+            storeWriter.Release();
+        }
+    }
+
+    private async Task PersistLoopAsync()
+    {
+        var token = stopping.Token;
+        var failures = 0;
+        while (!token.IsCancellationRequested)
+        {
+            Task signal;
+            lock (gate)
+                signal = workSignal.Task;
+            try
+            {
+                await signal.WaitAsync(TimeSpan.FromMilliseconds(limits.PersistIntervalMs), time, token).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+
+            lock (gate)
+            {
+                if (workSignal.Task.IsCompleted)
+                    workSignal = NewSignal();
+            }
+
+            try
+            {
+                await storeWriter.WaitAsync(token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+
+            try
+            {
+                while (PersistOnce(limits.PersistGroupBatches))
+                {
+                }
+
+                failures = 0;
+            }
+            catch (IOException e)
+            {
+                // The disk failed (full, read-only, gone). Nothing was lost: the entries stay in memory and in the
+                // Raft log, apply stops at the bound, and the node reports itself not ready until the store recovers.
+                failures++;
+                lock (gate)
+                    storeFault = e.Message;
+                LogStoreFailed(logger, e, failures);
+                var backoff = TimeSpan.FromMilliseconds(Math.Min(5_000, 100 * (1 << Math.Min(failures, 6))));
+                try
+                {
+                    await Task.Delay(backoff, time, token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+            }
+            finally
+            {
+                storeWriter.Release();
+            }
+        }
+    }
+
+    /// <summary>Persists up to <paramref name="maxEntries"/> applied entries; the caller holds <see cref="storeWriter"/>.</summary>
+    /// <returns>True when something was written.</returns>
+    private bool PersistOnce(int maxEntries)
+    {
+        List<StoredBatch> batches = [];
+        PendingEffect last;
+        StoreCheckpoint previous;
+        int taken;
+        lock (gate)
+        {
+            if (unpersisted.Count == 0)
+                return false;
+            taken = Math.Min(maxEntries, unpersisted.Count);
+            last = default;
+            foreach (var effect in unpersisted.Take(taken))
+            {
+                if (effect.Batch is not null)
+                    batches.Add(effect.Batch);
+                last = effect;
+            }
+
+            previous = durable;
+        }
+
+        var lastHeight = batches.Count > 0 ? batches[^1].Header.Height : previous.LastHeight;
+        var next = ChooseSnapshot(new SnapshotPoint(last.Index, last.Term, lastHeight));
+        var checkpoint = new StoreCheckpoint(last.Index, last.Term, lastHeight, next.Index, next.Term, next.Height);
+        store.Append(batches, checkpoint);
+
+        lock (gate)
+        {
+            for (var i = 0; i < taken; i++)
+                unpersisted.Dequeue();
+            durable = checkpoint;
+            storeFault = null;
+            if (next.Index > 0 && (snapshot is null || snapshot.Point.Index != next.Index))
+                snapshot = new BatchSnapshot(this, next);
+            persistedSignal.TrySetResult();
+            persistedSignal = NewSignal();
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// The newest durable point at least <see cref="retainedEntries"/> entries behind <paramref name="persisted"/>,
+    /// or the current snapshot point when none qualifies yet.
+    /// </summary>
+    private SnapshotPoint ChooseSnapshot(SnapshotPoint persisted)
+    {
+        lock (gate)
+        {
+            var chosen = snapshot?.Point ?? new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight);
+            snapshotCandidates.Enqueue(persisted);
+            while (snapshotCandidates.Count > 0 && snapshotCandidates.Peek().Index <= persisted.Index - retainedEntries)
+                chosen = snapshotCandidates.Dequeue();
+            return chosen;
+        }
+    }
+
+    private void LoadStoredBatches()
+    {
+        if (durable.LastHeight == 0)
+            return;
+        BatchHeader? previous = null;
+        foreach (var batch in store.Scan(1, durable.LastHeight))
+        {
+            // Check data read back before trusting it: a corrupt store must stop the node, not serve wrong data.
+            batch.Verify();
+            Invariant.Check(batch.Header.Height == (previous?.Height ?? 0) + 1, $"stored heights are contiguous at {batch.Header.Height}");
+            Invariant.Check(batch.Header.ParentHash == (previous?.Commitment ?? Hash32.Zero), $"stored batch {batch.Header.Height} links to its parent");
+            txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
+            recent[batch.Header.Height % (ulong)recent.Length] = batch;
+            previous = batch.Header;
+        }
+
+        Invariant.Check(previous is not null && previous.Height == durable.LastHeight, "the store holds every batch its checkpoint names");
+        lastHeader = previous;
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        await stopping.CancelAsync().ConfigureAwait(false);
+        await persisterTask.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        try
+        {
+            await FlushAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            LogStoreFailed(logger, e, 1);
+        }
+
+        stopping.Dispose();
+        storeWriter.Dispose();
+    }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch);
+
+    [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Loaded the store: height {Height}, applied index {AppliedIndex}, snapshot index {SnapshotIndex}, {TxCount} ordered txs")]
+    private static partial void LogLoaded(ILogger logger, ulong height, long appliedIndex, long snapshotIndex, int txCount);
+
+    [LoggerMessage(EventId = 101, Level = LogLevel.Error, Message = "Writing applied batches to the store failed ({Failures} in a row); retrying")]
+    private static partial void LogStoreFailed(ILogger logger, Exception exception, int failures);
+}

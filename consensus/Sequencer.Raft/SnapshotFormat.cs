@@ -1,0 +1,193 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using MessagePack;
+using Sequencer.Core;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Storage;
+
+namespace Sequencer.Raft;
+
+/// <summary>
+/// The snapshot stream a leader sends to a follower that is behind its compacted log: an 8-byte magic, then
+/// length-prefixed MessagePack records (a header, one record per batch in height order, a trailer).
+/// </summary>
+/// <remarks>
+/// Keys are explicit integers and never reused, like the log format. The receiver recomputes every commitment and
+/// Merkle root and checks the parent chain, so a corrupt or truncated stream is rejected, never installed.
+/// </remarks>
+public static class SnapshotFormat
+{
+    /// <summary>"SEQSNAP" and format version 1.</summary>
+    public static ReadOnlySpan<byte> Magic => "SEQSNAP\u0001"u8;
+
+    /// <summary>The largest single record accepted, in bytes (a batch of hashes is far below it).</summary>
+    public const int MaxRecordBytes = 64 * 1024 * 1024;
+
+    private static readonly MessagePackSerializerOptions Options = MessagePackSerializerOptions.Standard
+        .WithSecurity(MessagePackSecurity.UntrustedData);
+
+    /// <summary>Serializes one record with its 4-byte little-endian length prefix.</summary>
+    public static void WriteRecord(ISnapshotRecord record, IBufferWriter<byte> output)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        var body = MessagePackSerializer.Serialize(record, Options);
+        var prefix = output.GetSpan(4);
+        BinaryPrimitives.WriteInt32LittleEndian(prefix, body.Length);
+        output.Advance(4);
+        output.Write(body);
+    }
+
+    /// <summary>Reads the next record, or null at a clean end of stream.</summary>
+    /// <exception cref="LogFormatException">The stream is corrupt or truncated.</exception>
+    public static ISnapshotRecord? ReadRecord(Stream input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        Span<byte> prefix = stackalloc byte[4];
+        var read = input.ReadAtLeast(prefix, 4, throwOnEndOfStream: false);
+        if (read == 0)
+            return null;
+        if (read != 4)
+            throw new LogFormatException("snapshot stream truncated inside a record length");
+        var length = BinaryPrimitives.ReadInt32LittleEndian(prefix);
+        if (length is <= 0 or > MaxRecordBytes)
+            throw new LogFormatException($"snapshot record length {length} is out of range");
+        var body = new byte[length];
+        if (input.ReadAtLeast(body, length, throwOnEndOfStream: false) != length)
+            throw new LogFormatException("snapshot stream truncated inside a record");
+        try
+        {
+            return MessagePackSerializer.Deserialize<ISnapshotRecord>(body, Options);
+        }
+        catch (MessagePackSerializationException e)
+        {
+            throw new LogFormatException($"snapshot record is not valid: {e.Message}", e);
+        }
+    }
+
+    /// <summary>The record for <paramref name="batch"/>.</summary>
+    public static SnapshotBatch ToRecord(StoredBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        var hashes = new byte[batch.TxHashes.Length * Hash32.Length];
+        for (var i = 0; i < batch.TxHashes.Length; i++)
+            batch.TxHashes[i].CopyTo(hashes.AsSpan(i * Hash32.Length, Hash32.Length));
+        var header = batch.Header;
+        return new SnapshotBatch
+        {
+            ChainId = header.ChainId,
+            KeyEpoch = header.KeyEpoch,
+            Height = header.Height,
+            Term = header.Term,
+            ParentHash = header.ParentHash.ToArray(),
+            TxRoot = header.TxRoot.ToArray(),
+            TimestampMs = header.TimestampMs,
+            Commitment = header.Commitment.ToArray(),
+            TxHashes = hashes,
+            ReceivedMs = batch.ReceivedMs,
+            RaftIndex = batch.RaftIndex,
+            OrderedAtMs = batch.OrderedAtMs,
+        };
+    }
+
+    /// <summary>Rebuilds and verifies the stored batch of a record.</summary>
+    /// <exception cref="LogFormatException">The record is inconsistent (wrong sizes, root or commitment).</exception>
+    public static StoredBatch FromRecord(SnapshotBatch record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        if (record.TxHashes.Length == 0 || record.TxHashes.Length % Hash32.Length != 0)
+            throw new LogFormatException($"snapshot batch {record.Height}: tx hash block has length {record.TxHashes.Length}");
+        var count = record.TxHashes.Length / Hash32.Length;
+        if (record.ReceivedMs.Length != count)
+            throw new LogFormatException($"snapshot batch {record.Height}: {record.ReceivedMs.Length} receive times for {count} txs");
+        if (record.ParentHash.Length != Hash32.Length || record.TxRoot.Length != Hash32.Length || record.Commitment.Length != Hash32.Length)
+            throw new LogFormatException($"snapshot batch {record.Height}: a hash field is not 32 bytes");
+
+        var hashes = new Hash32[count];
+        for (var i = 0; i < count; i++)
+            hashes[i] = new Hash32(record.TxHashes.AsSpan(i * Hash32.Length, Hash32.Length));
+        var header = new BatchHeader(record.ChainId, record.KeyEpoch, record.Height, record.Term,
+            new Hash32(record.ParentHash), new Hash32(record.TxRoot), (uint)count, record.TimestampMs);
+        if (header.Commitment != new Hash32(record.Commitment))
+            throw new LogFormatException($"snapshot batch {record.Height}: the commitment does not match the header");
+        if (MerkleTree.ComputeRoot(hashes) != header.TxRoot)
+            throw new LogFormatException($"snapshot batch {record.Height}: txRoot does not match the tx hashes");
+        return new StoredBatch { Header = header, TxHashes = hashes, ReceivedMs = record.ReceivedMs, RaftIndex = record.RaftIndex, OrderedAtMs = record.OrderedAtMs };
+    }
+}
+
+/// <summary>One record of the snapshot stream.</summary>
+[Union(0, typeof(SnapshotHeader))]
+[Union(1, typeof(SnapshotBatch))]
+[Union(2, typeof(SnapshotTrailer))]
+public interface ISnapshotRecord;
+
+/// <summary>The first record: what the snapshot covers.</summary>
+[MessagePackObject]
+public sealed class SnapshotHeader : ISnapshotRecord
+{
+    /// <summary>The Raft index the snapshot covers.</summary>
+    [Key(0)] public long Index { get; init; }
+
+    /// <summary>The term of that entry.</summary>
+    [Key(1)] public long Term { get; init; }
+
+    /// <summary>The highest batch height included.</summary>
+    [Key(2)] public ulong LastHeight { get; init; }
+
+    /// <summary>The chain id of every header; a follower of another chain refuses it.</summary>
+    [Key(3)] public ulong ChainId { get; init; }
+}
+
+/// <summary>One batch: its header fields, commitment, tx hashes and bookkeeping.</summary>
+[MessagePackObject]
+public sealed class SnapshotBatch : ISnapshotRecord
+{
+    /// <summary>Header field.</summary>
+    [Key(0)] public ulong ChainId { get; init; }
+
+    /// <summary>Header field.</summary>
+    [Key(1)] public ulong KeyEpoch { get; init; }
+
+    /// <summary>Header field.</summary>
+    [Key(2)] public ulong Height { get; init; }
+
+    /// <summary>Header field.</summary>
+    [Key(3)] public ulong Term { get; init; }
+
+    /// <summary>Header field, 32 bytes.</summary>
+    [Key(4)] public byte[] ParentHash { get; init; } = [];
+
+    /// <summary>Header field, 32 bytes.</summary>
+    [Key(5)] public byte[] TxRoot { get; init; } = [];
+
+    /// <summary>Header field.</summary>
+    [Key(6)] public ulong TimestampMs { get; init; }
+
+    /// <summary>The commitment, checked against the recomputed one.</summary>
+    [Key(7)] public byte[] Commitment { get; init; } = [];
+
+    /// <summary>The tx hashes, concatenated (32 bytes each).</summary>
+    [Key(8)] public byte[] TxHashes { get; init; } = [];
+
+    /// <summary>Receive times, one per tx.</summary>
+    [Key(9)] public ulong[] ReceivedMs { get; init; } = [];
+
+    /// <summary>The Raft index of the entry that carried the batch.</summary>
+    [Key(10)] public long RaftIndex { get; init; }
+
+    /// <summary>When the sending node applied it.</summary>
+    [Key(11)] public ulong OrderedAtMs { get; init; }
+}
+
+/// <summary>The last record: lets the receiver tell a complete stream from a truncated one.</summary>
+[MessagePackObject]
+public sealed class SnapshotTrailer : ISnapshotRecord
+{
+    /// <summary>The number of batch records.</summary>
+    [Key(0)] public ulong BatchCount { get; init; }
+
+    /// <summary>The commitment of the last batch, or 32 zero bytes.</summary>
+    [Key(1)] public byte[] LastCommitment { get; init; } = [];
+}

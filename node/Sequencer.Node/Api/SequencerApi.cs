@@ -1,0 +1,430 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using MessagePack;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Net.Http.Headers;
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Protocol;
+using Sequencer.Node.Configuration;
+using Sequencer.Node.Replication;
+using Sequencer.Node.Telemetry;
+
+namespace Sequencer.Node.Api;
+
+/// <summary>
+/// The HTTP API of DESIGN section 10 under <c>/v1</c>, plus health. Any node accepts a submit: the leader orders it,
+/// a follower forwards it to the leader, and during a leader change the node retries (submits are idempotent)
+/// until the submit timeout, after which it answers <c>outcome_unknown</c>.
+/// </summary>
+public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitService submits, LeaderForwarder forwarder, NodeMetrics metrics, TimeProvider time)
+{
+    private static readonly TimeSpan NoLeaderPoll = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>Maps every route.</summary>
+    public void Map(IEndpointRouteBuilder routes)
+    {
+        ArgumentNullException.ThrowIfNull(routes);
+        routes.MapPost("/v1/txs", SubmitAsync);
+        routes.MapGet("/v1/txs/{hash}", GetTxAsync);
+        routes.MapGet("/v1/batches/latest", GetLatestBatchAsync);
+        routes.MapGet("/v1/batches/{height}", GetBatchAsync);
+        routes.MapGet("/v1/cluster", GetClusterAsync);
+        routes.MapGet("/health/live", LiveAsync);
+        routes.MapGet("/health/ready", ReadyAsync);
+    }
+
+    private async Task SubmitAsync(HttpContext context)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var limits = options.Limits;
+        var mediaType = MediaTypeHeaderValue.TryParse(context.Request.ContentType, out var parsedType) ? parsedType.MediaType.Value : null;
+        var isJson = string.Equals(mediaType, SubmitRequest.JsonMediaType, StringComparison.OrdinalIgnoreCase);
+        var isMessagePack = string.Equals(mediaType, SubmitRequest.MessagePackMediaType, StringComparison.OrdinalIgnoreCase);
+        if (!isJson && !isMessagePack)
+        {
+            await RejectAsync(context, 415, "unsupported_media_type",
+                $"submit a body of type {SubmitRequest.JsonMediaType} or {SubmitRequest.MessagePackMediaType}, not \"{context.Request.ContentType}\"").ConfigureAwait(false);
+            return;
+        }
+
+        var body = await ReadBodyAsync(context, limits.MaxRequestBytes).ConfigureAwait(false);
+        if (body is null)
+        {
+            await RejectAsync(context, 413, "body_too_large", $"the request body is over the limit of {limits.MaxRequestBytes} bytes").ConfigureAwait(false);
+            return;
+        }
+
+        var sequence = new ReadOnlySequence<byte>(body);
+        var txs = isJson ? SubmitRequest.ParseJson(sequence, limits, out var error) : SubmitRequest.ParseMessagePack(sequence, limits, out error);
+        if (txs is null)
+        {
+            await RejectAsync(context, error!.Status, error.Code, error.Message).ConfigureAwait(false);
+            return;
+        }
+
+        var forwarded = context.Request.Headers.ContainsKey(LeaderForwarder.ForwardedHeader);
+        var deadline = time.GetTimestamp() + (long)(limits.SubmitTimeoutMs / 1000.0 * time.TimestampFrequency);
+        var token = context.RequestAborted;
+        string lastProblem = "no leader is known";
+        while (!token.IsCancellationRequested)
+        {
+            var remaining = time.GetElapsedTime(time.GetTimestamp(), deadline);
+            if (remaining <= TimeSpan.Zero)
+                break;
+
+            if (raft.IsLeader)
+            {
+                var outcome = await submits.SubmitAsync(txs, token).ConfigureAwait(false);
+                switch (outcome.Status)
+                {
+                    case SubmitStatus.Ordered:
+                        await WriteSubmitResultsAsync(context, outcome.Outcomes).ConfigureAwait(false);
+                        metrics.SubmitDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+                        return;
+                    case SubmitStatus.Overloaded:
+                        await RejectAsync(context, 429, "overloaded", outcome.Message ?? "the pending queue is full", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+                        return;
+                    default:
+                        lastProblem = outcome.Message ?? outcome.Status.ToString();
+                        continue;
+                }
+            }
+
+            if (forwarded)
+            {
+                // Never forward twice: the node that forwarded to us retries with the leader it sees next.
+                await RejectAsync(context, 503, "not_leader", "this node is no longer the leader", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+                return;
+            }
+
+            var leader = raft.Leader;
+            if (leader is null || leader.Id == options.NodeId)
+            {
+                await WaitForLeaderAsync(remaining, token).ConfigureAwait(false);
+                continue;
+            }
+
+            metrics.SubmitsForwarded.Add(1);
+            var response = await forwarder.ForwardAsync(HttpMethod.Post, new Uri(new Uri(leader.Api), "/v1/txs"), body,
+                context.Request.ContentType, context.Request.Headers.Accept.ToString(), remaining, token).ConfigureAwait(false);
+            if (response is null)
+            {
+                await RejectAsync(context, 503, "overloaded", "too many submits are being forwarded to the leader", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+                return;
+            }
+
+            if (response.Status is >= 200 and < 300 or (>= 400 and < 500))
+            {
+                await RelayAsync(context, response).ConfigureAwait(false);
+                metrics.SubmitDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+                return;
+            }
+
+            // The leader was unreachable, lost leadership, or could not tell the outcome: try again while time is left.
+            lastProblem = response.Status == 0 ? $"leader {leader.Id} is unreachable" : $"leader {leader.Id} answered {response.Status}";
+            await WaitForLeaderAsync(TimeSpan.FromMilliseconds(Math.Min(100, remaining.TotalMilliseconds)), token).ConfigureAwait(false);
+        }
+
+        await RejectAsync(context, 503, "outcome_unknown",
+            $"the txs were not confirmed as ordered within {limits.SubmitTimeoutMs} ms ({lastProblem}); they may or may not be ordered: resubmit them, submits are idempotent",
+            TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+    }
+
+    private async Task WaitForLeaderAsync(TimeSpan limit, CancellationToken token)
+    {
+        var changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnChanged() => changed.TrySetResult();
+        raft.LeaderChanged += OnChanged;
+        try
+        {
+            var wait = limit < NoLeaderPoll ? limit : NoLeaderPoll;
+            await changed.Task.WaitAsync(wait, time, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+        finally
+        {
+            raft.LeaderChanged -= OnChanged;
+        }
+    }
+
+    private static async Task RelayAsync(HttpContext context, ForwardedResponse response)
+    {
+        context.Response.StatusCode = response.Status;
+        if (response.ContentType is not null)
+            context.Response.ContentType = response.ContentType;
+        if (response.RetryAfter is { } retry)
+            context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retry.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+        await context.Response.Body.WriteAsync(response.Body, context.RequestAborted).ConfigureAwait(false);
+    }
+
+    private static async Task<byte[]?> ReadBodyAsync(HttpContext context, int maxBytes)
+    {
+        if (context.Request.ContentLength is { } declared && declared > maxBytes)
+            return null;
+        var buffer = new ArrayBufferWriter<byte>((int)Math.Min(context.Request.ContentLength ?? 4096, maxBytes) + 1);
+        var reader = context.Request.BodyReader;
+        while (true)
+        {
+            var result = await reader.ReadAsync(context.RequestAborted).ConfigureAwait(false);
+            foreach (var segment in result.Buffer)
+            {
+                if (buffer.WrittenCount + segment.Length > maxBytes)
+                {
+                    reader.AdvanceTo(result.Buffer.End);
+                    return null;
+                }
+
+                buffer.Write(segment.Span);
+            }
+
+            reader.AdvanceTo(result.Buffer.End);
+            if (result.IsCompleted)
+                return buffer.WrittenSpan.ToArray();
+        }
+    }
+
+    private static async Task WriteSubmitResultsAsync(HttpContext context, TxOutcome[] outcomes)
+    {
+        var accept = context.Request.Headers.Accept.ToString();
+        if (accept.Contains(SubmitRequest.MessagePackMediaType, StringComparison.OrdinalIgnoreCase))
+        {
+            var buffer = new ArrayBufferWriter<byte>(64 + 96 * outcomes.Length);
+            var writer = new MessagePackWriter(buffer);
+            writer.WriteMapHeader(1);
+            writer.Write("results");
+            writer.WriteArrayHeader(outcomes.Length);
+            foreach (var outcome in outcomes)
+            {
+                writer.WriteMapHeader(3);
+                writer.Write("hash");
+                writer.Write(outcome.Hash.ToString());
+                writer.Write("height");
+                writer.Write(outcome.Position.Height.ToString(CultureInfo.InvariantCulture));
+                writer.Write("index");
+                writer.Write(outcome.Position.Index);
+            }
+
+            writer.Flush();
+            context.Response.StatusCode = 200;
+            context.Response.ContentType = SubmitRequest.MessagePackMediaType;
+            await context.Response.Body.WriteAsync(buffer.WrittenMemory, context.RequestAborted).ConfigureAwait(false);
+            return;
+        }
+
+        await ApiResponses.WriteJsonAsync(context, 200, writer =>
+        {
+            writer.WriteStartArray("results");
+            foreach (var outcome in outcomes)
+            {
+                writer.WriteStartObject();
+                writer.WriteHash("hash", outcome.Hash);
+                writer.WriteDecimal("height", outcome.Position.Height);
+                writer.WriteNumber("index", outcome.Position.Index);
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+        }).ConfigureAwait(false);
+    }
+
+    private async Task GetTxAsync(HttpContext context, string hash)
+    {
+        if (!Hash32.TryParse(hash, out var txHash))
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_hash", "a tx hash is 0x followed by 64 hex digits").ConfigureAwait(false);
+            return;
+        }
+
+        if (raft.State.TryGetPosition(txHash, out var position) && raft.State.GetBatch(position.Height) is { } batch
+            && position.Index < batch.TxHashes.Length && batch.TxHashes[position.Index] == txHash)
+        {
+            var proof = MerkleTree.ComputeAuditPath(batch.TxHashes, position.Index);
+            await ApiResponses.WriteJsonAsync(context, 200, writer =>
+            {
+                writer.WriteHash("hash", txHash);
+                writer.WriteString("level", "ordered");
+                writer.WriteDecimal("height", position.Height);
+                writer.WriteNumber("index", position.Index);
+                writer.WriteStartArray("proof");
+                foreach (var node in proof)
+                    writer.WriteStringValue(node.ToString());
+                writer.WriteEndArray();
+                writer.WriteStartObject("times");
+                if (batch.ReceivedMs[position.Index] > 0)
+                    writer.WriteNumber("received", batch.ReceivedMs[position.Index]);
+                writer.WriteNumber("ordered", batch.OrderedAtMs);
+                writer.WriteEndObject();
+            }).ConfigureAwait(false);
+            return;
+        }
+
+        if (submits.TryGetReceived(txHash, out var receivedAt))
+        {
+            await WriteReceivedAsync(context, txHash, receivedAt).ConfigureAwait(false);
+            return;
+        }
+
+        // A tx the leader has received but not yet ordered is known to the leader alone.
+        var leader = raft.Leader;
+        if (!context.Request.Headers.ContainsKey(LeaderForwarder.ForwardedHeader) && leader is not null && leader.Id != options.NodeId)
+        {
+            var response = await forwarder.ForwardAsync(HttpMethod.Get, new Uri(new Uri(leader.Api), $"/v1/txs/{txHash}"), ReadOnlyMemory<byte>.Empty,
+                null, null, TimeSpan.FromMilliseconds(500), context.RequestAborted).ConfigureAwait(false);
+            if (response is { Status: 200 } && IsReceived(response.Body))
+            {
+                await RelayAsync(context, response).ConfigureAwait(false);
+                return;
+            }
+        }
+
+        await ApiResponses.WriteErrorAsync(context, 404, "not_found", $"tx {txHash} is not known to this node").ConfigureAwait(false);
+    }
+
+    private static bool IsReceived(byte[] body)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(body);
+            return document.RootElement.TryGetProperty("level", out var level) && level.GetString() == "received";
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+    }
+
+    private static Task WriteReceivedAsync(HttpContext context, Hash32 hash, long receivedAt)
+        => ApiResponses.WriteJsonAsync(context, 200, writer =>
+        {
+            writer.WriteHash("hash", hash);
+            writer.WriteString("level", "received");
+            writer.WriteNull("height");
+            writer.WriteNull("index");
+            writer.WriteStartArray("proof");
+            writer.WriteEndArray();
+            writer.WriteStartObject("times");
+            writer.WriteNumber("received", receivedAt);
+            writer.WriteEndObject();
+        });
+
+    private Task GetLatestBatchAsync(HttpContext context)
+    {
+        var last = raft.State.LastHeader;
+        return last is null
+            ? ApiResponses.WriteErrorAsync(context, 404, "not_found", "no batch has been ordered yet")
+            : WriteBatchAsync(context, last.Height);
+    }
+
+    private Task GetBatchAsync(HttpContext context, string height)
+    {
+        if (!ulong.TryParse(height, NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value == 0)
+            return ApiResponses.WriteErrorAsync(context, 400, "bad_height", "a height is a positive decimal integer, or \"latest\"");
+        return WriteBatchAsync(context, value);
+    }
+
+    private async Task WriteBatchAsync(HttpContext context, ulong height)
+    {
+        var batch = raft.State.GetBatch(height);
+        if (batch is null)
+        {
+            await ApiResponses.WriteErrorAsync(context, 404, "not_found", $"batch {height} is not applied on this node").ConfigureAwait(false);
+            return;
+        }
+
+        await ApiResponses.WriteJsonAsync(context, 200, writer =>
+        {
+            writer.WriteHeader(batch);
+            writer.WriteHash("hash", batch.Header.Commitment);
+            writer.WriteStartArray("txs");
+            foreach (var tx in batch.TxHashes)
+                writer.WriteStringValue(tx.ToString());
+            writer.WriteEndArray();
+        }).ConfigureAwait(false);
+    }
+
+    private Task GetClusterAsync(HttpContext context)
+    {
+        var leader = raft.Leader;
+        var state = raft.State;
+        var limits = options.Limits;
+        return ApiResponses.WriteJsonAsync(context, 200, writer =>
+        {
+            writer.WriteNumber("nodeId", options.NodeId);
+            writer.WriteString("role", raft.IsLeader ? "leader" : leader is null ? "candidate" : "follower");
+            if (leader is null)
+                writer.WriteNull("leader");
+            else
+                writer.WriteNumber("leader", leader.Id);
+            writer.WriteDecimal("term", (ulong)raft.Term);
+            writer.WriteDecimal("commitIndex", (ulong)raft.CommitIndex);
+            writer.WriteDecimal("appliedIndex", (ulong)state.AppliedIndex);
+            writer.WriteDecimal("height", state.LastHeader?.Height ?? 0);
+            writer.WriteDecimal("chainId", options.ChainId);
+            writer.WriteStartArray("members");
+            foreach (var member in options.Members)
+            {
+                writer.WriteStartObject();
+                writer.WriteNumber("id", member.Id);
+                writer.WriteString("raft", member.Raft);
+                writer.WriteString("api", member.Api);
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+            writer.WriteStartObject("limits");
+            writer.WriteNumber("maxTxBytes", limits.MaxTxBytes);
+            writer.WriteNumber("maxBatchBytes", limits.MaxBatchBytes);
+            writer.WriteNumber("maxBatchTxs", limits.MaxBatchTxs);
+            writer.WriteNumber("maxBatchDelayMs", limits.MaxBatchDelayMs);
+            writer.WriteNumber("maxPendingTxs", limits.MaxPendingTxs);
+            writer.WriteNumber("maxPendingBytes", limits.MaxPendingBytes);
+            writer.WriteNumber("maxInFlightEntries", limits.MaxInFlightEntries);
+            writer.WriteNumber("maxRequestBytes", limits.MaxRequestBytes);
+            writer.WriteNumber("maxTxsPerRequest", limits.MaxTxsPerRequest);
+            writer.WriteNumber("submitTimeoutMs", limits.SubmitTimeoutMs);
+            writer.WriteNumber("maxForwardedRequests", limits.MaxForwardedRequests);
+            writer.WriteNumber("maxUnpersistedBatches", limits.MaxUnpersistedBatches);
+            writer.WriteEndObject();
+            writer.WriteStartObject("pipeline");
+            writer.WriteNumber("queuedTxs", submits.QueuedTxs);
+            writer.WriteNumber("inFlightEntries", submits.InFlightEntries);
+            writer.WriteNumber("unpersistedEntries", state.UnpersistedEntries);
+            writer.WriteNumber("orderedTxs", state.OrderedTxCount);
+            writer.WriteNumber("durableFollowerAppends", raft.DurableAppends);
+            writer.WriteEndObject();
+        });
+    }
+
+    private static Task LiveAsync(HttpContext context)
+        => ApiResponses.WriteJsonAsync(context, 200, writer => writer.WriteString("status", "live"));
+
+    private Task ReadyAsync(HttpContext context)
+    {
+        var reasons = new List<string>();
+        if (!raft.HasLeader)
+            reasons.Add("no leader is known");
+        if (raft.State.StoreFault is { } fault)
+            reasons.Add($"the store is failing: {fault}");
+        var lag = raft.CommitIndex - raft.State.AppliedIndex;
+        if (lag > options.Limits.MaxUnpersistedBatches)
+            reasons.Add($"apply lags the commit index by {lag} entries");
+        return ApiResponses.WriteJsonAsync(context, reasons.Count == 0 ? 200 : 503, writer =>
+        {
+            writer.WriteString("status", reasons.Count == 0 ? "ready" : "not_ready");
+            writer.WriteStartArray("reasons");
+            foreach (var reason in reasons)
+                writer.WriteStringValue(reason);
+            writer.WriteEndArray();
+        });
+    }
+
+    private Task RejectAsync(HttpContext context, int status, string code, string message, TimeSpan? retryAfter = null)
+    {
+        metrics.SubmitsRejected.Add(1, new KeyValuePair<string, object?>("error", code));
+        return ApiResponses.WriteErrorAsync(context, status, code, message, retryAfter);
+    }
+}

@@ -1,0 +1,142 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Reflection;
+using Sequencer.Core;
+using Sequencer.Node.Configuration;
+
+namespace Sequencer.Node.Cli;
+
+/// <summary><c>run</c>: runs one node from a configuration file and/or flags (flags win).</summary>
+public static class RunCommand
+{
+    private static readonly Option<FileInfo?> ConfigOption = new("--config") { Description = "A JSON configuration file (see docs/configuration.md)." };
+    private static readonly Option<int?> IdOption = new("--id") { Description = "This node's member id." };
+    private static readonly Option<string?> DataOption = new("--data") { Description = "The data directory (WAL and store)." };
+    private static readonly Option<string?> RaftOption = new("--raft") { Description = "The Raft endpoint this node advertises, host:port." };
+    private static readonly Option<string?> RaftListenOption = new("--raft-listen") { Description = "Where the Raft listener binds, when behind a proxy." };
+    private static readonly Option<string?> ApiOption = new("--api") { Description = "The HTTP API address, e.g. http://127.0.0.1:7101." };
+    private static readonly Option<ulong?> ChainIdOption = new("--chain-id") { Description = "The rollup chain id (the same on every node)." };
+    private static readonly Option<string[]> MemberOption = new("--member") { Description = "A member as ID=RAFT,API; repeat for every member, this node included.", AllowMultipleArgumentsPerToken = false };
+    private static readonly Option<string?> ElectionOption = new("--election-timeout") { Description = "Election timeout bounds in ms, LOWER:UPPER (default 300:600)." };
+    private static readonly Option<int?> ClockSkewOption = new("--clock-skew-ms") { Description = "Shift this node's clock (a chaos fault)." };
+    private static readonly Option<string[]> LimitOption = new("--limit") { Description = "Override a limit, NAME=VALUE (e.g. maxBatchDelayMs=5); repeatable." };
+    private static readonly Option<int?> ExitWithParentOption = new("--exit-with-parent") { Description = "Exit when the process with this id exits (used by launchers)." };
+    private static readonly Option<bool> PrintConfigOption = new("--print-config") { Description = "Print the effective configuration as JSON and exit." };
+
+    /// <summary>Builds the verb.</summary>
+    public static Command Create()
+    {
+        var command = new Command("run", "Run a sequencer node.")
+        {
+            ConfigOption, IdOption, DataOption, RaftOption, RaftListenOption, ApiOption, ChainIdOption, MemberOption,
+            ElectionOption, ClockSkewOption, LimitOption, ExitWithParentOption, PrintConfigOption,
+        };
+        command.SetAction(async (result, token) =>
+        {
+            NodeOptions options;
+            try
+            {
+                options = Build(result);
+            }
+            catch (Exception e) when (e is FormatException or InvalidDataException or IOException or ArgumentException or InvalidCastException or OverflowException)
+            {
+                await Console.Error.WriteLineAsync("invalid configuration: " + e.Message).ConfigureAwait(false);
+                return NodeRunner.ConfigurationExitCode;
+            }
+
+            if (result.GetValue(PrintConfigOption))
+            {
+                Console.WriteLine(options.ToJson());
+                return 0;
+            }
+
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
+            if (result.GetValue(ExitWithParentOption) is { } parent)
+                _ = WatchParentAsync(parent, stop);
+            return await NodeRunner.RunAsync(options, stop.Token).ConfigureAwait(false);
+        });
+        return command;
+    }
+
+    private static NodeOptions Build(ParseResult result)
+    {
+        var options = result.GetValue(ConfigOption) is { } file ? NodeOptions.Load(file.FullName) : new NodeOptions();
+        if (result.GetValue(IdOption) is { } id)
+            options = options with { NodeId = id };
+        if (result.GetValue(DataOption) is { } data)
+            options = options with { DataDir = data };
+        if (result.GetValue(RaftOption) is { } raft)
+            options = options with { Raft = raft };
+        if (result.GetValue(RaftListenOption) is { } listen)
+            options = options with { RaftListen = listen };
+        if (result.GetValue(ApiOption) is { } api)
+            options = options with { Api = api };
+        if (result.GetValue(ChainIdOption) is { } chainId)
+            options = options with { ChainId = chainId };
+        if (result.GetValue(ClockSkewOption) is { } skew)
+            options = options with { ClockSkewMs = skew };
+        if (result.GetValue(MemberOption) is { Length: > 0 } members)
+            options = options with { Members = [.. members.Select(ParseMember)] };
+        if (result.GetValue(ElectionOption) is { } election)
+        {
+            var parts = election.Split(':');
+            if (parts.Length != 2 || !int.TryParse(parts[0], out var lower) || !int.TryParse(parts[1], out var upper))
+                throw new FormatException($"--election-timeout \"{election}\" is not LOWER:UPPER");
+            options = options with { RaftTiming = options.RaftTiming with { ElectionTimeoutLowerMs = lower, ElectionTimeoutUpperMs = upper } };
+        }
+
+        foreach (var limit in result.GetValue(LimitOption) ?? [])
+            options = options with { Limits = ApplyLimit(options.Limits, limit) };
+        return options;
+    }
+
+    /// <summary>Parses <c>ID=RAFT,API</c>.</summary>
+    public static MemberOptions ParseMember(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var equals = text.IndexOf('=', StringComparison.Ordinal);
+        var comma = text.IndexOf(',', StringComparison.Ordinal);
+        if (equals <= 0 || comma <= equals + 1 || !int.TryParse(text.AsSpan(0, equals), NumberStyles.None, CultureInfo.InvariantCulture, out var id))
+            throw new FormatException($"--member \"{text}\" is not ID=RAFT,API");
+        return new MemberOptions { Id = id, Raft = text[(equals + 1)..comma], Api = text[(comma + 1)..] };
+    }
+
+    /// <summary>Applies <c>NAME=VALUE</c> to a copy of <paramref name="limits"/> (names as in the JSON file, camelCase).</summary>
+    public static SequencerLimits ApplyLimit(SequencerLimits limits, string assignment)
+    {
+        ArgumentNullException.ThrowIfNull(limits);
+        ArgumentNullException.ThrowIfNull(assignment);
+        var equals = assignment.IndexOf('=', StringComparison.Ordinal);
+        if (equals <= 0)
+            throw new FormatException($"--limit \"{assignment}\" is not NAME=VALUE");
+        var name = assignment[..equals];
+        var property = typeof(SequencerLimits).GetProperty(name, BindingFlags.Public | BindingFlags.Instance | BindingFlags.IgnoreCase)
+            ?? throw new FormatException($"--limit: there is no limit named \"{name}\"");
+        var copy = limits with { };
+        var value = Convert.ChangeType(assignment[(equals + 1)..], property.PropertyType, CultureInfo.InvariantCulture);
+        property.SetValue(copy, value);
+        return copy;
+    }
+
+    private static async Task WatchParentAsync(int parentId, CancellationTokenSource stop)
+    {
+        Process parent;
+        try
+        {
+            parent = Process.GetProcessById(parentId);
+        }
+        catch (ArgumentException)
+        {
+            await stop.CancelAsync().ConfigureAwait(false);
+            return;
+        }
+
+        using (parent)
+        {
+            await parent.WaitForExitAsync(stop.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+
+        await stop.CancelAsync().ConfigureAwait(false);
+    }
+}

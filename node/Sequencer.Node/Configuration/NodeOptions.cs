@@ -1,0 +1,177 @@
+using System.Net;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Sequencer.Core;
+
+namespace Sequencer.Node.Configuration;
+
+/// <summary>One member of the cluster as every node is configured with it.</summary>
+public sealed record MemberOptions
+{
+    /// <summary>The member's id, 1 to 255; also its FROST signer id later.</summary>
+    public int Id { get; init; }
+
+    /// <summary>The Raft endpoint the member advertises (host:port). All nodes must use the same value for it.</summary>
+    public string Raft { get; init; } = string.Empty;
+
+    /// <summary>The member's HTTP API base address, used to forward submits to the leader.</summary>
+    public string Api { get; init; } = string.Empty;
+}
+
+/// <summary>Raft timing.</summary>
+public sealed record RaftTimingOptions
+{
+    /// <summary>The lower bound of the randomized election timeout.</summary>
+    public int ElectionTimeoutLowerMs { get; init; } = 300;
+
+    /// <summary>The upper bound of the randomized election timeout.</summary>
+    public int ElectionTimeoutUpperMs { get; init; } = 600;
+
+    /// <summary>The timeout of one Raft request; by default the lower election timeout.</summary>
+    public int? RequestTimeoutMs { get; init; }
+
+    /// <summary>The heartbeat period as a share of the lower election timeout, in (0, 1).</summary>
+    public double HeartbeatThreshold { get; init; } = 0.3;
+}
+
+/// <summary>
+/// The whole configuration of a node: from a JSON file (<c>--config</c>), then overridden by flags. Validated at
+/// startup by <see cref="Validate"/>; a node with an invalid configuration refuses to start and says why.
+/// </summary>
+public sealed record NodeOptions
+{
+    /// <summary>This node's member id.</summary>
+    public int NodeId { get; init; }
+
+    /// <summary>Where the WAL and the store live.</summary>
+    public string DataDir { get; init; } = string.Empty;
+
+    /// <summary>The Raft endpoint this node advertises; must equal its entry in <see cref="Members"/>.</summary>
+    public string Raft { get; init; } = string.Empty;
+
+    /// <summary>Where the Raft listener binds, when it differs from the advertised endpoint (behind a proxy).</summary>
+    public string? RaftListen { get; init; }
+
+    /// <summary>The HTTP API base address to listen on.</summary>
+    public string Api { get; init; } = string.Empty;
+
+    /// <summary>The rollup chain id written into every header; the same on every node.</summary>
+    public ulong ChainId { get; init; } = 1;
+
+    /// <summary>Every member, this node included.</summary>
+    public IReadOnlyList<MemberOptions> Members { get; init; } = [];
+
+    /// <summary>All limits.</summary>
+    public SequencerLimits Limits { get; init; } = new();
+
+    /// <summary>Raft timing.</summary>
+    public RaftTimingOptions RaftTiming { get; init; } = new();
+
+    /// <summary>The size of one WAL chunk file. Each chunk keeps a memory map open, so small chunks exhaust file handles.</summary>
+    public int WalChunkBytes { get; init; } = 16 * 1024 * 1024;
+
+    /// <summary>How many applied entries the WAL keeps behind the store before it may be compacted.</summary>
+    public long WalRetainedEntries { get; init; } = 4096;
+
+    /// <summary>A fixed skew added to this node's clock (the chaos harness's clock fault).</summary>
+    public int ClockSkewMs { get; init; }
+
+    /// <summary>Returns every problem, each as one sentence; empty when the configuration is usable.</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>(Limits.Validate());
+        void Require(bool condition, string message)
+        {
+            if (!condition)
+                errors.Add(message);
+        }
+
+        Require(NodeId is >= 1 and <= 255, "node id must be in [1, 255]");
+        Require(!string.IsNullOrWhiteSpace(DataDir), "a data directory is required (--data)");
+        Require(TryParseEndPoint(Raft, out _), $"the Raft endpoint \"{Raft}\" is not host:port");
+        Require(RaftListen is null || TryParseEndPoint(RaftListen, out _), $"the Raft listen endpoint \"{RaftListen}\" is not host:port");
+        Require(Uri.TryCreate(Api, UriKind.Absolute, out var api) && api.Scheme is "http" or "https", $"the API address \"{Api}\" is not an http(s) URL");
+        Require(Members.Count >= 1, "at least one member is required");
+        Require(Members.Select(m => m.Id).Distinct().Count() == Members.Count, "member ids are unique");
+        Require(Members.Select(m => m.Raft).Distinct(StringComparer.OrdinalIgnoreCase).Count() == Members.Count, "member Raft endpoints are unique");
+        foreach (var member in Members)
+        {
+            Require(member.Id is >= 1 and <= 255, $"member id {member.Id} must be in [1, 255]");
+            Require(TryParseEndPoint(member.Raft, out _), $"member {member.Id}: Raft endpoint \"{member.Raft}\" is not host:port");
+            Require(Uri.TryCreate(member.Api, UriKind.Absolute, out _), $"member {member.Id}: API address \"{member.Api}\" is not a URL");
+        }
+
+        var self = Members.FirstOrDefault(m => m.Id == NodeId);
+        Require(self is not null, $"node {NodeId} is not among the members");
+        Require(self is null || string.Equals(self.Raft, Raft, StringComparison.OrdinalIgnoreCase),
+            $"node {NodeId} advertises {Raft} but its member entry says {self?.Raft}");
+        Require(RaftTiming.ElectionTimeoutLowerMs >= 50 && RaftTiming.ElectionTimeoutUpperMs > RaftTiming.ElectionTimeoutLowerMs,
+            "election timeouts need 50 <= lower < upper");
+        Require(RaftTiming.HeartbeatThreshold is > 0 and < 1, "the heartbeat threshold must be in (0, 1)");
+        Require(RaftTiming.RequestTimeoutMs is null or > 0, "the Raft request timeout must be positive");
+        Require(WalChunkBytes >= 4 * 1024 * 1024 && WalChunkBytes <= 1024 * 1024 * 1024, "the WAL chunk size must be in [4 MiB, 1 GiB]");
+        Require(WalChunkBytes >= Limits.MaxBatchBytes + 4096, "the WAL chunk size must hold the largest batch entry");
+        Require(WalRetainedEntries >= 0, "the retained WAL entries cannot be negative");
+        Require(Math.Abs(ClockSkewMs) <= 24 * 3600 * 1000, "the clock skew must be within a day");
+        return errors;
+    }
+
+    /// <summary>Parses <c>host:port</c> (IPv4, [IPv6] or a host name resolved to its first address).</summary>
+    public static bool TryParseEndPoint(string? text, out IPEndPoint endPoint)
+    {
+        endPoint = new IPEndPoint(IPAddress.None, 0);
+        if (string.IsNullOrWhiteSpace(text))
+            return false;
+        if (IPEndPoint.TryParse(text, out var parsed) && parsed.Port > 0)
+        {
+            endPoint = parsed;
+            return true;
+        }
+
+        var colon = text.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(text.AsSpan(colon + 1), out var port) || port is <= 0 or > 65535)
+            return false;
+        var host = text[..colon];
+        if (host == "localhost")
+        {
+            endPoint = new IPEndPoint(IPAddress.Loopback, port);
+            return true;
+        }
+
+        return false;
+    }
+
+    /// <summary>Parses <c>host:port</c>.</summary>
+    /// <exception cref="FormatException">The text is not an endpoint.</exception>
+    public static IPEndPoint ParseEndPoint(string text)
+        => TryParseEndPoint(text, out var endPoint) ? endPoint : throw new FormatException($"\"{text}\" is not host:port");
+
+    /// <summary>Reads a JSON configuration file.</summary>
+    /// <exception cref="InvalidDataException">The file is not valid JSON of this shape.</exception>
+    public static NodeOptions Load(string path)
+    {
+        try
+        {
+            using var stream = File.OpenRead(path);
+            return JsonSerializer.Deserialize(stream, NodeOptionsJsonContext.Default.NodeOptions)
+                ?? throw new InvalidDataException($"{path} is empty");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path} is not a valid node configuration: {e.Message}", e);
+        }
+    }
+
+    /// <summary>This configuration as indented JSON.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, NodeOptionsJsonContext.Default.NodeOptions);
+}
+
+/// <summary>JSON metadata for the configuration file: camelCase, comments and trailing commas allowed, unknown fields refused.</summary>
+[JsonSourceGenerationOptions(
+    PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    WriteIndented = true,
+    ReadCommentHandling = JsonCommentHandling.Skip,
+    AllowTrailingCommas = true,
+    UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow)]
+[JsonSerializable(typeof(NodeOptions))]
+internal sealed partial class NodeOptionsJsonContext : JsonSerializerContext;

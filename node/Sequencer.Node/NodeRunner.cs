@@ -1,0 +1,178 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using OpenTelemetry.Metrics;
+using Sequencer.Core;
+using Sequencer.Node.Api;
+using Sequencer.Node.Configuration;
+using Sequencer.Node.Replication;
+using Sequencer.Node.Telemetry;
+
+namespace Sequencer.Node;
+
+/// <summary>The composition root of the <c>run</c> verb: builds every component of a node and runs it until stopped.</summary>
+public static partial class NodeRunner
+{
+    /// <summary>Exit code of a node that stopped on an unrecoverable fault (a failed invariant, a dead WAL).</summary>
+    public const int FatalExitCode = 70;
+
+    /// <summary>Exit code of a node refused at startup by its configuration.</summary>
+    public const int ConfigurationExitCode = 2;
+
+    /// <summary>Runs a node until <paramref name="token"/> is canceled or a fatal fault stops it.</summary>
+    public static async Task<int> RunAsync(NodeOptions options, CancellationToken token)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var errors = options.Validate();
+        if (errors.Count > 0)
+        {
+            await Console.Error.WriteLineAsync("invalid configuration:\n  " + string.Join("\n  ", errors)).ConfigureAwait(false);
+            return ConfigurationExitCode;
+        }
+
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], EnvironmentName = Environments.Production });
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(console =>
+        {
+            console.SingleLine = true;
+            console.TimestampFormat = "HH:mm:ss.fff ";
+            console.UseUtcTimestamp = true;
+        });
+        builder.Logging.SetMinimumLevel(LogLevel.Information);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddFilter("DotNext", LogLevel.Warning);
+        builder.WebHost.UseUrls(options.Api);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            kestrel.Limits.MaxRequestBodySize = options.Limits.MaxRequestBytes;
+            kestrel.Limits.MaxConcurrentConnections = 10_000;
+            kestrel.Limits.MaxRequestHeadersTotalSize = 32 * 1024;
+        });
+        builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+            .AddMeter(NodeMetrics.MeterName)
+            .AddMeter("DotNext.*")
+            .AddPrometheusExporter());
+
+        using var fatalStop = CancellationTokenSource.CreateLinkedTokenSource(token);
+        var exitCode = 0;
+        await using var app = builder.Build();
+        var loggerFactory = app.Services.GetRequiredService<ILoggerFactory>();
+        var logger = loggerFactory.CreateLogger("Sequencer.Node");
+        void Fatal(Exception exception)
+        {
+            LogFatal(logger, exception);
+            exitCode = FatalExitCode;
+            fatalStop.Cancel();
+        }
+
+        TimeProvider time = options.ClockSkewMs == 0 ? TimeProvider.System : new SkewedTimeProvider(TimeSpan.FromMilliseconds(options.ClockSkewMs));
+        using var metrics = new NodeMetrics();
+        await using var raft = new RaftHost(options, time, loggerFactory);
+        await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal);
+        using var forwarder = new LeaderForwarder(options.NodeId, options.Limits.MaxForwardedRequests);
+        RegisterGauges(metrics, raft, submits);
+
+        app.Use(async (context, next) =>
+        {
+            try
+            {
+                await next(context).ConfigureAwait(false);
+            }
+            catch (BadHttpRequestException e)
+            {
+                await ApiResponses.WriteErrorAsync(context, e.StatusCode, e.StatusCode == 413 ? "body_too_large" : "bad_request", e.Message).ConfigureAwait(false);
+            }
+            catch (InvariantViolationException e)
+            {
+                Fatal(e);
+                await ApiResponses.WriteErrorAsync(context, 500, "internal_error", "the node stopped on a failed invariant").ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+            {
+                // The client went away.
+            }
+        });
+        app.UseStatusCodePages(async context =>
+        {
+            var response = context.HttpContext.Response;
+            var code = response.StatusCode switch { 404 => "not_found", 405 => "method_not_allowed", _ => "http_error" };
+            await ApiResponses.WriteErrorAsync(context.HttpContext, response.StatusCode, code,
+                $"{context.HttpContext.Request.Method} {context.HttpContext.Request.Path} is not a route of this API (see DESIGN section 10)").ConfigureAwait(false);
+        });
+        new SequencerApi(options, raft, submits, forwarder, metrics, time).Map(app);
+        app.MapPrometheusScrapingEndpoint("/metrics");
+
+        await raft.StartAsync(fatalStop.Token).ConfigureAwait(false);
+        await app.StartAsync(fatalStop.Token).ConfigureAwait(false);
+        LogListening(logger, options.NodeId, options.Api, options.Raft);
+
+        var watchdog = WatchLogAsync(raft, Fatal, fatalStop.Token);
+        try
+        {
+            await Task.Delay(Timeout.Infinite, fatalStop.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+        finally
+        {
+            LogStopping(logger, options.NodeId);
+            await app.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            await watchdog.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+
+        return exitCode;
+    }
+
+    // DotNext's WAL runs its applier and flusher in the background; when one dies (a corrupt entry, a failed
+    // invariant, a disk error), WaitForApplyAsync starts to throw. The node must then stop, not linger half-alive.
+    private static async Task WatchLogAsync(RaftHost raft, Action<Exception> fatal, CancellationToken token)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(250));
+        while (true)
+        {
+            try
+            {
+                await timer.WaitForNextTickAsync(token).ConfigureAwait(false);
+                await raft.WaitForApplyAsync(0, token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                fatal(e);
+                return;
+            }
+        }
+    }
+
+    private static void RegisterGauges(NodeMetrics metrics, RaftHost raft, SubmitService submits)
+    {
+        metrics.ObserveGauge("sequencer.raft.term", "{term}", "The current Raft term.", () => raft.Term);
+        metrics.ObserveGauge("sequencer.raft.commit_index", "{entry}", "The last committed Raft index.", () => raft.CommitIndex);
+        metrics.ObserveGauge("sequencer.raft.applied_index", "{entry}", "The last applied Raft index.", () => raft.State.AppliedIndex);
+        metrics.ObserveGauge("sequencer.raft.is_leader", "{bool}", "1 while this node is the leader.", () => raft.IsLeader ? 1 : 0);
+        metrics.ObserveGauge("sequencer.height", "{batch}", "The height of the last applied batch.", () => (long)(raft.State.LastHeader?.Height ?? 0));
+        metrics.ObserveGauge("sequencer.pending.txs", "{tx}", "Txs queued on the leader for a batch.", () => submits.QueuedTxs);
+        metrics.ObserveGauge("sequencer.inflight.entries", "{entry}", "Batch entries proposed and not yet committed.", () => submits.InFlightEntries);
+        metrics.ObserveGauge("sequencer.store.unpersisted_entries", "{entry}", "Applied entries not yet written to the store.", () => raft.State.UnpersistedEntries);
+    }
+
+    [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "Node {NodeId} serves the API at {Api}, Raft at {Raft}")]
+    private static partial void LogListening(ILogger logger, int nodeId, string api, string raft);
+
+    [LoggerMessage(EventId = 11, Level = LogLevel.Information, Message = "Node {NodeId} is stopping")]
+    private static partial void LogStopping(ILogger logger, int nodeId);
+
+    [LoggerMessage(EventId = 12, Level = LogLevel.Critical, Message = "Fatal fault; the node stops so that it never serves or replicates wrong data")]
+    private static partial void LogFatal(ILogger logger, Exception exception);
+}
+
+/// <summary>The system clock shifted by a fixed skew (the clock fault of the chaos harness).</summary>
+public sealed class SkewedTimeProvider(TimeSpan skew) : TimeProvider
+{
+    /// <inheritdoc/>
+    public override DateTimeOffset GetUtcNow() => System.GetUtcNow() + skew;
+}

@@ -1,0 +1,24 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using Sequencer.Node.Cli;
+
+var root = new RootCommand("sequencer-node: a Raft-replicated, threshold-signed L2 sequencer node.")
+{
+    RunCommand.Create(),
+    DevnetCommand.Create(),
+    ClientCommands.CreateSubmit(),
+    ClientCommands.CreateStatus(),
+};
+
+// Ctrl-C and SIGTERM cancel the verb's token and let it stop cleanly (a node flushes its store, devnet stops
+// every node); a second signal is not needed and the process is never cut off after a fixed grace period.
+using var stop = new CancellationTokenSource();
+void OnSignal(PosixSignalContext context)
+{
+    context.Cancel = true;
+    stop.Cancel();
+}
+
+using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null }, stop.Token);

@@ -1,0 +1,189 @@
+using System.Net;
+using DotNext.Net.Cluster.Consensus.Raft;
+using DotNext.Net.Cluster.Consensus.Raft.Membership;
+using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
+using Microsoft.Extensions.Logging;
+using Sequencer.Core.Ordering;
+using Sequencer.Node.Configuration;
+using Sequencer.Node.Storage;
+using Sequencer.Raft;
+
+namespace Sequencer.Node.Replication;
+
+/// <summary>The leader's view of the replicated log: the seam the submit path uses, faked in tests.</summary>
+public interface ILeaderLog
+{
+    /// <summary>True while this node is the leader.</summary>
+    bool IsLeader { get; }
+
+    /// <summary>Canceled when this node stops being the leader; a fresh token each term.</summary>
+    CancellationToken LeadershipToken { get; }
+
+    /// <summary>The current Raft term.</summary>
+    long Term { get; }
+
+    /// <summary>
+    /// Appends an entry and returns once it is committed and applied on this node.
+    /// </summary>
+    /// <exception cref="NotLeaderException">This node is not the leader; the entry may still commit later.</exception>
+    /// <exception cref="OperationCanceledException">Canceled; the entry may still commit later.</exception>
+    ValueTask ReplicateAsync(ReadOnlyMemory<byte> payload, CancellationToken token);
+
+    /// <summary>Raised when the known leader changes (including to none).</summary>
+    event Action? LeaderChanged;
+}
+
+/// <summary>
+/// Owns the DotNext Raft node: the TCP transport, the durable WAL, the state machine and the applied state.
+/// </summary>
+public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
+{
+    private readonly NodeOptions options;
+    private readonly ILogger logger;
+    private readonly LiteDbBatchStore store;
+    private readonly DurableWriteAheadLog wal;
+    private readonly RaftCluster cluster;
+    private readonly Dictionary<IPEndPoint, MemberOptions> membersByEndPoint;
+    private int started;
+
+    /// <summary>Opens the store and the WAL and builds the Raft node; <see cref="StartAsync"/> joins the cluster.</summary>
+    public RaftHost(NodeOptions options, TimeProvider time, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        this.options = options;
+        logger = loggerFactory.CreateLogger<RaftHost>();
+
+        membersByEndPoint = [];
+        foreach (var member in options.Members)
+        {
+            membersByEndPoint[NodeOptions.ParseEndPoint(member.Raft)] = member;
+        }
+
+        var dataDir = Directory.CreateDirectory(options.DataDir);
+        store = new LiteDbBatchStore(Path.Combine(dataDir.FullName, "store.db"));
+        State = new AppliedState(store, new ChainParameters(options.ChainId, 0), options.Limits, options.WalRetainedEntries,
+            time, loggerFactory.CreateLogger<AppliedState>());
+        var stateMachine = new SequencerStateMachine(State, dataDir.CreateSubdirectory("scratch"));
+        wal = new DurableWriteAheadLog(new WriteAheadLog.Options
+        {
+            Location = Path.Combine(dataDir.FullName, "wal"),
+            ChunkSize = options.WalChunkBytes,
+            HashAlgorithm = WriteAheadLog.IntegrityHashAlgorithm.XxHash64,
+        }, stateMachine);
+
+        var advertised = NodeOptions.ParseEndPoint(options.Raft);
+        var listen = options.RaftListen is null ? advertised : NodeOptions.ParseEndPoint(options.RaftListen);
+
+        var configuration = new RaftCluster.TcpConfiguration(listen)
+        {
+            PublicEndPoint = advertised,
+            LowerElectionTimeout = options.RaftTiming.ElectionTimeoutLowerMs,
+            UpperElectionTimeout = options.RaftTiming.ElectionTimeoutUpperMs,
+            RequestTimeout = TimeSpan.FromMilliseconds(options.RaftTiming.RequestTimeoutMs ?? options.RaftTiming.ElectionTimeoutLowerMs),
+            HeartbeatThreshold = options.RaftTiming.HeartbeatThreshold,
+            ColdStart = false,
+            TransmissionBlockSize = 65536,
+            LoggerFactory = loggerFactory,
+            ConfigurationStorage = null!,
+        };
+        var builder = ((InMemoryClusterConfigurationStorage<EndPoint>)configuration.ConfigurationStorage).CreateInitialConfigurationBuilder();
+        foreach (var endPoint in membersByEndPoint.Keys)
+            builder.Add(endPoint);
+        builder.Build();
+
+        cluster = new RaftCluster(configuration) { AuditTrail = wal };
+        cluster.LeaderChanged += OnLeaderChanged;
+    }
+
+    /// <summary>The applied state.</summary>
+    public AppliedState State { get; }
+
+    /// <inheritdoc/>
+    public event Action? LeaderChanged;
+
+    /// <inheritdoc/>
+    public bool IsLeader => Volatile.Read(ref started) == 1 && !cluster.LeadershipToken.IsCancellationRequested;
+
+    /// <inheritdoc/>
+    public CancellationToken LeadershipToken => cluster.LeadershipToken;
+
+    /// <inheritdoc/>
+    public long Term => ((IPersistentState)wal).Term;
+
+    /// <summary>The last committed Raft index.</summary>
+    public long CommitIndex => wal.LastCommittedEntryIndex;
+
+    /// <summary>The last Raft index in the local log.</summary>
+    public long LastLogIndex => wal.LastEntryIndex;
+
+    /// <summary>The number of follower appends made durable before they were acknowledged.</summary>
+    public long DurableAppends => wal.DurableAppends;
+
+    /// <summary>This node's member entry.</summary>
+    public MemberOptions Self => options.Members.First(m => m.Id == options.NodeId);
+
+    /// <summary>The leader's member entry, or null while no leader is known.</summary>
+    public MemberOptions? Leader
+    {
+        get
+        {
+            if (IsLeader)
+                return Self;
+            return cluster.Leader?.EndPoint is IPEndPoint endPoint && membersByEndPoint.TryGetValue(endPoint, out var member) ? member : null;
+        }
+    }
+
+    /// <summary>True once the consensus is reached in the current term (a leader is known).</summary>
+    public bool HasLeader => Leader is not null;
+
+    /// <summary>Joins the cluster: replays the WAL into the state, then starts elections and the transport.</summary>
+    public async Task StartAsync(CancellationToken token)
+    {
+        await cluster.StartAsync(token).ConfigureAwait(false);
+        Volatile.Write(ref started, 1);
+        LogStarted(logger, options.NodeId, options.Raft, State.AppliedIndex, State.LastHeader?.Height ?? 0);
+    }
+
+    /// <inheritdoc/>
+    public ValueTask ReplicateAsync(ReadOnlyMemory<byte> payload, CancellationToken token)
+        => cluster.ReplicateAsync(payload, context: null, token);
+
+    /// <summary>Fails when the WAL's background applier or flusher has died; the node must then stop.</summary>
+    public ValueTask WaitForApplyAsync(long index, CancellationToken token) => wal.WaitForApplyAsync(index, token);
+
+    private void OnLeaderChanged(RaftCluster<RaftClusterMember> sender, RaftClusterMember? leader)
+    {
+        var member = leader?.EndPoint is IPEndPoint endPoint && membersByEndPoint.TryGetValue(endPoint, out var m) ? m : null;
+        LogLeaderChanged(logger, member?.Id ?? 0, Term);
+        LeaderChanged?.Invoke();
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref started, 2) == 1)
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            try
+            {
+                await cluster.StopAsync(timeout.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+
+        cluster.LeaderChanged -= OnLeaderChanged;
+        await wal.DisposeAsync().ConfigureAwait(false);
+        cluster.Dispose();
+        await State.DisposeAsync().ConfigureAwait(false);
+        store.Dispose();
+    }
+
+    [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "Node {NodeId} joined the cluster at {Raft}: applied index {AppliedIndex}, height {Height}")]
+    private static partial void LogStarted(ILogger logger, int nodeId, string raft, long appliedIndex, ulong height);
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Leader changed to node {LeaderId} in term {Term} (0: none)")]
+    private static partial void LogLeaderChanged(ILogger logger, int leaderId, long term);
+}

@@ -1,0 +1,452 @@
+using DotNext.Net.Cluster.Consensus.Raft;
+using Microsoft.Extensions.Logging;
+using Sequencer.Core;
+using Sequencer.Core.Batching;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+using Sequencer.Node.Telemetry;
+using Sequencer.Raft;
+
+namespace Sequencer.Node.Replication;
+
+/// <summary>How a submit ended on this node.</summary>
+public enum SubmitStatus
+{
+    /// <summary>Every tx is ordered; positions are known.</summary>
+    Ordered,
+
+    /// <summary>This node is not the leader and proposed nothing: safe to send elsewhere.</summary>
+    NotLeader,
+
+    /// <summary>The pending queue is full; nothing was queued.</summary>
+    Overloaded,
+
+    /// <summary>Some txs were proposed and their fate is unknown (leader change, timeout): resubmit, submits are idempotent.</summary>
+    OutcomeUnknown,
+}
+
+/// <summary>The result of <see cref="SubmitService.SubmitAsync"/>.</summary>
+/// <param name="Status">How it ended.</param>
+/// <param name="Outcomes">One per submitted tx (request order) when <see cref="SubmitStatus.Ordered"/>.</param>
+/// <param name="Message">Why it did not end ordered.</param>
+public sealed record SubmitOutcome(SubmitStatus Status, TxOutcome[] Outcomes, string? Message = null);
+
+/// <summary>
+/// The leader's intake: dedups submits against ordered and pending txs, queues new ones within the limits, cuts
+/// batches by <see cref="BatcherPolicy"/>, keeps up to <see cref="SequencerLimits.MaxInFlightEntries"/> entries in
+/// flight, and completes each waiter when apply reports its tx's position.
+/// </summary>
+/// <remarks>
+/// A tx is never ordered twice: apply drops any tx already ordered (on every node alike), and the intake only
+/// proposes a tx that is neither ordered nor pending here. A waiter is completed by the apply of its tx, whichever
+/// entry or leader carried it, so a retry after an indeterminate submit gets the original position.
+/// </remarks>
+public sealed partial class SubmitService : IAsyncDisposable
+{
+    private readonly ILeaderLog log;
+    private readonly AppliedState state;
+    private readonly SequencerLimits limits;
+    private readonly BatcherPolicy policy;
+    private readonly TimeProvider time;
+    private readonly NodeMetrics metrics;
+    private readonly ILogger logger;
+    private readonly Action<Exception> fatal;
+    private readonly Lock gate = new();
+    private readonly Dictionary<Hash32, PendingTx> pending = [];
+    private readonly Queue<PendingTx> queue = new();
+    private readonly CancellationTokenSource stopping = new();
+    private readonly Task batcherTask;
+    private TaskCompletionSource wake = NewSignal();
+    private int queuedTxs;
+    private long queuedBytes;
+    private int inFlight;
+
+    /// <summary>Creates the service and starts its batcher.</summary>
+    /// <param name="log">The replicated log.</param>
+    /// <param name="state">The applied state, for dedup and apply notifications.</param>
+    /// <param name="limits">Validated limits.</param>
+    /// <param name="time">The leader's clock: batch timestamps and delays.</param>
+    /// <param name="metrics">Metrics.</param>
+    /// <param name="logger">Logger.</param>
+    /// <param name="fatal">Called when replication fails in a way the node cannot survive.</param>
+    public SubmitService(ILeaderLog log, AppliedState state, SequencerLimits limits, TimeProvider time, NodeMetrics metrics, ILogger<SubmitService> logger, Action<Exception> fatal)
+    {
+        ArgumentNullException.ThrowIfNull(log);
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(limits);
+        this.log = log;
+        this.state = state;
+        this.limits = limits;
+        this.time = time;
+        this.metrics = metrics;
+        this.logger = logger;
+        this.fatal = fatal;
+        policy = new BatcherPolicy(limits);
+        state.Applied += OnApplied;
+        log.LeaderChanged += OnLeaderChanged;
+        batcherTask = Task.Run(BatcherLoopAsync);
+    }
+
+    /// <summary>Txs waiting for a batch.</summary>
+    public int QueuedTxs
+    {
+        get
+        {
+            lock (gate)
+                return queuedTxs;
+        }
+    }
+
+    /// <summary>Batch entries proposed and not yet committed.</summary>
+    public int InFlightEntries
+    {
+        get
+        {
+            lock (gate)
+                return inFlight;
+        }
+    }
+
+    /// <summary>Returns the leader's receive time of a tx that is pending here, or false.</summary>
+    public bool TryGetReceived(Hash32 hash, out long receivedAtMs)
+    {
+        lock (gate)
+        {
+            var found = pending.TryGetValue(hash, out var tx);
+            receivedAtMs = found ? tx!.ReceivedAtMs : 0;
+            return found;
+        }
+    }
+
+    /// <summary>
+    /// Queues <paramref name="txs"/> (unless already ordered or pending) and waits until all are ordered, at most
+    /// <see cref="SequencerLimits.SubmitTimeoutMs"/>.
+    /// </summary>
+    public async Task<SubmitOutcome> SubmitAsync(IReadOnlyList<byte[]> txs, CancellationToken token)
+    {
+        ArgumentNullException.ThrowIfNull(txs);
+        Invariant.Check(txs.Count is > 0, "a submit carries at least one tx");
+
+        var hashes = new Hash32[txs.Count];
+        for (var i = 0; i < txs.Count; i++)
+        {
+            Invariant.Check(txs[i].Length is > 0 && txs[i].Length <= limits.MaxTxBytes, "the API checked tx sizes");
+            hashes[i] = Keccak256.Hash(txs[i]);
+        }
+
+        if (!log.IsLeader)
+            return new SubmitOutcome(SubmitStatus.NotLeader, [], "this node is not the leader");
+
+        var now = time.GetUtcNow().ToUnixTimeMilliseconds();
+        var waits = new Task<TxPosition>[txs.Count];
+        lock (gate)
+        {
+            // Admission first, all or nothing, so a rejected bulk submit leaves no partial trace.
+            var newTxs = 0;
+            long newBytes = 0;
+            HashSet<Hash32>? seen = null;
+            for (var i = 0; i < txs.Count; i++)
+            {
+                if (state.TryGetPosition(hashes[i], out _) || pending.ContainsKey(hashes[i]))
+                    continue;
+                seen ??= [];
+                if (seen.Add(hashes[i]))
+                {
+                    newTxs++;
+                    newBytes += txs[i].Length;
+                }
+            }
+
+            if (queue.Count + newTxs > limits.MaxPendingTxs || queuedBytes + newBytes > limits.MaxPendingBytes)
+                return new SubmitOutcome(SubmitStatus.Overloaded, [], $"the pending queue is full ({queue.Count} txs, {queuedBytes} bytes)");
+
+            for (var i = 0; i < txs.Count; i++)
+            {
+                if (state.TryGetPosition(hashes[i], out var position))
+                {
+                    waits[i] = Task.FromResult(position);
+                }
+                else if (pending.TryGetValue(hashes[i], out var existing))
+                {
+                    waits[i] = existing.Completion.Task;
+                }
+                else
+                {
+                    var tx = new PendingTx(hashes[i], txs[i], now);
+                    pending.Add(tx.Hash, tx);
+                    queue.Enqueue(tx);
+                    queuedTxs++;
+                    queuedBytes += tx.Bytes.Length;
+                    waits[i] = tx.Completion.Task;
+                }
+            }
+
+            if (newTxs > 0)
+                wake.TrySetResult();
+        }
+
+        try
+        {
+            await Task.WhenAll(waits).WaitAsync(TimeSpan.FromMilliseconds(limits.SubmitTimeoutMs), time, token).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            return new SubmitOutcome(SubmitStatus.OutcomeUnknown, [], $"not ordered within {limits.SubmitTimeoutMs} ms");
+        }
+        catch (NotProposedException e)
+        {
+            return new SubmitOutcome(SubmitStatus.NotLeader, [], e.Message);
+        }
+        catch (OutcomeUnknownException e)
+        {
+            return new SubmitOutcome(SubmitStatus.OutcomeUnknown, [], e.Message);
+        }
+
+        var outcomes = new TxOutcome[txs.Count];
+        for (var i = 0; i < txs.Count; i++)
+            outcomes[i] = new TxOutcome(hashes[i], waits[i].Result, Duplicate: false);
+        return new SubmitOutcome(SubmitStatus.Ordered, outcomes);
+    }
+
+    private void OnApplied(AppliedEvent applied)
+    {
+        if (applied.Batch is { } batch)
+        {
+            metrics.BatchesApplied.Add(1);
+            metrics.TxsOrdered.Add(batch.TxHashes.Length);
+            metrics.BatchTxs.Record(batch.TxHashes.Length);
+        }
+
+        var duplicates = 0;
+        var now = time.GetUtcNow().ToUnixTimeMilliseconds();
+        lock (gate)
+        {
+            foreach (var outcome in applied.Outcomes)
+            {
+                if (outcome.Duplicate)
+                    duplicates++;
+                if (!pending.Remove(outcome.Hash, out var tx))
+                    continue;
+                if (!tx.Proposed)
+                {
+                    // Ordered through another path (an earlier leader's entry) while still queued here.
+                    queuedTxs--;
+                    queuedBytes -= tx.Bytes.Length;
+                }
+
+                tx.Completion.TrySetResult(outcome.Position);
+                metrics.ReceivedToOrdered.Record(now - tx.ReceivedAtMs);
+            }
+        }
+
+        if (duplicates > 0)
+            metrics.TxsDuplicate.Add(duplicates);
+    }
+
+    private void OnLeaderChanged()
+    {
+        if (log.IsLeader)
+            return;
+
+        // Txs still queued here were never proposed: fail them as not-leader so the API sends them to the new leader.
+        var failed = 0;
+        lock (gate)
+        {
+            while (queue.TryDequeue(out var tx))
+            {
+                if (tx.Completion.Task.IsCompleted || tx.Proposed)
+                    continue;
+                pending.Remove(tx.Hash);
+                tx.Completion.TrySetException(new NotProposedException("leadership moved before the tx was proposed"));
+                failed++;
+            }
+
+            queuedTxs = 0;
+            queuedBytes = 0;
+        }
+
+        if (failed > 0)
+            LogRequeued(logger, failed);
+    }
+
+    private async Task BatcherLoopAsync()
+    {
+        var token = stopping.Token;
+        while (!token.IsCancellationRequested)
+        {
+            BatcherDecision decision;
+            Task signal;
+            lock (gate)
+            {
+                DropCompletedHead();
+                var oldestAge = queue.TryPeek(out var oldest) ? time.GetUtcNow().ToUnixTimeMilliseconds() - oldest.ReceivedAtMs : 0;
+                decision = log.IsLeader
+                    ? policy.Decide(new BatcherInput(queuedTxs, queuedBytes, oldestAge, inFlight))
+                    : BatcherDecision.WaitForEvent;
+                if (wake.Task.IsCompleted)
+                    wake = NewSignal();
+                signal = wake.Task;
+            }
+
+            if (decision.Emit)
+            {
+                CutBatch();
+                continue;
+            }
+
+            try
+            {
+                if (decision.WakeAfterMs < 0)
+                    await signal.WaitAsync(token).ConfigureAwait(false);
+                else
+                    await signal.WaitAsync(TimeSpan.FromMilliseconds(Math.Max(1, decision.WakeAfterMs)), time, token).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+        }
+    }
+
+    private void DropCompletedHead()
+    {
+        while (queue.TryPeek(out var head) && head.Completion.Task.IsCompleted)
+            queue.Dequeue();
+    }
+
+    private void CutBatch()
+    {
+        var items = new List<PendingTx>();
+        long bytes = 0;
+        long term;
+        CancellationToken leadership;
+        lock (gate)
+        {
+            if (!log.IsLeader)
+                return;
+            term = log.Term;
+            leadership = log.LeadershipToken;
+            while (items.Count < limits.MaxBatchTxs && queue.TryPeek(out var tx))
+            {
+                if (tx.Completion.Task.IsCompleted)
+                {
+                    queue.Dequeue();
+                    continue;
+                }
+
+                if (items.Count > 0 && bytes + tx.Bytes.Length > limits.MaxBatchBytes)
+                    break;
+                queue.Dequeue();
+                tx.Proposed = true;
+                items.Add(tx);
+                bytes += tx.Bytes.Length;
+            }
+
+            if (items.Count == 0)
+                return;
+            queuedTxs -= items.Count;
+            queuedBytes -= bytes;
+            inFlight++;
+            Invariant.Check(queuedTxs >= 0 && queuedBytes >= 0 && inFlight <= limits.MaxInFlightEntries, "batcher accounting stays within its bounds");
+        }
+
+        var timestamp = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds();
+        var command = new BatchCommand
+        {
+            ProposerTerm = (ulong)term,
+            LeaderTimestampMs = timestamp,
+            Txs = items.ConvertAll(tx => tx.Bytes),
+            ReceivedAgoMs = items.ConvertAll(tx => (uint)Math.Clamp((long)timestamp - tx.ReceivedAtMs, 0, uint.MaxValue)),
+        };
+        var payload = LogCommandCodec.Encode(command);
+        _ = ReplicateAsync(items, payload, leadership);
+    }
+
+    private async Task ReplicateAsync(List<PendingTx> items, byte[] payload, CancellationToken leadership)
+    {
+        try
+        {
+            await log.ReplicateAsync(payload, leadership).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is NotLeaderException or OperationCanceledException or ObjectDisposedException or QuorumUnreachableException or InvalidOperationException)
+        {
+            // The entry may still commit under a new leader; until someone sees it applied, its fate is unknown.
+            FailUnknown(items, $"leadership changed while the batch was in flight ({e.GetType().Name})");
+        }
+        catch (Exception e)
+        {
+            FailUnknown(items, "replication failed");
+            LogReplicationFailed(logger, e);
+            fatal(e);
+        }
+        finally
+        {
+            lock (gate)
+            {
+                inFlight--;
+                wake.TrySetResult();
+            }
+        }
+    }
+
+    private void FailUnknown(List<PendingTx> items, string reason)
+    {
+        lock (gate)
+        {
+            foreach (var tx in items)
+            {
+                if (tx.Completion.Task.IsCompleted)
+                    continue;
+                pending.Remove(tx.Hash);
+                tx.Completion.TrySetException(new OutcomeUnknownException(reason));
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        state.Applied -= OnApplied;
+        log.LeaderChanged -= OnLeaderChanged;
+        await stopping.CancelAsync().ConfigureAwait(false);
+        await batcherTask.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        lock (gate)
+        {
+            foreach (var tx in pending.Values)
+                tx.Completion.TrySetException(new OutcomeUnknownException("the node is shutting down"));
+            pending.Clear();
+            queue.Clear();
+        }
+
+        stopping.Dispose();
+    }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private sealed class PendingTx(Hash32 hash, byte[] bytes, long receivedAtMs)
+    {
+        public Hash32 Hash { get; } = hash;
+
+        public byte[] Bytes { get; } = bytes;
+
+        public long ReceivedAtMs { get; } = receivedAtMs;
+
+        public TaskCompletionSource<TxPosition> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public bool Proposed { get; set; }
+    }
+
+    private sealed class NotProposedException(string message) : Exception(message);
+
+    private sealed class OutcomeUnknownException(string message) : Exception(message);
+
+    [LoggerMessage(EventId = 20, Level = LogLevel.Information, Message = "Leadership lost: {Count} queued txs were handed back to their submitters")]
+    private static partial void LogRequeued(ILogger logger, int count);
+
+    [LoggerMessage(EventId = 21, Level = LogLevel.Critical, Message = "Replication failed in a way the node cannot recover from")]
+    private static partial void LogReplicationFailed(ILogger logger, Exception exception);
+}

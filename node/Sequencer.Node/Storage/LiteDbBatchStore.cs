@@ -1,0 +1,211 @@
+using System.Buffers.Binary;
+using LiteDB;
+using Sequencer.Core;
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Storage;
+
+namespace Sequencer.Node.Storage;
+
+/// <summary>
+/// The LiteDB <see cref="IBatchStore"/>: one document per batch (header fields, commitment, tx hashes) and one
+/// checkpoint document, written together in one transaction per group.
+/// </summary>
+/// <remarks>
+/// LiteDB fsyncs on every commit (measured here: about 0.85 ms per commit of a small document), which is why the
+/// applied state groups many batches into one <see cref="Append"/>. Tx hashes are stored as one binary block per
+/// batch rather than one document per tx: indexed inserts measured about 3k per second.
+/// </remarks>
+public sealed class LiteDbBatchStore : IBatchStore
+{
+    private const string BatchCollection = "batches";
+    private const string MetaCollection = "meta";
+    private const string CheckpointId = "checkpoint";
+    private const int ScanPageBatches = 128;
+
+    private readonly LiteDatabase database;
+    private readonly ILiteCollection<BsonDocument> batchCollection;
+    private readonly ILiteCollection<BsonDocument> meta;
+    private readonly Lock writer = new();
+    private StoreCheckpoint current;
+
+    /// <summary>Opens (or creates) the store file at <paramref name="path"/>.</summary>
+    /// <exception cref="IOException">The file cannot be opened.</exception>
+    public LiteDbBatchStore(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        database = new LiteDatabase(new ConnectionString { Filename = path, Connection = ConnectionType.Direct });
+        batchCollection = database.GetCollection(BatchCollection);
+        meta = database.GetCollection(MetaCollection);
+        current = ReadCheckpointDocument();
+    }
+
+    /// <inheritdoc/>
+    public StoreCheckpoint ReadCheckpoint()
+    {
+        lock (writer)
+            return current;
+    }
+
+    /// <inheritdoc/>
+    public void Append(IReadOnlyList<StoredBatch> batches, StoreCheckpoint checkpoint)
+    {
+        ArgumentNullException.ThrowIfNull(batches);
+        lock (writer)
+        {
+            var expected = current.LastHeight + 1;
+            foreach (var batch in batches)
+            {
+                Invariant.Check(batch.Header.Height == expected, $"stored heights are contiguous: expected {expected}, got {batch.Header.Height}");
+                expected++;
+            }
+
+            Invariant.Check(checkpoint.LastHeight == expected - 1, "the checkpoint names the last stored height");
+            Invariant.Check(checkpoint.AppliedIndex >= current.AppliedIndex, "the applied index never moves back");
+            Invariant.Check(checkpoint.SnapshotIndex <= checkpoint.AppliedIndex && checkpoint.SnapshotHeight <= checkpoint.LastHeight, "the snapshot lies within the stored state");
+
+            try
+            {
+                if (!database.BeginTrans())
+                    throw new InvalidOperationException("a store transaction is already open on this thread");
+                foreach (var batch in batches)
+                    batchCollection.Insert(ToDocument(batch));
+                meta.Upsert(ToDocument(checkpoint));
+                if (!database.Commit())
+                    throw new IOException("the store did not commit");
+            }
+            catch (LiteException e)
+            {
+                database.Rollback();
+                throw new IOException($"store write failed: {e.Message}", e);
+            }
+            catch (IOException)
+            {
+                database.Rollback();
+                throw;
+            }
+
+            current = checkpoint;
+        }
+    }
+
+    /// <inheritdoc/>
+    public StoredBatch? Get(ulong height)
+    {
+        var document = batchCollection.FindById((long)height);
+        return document is null ? null : FromDocument(document);
+    }
+
+    /// <inheritdoc/>
+    public IEnumerable<StoredBatch> Scan(ulong fromHeight, ulong toHeight)
+    {
+        // Page through the range so that no query stays open across a long stream.
+        var next = Math.Max(1, fromHeight);
+        while (next <= toHeight)
+        {
+            var last = Math.Min(toHeight, next + ScanPageBatches - 1);
+            var page = batchCollection.Find(Query.Between("_id", (long)next, (long)last)).Select(FromDocument).ToList();
+            foreach (var batch in page.OrderBy(b => b.Header.Height))
+            {
+                if (batch.Header.Height != next)
+                    yield break;
+                yield return batch;
+                next++;
+            }
+
+            if (next <= last)
+                yield break;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => database.Dispose();
+
+    private StoreCheckpoint ReadCheckpointDocument()
+    {
+        var document = meta.FindById(CheckpointId);
+        if (document is null)
+            return StoreCheckpoint.Empty;
+        return new StoreCheckpoint(
+            document["appliedIndex"].AsInt64,
+            document["appliedTerm"].AsInt64,
+            (ulong)document["lastHeight"].AsInt64,
+            document["snapshotIndex"].AsInt64,
+            document["snapshotTerm"].AsInt64,
+            (ulong)document["snapshotHeight"].AsInt64);
+    }
+
+    private static BsonDocument ToDocument(StoreCheckpoint value) => new()
+    {
+        ["_id"] = CheckpointId,
+        ["appliedIndex"] = value.AppliedIndex,
+        ["appliedTerm"] = value.AppliedTerm,
+        ["lastHeight"] = (long)value.LastHeight,
+        ["snapshotIndex"] = value.SnapshotIndex,
+        ["snapshotTerm"] = value.SnapshotTerm,
+        ["snapshotHeight"] = (long)value.SnapshotHeight,
+    };
+
+    private static BsonDocument ToDocument(StoredBatch batch)
+    {
+        var header = batch.Header;
+        var hashes = new byte[batch.TxHashes.Length * Hash32.Length];
+        for (var i = 0; i < batch.TxHashes.Length; i++)
+            batch.TxHashes[i].CopyTo(hashes.AsSpan(i * Hash32.Length));
+        var received = new byte[batch.ReceivedMs.Length * 8];
+        for (var i = 0; i < batch.ReceivedMs.Length; i++)
+            BinaryPrimitives.WriteUInt64LittleEndian(received.AsSpan(i * 8), batch.ReceivedMs[i]);
+        return new BsonDocument
+        {
+            ["_id"] = (long)header.Height,
+            ["chainId"] = unchecked((long)header.ChainId),
+            ["keyEpoch"] = unchecked((long)header.KeyEpoch),
+            ["term"] = unchecked((long)header.Term),
+            ["parentHash"] = header.ParentHash.ToArray(),
+            ["txRoot"] = header.TxRoot.ToArray(),
+            ["txCount"] = (long)header.TxCount,
+            ["timestampMs"] = unchecked((long)header.TimestampMs),
+            ["commitment"] = header.Commitment.ToArray(),
+            ["txHashes"] = hashes,
+            ["receivedMs"] = received,
+            ["raftIndex"] = batch.RaftIndex,
+            ["orderedAtMs"] = unchecked((long)batch.OrderedAtMs),
+        };
+    }
+
+    private static StoredBatch FromDocument(BsonDocument document)
+    {
+        var hashesBlock = document["txHashes"].AsBinary;
+        var count = (uint)document["txCount"].AsInt64;
+        Invariant.Check(hashesBlock.Length == count * Hash32.Length, "a stored batch has one hash per tx");
+        var hashes = new Hash32[count];
+        for (var i = 0; i < hashes.Length; i++)
+            hashes[i] = new Hash32(hashesBlock.AsSpan(i * Hash32.Length, Hash32.Length));
+        var receivedBlock = document["receivedMs"].AsBinary;
+        Invariant.Check(receivedBlock.Length == count * 8, "a stored batch has one receive time per tx");
+        var received = new ulong[count];
+        for (var i = 0; i < received.Length; i++)
+            received[i] = BinaryPrimitives.ReadUInt64LittleEndian(receivedBlock.AsSpan(i * 8));
+
+        var header = new BatchHeader(
+            unchecked((ulong)document["chainId"].AsInt64),
+            unchecked((ulong)document["keyEpoch"].AsInt64),
+            (ulong)document["_id"].AsInt64,
+            unchecked((ulong)document["term"].AsInt64),
+            new Hash32(document["parentHash"].AsBinary),
+            new Hash32(document["txRoot"].AsBinary),
+            count,
+            unchecked((ulong)document["timestampMs"].AsInt64));
+        // Check data read back: the stored commitment must match the recomputed one, or the file is corrupt.
+        Invariant.Check(header.Commitment == new Hash32(document["commitment"].AsBinary), $"stored batch {header.Height}: commitment matches its header");
+        return new StoredBatch
+        {
+            Header = header,
+            TxHashes = hashes,
+            ReceivedMs = received,
+            RaftIndex = document["raftIndex"].AsInt64,
+            OrderedAtMs = unchecked((ulong)document["orderedAtMs"].AsInt64),
+        };
+    }
+}
