@@ -42,7 +42,8 @@ public static partial class NodeRunner
         });
         builder.Logging.SetMinimumLevel(LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
-        builder.Logging.AddFilter("DotNext", LogLevel.Warning);
+        // SEQUENCER_DOTNEXT_LOG=Debug shows DotNext's Raft internals when diagnosing a cluster.
+        builder.Logging.AddFilter("DotNext", Enum.TryParse<LogLevel>(Environment.GetEnvironmentVariable("SEQUENCER_DOTNEXT_LOG"), out var dotNextLevel) ? dotNextLevel : LogLevel.Warning);
         builder.WebHost.UseUrls(options.Api);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {

@@ -22,6 +22,7 @@ public static class RunCommand
     private static readonly Option<int?> ClockSkewOption = new("--clock-skew-ms") { Description = "Shift this node's clock (a chaos fault)." };
     private static readonly Option<string[]> LimitOption = new("--limit") { Description = "Override a limit, NAME=VALUE (e.g. maxBatchDelayMs=5); repeatable." };
     private static readonly Option<int?> ExitWithParentOption = new("--exit-with-parent") { Description = "Exit when the process with this id exits (used by launchers)." };
+    private static readonly Option<long?> RetainedOption = new("--wal-retained-entries") { Description = "Applied entries the WAL keeps behind the store before compaction (default 4096)." };
     private static readonly Option<bool> PrintConfigOption = new("--print-config") { Description = "Print the effective configuration as JSON and exit." };
 
     /// <summary>Builds the verb.</summary>
@@ -30,7 +31,7 @@ public static class RunCommand
         var command = new Command("run", "Run a sequencer node.")
         {
             ConfigOption, IdOption, DataOption, RaftOption, RaftListenOption, ApiOption, ChainIdOption, MemberOption,
-            ElectionOption, ClockSkewOption, LimitOption, ExitWithParentOption, PrintConfigOption,
+            ElectionOption, ClockSkewOption, LimitOption, RetainedOption, ExitWithParentOption, PrintConfigOption,
         };
         command.SetAction(async (result, token) =>
         {
@@ -76,6 +77,8 @@ public static class RunCommand
             options = options with { ChainId = chainId };
         if (result.GetValue(ClockSkewOption) is { } skew)
             options = options with { ClockSkewMs = skew };
+        if (result.GetValue(RetainedOption) is { } retained)
+            options = options with { WalRetainedEntries = retained };
         if (result.GetValue(MemberOption) is { Length: > 0 } members)
             options = options with { Members = [.. members.Select(ParseMember)] };
         if (result.GetValue(ElectionOption) is { } election)

@@ -27,8 +27,12 @@ public sealed record RaftTimingOptions
     /// <summary>The upper bound of the randomized election timeout.</summary>
     public int ElectionTimeoutUpperMs { get; init; } = 600;
 
-    /// <summary>The timeout of one Raft request; by default the lower election timeout.</summary>
-    public int? RequestTimeoutMs { get; init; }
+    /// <summary>
+    /// The timeout of one Raft request, snapshot transfers included. DotNext rejects a repeated InstallSnapshot for an
+    /// index the follower already committed, so a snapshot whose answer times out is resent until the leader's
+    /// snapshot moves on; the timeout must therefore cover a whole snapshot transfer and install, not just a heartbeat.
+    /// </summary>
+    public int? RequestTimeoutMs { get; init; } = 2000;
 
     /// <summary>The heartbeat period as a share of the lower election timeout, in (0, 1).</summary>
     public double HeartbeatThreshold { get; init; } = 0.3;

@@ -1,0 +1,167 @@
+using System.Diagnostics;
+using System.Globalization;
+using Sequencer.Client;
+using Sequencer.Core.Hashing;
+
+namespace Sequencer.Checker;
+
+/// <summary>How a workload runs.</summary>
+public sealed record WorkloadOptions
+{
+    /// <summary>Concurrent clients.</summary>
+    public int Clients { get; init; } = 16;
+
+    /// <summary>Txs per request (1 = single submits).</summary>
+    public int TxsPerRequest { get; init; } = 1;
+
+    /// <summary>Bytes per tx.</summary>
+    public int TxBytes { get; init; } = 256;
+
+    /// <summary>Stop after this many txs are acknowledged in total (0: until canceled).</summary>
+    public int TargetAcknowledged { get; init; }
+
+    /// <summary>The timeout of one submit request.</summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>How many times one tx is retried after an indeterminate or retryable answer before the client moves on.</summary>
+    public int MaxAttempts { get; init; } = 50;
+
+    /// <summary>The seed of the tx contents (so a run's txs are reproducible).</summary>
+    public int Seed { get; init; } = 1;
+}
+
+/// <summary>
+/// Concurrent clients that submit fresh random txs to the nodes and record every attempt in a <see cref="History"/>.
+/// A client that gets an indeterminate or retryable answer retries the same tx (the same hash) on the next node,
+/// which is what a real client must do and what INV-NODUP must survive.
+/// </summary>
+public sealed class Workload
+{
+    private readonly IReadOnlyList<(int NodeId, SequencerClient Client)> nodes;
+    private readonly WorkloadOptions options;
+    private long acknowledged;
+    private long started = Stopwatch.GetTimestamp();
+
+    /// <summary>Creates a workload over the given nodes.</summary>
+    public Workload(IReadOnlyList<(int NodeId, SequencerClient Client)> nodes, WorkloadOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(nodes);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfZero(nodes.Count);
+        this.nodes = nodes;
+        this.options = options;
+    }
+
+    /// <summary>Everything recorded so far.</summary>
+    public History History { get; } = new();
+
+    /// <summary>Txs acknowledged so far.</summary>
+    public long Acknowledged => Interlocked.Read(ref acknowledged);
+
+    /// <summary>Nodes to skip (for example while they are known to be down); read by every client on every attempt.</summary>
+    public Func<int, bool> IsAvailable { get; set; } = _ => true;
+
+    /// <summary>Nanoseconds on the workload's monotonic clock.</summary>
+    public long NowNs() => (long)(Stopwatch.GetElapsedTime(started).TotalMilliseconds * 1_000_000);
+
+    /// <summary>Runs every client until the target is reached or <paramref name="token"/> is canceled.</summary>
+    public async Task RunAsync(CancellationToken token)
+    {
+        started = Stopwatch.GetTimestamp();
+        using var done = CancellationTokenSource.CreateLinkedTokenSource(token);
+        var clients = Enumerable.Range(0, options.Clients).Select(c => Task.Run(() => ClientLoopAsync(c, done), CancellationToken.None)).ToArray();
+        await Task.WhenAll(clients).ConfigureAwait(false);
+    }
+
+    private async Task ClientLoopAsync(int client, CancellationTokenSource done)
+    {
+        var random = new Random(HashCode.Combine(options.Seed, client));
+        var nodeCursor = client % nodes.Count;
+        var token = done.Token;
+        while (!token.IsCancellationRequested)
+        {
+            var txs = new List<ReadOnlyMemory<byte>>(options.TxsPerRequest);
+            for (var i = 0; i < options.TxsPerRequest; i++)
+            {
+                var tx = new byte[options.TxBytes];
+                random.NextBytes(tx);
+                txs.Add(tx);
+            }
+
+            var hashes = txs.Select(t => Keccak256.Hash(t.Span).ToString()).ToArray();
+            for (var attempt = 0; attempt < options.MaxAttempts && !token.IsCancellationRequested; attempt++)
+            {
+                var (nodeId, api) = NextNode(ref nodeCursor);
+                var invoked = NowNs();
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
+                timeout.CancelAfter(options.RequestTimeout);
+                try
+                {
+                    var results = await api.SubmitAsync(txs, timeout.Token).ConfigureAwait(false);
+                    var completed = NowNs();
+                    for (var i = 0; i < results.Count; i++)
+                    {
+                        History.Add(new HistoryOp(client, hashes[i], nodeId, invoked, completed, OpOutcome.Ok,
+                            ulong.Parse(results[i].Height, CultureInfo.InvariantCulture), results[i].Index, null));
+                    }
+
+                    var total = Interlocked.Add(ref acknowledged, results.Count);
+                    if (options.TargetAcknowledged > 0 && total >= options.TargetAcknowledged)
+                        await done.CancelAsync().ConfigureAwait(false);
+                    break;
+                }
+                catch (SequencerApiException e) when (!e.IsRetryable)
+                {
+                    // A definite rejection: nothing was ordered by this attempt, and retrying would not help.
+                    Record(client, hashes, nodeId, invoked, OpOutcome.Fail, e.Code);
+                    break;
+                }
+                catch (SequencerApiException e)
+                {
+                    Record(client, hashes, nodeId, invoked, e.IsIndeterminate ? OpOutcome.Info : OpOutcome.Fail, e.Code);
+                }
+                catch (OperationCanceledException) when (!token.IsCancellationRequested)
+                {
+                    Record(client, hashes, nodeId, invoked, OpOutcome.Info, "client_timeout");
+                }
+                catch (OperationCanceledException)
+                {
+                    Record(client, hashes, nodeId, invoked, OpOutcome.Info, "stopped");
+                    return;
+                }
+
+                try
+                {
+                    await Task.Delay(Math.Min(200, 10 * (attempt + 1)), token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    private (int NodeId, SequencerClient Client) NextNode(ref int cursor)
+    {
+        for (var i = 0; i < nodes.Count; i++)
+        {
+            var candidate = nodes[(cursor + i) % nodes.Count];
+            if (IsAvailable(candidate.NodeId))
+            {
+                cursor = (cursor + i + 1) % nodes.Count;
+                return candidate;
+            }
+        }
+
+        cursor = (cursor + 1) % nodes.Count;
+        return nodes[cursor];
+    }
+
+    private void Record(int client, string[] hashes, int nodeId, long invoked, OpOutcome outcome, string error)
+    {
+        var completed = NowNs();
+        foreach (var hash in hashes)
+            History.Add(new HistoryOp(client, hash, nodeId, invoked, completed, outcome, null, null, error));
+    }
+}

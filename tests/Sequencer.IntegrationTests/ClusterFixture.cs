@@ -1,0 +1,103 @@
+using System.Globalization;
+using Sequencer.Checker;
+using Sequencer.Client;
+using Sequencer.Client.Local;
+
+
+
+namespace Sequencer.IntegrationTests;
+
+/// <summary>Starts a real 3-node cluster on loopback ports chosen at run time, and kills every process at the end.</summary>
+internal sealed class TestCluster : IAsyncDisposable
+{
+    private readonly string root;
+
+    private TestCluster(LocalCluster cluster, string root)
+    {
+        Cluster = cluster;
+        this.root = root;
+    }
+
+    public LocalCluster Cluster { get; }
+
+    public IReadOnlyList<(int NodeId, SequencerClient Client)> Clients => [.. Cluster.Nodes.Select(n => (n.Spec.Id, n.Client))];
+
+    public static async Task<TestCluster> StartAsync(string name, int nodes = 3, IReadOnlyList<string>? extraArguments = null)
+    {
+        var root = Path.Combine(Path.GetTempPath(), "sequencer-it", $"{name}-{Environment.ProcessId}-{DateTime.UtcNow:HHmmssfff}");
+        var cluster = LocalCluster.Create(new LocalClusterOptions { Nodes = nodes, DataRoot = root, ExtraArguments = extraArguments ?? [] });
+        var test = new TestCluster(cluster, root);
+        try
+        {
+            cluster.StartAll();
+            await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        }
+        catch
+        {
+            await test.DisposeAsync();
+            throw;
+        }
+
+        return test;
+    }
+
+    /// <summary>Waits until every running node has applied the same height (the leader's), and returns it.</summary>
+    public async Task<ulong> WaitForConvergenceAsync(TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        var last = string.Empty;
+        while (DateTime.UtcNow < deadline)
+        {
+            var running = Cluster.Nodes.Where(n => n.IsRunning).ToList();
+            var views = await Task.WhenAll(running.Select(LocalCluster.TryGetClusterAsync));
+            last = string.Join(", ", running.Zip(views, (n, v) => $"node{n.Spec.Id}: {(v is null ? "down" : $"height {v.Height} commit {v.CommitIndex} applied {v.AppliedIndex}")}"));
+            if (views.All(v => v is not null) && views.Select(v => v!.Height).Distinct().Count() == 1
+                && views.All(v => v!.CommitIndex == v.AppliedIndex || ulong.Parse(v.AppliedIndex, CultureInfo.InvariantCulture) >= ulong.Parse(v.CommitIndex, CultureInfo.InvariantCulture)))
+            {
+                return ulong.Parse(views[0]!.Height, CultureInfo.InvariantCulture);
+            }
+
+            await Task.Delay(50);
+        }
+
+        throw new TimeoutException($"the nodes did not converge within {timeout.TotalSeconds} s: {last}\n{Logs()}");
+    }
+
+    public async Task<IReadOnlyList<NodeChain>> ReadChainsAsync()
+    {
+        var unreachable = new List<int>();
+        var running = Clients.Where(c => Cluster.Node(c.NodeId).IsRunning).ToList();
+        var chains = await ChainReader.ReadAsync(running, unreachable, CancellationToken.None);
+        Assert.Empty(unreachable);
+        return chains;
+    }
+
+    public string Logs() => string.Join("\n", Cluster.Nodes.Select(n => $"--- node{n.Spec.Id} ---\n{n.Tail(30)}"));
+
+    public async ValueTask DisposeAsync()
+    {
+        await Cluster.DisposeAsync();
+        if (Environment.GetEnvironmentVariable("SEQUENCER_KEEP_TEST_DATA") == "1")
+            return;
+        try
+        {
+            Directory.Delete(root, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+internal static class InvariantAssert
+{
+    public static void AllPass(IReadOnlyList<InvariantResult> results, Func<string> context)
+    {
+        var failed = results.Where(r => !r.Passed).ToList();
+        Assert.True(failed.Count == 0, string.Join("\n", failed.Select(f => $"{f.Name}: {f.Detail}")) + "\n" + context());
+        Assert.Contains(results, r => r.Name == "INV-ORDER");
+        Assert.Contains(results, r => r.Name == "INV-ACKED");
+        Assert.Contains(results, r => r.Name == "INV-NODUP");
+        Assert.Contains(results, r => r.Name == "INV-CHAIN");
+    }
+}

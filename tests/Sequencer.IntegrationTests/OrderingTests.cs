@@ -1,0 +1,77 @@
+using System.Diagnostics;
+using Sequencer.Checker;
+
+namespace Sequencer.IntegrationTests;
+
+// One collection: the tests start real clusters and would starve each other on a 2-core machine if run in parallel.
+[Collection("clusters")]
+public sealed class OrderingTests
+{
+    [Fact]
+    public async Task TenThousandTxsFrom16Clients_AllAcknowledgedOnceInTheSameOrderOnEveryNode()
+    {
+        await using var test = await TestCluster.StartAsync("order");
+        var workload = new Workload(test.Clients, new WorkloadOptions { Clients = 16, TargetAcknowledged = 10_000, Seed = 7 });
+        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        await workload.RunAsync(limit.Token);
+
+        var history = workload.History.Snapshot();
+        var acknowledged = history.Where(o => o.Outcome == OpOutcome.Ok).Select(o => o.TxHash).Distinct().Count();
+        Assert.True(acknowledged >= 10_000, $"only {acknowledged} txs were acknowledged\n{test.Logs()}");
+
+        await test.WaitForConvergenceAsync(TimeSpan.FromSeconds(30));
+        var chains = await test.ReadChainsAsync();
+        Assert.Equal(3, chains.Count);
+        Assert.All(chains, c => Assert.Equal(chains[0].Batches.Count, c.Batches.Count));
+        Assert.True(chains[0].Batches.Sum(b => b.Txs.Count) >= acknowledged);
+        InvariantAssert.AllPass(InvariantChecker.Check(history, chains), test.Logs);
+    }
+
+    [Fact]
+    public async Task LeaderKilledMidStream_NewLeaderOrdersNewTxsWithin2sAndNothingAcknowledgedIsLost()
+    {
+        await using var test = await TestCluster.StartAsync("failover");
+        var workload = new Workload(test.Clients, new WorkloadOptions { Clients = 16, Seed = 11, RequestTimeout = TimeSpan.FromSeconds(12) });
+        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        var running = workload.RunAsync(stop.Token);
+
+        await WaitUntilAsync(() => workload.Acknowledged >= 2_000, TimeSpan.FromSeconds(60), "2000 txs acknowledged before the kill");
+        var leader = await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        workload.IsAvailable = id => id != leader;
+        var killedAtNs = workload.NowNs();
+        await test.Cluster.Node(leader).KillAsync();
+
+        // LIVE-FAILOVER: a tx invoked after the kill is acknowledged within 2 s of the kill.
+        var survivors = test.Cluster.Nodes.Where(n => n.Spec.Id != leader).Select(n => n.Spec.Id).ToList();
+        await WaitUntilAsync(() => workload.History.Snapshot().Any(o => o.Outcome == OpOutcome.Ok && o.InvokedNs > killedAtNs), TimeSpan.FromSeconds(20), "a tx ordered after the kill");
+        var firstAfter = workload.History.Snapshot().Where(o => o.Outcome == OpOutcome.Ok && o.InvokedNs > killedAtNs).Min(o => o.CompletedNs);
+        var failover = TimeSpan.FromMilliseconds((firstAfter - killedAtNs) / 1e6);
+        var newLeader = await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10), survivors);
+        Assert.NotEqual(leader, newLeader);
+        Assert.True(failover <= TimeSpan.FromSeconds(2), $"the first tx after the kill was ordered {failover.TotalMilliseconds:0} ms after it\n{test.Logs()}");
+
+        var before = workload.Acknowledged;
+        await WaitUntilAsync(() => workload.Acknowledged >= before + 1_000, TimeSpan.FromSeconds(60), "1000 more txs under the new leader");
+        await stop.CancelAsync();
+        await running;
+
+        // Bring the old leader back; it must catch up and agree.
+        test.Cluster.Node(leader).Start();
+        workload.IsAvailable = _ => true;
+        await test.WaitForConvergenceAsync(TimeSpan.FromSeconds(60));
+        var chains = await test.ReadChainsAsync();
+        Assert.Equal(3, chains.Count);
+        InvariantAssert.AllPass(InvariantChecker.Check(workload.History.Snapshot(), chains), test.Logs);
+    }
+
+    internal static async Task WaitUntilAsync(Func<bool> condition, TimeSpan timeout, string what)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (clock.Elapsed > timeout)
+                throw new TimeoutException($"timed out after {timeout.TotalSeconds} s waiting for: {what}");
+            await Task.Delay(20);
+        }
+    }
+}

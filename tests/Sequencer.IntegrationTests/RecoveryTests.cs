@@ -1,0 +1,60 @@
+using Sequencer.Checker;
+
+namespace Sequencer.IntegrationTests;
+
+[Collection("clusters")]
+public sealed class RecoveryTests
+{
+    [Fact]
+    public async Task WholeClusterKilledAndRestarted_RecoversEveryBatchFromWalAndStore()
+    {
+        // A short WAL retention makes snapshots compact the log during the run, so recovery needs both.
+        await using var test = await TestCluster.StartAsync("restart", extraArguments: ["--wal-retained-entries", "8"]);
+        var workload = new Workload(test.Clients, new WorkloadOptions { Clients = 8, TxsPerRequest = 10, TargetAcknowledged = 4_000, Seed = 13 });
+        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        await workload.RunAsync(limit.Token);
+        var height = await test.WaitForConvergenceAsync(TimeSpan.FromSeconds(30));
+        var before = await test.ReadChainsAsync();
+
+        foreach (var node in test.Cluster.Nodes)
+            await node.KillAsync();
+        test.Cluster.StartAll();
+        await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        var after = await test.ReadChainsAsync();
+
+        Assert.All(after, chain =>
+        {
+            Assert.True((ulong)chain.Batches.Count >= height, $"node{chain.NodeId} recovered {chain.Batches.Count} of {height} batches");
+            Assert.Equal(before[0].Batches.Select(b => b.Hash), chain.Batches.Take((int)height).Select(b => b.Hash));
+        });
+        InvariantAssert.AllPass(InvariantChecker.Check(workload.History.Snapshot(), after), test.Logs);
+
+        // And the restarted cluster orders new txs.
+        var more = new Workload(test.Clients, new WorkloadOptions { Clients = 4, TargetAcknowledged = 200, Seed = 14 });
+        using var limit2 = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        await more.RunAsync(limit2.Token);
+        Assert.True(more.Acknowledged >= 200);
+    }
+
+    [Fact]
+    public async Task FollowerDownWhileTheLogIsCompacted_CatchesUpFromASnapshot()
+    {
+        await using var test = await TestCluster.StartAsync("snapshot", extraArguments: ["--wal-retained-entries", "4"]);
+        var leader = await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        var follower = test.Cluster.Nodes.First(n => n.Spec.Id != leader).Spec.Id;
+        await test.Cluster.Node(follower).KillAsync();
+
+        var workload = new Workload(test.Clients, new WorkloadOptions { Clients = 8, TargetAcknowledged = 3_000, Seed = 17 }) { IsAvailable = id => id != follower };
+        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        await workload.RunAsync(limit.Token);
+        var height = await test.WaitForConvergenceAsync(TimeSpan.FromSeconds(30));
+        Assert.True(height > 50, $"only {height} batches; the test needs the log to be compacted past the follower");
+
+        test.Cluster.Node(follower).Start();
+        await test.WaitForConvergenceAsync(TimeSpan.FromSeconds(60));
+        var chains = await test.ReadChainsAsync();
+        Assert.Equal(3, chains.Count);
+        InvariantAssert.AllPass(InvariantChecker.Check(workload.History.Snapshot(), chains), test.Logs);
+        Assert.Contains("Installed a snapshot", test.Cluster.Node(follower).Tail(200), StringComparison.Ordinal);
+    }
+}
