@@ -25,6 +25,9 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
 {
     private static readonly TimeSpan NoLeaderPoll = TimeSpan.FromMilliseconds(50);
 
+    // A read that misses on a follower waits at most this long for the follower to apply what the leader committed.
+    private static readonly TimeSpan ReadBarrierTimeout = TimeSpan.FromMilliseconds(1000);
+
     /// <summary>Maps every route.</summary>
     public void Map(IEndpointRouteBuilder routes)
     {
@@ -239,8 +242,8 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             return;
         }
 
-        if (raft.State.TryGetPosition(txHash, out var position) && raft.State.GetBatch(position.Height) is { } batch
-            && position.Index < batch.TxHashes.Length && batch.TxHashes[position.Index] == txHash)
+        if (TryFindOrdered(txHash, out var position, out var batch)
+            || (await raft.CatchUpWithLeaderAsync(ReadBarrierTimeout, context.RequestAborted).ConfigureAwait(false) && TryFindOrdered(txHash, out position, out batch)))
         {
             var proof = MerkleTree.ComputeAuditPath(batch.TxHashes, position.Index);
             await ApiResponses.WriteJsonAsync(context, 200, writer =>
@@ -282,6 +285,16 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
         }
 
         await ApiResponses.WriteErrorAsync(context, 404, "not_found", $"tx {txHash} is not known to this node").ConfigureAwait(false);
+    }
+
+    private bool TryFindOrdered(Hash32 txHash, out TxPosition position, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Sequencer.Core.Storage.StoredBatch? batch)
+    {
+        batch = null;
+        if (!raft.State.TryGetPosition(txHash, out position))
+            return false;
+        batch = raft.State.GetBatch(position.Height);
+        // The index keys on a 128-bit prefix: confirm the full hash before serving a proof.
+        return batch is not null && position.Index < batch.TxHashes.Length && batch.TxHashes[position.Index] == txHash;
     }
 
     private static bool IsReceived(byte[] body)
@@ -329,6 +342,8 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
     private async Task WriteBatchAsync(HttpContext context, ulong height)
     {
         var batch = raft.State.GetBatch(height);
+        if (batch is null && await raft.CatchUpWithLeaderAsync(ReadBarrierTimeout, context.RequestAborted).ConfigureAwait(false))
+            batch = raft.State.GetBatch(height);
         if (batch is null)
         {
             await ApiResponses.WriteErrorAsync(context, 404, "not_found", $"batch {height} is not applied on this node").ConfigureAwait(false);

@@ -149,6 +149,28 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     public ValueTask ReplicateAsync(ReadOnlyMemory<byte> payload, CancellationToken token)
         => cluster.ReplicateAsync(payload, context: null, token);
 
+    /// <summary>
+    /// On a follower, waits until everything the leader has committed is applied here (a read barrier: one round trip
+    /// to the leader). Used only when a read misses, so that a tx acknowledged by the leader a moment ago is found on
+    /// every node. Returns false when the barrier could not complete in time (no leader, partition).
+    /// </summary>
+    public async Task<bool> CatchUpWithLeaderAsync(TimeSpan timeout, CancellationToken token)
+    {
+        if (IsLeader || !HasLeader)
+            return false;
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(token);
+        deadline.CancelAfter(timeout);
+        try
+        {
+            await cluster.ApplyReadBarrierAsync(ReadBarrierType.Weak, deadline.Token).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception e) when (e is OperationCanceledException or QuorumUnreachableException or NotLeaderException or InvalidOperationException or IOException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>Fails when the WAL's background applier or flusher has died; the node must then stop.</summary>
     public ValueTask WaitForApplyAsync(long index, CancellationToken token) => wal.WaitForApplyAsync(index, token);
 

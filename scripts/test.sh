@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# make test: builds, runs every test suite and the API conformance smoke test against a fresh local cluster,
+# and ends with one plain line "N passed, N failed" (the .NET runners' own summaries are not the totals).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+count() { # $1 = suite name, $2 = passed, $3 = failed
+  passed=$((passed + $2)); failed=$((failed + $3))
+  echo "== $1: $2 passed, $3 failed"
+}
+
+if ! dotnet build Cluster.sln -c Release -nologo -clp:ErrorsOnly; then
+  echo "build failed"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+for project in tests/Sequencer.Tests tests/Sequencer.IntegrationTests; do
+  log=$(mktemp)
+  dotnet test --project "$project" -c Release --no-build 2>&1 | tee "$log"
+  ok=$(grep -oP '^\s*succeeded: \K[0-9]+' "$log" | tail -n 1)
+  bad=$(grep -oP '^\s*failed: \K[0-9]+' "$log" | tail -n 1)
+  if [ -z "$ok" ] || [ -z "$bad" ]; then
+    # The runner itself failed (crash, build problem): count the suite as one failure.
+    count "$project" 0 1
+  else
+    count "$project" "$ok" "$bad"
+  fi
+  rm -f "$log"
+done
+
+# The shared API smoke test against a fresh 3-node cluster on ports of its own.
+smoke_data=.data/test-smoke
+rm -rf "$smoke_data"
+node_dll=node/Sequencer.Node/bin/Release/net10.0/sequencer-node.dll
+dotnet "$node_dll" devnet --data "$smoke_data" --api-port 17101 --raft-port 17201 --quiet > .data/test-smoke.log 2>&1 &
+devnet=$!
+up=0
+for _ in $(seq 1 300); do
+  if grep -q "nodes are up" .data/test-smoke.log 2>/dev/null; then up=1; break; fi
+  if ! kill -0 "$devnet" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+if [ "$up" = 1 ]; then
+  log=$(mktemp)
+  python3 ../shared/tools/api-smoke http://127.0.0.1:17101 http://127.0.0.1:17102 http://127.0.0.1:17103 2>&1 | tee "$log"
+  count "api-smoke" "$(grep -c '^PASS' "$log")" "$(grep -c '^FAIL' "$log")"
+  rm -f "$log"
+else
+  cat .data/test-smoke.log
+  count "api-smoke (cluster did not start)" 0 1
+fi
+kill -TERM "$devnet" 2>/dev/null
+wait "$devnet" 2>/dev/null
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
