@@ -200,8 +200,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <param name="index">The Raft index of the entry.</param>
     /// <param name="term">The Raft term of the entry.</param>
     /// <param name="token">Cancels waiting for the persister.</param>
+    /// <param name="proposal">On the leader, the proposal that produced the entry (DotNext's entry context).</param>
     /// <returns>The applied batch, or null for a skipped or empty entry.</returns>
-    public async ValueTask<AppliedBatch?> ApplyAsync(ILogCommand? command, long index, long term, CancellationToken token)
+    public async ValueTask<AppliedBatch?> ApplyAsync(ILogCommand? command, long index, long term, CancellationToken token, BatchProposal? proposal = null)
     {
         lock (gate)
         {
@@ -219,7 +220,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             BatchHeader? previous;
             lock (gate)
                 previous = lastHeader;
-            result = BatchApplier.Apply(previous, chain, batch, checked((ulong)term), this);
+            result = BatchApplier.Apply(previous, chain, batch, checked((ulong)term), this, proposal?.HashesFor(batch));
             if (result.Header is not null)
             {
                 stored = new StoredBatch

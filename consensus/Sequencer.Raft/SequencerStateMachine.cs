@@ -34,7 +34,7 @@ public sealed class SequencerStateMachine(AppliedState state, DirectoryInfo scra
         ILogCommand? command = null;
         if (entry.TryGetPayload(out var payload) && !payload.IsEmpty)
             command = LogCommandCodec.Decode(payload);
-        await state.ApplyAsync(command, entry.Index, entry.Term, token).ConfigureAwait(false);
+        await state.ApplyAsync(command, entry.Index, entry.Term, token, entry.Context as BatchProposal).ConfigureAwait(false);
         return entry.Index;
     }
 

@@ -32,7 +32,16 @@ public static partial class NodeRunner
             return ConfigurationExitCode;
         }
 
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], EnvironmentName = Environments.Production });
+        // No configuration files and no file watchers: the node is configured by NodeOptions alone, and a watcher on
+        // a content root above the data directory would wake on every WAL and store write.
+        Directory.CreateDirectory(options.DataDir);
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
+        {
+            Args = [],
+            EnvironmentName = Environments.Production,
+            ContentRootPath = Path.GetFullPath(options.DataDir),
+        });
+        builder.Configuration.Sources.Clear();
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(console =>
         {
@@ -44,9 +53,15 @@ public static partial class NodeRunner
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         // SEQUENCER_DOTNEXT_LOG=Debug shows DotNext's Raft internals when diagnosing a cluster.
         builder.Logging.AddFilter("DotNext", Enum.TryParse<LogLevel>(Environment.GetEnvironmentVariable("SEQUENCER_DOTNEXT_LOG"), out var dotNextLevel) ? dotNextLevel : LogLevel.Warning);
-        builder.WebHost.UseUrls(options.Api);
+        var api = new Uri(options.Api);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
+            if (api.Host is "localhost")
+                kestrel.ListenLocalhost(api.Port);
+            else if (api.Host is "0.0.0.0" or "*" or "+" or "[::]")
+                kestrel.ListenAnyIP(api.Port);
+            else
+                kestrel.Listen(System.Net.IPAddress.Parse(api.Host.Trim('[', ']')), api.Port);
             kestrel.AddServerHeader = false;
             kestrel.Limits.MaxRequestBodySize = options.Limits.MaxRequestBytes;
             kestrel.Limits.MaxConcurrentConnections = 10_000;

@@ -49,10 +49,14 @@ public static class BatchApplier
     /// <param name="command">The batch entry.</param>
     /// <param name="entryTerm">The Raft term of the log entry carrying the command.</param>
     /// <param name="ordered">The txs ordered by earlier batches.</param>
-    public static AppliedBatch Apply(BatchHeader? previous, ChainParameters chain, BatchCommand command, ulong entryTerm, IOrderedTxLookup ordered)
+    /// <param name="knownHashes">The keccak256 of each tx when the caller has already computed them from these very
+    /// bytes (the leader hashed them at intake), or null to hash here.</param>
+    public static AppliedBatch Apply(BatchHeader? previous, ChainParameters chain, BatchCommand command, ulong entryTerm, IOrderedTxLookup ordered,
+        IReadOnlyList<Hash32>? knownHashes = null)
     {
         ArgumentNullException.ThrowIfNull(command);
         ArgumentNullException.ThrowIfNull(ordered);
+        Invariant.Check(knownHashes is null || knownHashes.Count == command.Txs.Count, "one known hash per tx");
         Invariant.Check(previous is null || previous.Height >= 1, "previous header has height 0");
         Invariant.Check(previous is null || entryTerm >= previous.Term, "Raft terms never decrease along the log");
 
@@ -66,7 +70,7 @@ public static class BatchApplier
 
         for (var i = 0; i < txs.Count; i++)
         {
-            var hash = Keccak256.Hash(txs[i]);
+            var hash = knownHashes?[i] ?? Keccak256.Hash(txs[i]);
             if (ordered.TryGetPosition(hash, out var earlier))
             {
                 Invariant.Check(earlier.Height < height, "an ordered tx claims a height that is not applied yet");

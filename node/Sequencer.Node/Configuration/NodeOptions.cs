@@ -94,7 +94,9 @@ public sealed record NodeOptions
         Require(!string.IsNullOrWhiteSpace(DataDir), "a data directory is required (--data)");
         Require(TryParseEndPoint(Raft, out _), $"the Raft endpoint \"{Raft}\" is not host:port");
         Require(RaftListen is null || TryParseEndPoint(RaftListen, out _), $"the Raft listen endpoint \"{RaftListen}\" is not host:port");
-        Require(Uri.TryCreate(Api, UriKind.Absolute, out var api) && api.Scheme is "http" or "https", $"the API address \"{Api}\" is not an http(s) URL");
+        Require(Uri.TryCreate(Api, UriKind.Absolute, out var api) && api.Scheme is "http" && api.Port > 0
+            && (api.Host is "localhost" or "0.0.0.0" or "*" or "+" || System.Net.IPAddress.TryParse(api.Host.Trim('[', ']'), out _)),
+            $"the API address \"{Api}\" is not http://IP:PORT (or localhost / 0.0.0.0)");
         Require(Members.Count >= 1, "at least one member is required");
         Require(Members.Select(m => m.Id).Distinct().Count() == Members.Count, "member ids are unique");
         Require(Members.Select(m => m.Raft).Distinct(StringComparer.OrdinalIgnoreCase).Count() == Members.Count, "member Raft endpoints are unique");

@@ -27,7 +27,7 @@ public interface ILeaderLog
     /// </summary>
     /// <exception cref="NotLeaderException">This node is not the leader; the entry may still commit later.</exception>
     /// <exception cref="OperationCanceledException">Canceled; the entry may still commit later.</exception>
-    ValueTask ReplicateAsync(ReadOnlyMemory<byte> payload, CancellationToken token);
+    ValueTask ReplicateAsync(ReadOnlyMemory<byte> payload, object? context, CancellationToken token);
 
     /// <summary>Raised when the known leader changes (including to none).</summary>
     event Action? LeaderChanged;
@@ -70,6 +70,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
             Location = Path.Combine(dataDir.FullName, "wal"),
             ChunkSize = options.WalChunkBytes,
             HashAlgorithm = WriteAheadLog.IntegrityHashAlgorithm.XxHash64,
+            MemoryManagement = Environment.GetEnvironmentVariable("SEQ_WAL_PRIVATE") == "1" ? WriteAheadLog.MemoryManagementStrategy.PrivateMemory : WriteAheadLog.MemoryManagementStrategy.SharedMemory,
         }, stateMachine);
 
         var advertised = NodeOptions.ParseEndPoint(options.Raft);
@@ -146,8 +147,8 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     }
 
     /// <inheritdoc/>
-    public ValueTask ReplicateAsync(ReadOnlyMemory<byte> payload, CancellationToken token)
-        => cluster.ReplicateAsync(payload, context: null, token);
+    public ValueTask ReplicateAsync(ReadOnlyMemory<byte> payload, object? context, CancellationToken token)
+        => cluster.ReplicateAsync(payload, context, token);
 
     /// <summary>
     /// On a follower, waits until everything the leader has committed is applied here (a read barrier: one round trip

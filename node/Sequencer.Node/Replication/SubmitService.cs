@@ -363,14 +363,15 @@ public sealed partial class SubmitService : IAsyncDisposable
             ReceivedAgoMs = items.ConvertAll(tx => (uint)Math.Clamp((long)timestamp - tx.ReceivedAtMs, 0, uint.MaxValue)),
         };
         var payload = LogCommandCodec.Encode(command);
-        _ = ReplicateAsync(items, payload, leadership);
+        var proposal = new BatchProposal(command.Txs, items.ConvertAll(tx => tx.Hash));
+        _ = ReplicateAsync(items, payload, proposal, leadership);
     }
 
-    private async Task ReplicateAsync(List<PendingTx> items, byte[] payload, CancellationToken leadership)
+    private async Task ReplicateAsync(List<PendingTx> items, byte[] payload, BatchProposal proposal, CancellationToken leadership)
     {
         try
         {
-            await log.ReplicateAsync(payload, leadership).ConfigureAwait(false);
+            await log.ReplicateAsync(payload, proposal, leadership).ConfigureAwait(false);
         }
         catch (Exception e) when (e is NotLeaderException or OperationCanceledException or ObjectDisposedException or QuorumUnreachableException or InvalidOperationException)
         {

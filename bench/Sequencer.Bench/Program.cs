@@ -1,0 +1,84 @@
+using System.CommandLine;
+using System.Globalization;
+using Sequencer.Bench;
+using Sequencer.Client;
+using Sequencer.Client.Local;
+
+var clientsOption = new Option<int[]>("--clients") { Description = "Client counts to run.", DefaultValueFactory = _ => [1, 16, 64, 256], AllowMultipleArgumentsPerToken = true };
+var bulkOption = new Option<int>("--bulk") { Description = "Txs per request in the bulk scenarios.", DefaultValueFactory = _ => 100 };
+var sizeOption = new Option<int>("--tx-bytes") { Description = "Bytes per tx.", DefaultValueFactory = _ => 256 };
+var secondsOption = new Option<double>("--seconds") { Description = "Measured seconds per scenario.", DefaultValueFactory = _ => 10 };
+var warmupOption = new Option<double>("--warmup") { Description = "Warm-up seconds per scenario.", DefaultValueFactory = _ => 3 };
+var targetOption = new Option<string?>("--target") { Description = "Measure an already running cluster through this node (default: start a fresh local 3-node cluster)." };
+var dataOption = new Option<string>("--data") { Description = "Data root of the cluster the bench starts.", DefaultValueFactory = _ => ".data/bench" };
+var modeOption = new Option<string>("--mode") { Description = "single, bulk or both.", DefaultValueFactory = _ => "both" };
+
+var root = new RootCommand("sequencer-bench: throughput and submit-to-ordered latency of a local cluster, and fdatasync latency.")
+{
+    clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, targetOption, dataOption, modeOption,
+};
+root.SetAction(async (result, token) =>
+{
+    var data = Path.GetFullPath(result.GetValue(dataOption)!);
+    var (p50, p99, max) = FsyncProbe.Measure(Path.Combine(data, "fsync"), 2000);
+    Console.WriteLine($"fdatasync of a 4 KiB append in {data}: p50 {p50:0} us, p99 {p99:0} us, max {max:0} us (2000 samples)");
+    Console.WriteLine($"machine: {Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}");
+
+    LocalCluster? cluster = null;
+    Uri target;
+    if (result.GetValue(targetOption) is { } given)
+    {
+        target = new Uri(given);
+    }
+    else
+    {
+        if (Directory.Exists(Path.Combine(data, "cluster")))
+            Directory.Delete(Path.Combine(data, "cluster"), recursive: true);
+        cluster = LocalCluster.Create(new LocalClusterOptions { Nodes = 3, DataRoot = Path.Combine(data, "cluster") });
+        cluster.StartAll();
+        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30), token: token);
+        target = new Uri(cluster.Node(leader).Spec.Api);
+        Console.WriteLine($"started a local 3-node cluster (fsync on) under {Path.Combine(data, "cluster")}; submitting to the leader, node {leader}");
+    }
+
+    try
+    {
+        var generator = new LoadGenerator(target, result.GetValue(sizeOption));
+        var modes = result.GetValue(modeOption) switch
+        {
+            "single" => new[] { ("single", 1) },
+            "bulk" => [("bulk", result.GetValue(bulkOption))],
+            _ => [("single", 1), ("bulk", result.GetValue(bulkOption))],
+        };
+        Console.WriteLine();
+        Console.WriteLine($"{"mode",-7} {"clients",7} {"txs/req",7} {"tx/s",10} {"req/s",9} {"p50 ms",8} {"p99 ms",8} {"max ms",8} {"errors",7}");
+        var results = new List<ScenarioResult>();
+        foreach (var (mode, perRequest) in modes)
+        {
+            foreach (var clients in result.GetValue(clientsOption)!)
+            {
+                var scenario = await generator.RunAsync(mode, clients, perRequest,
+                    TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)), token);
+                results.Add(scenario);
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{scenario.Mode,-7} {scenario.Clients,7} {scenario.TxsPerRequest,7} {scenario.TxPerSecond,10:0} {scenario.Requests / scenario.Seconds,9:0} {scenario.P50Ms,8:0.0} {scenario.P99Ms,8:0.0} {scenario.MaxMs,8:0.0} {scenario.Errors,7}"));
+            }
+        }
+
+        if (cluster is not null)
+        {
+            using var client = new SequencerClient(target);
+            var status = await client.GetClusterAsync(token);
+            Console.WriteLine();
+            Console.WriteLine($"cluster after the run: height {status.Height}, commit index {status.CommitIndex}, term {status.Term}");
+        }
+
+        return results.Any(r => r.Errors > 0) ? 1 : 0;
+    }
+    finally
+    {
+        if (cluster is not null)
+            await cluster.DisposeAsync();
+    }
+});
+return await root.Parse(args).InvokeAsync();
