@@ -388,7 +388,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
 
         var lastHeight = batches.Count > 0 ? batches[^1].Header.Height : previous.LastHeight;
-        var next = ChooseSnapshot(new SnapshotPoint(last.Index, last.Term, lastHeight));
+        var next = ChooseSnapshot(taken, previous.LastHeight, last.Index);
         var checkpoint = new StoreCheckpoint(last.Index, last.Term, lastHeight, next.Index, next.Term, next.Height);
         store.Append(batches, checkpoint);
 
@@ -408,17 +408,25 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     }
 
     /// <summary>
-    /// The newest durable point at least <see cref="retainedEntries"/> entries behind <paramref name="persisted"/>,
-    /// or the current snapshot point when none qualifies yet.
+    /// The newest applied point at least <see cref="retainedEntries"/> entries behind <paramref name="persistedIndex"/>
+    /// (every entry about to be stored is a candidate), or the current snapshot point when none qualifies yet.
+    /// The caller holds <see cref="storeWriter"/>.
     /// </summary>
-    private SnapshotPoint ChooseSnapshot(SnapshotPoint persisted)
+    private SnapshotPoint ChooseSnapshot(int taken, ulong storedHeight, long persistedIndex)
     {
         lock (gate)
         {
+            var height = storedHeight;
+            foreach (var effect in unpersisted.Take(taken))
+            {
+                height = effect.Batch?.Header.Height ?? height;
+                snapshotCandidates.Enqueue(new SnapshotPoint(effect.Index, effect.Term, height));
+            }
+
             var chosen = snapshot?.Point ?? new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight);
-            snapshotCandidates.Enqueue(persisted);
-            while (snapshotCandidates.Count > 0 && snapshotCandidates.Peek().Index <= persisted.Index - retainedEntries)
+            while (snapshotCandidates.Count > 0 && snapshotCandidates.Peek().Index <= persistedIndex - retainedEntries)
                 chosen = snapshotCandidates.Dequeue();
+            Invariant.Check(snapshotCandidates.Count <= retainedEntries + taken, "snapshot candidates stay within the retained window");
             return chosen;
         }
     }

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.IO.Hashing;
 using MessagePack;
 using Sequencer.Core;
 using Sequencer.Core.Encoding;
@@ -11,11 +12,13 @@ namespace Sequencer.Raft;
 
 /// <summary>
 /// The snapshot stream a leader sends to a follower that is behind its compacted log: an 8-byte magic, then
-/// length-prefixed MessagePack records (a header, one record per batch in height order, a trailer).
+/// records of [4-byte length][8-byte XxHash64 of the body][MessagePack body] (a header, one record per batch in
+/// height order, a trailer).
 /// </summary>
 /// <remarks>
-/// Keys are explicit integers and never reused, like the log format. The receiver recomputes every commitment and
-/// Merkle root and checks the parent chain, so a corrupt or truncated stream is rejected, never installed.
+/// Keys are explicit integers and never reused, like the log format. The receiver checks every record's checksum,
+/// recomputes every commitment and Merkle root and checks the parent chain, so a corrupt or truncated stream is
+/// rejected, never installed.
 /// </remarks>
 public static class SnapshotFormat
 {
@@ -28,14 +31,17 @@ public static class SnapshotFormat
     private static readonly MessagePackSerializerOptions Options = MessagePackSerializerOptions.Standard
         .WithSecurity(MessagePackSecurity.UntrustedData);
 
-    /// <summary>Serializes one record with its 4-byte little-endian length prefix.</summary>
+    private const int PrefixBytes = 4 + 8;
+
+    /// <summary>Serializes one record with its length and checksum prefix.</summary>
     public static void WriteRecord(ISnapshotRecord record, IBufferWriter<byte> output)
     {
         ArgumentNullException.ThrowIfNull(output);
         var body = MessagePackSerializer.Serialize(record, Options);
-        var prefix = output.GetSpan(4);
+        var prefix = output.GetSpan(PrefixBytes);
         BinaryPrimitives.WriteInt32LittleEndian(prefix, body.Length);
-        output.Advance(4);
+        BinaryPrimitives.WriteUInt64LittleEndian(prefix[4..], XxHash64.HashToUInt64(body));
+        output.Advance(PrefixBytes);
         output.Write(body);
     }
 
@@ -44,18 +50,20 @@ public static class SnapshotFormat
     public static ISnapshotRecord? ReadRecord(Stream input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        Span<byte> prefix = stackalloc byte[4];
-        var read = input.ReadAtLeast(prefix, 4, throwOnEndOfStream: false);
+        Span<byte> prefix = stackalloc byte[PrefixBytes];
+        var read = input.ReadAtLeast(prefix, PrefixBytes, throwOnEndOfStream: false);
         if (read == 0)
             return null;
-        if (read != 4)
-            throw new LogFormatException("snapshot stream truncated inside a record length");
+        if (read != PrefixBytes)
+            throw new LogFormatException("snapshot stream truncated inside a record prefix");
         var length = BinaryPrimitives.ReadInt32LittleEndian(prefix);
         if (length is <= 0 or > MaxRecordBytes)
             throw new LogFormatException($"snapshot record length {length} is out of range");
         var body = new byte[length];
         if (input.ReadAtLeast(body, length, throwOnEndOfStream: false) != length)
             throw new LogFormatException("snapshot stream truncated inside a record");
+        if (XxHash64.HashToUInt64(body) != BinaryPrimitives.ReadUInt64LittleEndian(prefix[4..]))
+            throw new LogFormatException("snapshot record checksum mismatch: the stream is corrupt");
         try
         {
             return MessagePackSerializer.Deserialize<ISnapshotRecord>(body, Options);

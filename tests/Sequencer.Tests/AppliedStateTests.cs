@@ -1,0 +1,136 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Sequencer.Core;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Storage;
+using Sequencer.Raft;
+
+namespace Sequencer.Tests;
+
+public sealed class AppliedStateTests
+{
+    private static readonly SequencerLimits Limits = new() { PersistGroupBatches = 4, MaxUnpersistedBatches = 16, PersistIntervalMs = 10_000 };
+
+    private static AppliedState Open(IBatchStore store, long retained = 0, ulong chainId = 42)
+        => new(store, new ChainParameters(chainId, 0), Limits, retained, new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance);
+
+    private static async Task ApplyBatchesAsync(AppliedState state, int count, long firstIndex = 1, int txsPerBatch = 3)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            var txs = Enumerable.Range(0, txsPerBatch).Select(j => BatchApplierTests.Tx((int)(firstIndex + i) * 100 + j)).ToList();
+            await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5000, Txs = txs }, firstIndex + i, 1, CancellationToken.None);
+        }
+    }
+
+    [Fact]
+    public async Task Apply_ThenFlush_StoresEveryBatchAndTheCheckpoint()
+    {
+        var store = new InMemoryBatchStore();
+        await using (var state = Open(store))
+        {
+            await ApplyBatchesAsync(state, 10);
+            await state.ApplyAsync(null, 11, 1, CancellationToken.None);
+            await state.FlushAsync(CancellationToken.None);
+            Assert.Equal(11, state.Durable.AppliedIndex);
+            Assert.Equal(10UL, state.Durable.LastHeight);
+            Assert.Equal(30, state.OrderedTxCount);
+        }
+
+        Assert.Equal(10UL, store.ReadCheckpoint().LastHeight);
+        Assert.Equal(10, store.Scan(1, 10).Count());
+    }
+
+    [Fact]
+    public async Task Reopen_RecoversHeaderIndexAndSkipsReplayedEntries()
+    {
+        var store = new InMemoryBatchStore();
+        BatchHeader? last;
+        await using (var state = Open(store))
+        {
+            await ApplyBatchesAsync(state, 6);
+            last = state.LastHeader;
+        }
+
+        await using var reopened = Open(store);
+        Assert.Equal(last, reopened.LastHeader);
+        Assert.Equal(6, reopened.AppliedIndex);
+        Assert.True(reopened.TryGetPosition(Sequencer.Core.Hashing.Keccak256.Hash(BatchApplierTests.Tx(501)), out var position));
+        Assert.Equal(new TxPosition(5, 1), position);
+
+        // The WAL replays entries the store already has: they are skipped, not applied twice.
+        Assert.Null(await reopened.ApplyAsync(BatchApplierTests.Batch(1, 1), 3, 1, CancellationToken.None));
+        Assert.Equal(last, reopened.LastHeader);
+    }
+
+    [Fact]
+    public async Task Snapshot_WrittenByOneNode_InstallsOnAnEmptyOne_AndOnOneWithAPrefix()
+    {
+        await using var source = Open(new InMemoryBatchStore(), retained: 2);
+        await ApplyBatchesAsync(source, 12);
+        await source.FlushAsync(CancellationToken.None);
+        var snapshot = source.CurrentSnapshot!;
+        Assert.Equal(10, snapshot.Index);
+        var bytes = await WriteAsync(snapshot);
+
+        await using var empty = Open(new InMemoryBatchStore());
+        await empty.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None);
+        Assert.Equal(source.GetBatch(10)!.Header, empty.LastHeader);
+        Assert.Equal(10, empty.AppliedIndex);
+        Assert.Equal(10, empty.CurrentSnapshot!.Index);
+
+        await using var prefix = Open(new InMemoryBatchStore());
+        await ApplyBatchesAsync(prefix, 4);
+        await prefix.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None);
+        Assert.Equal(source.GetBatch(10)!.Header, prefix.LastHeader);
+
+        // Apply continues after the snapshot exactly as on the source.
+        await ApplyBatchesAsync(prefix, 2, firstIndex: 11);
+        Assert.Equal(source.LastHeader, prefix.LastHeader);
+    }
+
+    [Fact]
+    public async Task Snapshot_Corrupted_IsRejectedAndNothingIsInstalled()
+    {
+        await using var source = Open(new InMemoryBatchStore(), retained: 0);
+        await ApplyBatchesAsync(source, 5);
+        await source.FlushAsync(CancellationToken.None);
+        var snapshot = source.CurrentSnapshot!;
+        var bytes = await WriteAsync(snapshot);
+
+        for (var offset = 40; offset < bytes.Length; offset += 97)
+        {
+            var corrupt = (byte[])bytes.Clone();
+            corrupt[offset] ^= 0x5A;
+            await using var target = Open(new InMemoryBatchStore());
+            await Assert.ThrowsAnyAsync<Exception>(() => target.InstallSnapshotAsync(new MemoryStream(corrupt), snapshot.Index, snapshot.Term, CancellationToken.None));
+            Assert.True(target.LastHeader is null || target.LastHeader.Height <= source.LastHeader!.Height);
+        }
+
+        await using var truncated = Open(new InMemoryBatchStore());
+        await Assert.ThrowsAsync<LogFormatException>(() => truncated.InstallSnapshotAsync(new MemoryStream(bytes[..^10]), snapshot.Index, snapshot.Term, CancellationToken.None));
+        await using var otherChain = Open(new InMemoryBatchStore(), chainId: 7);
+        await Assert.ThrowsAsync<LogFormatException>(() => otherChain.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task StoreFailure_IsReported_AndNothingIsLostWhenItRecovers()
+    {
+        var store = new InMemoryBatchStore { FailNextAppend = true };
+        await using var state = Open(store);
+        await ApplyBatchesAsync(state, 3);
+        await Assert.ThrowsAsync<IOException>(() => state.FlushAsync(CancellationToken.None));
+        Assert.Equal(3, state.UnpersistedEntries);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(0, state.UnpersistedEntries);
+        Assert.Equal(3UL, store.ReadCheckpoint().LastHeight);
+    }
+
+    private static async Task<byte[]> WriteAsync(DotNext.Net.Cluster.Consensus.Raft.StateMachine.ISnapshot snapshot)
+    {
+        using var stream = new MemoryStream();
+        await DotNext.IO.DataTransferObject.WriteToAsync(snapshot, stream, 4096, CancellationToken.None);
+        return stream.ToArray();
+    }
+}

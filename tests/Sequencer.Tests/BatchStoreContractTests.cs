@@ -1,0 +1,111 @@
+using Sequencer.Core;
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Storage;
+using Sequencer.Node.Storage;
+
+namespace Sequencer.Tests;
+
+/// <summary>One contract, run against the in-memory fake and the LiteDB store.</summary>
+public abstract class BatchStoreContractTests : IDisposable
+{
+    protected string Directory { get; } = Path.Combine(Path.GetTempPath(), "sequencer-store-tests", Guid.NewGuid().ToString("N"));
+
+    protected abstract IBatchStore Open();
+
+    internal static List<StoredBatch> Chain(int count, ulong firstHeight = 1, Hash32? parent = null)
+    {
+        var batches = new List<StoredBatch>();
+        var previous = parent ?? Hash32.Zero;
+        for (var i = 0; i < count; i++)
+        {
+            var height = firstHeight + (ulong)i;
+            var hashes = Enumerable.Range(0, 3).Select(j => Keccak256.Hash(BitConverter.GetBytes(height * 10 + (ulong)j))).ToArray();
+            var header = new BatchHeader(9, 0, height, 1, previous, MerkleTree.ComputeRoot(hashes), 3, 1000 + height);
+            batches.Add(new StoredBatch { Header = header, TxHashes = hashes, ReceivedMs = [1, 2, 3], RaftIndex = (long)height + 1, OrderedAtMs = 77 });
+            previous = header.Commitment;
+        }
+
+        return batches;
+    }
+
+    private static StoreCheckpoint CheckpointAt(IReadOnlyList<StoredBatch> batches)
+        => new(batches[^1].RaftIndex, 1, batches[^1].Header.Height, 0, 0, 0);
+
+    [Fact]
+    public void Empty_HasTheEmptyCheckpointAndNoBatches()
+    {
+        using var store = Open();
+        Assert.Equal(StoreCheckpoint.Empty, store.ReadCheckpoint());
+        Assert.Null(store.Get(1));
+        Assert.Empty(store.Scan(1, 10));
+    }
+
+    [Fact]
+    public void Append_ThenReadBack_EqualsWhatWasWritten()
+    {
+        using var store = Open();
+        var chain = Chain(300);
+        store.Append(chain[..200], CheckpointAt(chain[..200]));
+        store.Append(chain[200..], CheckpointAt(chain));
+        Assert.Equal(CheckpointAt(chain), store.ReadCheckpoint());
+        var read = store.Get(150)!;
+        Assert.Equal(chain[149].Header, read.Header);
+        Assert.Equal(chain[149].TxHashes, read.TxHashes);
+        Assert.Equal(chain[149].ReceivedMs, read.ReceivedMs);
+        Assert.Equal(chain[149].RaftIndex, read.RaftIndex);
+        Assert.Equal([.. chain.Select(b => b.Header.Height)], store.Scan(1, 300).Select(b => b.Header.Height));
+        Assert.Equal([5UL, 6UL, 7UL], store.Scan(5, 7).Select(b => b.Header.Height));
+        Assert.Null(store.Get(301));
+    }
+
+    [Fact]
+    public void Append_NonContiguousHeight_FailsTheInvariantAndChangesNothing()
+    {
+        using var store = Open();
+        var chain = Chain(5);
+        store.Append(chain[..2], CheckpointAt(chain[..2]));
+        Assert.Throws<InvariantViolationException>(() => store.Append(chain[3..], CheckpointAt(chain)));
+        Assert.Equal(2UL, store.ReadCheckpoint().LastHeight);
+        Assert.Null(store.Get(4));
+    }
+
+    [Fact]
+    public void Append_CheckpointOnly_MovesTheAppliedIndex()
+    {
+        using var store = Open();
+        var chain = Chain(2);
+        store.Append(chain, CheckpointAt(chain));
+        var next = CheckpointAt(chain) with { AppliedIndex = 50, SnapshotIndex = 3, SnapshotTerm = 1, SnapshotHeight = 2 };
+        store.Append([], next);
+        Assert.Equal(next, store.ReadCheckpoint());
+    }
+
+    public void Dispose()
+    {
+        if (System.IO.Directory.Exists(Directory))
+            System.IO.Directory.Delete(Directory, recursive: true);
+        GC.SuppressFinalize(this);
+    }
+}
+
+public sealed class InMemoryBatchStoreTests : BatchStoreContractTests
+{
+    protected override IBatchStore Open() => new InMemoryBatchStore();
+}
+
+public sealed class LiteDbBatchStoreTests : BatchStoreContractTests
+{
+    protected override IBatchStore Open() => new LiteDbBatchStore(Path.Combine(Directory, "store.db"));
+
+    [Fact]
+    public void Reopen_KeepsEverythingCommitted()
+    {
+        var chain = Chain(10);
+        using (var store = Open())
+            store.Append(chain, new StoreCheckpoint(11, 1, 10, 4, 1, 3));
+        using var reopened = Open();
+        Assert.Equal(new StoreCheckpoint(11, 1, 10, 4, 1, 3), reopened.ReadCheckpoint());
+        Assert.Equal(chain[9].Header, reopened.Get(10)!.Header);
+    }
+}

@@ -1,0 +1,79 @@
+using System.Globalization;
+using Sequencer.Checker;
+using Sequencer.Client;
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+
+namespace Sequencer.Tests;
+
+public sealed class InvariantCheckerTests
+{
+    private static string TxHash(int i) => Keccak256.Hash(BatchApplierTests.Tx(i)).ToString();
+
+    private static List<BatchResponse> Chain(params int[][] batches)
+    {
+        var result = new List<BatchResponse>();
+        var parent = Hash32.Zero;
+        for (var h = 0; h < batches.Length; h++)
+        {
+            var leaves = batches[h].Select(i => Hash32.Parse(TxHash(i))).ToArray();
+            var header = new BatchHeader(1, 0, (ulong)h + 1, 1, parent, MerkleTree.ComputeRoot(leaves), (uint)leaves.Length, 1000);
+            result.Add(new BatchResponse(
+                new HeaderDto("1", "0", (h + 1).ToString(CultureInfo.InvariantCulture), "1", parent.ToString(), header.TxRoot.ToString(), leaves.Length, 1000),
+                header.Commitment.ToString(), [.. leaves.Select(l => l.ToString())]));
+            parent = header.Commitment;
+        }
+
+        return result;
+    }
+
+    private static HistoryOp Ok(int tx, ulong height, int index, long invoked, long completed)
+        => new(0, TxHash(tx), 1, invoked, completed, OpOutcome.Ok, height, index, null);
+
+    private static InvariantResult Verdict(IReadOnlyList<InvariantResult> results, string name) => results.Single(r => r.Name == name);
+
+    [Fact]
+    public void Check_ConsistentRun_PassesEveryInvariant()
+    {
+        var chain = Chain([1, 2], [3]);
+        var history = new[] { Ok(1, 1, 0, 0, 10), Ok(2, 1, 1, 0, 10), Ok(3, 2, 0, 20, 30) };
+        var results = InvariantChecker.Check(history, [new NodeChain(1, chain), new NodeChain(2, chain[..1])]);
+        Assert.All(results, r => Assert.True(r.Passed, $"{r.Name}: {r.Detail}"));
+    }
+
+    [Fact]
+    public void Check_AcknowledgedTxMissing_FailsInvAcked()
+    {
+        var results = InvariantChecker.Check([Ok(1, 1, 0, 0, 10), Ok(9, 1, 1, 0, 10)], [new NodeChain(1, Chain([1]))]);
+        Assert.False(Verdict(results, "INV-ACKED").Passed);
+        Assert.Contains("lost", Verdict(results, "INV-ACKED").Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Check_TxOrderedTwice_FailsInvNodup()
+        => Assert.False(Verdict(InvariantChecker.Check([], [new NodeChain(1, Chain([1, 2], [1]))]), "INV-NODUP").Passed);
+
+    [Fact]
+    public void Check_DivergentLogs_FailInvOrder()
+        => Assert.False(Verdict(InvariantChecker.Check([], [new NodeChain(1, Chain([1], [2])), new NodeChain(2, Chain([1], [3]))]), "INV-ORDER").Passed);
+
+    [Fact]
+    public void Check_BrokenParentLinkOrWrongRoot_FailsInvChain()
+    {
+        var chain = Chain([1], [2]);
+        chain[1] = chain[1] with { Header = chain[1].Header with { ParentHash = Hash32.Zero.ToString() } };
+        Assert.False(Verdict(InvariantChecker.Check([], [new NodeChain(1, chain)]), "INV-CHAIN").Passed);
+        var wrongRoot = Chain([1]);
+        wrongRoot[0] = wrongRoot[0] with { Txs = [TxHash(5)] };
+        Assert.False(Verdict(InvariantChecker.Check([], [new NodeChain(1, wrongRoot)]), "INV-CHAIN").Passed);
+    }
+
+    [Fact]
+    public void Check_LaterSubmitOrderedFirst_FailsInvRealtime()
+    {
+        // tx 2 completed (t=10) before tx 1 was invoked (t=20), yet tx 1 is ordered first.
+        var chain = Chain([1], [2]);
+        var results = InvariantChecker.Check([Ok(2, 2, 0, 0, 10), Ok(1, 1, 0, 20, 30)], [new NodeChain(1, chain)]);
+        Assert.False(Verdict(results, "INV-REALTIME").Passed);
+    }
+}

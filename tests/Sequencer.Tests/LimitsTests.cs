@@ -1,0 +1,62 @@
+using Sequencer.Core;
+using Sequencer.Node.Cli;
+using Sequencer.Node.Configuration;
+
+namespace Sequencer.Tests;
+
+public sealed class LimitsTests
+{
+    [Fact]
+    public void Defaults_AreValid()
+    {
+        Assert.Empty(new SequencerLimits().Validate());
+        new SequencerLimits().ThrowIfInvalid();
+    }
+
+    [Theory]
+    [InlineData("MaxBatchBytes", 1024, "MaxBatchBytes must be at least MaxTxBytes")]
+    [InlineData("MaxPendingTxs", 10, "MaxPendingTxs must be at least MaxTxsPerRequest")]
+    [InlineData("MaxInFlightEntries", 0, "MaxInFlightEntries")]
+    [InlineData("MaxBatchDelayMs", 5000, "MaxBatchDelayMs")]
+    [InlineData("MaxRequestBytes", 100, "MaxRequestBytes")]
+    [InlineData("MaxUnpersistedBatches", 1, "MaxUnpersistedBatches")]
+    public void Validate_BrokenRelation_IsNamed(string name, int value, string expected)
+    {
+        var limits = RunCommand.ApplyLimit(new SequencerLimits(), $"{name}={value}");
+        var errors = limits.Validate();
+        Assert.Contains(errors, e => e.Contains(expected, StringComparison.Ordinal));
+        Assert.Throws<ArgumentException>(limits.ThrowIfInvalid);
+    }
+
+    [Fact]
+    public void ApplyLimit_UnknownNameOrBadValue_Throws()
+    {
+        Assert.Throws<FormatException>(() => RunCommand.ApplyLimit(new SequencerLimits(), "noSuchLimit=1"));
+        Assert.Throws<FormatException>(() => RunCommand.ApplyLimit(new SequencerLimits(), "maxTxBytes"));
+        Assert.ThrowsAny<Exception>(() => RunCommand.ApplyLimit(new SequencerLimits(), "maxTxBytes=lots"));
+        Assert.Equal(5, RunCommand.ApplyLimit(new SequencerLimits(), "maxBatchDelayMs=5").MaxBatchDelayMs);
+    }
+
+    [Fact]
+    public void NodeOptions_Valid_HasNoErrors_AndMisconfigurationsAreNamed()
+    {
+        var members = new[] { 1, 2, 3 }.Select(i => new MemberOptions { Id = i, Raft = $"127.0.0.1:720{i}", Api = $"http://127.0.0.1:710{i}" }).ToList();
+        var options = new NodeOptions { NodeId = 1, DataDir = "/tmp/x", Raft = "127.0.0.1:7201", Api = "http://127.0.0.1:7101", Members = members };
+        Assert.Empty(options.Validate());
+        Assert.Contains(options with { NodeId = 4 } is var o ? o.Validate() : [], e => e.Contains("not among the members", StringComparison.Ordinal));
+        Assert.Contains((options with { Raft = "127.0.0.1:9999" }).Validate(), e => e.Contains("advertises", StringComparison.Ordinal));
+        Assert.Contains((options with { Api = "ftp://x" }).Validate(), e => e.Contains("API address", StringComparison.Ordinal));
+        Assert.Contains((options with { WalChunkBytes = 4096 }).Validate(), e => e.Contains("WAL chunk", StringComparison.Ordinal));
+        Assert.Contains((options with { RaftTiming = new RaftTimingOptions { ElectionTimeoutLowerMs = 600, ElectionTimeoutUpperMs = 300 } }).Validate(), e => e.Contains("election", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void ParseMember_ReadsIdRaftAndApi()
+    {
+        var member = RunCommand.ParseMember("2=127.0.0.1:7202,http://127.0.0.1:7102");
+        Assert.Equal(2, member.Id);
+        Assert.Equal("127.0.0.1:7202", member.Raft);
+        Assert.Equal("http://127.0.0.1:7102", member.Api);
+        Assert.Throws<FormatException>(() => RunCommand.ParseMember("x=1,2"));
+    }
+}
