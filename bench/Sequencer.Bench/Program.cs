@@ -11,11 +11,12 @@ var secondsOption = new Option<double>("--seconds") { Description = "Measured se
 var warmupOption = new Option<double>("--warmup") { Description = "Warm-up seconds per scenario.", DefaultValueFactory = _ => 3 };
 var targetOption = new Option<string?>("--target") { Description = "Measure an already running cluster through this node (default: start a fresh local 3-node cluster)." };
 var dataOption = new Option<string>("--data") { Description = "Data root of the cluster the bench starts.", DefaultValueFactory = _ => ".data/bench" };
+var nodeArgOption = new Option<string[]>("--node-arg") { Description = "An extra argument for every node the bench starts, e.g. --node-arg=--limit --node-arg=maxBatchBytes=262144; repeatable." };
 var modeOption = new Option<string>("--mode") { Description = "single, bulk or both.", DefaultValueFactory = _ => "both" };
 
 var root = new RootCommand("sequencer-bench: throughput and submit-to-ordered latency of a local cluster, and fdatasync latency.")
 {
-    clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, targetOption, dataOption, modeOption,
+    clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, targetOption, dataOption, modeOption, nodeArgOption,
 };
 root.SetAction(async (result, token) =>
 {
@@ -34,7 +35,7 @@ root.SetAction(async (result, token) =>
     {
         if (Directory.Exists(Path.Combine(data, "cluster")))
             Directory.Delete(Path.Combine(data, "cluster"), recursive: true);
-        cluster = LocalCluster.Create(new LocalClusterOptions { Nodes = 3, DataRoot = Path.Combine(data, "cluster") });
+        cluster = LocalCluster.Create(new LocalClusterOptions { Nodes = 3, DataRoot = Path.Combine(data, "cluster"), ExtraArguments = result.GetValue(nodeArgOption) ?? [] });
         cluster.StartAll();
         var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30), token: token);
         target = new Uri(cluster.Node(leader).Spec.Api);

@@ -303,17 +303,10 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             Task signal;
             lock (gate)
                 signal = workSignal.Task;
-            try
-            {
-                await signal.WaitAsync(TimeSpan.FromMilliseconds(limits.PersistIntervalMs), time, token).ConfigureAwait(false);
-            }
-            catch (TimeoutException)
-            {
-            }
-            catch (OperationCanceledException)
-            {
+            // A timed-out wait is the normal way to wake up here: suppress instead of throwing.
+            await signal.WaitAsync(TimeSpan.FromMilliseconds(limits.PersistIntervalMs), time, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            if (token.IsCancellationRequested)
                 break;
-            }
 
             lock (gate)
             {

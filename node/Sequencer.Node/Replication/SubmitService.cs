@@ -295,20 +295,11 @@ public sealed partial class SubmitService : IAsyncDisposable
                 continue;
             }
 
-            try
-            {
-                if (decision.WakeAfterMs < 0)
-                    await signal.WaitAsync(token).ConfigureAwait(false);
-                else
-                    await signal.WaitAsync(TimeSpan.FromMilliseconds(Math.Max(1, decision.WakeAfterMs)), time, token).ConfigureAwait(false);
-            }
-            catch (TimeoutException)
-            {
-            }
-            catch (OperationCanceledException)
-            {
-                break;
-            }
+            // A timed-out wait is the normal way to wake up here: suppress instead of throwing.
+            if (decision.WakeAfterMs < 0)
+                await signal.WaitAsync(token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            else
+                await signal.WaitAsync(TimeSpan.FromMilliseconds(Math.Max(1, decision.WakeAfterMs)), time, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }
 
@@ -369,9 +360,11 @@ public sealed partial class SubmitService : IAsyncDisposable
 
     private async Task ReplicateAsync(List<PendingTx> items, byte[] payload, BatchProposal proposal, CancellationToken leadership)
     {
+        var started = time.GetTimestamp();
         try
         {
             await log.ReplicateAsync(payload, proposal, leadership).ConfigureAwait(false);
+            metrics.ReplicateDuration.Record(time.GetElapsedTime(started).TotalMilliseconds);
         }
         catch (Exception e) when (e is NotLeaderException or OperationCanceledException or ObjectDisposedException or QuorumUnreachableException or InvalidOperationException)
         {

@@ -19,6 +19,7 @@ public sealed class NodeMetrics : IDisposable
         meter = new Meter(MeterName, "1.0");
         SubmitDuration = meter.CreateHistogram<double>("sequencer.submit.duration", "ms", "Time from a submit's arrival to its answer, on the node that answered it.");
         ReceivedToOrdered = meter.CreateHistogram<double>("sequencer.tx.received_to_ordered", "ms", "Finality ladder: time from received (leader intake) to ordered (committed and applied on the leader).");
+        ReplicateDuration = meter.CreateHistogram<double>("sequencer.batch.replicate.duration", "ms", "Leader: time from cutting a batch to its commit and apply (ReplicateAsync).");
         BatchTxs = meter.CreateHistogram<long>("sequencer.batch.txs", "{tx}", "Txs per applied batch.");
         TxsOrdered = meter.CreateCounter<long>("sequencer.txs.ordered", "{tx}", "Txs ordered (applied) on this node.");
         TxsDuplicate = meter.CreateCounter<long>("sequencer.txs.duplicate", "{tx}", "Proposed txs dropped at apply because they were already ordered.");
@@ -32,6 +33,9 @@ public sealed class NodeMetrics : IDisposable
 
     /// <summary>The received to ordered transition.</summary>
     public Histogram<double> ReceivedToOrdered { get; }
+
+    /// <summary>Cut to committed, on the leader.</summary>
+    public Histogram<double> ReplicateDuration { get; }
 
     /// <summary>Batch sizes.</summary>
     public Histogram<long> BatchTxs { get; }
