@@ -60,3 +60,36 @@ public sealed class LimitsTests
         Assert.Throws<FormatException>(() => RunCommand.ParseMember("x=1,2"));
     }
 }
+
+public sealed class NodeOptionsFileTests : IDisposable
+{
+    private readonly string path = Path.Combine(Path.GetTempPath(), $"node-{Guid.NewGuid():N}.json");
+
+    [Fact]
+    public void Load_FileWrittenByToJson_RoundTrips()
+    {
+        var options = new NodeOptions
+        {
+            NodeId = 2, DataDir = "/data/n2", Raft = "127.0.0.1:7202", Api = "http://127.0.0.1:7102", ChainId = 99,
+            Members = [new MemberOptions { Id = 2, Raft = "127.0.0.1:7202", Api = "http://127.0.0.1:7102" }],
+            Limits = new Sequencer.Core.SequencerLimits { MaxBatchDelayMs = 5 },
+        };
+        File.WriteAllText(path, options.ToJson());
+        var loaded = NodeOptions.Load(path);
+        Assert.Equal(options.ToJson(), loaded.ToJson());
+        Assert.Equal(5, loaded.Limits.MaxBatchDelayMs);
+        Assert.Equal(99UL, loaded.ChainId);
+    }
+
+    [Fact]
+    public void Load_UnknownFieldOrBadJson_IsRejectedWithTheFileName()
+    {
+        File.WriteAllText(path, "{\"nodeId\": 1, \"nodeID\": 2, \"typo\": true}");
+        var error = Assert.Throws<InvalidDataException>(() => NodeOptions.Load(path));
+        Assert.Contains(path, error.Message, StringComparison.Ordinal);
+        File.WriteAllText(path, "{ nope");
+        Assert.Throws<InvalidDataException>(() => NodeOptions.Load(path));
+    }
+
+    public void Dispose() => File.Delete(path);
+}
