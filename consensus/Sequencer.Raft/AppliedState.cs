@@ -215,6 +215,13 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
         AppliedBatch? result = null;
         StoredBatch? stored = null;
+#if SEQUENCER_TEST_FAULTS
+        if (TestFaults.DropBatchAtHeight > 0 && command is BatchCommand && (LastHeader?.Height ?? 0) + 1 == TestFaults.DropBatchAtHeight)
+        {
+            TestFaults.DropBatchAtHeight = 0;
+            command = null;
+        }
+#endif
         if (command is BatchCommand batch)
         {
             BatchHeader? previous;

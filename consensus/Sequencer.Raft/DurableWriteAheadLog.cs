@@ -45,6 +45,10 @@ public sealed class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IRaftLogEn
         ArgumentNullException.ThrowIfNull(entries);
         var hasEntries = entries.RemainingCount > 0L;
         await base.AppendAsync(entries, startIndex, skipCommitted, token).ConfigureAwait(false);
+#if SEQUENCER_TEST_FAULTS
+        if (Sequencer.Core.TestFaults.FollowerAckBeforeFsync)
+            return;
+#endif
         if (hasEntries)
         {
             await FlushAsync(token).ConfigureAwait(false);

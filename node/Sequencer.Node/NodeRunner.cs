@@ -84,7 +84,7 @@ public static partial class NodeRunner
             fatalStop.Cancel();
         }
 
-        TimeProvider time = options.ClockSkewMs == 0 ? TimeProvider.System : new SkewedTimeProvider(TimeSpan.FromMilliseconds(options.ClockSkewMs));
+        var time = new AdjustableClock(TimeProvider.System) { SkewMs = options.ClockSkewMs };
         using var metrics = new NodeMetrics();
         await using var raft = new RaftHost(options, time, loggerFactory);
         await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal);
@@ -119,6 +119,7 @@ public static partial class NodeRunner
                 $"{context.HttpContext.Request.Method} {context.HttpContext.Request.Path} is not a route of this API (see DESIGN section 10)").ConfigureAwait(false);
         });
         new SequencerApi(options, raft, submits, forwarder, metrics, time).Map(app);
+        new AdminApi(options, time).Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
 
         await raft.StartAsync(fatalStop.Token).ConfigureAwait(false);
@@ -186,9 +187,31 @@ public static partial class NodeRunner
     private static partial void LogFatal(ILogger logger, Exception exception);
 }
 
-/// <summary>The system clock shifted by a fixed skew (the clock fault of the chaos harness).</summary>
-public sealed class SkewedTimeProvider(TimeSpan skew) : TimeProvider
+/// <summary>
+/// The node's clock: the system clock shifted by a skew that the chaos harness can change at run time
+/// (<c>POST /admin/clock-skew</c>). Only wall-clock readings move; timers and timestamps for elapsed time do not.
+/// </summary>
+public sealed class AdjustableClock(TimeProvider inner) : TimeProvider
 {
+    private long skewMs;
+
+    /// <summary>The current skew in milliseconds.</summary>
+    public long SkewMs
+    {
+        get => Interlocked.Read(ref skewMs);
+        set => Interlocked.Exchange(ref skewMs, value);
+    }
+
     /// <inheritdoc/>
-    public override DateTimeOffset GetUtcNow() => System.GetUtcNow() + skew;
+    public override DateTimeOffset GetUtcNow() => inner.GetUtcNow().AddMilliseconds(SkewMs);
+
+    /// <inheritdoc/>
+    public override long GetTimestamp() => inner.GetTimestamp();
+
+    /// <inheritdoc/>
+    public override long TimestampFrequency => inner.TimestampFrequency;
+
+    /// <inheritdoc/>
+    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        => inner.CreateTimer(callback, state, dueTime, period);
 }

@@ -33,6 +33,9 @@ public sealed record LocalClusterOptions
 
     /// <summary>The node binary; null to locate the built one.</summary>
     public NodeBinary? Binary { get; init; }
+
+    /// <summary>Fixed addresses per node (advertised Raft, Raft listen, API) instead of loopback ports; used by the chaos harness.</summary>
+    public IReadOnlyList<NodeSpec>? Specs { get; init; }
 }
 
 /// <summary>
@@ -64,19 +67,26 @@ public sealed class LocalCluster : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Nodes, 1);
         var binary = options.Binary ?? NodeBinary.Locate();
-        var free = options.ApiBasePort is null || options.RaftBasePort is null ? FreePorts(options.Host, 2 * options.Nodes) : [];
         var specs = new List<NodeSpec>();
-        for (var i = 0; i < options.Nodes; i++)
+        if (options.Specs is { } given)
         {
-            var apiPort = options.ApiBasePort is { } apiBase ? apiBase + i : free[2 * i];
-            var raftPort = options.RaftBasePort is { } raftBase ? raftBase + i : free[2 * i + 1];
-            specs.Add(new NodeSpec(i + 1, $"{options.Host}:{raftPort}", $"http://{options.Host}:{apiPort}",
-                Path.Combine(Path.GetFullPath(options.DataRoot), $"node{i + 1}")));
+            specs.AddRange(given);
+        }
+        else
+        {
+            var free = options.ApiBasePort is null || options.RaftBasePort is null ? FreePorts(options.Host, 2 * options.Nodes) : [];
+            for (var i = 0; i < options.Nodes; i++)
+            {
+                var apiPort = options.ApiBasePort is { } apiBase ? apiBase + i : free[2 * i];
+                var raftPort = options.RaftBasePort is { } raftBase ? raftBase + i : free[2 * i + 1];
+                specs.Add(new NodeSpec(i + 1, $"{options.Host}:{raftPort}", $"http://{options.Host}:{apiPort}",
+                    Path.Combine(Path.GetFullPath(options.DataRoot), $"node{i + 1}")));
+            }
         }
 
         var parent = Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
         var list = new List<NodeProcess>();
-        foreach (var spec in specs)
+        foreach (var spec in specs.OrderBy(s => s.Id))
         {
             var arguments = new List<string>
             {

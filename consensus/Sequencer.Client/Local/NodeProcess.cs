@@ -52,6 +52,15 @@ public sealed class NodeProcess : IAsyncDisposable
     /// <summary>The exit code of the last run, once it has exited.</summary>
     public int? ExitCode => process is { HasExited: true } p ? p.ExitCode : null;
 
+    /// <summary>
+    /// Rewrites the start of the process, for example to run it in a network namespace or under a resource limit;
+    /// read at every <see cref="Start"/>.
+    /// </summary>
+    public Func<ProcessStartInfo, ProcessStartInfo>? Wrapper { get; set; }
+
+    /// <summary>Extra environment variables for the next starts.</summary>
+    public Dictionary<string, string> ExtraEnvironment { get; } = [];
+
     /// <summary>The node's log file.</summary>
     public string LogPath => Path.Combine(Spec.DataDir, "node.log");
 
@@ -65,6 +74,10 @@ public sealed class NodeProcess : IAsyncDisposable
         log?.Dispose();
         log = new StreamWriter(new FileStream(LogPath, FileMode.Append, FileAccess.Write, FileShare.ReadWrite)) { AutoFlush = true };
         var info = binary.CreateStartInfo(arguments);
+        foreach (var (key, value) in ExtraEnvironment)
+            info.Environment[key] = value;
+        if (Wrapper is { } wrap)
+            info = wrap(info);
         info.RedirectStandardOutput = true;
         info.RedirectStandardError = true;
         info.UseShellExecute = false;
@@ -208,10 +221,11 @@ public sealed class NodeBinary
     }
 
     /// <summary>
-    /// Finds the built node: <c>SEQUENCER_NODE</c> if set, else the newest <c>sequencer-node.dll</c> under
-    /// <c>node/Sequencer.Node/bin</c> of the repository that contains <paramref name="start"/>.
+    /// Finds the built node: <c>SEQUENCER_NODE</c> if set, else the newer of the Release and Debug
+    /// <c>sequencer-node.dll</c> under <c>node/Sequencer.Node/bin</c> of the repository that contains
+    /// <paramref name="start"/> (never a TestFaults build), or the given <paramref name="configuration"/>.
     /// </summary>
-    public static NodeBinary Locate(string? start = null)
+    public static NodeBinary Locate(string? start = null, string? configuration = null)
     {
         if (Environment.GetEnvironmentVariable("SEQUENCER_NODE") is { Length: > 0 } configured)
             return At(configured);
@@ -221,9 +235,11 @@ public sealed class NodeBinary
         if (directory is null)
             throw new FileNotFoundException("cannot find Cluster.sln above " + (start ?? AppContext.BaseDirectory) + "; set SEQUENCER_NODE");
         var bin = System.IO.Path.Combine(directory.FullName, "node", "Sequencer.Node", "bin");
-        var candidate = Directory.Exists(bin)
-            ? new DirectoryInfo(bin).EnumerateFiles("sequencer-node.dll", SearchOption.AllDirectories).OrderByDescending(f => f.LastWriteTimeUtc).FirstOrDefault()
-            : null;
+        var candidate = (configuration is null ? ["Release", "Debug"] : new[] { configuration })
+            .Select(c => new FileInfo(System.IO.Path.Combine(bin, c, "net10.0", "sequencer-node.dll")))
+            .Where(f => f.Exists)
+            .OrderByDescending(f => f.LastWriteTimeUtc)
+            .FirstOrDefault();
         return candidate is null
             ? throw new FileNotFoundException($"no sequencer-node.dll under {bin}; build it first (make build)")
             : new NodeBinary(candidate.FullName);

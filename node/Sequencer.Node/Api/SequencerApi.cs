@@ -410,6 +410,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("unpersistedEntries", state.UnpersistedEntries);
             writer.WriteNumber("orderedTxs", state.OrderedTxCount);
             writer.WriteNumber("durableFollowerAppends", raft.DurableAppends);
+            writer.WriteNumber("lastLogIndex", raft.LastLogIndex);
             writer.WriteEndObject();
         });
     }

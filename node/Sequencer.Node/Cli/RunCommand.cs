@@ -23,6 +23,10 @@ public static class RunCommand
     private static readonly Option<string[]> LimitOption = new("--limit") { Description = "Override a limit, NAME=VALUE (e.g. maxBatchDelayMs=5); repeatable." };
     private static readonly Option<int?> ExitWithParentOption = new("--exit-with-parent") { Description = "Exit when the process with this id exits (used by launchers)." };
     private static readonly Option<long?> RetainedOption = new("--wal-retained-entries") { Description = "Applied entries the WAL keeps behind the store before compaction (default 4096)." };
+    private static readonly Option<string?> AdminTokenOption = new("--admin-token") { Description = "Enables /admin routes for clients that send this bearer token (or set SEQUENCER_ADMIN_TOKEN)." };
+#if SEQUENCER_TEST_FAULTS
+    private static readonly Option<string[]> TestFaultOption = new("--test-fault") { Description = "TEST BUILD ONLY: break safety on purpose (ack-before-commit, drop-batch=H, follower-ack-before-fsync)." };
+#endif
     private static readonly Option<bool> PrintConfigOption = new("--print-config") { Description = "Print the effective configuration as JSON and exit." };
 
     /// <summary>Builds the verb.</summary>
@@ -31,8 +35,11 @@ public static class RunCommand
         var command = new Command("run", "Run a sequencer node.")
         {
             ConfigOption, IdOption, DataOption, RaftOption, RaftListenOption, ApiOption, ChainIdOption, MemberOption,
-            ElectionOption, ClockSkewOption, LimitOption, RetainedOption, ExitWithParentOption, PrintConfigOption,
+            ElectionOption, ClockSkewOption, LimitOption, RetainedOption, AdminTokenOption, ExitWithParentOption, PrintConfigOption,
         };
+#if SEQUENCER_TEST_FAULTS
+        command.Options.Add(TestFaultOption);
+#endif
         command.SetAction(async (result, token) =>
         {
             NodeOptions options;
@@ -52,6 +59,10 @@ public static class RunCommand
                 return 0;
             }
 
+#if SEQUENCER_TEST_FAULTS
+            foreach (var fault in result.GetValue(TestFaultOption) ?? [])
+                Sequencer.Core.TestFaults.Enable(fault);
+#endif
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
             if (result.GetValue(ExitWithParentOption) is { } parent)
                 _ = WatchParentAsync(parent, stop);
@@ -77,6 +88,8 @@ public static class RunCommand
             options = options with { ChainId = chainId };
         if (result.GetValue(ClockSkewOption) is { } skew)
             options = options with { ClockSkewMs = skew };
+        if ((result.GetValue(AdminTokenOption) ?? Environment.GetEnvironmentVariable("SEQUENCER_ADMIN_TOKEN")) is { Length: > 0 } adminToken)
+            options = options with { AdminToken = adminToken };
         if (result.GetValue(RetainedOption) is { } retained)
             options = options with { WalRetainedEntries = retained };
         if (result.GetValue(MemberOption) is { Length: > 0 } members)

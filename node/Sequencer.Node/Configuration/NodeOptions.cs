@@ -77,6 +77,9 @@ public sealed record NodeOptions
     /// <summary>How many applied entries the WAL keeps behind the store before it may be compacted.</summary>
     public long WalRetainedEntries { get; init; } = 4096;
 
+    /// <summary>The bearer token of the /admin routes; null disables them.</summary>
+    public string? AdminToken { get; init; }
+
     /// <summary>A fixed skew added to this node's clock (the chaos harness's clock fault).</summary>
     public int ClockSkewMs { get; init; }
 
@@ -119,6 +122,7 @@ public sealed record NodeOptions
         Require(WalChunkBytes >= Limits.MaxBatchBytes + 4096, "the WAL chunk size must hold the largest batch entry");
         Require(WalRetainedEntries >= 0, "the retained WAL entries cannot be negative");
         Require(Math.Abs(ClockSkewMs) <= 24 * 3600 * 1000, "the clock skew must be within a day");
+        Require(AdminToken is null || AdminToken.Length >= 16, "the admin token must be at least 16 characters");
         return errors;
     }
 

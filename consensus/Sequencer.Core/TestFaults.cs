@@ -1,0 +1,33 @@
+#if SEQUENCER_TEST_FAULTS
+namespace Sequencer.Core;
+
+/// <summary>
+/// Deliberate safety bugs, compiled only into test builds (-p:SequencerTestFaults=true), so that the chaos checker
+/// can be shown to catch and name them. A production build has no such switches.
+/// </summary>
+public static class TestFaults
+{
+    /// <summary>The leader answers a submit when it proposes the batch, before commit, with a guessed position.</summary>
+    public static bool AckBeforeCommit { get; set; }
+
+    /// <summary>This node silently skips applying the committed batch at this height (0: never).</summary>
+    public static ulong DropBatchAtHeight { get; set; }
+
+    /// <summary>Followers acknowledge appended entries without flushing them (DotNext's own behaviour).</summary>
+    public static bool FollowerAckBeforeFsync { get; set; }
+
+    /// <summary>Parses a --test-fault value.</summary>
+    public static void Enable(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (name == "ack-before-commit")
+            AckBeforeCommit = true;
+        else if (name.StartsWith("drop-batch=", StringComparison.Ordinal))
+            DropBatchAtHeight = ulong.Parse(name["drop-batch=".Length..], System.Globalization.CultureInfo.InvariantCulture);
+        else if (name == "follower-ack-before-fsync")
+            FollowerAckBeforeFsync = true;
+        else
+            throw new FormatException($"unknown test fault \"{name}\" (ack-before-commit, drop-batch=HEIGHT, follower-ack-before-fsync)");
+    }
+}
+#endif
