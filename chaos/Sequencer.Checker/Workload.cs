@@ -40,11 +40,18 @@ public sealed class Workload
     private readonly IReadOnlyList<(int NodeId, SequencerClient Client)> nodes;
     private readonly WorkloadOptions options;
     private long acknowledged;
+    private readonly long? fixedOrigin;
     private long started = Stopwatch.GetTimestamp();
 
     /// <summary>Creates a workload over the given nodes.</summary>
-    public Workload(IReadOnlyList<(int NodeId, SequencerClient Client)> nodes, WorkloadOptions options)
+    /// <param name="nodes">The nodes to submit to.</param>
+    /// <param name="options">How to run.</param>
+    /// <param name="origin">A <see cref="Stopwatch"/> timestamp to measure op times from (shared with a harness's other clocks); by default the start of <see cref="RunAsync"/>.</param>
+    public Workload(IReadOnlyList<(int NodeId, SequencerClient Client)> nodes, WorkloadOptions options, long? origin = null)
     {
+        fixedOrigin = origin;
+        if (origin is { } given)
+            started = given;
         ArgumentNullException.ThrowIfNull(nodes);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfZero(nodes.Count);
@@ -67,7 +74,7 @@ public sealed class Workload
     /// <summary>Runs every client until the target is reached or <paramref name="token"/> is canceled.</summary>
     public async Task RunAsync(CancellationToken token)
     {
-        started = Stopwatch.GetTimestamp();
+        started = fixedOrigin ?? Stopwatch.GetTimestamp();
         using var done = CancellationTokenSource.CreateLinkedTokenSource(token);
         var clients = Enumerable.Range(0, options.Clients).Select(c => Task.Run(() => ClientLoopAsync(c, done), CancellationToken.None)).ToArray();
         await Task.WhenAll(clients).ConfigureAwait(false);

@@ -56,7 +56,8 @@ public sealed record ClusterResponse(
     [property: JsonPropertyName("appliedIndex")] string AppliedIndex,
     [property: JsonPropertyName("height")] string Height,
     [property: JsonPropertyName("members")] IReadOnlyList<MemberDto> Members,
-    [property: JsonPropertyName("limits")] IReadOnlyDictionary<string, long> Limits);
+    [property: JsonPropertyName("limits")] IReadOnlyDictionary<string, long> Limits,
+    [property: JsonPropertyName("pipeline")] IReadOnlyDictionary<string, long>? Pipeline = null);
 
 /// <summary>Every API error body.</summary>
 public sealed record ErrorResponse(

@@ -119,6 +119,11 @@ public sealed class SequencerClient : IDisposable
         {
             response = await http.SendAsync(request, token).ConfigureAwait(false);
         }
+        catch (HttpRequestException e) when (e.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused })
+        {
+            // Nothing listens: the request never reached a node, so it certainly had no effect.
+            throw new SequencerApiException(503, "connection_refused", $"node {BaseUrl} refused the connection");
+        }
         catch (HttpRequestException e)
         {
             throw new SequencerApiException($"node {BaseUrl} unreachable: {e.Message}", e);

@@ -1,0 +1,440 @@
+using System.Globalization;
+using System.Net.Http.Headers;
+using System.Text;
+using Sequencer.Chaos.Network;
+using Sequencer.Chaos.Running;
+using Sequencer.Checker;
+using Sequencer.Client.Local;
+
+namespace Sequencer.Chaos.Faults;
+
+/// <summary>What happened to one injected fault.</summary>
+public sealed class FaultRecord
+{
+    /// <summary>Its position in the schedule.</summary>
+    public required int Sequence { get; init; }
+
+    /// <summary>The fault.</summary>
+    public required FaultKind Kind { get; init; }
+
+    /// <summary>The nodes or links it hit, e.g. "n2" or "n1,n3 | n2".</summary>
+    public string Target { get; set; } = string.Empty;
+
+    /// <summary>Milliseconds from the start of the run to the injection.</summary>
+    public long StartMs { get; set; }
+
+    /// <summary>Milliseconds from the start of the run to the heal.</summary>
+    public long? EndMs { get; set; }
+
+    /// <summary>Sizes and details (delay, loss share, skew, which file).</summary>
+    public string Detail { get; set; } = string.Empty;
+
+    /// <summary>For disk faults: "recovered", "failed fast: ..." or "hung"; for others null.</summary>
+    public string? Outcome { get; set; }
+
+    /// <summary>Milliseconds from the heal to the first tx ordered that was submitted after it, when one was.</summary>
+    public long? RecoveryMs { get; set; }
+
+    /// <summary>For a leader kill or pause: milliseconds from the injection to the first tx ordered that was submitted after it.</summary>
+    public long? FailoverMs { get; set; }
+}
+
+/// <summary>
+/// Injects and heals faults on the nodes, the network, the disks and the clocks. One fault at a time: the schedule
+/// never overlaps them, so each can be judged (failover, recovery) on its own.
+/// </summary>
+public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, ClusterMonitor monitor, Workload workload, string adminToken, Action<string> log, Func<long> nowMs)
+{
+    private static readonly HttpClient Admin = new() { Timeout = TimeSpan.FromSeconds(3) };
+
+    private int NodeCount => cluster.Nodes.Count;
+
+    /// <summary>Injects <paramref name="fault"/>; returns the action that heals it.</summary>
+    public async Task<Func<Task>> InjectAsync(ScheduledFault fault, FaultRecord record)
+    {
+        ArgumentNullException.ThrowIfNull(fault);
+        ArgumentNullException.ThrowIfNull(record);
+        record.StartMs = nowMs();
+        var leader = await monitor.AskLeaderAsync().ConfigureAwait(false) ?? monitor.CurrentLeader;
+        var all = cluster.Nodes.Select(n => n.Spec.Id).ToList();
+        var followers = all.Where(id => id != leader).ToList();
+        int Pick(IReadOnlyList<int> candidates, int salt = 0) => candidates[(int)((uint)(fault.Pick + salt) % (uint)candidates.Count)];
+        List<int> PickSet(int count) => [.. all.OrderBy(id => HashCode.Combine(fault.Pick, id)).Take(count)];
+
+        switch (fault.Kind)
+        {
+            case FaultKind.KillLeader:
+                return await KillAsync(record, [leader ?? Pick(all)]).ConfigureAwait(false);
+            case FaultKind.KillFollower:
+                return await KillAsync(record, [Pick(followers)]).ConfigureAwait(false);
+            case FaultKind.KillMinority:
+                return await KillAsync(record, PickSet((NodeCount - 1) / 2)).ConfigureAwait(false);
+            case FaultKind.KillMajority:
+                return await KillAsync(record, PickSet(NodeCount / 2 + 1)).ConfigureAwait(false);
+            case FaultKind.KillAll:
+                return await KillAsync(record, all).ConfigureAwait(false);
+            case FaultKind.PauseLeader:
+                return Pause(record, leader ?? Pick(all));
+            case FaultKind.PauseFollower:
+                return Pause(record, Pick(followers));
+            case FaultKind.IsolateNode:
+            {
+                var target = Pick(followers);
+                return await PartitionAsync(record, [[target], [.. all.Where(id => id != target)]], $"n{target} isolated").ConfigureAwait(false);
+            }
+
+            case FaultKind.IsolateLeader:
+            {
+                var target = leader ?? Pick(all);
+                return await PartitionAsync(record, [[target], [.. all.Where(id => id != target)]], $"leader n{target} isolated").ConfigureAwait(false);
+            }
+
+            case FaultKind.SplitMajorityMinority:
+            {
+                var minority = PickSet((NodeCount - 1) / 2);
+                return await PartitionAsync(record, [minority, [.. all.Except(minority)]], "majority | minority").ConfigureAwait(false);
+            }
+
+            case FaultKind.MajoritiesRing:
+            {
+                var ring = all.OrderBy(id => HashCode.Combine(fault.Pick, id)).ToList();
+                var blocked = new List<Link>();
+                for (var i = 0; i < ring.Count; i++)
+                {
+                    for (var j = 0; j < ring.Count; j++)
+                    {
+                        var distance = Math.Abs(i - j);
+                        if (i != j && distance != 1 && distance != ring.Count - 1)
+                            blocked.Add(new Link(ring[i], ring[j]));
+                    }
+                }
+
+                await network.PartitionAsync(blocked).ConfigureAwait(false);
+                record.Target = "ring " + string.Join("-", ring.Select(id => $"n{id}"));
+                record.Detail = "each node reaches only its two neighbours";
+                return network.HealAsync;
+            }
+
+            case FaultKind.Bridge:
+            {
+                var order = all.OrderBy(id => HashCode.Combine(fault.Pick, id)).ToList();
+                var half = order.Count / 2;
+                var left = order.Take(half).ToList();
+                var bridge = order[half];
+                var right = order.Skip(half + 1).ToList();
+                var blocked = left.SelectMany(a => right.SelectMany(b => new[] { new Link(a, b), new Link(b, a) })).ToList();
+                await network.PartitionAsync(blocked).ConfigureAwait(false);
+                record.Target = $"{Names(left)} | n{bridge} | {Names(right)}";
+                record.Detail = $"n{bridge} bridges the halves";
+                return network.HealAsync;
+            }
+
+            case FaultKind.OneWayLink:
+            {
+                var from = leader ?? Pick(all);
+                var to = Pick([.. all.Where(id => id != from)]);
+                await network.PartitionAsync([new Link(from, to)]).ConfigureAwait(false);
+                record.Target = $"n{from}->n{to}";
+                record.Detail = "packets from the first into the second are dropped";
+                return network.HealAsync;
+            }
+
+            case FaultKind.Delay:
+            {
+                var target = Pick(all);
+                var delay = 20 + (int)(fault.Magnitude * 180);
+                network.SetLinkFault(null, target, new LinkFault { DelayMs = delay, JitterMs = delay / 2 });
+                record.Target = $"into n{target}";
+                record.Detail = $"delay {delay} ms ± {delay / 2} ms";
+                return network.HealAsync;
+            }
+
+            case FaultKind.Loss:
+            {
+                var target = Pick(all);
+                var loss = 5 + Math.Round(fault.Magnitude * 25, 1);
+                network.SetLinkFault(null, target, new LinkFault { LossPercent = loss });
+                record.Target = $"into n{target}";
+                record.Detail = $"{loss}% of chunks lost and retransmitted 200 ms late";
+                return network.HealAsync;
+            }
+
+            case FaultKind.Reset:
+            {
+                var target = Pick(all);
+                network.Reset(target);
+                record.Target = $"into n{target}";
+                record.Detail = "every connection reset";
+                return () => Task.CompletedTask;
+            }
+
+            case FaultKind.ClogThenFlush:
+            {
+                var target = Pick(all);
+                network.SetLinkFault(null, target, new LinkFault { Clogged = true });
+                record.Target = $"into n{target}";
+                record.Detail = "held, then flushed on heal";
+                return network.HealAsync;
+            }
+
+            case FaultKind.ClockSkew:
+            {
+                var target = Pick(all);
+                var skew = (long)((fault.Magnitude - 0.5) * 2 * 300_000);
+                await SetSkewAsync(target, skew).ConfigureAwait(false);
+                record.Target = $"n{target}";
+                record.Detail = $"clock skewed by {skew / 1000.0:0.#} s";
+                return () => SetSkewAsync(target, 0);
+            }
+
+            case FaultKind.DiskTruncateWalTail:
+            case FaultKind.DiskFlipBits:
+            case FaultKind.DiskDeleteChunk:
+                return await DiskAsync(record, fault, Pick(followers)).ConfigureAwait(false);
+            case FaultKind.DiskExhaustFileHandles:
+                return await FileHandlesAsync(record, Pick(followers)).ConfigureAwait(false);
+            case FaultKind.DiskFull:
+                return await DiskFullAsync(record, Pick(followers)).ConfigureAwait(false);
+            case FaultKind.KillLeaderAndAcker:
+                return await KillLeaderAndAckerAsync(record).ConfigureAwait(false);
+            default:
+                throw new NotSupportedException($"no injector for {fault.Kind}");
+        }
+    }
+
+    private static string Names(IEnumerable<int> ids) => string.Join(",", ids.Select(id => $"n{id}"));
+
+    private async Task<Func<Task>> KillAsync(FaultRecord record, IReadOnlyList<int> targets)
+    {
+        await Task.WhenAll(targets.Select(id => cluster.Node(id).KillAsync())).ConfigureAwait(false);
+        record.Target = Names(targets);
+        record.Detail = "SIGKILL, restart on heal";
+        return () =>
+        {
+            foreach (var id in targets)
+                StartIfStopped(id);
+            return Task.CompletedTask;
+        };
+    }
+
+    private Func<Task> Pause(FaultRecord record, int target)
+    {
+        cluster.Node(target).Pause();
+        record.Target = $"n{target}";
+        record.Detail = "SIGSTOP, SIGCONT on heal";
+        return () =>
+        {
+            cluster.Node(target).Resume();
+            return Task.CompletedTask;
+        };
+    }
+
+    private async Task<Func<Task>> PartitionAsync(FaultRecord record, IReadOnlyList<IReadOnlyList<int>> groups, string detail)
+    {
+        var blocked = new List<Link>();
+        foreach (var a in groups)
+        {
+            foreach (var b in groups.Where(g => !ReferenceEquals(g, a)))
+                blocked.AddRange(a.SelectMany(x => b.Select(y => new Link(x, y))));
+        }
+
+        if (!network.HasDirectedPartitions)
+        {
+            // A per-member proxy can only cut everything into a member: cut the inbound traffic of the smallest group.
+            var smallest = groups.OrderBy(g => g.Count).First();
+            blocked = [.. smallest.SelectMany(to => cluster.Nodes.Select(n => n.Spec.Id).Where(from => from != to).Select(from => new Link(from, to)))];
+            detail += " (proxy mode: inbound traffic only)";
+        }
+
+        await network.PartitionAsync(blocked).ConfigureAwait(false);
+        record.Target = string.Join(" | ", groups.Select(Names));
+        record.Detail = detail;
+        return network.HealAsync;
+    }
+
+    private async Task<Func<Task>> KillLeaderAndAckerAsync(FaultRecord record)
+    {
+        // Wait for the next acknowledgement, then kill the leader at once and, among the followers, the one whose log
+        // is longest: with the leader gone the logs stand still, so that is a follower that acknowledged the entry.
+        var before = workload.Acknowledged;
+        var deadline = DateTime.UtcNow.AddSeconds(5);
+        while (workload.Acknowledged == before && DateTime.UtcNow < deadline)
+            await Task.Delay(1).ConfigureAwait(false);
+        var leader = monitor.CurrentLeader ?? await monitor.AskLeaderAsync().ConfigureAwait(false) ?? 1;
+        await cluster.Node(leader).KillAsync().ConfigureAwait(false);
+        var followers = cluster.Nodes.Where(n => n.Spec.Id != leader && n.IsRunning).ToList();
+        var views = await Task.WhenAll(followers.Select(LocalCluster.TryGetClusterAsync)).ConfigureAwait(false);
+        var acker = followers.Zip(views).OrderByDescending(p => p.Second?.Pipeline?.GetValueOrDefault("lastLogIndex") ?? -1).First().First.Spec.Id;
+        await cluster.Node(acker).KillAsync().ConfigureAwait(false);
+        record.Target = $"leader n{leader}, acker n{acker}";
+        record.Detail = "SIGKILL right after an acknowledgement, restart on heal";
+        return () =>
+        {
+            StartIfStopped(leader);
+            StartIfStopped(acker);
+            return Task.CompletedTask;
+        };
+    }
+
+    private async Task<Func<Task>> DiskAsync(FaultRecord record, ScheduledFault fault, int target)
+    {
+        var node = cluster.Node(target);
+        await node.KillAsync().ConfigureAwait(false);
+        record.Target = $"n{target}";
+        record.Detail = DiskFaults.Apply(fault.Kind, node.Spec.DataDir, fault.Pick);
+        log($"disk fault on n{target}: {record.Detail}");
+        node.Start();
+        return () => SettleDiskFaultAsync(record, target);
+    }
+
+    private async Task<Func<Task>> FileHandlesAsync(FaultRecord record, int target)
+    {
+        var node = cluster.Node(target);
+        await node.KillAsync().ConfigureAwait(false);
+        var original = node.Wrapper;
+        node.Wrapper = start => Limit(original is null ? start : original(start), 64);
+        node.Start();
+        record.Target = $"n{target}";
+        record.Detail = "restarted with RLIMIT_NOFILE 64";
+        return async () =>
+        {
+            await SettleDiskFaultAsync(record, target, restore: () => node.Wrapper = original).ConfigureAwait(false);
+        };
+    }
+
+    private async Task<Func<Task>> DiskFullAsync(FaultRecord record, int target)
+    {
+        var node = cluster.Node(target);
+        await node.KillAsync().ConfigureAwait(false);
+        var mount = await DiskFaults.MountSmallFileSystemAsync(node.Spec.DataDir).ConfigureAwait(false);
+        record.Target = $"n{target}";
+        record.Detail = $"data directory on a {mount.SizeMiB} MiB tmpfs";
+        node.Start();
+        return async () =>
+        {
+            await node.KillAsync().ConfigureAwait(false);
+            await DiskFaults.UnmountAsync(mount).ConfigureAwait(false);
+            await SettleDiskFaultAsync(record, target).ConfigureAwait(false);
+        };
+    }
+
+    /// <summary>
+    /// After a disk fault: the node must have recovered (running and caught up) or failed fast (exited, with a clear
+    /// message in its log). A failed node is repaired by wiping its data, so that it catches up from its peers.
+    /// </summary>
+    private async Task SettleDiskFaultAsync(FaultRecord record, int target, Action? restore = null)
+    {
+        var node = cluster.Node(target);
+        if (node.IsRunning && await IsCaughtUpAsync(target).ConfigureAwait(false))
+        {
+            record.Outcome = "recovered";
+        }
+        else if (!node.IsRunning)
+        {
+            var tail = node.Tail(15);
+            var clear = tail.Split('\n').LastOrDefault(l => l.Contains("crit", StringComparison.Ordinal) || l.Contains("fail", StringComparison.OrdinalIgnoreCase)
+                || l.Contains("exception", StringComparison.OrdinalIgnoreCase) || l.Contains("error", StringComparison.OrdinalIgnoreCase));
+            record.Outcome = clear is null
+                ? $"failed fast (exit {node.ExitCode?.ToString(CultureInfo.InvariantCulture)}) without a clear message"
+                : $"failed fast (exit {node.ExitCode?.ToString(CultureInfo.InvariantCulture)}): {Shorten(clear)}";
+        }
+        else
+        {
+            record.Outcome = "hung: running but not caught up";
+        }
+
+        log($"disk fault on n{target}: {record.Outcome}");
+        restore?.Invoke();
+        if (record.Outcome != "recovered")
+        {
+            await node.KillAsync().ConfigureAwait(false);
+            DiskFaults.Wipe(node.Spec.DataDir);
+            log($"n{target}: data wiped; it rejoins and catches up from its peers");
+        }
+        else if (restore is not null)
+        {
+            // Restart without the fault's limits.
+            await node.KillAsync().ConfigureAwait(false);
+        }
+
+        StartIfStopped(target);
+    }
+
+    private static string Shorten(string line) => line.Length > 240 ? line[..240] + "..." : line;
+
+    private async Task<bool> IsCaughtUpAsync(int target)
+    {
+        for (var i = 0; i < 20; i++)
+        {
+            var views = await Task.WhenAll(cluster.Nodes.Where(n => n.IsRunning).Select(LocalCluster.TryGetClusterAsync)).ConfigureAwait(false);
+            var mine = views.FirstOrDefault(v => v?.NodeId == target);
+            var best = views.Where(v => v is not null).Select(v => ulong.Parse(v!.Height, CultureInfo.InvariantCulture)).DefaultIfEmpty(0UL).Max();
+            if (mine is not null && ulong.Parse(mine.Height, CultureInfo.InvariantCulture) + 2 >= best)
+                return true;
+            await Task.Delay(100).ConfigureAwait(false);
+        }
+
+        return false;
+    }
+
+    /// <summary>Heals everything: network, paused and stopped nodes, clocks.</summary>
+    public async Task HealAllAsync()
+    {
+        await network.HealAsync().ConfigureAwait(false);
+        foreach (var node in cluster.Nodes)
+        {
+            node.Resume();
+            StartIfStopped(node.Spec.Id);
+        }
+
+        foreach (var node in cluster.Nodes)
+        {
+            try
+            {
+                await SetSkewAsync(node.Spec.Id, 0).ConfigureAwait(false);
+            }
+            catch (HttpRequestException)
+            {
+            }
+            catch (TaskCanceledException)
+            {
+            }
+        }
+    }
+
+    private void StartIfStopped(int id)
+    {
+        var node = cluster.Node(id);
+        if (!node.IsRunning)
+        {
+            node.Start();
+            log($"n{id} restarted");
+        }
+    }
+
+    private async Task SetSkewAsync(int target, long skewMs)
+    {
+        var node = cluster.Node(target);
+        using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(node.Spec.Api), "/admin/clock-skew"))
+        {
+            Content = new StringContent($"{{\"ms\":{skewMs.ToString(CultureInfo.InvariantCulture)}}}", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", adminToken);
+        using var response = await Admin.SendAsync(request).ConfigureAwait(false);
+        if (!response.IsSuccessStatusCode)
+            log($"clock skew on n{target} answered {(int)response.StatusCode}");
+    }
+
+    private static System.Diagnostics.ProcessStartInfo Limit(System.Diagnostics.ProcessStartInfo start, int files)
+    {
+        var limited = new System.Diagnostics.ProcessStartInfo("prlimit") { UseShellExecute = false };
+        limited.ArgumentList.Add($"--nofile={files}:{files}");
+        limited.ArgumentList.Add("--");
+        limited.ArgumentList.Add(start.FileName);
+        foreach (var argument in start.ArgumentList)
+            limited.ArgumentList.Add(argument);
+        foreach (var (key, value) in start.Environment)
+            limited.Environment[key] = value;
+        return limited;
+    }
+}

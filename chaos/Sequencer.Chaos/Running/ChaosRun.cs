@@ -1,0 +1,282 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using Sequencer.Chaos.Faults;
+using Sequencer.Chaos.Network;
+using Sequencer.Chaos.Reporting;
+using Sequencer.Checker;
+using Sequencer.Client.Local;
+
+namespace Sequencer.Chaos.Running;
+
+/// <summary>How a chaos run is set up.</summary>
+public sealed record ChaosOptions
+{
+    /// <summary>Nodes (3 or 5).</summary>
+    public int Nodes { get; init; } = 3;
+
+    /// <summary>Seconds of workload and faults.</summary>
+    public double DurationSeconds { get; init; } = 60;
+
+    /// <summary>The seed of the fault schedule, the targets and the tx contents.</summary>
+    public int Seed { get; init; } = RandomNumberGenerator.GetInt32(int.MaxValue);
+
+    /// <summary>The scenario name (see <see cref="FaultSchedule.Scenarios"/>).</summary>
+    public string Scenario { get; init; } = "mixed";
+
+    /// <summary>"proxy" (default, no root) or "host" (root: network namespaces).</summary>
+    public string Mode { get; init; } = "proxy";
+
+    /// <summary>Where the run's directory is created.</summary>
+    public string OutputRoot { get; init; } = ".data/chaos";
+
+    /// <summary>Concurrent workload clients.</summary>
+    public int Clients { get; init; } = 8;
+
+    /// <summary>Txs per submit.</summary>
+    public int TxsPerRequest { get; init; } = 1;
+
+    /// <summary>The node binary; null for the built Release node.</summary>
+    public NodeBinary? Binary { get; init; }
+
+    /// <summary>Extra arguments for every node (limits, test faults).</summary>
+    public IReadOnlyList<string> NodeArguments { get; init; } = [];
+
+    /// <summary>Extra arguments for one node only, by id.</summary>
+    public IReadOnlyDictionary<int, IReadOnlyList<string>> NodeArgumentsById { get; init; } = new Dictionary<int, IReadOnlyList<string>>();
+
+    /// <summary>Receives progress lines; null for none.</summary>
+    public Action<string>? Progress { get; init; }
+
+    /// <summary>Refreshes a one-line live status (elapsed, ops, throughput, leader, fault); null for none.</summary>
+    public Action<string>? Status { get; init; }
+
+    /// <summary>Keep node data even when the run passes.</summary>
+    public bool KeepData { get; init; }
+}
+
+/// <summary>The verdict and the files of a run.</summary>
+/// <param name="Passed">Every invariant held.</param>
+/// <param name="Seed">The seed, to replay it.</param>
+/// <param name="Directory">The run's directory (report, picture, history, node data and logs when it failed).</param>
+/// <param name="Report">The summary.</param>
+public sealed record ChaosResult(bool Passed, int Seed, string Directory, RunReport Report);
+
+/// <summary>
+/// One chaos run: start the nodes behind the network, run the workload, inject the seeded faults one at a time,
+/// heal, wait for convergence, read every node's log, check the invariants, and write the report.
+/// </summary>
+public static class ChaosRun
+{
+    /// <summary>LIVE-FAILOVER: a new tx is ordered within this long after the leader is killed.</summary>
+    public static readonly TimeSpan FailoverBound = TimeSpan.FromSeconds(2);
+
+    /// <summary>LIVE-HEAL: after the last heal every node converges within this long.</summary>
+    public static readonly TimeSpan HealBound = TimeSpan.FromSeconds(10);
+
+    /// <summary>Runs <paramref name="options"/> to the end and returns the verdict.</summary>
+    public static async Task<ChaosResult> RunAsync(ChaosOptions options, CancellationToken token)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var scenario = FaultSchedule.Find(options.Scenario);
+        var host = options.Mode == "host";
+        var root = OperatingSystem.IsLinux() && Environment.UserName == "root";
+        var (usable, skipped) = FaultSchedule.Usable(scenario, host, options.Nodes, root);
+        var schedule = FaultSchedule.Build(options.Seed, scenario, usable, options.DurationSeconds);
+
+        var directory = Path.GetFullPath(Path.Combine(options.OutputRoot, $"{DateTime.UtcNow:yyyyMMdd-HHmmss}-{options.Scenario}-seed{options.Seed}"));
+        Directory.CreateDirectory(directory);
+        var runLog = new StreamWriter(Path.Combine(directory, "run.log")) { AutoFlush = true };
+        var origin = Stopwatch.GetTimestamp();
+        long NowMs() => (long)Stopwatch.GetElapsedTime(origin).TotalMilliseconds;
+        void Log(string line)
+        {
+            var stamped = $"[{NowMs() / 1000.0,7:0.00}s] {line}";
+            lock (runLog)
+                runLog.WriteLine(stamped);
+            options.Progress?.Invoke(stamped);
+        }
+
+        Log($"SEED={options.Seed} scenario={scenario.Name} mode={options.Mode} nodes={options.Nodes} duration={options.DurationSeconds}s");
+        foreach (var reason in skipped)
+            Log($"not injected: {reason}");
+        foreach (var fault in schedule)
+            Log($"scheduled #{fault.Sequence} {fault.Kind} at {fault.AtSeconds:0.0}s for {fault.ForSeconds:0.0}s");
+
+        IChaosNetwork network = host
+            ? await HostNetwork.CreateAsync(options.Nodes, options.Seed).ConfigureAwait(false)
+            : ProxyNetwork.Create(options.Nodes, options.Seed);
+        var adminToken = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+        var specs = network.Nodes.Select(n => new NodeSpec(n.NodeId, n.RaftAdvertised, n.Api, Path.Combine(directory, $"node{n.NodeId}"), n.RaftListen)).ToList();
+        var cluster = LocalCluster.Create(new LocalClusterOptions
+        {
+            Nodes = options.Nodes,
+            DataRoot = directory,
+            Specs = specs,
+            Binary = options.Binary,
+            // A short WAL retention makes snapshots and log compaction part of every run.
+            ExtraArguments = ["--admin-token", adminToken, "--wal-retained-entries", "64", .. options.NodeArguments],
+        });
+        foreach (var node in cluster.Nodes)
+        {
+            var id = node.Spec.Id;
+            node.Wrapper = start => network.Wrap(id, start);
+            if (options.NodeArgumentsById.TryGetValue(id, out var extra))
+                node.Wrapper = start => Append(network.Wrap(id, start), extra);
+        }
+
+        var records = new List<FaultRecord>();
+        var passed = false;
+        RunReport? report = null;
+        ClusterMonitor? monitor = null;
+        Workload? workload = null;
+        try
+        {
+            cluster.StartAll();
+            var firstLeader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(60), token: token).ConfigureAwait(false);
+            Log($"cluster up: leader n{firstLeader}");
+            origin = Stopwatch.GetTimestamp();
+            monitor = new ClusterMonitor(cluster, NowMs);
+            workload = new Workload([.. cluster.Nodes.Select(n => (n.Spec.Id, n.Client))],
+                new WorkloadOptions { Clients = options.Clients, TxsPerRequest = options.TxsPerRequest, Seed = options.Seed, RequestTimeout = TimeSpan.FromSeconds(12) }, origin);
+            using var stopWorkload = CancellationTokenSource.CreateLinkedTokenSource(token);
+            var running = workload.RunAsync(stopWorkload.Token);
+            var nemesis = new Nemesis(cluster, network, monitor, workload, adminToken, Log, NowMs);
+            using var status = StartStatus(options, workload, monitor, records, NowMs);
+
+            foreach (var fault in schedule)
+            {
+                await DelayUntilAsync(fault.AtSeconds * 1000, NowMs, token).ConfigureAwait(false);
+                var record = new FaultRecord { Sequence = fault.Sequence, Kind = fault.Kind };
+                lock (records)
+                    records.Add(record);
+                Func<Task> heal;
+                try
+                {
+                    heal = await nemesis.InjectAsync(fault, record).ConfigureAwait(false);
+                }
+                catch (NotSupportedException e)
+                {
+                    record.Outcome = "not injected: " + e.Message;
+                    Log($"#{fault.Sequence} {fault.Kind}: {record.Outcome}");
+                    continue;
+                }
+
+                Log($"#{fault.Sequence} {fault.Kind} on {record.Target}: {record.Detail}");
+                await DelayUntilAsync(record.StartMs + fault.ForSeconds * 1000, NowMs, token).ConfigureAwait(false);
+                await heal().ConfigureAwait(false);
+                record.EndMs = NowMs();
+                Log($"#{fault.Sequence} {fault.Kind} healed{(record.Outcome is null ? string.Empty : ": " + record.Outcome)}");
+            }
+
+            await DelayUntilAsync(options.DurationSeconds * 1000 - 3000, NowMs, token).ConfigureAwait(false);
+            await nemesis.HealAllAsync().ConfigureAwait(false);
+            var healedAt = NowMs();
+            Log("every fault healed; the workload runs on for 3 s");
+            await DelayUntilAsync(Math.Max(options.DurationSeconds * 1000, healedAt + 3000), NowMs, token).ConfigureAwait(false);
+            await stopWorkload.CancelAsync().ConfigureAwait(false);
+            await running.ConfigureAwait(false);
+
+            var converged = await WaitForConvergenceAsync(cluster, healedAt, NowMs, token).ConfigureAwait(false);
+            Log(converged.Message);
+            var history = workload.History.Snapshot();
+            var unreachable = new List<int>();
+            var chains = await ChainReader.ReadAsync([.. cluster.Nodes.Select(n => (n.Spec.Id, n.Client))], unreachable, token).ConfigureAwait(false);
+            var results = new List<InvariantResult>(InvariantChecker.Check(history, chains));
+            if (unreachable.Count > 0)
+                results.Add(new InvariantResult("READ-LOGS", false, $"could not read the log of {string.Join(", ", unreachable.Select(id => $"n{id}"))}"));
+            results.Add(Liveness.CheckFailover(history, records, FailoverBound));
+            results.Add(Liveness.CheckHeal(converged, history, records, healedAt, HealBound));
+            results.Add(Liveness.CheckDiskFaults(records));
+            passed = results.All(r => r.Passed);
+
+            report = RunReport.Create(options, scenario, directory, skipped, records, history, results, monitor, NowMs());
+            await workload.History.WriteJsonLinesAsync(Path.Combine(directory, "history.jsonl"), token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is TimeoutException or InvalidOperationException or IOException)
+        {
+            Log($"the run could not complete: {e.Message}");
+            report = RunReport.Create(options, scenario, directory, skipped, records, workload?.History.Snapshot() ?? [],
+                [new InvariantResult("RUN", false, e.Message)], monitor, NowMs());
+            if (workload is not null)
+                await workload.History.WriteJsonLinesAsync(Path.Combine(directory, "history.jsonl"), CancellationToken.None).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (monitor is not null)
+                await monitor.DisposeAsync().ConfigureAwait(false);
+            await cluster.DisposeAsync().ConfigureAwait(false);
+            await network.DisposeAsync().ConfigureAwait(false);
+        }
+
+        ReportWriter.Write(report, directory);
+        Log(passed ? "PASS" : $"FAIL SEED={options.Seed}: data dirs, node logs and the history are kept in {directory}");
+        await runLog.DisposeAsync().ConfigureAwait(false);
+        if (passed && !options.KeepData)
+        {
+            foreach (var node in specs)
+                DiskFaults.Wipe(node.DataDir);
+        }
+
+        return new ChaosResult(passed, options.Seed, directory, report);
+    }
+
+    private static System.Diagnostics.ProcessStartInfo Append(System.Diagnostics.ProcessStartInfo start, IReadOnlyList<string> extra)
+    {
+        foreach (var argument in extra)
+            start.ArgumentList.Add(argument);
+        return start;
+    }
+
+    private static async Task DelayUntilAsync(double atMs, Func<long> nowMs, CancellationToken token)
+    {
+        var wait = atMs - nowMs();
+        if (wait > 0)
+            await Task.Delay(TimeSpan.FromMilliseconds(wait), token).ConfigureAwait(false);
+    }
+
+    private static async Task<Convergence> WaitForConvergenceAsync(LocalCluster cluster, long healedAt, Func<long> nowMs, CancellationToken token)
+    {
+        var deadline = healedAt + 30_000;
+        var last = string.Empty;
+        while (nowMs() < deadline)
+        {
+            var views = await Task.WhenAll(cluster.Nodes.Select(LocalCluster.TryGetClusterAsync)).ConfigureAwait(false);
+            last = string.Join(", ", cluster.Nodes.Zip(views, (n, v) => $"n{n.Spec.Id}: {(v is null ? "down" : $"{v.Role} height {v.Height}")}"));
+            if (views.All(v => v is not null) && views.Select(v => v!.Height).Distinct().Count() == 1 && views.Count(v => v!.Role == "leader") == 1)
+                return new Convergence(true, nowMs() - healedAt, $"converged {nowMs() - healedAt} ms after the heal: {last}");
+            await Task.Delay(100, token).ConfigureAwait(false);
+        }
+
+        return new Convergence(false, nowMs() - healedAt, $"did not converge within 30 s of the heal: {last}");
+    }
+
+    private static Timer? StartStatus(ChaosOptions options, Workload workload, ClusterMonitor monitor, List<FaultRecord> records, Func<long> nowMs)
+    {
+        if (options.Status is not { } status)
+            return null;
+        long lastOk = 0;
+        long lastAt = 0;
+        return new Timer(_ =>
+        {
+            var (ok, fail, info) = workload.History.Counts();
+            var at = nowMs();
+            var rate = at > lastAt ? (ok - lastOk) * 1000.0 / (at - lastAt) : 0;
+            lastOk = ok;
+            lastAt = at;
+            FaultRecord? active;
+            lock (records)
+                active = records.LastOrDefault(r => r.EndMs is null && r.Outcome is null);
+            var leader = monitor.CurrentLeader is { } l ? $"n{l}" : "none";
+            var fault = active is null ? "no fault" : $"#{active.Sequence} {active.Kind} {active.Target}";
+            status(string.Create(CultureInfo.InvariantCulture,
+                $"{at / 1000.0,6:0.0}s/{options.DurationSeconds:0}s  ok {ok}  fail {fail}  info {info}  {rate,6:0} tx/s  leader {leader}  {fault}"));
+        }, null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+    }
+}
+
+/// <summary>Whether every node converged after the final heal.</summary>
+/// <param name="Converged">All nodes answered with the same height and one leader.</param>
+/// <param name="AfterHealMs">How long it took.</param>
+/// <param name="Message">What each node reported.</param>
+public sealed record Convergence(bool Converged, long AfterHealMs, string Message);

@@ -1,0 +1,170 @@
+using System.Globalization;
+using Sequencer.Client;
+using Sequencer.Client.Local;
+
+namespace Sequencer.Chaos.Running;
+
+/// <summary>One observation of one node.</summary>
+/// <param name="AtMs">Milliseconds since the start of the run.</param>
+/// <param name="NodeId">The node.</param>
+/// <param name="Up">Whether it answered.</param>
+/// <param name="Role">leader, follower or candidate.</param>
+/// <param name="Leader">The leader it knows, or null.</param>
+/// <param name="Term">Its Raft term.</param>
+/// <param name="Height">Its applied height.</param>
+/// <param name="LastLogIndex">The last index in its Raft log.</param>
+public sealed record NodeSample(long AtMs, int NodeId, bool Up, string? Role, int? Leader, long Term, ulong Height, long LastLogIndex);
+
+/// <summary>
+/// Polls every node's <c>/v1/cluster</c> a few times a second: who leads when, which heights nodes have applied, and
+/// the leader changes of the run.
+/// </summary>
+public sealed class ClusterMonitor : IAsyncDisposable
+{
+    private readonly LocalCluster cluster;
+    private readonly Func<long> nowMs;
+    private readonly List<NodeSample> samples = [];
+    private readonly Lock gate = new();
+    private readonly CancellationTokenSource stopping = new();
+    private readonly Task loop;
+    private readonly Dictionary<int, NodeSample> latest = [];
+
+    /// <summary>Starts polling.</summary>
+    public ClusterMonitor(LocalCluster cluster, Func<long> nowMs)
+    {
+        this.cluster = cluster;
+        this.nowMs = nowMs;
+        loop = Task.Run(PollAsync);
+    }
+
+    /// <summary>Every sample so far.</summary>
+    public IReadOnlyList<NodeSample> Samples
+    {
+        get
+        {
+            lock (gate)
+                return [.. samples];
+        }
+    }
+
+    /// <summary>The latest sample of each node.</summary>
+    public IReadOnlyDictionary<int, NodeSample> Latest
+    {
+        get
+        {
+            lock (gate)
+                return new Dictionary<int, NodeSample>(latest);
+        }
+    }
+
+    /// <summary>The node that reports itself leader in the highest term, or null.</summary>
+    public int? CurrentLeader
+    {
+        get
+        {
+            lock (gate)
+                return latest.Values.Where(s => s.Up && s.Role == "leader").OrderByDescending(s => s.Term).FirstOrDefault()?.NodeId;
+        }
+    }
+
+    /// <summary>Asks every running node now (not from the poll) and returns the agreed leader, or null.</summary>
+    public async Task<int?> AskLeaderAsync()
+    {
+        var running = cluster.Nodes.Where(n => n.IsRunning).ToList();
+        var views = await Task.WhenAll(running.Select(LocalCluster.TryGetClusterAsync)).ConfigureAwait(false);
+        return views.Where(v => v?.Role == "leader").OrderByDescending(v => long.Parse(v!.Term, CultureInfo.InvariantCulture)).FirstOrDefault()?.NodeId;
+    }
+
+    /// <summary>Leader changes: the number of times the observed leader differs from the previous observed leader.</summary>
+    public int LeaderChanges()
+    {
+        var timeline = LeaderTimeline();
+        return Math.Max(0, timeline.Count(t => t.Leader is not null) - 1);
+    }
+
+    /// <summary>Segments of who led: (from ms, to ms, leader or null).</summary>
+    public IReadOnlyList<(long FromMs, long ToMs, int? Leader)> LeaderTimeline()
+    {
+        var byTime = Samples.GroupBy(s => s.AtMs / 200).OrderBy(g => g.Key);
+        var segments = new List<(long, long, int?)>();
+        int? current = null;
+        long start = 0;
+        var first = true;
+        foreach (var group in byTime)
+        {
+            var leader = group.Where(s => s.Up && s.Role == "leader").OrderByDescending(s => s.Term).FirstOrDefault()?.NodeId;
+            var at = group.Key * 200;
+            if (first)
+            {
+                current = leader;
+                start = at;
+                first = false;
+            }
+            else if (leader != current)
+            {
+                segments.Add((start, at, current));
+                current = leader;
+                start = at;
+            }
+        }
+
+        if (!first)
+            segments.Add((start, nowMs(), current));
+        return segments;
+    }
+
+    private async Task PollAsync()
+    {
+        var token = stopping.Token;
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(200));
+        while (true)
+        {
+            try
+            {
+                await timer.WaitForNextTickAsync(token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            var nodes = cluster.Nodes;
+            var views = await Task.WhenAll(nodes.Select(n => n.IsRunning ? AskAsync(n) : Task.FromResult<ClusterResponse?>(null))).ConfigureAwait(false);
+            var at = nowMs();
+            lock (gate)
+            {
+                for (var i = 0; i < nodes.Count; i++)
+                {
+                    var view = views[i];
+                    var sample = view is null
+                        ? new NodeSample(at, nodes[i].Spec.Id, false, null, null, 0, 0, 0)
+                        : new NodeSample(at, view.NodeId, true, view.Role, view.Leader, long.Parse(view.Term, CultureInfo.InvariantCulture),
+                            ulong.Parse(view.Height, CultureInfo.InvariantCulture), view.Pipeline?.GetValueOrDefault("lastLogIndex") ?? 0);
+                    samples.Add(sample);
+                    latest[nodes[i].Spec.Id] = sample;
+                }
+            }
+        }
+    }
+
+    private static async Task<ClusterResponse?> AskAsync(NodeProcess node)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds(400));
+        try
+        {
+            return await node.Client.GetClusterAsync(timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is SequencerApiException or OperationCanceledException or System.Text.Json.JsonException)
+        {
+            return null;
+        }
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        await stopping.CancelAsync().ConfigureAwait(false);
+        await loop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        stopping.Dispose();
+    }
+}

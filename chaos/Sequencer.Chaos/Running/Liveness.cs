@@ -1,0 +1,81 @@
+using Sequencer.Chaos.Faults;
+using Sequencer.Checker;
+
+namespace Sequencer.Chaos.Running;
+
+/// <summary>The liveness properties of DESIGN section 7, judged from the history and the fault records.</summary>
+public static class Liveness
+{
+    private static readonly HashSet<FaultKind> LeaderLoss = [FaultKind.KillLeader, FaultKind.PauseLeader];
+
+    private static readonly HashSet<FaultKind> Disk = [FaultKind.DiskTruncateWalTail, FaultKind.DiskFlipBits, FaultKind.DiskDeleteChunk, FaultKind.DiskExhaustFileHandles, FaultKind.DiskFull];
+
+    /// <summary>LIVE-FAILOVER: after the leader is killed (or paused), a tx submitted after it is ordered within the bound.</summary>
+    public static InvariantResult CheckFailover(IReadOnlyList<HistoryOp> history, IReadOnlyList<FaultRecord> records, TimeSpan bound)
+    {
+        ArgumentNullException.ThrowIfNull(history);
+        ArgumentNullException.ThrowIfNull(records);
+        var problems = new List<string>();
+        var measured = new List<string>();
+        var ok = history.Where(o => o.Outcome == OpOutcome.Ok).OrderBy(o => o.CompletedNs).ToList();
+        foreach (var record in records.Where(r => LeaderLoss.Contains(r.Kind) && r.Outcome is null))
+        {
+            var after = ok.Where(o => o.InvokedNs >= record.StartMs * 1_000_000L).Select(o => o.CompletedNs).DefaultIfEmpty(long.MaxValue).Min();
+            if (after == long.MaxValue)
+            {
+                problems.Add($"#{record.Sequence} {record.Kind} {record.Target}: no tx was ordered afterwards");
+                continue;
+            }
+
+            record.FailoverMs = after / 1_000_000 - record.StartMs;
+            measured.Add($"#{record.Sequence} {record.FailoverMs} ms");
+            if (record.FailoverMs > bound.TotalMilliseconds)
+                problems.Add($"#{record.Sequence} {record.Kind} {record.Target}: the first new tx was ordered {record.FailoverMs} ms after it (bound {bound.TotalMilliseconds} ms)");
+        }
+
+        return problems.Count == 0
+            ? new InvariantResult("LIVE-FAILOVER", true, measured.Count == 0 ? "no leader was killed in this run" : $"new txs ordered after each leader loss: {string.Join(", ", measured)}")
+            : new InvariantResult("LIVE-FAILOVER", false, string.Join("; ", problems));
+    }
+
+    /// <summary>
+    /// LIVE-HEAL: after the last heal every node converges within the bound and txs are ordered again; and after each
+    /// fault's heal, a tx submitted after it is ordered within the bound (its recovery time).
+    /// </summary>
+    public static InvariantResult CheckHeal(Convergence convergence, IReadOnlyList<HistoryOp> history, IReadOnlyList<FaultRecord> records, long healedAtMs, TimeSpan bound)
+    {
+        ArgumentNullException.ThrowIfNull(convergence);
+        ArgumentNullException.ThrowIfNull(history);
+        ArgumentNullException.ThrowIfNull(records);
+        var problems = new List<string>();
+        if (!convergence.Converged || convergence.AfterHealMs > bound.TotalMilliseconds)
+            problems.Add(convergence.Message);
+        var ok = history.Where(o => o.Outcome == OpOutcome.Ok).ToList();
+        if (!ok.Any(o => o.InvokedNs >= healedAtMs * 1_000_000L))
+            problems.Add("no tx submitted after the final heal was ordered");
+        foreach (var record in records.Where(r => r.EndMs is not null))
+        {
+            var after = ok.Where(o => o.InvokedNs >= record.EndMs!.Value * 1_000_000L).Select(o => o.CompletedNs).DefaultIfEmpty(long.MaxValue).Min();
+            if (after == long.MaxValue)
+                continue;
+            record.RecoveryMs = Math.Max(0, after / 1_000_000 - record.EndMs!.Value);
+            if (record.RecoveryMs > bound.TotalMilliseconds)
+                problems.Add($"#{record.Sequence} {record.Kind}: ordering resumed {record.RecoveryMs} ms after the heal (bound {bound.TotalMilliseconds} ms)");
+        }
+
+        return problems.Count == 0
+            ? new InvariantResult("LIVE-HEAL", true, $"every node converged {convergence.AfterHealMs} ms after the final heal; ordering resumed after every fault within {bound.TotalSeconds} s")
+            : new InvariantResult("LIVE-HEAL", false, string.Join("; ", problems));
+    }
+
+    /// <summary>DISK-FAILFAST: after a disk fault the node recovered, or it failed fast with a clear message; it never hung.</summary>
+    public static InvariantResult CheckDiskFaults(IReadOnlyList<FaultRecord> records)
+    {
+        ArgumentNullException.ThrowIfNull(records);
+        var disk = records.Where(r => Disk.Contains(r.Kind) && r.EndMs is not null).ToList();
+        var bad = disk.Where(r => r.Outcome is null || !(r.Outcome == "recovered" || (r.Outcome.StartsWith("failed fast", StringComparison.Ordinal) && !r.Outcome.Contains("without a clear message", StringComparison.Ordinal)))).ToList();
+        return bad.Count == 0
+            ? new InvariantResult("DISK-FAILFAST", true, disk.Count == 0 ? "no disk fault in this run" : string.Join("; ", disk.Select(r => $"#{r.Sequence} {r.Kind}: {r.Outcome}")))
+            : new InvariantResult("DISK-FAILFAST", false, string.Join("; ", bad.Select(r => $"#{r.Sequence} {r.Kind} on {r.Target}: {r.Outcome ?? "no outcome"}")));
+    }
+}
