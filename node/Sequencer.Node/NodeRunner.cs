@@ -21,6 +21,9 @@ public static partial class NodeRunner
     /// <summary>Exit code of a node refused at startup by its configuration.</summary>
     public const int ConfigurationExitCode = 2;
 
+    /// <summary>Exit code of a node whose WAL or store is damaged: it stops rather than serve possibly corrupt data.</summary>
+    public const int DamagedDataExitCode = 3;
+
     /// <summary>Runs a node until <paramref name="token"/> is canceled or a fatal fault stops it.</summary>
     public static async Task<int> RunAsync(NodeOptions options, CancellationToken token)
     {
@@ -86,7 +89,18 @@ public static partial class NodeRunner
 
         var time = new AdjustableClock(TimeProvider.System) { SkewMs = options.ClockSkewMs };
         using var metrics = new NodeMetrics();
-        await using var raft = new RaftHost(options, time, loggerFactory);
+        RaftHost raft;
+        try
+        {
+            raft = new RaftHost(options, time, loggerFactory);
+        }
+        catch (Exception e) when (IsDamagedData(e))
+        {
+            LogDamaged(logger, e, options.DataDir, Describe(e));
+            return DamagedDataExitCode;
+        }
+
+        await using var raftScope = raft.ConfigureAwait(false);
         await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal);
         using var forwarder = new LeaderForwarder(options.NodeId, options.Limits.MaxForwardedRequests);
         RegisterGauges(metrics, raft, submits);
@@ -122,7 +136,16 @@ public static partial class NodeRunner
         new AdminApi(options, time).Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
 
-        await raft.StartAsync(fatalStop.Token).ConfigureAwait(false);
+        try
+        {
+            await raft.StartAsync(fatalStop.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (IsDamagedData(e))
+        {
+            LogDamaged(logger, e, options.DataDir, Describe(e));
+            return DamagedDataExitCode;
+        }
+
         await app.StartAsync(fatalStop.Token).ConfigureAwait(false);
         LogListening(logger, options.NodeId, options.Api, options.Raft);
 
@@ -165,6 +188,13 @@ public static partial class NodeRunner
         }
     }
 
+    // The WAL (DotNext's IntegrityException is an IOException), the store, or their invariants found damage on disk.
+    private static bool IsDamagedData(Exception e)
+        => e is IOException or InvariantViolationException or LiteDB.LiteException or Sequencer.Core.Encoding.LogFormatException or UnauthorizedAccessException
+            || (e.InnerException is { } inner && IsDamagedData(inner));
+
+    private static string Describe(Exception e) => e.InnerException is { } inner && e is not IOException ? $"{e.Message} ({inner.Message})" : e.Message;
+
     private static void RegisterGauges(NodeMetrics metrics, RaftHost raft, SubmitService submits)
     {
         metrics.ObserveGauge("sequencer.raft.term", "{term}", "The current Raft term.", () => raft.Term);
@@ -182,6 +212,9 @@ public static partial class NodeRunner
 
     [LoggerMessage(EventId = 11, Level = LogLevel.Information, Message = "Node {NodeId} is stopping")]
     private static partial void LogStopping(ILogger logger, int nodeId);
+
+    [LoggerMessage(EventId = 13, Level = LogLevel.Critical, Message = "The data in {DataDir} is damaged or unreadable: {Problem}. The node stops rather than serve possibly corrupt data. To rejoin, move {DataDir} away and start the node again: it catches up from its peers.")]
+    private static partial void LogDamaged(ILogger logger, Exception exception, string dataDir, string problem);
 
     [LoggerMessage(EventId = 12, Level = LogLevel.Critical, Message = "Fatal fault; the node stops so that it never serves or replicates wrong data")]
     private static partial void LogFatal(ILogger logger, Exception exception);

@@ -2,6 +2,9 @@ using System.CommandLine;
 using System.Runtime.InteropServices;
 using Sequencer.Node.Cli;
 
+// Open stderr now: a node that runs out of file handles must still be able to say why it stops.
+Console.Error.Flush();
+
 var root = new RootCommand("sequencer-node: a Raft-replicated, threshold-signed L2 sequencer node.")
 {
     RunCommand.Create(),

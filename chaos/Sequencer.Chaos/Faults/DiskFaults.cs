@@ -83,14 +83,18 @@ public static class DiskFaults
         }
     }
 
+    /// <summary>Free space left on the small file system.</summary>
+    public const int HeadroomMiB = 1;
+
     /// <summary>
     /// Moves a stopped node's data onto a tmpfs only a little larger than what it holds (root only), so the node runs
     /// out of space soon after it restarts.
     /// </summary>
     public static async Task<SmallMount> MountSmallFileSystemAsync(string dataDir)
     {
-        var used = new DirectoryInfo(dataDir).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length);
-        var sizeMiB = (int)(used / (1024 * 1024)) + 24;
+        // Real usage (du), not apparent sizes: WAL chunk files are sparse.
+        var usedKiB = long.Parse((await CaptureAsync("du", "-sk", dataDir).ConfigureAwait(false)).Split('\t')[0], CultureInfo.InvariantCulture);
+        var sizeMiB = (int)(usedKiB / 1024) + 1 + HeadroomMiB;
         var saved = dataDir.TrimEnd('/') + ".saved";
         Directory.Move(dataDir, saved);
         Directory.CreateDirectory(dataDir);
@@ -138,6 +142,17 @@ public static class DiskFaults
     }
 
     private static string Relative(string root, string path) => Path.GetRelativePath(root, path);
+
+    private static async Task<string> CaptureAsync(params string[] command)
+    {
+        var start = new ProcessStartInfo(command[0]) { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var argument in command.Skip(1))
+            start.ArgumentList.Add(argument);
+        using var process = Process.Start(start) ?? throw new InvalidOperationException($"cannot start {command[0]}");
+        var output = await process.StandardOutput.ReadToEndAsync().ConfigureAwait(false);
+        await process.WaitForExitAsync().ConfigureAwait(false);
+        return output;
+    }
 
     private static async Task RunAsync(params string[] command)
     {

@@ -128,11 +128,26 @@ public static class FaultSchedule
         new("kill-leader-and-acker", [FaultKind.KillLeaderAndAcker], "right after an ack, kill the leader and the follower that acknowledged: probes the durability question of DESIGN section 9", Cover: true),
     ];
 
-    /// <summary>The scenario named <paramref name="name"/>.</summary>
-    /// <exception cref="ArgumentException">No such scenario.</exception>
+    /// <summary>
+    /// The scenario named <paramref name="name"/>, or an ad-hoc one from a comma-separated list of fault kinds
+    /// (each injected once in a seeded order, then at random).
+    /// </summary>
+    /// <exception cref="ArgumentException">No such scenario or fault kind.</exception>
     public static Scenario Find(string name)
-        => Scenarios.FirstOrDefault(s => s.Name == name)
-            ?? throw new ArgumentException($"unknown scenario \"{name}\"; known: {string.Join(", ", Scenarios.Select(s => s.Name))}");
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (Scenarios.FirstOrDefault(s => s.Name == name) is { } known)
+            return known;
+        var kinds = new List<FaultKind>();
+        foreach (var part in name.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!Enum.TryParse<FaultKind>(part, ignoreCase: true, out var kind))
+                throw new ArgumentException($"unknown scenario or fault kind \"{part}\"; scenarios: {string.Join(", ", Scenarios.Select(s => s.Name))}; fault kinds: {string.Join(", ", Enum.GetNames<FaultKind>())}");
+            kinds.Add(kind);
+        }
+
+        return new Scenario(name, kinds, "the listed fault kinds", Cover: true);
+    }
 
     /// <summary>The faults of <paramref name="scenario"/> that this run can inject, and why the others cannot.</summary>
     public static (IReadOnlyList<FaultKind> Usable, IReadOnlyList<string> Skipped) Usable(Scenario scenario, bool hostMode, int nodes, bool root)
@@ -179,6 +194,7 @@ public static class FaultSchedule
                 FaultKind.PauseLeader or FaultKind.PauseFollower => 1.5 + random.NextDouble() * 1.5,
                 FaultKind.Reset => 0.5,
                 FaultKind.KillLeaderAndAcker => 1.0 + random.NextDouble(),
+                FaultKind.DiskFull or FaultKind.DiskExhaustFileHandles => 4.0 + random.NextDouble() * 2.0,
                 _ => 2.0 + random.NextDouble() * 3.0,
             };
             if (time + length + tail > durationSeconds)

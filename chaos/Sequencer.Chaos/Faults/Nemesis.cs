@@ -308,13 +308,16 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
         await node.KillAsync().ConfigureAwait(false);
         var mount = await DiskFaults.MountSmallFileSystemAsync(node.Spec.DataDir).ConfigureAwait(false);
         record.Target = $"n{target}";
-        record.Detail = $"data directory on a {mount.SizeMiB} MiB tmpfs";
+        record.Detail = $"data directory on a tmpfs with {DiskFaults.HeadroomMiB} MiB free ({mount.SizeMiB} MiB)";
         node.Start();
         return async () =>
         {
+            // Judge while the disk is still full, then give the node its real disk back.
+            record.Outcome = await JudgeAsync(target).ConfigureAwait(false);
+            log($"disk fault on n{target}: {record.Outcome}");
             await node.KillAsync().ConfigureAwait(false);
             await DiskFaults.UnmountAsync(mount).ConfigureAwait(false);
-            await SettleDiskFaultAsync(record, target).ConfigureAwait(false);
+            await RepairAsync(record, target, restore: null).ConfigureAwait(false);
         };
     }
 
@@ -324,26 +327,51 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
     /// </summary>
     private async Task SettleDiskFaultAsync(FaultRecord record, int target, Action? restore = null)
     {
+        record.Outcome = await JudgeAsync(target).ConfigureAwait(false);
+        log($"disk fault on n{target}: {record.Outcome}");
+        await RepairAsync(record, target, restore).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// "recovered" (running and caught up), "failed safe" (running, reporting itself not ready with the reason),
+    /// "failed fast" (exited with a clear message), or a failure of the property.
+    /// </summary>
+    private async Task<string> JudgeAsync(int target)
+    {
         var node = cluster.Node(target);
         if (node.IsRunning && await IsCaughtUpAsync(target).ConfigureAwait(false))
+            return "recovered";
+        if (node.IsRunning)
         {
-            record.Outcome = "recovered";
-        }
-        else if (!node.IsRunning)
-        {
-            var tail = node.Tail(15);
-            var clear = tail.Split('\n').LastOrDefault(l => l.Contains("crit", StringComparison.Ordinal) || l.Contains("fail", StringComparison.OrdinalIgnoreCase)
-                || l.Contains("exception", StringComparison.OrdinalIgnoreCase) || l.Contains("error", StringComparison.OrdinalIgnoreCase));
-            record.Outcome = clear is null
-                ? $"failed fast (exit {node.ExitCode?.ToString(CultureInfo.InvariantCulture)}) without a clear message"
-                : $"failed fast (exit {node.ExitCode?.ToString(CultureInfo.InvariantCulture)}): {Shorten(clear)}";
-        }
-        else
-        {
-            record.Outcome = "hung: running but not caught up";
+            var readiness = await ReadinessAsync(node).ConfigureAwait(false);
+            return readiness is { } reasons ? $"failed safe: running, not ready: {Shorten(reasons)}" : "hung: running but neither caught up nor reporting a fault";
         }
 
-        log($"disk fault on n{target}: {record.Outcome}");
+        var tail = node.Tail(15);
+        // A clear message is the node's own: a critical log line or a "fatal:" line, not an unhandled exception's trace.
+        var clear = tail.Split('\n').LastOrDefault(l => l.Contains(" crit: ", StringComparison.Ordinal) || l.StartsWith("fatal: ", StringComparison.Ordinal));
+        return clear is null
+            ? $"failed fast (exit {node.ExitCode?.ToString(CultureInfo.InvariantCulture)}) without a clear message"
+            : $"failed fast (exit {node.ExitCode?.ToString(CultureInfo.InvariantCulture)}): {Shorten(clear)}";
+    }
+
+    private static async Task<string?> ReadinessAsync(NodeProcess node)
+    {
+        try
+        {
+            using var response = await Admin.GetAsync(new Uri(new Uri(node.Spec.Api), "/health/ready")).ConfigureAwait(false);
+            var body = await response.Content.ReadAsStringAsync().ConfigureAwait(false);
+            return response.IsSuccessStatusCode ? null : body;
+        }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+        {
+            return null;
+        }
+    }
+
+    private async Task RepairAsync(FaultRecord record, int target, Action? restore)
+    {
+        var node = cluster.Node(target);
         restore?.Invoke();
         if (record.Outcome != "recovered")
         {

@@ -68,12 +68,17 @@ public static class Liveness
             : new InvariantResult("LIVE-HEAL", false, string.Join("; ", problems));
     }
 
-    /// <summary>DISK-FAILFAST: after a disk fault the node recovered, or it failed fast with a clear message; it never hung.</summary>
+    /// <summary>
+    /// DISK-FAILFAST: after a disk fault the node recovered, failed fast with a clear message, or kept running while it
+    /// reported itself not ready with the reason; it never hung silently. (That it never served corrupt data is
+    /// INV-ORDER and INV-CHAIN over its log.)
+    /// </summary>
     public static InvariantResult CheckDiskFaults(IReadOnlyList<FaultRecord> records)
     {
         ArgumentNullException.ThrowIfNull(records);
         var disk = records.Where(r => Disk.Contains(r.Kind) && r.EndMs is not null).ToList();
-        var bad = disk.Where(r => r.Outcome is null || !(r.Outcome == "recovered" || (r.Outcome.StartsWith("failed fast", StringComparison.Ordinal) && !r.Outcome.Contains("without a clear message", StringComparison.Ordinal)))).ToList();
+        var bad = disk.Where(r => r.Outcome is null || !(r.Outcome == "recovered" || r.Outcome.StartsWith("failed safe", StringComparison.Ordinal)
+            || (r.Outcome.StartsWith("failed fast", StringComparison.Ordinal) && !r.Outcome.Contains("without a clear message", StringComparison.Ordinal)))).ToList();
         return bad.Count == 0
             ? new InvariantResult("DISK-FAILFAST", true, disk.Count == 0 ? "no disk fault in this run" : string.Join("; ", disk.Select(r => $"#{r.Sequence} {r.Kind}: {r.Outcome}")))
             : new InvariantResult("DISK-FAILFAST", false, string.Join("; ", bad.Select(r => $"#{r.Sequence} {r.Kind} on {r.Target}: {r.Outcome ?? "no outcome"}")));

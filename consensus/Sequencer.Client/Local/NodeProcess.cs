@@ -13,7 +13,7 @@ public sealed record NodeSpec(int Id, string Raft, string Api, string DataDir, s
 
 /// <summary>
 /// One real node process (<c>sequencer-node run</c>) started by a test, the benchmark, the chaos harness or
-/// <c>make run</c>. Its output goes to <c>node.log</c> in its data directory (and optionally to the console).
+/// <c>make run</c>. Its output goes to <c>NODEDIR.log</c> beside its data directory (and optionally to the console).
 /// It is stopped or killed by process id, and it exits by itself when the process that started it dies.
 /// </summary>
 public sealed class NodeProcess : IAsyncDisposable
@@ -61,8 +61,11 @@ public sealed class NodeProcess : IAsyncDisposable
     /// <summary>Extra environment variables for the next starts.</summary>
     public Dictionary<string, string> ExtraEnvironment { get; } = [];
 
-    /// <summary>The node's log file.</summary>
-    public string LogPath => Path.Combine(Spec.DataDir, "node.log");
+    /// <summary>
+    /// The node's log file, beside (not inside) its data directory: a fault that fills or wipes the data directory must
+    /// not take the log with it.
+    /// </summary>
+    public string LogPath => Path.GetFullPath(Spec.DataDir).TrimEnd('/') + ".log";
 
     /// <summary>Starts the process (again, after a kill or stop).</summary>
     /// <exception cref="InvalidOperationException">It is already running.</exception>
@@ -100,8 +103,9 @@ public sealed class NodeProcess : IAsyncDisposable
         {
             log?.WriteLine(line);
         }
-        catch (ObjectDisposedException)
+        catch (Exception e) when (e is ObjectDisposedException or IOException)
         {
+            // The log's disk failed; the node's fate is judged from its exit and its API, not from this file.
         }
 
         echo?.Invoke($"[node{Spec.Id}] {line}");
@@ -110,10 +114,25 @@ public sealed class NodeProcess : IAsyncDisposable
     /// <summary>Kills the process with SIGKILL (<c>kill -9</c>) and waits for it to be gone.</summary>
     public async Task KillAsync()
     {
-        if (process is not { HasExited: false } running)
-            return;
-        Signal(running.Id, SigKill);
-        await running.WaitForExitAsync().ConfigureAwait(false);
+        if (process is { HasExited: false } running)
+        {
+            Signal(running.Id, SigKill);
+            await running.WaitForExitAsync().ConfigureAwait(false);
+        }
+        else if (process is not null)
+        {
+            await process.WaitForExitAsync().ConfigureAwait(false);
+        }
+
+        CloseLog();
+    }
+
+    // Let go of the log once the process is gone.
+    private void CloseLog()
+    {
+        var current = log;
+        log = null;
+        current?.Dispose();
     }
 
     /// <summary>Asks the process to stop (SIGTERM) and kills it if it has not exited within <paramref name="grace"/>.</summary>
@@ -126,6 +145,8 @@ public sealed class NodeProcess : IAsyncDisposable
         try
         {
             await running.WaitForExitAsync(timeout.Token).ConfigureAwait(false);
+            await running.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+            CloseLog();
         }
         catch (OperationCanceledException)
         {

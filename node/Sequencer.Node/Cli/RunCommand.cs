@@ -66,7 +66,16 @@ public static class RunCommand
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
             if (result.GetValue(ExitWithParentOption) is { } parent)
                 _ = WatchParentAsync(parent, stop);
-            return await NodeRunner.RunAsync(options, stop.Token).ConfigureAwait(false);
+            try
+            {
+                return await NodeRunner.RunAsync(options, stop.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
+            {
+                // The machine failed the node (no file handles, no space, a port taken): stop with a clear message.
+                await Console.Error.WriteLineAsync($"fatal: node {options.NodeId} stops: {e.GetType().Name}: {e.Message} {FileHandleDiagnosis()}").ConfigureAwait(false);
+                return 74;
+            }
         });
         return command;
     }
@@ -133,6 +142,22 @@ public static class RunCommand
         var value = Convert.ChangeType(assignment[(equals + 1)..], property.PropertyType, CultureInfo.InvariantCulture);
         property.SetValue(copy, value);
         return copy;
+    }
+
+    // A failure to open a file or load an assembly often means the process ran out of file handles: say so.
+    private static string FileHandleDiagnosis()
+    {
+        try
+        {
+            var open = Directory.GetFiles("/proc/self/fd").Length;
+            var limit = File.ReadAllLines("/proc/self/limits").FirstOrDefault(l => l.StartsWith("Max open files", StringComparison.Ordinal))?
+                .Split(' ', StringSplitOptions.RemoveEmptyEntries)[3];
+            return $"({open} file handles open, limit {limit})";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return "(could not count open file handles: probably none are left; check ulimit -n)";
+        }
     }
 
     private static async Task WatchParentAsync(int parentId, CancellationTokenSource stop)

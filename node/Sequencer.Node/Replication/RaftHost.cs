@@ -70,7 +70,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
             Location = Path.Combine(dataDir.FullName, "wal"),
             ChunkSize = options.WalChunkBytes,
             HashAlgorithm = WriteAheadLog.IntegrityHashAlgorithm.XxHash64,
-            MemoryManagement = Environment.GetEnvironmentVariable("SEQ_WAL_PRIVATE") == "1" ? WriteAheadLog.MemoryManagementStrategy.PrivateMemory : WriteAheadLog.MemoryManagementStrategy.SharedMemory,
+            // Private buffers written with pwrite, not memory-mapped chunks: on a full disk a write through a mapping
+            // kills the process with SIGBUS and no message, while pwrite fails with ENOSPC and the node stops cleanly.
+            MemoryManagement = WriteAheadLog.MemoryManagementStrategy.PrivateMemory,
         }, stateMachine);
 
         var advertised = NodeOptions.ParseEndPoint(options.Raft);
