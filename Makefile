@@ -5,7 +5,7 @@ SHELL := /bin/bash
 DOTNET ?= dotnet
 NODE_DLL := node/Sequencer.Node/bin/Release/net10.0/sequencer-node.dll
 
-.PHONY: all build run test unit integration smoke bench clean
+.PHONY: all build run test unit integration chaos bench clean
 
 all: build
 
@@ -30,6 +30,21 @@ integration: build
 # The load generator: throughput and latency at 1/16/64/256 clients, single and bulk submits, and fdatasync latency.
 bench: build
 	$(DOTNET) bench/Sequencer.Bench/bin/Release/net10.0/sequencer-bench.dll $(BENCH_ARGS)
+
+# A chaos run: real nodes, a workload, seeded faults, the invariants, a report (JSON, SVG timeline, summary).
+#   make chaos                       60 s, 3 nodes, random seed, every fault kind the mode supports
+#   make chaos SEED=42 DURATION=300 NODES=5 MODE=host SCENARIO=partition
+# MODE=host needs root (network namespaces and iptables; iptables is installed here when missing).
+SEED ?=
+DURATION ?= 60
+NODES ?= 3
+MODE ?= proxy
+SCENARIO ?= mixed
+chaos: build
+	@if [ "$(MODE)" = host ] && [ "$$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1; then \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends iptables; fi
+	$(DOTNET) chaos/Sequencer.Chaos/bin/Release/net10.0/sequencer-chaos.dll --duration $(DURATION) --nodes $(NODES) \
+	  --mode $(MODE) --scenario $(SCENARIO) $(if $(SEED),--seed $(SEED),) $(CHAOS_ARGS)
 
 clean:
 	$(DOTNET) clean Cluster.sln -c Release -nologo >/dev/null

@@ -196,7 +196,7 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
             case FaultKind.DiskFull:
                 return await DiskFullAsync(record, Pick(followers)).ConfigureAwait(false);
             case FaultKind.KillLeaderAndAcker:
-                return await KillLeaderAndAckerAsync(record).ConfigureAwait(false);
+                return await KillLeaderAndAckerAsync(record, fault.Pick).ConfigureAwait(false);
             default:
                 throw new NotSupportedException($"no injector for {fault.Kind}");
         }
@@ -207,6 +207,7 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
     private async Task<Func<Task>> KillAsync(FaultRecord record, IReadOnlyList<int> targets)
     {
         await Task.WhenAll(targets.Select(id => cluster.Node(id).KillAsync())).ConfigureAwait(false);
+        record.StartMs = nowMs();
         record.Target = Names(targets);
         record.Detail = "SIGKILL, restart on heal";
         return () =>
@@ -220,6 +221,7 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
     private Func<Task> Pause(FaultRecord record, int target)
     {
         cluster.Node(target).Pause();
+        record.StartMs = nowMs();
         record.Target = $"n{target}";
         record.Detail = "SIGSTOP, SIGCONT on heal";
         return () =>
@@ -252,26 +254,34 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
         return network.HealAsync;
     }
 
-    private async Task<Func<Task>> KillLeaderAndAckerAsync(FaultRecord record)
+    private async Task<Func<Task>> KillLeaderAndAckerAsync(FaultRecord record, int pick)
     {
-        // Wait for the next acknowledgement, then kill the leader at once and, among the followers, the one whose log
-        // is longest: with the leader gone the logs stand still, so that is a follower that acknowledged the entry.
+        // The durability probe of DESIGN section 9. Cut one follower off (inbound), so that the other follower is the
+        // only one whose acknowledgements make entries committed. Right after the next acknowledged submit, kill the
+        // leader and that acknowledging follower, let the cut-off follower back in, and restart the acker at once
+        // without the old leader. If the acker's acknowledgement was not durable, the two followers elect a leader whose
+        // log lacks the acknowledged entry, and INV-ACKED names the lost tx.
+        var leader = await monitor.AskLeaderAsync().ConfigureAwait(false) ?? monitor.CurrentLeader ?? 1;
+        var followers = cluster.Nodes.Select(n => n.Spec.Id).Where(id => id != leader).ToList();
+        var bystander = followers[(int)((uint)pick % (uint)followers.Count)];
+        var acker = followers.First(id => id != bystander);
+        network.SetLinkFault(null, bystander, new LinkFault { Blackhole = true });
+        await Task.Delay(300).ConfigureAwait(false);
+
         var before = workload.Acknowledged;
         var deadline = DateTime.UtcNow.AddSeconds(5);
         while (workload.Acknowledged == before && DateTime.UtcNow < deadline)
-            await Task.Delay(1).ConfigureAwait(false);
-        var leader = monitor.CurrentLeader ?? await monitor.AskLeaderAsync().ConfigureAwait(false) ?? 1;
-        await cluster.Node(leader).KillAsync().ConfigureAwait(false);
-        var followers = cluster.Nodes.Where(n => n.Spec.Id != leader && n.IsRunning).ToList();
-        var views = await Task.WhenAll(followers.Select(LocalCluster.TryGetClusterAsync)).ConfigureAwait(false);
-        var acker = followers.Zip(views).OrderByDescending(p => p.Second?.Pipeline?.GetValueOrDefault("lastLogIndex") ?? -1).First().First.Spec.Id;
-        await cluster.Node(acker).KillAsync().ConfigureAwait(false);
-        record.Target = $"leader n{leader}, acker n{acker}";
-        record.Detail = "SIGKILL right after an acknowledgement, restart on heal";
+            await Task.Yield();
+        cluster.Node(leader).Pause();
+        await Task.WhenAll(cluster.Node(leader).KillAsync(), cluster.Node(acker).KillAsync()).ConfigureAwait(false);
+        record.StartMs = nowMs();
+        await network.HealAsync().ConfigureAwait(false);
+        StartIfStopped(acker);
+        record.Target = $"leader n{leader}, acker n{acker} (n{bystander} cut off)";
+        record.Detail = "SIGKILL both right after an acknowledgement; the acker restarts at once, the old leader on heal";
         return () =>
         {
             StartIfStopped(leader);
-            StartIfStopped(acker);
             return Task.CompletedTask;
         };
     }

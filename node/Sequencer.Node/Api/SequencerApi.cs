@@ -113,8 +113,22 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             }
 
             metrics.SubmitsForwarded.Add(1);
-            var response = await forwarder.ForwardAsync(HttpMethod.Post, new Uri(new Uri(leader.Api), "/v1/txs"), body,
-                context.Request.ContentType, context.Request.Headers.Accept.ToString(), remaining, token).ConfigureAwait(false);
+            // A leader change abandons the forward (a paused or partitioned leader may never answer); the submit is
+            // idempotent, so it is simply sent again to whoever leads next.
+            ForwardedResponse? response;
+            using (var epoch = CancellationTokenSource.CreateLinkedTokenSource(token, raft.LeaderEpoch))
+            {
+                try
+                {
+                    response = await forwarder.ForwardAsync(HttpMethod.Post, new Uri(new Uri(leader.Api), "/v1/txs"), body,
+                        context.Request.ContentType, context.Request.Headers.Accept.ToString(), remaining, epoch.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (!token.IsCancellationRequested)
+                {
+                    lastProblem = $"leadership moved away from node {leader.Id}";
+                    continue;
+                }
+            }
             if (response is null)
             {
                 await RejectAsync(context, 503, "overloaded", "too many submits are being forwarded to the leader", TimeSpan.FromSeconds(1)).ConfigureAwait(false);

@@ -177,8 +177,16 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     /// <summary>Fails when the WAL's background applier or flusher has died; the node must then stop.</summary>
     public ValueTask WaitForApplyAsync(long index, CancellationToken token) => wal.WaitForApplyAsync(index, token);
 
+    private CancellationTokenSource leaderEpoch = new();
+
+    /// <summary>Canceled at the next leader change: work aimed at the current leader (a forwarded submit) stops then.</summary>
+    public CancellationToken LeaderEpoch => Volatile.Read(ref leaderEpoch).Token;
+
     private void OnLeaderChanged(RaftCluster<RaftClusterMember> sender, RaftClusterMember? leader)
     {
+        var previous = Interlocked.Exchange(ref leaderEpoch, new CancellationTokenSource());
+        previous.Cancel();
+        previous.Dispose();
         var member = leader?.EndPoint is IPEndPoint endPoint && membersByEndPoint.TryGetValue(endPoint, out var m) ? m : null;
         LogLeaderChanged(logger, member?.Id ?? 0, Term);
         LeaderChanged?.Invoke();
