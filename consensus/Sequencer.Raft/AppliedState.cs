@@ -388,12 +388,15 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
 
         var lastHeight = batches.Count > 0 ? batches[^1].Header.Height : previous.LastHeight;
-        var next = ChooseSnapshot(taken, previous.LastHeight, last.Index);
+        var (next, remaining) = ChooseSnapshot(taken, previous.LastHeight, last.Index);
         var checkpoint = new StoreCheckpoint(last.Index, last.Term, lastHeight, next.Index, next.Term, next.Height);
         store.Append(batches, checkpoint);
 
         lock (gate)
         {
+            snapshotCandidates.Clear();
+            foreach (var candidate in remaining)
+                snapshotCandidates.Enqueue(candidate);
             for (var i = 0; i < taken; i++)
                 unpersisted.Dequeue();
             durable = checkpoint;
@@ -409,25 +412,30 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
     /// <summary>
     /// The newest applied point at least <see cref="retainedEntries"/> entries behind <paramref name="persistedIndex"/>
-    /// (every entry about to be stored is a candidate), or the current snapshot point when none qualifies yet.
-    /// The caller holds <see cref="storeWriter"/>.
+    /// (every entry about to be stored is a candidate), or the current snapshot point when none qualifies yet, and the
+    /// candidates that remain. Pure: the caller commits the remaining candidates only once the store has the entries,
+    /// so a failed store write retried later does not count its entries twice.
     /// </summary>
-    private SnapshotPoint ChooseSnapshot(int taken, ulong storedHeight, long persistedIndex)
+    private (SnapshotPoint Chosen, List<SnapshotPoint> Remaining) ChooseSnapshot(int taken, ulong storedHeight, long persistedIndex)
     {
         lock (gate)
         {
+            var candidates = new List<SnapshotPoint>(snapshotCandidates.Count + taken);
+            candidates.AddRange(snapshotCandidates);
             var height = storedHeight;
             foreach (var effect in unpersisted.Take(taken))
             {
                 height = effect.Batch?.Header.Height ?? height;
-                snapshotCandidates.Enqueue(new SnapshotPoint(effect.Index, effect.Term, height));
+                candidates.Add(new SnapshotPoint(effect.Index, effect.Term, height));
             }
 
             var chosen = snapshot?.Point ?? new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight);
-            while (snapshotCandidates.Count > 0 && snapshotCandidates.Peek().Index <= persistedIndex - retainedEntries)
-                chosen = snapshotCandidates.Dequeue();
-            Invariant.Check(snapshotCandidates.Count <= retainedEntries + taken, "snapshot candidates stay within the retained window");
-            return chosen;
+            var consumed = 0;
+            while (consumed < candidates.Count && candidates[consumed].Index <= persistedIndex - retainedEntries)
+                chosen = candidates[consumed++];
+            var remaining = candidates.GetRange(consumed, candidates.Count - consumed);
+            Invariant.Check(remaining.Count <= retainedEntries + taken, "snapshot candidates stay within the retained window");
+            return (chosen, remaining);
         }
     }
 

@@ -115,6 +115,28 @@ public sealed class AppliedStateTests
     }
 
     [Fact]
+    public async Task StoreFailure_ThenRetry_CountsEachEntryOnceForTheSnapshot()
+    {
+        // Found by the chaos harness (DiskFull): a failed write used to leave its entries among the snapshot
+        // candidates, so every retry added them again until an invariant stopped the node.
+        var store = new InMemoryBatchStore();
+        await using var state = Open(store, retained: 2);
+        await ApplyBatchesAsync(state, 10);
+        for (var i = 0; i < 5; i++)
+        {
+            store.FailNextAppend = true;
+            await Assert.ThrowsAsync<IOException>(() => state.FlushAsync(CancellationToken.None));
+        }
+
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(8, state.CurrentSnapshot!.Index);
+        Assert.Equal(8, store.ReadCheckpoint().SnapshotIndex);
+        await ApplyBatchesAsync(state, 4, firstIndex: 11);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(12, state.CurrentSnapshot!.Index);
+    }
+
+    [Fact]
     public async Task StoreFailure_IsReported_AndNothingIsLostWhenItRecovers()
     {
         var store = new InMemoryBatchStore { FailNextAppend = true };

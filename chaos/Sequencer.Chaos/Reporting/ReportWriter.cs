@@ -35,7 +35,7 @@ public static class ReportWriter
             if (fault.FailoverMs is { } failover)
                 extras.Add($"failover {failover} ms");
             if (fault.RecoveryMs is { } recovery)
-                extras.Add($"recovered {recovery} ms after heal");
+                extras.Add($"ordering resumed {recovery} ms after heal");
             if (fault.Outcome is { } outcome)
                 extras.Add(outcome);
             text.AppendLine(c, $"  #{fault.Sequence,-3} {window,-15} {fault.Kind,-22} {fault.Target,-22} {string.Join("; ", extras)}");
