@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 
 namespace Sequencer.Chaos.Faults;
@@ -93,13 +92,13 @@ public static class DiskFaults
     public static async Task<SmallMount> MountSmallFileSystemAsync(string dataDir)
     {
         // Real usage (du), not apparent sizes: WAL chunk files are sparse.
-        var usedKiB = long.Parse((await CaptureAsync("du", "-sk", dataDir).ConfigureAwait(false)).Split('\t')[0], CultureInfo.InvariantCulture);
+        var usedKiB = long.Parse((await Shell.CaptureAsync("du", "-sk", dataDir).ConfigureAwait(false)).Split('\t')[0], CultureInfo.InvariantCulture);
         var sizeMiB = (int)(usedKiB / 1024) + 1 + HeadroomMiB;
         var saved = dataDir.TrimEnd('/') + ".saved";
         Directory.Move(dataDir, saved);
         Directory.CreateDirectory(dataDir);
-        await RunAsync("mount", "-t", "tmpfs", "-o", $"size={sizeMiB.ToString(CultureInfo.InvariantCulture)}m", "tmpfs", dataDir).ConfigureAwait(false);
-        await RunAsync("cp", "-a", saved + "/.", dataDir + "/").ConfigureAwait(false);
+        await Shell.RunAsync("mount", "-t", "tmpfs", "-o", $"size={sizeMiB.ToString(CultureInfo.InvariantCulture)}m", "tmpfs", dataDir).ConfigureAwait(false);
+        await Shell.RunAsync("cp", "-a", saved + "/.", dataDir + "/").ConfigureAwait(false);
         return new SmallMount(dataDir, saved, sizeMiB);
     }
 
@@ -109,8 +108,8 @@ public static class DiskFaults
         ArgumentNullException.ThrowIfNull(mount);
         var back = mount.Saved + ".new";
         Directory.CreateDirectory(back);
-        await RunAsync("cp", "-a", mount.DataDir + "/.", back + "/").ConfigureAwait(false);
-        await RunAsync("umount", mount.DataDir).ConfigureAwait(false);
+        await Shell.RunAsync("cp", "-a", mount.DataDir + "/.", back + "/").ConfigureAwait(false);
+        await Shell.RunAsync("umount", mount.DataDir).ConfigureAwait(false);
         Directory.Delete(mount.DataDir, recursive: true);
         Directory.Move(back, mount.DataDir);
         Directory.Delete(mount.Saved, recursive: true);
@@ -142,27 +141,4 @@ public static class DiskFaults
     }
 
     private static string Relative(string root, string path) => Path.GetRelativePath(root, path);
-
-    private static async Task<string> CaptureAsync(params string[] command)
-    {
-        var start = new ProcessStartInfo(command[0]) { RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var argument in command.Skip(1))
-            start.ArgumentList.Add(argument);
-        using var process = Process.Start(start) ?? throw new InvalidOperationException($"cannot start {command[0]}");
-        var output = await process.StandardOutput.ReadToEndAsync().ConfigureAwait(false);
-        await process.WaitForExitAsync().ConfigureAwait(false);
-        return output;
-    }
-
-    private static async Task RunAsync(params string[] command)
-    {
-        var start = new ProcessStartInfo(command[0]) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var argument in command.Skip(1))
-            start.ArgumentList.Add(argument);
-        using var process = Process.Start(start) ?? throw new InvalidOperationException($"cannot start {command[0]}");
-        var error = await process.StandardError.ReadToEndAsync().ConfigureAwait(false);
-        await process.WaitForExitAsync().ConfigureAwait(false);
-        if (process.ExitCode != 0)
-            throw new InvalidOperationException($"`{string.Join(' ', command)}` failed: {error.Trim()}");
-    }
 }

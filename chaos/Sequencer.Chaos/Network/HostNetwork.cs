@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.Net;
 using System.Runtime.InteropServices;
 
@@ -84,20 +83,20 @@ public sealed partial class HostNetwork : IChaosNetwork
 
     private async Task SetUpAsync(int nodeCount, int seed)
     {
-        await RunAsync("ip", "link", "add", Bridge, "type", "bridge").ConfigureAwait(false);
-        await RunAsync("ip", "addr", "add", $"10.231.{subnet}.254/24", "dev", Bridge).ConfigureAwait(false);
-        await RunAsync("ip", "link", "set", Bridge, "up").ConfigureAwait(false);
+        await Shell.RunAsync("ip", "link", "add", Bridge, "type", "bridge").ConfigureAwait(false);
+        await Shell.RunAsync("ip", "addr", "add", $"10.231.{subnet}.254/24", "dev", Bridge).ConfigureAwait(false);
+        await Shell.RunAsync("ip", "link", "set", Bridge, "up").ConfigureAwait(false);
         for (var id = 1; id <= nodeCount; id++)
         {
             var ns = Namespace(id);
             var veth = $"{prefix}v{id}";
-            await RunAsync("ip", "netns", "add", ns).ConfigureAwait(false);
-            await RunAsync("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns).ConfigureAwait(false);
-            await RunAsync("ip", "link", "set", veth, "master", Bridge, "up").ConfigureAwait(false);
-            await RunAsync("ip", "-n", ns, "addr", "add", $"{Address(id)}/24", "dev", "eth0").ConfigureAwait(false);
-            await RunAsync("ip", "-n", ns, "link", "set", "eth0", "up").ConfigureAwait(false);
-            await RunAsync("ip", "-n", ns, "link", "set", "lo", "up").ConfigureAwait(false);
-            await RunAsync("ip", "netns", "exec", ns, "iptables", "-F", "INPUT").ConfigureAwait(false);
+            await Shell.RunAsync("ip", "netns", "add", ns).ConfigureAwait(false);
+            await Shell.RunAsync("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns).ConfigureAwait(false);
+            await Shell.RunAsync("ip", "link", "set", veth, "master", Bridge, "up").ConfigureAwait(false);
+            await Shell.RunAsync("ip", "-n", ns, "addr", "add", $"{Address(id)}/24", "dev", "eth0").ConfigureAwait(false);
+            await Shell.RunAsync("ip", "-n", ns, "link", "set", "eth0", "up").ConfigureAwait(false);
+            await Shell.RunAsync("ip", "-n", ns, "link", "set", "lo", "up").ConfigureAwait(false);
+            await Shell.RunAsync("ip", "netns", "exec", ns, "iptables", "-F", "INPUT").ConfigureAwait(false);
 
             var advertised = new IPEndPoint(Address(id), RaftPort);
             var listen = new IPEndPoint(Address(id), RaftListenPort);
@@ -125,7 +124,7 @@ public sealed partial class HostNetwork : IChaosNetwork
     {
         ArgumentNullException.ThrowIfNull(blocked);
         foreach (var link in blocked)
-            await RunAsync("ip", "netns", "exec", Namespace(link.To), "iptables", "-A", "INPUT", "-s", Address(link.From).ToString(), "-j", "DROP").ConfigureAwait(false);
+            await Shell.RunAsync("ip", "netns", "exec", Namespace(link.To), "iptables", "-A", "INPUT", "-s", Address(link.From).ToString(), "-j", "DROP").ConfigureAwait(false);
     }
 
     /// <inheritdoc/>
@@ -146,7 +145,7 @@ public sealed partial class HostNetwork : IChaosNetwork
         foreach (var (id, proxy) in proxies)
         {
             proxy.Heal();
-            await RunAsync("ip", "netns", "exec", Namespace(id), "iptables", "-F", "INPUT").ConfigureAwait(false);
+            await Shell.RunAsync("ip", "netns", "exec", Namespace(id), "iptables", "-F", "INPUT").ConfigureAwait(false);
         }
     }
 
@@ -156,20 +155,20 @@ public sealed partial class HostNetwork : IChaosNetwork
         foreach (var proxy in proxies.Values)
             await proxy.DisposeAsync().ConfigureAwait(false);
         for (var id = 1; id <= 16; id++)
-            await RunAsync(allowFailure: true, "ip", "netns", "del", Namespace(id)).ConfigureAwait(false);
-        await RunAsync(allowFailure: true, "ip", "link", "del", Bridge).ConfigureAwait(false);
+            await Shell.RunAsync(true, "ip", "netns", "del", Namespace(id)).ConfigureAwait(false);
+        await Shell.RunAsync(true, "ip", "link", "del", Bridge).ConfigureAwait(false);
     }
 
     /// <summary>Removes namespaces and bridges left by runs that were killed (their names start with "sq").</summary>
     public static async Task CleanStaleAsync(string prefix)
     {
         ArgumentNullException.ThrowIfNull(prefix);
-        var list = await CaptureAsync("ip", "netns", "list").ConfigureAwait(false);
+        var list = await Shell.CaptureAsync("ip", "netns", "list").ConfigureAwait(false);
         foreach (var line in list.Split('\n', StringSplitOptions.RemoveEmptyEntries))
         {
             var name = line.Split(' ')[0];
             if (name.StartsWith(prefix, StringComparison.Ordinal))
-                await RunAsync(allowFailure: true, "ip", "netns", "del", name).ConfigureAwait(false);
+                await Shell.RunAsync(true, "ip", "netns", "del", name).ConfigureAwait(false);
         }
     }
 
@@ -197,29 +196,6 @@ public sealed partial class HostNetwork : IChaosNetwork
         thread.Start();
         thread.Join();
         return proxy ?? throw new InvalidOperationException($"cannot create the proxy in namespace {ns}: {failure?.Message}", failure);
-    }
-
-    private static Task RunAsync(params string[] command) => RunAsync(false, command);
-
-    private static async Task RunAsync(bool allowFailure, params string[] command)
-    {
-        var (code, output) = await ExecuteAsync(command).ConfigureAwait(false);
-        if (code != 0 && !allowFailure)
-            throw new InvalidOperationException($"`{string.Join(' ', command)}` failed ({code.ToString(CultureInfo.InvariantCulture)}): {output.Trim()}");
-    }
-
-    private static async Task<string> CaptureAsync(params string[] command) => (await ExecuteAsync(command).ConfigureAwait(false)).Output;
-
-    private static async Task<(int Code, string Output)> ExecuteAsync(string[] command)
-    {
-        var start = new ProcessStartInfo(command[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in command.Skip(1))
-            start.ArgumentList.Add(argument);
-        using var process = Process.Start(start) ?? throw new InvalidOperationException($"cannot start {command[0]}");
-        var output = await process.StandardOutput.ReadToEndAsync().ConfigureAwait(false);
-        var error = await process.StandardError.ReadToEndAsync().ConfigureAwait(false);
-        await process.WaitForExitAsync().ConfigureAwait(false);
-        return (process.ExitCode, output + error);
     }
 
     [LibraryImport("libc", SetLastError = true)]

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 
 namespace Sequencer.Chaos.Network;
 
@@ -38,7 +37,7 @@ public sealed class ProxyNetwork : IChaosNetwork
     /// <summary>Lays out <paramref name="nodeCount"/> nodes on free loopback ports with a proxy each.</summary>
     public static ProxyNetwork Create(int nodeCount, int seed)
     {
-        var ports = FreePorts(3 * nodeCount);
+        var ports = Sequencer.Client.Local.LocalCluster.FreePorts("127.0.0.1", 3 * nodeCount);
         var nodes = new List<NodeAddress>();
         var proxies = new Dictionary<int, FaultProxy>();
         for (var i = 0; i < nodeCount; i++)
@@ -97,26 +96,5 @@ public sealed class ProxyNetwork : IChaosNetwork
     {
         foreach (var proxy in proxies.Values)
             await proxy.DisposeAsync().ConfigureAwait(false);
-    }
-
-    private static int[] FreePorts(int count)
-    {
-        var listeners = new List<TcpListener>();
-        try
-        {
-            for (var i = 0; i < count; i++)
-            {
-                var listener = new TcpListener(IPAddress.Loopback, 0);
-                listener.Start();
-                listeners.Add(listener);
-            }
-
-            return [.. listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port)];
-        }
-        finally
-        {
-            foreach (var listener in listeners)
-                listener.Stop();
-        }
     }
 }

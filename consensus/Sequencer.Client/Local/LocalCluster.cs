@@ -169,7 +169,8 @@ public sealed class LocalCluster : IAsyncDisposable
     /// <summary>Stops every node with SIGTERM, killing those that do not exit within <paramref name="grace"/>.</summary>
     public Task StopAllAsync(TimeSpan grace) => Task.WhenAll(nodes.Select(n => n.StopAsync(grace)));
 
-    private static int[] FreePorts(string host, int count)
+    /// <summary>Ports on <paramref name="host"/> that were free a moment ago (bound to port 0 and released together).</summary>
+    public static int[] FreePorts(string host, int count)
     {
         var listeners = new List<TcpListener>();
         try
