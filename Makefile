@@ -3,7 +3,7 @@
 
 SHELL := /bin/bash
 DOTNET ?= dotnet
-NODE_DLL := node/Sequencer.Node/bin/Release/net10.0/sequencer-node.dll
+NODE_DLL := node/bin/Release/net10.0/sequencer-node.dll
 
 .PHONY: all build run test unit integration chaos bench clean
 
@@ -43,7 +43,7 @@ SCENARIO ?= mixed
 chaos: build
 	@if [ "$(MODE)" = host ] && [ "$$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1; then \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends iptables; fi
-	$(DOTNET) chaos/Sequencer.Chaos/bin/Release/net10.0/sequencer-chaos.dll --duration $(DURATION) --nodes $(NODES) \
+	$(DOTNET) chaos/bin/Release/net10.0/sequencer-chaos.dll --duration $(DURATION) --nodes $(NODES) \
 	  --mode $(MODE) --scenario $(SCENARIO) $(if $(SEED),--seed $(SEED),) $(CHAOS_ARGS)
 
 clean:

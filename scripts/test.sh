@@ -17,7 +17,7 @@ if [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1 && command -v apt
 fi
 
 # The TestFaults node (deliberate safety bugs) proves that the chaos checker can fail.
-if ! dotnet build Cluster.sln -c Release -nologo -clp:ErrorsOnly || ! dotnet build node/Sequencer.Node -c TestFaults -nologo -clp:ErrorsOnly; then
+if ! dotnet build Cluster.sln -c Release -nologo -clp:ErrorsOnly || ! dotnet build node -c TestFaults -nologo -clp:ErrorsOnly; then
   echo "build failed"
   echo "0 passed, 1 failed"
   exit 1
@@ -42,7 +42,7 @@ done
 # The shared API smoke test against a fresh 3-node cluster on ports of its own.
 smoke_data=.data/test-smoke
 rm -rf "$smoke_data"
-node_dll=node/Sequencer.Node/bin/Release/net10.0/sequencer-node.dll
+node_dll=node/bin/Release/net10.0/sequencer-node.dll
 dotnet "$node_dll" devnet --data "$smoke_data" --api-port 17101 --raft-port 17201 --quiet > .data/test-smoke.log 2>&1 &
 devnet=$!
 up=0

@@ -18,7 +18,7 @@ public sealed class CheckerCanFailTests
         }
         catch (FileNotFoundException e)
         {
-            throw new InvalidOperationException("build the TestFaults node first: dotnet build node/Sequencer.Node -c TestFaults (make test does)", e);
+            throw new InvalidOperationException("build the TestFaults node first: dotnet build node -c TestFaults (make test does)", e);
         }
     }
 

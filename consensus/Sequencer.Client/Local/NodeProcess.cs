@@ -243,7 +243,7 @@ public sealed class NodeBinary
 
     /// <summary>
     /// Finds the built node: <c>SEQUENCER_NODE</c> if set, else the newer of the Release and Debug
-    /// <c>sequencer-node.dll</c> under <c>node/Sequencer.Node/bin</c> of the repository that contains
+    /// <c>sequencer-node.dll</c> under <c>node/bin</c> of the repository that contains
     /// <paramref name="start"/> (never a TestFaults build), or the given <paramref name="configuration"/>.
     /// </summary>
     public static NodeBinary Locate(string? start = null, string? configuration = null)
@@ -255,7 +255,7 @@ public sealed class NodeBinary
             directory = directory.Parent;
         if (directory is null)
             throw new FileNotFoundException("cannot find Cluster.sln above " + (start ?? AppContext.BaseDirectory) + "; set SEQUENCER_NODE");
-        var bin = System.IO.Path.Combine(directory.FullName, "node", "Sequencer.Node", "bin");
+        var bin = System.IO.Path.Combine(directory.FullName, "node", "bin");
         var candidate = (configuration is null ? ["Release", "Debug"] : new[] { configuration })
             .Select(c => new FileInfo(System.IO.Path.Combine(bin, c, "net10.0", "sequencer-node.dll")))
             .Where(f => f.Exists)
