@@ -75,6 +75,9 @@ public enum FaultKind
     /// <summary>Skew a node's clock by seconds to minutes, either way.</summary>
     ClockSkew,
 
+    /// <summary>Make a node's clock jump back and forth every 100 ms (strobe).</summary>
+    ClockStrobe,
+
     /// <summary>Right after an acknowledged submit, SIGKILL the leader and the follower that acknowledged the entry (probes follower durability).</summary>
     KillLeaderAndAcker,
 }
@@ -118,13 +121,13 @@ public static class FaultSchedule
     /// <summary>Every named scenario.</summary>
     public static IReadOnlyList<Scenario> Scenarios { get; } =
     [
-        new("mixed", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew], "every fault kind the network mode supports, drawn at random"),
-        new("cover", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.KillLeaderAndAcker], "every fault kind once, in a seeded order, then at random", Cover: true),
+        new("mixed", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe], "every fault kind the network mode supports, drawn at random"),
+        new("cover", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.KillLeaderAndAcker], "every fault kind once, in a seeded order, then at random", Cover: true),
         new("process", Process, "kills and pauses of the leader, followers, minorities, majorities and all"),
         new("partition", Partition, "network partitions"),
         new("link", Link, "delay with jitter, loss, reset, clog and flush"),
         new("disk", Disk, "disk faults on a stopped follower: the node recovers or fails fast, and never serves corrupt data"),
-        new("clock", [FaultKind.ClockSkew], "clock skew of the node TimeProvider"),
+        new("clock", [FaultKind.ClockSkew, FaultKind.ClockStrobe], "clock skew and strobe of the node TimeProvider"),
         new("kill-leader-and-acker", [FaultKind.KillLeaderAndAcker], "right after an ack, kill the leader and the follower that acknowledged: probes the durability question of DESIGN section 9", Cover: true),
     ];
 

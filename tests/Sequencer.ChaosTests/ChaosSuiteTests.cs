@@ -44,8 +44,8 @@ public sealed class ChaosSuiteTests
 
     [Fact]
     public Task LinkClockAndIsolationFaults_KeepEveryInvariant()
-        => RunAndAssertPassAsync(Options("Delay,Loss,Reset,ClogThenFlush,ClockSkew,IsolateNode", 202, 40),
-            FaultKind.Delay, FaultKind.Loss, FaultKind.Reset, FaultKind.ClogThenFlush, FaultKind.ClockSkew, FaultKind.IsolateNode);
+        => RunAndAssertPassAsync(Options("Delay,Loss,Reset,ClogThenFlush,ClockSkew,ClockStrobe,IsolateNode", 202, 46),
+            FaultKind.Delay, FaultKind.Loss, FaultKind.Reset, FaultKind.ClogThenFlush, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.IsolateNode);
 
     [Fact]
     public Task DiskFaults_NodesRecoverOrFailFastAndNeverServeCorruptData()
