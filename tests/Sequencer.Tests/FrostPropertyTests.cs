@@ -1,0 +1,135 @@
+using System.Security.Cryptography;
+using System.Text;
+using Org.BouncyCastle.Crypto.EC;
+using Org.BouncyCastle.Math;
+using Sequencer.Threshold;
+
+namespace Sequencer.Tests;
+
+/// <summary>Properties of the threshold scheme over random keys and signer sets.</summary>
+public sealed class FrostPropertyTests
+{
+    private static (BigInteger Signature, List<NonceCommitment> Commitments, Dictionary<int, BigInteger> Shares) SignWith(
+        IReadOnlyList<KeyShare> keyShares, GroupKey group, IReadOnlyList<int> signers, byte[] message)
+    {
+        var nonces = new Dictionary<int, SigningNonces>();
+        var commitments = new List<NonceCommitment>();
+        foreach (var id in signers.Order())
+        {
+            var (n, c) = Frost.Commit(id, keyShares[id - 1].Secret);
+            nonces[id] = n;
+            commitments.Add(c);
+        }
+
+        var shares = signers.ToDictionary(id => id, id => Frost.Sign(id, keyShares[id - 1].Secret, group.PublicKey, nonces[id], message, commitments));
+        return (BigInteger.Zero, commitments, shares);
+    }
+
+    public static TheoryData<int, int> Shapes => new() { { 2, 3 }, { 3, 5 }, { 4, 7 }, { 1, 2 } };
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void AnyTOfNShares_AggregateToAValidSignature(int threshold, int participants)
+    {
+        var random = new Random(threshold * 100 + participants);
+        var (keyShares, group) = TrustedDealer.Generate(threshold, participants);
+        for (var round = 0; round < 6; round++)
+        {
+            var signers = Enumerable.Range(1, participants).OrderBy(_ => random.Next()).Take(threshold).ToList();
+            var message = RandomNumberGenerator.GetBytes(32);
+            var (_, commitments, shares) = SignWith(keyShares, group, signers, message);
+            foreach (var (id, share) in shares)
+                Assert.True(Frost.VerifyShare(id, group.VerificationShares[id], share, commitments, group.PublicKey, message));
+            var signature = Frost.Aggregate(commitments, message, group.PublicKey, shares.Values);
+            Assert.True(Frost.Verify(message, signature, group.PublicKey), $"signers {string.Join(",", signers)}");
+            Assert.True(IndependentSchnorrCheck(message, signature.Encode(), Secp256k1.SerializeElement(group.PublicKey)));
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void FewerThanTShares_NeverAggregateToAValidSignature(int threshold, int participants)
+    {
+        if (threshold < 2)
+            return;
+        var (keyShares, group) = TrustedDealer.Generate(threshold, participants);
+        var signers = Enumerable.Range(1, threshold - 1).ToList();
+        var message = RandomNumberGenerator.GetBytes(32);
+        var (_, commitments, shares) = SignWith(keyShares, group, signers, message);
+        var signature = Frost.Aggregate(commitments, message, group.PublicKey, shares.Values);
+        Assert.False(Frost.Verify(message, signature, group.PublicKey));
+        Assert.False(IndependentSchnorrCheck(message, signature.Encode(), Secp256k1.SerializeElement(group.PublicKey)));
+    }
+
+    [Fact]
+    public void CorruptedShare_IsDetectedAndAttributedToItsSigner()
+    {
+        var (keyShares, group) = TrustedDealer.Generate(3, 5);
+        var message = "batch commitment"u8.ToArray();
+        var (_, commitments, shares) = SignWith(keyShares, group, [1, 3, 4], message);
+        shares[3] = shares[3].Add(BigInteger.One).Mod(Secp256k1.Order);
+        var bad = shares.Where(s => !Frost.VerifyShare(s.Key, group.VerificationShares[s.Key], s.Value, commitments, group.PublicKey, message)).Select(s => s.Key).ToList();
+        Assert.Equal([3], bad);
+        Assert.False(Frost.Verify(message, Frost.Aggregate(commitments, message, group.PublicKey, shares.Values), group.PublicKey));
+    }
+
+    [Fact]
+    public void Sign_WithNoncesThatDoNotMatchTheCommitmentList_Refuses()
+    {
+        var (keyShares, group) = TrustedDealer.Generate(2, 3);
+        var (n1, c1) = Frost.Commit(1, keyShares[0].Secret);
+        var (_, c2) = Frost.Commit(2, keyShares[1].Secret);
+        var (other, _) = Frost.Commit(2, keyShares[1].Secret);
+        Assert.Throws<ArgumentException>(() => Frost.Sign(2, keyShares[1].Secret, group.PublicKey, other, [1, 2, 3], [c1, c2]));
+        Assert.Throws<ArgumentException>(() => Frost.Sign(3, keyShares[2].Secret, group.PublicKey, n1, [1, 2, 3], [c1, c2]));
+        Assert.Throws<ArgumentException>(() => Frost.EncodeCommitmentList([c2, c1]));
+    }
+
+    [Fact]
+    public void Verify_AlteredMessageSignatureOrKey_Fails()
+    {
+        var secret = Secp256k1.RandomScalar();
+        var key = Secp256k1.BaseMultiply(secret);
+        var message = Encoding.UTF8.GetBytes("header");
+        var signature = Frost.SignSingle(message, secret);
+        Assert.True(Frost.Verify(message, signature, key));
+        Assert.False(Frost.Verify(Encoding.UTF8.GetBytes("headers"), signature, key));
+        Assert.False(Frost.Verify(message, signature with { Z = signature.Z.Add(BigInteger.One).Mod(Secp256k1.Order) }, key));
+        Assert.False(Frost.Verify(message, signature, Secp256k1.BaseMultiply(secret.Add(BigInteger.One))));
+    }
+
+    [Fact]
+    public void Decode_InvalidEncodings_AreRejected()
+    {
+        var signature = Frost.SignSingle([1], Secp256k1.RandomScalar()).Encode();
+        Assert.Throws<FormatException>(() => FrostSignature.Decode(signature.AsSpan(0, 64)));
+        var badPoint = (byte[])signature.Clone();
+        badPoint[0] = 0x05;
+        Assert.Throws<FormatException>(() => FrostSignature.Decode(badPoint));
+        var bigScalar = (byte[])signature.Clone();
+        Array.Fill(bigScalar, (byte)0xff, 33, 32);
+        Assert.Throws<FormatException>(() => FrostSignature.Decode(bigScalar));
+    }
+
+    /// <summary>
+    /// The Schnorr equation z*G == R + c*PK with c = hash_to_field(R || PK || m), computed here from BouncyCastle and
+    /// System.Security.Cryptography alone, without calling the implementation under test.
+    /// </summary>
+    internal static bool IndependentSchnorrCheck(byte[] message, byte[] signature, byte[] publicKey)
+    {
+        var curve = CustomNamedCurves.GetByName("secp256k1");
+        var r = curve.Curve.DecodePoint(signature[..33]);
+        var z = new BigInteger(1, signature[33..]);
+        var pk = curve.Curve.DecodePoint(publicKey);
+        var dst = Encoding.ASCII.GetBytes("FROST-secp256k1-SHA256-v1chal");
+        byte[] dstPrime = [.. dst, (byte)dst.Length];
+        byte[] input = [.. signature[..33], .. publicKey, .. message];
+        var b0 = SHA256.HashData([.. new byte[64], .. input, 0, 48, 0, .. dstPrime]);
+        var b1 = SHA256.HashData([.. b0, 1, .. dstPrime]);
+        var b2 = SHA256.HashData([.. b0.Zip(b1, (a, b) => (byte)(a ^ b)), 2, .. dstPrime]);
+        var c = new BigInteger(1, [.. b1, .. b2[..16]]).Mod(curve.N);
+        var left = curve.G.Multiply(z).Normalize();
+        var right = r.Add(pk.Multiply(c)).Normalize();
+        return left.Equals(right);
+    }
+}
