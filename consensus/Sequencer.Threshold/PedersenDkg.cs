@@ -1,0 +1,173 @@
+using System.Text;
+using Org.BouncyCastle.Math;
+using ECPoint = Org.BouncyCastle.Math.EC.ECPoint;
+
+namespace Sequencer.Threshold;
+
+/// <summary>Round one broadcast of the DKG: the commitment to a participant's polynomial and a proof of knowledge of its secret.</summary>
+/// <param name="Identifier">The sender.</param>
+/// <param name="Commitment">φ_i0..φ_i(t-1) = G * a_ij.</param>
+/// <param name="ProofR">R_i = G * k of the Schnorr proof of knowledge of a_i0.</param>
+/// <param name="ProofMu">μ_i = k + a_i0 * c_i.</param>
+public sealed record DkgRound1(int Identifier, IReadOnlyList<ECPoint> Commitment, ECPoint ProofR, BigInteger ProofMu);
+
+/// <summary>Round two private message: the share f_i(l) from sender i to receiver l. Secret: send encrypted, never log.</summary>
+/// <param name="From">The sender i.</param>
+/// <param name="To">The receiver l.</param>
+/// <param name="Share">f_i(l).</param>
+public sealed record DkgRound2(int From, int To, BigInteger Share)
+{
+    /// <inheritdoc/>
+    public override string ToString() => $"DkgRound2({From}->{To}, redacted)";
+}
+
+/// <summary>A participant that misbehaved in the DKG, and how.</summary>
+/// <param name="Identifier">The culprit.</param>
+/// <param name="Reason">What was wrong.</param>
+public sealed record DkgComplaint(int Identifier, string Reason);
+
+/// <summary>
+/// The Pedersen distributed key generation with proofs of knowledge of the FROST paper (Komlo and Goldberg, KeyGen):
+/// no party ever holds the group secret. One instance per participant; the messages travel over the cluster.
+/// </summary>
+/// <remarks>
+/// Round 1: each participant samples a degree t-1 polynomial, broadcasts Feldman commitments to its coefficients and
+/// a Schnorr proof of knowledge of its constant term, bound to its identifier and the session context (rogue-key
+/// defence). Round 2: each sends f_i(l) privately to every l, checks what it receives against the sender's commitment,
+/// and sums its shares. The group key is the sum of the constant-term commitments.
+/// </remarks>
+public sealed class PedersenDkg
+{
+    private readonly int identifier;
+    private readonly int threshold;
+    private readonly int participants;
+    private readonly byte[] context;
+    private readonly List<BigInteger> coefficients;
+    private readonly Dictionary<int, DkgRound1> round1 = [];
+
+    /// <summary>Starts a participant's session.</summary>
+    /// <param name="identifier">This participant, in [1, participants].</param>
+    /// <param name="threshold">t.</param>
+    /// <param name="participants">n.</param>
+    /// <param name="context">The session context Φ (for example chain id and key epoch), the same for everyone.</param>
+    public PedersenDkg(int identifier, int threshold, int participants, ReadOnlySpan<byte> context)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(threshold, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(threshold, participants);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(participants, 255);
+        ArgumentOutOfRangeException.ThrowIfLessThan(identifier, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(identifier, participants);
+        this.identifier = identifier;
+        this.threshold = threshold;
+        this.participants = participants;
+        this.context = context.ToArray();
+        coefficients = [.. Enumerable.Range(0, threshold).Select(_ => Secp256k1.RandomScalar())];
+    }
+
+    /// <summary>This participant's round one broadcast.</summary>
+    public DkgRound1 Round1()
+    {
+        var commitment = coefficients.Select(Secp256k1.BaseMultiply).ToList();
+        var k = Secp256k1.RandomScalar();
+        var r = Secp256k1.BaseMultiply(k);
+        var c = Challenge(identifier, context, commitment[0], r);
+        var mu = k.Add(coefficients[0].Multiply(c)).Mod(Secp256k1.Order);
+        return new DkgRound1(identifier, commitment, r, mu);
+    }
+
+    /// <summary>Checks and records another participant's round one broadcast; returns a complaint when it is invalid.</summary>
+    public DkgComplaint? Receive(DkgRound1 message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        if (message.Identifier < 1 || message.Identifier > participants)
+            return new DkgComplaint(message.Identifier, "identifier out of range");
+        if (message.Commitment.Count != threshold)
+            return new DkgComplaint(message.Identifier, $"commitment has {message.Commitment.Count} elements, not {threshold}");
+        if (!VerifyProof(message, context))
+            return new DkgComplaint(message.Identifier, "invalid proof of knowledge of the secret");
+        if (round1.TryGetValue(message.Identifier, out var earlier) && !earlier.Equals(message))
+            return new DkgComplaint(message.Identifier, "two different round one messages (equivocation)");
+        round1[message.Identifier] = message;
+        return null;
+    }
+
+    /// <summary>This participant's round two messages, one for every other participant (send each privately).</summary>
+    /// <exception cref="InvalidOperationException">Round one is not complete.</exception>
+    public IReadOnlyList<DkgRound2> Round2()
+    {
+        RequireRound1Complete();
+        return [.. Enumerable.Range(1, participants).Where(l => l != identifier)
+            .Select(l => new DkgRound2(identifier, l, TrustedDealer.Evaluate(coefficients, BigInteger.ValueOf(l))))];
+    }
+
+    /// <summary>
+    /// Verifies the round two shares addressed to this participant and derives its key share and the group key.
+    /// Returns complaints naming every sender whose share does not match its commitment.
+    /// </summary>
+    public (KeyShare? Share, GroupKey? Group, IReadOnlyList<DkgComplaint> Complaints) Finish(IReadOnlyList<DkgRound2> received)
+    {
+        ArgumentNullException.ThrowIfNull(received);
+        RequireRound1Complete();
+        var complaints = new List<DkgComplaint>();
+        var sum = TrustedDealer.Evaluate(coefficients, BigInteger.ValueOf(identifier));
+        foreach (var sender in Enumerable.Range(1, participants).Where(l => l != identifier))
+        {
+            var messages = received.Where(m => m.From == sender && m.To == identifier).ToList();
+            if (messages.Count != 1)
+            {
+                complaints.Add(new DkgComplaint(sender, messages.Count == 0 ? "no share received" : "several shares received"));
+                continue;
+            }
+
+            var share = messages[0].Share;
+            var expected = TrustedDealer.EvaluateCommitment(round1[sender].Commitment, identifier);
+            if (share.SignValue < 0 || share.CompareTo(Secp256k1.Order) >= 0 || !Secp256k1.BaseMultiply(share).Equals(expected))
+            {
+                complaints.Add(new DkgComplaint(sender, "share does not match the sender's commitment"));
+                continue;
+            }
+
+            sum = sum.Add(share).Mod(Secp256k1.Order);
+        }
+
+        if (complaints.Count > 0)
+            return (null, null, complaints);
+
+        // The group commitment is the sum of every participant's polynomial commitment, coefficient by coefficient.
+        var all = round1.Values.Append(Round1Self()).ToList();
+        var commitment = Enumerable.Range(0, threshold)
+            .Select(j => all.Aggregate(Secp256k1.Identity, (acc, m) => acc.Add(m.Commitment[j])).Normalize())
+            .ToList();
+        var group = TrustedDealer.DeriveGroupInfo(participants, threshold, commitment);
+        var keyShare = new KeyShare(identifier, sum);
+        if (!group.VerificationShares[identifier].Equals(Secp256k1.BaseMultiply(sum)))
+            throw new InvalidOperationException("the derived share does not match the derived verification share");
+        return (keyShare, group, complaints);
+    }
+
+    private DkgRound1 Round1Self() => new(identifier, [.. coefficients.Select(Secp256k1.BaseMultiply)], Secp256k1.Identity, BigInteger.Zero);
+
+    private void RequireRound1Complete()
+    {
+        var missing = Enumerable.Range(1, participants).Where(l => l != identifier && !round1.ContainsKey(l)).ToList();
+        if (missing.Count > 0)
+            throw new InvalidOperationException($"round one is missing participants {string.Join(", ", missing)}");
+    }
+
+    /// <summary>Checks a round one proof of knowledge: G * μ == R + φ_0 * c.</summary>
+    public static bool VerifyProof(DkgRound1 message, ReadOnlySpan<byte> context)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        if (message.Commitment.Count == 0 || message.ProofR.IsInfinity || message.Commitment[0].IsInfinity)
+            return false;
+        var c = Challenge(message.Identifier, context, message.Commitment[0], message.ProofR);
+        return Secp256k1.BaseMultiply(message.ProofMu).Equals(message.ProofR.Add(message.Commitment[0].Multiply(c)).Normalize());
+    }
+
+    private static BigInteger Challenge(int identifier, ReadOnlySpan<byte> context, ECPoint secretCommitment, ECPoint r)
+    {
+        byte[] input = [.. Secp256k1.SerializeScalar(BigInteger.ValueOf(identifier)), .. context, .. Secp256k1.SerializeElement(secretCommitment), .. Secp256k1.SerializeElement(r)];
+        var dst = Encoding.ASCII.GetBytes(Frost.ContextString + "dkg");
+        return new BigInteger(1, Frost.ExpandMessageXmd(input, dst, 48)).Mod(Secp256k1.Order);
+    }
+}
