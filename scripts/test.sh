@@ -40,6 +40,7 @@ for project in tests/Sequencer.Tests tests/Sequencer.IntegrationTests tests/Sequ
 done
 
 # The shared API smoke test against a fresh 3-node cluster on ports of its own.
+mkdir -p .data
 smoke_data=.data/test-smoke
 rm -rf "$smoke_data"
 node_dll=node/bin/Release/net10.0/sequencer-node.dll
