@@ -11,6 +11,8 @@ var root = new RootCommand("sequencer-node: a Raft-replicated, threshold-signed 
     DevnetCommand.Create(),
     ClientCommands.CreateSubmit(),
     ClientCommands.CreateStatus(),
+    KeyCommands.CreateKeygen(),
+    KeyCommands.CreateVerify(),
 };
 
 // Ctrl-C and SIGTERM cancel the verb's token and let it stop cleanly (a node flushes its store, devnet stops

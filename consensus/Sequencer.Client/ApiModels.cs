@@ -59,6 +59,26 @@ public sealed record ClusterResponse(
     [property: JsonPropertyName("limits")] IReadOnlyDictionary<string, long> Limits,
     [property: JsonPropertyName("pipeline")] IReadOnlyDictionary<string, long>? Pipeline = null);
 
+/// <summary>A threshold signature: R (33-byte compressed point) and z (32-byte scalar), 0x hex.</summary>
+public sealed record SignatureDto(
+    [property: JsonPropertyName("R")] string R,
+    [property: JsonPropertyName("z")] string Z);
+
+/// <summary>The answer to <c>GET /v1/commitments/{height}</c>.</summary>
+public sealed record CommitmentResponse(
+    [property: JsonPropertyName("header")] HeaderDto Header,
+    [property: JsonPropertyName("commitment")] string Commitment,
+    [property: JsonPropertyName("signature")] SignatureDto Signature,
+    [property: JsonPropertyName("signers")] IReadOnlyList<int> Signers,
+    [property: JsonPropertyName("keyEpoch")] long KeyEpoch);
+
+/// <summary>One key epoch of <c>GET /v1/keys</c>.</summary>
+public sealed record KeyEpochDto(
+    [property: JsonPropertyName("epoch")] long Epoch,
+    [property: JsonPropertyName("groupKey")] string GroupKey,
+    [property: JsonPropertyName("threshold")] int Threshold,
+    [property: JsonPropertyName("members")] IReadOnlyList<int> Members);
+
 /// <summary>Every API error body.</summary>
 public sealed record ErrorResponse(
     [property: JsonPropertyName("error")] string Error,
@@ -71,4 +91,7 @@ public sealed record ErrorResponse(
 [JsonSerializable(typeof(TxStatusResponse))]
 [JsonSerializable(typeof(ClusterResponse))]
 [JsonSerializable(typeof(ErrorResponse))]
+[JsonSerializable(typeof(CommitmentResponse))]
+[JsonSerializable(typeof(List<KeyEpochDto>))]
+[JsonSerializable(typeof(HeaderDto))]
 public sealed partial class ApiJsonContext : JsonSerializerContext;

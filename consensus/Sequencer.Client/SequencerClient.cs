@@ -90,6 +90,20 @@ public sealed class SequencerClient : IDisposable
         return body is null ? null : JsonSerializer.Deserialize(body, ApiJsonContext.Default.BatchResponse);
     }
 
+    /// <summary>The signed commitment at <paramref name="height"/>, or null while it is not signed (404).</summary>
+    public async Task<CommitmentResponse?> GetCommitmentAsync(ulong height, CancellationToken token = default)
+    {
+        var body = await SendAsync(HttpMethod.Get, $"v1/commitments/{height}", null, token, allowNotFound: true).ConfigureAwait(false);
+        return body is null ? null : JsonSerializer.Deserialize(body, ApiJsonContext.Default.CommitmentResponse);
+    }
+
+    /// <summary>The key epochs the node knows.</summary>
+    public async Task<List<KeyEpochDto>> GetKeysAsync(CancellationToken token = default)
+    {
+        var body = await SendAsync(HttpMethod.Get, "v1/keys", null, token).ConfigureAwait(false);
+        return JsonSerializer.Deserialize(body!, ApiJsonContext.Default.ListKeyEpochDto) ?? [];
+    }
+
     /// <summary>The node's view of the cluster.</summary>
     public async Task<ClusterResponse> GetClusterAsync(CancellationToken token = default)
     {

@@ -1,0 +1,171 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Sequencer.Client;
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+using Sequencer.Threshold;
+
+namespace Sequencer.Node.Cli;
+
+/// <summary><c>keygen</c> and <c>verify</c>: threshold key material and signature checks.</summary>
+public static class KeyCommands
+{
+    /// <summary>Builds <c>keygen</c>.</summary>
+    public static Command CreateKeygen()
+    {
+        var dealer = new Option<bool>("--dealer") { Description = "Trusted-dealer key generation (RFC 9591 appendix C), for development." };
+        var threshold = new Option<int>("--threshold") { Description = "t: shares needed to sign.", DefaultValueFactory = _ => 2 };
+        var members = new Option<int>("--members") { Description = "n: members 1..n.", DefaultValueFactory = _ => 3 };
+        var epoch = new Option<ulong>("--epoch") { Description = "The key epoch.", DefaultValueFactory = _ => 1UL };
+        var output = new Option<string>("--out") { Description = "Directory for group.json and share-N.json.", DefaultValueFactory = _ => "keys" };
+        var json = new Option<bool>("--json") { Description = "Print a machine-readable result." };
+        var command = new Command("keygen", "Generate a t-of-n FROST(secp256k1) key: a group key file and one owner-only share file per member.")
+        {
+            dealer, threshold, members, epoch, output, json,
+        };
+        command.SetAction(result =>
+        {
+            if (!result.GetValue(dealer))
+                return Fail("only --dealer is available from the command line; the Pedersen DKG runs among the nodes");
+            var t = result.GetValue(threshold);
+            var n = result.GetValue(members);
+            if (n is < 1 or > 255 || t < 1 || t > n)
+                return Fail($"need 1 <= threshold <= members <= 255, not {t} of {n}");
+            var directory = Directory.CreateDirectory(result.GetValue(output)!);
+            var (shares, group) = TrustedDealer.Generate(t, n);
+            var groupFile = GroupKeyFile.From(group, result.GetValue(epoch), "dealer");
+            var groupPath = Path.Combine(directory.FullName, "group.json");
+            try
+            {
+                KeyFiles.WriteGroup(groupPath, groupFile);
+                foreach (var share in shares)
+                {
+                    KeyFiles.WriteShare(Path.Combine(directory.FullName, $"share-{share.Identifier}.json"), new ShareFile
+                    {
+                        Epoch = groupFile.Epoch,
+                        Identifier = share.Identifier,
+                        Share = "0x" + Convert.ToHexStringLower(Secp256k1.SerializeScalar(share.Secret)),
+                        GroupKey = groupFile.GroupKey,
+                    });
+                }
+            }
+            catch (IOException e)
+            {
+                return Fail($"{e.Message} (keygen never overwrites a share file)");
+            }
+
+            Console.WriteLine(result.GetValue(json)
+                ? JsonSerializer.Serialize(new { groupKey = groupFile.GroupKey, threshold = t, members = n, epoch = groupFile.Epoch, directory = directory.FullName })
+                : $"{t}-of-{n} key, epoch {groupFile.Epoch}: group key {groupFile.GroupKey}\n  {groupPath}\n  {string.Join("\n  ", shares.Select(s => Path.Combine(directory.FullName, $"share-{s.Identifier}.json (mode 600)")))}");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Builds <c>verify</c>: checks a header's signature against a group key, offline or fetched from a node.</summary>
+    public static Command CreateVerify()
+    {
+        var groupKey = new Option<string>("--group-key") { Description = "The group key: 0x 33-byte compressed point, or a group.json file.", Required = true };
+        var header = new Option<string?>("--header") { Description = "A header as JSON (the API's header object); with --signature checks offline." };
+        var signature = new Option<string?>("--signature") { Description = "The signature, 0x R (33 bytes) || z (32 bytes)." };
+        var height = new Option<ulong?>("--height") { Description = "Fetch GET /v1/commitments/{height} from --node and check it." };
+        var node = new Option<string>("--node") { Description = "The node's API address.", DefaultValueFactory = _ => "http://127.0.0.1:7101" };
+        var json = new Option<bool>("--json") { Description = "Print a machine-readable result." };
+        var command = new Command("verify", "Check a commitment's threshold signature against a group key; exits non-zero when it does not verify.")
+        {
+            groupKey, header, signature, height, node, json,
+        };
+        command.SetAction(async (result, token) =>
+        {
+            Org.BouncyCastle.Math.EC.ECPoint key;
+            try
+            {
+                var given = result.GetValue(groupKey)!;
+                key = File.Exists(given) ? KeyFiles.ReadGroup(given).ToGroupKey().PublicKey : KeyFiles.ParsePoint(given);
+            }
+            catch (Exception e) when (e is FormatException or InvalidDataException)
+            {
+                return Fail($"--group-key: {e.Message}");
+            }
+
+            HeaderDto headerDto;
+            string signatureHex;
+            if (result.GetValue(height) is { } h)
+            {
+                using var client = new SequencerClient(new Uri(result.GetValue(node)!));
+                CommitmentResponse? commitment;
+                try
+                {
+                    commitment = await client.GetCommitmentAsync(h, token).ConfigureAwait(false);
+                }
+                catch (SequencerApiException e)
+                {
+                    return Fail(e.Message);
+                }
+
+                if (commitment is null)
+                    return Fail($"batch {h} is not signed (yet) on {client.BaseUrl}");
+                headerDto = commitment.Header;
+                signatureHex = commitment.Signature.R + commitment.Signature.Z[2..];
+            }
+            else if (result.GetValue(header) is { } headerJson && result.GetValue(signature) is { } sig)
+            {
+                try
+                {
+                    headerDto = JsonSerializer.Deserialize(headerJson, ApiJsonContext.Default.HeaderDto) ?? throw new FormatException("empty header");
+                }
+                catch (Exception e) when (e is JsonException or FormatException)
+                {
+                    return Fail($"--header: {e.Message}");
+                }
+
+                signatureHex = sig;
+            }
+            else
+            {
+                return Fail("give --height (fetch from --node), or --header and --signature");
+            }
+
+            BatchHeader parsed;
+            FrostSignature decoded;
+            try
+            {
+                parsed = HeaderFrom(headerDto);
+                decoded = FrostSignature.Decode(GroupKeyFile.HexBytes(signatureHex));
+            }
+            catch (Exception e) when (e is FormatException or OverflowException)
+            {
+                return Fail(e.Message);
+            }
+
+            var valid = Frost.Verify(parsed.Commitment.ToArray(), decoded, key);
+            Console.WriteLine(result.GetValue(json)
+                ? JsonSerializer.Serialize(new { valid, height = parsed.Height.ToString(CultureInfo.InvariantCulture), commitment = parsed.Commitment.ToString() })
+                : valid ? $"valid: batch {parsed.Height} commitment {parsed.Commitment} is signed by the group key" : $"INVALID: the signature does not verify for batch {parsed.Height} commitment {parsed.Commitment}");
+            return valid ? 0 : 1;
+        });
+        return command;
+    }
+
+    /// <summary>Rebuilds a header from its API form.</summary>
+    public static BatchHeader HeaderFrom(HeaderDto header)
+    {
+        ArgumentNullException.ThrowIfNull(header);
+        return new BatchHeader(
+            ulong.Parse(header.ChainId, CultureInfo.InvariantCulture),
+            ulong.Parse(header.KeyEpoch, CultureInfo.InvariantCulture),
+            ulong.Parse(header.Height, CultureInfo.InvariantCulture),
+            ulong.Parse(header.Term, CultureInfo.InvariantCulture),
+            Hash32.Parse(header.ParentHash),
+            Hash32.Parse(header.TxRoot),
+            checked((uint)header.TxCount),
+            checked((ulong)header.TimestampMs));
+    }
+
+    private static int Fail(string message)
+    {
+        Console.Error.WriteLine("error: " + message);
+        return 1;
+    }
+}
