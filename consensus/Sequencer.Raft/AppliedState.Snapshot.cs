@@ -7,6 +7,7 @@ using Sequencer.Core.Encoding;
 using Sequencer.Core.Hashing;
 using Sequencer.Core.Ordering;
 using Sequencer.Core.Storage;
+using Sequencer.Threshold;
 
 namespace Sequencer.Raft;
 
@@ -62,6 +63,7 @@ public sealed partial class AppliedState
 
         var localHeight = checkpoint.LastHeight;
         var group = new List<StoredBatch>(InstallGroupBatches);
+        var signing = new InstalledSigning();
         ulong count = 0;
         SnapshotTrailer? trailer = null;
         while (SnapshotFormat.ReadRecord(input) is { } record)
@@ -72,12 +74,22 @@ public sealed partial class AppliedState
                 break;
             }
 
+            if (record is SnapshotKeyEpoch epochRecord)
+            {
+                if (count > 0)
+                    throw new LogFormatException("snapshot key epoch record after a batch");
+                InstallKeyEpoch(SnapshotFormat.FromRecord(epochRecord), index, signing);
+                continue;
+            }
+
             if (record is not SnapshotBatch batchRecord)
                 throw new LogFormatException($"unexpected snapshot record {record.GetType().Name}");
             var batch = SnapshotFormat.FromRecord(batchRecord);
             count++;
             if (batch.Header.Height != (previous?.Height ?? 0) + 1 || batch.Header.ParentHash != (previous?.Commitment ?? Hash32.Zero))
                 throw new LogFormatException($"snapshot batch {batch.Header.Height} does not continue the chain");
+            if (SnapshotFormat.SignatureOf(batchRecord) is { } signature)
+                InstallSignature(batch.Header, signature, signing);
             if (batch.Header.Height <= localHeight)
             {
                 var local = GetBatch(batch.Header.Height);
@@ -87,10 +99,10 @@ public sealed partial class AppliedState
             else
             {
                 group.Add(batch);
-                if (group.Count == InstallGroupBatches)
-                    checkpoint = AppendInstalled(group, checkpoint);
             }
 
+            if (group.Count + signing.Signatures.Count >= InstallGroupBatches)
+                checkpoint = AppendInstalled(group, signing, checkpoint);
             previous = batch.Header;
         }
 
@@ -103,9 +115,16 @@ public sealed partial class AppliedState
         if (header.LastHeight < localHeight)
             throw new LogFormatException($"snapshot ends at height {header.LastHeight}, below the local height {localHeight}");
 
-        checkpoint = AppendInstalled(group, checkpoint);
+        checkpoint = AppendInstalled(group, signing, checkpoint);
         var point = new SnapshotPoint(index, term, header.LastHeight);
-        var final = new StoreCheckpoint(index, term, header.LastHeight, index, term, header.LastHeight);
+        ulong watermark;
+        lock (gate)
+        {
+            AdvanceWatermarkLocked();
+            watermark = signedWatermark;
+        }
+
+        var final = new StoreCheckpoint(index, term, header.LastHeight, index, term, header.LastHeight, Math.Max(checkpoint.SignedWatermark, watermark));
         store.Append([], final);
         lock (gate)
         {
@@ -119,16 +138,21 @@ public sealed partial class AppliedState
         LogInstalled(logger, index, term, header.LastHeight, localHeight);
     }
 
-    private StoreCheckpoint AppendInstalled(List<StoredBatch> group, StoreCheckpoint checkpoint)
+    private StoreCheckpoint AppendInstalled(List<StoredBatch> group, InstalledSigning signing, StoreCheckpoint checkpoint)
     {
-        if (group.Count == 0)
+        if (group.Count == 0 && signing.Signatures.Count == 0 && signing.KeyEpochs.Count == 0)
             return checkpoint;
 
         // Until the final checkpoint, the store claims exactly the entries up to the last installed batch, so a
         // crash in the middle leaves a consistent prefix and the leader sends the snapshot again.
-        var last = group[^1];
-        var next = checkpoint with { AppliedIndex = last.RaftIndex, AppliedTerm = (long)last.Header.Term, LastHeight = last.Header.Height };
-        store.Append(group, next);
+        var next = checkpoint;
+        if (group.Count > 0)
+        {
+            var last = group[^1];
+            next = checkpoint with { AppliedIndex = last.RaftIndex, AppliedTerm = (long)last.Header.Term, LastHeight = last.Header.Height };
+        }
+
+        store.Append(group, next, new SigningWrites([.. signing.Signatures], [.. signing.KeyEpochs]));
         foreach (var batch in group)
             txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
 
@@ -136,9 +160,17 @@ public sealed partial class AppliedState
         {
             foreach (var batch in group)
                 recent[batch.Header.Height % (ulong)recent.Length] = batch;
-            lastHeader = last.Header;
+            if (group.Count > 0)
+                lastHeader = group[^1].Header;
+            foreach (var signature in signing.Signatures)
+                signedAboveWatermark.Add(signature.Height);
             durable = next;
         }
+
+        if (signing.Signatures.Count > 0)
+            SignaturesApplied?.Invoke([.. signing.Signatures]);
+        signing.Signatures.Clear();
+        signing.KeyEpochs.Clear();
 
         foreach (var batch in group)
         {
@@ -159,11 +191,17 @@ public sealed partial class AppliedState
         var buffer = new ArrayBufferWriter<byte>(256 * 1024);
         buffer.Write(SnapshotFormat.Magic);
         SnapshotFormat.WriteRecord(new SnapshotHeader { Index = point.Index, Term = point.Term, LastHeight = point.Height, ChainId = chain.ChainId }, buffer);
+        foreach (var epoch in store.ReadKeyEpochs())
+        {
+            if (epoch.RaftIndex <= point.Index)
+                SnapshotFormat.WriteRecord(SnapshotFormat.ToRecord(epoch), buffer);
+        }
+
         ulong count = 0;
         var last = Hash32.Zero;
         foreach (var batch in store.Scan(1, point.Height))
         {
-            SnapshotFormat.WriteRecord(SnapshotFormat.ToRecord(batch), buffer);
+            SnapshotFormat.WriteRecord(SnapshotFormat.ToRecord(batch, store.GetSignature(batch.Header.Height)), buffer);
             count++;
             last = batch.Header.Commitment;
             if (buffer.WrittenCount >= 192 * 1024)
@@ -176,6 +214,67 @@ public sealed partial class AppliedState
         Invariant.Check(count == point.Height, $"the store holds every batch of the snapshot at height {point.Height}");
         SnapshotFormat.WriteRecord(new SnapshotTrailer { BatchCount = count, LastCommitment = last.ToArray() }, buffer);
         await writer.WriteAsync(buffer.WrittenMemory, null, token).ConfigureAwait(false);
+    }
+
+    /// <summary>Accepts a key epoch of the snapshot: a known one must match, the next one must be valid.</summary>
+    private void InstallKeyEpoch(StoredKeyEpoch epoch, long snapshotIndex, InstalledSigning signing)
+    {
+        if (epoch.RaftIndex > snapshotIndex)
+            throw new LogFormatException($"snapshot key epoch {epoch.Epoch} was established after the snapshot's index");
+        lock (gate)
+        {
+            var known = keyEpochs.FirstOrDefault(k => k.Epoch == epoch.Epoch);
+            if (known is not null)
+            {
+                Invariant.Check(known.Record.GroupKey.AsSpan().SequenceEqual(epoch.GroupKey) && known.Record.RaftIndex == epoch.RaftIndex,
+                    $"the local key epoch {epoch.Epoch} equals the leader's snapshot (committed entries never differ)");
+                return;
+            }
+
+            var expected = (CurrentKeyEpochLocked?.Epoch ?? 0) + 1;
+            if (epoch.Epoch != expected)
+                throw new LogFormatException($"snapshot key epoch {epoch.Epoch} does not follow the local epoch {expected - 1}");
+            var view = ToView(epoch) ?? throw new LogFormatException($"snapshot key epoch {epoch.Epoch} has invalid keys");
+            keyEpochs.Add(view);
+        }
+
+        signing.KeyEpochs.Add(epoch);
+    }
+
+    /// <summary>Accepts a batch's signature from the snapshot after verifying it (INV-SIGVALID holds for installed signatures too).</summary>
+    private void InstallSignature(BatchHeader header, StoredSignature signature, InstalledSigning signing)
+    {
+        KeyEpochView? epoch;
+        lock (gate)
+        {
+            if (IsSignedLocked(header.Height))
+                return;
+            epoch = keyEpochs.FirstOrDefault(k => k.Epoch == signature.KeyEpoch);
+        }
+
+        if (epoch is null || header.KeyEpoch != signature.KeyEpoch)
+            throw new LogFormatException($"snapshot batch {header.Height}: signed under key epoch {signature.KeyEpoch}, which does not apply to it");
+        FrostSignature decoded;
+        try
+        {
+            decoded = FrostSignature.Decode([.. signature.R, .. signature.Z]);
+        }
+        catch (FormatException e)
+        {
+            throw new LogFormatException($"snapshot batch {header.Height}: malformed signature", e);
+        }
+
+        if (!Frost.Verify(header.Commitment.ToArray(), decoded, epoch.Group.PublicKey))
+            throw new LogFormatException($"snapshot batch {header.Height}: the signature does not verify under the group key");
+        signing.Signatures.Add(signature);
+    }
+
+    /// <summary>Signing records read from a snapshot and not yet stored.</summary>
+    private sealed class InstalledSigning
+    {
+        public List<StoredSignature> Signatures { get; } = [];
+
+        public List<StoredKeyEpoch> KeyEpochs { get; } = [];
     }
 
     [LoggerMessage(EventId = 102, Level = LogLevel.Information, Message = "Installed a snapshot at index {Index} term {Term}: height {Height} (was {PreviousHeight})")]

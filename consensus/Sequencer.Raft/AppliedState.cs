@@ -92,6 +92,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         appliedTerm = durable.AppliedTerm;
         txIndex = new OrderedTxIndex();
         LoadStoredBatches();
+        LoadSigningState();
         if (durable.SnapshotIndex > 0)
             snapshot = new BatchSnapshot(this, new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight));
         LogLoaded(logger, durable.LastHeight, durable.AppliedIndex, durable.SnapshotIndex, txIndex.Count);
@@ -105,8 +106,15 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <summary>Raised after each applied entry and for each installed batch; handlers must be fast and must not throw.</summary>
     public event Action<AppliedEvent>? Applied;
 
-    /// <summary>The chain parameters of new headers.</summary>
-    public ChainParameters Chain => chain;
+    /// <summary>The chain parameters of new headers: the chain id and the current key epoch.</summary>
+    public ChainParameters Chain
+    {
+        get
+        {
+            lock (gate)
+                return chain with { KeyEpoch = CurrentKeyEpochLocked?.Epoch ?? chain.KeyEpoch };
+        }
+    }
 
     /// <summary>The last applied Raft index.</summary>
     public long AppliedIndex
@@ -227,7 +235,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             BatchHeader? previous;
             lock (gate)
                 previous = lastHeader;
-            result = BatchApplier.Apply(previous, chain, batch, checked((ulong)term), this, proposal?.HashesFor(batch));
+            result = BatchApplier.Apply(previous, Chain, batch, checked((ulong)term), this, proposal?.HashesFor(batch));
             if (result.Header is not null)
             {
                 stored = new StoredBatch
@@ -241,10 +249,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 txIndex.AddBatch(result.Header.Height, result.TxHashes);
             }
         }
-        else
-        {
-            Invariant.Check(command is null, $"unknown command type {command?.GetType().Name}");
-        }
+        SigningEffect? signing = null;
+        if (command is not (null or BatchCommand))
+            signing = ApplySigning(command, index);
 
         lock (gate)
         {
@@ -258,13 +265,15 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
             appliedIndex = index;
             appliedTerm = term;
-            unpersisted.Enqueue(new PendingEffect(index, term, stored));
+            unpersisted.Enqueue(new PendingEffect(index, term, stored, signing, signedWatermark));
             if (unpersisted.Count >= limits.PersistGroupBatches)
                 workSignal.TrySetResult();
         }
 
         if (result is not null)
             Applied?.Invoke(new AppliedEvent(stored, result.Outcomes));
+        if (signing is not null)
+            RaiseSigningEvents(signing);
         return result;
     }
 
@@ -368,6 +377,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private bool PersistOnce(int maxEntries)
     {
         List<StoredBatch> batches = [];
+        List<StoredSignature> signatures = [];
+        List<StoredKeyEpoch> keyEpochs = [];
         PendingEffect last;
         StoreCheckpoint previous;
         int taken;
@@ -381,6 +392,13 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             {
                 if (effect.Batch is not null)
                     batches.Add(effect.Batch);
+                if (effect.Signing is { } signingEffect)
+                {
+                    signatures.AddRange(signingEffect.Signatures);
+                    if (signingEffect.KeyEpoch is { } epoch)
+                        keyEpochs.Add(epoch);
+                }
+
                 last = effect;
             }
 
@@ -389,11 +407,13 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
         var lastHeight = batches.Count > 0 ? batches[^1].Header.Height : previous.LastHeight;
         var (next, remaining) = ChooseSnapshot(taken, previous.LastHeight, last.Index);
-        var checkpoint = new StoreCheckpoint(last.Index, last.Term, lastHeight, next.Index, next.Term, next.Height);
-        store.Append(batches, checkpoint);
+        var checkpoint = new StoreCheckpoint(last.Index, last.Term, lastHeight, next.Index, next.Term, next.Height, Math.Max(previous.SignedWatermark, last.SignedWatermark));
+        store.Append(batches, checkpoint, signatures.Count == 0 && keyEpochs.Count == 0 ? null : new SigningWrites(signatures, keyEpochs));
 
         lock (gate)
         {
+            foreach (var signature in signatures)
+                recentSignatures.Remove(signature.Height);
             snapshotCandidates.Clear();
             foreach (var candidate in remaining)
                 snapshotCandidates.Enqueue(candidate);
@@ -479,7 +499,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch);
+    private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch, SigningEffect? Signing, ulong SignedWatermark);
 
     [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Loaded the store: height {Height}, applied index {AppliedIndex}, snapshot index {SnapshotIndex}, {TxCount} ordered txs")]
     private static partial void LogLoaded(ILogger logger, ulong height, long appliedIndex, long snapshotIndex, int txCount);

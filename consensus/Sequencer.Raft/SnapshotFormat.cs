@@ -75,7 +75,7 @@ public static class SnapshotFormat
     }
 
     /// <summary>The record for <paramref name="batch"/>.</summary>
-    public static SnapshotBatch ToRecord(StoredBatch batch)
+    public static SnapshotBatch ToRecord(StoredBatch batch, StoredSignature? signature = null)
     {
         ArgumentNullException.ThrowIfNull(batch);
         var hashes = new byte[batch.TxHashes.Length * Hash32.Length];
@@ -96,7 +96,46 @@ public static class SnapshotFormat
             ReceivedMs = batch.ReceivedMs,
             RaftIndex = batch.RaftIndex,
             OrderedAtMs = batch.OrderedAtMs,
+            SignatureKeyEpoch = signature?.KeyEpoch,
+            Signers = signature is null ? null : [.. signature.Signers],
+            SignatureR = signature?.R,
+            SignatureZ = signature?.Z,
+            SignedAtMs = signature?.SignedAtMs ?? 0,
         };
+    }
+
+    /// <summary>The signature a batch record carries, or null; its validity is the installer's to check.</summary>
+    /// <exception cref="LogFormatException">The signature fields are incomplete.</exception>
+    public static StoredSignature? SignatureOf(SnapshotBatch record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        if (record.SignatureKeyEpoch is not { } epoch)
+            return null;
+        if (record.Signers is null || record.SignatureR?.Length != 33 || record.SignatureZ?.Length != 32)
+            throw new LogFormatException($"snapshot batch {record.Height}: incomplete signature fields");
+        return new StoredSignature(record.Height, epoch, record.Signers, record.SignatureR, record.SignatureZ, record.SignedAtMs);
+    }
+
+    /// <summary>The record of a key epoch.</summary>
+    public static SnapshotKeyEpoch ToRecord(StoredKeyEpoch epoch)
+    {
+        ArgumentNullException.ThrowIfNull(epoch);
+        return new SnapshotKeyEpoch
+        {
+            Epoch = epoch.Epoch,
+            Threshold = epoch.Threshold,
+            GroupKey = epoch.GroupKey,
+            Members = [.. epoch.Members],
+            VerificationShares = [.. epoch.VerificationShares],
+            RaftIndex = epoch.RaftIndex,
+        };
+    }
+
+    /// <summary>The key epoch of a record (checked by the installer).</summary>
+    public static StoredKeyEpoch FromRecord(SnapshotKeyEpoch record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        return new StoredKeyEpoch(record.Epoch, record.Threshold, record.GroupKey, record.Members, record.VerificationShares, record.RaftIndex);
     }
 
     /// <summary>Rebuilds and verifies the stored batch of a record.</summary>
@@ -129,7 +168,31 @@ public static class SnapshotFormat
 [Union(0, typeof(SnapshotHeader))]
 [Union(1, typeof(SnapshotBatch))]
 [Union(2, typeof(SnapshotTrailer))]
+[Union(3, typeof(SnapshotKeyEpoch))]
 public interface ISnapshotRecord;
+
+/// <summary>A key epoch the snapshot covers; these records follow the header, in epoch order, before any batch.</summary>
+[MessagePackObject]
+public sealed class SnapshotKeyEpoch : ISnapshotRecord
+{
+    /// <summary>The epoch.</summary>
+    [Key(0)] public ulong Epoch { get; init; }
+
+    /// <summary>t.</summary>
+    [Key(1)] public int Threshold { get; init; }
+
+    /// <summary>The group key, 33 bytes.</summary>
+    [Key(2)] public byte[] GroupKey { get; init; } = [];
+
+    /// <summary>The member ids, ascending.</summary>
+    [Key(3)] public int[] Members { get; init; } = [];
+
+    /// <summary>The verification shares, in member order.</summary>
+    [Key(4)] public byte[][] VerificationShares { get; init; } = [];
+
+    /// <summary>The Raft index of the entry that established the epoch.</summary>
+    [Key(5)] public long RaftIndex { get; init; }
+}
 
 /// <summary>The first record: what the snapshot covers.</summary>
 [MessagePackObject]
@@ -187,6 +250,21 @@ public sealed class SnapshotBatch : ISnapshotRecord
 
     /// <summary>When the sending node applied it.</summary>
     [Key(11)] public ulong OrderedAtMs { get; init; }
+
+    /// <summary>The key epoch of the batch's group signature; absent (with 13 to 16) while the batch is unsigned.</summary>
+    [Key(12)] public ulong? SignatureKeyEpoch { get; init; }
+
+    /// <summary>The signers of the group signature.</summary>
+    [Key(13)] public int[]? Signers { get; init; }
+
+    /// <summary>The signature's R, 33 bytes.</summary>
+    [Key(14)] public byte[]? SignatureR { get; init; }
+
+    /// <summary>The signature's z, 32 bytes.</summary>
+    [Key(15)] public byte[]? SignatureZ { get; init; }
+
+    /// <summary>When the sending node applied the signature.</summary>
+    [Key(16)] public ulong SignedAtMs { get; init; }
 }
 
 /// <summary>The last record: lets the receiver tell a complete stream from a truncated one.</summary>

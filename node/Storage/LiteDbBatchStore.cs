@@ -26,6 +26,8 @@ public sealed class LiteDbBatchStore : IBatchStore
     private readonly LiteDatabase database;
     private readonly ILiteCollection<BsonDocument> batchCollection;
     private readonly ILiteCollection<BsonDocument> meta;
+    private readonly ILiteCollection<BsonDocument> signatureCollection;
+    private readonly ILiteCollection<BsonDocument> keyEpochCollection;
     private readonly Lock writer = new();
     private StoreCheckpoint current;
 
@@ -38,6 +40,8 @@ public sealed class LiteDbBatchStore : IBatchStore
         database = new LiteDatabase(new ConnectionString { Filename = path, Connection = ConnectionType.Direct });
         batchCollection = database.GetCollection(BatchCollection);
         meta = database.GetCollection(MetaCollection);
+        signatureCollection = database.GetCollection("signatures");
+        keyEpochCollection = database.GetCollection("keyEpochs");
         current = ReadCheckpointDocument();
     }
 
@@ -49,7 +53,7 @@ public sealed class LiteDbBatchStore : IBatchStore
     }
 
     /// <inheritdoc/>
-    public void Append(IReadOnlyList<StoredBatch> batches, StoreCheckpoint checkpoint)
+    public void Append(IReadOnlyList<StoredBatch> batches, StoreCheckpoint checkpoint, SigningWrites? signing = null)
     {
         ArgumentNullException.ThrowIfNull(batches);
         lock (writer)
@@ -71,6 +75,14 @@ public sealed class LiteDbBatchStore : IBatchStore
                     throw new InvalidOperationException("a store transaction is already open on this thread");
                 foreach (var batch in batches)
                     batchCollection.Insert(ToDocument(batch));
+                foreach (var signature in signing?.Signatures ?? [])
+                {
+                    if (signatureCollection.FindById((long)signature.Height) is null)
+                        signatureCollection.Insert(ToDocument(signature));
+                }
+
+                foreach (var epoch in signing?.KeyEpochs ?? [])
+                    keyEpochCollection.Upsert(ToDocument(epoch));
                 meta.Upsert(ToDocument(checkpoint));
                 if (!database.Commit())
                     throw new IOException("the store did not commit");
@@ -120,6 +132,53 @@ public sealed class LiteDbBatchStore : IBatchStore
     }
 
     /// <inheritdoc/>
+    public StoredSignature? GetSignature(ulong height)
+    {
+        var document = signatureCollection.FindById((long)height);
+        return document is null ? null : new StoredSignature(
+            (ulong)document["_id"].AsInt64,
+            unchecked((ulong)document["keyEpoch"].AsInt64),
+            [.. document["signers"].AsArray.Select(v => v.AsInt32)],
+            document["r"].AsBinary,
+            document["z"].AsBinary,
+            unchecked((ulong)document["signedAtMs"].AsInt64));
+    }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<ulong> SignedHeights(ulong fromHeight)
+        => [.. signatureCollection.Find(Query.GTE("_id", (long)fromHeight)).Select(d => (ulong)d["_id"].AsInt64).Order()];
+
+    /// <inheritdoc/>
+    public IReadOnlyList<StoredKeyEpoch> ReadKeyEpochs()
+        => [.. keyEpochCollection.FindAll().Select(d => new StoredKeyEpoch(
+            unchecked((ulong)d["_id"].AsInt64),
+            d["threshold"].AsInt32,
+            d["groupKey"].AsBinary,
+            [.. d["members"].AsArray.Select(v => v.AsInt32)],
+            [.. d["shares"].AsArray.Select(v => v.AsBinary)],
+            d["raftIndex"].AsInt64)).OrderBy(k => k.Epoch)];
+
+    private static BsonDocument ToDocument(StoredSignature signature) => new()
+    {
+        ["_id"] = (long)signature.Height,
+        ["keyEpoch"] = unchecked((long)signature.KeyEpoch),
+        ["signers"] = new BsonArray(signature.Signers.Select(s => new BsonValue(s))),
+        ["r"] = signature.R,
+        ["z"] = signature.Z,
+        ["signedAtMs"] = unchecked((long)signature.SignedAtMs),
+    };
+
+    private static BsonDocument ToDocument(StoredKeyEpoch epoch) => new()
+    {
+        ["_id"] = unchecked((long)epoch.Epoch),
+        ["threshold"] = epoch.Threshold,
+        ["groupKey"] = epoch.GroupKey,
+        ["members"] = new BsonArray(epoch.Members.Select(m => new BsonValue(m))),
+        ["shares"] = new BsonArray(epoch.VerificationShares.Select(v => new BsonValue(v))),
+        ["raftIndex"] = epoch.RaftIndex,
+    };
+
+    /// <inheritdoc/>
     public void Dispose() => database.Dispose();
 
     private StoreCheckpoint ReadCheckpointDocument()
@@ -133,7 +192,8 @@ public sealed class LiteDbBatchStore : IBatchStore
             (ulong)document["lastHeight"].AsInt64,
             document["snapshotIndex"].AsInt64,
             document["snapshotTerm"].AsInt64,
-            (ulong)document["snapshotHeight"].AsInt64);
+            (ulong)document["snapshotHeight"].AsInt64,
+            document.TryGetValue("signedWatermark", out var watermark) ? (ulong)watermark.AsInt64 : 0);
     }
 
     private static BsonDocument ToDocument(StoreCheckpoint value) => new()
@@ -145,6 +205,7 @@ public sealed class LiteDbBatchStore : IBatchStore
         ["snapshotIndex"] = value.SnapshotIndex,
         ["snapshotTerm"] = value.SnapshotTerm,
         ["snapshotHeight"] = (long)value.SnapshotHeight,
+        ["signedWatermark"] = (long)value.SignedWatermark,
     };
 
     private static BsonDocument ToDocument(StoredBatch batch)

@@ -34,7 +34,7 @@ public sealed class EncodingTests
     [InlineData(new byte[] { })]
     [InlineData(new byte[] { 1 })]
     [InlineData(new byte[] { 1, 0xc1 })]
-    [InlineData(new byte[] { 1, 0x92, 0x05, 0x90 })]
+    [InlineData(new byte[] { 1, 0x92, 0x2a, 0x90 })]
     public void Decode_Garbage_ThrowsLogFormatException(byte[] bytes)
         => Assert.Throws<LogFormatException>(() => LogCommandCodec.Decode(new ReadOnlySequence<byte>(bytes)));
 

@@ -8,10 +8,110 @@ namespace Sequencer.Core.Encoding;
 /// old entries stay in the log and in snapshots.
 /// </summary>
 /// <remarks>
-/// Tags 1 to 4 are reserved for NonceCommitments, BatchSignature, KeyEpoch and L1Progress.
+/// Tag 4 is reserved for L1Progress.
 /// </remarks>
 [Union(0, typeof(BatchCommand))]
+[Union(1, typeof(NonceCommitmentsCommand))]
+[Union(2, typeof(BatchSignaturesCommand))]
+[Union(3, typeof(KeyEpochCommand))]
+[Union(5, typeof(SigningSessionsCommand))]
 public interface ILogCommand;
+
+/// <summary>
+/// A signer publishes FROST nonce commitments in advance (DESIGN section 4): this removes FROST's first round from the
+/// hot path, and the log makes every node agree on which commitment a session uses.
+/// </summary>
+[MessagePackObject]
+public sealed class NonceCommitmentsCommand : ILogCommand
+{
+    /// <summary>The signer (member id).</summary>
+    [Key(0)] public int SignerId { get; init; }
+
+    /// <summary>The key epoch of the signer's share.</summary>
+    [Key(1)] public ulong KeyEpoch { get; init; }
+
+    /// <summary>The sequence number of the first commitment; the others follow consecutively.</summary>
+    [Key(2)] public ulong FirstSequence { get; init; }
+
+    /// <summary>Each commitment: the hiding commitment D then the binding commitment E, 33 bytes each.</summary>
+    [Key(3)] public IReadOnlyList<byte[]> Commitments { get; init; } = [];
+}
+
+/// <summary>One signing session: a height, an attempt, and which commitment of which signer it uses.</summary>
+[MessagePackObject]
+public sealed class SigningSession
+{
+    /// <summary>The batch height whose commitment is signed.</summary>
+    [Key(0)] public ulong Height { get; init; }
+
+    /// <summary>1 for the first session of a height; a retry uses a new attempt and fresh commitments.</summary>
+    [Key(1)] public int Attempt { get; init; }
+
+    /// <summary>The key epoch of the session.</summary>
+    [Key(2)] public ulong KeyEpoch { get; init; }
+
+    /// <summary>The signers, ascending.</summary>
+    [Key(3)] public IReadOnlyList<int> Signers { get; init; } = [];
+
+    /// <summary>For each signer, the sequence of the published commitment it uses.</summary>
+    [Key(4)] public IReadOnlyList<ulong> Sequences { get; init; } = [];
+}
+
+/// <summary>The coordinator (leader) starts signing sessions; each named signer answers with its share.</summary>
+[MessagePackObject]
+public sealed class SigningSessionsCommand : ILogCommand
+{
+    /// <summary>The sessions.</summary>
+    [Key(0)] public IReadOnlyList<SigningSession> Sessions { get; init; } = [];
+}
+
+/// <summary>One aggregated group signature over a batch commitment.</summary>
+[MessagePackObject]
+public sealed class BatchSignature
+{
+    /// <summary>The batch height.</summary>
+    [Key(0)] public ulong Height { get; init; }
+
+    /// <summary>The key epoch that signed.</summary>
+    [Key(1)] public ulong KeyEpoch { get; init; }
+
+    /// <summary>The signers whose shares were aggregated, ascending.</summary>
+    [Key(2)] public IReadOnlyList<int> Signers { get; init; } = [];
+
+    /// <summary>R, 33 bytes compressed.</summary>
+    [Key(3)] public byte[] R { get; init; } = [];
+
+    /// <summary>z, 32 bytes.</summary>
+    [Key(4)] public byte[] Z { get; init; } = [];
+}
+
+/// <summary>Aggregated signatures, replicated so that every node can serve them (DESIGN section 4: BatchSignature).</summary>
+[MessagePackObject]
+public sealed class BatchSignaturesCommand : ILogCommand
+{
+    /// <summary>The signatures.</summary>
+    [Key(0)] public IReadOnlyList<BatchSignature> Signatures { get; init; } = [];
+}
+
+/// <summary>A key epoch: the members, the threshold, the group key and the verification shares.</summary>
+[MessagePackObject]
+public sealed class KeyEpochCommand : ILogCommand
+{
+    /// <summary>The epoch; headers applied after this entry carry it.</summary>
+    [Key(0)] public ulong Epoch { get; init; }
+
+    /// <summary>t.</summary>
+    [Key(1)] public int Threshold { get; init; }
+
+    /// <summary>The group public key, 33 bytes.</summary>
+    [Key(2)] public byte[] GroupKey { get; init; } = [];
+
+    /// <summary>The member ids, ascending.</summary>
+    [Key(3)] public IReadOnlyList<int> Members { get; init; } = [];
+
+    /// <summary>Each member's verification share PK_i, 33 bytes, in member order.</summary>
+    [Key(4)] public IReadOnlyList<byte[]> VerificationShares { get; init; } = [];
+}
 
 /// <summary>
 /// A batch of txs proposed by the leader. The header is derived at apply from the previous header and this entry;

@@ -5,6 +5,8 @@ public sealed class InMemoryBatchStore : IBatchStore
 {
     private readonly List<StoredBatch> batches = [];
     private readonly Lock gate = new();
+    private readonly SortedDictionary<ulong, StoredSignature> signatures = [];
+    private readonly List<StoredKeyEpoch> keyEpochs = [];
     private StoreCheckpoint checkpoint;
 
     /// <summary>Makes the next <see cref="Append"/> throw, as a full disk would.</summary>
@@ -18,7 +20,7 @@ public sealed class InMemoryBatchStore : IBatchStore
     }
 
     /// <inheritdoc/>
-    public void Append(IReadOnlyList<StoredBatch> batches, StoreCheckpoint checkpoint)
+    public void Append(IReadOnlyList<StoredBatch> batches, StoreCheckpoint checkpoint, SigningWrites? signing = null)
     {
         ArgumentNullException.ThrowIfNull(batches);
         lock (gate)
@@ -39,6 +41,14 @@ public sealed class InMemoryBatchStore : IBatchStore
             Invariant.Check(checkpoint.LastHeight == next - 1, "the checkpoint names the last stored height");
             Invariant.Check(checkpoint.AppliedIndex >= this.checkpoint.AppliedIndex, "the applied index never moves back");
             this.batches.AddRange(batches);
+            foreach (var signature in signing?.Signatures ?? [])
+                signatures.TryAdd(signature.Height, signature);
+            foreach (var epoch in signing?.KeyEpochs ?? [])
+            {
+                if (keyEpochs.All(k => k.Epoch != epoch.Epoch))
+                    keyEpochs.Add(epoch);
+            }
+
             this.checkpoint = checkpoint;
         }
     }
@@ -60,6 +70,27 @@ public sealed class InMemoryBatchStore : IBatchStore
                 yield break;
             yield return batch;
         }
+    }
+
+    /// <inheritdoc/>
+    public StoredSignature? GetSignature(ulong height)
+    {
+        lock (gate)
+            return signatures.GetValueOrDefault(height);
+    }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<ulong> SignedHeights(ulong fromHeight)
+    {
+        lock (gate)
+            return [.. signatures.Keys.Where(h => h >= fromHeight)];
+    }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<StoredKeyEpoch> ReadKeyEpochs()
+    {
+        lock (gate)
+            return [.. keyEpochs.OrderBy(k => k.Epoch)];
     }
 
     /// <inheritdoc/>

@@ -42,7 +42,8 @@ public sealed class StoredBatch
 /// <param name="SnapshotIndex">The Raft index the current snapshot covers (0 for none).</param>
 /// <param name="SnapshotTerm">The term of that entry.</param>
 /// <param name="SnapshotHeight">The highest batch height in the snapshot.</param>
-public readonly record struct StoreCheckpoint(long AppliedIndex, long AppliedTerm, ulong LastHeight, long SnapshotIndex, long SnapshotTerm, ulong SnapshotHeight)
+/// <param name="SignedWatermark">Every height at or below it is signed or predates the first key epoch.</param>
+public readonly record struct StoreCheckpoint(long AppliedIndex, long AppliedTerm, ulong LastHeight, long SnapshotIndex, long SnapshotTerm, ulong SnapshotHeight, ulong SignedWatermark = 0)
 {
     /// <summary>An empty store.</summary>
     public static StoreCheckpoint Empty => default;
@@ -59,12 +60,22 @@ public interface IBatchStore : IDisposable
     StoreCheckpoint ReadCheckpoint();
 
     /// <summary>
-    /// Appends <paramref name="batches"/> (heights contiguous after the stored ones) and records
-    /// <paramref name="checkpoint"/>, durably and atomically: after a crash either all of it is there or none.
+    /// Appends <paramref name="batches"/> (heights contiguous after the stored ones) and the signing records, and
+    /// records <paramref name="checkpoint"/>, durably and atomically: after a crash either all of it is there or none.
+    /// A signature for a height that already has one is ignored (the first signature of a height stays).
     /// </summary>
     /// <exception cref="InvariantViolationException">The heights do not continue the stored chain.</exception>
     /// <exception cref="IOException">The disk failed; the store is unchanged.</exception>
-    void Append(IReadOnlyList<StoredBatch> batches, StoreCheckpoint checkpoint);
+    void Append(IReadOnlyList<StoredBatch> batches, StoreCheckpoint checkpoint, SigningWrites? signing = null);
+
+    /// <summary>The signature of the batch at <paramref name="height"/>, or null.</summary>
+    StoredSignature? GetSignature(ulong height);
+
+    /// <summary>The heights at or above <paramref name="fromHeight"/> that have a stored signature, ascending.</summary>
+    IReadOnlyList<ulong> SignedHeights(ulong fromHeight);
+
+    /// <summary>Every stored key epoch, ascending.</summary>
+    IReadOnlyList<StoredKeyEpoch> ReadKeyEpochs();
 
     /// <summary>The batch at <paramref name="height"/>, or null when it is not stored.</summary>
     StoredBatch? Get(ulong height);

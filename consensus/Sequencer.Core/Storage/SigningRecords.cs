@@ -1,0 +1,28 @@
+namespace Sequencer.Core.Storage;
+
+/// <summary>A group signature over the commitment of the batch at <see cref="Height"/>.</summary>
+/// <param name="Height">The batch height.</param>
+/// <param name="KeyEpoch">The key epoch that signed.</param>
+/// <param name="Signers">The signers whose shares were aggregated, ascending.</param>
+/// <param name="R">R, 33 bytes compressed.</param>
+/// <param name="Z">z, 32 bytes.</param>
+/// <param name="SignedAtMs">When this node applied the signature, in Unix ms (the <c>signed</c> time; local bookkeeping).</param>
+public sealed record StoredSignature(ulong Height, ulong KeyEpoch, IReadOnlyList<int> Signers, byte[] R, byte[] Z, ulong SignedAtMs);
+
+/// <summary>A key epoch as the log established it.</summary>
+/// <param name="Epoch">The epoch.</param>
+/// <param name="Threshold">t.</param>
+/// <param name="GroupKey">The group key, 33 bytes.</param>
+/// <param name="Members">The member ids, ascending.</param>
+/// <param name="VerificationShares">Each member's verification share, 33 bytes, in member order.</param>
+/// <param name="RaftIndex">The Raft index of the entry that established it: headers applied after it carry the epoch.</param>
+public sealed record StoredKeyEpoch(ulong Epoch, int Threshold, byte[] GroupKey, IReadOnlyList<int> Members, IReadOnlyList<byte[]> VerificationShares, long RaftIndex);
+
+/// <summary>What the signing protocol adds to one grouped store write.</summary>
+/// <param name="Signatures">New signatures (at most one per height, ever).</param>
+/// <param name="KeyEpochs">New key epochs.</param>
+public sealed record SigningWrites(IReadOnlyList<StoredSignature> Signatures, IReadOnlyList<StoredKeyEpoch> KeyEpochs)
+{
+    /// <summary>Nothing to write.</summary>
+    public static SigningWrites None { get; } = new([], []);
+}
