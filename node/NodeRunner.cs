@@ -8,6 +8,7 @@ using Sequencer.Core;
 using Sequencer.Node.Api;
 using Sequencer.Node.Configuration;
 using Sequencer.Node.Replication;
+using Sequencer.Node.Signing;
 using Sequencer.Node.Telemetry;
 
 namespace Sequencer.Node;
@@ -87,6 +88,17 @@ public static partial class NodeRunner
             fatalStop.Cancel();
         }
 
+        SigningKeys? keys;
+        try
+        {
+            keys = SigningKeys.Load(options);
+        }
+        catch (InvalidDataException e)
+        {
+            await Console.Error.WriteLineAsync("invalid configuration: " + e.Message).ConfigureAwait(false);
+            return ConfigurationExitCode;
+        }
+
         var time = new AdjustableClock(TimeProvider.System) { SkewMs = options.ClockSkewMs };
         using var metrics = new NodeMetrics();
         RaftHost raft;
@@ -103,6 +115,21 @@ public static partial class NodeRunner
         await using var raftScope = raft.ConfigureAwait(false);
         await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal);
         using var forwarder = new LeaderForwarder(options.NodeId, options.Limits.MaxForwardedRequests);
+        await using var coordinator = new SigningCoordinator(options.NodeId, keys?.Share is not null, raft.State, raft, options.Limits, time, metrics,
+            loggerFactory.CreateLogger<SigningCoordinator>(), keys?.Bootstrap);
+        using var nonceStore = keys?.Share is null ? null : new NonceStore(Path.Combine(options.DataDir, "signer"));
+        await using var signer = keys?.Share is null ? null : new SignerService(keys.Share, keys.Group, keys.Bootstrap.Epoch, raft.State, raft, coordinator,
+            nonceStore!, options.Limits, metrics, loggerFactory.CreateLogger<SignerService>(), NodeOptions.ParseSignerFault(options.SignerFault) ?? SignerFault.None);
+        if (keys is not null)
+            submits.ReadyToOrder = () => raft.State.CurrentKeyEpoch is not null;
+        raft.State.SignaturesApplied += signatures =>
+        {
+            foreach (var signature in signatures)
+            {
+                if (raft.State.GetBatch(signature.Height) is { } batch && signature.SignedAtMs >= batch.OrderedAtMs)
+                    metrics.OrderedToSigned.Record(signature.SignedAtMs - batch.OrderedAtMs);
+            }
+        };
         RegisterGauges(metrics, raft, submits);
 
         app.Use(async (context, next) =>
@@ -134,6 +161,8 @@ public static partial class NodeRunner
         });
         new SequencerApi(options, raft, submits, forwarder, metrics, time).Map(app);
         new AdminApi(options, time).Map(app);
+        using var signingApi = new SigningApi(options, raft, coordinator, signer);
+        signingApi.Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
 
         try
@@ -204,6 +233,8 @@ public static partial class NodeRunner
         metrics.ObserveGauge("sequencer.height", "{batch}", "The height of the last applied batch.", () => (long)(raft.State.LastHeader?.Height ?? 0));
         metrics.ObserveGauge("sequencer.pending.txs", "{tx}", "Txs queued on the leader for a batch.", () => submits.QueuedTxs);
         metrics.ObserveGauge("sequencer.inflight.entries", "{entry}", "Batch entries proposed and not yet committed.", () => submits.InFlightEntries);
+        metrics.ObserveGauge("sequencer.signing.signed_through", "{batch}", "Every batch at or below this height is signed (or predates the first key epoch).", () => (long)raft.State.SignedWatermark);
+        metrics.ObserveGauge("sequencer.signing.lag", "{batch}", "Applied batches above the signed watermark.", () => (long)((raft.State.LastHeader?.Height ?? 0) - Math.Min(raft.State.LastHeader?.Height ?? 0, raft.State.SignedWatermark)));
         metrics.ObserveGauge("sequencer.store.unpersisted_entries", "{entry}", "Applied entries not yet written to the store.", () => raft.State.UnpersistedEntries);
     }
 

@@ -70,14 +70,16 @@ public sealed record CommitmentResponse(
     [property: JsonPropertyName("commitment")] string Commitment,
     [property: JsonPropertyName("signature")] SignatureDto Signature,
     [property: JsonPropertyName("signers")] IReadOnlyList<int> Signers,
-    [property: JsonPropertyName("keyEpoch")] long KeyEpoch);
+    [property: JsonPropertyName("keyEpoch")] string KeyEpoch,
+    [property: JsonPropertyName("signedAtMs")] long? SignedAtMs = null);
 
 /// <summary>One key epoch of <c>GET /v1/keys</c>.</summary>
 public sealed record KeyEpochDto(
-    [property: JsonPropertyName("epoch")] long Epoch,
+    [property: JsonPropertyName("epoch")] string Epoch,
     [property: JsonPropertyName("groupKey")] string GroupKey,
     [property: JsonPropertyName("threshold")] int Threshold,
-    [property: JsonPropertyName("members")] IReadOnlyList<int> Members);
+    [property: JsonPropertyName("members")] IReadOnlyList<int> Members,
+    [property: JsonPropertyName("verificationShares")] IReadOnlyDictionary<string, string>? VerificationShares = null);
 
 /// <summary>Every API error body.</summary>
 public sealed record ErrorResponse(

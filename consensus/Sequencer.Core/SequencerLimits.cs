@@ -51,6 +51,24 @@ public sealed record SequencerLimits
     /// <summary>How often applied batches are written to the store in one grouped transaction.</summary>
     public int PersistIntervalMs { get; init; } = 50;
 
+    /// <summary>How many unsigned batches the signing coordinator works on at once (signatures trail commits by at most this window of active sessions).</summary>
+    public int SigningWindowBatches { get; init; } = 1024;
+
+    /// <summary>
+    /// The most signing sessions in one SigningSessions entry, and signatures in one BatchSignatures entry. Every node
+    /// verifies each signature when it applies the entry (about 0.15 ms each), so this bounds an apply's pause.
+    /// </summary>
+    public int MaxSigningEntryItems { get; init; } = 64;
+
+    /// <summary>How long a signing session waits for its shares before it is retried with other signers.</summary>
+    public int SigningSessionTimeoutMs { get; init; } = 1000;
+
+    /// <summary>How many published, unused nonce commitments each signer keeps in the log (it publishes more below half).</summary>
+    public int NoncePoolTarget { get; init; } = 512;
+
+    /// <summary>The most signature shares queued on the leader for verification; beyond it shares are refused with 503.</summary>
+    public int MaxQueuedShares { get; init; } = 16_384;
+
     /// <summary>
     /// Returns every violated rule, each as one sentence; an empty list means the limits are usable.
     /// </summary>
@@ -79,6 +97,12 @@ public sealed record SequencerLimits
         Require(MaxUnpersistedBatches >= PersistGroupBatches, "MaxUnpersistedBatches must be at least PersistGroupBatches");
         Require(PersistGroupBatches >= 1, "PersistGroupBatches must be at least 1");
         Require(PersistIntervalMs is >= 1 and <= 10_000, "PersistIntervalMs must be in [1, 10000]");
+        Require(SigningWindowBatches is >= 1 and <= 65_536, "SigningWindowBatches must be in [1, 65536]");
+        Require(MaxSigningEntryItems is >= 1 and <= 4096, "MaxSigningEntryItems must be in [1, 4096]");
+        Require(SigningSessionTimeoutMs is >= 50 and <= 60_000, "SigningSessionTimeoutMs must be in [50, 60000]");
+        // The log keeps at most 1024 unused commitments per signer, and one entry carries at most 512.
+        Require(NoncePoolTarget is >= 8 and <= 1024, "NoncePoolTarget must be in [8, 1024]");
+        Require(MaxQueuedShares is >= 16 and <= 1_000_000, "MaxQueuedShares must be in [16, 1000000]");
         return errors;
     }
 

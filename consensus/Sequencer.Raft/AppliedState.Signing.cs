@@ -31,6 +31,14 @@ internal sealed class SigningEffect
     public StoredKeyEpoch? KeyEpoch { get; set; }
 
     public List<AppliedSession> Sessions { get; } = [];
+
+    public bool ClearCommitments { get; set; }
+
+    public List<StoredCommitment> AddedCommitments { get; } = [];
+
+    public List<(int Signer, ulong Sequence)> RemovedCommitments { get; } = [];
+
+    public Dictionary<int, ulong> NextSequences { get; } = [];
 }
 
 public sealed partial class AppliedState
@@ -38,16 +46,26 @@ public sealed partial class AppliedState
     /// <summary>Published, unused nonce commitments kept per signer at most (more are dropped: the signer publishes again).</summary>
     public const int MaxCommitmentsPerSigner = 1024;
 
+    /// <summary>Nonce sequences stay below 2^48.</summary>
+    public const ulong MaxSequence = 1UL << 48;
+
+    /// <summary>At most this many commitments in one NonceCommitments entry.</summary>
+    public const int MaxCommitmentsPerEntry = 512;
+
+    /// <summary>The <see cref="SignerProof"/> domain of a NonceCommitments entry.</summary>
+    public const string NonceCommitmentsProofDomain = "nonce-commitments";
+
     // Deterministic, replicated state: key epochs and signatures (the first valid signature of a height stays).
     private readonly List<KeyEpochView> keyEpochs = [];
     private readonly Dictionary<ulong, StoredSignature> recentSignatures = [];
     private readonly SortedSet<ulong> signedAboveWatermark = [];
     private ulong signedWatermark;
 
-    // Liveness only (rebuilt from the log as it is applied; lost over a snapshot, which costs at most a retry): which
-    // published commitments no session has used yet, and the sessions in progress.
-    private readonly Dictionary<int, SortedDictionary<ulong, NonceCommitment>> availableCommitments = [];
+    // Replicated and stored: the published commitments no session has used yet, and each signer's next sequence.
+    private readonly Dictionary<int, SortedDictionary<ulong, byte[]>> availableCommitments = [];
     private readonly Dictionary<int, ulong> nextSequence = [];
+
+    // Liveness only: the latest session of each unsigned height.
     private readonly Dictionary<ulong, SigningSession> activeSessions = [];
 
     /// <summary>Raised after an entry started signing sessions; the signers among this node's members answer them.</summary>
@@ -153,6 +171,33 @@ public sealed partial class AppliedState
         signedWatermark = durable.SignedWatermark;
         foreach (var height in store.SignedHeights(signedWatermark + 1))
             signedAboveWatermark.Add(height);
+        LoadPoolLocked(store.ReadCommitments());
+    }
+
+    private void LoadPoolLocked(CommitmentPool pool)
+    {
+        availableCommitments.Clear();
+        nextSequence.Clear();
+        foreach (var commitment in pool.Commitments)
+        {
+            if (!availableCommitments.TryGetValue(commitment.Signer, out var queue))
+                availableCommitments[commitment.Signer] = queue = [];
+            queue[commitment.Sequence] = commitment.Value;
+        }
+
+        foreach (var (signer, next) in pool.NextSequences)
+            nextSequence[signer] = next;
+    }
+
+    /// <summary>The pool of published, unused commitments (for a snapshot).</summary>
+    internal CommitmentPool CommitmentPoolSnapshot()
+    {
+        lock (gate)
+        {
+            return new CommitmentPool(
+                [.. availableCommitments.SelectMany(p => p.Value.Select(c => new StoredCommitment(p.Key, c.Key, c.Value)))],
+                new Dictionary<int, ulong>(nextSequence));
+        }
     }
 
     private SigningEffect ApplySigning(ILogCommand command, long index)
@@ -164,7 +209,7 @@ public sealed partial class AppliedState
                 ApplyKeyEpoch(epoch, index, effect);
                 break;
             case NonceCommitmentsCommand commitments:
-                ApplyCommitments(commitments);
+                ApplyCommitments(commitments, effect);
                 break;
             case SigningSessionsCommand sessions:
                 foreach (var session in sessions.Sessions)
@@ -209,6 +254,8 @@ public sealed partial class AppliedState
             activeSessions.Clear();
         }
 
+        effect.ClearCommitments = true;
+
         effect.KeyEpoch = record;
         LogKeyEpoch(logger, command.Epoch, command.Threshold, command.Members.Count);
     }
@@ -241,36 +288,42 @@ public sealed partial class AppliedState
         }
     }
 
-    private void ApplyCommitments(NonceCommitmentsCommand command)
+    private void ApplyCommitments(NonceCommitmentsCommand command, SigningEffect effect)
     {
+        ECPoint publicShare;
         lock (gate)
         {
             var epoch = CurrentKeyEpochLocked;
-            if (epoch is null || command.KeyEpoch != epoch.Epoch || !epoch.Group.VerificationShares.ContainsKey(command.SignerId))
+            if (epoch is null || command.KeyEpoch != epoch.Epoch || !epoch.Group.VerificationShares.TryGetValue(command.SignerId, out publicShare!))
                 return;
             var next = nextSequence.GetValueOrDefault(command.SignerId, 1UL);
-            if (command.FirstSequence < next)
+            if (command.FirstSequence < next || command.FirstSequence >= MaxSequence - (ulong)command.Commitments.Count
+                || command.Commitments.Count is 0 or > MaxCommitmentsPerEntry || command.Commitments.Any(c => c is not { Length: 2 * Secp256k1.ElementLength }))
                 return;
-            var parsed = new List<NonceCommitment>(command.Commitments.Count);
-            foreach (var bytes in command.Commitments)
-            {
-                if (bytes.Length != 2 * Secp256k1.ElementLength)
-                    return;
-                try
-                {
-                    parsed.Add(new NonceCommitment(command.SignerId, Secp256k1.DeserializeElement(bytes.AsSpan(0, 33)), Secp256k1.DeserializeElement(bytes.AsSpan(33, 33))));
-                }
-                catch (FormatException)
-                {
-                    return;
-                }
-            }
+        }
 
+        // The points are parsed when a session uses them (a malformed one fails that session and is dropped); the
+        // proof shows that the signer itself published them.
+        if (!SignerProof.Verify(NonceCommitmentsProofDomain, command.ProofPayload(), command.Proof, publicShare))
+        {
+            LogIgnored(logger, "NonceCommitments", $"signer {command.SignerId}: the proof does not verify under its verification share");
+            return;
+        }
+
+        lock (gate)
+        {
             if (!availableCommitments.TryGetValue(command.SignerId, out var queue))
                 availableCommitments[command.SignerId] = queue = [];
-            for (var i = 0; i < parsed.Count && queue.Count < MaxCommitmentsPerSigner; i++)
-                queue[command.FirstSequence + (ulong)i] = parsed[i];
-            nextSequence[command.SignerId] = command.FirstSequence + (ulong)parsed.Count;
+            for (var i = 0; i < command.Commitments.Count && queue.Count < MaxCommitmentsPerSigner; i++)
+            {
+                var sequence = command.FirstSequence + (ulong)i;
+                queue[sequence] = command.Commitments[i];
+                effect.AddedCommitments.Add(new StoredCommitment(command.SignerId, sequence, command.Commitments[i]));
+            }
+
+            var next = command.FirstSequence + (ulong)command.Commitments.Count;
+            nextSequence[command.SignerId] = next;
+            effect.NextSequences[command.SignerId] = next;
         }
     }
 
@@ -291,17 +344,37 @@ public sealed partial class AppliedState
             var header = HeaderLocked(session.Height);
             if (header is null || header.KeyEpoch != session.KeyEpoch)
                 return;
-            var commitments = new List<NonceCommitment>(session.Signers.Count);
+            var encoded = new List<byte[]>(session.Signers.Count);
             for (var i = 0; i < session.Signers.Count; i++)
             {
-                if (!availableCommitments.TryGetValue(session.Signers[i], out var queue) || !queue.TryGetValue(session.Sequences[i], out var commitment))
+                if (!availableCommitments.TryGetValue(session.Signers[i], out var queue) || !queue.TryGetValue(session.Sequences[i], out var value))
                     return;
-                commitments.Add(commitment);
+                encoded.Add(value);
             }
 
             // The session is valid: its commitments are used now, whatever happens to it.
             for (var i = 0; i < session.Signers.Count; i++)
+            {
                 availableCommitments[session.Signers[i]].Remove(session.Sequences[i]);
+                effect.RemovedCommitments.Add((session.Signers[i], session.Sequences[i]));
+            }
+
+            var commitments = new List<NonceCommitment>(session.Signers.Count);
+            for (var i = 0; i < session.Signers.Count; i++)
+            {
+                try
+                {
+                    commitments.Add(new NonceCommitment(session.Signers[i],
+                        Secp256k1.DeserializeElement(encoded[i].AsSpan(0, Secp256k1.ElementLength)),
+                        Secp256k1.DeserializeElement(encoded[i].AsSpan(Secp256k1.ElementLength))));
+                }
+                catch (FormatException)
+                {
+                    LogIgnored(logger, "SigningSession", $"height {session.Height}: signer {session.Signers[i]} published an invalid commitment {session.Sequences[i]}");
+                    return;
+                }
+            }
+
             activeSessions[session.Height] = session;
             effect.Sessions.Add(new AppliedSession(session, header.Commitment.ToArray(), commitments));
         }

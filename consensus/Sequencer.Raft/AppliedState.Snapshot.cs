@@ -74,6 +74,18 @@ public sealed partial class AppliedState
                 break;
             }
 
+            if (record is SnapshotCommitments commitmentRecord)
+            {
+                if (count > 0 || commitmentRecord.Sequences.Length != commitmentRecord.Values.Length || commitmentRecord.Values.Length > MaxCommitmentsPerSigner
+                    || commitmentRecord.Values.Any(v => v is not { Length: 2 * Threshold.Secp256k1.ElementLength }))
+                    throw new LogFormatException("snapshot commitments record is malformed or misplaced");
+                signing.Pool ??= new PoolChanges();
+                for (var i = 0; i < commitmentRecord.Sequences.Length; i++)
+                    signing.Pool.Added[(commitmentRecord.Signer, commitmentRecord.Sequences[i])] = commitmentRecord.Values[i];
+                signing.Pool.Next[commitmentRecord.Signer] = commitmentRecord.Next;
+                continue;
+            }
+
             if (record is SnapshotKeyEpoch epochRecord)
             {
                 if (count > 0)
@@ -125,9 +137,14 @@ public sealed partial class AppliedState
         }
 
         var final = new StoreCheckpoint(index, term, header.LastHeight, index, term, header.LastHeight, Math.Max(checkpoint.SignedWatermark, watermark));
-        store.Append([], final);
+        // The commitment pool is replaced by the snapshot's (which may run a little ahead of its index: replaying the
+        // entries after it changes nothing, publications and uses of commitments are idempotent).
+        var pool = signing.Pool ?? new PoolChanges();
+        var added = pool.Added.Select(a => new StoredCommitment(a.Key.Signer, a.Key.Sequence, a.Value)).ToList();
+        store.Append([], final, new SigningWrites([], [], ClearCommitments: true, added, [], pool.Next));
         lock (gate)
         {
+            LoadPoolLocked(new CommitmentPool(added, pool.Next));
             durable = final;
             appliedIndex = index;
             appliedTerm = term;
@@ -195,6 +212,19 @@ public sealed partial class AppliedState
         {
             if (epoch.RaftIndex <= point.Index)
                 SnapshotFormat.WriteRecord(SnapshotFormat.ToRecord(epoch), buffer);
+        }
+
+        var pool = CommitmentPoolSnapshot();
+        foreach (var group in pool.Commitments.GroupBy(c => c.Signer).Select(g => g.Key).Union(pool.NextSequences.Keys).Distinct().Order())
+        {
+            var mine = pool.Commitments.Where(c => c.Signer == group).OrderBy(c => c.Sequence).ToList();
+            SnapshotFormat.WriteRecord(new SnapshotCommitments
+            {
+                Signer = group,
+                Next = pool.NextSequences.GetValueOrDefault(group, 1UL),
+                Sequences = [.. mine.Select(c => c.Sequence)],
+                Values = [.. mine.Select(c => c.Value)],
+            }, buffer);
         }
 
         ulong count = 0;
@@ -275,6 +305,8 @@ public sealed partial class AppliedState
         public List<StoredSignature> Signatures { get; } = [];
 
         public List<StoredKeyEpoch> KeyEpochs { get; } = [];
+
+        public PoolChanges? Pool { get; set; }
     }
 
     [LoggerMessage(EventId = 102, Level = LogLevel.Information, Message = "Installed a snapshot at index {Index} term {Term}: height {Height} (was {PreviousHeight})")]

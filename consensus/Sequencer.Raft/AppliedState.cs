@@ -379,6 +379,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         List<StoredBatch> batches = [];
         List<StoredSignature> signatures = [];
         List<StoredKeyEpoch> keyEpochs = [];
+        var pool = new PoolChanges();
         PendingEffect last;
         StoreCheckpoint previous;
         int taken;
@@ -397,6 +398,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                     signatures.AddRange(signingEffect.Signatures);
                     if (signingEffect.KeyEpoch is { } epoch)
                         keyEpochs.Add(epoch);
+                    pool.Add(signingEffect);
                 }
 
                 last = effect;
@@ -408,7 +410,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         var lastHeight = batches.Count > 0 ? batches[^1].Header.Height : previous.LastHeight;
         var (next, remaining) = ChooseSnapshot(taken, previous.LastHeight, last.Index);
         var checkpoint = new StoreCheckpoint(last.Index, last.Term, lastHeight, next.Index, next.Term, next.Height, Math.Max(previous.SignedWatermark, last.SignedWatermark));
-        store.Append(batches, checkpoint, signatures.Count == 0 && keyEpochs.Count == 0 ? null : new SigningWrites(signatures, keyEpochs));
+        var signing = new SigningWrites(signatures, keyEpochs, pool.Clear, [.. pool.Added.Select(a => new StoredCommitment(a.Key.Signer, a.Key.Sequence, a.Value))],
+            [.. pool.Removed], pool.Next);
+        store.Append(batches, checkpoint, signing.IsEmpty ? null : signing);
 
         lock (gate)
         {
@@ -498,6 +502,44 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     }
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>The net change to the commitment pool over a group of applied entries, in log order.</summary>
+    private sealed class PoolChanges
+    {
+        public bool Clear { get; private set; }
+
+        public Dictionary<(int Signer, ulong Sequence), byte[]> Added { get; } = [];
+
+        public HashSet<(int Signer, ulong Sequence)> Removed { get; } = [];
+
+        public Dictionary<int, ulong> Next { get; } = [];
+
+        public void Add(SigningEffect effect)
+        {
+            if (effect.ClearCommitments)
+            {
+                Clear = true;
+                Added.Clear();
+                Removed.Clear();
+                Next.Clear();
+            }
+
+            foreach (var added in effect.AddedCommitments)
+            {
+                Added[(added.Signer, added.Sequence)] = added.Value;
+                Removed.Remove((added.Signer, added.Sequence));
+            }
+
+            foreach (var removed in effect.RemovedCommitments)
+            {
+                if (!Added.Remove(removed))
+                    Removed.Add(removed);
+            }
+
+            foreach (var (signer, next) in effect.NextSequences)
+                Next[signer] = next;
+        }
+    }
 
     private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch, SigningEffect? Signing, ulong SignedWatermark);
 

@@ -169,7 +169,25 @@ public static class SnapshotFormat
 [Union(1, typeof(SnapshotBatch))]
 [Union(2, typeof(SnapshotTrailer))]
 [Union(3, typeof(SnapshotKeyEpoch))]
+[Union(4, typeof(SnapshotCommitments))]
 public interface ISnapshotRecord;
+
+/// <summary>One signer's published, unused nonce commitments and its next sequence; after the key epochs, before any batch.</summary>
+[MessagePackObject]
+public sealed class SnapshotCommitments : ISnapshotRecord
+{
+    /// <summary>The signer.</summary>
+    [Key(0)] public int Signer { get; init; }
+
+    /// <summary>Its next sequence.</summary>
+    [Key(1)] public ulong Next { get; init; }
+
+    /// <summary>The sequences of its commitments.</summary>
+    [Key(2)] public ulong[] Sequences { get; init; } = [];
+
+    /// <summary>The commitments (66 bytes each), in the order of <see cref="Sequences"/>.</summary>
+    [Key(3)] public byte[][] Values { get; init; } = [];
+}
 
 /// <summary>A key epoch the snapshot covers; these records follow the header, in epoch order, before any batch.</summary>
 [MessagePackObject]

@@ -243,9 +243,10 @@ public static class Frost
         if (signature.R.IsInfinity || publicKey.IsInfinity || signature.Z.SignValue < 0 || signature.Z.CompareTo(Secp256k1.Order) >= 0)
             return false;
         var challenge = ComputeChallenge(signature.R, publicKey, message);
-        var left = Secp256k1.BaseMultiply(signature.Z);
-        var right = signature.R.Add(publicKey.Multiply(challenge)).Normalize();
-        return left.Equals(right);
+        // G * z - PK * c == R, with one interleaved double multiplication (Shamir's trick).
+        var left = Org.BouncyCastle.Math.EC.ECAlgorithms.SumOfTwoMultiplies(
+            Secp256k1.Generator, signature.Z, publicKey, Secp256k1.Order.Subtract(challenge).Mod(Secp256k1.Order)).Normalize();
+        return left.Equals(signature.R.Normalize());
     }
 
     /// <summary>prime_order_sign with a whole secret key (for tests and single-key tooling).</summary>

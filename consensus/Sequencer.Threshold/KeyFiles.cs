@@ -155,6 +155,39 @@ public static class KeyFiles
         return share;
     }
 
+    /// <summary>The group key file's name in a key directory.</summary>
+    public const string GroupFileName = "group.json";
+
+    /// <summary>Member <paramref name="id"/>'s share file name in a key directory.</summary>
+    public static string ShareFileName(int id) => $"share-{id.ToString(CultureInfo.InvariantCulture)}.json";
+
+    /// <summary>
+    /// Trusted-dealer key generation into <paramref name="directory"/>: <see cref="GroupFileName"/> and one owner-only
+    /// share file per member 1..<paramref name="members"/>. Never overwrites a share file.
+    /// </summary>
+    /// <returns>The group key file written.</returns>
+    /// <exception cref="IOException">A share file exists already, or the directory is not writable.</exception>
+    public static GroupKeyFile WriteDealerKeys(string directory, int threshold, int members, ulong epoch = 1)
+    {
+        var info = Directory.CreateDirectory(directory);
+        var (shares, group) = TrustedDealer.Generate(threshold, members);
+        var groupFile = GroupKeyFile.From(group, epoch, "dealer");
+        foreach (var share in shares)
+        {
+            WriteShare(Path.Combine(info.FullName, ShareFileName(share.Identifier)), new ShareFile
+            {
+                Epoch = epoch,
+                Identifier = share.Identifier,
+                Share = "0x" + Convert.ToHexStringLower(Secp256k1.SerializeScalar(share.Secret)),
+                GroupKey = groupFile.GroupKey,
+            });
+        }
+
+        // The group file last: its presence says the directory is complete.
+        WriteGroup(Path.Combine(info.FullName, GroupFileName), groupFile);
+        return groupFile;
+    }
+
     /// <summary>Parses a 0x point.</summary>
     public static ECPoint ParsePoint(string text) => Secp256k1.DeserializeElement(GroupKeyFile.Hex(text));
 

@@ -62,7 +62,10 @@ public sealed class AdminApi(NodeOptions options, AdjustableClock clock)
         await ApiResponses.WriteJsonAsync(context, 200, writer => writer.WriteNumber("ms", ms)).ConfigureAwait(false);
     }
 
-    private async Task<bool> AuthorizeAsync(HttpContext context)
+    private Task<bool> AuthorizeAsync(HttpContext context) => AuthorizeAsync(options, context);
+
+    /// <summary>Answers 403 or 401 and returns false unless the request carries the admin token.</summary>
+    internal static async Task<bool> AuthorizeAsync(NodeOptions options, HttpContext context)
     {
         if (options.AdminToken is not { } token)
         {

@@ -260,10 +260,11 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             || (await raft.CatchUpWithLeaderAsync(ReadBarrierTimeout, context.RequestAborted).ConfigureAwait(false) && TryFindOrdered(txHash, out position, out batch)))
         {
             var proof = MerkleTree.ComputeAuditPath(batch.TxHashes, position.Index);
+            var signature = batch.Header.KeyEpoch != 0 && raft.State.IsSigned(position.Height) ? raft.State.GetSignature(position.Height) : null;
             await ApiResponses.WriteJsonAsync(context, 200, writer =>
             {
                 writer.WriteHash("hash", txHash);
-                writer.WriteString("level", "ordered");
+                writer.WriteString("level", signature is null ? "ordered" : "signed");
                 writer.WriteDecimal("height", position.Height);
                 writer.WriteNumber("index", position.Index);
                 writer.WriteStartArray("proof");
@@ -274,6 +275,8 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
                 if (batch.ReceivedMs[position.Index] > 0)
                     writer.WriteNumber("received", batch.ReceivedMs[position.Index]);
                 writer.WriteNumber("ordered", batch.OrderedAtMs);
+                if (signature is not null)
+                    writer.WriteNumber("signed", signature.SignedAtMs);
                 writer.WriteEndObject();
             }).ConfigureAwait(false);
             return;

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Sequencer.Client.Local;
+using Sequencer.Threshold;
 
 namespace Sequencer.Node.Cli;
 
@@ -17,13 +18,15 @@ public static class DevnetCommand
     private static readonly Option<ulong> ChainIdOption = new("--chain-id") { Description = "The rollup chain id.", DefaultValueFactory = _ => 1UL };
     private static readonly Option<bool> FreshOption = new("--fresh") { Description = "Delete the data root first." };
     private static readonly Option<bool> QuietOption = new("--quiet") { Description = "Do not echo the nodes' logs." };
+    private static readonly Option<bool> NoSigningOption = new("--no-signing") { Description = "Order without threshold signatures (no key files)." };
+    private static readonly Option<int?> ThresholdOption = new("--threshold") { Description = "t of the dealer key made on the first start (default: a majority of the nodes)." };
 
     /// <summary>Builds the verb.</summary>
     public static Command Create()
     {
         var command = new Command("devnet", "Run a local cluster of node processes (make run).")
         {
-            NodesOption, DataOption, ApiPortOption, RaftPortOption, ChainIdOption, FreshOption, QuietOption,
+            NodesOption, DataOption, ApiPortOption, RaftPortOption, ChainIdOption, FreshOption, QuietOption, NoSigningOption, ThresholdOption,
         };
         command.SetAction(async (result, token) =>
         {
@@ -38,16 +41,40 @@ public static class DevnetCommand
                     Console.WriteLine(line);
             }
 
+            // Signing keys: a trusted-dealer t-of-n key made on the first start (development only: the dealer briefly
+            // held every share). A real consortium runs the DKG or brings its own key directory.
+            var nodes = result.GetValue(NodesOption);
+            string? keys = null;
+            if (!result.GetValue(NoSigningOption))
+            {
+                keys = Path.Combine(data, "keys");
+                if (!File.Exists(Path.Combine(keys, KeyFiles.GroupFileName)))
+                {
+                    var threshold = result.GetValue(ThresholdOption) ?? (nodes / 2) + 1;
+                    if (threshold < 1 || threshold > nodes)
+                    {
+                        Echo($"devnet: --threshold must be in [1, {nodes}]");
+                        return 2;
+                    }
+
+                    if (Directory.Exists(keys))
+                        Directory.Delete(keys, recursive: true);
+                    var group = KeyFiles.WriteDealerKeys(keys, threshold, nodes);
+                    Echo($"devnet: made a {threshold}-of-{nodes} dealer key under {keys}: group key {group.GroupKey}");
+                }
+            }
+
             var binary = NodeBinary.At(Path.Combine(AppContext.BaseDirectory, "sequencer-node.dll"));
             await using var cluster = LocalCluster.Create(new LocalClusterOptions
             {
-                Nodes = result.GetValue(NodesOption),
+                Nodes = nodes,
                 DataRoot = data,
                 ApiBasePort = result.GetValue(ApiPortOption),
                 RaftBasePort = result.GetValue(RaftPortOption),
                 ChainId = result.GetValue(ChainIdOption),
                 Echo = quiet ? null : Echo,
                 Binary = binary,
+                KeysDirectory = keys,
             });
             cluster.StartAll();
             int leader;

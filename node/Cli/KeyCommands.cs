@@ -33,31 +33,21 @@ public static class KeyCommands
             if (n is < 1 or > 255 || t < 1 || t > n)
                 return Fail($"need 1 <= threshold <= members <= 255, not {t} of {n}");
             var directory = Directory.CreateDirectory(result.GetValue(output)!);
-            var (shares, group) = TrustedDealer.Generate(t, n);
-            var groupFile = GroupKeyFile.From(group, result.GetValue(epoch), "dealer");
-            var groupPath = Path.Combine(directory.FullName, "group.json");
+            var groupPath = Path.Combine(directory.FullName, KeyFiles.GroupFileName);
+            GroupKeyFile groupFile;
             try
             {
-                KeyFiles.WriteGroup(groupPath, groupFile);
-                foreach (var share in shares)
-                {
-                    KeyFiles.WriteShare(Path.Combine(directory.FullName, $"share-{share.Identifier}.json"), new ShareFile
-                    {
-                        Epoch = groupFile.Epoch,
-                        Identifier = share.Identifier,
-                        Share = "0x" + Convert.ToHexStringLower(Secp256k1.SerializeScalar(share.Secret)),
-                        GroupKey = groupFile.GroupKey,
-                    });
-                }
+                groupFile = KeyFiles.WriteDealerKeys(directory.FullName, t, n, result.GetValue(epoch));
             }
             catch (IOException e)
             {
                 return Fail($"{e.Message} (keygen never overwrites a share file)");
             }
 
+            var shares = Enumerable.Range(1, n).Select(id => Path.Combine(directory.FullName, KeyFiles.ShareFileName(id)));
             Console.WriteLine(result.GetValue(json)
                 ? JsonSerializer.Serialize(new { groupKey = groupFile.GroupKey, threshold = t, members = n, epoch = groupFile.Epoch, directory = directory.FullName })
-                : $"{t}-of-{n} key, epoch {groupFile.Epoch}: group key {groupFile.GroupKey}\n  {groupPath}\n  {string.Join("\n  ", shares.Select(s => Path.Combine(directory.FullName, $"share-{s.Identifier}.json (mode 600)")))}");
+                : $"{t}-of-{n} key, epoch {groupFile.Epoch}: group key {groupFile.GroupKey}\n  {groupPath}\n  {string.Join("\n  ", shares.Select(s => s + " (mode 600)"))}");
             return 0;
         });
         return command;

@@ -27,6 +27,9 @@ public static class RunCommand
 #if SEQUENCER_TEST_FAULTS
     private static readonly Option<string[]> TestFaultOption = new("--test-fault") { Description = "TEST BUILD ONLY: break safety on purpose (ack-before-commit, drop-batch=H, follower-ack-before-fsync)." };
 #endif
+    private static readonly Option<string?> GroupKeyOption = new("--group-key") { Description = "The group key file from keygen: the cluster signs every batch under it." };
+    private static readonly Option<string?> KeyShareOption = new("--key-share") { Description = "This node's secret key share file from keygen (mode 0600); the node then signs." };
+    private static readonly Option<string?> SignerFaultOption = new("--signer-fault") { Description = "Chaos: start as a Byzantine signer (wrong-shares or silent)." };
     private static readonly Option<bool> PrintConfigOption = new("--print-config") { Description = "Print the effective configuration as JSON and exit." };
 
     /// <summary>Builds the verb.</summary>
@@ -36,6 +39,7 @@ public static class RunCommand
         {
             ConfigOption, IdOption, DataOption, RaftOption, RaftListenOption, ApiOption, ChainIdOption, MemberOption,
             ElectionOption, ClockSkewOption, LimitOption, RetainedOption, AdminTokenOption, ExitWithParentOption, PrintConfigOption,
+            GroupKeyOption, KeyShareOption, SignerFaultOption,
         };
 #if SEQUENCER_TEST_FAULTS
         command.Options.Add(TestFaultOption);
@@ -101,6 +105,12 @@ public static class RunCommand
             options = options with { AdminToken = adminToken };
         if (result.GetValue(RetainedOption) is { } retained)
             options = options with { WalRetainedEntries = retained };
+        if (result.GetValue(GroupKeyOption) is { } groupKey)
+            options = options with { GroupKeyFile = groupKey };
+        if (result.GetValue(KeyShareOption) is { } keyShare)
+            options = options with { KeyShareFile = keyShare };
+        if (result.GetValue(SignerFaultOption) is { } signerFault)
+            options = options with { SignerFault = signerFault };
         if (result.GetValue(MemberOption) is { Length: > 0 } members)
             options = options with { Members = [.. members.Select(ParseMember)] };
         if (result.GetValue(ElectionOption) is { } election)

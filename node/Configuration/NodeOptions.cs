@@ -83,6 +83,18 @@ public sealed record NodeOptions
     /// <summary>A fixed skew added to this node's clock (the chaos harness's clock fault).</summary>
     public int ClockSkewMs { get; init; }
 
+    /// <summary>
+    /// The group key file (from <c>keygen</c>): with it, the leader establishes key epoch 1 in the log when the log has
+    /// none, and no batch is ordered before it, so every batch carries a key epoch and is signed.
+    /// </summary>
+    public string? GroupKeyFile { get; init; }
+
+    /// <summary>This node's secret key share file (mode 0600); with it, the node signs. Requires <see cref="GroupKeyFile"/>.</summary>
+    public string? KeyShareFile { get; init; }
+
+    /// <summary>A Byzantine-signer fault to start with: none, wrong-shares or silent (the chaos harness's fault).</summary>
+    public string SignerFault { get; init; } = "none";
+
     /// <summary>Returns every problem, each as one sentence; empty when the configuration is usable.</summary>
     public IReadOnlyList<string> Validate()
     {
@@ -123,8 +135,21 @@ public sealed record NodeOptions
         Require(WalRetainedEntries >= 0, "the retained WAL entries cannot be negative");
         Require(Math.Abs(ClockSkewMs) <= 24 * 3600 * 1000, "the clock skew must be within a day");
         Require(AdminToken is null || AdminToken.Length >= 16, "the admin token must be at least 16 characters");
+        Require(KeyShareFile is null || GroupKeyFile is not null, "a key share needs the group key file too (--group-key)");
+        Require(GroupKeyFile is null || File.Exists(GroupKeyFile), $"the group key file \"{GroupKeyFile}\" does not exist");
+        Require(KeyShareFile is null || File.Exists(KeyShareFile), $"the key share file \"{KeyShareFile}\" does not exist");
+        Require(ParseSignerFault(SignerFault) is not null, $"the signer fault \"{SignerFault}\" is not none, wrong-shares or silent");
         return errors;
     }
+
+    /// <summary>Parses a signer fault name, or null.</summary>
+    public static Signing.SignerFault? ParseSignerFault(string? text) => text switch
+    {
+        null or "" or "none" => Signing.SignerFault.None,
+        "wrong-shares" => Signing.SignerFault.WrongShares,
+        "silent" => Signing.SignerFault.Silent,
+        _ => null,
+    };
 
     /// <summary>Parses <c>host:port</c> (IPv4, [IPv6] or a host name resolved to its first address).</summary>
     public static bool TryParseEndPoint(string? text, out IPEndPoint endPoint)

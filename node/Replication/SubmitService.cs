@@ -88,6 +88,14 @@ public sealed partial class SubmitService : IAsyncDisposable
         batcherTask = Task.Run(BatcherLoopAsync);
     }
 
+    private const int NotReadyPollMs = 10;
+
+    /// <summary>
+    /// While this returns false the leader queues txs but cuts no batch: a cluster configured to sign orders nothing
+    /// before its key epoch is in the log, so that every batch carries a key epoch and gets signed.
+    /// </summary>
+    public Func<bool>? ReadyToOrder { get; set; }
+
     /// <summary>Txs waiting for a batch.</summary>
     public int QueuedTxs
     {
@@ -281,9 +289,9 @@ public sealed partial class SubmitService : IAsyncDisposable
             {
                 DropCompletedHead();
                 var oldestAge = queue.TryPeek(out var oldest) ? time.GetUtcNow().ToUnixTimeMilliseconds() - oldest.ReceivedAtMs : 0;
-                decision = log.IsLeader
-                    ? policy.Decide(new BatcherInput(queuedTxs, queuedBytes, oldestAge, inFlight))
-                    : BatcherDecision.WaitForEvent;
+                decision = !log.IsLeader ? BatcherDecision.WaitForEvent
+                    : !(ReadyToOrder?.Invoke() ?? true) ? new BatcherDecision(false, NotReadyPollMs)
+                    : policy.Decide(new BatcherInput(queuedTxs, queuedBytes, oldestAge, inFlight));
                 if (wake.Task.IsCompleted)
                     wake = NewSignal();
                 signal = wake.Task;

@@ -28,6 +28,7 @@ public sealed class LiteDbBatchStore : IBatchStore
     private readonly ILiteCollection<BsonDocument> meta;
     private readonly ILiteCollection<BsonDocument> signatureCollection;
     private readonly ILiteCollection<BsonDocument> keyEpochCollection;
+    private readonly ILiteCollection<BsonDocument> commitmentCollection;
     private readonly Lock writer = new();
     private StoreCheckpoint current;
 
@@ -42,6 +43,7 @@ public sealed class LiteDbBatchStore : IBatchStore
         meta = database.GetCollection(MetaCollection);
         signatureCollection = database.GetCollection("signatures");
         keyEpochCollection = database.GetCollection("keyEpochs");
+        commitmentCollection = database.GetCollection("commitments");
         current = ReadCheckpointDocument();
     }
 
@@ -83,6 +85,8 @@ public sealed class LiteDbBatchStore : IBatchStore
 
                 foreach (var epoch in signing?.KeyEpochs ?? [])
                     keyEpochCollection.Upsert(ToDocument(epoch));
+                if (signing is not null)
+                    WriteCommitments(signing);
                 meta.Upsert(ToDocument(checkpoint));
                 if (!database.Commit())
                     throw new IOException("the store did not commit");
@@ -157,6 +161,42 @@ public sealed class LiteDbBatchStore : IBatchStore
             [.. d["members"].AsArray.Select(v => v.AsInt32)],
             [.. d["shares"].AsArray.Select(v => v.AsBinary)],
             d["raftIndex"].AsInt64)).OrderBy(k => k.Epoch)];
+
+    /// <inheritdoc/>
+    public CommitmentPool ReadCommitments()
+    {
+        var commitments = commitmentCollection.Find(Query.GTE("_id", 0L))
+            .Select(d => new StoredCommitment(CommitmentSigner(d["_id"].AsInt64), CommitmentSequence(d["_id"].AsInt64), d["v"].AsBinary))
+            .ToList();
+        var next = commitmentCollection.Find(Query.LT("_id", 0L)).ToDictionary(d => (int)(-d["_id"].AsInt64), d => unchecked((ulong)d["next"].AsInt64));
+        return new CommitmentPool(commitments, next);
+    }
+
+    // One collection: a commitment's id packs (signer, sequence) into a positive long; a signer's next sequence is
+    // the document with id -signer.
+    private const int SequenceBits = 48;
+
+    private static long CommitmentId(int signer, ulong sequence)
+    {
+        Invariant.Check(sequence < (1UL << SequenceBits), "a nonce sequence fits in 48 bits");
+        return ((long)signer << SequenceBits) | (long)sequence;
+    }
+
+    private static int CommitmentSigner(long id) => (int)(id >> SequenceBits);
+
+    private static ulong CommitmentSequence(long id) => (ulong)id & ((1UL << SequenceBits) - 1);
+
+    private void WriteCommitments(SigningWrites signing)
+    {
+        if (signing.ClearCommitments)
+            commitmentCollection.DeleteAll();
+        foreach (var (signer, sequence) in signing.RemovedCommitments ?? [])
+            commitmentCollection.Delete(CommitmentId(signer, sequence));
+        foreach (var added in signing.AddedCommitments ?? [])
+            commitmentCollection.Upsert(new BsonDocument { ["_id"] = CommitmentId(added.Signer, added.Sequence), ["v"] = added.Value });
+        foreach (var (signer, next) in signing.NextSequences ?? new Dictionary<int, ulong>())
+            commitmentCollection.Upsert(new BsonDocument { ["_id"] = -(long)signer, ["next"] = unchecked((long)next) });
+    }
 
     private static BsonDocument ToDocument(StoredSignature signature) => new()
     {

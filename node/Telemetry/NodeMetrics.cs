@@ -26,7 +26,31 @@ public sealed class NodeMetrics : IDisposable
         BatchesApplied = meter.CreateCounter<long>("sequencer.batches.applied", "{batch}", "Batches applied on this node.");
         SubmitsRejected = meter.CreateCounter<long>("sequencer.submits.rejected", "{request}", "Submits answered with an error, by error code.");
         SubmitsForwarded = meter.CreateCounter<long>("sequencer.submits.forwarded", "{request}", "Submits forwarded to the leader.");
+        OrderedToSigned = meter.CreateHistogram<double>("sequencer.batch.ordered_to_signed", "ms", "Finality ladder: time from a batch's apply (ordered) to the apply of its group signature (signed), on this node.");
+        ShareDuration = meter.CreateHistogram<double>("sequencer.signing.share.duration", "ms", "Signer: time to take the nonces durably and compute the shares of one applied SigningSessions entry.");
+        SessionsStarted = meter.CreateCounter<long>("sequencer.signing.sessions", "{session}", "Signing sessions proposed by this node as leader, by reason (first, timeout, bad_share, new_leader).");
+        BadShares = meter.CreateCounter<long>("sequencer.signing.bad_shares", "{share}", "Signature shares that failed verification, by signer.");
+        SessionTimeouts = meter.CreateCounter<long>("sequencer.signing.timeouts", "{signer}", "Signers that did not answer a signing session in time, by signer.");
+        NoncesPublished = meter.CreateCounter<long>("sequencer.signing.nonces_published", "{commitment}", "Nonce commitments this signer published.");
     }
+
+    /// <summary>Ordered to signed, per batch.</summary>
+    public Histogram<double> OrderedToSigned { get; }
+
+    /// <summary>Share computation per SigningSessions entry.</summary>
+    public Histogram<double> ShareDuration { get; }
+
+    /// <summary>Sessions proposed.</summary>
+    public Counter<long> SessionsStarted { get; }
+
+    /// <summary>Bad shares, by signer.</summary>
+    public Counter<long> BadShares { get; }
+
+    /// <summary>Session timeouts, by signer.</summary>
+    public Counter<long> SessionTimeouts { get; }
+
+    /// <summary>Published commitments.</summary>
+    public Counter<long> NoncesPublished { get; }
 
     /// <summary>Submit latency.</summary>
     public Histogram<double> SubmitDuration { get; }

@@ -25,6 +25,12 @@ public sealed record LocalClusterOptions
     /// <summary>The chain id.</summary>
     public ulong ChainId { get; init; } = 1;
 
+    /// <summary>
+    /// A key directory (from <c>keygen --dealer</c>: group.json and share-N.json): every node signs with its share.
+    /// Null for a cluster that orders without signing.
+    /// </summary>
+    public string? KeysDirectory { get; init; }
+
     /// <summary>Extra <c>run</c> arguments for every node, such as <c>--limit maxBatchDelayMs=5</c>.</summary>
     public IReadOnlyList<string> ExtraArguments { get; init; } = [];
 
@@ -98,6 +104,14 @@ public sealed class LocalCluster : IAsyncDisposable
                 arguments.AddRange(["--raft-listen", spec.RaftListen]);
             foreach (var member in specs)
                 arguments.AddRange(["--member", $"{member.Id}={member.Raft},{member.Api}"]);
+            if (options.KeysDirectory is { } keys)
+            {
+                arguments.AddRange(["--group-key", Path.Combine(keys, "group.json")]);
+                var share = Path.Combine(keys, $"share-{spec.Id.ToString(CultureInfo.InvariantCulture)}.json");
+                if (File.Exists(share))
+                    arguments.AddRange(["--key-share", share]);
+            }
+
             arguments.AddRange(options.ExtraArguments);
             list.Add(new NodeProcess(binary, spec, arguments, options.Echo));
         }

@@ -35,6 +35,30 @@ public sealed class NonceCommitmentsCommand : ILogCommand
 
     /// <summary>Each commitment: the hiding commitment D then the binding commitment E, 33 bytes each.</summary>
     [Key(3)] public IReadOnlyList<byte[]> Commitments { get; init; } = [];
+
+    /// <summary>
+    /// The signer's Schnorr proof (by its key share) over <see cref="ProofPayload"/>: nobody else can publish
+    /// commitments in its name and so use up its sequence numbers.
+    /// </summary>
+    [Key(4)] public byte[] Proof { get; init; } = [];
+
+    /// <summary>The bytes the proof covers: signer id, key epoch, first sequence, count, then the commitments.</summary>
+    public byte[] ProofPayload()
+    {
+        var payload = new byte[4 + 8 + 8 + 4 + Commitments.Sum(c => c.Length)];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(payload, SignerId);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(payload.AsSpan(4), KeyEpoch);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(payload.AsSpan(12), FirstSequence);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(payload.AsSpan(20), Commitments.Count);
+        var offset = 24;
+        foreach (var commitment in Commitments)
+        {
+            commitment.CopyTo(payload, offset);
+            offset += commitment.Length;
+        }
+
+        return payload;
+    }
 }
 
 /// <summary>One signing session: a height, an attempt, and which commitment of which signer it uses.</summary>

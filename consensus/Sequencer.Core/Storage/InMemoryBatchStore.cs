@@ -7,6 +7,8 @@ public sealed class InMemoryBatchStore : IBatchStore
     private readonly Lock gate = new();
     private readonly SortedDictionary<ulong, StoredSignature> signatures = [];
     private readonly List<StoredKeyEpoch> keyEpochs = [];
+    private readonly SortedDictionary<(int, ulong), byte[]> commitments = [];
+    private readonly Dictionary<int, ulong> nextSequences = [];
     private StoreCheckpoint checkpoint;
 
     /// <summary>Makes the next <see cref="Append"/> throw, as a full disk would.</summary>
@@ -49,8 +51,31 @@ public sealed class InMemoryBatchStore : IBatchStore
                     keyEpochs.Add(epoch);
             }
 
+            if (signing is not null)
+            {
+                if (signing.ClearCommitments)
+                {
+                    commitments.Clear();
+                    nextSequences.Clear();
+                }
+
+                foreach (var key in signing.RemovedCommitments ?? [])
+                    commitments.Remove(key);
+                foreach (var added in signing.AddedCommitments ?? [])
+                    commitments[(added.Signer, added.Sequence)] = added.Value;
+                foreach (var (signer, sequence) in signing.NextSequences ?? new Dictionary<int, ulong>())
+                    nextSequences[signer] = sequence;
+            }
+
             this.checkpoint = checkpoint;
         }
+    }
+
+    /// <inheritdoc/>
+    public CommitmentPool ReadCommitments()
+    {
+        lock (gate)
+            return new CommitmentPool([.. commitments.Select(c => new StoredCommitment(c.Key.Item1, c.Key.Item2, c.Value))], new Dictionary<int, ulong>(nextSequences));
     }
 
     /// <inheritdoc/>

@@ -18,11 +18,40 @@ public sealed record StoredSignature(ulong Height, ulong KeyEpoch, IReadOnlyList
 /// <param name="RaftIndex">The Raft index of the entry that established it: headers applied after it carry the epoch.</param>
 public sealed record StoredKeyEpoch(ulong Epoch, int Threshold, byte[] GroupKey, IReadOnlyList<int> Members, IReadOnlyList<byte[]> VerificationShares, long RaftIndex);
 
+/// <summary>A published nonce commitment that no signing session has used yet.</summary>
+/// <param name="Signer">The signer.</param>
+/// <param name="Sequence">Its sequence number.</param>
+/// <param name="Value">D then E, 33 bytes each.</param>
+public sealed record StoredCommitment(int Signer, ulong Sequence, byte[] Value);
+
+/// <summary>The published, unused nonce commitments of every signer, and each signer's next sequence.</summary>
+/// <param name="Commitments">The commitments.</param>
+/// <param name="NextSequences">Per signer, the lowest sequence a new NonceCommitments entry may use.</param>
+public sealed record CommitmentPool(IReadOnlyList<StoredCommitment> Commitments, IReadOnlyDictionary<int, ulong> NextSequences)
+{
+    /// <summary>No commitments.</summary>
+    public static CommitmentPool Empty { get; } = new([], new Dictionary<int, ulong>());
+}
+
 /// <summary>What the signing protocol adds to one grouped store write.</summary>
 /// <param name="Signatures">New signatures (at most one per height, ever).</param>
 /// <param name="KeyEpochs">New key epochs.</param>
-public sealed record SigningWrites(IReadOnlyList<StoredSignature> Signatures, IReadOnlyList<StoredKeyEpoch> KeyEpochs)
+/// <param name="ClearCommitments">Drop every stored commitment and next sequence first (a new key epoch).</param>
+/// <param name="AddedCommitments">Newly published commitments.</param>
+/// <param name="RemovedCommitments">Commitments used by a session (signer, sequence).</param>
+/// <param name="NextSequences">New next sequences per signer.</param>
+public sealed record SigningWrites(
+    IReadOnlyList<StoredSignature> Signatures,
+    IReadOnlyList<StoredKeyEpoch> KeyEpochs,
+    bool ClearCommitments = false,
+    IReadOnlyList<StoredCommitment>? AddedCommitments = null,
+    IReadOnlyList<(int Signer, ulong Sequence)>? RemovedCommitments = null,
+    IReadOnlyDictionary<int, ulong>? NextSequences = null)
 {
     /// <summary>Nothing to write.</summary>
     public static SigningWrites None { get; } = new([], []);
+
+    /// <summary>True when there is nothing to write.</summary>
+    public bool IsEmpty => Signatures.Count == 0 && KeyEpochs.Count == 0 && !ClearCommitments && (AddedCommitments?.Count ?? 0) == 0
+        && (RemovedCommitments?.Count ?? 0) == 0 && (NextSequences?.Count ?? 0) == 0;
 }

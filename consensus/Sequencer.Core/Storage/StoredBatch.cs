@@ -77,6 +77,9 @@ public interface IBatchStore : IDisposable
     /// <summary>Every stored key epoch, ascending.</summary>
     IReadOnlyList<StoredKeyEpoch> ReadKeyEpochs();
 
+    /// <summary>The stored pool of published, unused nonce commitments.</summary>
+    CommitmentPool ReadCommitments();
+
     /// <summary>The batch at <paramref name="height"/>, or null when it is not stored.</summary>
     StoredBatch? Get(ulong height);
 

@@ -1,0 +1,88 @@
+using System.Buffers.Binary;
+using MessagePack;
+
+namespace Sequencer.Core.Encoding;
+
+/// <summary>One signature share of a signing session.</summary>
+[MessagePackObject]
+public sealed class SignatureShareMessage
+{
+    /// <summary>The batch height of the session.</summary>
+    [Key(0)] public ulong Height { get; init; }
+
+    /// <summary>The session's attempt.</summary>
+    [Key(1)] public int Attempt { get; init; }
+
+    /// <summary>z_i, a 32-byte big-endian scalar.</summary>
+    [Key(2)] public byte[] Share { get; init; } = [];
+}
+
+/// <summary>
+/// The body of <c>POST /internal/v1/shares</c>: a signer's shares, sent to the leader, with the signer's Schnorr proof
+/// (by its key share) over <see cref="ProofPayload"/>. The proof means that a bad share can only come from the signer
+/// it names: nobody can frame an honest signer by posting garbage in its name.
+/// </summary>
+[MessagePackObject]
+public sealed class SignatureSharesMessage
+{
+    /// <summary>The most shares in one message.</summary>
+    public const int MaxShares = 4096;
+
+    /// <summary>The signer proof domain of this message.</summary>
+    public const string ProofDomain = "signature-shares";
+
+    private static readonly MessagePackSerializerOptions Options = MessagePackSerializerOptions.Standard.WithSecurity(MessagePackSecurity.UntrustedData);
+
+    /// <summary>The signer.</summary>
+    [Key(0)] public int SignerId { get; init; }
+
+    /// <summary>The key epoch of every session.</summary>
+    [Key(1)] public ulong KeyEpoch { get; init; }
+
+    /// <summary>The shares.</summary>
+    [Key(2)] public IReadOnlyList<SignatureShareMessage> Shares { get; init; } = [];
+
+    /// <summary>The signer's proof over <see cref="ProofPayload"/>.</summary>
+    [Key(3)] public byte[] Proof { get; init; } = [];
+
+    /// <summary>The bytes the proof covers: signer, epoch, count, then height, attempt and share of each.</summary>
+    public byte[] ProofPayload()
+    {
+        var payload = new byte[4 + 8 + 4 + (Shares.Count * (8 + 4 + 32))];
+        BinaryPrimitives.WriteInt32BigEndian(payload, SignerId);
+        BinaryPrimitives.WriteUInt64BigEndian(payload.AsSpan(4), KeyEpoch);
+        BinaryPrimitives.WriteInt32BigEndian(payload.AsSpan(12), Shares.Count);
+        var offset = 16;
+        foreach (var share in Shares)
+        {
+            BinaryPrimitives.WriteUInt64BigEndian(payload.AsSpan(offset), share.Height);
+            BinaryPrimitives.WriteInt32BigEndian(payload.AsSpan(offset + 8), share.Attempt);
+            share.Share.CopyTo(payload, offset + 12);
+            offset += 44;
+        }
+
+        return payload;
+    }
+
+    /// <summary>Serializes the message.</summary>
+    public byte[] Encode() => MessagePackSerializer.Serialize(this, Options);
+
+    /// <summary>Parses a message from an untrusted peer (the proof is the receiver's to check).</summary>
+    /// <exception cref="LogFormatException">The bytes are not a valid message, or it holds too many shares.</exception>
+    public static SignatureSharesMessage Decode(ReadOnlyMemory<byte> bytes)
+    {
+        SignatureSharesMessage message;
+        try
+        {
+            message = MessagePackSerializer.Deserialize<SignatureSharesMessage>(bytes, Options);
+        }
+        catch (MessagePackSerializationException e)
+        {
+            throw new LogFormatException($"not a shares message: {e.Message}", e);
+        }
+
+        if (message?.Shares is null || message.Shares.Count is 0 or > MaxShares || message.Shares.Any(s => s?.Share is not { Length: 32 }) || message.Proof is null)
+            throw new LogFormatException($"a shares message holds 1 to {MaxShares} shares of 32 bytes each, and a proof");
+        return message;
+    }
+}

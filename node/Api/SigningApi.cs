@@ -1,0 +1,355 @@
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Storage;
+using Sequencer.Node.Configuration;
+using Sequencer.Node.Replication;
+using Sequencer.Node.Signing;
+using Sequencer.Raft;
+using Sequencer.Threshold;
+
+namespace Sequencer.Node.Api;
+
+/// <summary>
+/// The signing routes: signed commitments and keys (DESIGN section 10), the coordinator's view of the signers, the
+/// internal routes signers use to reach the leader, and the Byzantine-signer fault for the chaos harness.
+/// </summary>
+public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordinator coordinator, SignerService? signer) : IDisposable
+{
+    /// <summary>The largest internal request body.</summary>
+    public const int MaxInternalBodyBytes = 1024 * 1024;
+
+    private readonly SemaphoreSlim publications = new(8);
+
+    /// <summary>Maps the routes.</summary>
+    public void Map(IEndpointRouteBuilder routes)
+    {
+        ArgumentNullException.ThrowIfNull(routes);
+        routes.MapGet("/v1/commitments/{height}", GetCommitmentAsync);
+        routes.MapGet("/v1/keys", GetKeysAsync);
+        routes.MapGet("/v1/signing", GetSigningAsync);
+        routes.MapPost(SignerService.SharesRoute, PostSharesAsync);
+        routes.MapPost(SignerService.NonceCommitmentsRoute, PostNonceCommitmentsAsync);
+        routes.MapPost("/admin/signer-fault", SetSignerFaultAsync);
+    }
+
+    private async Task GetCommitmentAsync(HttpContext context, string height)
+    {
+        if (!ulong.TryParse(height, NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value == 0)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_height", "a height is a positive decimal integer").ConfigureAwait(false);
+            return;
+        }
+
+        var state = raft.State;
+        var batch = state.GetBatch(value);
+        if (batch is null && await raft.CatchUpWithLeaderAsync(TimeSpan.FromSeconds(1), context.RequestAborted).ConfigureAwait(false))
+            batch = state.GetBatch(value);
+        if (batch is null)
+        {
+            await ApiResponses.WriteErrorAsync(context, 404, "not_found", $"batch {value} is not applied on this node").ConfigureAwait(false);
+            return;
+        }
+
+        var signature = batch.Header.KeyEpoch == 0 ? null : state.GetSignature(value);
+        if (signature is null)
+        {
+            var reason = batch.Header.KeyEpoch == 0
+                ? $"batch {value} was ordered before the first key epoch and is never signed"
+                : $"batch {value} is ordered but not yet signed";
+            await ApiResponses.WriteErrorAsync(context, 404, "not_signed", reason).ConfigureAwait(false);
+            return;
+        }
+
+        await ApiResponses.WriteJsonAsync(context, 200, writer =>
+        {
+            writer.WriteHeader(batch);
+            writer.WriteHash("commitment", batch.Header.Commitment);
+            WriteSignature(writer, signature);
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>Writes <c>"signature": {"R", "z"}, "signers": [...], "keyEpoch", "signedAtMs"</c>.</summary>
+    internal static void WriteSignature(Utf8JsonWriter writer, StoredSignature signature)
+    {
+        writer.WriteStartObject("signature");
+        writer.WriteString("R", "0x" + Convert.ToHexStringLower(signature.R));
+        writer.WriteString("z", "0x" + Convert.ToHexStringLower(signature.Z));
+        writer.WriteEndObject();
+        writer.WriteStartArray("signers");
+        foreach (var id in signature.Signers)
+            writer.WriteNumberValue(id);
+        writer.WriteEndArray();
+        writer.WriteDecimal("keyEpoch", signature.KeyEpoch);
+        writer.WriteNumber("signedAtMs", signature.SignedAtMs);
+    }
+
+    private async Task GetKeysAsync(HttpContext context)
+    {
+        var epochs = raft.State.KeyEpochs;
+        context.Response.StatusCode = 200;
+        context.Response.ContentType = "application/json";
+        var writer = new Utf8JsonWriter(context.Response.BodyWriter);
+        await using (writer.ConfigureAwait(false))
+        {
+            writer.WriteStartArray();
+            foreach (var epoch in epochs)
+            {
+                var record = epoch.Record;
+                writer.WriteStartObject();
+                writer.WriteDecimal("epoch", record.Epoch);
+                writer.WriteString("groupKey", "0x" + Convert.ToHexStringLower(record.GroupKey));
+                writer.WriteNumber("threshold", record.Threshold);
+                writer.WriteStartArray("members");
+                foreach (var member in record.Members)
+                    writer.WriteNumberValue(member);
+                writer.WriteEndArray();
+                writer.WriteStartObject("verificationShares");
+                for (var i = 0; i < record.Members.Count; i++)
+                    writer.WriteString(record.Members[i].ToString(CultureInfo.InvariantCulture), "0x" + Convert.ToHexStringLower(record.VerificationShares[i]));
+                writer.WriteEndObject();
+                writer.WriteDecimal("raftIndex", (ulong)record.RaftIndex);
+                // The first epoch comes from key generation; a rotation (signed by the previous key) is not built yet.
+                writer.WriteNull("rotation");
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+            await writer.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+        }
+    }
+
+    private Task GetSigningAsync(HttpContext context)
+    {
+        var state = raft.State;
+        var epoch = state.CurrentKeyEpoch;
+        var unsigned = state.UnsignedHeights(options.Limits.SigningWindowBatches);
+        return ApiResponses.WriteJsonAsync(context, 200, writer =>
+        {
+            if (epoch is null)
+                writer.WriteNull("keyEpoch");
+            else
+                writer.WriteDecimal("keyEpoch", epoch.Epoch);
+            writer.WriteNumber("threshold", epoch?.Group.Threshold ?? 0);
+            writer.WriteDecimal("height", state.LastHeader?.Height ?? 0);
+            writer.WriteDecimal("signedThrough", state.SignedWatermark);
+            writer.WriteNumber("unsignedInWindow", unsigned.Count);
+            writer.WriteNumber("activeSessions", coordinator.ActiveSessions);
+            if (signer is null)
+            {
+                writer.WriteNull("signer");
+            }
+            else
+            {
+                writer.WriteStartObject("signer");
+                writer.WriteNumber("id", signer.Id);
+                writer.WriteNumber("storedNonces", signer.StoredNonces);
+                writer.WriteNumber("publishedNonces", state.CommitmentsOf(signer.Id).Available);
+                writer.WriteString("fault", FaultName(signer.Fault));
+                writer.WriteEndObject();
+            }
+
+            // The leader's view: who signs, who sent bad shares (reported by id), who timed out.
+            writer.WriteBoolean("leaderView", raft.IsLeader);
+            writer.WriteStartArray("signers");
+            foreach (var report in coordinator.Signers())
+            {
+                writer.WriteStartObject();
+                writer.WriteNumber("id", report.Id);
+                writer.WriteNumber("sharesAccepted", report.SharesAccepted);
+                writer.WriteNumber("badShares", report.BadShares);
+                writer.WriteDecimal("lastBadShareHeight", report.LastBadShareHeight);
+                writer.WriteNumber("timeouts", report.Timeouts);
+                writer.WriteNumber("excludedForMs", report.ExcludedForMs);
+                writer.WriteNumber("shareLatencyMs", report.ShareLatencyMs);
+                writer.WriteNumber("publishedNonces", state.CommitmentsOf(report.Id).Available);
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+        });
+    }
+
+    private async Task PostSharesAsync(HttpContext context)
+    {
+        var body = await ReadInternalBodyAsync(context).ConfigureAwait(false);
+        if (body is null)
+            return;
+        SignatureSharesMessage message;
+        try
+        {
+            message = SignatureSharesMessage.Decode(body);
+        }
+        catch (LogFormatException e)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_shares", e.Message).ConfigureAwait(false);
+            return;
+        }
+
+        if (!raft.IsLeader)
+        {
+            await ApiResponses.WriteErrorAsync(context, 503, "not_leader", "this node is not the leader", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            return;
+        }
+
+        var epoch = raft.State.KeyEpochs.FirstOrDefault(e => e.Epoch == message.KeyEpoch);
+        if (epoch is null || !epoch.Group.VerificationShares.TryGetValue(message.SignerId, out var publicShare))
+        {
+            await ApiResponses.WriteErrorAsync(context, 404, "unknown_signer", $"signer {message.SignerId} is not a member of key epoch {message.KeyEpoch}").ConfigureAwait(false);
+            return;
+        }
+
+        if (!SignerProof.Verify(SignatureSharesMessage.ProofDomain, message.ProofPayload(), message.Proof, publicShare))
+        {
+            await ApiResponses.WriteErrorAsync(context, 403, "bad_proof", $"the message is not signed by signer {message.SignerId}'s key share").ConfigureAwait(false);
+            return;
+        }
+
+        if (!coordinator.Receive(message))
+        {
+            await ApiResponses.WriteErrorAsync(context, 503, "overloaded", "the leader's share queue is full", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            return;
+        }
+
+        context.Response.StatusCode = 202;
+    }
+
+    private async Task PostNonceCommitmentsAsync(HttpContext context)
+    {
+        var body = await ReadInternalBodyAsync(context).ConfigureAwait(false);
+        if (body is null)
+            return;
+        ILogCommand command;
+        try
+        {
+            command = LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(body));
+        }
+        catch (LogFormatException e)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_entry", e.Message).ConfigureAwait(false);
+            return;
+        }
+
+        if (command is not NonceCommitmentsCommand commitments)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_entry", "only a NonceCommitments entry is accepted here").ConfigureAwait(false);
+            return;
+        }
+
+        if (!raft.IsLeader)
+        {
+            await ApiResponses.WriteErrorAsync(context, 503, "not_leader", "this node is not the leader", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            return;
+        }
+
+        // Checked here too (apply checks it again) so that nobody can fill the log with entries that apply ignores.
+        var epoch = raft.State.CurrentKeyEpoch;
+        if (epoch is null || epoch.Epoch != commitments.KeyEpoch || !epoch.Group.VerificationShares.TryGetValue(commitments.SignerId, out var publicShare)
+            || commitments.Commitments.Count is 0 or > AppliedState.MaxCommitmentsPerEntry
+            || !SignerProof.Verify(AppliedState.NonceCommitmentsProofDomain, commitments.ProofPayload(), commitments.Proof, publicShare))
+        {
+            await ApiResponses.WriteErrorAsync(context, 403, "bad_proof", "not a NonceCommitments entry of a signer of the current key epoch, signed by its share").ConfigureAwait(false);
+            return;
+        }
+
+        if (!await publications.WaitAsync(0, context.RequestAborted).ConfigureAwait(false))
+        {
+            await ApiResponses.WriteErrorAsync(context, 503, "overloaded", "too many publications in flight", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            return;
+        }
+
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, raft.LeadershipToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(5));
+            await raft.ReplicateAsync(body, null, timeout.Token).ConfigureAwait(false);
+            context.Response.StatusCode = 204;
+        }
+        catch (Exception e) when (e is OperationCanceledException or DotNext.Net.Cluster.Consensus.Raft.NotLeaderException or InvalidOperationException)
+        {
+            await ApiResponses.WriteErrorAsync(context, 503, "not_committed", "the entry did not commit in time; publish again", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+        }
+        finally
+        {
+            publications.Release();
+        }
+    }
+
+    private async Task SetSignerFaultAsync(HttpContext context)
+    {
+        if (!await AdminApi.AuthorizeAsync(options, context).ConfigureAwait(false))
+            return;
+        if (signer is null)
+        {
+            await ApiResponses.WriteErrorAsync(context, 409, "not_a_signer", "this node holds no key share").ConfigureAwait(false);
+            return;
+        }
+
+        SignerFault? fault;
+        try
+        {
+            using var document = await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted).ConfigureAwait(false);
+            fault = document.RootElement.ValueKind == JsonValueKind.Object && document.RootElement.TryGetProperty("fault", out var value) && value.ValueKind == JsonValueKind.String
+                ? NodeOptions.ParseSignerFault(value.GetString())
+                : null;
+        }
+        catch (JsonException e)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "malformed_json", e.Message).ConfigureAwait(false);
+            return;
+        }
+
+        if (fault is null)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_request", "the body is {\"fault\": \"none\" | \"wrong-shares\" | \"silent\"}").ConfigureAwait(false);
+            return;
+        }
+
+        signer.Fault = fault.Value;
+        await ApiResponses.WriteJsonAsync(context, 200, writer => writer.WriteString("fault", FaultName(fault.Value))).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => publications.Dispose();
+
+    private static string FaultName(SignerFault fault) => fault switch
+    {
+        SignerFault.WrongShares => "wrong-shares",
+        SignerFault.Silent => "silent",
+        _ => "none",
+    };
+
+    private static async Task<byte[]?> ReadInternalBodyAsync(HttpContext context)
+    {
+        if (!string.Equals(context.Request.ContentType, "application/x-msgpack", StringComparison.OrdinalIgnoreCase))
+        {
+            await ApiResponses.WriteErrorAsync(context, 415, "unsupported_media_type", "internal routes take application/x-msgpack").ConfigureAwait(false);
+            return null;
+        }
+
+        if (context.Request.ContentLength is > MaxInternalBodyBytes)
+        {
+            await ApiResponses.WriteErrorAsync(context, 413, "body_too_large", $"the body is over {MaxInternalBodyBytes} bytes").ConfigureAwait(false);
+            return null;
+        }
+
+        using var buffer = new MemoryStream();
+        var chunk = new byte[16 * 1024];
+        int read;
+        while ((read = await context.Request.Body.ReadAsync(chunk, context.RequestAborted).ConfigureAwait(false)) > 0)
+        {
+            if (buffer.Length + read > MaxInternalBodyBytes)
+            {
+                await ApiResponses.WriteErrorAsync(context, 413, "body_too_large", $"the body is over {MaxInternalBodyBytes} bytes").ConfigureAwait(false);
+                return null;
+            }
+
+            buffer.Write(chunk, 0, read);
+        }
+
+        return buffer.ToArray();
+    }
+}

@@ -1,0 +1,412 @@
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using Microsoft.Extensions.Logging;
+using Sequencer.Core;
+using Sequencer.Core.Encoding;
+using Sequencer.Node.Configuration;
+using Sequencer.Node.Replication;
+using Sequencer.Node.Telemetry;
+using Sequencer.Raft;
+using Sequencer.Threshold;
+
+namespace Sequencer.Node.Signing;
+
+/// <summary>How a signer misbehaves on purpose (the chaos harness's Byzantine-signer fault).</summary>
+public enum SignerFault
+{
+    /// <summary>It signs honestly.</summary>
+    None,
+
+    /// <summary>It sends a wrong share for every session (and a valid proof over it: it is caught and named).</summary>
+    WrongShares,
+
+    /// <summary>It never sends its shares.</summary>
+    Silent,
+}
+
+/// <summary>
+/// A node's signer (DESIGN section 5). It keeps a pool of nonce commitments published through the log, and answers
+/// every signing session that names it: it computes the commitment from its own applied header (never from bytes the
+/// leader hands it), takes the session's nonce pair out of its store durably, and only then computes its share and
+/// sends it to the leader.
+/// </summary>
+public sealed partial class SignerService : IAsyncDisposable
+{
+    /// <summary>Route on the leader for a follower's NonceCommitments entry.</summary>
+    public const string NonceCommitmentsRoute = "/internal/v1/nonce-commitments";
+
+    /// <summary>Route on the leader for signature shares.</summary>
+    public const string SharesRoute = "/internal/v1/shares";
+
+    private const int MaxQueuedSessions = 16_384;
+    private const int SendAttempts = 5;
+    private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan PruneInterval = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan PublishTimeout = TimeSpan.FromSeconds(5);
+
+    private readonly KeyShare share;
+    private readonly GroupKey group;
+    private readonly ulong epoch;
+    private readonly AppliedState state;
+    private readonly RaftHost raft;
+    private readonly SigningCoordinator coordinator;
+    private readonly NonceStore nonces;
+    private readonly SequencerLimits limits;
+    private readonly NodeMetrics metrics;
+    private readonly ILogger logger;
+    private readonly HttpClient http;
+    private readonly Lock gate = new();
+    private readonly List<AppliedSession> queue = [];
+    private readonly CancellationTokenSource stopping = new();
+    private readonly Task loop;
+    private readonly SemaphoreSlim sends = new(4);
+    private TaskCompletionSource wake = NewSignal();
+    private long lastPrune;
+    private long publishStarted;
+    private bool mismatchReported;
+    private int dropped;
+
+    /// <summary>Starts the signer.</summary>
+    public SignerService(KeyShare share, GroupKey group, ulong epoch, AppliedState state, RaftHost raft, SigningCoordinator coordinator, NonceStore nonces,
+        SequencerLimits limits, NodeMetrics metrics, ILogger<SignerService> logger, SignerFault fault)
+    {
+        ArgumentNullException.ThrowIfNull(share);
+        ArgumentNullException.ThrowIfNull(state);
+        this.share = share;
+        this.group = group;
+        this.epoch = epoch;
+        this.state = state;
+        this.raft = raft;
+        this.coordinator = coordinator;
+        this.nonces = nonces;
+        this.limits = limits;
+        this.metrics = metrics;
+        this.logger = logger;
+        Fault = fault;
+        http = new HttpClient(new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30), MaxConnectionsPerServer = 8 })
+        {
+            Timeout = TimeSpan.FromSeconds(5),
+        };
+        state.SessionsStarted += OnSessionsStarted;
+        loop = Task.Run(LoopAsync);
+    }
+
+    /// <summary>The Byzantine-signer fault in force; the chaos harness changes it through <c>/admin/signer-fault</c>.</summary>
+    public SignerFault Fault { get; set; }
+
+    /// <summary>This signer's member id.</summary>
+    public int Id => share.Identifier;
+
+    /// <summary>Unused nonce pairs in the store.</summary>
+    public int StoredNonces => nonces.Count;
+
+    private void OnSessionsStarted(IReadOnlyList<AppliedSession> sessions)
+    {
+        var mine = sessions.Where(s => s.Session.KeyEpoch == epoch && s.Session.Signers.Contains(share.Identifier)).ToList();
+        if (mine.Count == 0)
+            return;
+        lock (gate)
+        {
+            // Bounded: a session left out here times out on the leader and is retried with fresh nonces.
+            var room = Math.Max(0, MaxQueuedSessions - queue.Count);
+            if (room < mine.Count)
+                dropped += mine.Count - room;
+            queue.AddRange(mine.Take(room));
+        }
+
+        Volatile.Read(ref wake).TrySetResult();
+    }
+
+    private async Task LoopAsync()
+    {
+        var token = stopping.Token;
+        while (!token.IsCancellationRequested)
+        {
+            var signal = Volatile.Read(ref wake);
+            try
+            {
+                if (IsActive())
+                {
+                    await AnswerSessionsAsync(token).ConfigureAwait(false);
+                    Replenish();
+                    Prune();
+                }
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is IOException or LiteDB.LiteException or InvalidOperationException)
+            {
+                LogSignerFailed(logger, e);
+            }
+
+            await signal.Task.WaitAsync(Poll, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            if (signal.Task.IsCompleted)
+                Interlocked.CompareExchange(ref wake, NewSignal(), signal);
+        }
+    }
+
+    /// <summary>Signs only while the log's current key epoch is the one of this node's share and names the same keys.</summary>
+    private bool IsActive()
+    {
+        var current = state.CurrentKeyEpoch;
+        if (current is null || current.Epoch != epoch)
+            return false;
+        if (current.Group.PublicKey.Equals(group.PublicKey) && current.Group.VerificationShares.TryGetValue(share.Identifier, out var mine)
+            && mine.Equals(group.VerificationShares[share.Identifier]))
+            return true;
+        if (!mismatchReported)
+        {
+            mismatchReported = true;
+            LogKeyMismatch(logger, epoch, share.Identifier);
+        }
+
+        return false;
+    }
+
+    private async Task AnswerSessionsAsync(CancellationToken token)
+    {
+        List<AppliedSession> batch;
+        lock (gate)
+        {
+            if (queue.Count == 0)
+                return;
+            batch = [.. queue];
+            queue.Clear();
+            if (dropped > 0)
+            {
+                LogDropped(logger, dropped);
+                dropped = 0;
+            }
+        }
+
+        var started = Stopwatch.GetTimestamp();
+        var wanted = new Dictionary<ulong, AppliedSession>();
+        foreach (var session in batch)
+        {
+            var index = IndexOf(session.Session.Signers, share.Identifier);
+            wanted.TryAdd(session.Session.Sequences[index], session);
+        }
+
+        // INV-NONCE: the nonces leave the store durably before any share made with them leaves this node. A nonce
+        // that is not there (used before, or lost) is never recreated: that session goes unanswered and is retried.
+        var taken = nonces.Take(epoch, wanted.Keys);
+        var shares = new List<SignatureShareMessage>(taken.Count);
+        foreach (var (sequence, (pair, stored)) in taken)
+        {
+            var applied = wanted[sequence];
+            var mine = applied.Commitments.First(c => c.Identifier == share.Identifier);
+            byte[] published = [.. Secp256k1.SerializeElement(mine.Hiding), .. Secp256k1.SerializeElement(mine.Binding)];
+            if (!published.AsSpan().SequenceEqual(stored))
+            {
+                LogCommitmentMismatch(logger, applied.Session.Height, sequence);
+                continue;
+            }
+
+            var z = new FrostSession(group.PublicKey, applied.Commitments, applied.Message).Sign(share, pair);
+            if (Fault == SignerFault.WrongShares)
+                z = z.Add(Org.BouncyCastle.Math.BigInteger.One).Mod(Secp256k1.Order);
+            shares.Add(new SignatureShareMessage { Height = applied.Session.Height, Attempt = applied.Session.Attempt, Share = Secp256k1.SerializeScalar(z) });
+        }
+
+        if (taken.Count < wanted.Count)
+            LogMissingNonces(logger, wanted.Count - taken.Count);
+        metrics.ShareDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        if (shares.Count == 0 || Fault == SignerFault.Silent)
+            return;
+
+        for (var i = 0; i < shares.Count; i += SignatureSharesMessage.MaxShares)
+        {
+            var part = shares.GetRange(i, Math.Min(SignatureSharesMessage.MaxShares, shares.Count - i));
+            var message = new SignatureSharesMessage { SignerId = share.Identifier, KeyEpoch = epoch, Shares = part };
+            message = new SignatureSharesMessage { SignerId = message.SignerId, KeyEpoch = epoch, Shares = part, Proof = SignerProof.Sign(SignatureSharesMessage.ProofDomain, message.ProofPayload(), share.Secret) };
+            await sends.WaitAsync(token).ConfigureAwait(false);
+            _ = SendSharesAsync(message, token);
+        }
+    }
+
+    private async Task SendSharesAsync(SignatureSharesMessage message, CancellationToken token)
+    {
+        try
+        {
+            // The same shares for the same sessions may be sent again (to a new leader): that reuses no nonce.
+            for (var attempt = 0; attempt < SendAttempts && !token.IsCancellationRequested; attempt++)
+            {
+                if (raft.IsLeader)
+                {
+                    if (coordinator.Receive(message))
+                        return;
+                }
+                else if (raft.Leader is { } leader)
+                {
+                    using var content = new ByteArrayContent(message.Encode());
+                    content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
+                    try
+                    {
+                        using var response = await http.PostAsync(new Uri(new Uri(leader.Api), SharesRoute), content, token).ConfigureAwait(false);
+                        if (response.IsSuccessStatusCode)
+                            return;
+                        if ((int)response.StatusCode is >= 400 and < 500)
+                        {
+                            LogSharesRefused(logger, (int)response.StatusCode, await response.Content.ReadAsStringAsync(token).ConfigureAwait(false));
+                            return;
+                        }
+                    }
+                    catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !token.IsCancellationRequested)
+                    {
+                    }
+                }
+
+                await Task.Delay(TimeSpan.FromMilliseconds(50 << attempt), token).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        finally
+        {
+            sends.Release();
+        }
+    }
+
+    /// <summary>Keeps the published pool at the target: republishes stored but unpublished commitments, or makes new ones.</summary>
+    private void Replenish()
+    {
+        var (available, next) = state.CommitmentsOf(share.Identifier);
+        if (available >= limits.NoncePoolTarget / 2)
+            return;
+        var now = Stopwatch.GetTimestamp();
+        lock (gate)
+        {
+            if (publishStarted != 0 && Stopwatch.GetElapsedTime(publishStarted, now) < PublishTimeout)
+                return;
+            publishStarted = now;
+        }
+
+        var count = Math.Min(limits.NoncePoolTarget - available, AppliedState.MaxCommitmentsPerEntry);
+        var pending = nonces.Epoch == epoch ? nonces.CommitmentsFrom(next, count) : [];
+        List<StoredNonceCommitment> batch = [];
+        foreach (var stored in pending)
+        {
+            if (stored.Sequence != (batch.Count == 0 ? stored.Sequence : batch[^1].Sequence + 1) || (batch.Count == 0 && stored.Sequence < next))
+                break;
+            batch.Add(stored);
+        }
+
+        if (batch.Count == 0)
+            batch = [.. nonces.Generate(epoch, share, Math.Max(next, nonces.NextSequence(epoch)), count)];
+        var command = new NonceCommitmentsCommand
+        {
+            SignerId = share.Identifier,
+            KeyEpoch = epoch,
+            FirstSequence = batch[0].Sequence,
+            Commitments = [.. batch.Select(b => b.Commitment)],
+        };
+        command = new NonceCommitmentsCommand
+        {
+            SignerId = command.SignerId,
+            KeyEpoch = command.KeyEpoch,
+            FirstSequence = command.FirstSequence,
+            Commitments = command.Commitments,
+            Proof = SignerProof.Sign(AppliedState.NonceCommitmentsProofDomain, command.ProofPayload(), share.Secret),
+        };
+        _ = PublishAsync(command);
+    }
+
+    private async Task PublishAsync(NonceCommitmentsCommand command)
+    {
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token);
+            timeout.CancelAfter(PublishTimeout);
+            var payload = LogCommandCodec.Encode(command);
+            if (raft.IsLeader)
+            {
+                await raft.ReplicateAsync(payload, null, timeout.Token).ConfigureAwait(false);
+            }
+            else if (raft.Leader is { } leader)
+            {
+                using var content = new ByteArrayContent(payload);
+                content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
+                using var response = await http.PostAsync(new Uri(new Uri(leader.Api), NonceCommitmentsRoute), content, timeout.Token).ConfigureAwait(false);
+                if (!response.IsSuccessStatusCode)
+                    return;
+            }
+            else
+            {
+                return;
+            }
+
+            metrics.NoncesPublished.Add(command.Commitments.Count);
+        }
+        catch (Exception e) when (e is OperationCanceledException or HttpRequestException or InvalidOperationException
+            or DotNext.Net.Cluster.Consensus.Raft.NotLeaderException or IOException)
+        {
+        }
+        finally
+        {
+            lock (gate)
+                publishStarted = 0;
+            Volatile.Read(ref wake).TrySetResult();
+        }
+    }
+
+    /// <summary>Deletes stored nonces whose commitments the log no longer offers (used, dropped or never published in time).</summary>
+    private void Prune()
+    {
+        var now = Stopwatch.GetTimestamp();
+        if (lastPrune != 0 && Stopwatch.GetElapsedTime(lastPrune, now) < PruneInterval)
+            return;
+        lastPrune = now;
+        var (_, next) = state.CommitmentsOf(share.Identifier);
+        var offered = state.AvailableSequences(share.Identifier, AppliedState.MaxCommitmentsPerSigner).ToHashSet();
+        var removed = nonces.Prune(next, offered.Contains);
+        if (removed > 0)
+            LogPruned(logger, removed);
+    }
+
+    private static int IndexOf(IReadOnlyList<int> list, int value)
+    {
+        for (var i = 0; i < list.Count; i++)
+        {
+            if (list[i] == value)
+                return i;
+        }
+
+        return -1;
+    }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        state.SessionsStarted -= OnSessionsStarted;
+        await stopping.CancelAsync().ConfigureAwait(false);
+        await loop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        http.Dispose();
+        stopping.Dispose();
+    }
+
+    [LoggerMessage(EventId = 310, Level = LogLevel.Error, Message = "Key epoch {Epoch} in the log does not match this node's key share (member {Id}): this node does not sign; check --key-share and --group-key")]
+    private static partial void LogKeyMismatch(ILogger logger, ulong epoch, int id);
+
+    [LoggerMessage(EventId = 311, Level = LogLevel.Warning, Message = "{Count} signing sessions were not answered: the session queue was full")]
+    private static partial void LogDropped(ILogger logger, int count);
+
+    [LoggerMessage(EventId = 312, Level = LogLevel.Warning, Message = "{Count} signing sessions named nonces this signer no longer holds (used or pruned); they are retried with fresh ones")]
+    private static partial void LogMissingNonces(ILogger logger, int count);
+
+    [LoggerMessage(EventId = 313, Level = LogLevel.Error, Message = "The session for height {Height} names commitment {Sequence} with other values than this signer stored; it is not answered")]
+    private static partial void LogCommitmentMismatch(ILogger logger, ulong height, ulong sequence);
+
+    [LoggerMessage(EventId = 314, Level = LogLevel.Warning, Message = "The leader refused this signer's shares ({Status}): {Body}")]
+    private static partial void LogSharesRefused(ILogger logger, int status, string body);
+
+    [LoggerMessage(EventId = 315, Level = LogLevel.Information, Message = "Pruned {Count} stored nonces the log no longer offers")]
+    private static partial void LogPruned(ILogger logger, int count);
+
+    [LoggerMessage(EventId = 316, Level = LogLevel.Error, Message = "The signer's round failed; it retries")]
+    private static partial void LogSignerFailed(ILogger logger, Exception exception);
+}
