@@ -22,11 +22,21 @@ internal sealed class TestCluster : IAsyncDisposable
 
     public IReadOnlyList<(int NodeId, SequencerClient Client)> Clients => [.. Cluster.Nodes.Select(n => (n.Spec.Id, n.Client))];
 
-    public static async Task<TestCluster> StartAsync(string name, int nodes = 3, IReadOnlyList<string>? extraArguments = null)
+    /// <summary>The key directory of a signing cluster, or null.</summary>
+    public string? KeysDirectory { get; private init; }
+
+    public static async Task<TestCluster> StartAsync(string name, int nodes = 3, IReadOnlyList<string>? extraArguments = null, int signingThreshold = 0)
     {
         var root = Path.Combine(Path.GetTempPath(), "sequencer-it", $"{name}-{Environment.ProcessId}-{DateTime.UtcNow:HHmmssfff}");
-        var cluster = LocalCluster.Create(new LocalClusterOptions { Nodes = nodes, DataRoot = root, ExtraArguments = extraArguments ?? [] });
-        var test = new TestCluster(cluster, root);
+        string? keys = null;
+        if (signingThreshold > 0)
+        {
+            keys = Path.Combine(root, "keys");
+            Sequencer.Threshold.KeyFiles.WriteDealerKeys(keys, signingThreshold, nodes);
+        }
+
+        var cluster = LocalCluster.Create(new LocalClusterOptions { Nodes = nodes, DataRoot = root, ExtraArguments = extraArguments ?? [], KeysDirectory = keys });
+        var test = new TestCluster(cluster, root) { KeysDirectory = keys };
         try
         {
             cluster.StartAll();
