@@ -111,6 +111,49 @@ public sealed class FrostPropertyTests
         Assert.Throws<FormatException>(() => FrostSignature.Decode(bigScalar));
     }
 
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void FrostSession_GivesTheSameSharesAndSignatureAsTheStepByStepFunctions(int threshold, int participants)
+    {
+        var (keyShares, group) = TrustedDealer.Generate(threshold, participants);
+        var signers = Enumerable.Range(1, participants).Skip(participants - threshold).ToList();
+        var message = RandomNumberGenerator.GetBytes(32);
+        var nonces = signers.ToDictionary(id => id, id => Frost.Commit(id, keyShares[id - 1].Secret));
+        var commitments = signers.Select(id => nonces[id].Commitment).ToList();
+        var session = new FrostSession(group.PublicKey, commitments, message);
+        foreach (var id in signers)
+        {
+            var z = session.Sign(keyShares[id - 1], nonces[id].Nonces);
+            Assert.Equal(Frost.Sign(id, keyShares[id - 1].Secret, group.PublicKey, nonces[id].Nonces, message, commitments), z);
+            Assert.True(session.VerifyShare(id, group.VerificationShares[id], z));
+            Assert.False(session.VerifyShare(id, group.VerificationShares[id], z.Add(BigInteger.One)));
+        }
+
+        var shares = signers.Select(id => session.Sign(keyShares[id - 1], nonces[id].Nonces)).ToList();
+        var signature = session.Aggregate(shares);
+        Assert.Equal(Frost.Aggregate(commitments, message, group.PublicKey, shares).Encode(), signature.Encode());
+        Assert.True(IndependentSchnorrCheck(message, signature.Encode(), Secp256k1.SerializeElement(group.PublicKey)));
+
+        // Another signer's nonces are refused.
+        if (signers.Count > 1)
+            Assert.Throws<ArgumentException>(() => session.Sign(keyShares[signers[0] - 1], nonces[signers[1]].Nonces));
+    }
+
+    [Fact]
+    public void SignerProof_VerifiesOnlyForItsKeyDomainAndPayload()
+    {
+        var (keyShares, group) = TrustedDealer.Generate(2, 3);
+        var proof = SignerProof.Sign("nonce-commitments", [1, 2, 3], keyShares[0].Secret);
+        Assert.True(SignerProof.Verify("nonce-commitments", [1, 2, 3], proof, group.VerificationShares[1]));
+        Assert.False(SignerProof.Verify("nonce-commitments", [1, 2, 3], proof, group.VerificationShares[2]));
+        Assert.False(SignerProof.Verify("signature-shares", [1, 2, 3], proof, group.VerificationShares[1]));
+        Assert.False(SignerProof.Verify("nonce-commitments", [1, 2, 4], proof, group.VerificationShares[1]));
+        Assert.False(SignerProof.Verify("nonce-commitments", [1, 2, 3], proof.AsSpan(0, 64), group.VerificationShares[1]));
+
+        // Never a valid signature under the verification share over a 32-byte message (such as a batch commitment).
+        Assert.False(Frost.Verify(System.Security.Cryptography.SHA256.HashData([1, 2, 3]), FrostSignature.Decode(proof), group.VerificationShares[1]));
+    }
+
     /// <summary>
     /// The Schnorr equation z*G == R + c*PK with c = hash_to_field(R || PK || m), computed here from BouncyCastle and
     /// System.Security.Cryptography alone, without calling the implementation under test.
