@@ -121,7 +121,16 @@ public static partial class NodeRunner
         await using var signer = keys?.Share is null ? null : new SignerService(keys.Share, keys.Group, keys.Bootstrap.Epoch, raft.State, raft, coordinator,
             nonceStore!, options.Limits, metrics, loggerFactory.CreateLogger<SignerService>(), NodeOptions.ParseSignerFault(options.SignerFault) ?? SignerFault.None);
         if (keys is not null)
+        {
             submits.ReadyToOrder = () => raft.State.CurrentKeyEpoch is not null;
+            submits.InlineSession = coordinator.InlineSession;
+            submits.PiggybackSignatures = coordinator.TakeSignaturesForBatch;
+
+            // Signers must apply a batch before they sign it, and followers serve a signature once they apply it:
+            // tell them the commit index at once rather than with the next heartbeat.
+            raft.State.SessionsStarted += _ => raft.NudgeFollowers();
+            raft.State.SignaturesApplied += _ => raft.NudgeFollowers();
+        }
         raft.State.SignaturesApplied += signatures =>
         {
             foreach (var signature in signatures)

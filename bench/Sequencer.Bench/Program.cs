@@ -13,10 +13,11 @@ var targetOption = new Option<string?>("--target") { Description = "Measure an a
 var dataOption = new Option<string>("--data") { Description = "Data root of the cluster the bench starts.", DefaultValueFactory = _ => ".data/bench" };
 var nodeArgOption = new Option<string[]>("--node-arg") { Description = "An extra argument for every node the bench starts, e.g. --node-arg=--limit --node-arg=maxBatchBytes=262144; repeatable." };
 var modeOption = new Option<string>("--mode") { Description = "single, bulk or both.", DefaultValueFactory = _ => "both" };
+var noSigningOption = new Option<bool>("--no-signing") { Description = "Start the cluster without threshold signing (ordering only)." };
 
 var root = new RootCommand("sequencer-bench: throughput and submit-to-ordered latency of a local cluster, and fdatasync latency.")
 {
-    clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, targetOption, dataOption, modeOption, nodeArgOption,
+    clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, targetOption, dataOption, modeOption, nodeArgOption, noSigningOption,
 };
 root.SetAction(async (result, token) =>
 {
@@ -24,6 +25,8 @@ root.SetAction(async (result, token) =>
     var (p50, p99, max) = FsyncProbe.Measure(Path.Combine(data, "fsync"), 2000);
     Console.WriteLine($"fdatasync of a 4 KiB append in {data}: p50 {p50:0} us, p99 {p99:0} us, max {max:0} us (2000 samples)");
     Console.WriteLine($"machine: {Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}");
+    SigningProbe.PrintCryptoCosts(2, 3);
+    var signing = !result.GetValue(noSigningOption);
 
     LocalCluster? cluster = null;
     Uri target;
@@ -35,11 +38,24 @@ root.SetAction(async (result, token) =>
     {
         if (Directory.Exists(Path.Combine(data, "cluster")))
             Directory.Delete(Path.Combine(data, "cluster"), recursive: true);
-        cluster = LocalCluster.Create(new LocalClusterOptions { Nodes = 3, DataRoot = Path.Combine(data, "cluster"), ExtraArguments = result.GetValue(nodeArgOption) ?? [] });
+        string? keys = null;
+        if (signing)
+        {
+            keys = Path.Combine(data, "cluster", "keys");
+            Sequencer.Threshold.KeyFiles.WriteDealerKeys(keys, 2, 3);
+        }
+
+        cluster = LocalCluster.Create(new LocalClusterOptions
+        {
+            Nodes = 3,
+            DataRoot = Path.Combine(data, "cluster"),
+            ExtraArguments = result.GetValue(nodeArgOption) ?? [],
+            KeysDirectory = keys,
+        });
         cluster.StartAll();
         var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30), token: token);
         target = new Uri(cluster.Node(leader).Spec.Api);
-        Console.WriteLine($"started a local 3-node cluster (fsync on) under {Path.Combine(data, "cluster")}; submitting to the leader, node {leader}");
+        Console.WriteLine($"started a local 3-node cluster (fsync on{(signing ? ", 2-of-3 FROST signing" : ", no signing")}) under {Path.Combine(data, "cluster")}; submitting to the leader, node {leader}");
     }
 
     try
@@ -52,17 +68,28 @@ root.SetAction(async (result, token) =>
             _ => [("single", 1), ("bulk", result.GetValue(bulkOption))],
         };
         Console.WriteLine();
-        Console.WriteLine($"{"mode",-7} {"clients",7} {"txs/req",7} {"tx/s",10} {"req/s",9} {"p50 ms",8} {"p99 ms",8} {"max ms",8} {"errors",7}");
+        Console.WriteLine($"{"mode",-7} {"clients",7} {"txs/req",7} {"tx/s",10} {"req/s",9} {"p50 ms",8} {"p99 ms",8} {"max ms",8} {"errors",7}   ordered->signed on the leader: {"batches",7} {"p50 ms",7} {"p99 ms",7} {"max ms",7}");
+        using var leaderClient = new SequencerClient(target);
         var results = new List<ScenarioResult>();
         foreach (var (mode, perRequest) in modes)
         {
             foreach (var clients in result.GetValue(clientsOption)!)
             {
+                var heightBefore = await SigningProbe.HeightAsync(leaderClient, token);
                 var scenario = await generator.RunAsync(mode, clients, perRequest,
                     TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)), token);
                 results.Add(scenario);
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{scenario.Mode,-7} {scenario.Clients,7} {scenario.TxsPerRequest,7} {scenario.TxPerSecond,10:0} {scenario.Requests / scenario.Seconds,9:0} {scenario.P50Ms,8:0.0} {scenario.P99Ms,8:0.0} {scenario.MaxMs,8:0.0} {scenario.Errors,7}"));
+                var line = string.Create(CultureInfo.InvariantCulture,
+                    $"{scenario.Mode,-7} {scenario.Clients,7} {scenario.TxsPerRequest,7} {scenario.TxPerSecond,10:0} {scenario.Requests / scenario.Seconds,9:0} {scenario.P50Ms,8:0.0} {scenario.P99Ms,8:0.0} {scenario.MaxMs,8:0.0} {scenario.Errors,7}");
+                if (signing)
+                {
+                    // Warm-up batches included: the whole load period, read back from the leader's own apply times.
+                    var latency = await SigningProbe.MeasureAsync(leaderClient, heightBefore, await SigningProbe.HeightAsync(leaderClient, token), 2000, token);
+                    line += latency is null ? "   (nothing signed)" : string.Create(CultureInfo.InvariantCulture,
+                        $"   {"",30} {latency.Batches,7} {latency.P50Ms,7:0.0} {latency.P99Ms,7:0.0} {latency.MaxMs,7:0.0}");
+                }
+
+                Console.WriteLine(line);
             }
         }
 

@@ -71,7 +71,8 @@ public sealed record CommitmentResponse(
     [property: JsonPropertyName("signature")] SignatureDto Signature,
     [property: JsonPropertyName("signers")] IReadOnlyList<int> Signers,
     [property: JsonPropertyName("keyEpoch")] string KeyEpoch,
-    [property: JsonPropertyName("signedAtMs")] long? SignedAtMs = null);
+    [property: JsonPropertyName("signedAtMs")] long? SignedAtMs = null,
+    [property: JsonPropertyName("orderedAtMs")] long? OrderedAtMs = null);
 
 /// <summary>One key epoch of <c>GET /v1/keys</c>.</summary>
 public sealed record KeyEpochDto(

@@ -12,7 +12,17 @@ namespace Sequencer.Raft;
 /// <param name="Session">The session entry.</param>
 /// <param name="Message">The commitment of the header at the session's height, as this node computed it.</param>
 /// <param name="Commitments">The signers' nonce commitments, ascending by signer.</param>
-public sealed record AppliedSession(SigningSession Session, byte[] Message, IReadOnlyList<NonceCommitment> Commitments);
+/// <param name="GroupKey">The group key of the session's key epoch.</param>
+public sealed record AppliedSession(SigningSession Session, byte[] Message, IReadOnlyList<NonceCommitment> Commitments, Org.BouncyCastle.Math.EC.ECPoint GroupKey)
+{
+    private readonly Lazy<FrostSession> context = new(() => new FrostSession(GroupKey, Commitments, Message));
+
+    /// <summary>
+    /// The session's precomputed FROST values (binding factors, R, the challenge), computed once per node and shared by
+    /// its signer and, on the leader, its coordinator.
+    /// </summary>
+    public FrostSession Context => context.Value;
+}
 
 /// <summary>A key epoch with its keys parsed.</summary>
 /// <param name="Record">The stored form.</param>
@@ -103,6 +113,29 @@ public sealed partial class AppliedState
         {
             lock (gate)
                 return signedWatermark;
+        }
+    }
+
+    /// <summary>The most signatures remembered as verified by this node's coordinator.</summary>
+    private const int MaxTrustedSignatures = 4096;
+
+    private readonly Dictionary<ulong, byte[]> verifiedHere = [];
+    private readonly Queue<ulong> verifiedOrder = new();
+
+    /// <summary>
+    /// Records that this node itself verified <paramref name="signature"/> (R then z) for <paramref name="height"/>
+    /// under its key epoch (the leader's coordinator, just before it proposes it): when the entry comes back through the
+    /// log with exactly these bytes, apply need not verify it again. Any other bytes are verified as usual.
+    /// </summary>
+    public void RememberVerified(ulong height, byte[] signature)
+    {
+        ArgumentNullException.ThrowIfNull(signature);
+        lock (gate)
+        {
+            if (verifiedHere.TryAdd(height, signature))
+                verifiedOrder.Enqueue(height);
+            while (verifiedOrder.Count > MaxTrustedSignatures)
+                verifiedHere.Remove(verifiedOrder.Dequeue());
         }
     }
 
@@ -330,6 +363,11 @@ public sealed partial class AppliedState
     private void ApplySession(SigningSession session, SigningEffect effect)
     {
         lock (gate)
+            ApplySessionLocked(session, effect);
+    }
+
+    private void ApplySessionLocked(SigningSession session, SigningEffect effect)
+    {
         {
             var epoch = CurrentKeyEpochLocked;
             if (epoch is null || session.KeyEpoch != epoch.Epoch || lastHeader is null || session.Height > lastHeader.Height
@@ -376,7 +414,7 @@ public sealed partial class AppliedState
             }
 
             activeSessions[session.Height] = session;
-            effect.Sessions.Add(new AppliedSession(session, header.Commitment.ToArray(), commitments));
+            effect.Sessions.Add(new AppliedSession(session, header.Commitment.ToArray(), commitments, epoch.Group.PublicKey));
         }
     }
 
@@ -406,8 +444,12 @@ public sealed partial class AppliedState
             return;
         }
 
-        // INV-SIGVALID: only a signature that verifies under the group key is ever stored or served.
-        if (!Frost.Verify(header.Commitment.ToArray(), decoded, epoch.Group.PublicKey))
+        // INV-SIGVALID: only a signature that verifies under the group key is ever stored or served (verified here, or
+        // by this node's coordinator over exactly these bytes a moment ago).
+        bool verifiedBefore;
+        lock (gate)
+            verifiedBefore = verifiedHere.Remove(signature.Height, out var known) && known.AsSpan().SequenceEqual([.. signature.R, .. signature.Z]);
+        if (!verifiedBefore && !Frost.Verify(header.Commitment.ToArray(), decoded, epoch.Group.PublicKey))
         {
             LogIgnored(logger, "BatchSignature", $"height {signature.Height}: does not verify under the group key of epoch {signature.KeyEpoch}");
             return;

@@ -251,7 +251,15 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
         SigningEffect? signing = null;
         if (command is not (null or BatchCommand))
+        {
             signing = ApplySigning(command, index);
+        }
+        else if (command is BatchCommand { Signatures.Count: > 0 } carrier)
+        {
+            signing = new SigningEffect();
+            foreach (var signature in carrier.Signatures)
+                ApplySignature(signature, signing);
+        }
 
         lock (gate)
         {
@@ -261,6 +269,18 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 Invariant.Check(stored.Header.ParentHash == (lastHeader?.Commitment ?? Hash32.Zero), "parentHash links to the previous commitment (INV-CHAIN)");
                 lastHeader = stored.Header;
                 recent[stored.Header.Height % (ulong)recent.Length] = stored;
+                if (command is BatchCommand { Session: { } inline })
+                {
+                    signing ??= new SigningEffect();
+                    ApplySessionLocked(new SigningSession
+                    {
+                        Height = stored.Header.Height,
+                        Attempt = 1,
+                        KeyEpoch = inline.KeyEpoch,
+                        Signers = inline.Signers,
+                        Sequences = inline.Sequences,
+                    }, signing);
+                }
             }
 
             appliedIndex = index;

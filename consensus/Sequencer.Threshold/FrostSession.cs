@@ -29,7 +29,12 @@ public sealed class FrostSession
         Commitments = commitments;
         Message = message.ToArray();
         bindingFactors = Frost.ComputeBindingFactors(groupPublicKey, commitments, message);
-        GroupCommitment = Frost.ComputeGroupCommitment(commitments, bindingFactors);
+        // R = Σ D_i + Σ E_i * ρ_i, the second sum as one multi-scalar multiplication.
+        var hiding = Secp256k1.Identity;
+        foreach (var commitment in commitments)
+            hiding = hiding.Add(commitment.Hiding);
+        GroupCommitment = hiding.Add(Org.BouncyCastle.Math.EC.ECAlgorithms.SumOfMultiplies(
+            [.. commitments.Select(c => c.Binding)], [.. commitments.Select(c => bindingFactors[c.Identifier])])).Normalize();
         Challenge = Frost.ComputeChallenge(GroupCommitment, groupPublicKey, message);
         byIdentifier = commitments.ToDictionary(c => c.Identifier);
         var identifiers = commitments.Select(c => c.Identifier).ToList();
@@ -52,14 +57,20 @@ public sealed class FrostSession
     public BigInteger Challenge { get; }
 
     /// <summary>Round two for <paramref name="share"/>'s owner.</summary>
+    /// <param name="share">The signer's key share.</param>
+    /// <param name="nonces">Its nonce pair for this session.</param>
+    /// <param name="commitment">
+    /// The commitment of <paramref name="nonces"/> as the signer stored it when it made them; null to recompute it
+    /// (two base multiplications). Either way it must be the one the session names for this signer.
+    /// </param>
     /// <exception cref="ArgumentException">The owner is not a signer of the session, or the nonces are not the ones its commitment names.</exception>
-    public BigInteger Sign(KeyShare share, SigningNonces nonces)
+    public BigInteger Sign(KeyShare share, SigningNonces nonces, NonceCommitment? commitment = null)
     {
         ArgumentNullException.ThrowIfNull(share);
         ArgumentNullException.ThrowIfNull(nonces);
         if (!byIdentifier.TryGetValue(share.Identifier, out var mine))
             throw new ArgumentException($"participant {share.Identifier} is not a signer of this session");
-        var expected = Frost.CommitmentOf(share.Identifier, nonces);
+        var expected = commitment ?? Frost.CommitmentOf(share.Identifier, nonces);
         if (!mine.Hiding.Equals(expected.Hiding) || !mine.Binding.Equals(expected.Binding))
             throw new ArgumentException($"the session holds other commitments for participant {share.Identifier} than its nonces");
         return nonces.Hiding
@@ -74,9 +85,12 @@ public sealed class FrostSession
         ArgumentNullException.ThrowIfNull(publicShare);
         if (share is null || share.SignValue < 0 || share.CompareTo(Secp256k1.Order) >= 0 || !byIdentifier.TryGetValue(identifier, out var mine))
             return false;
-        var right = Org.BouncyCastle.Math.EC.ECAlgorithms.SumOfTwoMultiplies(
-            mine.Binding, bindingFactors[identifier], publicShare, Challenge.Multiply(lambdas[identifier]).Mod(Secp256k1.Order)).Add(mine.Hiding).Normalize();
-        return Secp256k1.BaseMultiply(share).Equals(right);
+        // G * z_i - E_i * ρ_i - PK_i * (c * λ_i) == D_i, as one multi-scalar multiplication.
+        var order = Secp256k1.Order;
+        var left = Org.BouncyCastle.Math.EC.ECAlgorithms.SumOfMultiplies(
+            [Secp256k1.Generator, mine.Binding, publicShare],
+            [share, order.Subtract(bindingFactors[identifier]).Mod(order), order.Subtract(Challenge.Multiply(lambdas[identifier]).Mod(order)).Mod(order)]);
+        return left.Normalize().Equals(mine.Hiding.Normalize());
     }
 
     /// <summary>aggregate: (R, Σ z_i) over one share per signer.</summary>

@@ -69,6 +69,7 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
             writer.WriteHeader(batch);
             writer.WriteHash("commitment", batch.Header.Commitment);
             WriteSignature(writer, signature);
+            writer.WriteNumber("orderedAtMs", batch.OrderedAtMs);
         }).ConfigureAwait(false);
     }
 

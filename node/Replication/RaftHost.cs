@@ -174,6 +174,36 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         }
     }
 
+    private int nudging;
+
+    /// <summary>
+    /// On the leader, sends the followers the new commit index now instead of with the next heartbeat, so that they
+    /// apply (and sign) a committed batch without waiting up to a heartbeat period. Coalesced: at most one forced
+    /// round runs, and a request during it runs one more.
+    /// </summary>
+    public void NudgeFollowers()
+    {
+        if (!IsLeader || Interlocked.Increment(ref nudging) != 1)
+            return;
+        _ = Task.Run(async () =>
+        {
+            do
+            {
+                Volatile.Write(ref nudging, 1);
+                try
+                {
+                    using var timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds(options.RaftTiming.ElectionTimeoutLowerMs));
+                    await cluster.ForceReplicationAsync(timeout.Token).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is OperationCanceledException or NotLeaderException or InvalidOperationException or IOException)
+                {
+                }
+            }
+            while (Interlocked.CompareExchange(ref nudging, 0, 1) != 1 && IsLeader);
+            Volatile.Write(ref nudging, 0);
+        });
+    }
+
     /// <summary>Fails when the WAL's background applier or flusher has died; the node must then stop.</summary>
     public ValueTask WaitForApplyAsync(long index, CancellationToken token) => wal.WaitForApplyAsync(index, token);
 

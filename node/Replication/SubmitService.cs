@@ -96,6 +96,12 @@ public sealed partial class SubmitService : IAsyncDisposable
     /// </summary>
     public Func<bool>? ReadyToOrder { get; set; }
 
+    /// <summary>The signing session to start in the same entry as the batch (from the signing coordinator), or null.</summary>
+    public Func<SigningSession?>? InlineSession { get; set; }
+
+    /// <summary>Group signatures of earlier batches to carry in the next batch entry (from the signing coordinator), or null.</summary>
+    public Func<IReadOnlyList<BatchSignature>?>? PiggybackSignatures { get; set; }
+
     /// <summary>Txs waiting for a batch.</summary>
     public int QueuedTxs
     {
@@ -360,6 +366,8 @@ public sealed partial class SubmitService : IAsyncDisposable
             LeaderTimestampMs = timestamp,
             Txs = items.ConvertAll(tx => tx.Bytes),
             ReceivedAgoMs = items.ConvertAll(tx => (uint)Math.Clamp((long)timestamp - tx.ReceivedAtMs, 0, uint.MaxValue)),
+            Session = InlineSession?.Invoke(),
+            Signatures = PiggybackSignatures?.Invoke(),
         };
         var payload = LogCommandCodec.Encode(command);
         var proposal = new BatchProposal(command.Txs, items.ConvertAll(tx => tx.Hash));

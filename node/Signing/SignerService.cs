@@ -40,6 +40,7 @@ public sealed partial class SignerService : IAsyncDisposable
 
     private const int MaxQueuedSessions = 16_384;
     private const int SendAttempts = 5;
+    private const int GenerateStep = 64;
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(100);
     private static readonly TimeSpan PruneInterval = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan PublishTimeout = TimeSpan.FromSeconds(5);
@@ -204,7 +205,8 @@ public sealed partial class SignerService : IAsyncDisposable
                 continue;
             }
 
-            var z = new FrostSession(group.PublicKey, applied.Commitments, applied.Message).Sign(share, pair);
+            // The stored commitment was computed from these nonces when they were made, and equals the session's.
+            var z = applied.Context.Sign(share, pair, mine);
             if (Fault == SignerFault.WrongShares)
                 z = z.Add(Org.BouncyCastle.Math.BigInteger.One).Mod(Secp256k1.Order);
             shares.Add(new SignatureShareMessage { Height = applied.Session.Height, Attempt = applied.Session.Attempt, Share = Secp256k1.SerializeScalar(z) });
@@ -284,7 +286,8 @@ public sealed partial class SignerService : IAsyncDisposable
             publishStarted = now;
         }
 
-        var count = Math.Min(limits.NoncePoolTarget - available, AppliedState.MaxCommitmentsPerEntry);
+        // Small steps (a nonce pair costs about 0.2 ms): answering sessions never waits long behind preprocessing.
+        var count = Math.Min(limits.NoncePoolTarget - available, GenerateStep);
         var pending = nonces.Epoch == epoch ? nonces.CommitmentsFrom(next, count) : [];
         List<StoredNonceCommitment> batch = [];
         foreach (var stored in pending)

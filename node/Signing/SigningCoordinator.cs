@@ -42,6 +42,8 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
     private static readonly TimeSpan TimeoutExclusion = TimeSpan.FromMilliseconds(500);
     private static readonly TimeSpan MaxTimeoutExclusion = TimeSpan.FromSeconds(4);
     private static readonly TimeSpan ProposalTimeout = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan UntrackedGrace = TimeSpan.FromMilliseconds(200);
+    private static readonly TimeSpan SignatureFlushDelay = TimeSpan.FromMilliseconds(2);
 
     private readonly int selfId;
     private readonly bool selfSigns;
@@ -55,10 +57,12 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
     private readonly Lock gate = new();
     private readonly Dictionary<ulong, Tracked> sessions = [];
     private readonly Dictionary<ulong, long> proposedHeights = [];
-    private readonly Dictionary<int, HashSet<ulong>> reserved = [];
+    private readonly Dictionary<ulong, long> untracked = [];
+    private readonly Dictionary<int, Dictionary<ulong, long>> reserved = [];
     private readonly Dictionary<int, Health> health = [];
     private readonly List<InboxShare> inbox = [];
-    private readonly List<(ulong Height, BatchSignature Signature)> ready = [];
+    private readonly List<(ulong Height, BatchSignature Signature, long ReadyAt)> ready = [];
+    private readonly Dictionary<ulong, long> handedOut = [];
     private readonly CancellationTokenSource stopping = new();
     private readonly Task loop;
     private TaskCompletionSource wake = NewSignal();
@@ -155,6 +159,7 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
             {
                 var height = applied.Session.Height;
                 proposedHeights.Remove(height);
+                untracked.Remove(height);
                 if (sessions.TryGetValue(height, out var existing) && existing.Applied.Session.Attempt >= applied.Session.Attempt)
                     continue;
                 sessions[height] = new Tracked(applied, now);
@@ -179,6 +184,8 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
             {
                 sessions.Remove(signature.Height);
                 proposedHeights.Remove(signature.Height);
+                untracked.Remove(signature.Height);
+                handedOut.Remove(signature.Height);
             }
         }
 
@@ -202,7 +209,10 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
                 LogRoundFailed(logger, e);
             }
 
-            await signal.Task.WaitAsync(IdlePoll, time, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            bool waiting;
+            lock (gate)
+                waiting = ready.Count > 0;
+            await signal.Task.WaitAsync(waiting ? SignatureFlushDelay : IdlePoll, time, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             if (signal.Task.IsCompleted)
                 Interlocked.CompareExchange(ref wake, NewSignal(), signal);
         }
@@ -219,6 +229,7 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
                 wasLeader = false;
                 inbox.Clear();
                 ready.Clear();
+                handedOut.Clear();
                 proposedHeights.Clear();
                 reserved.Clear();
                 return;
@@ -245,7 +256,7 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
 
         CheckBootstrapMatches(epoch);
         VerifyShares(now);
-        ProposeSignatures();
+        ProposeSignatures(now);
         StartSessions(epoch, now);
     }
 
@@ -286,73 +297,150 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
         var epochs = state.KeyEpochs.ToDictionary(e => e.Epoch);
         foreach (var (signerId, keyEpoch, item) in shares)
         {
-            var share = new { item.Height, item.Attempt, KeyEpoch = keyEpoch, SignerId = signerId, item.Share };
             Tracked? tracked;
             lock (gate)
             {
-                if (!sessions.TryGetValue(share.Height, out tracked) || tracked.Applied.Session.Attempt != share.Attempt || tracked.Aggregated
-                    || tracked.Applied.Session.KeyEpoch != share.KeyEpoch || tracked.Shares.ContainsKey(share.SignerId)
-                    || !tracked.Applied.Session.Signers.Contains(share.SignerId) || tracked.Retry == RetryReason.BadShare)
+                if (!sessions.TryGetValue(item.Height, out tracked) || tracked.Applied.Session.Attempt != item.Attempt || tracked.Aggregated
+                    || tracked.Applied.Session.KeyEpoch != keyEpoch || tracked.Shares.ContainsKey(signerId)
+                    || !tracked.Applied.Session.Signers.Contains(signerId) || tracked.Retry == RetryReason.BadShare)
                     continue;
             }
 
-            if (!epochs.TryGetValue(share.KeyEpoch, out var epoch) || !epoch.Group.VerificationShares.TryGetValue(share.SignerId, out var publicShare))
+            if (!epochs.TryGetValue(keyEpoch, out var epoch) || !epoch.Group.VerificationShares.ContainsKey(signerId))
                 continue;
-
-            // Verification is the expensive part (a few point multiplications): outside the lock.
-            tracked.Context ??= new FrostSession(epoch.Group.PublicKey, tracked.Applied.Commitments, tracked.Applied.Message);
-            var z = ParseScalar(share.Share);
-            var valid = z is not null && tracked.Context.VerifyShare(share.SignerId, publicShare, z);
+            var z = ParseScalar(item.Share);
             lock (gate)
             {
-                var signer = HealthOf(share.SignerId);
-                if (!valid)
+                if (z is null)
                 {
-                    signer.BadShares++;
-                    signer.LastBadHeight = share.Height;
-                    var exclusion = TimeSpan.FromTicks(Math.Min(MaxBadShareExclusion.Ticks, BadShareExclusion.Ticks << (int)Math.Min(16, signer.BadShares - 1)));
-                    signer.BannedUntil = now + (long)(exclusion.TotalSeconds * time.TimestampFrequency);
-                    tracked.Retry = RetryReason.BadShare;
-                    metrics.BadShares.Add(1, new KeyValuePair<string, object?>("signer", share.SignerId));
-                    LogBadShare(logger, share.SignerId, share.Height, share.Attempt, (int)exclusion.TotalSeconds);
+                    BlameLocked(signerId, tracked, now);
                     continue;
                 }
 
-                signer.Accepted++;
-                signer.Backoff = 0;
+                tracked.Shares[signerId] = z;
+                var signer = HealthOf(signerId);
                 var latency = time.GetElapsedTime(tracked.SeenAt, now).TotalMilliseconds;
-                signer.LatencyMs = signer.Accepted == 1 ? latency : (0.8 * signer.LatencyMs) + (0.2 * latency);
-                tracked.Shares[share.SignerId] = z!;
+                signer.LatencyMs = signer.Accepted == 0 ? latency : (0.8 * signer.LatencyMs) + (0.2 * latency);
                 if (tracked.Shares.Count < tracked.Applied.Session.Signers.Count)
                     continue;
             }
 
-            var signature = tracked.Context.Aggregate(tracked.Applied.Session.Signers.Select(id => tracked.Shares[id]));
-            // Every share verified, so the aggregate verifies; checked anyway (INV-SIGVALID) before it is proposed.
-            Invariant.Check(Frost.Verify(tracked.Applied.Message, signature, epoch.Group.PublicKey),
-                $"the aggregate of verified shares for height {share.Height} verifies under the group key");
-            var encoded = signature.Encode();
-            lock (gate)
-            {
-                tracked.Aggregated = true;
-                ready.Add((share.Height, new BatchSignature
-                {
-                    Height = share.Height,
-                    KeyEpoch = share.KeyEpoch,
-                    Signers = tracked.Applied.Session.Signers,
-                    R = encoded[..Secp256k1.ElementLength],
-                    Z = encoded[Secp256k1.ElementLength..],
-                }));
-            }
+            Complete(tracked, epoch, now);
         }
     }
 
-    private void ProposeSignatures()
+    /// <summary>
+    /// All t shares are in: aggregate and verify the group signature (one check for all of them). Only when it fails
+    /// is each share checked against its signer's verification share, to name the culprits (cheater detection, as
+    /// the ZF frost-core coordinator does); the session is then retried without them. Nothing unverified is proposed.
+    /// </summary>
+    private void Complete(Tracked tracked, KeyEpochView epoch, long now)
     {
-        List<(ulong Height, BatchSignature Signature)> batch;
+        var applied = tracked.Applied;
+        var frost = applied.Context;
+        var signers = applied.Session.Signers;
+        var signature = frost.Aggregate(signers.Select(id => tracked.Shares[id]));
+        if (!Frost.Verify(applied.Message, signature, epoch.Group.PublicKey))
+        {
+            var culprits = signers.Where(id => !frost.VerifyShare(id, epoch.Group.VerificationShares[id], tracked.Shares[id])).ToList();
+            lock (gate)
+            {
+                foreach (var id in culprits)
+                    BlameLocked(id, tracked, now);
+                if (culprits.Count == 0)
+                {
+                    // Cannot happen when every share verifies (the aggregate then verifies); retry rather than stall.
+                    tracked.Retry = RetryReason.BadShare;
+                    LogNoCulprit(logger, applied.Session.Height, applied.Session.Attempt);
+                }
+
+                tracked.Shares.Clear();
+            }
+
+            return;
+        }
+
+        var encoded = signature.Encode();
+        state.RememberVerified(applied.Session.Height, encoded);
         lock (gate)
         {
-            if (ready.Count == 0 || signatureProposals >= MaxProposalsInFlight)
+            foreach (var id in signers)
+            {
+                var signer = HealthOf(id);
+                signer.Accepted++;
+                signer.Backoff = 0;
+            }
+
+            tracked.Aggregated = true;
+            ready.Add((applied.Session.Height, new BatchSignature
+            {
+                Height = applied.Session.Height,
+                KeyEpoch = applied.Session.KeyEpoch,
+                Signers = signers,
+                R = encoded[..Secp256k1.ElementLength],
+                Z = encoded[Secp256k1.ElementLength..],
+            }, now));
+        }
+    }
+
+    private void BlameLocked(int signerId, Tracked tracked, long now)
+    {
+        var signer = HealthOf(signerId);
+        signer.BadShares++;
+        signer.LastBadHeight = tracked.Applied.Session.Height;
+        var exclusion = TimeSpan.FromTicks(Math.Min(MaxBadShareExclusion.Ticks, BadShareExclusion.Ticks << (int)Math.Min(16, signer.BadShares - 1)));
+        signer.BannedUntil = now + (long)(exclusion.TotalSeconds * time.TimestampFrequency);
+        tracked.Retry = RetryReason.BadShare;
+        metrics.BadShares.Add(1, new KeyValuePair<string, object?>("signer", signerId));
+        LogBadShare(logger, signerId, tracked.Applied.Session.Height, tracked.Applied.Session.Attempt, (int)exclusion.TotalSeconds);
+    }
+
+    /// <summary>
+    /// The signatures to carry in the batch entry the leader is cutting now (at most one entry's worth); they are then
+    /// in flight with it. Under load every signature rides a batch and signing adds no Raft entry of its own.
+    /// </summary>
+    public IReadOnlyList<BatchSignature>? TakeSignaturesForBatch()
+    {
+        var now = time.GetTimestamp();
+        lock (gate)
+        {
+            if (ready.Count == 0 || !log.IsLeader)
+                return null;
+            var taken = ready.Take(limits.MaxSigningEntryItems).ToList();
+            ready.RemoveRange(0, taken.Count);
+            foreach (var (height, _, _) in taken)
+                handedOut[height] = now;
+            return [.. taken.Select(t => t.Signature)];
+        }
+    }
+
+    /// <summary>
+    /// Signatures no batch picked up within <see cref="SignatureFlushDelay"/> (an idle cluster) go out in a
+    /// BatchSignatures entry of their own; signatures handed to a batch that never committed are signed again.
+    /// </summary>
+    private void ProposeSignatures(long now)
+    {
+        List<(ulong Height, BatchSignature Signature, long ReadyAt)> batch;
+        lock (gate)
+        {
+            foreach (var (height, at) in handedOut.ToList())
+            {
+                if (state.IsSigned(height))
+                {
+                    handedOut.Remove(height);
+                }
+                else if (time.GetElapsedTime(at, now) > ProposalTimeout)
+                {
+                    handedOut.Remove(height);
+                    if (sessions.TryGetValue(height, out var lost))
+                    {
+                        lost.Aggregated = false;
+                        lost.Retry = RetryReason.Timeout;
+                    }
+                }
+            }
+
+            if (ready.Count == 0 || signatureProposals >= MaxProposalsInFlight || time.GetElapsedTime(ready[0].ReadyAt, now) < SignatureFlushDelay)
                 return;
             batch = [.. ready.Take(limits.MaxSigningEntryItems)];
             ready.RemoveRange(0, batch.Count);
@@ -366,7 +454,7 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
             {
                 signatureProposals--;
                 // Not applied (a failed or lost proposal): the sessions may start again.
-                foreach (var (height, _) in batch)
+                foreach (var (height, _, _) in batch)
                 {
                     if (!state.IsSigned(height) && sessions.TryGetValue(height, out var tracked))
                     {
@@ -404,7 +492,21 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
                     continue;
                 var reason = RetryReason.First;
                 var attempt = state.ActiveSession(height)?.Attempt ?? 0;
-                if (sessions.TryGetValue(height, out var tracked))
+                var known = sessions.TryGetValue(height, out var tracked);
+                if (attempt > (known ? tracked!.Applied.Session.Attempt : 0))
+                {
+                    // Applied a moment ago: its SessionsStarted event is on its way. (Should it never come, the
+                    // height gets a new session after a short while.)
+                    if (!untracked.TryGetValue(height, out var since))
+                        untracked[height] = since = now;
+                    if (time.GetElapsedTime(since, now) < UntrackedGrace)
+                        continue;
+                    untracked.Remove(height);
+                    known = false;
+                    tracked = null;
+                }
+
+                if (known && tracked is not null)
                 {
                     attempt = Math.Max(attempt, tracked.Applied.Session.Attempt);
                     if (tracked.Aggregated)
@@ -441,7 +543,7 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
                 if (tracked is not null)
                     tracked.Retry = null;
                 foreach (var (id, sequence) in signers)
-                    ReservedOf(id).Add(sequence);
+                    ReservedOf(id)[sequence] = now;
             }
 
             if (planned.Count == 0)
@@ -461,6 +563,7 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
                     for (var i = 0; i < session.Signers.Count; i++)
                         ReservedOf(session.Signers[i]).Remove(session.Sequences[i]);
                 }
+
             }
         });
     }
@@ -522,11 +625,53 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
         if (!pools.TryGetValue(id, out var pool))
         {
             var taken = ReservedOf(id);
-            pool = new Queue<ulong>(state.AvailableSequences(id, taken.Count + limits.MaxSigningEntryItems).Where(s => !taken.Contains(s)));
+            var available = state.AvailableSequences(id, taken.Count + limits.MaxSigningEntryItems);
+            // Reservations of commitments the log has used since (or long ago) are dropped.
+            if (taken.Count > 0)
+            {
+                var now = time.GetTimestamp();
+                var offered = available.ToHashSet();
+                foreach (var stale in taken.Where(r => !offered.Contains(r.Key) || time.GetElapsedTime(r.Value, now) > ProposalTimeout).Select(r => r.Key).ToList())
+                    taken.Remove(stale);
+            }
+
+            pool = new Queue<ulong>(available.Where(s => !taken.ContainsKey(s)));
             pools[id] = pool;
         }
 
         return pool;
+    }
+
+    /// <summary>
+    /// The session the leader puts into its next batch entry, so that signing starts in the same round that orders
+    /// the batch: t healthy signers (this node first) with a reserved commitment each. Null when signing is not set
+    /// up, this node does not lead, or fewer than t signers have commitments (the batch is then signed through a
+    /// SigningSessions entry).
+    /// </summary>
+    public SigningSession? InlineSession()
+    {
+        if (!log.IsLeader || state.CurrentKeyEpoch is not { } epoch)
+            return null;
+        var now = time.GetTimestamp();
+        lock (gate)
+        {
+            if (!wasLeader)
+                return null;
+            var probes = MaxProbeSessionsPerRound;
+            var signers = ChooseSignersLocked(epoch, now, [], ref probes);
+            if (signers is null)
+                return null;
+            foreach (var (id, sequence) in signers)
+                ReservedOf(id)[sequence] = now;
+            metrics.SessionsStarted.Add(1, new KeyValuePair<string, object?>("reason", "inline"));
+            return new SigningSession
+            {
+                Attempt = 1,
+                KeyEpoch = epoch.Epoch,
+                Signers = [.. signers.Select(s => s.Id)],
+                Sequences = [.. signers.Select(s => s.Sequence)],
+            };
+        }
     }
 
     private void RecordTimeoutLocked(int id, long now)
@@ -567,7 +712,7 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
         return signer;
     }
 
-    private HashSet<ulong> ReservedOf(int id)
+    private Dictionary<ulong, long> ReservedOf(int id)
     {
         if (!reserved.TryGetValue(id, out var set))
             reserved[id] = set = [];
@@ -615,8 +760,6 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
 
         public long SeenAt { get; } = seenAt;
 
-        public FrostSession? Context { get; set; }
-
         public Dictionary<int, BigInteger> Shares { get; } = [];
 
         public bool Aggregated { get; set; }
@@ -656,6 +799,9 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
 
     [LoggerMessage(EventId = 303, Level = LogLevel.Debug, Message = "A {Command} proposal did not commit: {Reason}")]
     private static partial void LogProposalFailed(ILogger logger, string command, string reason);
+
+    [LoggerMessage(EventId = 305, Level = LogLevel.Error, Message = "The signature for height {Height} (attempt {Attempt}) did not verify although every share did; the session is retried")]
+    private static partial void LogNoCulprit(ILogger logger, ulong height, int attempt);
 
     [LoggerMessage(EventId = 304, Level = LogLevel.Error, Message = "A signing round failed; the next round retries")]
     private static partial void LogRoundFailed(ILogger logger, Exception exception);

@@ -162,4 +162,19 @@ public sealed class BatchCommand : ILogCommand
     /// </summary>
     [Key(3)]
     public IReadOnlyList<uint> ReceivedAgoMs { get; init; } = [];
+
+    /// <summary>
+    /// The first signing session of this batch's header, started by the same entry that orders it (its height field
+    /// is ignored: the session signs the header this entry produces, attempt 1). Absent when the leader had no
+    /// commitments to assign; the header is then signed through a SigningSessions entry.
+    /// </summary>
+    [Key(4)]
+    public SigningSession? Session { get; init; }
+
+    /// <summary>
+    /// Group signatures of earlier batches that ride along with this one (applied exactly as a BatchSignatures entry):
+    /// under load, signing adds no Raft entries of its own.
+    /// </summary>
+    [Key(5)]
+    public IReadOnlyList<BatchSignature>? Signatures { get; init; }
 }
