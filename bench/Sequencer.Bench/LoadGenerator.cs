@@ -18,7 +18,10 @@ internal sealed record ScenarioResult(string Mode, int Clients, int TxsPerReques
 /// </summary>
 internal sealed class LoadGenerator(Uri target, int txBytes)
 {
-    public async Task<ScenarioResult> RunAsync(string mode, int clients, int txsPerRequest, TimeSpan warmup, TimeSpan duration, CancellationToken token)
+    /// <param name="requestsPerSecond">Open-loop pacing: the total request rate over all clients; null for closed-loop clients.</param>
+    /// <param name="onMeasuring">Called when the warm-up ends and measuring starts.</param>
+    public async Task<ScenarioResult> RunAsync(string mode, int clients, int txsPerRequest, TimeSpan warmup, TimeSpan duration, CancellationToken token,
+        double? requestsPerSecond = null, Func<Task>? onMeasuring = null)
     {
         using var http = new HttpClient(new SocketsHttpHandler
         {
@@ -47,8 +50,28 @@ internal sealed class LoadGenerator(Uri target, int txBytes)
                 var random = new Random(HashCode.Combine(client, Environment.TickCount64, mode));
                 var body = new ArrayBufferWriter<byte>(txsPerRequest * (txBytes + 4) + 16);
                 var tx = new byte[txBytes];
+                var interval = requestsPerSecond is { } rate ? TimeSpan.FromSeconds(clients / rate) : TimeSpan.Zero;
+                var next = Stopwatch.GetTimestamp() + (long)(interval.TotalSeconds * Stopwatch.Frequency * client / clients);
                 while (!stop.IsCancellationRequested)
                 {
+                    if (interval > TimeSpan.Zero)
+                    {
+                        var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), next);
+                        if (wait > TimeSpan.Zero)
+                        {
+                            try
+                            {
+                                await Task.Delay(wait, stop.Token).ConfigureAwait(false);
+                            }
+                            catch (OperationCanceledException)
+                            {
+                                return;
+                            }
+                        }
+
+                        next += (long)(interval.TotalSeconds * Stopwatch.Frequency);
+                    }
+
                     body.ResetWrittenCount();
                     var writer = new MessagePackWriter(body);
                     writer.WriteMapHeader(1);
@@ -98,6 +121,8 @@ internal sealed class LoadGenerator(Uri target, int txBytes)
         }
 
         await Task.Delay(warmup, token).ConfigureAwait(false);
+        if (onMeasuring is not null)
+            await onMeasuring().ConfigureAwait(false);
         Volatile.Write(ref measuring, 1);
         var clock = Stopwatch.StartNew();
         await Task.Delay(duration, token).ConfigureAwait(false);

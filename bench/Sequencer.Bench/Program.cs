@@ -13,11 +13,12 @@ var targetOption = new Option<string?>("--target") { Description = "Measure an a
 var dataOption = new Option<string>("--data") { Description = "Data root of the cluster the bench starts.", DefaultValueFactory = _ => ".data/bench" };
 var nodeArgOption = new Option<string[]>("--node-arg") { Description = "An extra argument for every node the bench starts, e.g. --node-arg=--limit --node-arg=maxBatchBytes=262144; repeatable." };
 var modeOption = new Option<string>("--mode") { Description = "single, bulk or both.", DefaultValueFactory = _ => "both" };
+var pacedOption = new Option<int[]>("--paced") { Description = "Paced (open-loop) scenarios: total tx/s to offer, in bulk requests of 10 from 16 clients; the signing latency target is measured here.", DefaultValueFactory = _ => [1000, 4000], AllowMultipleArgumentsPerToken = true };
 var noSigningOption = new Option<bool>("--no-signing") { Description = "Start the cluster without threshold signing (ordering only)." };
 
 var root = new RootCommand("sequencer-bench: throughput and submit-to-ordered latency of a local cluster, and fdatasync latency.")
 {
-    clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, targetOption, dataOption, modeOption, nodeArgOption, noSigningOption,
+    clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, targetOption, dataOption, modeOption, nodeArgOption, noSigningOption, pacedOption,
 };
 root.SetAction(async (result, token) =>
 {
@@ -61,36 +62,44 @@ root.SetAction(async (result, token) =>
     try
     {
         var generator = new LoadGenerator(target, result.GetValue(sizeOption));
-        var modes = result.GetValue(modeOption) switch
+        var scenarios = new List<(string Mode, int Clients, int PerRequest, double? Rate)>();
+        foreach (var rate in result.GetValue(pacedOption) ?? [])
+            scenarios.Add(("paced", 16, 10, rate / 10.0));
+        foreach (var (mode, perRequest) in result.GetValue(modeOption) switch
         {
             "single" => new[] { ("single", 1) },
             "bulk" => [("bulk", result.GetValue(bulkOption))],
             _ => [("single", 1), ("bulk", result.GetValue(bulkOption))],
-        };
-        Console.WriteLine();
-        Console.WriteLine($"{"mode",-7} {"clients",7} {"txs/req",7} {"tx/s",10} {"req/s",9} {"p50 ms",8} {"p99 ms",8} {"max ms",8} {"errors",7}   ordered->signed on the leader: {"batches",7} {"p50 ms",7} {"p99 ms",7} {"max ms",7}");
-        using var leaderClient = new SequencerClient(target);
-        var results = new List<ScenarioResult>();
-        foreach (var (mode, perRequest) in modes)
+        })
         {
             foreach (var clients in result.GetValue(clientsOption)!)
-            {
-                var heightBefore = await SigningProbe.HeightAsync(leaderClient, token);
-                var scenario = await generator.RunAsync(mode, clients, perRequest,
-                    TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)), token);
-                results.Add(scenario);
-                var line = string.Create(CultureInfo.InvariantCulture,
-                    $"{scenario.Mode,-7} {scenario.Clients,7} {scenario.TxsPerRequest,7} {scenario.TxPerSecond,10:0} {scenario.Requests / scenario.Seconds,9:0} {scenario.P50Ms,8:0.0} {scenario.P99Ms,8:0.0} {scenario.MaxMs,8:0.0} {scenario.Errors,7}");
-                if (signing)
-                {
-                    // Warm-up batches included: the whole load period, read back from the leader's own apply times.
-                    var latency = await SigningProbe.MeasureAsync(leaderClient, heightBefore, await SigningProbe.HeightAsync(leaderClient, token), 2000, token);
-                    line += latency is null ? "   (nothing signed)" : string.Create(CultureInfo.InvariantCulture,
-                        $"   {"",30} {latency.Batches,7} {latency.P50Ms,7:0.0} {latency.P99Ms,7:0.0} {latency.MaxMs,7:0.0}");
-                }
+                scenarios.Add((mode, clients, perRequest, null));
+        }
 
-                Console.WriteLine(line);
+        using var leaderClient = new SequencerClient(target);
+        if (signing)
+            await SigningProbe.WaitForNoncePoolsAsync(leaderClient, TimeSpan.FromSeconds(60), token);
+        Console.WriteLine();
+        Console.WriteLine($"{"mode",-7} {"clients",7} {"txs/req",7} {"tx/s",10} {"req/s",9} {"p50 ms",8} {"p99 ms",8} {"max ms",8} {"errors",7}   ordered->signed on the leader: {"batches",7} {"p50 ms",7} {"p99 ms",7} {"max ms",7}");
+        var results = new List<ScenarioResult>();
+        foreach (var (mode, clients, perRequest, rate) in scenarios)
+        {
+            ulong heightBefore = 0;
+            var scenario = await generator.RunAsync(mode, clients, perRequest,
+                TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)), token,
+                rate, async () => heightBefore = await SigningProbe.HeightAsync(leaderClient, token));
+            results.Add(scenario);
+            var line = string.Create(CultureInfo.InvariantCulture,
+                $"{scenario.Mode,-7} {scenario.Clients,7} {scenario.TxsPerRequest,7} {scenario.TxPerSecond,10:0} {scenario.Requests / scenario.Seconds,9:0} {scenario.P50Ms,8:0.0} {scenario.P99Ms,8:0.0} {scenario.MaxMs,8:0.0} {scenario.Errors,7}");
+            if (signing)
+            {
+                // The measured period only, read back from the leader's own apply times.
+                var latency = await SigningProbe.MeasureAsync(leaderClient, heightBefore, await SigningProbe.HeightAsync(leaderClient, token), 2000, token);
+                line += latency is null ? "   (nothing signed)" : string.Create(CultureInfo.InvariantCulture,
+                    $"   {"",30} {latency.Batches,7} {latency.P50Ms,7:0.0} {latency.P99Ms,7:0.0} {latency.MaxMs,7:0.0}");
             }
+
+            Console.WriteLine(line);
         }
 
         if (cluster is not null)

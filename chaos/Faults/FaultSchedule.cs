@@ -80,6 +80,9 @@ public enum FaultKind
 
     /// <summary>Right after an acknowledged submit, SIGKILL the leader and the follower that acknowledged the entry (probes follower durability).</summary>
     KillLeaderAndAcker,
+
+    /// <summary>A node turns Byzantine signer: every signature share it sends is wrong (properly authenticated, so it is named).</summary>
+    ByzantineSigner,
 }
 
 /// <summary>One scheduled fault: what, when (seconds from the start of the run) and for how long.</summary>
@@ -121,8 +124,9 @@ public static class FaultSchedule
     /// <summary>Every named scenario.</summary>
     public static IReadOnlyList<Scenario> Scenarios { get; } =
     [
-        new("mixed", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe], "every fault kind the network mode supports, drawn at random"),
-        new("cover", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.KillLeaderAndAcker], "every fault kind once, in a seeded order, then at random", Cover: true),
+        new("mixed", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.ByzantineSigner], "every fault kind the network mode supports, drawn at random"),
+        new("cover", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.KillLeaderAndAcker, FaultKind.ByzantineSigner], "every fault kind once, in a seeded order, then at random", Cover: true),
+        new("signing", [FaultKind.ByzantineSigner, FaultKind.KillLeader, FaultKind.KillFollower, FaultKind.PauseFollower, FaultKind.IsolateNode, FaultKind.Delay], "a Byzantine signer among crashes, pauses, isolation and delay: INV-ONESIG, INV-SIGVALID, INV-NONCE and signing catch-up"),
         new("process", Process, "kills and pauses of the leader, followers, minorities, majorities and all"),
         new("partition", Partition, "network partitions"),
         new("link", Link, "delay with jitter, loss, reset, clog and flush"),

@@ -223,6 +223,19 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
                 return await DiskFullAsync(record, Pick(followers)).ConfigureAwait(false);
             case FaultKind.KillLeaderAndAcker:
                 return await KillLeaderAndAckerAsync(record, fault.Pick).ConfigureAwait(false);
+            case FaultKind.ByzantineSigner:
+            {
+                var target = Pick(all);
+                if (!await SetSignerFaultAsync(target, "wrong-shares").ConfigureAwait(false))
+                    throw new NotSupportedException($"n{target} did not accept the signer fault (no key share, or unreachable)");
+                record.Target = $"n{target}";
+                record.Detail = "sends wrong signature shares";
+                return async () =>
+                {
+                    await SetSignerFaultAsync(target, "none").ConfigureAwait(false);
+                    record.Detail += await NamedAsync(target).ConfigureAwait(false);
+                };
+            }
             default:
                 throw new NotSupportedException($"no injector for {fault.Kind}");
         }
@@ -452,7 +465,49 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
         }
 
         foreach (var node in cluster.Nodes)
+        {
             await SetSkewAsync(node.Spec.Id, 0).ConfigureAwait(false);
+            await SetSignerFaultAsync(node.Spec.Id, "none").ConfigureAwait(false);
+        }
+    }
+
+    private async Task<bool> SetSignerFaultAsync(int target, string fault)
+    {
+        var node = cluster.Node(target);
+        using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(node.Spec.Api), "/admin/signer-fault"))
+        {
+            Content = new StringContent($"{{\"fault\":\"{fault}\"}}", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", adminToken);
+        try
+        {
+            using var response = await Admin.SendAsync(request).ConfigureAwait(false);
+            return response.IsSuccessStatusCode;
+        }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+        {
+            log($"signer fault on n{target} not set: {e.Message}");
+            return false;
+        }
+    }
+
+    /// <summary>Whether the current leader names <paramref name="target"/> for bad shares (it may never have been asked).</summary>
+    private async Task<string> NamedAsync(int target)
+    {
+        var leader = await monitor.AskLeaderAsync().ConfigureAwait(false);
+        if (leader is null)
+            return "; no leader to ask whether it was named";
+        try
+        {
+            using var document = System.Text.Json.JsonDocument.Parse(await Admin.GetStringAsync(new Uri(new Uri(cluster.Node(leader.Value).Spec.Api), "/v1/signing")).ConfigureAwait(false));
+            var entry = document.RootElement.GetProperty("signers").EnumerateArray().FirstOrDefault(e => e.GetProperty("id").GetInt32() == target);
+            var bad = entry.ValueKind == System.Text.Json.JsonValueKind.Object ? entry.GetProperty("badShares").GetInt64() : 0;
+            return bad > 0 ? $"; named by the leader n{leader} for {bad} bad shares" : $"; the leader n{leader} did not ask it to sign while it was Byzantine";
+        }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException or KeyNotFoundException)
+        {
+            return $"; could not ask the leader: {e.Message}";
+        }
     }
 
     private void StartIfStopped(int id)

@@ -53,6 +53,9 @@ public sealed record ChaosOptions
 
     /// <summary>Keep node data even when the run passes.</summary>
     public bool KeepData { get; init; }
+
+    /// <summary>Sign every batch with a t-of-n dealer key (t a majority); the signing invariants are then checked.</summary>
+    public bool Signing { get; init; } = true;
 }
 
 /// <summary>The verdict and the files of a run.</summary>
@@ -107,6 +110,16 @@ public static class ChaosRun
             ? await HostNetwork.CreateAsync(options.Nodes, options.Seed).ConfigureAwait(false)
             : ProxyNetwork.Create(options.Nodes, options.Seed);
         var adminToken = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+        string? keys = null;
+        Dictionary<ulong, byte[]> groupKeys = [];
+        if (options.Signing)
+        {
+            keys = Path.Combine(directory, "keys");
+            var group = Sequencer.Threshold.KeyFiles.WriteDealerKeys(keys, (options.Nodes / 2) + 1, options.Nodes);
+            groupKeys[group.Epoch] = Sequencer.Threshold.GroupKeyFile.HexBytes(group.GroupKey);
+            Log($"signing: {(options.Nodes / 2) + 1}-of-{options.Nodes} dealer key {group.GroupKey}");
+        }
+
         var specs = network.Nodes.Select(n => new NodeSpec(n.NodeId, n.RaftAdvertised, n.Api, Path.Combine(directory, $"node{n.NodeId}"), n.RaftListen)).ToList();
         var cluster = LocalCluster.Create(new LocalClusterOptions
         {
@@ -116,6 +129,7 @@ public static class ChaosRun
             Binary = options.Binary,
             // A short WAL retention makes snapshots and log compaction part of every run.
             ExtraArguments = ["--admin-token", adminToken, "--wal-retained-entries", "64", .. options.NodeArguments],
+            KeysDirectory = keys,
         });
         foreach (var node in cluster.Nodes)
         {
@@ -179,6 +193,13 @@ public static class ChaosRun
 
             var converged = await WaitForConvergenceAsync(cluster, healedAt, NowMs, token).ConfigureAwait(false);
             Log(converged.Message);
+            Convergence? signed = null;
+            if (options.Signing)
+            {
+                signed = await WaitForSigningAsync(cluster, healedAt, NowMs, token).ConfigureAwait(false);
+                Log(signed.Message);
+            }
+
             var history = workload.History.Snapshot();
             var unreachable = new List<int>();
             var chains = await ChainReader.ReadAsync([.. cluster.Nodes.Select(n => (n.Spec.Id, n.Client))], unreachable, token).ConfigureAwait(false);
@@ -186,7 +207,16 @@ public static class ChaosRun
             if (unreachable.Count > 0)
                 results.Add(new InvariantResult("READ-LOGS", false, $"could not read the log of {string.Join(", ", unreachable.Select(id => $"n{id}"))}"));
             results.Add(Liveness.CheckFailover(history, records, FailoverBound));
-            results.Add(Liveness.CheckHeal(converged, history, records, healedAt, HealBound));
+            if (options.Signing)
+            {
+                var unsignedNodes = new List<int>();
+                var signing = await SigningChecker.ReadAsync([.. cluster.Nodes.Select(n => (n.Spec.Id, n.Client))], unsignedNodes, token).ConfigureAwait(false);
+                results.AddRange(SigningChecker.Check(signing, chains, groupKeys, monitor.ObservedSignatures));
+                if (unsignedNodes.Count > 0)
+                    results.Add(new InvariantResult("READ-SIGNATURES", false, $"could not read the signatures of {string.Join(", ", unsignedNodes.Select(id => $"n{id}"))}"));
+            }
+
+            results.Add(Liveness.CheckHeal(converged, history, records, healedAt, HealBound, signed));
             results.Add(Liveness.CheckDiskFaults(records));
             passed = results.All(r => r.Passed);
 
@@ -249,6 +279,38 @@ public static class ChaosRun
         }
 
         return new Convergence(false, nowMs() - healedAt, $"did not converge within 30 s of the heal: {last}");
+    }
+
+    /// <summary>LIVE-HEAL for signing: after the heal every node signs everything it has applied.</summary>
+    private static async Task<Convergence> WaitForSigningAsync(LocalCluster cluster, long healedAt, Func<long> nowMs, CancellationToken token)
+    {
+        var deadline = healedAt + 30_000;
+        var last = string.Empty;
+        while (nowMs() < deadline)
+        {
+            var views = await Task.WhenAll(cluster.Nodes.Select(n => SigningStatusAsync(n.Client, token))).ConfigureAwait(false);
+            last = string.Join(", ", cluster.Nodes.Zip(views, (n, v) => $"n{n.Spec.Id}: {(v is null ? "down" : $"signed through {v.Value.Signed} of {v.Value.Height}")}"));
+            if (views.All(v => v is not null && v.Value.Height > 0 && v.Value.Signed == v.Value.Height) && views.Select(v => v!.Value.Height).Distinct().Count() == 1)
+                return new Convergence(true, nowMs() - healedAt, $"every batch signed on every node {nowMs() - healedAt} ms after the heal: {last}");
+            await Task.Delay(100, token).ConfigureAwait(false);
+        }
+
+        return new Convergence(false, nowMs() - healedAt, $"signing did not catch up within 30 s of the heal: {last}");
+    }
+
+    private static async Task<(ulong Height, ulong Signed)?> SigningStatusAsync(Sequencer.Client.SequencerClient client, CancellationToken token)
+    {
+        try
+        {
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+            using var document = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync(new Uri(client.BaseUrl, "/v1/signing"), token).ConfigureAwait(false));
+            return (ulong.Parse(document.RootElement.GetProperty("height").GetString()!, CultureInfo.InvariantCulture),
+                ulong.Parse(document.RootElement.GetProperty("signedThrough").GetString()!, CultureInfo.InvariantCulture));
+        }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException or KeyNotFoundException)
+        {
+            return null;
+        }
     }
 
     private static Timer? StartStatus(ChaosOptions options, Workload workload, ClusterMonitor monitor, List<FaultRecord> records, Func<long> nowMs)

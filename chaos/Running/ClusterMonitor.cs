@@ -28,6 +28,9 @@ public sealed class ClusterMonitor : IAsyncDisposable
     private readonly CancellationTokenSource stopping = new();
     private readonly Task loop;
     private readonly Dictionary<int, NodeSample> latest = [];
+    private readonly Dictionary<(int NodeId, string Height, string R, string Z), CommitmentResponse> observed = [];
+    private const int MaxObserved = 100_000;
+    private long polls;
 
     /// <summary>Starts polling.</summary>
     public ClusterMonitor(LocalCluster cluster, Func<long> nowMs)
@@ -44,6 +47,19 @@ public sealed class ClusterMonitor : IAsyncDisposable
         {
             lock (gate)
                 return [.. samples];
+        }
+    }
+
+    /// <summary>
+    /// Signed commitments seen served during the run (the recent ones of every node, once a second): INV-ONESIG and
+    /// INV-SIGVALID cover them too, including what a node served before its data was wiped.
+    /// </summary>
+    public IReadOnlyList<(int NodeId, CommitmentResponse Commitment)> ObservedSignatures
+    {
+        get
+        {
+            lock (gate)
+                return [.. observed.Select(o => (o.Key.NodeId, o.Value))];
         }
     }
 
@@ -143,6 +159,35 @@ public sealed class ClusterMonitor : IAsyncDisposable
                     samples.Add(sample);
                     latest[nodes[i].Spec.Id] = sample;
                 }
+            }
+
+            if (++polls % 5 == 0)
+                await SampleSignaturesAsync(nodes, views).ConfigureAwait(false);
+        }
+    }
+
+    private async Task SampleSignaturesAsync(IReadOnlyList<NodeProcess> nodes, ClusterResponse?[] views)
+    {
+        for (var i = 0; i < nodes.Count; i++)
+        {
+            if (views[i] is not { } view)
+                continue;
+            var height = ulong.Parse(view.Height, CultureInfo.InvariantCulture);
+            using var timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds(400));
+            try
+            {
+                var page = await nodes[i].Client.GetCommitmentsAsync(Math.Max(1, height > 32 ? height - 32 : 1), 32, timeout.Token).ConfigureAwait(false);
+                lock (gate)
+                {
+                    foreach (var commitment in page.Commitments)
+                    {
+                        if (observed.Count < MaxObserved)
+                            observed.TryAdd((view.NodeId, commitment.Header.Height, commitment.Signature.R, commitment.Signature.Z), commitment);
+                    }
+                }
+            }
+            catch (Exception e) when (e is SequencerApiException or OperationCanceledException or System.Text.Json.JsonException)
+            {
             }
         }
     }

@@ -42,7 +42,8 @@ public static class Liveness
     /// LIVE-HEAL: after the last heal every node converges within the bound and txs are ordered again; and after each
     /// fault's heal, a tx submitted after it is ordered within the bound (its recovery time).
     /// </summary>
-    public static InvariantResult CheckHeal(Convergence convergence, IReadOnlyList<HistoryOp> history, IReadOnlyList<FaultRecord> records, long healedAtMs, TimeSpan bound)
+    public static InvariantResult CheckHeal(Convergence convergence, IReadOnlyList<HistoryOp> history, IReadOnlyList<FaultRecord> records, long healedAtMs, TimeSpan bound,
+        Convergence? signing = null)
     {
         ArgumentNullException.ThrowIfNull(convergence);
         ArgumentNullException.ThrowIfNull(history);
@@ -50,6 +51,8 @@ public static class Liveness
         var problems = new List<string>();
         if (!convergence.Converged || convergence.AfterHealMs > bound.TotalMilliseconds)
             problems.Add(convergence.Message);
+        if (signing is not null && (!signing.Converged || signing.AfterHealMs > bound.TotalMilliseconds))
+            problems.Add(signing.Message);
         var ok = history.Where(o => o.Outcome == OpOutcome.Ok).ToList();
         if (!ok.Any(o => o.InvokedNs >= healedAtMs * 1_000_000L))
             problems.Add("no tx submitted after the final heal was ordered");
@@ -64,7 +67,7 @@ public static class Liveness
         }
 
         return problems.Count == 0
-            ? new InvariantResult("LIVE-HEAL", true, $"every node converged {convergence.AfterHealMs} ms after the final heal; ordering resumed after every fault within {bound.TotalSeconds} s")
+            ? new InvariantResult("LIVE-HEAL", true, $"every node converged {convergence.AfterHealMs} ms after the final heal{(signing is null ? string.Empty : $" and had signed every batch {signing.AfterHealMs} ms after it")}; ordering resumed after every fault within {bound.TotalSeconds} s")
             : new InvariantResult("LIVE-HEAL", false, string.Join("; ", problems));
     }
 

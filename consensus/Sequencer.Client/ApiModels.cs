@@ -82,6 +82,27 @@ public sealed record KeyEpochDto(
     [property: JsonPropertyName("members")] IReadOnlyList<int> Members,
     [property: JsonPropertyName("verificationShares")] IReadOnlyDictionary<string, string>? VerificationShares = null);
 
+/// <summary>The answer to <c>GET /v1/commitments?from=H&amp;limit=N</c>.</summary>
+public sealed record CommitmentRangeResponse(
+    [property: JsonPropertyName("commitments")] IReadOnlyList<CommitmentResponse> Commitments,
+    [property: JsonPropertyName("next")] string Next);
+
+/// <summary>One recorded use of a signer's nonce pair.</summary>
+public sealed record NonceUseDto(
+    [property: JsonPropertyName("epoch")] string Epoch,
+    [property: JsonPropertyName("sequence")] string Sequence,
+    [property: JsonPropertyName("commitment")] string Commitment,
+    [property: JsonPropertyName("height")] string Height,
+    [property: JsonPropertyName("attempt")] int Attempt,
+    [property: JsonPropertyName("message")] string Message,
+    [property: JsonPropertyName("signers")] IReadOnlyList<int> Signers,
+    [property: JsonPropertyName("commitmentList")] string CommitmentList);
+
+/// <summary>The answer to <c>GET /v1/signing/nonce-uses</c>.</summary>
+public sealed record NonceUsesResponse(
+    [property: JsonPropertyName("signer")] int Signer,
+    [property: JsonPropertyName("uses")] IReadOnlyList<NonceUseDto> Uses);
+
 /// <summary>Every API error body.</summary>
 public sealed record ErrorResponse(
     [property: JsonPropertyName("error")] string Error,
@@ -97,4 +118,6 @@ public sealed record ErrorResponse(
 [JsonSerializable(typeof(CommitmentResponse))]
 [JsonSerializable(typeof(List<KeyEpochDto>))]
 [JsonSerializable(typeof(HeaderDto))]
+[JsonSerializable(typeof(CommitmentRangeResponse))]
+[JsonSerializable(typeof(NonceUsesResponse))]
 public sealed partial class ApiJsonContext : JsonSerializerContext;

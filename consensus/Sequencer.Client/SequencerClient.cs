@@ -97,6 +97,45 @@ public sealed class SequencerClient : IDisposable
         return body is null ? null : JsonSerializer.Deserialize(body, ApiJsonContext.Default.CommitmentResponse);
     }
 
+    /// <summary>The signed commitments from <paramref name="from"/> on, up to <paramref name="limit"/> heights, and the height to continue from.</summary>
+    public async Task<CommitmentRangeResponse> GetCommitmentsAsync(ulong from, int limit = 1000, CancellationToken token = default)
+    {
+        var body = await SendAsync(HttpMethod.Get, $"v1/commitments?from={from}&limit={limit}", null, token).ConfigureAwait(false);
+        return JsonSerializer.Deserialize(body!, ApiJsonContext.Default.CommitmentRangeResponse)
+            ?? throw new SequencerApiException(200, "bad_response", "empty commitments response");
+    }
+
+    /// <summary>Every signed commitment the node serves, read in pages up to its applied height.</summary>
+    public async Task<List<CommitmentResponse>> GetAllCommitmentsAsync(CancellationToken token = default)
+    {
+        var height = ulong.Parse((await GetClusterAsync(token).ConfigureAwait(false)).Height, System.Globalization.CultureInfo.InvariantCulture);
+        var result = new List<CommitmentResponse>();
+        for (ulong from = 1; from <= height;)
+        {
+            var page = await GetCommitmentsAsync(from, 1000, token).ConfigureAwait(false);
+            result.AddRange(page.Commitments);
+            from = ulong.Parse(page.Next, System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        return result;
+    }
+
+    /// <summary>This signer's recorded nonce uses (empty for a node that does not sign).</summary>
+    public async Task<List<NonceUseDto>> GetAllNonceUsesAsync(CancellationToken token = default)
+    {
+        var result = new List<NonceUseDto>();
+        while (true)
+        {
+            var body = await SendAsync(HttpMethod.Get, $"v1/signing/nonce-uses?skip={result.Count}&limit=10000", null, token, allowNotFound: true).ConfigureAwait(false);
+            if (body is null)
+                return result;
+            var page = JsonSerializer.Deserialize(body, ApiJsonContext.Default.NonceUsesResponse);
+            if (page is null || page.Uses.Count == 0)
+                return result;
+            result.AddRange(page.Uses);
+        }
+    }
+
     /// <summary>The key epochs the node knows.</summary>
     public async Task<List<KeyEpochDto>> GetKeysAsync(CancellationToken token = default)
     {

@@ -28,7 +28,9 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
     public void Map(IEndpointRouteBuilder routes)
     {
         ArgumentNullException.ThrowIfNull(routes);
+        routes.MapGet("/v1/commitments", GetCommitmentRangeAsync);
         routes.MapGet("/v1/commitments/{height}", GetCommitmentAsync);
+        routes.MapGet("/v1/signing/nonce-uses", GetNonceUsesAsync);
         routes.MapGet("/v1/keys", GetKeysAsync);
         routes.MapGet("/v1/signing", GetSigningAsync);
         routes.MapPost(SignerService.SharesRoute, PostSharesAsync);
@@ -71,6 +73,105 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
             WriteSignature(writer, signature);
             writer.WriteNumber("orderedAtMs", batch.OrderedAtMs);
         }).ConfigureAwait(false);
+    }
+
+    /// <summary>The most commitments in one range answer.</summary>
+    public const int MaxRange = 1000;
+
+    /// <summary>
+    /// <c>GET /v1/commitments?from=H&amp;limit=N</c>: the signed commitments at heights H to H+N-1 that are signed, in
+    /// height order, and <c>next</c>, the height to ask from next (unsigned heights are skipped, not waited for).
+    /// </summary>
+    private async Task GetCommitmentRangeAsync(HttpContext context)
+    {
+        if (!TryQuery(context, "from", 1, out var from) || from == 0 || !TryQuery(context, "limit", 100, out var limit) || limit is 0 or > MaxRange)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_query", $"use ?from=HEIGHT (>= 1) and optionally &limit=N (1 to {MaxRange})").ConfigureAwait(false);
+            return;
+        }
+
+        var state = raft.State;
+        var last = Math.Min(state.LastHeader?.Height ?? 0, from + limit - 1);
+        var items = new List<(Sequencer.Core.Storage.StoredBatch Batch, StoredSignature Signature)>();
+        for (var height = from; height <= last; height++)
+        {
+            if (state.GetBatch(height) is { Header.KeyEpoch: > 0 } batch && state.GetSignature(height) is { } signature)
+                items.Add((batch, signature));
+        }
+
+        await ApiResponses.WriteJsonAsync(context, 200, writer =>
+        {
+            writer.WriteStartArray("commitments");
+            foreach (var (batch, signature) in items)
+            {
+                writer.WriteStartObject();
+                writer.WriteHeader(batch);
+                writer.WriteHash("commitment", batch.Header.Commitment);
+                WriteSignature(writer, signature);
+                writer.WriteNumber("orderedAtMs", batch.OrderedAtMs);
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+            writer.WriteDecimal("next", Math.Max(from, last + 1));
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// <c>GET /v1/signing/nonce-uses?skip=N&amp;limit=M</c>: this signer's record of what each nonce pair it used served
+    /// (sequence, commitment, height, attempt, message, signers, commitment-list hash): public values, for the INV-NONCE
+    /// audit. 404 on a node that does not sign.
+    /// </summary>
+    private async Task GetNonceUsesAsync(HttpContext context)
+    {
+        if (signer is null)
+        {
+            await ApiResponses.WriteErrorAsync(context, 404, "not_a_signer", "this node holds no key share").ConfigureAwait(false);
+            return;
+        }
+
+        if (!TryQuery(context, "skip", 0, out var skip) || skip > int.MaxValue || !TryQuery(context, "limit", 1000, out var limit) || limit is 0 or > 10_000)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_query", "use ?skip=N&limit=M (M from 1 to 10000)").ConfigureAwait(false);
+            return;
+        }
+
+        var uses = signer.NonceUses((int)skip, (int)limit);
+        await ApiResponses.WriteJsonAsync(context, 200, writer =>
+        {
+            writer.WriteNumber("signer", signer.Id);
+            writer.WriteStartArray("uses");
+            foreach (var use in uses)
+            {
+                writer.WriteStartObject();
+                writer.WriteDecimal("epoch", use.Epoch);
+                writer.WriteDecimal("sequence", use.Sequence);
+                writer.WriteString("commitment", "0x" + Convert.ToHexStringLower(use.Commitment));
+                writer.WriteDecimal("height", use.Use.Height);
+                writer.WriteNumber("attempt", use.Use.Attempt);
+                writer.WriteString("message", "0x" + Convert.ToHexStringLower(use.Use.Message));
+                writer.WriteStartArray("signers");
+                foreach (var id in use.Use.Signers)
+                    writer.WriteNumberValue(id);
+                writer.WriteEndArray();
+                writer.WriteString("commitmentList", "0x" + Convert.ToHexStringLower(use.Use.CommitmentListHash));
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+        }).ConfigureAwait(false);
+    }
+
+    private static bool TryQuery(HttpContext context, string name, ulong fallback, out ulong value)
+    {
+        var text = context.Request.Query[name].ToString();
+        if (string.IsNullOrEmpty(text))
+        {
+            value = fallback;
+            return true;
+        }
+
+        return ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out value);
     }
 
     /// <summary>Writes <c>"signature": {"R", "z"}, "signers": [...], "keyEpoch", "signedAtMs"</c>.</summary>

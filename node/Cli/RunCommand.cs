@@ -67,6 +67,14 @@ public static class RunCommand
             foreach (var fault in result.GetValue(TestFaultOption) ?? [])
                 Sequencer.Core.TestFaults.Enable(fault);
 #endif
+            // Checked before anything else opens files: running out of handles part-way through start-up can make the
+            // runtime itself abort (SIGABRT, no message) instead of failing with a clear error.
+            if (OpenFileLimit() is { } openFiles && openFiles < MinOpenFiles)
+            {
+                await Console.Error.WriteLineAsync($"fatal: node {options.NodeId} stops: the open-file limit (RLIMIT_NOFILE) is {openFiles}; a node needs at least {MinOpenFiles} (raise it with ulimit -n or LimitNOFILE=)").ConfigureAwait(false);
+                return 74;
+            }
+
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
             if (result.GetValue(ExitWithParentOption) is { } parent)
                 _ = WatchParentAsync(parent, stop);
@@ -152,6 +160,24 @@ public static class RunCommand
         var value = Convert.ChangeType(assignment[(equals + 1)..], property.PropertyType, CultureInfo.InvariantCulture);
         property.SetValue(copy, value);
         return copy;
+    }
+
+    /// <summary>The fewest file handles a node starts with: WAL chunks, stores, sockets to peers and clients.</summary>
+    public const int MinOpenFiles = 256;
+
+    // The soft RLIMIT_NOFILE (the .NET runtime raises it to the hard limit at start-up), or null where /proc is not there.
+    private static long? OpenFileLimit()
+    {
+        try
+        {
+            var line = File.ReadLines("/proc/self/limits").FirstOrDefault(l => l.StartsWith("Max open files", StringComparison.Ordinal));
+            var soft = line?.Split(' ', StringSplitOptions.RemoveEmptyEntries)[3];
+            return long.TryParse(soft, NumberStyles.None, CultureInfo.InvariantCulture, out var value) ? value : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     // A failure to open a file or load an assembly often means the process ran out of file handles: say so.

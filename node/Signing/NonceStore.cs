@@ -8,6 +8,21 @@ namespace Sequencer.Node.Signing;
 /// <param name="Commitment">D (33 bytes) then E (33 bytes).</param>
 public sealed record StoredNonceCommitment(ulong Sequence, byte[] Commitment);
 
+/// <summary>What a nonce pair was used for: one signing session's inputs (all public).</summary>
+/// <param name="Height">The batch height.</param>
+/// <param name="Attempt">The session's attempt.</param>
+/// <param name="Message">The signed message (the commitment this node computed).</param>
+/// <param name="Signers">The signer set.</param>
+/// <param name="CommitmentListHash">SHA-256 of the session's encoded commitment list.</param>
+public sealed record NonceUse(ulong Height, int Attempt, byte[] Message, IReadOnlyList<int> Signers, byte[] CommitmentListHash);
+
+/// <summary>A recorded use of a nonce pair.</summary>
+/// <param name="Epoch">The key epoch.</param>
+/// <param name="Sequence">The nonce pair's sequence.</param>
+/// <param name="Commitment">Its public commitment (D then E).</param>
+/// <param name="Use">The session it served.</param>
+public sealed record RecordedNonceUse(ulong Epoch, ulong Sequence, byte[] Commitment, NonceUse Use);
+
 /// <summary>
 /// A signer's secret FROST nonces, durable (DESIGN section 5, INV-NONCE). A nonce pair is generated and stored
 /// before its commitment is published, and is taken (deleted, durably) before the share computed with it leaves the
@@ -25,7 +40,9 @@ public sealed class NonceStore : IDisposable
     private readonly LiteDatabase database;
     private readonly ILiteCollection<BsonDocument> nonces;
     private readonly ILiteCollection<BsonDocument> meta;
+    private readonly ILiteCollection<BsonDocument> uses;
     private readonly Lock writer = new();
+    private long takes;
 
     /// <summary>Opens (or creates) the store in <paramref name="directory"/>, which is made owner-only.</summary>
     /// <exception cref="IOException">The store cannot be opened.</exception>
@@ -38,7 +55,11 @@ public sealed class NonceStore : IDisposable
         database = new LiteDatabase(new ConnectionString { Filename = Path.Combine(info.FullName, "nonces.db"), Connection = ConnectionType.Direct });
         nonces = database.GetCollection(NonceCollection);
         meta = database.GetCollection(MetaCollection);
+        uses = database.GetCollection("uses");
     }
+
+    /// <summary>The most use records kept (the oldest are dropped beyond it).</summary>
+    public const int MaxUseRecords = 100_000;
 
     /// <summary>The stored nonce pairs.</summary>
     public int Count
@@ -134,6 +155,13 @@ public sealed class NonceStore : IDisposable
     /// its stored commitment. Only after this returns may a share computed with them be sent.
     /// </summary>
     public IReadOnlyDictionary<ulong, (SigningNonces Nonces, byte[] Commitment)> Take(ulong epoch, IReadOnlyCollection<ulong> sequences)
+        => Take(epoch, sequences.ToDictionary(s => s, _ => (NonceUse?)null));
+
+    /// <summary>
+    /// As <see cref="Take(ulong, IReadOnlyCollection{ulong})"/>, and records in the same transaction what each taken
+    /// nonce is used for (the audit INV-NONCE is checked against; public values only).
+    /// </summary>
+    public IReadOnlyDictionary<ulong, (SigningNonces Nonces, byte[] Commitment)> Take(ulong epoch, IReadOnlyDictionary<ulong, NonceUse?> sequences)
     {
         ArgumentNullException.ThrowIfNull(sequences);
         var taken = new Dictionary<ulong, (SigningNonces, byte[])>();
@@ -143,7 +171,7 @@ public sealed class NonceStore : IDisposable
                 return taken;
             Transact(() =>
             {
-                foreach (var sequence in sequences.Distinct())
+                foreach (var (sequence, use) in sequences)
                 {
                     var document = nonces.FindById((long)sequence);
                     if (document is null)
@@ -151,11 +179,46 @@ public sealed class NonceStore : IDisposable
                     taken[sequence] = (new SigningNonces(Secp256k1.DeserializeScalar(document["d"].AsBinary), Secp256k1.DeserializeScalar(document["e"].AsBinary)),
                         document["c"].AsBinary);
                     nonces.Delete((long)sequence);
+                    if (use is not null)
+                    {
+                        uses.Insert(new BsonDocument
+                        {
+                            ["epoch"] = unchecked((long)epoch),
+                            ["seq"] = (long)sequence,
+                            ["c"] = document["c"].AsBinary,
+                            ["h"] = unchecked((long)use.Height),
+                            ["a"] = use.Attempt,
+                            ["m"] = use.Message,
+                            ["s"] = new BsonArray(use.Signers.Select(id => new BsonValue(id))),
+                            ["l"] = use.CommitmentListHash,
+                        });
+                    }
                 }
             });
+            var excess = ++takes % 1024 == 0 ? uses.Count() - MaxUseRecords : 0;
+            if (excess > 0)
+            {
+                var oldest = uses.Find(Query.All(), 0, excess).Select(d => d["_id"]).ToList();
+                Transact(() =>
+                {
+                    foreach (var id in oldest)
+                        uses.Delete(id);
+                });
+            }
         }
 
         return taken;
+    }
+
+    /// <summary>The recorded uses, oldest first, from the <paramref name="skip"/>-th, at most <paramref name="limit"/>.</summary>
+    public IReadOnlyList<RecordedNonceUse> Uses(int skip, int limit)
+    {
+        lock (writer)
+        {
+            return [.. uses.Find(Query.All(), skip, limit).Select(d => new RecordedNonceUse(
+                unchecked((ulong)d["epoch"].AsInt64), (ulong)d["seq"].AsInt64, d["c"].AsBinary,
+                new NonceUse(unchecked((ulong)d["h"].AsInt64), d["a"].AsInt32, d["m"].AsBinary, [.. d["s"].AsArray.Select(v => v.AsInt32)], d["l"].AsBinary)))];
+        }
     }
 
     /// <summary>Deletes the nonces below <paramref name="belowSequence"/> that <paramref name="keep"/> rejects (those the log no longer offers).</summary>

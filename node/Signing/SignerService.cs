@@ -101,6 +101,9 @@ public sealed partial class SignerService : IAsyncDisposable
     /// <summary>Unused nonce pairs in the store.</summary>
     public int StoredNonces => nonces.Count;
 
+    /// <summary>The recorded nonce uses (oldest first).</summary>
+    public IReadOnlyList<RecordedNonceUse> NonceUses(int skip, int limit) => nonces.Uses(skip, limit);
+
     private void OnSessionsStarted(IReadOnlyList<AppliedSession> sessions)
     {
         var mine = sessions.Where(s => s.Session.KeyEpoch == epoch && s.Session.Signers.Contains(share.Identifier)).ToList();
@@ -190,9 +193,12 @@ public sealed partial class SignerService : IAsyncDisposable
             wanted.TryAdd(session.Session.Sequences[index], session);
         }
 
-        // INV-NONCE: the nonces leave the store durably before any share made with them leaves this node. A nonce
-        // that is not there (used before, or lost) is never recreated: that session goes unanswered and is retried.
-        var taken = nonces.Take(epoch, wanted.Keys);
+        // INV-NONCE: the nonces leave the store durably before any share made with them leaves this node, together with
+        // a record of the session each one serves. A nonce that is not there (used before, or lost) is never
+        // recreated: that session goes unanswered and is retried.
+        var taken = nonces.Take(epoch, wanted.ToDictionary(w => w.Key, w => (NonceUse?)new NonceUse(
+            w.Value.Session.Height, w.Value.Session.Attempt, w.Value.Message, w.Value.Session.Signers,
+            System.Security.Cryptography.SHA256.HashData(Frost.EncodeCommitmentList(w.Value.Commitments)))));
         var shares = new List<SignatureShareMessage>(taken.Count);
         foreach (var (sequence, (pair, stored)) in taken)
         {

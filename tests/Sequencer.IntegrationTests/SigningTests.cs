@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using Sequencer.Checker;
 using Sequencer.Client;
 using Sequencer.Core.Hashing;
 using Sequencer.Core.Ordering;
@@ -63,11 +64,11 @@ public sealed class SigningTests
             Assert.Equal("1", commitment.KeyEpoch);
             Assert.Equal(2, commitment.Signers.Count);
             var signature = Convert.FromHexString(commitment.Signature.R[2..]).Concat(Convert.FromHexString(commitment.Signature.Z[2..])).ToArray();
-            Assert.True(IndependentSchnorr.Verify(header.Commitment.ToArray(), signature, groupKey), $"the signature of batch {h} does not verify");
+            Assert.True(SchnorrVerifier.Verify(header.Commitment.ToArray(), signature, groupKey), $"the signature of batch {h} does not verify");
 
             // An altered header does not verify.
             var altered = new BatchHeader(header.ChainId, header.KeyEpoch, header.Height, header.Term, header.ParentHash, header.TxRoot, header.TxCount, header.TimestampMs + 1);
-            Assert.False(IndependentSchnorr.Verify(altered.Commitment.ToArray(), signature, groupKey));
+            Assert.False(SchnorrVerifier.Verify(altered.Commitment.ToArray(), signature, groupKey));
         }
 
         // Bad requests.
@@ -103,7 +104,7 @@ public sealed class SigningTests
             {
                 var commitment = await client.GetCommitmentAsync(h);
                 var signature = Convert.FromHexString(commitment!.Signature.R[2..]).Concat(Convert.FromHexString(commitment.Signature.Z[2..])).ToArray();
-                Assert.True(IndependentSchnorr.Verify(Convert.FromHexString(commitment.Commitment[2..]), signature, groupKey));
+                Assert.True(SchnorrVerifier.Verify(Convert.FromHexString(commitment.Commitment[2..]), signature, groupKey));
             }
         }
     }
@@ -162,7 +163,7 @@ public sealed class SigningTests
             Assert.NotNull(commitment);
             Assert.DoesNotContain(2, commitment.Signers);
             var signature = Convert.FromHexString(commitment.Signature.R[2..]).Concat(Convert.FromHexString(commitment.Signature.Z[2..])).ToArray();
-            Assert.True(IndependentSchnorr.Verify(Convert.FromHexString(commitment.Commitment[2..]), signature, groupKey));
+            Assert.True(SchnorrVerifier.Verify(Convert.FromHexString(commitment.Commitment[2..]), signature, groupKey));
         }
     }
 

@@ -140,6 +140,27 @@ public sealed class FrostPropertyTests
     }
 
     [Fact]
+    public void CheckerSchnorrVerifier_AgreesWithTheImplementation()
+    {
+        var (keyShares, group) = TrustedDealer.Generate(2, 3);
+        var key = Secp256k1.SerializeElement(group.PublicKey);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        for (var i = 0; i < 20; i++)
+        {
+            var message = RandomNumberGenerator.GetBytes(32);
+            var (_, commitments, shares) = SignWith(keyShares, group, [1, 3], message);
+            var signature = Frost.Aggregate(commitments, message, group.PublicKey, shares.Values).Encode();
+            Assert.True(Sequencer.Checker.SchnorrVerifier.Verify(message, signature, key));
+            signature[40] ^= 1;
+            Assert.False(Sequencer.Checker.SchnorrVerifier.Verify(message, signature, key));
+            Assert.False(Sequencer.Checker.SchnorrVerifier.Verify(message, signature[..64], key));
+        }
+
+        // Fast enough for a chaos checker over thousands of signatures.
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(20), $"{watch.Elapsed.TotalMilliseconds / 60:0.0} ms per verification");
+    }
+
+    [Fact]
     public void SignerProof_VerifiesOnlyForItsKeyDomainAndPayload()
     {
         var (keyShares, group) = TrustedDealer.Generate(2, 3);

@@ -2,14 +2,14 @@ using System.Numerics;
 using System.Security.Cryptography;
 using System.Text;
 
-namespace Sequencer.IntegrationTests;
+namespace Sequencer.Checker;
 
 /// <summary>
 /// The Schnorr verification equation of RFC 9591's FROST(secp256k1, SHA-256), z*G == R + c*PK with
 /// c = H2(R || PK || msg), written here from scratch on <see cref="System.Numerics.BigInteger"/> affine arithmetic:
 /// it shares no code with the implementation under test (not even BouncyCastle).
 /// </summary>
-internal static class IndependentSchnorr
+public static class SchnorrVerifier
 {
     private static readonly BigInteger P = BigInteger.Parse("0FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F", System.Globalization.NumberStyles.HexNumber);
     private static readonly BigInteger N = BigInteger.Parse("0FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141", System.Globalization.NumberStyles.HexNumber);
@@ -20,6 +20,9 @@ internal static class IndependentSchnorr
     /// <summary>True when <paramref name="signature"/> (R 33 bytes, z 32 bytes) verifies over <paramref name="message"/> under <paramref name="publicKey"/>.</summary>
     public static bool Verify(byte[] message, byte[] signature, byte[] publicKey)
     {
+        ArgumentNullException.ThrowIfNull(message);
+        ArgumentNullException.ThrowIfNull(signature);
+        ArgumentNullException.ThrowIfNull(publicKey);
         if (signature.Length != 65 || publicKey.Length != 33)
             return false;
         var r = Decompress(signature[..33]);
@@ -58,9 +61,61 @@ internal static class IndependentSchnorr
         return (x, y);
     }
 
-    private static BigInteger Mod(BigInteger value) => ((value % P) + P) % P;
+    private static BigInteger Mod(BigInteger value)
+    {
+        var r = value % P;
+        return r.Sign < 0 ? r + P : r;
+    }
 
     private static BigInteger Inverse(BigInteger value) => BigInteger.ModPow(Mod(value), P - 2, P);
+
+    // Jacobian coordinates (X, Y, Z) represent (X/Z^2, Y/Z^3); Z = 0 is the identity. One inversion per result.
+    private static (BigInteger X, BigInteger Y, BigInteger Z) Double((BigInteger X, BigInteger Y, BigInteger Z) p)
+    {
+        if (p.Z.IsZero || p.Y.IsZero)
+            return (0, 1, 0);
+        var ysq = Mod(p.Y * p.Y);
+        var s = Mod(4 * p.X * ysq);
+        var m = Mod(3 * p.X * p.X);
+        var x = Mod((m * m) - (2 * s));
+        var y = Mod((m * (s - x)) - (8 * ysq * ysq));
+        var z = Mod(2 * p.Y * p.Z);
+        return (x, y, z);
+    }
+
+    private static (BigInteger X, BigInteger Y, BigInteger Z) AddJ((BigInteger X, BigInteger Y, BigInteger Z) p, (BigInteger X, BigInteger Y, BigInteger Z) q)
+    {
+        if (p.Z.IsZero)
+            return q;
+        if (q.Z.IsZero)
+            return p;
+        var z1z1 = Mod(p.Z * p.Z);
+        var z2z2 = Mod(q.Z * q.Z);
+        var u1 = Mod(p.X * z2z2);
+        var u2 = Mod(q.X * z1z1);
+        var s1 = Mod(p.Y * q.Z * z2z2);
+        var s2 = Mod(q.Y * p.Z * z1z1);
+        if (u1 == u2)
+            return s1 == s2 ? Double(p) : (0, 1, 0);
+        var h = Mod(u2 - u1);
+        var r = Mod(s2 - s1);
+        var hh = Mod(h * h);
+        var hhh = Mod(h * hh);
+        var v = Mod(u1 * hh);
+        var x = Mod((r * r) - hhh - (2 * v));
+        var y = Mod((r * (v - x)) - (s1 * hhh));
+        var z = Mod(p.Z * q.Z * h);
+        return (x, y, z);
+    }
+
+    private static (BigInteger X, BigInteger Y)? ToAffine((BigInteger X, BigInteger Y, BigInteger Z) p)
+    {
+        if (p.Z.IsZero)
+            return null;
+        var zi = Inverse(p.Z);
+        var zi2 = Mod(zi * zi);
+        return (Mod(p.X * zi2), Mod(p.Y * zi2 * zi));
+    }
 
     private static (BigInteger X, BigInteger Y)? Add((BigInteger X, BigInteger Y)? a, (BigInteger X, BigInteger Y)? b)
     {
@@ -68,36 +123,23 @@ internal static class IndependentSchnorr
             return b;
         if (b is null)
             return a;
-        var (x1, y1) = a.Value;
-        var (x2, y2) = b.Value;
-        BigInteger lambda;
-        if (x1 == x2)
-        {
-            if (Mod(y1 + y2) == 0)
-                return null;
-            lambda = Mod(3 * x1 * x1 * Inverse(2 * y1));
-        }
-        else
-        {
-            lambda = Mod((y2 - y1) * Inverse(x2 - x1));
-        }
-
-        var x3 = Mod((lambda * lambda) - x1 - x2);
-        return (x3, Mod((lambda * (x1 - x3)) - y1));
+        return ToAffine(AddJ((a.Value.X, a.Value.Y, 1), (b.Value.X, b.Value.Y, 1)));
     }
 
     private static (BigInteger X, BigInteger Y)? Multiply((BigInteger X, BigInteger Y)? point, BigInteger scalar)
     {
-        (BigInteger X, BigInteger Y)? result = null;
-        var addend = point;
+        if (point is null)
+            return null;
+        (BigInteger X, BigInteger Y, BigInteger Z) result = (0, 1, 0);
+        var addend = (point.Value.X, point.Value.Y, BigInteger.One);
         while (scalar > 0)
         {
             if (!scalar.IsEven)
-                result = Add(result, addend);
-            addend = Add(addend, addend);
+                result = AddJ(result, addend);
+            addend = Double(addend);
             scalar >>= 1;
         }
 
-        return result;
+        return ToAffine(result);
     }
 }
