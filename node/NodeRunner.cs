@@ -117,20 +117,23 @@ public static partial class NodeRunner
         using var forwarder = new LeaderForwarder(options.NodeId, options.Limits.MaxForwardedRequests);
         await using var coordinator = new SigningCoordinator(options.NodeId, keys?.Share is not null, raft.State, raft, options.Limits, time, metrics,
             loggerFactory.CreateLogger<SigningCoordinator>(), keys?.Bootstrap);
-        using var nonceStore = keys?.Share is null ? null : new NonceStore(Path.Combine(options.DataDir, "signer"));
-        await using var signer = keys?.Share is null ? null : new SignerService(keys.Share, keys.Group, keys.Bootstrap.Epoch, raft.State, raft, coordinator,
-            nonceStore!, options.Limits, metrics, loggerFactory.CreateLogger<SignerService>(), NodeOptions.ParseSignerFault(options.SignerFault) ?? SignerFault.None);
-        if (keys is not null)
-        {
-            submits.ReadyToOrder = () => raft.State.CurrentKeyEpoch is not null;
-            submits.InlineSession = coordinator.InlineSession;
-            submits.PiggybackSignatures = coordinator.TakeSignaturesForBatch;
+        await using var signers = new SignerHost(options, raft, coordinator, metrics, loggerFactory);
+        if (keys?.Share is not null)
+            signers.Start(keys.Share, keys.Group, keys.Bootstrap.Epoch);
+        await using var dkg = new DkgService(options, raft, signers.Start, keys is not null, loggerFactory.CreateLogger<DkgService>());
 
-            // Signers must apply a batch before they sign it, and followers serve a signature once they apply it:
-            // tell them the commit index at once rather than with the next heartbeat.
-            raft.State.SessionsStarted += _ => raft.NudgeFollowers();
-            raft.State.SignaturesApplied += _ => raft.NudgeFollowers();
-        }
+        // With a key (files or a DKG at boot) no batch is ordered before the key epoch, so every batch is signed.
+        if (keys is not null || options.DkgThreshold is not null)
+            submits.ReadyToOrder = () => raft.State.CurrentKeyEpoch is not null;
+
+        // A key may also come later (keygen --dkg on a running cluster): batches of a key epoch are signed from then on.
+        submits.InlineSession = coordinator.InlineSession;
+        submits.PiggybackSignatures = coordinator.TakeSignaturesForBatch;
+
+        // Signers must apply a batch before they sign it, and followers serve a signature once they apply it:
+        // tell them the commit index at once rather than with the next heartbeat.
+        raft.State.SessionsStarted += _ => raft.NudgeFollowers();
+        raft.State.SignaturesApplied += _ => raft.NudgeFollowers();
         raft.State.SignaturesApplied += signatures =>
         {
             foreach (var signature in signatures)
@@ -170,7 +173,7 @@ public static partial class NodeRunner
         });
         new SequencerApi(options, raft, submits, forwarder, metrics, time).Map(app);
         new AdminApi(options, time).Map(app);
-        using var signingApi = new SigningApi(options, raft, coordinator, signer);
+        using var signingApi = new SigningApi(options, raft, coordinator, () => signers.Current, dkg);
         signingApi.Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
 

@@ -49,6 +49,15 @@ internal sealed class SigningEffect
     public List<(int Signer, ulong Sequence)> RemovedCommitments { get; } = [];
 
     public Dictionary<int, ulong> NextSequences { get; } = [];
+
+    /// <summary>An accepted DKG entry, encoded, kept until its key generation ends.</summary>
+    public byte[]? DkgEntry { get; set; }
+
+    /// <summary>The key generation ended: drop its stored entries.</summary>
+    public bool ClearDkg { get; set; }
+
+    /// <summary>The DKG changed (an entry accepted, an attempt failed, a key epoch made).</summary>
+    public bool DkgChanged { get; set; }
 }
 
 public sealed partial class AppliedState
@@ -205,6 +214,7 @@ public sealed partial class AppliedState
         foreach (var height in store.SignedHeights(signedWatermark + 1))
             signedAboveWatermark.Add(height);
         LoadPoolLocked(store.ReadCommitments());
+        LoadDkg(store.ReadDkgEntries());
     }
 
     private void LoadPoolLocked(CommitmentPool pool)
@@ -251,6 +261,9 @@ public sealed partial class AppliedState
             case BatchSignaturesCommand signatures:
                 foreach (var signature in signatures.Signatures)
                     ApplySignature(signature, effect);
+                break;
+            case DkgStartCommand or DkgRound1Command or DkgRound2Command or DkgConfirmCommand or DkgComplaintCommand:
+                ApplyDkg(command, index, effect);
                 break;
             default:
                 Invariant.Check(false, $"unknown command type {command.GetType().Name}");
@@ -507,6 +520,8 @@ public sealed partial class AppliedState
             SessionsStarted?.Invoke(effect.Sessions);
         if (effect.Signatures.Count > 0)
             SignaturesApplied?.Invoke(effect.Signatures);
+        if (effect.DkgChanged)
+            DkgChanged?.Invoke();
     }
 
     [LoggerMessage(EventId = 110, Level = LogLevel.Warning, Message = "Ignored a {Kind} entry: {Reason}")]

@@ -431,7 +431,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         var (next, remaining) = ChooseSnapshot(taken, previous.LastHeight, last.Index);
         var checkpoint = new StoreCheckpoint(last.Index, last.Term, lastHeight, next.Index, next.Term, next.Height, Math.Max(previous.SignedWatermark, last.SignedWatermark));
         var signing = new SigningWrites(signatures, keyEpochs, pool.Clear, [.. pool.Added.Select(a => new StoredCommitment(a.Key.Signer, a.Key.Sequence, a.Value))],
-            [.. pool.Removed], pool.Next);
+            [.. pool.Removed], pool.Next, pool.DkgEntries, pool.ClearDkg);
         store.Append(batches, checkpoint, signing.IsEmpty ? null : signing);
 
         lock (gate)
@@ -558,7 +558,19 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
             foreach (var (signer, next) in effect.NextSequences)
                 Next[signer] = next;
+            if (effect.ClearDkg)
+            {
+                ClearDkg = true;
+                DkgEntries.Clear();
+            }
+
+            if (effect.DkgEntry is { } entry)
+                DkgEntries.Add(entry);
         }
+
+        public bool ClearDkg { get; private set; }
+
+        public List<byte[]> DkgEntries { get; } = [];
     }
 
     private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch, SigningEffect? Signing, ulong SignedWatermark);

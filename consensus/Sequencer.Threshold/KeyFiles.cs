@@ -188,6 +188,30 @@ public static class KeyFiles
         return groupFile;
     }
 
+    /// <summary>
+    /// Writes one member's key files into <paramref name="directory"/> (a DKG participant's own result): the share
+    /// (owner-only, replacing an earlier attempt's through a rename) and then the group key file.
+    /// </summary>
+    public static GroupKeyFile WriteMemberKeys(string directory, KeyShare share, GroupKey group, ulong epoch, string origin)
+    {
+        ArgumentNullException.ThrowIfNull(share);
+        var info = Directory.CreateDirectory(directory);
+        var groupFile = GroupKeyFile.From(group, epoch, origin);
+        var path = Path.Combine(info.FullName, ShareFileName(share.Identifier));
+        var temporary = path + ".tmp";
+        File.Delete(temporary);
+        WriteShare(temporary, new ShareFile
+        {
+            Epoch = epoch,
+            Identifier = share.Identifier,
+            Share = "0x" + Convert.ToHexStringLower(Secp256k1.SerializeScalar(share.Secret)),
+            GroupKey = groupFile.GroupKey,
+        });
+        File.Move(temporary, path, overwrite: true);
+        WriteGroup(Path.Combine(info.FullName, GroupFileName), groupFile);
+        return groupFile;
+    }
+
     /// <summary>Parses a 0x point.</summary>
     public static ECPoint ParsePoint(string text) => Secp256k1.DeserializeElement(GroupKeyFile.Hex(text));
 

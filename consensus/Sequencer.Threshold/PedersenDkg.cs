@@ -51,7 +51,19 @@ public sealed class PedersenDkg
     /// <param name="participants">n.</param>
     /// <param name="context">The session context Φ (for example chain id and key epoch), the same for everyone.</param>
     public PedersenDkg(int identifier, int threshold, int participants, ReadOnlySpan<byte> context)
+        : this(identifier, threshold, participants, context, [.. Enumerable.Range(0, threshold).Select(_ => Secp256k1.RandomScalar())])
     {
+    }
+
+    /// <summary>Resumes a participant's session from its secret polynomial (kept by the caller, owner-only, across restarts).</summary>
+    /// <param name="identifier">This participant, in [1, participants].</param>
+    /// <param name="threshold">t.</param>
+    /// <param name="participants">n.</param>
+    /// <param name="context">The session context Φ.</param>
+    /// <param name="coefficients">The t nonzero coefficients a_0..a_(t-1).</param>
+    public PedersenDkg(int identifier, int threshold, int participants, ReadOnlySpan<byte> context, IReadOnlyList<BigInteger> coefficients)
+    {
+        ArgumentNullException.ThrowIfNull(coefficients);
         ArgumentOutOfRangeException.ThrowIfLessThan(threshold, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(threshold, participants);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(participants, 255);
@@ -61,7 +73,45 @@ public sealed class PedersenDkg
         this.threshold = threshold;
         this.participants = participants;
         this.context = context.ToArray();
-        coefficients = [.. Enumerable.Range(0, threshold).Select(_ => Secp256k1.RandomScalar())];
+        if (coefficients.Count != threshold || coefficients.Any(c => c.SignValue <= 0 || c.CompareTo(Secp256k1.Order) >= 0))
+            throw new ArgumentException($"a participant's polynomial has {threshold} coefficients in [1, q)", nameof(coefficients));
+        this.coefficients = [.. coefficients];
+    }
+
+    /// <summary>
+    /// Derives a participant's secret polynomial from a 32-byte seed (so that only the seed has to be kept):
+    /// a_j = hash_to_field(seed, j), with FROST's expand_message_xmd.
+    /// </summary>
+    public static IReadOnlyList<BigInteger> CoefficientsFromSeed(ReadOnlySpan<byte> seed, int threshold)
+    {
+        if (seed.Length != 32)
+            throw new ArgumentException("the seed is 32 bytes", nameof(seed));
+        var dst = Encoding.ASCII.GetBytes(Frost.ContextString + "dkg-polynomial");
+        var result = new List<BigInteger>(threshold);
+        for (var j = 0; j < threshold; j++)
+        {
+            byte[] input = [.. seed, (byte)j];
+            var value = new BigInteger(1, Frost.ExpandMessageXmd(input, dst, 48)).Mod(Secp256k1.Order);
+            result.Add(value.SignValue == 0 ? BigInteger.One : value);
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// The group key and every participant's verification share, from all participants' round one commitments
+    /// (public: anyone holding the broadcasts can derive them).
+    /// </summary>
+    public static GroupKey DeriveGroup(int threshold, int participants, IEnumerable<IReadOnlyList<ECPoint>> commitments)
+    {
+        ArgumentNullException.ThrowIfNull(commitments);
+        var all = commitments.ToList();
+        if (all.Count != participants || all.Any(c => c.Count != threshold))
+            throw new ArgumentException($"expected {participants} commitments of {threshold} points");
+        var sum = Enumerable.Range(0, threshold)
+            .Select(j => all.Aggregate(Secp256k1.Identity, (acc, c) => acc.Add(c[j])).Normalize())
+            .ToList();
+        return TrustedDealer.DeriveGroupInfo(participants, threshold, sum);
     }
 
     /// <summary>This participant's round one broadcast.</summary>

@@ -17,7 +17,7 @@ namespace Sequencer.Node.Api;
 /// The signing routes: signed commitments and keys (DESIGN section 10), the coordinator's view of the signers, the
 /// internal routes signers use to reach the leader, and the Byzantine-signer fault for the chaos harness.
 /// </summary>
-public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordinator coordinator, SignerService? signer) : IDisposable
+public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordinator coordinator, Func<SignerService?> currentSigner, DkgService dkg) : IDisposable
 {
     /// <summary>The largest internal request body.</summary>
     public const int MaxInternalBodyBytes = 1024 * 1024;
@@ -36,6 +36,8 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
         routes.MapPost(SignerService.SharesRoute, PostSharesAsync);
         routes.MapPost(SignerService.NonceCommitmentsRoute, PostNonceCommitmentsAsync);
         routes.MapPost("/admin/signer-fault", SetSignerFaultAsync);
+        routes.MapPost(DkgService.Route, PostDkgAsync);
+        routes.MapPost("/admin/dkg", StartDkgAsync);
     }
 
     private async Task GetCommitmentAsync(HttpContext context, string height)
@@ -124,6 +126,7 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
     /// </summary>
     private async Task GetNonceUsesAsync(HttpContext context)
     {
+        var signer = currentSigner();
         if (signer is null)
         {
             await ApiResponses.WriteErrorAsync(context, 404, "not_a_signer", "this node holds no key share").ConfigureAwait(false);
@@ -229,8 +232,11 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
         var state = raft.State;
         var epoch = state.CurrentKeyEpoch;
         var unsigned = state.UnsignedHeights(options.Limits.SigningWindowBatches);
+        var signer = currentSigner();
+        var keyGeneration = state.Dkg;
         return ApiResponses.WriteJsonAsync(context, 200, writer =>
         {
+            WriteDkg(writer, keyGeneration);
             if (epoch is null)
                 writer.WriteNull("keyEpoch");
             else
@@ -357,33 +363,14 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
             return;
         }
 
-        if (!await publications.WaitAsync(0, context.RequestAborted).ConfigureAwait(false))
-        {
-            await ApiResponses.WriteErrorAsync(context, 503, "overloaded", "too many publications in flight", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
-            return;
-        }
-
-        try
-        {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, raft.LeadershipToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(5));
-            await raft.ReplicateAsync(body, null, timeout.Token).ConfigureAwait(false);
-            context.Response.StatusCode = 204;
-        }
-        catch (Exception e) when (e is OperationCanceledException or DotNext.Net.Cluster.Consensus.Raft.NotLeaderException or InvalidOperationException)
-        {
-            await ApiResponses.WriteErrorAsync(context, 503, "not_committed", "the entry did not commit in time; publish again", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
-        }
-        finally
-        {
-            publications.Release();
-        }
+        await ReplicateInternalAsync(context, body).ConfigureAwait(false);
     }
 
     private async Task SetSignerFaultAsync(HttpContext context)
     {
         if (!await AdminApi.AuthorizeAsync(options, context).ConfigureAwait(false))
             return;
+        var signer = currentSigner();
         if (signer is null)
         {
             await ApiResponses.WriteErrorAsync(context, 409, "not_a_signer", "this node holds no key share").ConfigureAwait(false);
@@ -414,6 +401,113 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
         await ApiResponses.WriteJsonAsync(context, 200, writer => writer.WriteString("fault", FaultName(fault.Value))).ConfigureAwait(false);
     }
 
+    // "dkg": the key generation in progress (null when none): epoch, attempt, stage and who has sent what.
+    private static void WriteDkg(Utf8JsonWriter writer, DkgView? view)
+    {
+        if (view is null)
+        {
+            writer.WriteNull("dkg");
+            return;
+        }
+
+        writer.WriteStartObject("dkg");
+        writer.WriteDecimal("epoch", view.Epoch);
+        writer.WriteNumber("attempt", view.Attempt);
+        writer.WriteNumber("threshold", view.Threshold);
+        writer.WriteString("stage", view.Stage);
+        WriteIds(writer, "members", view.Members);
+        WriteIds(writer, "round1", view.Round1.Keys.Order());
+        WriteIds(writer, "round2", view.Round2.Keys.Order());
+        WriteIds(writer, "confirmed", view.Confirmed.Order());
+        if (view.Failure is null)
+            writer.WriteNull("failure");
+        else
+            writer.WriteString("failure", view.Failure);
+        writer.WriteEndObject();
+    }
+
+    private static void WriteIds(Utf8JsonWriter writer, string name, IEnumerable<int> ids)
+    {
+        writer.WriteStartArray(name);
+        foreach (var id in ids)
+            writer.WriteNumberValue(id);
+        writer.WriteEndArray();
+    }
+
+    /// <summary>The leader's intake of DKG entries (internal, MessagePack): checked against the log's DKG state, then replicated.</summary>
+    private async Task PostDkgAsync(HttpContext context)
+    {
+        var body = await ReadInternalBodyAsync(context).ConfigureAwait(false);
+        if (body is null)
+            return;
+        ILogCommand command;
+        try
+        {
+            command = LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(body));
+        }
+        catch (LogFormatException e)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_entry", e.Message).ConfigureAwait(false);
+            return;
+        }
+
+        if (command is not (DkgStartCommand or DkgRound1Command or DkgRound2Command or DkgConfirmCommand or DkgComplaintCommand))
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_entry", "only DKG entries are accepted here").ConfigureAwait(false);
+            return;
+        }
+
+        if (!raft.IsLeader)
+        {
+            await ApiResponses.WriteErrorAsync(context, 503, "not_leader", "this node is not the leader", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            return;
+        }
+
+        // Checked here too (apply checks it again) so that nobody can fill the log with entries that apply ignores.
+        if (raft.State.DkgRejection(command) is { } reason)
+        {
+            await ApiResponses.WriteErrorAsync(context, 409, "dkg_rejected", reason).ConfigureAwait(false);
+            return;
+        }
+
+        await ReplicateInternalAsync(context, body).ConfigureAwait(false);
+    }
+
+    /// <summary><c>POST /admin/dkg {"threshold": t}</c>: starts a key generation among the members of a cluster that has no key.</summary>
+    private async Task StartDkgAsync(HttpContext context)
+    {
+        if (!await AdminApi.AuthorizeAsync(options, context).ConfigureAwait(false))
+            return;
+        int threshold;
+        try
+        {
+            using var document = await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted).ConfigureAwait(false);
+            if (document.RootElement.ValueKind != JsonValueKind.Object || !document.RootElement.TryGetProperty("threshold", out var value)
+                || value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out threshold) || threshold < 1 || threshold > options.Members.Count)
+            {
+                await ApiResponses.WriteErrorAsync(context, 400, "bad_request", $"the body is {{\"threshold\": t}} with t in [1, {options.Members.Count}]").ConfigureAwait(false);
+                return;
+            }
+        }
+        catch (JsonException e)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "malformed_json", e.Message).ConfigureAwait(false);
+            return;
+        }
+
+        if (await dkg.RequestAsync(threshold, context.RequestAborted).ConfigureAwait(false) is { } reason)
+        {
+            await ApiResponses.WriteErrorAsync(context, 409, "dkg_refused", reason).ConfigureAwait(false);
+            return;
+        }
+
+        await ApiResponses.WriteJsonAsync(context, 202, writer =>
+        {
+            writer.WriteNumber("threshold", threshold);
+            writer.WriteNumber("members", options.Members.Count);
+        }).ConfigureAwait(false);
+    }
+
     /// <inheritdoc/>
     public void Dispose() => publications.Dispose();
 
@@ -423,6 +517,31 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
         SignerFault.Silent => "silent",
         _ => "none",
     };
+
+    private async Task ReplicateInternalAsync(HttpContext context, byte[] body)
+    {
+        if (!await publications.WaitAsync(0, context.RequestAborted).ConfigureAwait(false))
+        {
+            await ApiResponses.WriteErrorAsync(context, 503, "overloaded", "too many publications in flight", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            return;
+        }
+
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, raft.LeadershipToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(5));
+            await raft.ReplicateAsync(body, null, timeout.Token).ConfigureAwait(false);
+            context.Response.StatusCode = 204;
+        }
+        catch (Exception e) when (e is OperationCanceledException or DotNext.Net.Cluster.Consensus.Raft.NotLeaderException or InvalidOperationException)
+        {
+            await ApiResponses.WriteErrorAsync(context, 503, "not_committed", "the entry did not commit in time; publish again", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+        }
+        finally
+        {
+            publications.Release();
+        }
+    }
 
     private static async Task<byte[]?> ReadInternalBodyAsync(HttpContext context)
     {

@@ -19,14 +19,19 @@ public static class DevnetCommand
     private static readonly Option<bool> FreshOption = new("--fresh") { Description = "Delete the data root first." };
     private static readonly Option<bool> QuietOption = new("--quiet") { Description = "Do not echo the nodes' logs." };
     private static readonly Option<bool> NoSigningOption = new("--no-signing") { Description = "Order without threshold signatures (no key files)." };
-    private static readonly Option<int?> ThresholdOption = new("--threshold") { Description = "t of the dealer key made on the first start (default: a majority of the nodes)." };
+    private static readonly Option<int?> ThresholdOption = new("--threshold") { Description = "t of the key made on the first start (default: a majority of the nodes)." };
+    private static readonly Option<string> KeyGenerationOption = new("--keygen")
+    {
+        Description = "How the first start makes the key: dkg (the nodes run a Pedersen DKG among themselves; nobody holds the group secret) or dealer (a trusted dealer writes every share, development only).",
+        DefaultValueFactory = _ => "dkg",
+    };
 
     /// <summary>Builds the verb.</summary>
     public static Command Create()
     {
         var command = new Command("devnet", "Run a local cluster of node processes (make run).")
         {
-            NodesOption, DataOption, ApiPortOption, RaftPortOption, ChainIdOption, FreshOption, QuietOption, NoSigningOption, ThresholdOption,
+            NodesOption, DataOption, ApiPortOption, RaftPortOption, ChainIdOption, FreshOption, QuietOption, NoSigningOption, ThresholdOption, KeyGenerationOption,
         };
         command.SetAction(async (result, token) =>
         {
@@ -41,26 +46,43 @@ public static class DevnetCommand
                     Console.WriteLine(line);
             }
 
-            // Signing keys: a trusted-dealer t-of-n key made on the first start (development only: the dealer briefly
-            // held every share). A real consortium runs the DKG or brings its own key directory.
+            // Signing keys, made on the first start: by default a Pedersen DKG among the nodes (each keeps only its own
+            // share under nodeN/keys); with --keygen dealer a trusted-dealer key (development only: the dealer briefly
+            // held every share). A data root that already has a dealer key keeps it.
             var nodes = result.GetValue(NodesOption);
             string? keys = null;
+            List<string> extra = [];
             if (!result.GetValue(NoSigningOption))
             {
-                keys = Path.Combine(data, "keys");
-                if (!File.Exists(Path.Combine(keys, KeyFiles.GroupFileName)))
+                var threshold = result.GetValue(ThresholdOption) ?? (nodes / 2) + 1;
+                if (threshold < 1 || threshold > nodes)
                 {
-                    var threshold = result.GetValue(ThresholdOption) ?? (nodes / 2) + 1;
-                    if (threshold < 1 || threshold > nodes)
-                    {
-                        Echo($"devnet: --threshold must be in [1, {nodes}]");
-                        return 2;
-                    }
+                    Echo($"devnet: --threshold must be in [1, {nodes}]");
+                    return 2;
+                }
 
-                    if (Directory.Exists(keys))
-                        Directory.Delete(keys, recursive: true);
-                    var group = KeyFiles.WriteDealerKeys(keys, threshold, nodes);
-                    Echo($"devnet: made a {threshold}-of-{nodes} dealer key under {keys}: group key {group.GroupKey}");
+                var mode = result.GetValue(KeyGenerationOption);
+                var dealerKeys = Path.Combine(data, "keys");
+                if (mode is not ("dkg" or "dealer"))
+                {
+                    Echo("devnet: --keygen is dkg or dealer");
+                    return 2;
+                }
+
+                if (File.Exists(Path.Combine(dealerKeys, KeyFiles.GroupFileName)) || mode == "dealer")
+                {
+                    keys = dealerKeys;
+                    if (!File.Exists(Path.Combine(keys, KeyFiles.GroupFileName)))
+                    {
+                        if (Directory.Exists(keys))
+                            Directory.Delete(keys, recursive: true);
+                        var group = KeyFiles.WriteDealerKeys(keys, threshold, nodes);
+                        Echo($"devnet: made a {threshold}-of-{nodes} dealer key under {keys}: group key {group.GroupKey}");
+                    }
+                }
+                else
+                {
+                    extra = ["--dkg-threshold", threshold.ToString(CultureInfo.InvariantCulture)];
                 }
             }
 
@@ -75,6 +97,7 @@ public static class DevnetCommand
                 Echo = quiet ? null : Echo,
                 Binary = binary,
                 KeysDirectory = keys,
+                ExtraArguments = extra,
             });
             cluster.StartAll();
             int leader;
@@ -98,6 +121,8 @@ public static class DevnetCommand
             Echo($"devnet: {cluster.Nodes.Count} nodes are up; data under {data}");
             foreach (var node in cluster.Nodes)
                 Echo($"  node{node.Spec.Id}{(node.Spec.Id == leader ? " (leader)" : string.Empty),-9}  api {node.Spec.Api}  raft {node.Spec.Raft}  pid {node.ProcessId}  log {node.LogPath}");
+            if (!result.GetValue(NoSigningOption))
+                await ReportKeyAsync(cluster, Echo, token).ConfigureAwait(false);
             Echo($"devnet: try   curl -s -X POST {cluster.Node(1).Spec.Api}/v1/txs -H 'content-type: application/json' -d '{{\"tx\":\"0x01020304\"}}'");
             Echo("devnet: Ctrl-C stops every node");
             Echo(string.Empty);
@@ -132,5 +157,38 @@ public static class DevnetCommand
             return 0;
         });
         return command;
+    }
+
+    // Waits for key epoch 1 (a DKG takes a moment after the election) and prints it.
+    private static async Task ReportKeyAsync(LocalCluster cluster, Action<string> echo, CancellationToken token)
+    {
+        using var client = new Sequencer.Client.SequencerClient(new Uri(cluster.Node(1).Spec.Api), TimeSpan.FromSeconds(2));
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (DateTime.UtcNow < deadline && !token.IsCancellationRequested)
+        {
+            try
+            {
+                if ((await client.GetKeysAsync(token).ConfigureAwait(false)) is [var key, ..])
+                {
+                    echo($"devnet: key epoch {key.Epoch} is in force: {key.Threshold} of {key.Members.Count} sign under group key {key.GroupKey}");
+                    return;
+                }
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException or Sequencer.Client.SequencerApiException)
+            {
+                // Not up yet.
+            }
+
+            try
+            {
+                await Task.Delay(200, token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+
+        echo("devnet: no key epoch after 60 s; see GET /v1/signing (dkg) and the node logs");
     }
 }

@@ -20,14 +20,25 @@ public static class KeyCommands
         var epoch = new Option<ulong>("--epoch") { Description = "The key epoch.", DefaultValueFactory = _ => 1UL };
         var output = new Option<string>("--out") { Description = "Directory for group.json and share-N.json.", DefaultValueFactory = _ => "keys" };
         var json = new Option<bool>("--json") { Description = "Print a machine-readable result." };
-        var command = new Command("keygen", "Generate a t-of-n FROST(secp256k1) key: a group key file and one owner-only share file per member.")
+        var dkg = new Option<bool>("--dkg") { Description = "Pedersen DKG among the running nodes of --node's cluster (no party ever holds the group secret); writes the public group.json to --out." };
+        var node = new Option<string>("--node") { Description = "With --dkg: a node's API address.", DefaultValueFactory = _ => "http://127.0.0.1:7101" };
+        var adminToken = new Option<string?>("--admin-token") { Description = "With --dkg: the nodes' admin token (or set SEQUENCER_ADMIN_TOKEN)." };
+        var timeout = new Option<int>("--timeout") { Description = "With --dkg: seconds to wait for the key epoch.", DefaultValueFactory = _ => 120 };
+        var command = new Command("keygen", "Generate a t-of-n FROST(secp256k1) key: with --dealer, a group key file and one owner-only share file per member; with --dkg, a DKG among the running nodes, each of which keeps its own share.")
         {
-            dealer, threshold, members, epoch, output, json,
+            dealer, dkg, threshold, members, epoch, output, json, node, adminToken, timeout,
         };
-        command.SetAction(result =>
+        command.SetAction(async (result, token) =>
         {
+            if (result.GetValue(dkg))
+            {
+                return await RunDkgAsync(new Uri(result.GetValue(node)!), result.GetValue(threshold), result.GetValue(output)!,
+                    result.GetValue(adminToken) ?? Environment.GetEnvironmentVariable("SEQUENCER_ADMIN_TOKEN"), TimeSpan.FromSeconds(result.GetValue(timeout)),
+                    result.GetValue(json), token).ConfigureAwait(false);
+            }
+
             if (!result.GetValue(dealer))
-                return Fail("only --dealer is available from the command line; the Pedersen DKG runs among the nodes");
+                return Fail("choose --dealer (trusted dealer, development) or --dkg (among the running nodes)");
             var t = result.GetValue(threshold);
             var n = result.GetValue(members);
             if (n is < 1 or > 255 || t < 1 || t > n)
@@ -51,6 +62,61 @@ public static class KeyCommands
             return 0;
         });
         return command;
+    }
+
+    // keygen --dkg: asks a node to start the DKG (POST /admin/dkg), waits until the key epoch is in force, and writes
+    // the group key file. The shares never leave the nodes: each keeps its own under its data directory (keys/).
+    private static async Task<int> RunDkgAsync(Uri node, int threshold, string output, string? adminToken, TimeSpan timeout, bool json, CancellationToken token)
+    {
+        using var http = new HttpClient { BaseAddress = node, Timeout = TimeSpan.FromSeconds(10) };
+        using var client = new SequencerClient(node, TimeSpan.FromSeconds(5));
+        try
+        {
+            if ((await client.GetKeysAsync(token).ConfigureAwait(false)).Count == 0)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, "admin/dkg")
+                {
+                    Content = new StringContent($"{{\"threshold\":{threshold.ToString(CultureInfo.InvariantCulture)}}}", System.Text.Encoding.UTF8, "application/json"),
+                };
+                if (adminToken is not null)
+                    request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", adminToken);
+                using var response = await http.SendAsync(request, token).ConfigureAwait(false);
+                if (!response.IsSuccessStatusCode)
+                    return Fail($"{node} refused the DKG: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(token).ConfigureAwait(false)}");
+            }
+
+            var deadline = DateTime.UtcNow + timeout;
+            while (true)
+            {
+                if ((await client.GetKeysAsync(token).ConfigureAwait(false)) is [var key, ..])
+                {
+                    var file = new GroupKeyFile
+                    {
+                        Epoch = ulong.Parse(key.Epoch, CultureInfo.InvariantCulture),
+                        Threshold = key.Threshold,
+                        GroupKey = key.GroupKey,
+                        VerificationShares = key.VerificationShares ?? new Dictionary<string, string>(),
+                        Origin = "dkg",
+                    };
+                    file.ToGroupKey();
+                    var directory = Directory.CreateDirectory(output);
+                    var path = Path.Combine(directory.FullName, KeyFiles.GroupFileName);
+                    KeyFiles.WriteGroup(path, file);
+                    Console.WriteLine(json
+                        ? JsonSerializer.Serialize(new { groupKey = file.GroupKey, threshold = file.Threshold, members = file.VerificationShares.Count, epoch = file.Epoch, groupFile = path })
+                        : $"{file.Threshold}-of-{file.VerificationShares.Count} key from a DKG among the nodes, epoch {file.Epoch}: group key {file.GroupKey}\n  {path}\n  each node keeps its own share under its data directory (keys/share-N.json, mode 600)");
+                    return 0;
+                }
+
+                if (DateTime.UtcNow > deadline)
+                    return Fail($"no key epoch after {timeout.TotalSeconds:0} s; see GET {node}v1/signing (dkg) and the node logs");
+                await Task.Delay(250, token).ConfigureAwait(false);
+            }
+        }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException or SequencerApiException or FormatException or InvalidDataException)
+        {
+            return Fail($"{node}: {e.Message}");
+        }
     }
 
     /// <summary>Builds <c>verify</c>: checks a header's signature against a group key, offline or fetched from a node.</summary>

@@ -29,6 +29,7 @@ public static class RunCommand
 #endif
     private static readonly Option<string?> GroupKeyOption = new("--group-key") { Description = "The group key file from keygen: the cluster signs every batch under it." };
     private static readonly Option<string?> KeyShareOption = new("--key-share") { Description = "This node's secret key share file from keygen (mode 0600); the node then signs." };
+    private static readonly Option<int?> DkgThresholdOption = new("--dkg-threshold") { Description = "Without key files: run a t-of-n Pedersen DKG among the members when the cluster boots without a key (members 1..n)." };
     private static readonly Option<string?> SignerFaultOption = new("--signer-fault") { Description = "Chaos: start as a Byzantine signer (wrong-shares or silent)." };
     private static readonly Option<bool> PrintConfigOption = new("--print-config") { Description = "Print the effective configuration as JSON and exit." };
 
@@ -39,7 +40,7 @@ public static class RunCommand
         {
             ConfigOption, IdOption, DataOption, RaftOption, RaftListenOption, ApiOption, ChainIdOption, MemberOption,
             ElectionOption, ClockSkewOption, LimitOption, RetainedOption, AdminTokenOption, ExitWithParentOption, PrintConfigOption,
-            GroupKeyOption, KeyShareOption, SignerFaultOption,
+            GroupKeyOption, KeyShareOption, SignerFaultOption, DkgThresholdOption,
         };
 #if SEQUENCER_TEST_FAULTS
         command.Options.Add(TestFaultOption);
@@ -117,6 +118,8 @@ public static class RunCommand
             options = options with { GroupKeyFile = groupKey };
         if (result.GetValue(KeyShareOption) is { } keyShare)
             options = options with { KeyShareFile = keyShare };
+        if (result.GetValue(DkgThresholdOption) is { } dkgThreshold)
+            options = options with { DkgThreshold = dkgThreshold };
         if (result.GetValue(SignerFaultOption) is { } signerFault)
             options = options with { SignerFault = signerFault };
         if (result.GetValue(MemberOption) is { Length: > 0 } members)

@@ -92,6 +92,13 @@ public sealed record NodeOptions
     /// <summary>This node's secret key share file (mode 0600); with it, the node signs. Requires <see cref="GroupKeyFile"/>.</summary>
     public string? KeyShareFile { get; init; }
 
+    /// <summary>
+    /// With no key files: the threshold t of a Pedersen DKG that the nodes run among themselves when the cluster boots
+    /// without a key (members must be 1..n). Each node keeps its share under <c>DATA/keys</c>; no batch is ordered
+    /// before the key epoch is in force.
+    /// </summary>
+    public int? DkgThreshold { get; init; }
+
     /// <summary>A Byzantine-signer fault to start with: none, wrong-shares or silent (the chaos harness's fault).</summary>
     public string SignerFault { get; init; } = "none";
 
@@ -138,6 +145,9 @@ public sealed record NodeOptions
         Require(KeyShareFile is null || GroupKeyFile is not null, "a key share needs the group key file too (--group-key)");
         Require(GroupKeyFile is null || File.Exists(GroupKeyFile), $"the group key file \"{GroupKeyFile}\" does not exist");
         Require(KeyShareFile is null || File.Exists(KeyShareFile), $"the key share file \"{KeyShareFile}\" does not exist");
+        Require(DkgThreshold is null || GroupKeyFile is null, "--dkg-threshold and --group-key exclude each other: the key comes from the DKG or from files");
+        Require(DkgThreshold is null || (DkgThreshold >= 1 && DkgThreshold <= Members.Count), $"the DKG threshold {DkgThreshold} must be in [1, {Members.Count}]");
+        Require(DkgThreshold is null || Members.Select(m => m.Id).Order().SequenceEqual(Enumerable.Range(1, Members.Count)), "a DKG needs member ids 1..n");
         Require(ParseSignerFault(SignerFault) is not null, $"the signer fault \"{SignerFault}\" is not none, wrong-shares or silent");
         return errors;
     }

@@ -46,7 +46,7 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
     private static readonly TimeSpan SignatureFlushDelay = TimeSpan.FromMilliseconds(2);
 
     private readonly int selfId;
-    private readonly bool selfSigns;
+    private volatile bool selfSigns;
     private readonly AppliedState state;
     private readonly ILeaderLog log;
     private readonly SequencerLimits limits;
@@ -119,6 +119,13 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
 
         Wake();
         return true;
+    }
+
+    /// <summary>Whether this node holds a key share (it then prefers itself as a signer); set once a DKG gives it one.</summary>
+    public bool SelfSigns
+    {
+        get => selfSigns;
+        set => selfSigns = value;
     }
 
     /// <summary>What the coordinator knows about each signer of the current key epoch.</summary>

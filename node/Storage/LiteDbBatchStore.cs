@@ -29,6 +29,7 @@ public sealed class LiteDbBatchStore : IBatchStore
     private readonly ILiteCollection<BsonDocument> signatureCollection;
     private readonly ILiteCollection<BsonDocument> keyEpochCollection;
     private readonly ILiteCollection<BsonDocument> commitmentCollection;
+    private readonly ILiteCollection<BsonDocument> dkgCollection;
     private readonly Lock writer = new();
     private StoreCheckpoint current;
 
@@ -44,6 +45,7 @@ public sealed class LiteDbBatchStore : IBatchStore
         signatureCollection = database.GetCollection("signatures");
         keyEpochCollection = database.GetCollection("keyEpochs");
         commitmentCollection = database.GetCollection("commitments");
+        dkgCollection = database.GetCollection("dkg");
         current = ReadCheckpointDocument();
     }
 
@@ -86,7 +88,10 @@ public sealed class LiteDbBatchStore : IBatchStore
                 foreach (var epoch in signing?.KeyEpochs ?? [])
                     keyEpochCollection.Upsert(ToDocument(epoch));
                 if (signing is not null)
+                {
                     WriteCommitments(signing);
+                    WriteDkg(signing);
+                }
                 meta.Upsert(ToDocument(checkpoint));
                 if (!database.Commit())
                     throw new IOException("the store did not commit");
@@ -185,6 +190,21 @@ public sealed class LiteDbBatchStore : IBatchStore
     private static int CommitmentSigner(long id) => (int)(id >> SequenceBits);
 
     private static ulong CommitmentSequence(long id) => (ulong)id & ((1UL << SequenceBits) - 1);
+
+    /// <inheritdoc/>
+    public IReadOnlyList<byte[]> ReadDkgEntries()
+        => [.. dkgCollection.FindAll().OrderBy(d => d["_id"].AsInt64).Select(d => d["v"].AsBinary)];
+
+    private void WriteDkg(SigningWrites signing)
+    {
+        if (signing.ClearDkg)
+            dkgCollection.DeleteAll();
+        if (signing.DkgEntries is not { Count: > 0 } entries)
+            return;
+        var next = dkgCollection.Max("_id") is { IsInt64: true } max ? max.AsInt64 + 1 : 1;
+        foreach (var entry in entries)
+            dkgCollection.Insert(new BsonDocument { ["_id"] = next++, ["v"] = entry });
+    }
 
     private void WriteCommitments(SigningWrites signing)
     {

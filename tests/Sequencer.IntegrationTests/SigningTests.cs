@@ -167,7 +167,7 @@ public sealed class SigningTests
         }
     }
 
-    private static async Task<List<string>> SubmitAsync(SequencerClient client, int count, int seed)
+    internal static async Task<List<string>> SubmitAsync(SequencerClient client, int count, int seed)
     {
         var random = new Random(seed * 7919);
         var hashes = new List<string>();
@@ -187,7 +187,7 @@ public sealed class SigningTests
     }
 
     /// <summary>Waits until every running node has applied the same height and signed everything up to it.</summary>
-    private static async Task<ulong> WaitAllSignedAsync(TestCluster test, TimeSpan timeout)
+    internal static async Task<ulong> WaitAllSignedAsync(TestCluster test, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
         var last = string.Empty;

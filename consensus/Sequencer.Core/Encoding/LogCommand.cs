@@ -15,6 +15,11 @@ namespace Sequencer.Core.Encoding;
 [Union(2, typeof(BatchSignaturesCommand))]
 [Union(3, typeof(KeyEpochCommand))]
 [Union(5, typeof(SigningSessionsCommand))]
+[Union(6, typeof(DkgStartCommand))]
+[Union(7, typeof(DkgRound1Command))]
+[Union(8, typeof(DkgRound2Command))]
+[Union(9, typeof(DkgConfirmCommand))]
+[Union(10, typeof(DkgComplaintCommand))]
 public interface ILogCommand;
 
 /// <summary>
@@ -177,4 +182,132 @@ public sealed class BatchCommand : ILogCommand
     /// </summary>
     [Key(5)]
     public IReadOnlyList<BatchSignature>? Signatures { get; init; }
+}
+
+/// <summary>
+/// Starts (or restarts, with a higher attempt) a Pedersen DKG among <see cref="Members"/> for key epoch
+/// <see cref="Epoch"/>. Proposed by the leader of a cluster that boots without a key, or on an operator's request.
+/// </summary>
+[MessagePackObject]
+public sealed class DkgStartCommand : ILogCommand
+{
+    /// <summary>The key epoch the DKG creates.</summary>
+    [Key(0)] public ulong Epoch { get; init; }
+
+    /// <summary>The attempt, from 1; a failed attempt is followed by a new one with fresh secrets.</summary>
+    [Key(1)] public int Attempt { get; init; }
+
+    /// <summary>t: shares needed to sign.</summary>
+    [Key(2)] public int Threshold { get; init; }
+
+    /// <summary>The participants: member ids 1..n.</summary>
+    [Key(3)] public IReadOnlyList<int> Members { get; init; } = [];
+}
+
+/// <summary>DKG round one: a participant's Feldman commitment, its proof of knowledge, and its encryption key for round two.</summary>
+[MessagePackObject]
+public sealed class DkgRound1Command : ILogCommand
+{
+    /// <summary>The key epoch.</summary>
+    [Key(0)] public ulong Epoch { get; init; }
+
+    /// <summary>The attempt.</summary>
+    [Key(1)] public int Attempt { get; init; }
+
+    /// <summary>The sender.</summary>
+    [Key(2)] public int From { get; init; }
+
+    /// <summary>t compressed points: G * a_j for the sender's polynomial coefficients.</summary>
+    [Key(3)] public IReadOnlyList<byte[]> Commitment { get; init; } = [];
+
+    /// <summary>R of the Schnorr proof of knowledge of a_0 (compressed point).</summary>
+    [Key(4)] public byte[] ProofR { get; init; } = [];
+
+    /// <summary>μ of that proof (32-byte scalar).</summary>
+    [Key(5)] public byte[] ProofMu { get; init; } = [];
+
+    /// <summary>A fresh secp256k1 public key (compressed) that round two shares for the sender are encrypted to.</summary>
+    [Key(6)] public byte[] EncryptionKey { get; init; } = [];
+}
+
+/// <summary>One round two share, encrypted to its receiver.</summary>
+[MessagePackObject]
+public sealed class DkgEncryptedShare
+{
+    /// <summary>The receiver.</summary>
+    [Key(0)] public int To { get; init; }
+
+    /// <summary>f_from(to), encrypted (32 bytes).</summary>
+    [Key(1)] public byte[] Ciphertext { get; init; } = [];
+}
+
+/// <summary>DKG round two: a participant's shares for every other participant, each encrypted to its receiver.</summary>
+[MessagePackObject]
+public sealed class DkgRound2Command : ILogCommand
+{
+    /// <summary>The key epoch.</summary>
+    [Key(0)] public ulong Epoch { get; init; }
+
+    /// <summary>The attempt.</summary>
+    [Key(1)] public int Attempt { get; init; }
+
+    /// <summary>The sender.</summary>
+    [Key(2)] public int From { get; init; }
+
+    /// <summary>One encrypted share per other participant.</summary>
+    [Key(3)] public IReadOnlyList<DkgEncryptedShare> Shares { get; init; } = [];
+}
+
+/// <summary>
+/// A participant holds its share of the new key: it proves that with a signature by that share over the group key.
+/// When every participant has confirmed, the key epoch is in force.
+/// </summary>
+[MessagePackObject]
+public sealed class DkgConfirmCommand : ILogCommand
+{
+    /// <summary>The key epoch.</summary>
+    [Key(0)] public ulong Epoch { get; init; }
+
+    /// <summary>The attempt.</summary>
+    [Key(1)] public int Attempt { get; init; }
+
+    /// <summary>The sender.</summary>
+    [Key(2)] public int From { get; init; }
+
+    /// <summary>The group key the sender derived (compressed).</summary>
+    [Key(3)] public byte[] GroupKey { get; init; } = [];
+
+    /// <summary>A signer proof by the sender's new share over <see cref="ProofPayload"/>.</summary>
+    [Key(4)] public byte[] Proof { get; init; } = [];
+
+    /// <summary>What the proof signs: epoch, attempt, sender and group key.</summary>
+    public byte[] ProofPayload()
+    {
+        var payload = new byte[8 + 4 + 4 + GroupKey.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(payload, Epoch);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(payload.AsSpan(8), Attempt);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(payload.AsSpan(12), From);
+        GroupKey.CopyTo(payload, 16);
+        return payload;
+    }
+}
+
+/// <summary>A participant received a round two share that does not match its sender's commitment: the attempt fails.</summary>
+[MessagePackObject]
+public sealed class DkgComplaintCommand : ILogCommand
+{
+    /// <summary>The key epoch.</summary>
+    [Key(0)] public ulong Epoch { get; init; }
+
+    /// <summary>The attempt.</summary>
+    [Key(1)] public int Attempt { get; init; }
+
+    /// <summary>The complaining participant.</summary>
+    [Key(2)] public int From { get; init; }
+
+    /// <summary>The participant accused.</summary>
+    [Key(3)] public int Accused { get; init; }
+
+    /// <summary>What was wrong (at most 200 characters).</summary>
+    [Key(4)] public string Reason { get; init; } = string.Empty;
 }

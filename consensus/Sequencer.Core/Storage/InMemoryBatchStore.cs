@@ -9,6 +9,7 @@ public sealed class InMemoryBatchStore : IBatchStore
     private readonly List<StoredKeyEpoch> keyEpochs = [];
     private readonly SortedDictionary<(int, ulong), byte[]> commitments = [];
     private readonly Dictionary<int, ulong> nextSequences = [];
+    private readonly List<byte[]> dkgEntries = [];
     private StoreCheckpoint checkpoint;
 
     /// <summary>Makes the next <see cref="Append"/> throw, as a full disk would.</summary>
@@ -65,10 +66,20 @@ public sealed class InMemoryBatchStore : IBatchStore
                     commitments[(added.Signer, added.Sequence)] = added.Value;
                 foreach (var (signer, sequence) in signing.NextSequences ?? new Dictionary<int, ulong>())
                     nextSequences[signer] = sequence;
+                if (signing.ClearDkg)
+                    dkgEntries.Clear();
+                dkgEntries.AddRange(signing.DkgEntries ?? []);
             }
 
             this.checkpoint = checkpoint;
         }
+    }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<byte[]> ReadDkgEntries()
+    {
+        lock (gate)
+            return [.. dkgEntries];
     }
 
     /// <inheritdoc/>

@@ -46,12 +46,15 @@ public sealed record SigningWrites(
     bool ClearCommitments = false,
     IReadOnlyList<StoredCommitment>? AddedCommitments = null,
     IReadOnlyList<(int Signer, ulong Sequence)>? RemovedCommitments = null,
-    IReadOnlyDictionary<int, ulong>? NextSequences = null)
+    IReadOnlyDictionary<int, ulong>? NextSequences = null,
+    IReadOnlyList<byte[]>? DkgEntries = null,
+    bool ClearDkg = false)
 {
     /// <summary>Nothing to write.</summary>
     public static SigningWrites None { get; } = new([], []);
 
     /// <summary>True when there is nothing to write.</summary>
     public bool IsEmpty => Signatures.Count == 0 && KeyEpochs.Count == 0 && !ClearCommitments && (AddedCommitments?.Count ?? 0) == 0
-        && (RemovedCommitments?.Count ?? 0) == 0 && (NextSequences?.Count ?? 0) == 0;
+        && (RemovedCommitments?.Count ?? 0) == 0 && (NextSequences?.Count ?? 0) == 0
+        && (DkgEntries?.Count ?? 0) == 0 && !ClearDkg;
 }

@@ -80,6 +80,12 @@ public interface IBatchStore : IDisposable
     /// <summary>The stored pool of published, unused nonce commitments.</summary>
     CommitmentPool ReadCommitments();
 
+    /// <summary>
+    /// The encoded DKG entries of a key generation still in progress, in log order (cleared once its key epoch is in
+    /// force): a restarted node rebuilds the DKG from them.
+    /// </summary>
+    IReadOnlyList<byte[]> ReadDkgEntries();
+
     /// <summary>The batch at <paramref name="height"/>, or null when it is not stored.</summary>
     StoredBatch? Get(ulong height);
 

@@ -1,0 +1,439 @@
+using System.Net.Http.Headers;
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.Extensions.Logging;
+using Org.BouncyCastle.Math;
+using Sequencer.Core.Encoding;
+using Sequencer.Node.Configuration;
+using Sequencer.Node.Replication;
+using Sequencer.Raft;
+using Sequencer.Threshold;
+
+namespace Sequencer.Node.Signing;
+
+/// <summary>
+/// This node's part in a Pedersen DKG run through the log (see <see cref="AppliedState"/>'s DKG entries). On the
+/// leader it starts the key generation when the cluster boots without a key (or when an operator asks), and starts a
+/// new attempt after one fails. On every participant it sends round one, round two and the confirmation as the log
+/// reaches each stage, writes its share (owner-only) under <c>DATA/keys</c> before it confirms, and hands the share to
+/// the signer once the key epoch is in force.
+/// </summary>
+/// <remarks>
+/// The secret polynomial is derived from a 32-byte seed kept, owner-only, in <c>DATA/signer</c> before round one
+/// leaves the node, so a participant that restarts resumes the same attempt; the seed is deleted once the key epoch
+/// is in force. Shares and seeds never reach a log line.
+/// </remarks>
+public sealed partial class DkgService : IAsyncDisposable
+{
+    /// <summary>The leader's intake of DKG entries from the other nodes.</summary>
+    public const string Route = "/internal/v1/dkg";
+
+    private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan Resend = TimeSpan.FromSeconds(2);
+
+    private readonly NodeOptions options;
+    private readonly RaftHost raft;
+    private readonly Action<KeyShare, GroupKey, ulong> activate;
+    private readonly bool hasKeyFiles;
+    private readonly ILogger logger;
+    private readonly HttpClient http;
+    private readonly CancellationTokenSource stopping = new();
+    private readonly Dictionary<string, DateTime> sent = [];
+    private readonly Task loop;
+    private TaskCompletionSource wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int? requestedThreshold;
+    private bool activated;
+    private string? lastReport;
+
+    /// <summary>Starts the service.</summary>
+    /// <param name="options">The node's options (id, data directory, members, DKG threshold).</param>
+    /// <param name="raft">The Raft host.</param>
+    /// <param name="activate">Hands this node's share of a key epoch in force to the signer (called once).</param>
+    /// <param name="hasKeyFiles">The node was given key files: it takes no share from a DKG.</param>
+    /// <param name="logger">The logger.</param>
+    public DkgService(NodeOptions options, RaftHost raft, Action<KeyShare, GroupKey, ulong> activate, bool hasKeyFiles, ILogger<DkgService> logger)
+    {
+        ArgumentNullException.ThrowIfNull(raft);
+        this.options = options;
+        this.raft = raft;
+        this.activate = activate;
+        this.hasKeyFiles = hasKeyFiles;
+        this.logger = logger;
+        http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        raft.State.DkgChanged += Wake;
+        loop = Task.Run(LoopAsync);
+    }
+
+    /// <summary>Where this node keeps the key files a DKG gave it.</summary>
+    public string KeysDirectory => Path.Combine(options.DataDir, "keys");
+
+    private string SecretsDirectory => Path.Combine(options.DataDir, "signer");
+
+    /// <summary>
+    /// An operator asks for a key generation (<c>keygen --dkg</c>): the leader starts one with threshold
+    /// <paramref name="threshold"/> if the cluster has no key. Returns why not, or null.
+    /// </summary>
+    public async Task<string?> RequestAsync(int threshold, CancellationToken token)
+    {
+        var members = options.Members.Select(m => m.Id).Order().ToList();
+        if (raft.State.CurrentKeyEpoch is not null)
+            return "the cluster already has a key (key rotation is not supported yet)";
+        if (raft.State.Dkg is { Failure: null })
+            return null;
+        var start = new DkgStartCommand { Epoch = 1, Attempt = (raft.State.Dkg?.Attempt ?? 0) + 1, Threshold = threshold, Members = members };
+        if (raft.State.DkgRejection(start) is { } reason)
+            return reason;
+        requestedThreshold = threshold;
+        if (raft.IsLeader)
+        {
+            Wake();
+            return null;
+        }
+
+        return await SendAsync(start, token).ConfigureAwait(false) ? null : "the leader did not take the request; try again";
+    }
+
+    private void Wake() => Volatile.Read(ref wake).TrySetResult();
+
+    private async Task LoopAsync()
+    {
+        var token = stopping.Token;
+        while (!token.IsCancellationRequested)
+        {
+            var signal = Volatile.Read(ref wake);
+            try
+            {
+                await StepAsync(token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or InvalidOperationException
+                or ArgumentException or JsonException or HttpRequestException)
+            {
+                Report($"DKG step failed: {e.GetType().Name}: {e.Message}");
+            }
+
+            await signal.Task.WaitAsync(Poll, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            if (signal.Task.IsCompleted)
+                Interlocked.CompareExchange(ref wake, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), signal);
+        }
+    }
+
+    private async Task StepAsync(CancellationToken token)
+    {
+        var state = raft.State;
+        if (state.CurrentKeyEpoch is { } epoch)
+        {
+            Activate(epoch);
+            return;
+        }
+
+        var dkg = state.Dkg;
+        if (raft.IsLeader)
+            await StartIfDueAsync(dkg, token).ConfigureAwait(false);
+        if (dkg is null || dkg.Failure is not null || !dkg.Members.Contains(options.NodeId) || hasKeyFiles)
+            return;
+
+        var me = options.NodeId;
+        if (!raft.HasLeader)
+            return;
+        var secrets = LoadOrCreateSecrets(dkg.Epoch, dkg.Attempt, create: !dkg.Round1.ContainsKey(me));
+        if (secrets is null)
+        {
+            // Round one of this node is in the log, but its secrets are gone (a lost data directory): it cannot go on.
+            // The attempt stalls until an operator restores them; starting over needs a new attempt.
+            Report($"key generation attempt {dkg.Attempt}: this node's DKG secrets are missing from {SecretsDirectory}; it cannot take part in this attempt");
+            return;
+        }
+
+        var session = new PedersenDkg(me, dkg.Threshold, dkg.Members.Count, dkg.Context, PedersenDkg.CoefficientsFromSeed(secrets.Seed, dkg.Threshold));
+        if (!dkg.Round1.ContainsKey(me))
+        {
+            var round1 = session.Round1();
+            await SendOnceAsync($"r1-{dkg.Attempt}", new DkgRound1Command
+            {
+                Epoch = dkg.Epoch,
+                Attempt = dkg.Attempt,
+                From = me,
+                Commitment = [.. round1.Commitment.Select(Secp256k1.SerializeElement)],
+                ProofR = Secp256k1.SerializeElement(round1.ProofR),
+                ProofMu = Secp256k1.SerializeScalar(round1.ProofMu),
+                EncryptionKey = Secp256k1.SerializeElement(Secp256k1.BaseMultiply(secrets.EncryptionSecret)),
+            }, token).ConfigureAwait(false);
+            return;
+        }
+
+        if (!dkg.Round1Complete)
+            return;
+        foreach (var (from, message) in dkg.Round1.Where(p => p.Key != me))
+        {
+            // The log accepted only valid broadcasts, so no complaint can come back here.
+            session.Receive(new DkgRound1(from, [.. message.Commitment.Select(p => Secp256k1.DeserializeElement(p))],
+                Secp256k1.DeserializeElement(message.ProofR), Secp256k1.DeserializeScalar(message.ProofMu)));
+        }
+
+        if (!dkg.Round2.ContainsKey(me))
+        {
+            var shares = session.Round2().Select(share => new DkgEncryptedShare
+            {
+                To = share.To,
+                Ciphertext = DkgShareCipher.Encrypt(share.Share, secrets.EncryptionSecret, Secp256k1.DeserializeElement(dkg.Round1[share.To].EncryptionKey), dkg.Context, me, share.To),
+            }).ToList();
+            await SendOnceAsync($"r2-{dkg.Attempt}", new DkgRound2Command { Epoch = dkg.Epoch, Attempt = dkg.Attempt, From = me, Shares = shares }, token).ConfigureAwait(false);
+            return;
+        }
+
+        if (!dkg.Round2Complete || dkg.Confirmed.Contains(me))
+            return;
+
+        var received = new List<DkgRound2>();
+        foreach (var (from, message) in dkg.Round2.Where(p => p.Key != me))
+        {
+            var mine = message.Shares.First(s => s.To == me);
+            var share = DkgShareCipher.Decrypt(mine.Ciphertext, secrets.EncryptionSecret, Secp256k1.DeserializeElement(dkg.Round1[from].EncryptionKey), dkg.Context, from, me);
+            if (share is null)
+            {
+                await ComplainAsync(dkg, from, "the encrypted share does not decrypt to a scalar", token).ConfigureAwait(false);
+                return;
+            }
+
+            received.Add(new DkgRound2(from, me, share));
+        }
+
+        var (keyShare, group, complaints) = session.Finish(received);
+        if (complaints.Count > 0 || keyShare is null || group is null)
+        {
+            var complaint = (complaints.Count > 0 ? complaints[0] : new DkgComplaint(0, "no share derived"));
+            await ComplainAsync(dkg, complaint.Identifier, complaint.Reason, token).ConfigureAwait(false);
+            return;
+        }
+
+        if (!group.PublicKey.Equals(dkg.Group?.PublicKey))
+            throw new InvalidOperationException("the group key derived here differs from the one the log derived");
+        if (!sent.ContainsKey($"confirm-{dkg.Attempt}"))
+        {
+            // The share is durable before the log can put the key in force.
+            KeyFiles.WriteMemberKeys(KeysDirectory, keyShare, group, dkg.Epoch, "dkg");
+            LogKeyWritten(logger, dkg.Epoch, dkg.Attempt, KeysDirectory);
+        }
+
+        var confirm = new DkgConfirmCommand { Epoch = dkg.Epoch, Attempt = dkg.Attempt, From = me, GroupKey = Secp256k1.SerializeElement(group.PublicKey) };
+        confirm = new DkgConfirmCommand
+        {
+            Epoch = confirm.Epoch,
+            Attempt = confirm.Attempt,
+            From = me,
+            GroupKey = confirm.GroupKey,
+            Proof = SignerProof.Sign(AppliedState.DkgConfirmProofDomain, confirm.ProofPayload(), keyShare.Secret),
+        };
+        await SendOnceAsync($"confirm-{dkg.Attempt}", confirm, token).ConfigureAwait(false);
+    }
+
+    private async Task StartIfDueAsync(DkgView? dkg, CancellationToken token)
+    {
+        int? threshold;
+        int attempt;
+        if (dkg is null)
+        {
+            threshold = requestedThreshold ?? options.DkgThreshold;
+            attempt = 1;
+        }
+        else if (dkg.Failure is not null)
+        {
+            threshold = dkg.Threshold;
+            attempt = dkg.Attempt + 1;
+        }
+        else
+        {
+            return;
+        }
+
+        if (threshold is not { } t)
+            return;
+        if (attempt > AppliedState.MaxDkgAttempts)
+        {
+            Report($"key generation gave up after {AppliedState.MaxDkgAttempts} failed attempts; the last: {dkg?.Failure}");
+            return;
+        }
+
+        var start = new DkgStartCommand { Epoch = 1, Attempt = attempt, Threshold = t, Members = [.. options.Members.Select(m => m.Id).Order()] };
+        await SendOnceAsync($"start-{attempt}", start, token).ConfigureAwait(false);
+    }
+
+    private Task ComplainAsync(DkgView dkg, int accused, string reason, CancellationToken token)
+    {
+        LogComplaint(logger, dkg.Epoch, dkg.Attempt, accused, reason);
+        return SendOnceAsync($"complaint-{dkg.Attempt}", new DkgComplaintCommand
+        {
+            Epoch = dkg.Epoch,
+            Attempt = dkg.Attempt,
+            From = options.NodeId,
+            Accused = accused,
+            Reason = reason.Length > 200 ? reason[..200] : reason,
+        }, token);
+    }
+
+    // Sends each message at most every few seconds: the loop runs often, and the log may take a moment to apply it.
+    private async Task SendOnceAsync(string key, ILogCommand command, CancellationToken token)
+    {
+        var now = DateTime.UtcNow;
+        if (sent.TryGetValue(key, out var last) && now - last < Resend)
+            return;
+        sent[key] = now;
+        if (!await SendAsync(command, token).ConfigureAwait(false))
+            sent[key] = now - Resend + TimeSpan.FromMilliseconds(250);
+    }
+
+    private async Task<bool> SendAsync(ILogCommand command, CancellationToken token)
+    {
+        var payload = LogCommandCodec.Encode(command);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
+        timeout.CancelAfter(TimeSpan.FromSeconds(5));
+        try
+        {
+            if (raft.IsLeader)
+            {
+                if (raft.State.DkgRejection(command) is { } reason)
+                {
+                    Report($"the log would not take {command.GetType().Name}: {reason}");
+                    return false;
+                }
+
+                await raft.ReplicateAsync(payload, null, timeout.Token).ConfigureAwait(false);
+                return true;
+            }
+
+            if (raft.Leader is not { } leader)
+                return false;
+            using var content = new ByteArrayContent(payload);
+            content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
+            using var response = await http.PostAsync(new Uri(new Uri(leader.Api), Route), content, timeout.Token).ConfigureAwait(false);
+            if (!response.IsSuccessStatusCode)
+                Report($"the leader refused {command.GetType().Name}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(token).ConfigureAwait(false)}");
+            return response.IsSuccessStatusCode;
+        }
+        catch (Exception e) when (e is OperationCanceledException or HttpRequestException or InvalidOperationException or DotNext.Net.Cluster.Consensus.Raft.NotLeaderException)
+        {
+            return false;
+        }
+    }
+
+    private void Activate(KeyEpochView epoch)
+    {
+        if (activated)
+            return;
+        activated = true;
+        DeleteSecrets();
+        if (hasKeyFiles)
+            return;
+        var path = Path.Combine(KeysDirectory, KeyFiles.ShareFileName(options.NodeId));
+        if (!File.Exists(path))
+        {
+            if (epoch.Group.VerificationShares.ContainsKey(options.NodeId))
+                LogNoShare(logger, epoch.Epoch, path);
+            return;
+        }
+
+        var share = KeyFiles.ReadShare(path, epoch.Group);
+        activate(share, epoch.Group, epoch.Epoch);
+        LogActivated(logger, epoch.Epoch, options.NodeId);
+    }
+
+    private DkgSecrets? LoadOrCreateSecrets(ulong epoch, int attempt, bool create)
+    {
+        var path = Path.Combine(SecretsDirectory, $"dkg-{epoch}-{attempt}.json");
+        if (File.Exists(path))
+        {
+            var stored = JsonSerializer.Deserialize(File.ReadAllText(path), DkgSecretsJsonContext.Default.DkgSecretsFile)
+                ?? throw new InvalidDataException($"{path} is empty");
+            return new DkgSecrets(Convert.FromHexString(stored.Seed), new BigInteger(1, Convert.FromHexString(stored.EncryptionSecret)));
+        }
+
+        if (!create)
+            return null;
+        var created = new DkgSecrets(RandomNumberGenerator.GetBytes(32), Secp256k1.RandomScalar());
+        var directory = OperatingSystem.IsWindows()
+            ? Directory.CreateDirectory(SecretsDirectory)
+            : Directory.CreateDirectory(SecretsDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var file = new DkgSecretsFile
+        {
+            Seed = Convert.ToHexStringLower(created.Seed),
+            EncryptionSecret = Convert.ToHexStringLower(Secp256k1.SerializeScalar(created.EncryptionSecret)),
+        };
+        var temporary = Path.Combine(directory.FullName, $"dkg-{epoch}-{attempt}.json.tmp");
+        File.Delete(temporary);
+        var streamOptions = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
+        if (!OperatingSystem.IsWindows())
+            streamOptions.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        using (var stream = new FileStream(temporary, streamOptions))
+        {
+            JsonSerializer.Serialize(stream, file, DkgSecretsJsonContext.Default.DkgSecretsFile);
+            stream.Flush(flushToDisk: true);
+        }
+
+        File.Move(temporary, path);
+        return created;
+    }
+
+    private void DeleteSecrets()
+    {
+        if (!Directory.Exists(SecretsDirectory))
+            return;
+        foreach (var file in Directory.EnumerateFiles(SecretsDirectory, "dkg-*.json*"))
+            File.Delete(file);
+    }
+
+    private void Report(string message)
+    {
+        if (message == lastReport)
+            return;
+        lastReport = message;
+        LogReport(logger, message);
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        raft.State.DkgChanged -= Wake;
+        await stopping.CancelAsync().ConfigureAwait(false);
+        await loop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        stopping.Dispose();
+        http.Dispose();
+    }
+
+    private sealed record DkgSecrets(byte[] Seed, BigInteger EncryptionSecret)
+    {
+        public override string ToString() => "DkgSecrets(redacted)";
+    }
+
+    [LoggerMessage(EventId = 140, Level = LogLevel.Information, Message = "Key generation for epoch {Epoch} (attempt {Attempt}): this node's share is written to {Directory}")]
+    private static partial void LogKeyWritten(ILogger logger, ulong epoch, int attempt, string directory);
+
+    [LoggerMessage(EventId = 141, Level = LogLevel.Warning, Message = "Key generation for epoch {Epoch} (attempt {Attempt}): complaint against member {Accused}: {Reason}")]
+    private static partial void LogComplaint(ILogger logger, ulong epoch, int attempt, int accused, string reason);
+
+    [LoggerMessage(EventId = 142, Level = LogLevel.Information, Message = "Key epoch {Epoch} from the DKG: node {Id} signs with its share")]
+    private static partial void LogActivated(ILogger logger, ulong epoch, int id);
+
+    [LoggerMessage(EventId = 143, Level = LogLevel.Warning, Message = "Key epoch {Epoch} is in force but this node has no share at {Path}: it verifies only")]
+    private static partial void LogNoShare(ILogger logger, ulong epoch, string path);
+
+    [LoggerMessage(EventId = 144, Level = LogLevel.Warning, Message = "{Message}")]
+    private static partial void LogReport(ILogger logger, string message);
+}
+
+/// <summary>A DKG participant's secrets on disk (owner-only): the polynomial seed and the round two decryption key.</summary>
+internal sealed class DkgSecretsFile
+{
+    [JsonPropertyName("seed")] public string Seed { get; init; } = string.Empty;
+
+    [JsonPropertyName("encryptionSecret")] public string EncryptionSecret { get; init; } = string.Empty;
+
+    public override string ToString() => "DkgSecretsFile(redacted)";
+}
+
+[JsonSerializable(typeof(DkgSecretsFile))]
+internal sealed partial class DkgSecretsJsonContext : JsonSerializerContext;

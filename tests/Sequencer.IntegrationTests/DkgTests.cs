@@ -1,0 +1,121 @@
+using System.Globalization;
+using System.Net.Http.Headers;
+using Sequencer.Checker;
+using Sequencer.Core.Encoding;
+using Sequencer.Threshold;
+
+namespace Sequencer.IntegrationTests;
+
+/// <summary>A cluster that boots without a key runs a Pedersen DKG among its nodes, then signs every batch.</summary>
+[Collection("clusters")]
+public sealed class DkgTests
+{
+    private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
+
+    [Fact]
+    public async Task ClusterBootsWithADkg_EachNodeKeepsOnlyItsShare_SignaturesVerify_AndARestartedNodeSignsAgain()
+    {
+        await using var test = await TestCluster.StartAsync("dkg", extraArguments: ["--dkg-threshold", "2"]);
+
+        // Key epoch 1 comes from the DKG, the same on every node.
+        var keys = new List<Sequencer.Client.KeyEpochDto>();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        foreach (var (nodeId, client) in test.Clients)
+        {
+            while (true)
+            {
+                if ((await client.GetKeysAsync()) is [var key])
+                {
+                    keys.Add(key);
+                    break;
+                }
+
+                Assert.True(DateTime.UtcNow < deadline, $"node {nodeId} has no key epoch after 30 s\n{test.Logs()}");
+                await Task.Delay(50);
+            }
+        }
+
+        Assert.Single(keys.Select(k => k.GroupKey).Distinct());
+        Assert.All(keys, k => Assert.Equal(2, k.Threshold));
+        var groupKey = GroupKeyFile.HexBytes(keys[0].GroupKey);
+
+        // Each node holds its own share, owner-only, of that key, and the shares differ; no log line shows one.
+        var secrets = new List<string>();
+        foreach (var node in test.Cluster.Nodes)
+        {
+            var directory = Path.Combine(node.Spec.DataDir, "keys");
+            var group = KeyFiles.ReadGroup(Path.Combine(directory, KeyFiles.GroupFileName));
+            Assert.Equal(keys[0].GroupKey, group.GroupKey);
+            Assert.Equal("dkg", group.Origin);
+            var sharePath = Path.Combine(directory, KeyFiles.ShareFileName(node.Spec.Id));
+            if (!OperatingSystem.IsWindows())
+                Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(sharePath));
+            var share = KeyFiles.ReadShare(sharePath, group.ToGroupKey());
+            Assert.Equal(node.Spec.Id, share.Identifier);
+            Assert.Equal(group.ToGroupKey().VerificationShares[node.Spec.Id], Secp256k1.BaseMultiply(share.Secret));
+            secrets.Add(Convert.ToHexStringLower(Secp256k1.SerializeScalar(share.Secret)));
+            Assert.Empty(Directory.EnumerateFiles(Path.Combine(node.Spec.DataDir, "signer"), "dkg-*"));
+        }
+
+        Assert.Equal(3, secrets.Distinct().Count());
+
+        // Every batch is signed under the DKG key (checked with arithmetic written in the checker, not Frost.Verify).
+        await SigningTests.SubmitAsync(test.Cluster.Node(2).Client, 60, seed: 11);
+        var height = await SigningTests.WaitAllSignedAsync(test, TimeSpan.FromSeconds(30));
+        await AssertSignedAsync(test, 1, height, groupKey);
+
+        // A node killed and restarted finds its share in its data directory and signs again.
+        await test.Cluster.Node(3).KillAsync();
+        await SigningTests.SubmitAsync(test.Cluster.Node(1).Client, 30, seed: 12);
+        var during = await SigningTests.WaitAllSignedAsync(test, TimeSpan.FromSeconds(30));
+        test.Cluster.Node(3).Start();
+        await SigningTests.SubmitAsync(test.Cluster.Node(1).Client, 30, seed: 13);
+        var after = await SigningTests.WaitAllSignedAsync(test, TimeSpan.FromSeconds(30));
+        Assert.True(after > during);
+        await AssertSignedAsync(test, height + 1, after, groupKey);
+        deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while ((await test.Cluster.Node(3).Client.GetKeysAsync()).Count == 0 || !await SignsAsync(test.Cluster.Node(3).Client.BaseUrl, 3))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "node 3 does not sign after its restart");
+            await Task.Delay(50);
+        }
+
+        // A second DKG is refused (rotation is a later feature), and junk is a clear 4xx.
+        var leader = test.Cluster.Node(await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10))).Client.BaseUrl;
+        Assert.Equal(409, await PostAsync(leader, LogCommandCodec.Encode(new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] })));
+        Assert.Equal(400, await PostAsync(leader, [1, 2, 3]));
+        Assert.Equal(400, await PostAsync(leader, LogCommandCodec.Encode(new BatchSignaturesCommand())));
+
+        foreach (var node in test.Cluster.Nodes)
+        {
+            var log = await File.ReadAllTextAsync(node.LogPath);
+            Assert.DoesNotContain(secrets, s => log.Contains(s, StringComparison.OrdinalIgnoreCase));
+        }
+    }
+
+    private static async Task AssertSignedAsync(TestCluster test, ulong from, ulong to, byte[] groupKey)
+    {
+        for (var h = from; h <= to; h++)
+        {
+            var commitment = await test.Cluster.Node((int)(h % 3) + 1).Client.GetCommitmentAsync(h);
+            Assert.NotNull(commitment);
+            var signature = Convert.FromHexString(commitment.Signature.R[2..]).Concat(Convert.FromHexString(commitment.Signature.Z[2..])).ToArray();
+            Assert.True(SchnorrVerifier.Verify(Convert.FromHexString(commitment.Commitment[2..]), signature, groupKey), $"batch {h} does not verify under the DKG key");
+        }
+    }
+
+    private static async Task<bool> SignsAsync(Uri node, int id)
+    {
+        using var response = await Http.GetAsync(new Uri(node, "/v1/signing"));
+        var body = await response.Content.ReadAsStringAsync();
+        return body.Contains($"\"signer\":{{\"id\":{id.ToString(CultureInfo.InvariantCulture)}", StringComparison.Ordinal);
+    }
+
+    private static async Task<int> PostAsync(Uri node, byte[] body)
+    {
+        using var content = new ByteArrayContent(body);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
+        using var response = await Http.PostAsync(new Uri(node, "/internal/v1/dkg"), content);
+        return (int)response.StatusCode;
+    }
+}

@@ -1,0 +1,227 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Sequencer.Core;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Storage;
+using Sequencer.Raft;
+using Sequencer.Threshold;
+using BigInteger = Org.BouncyCastle.Math.BigInteger;
+
+namespace Sequencer.Tests;
+
+/// <summary>The Pedersen DKG run through the log: <see cref="AppliedState"/>'s DKG entries and <see cref="DkgShareCipher"/>.</summary>
+public sealed class DkgStateTests
+{
+    private const ulong ChainId = 42;
+    private static readonly SequencerLimits Limits = new() { PersistGroupBatches = 1, MaxUnpersistedBatches = 16, PersistIntervalMs = 10 };
+    private long index;
+
+    private static AppliedState Open(IBatchStore store)
+        => new(store, new ChainParameters(ChainId, 0), Limits, 0, new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance);
+
+    private Task<AppliedBatch?> ApplyAsync(AppliedState state, ILogCommand command) => state.ApplyAsync(command, ++index, 1, CancellationToken.None).AsTask();
+
+    /// <summary>One simulated participant: its DKG instance and round two decryption key.</summary>
+    private sealed class Participant(int id, int t, int n, byte[] context)
+    {
+        public int Id { get; } = id;
+
+        public PedersenDkg Dkg { get; } = new(id, t, n, context);
+
+        public BigInteger EncryptionSecret { get; } = Secp256k1.RandomScalar();
+
+        public DkgRound1Command Round1(ulong epoch, int attempt)
+        {
+            var message = Dkg.Round1();
+            return new DkgRound1Command
+            {
+                Epoch = epoch,
+                Attempt = attempt,
+                From = Id,
+                Commitment = [.. message.Commitment.Select(Secp256k1.SerializeElement)],
+                ProofR = Secp256k1.SerializeElement(message.ProofR),
+                ProofMu = Secp256k1.SerializeScalar(message.ProofMu),
+                EncryptionKey = Secp256k1.SerializeElement(Secp256k1.BaseMultiply(EncryptionSecret)),
+            };
+        }
+    }
+
+    private static DkgRound1 Decode(DkgRound1Command c)
+        => new(c.From, [.. c.Commitment.Select(p => Secp256k1.DeserializeElement(p))], Secp256k1.DeserializeElement(c.ProofR), Secp256k1.DeserializeScalar(c.ProofMu));
+
+    /// <summary>Runs rounds one and two for everyone, then each participant decrypts and finishes; returns the shares.</summary>
+    private async Task<(List<KeyShare> Shares, GroupKey Group, List<DkgRound2Command> Round2)> RunRoundsAsync(AppliedState state, List<Participant> people, byte[] context, Func<int, int, BigInteger, BigInteger>? tamper = null)
+    {
+        var round1 = people.Select(p => p.Round1(1, 1)).ToList();
+        foreach (var message in round1)
+            await ApplyAsync(state, message);
+        foreach (var p in people)
+        {
+            foreach (var message in round1.Where(m => m.From != p.Id))
+                Assert.Null(p.Dkg.Receive(Decode(message)));
+        }
+
+        var round2 = people.Select(p => new DkgRound2Command
+        {
+            Epoch = 1,
+            Attempt = 1,
+            From = p.Id,
+            Shares = [.. p.Dkg.Round2().Select(s => new DkgEncryptedShare
+            {
+                To = s.To,
+                Ciphertext = DkgShareCipher.Encrypt(tamper?.Invoke(p.Id, s.To, s.Share) ?? s.Share, p.EncryptionSecret,
+                    Secp256k1.DeserializeElement(round1[s.To - 1].EncryptionKey), context, p.Id, s.To),
+            })],
+        }).ToList();
+        foreach (var message in round2)
+            await ApplyAsync(state, message);
+
+        var shares = new List<KeyShare>();
+        GroupKey? group = null;
+        foreach (var p in people)
+        {
+            var received = round2.Where(m => m.From != p.Id).Select(m => new DkgRound2(m.From, p.Id,
+                DkgShareCipher.Decrypt(m.Shares.Single(s => s.To == p.Id).Ciphertext, p.EncryptionSecret,
+                    Secp256k1.DeserializeElement(round1[m.From - 1].EncryptionKey), context, m.From, p.Id)!)).ToList();
+            var (share, g, complaints) = p.Dkg.Finish(received);
+            if (complaints.Count > 0)
+                return (shares, null!, round2);
+            shares.Add(share!);
+            group = g;
+        }
+
+        return (shares, group!, round2);
+    }
+
+    private static DkgConfirmCommand Confirm(KeyShare share, GroupKey group)
+    {
+        var unsigned = new DkgConfirmCommand { Epoch = 1, Attempt = 1, From = share.Identifier, GroupKey = Secp256k1.SerializeElement(group.PublicKey) };
+        return new DkgConfirmCommand
+        {
+            Epoch = 1,
+            Attempt = 1,
+            From = share.Identifier,
+            GroupKey = unsigned.GroupKey,
+            Proof = SignerProof.Sign(AppliedState.DkgConfirmProofDomain, unsigned.ProofPayload(), share.Secret),
+        };
+    }
+
+    [Fact]
+    public async Task ThreeNodeDkgThroughTheLog_PutsTheKeyEpochInForce_AndAnyTwoSharesSign()
+    {
+        using var store = new InMemoryBatchStore();
+        await using var state = Open(store);
+        await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
+        var context = AppliedState.DkgContext(ChainId, 1, 1);
+        Assert.Equal(context, state.Dkg!.Context);
+        var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 2, 3, context)).ToList();
+        var (shares, group, _) = await RunRoundsAsync(state, people, context);
+        Assert.Equal("confirm", state.Dkg!.Stage);
+        Assert.Equal(group.PublicKey, state.Dkg.Group!.PublicKey);
+
+        // A confirmation signed by the wrong share, or naming another group key, is not taken.
+        var forged = Confirm(new KeyShare(2, shares[0].Secret), group);
+        Assert.NotNull(state.DkgRejection(forged));
+        foreach (var share in shares)
+            await ApplyAsync(state, Confirm(share, group));
+
+        Assert.Null(state.Dkg);
+        var epoch = state.CurrentKeyEpoch!;
+        Assert.Equal(1UL, epoch.Epoch);
+        Assert.Equal(group.PublicKey, epoch.Group.PublicKey);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Empty(store.ReadDkgEntries());
+        Assert.Single(store.ReadKeyEpochs());
+
+        // Any two of the three shares make a signature under the key nobody ever held.
+        var message = "dkg"u8.ToArray();
+        foreach (var pair in new[] { (0, 1), (0, 2), (1, 2) })
+        {
+            var signers = new[] { shares[pair.Item1], shares[pair.Item2] };
+            var commits = signers.Select(s => Frost.Commit(s.Identifier, s.Secret)).ToList();
+            var session = new FrostSession(group.PublicKey, [.. commits.Select(c => c.Item2)], message);
+            var zs = signers.Select((s, i) => session.Sign(s, commits[i].Item1)).ToList();
+            Assert.True(Frost.Verify(message, session.Aggregate(zs), group.PublicKey));
+        }
+    }
+
+    [Fact]
+    public async Task BadRound1Proof_IsRejected_AndATamperedShareLeadsToAComplaintThatFailsTheAttempt()
+    {
+        using var store = new InMemoryBatchStore();
+        await using var state = Open(store);
+        await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
+        var context = AppliedState.DkgContext(ChainId, 1, 1);
+
+        // A round one message bound to another context (replayed from another chain or attempt) has no valid proof here.
+        var stranger = new Participant(1, 2, 3, AppliedState.DkgContext(ChainId + 1, 1, 1)).Round1(1, 1);
+        Assert.Contains("proof of knowledge", state.DkgRejection(stranger), StringComparison.Ordinal);
+        await ApplyAsync(state, stranger);
+        Assert.Empty(state.Dkg!.Round1);
+
+        // Member 3 sends member 1 a share that does not match its commitment: member 1 cannot finish and complains.
+        var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 2, 3, context)).ToList();
+        var (shares, _, _) = await RunRoundsAsync(state, people, context, (from, to, share) => from == 3 && to == 1 ? share.Add(BigInteger.One) : share);
+        Assert.Empty(shares);
+        await ApplyAsync(state, new DkgComplaintCommand { Epoch = 1, Attempt = 1, From = 1, Accused = 3, Reason = "share does not match the sender's commitment" });
+        Assert.Equal("failed", state.Dkg!.Stage);
+        Assert.Contains("member 1 accuses member 3", state.Dkg.Failure, StringComparison.Ordinal);
+
+        // The next attempt starts over; the failed attempt's entries are no longer accepted.
+        var again = new DkgStartCommand { Epoch = 1, Attempt = 2, Threshold = 2, Members = [1, 2, 3] };
+        Assert.Null(state.DkgRejection(again));
+        await ApplyAsync(state, again);
+        Assert.Equal(2, state.Dkg!.Attempt);
+        Assert.NotNull(state.DkgRejection(people[0].Round1(1, 1)));
+        Assert.Null(state.CurrentKeyEpoch);
+    }
+
+    [Fact]
+    public async Task RestartInTheMiddleOfADkg_RebuildsItFromTheStore()
+    {
+        using var store = new InMemoryBatchStore();
+        var context = AppliedState.DkgContext(ChainId, 1, 1);
+        var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 2, 3, context)).ToList();
+        List<DkgRound2Command> round2;
+        await using (var state = Open(store))
+        {
+            await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
+            (_, _, round2) = await RunRoundsAsync(state, people, context);
+            await state.FlushAsync(CancellationToken.None);
+        }
+
+        await using var reopened = Open(store);
+        var view = reopened.Dkg!;
+        Assert.Equal("confirm", view.Stage);
+        Assert.Equal([1, 2, 3], view.Round1.Keys.Order());
+        Assert.Equal(round2[1].Shares[0].Ciphertext, view.Round2[2].Shares[0].Ciphertext);
+    }
+
+    [Fact]
+    public void ShareCipher_RoundTrips_AndAWrongKeyDoesNotRecoverTheShare()
+    {
+        var context = AppliedState.DkgContext(ChainId, 1, 1);
+        var sender = Secp256k1.RandomScalar();
+        var receiver = Secp256k1.RandomScalar();
+        var share = Secp256k1.RandomScalar();
+        var ciphertext = DkgShareCipher.Encrypt(share, sender, Secp256k1.BaseMultiply(receiver), context, 1, 2);
+        Assert.Equal(32, ciphertext.Length);
+        Assert.Equal(share, DkgShareCipher.Decrypt(ciphertext, receiver, Secp256k1.BaseMultiply(sender), context, 1, 2));
+        Assert.NotEqual(share, DkgShareCipher.Decrypt(ciphertext, Secp256k1.RandomScalar(), Secp256k1.BaseMultiply(sender), context, 1, 2));
+        Assert.NotEqual(share, DkgShareCipher.Decrypt(ciphertext, receiver, Secp256k1.BaseMultiply(sender), context, 2, 1));
+        Assert.NotEqual(share, DkgShareCipher.Decrypt(ciphertext, receiver, Secp256k1.BaseMultiply(sender), AppliedState.DkgContext(ChainId, 1, 2), 1, 2));
+    }
+
+    [Fact]
+    public void CoefficientsFromSeed_AreDeterministicAndDistinct()
+    {
+        var seed = new byte[32];
+        seed[0] = 7;
+        var a = PedersenDkg.CoefficientsFromSeed(seed, 3);
+        Assert.Equal(a, PedersenDkg.CoefficientsFromSeed(seed, 3));
+        Assert.Equal(3, a.Distinct().Count());
+        seed[0] = 8;
+        Assert.NotEqual(a[0], PedersenDkg.CoefficientsFromSeed(seed, 3)[0]);
+    }
+}
