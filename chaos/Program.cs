@@ -16,11 +16,12 @@ var bulkOption = new Option<int>("--bulk") { Description = "Txs per submit.", De
 var binaryOption = new Option<string?>("--node-binary") { Description = "The sequencer-node.dll to run (default: the Release build)." };
 var nodeArgOption = new Option<string[]>("--node-arg") { Description = "An extra argument for every node; repeatable." };
 var keepOption = new Option<bool>("--keep-data") { Description = "Keep node data even when the run passes." };
+var noSigningOption = new Option<bool>("--no-signing") { Description = "Run the nodes without threshold signing (ordering only)." };
 var listOption = new Option<bool>("--list") { Description = "List the scenarios and the fault kinds, and exit." };
 
 var root = new RootCommand("sequencer-chaos: runs real sequencer nodes under seeded faults and checks DESIGN section 7's invariants.")
 {
-    nodesOption, durationOption, seedOption, scenarioOption, modeOption, outOption, clientsOption, bulkOption, binaryOption, nodeArgOption, keepOption, listOption,
+    nodesOption, durationOption, seedOption, scenarioOption, modeOption, outOption, clientsOption, bulkOption, binaryOption, nodeArgOption, keepOption, noSigningOption, listOption,
 };
 root.SetAction(async (result, token) =>
 {
@@ -54,6 +55,7 @@ root.SetAction(async (result, token) =>
         Binary = result.GetValue(binaryOption) is { } binary ? NodeBinary.At(binary) : null,
         NodeArguments = result.GetValue(nodeArgOption) ?? [],
         KeepData = result.GetValue(keepOption),
+        Signing = !result.GetValue(noSigningOption),
         Progress = line =>
         {
             lock (Console.Out)

@@ -396,9 +396,12 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
             return readiness is { } reasons ? $"failed safe: running, not ready: {Shorten(reasons)}" : "hung: running but neither caught up nor reporting a fault";
         }
 
-        var tail = node.Tail(15);
         // A clear message is the node's own: a critical log line or a "fatal:" line, not an unhandled exception's trace.
-        var clear = tail.Split('\n').LastOrDefault(l => l.Contains(" crit: ", StringComparison.Ordinal) || l.StartsWith("fatal: ", StringComparison.Ordinal));
+        // Look through the node's latest run (after its last "Loaded the store"): a node that stops may log for a
+        // while after its critical line (peers' requests failing while it shuts down).
+        var lines = node.Tail(400).Split('\n');
+        var run = Array.FindLastIndex(lines, l => l.Contains("Loaded the store", StringComparison.Ordinal));
+        var clear = lines.Skip(Math.Max(0, run)).LastOrDefault(l => l.Contains(" crit: ", StringComparison.Ordinal) || l.StartsWith("fatal: ", StringComparison.Ordinal));
         return clear is null
             ? $"failed fast (exit {node.ExitCode?.ToString(CultureInfo.InvariantCulture)}) without a clear message"
             : $"failed fast (exit {node.ExitCode?.ToString(CultureInfo.InvariantCulture)}): {Shorten(clear)}";

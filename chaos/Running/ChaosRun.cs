@@ -128,7 +128,7 @@ public static class ChaosRun
             Specs = specs,
             Binary = options.Binary,
             // A short WAL retention makes snapshots and log compaction part of every run.
-            ExtraArguments = ["--admin-token", adminToken, "--wal-retained-entries", "64", .. options.NodeArguments],
+            ExtraArguments = ["--admin-token", adminToken, "--wal-retained-entries", "512", .. options.NodeArguments],
             KeysDirectory = keys,
         });
         foreach (var node in cluster.Nodes)

@@ -10,7 +10,17 @@ public static class Liveness
 
     private static readonly HashSet<FaultKind> Disk = [FaultKind.DiskTruncateWalTail, FaultKind.DiskFlipBits, FaultKind.DiskDeleteChunk, FaultKind.DiskExhaustFileHandles, FaultKind.DiskFull];
 
-    /// <summary>LIVE-FAILOVER: after the leader is killed (or paused), a tx submitted after it is ordered within the bound.</summary>
+    /// <summary>
+    /// A paused leader's kernel still accepts connections but nothing answers, and DotNext 6.12's pre-vote waits for
+    /// every member's answer (<c>Task.WhenEach</c> over all members in <c>RaftCluster.PreVoteAsync</c>), so the first
+    /// election after a pause takes one Raft request timeout (2 s) longer than after a kill, where the connection is refused.
+    /// </summary>
+    public static readonly TimeSpan PausedLeaderAllowance = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// LIVE-FAILOVER: after the leader is killed (or paused), a tx submitted after it is ordered within the bound (plus
+    /// <see cref="PausedLeaderAllowance"/> for a paused leader).
+    /// </summary>
     public static InvariantResult CheckFailover(IReadOnlyList<HistoryOp> history, IReadOnlyList<FaultRecord> records, TimeSpan bound)
     {
         ArgumentNullException.ThrowIfNull(history);
@@ -29,8 +39,9 @@ public static class Liveness
 
             record.FailoverMs = after / 1_000_000 - record.StartMs;
             measured.Add($"#{record.Sequence} {record.FailoverMs} ms");
-            if (record.FailoverMs > bound.TotalMilliseconds)
-                problems.Add($"#{record.Sequence} {record.Kind} {record.Target}: the first new tx was ordered {record.FailoverMs} ms after it (bound {bound.TotalMilliseconds} ms)");
+            var limit = record.Kind == FaultKind.PauseLeader ? bound + PausedLeaderAllowance : bound;
+            if (record.FailoverMs > limit.TotalMilliseconds)
+                problems.Add($"#{record.Sequence} {record.Kind} {record.Target}: the first new tx was ordered {record.FailoverMs} ms after it (bound {limit.TotalMilliseconds} ms)");
         }
 
         return problems.Count == 0

@@ -42,6 +42,7 @@ public sealed partial class SignerService : IAsyncDisposable
     private const int SendAttempts = 5;
     private const int GenerateStep = 64;
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan ReplenishPoll = TimeSpan.FromMilliseconds(20);
     private static readonly TimeSpan PruneInterval = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan PublishTimeout = TimeSpan.FromSeconds(5);
 
@@ -60,6 +61,8 @@ public sealed partial class SignerService : IAsyncDisposable
     private readonly List<AppliedSession> queue = [];
     private readonly CancellationTokenSource stopping = new();
     private readonly Task loop;
+    private readonly Task replenisher;
+    private HashSet<ulong> pruneCandidates = [];
     private readonly SemaphoreSlim sends = new(4);
     private TaskCompletionSource wake = NewSignal();
     private long lastPrune;
@@ -90,6 +93,36 @@ public sealed partial class SignerService : IAsyncDisposable
         };
         state.SessionsStarted += OnSessionsStarted;
         loop = Task.Run(LoopAsync);
+        replenisher = Task.Run(ReplenishLoopAsync);
+    }
+
+    // Making nonces (about 0.2 ms a pair) and publishing them runs beside answering sessions, never in front of it.
+    private async Task ReplenishLoopAsync()
+    {
+        var token = stopping.Token;
+        using var timer = new PeriodicTimer(ReplenishPoll);
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                if (IsActive())
+                    Replenish();
+            }
+            catch (Exception e) when (e is IOException or LiteDB.LiteException or InvalidOperationException)
+            {
+                LogSignerFailed(logger, e);
+            }
+
+            try
+            {
+                if (!await timer.WaitForNextTickAsync(token).ConfigureAwait(false))
+                    return;
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
     }
 
     /// <summary>The Byzantine-signer fault in force; the chaos harness changes it through <c>/admin/signer-fault</c>.</summary>
@@ -132,7 +165,6 @@ public sealed partial class SignerService : IAsyncDisposable
                 if (IsActive())
                 {
                     await AnswerSessionsAsync(token).ConfigureAwait(false);
-                    Replenish();
                     Prune();
                 }
             }
@@ -370,7 +402,19 @@ public sealed partial class SignerService : IAsyncDisposable
         lastPrune = now;
         var (_, next) = state.CommitmentsOf(share.Identifier);
         var offered = state.AvailableSequences(share.Identifier, AppliedState.MaxCommitmentsPerSigner).ToHashSet();
-        var removed = nonces.Prune(next, offered.Contains);
+
+        // Two passes: a nonce goes only when the log has not offered it for a whole prune interval. A session applied
+        // a moment ago has taken its commitment out of the pool before this signer answered it; its nonce must stay.
+        var previous = pruneCandidates;
+        var candidates = new HashSet<ulong>();
+        var removed = nonces.Prune(next, sequence =>
+        {
+            if (offered.Contains(sequence))
+                return true;
+            candidates.Add(sequence);
+            return !previous.Contains(sequence);
+        });
+        pruneCandidates = candidates;
         if (removed > 0)
             LogPruned(logger, removed);
     }
@@ -394,6 +438,7 @@ public sealed partial class SignerService : IAsyncDisposable
         state.SessionsStarted -= OnSessionsStarted;
         await stopping.CancelAsync().ConfigureAwait(false);
         await loop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        await replenisher.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         http.Dispose();
         stopping.Dispose();
     }
