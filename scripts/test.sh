@@ -23,9 +23,11 @@ if ! dotnet build Cluster.sln -c Release -nologo -clp:ErrorsOnly || ! dotnet bui
   exit 1
 fi
 
-for project in tests/Sequencer.Tests tests/Sequencer.IntegrationTests tests/Sequencer.ChaosTests; do
+# Each suite has a time limit, so that a hung test fails the run instead of stalling CI.
+for entry in tests/Sequencer.Tests:600 tests/Sequencer.IntegrationTests:1200 tests/Sequencer.ChaosTests:1800; do
+  project=${entry%%:*}; limit=${entry##*:}
   log=$(mktemp)
-  dotnet test --project "$project" -c Release --no-build 2>&1 | tee "$log"
+  timeout --kill-after=30 "$limit" dotnet test --project "$project" -c Release --no-build 2>&1 | tee "$log"
   ok=$(grep -oP '^\s*succeeded: \K[0-9]+' "$log" | tail -n 1)
   bad=$(grep -oP '^\s*failed: \K[0-9]+' "$log" | tail -n 1)
   skipped=$(grep -oP '^\s*skipped: \K[0-9]+' "$log" | tail -n 1)

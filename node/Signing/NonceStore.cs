@@ -30,7 +30,11 @@ public sealed record RecordedNonceUse(ulong Epoch, ulong Sequence, byte[] Commit
 /// </summary>
 /// <remarks>
 /// The LiteDB file and its journal live in a directory of mode 0700: nonces are as secret as the key share.
-/// LiteDB fsyncs on every commit.
+/// Taking is on the signing hot path, and a LiteDB commit costs several fsyncs: a take is instead one append to
+/// <c>used.log</c> and one fsync (for every nonce taken at once), and the used nonces are deleted from LiteDB, their
+/// use records moved there, in the background (<see cref="Compact"/>). A used nonce in the log is never handed out
+/// again, so the log is the durable deletion; after a crash it is read back (a torn last record was never
+/// synced, so its share never left) and compacted.
 /// </remarks>
 public sealed class NonceStore : IDisposable
 {
@@ -42,7 +46,12 @@ public sealed class NonceStore : IDisposable
     private readonly ILiteCollection<BsonDocument> meta;
     private readonly ILiteCollection<BsonDocument> uses;
     private readonly Lock writer = new();
-    private long takes;
+    private readonly Lock compactor = new();
+    private readonly string directory;
+    private FileStream journal;
+    private long journalNumber;
+    private int compactions;
+    private readonly Dictionary<ulong, (ulong Epoch, byte[] Commitment, NonceUse? Use)> taken = [];
 
     /// <summary>Opens (or creates) the store in <paramref name="directory"/>, which is made owner-only.</summary>
     /// <exception cref="IOException">The store cannot be opened.</exception>
@@ -56,6 +65,192 @@ public sealed class NonceStore : IDisposable
         nonces = database.GetCollection(NonceCollection);
         meta = database.GetCollection(MetaCollection);
         uses = database.GetCollection("uses");
+        uses.EnsureIndex("seq");
+        this.directory = info.FullName;
+
+        // Every used-nonce log left by an earlier run (one per compaction generation), oldest first.
+        var logs = Directory.EnumerateFiles(this.directory, "used-*.log")
+            .Select(path => (Path: path, Number: long.TryParse(Path.GetFileNameWithoutExtension(path)[5..], out var n) ? n : -1))
+            .Where(l => l.Number >= 0).OrderBy(l => l.Number).ToList();
+        foreach (var (path, _) in logs)
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
+            ReadJournal(stream);
+        }
+
+        journalNumber = logs.Count == 0 ? 1 : logs[^1].Number + 1;
+        journal = OpenJournal(journalNumber);
+        Compact();
+    }
+
+    private FileStream OpenJournal(long number)
+    {
+        var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.None };
+        if (!OperatingSystem.IsWindows())
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        var stream = new FileStream(Path.Combine(directory, $"used-{number.ToString(System.Globalization.CultureInfo.InvariantCulture)}.log"), options);
+        stream.Position = stream.Length;
+        return stream;
+    }
+
+    /// <summary>Nonces taken since the last <see cref="Compact"/> (still in LiteDB, marked used by the log).</summary>
+    public int Uncompacted
+    {
+        get
+        {
+            lock (writer)
+                return taken.Count;
+        }
+    }
+
+    /// <summary>
+    /// Moves the taken nonces out of LiteDB (deleted, their use records stored) in one transaction, then empties the
+    /// used-nonce log. Idempotent: a crash between the two leaves records that the next compaction skips.
+    /// </summary>
+    public void Compact()
+    {
+        // Under the lock only the log is rotated: takes go to a fresh log while the LiteDB transaction runs, and the
+        // nonces being compacted stay marked as taken until it has committed.
+        Dictionary<ulong, (ulong Epoch, byte[] Commitment, NonceUse? Use)> batch;
+        long through;
+        lock (writer)
+        {
+            if (taken.Count == 0)
+                return;
+            batch = new Dictionary<ulong, (ulong, byte[], NonceUse?)>(taken);
+            through = journalNumber;
+            journal.Dispose();
+            journal = OpenJournal(++journalNumber);
+        }
+
+        lock (compactor)
+        {
+            Transact(() =>
+            {
+                foreach (var (sequence, (epoch, commitment, use)) in batch)
+                {
+                    nonces.Delete((long)sequence);
+                    if (use is null)
+                        continue;
+
+                    // Keyed by (epoch, sequence): compacting the same log twice (a crash before it was deleted) writes
+                    // the same record again.
+                    uses.Upsert(new BsonDocument
+                    {
+                        ["_id"] = UseId(epoch, sequence),
+                        ["epoch"] = unchecked((long)epoch),
+                        ["seq"] = (long)sequence,
+                        ["c"] = commitment,
+                        ["h"] = unchecked((long)use.Height),
+                        ["a"] = use.Attempt,
+                        ["m"] = use.Message,
+                        ["s"] = new BsonArray(use.Signers.Select(id => new BsonValue(id))),
+                        ["l"] = use.CommitmentListHash,
+                    });
+                }
+            });
+            if (++compactions % 16 == 1)
+                TrimUses();
+        }
+
+        lock (writer)
+        {
+            foreach (var sequence in batch.Keys)
+                taken.Remove(sequence);
+        }
+
+        foreach (var file in Directory.EnumerateFiles(directory, "used-*.log"))
+        {
+            if (long.TryParse(Path.GetFileNameWithoutExtension(file)[5..], out var number) && number <= through)
+                File.Delete(file);
+        }
+    }
+
+    // Uses sort by key epoch, then sequence: the order a signer used its nonces in.
+    private static long UseId(ulong epoch, ulong sequence) => unchecked((long)((epoch << 48) | (sequence & ((1UL << 48) - 1))));
+
+    // One record per taken nonce: length-prefixed, with a SHA-256 prefix as checksum.
+    private static byte[] EncodeRecord(ulong epoch, ulong sequence, byte[] commitment, NonceUse? use)
+    {
+        using var body = new MemoryStream();
+        using (var writer = new BinaryWriter(body, System.Text.Encoding.UTF8, leaveOpen: true))
+        {
+            writer.Write(epoch);
+            writer.Write(sequence);
+            writer.Write((ushort)commitment.Length);
+            writer.Write(commitment);
+            writer.Write(use is not null);
+            if (use is not null)
+            {
+                writer.Write(use.Height);
+                writer.Write(use.Attempt);
+                writer.Write((ushort)use.Message.Length);
+                writer.Write(use.Message);
+                writer.Write((byte)use.Signers.Count);
+                foreach (var id in use.Signers)
+                    writer.Write(id);
+                writer.Write((ushort)use.CommitmentListHash.Length);
+                writer.Write(use.CommitmentListHash);
+            }
+        }
+
+        var payload = body.ToArray();
+        var record = new byte[4 + 4 + payload.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(record, payload.Length);
+        System.Security.Cryptography.SHA256.HashData(payload).AsSpan(0, 4).CopyTo(record.AsSpan(4));
+        payload.CopyTo(record, 8);
+        return record;
+    }
+
+    private void ReadJournal(FileStream journal)
+    {
+        journal.Position = 0;
+        using var reader = new BinaryReader(journal, System.Text.Encoding.UTF8, leaveOpen: true);
+        long good = 0;
+        while (journal.Length - journal.Position >= 8)
+        {
+            var length = reader.ReadInt32();
+            var check = reader.ReadBytes(4);
+            if (length <= 0 || length > 64 * 1024 || journal.Length - journal.Position < length)
+                break;
+            var payload = reader.ReadBytes(length);
+            if (!System.Security.Cryptography.SHA256.HashData(payload).AsSpan(0, 4).SequenceEqual(check))
+                break;
+            using var body = new BinaryReader(new MemoryStream(payload));
+            var epoch = body.ReadUInt64();
+            var sequence = body.ReadUInt64();
+            var commitment = body.ReadBytes(body.ReadUInt16());
+            NonceUse? use = null;
+            if (body.ReadBoolean())
+            {
+                var height = body.ReadUInt64();
+                var attempt = body.ReadInt32();
+                var message = body.ReadBytes(body.ReadUInt16());
+                var signers = Enumerable.Range(0, body.ReadByte()).Select(_ => body.ReadInt32()).ToList();
+                var listHash = body.ReadBytes(body.ReadUInt16());
+                use = new NonceUse(height, attempt, message, signers, listHash);
+            }
+
+            taken[sequence] = (epoch, commitment, use);
+            good = journal.Position;
+        }
+
+        // A torn tail was never synced: no share made with it left the node.
+        journal.SetLength(good);
+        journal.Position = good;
+    }
+
+    private void TrimUses()
+    {
+        var excess = uses.Count() - MaxUseRecords;
+        if (excess <= 0)
+            return;
+        var oldest = uses.Find(Query.All(), 0, excess).Select(d => d["_id"]).ToList();
+        Transact(() =>
+        {
+            foreach (var id in oldest)
+                uses.Delete(id);
+        });
     }
 
     /// <summary>The most use records kept (the oldest are dropped beyond it).</summary>
@@ -67,7 +262,7 @@ public sealed class NonceStore : IDisposable
         get
         {
             lock (writer)
-                return nonces.Count();
+                return nonces.Count() - taken.Count;
         }
     }
 
@@ -118,6 +313,8 @@ public sealed class NonceStore : IDisposable
             result.Add(new StoredNonceCommitment(sequence, encoded));
         }
 
+        if (Epoch != epoch)
+            Compact();
         lock (writer)
         {
             Transact(() =>
@@ -145,7 +342,8 @@ public sealed class NonceStore : IDisposable
     {
         lock (writer)
         {
-            return [.. nonces.Find(Query.GTE("_id", (long)fromSequence), 0, limit)
+            return [.. nonces.Find(Query.GTE("_id", (long)fromSequence), 0, limit + taken.Count)
+                .Where(d => !taken.ContainsKey((ulong)d["_id"].AsInt64)).Take(limit)
                 .Select(d => new StoredNonceCommitment((ulong)d["_id"].AsInt64, d["c"].AsBinary))];
         }
     }
@@ -164,55 +362,38 @@ public sealed class NonceStore : IDisposable
     public IReadOnlyDictionary<ulong, (SigningNonces Nonces, byte[] Commitment)> Take(ulong epoch, IReadOnlyDictionary<ulong, NonceUse?> sequences)
     {
         ArgumentNullException.ThrowIfNull(sequences);
-        var taken = new Dictionary<ulong, (SigningNonces, byte[])>();
+        var result = new Dictionary<ulong, (SigningNonces, byte[])>();
         lock (writer)
         {
             if (Epoch != epoch || sequences.Count == 0)
-                return taken;
-            Transact(() =>
+                return result;
+            using var records = new MemoryStream();
+            foreach (var (sequence, use) in sequences)
             {
-                foreach (var (sequence, use) in sequences)
-                {
-                    var document = nonces.FindById((long)sequence);
-                    if (document is null)
-                        continue;
-                    taken[sequence] = (new SigningNonces(Secp256k1.DeserializeScalar(document["d"].AsBinary), Secp256k1.DeserializeScalar(document["e"].AsBinary)),
-                        document["c"].AsBinary);
-                    nonces.Delete((long)sequence);
-                    if (use is not null)
-                    {
-                        uses.Insert(new BsonDocument
-                        {
-                            ["epoch"] = unchecked((long)epoch),
-                            ["seq"] = (long)sequence,
-                            ["c"] = document["c"].AsBinary,
-                            ["h"] = unchecked((long)use.Height),
-                            ["a"] = use.Attempt,
-                            ["m"] = use.Message,
-                            ["s"] = new BsonArray(use.Signers.Select(id => new BsonValue(id))),
-                            ["l"] = use.CommitmentListHash,
-                        });
-                    }
-                }
-            });
-            var excess = ++takes % 1024 == 0 ? uses.Count() - MaxUseRecords : 0;
-            if (excess > 0)
-            {
-                var oldest = uses.Find(Query.All(), 0, excess).Select(d => d["_id"]).ToList();
-                Transact(() =>
-                {
-                    foreach (var id in oldest)
-                        uses.Delete(id);
-                });
+                if (taken.ContainsKey(sequence) || nonces.FindById((long)sequence) is not { } document)
+                    continue;
+                var commitment = document["c"].AsBinary;
+                result[sequence] = (new SigningNonces(Secp256k1.DeserializeScalar(document["d"].AsBinary), Secp256k1.DeserializeScalar(document["e"].AsBinary)), commitment);
+                records.Write(EncodeRecord(epoch, sequence, commitment, use));
             }
+
+            if (result.Count == 0)
+                return result;
+
+            // The durable deletion: once this returns, these nonces are used for good, whatever happens next.
+            journal.Write(records.GetBuffer(), 0, (int)records.Length);
+            journal.Flush(flushToDisk: true);
+            foreach (var (sequence, (_, commitment)) in result)
+                taken[sequence] = (epoch, commitment, sequences[sequence]);
         }
 
-        return taken;
+        return result;
     }
 
     /// <summary>The recorded uses, oldest first, from the <paramref name="skip"/>-th, at most <paramref name="limit"/>.</summary>
     public IReadOnlyList<RecordedNonceUse> Uses(int skip, int limit)
     {
+        Compact();
         lock (writer)
         {
             return [.. uses.Find(Query.All(), skip, limit).Select(d => new RecordedNonceUse(
@@ -262,5 +443,9 @@ public sealed class NonceStore : IDisposable
     }
 
     /// <inheritdoc/>
-    public void Dispose() => database.Dispose();
+    public void Dispose()
+    {
+        journal.Dispose();
+        database.Dispose();
+    }
 }

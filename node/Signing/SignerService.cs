@@ -41,6 +41,7 @@ public sealed partial class SignerService : IAsyncDisposable
     private const int MaxQueuedSessions = 16_384;
     private const int SendAttempts = 5;
     private const int GenerateStep = 64;
+    private const int CompactAfter = 64;
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(100);
     private static readonly TimeSpan ReplenishPoll = TimeSpan.FromMilliseconds(20);
     private static readonly TimeSpan PruneInterval = TimeSpan.FromSeconds(10);
@@ -107,6 +108,8 @@ public sealed partial class SignerService : IAsyncDisposable
             {
                 if (IsActive())
                     Replenish();
+                if (nonces.Uncompacted >= CompactAfter)
+                    nonces.Compact();
             }
             catch (Exception e) when (e is IOException or LiteDB.LiteException or InvalidOperationException)
             {

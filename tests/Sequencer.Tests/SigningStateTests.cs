@@ -259,6 +259,40 @@ public sealed class SigningStateTests : IDisposable
         }
     }
 
+    [Fact]
+    public void NonceStore_UsedNonceLog_SurvivesARestartBeforeCompaction_RecordsEachUseOnce_AndIgnoresATornTail()
+    {
+        var directory = Path.Combine(Path.GetTempPath(), "nonce-store-" + Guid.NewGuid().ToString("N"));
+        directories.Add(directory);
+        var use = new NonceUse(7, 1, [1, 2, 3], [1, 2], new byte[32]);
+        using (var store = new NonceStore(directory))
+        {
+            store.Generate(1, shares[0], 1, 6);
+            Assert.Equal([1UL, 2UL], store.Take(1, new Dictionary<ulong, NonceUse?> { [1] = use, [2] = use with { Height = 8 } }).Keys.Order());
+            Assert.Equal(2, store.Uncompacted);
+            Assert.Equal(4, store.Count);
+            Assert.DoesNotContain(store.CommitmentsFrom(1, 10), c => c.Sequence is 1 or 2);
+
+            // Taken but not compacted: the log alone says they are used.
+            Assert.Empty(store.Take(1, [1, 2]));
+        }
+
+        // A crash can leave half a record at the end of the log: that take never returned, so its share never left.
+        File.AppendAllBytes(Directory.GetFiles(directory, "used-*.log").Single(), [40, 0, 0, 0, 1, 2, 3]);
+        using (var reopened = new NonceStore(directory))
+        {
+            Assert.Equal(0, reopened.Uncompacted);
+            Assert.Empty(reopened.Take(1, [1, 2]));
+            Assert.Equal(4, reopened.Count);
+            var uses = reopened.Uses(0, 10);
+            Assert.Equal([(1UL, 7UL), (2UL, 8UL)], uses.Select(u => (u.Sequence, u.Use.Height)));
+            Assert.Single(reopened.Take(1, new Dictionary<ulong, NonceUse?> { [3] = use with { Height = 9 } }));
+            reopened.Compact();
+            reopened.Compact();
+            Assert.Equal(3, reopened.Uses(0, 10).Count);
+        }
+    }
+
     private static int IndexOf(byte[] haystack, byte[] needle)
     {
         for (var i = 0; i <= haystack.Length - needle.Length; i++)
