@@ -57,7 +57,13 @@ done
 if [ "$up" = 1 ]; then
   log=$(mktemp)
   python3 ../shared/tools/api-smoke http://127.0.0.1:17101 http://127.0.0.1:17102 http://127.0.0.1:17103 2>&1 | tee "$log"
-  count "api-smoke" "$(grep -c '^PASS' "$log")" "$(grep -c '^FAIL' "$log")"
+  smoke_ok=$(grep -c '^PASS' "$log"); smoke_bad=$(grep -c '^FAIL' "$log")
+  if [ "$smoke_ok" = 0 ] && [ "$smoke_bad" = 0 ]; then
+    # The smoke tool did not run (missing, or crashed before its first check): that is a failure, not a pass.
+    count "api-smoke (did not run)" 0 1
+  else
+    count "api-smoke" "$smoke_ok" "$smoke_bad"
+  fi
   rm -f "$log"
 else
   cat .data/test-smoke.log
