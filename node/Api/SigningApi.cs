@@ -327,19 +327,9 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
 
     private async Task PostNonceCommitmentsAsync(HttpContext context)
     {
-        var body = await ReadInternalBodyAsync(context).ConfigureAwait(false);
-        if (body is null)
+        if (await ReadInternalCommandAsync(context).ConfigureAwait(false) is not { } entry)
             return;
-        ILogCommand command;
-        try
-        {
-            command = LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(body));
-        }
-        catch (LogFormatException e)
-        {
-            await ApiResponses.WriteErrorAsync(context, 400, "bad_entry", e.Message).ConfigureAwait(false);
-            return;
-        }
+        var (body, command) = entry;
 
         if (command is not NonceCommitmentsCommand commitments)
         {
@@ -437,19 +427,9 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
     /// <summary>The leader's intake of DKG entries (internal, MessagePack): checked against the log's DKG state, then replicated.</summary>
     private async Task PostDkgAsync(HttpContext context)
     {
-        var body = await ReadInternalBodyAsync(context).ConfigureAwait(false);
-        if (body is null)
+        if (await ReadInternalCommandAsync(context).ConfigureAwait(false) is not { } entry)
             return;
-        ILogCommand command;
-        try
-        {
-            command = LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(body));
-        }
-        catch (LogFormatException e)
-        {
-            await ApiResponses.WriteErrorAsync(context, 400, "bad_entry", e.Message).ConfigureAwait(false);
-            return;
-        }
+        var (body, command) = entry;
 
         if (command is not (DkgStartCommand or DkgRound1Command or DkgRound2Command or DkgConfirmCommand or DkgComplaintCommand))
         {
@@ -540,6 +520,24 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
         finally
         {
             publications.Release();
+        }
+    }
+
+    // An internal route's body as a log entry: the raw bytes (replicated as they are) and the decoded command, or
+    // null once a 4xx has been written.
+    private static async Task<(byte[] Body, ILogCommand Command)?> ReadInternalCommandAsync(HttpContext context)
+    {
+        var body = await ReadInternalBodyAsync(context).ConfigureAwait(false);
+        if (body is null)
+            return null;
+        try
+        {
+            return (body, LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(body)));
+        }
+        catch (LogFormatException e)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_entry", e.Message).ConfigureAwait(false);
+            return null;
         }
     }
 
