@@ -10,6 +10,7 @@ using Sequencer.Node.Configuration;
 using Sequencer.Node.Replication;
 using Sequencer.Node.Signing;
 using Sequencer.Node.Telemetry;
+using Sequencer.Raft;
 
 namespace Sequencer.Node;
 
@@ -101,10 +102,17 @@ public static partial class NodeRunner
 
         var time = new AdjustableClock(TimeProvider.System) { SkewMs = options.ClockSkewMs };
         using var metrics = new NodeMetrics();
+        var loops = new BackgroundLoops(time);
+        loops.Died += (loop, exception) =>
+        {
+            LogLoopDied(logger, exception, loop.Name, exception?.Message ?? "it returned");
+            exitCode = FatalExitCode;
+            fatalStop.Cancel();
+        };
         RaftHost raft;
         try
         {
-            raft = new RaftHost(options, time, loggerFactory);
+            raft = new RaftHost(options, time, loggerFactory, loops);
         }
         catch (Exception e) when (IsDamagedData(e))
         {
@@ -113,7 +121,7 @@ public static partial class NodeRunner
         }
 
         await using var raftScope = raft.ConfigureAwait(false);
-        await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal);
+        await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal, loops);
         using var forwarder = new LeaderForwarder(options.NodeId, options.Limits.MaxForwardedRequests);
         await using var coordinator = new SigningCoordinator(options.NodeId, keys?.Share is not null, raft.State, raft, options.Limits, time, metrics,
             loggerFactory.CreateLogger<SigningCoordinator>(), keys?.Bootstrap);
@@ -171,7 +179,7 @@ public static partial class NodeRunner
             await ApiResponses.WriteErrorAsync(context.HttpContext, response.StatusCode, code,
                 $"{context.HttpContext.Request.Method} {context.HttpContext.Request.Path} is not a route of this API (see DESIGN section 10)").ConfigureAwait(false);
         });
-        new SequencerApi(options, raft, submits, forwarder, metrics, time).Map(app);
+        new SequencerApi(options, raft, submits, forwarder, metrics, time, loops).Map(app);
         new AdminApi(options, time).Map(app);
         using var signingApi = new SigningApi(options, raft, coordinator, () => signers.Current, dkg);
         signingApi.Map(app);
@@ -249,6 +257,9 @@ public static partial class NodeRunner
         metrics.ObserveGauge("sequencer.signing.lag", "{batch}", "Applied batches above the signed watermark.", () => (long)((raft.State.LastHeader?.Height ?? 0) - Math.Min(raft.State.LastHeader?.Height ?? 0, raft.State.SignedWatermark)));
         metrics.ObserveGauge("sequencer.store.unpersisted_entries", "{entry}", "Applied entries not yet written to the store.", () => raft.State.UnpersistedEntries);
     }
+
+    [LoggerMessage(EventId = 14, Level = LogLevel.Critical, Message = "A background loop ended: {Loop} stopped ({Reason}). The node stops rather than stay half alive; the Raft log and the store keep everything applied, so a restart resumes.")]
+    private static partial void LogLoopDied(ILogger logger, Exception? exception, string loop, string reason);
 
     [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "Node {NodeId} serves the API at {Api}, Raft at {Raft}")]
     private static partial void LogListening(ILogger logger, int nodeId, string api, string raft);

@@ -148,6 +148,7 @@ public sealed partial class AppliedState
             durable = final;
             appliedIndex = index;
             appliedTerm = term;
+            lastApplyAt = time.GetTimestamp();
             snapshotCandidates.Clear();
             snapshot = new BatchSnapshot(this, point);
         }

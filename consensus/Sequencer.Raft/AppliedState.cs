@@ -51,7 +51,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private readonly Queue<SnapshotPoint> snapshotCandidates = new();
     private readonly StoredBatch?[] recent;
     private readonly CancellationTokenSource stopping = new();
-    private readonly Task persisterTask;
+    private readonly BackgroundLoop persister;
     private TaskCompletionSource persistedSignal = NewSignal();
     private TaskCompletionSource workSignal = NewSignal();
 
@@ -62,6 +62,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private StoreCheckpoint durable;
     private BatchSnapshot? snapshot;
     private string? storeFault;
+    private long lastApplyAt;
 
     /// <summary>Loads the stored state and starts the persister.</summary>
     /// <param name="store">The durable batch store.</param>
@@ -70,7 +71,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <param name="retainedEntries">How many applied Raft entries the log keeps behind the store before compaction.</param>
     /// <param name="time">The clock for local bookkeeping (the <c>ordered</c> time); never used for header fields.</param>
     /// <param name="logger">The logger.</param>
-    public AppliedState(IBatchStore store, ChainParameters chain, SequencerLimits limits, long retainedEntries, TimeProvider time, ILogger logger)
+    /// <param name="loops">Where the persister loop is supervised (the node stops when it dies); a private set when null.</param>
+    public AppliedState(IBatchStore store, ChainParameters chain, SequencerLimits limits, long retainedEntries, TimeProvider time, ILogger logger,
+        BackgroundLoops? loops = null)
     {
         ArgumentNullException.ThrowIfNull(store);
         ArgumentNullException.ThrowIfNull(limits);
@@ -88,6 +91,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         recent = new StoredBatch?[limits.MaxUnpersistedBatches + RecentCacheBatches];
 
         durable = store.ReadCheckpoint();
+        lastApplyAt = time.GetTimestamp();
         appliedIndex = durable.AppliedIndex;
         appliedTerm = durable.AppliedTerm;
         txIndex = new OrderedTxIndex();
@@ -97,8 +101,11 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             snapshot = new BatchSnapshot(this, new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight));
         LogLoaded(logger, durable.LastHeight, durable.AppliedIndex, durable.SnapshotIndex, txIndex.Count);
 
-        persisterTask = Task.Run(PersistLoopAsync);
+        persister = (loops ?? new BackgroundLoops(time)).Start("the store persister", PersisterStuckAfter, PersistLoopAsync, stopping.Token);
     }
+
+    /// <summary>A persister that has not gone round for this long (a store write that hangs) makes the node not ready.</summary>
+    public static readonly TimeSpan PersisterStuckAfter = TimeSpan.FromSeconds(10);
 
     /// <summary>Batches kept in memory beyond the unpersisted ones, so that recent lookups skip the store.</summary>
     public const int RecentCacheBatches = 1024;
@@ -146,6 +153,16 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
     }
 
+    /// <summary>The time since the last entry was applied (or since the state was opened).</summary>
+    public TimeSpan SinceLastApply
+    {
+        get
+        {
+            lock (gate)
+                return time.GetElapsedTime(lastApplyAt);
+        }
+    }
+
     /// <summary>Applied entries not yet in the store.</summary>
     public int UnpersistedEntries
     {
@@ -153,6 +170,28 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         {
             lock (gate)
                 return unpersisted.Count;
+        }
+    }
+
+    /// <summary>
+    /// Why the store persister is not keeping up (it stopped, the store fails, or applied entries pile up towards the
+    /// bound where apply stops), or null while it keeps up. Readiness serves it.
+    /// </summary>
+    public string? PersisterProblem
+    {
+        get
+        {
+            if (persister.Failure is { } failure)
+                return $"the store persister stopped: {failure.Message}";
+            lock (gate)
+            {
+                if (storeFault is { } fault)
+                    return $"the store is failing: {fault}";
+                if (unpersisted.Count >= limits.MaxUnpersistedBatches / 4 * 3)
+                    return $"the store persister is behind: {unpersisted.Count} applied entries are not yet in the store (apply stops at {limits.MaxUnpersistedBatches})";
+            }
+
+            return null;
         }
     }
 
@@ -285,6 +324,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
             appliedIndex = index;
             appliedTerm = term;
+            lastApplyAt = time.GetTimestamp();
             unpersisted.Enqueue(new PendingEffect(index, term, stored, signing, signedWatermark));
             if (unpersisted.Count >= limits.PersistGroupBatches)
                 workSignal.TrySetResult();
@@ -310,7 +350,10 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 wait = persistedSignal.Task;
             }
 
-            await wait.WaitAsync(token).ConfigureAwait(false);
+            // Apply must never wait for a persister that is gone: that would leave the node answering but frozen.
+            if (persister.Completion.IsCompleted)
+                throw new InvalidOperationException("apply cannot go on: the store persister has stopped", persister.Failure);
+            await Task.WhenAny(wait, persister.Completion).WaitAsync(token).ConfigureAwait(false);
         }
     }
 
@@ -330,12 +373,17 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
     }
 
-    private async Task PersistLoopAsync()
+    /// <summary>
+    /// Writes applied entries to the store in groups. A disk failure (<see cref="IOException"/>) is retried with
+    /// backoff: nothing is lost, apply stops at the bound, and readiness reports the fault. Anything else (a failed
+    /// invariant, a bug) ends the loop, and <see cref="BackgroundLoops"/> reports it so that the node stops.
+    /// </summary>
+    private async Task PersistLoopAsync(BackgroundLoop loop, CancellationToken token)
     {
-        var token = stopping.Token;
         var failures = 0;
         while (!token.IsCancellationRequested)
         {
+            loop.Beat();
             Task signal;
             lock (gate)
                 signal = workSignal.Task;
@@ -362,8 +410,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             try
             {
                 while (PersistOnce(limits.PersistGroupBatches))
-                {
-                }
+                    loop.Beat();
 
                 failures = 0;
             }
@@ -507,14 +554,15 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await stopping.CancelAsync().ConfigureAwait(false);
-        await persisterTask.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        await persister.Completion.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         try
         {
             await FlushAsync(CancellationToken.None).ConfigureAwait(false);
         }
-        catch (IOException e)
+        catch (Exception e)
         {
-            LogStoreFailed(logger, e, 1);
+            // Shutdown must end cleanly: what is not in the store is still in the Raft log, which replays it.
+            LogFinalFlushFailed(logger, e);
         }
 
         stopping.Dispose();
@@ -577,6 +625,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
     [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Loaded the store: height {Height}, applied index {AppliedIndex}, snapshot index {SnapshotIndex}, {TxCount} ordered txs")]
     private static partial void LogLoaded(ILogger logger, ulong height, long appliedIndex, long snapshotIndex, int txCount);
+
+    [LoggerMessage(EventId = 103, Level = LogLevel.Error, Message = "The final store write at shutdown failed; the Raft log replays the entries at the next start")]
+    private static partial void LogFinalFlushFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 101, Level = LogLevel.Error, Message = "Writing applied batches to the store failed ({Failures} in a row); retrying")]
     private static partial void LogStoreFailed(ILogger logger, Exception exception, int failures);

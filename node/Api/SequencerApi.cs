@@ -13,6 +13,7 @@ using Sequencer.Core.Protocol;
 using Sequencer.Node.Configuration;
 using Sequencer.Node.Replication;
 using Sequencer.Node.Telemetry;
+using Sequencer.Raft;
 
 namespace Sequencer.Node.Api;
 
@@ -21,8 +22,12 @@ namespace Sequencer.Node.Api;
 /// a follower forwards it to the leader, and during a leader change the node retries (submits are idempotent)
 /// until the submit timeout, after which it answers <c>outcome_unknown</c>.
 /// </summary>
-public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitService submits, LeaderForwarder forwarder, NodeMetrics metrics, TimeProvider time)
+public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitService submits, LeaderForwarder forwarder, NodeMetrics metrics, TimeProvider time,
+    BackgroundLoops loops)
 {
+    // Committed entries that have waited this long without any apply mean a stuck applier.
+    private static readonly TimeSpan ApplyStalledAfter = TimeSpan.FromSeconds(5);
+
     private static readonly TimeSpan NoLeaderPoll = TimeSpan.FromMilliseconds(50);
 
     // A read that misses on a follower waits at most this long for the follower to apply what the leader committed.
@@ -425,6 +430,9 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("queuedTxs", submits.QueuedTxs);
             writer.WriteNumber("inFlightEntries", submits.InFlightEntries);
             writer.WriteNumber("unpersistedEntries", state.UnpersistedEntries);
+            var durable = state.Durable;
+            writer.WriteNumber("storedHeight", durable.LastHeight);
+            writer.WriteNumber("storedIndex", durable.AppliedIndex);
             writer.WriteNumber("orderedTxs", state.OrderedTxCount);
             writer.WriteNumber("durableFollowerAppends", raft.DurableAppends);
             writer.WriteNumber("lastLogIndex", raft.LastLogIndex);
@@ -440,11 +448,14 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
         var reasons = new List<string>();
         if (!raft.HasLeader)
             reasons.Add("no leader is known");
-        if (raft.State.StoreFault is { } fault)
-            reasons.Add($"the store is failing: {fault}");
+        if (raft.State.PersisterProblem is { } persister)
+            reasons.Add(persister);
+        reasons.AddRange(loops.Problems());
         var lag = raft.CommitIndex - raft.State.AppliedIndex;
         if (lag > options.Limits.MaxUnpersistedBatches)
             reasons.Add($"apply lags the commit index by {lag} entries");
+        else if (lag > 0 && raft.State.SinceLastApply > ApplyStalledAfter)
+            reasons.Add($"apply is stalled: {lag} committed entries wait, nothing applied for {raft.State.SinceLastApply.TotalSeconds:0} s");
         return ApiResponses.WriteJsonAsync(context, reasons.Count == 0 ? 200 : 503, writer =>
         {
             writer.WriteString("status", reasons.Count == 0 ? "ready" : "not_ready");

@@ -47,7 +47,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     private int started;
 
     /// <summary>Opens the store and the WAL and builds the Raft node; <see cref="StartAsync"/> joins the cluster.</summary>
-    public RaftHost(NodeOptions options, TimeProvider time, ILoggerFactory loggerFactory)
+    public RaftHost(NodeOptions options, TimeProvider time, ILoggerFactory loggerFactory, BackgroundLoops loops)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(loggerFactory);
@@ -63,7 +63,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         var dataDir = Directory.CreateDirectory(options.DataDir);
         store = new LiteDbBatchStore(Path.Combine(dataDir.FullName, "store.db"));
         State = new AppliedState(store, new ChainParameters(options.ChainId, 0), options.Limits, options.WalRetainedEntries,
-            time, loggerFactory.CreateLogger<AppliedState>());
+            time, loggerFactory.CreateLogger<AppliedState>(), loops);
         var stateMachine = new SequencerStateMachine(State, dataDir.CreateSubdirectory("scratch"));
         wal = new DurableWriteAheadLog(new WriteAheadLog.Options
         {

@@ -56,7 +56,7 @@ public sealed partial class SubmitService : IAsyncDisposable
     private readonly Dictionary<Hash32, PendingTx> pending = [];
     private readonly Queue<PendingTx> queue = new();
     private readonly CancellationTokenSource stopping = new();
-    private readonly Task batcherTask;
+    private readonly BackgroundLoop batcher;
     private TaskCompletionSource wake = NewSignal();
     private int queuedTxs;
     private long queuedBytes;
@@ -70,7 +70,9 @@ public sealed partial class SubmitService : IAsyncDisposable
     /// <param name="metrics">Metrics.</param>
     /// <param name="logger">Logger.</param>
     /// <param name="fatal">Called when replication fails in a way the node cannot survive.</param>
-    public SubmitService(ILeaderLog log, AppliedState state, SequencerLimits limits, TimeProvider time, NodeMetrics metrics, ILogger<SubmitService> logger, Action<Exception> fatal)
+    /// <param name="loops">Where the batcher loop is supervised; a private set when null.</param>
+    public SubmitService(ILeaderLog log, AppliedState state, SequencerLimits limits, TimeProvider time, NodeMetrics metrics, ILogger<SubmitService> logger, Action<Exception> fatal,
+        BackgroundLoops? loops = null)
     {
         ArgumentNullException.ThrowIfNull(log);
         ArgumentNullException.ThrowIfNull(state);
@@ -85,10 +87,14 @@ public sealed partial class SubmitService : IAsyncDisposable
         policy = new BatcherPolicy(limits);
         state.Applied += OnApplied;
         log.LeaderChanged += OnLeaderChanged;
-        batcherTask = Task.Run(BatcherLoopAsync);
+        batcher = (loops ?? new BackgroundLoops(time)).Start("the batcher", BatcherStuckAfter, BatcherLoopAsync, stopping.Token);
     }
 
     private const int NotReadyPollMs = 10;
+
+    // The batcher wakes at least this often when idle, so that a stuck batcher shows in readiness.
+    private const int IdleWakeMs = 1000;
+    private static readonly TimeSpan BatcherStuckAfter = TimeSpan.FromSeconds(10);
 
     /// <summary>
     /// While this returns false the leader queues txs but cuts no batch: a cluster configured to sign orders nothing
@@ -284,11 +290,11 @@ public sealed partial class SubmitService : IAsyncDisposable
             LogRequeued(logger, failed);
     }
 
-    private async Task BatcherLoopAsync()
+    private async Task BatcherLoopAsync(BackgroundLoop loop, CancellationToken token)
     {
-        var token = stopping.Token;
         while (!token.IsCancellationRequested)
         {
+            loop.Beat();
             BatcherDecision decision;
             Task signal;
             lock (gate)
@@ -310,10 +316,8 @@ public sealed partial class SubmitService : IAsyncDisposable
             }
 
             // A timed-out wait is the normal way to wake up here: suppress instead of throwing.
-            if (decision.WakeAfterMs < 0)
-                await signal.WaitAsync(token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-            else
-                await signal.WaitAsync(TimeSpan.FromMilliseconds(Math.Max(1, decision.WakeAfterMs)), time, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            var wait = decision.WakeAfterMs < 0 ? IdleWakeMs : Math.Clamp(decision.WakeAfterMs, 1, IdleWakeMs);
+            await signal.WaitAsync(TimeSpan.FromMilliseconds(wait), time, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }
 
@@ -438,7 +442,7 @@ public sealed partial class SubmitService : IAsyncDisposable
         state.Applied -= OnApplied;
         log.LeaderChanged -= OnLeaderChanged;
         await stopping.CancelAsync().ConfigureAwait(false);
-        await batcherTask.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        await batcher.Completion.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         lock (gate)
         {
             foreach (var tx in pending.Values)

@@ -86,7 +86,10 @@ public sealed class LiteDbBatchStore : IBatchStore
                 }
 
                 foreach (var epoch in signing?.KeyEpochs ?? [])
+                {
+                    epoch.CheckShape();
                     keyEpochCollection.Upsert(ToDocument(epoch));
+                }
                 if (signing is not null)
                 {
                     WriteCommitments(signing);
@@ -101,8 +104,10 @@ public sealed class LiteDbBatchStore : IBatchStore
                 database.Rollback();
                 throw new IOException($"store write failed: {e.Message}", e);
             }
-            catch (IOException)
+            catch
             {
+                // Whatever failed (the disk, or a bug caught by an invariant), the transaction must not stay open on
+                // this thread: the next write, or the flush at shutdown, would fail with "a transaction is already open".
                 database.Rollback();
                 throw;
             }
@@ -201,7 +206,9 @@ public sealed class LiteDbBatchStore : IBatchStore
             dkgCollection.DeleteAll();
         if (signing.DkgEntries is not { Count: > 0 } entries)
             return;
-        var next = dkgCollection.Max("_id") is { IsInt64: true } max ? max.AsInt64 + 1 : 1;
+        // Max() throws on an empty collection (LiteDB 5): read the last document instead, if there is one.
+        var last = dkgCollection.Query().OrderByDescending("_id").Limit(1).FirstOrDefault();
+        var next = last is null ? 1 : last["_id"].AsInt64 + 1;
         foreach (var entry in entries)
             dkgCollection.Insert(new BsonDocument { ["_id"] = next++, ["v"] = entry });
     }

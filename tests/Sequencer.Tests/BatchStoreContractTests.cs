@@ -81,6 +81,62 @@ public abstract class BatchStoreContractTests : IDisposable
         Assert.Equal(next, store.ReadCheckpoint());
     }
 
+    [Fact]
+    public void Append_DkgEntriesIntoAnEmptyStore_AreStoredInLogOrderAndCleared()
+    {
+        // The first DKG write of a fresh node found an empty collection: LiteDB's Max() threw, the persister died,
+        // and the store was never written (issue 7). Every signing record kind goes through here at least once.
+        using var store = Open();
+        var chain = Chain(3);
+        store.Append(chain[..1], CheckpointAt(chain[..1]), new SigningWrites([], [], DkgEntries: [[1], [2]]));
+        store.Append(chain[1..2], CheckpointAt(chain[..2]), new SigningWrites([], [], DkgEntries: [[3]]));
+        Assert.Equal([[1], [2], [3]], store.ReadDkgEntries());
+        Assert.Equal(2UL, store.ReadCheckpoint().LastHeight);
+
+        store.Append(chain[2..], CheckpointAt(chain), new SigningWrites([], [], ClearDkg: true, DkgEntries: [[4]]));
+        Assert.Equal([[4]], store.ReadDkgEntries());
+        store.Append([], CheckpointAt(chain), new SigningWrites([], [], ClearDkg: true));
+        Assert.Empty(store.ReadDkgEntries());
+    }
+
+    [Fact]
+    public void Append_EverySigningRecordKind_ReadsBack()
+    {
+        using var store = Open();
+        var chain = Chain(2);
+        var epoch = new StoredKeyEpoch(1, 2, new byte[33], [1, 2, 3], [new byte[33], new byte[33], new byte[33]], 1);
+        var signature = new StoredSignature(2, 1, [1, 2], new byte[33], new byte[32], 99);
+        store.Append(chain, CheckpointAt(chain), new SigningWrites([signature], [epoch],
+            AddedCommitments: [new StoredCommitment(1, 5, new byte[66]), new StoredCommitment(2, 7, new byte[66])],
+            NextSequences: new Dictionary<int, ulong> { [1] = 6, [2] = 8 }));
+        Assert.Equal(2UL, store.GetSignature(2)!.Height);
+        Assert.Equal([2UL], store.SignedHeights(1));
+        Assert.Equal(1UL, Assert.Single(store.ReadKeyEpochs()).Epoch);
+        var pool = store.ReadCommitments();
+        Assert.Equal([(1, 5UL), (2, 7UL)], pool.Commitments.Select(c => (c.Signer, c.Sequence)).Order());
+        Assert.Equal(8UL, pool.NextSequences[2]);
+
+        store.Append([], CheckpointAt(chain), new SigningWrites([], [], RemovedCommitments: [(1, 5UL)]));
+        Assert.Equal([(2, 7UL)], store.ReadCommitments().Commitments.Select(c => (c.Signer, c.Sequence)));
+    }
+
+    [Fact]
+    public void Append_AfterAFailedAppend_StillWrites()
+    {
+        // A failed write must leave no transaction open: the next write (or the flush at shutdown) must work.
+        // A record that fails part-way through the transaction (a null list: a programmer error) stands in for any
+        // failure that is not the disk's.
+        using var store = Open();
+        var chain = Chain(4);
+        store.Append(chain[..1], CheckpointAt(chain[..1]));
+        var broken = new StoredKeyEpoch(1, 2, new byte[33], null!, [], 1);
+        Assert.ThrowsAny<Exception>(() => store.Append(chain[1..2], CheckpointAt(chain[..2]), new SigningWrites([], [broken])));
+        Assert.Equal(1UL, store.ReadCheckpoint().LastHeight);
+        Assert.Null(store.Get(2));
+        store.Append(chain[1..], CheckpointAt(chain));
+        Assert.Equal(4UL, store.ReadCheckpoint().LastHeight);
+    }
+
     public void Dispose()
     {
         if (System.IO.Directory.Exists(Directory))

@@ -43,6 +43,8 @@ public sealed class InMemoryBatchStore : IBatchStore
 
             Invariant.Check(checkpoint.LastHeight == next - 1, "the checkpoint names the last stored height");
             Invariant.Check(checkpoint.AppliedIndex >= this.checkpoint.AppliedIndex, "the applied index never moves back");
+            foreach (var epoch in signing?.KeyEpochs ?? [])
+                epoch.CheckShape();
             this.batches.AddRange(batches);
             foreach (var signature in signing?.Signatures ?? [])
                 signatures.TryAdd(signature.Height, signature);

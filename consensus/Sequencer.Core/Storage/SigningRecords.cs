@@ -16,7 +16,14 @@ public sealed record StoredSignature(ulong Height, ulong KeyEpoch, IReadOnlyList
 /// <param name="Members">The member ids, ascending.</param>
 /// <param name="VerificationShares">Each member's verification share, 33 bytes, in member order.</param>
 /// <param name="RaftIndex">The Raft index of the entry that established it: headers applied after it carry the epoch.</param>
-public sealed record StoredKeyEpoch(ulong Epoch, int Threshold, byte[] GroupKey, IReadOnlyList<int> Members, IReadOnlyList<byte[]> VerificationShares, long RaftIndex);
+public sealed record StoredKeyEpoch(ulong Epoch, int Threshold, byte[] GroupKey, IReadOnlyList<int> Members, IReadOnlyList<byte[]> VerificationShares, long RaftIndex)
+{
+    /// <summary>Checks the record's shape before a store writes it: one verification share per member, a usable threshold.</summary>
+    /// <exception cref="InvariantViolationException">The record is malformed (a programmer error: apply validated it).</exception>
+    public void CheckShape()
+        => Invariant.Check(GroupKey is not null && Members is not null && VerificationShares is not null && Members.Count == VerificationShares.Count
+            && Threshold >= 1 && Threshold <= Members.Count, $"key epoch {Epoch}: one verification share per member and 1 <= t <= n");
+}
 
 /// <summary>A published nonce commitment that no signing session has used yet.</summary>
 /// <param name="Signer">The signer.</param>
