@@ -26,8 +26,24 @@ public static partial class NodeRunner
     /// <summary>Exit code of a node whose WAL or store is damaged: it stops rather than serve possibly corrupt data.</summary>
     public const int DamagedDataExitCode = 3;
 
+    /// <summary>
+    /// How long a node may take to stop once asked (a signal or a fatal fault): HTTP requests drain, Raft stops, the
+    /// store takes every applied batch. Past it the node exits with <see cref="FatalExitCode"/> and says what it was
+    /// doing, so that something stuck inside never makes a node ignore SIGTERM.
+    /// </summary>
+    public static readonly TimeSpan ShutdownDeadline = TimeSpan.FromSeconds(8);
+
+    // In-flight HTTP requests get this long to finish at shutdown; then their connections are closed.
+    private static readonly TimeSpan HttpDrain = TimeSpan.FromSeconds(2);
+
     /// <summary>Runs a node until <paramref name="token"/> is canceled or a fatal fault stops it.</summary>
     public static async Task<int> RunAsync(NodeOptions options, CancellationToken token)
+    {
+        using var watchdog = new ShutdownWatchdog(ShutdownDeadline);
+        return await RunCoreAsync(options, watchdog, token).ConfigureAwait(false);
+    }
+
+    private static async Task<int> RunCoreAsync(NodeOptions options, ShutdownWatchdog watchdog, CancellationToken token)
     {
         ArgumentNullException.ThrowIfNull(options);
         var errors = options.Validate();
@@ -198,16 +214,19 @@ public static partial class NodeRunner
         await app.StartAsync(fatalStop.Token).ConfigureAwait(false);
         LogListening(logger, options.NodeId, options.Api, options.Raft);
 
-        var watchdog = WatchLogAsync(raft, Fatal, fatalStop.Token);
+        var logWatch = WatchLogAsync(raft, Fatal, fatalStop.Token);
         try
         {
             await Task.Delay(Timeout.Infinite, fatalStop.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
         finally
         {
+            // From here on the node must be gone within the deadline, whatever is stuck (the disposals below included).
+            watchdog.Arm(options.NodeId);
             LogStopping(logger, options.NodeId);
-            await app.StopAsync(CancellationToken.None).ConfigureAwait(false);
-            await watchdog.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            using var drain = new CancellationTokenSource(HttpDrain);
+            await app.StopAsync(drain.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            await logWatch.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
 
         return exitCode;
@@ -272,6 +291,45 @@ public static partial class NodeRunner
 
     [LoggerMessage(EventId = 12, Level = LogLevel.Critical, Message = "Fatal fault; the node stops so that it never serves or replicates wrong data")]
     private static partial void LogFatal(ILogger logger, Exception exception);
+}
+
+/// <summary>
+/// Ends the process when a stop takes longer than its deadline. It runs on a thread of its own, so that a starved
+/// thread pool or a deadlock cannot hold it up; disposing it (the stop finished) disarms it.
+/// </summary>
+internal sealed class ShutdownWatchdog(TimeSpan deadline) : IDisposable
+{
+    private readonly ManualResetEventSlim finished = new();
+    private int armed;
+
+    /// <summary>Starts the countdown (once).</summary>
+    public void Arm(int nodeId)
+    {
+        if (Interlocked.Exchange(ref armed, 1) == 1)
+            return;
+        var thread = new Thread(() =>
+        {
+            if (finished.Wait(deadline))
+                return;
+            // The console logger writes from a queue that may not drain before exit: write the reason directly.
+            Console.Error.WriteLine($"fatal: node {nodeId} did not stop within {deadline.TotalSeconds:0} s of being asked to; exiting now. "
+                + "Everything applied is in the Raft log, which the next start replays.");
+            Console.Error.Flush();
+            Environment.Exit(NodeRunner.FatalExitCode);
+        })
+        {
+            IsBackground = true,
+            Name = "shutdown watchdog",
+        };
+        thread.Start();
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        // Set, never disposed: the watchdog thread may still be about to wait on it.
+        finished.Set();
+    }
 }
 
 /// <summary>

@@ -13,7 +13,7 @@ var targetOption = new Option<string?>("--target") { Description = "Measure an a
 var dataOption = new Option<string>("--data") { Description = "Data root of the cluster the bench starts.", DefaultValueFactory = _ => ".data/bench" };
 var nodeArgOption = new Option<string[]>("--node-arg") { Description = "An extra argument for every node the bench starts, e.g. --node-arg=--limit --node-arg=maxBatchBytes=262144; repeatable." };
 var modeOption = new Option<string>("--mode") { Description = "single, bulk or both.", DefaultValueFactory = _ => "both" };
-var pacedOption = new Option<int[]>("--paced") { Description = "Paced (open-loop) scenarios: total tx/s to offer, in bulk requests of 10 from 16 clients; the signing latency target is measured here.", DefaultValueFactory = _ => [1000, 4000], AllowMultipleArgumentsPerToken = true };
+var pacedOption = new Option<int[]>("--paced") { Description = "Paced (open-loop) scenarios: total tx/s to offer, in bulk requests of 10 from 16 clients; the signing latency target is measured here.", DefaultValueFactory = _ => [1000, 4000], AllowMultipleArgumentsPerToken = true, Arity = ArgumentArity.ZeroOrMore };
 var noSigningOption = new Option<bool>("--no-signing") { Description = "Start the cluster without threshold signing (ordering only)." };
 
 var root = new RootCommand("sequencer-bench: throughput and submit-to-ordered latency of a local cluster, and fdatasync latency.")

@@ -16,6 +16,9 @@ public static class TestFaults
     /// <summary>Followers acknowledge appended entries without flushing them (DotNext's own behaviour).</summary>
     public static bool FollowerAckBeforeFsync { get; set; }
 
+    /// <summary>The node hangs at shutdown while it stops its applied state, as a stuck disk or a deadlock would.</summary>
+    public static bool HangAtShutdown { get; set; }
+
     /// <summary>Parses a --test-fault value.</summary>
     public static void Enable(string name)
     {
@@ -26,8 +29,10 @@ public static class TestFaults
             DropBatchAtHeight = ulong.Parse(name["drop-batch=".Length..], System.Globalization.CultureInfo.InvariantCulture);
         else if (name == "follower-ack-before-fsync")
             FollowerAckBeforeFsync = true;
+        else if (name == "hang-at-shutdown")
+            HangAtShutdown = true;
         else
-            throw new FormatException($"unknown test fault \"{name}\" (ack-before-commit, drop-batch=HEIGHT, follower-ack-before-fsync)");
+            throw new FormatException($"unknown test fault \"{name}\" (ack-before-commit, drop-batch=HEIGHT, follower-ack-before-fsync, hang-at-shutdown)");
     }
 }
 #endif

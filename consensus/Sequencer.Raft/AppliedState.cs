@@ -553,6 +553,10 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <inheritdoc/>
     public async ValueTask DisposeAsync()
     {
+#if SEQUENCER_TEST_FAULTS
+        if (TestFaults.HangAtShutdown)
+            await Task.Delay(Timeout.Infinite).ConfigureAwait(false);
+#endif
         await stopping.CancelAsync().ConfigureAwait(false);
         await persister.Completion.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         try

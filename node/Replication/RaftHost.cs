@@ -1,3 +1,4 @@
+using DotNext.Net.Cluster;
 using System.Net;
 using DotNext.Net.Cluster.Consensus.Raft;
 using DotNext.Net.Cluster.Consensus.Raft.Membership;
@@ -52,7 +53,8 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(loggerFactory);
         this.options = options;
-        logger = loggerFactory.CreateLogger<RaftHost>();
+        // Member status lines go through the throttle too: a flapping link must not flood the log.
+        logger = new Telemetry.ThrottledLoggerFactory(loggerFactory, time).CreateLogger<RaftHost>();
 
         membersByEndPoint = [];
         foreach (var member in options.Members)
@@ -87,7 +89,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
             HeartbeatThreshold = options.RaftTiming.HeartbeatThreshold,
             ColdStart = false,
             TransmissionBlockSize = 65536,
-            LoggerFactory = loggerFactory,
+            // DotNext logs every failed request to a down member with a stack trace (hundreds a second): repeats are
+            // written at most every few seconds, network errors as one line. Member status changes are logged below.
+            LoggerFactory = new Telemetry.ThrottledLoggerFactory(loggerFactory, time),
             ConfigurationStorage = null!,
         };
         var builder = ((InMemoryClusterConfigurationStorage<EndPoint>)configuration.ConfigurationStorage).CreateInitialConfigurationBuilder();
@@ -144,6 +148,8 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     public async Task StartAsync(CancellationToken token)
     {
         await cluster.StartAsync(token).ConfigureAwait(false);
+        foreach (var member in cluster.Members.Where(m => m.IsRemote))
+            member.MemberStatusChanged += OnMemberStatusChanged;
         Volatile.Write(ref started, 1);
         LogStarted(logger, options.NodeId, options.Raft, State.AppliedIndex, State.LastHeader?.Height ?? 0);
     }
@@ -222,6 +228,17 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         LeaderChanged?.Invoke();
     }
 
+    private void OnMemberStatusChanged(ClusterMemberStatusChangedEventArgs<RaftClusterMember> change)
+    {
+        if (change.NewStatus == change.PreviousStatus || change.NewStatus == ClusterMemberStatus.Unknown)
+            return;
+        var id = change.Member.EndPoint is IPEndPoint endPoint && membersByEndPoint.TryGetValue(endPoint, out var member) ? member.Id : 0;
+        if (change.NewStatus == ClusterMemberStatus.Unavailable)
+            LogMemberUnavailable(logger, id, change.Member.EndPoint);
+        else
+            LogMemberAvailable(logger, id, change.Member.EndPoint);
+    }
+
     /// <inheritdoc/>
     public async ValueTask DisposeAsync()
     {
@@ -238,14 +255,27 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         }
 
         cluster.LeaderChanged -= OnLeaderChanged;
+        foreach (var member in cluster.Members.Where(m => m.IsRemote))
+            member.MemberStatusChanged -= OnMemberStatusChanged;
         await wal.DisposeAsync().ConfigureAwait(false);
         cluster.Dispose();
         await State.DisposeAsync().ConfigureAwait(false);
+        var durable = State.Durable;
+        LogStopped(logger, options.NodeId, State.AppliedIndex, durable.AppliedIndex, durable.LastHeight);
         store.Dispose();
     }
 
     [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "Node {NodeId} joined the cluster at {Raft}: applied index {AppliedIndex}, height {Height}")]
     private static partial void LogStarted(ILogger logger, int nodeId, string raft, long appliedIndex, ulong height);
+
+    [LoggerMessage(EventId = 3, Level = LogLevel.Warning, Message = "Member {MemberId} ({EndPoint}) is unavailable")]
+    private static partial void LogMemberUnavailable(ILogger logger, int memberId, EndPoint endPoint);
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Information, Message = "Member {MemberId} ({EndPoint}) is available again")]
+    private static partial void LogMemberAvailable(ILogger logger, int memberId, EndPoint endPoint);
+
+    [LoggerMessage(EventId = 5, Level = LogLevel.Information, Message = "Node {NodeId} stopped: applied index {AppliedIndex}, stored index {StoredIndex}, stored height {StoredHeight}")]
+    private static partial void LogStopped(ILogger logger, int nodeId, long appliedIndex, long storedIndex, ulong storedHeight);
 
     [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Leader changed to node {LeaderId} in term {Term} (0: none)")]
     private static partial void LogLeaderChanged(ILogger logger, int leaderId, long term);

@@ -55,6 +55,17 @@ public sealed class OrderingTests
         await stop.CancelAsync();
         await running;
 
+        // A dead member is logged as a state change, and a repeated network error at most every few seconds, one
+        // line each, without a stack trace (it used to be a full stack trace every ~90 ms on every survivor).
+        foreach (var id in survivors)
+        {
+            var lines = (await File.ReadAllLinesAsync(test.Cluster.Node(id).LogPath)).SkipWhile(l => !l.Contains("Leader changed", StringComparison.Ordinal)).ToList();
+            Assert.DoesNotContain(lines, l => l.Contains(" at DotNext.", StringComparison.Ordinal) || l.Contains("   at System.", StringComparison.Ordinal));
+            var unavailable = lines.Count(l => l.Contains("is unavailable", StringComparison.Ordinal));
+            var seconds = Math.Max(1, (workload.NowNs() - killedAtNs) / 1e9);
+            Assert.True(unavailable <= 8 + (seconds / 2), $"node{id} logged {unavailable} 'unavailable' lines in {seconds:0} s");
+        }
+
         // Bring the old leader back; it must catch up and agree.
         test.Cluster.Node(leader).Start();
         workload.IsAvailable = _ => true;

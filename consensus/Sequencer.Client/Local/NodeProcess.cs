@@ -135,12 +135,15 @@ public sealed class NodeProcess : IAsyncDisposable
         current?.Dispose();
     }
 
-    /// <summary>Asks the process to stop (SIGTERM) and kills it if it has not exited within <paramref name="grace"/>.</summary>
-    public async Task StopAsync(TimeSpan grace)
+    /// <summary>
+    /// Asks the process to stop (SIGTERM, or SIGINT as Ctrl-C sends it) and kills it if it has not exited within
+    /// <paramref name="grace"/>.
+    /// </summary>
+    public async Task StopAsync(TimeSpan grace, bool interrupt = false)
     {
         if (process is not { HasExited: false } running)
             return;
-        Signal(running.Id, SigTerm);
+        Signal(running.Id, interrupt ? SigInt : SigTerm);
         using var timeout = new CancellationTokenSource(grace);
         try
         {
@@ -200,6 +203,7 @@ public sealed class NodeProcess : IAsyncDisposable
 
     private const int SigKill = 9;
     private const int SigTerm = 15;
+    private const int SigInt = 2;
     private const int SigStop = 19;
     private const int SigCont = 18;
 
