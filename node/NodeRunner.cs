@@ -195,9 +195,11 @@ public static partial class NodeRunner
             await ApiResponses.WriteErrorAsync(context.HttpContext, response.StatusCode, code,
                 $"{context.HttpContext.Request.Method} {context.HttpContext.Request.Path} is not a route of this API (see DESIGN section 10)").ConfigureAwait(false);
         });
-        new SequencerApi(options, raft, submits, forwarder, metrics, time, loops).Map(app);
+        var barrier = new ReadBarrier(options, raft, forwarder);
+        barrier.Map(app);
+        new SequencerApi(options, raft, submits, forwarder, metrics, time, loops, barrier).Map(app);
         new AdminApi(options, time).Map(app);
-        using var signingApi = new SigningApi(options, raft, coordinator, () => signers.Current, dkg);
+        using var signingApi = new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier);
         signingApi.Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
 

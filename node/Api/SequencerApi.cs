@@ -23,15 +23,13 @@ namespace Sequencer.Node.Api;
 /// until the submit timeout, after which it answers <c>outcome_unknown</c>.
 /// </summary>
 public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitService submits, LeaderForwarder forwarder, NodeMetrics metrics, TimeProvider time,
-    BackgroundLoops loops)
+    BackgroundLoops loops, ReadBarrier barrier)
 {
     // Committed entries that have waited this long without any apply mean a stuck applier.
     private static readonly TimeSpan ApplyStalledAfter = TimeSpan.FromSeconds(5);
 
     private static readonly TimeSpan NoLeaderPoll = TimeSpan.FromMilliseconds(50);
 
-    // A read that misses on a follower waits at most this long for the follower to apply what the leader committed.
-    private static readonly TimeSpan ReadBarrierTimeout = TimeSpan.FromMilliseconds(1000);
 
     /// <summary>Maps every route.</summary>
     public void Map(IEndpointRouteBuilder routes)
@@ -261,8 +259,10 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             return;
         }
 
+        // A miss is confirmed through the read barrier: a tx acknowledged by any leader is never reported unknown.
+        var confirmed = false;
         if (TryFindOrdered(txHash, out var position, out var batch)
-            || (await raft.CatchUpWithLeaderAsync(ReadBarrierTimeout, context.RequestAborted).ConfigureAwait(false) && TryFindOrdered(txHash, out position, out batch)))
+            || ((confirmed = await barrier.WaitAsync(context.RequestAborted).ConfigureAwait(false)) && TryFindOrdered(txHash, out position, out batch)))
         {
             var proof = MerkleTree.ComputeAuditPath(batch.TxHashes, position.Index);
             var signature = batch.Header.KeyEpoch != 0 && raft.State.IsSigned(position.Height) ? raft.State.GetSignature(position.Height) : null;
@@ -304,6 +304,12 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
                 await RelayAsync(context, response).ConfigureAwait(false);
                 return;
             }
+        }
+
+        if (!confirmed)
+        {
+            await ReadBarrier.WriteUnknownAsync(context, $"tx {txHash}").ConfigureAwait(false);
+            return;
         }
 
         await ApiResponses.WriteErrorAsync(context, 404, "not_found", $"tx {txHash} is not known to this node").ConfigureAwait(false);
@@ -364,8 +370,17 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
     private async Task WriteBatchAsync(HttpContext context, ulong height)
     {
         var batch = raft.State.GetBatch(height);
-        if (batch is null && await raft.CatchUpWithLeaderAsync(ReadBarrierTimeout, context.RequestAborted).ConfigureAwait(false))
+        if (batch is null)
+        {
+            if (!await barrier.WaitAsync(context.RequestAborted).ConfigureAwait(false))
+            {
+                await ReadBarrier.WriteUnknownAsync(context, $"batch {height}").ConfigureAwait(false);
+                return;
+            }
+
             batch = raft.State.GetBatch(height);
+        }
+
         if (batch is null)
         {
             await ApiResponses.WriteErrorAsync(context, 404, "not_found", $"batch {height} is not applied on this node").ConfigureAwait(false);

@@ -17,7 +17,7 @@ namespace Sequencer.Node.Api;
 /// The signing routes: signed commitments and keys (DESIGN section 10), the coordinator's view of the signers, the
 /// internal routes signers use to reach the leader, and the Byzantine-signer fault for the chaos harness.
 /// </summary>
-public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordinator coordinator, Func<SignerService?> currentSigner, DkgService dkg) : IDisposable
+public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordinator coordinator, Func<SignerService?> currentSigner, DkgService dkg, ReadBarrier barrier) : IDisposable
 {
     /// <summary>The largest internal request body.</summary>
     public const int MaxInternalBodyBytes = 1024 * 1024;
@@ -50,8 +50,17 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
 
         var state = raft.State;
         var batch = state.GetBatch(value);
-        if (batch is null && await raft.CatchUpWithLeaderAsync(TimeSpan.FromSeconds(1), context.RequestAborted).ConfigureAwait(false))
+        if (batch is null)
+        {
+            if (!await barrier.WaitAsync(context.RequestAborted).ConfigureAwait(false))
+            {
+                await ReadBarrier.WriteUnknownAsync(context, $"batch {value}").ConfigureAwait(false);
+                return;
+            }
+
             batch = state.GetBatch(value);
+        }
+
         if (batch is null)
         {
             await ApiResponses.WriteErrorAsync(context, 404, "not_found", $"batch {value} is not applied on this node").ConfigureAwait(false);

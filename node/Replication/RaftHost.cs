@@ -159,22 +159,38 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         => cluster.ReplicateAsync(payload, context, token);
 
     /// <summary>
-    /// On a follower, waits until everything the leader has committed is applied here (a read barrier: one round trip
-    /// to the leader). Used only when a read misses, so that a tx acknowledged by the leader a moment ago is found on
-    /// every node. Returns false when the barrier could not complete in time (no leader, partition).
+    /// The leader's read index: its commit index once it has committed an entry of its own term (DotNext's write
+    /// barrier, the no-op a new leader appends), so that it covers everything any earlier leader acknowledged. Null
+    /// when this node is not the leader or does not settle before <paramref name="token"/> is canceled.
     /// </summary>
-    public async Task<bool> CatchUpWithLeaderAsync(TimeSpan timeout, CancellationToken token)
+    public async Task<long?> ReadIndexAsync(CancellationToken token)
     {
-        if (IsLeader || !HasLeader)
-            return false;
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(token);
-        deadline.CancelAfter(timeout);
+        if (cluster.Leader is not { IsRemote: false })
+            return null;
         try
         {
-            await cluster.ApplyReadBarrierAsync(ReadBarrierType.Weak, deadline.Token).ConfigureAwait(false);
-            return true;
+            // On the leader, a weak barrier waits until the write barrier of its term is committed.
+            await cluster.ApplyReadBarrierAsync(ReadBarrierType.Weak, token).ConfigureAwait(false);
         }
         catch (Exception e) when (e is OperationCanceledException or QuorumUnreachableException or NotLeaderException or InvalidOperationException or IOException)
+        {
+            return null;
+        }
+
+        // LeadershipToken is live only once the write barrier is committed; check it after reading the index.
+        var index = CommitIndex;
+        return IsLeader ? index : null;
+    }
+
+    /// <summary>Waits until this node has applied <paramref name="index"/>; false when canceled first.</summary>
+    public async Task<bool> WaitForAppliedAsync(long index, CancellationToken token)
+    {
+        try
+        {
+            await wal.WaitForApplyAsync(index, token).ConfigureAwait(false);
+            return true;
+        }
+        catch (OperationCanceledException)
         {
             return false;
         }

@@ -25,6 +25,18 @@ public sealed class OrderingTests
         Assert.All(chains, c => Assert.Equal(chains[0].Batches.Count, c.Batches.Count));
         Assert.True(chains[0].Batches.Sum(b => b.Txs.Count) >= acknowledged);
         InvariantAssert.AllPass(InvariantChecker.Check(history, chains), test.Logs);
+
+        // Followers fsync appended entries before they acknowledge them only because DurableWriteAheadLog
+        // re-implements an interface method of DotNext 6.12's WAL. If a package update stops calling that override,
+        // this counter stays 0 and the durability fix is silently gone (DESIGN section 9).
+        foreach (var (nodeId, client) in test.Clients)
+        {
+            var view = await client.GetClusterAsync();
+            if (view.Role == "leader")
+                continue;
+            var durable = view.Pipeline?.GetValueOrDefault("durableFollowerAppends") ?? 0;
+            Assert.True(durable > 0, $"follower node{nodeId} made no appended entries durable before acknowledging them (durableFollowerAppends = {durable})");
+        }
     }
 
     [Fact]
