@@ -69,6 +69,7 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
     private int sessionProposals;
     private int signatureProposals;
     private bool wasLeader;
+    private long leaderTerm;
     private long bootstrapAt;
     private bool mismatchReported;
 
@@ -231,26 +232,28 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
         var now = time.GetTimestamp();
         lock (gate)
         {
-            if (!isLeader)
+            // Leadership is judged by term, not by a sampled flag: a step-down and re-election between two rounds
+            // (a few milliseconds under a ClogThenFlush) must reset exactly as a visible loss would.
+            var term = log.Term;
+            if (!isLeader || !wasLeader || term != leaderTerm)
             {
-                wasLeader = false;
+                // Signatures aggregated but not yet in the log were thrown away with the old leadership: every
+                // unsigned session becomes eligible again, aggregated or not.
                 inbox.Clear();
                 ready.Clear();
                 handedOut.Clear();
                 proposedHeights.Clear();
                 reserved.Clear();
-                return;
-            }
-
-            if (!wasLeader)
-            {
-                // A new leader: shares of sessions in progress went to the old one. Start them again at once.
-                wasLeader = true;
                 foreach (var tracked in sessions.Values)
                 {
-                    if (!tracked.Aggregated)
-                        tracked.Retry = RetryReason.NewLeader;
+                    tracked.Aggregated = false;
+                    tracked.Retry = RetryReason.NewLeader;
                 }
+
+                wasLeader = isLeader;
+                leaderTerm = term;
+                if (!isLeader)
+                    return;
             }
         }
 
@@ -376,9 +379,13 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
                 var signer = HealthOf(id);
                 signer.Accepted++;
                 signer.Backoff = 0;
+                // A valid share readmits a probed signer at once.
+                signer.BannedUntil = 0;
+                signer.ExcludedUntil = 0;
             }
 
             tracked.Aggregated = true;
+            tracked.AggregatedAt = now;
             ready.Add((applied.Session.Height, new BatchSignature
             {
                 Height = applied.Session.Height,
@@ -395,10 +402,16 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
         var signer = HealthOf(signerId);
         signer.BadShares++;
         signer.LastBadHeight = tracked.Applied.Session.Height;
-        var exclusion = TimeSpan.FromTicks(Math.Min(MaxBadShareExclusion.Ticks, BadShareExclusion.Ticks << (int)Math.Min(16, signer.BadShares - 1)));
-        signer.BannedUntil = now + (long)(exclusion.TotalSeconds * time.TimestampFrequency);
         tracked.Retry = RetryReason.BadShare;
         metrics.BadShares.Add(1, new KeyValuePair<string, object?>("signer", signerId));
+        // An exclusion grows with offences, not with the sessions one offence touched: a bad share from a session
+        // that started before the current exclusion began is the same offence, and does not extend it.
+        if (signer.BannedSince != 0 && tracked.SeenAt <= signer.BannedSince)
+            return;
+        signer.Offences++;
+        var exclusion = TimeSpan.FromTicks(Math.Min(MaxBadShareExclusion.Ticks, BadShareExclusion.Ticks << (int)Math.Min(16, signer.Offences - 1)));
+        signer.BannedSince = now;
+        signer.BannedUntil = now + (long)(exclusion.TotalSeconds * time.TimestampFrequency);
         LogBadShare(logger, signerId, tracked.Applied.Session.Height, tracked.Applied.Session.Attempt, (int)exclusion.TotalSeconds);
     }
 
@@ -516,6 +529,16 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
                 if (known && tracked is not null)
                 {
                     attempt = Math.Max(attempt, tracked.Applied.Session.Attempt);
+                    if (tracked.Aggregated && time.GetElapsedTime(tracked.AggregatedAt, now) > ProposalTimeout)
+                    {
+                        // Watchdog: an aggregated signature that has not reached the log by now was lost on some
+                        // path; sign the height again rather than let it pin the watermark for good.
+                        tracked.Aggregated = false;
+                        tracked.Retry = RetryReason.Timeout;
+                        ready.RemoveAll(r => r.Height == height);
+                        handedOut.Remove(height);
+                    }
+
                     if (tracked.Aggregated)
                         continue;
                     if (tracked.Retry is { } retry)
@@ -577,20 +600,22 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
 
     /// <summary>
     /// Picks t signers with a free published commitment each: this node first, then healthy signers by recent
-    /// latency, then (probing, a few sessions a round) signers still left out after a timeout. Never a signer
-    /// excluded for a bad share. Null when fewer than t are available.
+    /// latency, then (probing, a few sessions a round) signers still left out after a timeout, and only when even
+    /// that leaves fewer than t, signers excluded for a bad share, earliest expiry first (DESIGN section 5: excluding
+    /// signers must never leave fewer than t eligible; a good share readmits one). Null when fewer than t are available.
     /// </summary>
     private List<(int Id, ulong Sequence)>? ChooseSignersLocked(KeyEpochView epoch, long now, Dictionary<int, Queue<ulong>> pools, ref int probes)
     {
         var threshold = epoch.Group.Threshold;
         var healthy = new List<int>();
         var probation = new List<int>();
+        var banned = new List<int>();
         foreach (var id in epoch.Record.Members)
         {
             var signer = HealthOf(id);
             if (signer.BannedUntil > now)
-                continue;
-            if (signer.ExcludedUntil <= now)
+                banned.Add(id);
+            else if (signer.ExcludedUntil <= now)
                 healthy.Add(id);
             else
                 probation.Add(id);
@@ -604,6 +629,8 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
         if (CountWithCommitments(ordered, pools) < threshold && probes < MaxProbeSessionsPerRound)
         {
             ordered.AddRange(probation.OrderBy(id => HealthOf(id).ExcludedUntil));
+            if (CountWithCommitments(ordered, pools) < threshold)
+                ordered.AddRange(banned.OrderBy(id => HealthOf(id).BannedUntil));
             probes++;
         }
 
@@ -771,6 +798,8 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
 
         public bool Aggregated { get; set; }
 
+        public long AggregatedAt { get; set; }
+
         public RetryReason? Retry { get; set; }
     }
 
@@ -787,8 +816,14 @@ public sealed partial class SigningCoordinator : IAsyncDisposable
         /// <summary>Left out after timeouts (it may be probed).</summary>
         public long ExcludedUntil { get; set; }
 
-        /// <summary>Left out after a bad share (never probed).</summary>
+        /// <summary>Left out after a bad share (probed only when fewer than t signers are otherwise eligible).</summary>
         public long BannedUntil { get; set; }
+
+        /// <summary>When the current exclusion for a bad share began (0: none yet).</summary>
+        public long BannedSince { get; set; }
+
+        /// <summary>Distinct offences: bad shares from sessions started after the previous exclusion began.</summary>
+        public long Offences { get; set; }
 
         public ulong LastBadHeight { get; set; }
 
