@@ -130,6 +130,11 @@ public static partial class NodeRunner
         {
             raft = new RaftHost(options, time, loggerFactory, loops);
         }
+        catch (Sequencer.Core.Storage.DataFormatException e)
+        {
+            LogIncompatibleData(logger, options.DataDir, e.Message);
+            return DamagedDataExitCode;
+        }
         catch (Exception e) when (IsDamagedData(e))
         {
             LogDamaged(logger, e, options.DataDir, Describe(e));
@@ -278,6 +283,9 @@ public static partial class NodeRunner
         metrics.ObserveGauge("sequencer.signing.lag", "{batch}", "Applied batches above the signed watermark.", () => (long)((raft.State.LastHeader?.Height ?? 0) - Math.Min(raft.State.LastHeader?.Height ?? 0, raft.State.SignedWatermark)));
         metrics.ObserveGauge("sequencer.store.unpersisted_entries", "{entry}", "Applied entries not yet written to the store.", () => raft.State.UnpersistedEntries);
     }
+
+    [LoggerMessage(EventId = 15, Level = LogLevel.Critical, Message = "The node cannot use the data in {DataDir}: {Problem}")]
+    private static partial void LogIncompatibleData(ILogger logger, string dataDir, string problem);
 
     [LoggerMessage(EventId = 14, Level = LogLevel.Critical, Message = "A background loop ended: {Loop} stopped ({Reason}). The node stops rather than stay half alive; the Raft log and the store keep everything applied, so a restart resumes.")]
     private static partial void LogLoopDied(ILogger logger, Exception? exception, string loop, string reason);

@@ -68,8 +68,9 @@ public static class InvariantChecker
     }
 
     /// <summary>
-    /// INV-CHAIN: heights are contiguous from 1, parentHash(h) == hash(header(h-1)), and each hash is the commitment
-    /// of its header and each txRoot the Merkle root of its txs (both recomputed here).
+    /// INV-CHAIN: heights are contiguous from 1, parentHash(h) == hash(header(h-1)), each hash is the commitment of
+    /// its header, each txRoot the Merkle root of its txs, and each historyRoot the root over every earlier commitment
+    /// (the history roots recomputed with the checker's own Merkle code).
     /// </summary>
     public static InvariantResult CheckChain(IReadOnlyList<NodeChain> chains)
     {
@@ -78,10 +79,13 @@ public static class InvariantChecker
         foreach (var chain in chains)
         {
             var parent = Hash32.Zero;
+            var history = new CheckerMerkle.Accumulator();
             for (var i = 0; i < chain.Batches.Count && problems.Count < MaxReported; i++)
             {
                 var batch = chain.Batches[i];
                 var header = batch.Header;
+                if (!string.Equals(header.HistoryRoot, "0x" + Convert.ToHexStringLower(history.Root), StringComparison.OrdinalIgnoreCase))
+                    problems.Add($"node{chain.NodeId}: historyRoot of height {i + 1} is not the root over the {i} commitments before it");
                 var expectedHeight = (ulong)i + 1;
                 if (ulong.Parse(header.Height, CultureInfo.InvariantCulture) != expectedHeight)
                     problems.Add($"node{chain.NodeId}: batch {i + 1} claims height {header.Height}");
@@ -94,10 +98,11 @@ public static class InvariantChecker
                 if (recomputed != Hash32.Parse(batch.Hash))
                     problems.Add($"node{chain.NodeId}: hash of height {expectedHeight} is not the commitment of its header");
                 parent = recomputed;
+                history.Add(recomputed.ToArray());
             }
         }
 
-        return Result("INV-CHAIN", problems, $"{chains.Sum(c => c.Batches.Count)} headers link, and their commitments and tx roots recompute");
+        return Result("INV-CHAIN", problems, $"{chains.Sum(c => c.Batches.Count)} headers link, and their commitments, tx roots and history roots recompute");
     }
 
     private static InvariantResult CheckNoDuplicates(List<string> duplicates, int ordered)
@@ -179,15 +184,7 @@ public static class InvariantChecker
     public static BatchHeader ToHeader(HeaderDto header)
     {
         ArgumentNullException.ThrowIfNull(header);
-        return new BatchHeader(
-            ulong.Parse(header.ChainId, CultureInfo.InvariantCulture),
-            ulong.Parse(header.KeyEpoch, CultureInfo.InvariantCulture),
-            ulong.Parse(header.Height, CultureInfo.InvariantCulture),
-            ulong.Parse(header.Term, CultureInfo.InvariantCulture),
-            Hash32.Parse(header.ParentHash),
-            Hash32.Parse(header.TxRoot),
-            checked((uint)header.TxCount),
-            checked((ulong)header.TimestampMs));
+        return header.ToHeader();
     }
 
     private static InvariantResult Result(string name, List<string> problems, string passedDetail)

@@ -21,9 +21,25 @@ public sealed record HeaderDto(
     [property: JsonPropertyName("height")] string Height,
     [property: JsonPropertyName("term")] string Term,
     [property: JsonPropertyName("parentHash")] string ParentHash,
+    [property: JsonPropertyName("historyRoot")] string HistoryRoot,
     [property: JsonPropertyName("txRoot")] string TxRoot,
     [property: JsonPropertyName("txCount")] long TxCount,
-    [property: JsonPropertyName("timestampMs")] long TimestampMs);
+    [property: JsonPropertyName("timestampMs")] long TimestampMs)
+{
+    /// <summary>Rebuilds the header (and so recomputes its commitment) from its API form.</summary>
+    /// <exception cref="FormatException">A field is not a number or a 0x hash.</exception>
+    /// <exception cref="OverflowException">A number is out of range.</exception>
+    public Sequencer.Core.Ordering.BatchHeader ToHeader() => new(
+        ulong.Parse(ChainId, System.Globalization.CultureInfo.InvariantCulture),
+        ulong.Parse(KeyEpoch, System.Globalization.CultureInfo.InvariantCulture),
+        ulong.Parse(Height, System.Globalization.CultureInfo.InvariantCulture),
+        ulong.Parse(Term, System.Globalization.CultureInfo.InvariantCulture),
+        Sequencer.Core.Hashing.Hash32.Parse(ParentHash ?? throw new FormatException("the header has no parentHash")),
+        Sequencer.Core.Hashing.Hash32.Parse(HistoryRoot ?? throw new FormatException("the header has no historyRoot (a v1 header?)")),
+        Sequencer.Core.Hashing.Hash32.Parse(TxRoot ?? throw new FormatException("the header has no txRoot")),
+        checked((uint)TxCount),
+        checked((ulong)TimestampMs));
+}
 
 /// <summary>The answer to <c>GET /v1/batches/{height}</c>.</summary>
 public sealed record BatchResponse(

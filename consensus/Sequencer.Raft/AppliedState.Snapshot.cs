@@ -62,6 +62,7 @@ public sealed partial class AppliedState
         }
 
         var localHeight = checkpoint.LastHeight;
+        var historyCheck = new MerkleFrontier();
         var group = new List<StoredBatch>(InstallGroupBatches);
         var signing = new InstalledSigning();
         ulong count = 0;
@@ -100,6 +101,9 @@ public sealed partial class AppliedState
             count++;
             if (batch.Header.Height != (previous?.Height ?? 0) + 1 || batch.Header.ParentHash != (previous?.Commitment ?? Hash32.Zero))
                 throw new LogFormatException($"snapshot batch {batch.Header.Height} does not continue the chain");
+            if (batch.Header.HistoryRoot != historyCheck.Root)
+                throw new LogFormatException($"snapshot batch {batch.Header.Height}: the history root is not the root over the commitments before it");
+            historyCheck.Append(batch.Header.Commitment);
             if (SnapshotFormat.SignatureOf(batchRecord) is { } signature)
                 InstallSignature(batch.Header, signature, signing);
             if (batch.Header.Height <= localHeight)
@@ -149,6 +153,7 @@ public sealed partial class AppliedState
             appliedIndex = index;
             appliedTerm = term;
             lastApplyAt = time.GetTimestamp();
+            history.Reload(header.LastHeight);
             snapshotCandidates.Clear();
             snapshot = new BatchSnapshot(this, point);
         }

@@ -50,6 +50,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private readonly Queue<PendingEffect> unpersisted = new();
     private readonly Queue<SnapshotPoint> snapshotCandidates = new();
     private readonly StoredBatch?[] recent;
+    private readonly AppliedHistory history;
     private readonly CancellationTokenSource stopping = new();
     private readonly BackgroundLoop persister;
     private TaskCompletionSource persistedSignal = NewSignal();
@@ -96,6 +97,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         appliedTerm = durable.AppliedTerm;
         txIndex = new OrderedTxIndex();
         LoadStoredBatches();
+        history = new AppliedHistory(store.History, durable.LastHeight);
         LoadSigningState();
         if (durable.SnapshotIndex > 0)
             snapshot = new BatchSnapshot(this, new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight));
@@ -122,6 +124,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 return chain with { KeyEpoch = CurrentKeyEpochLocked?.Epoch ?? chain.KeyEpoch };
         }
     }
+
+    /// <summary>The history tree of the applied chain: proofs that a head's history holds a lower header.</summary>
+    public IHistoryNodes History => history;
 
     /// <summary>The last applied Raft index.</summary>
     public long AppliedIndex
@@ -274,7 +279,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             BatchHeader? previous;
             lock (gate)
                 previous = lastHeader;
-            result = BatchApplier.Apply(previous, Chain, batch, checked((ulong)term), this, proposal?.HashesFor(batch));
+            result = BatchApplier.Apply(previous, history.Frontier, Chain, batch, checked((ulong)term), this, proposal?.HashesFor(batch));
             if (result.Header is not null)
             {
                 stored = new StoredBatch
@@ -307,6 +312,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 Invariant.Check(stored.Header.Height == (lastHeader?.Height ?? 0) + 1, "heights are contiguous (INV-CHAIN)");
                 Invariant.Check(stored.Header.ParentHash == (lastHeader?.Commitment ?? Hash32.Zero), "parentHash links to the previous commitment (INV-CHAIN)");
                 lastHeader = stored.Header;
+                history.Append(stored.Header.Commitment);
                 recent[stored.Header.Height % (ulong)recent.Length] = stored;
                 if (command is BatchCommand { Session: { } inline })
                 {
@@ -492,6 +498,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 unpersisted.Dequeue();
             durable = checkpoint;
             storeFault = null;
+            history.Trim(checkpoint.LastHeight);
             if (next.Index > 0 && (snapshot is null || snapshot.Point.Index != next.Index))
                 snapshot = new BatchSnapshot(this, next);
             persistedSignal.TrySetResult();

@@ -22,8 +22,8 @@ namespace Sequencer.Raft;
 /// </remarks>
 public static class SnapshotFormat
 {
-    /// <summary>"SEQSNAP" and format version 1.</summary>
-    public static ReadOnlySpan<byte> Magic => "SEQSNAP\u0001"u8;
+    /// <summary>"SEQSNAP" and format version 2 (header v2: batch records carry the history root).</summary>
+    public static ReadOnlySpan<byte> Magic => "SEQSNAP\u0002"u8;
 
     /// <summary>The largest single record accepted, in bytes (a batch of hashes is far below it).</summary>
     public const int MaxRecordBytes = 64 * 1024 * 1024;
@@ -89,6 +89,7 @@ public static class SnapshotFormat
             Height = header.Height,
             Term = header.Term,
             ParentHash = header.ParentHash.ToArray(),
+            HistoryRoot = header.HistoryRoot.ToArray(),
             TxRoot = header.TxRoot.ToArray(),
             TimestampMs = header.TimestampMs,
             Commitment = header.Commitment.ToArray(),
@@ -148,14 +149,15 @@ public static class SnapshotFormat
         var count = record.TxHashes.Length / Hash32.Length;
         if (record.ReceivedMs.Length != count)
             throw new LogFormatException($"snapshot batch {record.Height}: {record.ReceivedMs.Length} receive times for {count} txs");
-        if (record.ParentHash.Length != Hash32.Length || record.TxRoot.Length != Hash32.Length || record.Commitment.Length != Hash32.Length)
+        if (record.ParentHash.Length != Hash32.Length || record.HistoryRoot.Length != Hash32.Length || record.TxRoot.Length != Hash32.Length
+            || record.Commitment.Length != Hash32.Length)
             throw new LogFormatException($"snapshot batch {record.Height}: a hash field is not 32 bytes");
 
         var hashes = new Hash32[count];
         for (var i = 0; i < count; i++)
             hashes[i] = new Hash32(record.TxHashes.AsSpan(i * Hash32.Length, Hash32.Length));
         var header = new BatchHeader(record.ChainId, record.KeyEpoch, record.Height, record.Term,
-            new Hash32(record.ParentHash), new Hash32(record.TxRoot), (uint)count, record.TimestampMs);
+            new Hash32(record.ParentHash), new Hash32(record.HistoryRoot), new Hash32(record.TxRoot), (uint)count, record.TimestampMs);
         if (header.Commitment != new Hash32(record.Commitment))
             throw new LogFormatException($"snapshot batch {record.Height}: the commitment does not match the header");
         if (MerkleTree.ComputeRoot(hashes) != header.TxRoot)
@@ -283,6 +285,9 @@ public sealed class SnapshotBatch : ISnapshotRecord
 
     /// <summary>When the sending node applied the signature.</summary>
     [Key(16)] public ulong SignedAtMs { get; init; }
+
+    /// <summary>The history root (header v2); the installer checks it against the commitments before it.</summary>
+    [Key(17)] public byte[] HistoryRoot { get; init; } = [];
 }
 
 /// <summary>The last record: lets the receiver tell a complete stream from a truncated one.</summary>

@@ -68,6 +68,7 @@ public static class ApiResponses
         writer.WriteDecimal("height", header.Height);
         writer.WriteDecimal("term", header.Term);
         writer.WriteHash("parentHash", header.ParentHash);
+        writer.WriteHash("historyRoot", header.HistoryRoot);
         writer.WriteHash("txRoot", header.TxRoot);
         writer.WriteNumber("txCount", header.TxCount);
         writer.WriteNumber("timestampMs", header.TimestampMs);

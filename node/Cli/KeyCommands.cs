@@ -208,15 +208,7 @@ public static class KeyCommands
     public static BatchHeader HeaderFrom(HeaderDto header)
     {
         ArgumentNullException.ThrowIfNull(header);
-        return new BatchHeader(
-            ulong.Parse(header.ChainId, CultureInfo.InvariantCulture),
-            ulong.Parse(header.KeyEpoch, CultureInfo.InvariantCulture),
-            ulong.Parse(header.Height, CultureInfo.InvariantCulture),
-            ulong.Parse(header.Term, CultureInfo.InvariantCulture),
-            Hash32.Parse(header.ParentHash),
-            Hash32.Parse(header.TxRoot),
-            checked((uint)header.TxCount),
-            checked((ulong)header.TimestampMs));
+        return header.ToHeader();
     }
 
     private static int Fail(string message)

@@ -21,6 +21,7 @@ public sealed class LiteDbBatchStore : IBatchStore
     private const string BatchCollection = "batches";
     private const string MetaCollection = "meta";
     private const string CheckpointId = "checkpoint";
+    private const string FormatId = "format";
     private const int ScanPageBatches = 128;
 
     private readonly LiteDatabase database;
@@ -31,6 +32,7 @@ public sealed class LiteDbBatchStore : IBatchStore
     private readonly ILiteCollection<BsonDocument> commitmentCollection;
     private readonly ILiteCollection<BsonDocument> dkgCollection;
     private readonly Lock writer = new();
+    private readonly HistoryFile history;
     private StoreCheckpoint current;
 
     /// <summary>Opens (or creates) the store file at <paramref name="path"/>.</summary>
@@ -47,7 +49,38 @@ public sealed class LiteDbBatchStore : IBatchStore
         commitmentCollection = database.GetCollection("commitments");
         dkgCollection = database.GetCollection("dkg");
         current = ReadCheckpointDocument();
+        CheckFormat(path);
+        var last = current.LastHeight == 0 ? Hash32.Zero : (Get(current.LastHeight)?.Header.Commitment
+            ?? throw new DataFormatException($"the store {path} names height {current.LastHeight} in its checkpoint but does not hold that batch"));
+        history = new HistoryFile(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "history.bin"), current.LastHeight, last,
+            () => Scan(1, current.LastHeight).Select(b => b.Header.Commitment));
     }
+
+    /// <summary>
+    /// A store written by a v1 node (headers without a history root, DESIGN section 5) cannot be read by this one:
+    /// refuse it with a message that says what to do. A new store is marked with the current format.
+    /// </summary>
+    private void CheckFormat(string path)
+    {
+        var format = meta.FindById(FormatId);
+        if (format is null && current == StoreCheckpoint.Empty && batchCollection.Count() == 0)
+        {
+            meta.Upsert(new BsonDocument { ["_id"] = FormatId, ["headerVersion"] = BatchHeader.FormatVersion });
+            return;
+        }
+
+        var version = format is null ? 1 : format["headerVersion"].AsInt32;
+        if (version != BatchHeader.FormatVersion)
+        {
+            throw new DataFormatException(
+                $"the data directory of {path} holds v{version} batch headers, and this node writes v{BatchHeader.FormatVersion} headers " +
+                "(with a history root; the commitment changed). A node cannot convert them. Move the data directory away and start the node " +
+                "again: it catches up from its peers. A cluster whose nodes are all v1 must start again from empty data directories.");
+        }
+    }
+
+    /// <inheritdoc/>
+    public IHistoryNodes History => history;
 
     /// <inheritdoc/>
     public StoreCheckpoint ReadCheckpoint()
@@ -72,6 +105,29 @@ public sealed class LiteDbBatchStore : IBatchStore
             Invariant.Check(checkpoint.LastHeight == expected - 1, "the checkpoint names the last stored height");
             Invariant.Check(checkpoint.AppliedIndex >= current.AppliedIndex, "the applied index never moves back");
             Invariant.Check(checkpoint.SnapshotIndex <= checkpoint.AppliedIndex && checkpoint.SnapshotHeight <= checkpoint.LastHeight, "the snapshot lies within the stored state");
+            // Check data before it is written: every header's history root is the root over the commitments below it.
+            var storedLeaves = history.LeafCount;
+            Invariant.Check(storedLeaves == current.LastHeight, "the history file holds exactly the stored commitments");
+            if (batches.Count > 0)
+            {
+                var check = MerkleFrontier.Load(history, storedLeaves);
+                foreach (var batch in batches)
+                {
+                    Invariant.Check(batch.Header.HistoryRoot == check.Root, $"batch {batch.Header.Height}: the history root is the root over the stored commitments below it");
+                    check.Append(batch.Header.Commitment);
+                }
+            }
+
+            // The history file is written (and fsynced) first; should the transaction fail, it is cut back.
+            try
+            {
+                history.Append(batches.Select(b => b.Header.Commitment));
+            }
+            catch (IOException)
+            {
+                history.Truncate(storedLeaves);
+                throw;
+            }
 
             try
             {
@@ -102,6 +158,7 @@ public sealed class LiteDbBatchStore : IBatchStore
             catch (LiteException e)
             {
                 database.Rollback();
+                history.Truncate(storedLeaves);
                 throw new IOException($"store write failed: {e.Message}", e);
             }
             catch
@@ -109,6 +166,7 @@ public sealed class LiteDbBatchStore : IBatchStore
                 // Whatever failed (the disk, or a bug caught by an invariant), the transaction must not stay open on
                 // this thread: the next write, or the flush at shutdown, would fail with "a transaction is already open".
                 database.Rollback();
+                history.Truncate(storedLeaves);
                 throw;
             }
 
@@ -246,7 +304,11 @@ public sealed class LiteDbBatchStore : IBatchStore
     };
 
     /// <inheritdoc/>
-    public void Dispose() => database.Dispose();
+    public void Dispose()
+    {
+        database.Dispose();
+        history.Dispose();
+    }
 
     private StoreCheckpoint ReadCheckpointDocument()
     {
@@ -291,6 +353,7 @@ public sealed class LiteDbBatchStore : IBatchStore
             ["keyEpoch"] = unchecked((long)header.KeyEpoch),
             ["term"] = unchecked((long)header.Term),
             ["parentHash"] = header.ParentHash.ToArray(),
+            ["historyRoot"] = header.HistoryRoot.ToArray(),
             ["txRoot"] = header.TxRoot.ToArray(),
             ["txCount"] = (long)header.TxCount,
             ["timestampMs"] = unchecked((long)header.TimestampMs),
@@ -322,6 +385,8 @@ public sealed class LiteDbBatchStore : IBatchStore
             (ulong)document["_id"].AsInt64,
             unchecked((ulong)document["term"].AsInt64),
             new Hash32(document["parentHash"].AsBinary),
+            document.TryGetValue("historyRoot", out var historyRoot) ? new Hash32(historyRoot.AsBinary)
+                : throw new DataFormatException($"stored batch {document["_id"].AsInt64} is a v1 header without a history root"),
             new Hash32(document["txRoot"].AsBinary),
             count,
             unchecked((ulong)document["timestampMs"].AsInt64));

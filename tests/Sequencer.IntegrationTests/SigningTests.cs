@@ -57,9 +57,7 @@ public sealed class SigningTests
             var client = test.Cluster.Node((int)(h % 3) + 1).Client;
             var commitment = await client.GetCommitmentAsync(h);
             Assert.NotNull(commitment);
-            var header = new BatchHeader(ulong.Parse(commitment.Header.ChainId, CultureInfo.InvariantCulture), ulong.Parse(commitment.Header.KeyEpoch, CultureInfo.InvariantCulture),
-                ulong.Parse(commitment.Header.Height, CultureInfo.InvariantCulture), ulong.Parse(commitment.Header.Term, CultureInfo.InvariantCulture),
-                Hash32.Parse(commitment.Header.ParentHash), Hash32.Parse(commitment.Header.TxRoot), (uint)commitment.Header.TxCount, (ulong)commitment.Header.TimestampMs);
+            var header = commitment.Header.ToHeader();
             Assert.Equal(header.Commitment.ToString(), commitment.Commitment);
             Assert.Equal("1", commitment.KeyEpoch);
             Assert.Equal(2, commitment.Signers.Count);
@@ -67,7 +65,7 @@ public sealed class SigningTests
             Assert.True(SchnorrVerifier.Verify(header.Commitment.ToArray(), signature, groupKey), $"the signature of batch {h} does not verify");
 
             // An altered header does not verify.
-            var altered = new BatchHeader(header.ChainId, header.KeyEpoch, header.Height, header.Term, header.ParentHash, header.TxRoot, header.TxCount, header.TimestampMs + 1);
+            var altered = new BatchHeader(header.ChainId, header.KeyEpoch, header.Height, header.Term, header.ParentHash, header.HistoryRoot, header.TxRoot, header.TxCount, header.TimestampMs + 1);
             Assert.False(SchnorrVerifier.Verify(altered.Commitment.ToArray(), signature, groupKey));
         }
 

@@ -18,13 +18,19 @@ public sealed class BatchApplierTests
     {
         public OrderedTxIndex Inner { get; } = new();
 
+        public MerkleFrontier History { get; } = new();
+
         public bool TryGetPosition(Hash32 hash, out TxPosition position) => Inner.TryGetPosition(hash, out position);
 
         public AppliedBatch Apply(BatchHeader? previous, BatchCommand command, ulong term = 1)
         {
-            var applied = BatchApplier.Apply(previous, Chain, command, term, this);
+            var applied = BatchApplier.Apply(previous, History, Chain, command, term, this);
             if (applied.Header is not null)
+            {
                 Inner.AddBatch(applied.Header.Height, applied.TxHashes);
+                History.Append(applied.Header.Commitment);
+            }
+
             return applied;
         }
     }
@@ -118,8 +124,8 @@ public sealed class BatchApplierTests
     public void Apply_KnownHashes_GiveTheSameResultAsHashingHere()
     {
         var command = Batch(1000, 1, 2, 3);
-        var hashed = BatchApplier.Apply(null, Chain, command, 1, new Index());
-        var known = BatchApplier.Apply(null, Chain, command, 1, new Index(), [.. command.Txs.Select(t => Keccak256.Hash(t))]);
+        var hashed = BatchApplier.Apply(null, new MerkleFrontier(), Chain, command, 1, new Index());
+        var known = BatchApplier.Apply(null, new MerkleFrontier(), Chain, command, 1, new Index(), [.. command.Txs.Select(t => Keccak256.Hash(t))]);
         Assert.Equal(hashed.Header, known.Header);
     }
 
@@ -135,7 +141,7 @@ public sealed class BatchApplierTests
     public void Apply_ReceiveTimes_AreRecoveredFromTheOffsets()
     {
         var command = new BatchCommand { LeaderTimestampMs = 10_000, Txs = [Tx(1), Tx(2)], ReceivedAgoMs = [5, 12] };
-        var applied = BatchApplier.Apply(null, Chain, command, 1, new Index());
+        var applied = BatchApplier.Apply(null, new MerkleFrontier(), Chain, command, 1, new Index());
         Assert.Equal([9_995UL, 9_988UL], applied.ReceivedMs);
     }
 }

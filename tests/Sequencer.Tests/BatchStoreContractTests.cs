@@ -13,15 +13,17 @@ public abstract class BatchStoreContractTests : IDisposable
 
     protected abstract IBatchStore Open();
 
-    internal static List<StoredBatch> Chain(int count, ulong firstHeight = 1, Hash32? parent = null)
+    internal static List<StoredBatch> Chain(int count, ulong firstHeight = 1, Hash32? parent = null, MerkleFrontier? history = null)
     {
         var batches = new List<StoredBatch>();
         var previous = parent ?? Hash32.Zero;
+        history ??= new MerkleFrontier();
         for (var i = 0; i < count; i++)
         {
             var height = firstHeight + (ulong)i;
             var hashes = Enumerable.Range(0, 3).Select(j => Keccak256.Hash(BitConverter.GetBytes(height * 10 + (ulong)j))).ToArray();
-            var header = new BatchHeader(9, 0, height, 1, previous, MerkleTree.ComputeRoot(hashes), 3, 1000 + height);
+            var header = new BatchHeader(9, 0, height, 1, previous, history.Root, MerkleTree.ComputeRoot(hashes), 3, 1000 + height);
+            history.Append(header.Commitment);
             batches.Add(new StoredBatch { Header = header, TxHashes = hashes, ReceivedMs = [1, 2, 3], RaftIndex = (long)height + 1, OrderedAtMs = 77 });
             previous = header.Commitment;
         }
@@ -137,6 +139,19 @@ public abstract class BatchStoreContractTests : IDisposable
         Assert.Equal(4UL, store.ReadCheckpoint().LastHeight);
     }
 
+    [Fact]
+    public void Append_AHeaderWhoseHistoryRootLies_FailsTheInvariantAndChangesNothing()
+    {
+        using var store = Open();
+        var chain = Chain(3);
+        store.Append(chain[..1], CheckpointAt(chain[..1]));
+        var wrong = Chain(2, 2, chain[0].Header.Commitment);
+        Assert.Throws<InvariantViolationException>(() => store.Append(wrong, CheckpointAt(wrong)));
+        Assert.Equal(1UL, store.History.LeafCount);
+        store.Append(chain[1..], CheckpointAt(chain));
+        Assert.Equal(3UL, store.History.LeafCount);
+    }
+
     public void Dispose()
     {
         if (System.IO.Directory.Exists(Directory))
@@ -153,6 +168,43 @@ public sealed class InMemoryBatchStoreTests : BatchStoreContractTests
 public sealed class LiteDbBatchStoreTests : BatchStoreContractTests
 {
     protected override IBatchStore Open() => new LiteDbBatchStore(Path.Combine(Directory, "store.db"));
+
+    [Fact]
+    public void Open_AStoreWrittenByAV1Node_IsRefusedWithAClearMessage()
+    {
+        // A v1 store: batches and a checkpoint, and no format marker (v1 nodes wrote none).
+        var path = Path.Combine(Directory, "store.db");
+        System.IO.Directory.CreateDirectory(Directory);
+        using (var v1 = new LiteDB.LiteDatabase(new LiteDB.ConnectionString { Filename = path, Connection = LiteDB.ConnectionType.Direct }))
+        {
+            v1.GetCollection("batches").Insert(new LiteDB.BsonDocument { ["_id"] = 1L, ["txCount"] = 1L });
+            v1.GetCollection("meta").Insert(new LiteDB.BsonDocument { ["_id"] = "checkpoint", ["appliedIndex"] = 2L, ["appliedTerm"] = 1L, ["lastHeight"] = 1L,
+                ["snapshotIndex"] = 0L, ["snapshotTerm"] = 0L, ["snapshotHeight"] = 0L });
+        }
+
+        var refused = Assert.Throws<DataFormatException>(() => new LiteDbBatchStore(path));
+        Assert.Contains("v1 batch headers", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("Move the data directory away", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Reopen_AfterTheHistoryFileWasLost_RebuildsItFromTheStoredCommitments()
+    {
+        var chain = Chain(37);
+        using (var store = Open())
+            store.Append(chain, new StoreCheckpoint(38, 1, 37, 0, 0, 0));
+        File.Delete(Path.Combine(Directory, "history.bin"));
+        using var reopened = Open();
+        var expected = new InMemoryHistoryNodes();
+        foreach (var batch in chain)
+            expected.Append(batch.Header.Commitment);
+        Assert.Equal(37UL, reopened.History.LeafCount);
+        Assert.Equal(HistoryTree.Root(expected, 37), HistoryTree.Root(reopened.History, 37));
+        Assert.Equal(HistoryTree.AuditPath(expected, 5, 30), HistoryTree.AuditPath(reopened.History, 5, 30));
+        // And it goes on appending where the store is.
+        reopened.Append(Chain(3, 38, chain[^1].Header.Commitment, MerkleFrontier.Load(expected, 37)), new StoreCheckpoint(41, 1, 40, 0, 0, 0));
+        Assert.Equal(40UL, reopened.History.LeafCount);
+    }
 
     [Fact]
     public void Reopen_KeepsEverythingCommitted()

@@ -14,14 +14,16 @@ public sealed class InvariantCheckerTests
     {
         var result = new List<BatchResponse>();
         var parent = Hash32.Zero;
+        var history = new MerkleFrontier();
         for (var h = 0; h < batches.Length; h++)
         {
             var leaves = batches[h].Select(i => Hash32.Parse(TxHash(i))).ToArray();
-            var header = new BatchHeader(1, 0, (ulong)h + 1, 1, parent, MerkleTree.ComputeRoot(leaves), (uint)leaves.Length, 1000);
+            var header = new BatchHeader(1, 0, (ulong)h + 1, 1, parent, history.Root, MerkleTree.ComputeRoot(leaves), (uint)leaves.Length, 1000);
             result.Add(new BatchResponse(
-                new HeaderDto("1", "0", (h + 1).ToString(CultureInfo.InvariantCulture), "1", parent.ToString(), header.TxRoot.ToString(), leaves.Length, 1000),
+                new HeaderDto("1", "0", (h + 1).ToString(CultureInfo.InvariantCulture), "1", parent.ToString(), history.Root.ToString(), header.TxRoot.ToString(), leaves.Length, 1000),
                 header.Commitment.ToString(), [.. leaves.Select(l => l.ToString())]));
             parent = header.Commitment;
+            history.Append(header.Commitment);
         }
 
         return result;
@@ -66,6 +68,39 @@ public sealed class InvariantCheckerTests
         var wrongRoot = Chain([1]);
         wrongRoot[0] = wrongRoot[0] with { Txs = [TxHash(5)] };
         Assert.False(Verdict(InvariantChecker.Check([], [new NodeChain(1, wrongRoot)]), "INV-CHAIN").Passed);
+    }
+
+    [Fact]
+    public void Check_WrongHistoryRoot_FailsInvChain_EvenWhenTheHashMatchesTheAlteredHeader()
+    {
+        // A node that serves a consistent header (its hash recomputes) whose history root lies is caught.
+        var chain = Chain([1], [2], [3]);
+        Assert.True(Verdict(InvariantChecker.Check([], [new NodeChain(1, chain)]), "INV-CHAIN").Passed);
+        var lying = chain[2].Header with { HistoryRoot = chain[1].Header.HistoryRoot };
+        chain[2] = chain[2] with { Header = lying, Hash = lying.ToHeader().Commitment.ToString() };
+        var verdict = Verdict(InvariantChecker.Check([], [new NodeChain(1, chain)]), "INV-CHAIN");
+        Assert.False(verdict.Passed);
+        Assert.Contains("historyRoot of height 3", verdict.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void CheckerMerkle_AgreesWithTheNodesMerkleCode_RootsAndInclusion()
+    {
+        var leaves = Enumerable.Range(0, 70).Select(i => Keccak256.Hash(BitConverter.GetBytes(i))).ToArray();
+        var accumulator = new CheckerMerkle.Accumulator();
+        Assert.Equal(MerkleTree.EmptyRoot.ToArray(), accumulator.Root);
+        for (var n = 1; n <= leaves.Length; n++)
+        {
+            accumulator.Add(leaves[n - 1].ToArray());
+            var root = MerkleTree.ComputeRoot(leaves.AsSpan(0, n));
+            Assert.Equal(root.ToArray(), accumulator.Root);
+            for (var i = 0; i < n; i += 7)
+            {
+                var path = MerkleTree.ComputeAuditPath(leaves.AsSpan(0, n), i).Select(p => p.ToArray()).ToList();
+                Assert.True(CheckerMerkle.VerifyInclusion((ulong)i, (ulong)n, leaves[i].ToArray(), path, root.ToArray()));
+                Assert.False(CheckerMerkle.VerifyInclusion((ulong)i, (ulong)n, leaves[(i + 1) % n].ToArray(), path, root.ToArray()) && n > 1);
+            }
+        }
     }
 
     [Fact]

@@ -40,7 +40,7 @@ public sealed class KeyFileAndVerifyTests : IDisposable
     public async Task VerifyVerb_AcceptsAValidSignature_AndRejectsAnAlteredHeader()
     {
         var (shares, group) = TrustedDealer.Generate(2, 3);
-        var header = new BatchHeader(1, 1, 5, 2, Keccak256.Hash("parent"u8), Keccak256.Hash("root"u8), 3, 1_764_000_000_000);
+        var header = new BatchHeader(1, 1, 5, 2, Keccak256.Hash("parent"u8), Keccak256.Hash("history"u8), Keccak256.Hash("root"u8), 3, 1_764_000_000_000);
         var message = header.Commitment.ToArray();
         var signers = new[] { 1, 3 };
         var rounds = signers.ToDictionary(i => i, i => Frost.Commit(i, shares[i - 1].Secret));
@@ -51,14 +51,14 @@ public sealed class KeyFileAndVerifyTests : IDisposable
         var sig = "0x" + Convert.ToHexStringLower(signature.Encode());
 
         Assert.Equal(0, await RunVerifyAsync(key, Json(header), sig));
-        var altered = new BatchHeader(1, 1, 5, 2, header.ParentHash, header.TxRoot, 4, header.TimestampMs);
+        var altered = new BatchHeader(1, 1, 5, 2, header.ParentHash, header.HistoryRoot, header.TxRoot, 4, header.TimestampMs);
         Assert.Equal(1, await RunVerifyAsync(key, Json(altered), sig));
         Assert.Equal(1, await RunVerifyAsync(key, Json(header), "0x1234"));
     }
 
     private static string Json(BatchHeader h) => JsonSerializer.Serialize(new HeaderDto(h.ChainId.ToString(System.Globalization.CultureInfo.InvariantCulture),
         h.KeyEpoch.ToString(System.Globalization.CultureInfo.InvariantCulture), h.Height.ToString(System.Globalization.CultureInfo.InvariantCulture),
-        h.Term.ToString(System.Globalization.CultureInfo.InvariantCulture), h.ParentHash.ToString(), h.TxRoot.ToString(), h.TxCount, (long)h.TimestampMs), ApiJsonContext.Default.HeaderDto);
+        h.Term.ToString(System.Globalization.CultureInfo.InvariantCulture), h.ParentHash.ToString(), h.HistoryRoot.ToString(), h.TxRoot.ToString(), h.TxCount, (long)h.TimestampMs), ApiJsonContext.Default.HeaderDto);
 
     private static Task<int> RunVerifyAsync(string key, string header, string signature)
         => KeyCommands.CreateVerify().Parse(["--group-key", key, "--header", header, "--signature", signature]).InvokeAsync();

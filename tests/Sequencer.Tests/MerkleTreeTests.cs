@@ -75,7 +75,7 @@ public sealed class MerkleTreeTests
         return k;
     }
 
-    private static Hash32 RecursiveRoot(ReadOnlySpan<Hash32> d)
+    internal static Hash32 RecursiveRoot(ReadOnlySpan<Hash32> d)
     {
         if (d.Length == 0)
             return Keccak256.Hash([]);
@@ -85,7 +85,7 @@ public sealed class MerkleTreeTests
         return Keccak256.Hash([0x01, .. RecursiveRoot(d[..k]).ToArray(), .. RecursiveRoot(d[k..]).ToArray()]);
     }
 
-    private static Hash32[] RecursivePath(int m, ReadOnlySpan<Hash32> d)
+    internal static Hash32[] RecursivePath(int m, ReadOnlySpan<Hash32> d)
     {
         if (d.Length <= 1)
             return [];

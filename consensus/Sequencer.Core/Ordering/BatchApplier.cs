@@ -38,24 +38,29 @@ public sealed class AppliedBatch
 }
 
 /// <summary>
-/// The deterministic apply of a batch entry. Depends only on (previous header, chain parameters, entry, entry term,
-/// the set of ordered txs): every node computes the same header from the same log. No clock, no randomness, no I/O.
+/// The deterministic apply of a batch entry. Depends only on (previous header, the history of earlier commitments,
+/// chain parameters, entry, entry term, the set of ordered txs): every node computes the same header from the same
+/// log. No clock, no randomness, no I/O.
 /// </summary>
 public static class BatchApplier
 {
     /// <summary>Applies <paramref name="command"/> on top of <paramref name="previous"/>.</summary>
     /// <param name="previous">The last header, or null before the first batch.</param>
+    /// <param name="history">The frontier of the tree over the commitments of heights 1 to <c>previous.Height</c>; read, not changed
+    /// (the caller appends the new header's commitment once it keeps the batch).</param>
     /// <param name="chain">Chain id and key epoch for the new header.</param>
     /// <param name="command">The batch entry.</param>
     /// <param name="entryTerm">The Raft term of the log entry carrying the command.</param>
     /// <param name="ordered">The txs ordered by earlier batches.</param>
     /// <param name="knownHashes">The keccak256 of each tx when the caller has already computed them from these very
     /// bytes (the leader hashed them at intake), or null to hash here.</param>
-    public static AppliedBatch Apply(BatchHeader? previous, ChainParameters chain, BatchCommand command, ulong entryTerm, IOrderedTxLookup ordered,
+    public static AppliedBatch Apply(BatchHeader? previous, MerkleFrontier history, ChainParameters chain, BatchCommand command, ulong entryTerm, IOrderedTxLookup ordered,
         IReadOnlyList<Hash32>? knownHashes = null)
     {
         ArgumentNullException.ThrowIfNull(command);
         ArgumentNullException.ThrowIfNull(ordered);
+        ArgumentNullException.ThrowIfNull(history);
+        Invariant.Check(history.LeafCount == (previous?.Height ?? 0), "the history holds exactly the commitments below the new height");
         Invariant.Check(knownHashes is null || knownHashes.Count == command.Txs.Count, "one known hash per tx");
         Invariant.Check(previous is null || previous.Height >= 1, "previous header has height 0");
         Invariant.Check(previous is null || entryTerm >= previous.Term, "Raft terms never decrease along the log");
@@ -102,6 +107,7 @@ public static class BatchApplier
             height,
             entryTerm,
             previous?.Commitment ?? Hash32.Zero,
+            history.Root,
             MerkleTree.ComputeRoot(hashes),
             (uint)hashes.Length,
             timestamp);

@@ -10,13 +10,14 @@ namespace Sequencer.Core.Ordering;
 public sealed class BatchHeader : IEquatable<BatchHeader>
 {
     /// <summary>Creates a header and computes its commitment once.</summary>
-    public BatchHeader(ulong chainId, ulong keyEpoch, ulong height, ulong term, Hash32 parentHash, Hash32 txRoot, uint txCount, ulong timestampMs)
+    public BatchHeader(ulong chainId, ulong keyEpoch, ulong height, ulong term, Hash32 parentHash, Hash32 historyRoot, Hash32 txRoot, uint txCount, ulong timestampMs)
     {
         ChainId = chainId;
         KeyEpoch = keyEpoch;
         Height = height;
         Term = term;
         ParentHash = parentHash;
+        HistoryRoot = historyRoot;
         TxRoot = txRoot;
         TxCount = txCount;
         TimestampMs = timestampMs;
@@ -38,6 +39,13 @@ public sealed class BatchHeader : IEquatable<BatchHeader>
     /// <summary>The commitment of the header at <c>Height - 1</c>, or zero at height 1.</summary>
     public Hash32 ParentHash { get; }
 
+    /// <summary>
+    /// The RFC 6962 keccak256 Merkle root over the commitments of every earlier header (heights 1 to
+    /// <c>Height - 1</c>; the empty tree at height 1): this header commits to its whole history, so one signed head
+    /// covers every batch below it.
+    /// </summary>
+    public Hash32 HistoryRoot { get; }
+
     /// <summary>The RFC 6962 keccak256 Merkle root of the batch's tx hashes.</summary>
     public Hash32 TxRoot { get; }
 
@@ -48,7 +56,7 @@ public sealed class BatchHeader : IEquatable<BatchHeader>
     public ulong TimestampMs { get; }
 
     /// <summary>
-    /// <c>keccak256(abi.encode(DOMAIN_TAG, chainId, keyEpoch, height, term, parentHash, txRoot, txCount, timestampMs))</c>.
+    /// <c>keccak256(abi.encode(DOMAIN_TAG, chainId, keyEpoch, height, term, parentHash, historyRoot, txRoot, txCount, timestampMs))</c>.
     /// This is what the group signs, what the L1 contract chains, and the <c>hash</c> the API serves.
     /// </summary>
     public Hash32 Commitment { get; }
@@ -56,7 +64,7 @@ public sealed class BatchHeader : IEquatable<BatchHeader>
     /// <inheritdoc/>
     public bool Equals(BatchHeader? other) => other is not null && Commitment == other.Commitment
         && ChainId == other.ChainId && KeyEpoch == other.KeyEpoch && Height == other.Height && Term == other.Term
-        && ParentHash == other.ParentHash && TxRoot == other.TxRoot && TxCount == other.TxCount && TimestampMs == other.TimestampMs;
+        && ParentHash == other.ParentHash && HistoryRoot == other.HistoryRoot && TxRoot == other.TxRoot && TxCount == other.TxCount && TimestampMs == other.TimestampMs;
 
     /// <inheritdoc/>
     public override bool Equals(object? obj) => Equals(obj as BatchHeader);
@@ -67,13 +75,16 @@ public sealed class BatchHeader : IEquatable<BatchHeader>
     /// <inheritdoc/>
     public override string ToString() => $"batch {Height} term {Term} txs {TxCount} commitment {Commitment}";
 
-    /// <summary>The number of 32-byte ABI words hashed into the commitment: the domain tag and 8 fields.</summary>
-    public const int CommitmentWords = 9;
+    /// <summary>The number of 32-byte ABI words hashed into the commitment: the domain tag and 9 fields (header v2).</summary>
+    public const int CommitmentWords = 10;
 
-    /// <summary><c>keccak256("sequencer-cluster/commitment/v1")</c>.</summary>
-    public static readonly Hash32 DomainTag = Keccak256.Hash("sequencer-cluster/commitment/v1"u8);
+    /// <summary>The header format version: 2 since <see cref="HistoryRoot"/> (v1 had 9 words and the tag <c>.../v1</c>).</summary>
+    public const int FormatVersion = 2;
 
-    /// <summary>The 288-byte ABI encoding that <see cref="Commitment"/> hashes.</summary>
+    /// <summary><c>keccak256("sequencer-cluster/commitment/v2")</c>.</summary>
+    public static readonly Hash32 DomainTag = Keccak256.Hash("sequencer-cluster/commitment/v2"u8);
+
+    /// <summary>The 320-byte ABI encoding that <see cref="Commitment"/> hashes.</summary>
     public byte[] EncodeAbi()
     {
         var buffer = new byte[CommitmentWords * 32];
@@ -84,9 +95,10 @@ public sealed class BatchHeader : IEquatable<BatchHeader>
         WriteWord(span.Slice(96, 32), Height);
         WriteWord(span.Slice(128, 32), Term);
         ParentHash.CopyTo(span.Slice(160, 32));
-        TxRoot.CopyTo(span.Slice(192, 32));
-        WriteWord(span.Slice(224, 32), TxCount);
-        WriteWord(span.Slice(256, 32), TimestampMs);
+        HistoryRoot.CopyTo(span.Slice(192, 32));
+        TxRoot.CopyTo(span.Slice(224, 32));
+        WriteWord(span.Slice(256, 32), TxCount);
+        WriteWord(span.Slice(288, 32), TimestampMs);
         return buffer;
     }
 

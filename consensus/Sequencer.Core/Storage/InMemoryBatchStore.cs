@@ -1,3 +1,5 @@
+using Sequencer.Core.Hashing;
+
 namespace Sequencer.Core.Storage;
 
 /// <summary>The in-memory <see cref="IBatchStore"/> for tests; it follows the same contract as the LiteDB store.</summary>
@@ -10,6 +12,7 @@ public sealed class InMemoryBatchStore : IBatchStore
     private readonly SortedDictionary<(int, ulong), byte[]> commitments = [];
     private readonly Dictionary<int, ulong> nextSequences = [];
     private readonly List<byte[]> dkgEntries = [];
+    private readonly InMemoryHistoryNodes history = new();
     private StoreCheckpoint checkpoint;
 
     /// <summary>Makes the next <see cref="Append"/> throw, as a full disk would.</summary>
@@ -42,10 +45,19 @@ public sealed class InMemoryBatchStore : IBatchStore
             }
 
             Invariant.Check(checkpoint.LastHeight == next - 1, "the checkpoint names the last stored height");
+            var root = MerkleFrontier.Load(history, history.LeafCount);
+            foreach (var batch in batches)
+            {
+                Invariant.Check(batch.Header.HistoryRoot == root.Root, $"batch {batch.Header.Height}: the history root is the root over the stored commitments below it");
+                root.Append(batch.Header.Commitment);
+            }
+
             Invariant.Check(checkpoint.AppliedIndex >= this.checkpoint.AppliedIndex, "the applied index never moves back");
             foreach (var epoch in signing?.KeyEpochs ?? [])
                 epoch.CheckShape();
             this.batches.AddRange(batches);
+            foreach (var batch in batches)
+                history.Append(batch.Header.Commitment);
             foreach (var signature in signing?.Signatures ?? [])
                 signatures.TryAdd(signature.Height, signature);
             foreach (var epoch in signing?.KeyEpochs ?? [])
@@ -76,6 +88,9 @@ public sealed class InMemoryBatchStore : IBatchStore
             this.checkpoint = checkpoint;
         }
     }
+
+    /// <inheritdoc/>
+    public IHistoryNodes History => history;
 
     /// <inheritdoc/>
     public IReadOnlyList<byte[]> ReadDkgEntries()

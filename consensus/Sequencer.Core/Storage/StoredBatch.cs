@@ -49,6 +49,10 @@ public readonly record struct StoreCheckpoint(long AppliedIndex, long AppliedTer
     public static StoreCheckpoint Empty => default;
 }
 
+/// <summary>A data directory written in a format this node cannot use (for example v1 headers without a history root).</summary>
+/// <param name="message">What was found and what to do.</param>
+public sealed class DataFormatException(string message) : IOException(message);
+
 /// <summary>
 /// Durable storage of applied batches. Batches are appended in height order in grouped transactions and never
 /// change afterwards.
@@ -64,7 +68,8 @@ public interface IBatchStore : IDisposable
     /// records <paramref name="checkpoint"/>, durably and atomically: after a crash either all of it is there or none.
     /// A signature for a height that already has one is ignored (the first signature of a height stays).
     /// </summary>
-    /// <exception cref="InvariantViolationException">The heights do not continue the stored chain.</exception>
+    /// <exception cref="InvariantViolationException">The heights do not continue the stored chain, or a header's history root is not the
+    /// root over the stored commitments below it.</exception>
     /// <exception cref="IOException">The disk failed; the store is unchanged.</exception>
     void Append(IReadOnlyList<StoredBatch> batches, StoreCheckpoint checkpoint, SigningWrites? signing = null);
 
@@ -85,6 +90,12 @@ public interface IBatchStore : IDisposable
     /// force): a restarted node rebuilds the DKG from them.
     /// </summary>
     IReadOnlyList<byte[]> ReadDkgEntries();
+
+    /// <summary>
+    /// The history tree over the commitments of every stored batch, in height order (its leaf count is the stored
+    /// height): the completed subtrees that proofs of any head's history read.
+    /// </summary>
+    IHistoryNodes History { get; }
 
     /// <summary>The batch at <paramref name="height"/>, or null when it is not stored.</summary>
     StoredBatch? Get(ulong height);
