@@ -100,7 +100,7 @@ public sealed partial class HostNetwork : IChaosNetwork
 
             var advertised = new IPEndPoint(Address(id), RaftPort);
             var listen = new IPEndPoint(Address(id), RaftListenPort);
-            proxies[id] = CreateProxyInNamespace(ns, advertised, listen, HashCode.Combine(seed, id));
+            proxies[id] = CreateProxyInNamespace(ns, advertised, listen, FaultProxy.SeedFor(seed, id));
             nodes.Add(new NodeAddress(id, advertised.ToString(), listen.ToString(), $"http://{Address(id)}:{ApiPort}"));
         }
     }
