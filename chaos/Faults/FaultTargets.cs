@@ -1,3 +1,5 @@
+using Sequencer.Checker;
+
 namespace Sequencer.Chaos.Faults;
 
 /// <summary>The nodes one fault hits, chosen by <see cref="FaultTargets.Choose"/>.</summary>
@@ -45,6 +47,7 @@ public static class FaultTargets
 
         int Pick(IReadOnlyList<int> candidates) => candidates[(int)((uint)fault.Pick % (uint)candidates.Count)];
         List<int> Shuffled() => [.. all.OrderBy(id => OrderKey(fault.Pick, id)).ThenBy(id => id)];
+        List<int> Subset(int size) => [.. Shuffled().Take(size).Order()];
         FaultTarget One(int node, string? description = null) => new([node], [], description ?? $"n{node}");
         FaultTarget Set(IReadOnlyList<int> nodes) => new(nodes, [], Names(nodes));
         FaultTarget Split(IReadOnlyList<int> first, string? description = null)
@@ -67,9 +70,9 @@ public static class FaultTargets
             case FaultKind.DiskFull:
                 return One(Pick(followers));
             case FaultKind.KillMinority:
-                return Set(Shuffled().Take((count - 1) / 2).ToList());
+                return Set(Subset((count - 1) / 2));
             case FaultKind.KillMajority:
-                return Set(Shuffled().Take(count / 2 + 1).ToList());
+                return Set(Subset(count / 2 + 1));
             case FaultKind.KillAll:
                 return Set(all);
             case FaultKind.IsolateNode:
@@ -77,7 +80,7 @@ public static class FaultTargets
             case FaultKind.IsolateLeader:
                 return Split([theLeader]);
             case FaultKind.SplitMajorityMinority:
-                return Split(Shuffled().Take((count - 1) / 2).ToList());
+                return Split(Subset((count - 1) / 2));
             case FaultKind.MajoritiesRing:
             {
                 var ring = Shuffled();
@@ -129,5 +132,6 @@ public static class FaultTargets
     /// <summary>Names nodes the way the report does: "n1,n3".</summary>
     public static string Names(IEnumerable<int> ids) => string.Join(",", ids.Select(id => $"n{id}"));
 
-    private static int OrderKey(int pick, int id) => HashCode.Combine(pick, id);
+    /// <summary>A node's place when a fault shuffles the members: SplitMix64 of the fault's pick and the node id (never HashCode).</summary>
+    private static ulong OrderKey(int pick, int id) => SeedMixer.Mix(SeedMixer.FromRunSeed(pick), (ulong)SeedStream.FaultTarget, (ulong)(uint)id);
 }

@@ -15,7 +15,7 @@ public sealed class ClientTxs
     {
         ArgumentOutOfRangeException.ThrowIfNegative(client);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(txBytes);
-        random = new Random(HashCode.Combine(seed, client));
+        random = SeedMixer.CreateRandom(seed, SeedStream.Workload, (ulong)client);
         this.txBytes = txBytes;
     }
 
