@@ -5,7 +5,7 @@ SHELL := /bin/bash
 DOTNET ?= dotnet
 NODE_DLL := node/bin/Release/net10.0/sequencer-node.dll
 
-.PHONY: all build run test unit integration chaos bench clean
+.PHONY: all build run test unit integration chaos soak bench clean
 
 all: build
 
@@ -40,11 +40,29 @@ DURATION ?= 60
 NODES ?= 3
 MODE ?= proxy
 SCENARIO ?= mixed
+define install-iptables-for-host-mode
+@if [ "$(MODE)" = host ] && [ "$$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1; then \
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends iptables; fi
+endef
 chaos: build
-	@if [ "$(MODE)" = host ] && [ "$$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1; then \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends iptables; fi
+	$(install-iptables-for-host-mode)
 	$(DOTNET) chaos/bin/Release/net10.0/sequencer-chaos.dll --duration $(DURATION) --nodes $(NODES) \
 	  --mode $(MODE) --scenario $(SCENARIO) $(if $(SEED),--seed $(SEED),) $(CHAOS_ARGS)
+
+# Many chaos runs in a row, one at a time, each with a fresh seed (same DURATION, NODES, MODE, SCENARIO, CHAOS_ARGS
+# as above). Ends with "soak: P of N passed; failing seeds: ..." and exits non-zero when a run failed; each failing
+# run keeps its directory under .data/chaos/ (replay it with make chaos SEED=...).
+#   make soak RUNS=50 SCENARIO=signing        50 random seeds
+#   make soak RUNS=20 FIRST_SEED=1000         seeds 1000 to 1019
+#   make soak SEEDS="123 456"                 exactly these seeds
+# SOAK_ARGS=--verbose shows every run's console output (it is kept in .data/soak/<time>/ either way).
+RUNS ?= 10
+FIRST_SEED ?=
+SEEDS ?=
+soak: build
+	$(install-iptables-for-host-mode)
+	./scripts/soak.sh --runs $(RUNS) --duration $(DURATION) --nodes $(NODES) --mode $(MODE) --scenario $(SCENARIO) \
+	  $(if $(FIRST_SEED),--first-seed $(FIRST_SEED),) $(if $(SEEDS),--seeds "$(SEEDS)",) $(SOAK_ARGS) -- $(CHAOS_ARGS)
 
 clean:
 	$(DOTNET) clean Cluster.sln -c Release -nologo >/dev/null

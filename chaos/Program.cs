@@ -18,10 +18,17 @@ var nodeArgOption = new Option<string[]>("--node-arg") { Description = "An extra
 var keepOption = new Option<bool>("--keep-data") { Description = "Keep node data even when the run passes." };
 var noSigningOption = new Option<bool>("--no-signing") { Description = "Run the nodes without threshold signing (ordering only)." };
 var listOption = new Option<bool>("--list") { Description = "List the scenarios and the fault kinds, and exit." };
+var printPlanOption = new Option<bool>("--print-plan")
+{
+    Description = "Print what the seed decides as JSON (the fault schedule, each fault's target while --plan-leader leads, the proxy seeds, every client's first txs) and exit without starting a node.",
+};
+var planLeaderOption = new Option<int>("--plan-leader") { Description = "With --print-plan: the node assumed to lead at every fault.", DefaultValueFactory = _ => 1 };
+var planTxsOption = new Option<int>("--plan-txs") { Description = "With --print-plan: how many txs of each client to list (as keccak hashes).", DefaultValueFactory = _ => 3 };
 
 var root = new RootCommand("sequencer-chaos: runs real sequencer nodes under seeded faults and checks DESIGN section 7's invariants.")
 {
     nodesOption, durationOption, seedOption, scenarioOption, modeOption, outOption, clientsOption, bulkOption, binaryOption, nodeArgOption, keepOption, noSigningOption, listOption,
+    printPlanOption, planLeaderOption, planTxsOption,
 };
 root.SetAction(async (result, token) =>
 {
@@ -88,6 +95,20 @@ root.SetAction(async (result, token) =>
     {
         Console.Error.WriteLine(e.Message);
         return 2;
+    }
+
+    if (result.GetValue(printPlanOption))
+    {
+        var leader = result.GetValue(planLeaderOption);
+        var txs = result.GetValue(planTxsOption);
+        if (leader < 1 || leader > options.Nodes || txs < 0)
+        {
+            Console.Error.WriteLine($"--plan-leader is a node id from 1 to {options.Nodes}, and --plan-txs is not negative");
+            return 2;
+        }
+
+        Console.WriteLine(RunPlan.Create(options, leader, txs).ToJson());
+        return 0;
     }
 
     Console.WriteLine($"SEED={options.Seed}");

@@ -90,7 +90,7 @@ public enum FaultKind
 /// <param name="Kind">The fault.</param>
 /// <param name="AtSeconds">When it is injected.</param>
 /// <param name="ForSeconds">How long before it is healed.</param>
-/// <param name="Pick">A random number that picks the concrete target among the candidates at injection time.</param>
+/// <param name="Pick">A random number that picks the concrete target among the candidates at injection time (see <see cref="FaultTargets.Choose"/>).</param>
 /// <param name="Magnitude">A random number in [0, 1) that sizes the fault (delay, loss share, skew).</param>
 public sealed record ScheduledFault(int Sequence, FaultKind Kind, double AtSeconds, double ForSeconds, int Pick, double Magnitude);
 
@@ -179,8 +179,25 @@ public static class FaultSchedule
 
     /// <summary>
     /// The schedule of a run: a pure function of the seed, the usable faults and the duration, so one seed always gives
-    /// the same schedule. Faults do not overlap: each is healed, and a quiet gap follows, before the next one.
+    /// the same schedule, in every process. Faults do not overlap: each is healed, and a quiet gap follows, before the
+    /// next one.
     /// </summary>
+    /// <remarks>
+    /// <para>What a seed replays, and what it cannot:</para>
+    /// <list type="bullet">
+    /// <item>The kinds, times, lengths, magnitudes and picks of the faults: drawn here from a <see cref="Random"/> seeded
+    /// with the seed itself (a seeded <see cref="Random"/> gives the same sequence in every process).</item>
+    /// <item>The target of each fault: <see cref="FaultTargets.Choose"/>, a pure function of the fault (so of the seed and
+    /// the fault's index), the set of members and the leader at injection time. The leader is the run's, not the seed's:
+    /// if another node leads when a fault is injected in a replay, a leader fault hits that node and a follower fault
+    /// picks among the other followers; with the same members and leader, the choice is the same.</item>
+    /// <item>The workload's txs (<see cref="Sequencer.Checker.ClientTxs"/>) and the proxies' seeds
+    /// (<see cref="Network.FaultProxy.SeedFor"/>): derived with <see cref="Sequencer.Checker.SeedMixer"/> (SplitMix64).
+    /// Never derive from the seed with <see cref="HashCode"/>: .NET seeds it randomly per process.</item>
+    /// <item>Not replayed: timing (when nodes answer, which chunk a proxy delays), and so who leads when.</item>
+    /// </list>
+    /// <para><c>sequencer-chaos --print-plan</c> prints all of the replayed part for a fixed leader.</para>
+    /// </remarks>
     public static IReadOnlyList<ScheduledFault> Build(int seed, Scenario scenario, IReadOnlyList<FaultKind> usable, double durationSeconds)
     {
         ArgumentNullException.ThrowIfNull(scenario);

@@ -49,7 +49,10 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
 
     private int NodeCount => cluster.Nodes.Count;
 
-    /// <summary>Injects <paramref name="fault"/>; returns the action that heals it.</summary>
+    /// <summary>
+    /// Injects <paramref name="fault"/> on the target <see cref="FaultTargets.Choose"/> picks for the current members and
+    /// leader; returns the action that heals it.
+    /// </summary>
     public async Task<Func<Task>> InjectAsync(ScheduledFault fault, FaultRecord record)
     {
         ArgumentNullException.ThrowIfNull(fault);
@@ -57,47 +60,29 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
         record.StartMs = nowMs();
         var leader = await monitor.AskLeaderAsync().ConfigureAwait(false) ?? monitor.CurrentLeader;
         var all = cluster.Nodes.Select(n => n.Spec.Id).ToList();
-        var followers = all.Where(id => id != leader).ToList();
-        int Pick(IReadOnlyList<int> candidates, int salt = 0) => candidates[(int)((uint)(fault.Pick + salt) % (uint)candidates.Count)];
-        List<int> PickSet(int count) => [.. all.OrderBy(id => HashCode.Combine(fault.Pick, id)).Take(count)];
+        var target = FaultTargets.Choose(fault, all, leader);
+        record.Target = target.Description;
 
         switch (fault.Kind)
         {
             case FaultKind.KillLeader:
-                return await KillAsync(record, [leader ?? Pick(all)]).ConfigureAwait(false);
             case FaultKind.KillFollower:
-                return await KillAsync(record, [Pick(followers)]).ConfigureAwait(false);
             case FaultKind.KillMinority:
-                return await KillAsync(record, PickSet((NodeCount - 1) / 2)).ConfigureAwait(false);
             case FaultKind.KillMajority:
-                return await KillAsync(record, PickSet(NodeCount / 2 + 1)).ConfigureAwait(false);
             case FaultKind.KillAll:
-                return await KillAsync(record, all).ConfigureAwait(false);
+                return await KillAsync(record, target.Nodes).ConfigureAwait(false);
             case FaultKind.PauseLeader:
-                return Pause(record, leader ?? Pick(all));
             case FaultKind.PauseFollower:
-                return Pause(record, Pick(followers));
+                return Pause(record, target.Node);
             case FaultKind.IsolateNode:
-            {
-                var target = Pick(followers);
-                return await PartitionAsync(record, [[target], [.. all.Where(id => id != target)]], $"n{target} isolated").ConfigureAwait(false);
-            }
-
+                return await PartitionAsync(record, target.Groups, $"n{target.Node} isolated").ConfigureAwait(false);
             case FaultKind.IsolateLeader:
-            {
-                var target = leader ?? Pick(all);
-                return await PartitionAsync(record, [[target], [.. all.Where(id => id != target)]], $"leader n{target} isolated").ConfigureAwait(false);
-            }
-
+                return await PartitionAsync(record, target.Groups, $"leader n{target.Node} isolated").ConfigureAwait(false);
             case FaultKind.SplitMajorityMinority:
-            {
-                var minority = PickSet((NodeCount - 1) / 2);
-                return await PartitionAsync(record, [minority, [.. all.Except(minority)]], "majority | minority").ConfigureAwait(false);
-            }
-
+                return await PartitionAsync(record, target.Groups, "majority | minority").ConfigureAwait(false);
             case FaultKind.MajoritiesRing:
             {
-                var ring = all.OrderBy(id => HashCode.Combine(fault.Pick, id)).ToList();
+                var ring = target.Nodes;
                 var blocked = new List<Link>();
                 for (var i = 0; i < ring.Count; i++)
                 {
@@ -110,86 +95,68 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
                 }
 
                 await network.PartitionAsync(blocked).ConfigureAwait(false);
-                record.Target = "ring " + string.Join("-", ring.Select(id => $"n{id}"));
                 record.Detail = "each node reaches only its two neighbours";
                 return network.HealAsync;
             }
 
             case FaultKind.Bridge:
             {
-                var order = all.OrderBy(id => HashCode.Combine(fault.Pick, id)).ToList();
-                var half = order.Count / 2;
-                var left = order.Take(half).ToList();
-                var bridge = order[half];
-                var right = order.Skip(half + 1).ToList();
+                var (left, bridge, right) = (target.Groups[0], target.Groups[1][0], target.Groups[2]);
                 var blocked = left.SelectMany(a => right.SelectMany(b => new[] { new Link(a, b), new Link(b, a) })).ToList();
                 await network.PartitionAsync(blocked).ConfigureAwait(false);
-                record.Target = $"{Names(left)} | n{bridge} | {Names(right)}";
                 record.Detail = $"n{bridge} bridges the halves";
                 return network.HealAsync;
             }
 
             case FaultKind.OneWayLink:
             {
-                var from = leader ?? Pick(all);
-                var to = Pick([.. all.Where(id => id != from)]);
-                await network.PartitionAsync([new Link(from, to)]).ConfigureAwait(false);
-                record.Target = $"n{from}->n{to}";
+                await network.PartitionAsync([new Link(target.Nodes[0], target.Nodes[1])]).ConfigureAwait(false);
                 record.Detail = "packets from the first into the second are dropped";
                 return network.HealAsync;
             }
 
             case FaultKind.Delay:
             {
-                var target = Pick(all);
                 var delay = 20 + (int)(fault.Magnitude * 180);
-                network.SetLinkFault(null, target, new LinkFault { DelayMs = delay, JitterMs = delay / 2 });
-                record.Target = $"into n{target}";
+                network.SetLinkFault(null, target.Node, new LinkFault { DelayMs = delay, JitterMs = delay / 2 });
                 record.Detail = $"delay {delay} ms ± {delay / 2} ms";
                 return network.HealAsync;
             }
 
             case FaultKind.Loss:
             {
-                var target = Pick(all);
                 var loss = 5 + Math.Round(fault.Magnitude * 25, 1);
-                network.SetLinkFault(null, target, new LinkFault { LossPercent = loss });
-                record.Target = $"into n{target}";
+                network.SetLinkFault(null, target.Node, new LinkFault { LossPercent = loss });
                 record.Detail = $"{loss}% of chunks lost and retransmitted 200 ms late";
                 return network.HealAsync;
             }
 
             case FaultKind.Reset:
             {
-                var target = Pick(all);
-                network.Reset(target);
-                record.Target = $"into n{target}";
+                network.Reset(target.Node);
                 record.Detail = "every connection reset";
                 return () => Task.CompletedTask;
             }
 
             case FaultKind.ClogThenFlush:
             {
-                var target = Pick(all);
-                network.SetLinkFault(null, target, new LinkFault { Clogged = true });
-                record.Target = $"into n{target}";
+                network.SetLinkFault(null, target.Node, new LinkFault { Clogged = true });
                 record.Detail = "held, then flushed on heal";
                 return network.HealAsync;
             }
 
             case FaultKind.ClockSkew:
             {
-                var target = Pick(all);
+                var node = target.Node;
                 var skew = (long)((fault.Magnitude - 0.5) * 2 * 300_000);
-                await SetSkewAsync(target, skew).ConfigureAwait(false);
-                record.Target = $"n{target}";
+                await SetSkewAsync(node, skew).ConfigureAwait(false);
                 record.Detail = $"clock skewed by {skew / 1000.0:0.#} s";
-                return () => SetSkewAsync(target, 0);
+                return () => SetSkewAsync(node, 0);
             }
 
             case FaultKind.ClockStrobe:
             {
-                var target = Pick(all);
+                var node = target.Node;
                 var amplitude = 1_000 + (long)(fault.Magnitude * 59_000);
                 var stop = new CancellationTokenSource();
                 var strobe = Task.Run(async () =>
@@ -197,43 +164,41 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
                     var sign = 1;
                     while (!stop.IsCancellationRequested)
                     {
-                        await SetSkewAsync(target, sign * amplitude).ConfigureAwait(false);
+                        await SetSkewAsync(node, sign * amplitude).ConfigureAwait(false);
                         sign = -sign;
                         await Task.Delay(100, stop.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
                     }
                 });
-                record.Target = $"n{target}";
                 record.Detail = $"clock jumps between +{amplitude / 1000.0:0.#} s and -{amplitude / 1000.0:0.#} s every 100 ms";
                 return async () =>
                 {
                     await stop.CancelAsync().ConfigureAwait(false);
                     await strobe.ConfigureAwait(false);
                     stop.Dispose();
-                    await SetSkewAsync(target, 0).ConfigureAwait(false);
+                    await SetSkewAsync(node, 0).ConfigureAwait(false);
                 };
             }
 
             case FaultKind.DiskTruncateWalTail:
             case FaultKind.DiskFlipBits:
             case FaultKind.DiskDeleteChunk:
-                return await DiskAsync(record, fault, Pick(followers)).ConfigureAwait(false);
+                return await DiskAsync(record, fault, target.Node).ConfigureAwait(false);
             case FaultKind.DiskExhaustFileHandles:
-                return await FileHandlesAsync(record, Pick(followers)).ConfigureAwait(false);
+                return await FileHandlesAsync(record, target.Node).ConfigureAwait(false);
             case FaultKind.DiskFull:
-                return await DiskFullAsync(record, Pick(followers)).ConfigureAwait(false);
+                return await DiskFullAsync(record, target.Node).ConfigureAwait(false);
             case FaultKind.KillLeaderAndAcker:
-                return await KillLeaderAndAckerAsync(record, fault.Pick).ConfigureAwait(false);
+                return await KillLeaderAndAckerAsync(record, target.Nodes[0], target.Nodes[1], target.Nodes[2]).ConfigureAwait(false);
             case FaultKind.ByzantineSigner:
             {
-                var target = Pick(all);
-                if (!await SetSignerFaultAsync(target, "wrong-shares").ConfigureAwait(false))
-                    throw new NotSupportedException($"n{target} did not accept the signer fault (no key share, or unreachable)");
-                record.Target = $"n{target}";
+                var node = target.Node;
+                if (!await SetSignerFaultAsync(node, "wrong-shares").ConfigureAwait(false))
+                    throw new NotSupportedException($"n{node} did not accept the signer fault (no key share, or unreachable)");
                 record.Detail = "sends wrong signature shares";
                 return async () =>
                 {
-                    await SetSignerFaultAsync(target, "none").ConfigureAwait(false);
-                    record.Detail += await NamedAsync(target).ConfigureAwait(false);
+                    await SetSignerFaultAsync(node, "none").ConfigureAwait(false);
+                    record.Detail += await NamedAsync(node).ConfigureAwait(false);
                 };
             }
             default:
@@ -241,13 +206,10 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
         }
     }
 
-    private static string Names(IEnumerable<int> ids) => string.Join(",", ids.Select(id => $"n{id}"));
-
     private async Task<Func<Task>> KillAsync(FaultRecord record, IReadOnlyList<int> targets)
     {
         await Task.WhenAll(targets.Select(id => cluster.Node(id).KillAsync())).ConfigureAwait(false);
         record.StartMs = nowMs();
-        record.Target = Names(targets);
         record.Detail = "SIGKILL, restart on heal";
         return () =>
         {
@@ -261,7 +223,6 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
     {
         cluster.Node(target).Pause();
         record.StartMs = nowMs();
-        record.Target = $"n{target}";
         record.Detail = "SIGSTOP, SIGCONT on heal";
         return () =>
         {
@@ -288,22 +249,17 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
         }
 
         await network.PartitionAsync(blocked).ConfigureAwait(false);
-        record.Target = string.Join(" | ", groups.Select(Names));
         record.Detail = detail;
         return network.HealAsync;
     }
 
-    private async Task<Func<Task>> KillLeaderAndAckerAsync(FaultRecord record, int pick)
+    private async Task<Func<Task>> KillLeaderAndAckerAsync(FaultRecord record, int leader, int acker, int bystander)
     {
         // The durability probe of DESIGN section 9. Cut one follower off (inbound), so that the other follower is the
         // only one whose acknowledgements make entries committed. Right after the next acknowledged submit, kill the
         // leader and that acknowledging follower, let the cut-off follower back in, and restart the acker at once
         // without the old leader. If the acker's acknowledgement was not durable, the two followers elect a leader whose
         // log lacks the acknowledged entry, and INV-ACKED names the lost tx.
-        var leader = await monitor.AskLeaderAsync().ConfigureAwait(false) ?? monitor.CurrentLeader ?? 1;
-        var followers = cluster.Nodes.Select(n => n.Spec.Id).Where(id => id != leader).ToList();
-        var bystander = followers[(int)((uint)pick % (uint)followers.Count)];
-        var acker = followers.First(id => id != bystander);
         network.SetLinkFault(null, bystander, new LinkFault { Blackhole = true });
         await Task.Delay(300).ConfigureAwait(false);
 
@@ -316,7 +272,6 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
         record.StartMs = nowMs();
         await network.HealAsync().ConfigureAwait(false);
         StartIfStopped(acker);
-        record.Target = $"leader n{leader}, acker n{acker} (n{bystander} cut off)";
         record.Detail = "SIGKILL both right after an acknowledgement; the acker restarts at once, the old leader on heal";
         return () =>
         {
@@ -329,7 +284,6 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
     {
         var node = cluster.Node(target);
         await node.KillAsync().ConfigureAwait(false);
-        record.Target = $"n{target}";
         record.Detail = DiskFaults.Apply(fault.Kind, node.Spec.DataDir, fault.Pick);
         log($"disk fault on n{target}: {record.Detail}");
         node.Start();
@@ -343,7 +297,6 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
         var original = node.Wrapper;
         node.Wrapper = start => Limit(original is null ? start : original(start), 64);
         node.Start();
-        record.Target = $"n{target}";
         record.Detail = "restarted with RLIMIT_NOFILE 64";
         return async () =>
         {
@@ -356,7 +309,6 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
         var node = cluster.Node(target);
         await node.KillAsync().ConfigureAwait(false);
         var mount = await DiskFaults.MountSmallFileSystemAsync(node.Spec.DataDir).ConfigureAwait(false);
-        record.Target = $"n{target}";
         record.Detail = $"data directory on a tmpfs with {DiskFaults.HeadroomMiB} MiB free ({mount.SizeMiB} MiB)";
         node.Start();
         return async () =>

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Threading.Channels;
+using Sequencer.Checker;
 
 namespace Sequencer.Chaos.Network;
 
@@ -76,7 +77,13 @@ public sealed class FaultProxy : IAsyncDisposable
     private LinkFault everyone = LinkFault.None;
     private Dictionary<IPAddress, LinkFault> bySource = [];
 
-    /// <summary>Listens on <paramref name="listen"/> and forwards to <paramref name="target"/>.</summary>
+    /// <summary>
+    /// The seed of the proxy in front of member <paramref name="memberId"/> in a run with seed <paramref name="runSeed"/>:
+    /// the same in every process. (The proxy's draws still follow the order in which chunks arrive, which no seed fixes.)
+    /// </summary>
+    public static int SeedFor(int runSeed, int memberId) => SeedMixer.Derive32(runSeed, SeedStream.Proxy, (ulong)memberId);
+
+    /// <summary>Listens on <paramref name="listen"/> and forwards to <paramref name="target"/>; <paramref name="seed"/> drives jitter and loss (see <see cref="SeedFor"/>).</summary>
     public FaultProxy(IPEndPoint listen, IPEndPoint target, int seed)
     {
         ArgumentNullException.ThrowIfNull(listen);

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Runtime.InteropServices;
+using Sequencer.Checker;
 
 namespace Sequencer.Chaos.Network;
 
@@ -66,7 +67,9 @@ public sealed partial class HostNetwork : IChaosNetwork
     {
         if (WhyUnavailable() is { } reason)
             throw new InvalidOperationException(reason);
-        var subnet = 1 + (int)((uint)HashCode.Combine(seed, Environment.ProcessId, Environment.TickCount64) % 250);
+        // Not a replayed choice: the process id and the time are mixed in so that concurrent runs with one seed get
+        // different subnets and namespace names. Nothing a run does depends on the subnet.
+        var subnet = 1 + (int)(SeedMixer.Mix(SeedMixer.FromRunSeed(seed), (ulong)SeedStream.HostSubnet, (ulong)Environment.ProcessId, unchecked((ulong)Environment.TickCount64)) % 250);
         var network = new HostNetwork($"sq{subnet:x2}{Environment.ProcessId % 256:x2}", subnet);
         try
         {
@@ -100,7 +103,7 @@ public sealed partial class HostNetwork : IChaosNetwork
 
             var advertised = new IPEndPoint(Address(id), RaftPort);
             var listen = new IPEndPoint(Address(id), RaftListenPort);
-            proxies[id] = CreateProxyInNamespace(ns, advertised, listen, HashCode.Combine(seed, id));
+            proxies[id] = CreateProxyInNamespace(ns, advertised, listen, FaultProxy.SeedFor(seed, id));
             nodes.Add(new NodeAddress(id, advertised.ToString(), listen.ToString(), $"http://{Address(id)}:{ApiPort}"));
         }
     }

@@ -44,7 +44,7 @@ public sealed class ProxyNetwork : IChaosNetwork
         {
             var id = i + 1;
             var listen = new IPEndPoint(IPAddress.Loopback, ports[3 * i + 1]);
-            var proxy = new FaultProxy(new IPEndPoint(IPAddress.Loopback, ports[3 * i]), listen, HashCode.Combine(seed, id));
+            var proxy = new FaultProxy(new IPEndPoint(IPAddress.Loopback, ports[3 * i]), listen, FaultProxy.SeedFor(seed, id));
             proxies[id] = proxy;
             nodes.Add(new NodeAddress(id, proxy.Listen.ToString(), listen.ToString(), $"http://127.0.0.1:{ports[3 * i + 2]}"));
         }

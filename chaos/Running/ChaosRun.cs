@@ -81,11 +81,8 @@ public static class ChaosRun
     public static async Task<ChaosResult> RunAsync(ChaosOptions options, CancellationToken token)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var scenario = FaultSchedule.Find(options.Scenario);
+        var (scenario, skipped, schedule) = ScheduleFor(options);
         var host = options.Mode == "host";
-        var root = OperatingSystem.IsLinux() && Environment.UserName == "root";
-        var (usable, skipped) = FaultSchedule.Usable(scenario, host, options.Nodes, root);
-        var schedule = FaultSchedule.Build(options.Seed, scenario, usable, options.DurationSeconds);
 
         var directory = Path.GetFullPath(Path.Combine(options.OutputRoot, $"{DateTime.UtcNow:yyyyMMdd-HHmmss}-{options.Scenario}-seed{options.Seed}"));
         Directory.CreateDirectory(directory);
@@ -151,8 +148,7 @@ public static class ChaosRun
             Log($"cluster up: leader n{firstLeader}");
             origin = Stopwatch.GetTimestamp();
             monitor = new ClusterMonitor(cluster, NowMs);
-            workload = new Workload([.. cluster.Nodes.Select(n => (n.Spec.Id, n.Client))],
-                new WorkloadOptions { Clients = options.Clients, TxsPerRequest = options.TxsPerRequest, Seed = options.Seed, RequestTimeout = TimeSpan.FromSeconds(12) }, origin);
+            workload = new Workload([.. cluster.Nodes.Select(n => (n.Spec.Id, n.Client))], WorkloadFor(options), origin);
             using var stopWorkload = CancellationTokenSource.CreateLinkedTokenSource(token);
             var running = workload.RunAsync(stopWorkload.Token);
             var nemesis = new Nemesis(cluster, network, monitor, workload, adminToken, Log, NowMs);
@@ -249,6 +245,27 @@ public static class ChaosRun
         }
 
         return new ChaosResult(passed, options.Seed, directory, report);
+    }
+
+    /// <summary>
+    /// The scenario of <paramref name="options"/>, the kinds this run cannot inject (with the reason) and the seeded
+    /// schedule: what <see cref="RunAsync"/> runs and <see cref="RunPlan"/> prints.
+    /// </summary>
+    /// <exception cref="ArgumentException">No such scenario or fault kind.</exception>
+    public static (Scenario Scenario, IReadOnlyList<string> Skipped, IReadOnlyList<ScheduledFault> Schedule) ScheduleFor(ChaosOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var scenario = FaultSchedule.Find(options.Scenario);
+        var root = OperatingSystem.IsLinux() && Environment.UserName == "root";
+        var (usable, skipped) = FaultSchedule.Usable(scenario, options.Mode == "host", options.Nodes, root);
+        return (scenario, skipped, FaultSchedule.Build(options.Seed, scenario, usable, options.DurationSeconds));
+    }
+
+    /// <summary>The workload of a run: its clients, request size and the seed of its txs.</summary>
+    public static WorkloadOptions WorkloadFor(ChaosOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return new WorkloadOptions { Clients = options.Clients, TxsPerRequest = options.TxsPerRequest, Seed = options.Seed, RequestTimeout = TimeSpan.FromSeconds(12) };
     }
 
     private static System.Diagnostics.ProcessStartInfo Append(System.Diagnostics.ProcessStartInfo start, IReadOnlyList<string> extra)

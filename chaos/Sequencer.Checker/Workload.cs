@@ -26,7 +26,7 @@ public sealed record WorkloadOptions
     /// <summary>How many times one tx is retried after an indeterminate or retryable answer before the client moves on.</summary>
     public int MaxAttempts { get; init; } = 50;
 
-    /// <summary>The seed of the tx contents (so a run's txs are reproducible).</summary>
+    /// <summary>The seed of the tx contents (so a run's txs are reproducible; see <see cref="ClientTxs"/>).</summary>
     public int Seed { get; init; } = 1;
 }
 
@@ -82,18 +82,14 @@ public sealed class Workload
 
     private async Task ClientLoopAsync(int client, CancellationTokenSource done)
     {
-        var random = new Random(HashCode.Combine(options.Seed, client));
+        var source = new ClientTxs(options.Seed, client, options.TxBytes);
         var nodeCursor = client % nodes.Count;
         var token = done.Token;
         while (!token.IsCancellationRequested)
         {
             var txs = new List<ReadOnlyMemory<byte>>(options.TxsPerRequest);
             for (var i = 0; i < options.TxsPerRequest; i++)
-            {
-                var tx = new byte[options.TxBytes];
-                random.NextBytes(tx);
-                txs.Add(tx);
-            }
+                txs.Add(source.Next());
 
             var hashes = txs.Select(t => Keccak256.Hash(t.Span).ToString()).ToArray();
             for (var attempt = 0; attempt < options.MaxAttempts && !token.IsCancellationRequested; attempt++)
