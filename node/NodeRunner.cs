@@ -142,33 +142,39 @@ public static partial class NodeRunner
         }
 
         await using var raftScope = raft.ConfigureAwait(false);
-        await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal, loops);
+        await using var coordinator = new HeadSigningCoordinator(options.NodeId, raft.State, raft, options.Limits, time, metrics,
+            loggerFactory.CreateLogger<HeadSigningCoordinator>(), keys?.Bootstrap);
+        await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal, loops, coordinator);
         using var forwarder = new LeaderForwarder(options.NodeId, options.Limits.MaxForwardedRequests);
-        await using var coordinator = new SigningCoordinator(options.NodeId, keys?.Share is not null, raft.State, raft, options.Limits, time, metrics,
-            loggerFactory.CreateLogger<SigningCoordinator>(), keys?.Bootstrap);
-        await using var signers = new SignerHost(options, raft, coordinator, metrics, loggerFactory);
-        if (keys?.Share is not null)
-            signers.Start(keys.Share, keys.Group, keys.Bootstrap.Epoch);
-        await using var dkg = new DkgService(options, raft, signers.Start, keys is not null, loggerFactory.CreateLogger<DkgService>());
+        using var intake = new LeaderIntake(raft);
+        using var channel = new LeaderChannel(raft, coordinator, intake);
+        await using var signers = new SignerHost(options, raft.State, channel, metrics, loggerFactory, loops);
+        await using var dkg = new DkgService(options, raft, channel, signers.Start, keys is not null, loggerFactory.CreateLogger<DkgService>());
 
         // With a key (files or a DKG at boot) no batch is ordered before the key epoch, so every batch is signed.
         if (keys is not null || options.DkgThreshold is not null)
             submits.ReadyToOrder = () => raft.State.CurrentKeyEpoch is not null;
 
-        // A key may also come later (keygen --dkg on a running cluster): batches of a key epoch are signed from then on.
-        submits.InlineSession = coordinator.InlineSession;
-        submits.PiggybackSignatures = coordinator.TakeSignaturesForBatch;
-
-        // Signers must apply a batch before they sign it, and followers serve a signature once they apply it:
-        // tell them the commit index at once rather than with the next heartbeat.
-        raft.State.SessionsStarted += _ => raft.NudgeFollowers();
-        raft.State.SignaturesApplied += _ => raft.NudgeFollowers();
-        raft.State.SignaturesApplied += signatures =>
+        // Signers must apply a batch before they sign its head, and followers serve a signed head once they apply it.
+        // While batches are in flight the next one tells the followers the commit index within a millisecond or so; an
+        // idle leader tells them at once rather than with the next heartbeat (a forced round would only delay batches).
+        raft.State.SessionsStarted += _ =>
         {
-            foreach (var signature in signatures)
+            if (submits.InFlightEntries == 0)
+                raft.NudgeFollowers();
+        };
+        raft.State.HeadSigned += signed =>
+        {
+            if (submits.InFlightEntries == 0)
+                raft.NudgeFollowers();
+            metrics.HeadsSigned.Add(1);
+            if (!raft.IsLeader)
+                return;
+            // Commit to signed, on the leader: from each covered batch's apply to the verification of its head.
+            for (var height = signed.CoveredFrom; height <= signed.Head.Height; height++)
             {
-                if (raft.State.GetBatch(signature.Height) is { } batch && signature.SignedAtMs >= batch.OrderedAtMs)
-                    metrics.OrderedToSigned.Record(signature.SignedAtMs - batch.OrderedAtMs);
+                if (raft.State.GetBatch(height) is { } batch && signed.Head.SignedAtMs >= batch.OrderedAtMs)
+                    metrics.OrderedToSigned.Record(signed.Head.SignedAtMs - batch.OrderedAtMs);
             }
         };
         RegisterGauges(metrics, raft, submits);
@@ -204,8 +210,7 @@ public static partial class NodeRunner
         barrier.Map(app);
         new SequencerApi(options, raft, submits, forwarder, metrics, time, loops, barrier).Map(app);
         new AdminApi(options, time).Map(app);
-        using var signingApi = new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier);
-        signingApi.Map(app);
+        new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake).Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
 
         try
@@ -219,6 +224,11 @@ public static partial class NodeRunner
         }
 
         await app.StartAsync(fatalStop.Token).ConfigureAwait(false);
+        // Lifetimes start here, once everything is built and the node has joined: signing, then the signer and the DKG.
+        coordinator.Start(loops);
+        if (keys?.Share is not null)
+            signers.Start(keys.Share, keys.Group, keys.Bootstrap.Epoch);
+        dkg.Start(loops);
         LogListening(logger, options.NodeId, options.Api, options.Raft);
 
         var logWatch = WatchLogAsync(raft, Fatal, fatalStop.Token);
@@ -279,8 +289,8 @@ public static partial class NodeRunner
         metrics.ObserveGauge("sequencer.height", "{batch}", "The height of the last applied batch.", () => (long)(raft.State.LastHeader?.Height ?? 0));
         metrics.ObserveGauge("sequencer.pending.txs", "{tx}", "Txs queued on the leader for a batch.", () => submits.QueuedTxs);
         metrics.ObserveGauge("sequencer.inflight.entries", "{entry}", "Batch entries proposed and not yet committed.", () => submits.InFlightEntries);
-        metrics.ObserveGauge("sequencer.signing.signed_through", "{batch}", "Every batch at or below this height is signed (or predates the first key epoch).", () => (long)raft.State.SignedWatermark);
-        metrics.ObserveGauge("sequencer.signing.lag", "{batch}", "Applied batches above the signed watermark.", () => (long)((raft.State.LastHeader?.Height ?? 0) - Math.Min(raft.State.LastHeader?.Height ?? 0, raft.State.SignedWatermark)));
+        metrics.ObserveGauge("sequencer.signing.signed_through", "{batch}", "The highest signed head: every height at or below it is covered.", () => (long)raft.State.SignedThrough);
+        metrics.ObserveGauge("sequencer.signing.lag", "{batch}", "Applied batches above the highest signed head.", () => (long)((raft.State.LastHeader?.Height ?? 0) - Math.Min(raft.State.LastHeader?.Height ?? 0, raft.State.SignedThrough)));
         metrics.ObserveGauge("sequencer.store.unpersisted_entries", "{entry}", "Applied entries not yet written to the store.", () => raft.State.UnpersistedEntries);
     }
 

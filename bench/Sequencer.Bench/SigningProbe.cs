@@ -60,7 +60,7 @@ public static class SigningProbe
         for (var height = from + 1; height <= to; height += step)
         {
             var commitment = await node.GetCommitmentAsync(height, token);
-            if (commitment is { SignedAtMs: { } signed, OrderedAtMs: { } ordered })
+            if (commitment is { Head.SignedAtMs: { } signed, OrderedAtMs: { } ordered })
                 latencies.Add(signed - ordered);
         }
 

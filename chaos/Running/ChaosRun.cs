@@ -207,7 +207,7 @@ public static class ChaosRun
             {
                 var unsignedNodes = new List<int>();
                 var signing = await SigningChecker.ReadAsync([.. cluster.Nodes.Select(n => (n.Spec.Id, n.Client))], unsignedNodes, token).ConfigureAwait(false);
-                results.AddRange(SigningChecker.Check(signing, chains, groupKeys, monitor.ObservedSignatures));
+                results.AddRange(SigningChecker.Check(signing, chains, groupKeys, monitor.ObservedProofs));
                 if (unsignedNodes.Count > 0)
                     results.Add(new InvariantResult("READ-SIGNATURES", false, $"could not read the signatures of {string.Join(", ", unsignedNodes.Select(id => $"n{id}"))}"));
             }

@@ -13,7 +13,8 @@ namespace Sequencer.Chaos.Running;
 /// <param name="Term">Its Raft term.</param>
 /// <param name="Height">Its applied height.</param>
 /// <param name="LastLogIndex">The last index in its Raft log.</param>
-public sealed record NodeSample(long AtMs, int NodeId, bool Up, string? Role, int? Leader, long Term, ulong Height, long LastLogIndex);
+/// <param name="SignedThrough">Its highest signed head (every height at or below it is covered).</param>
+public sealed record NodeSample(long AtMs, int NodeId, bool Up, string? Role, int? Leader, long Term, ulong Height, long LastLogIndex, ulong SignedThrough = 0);
 
 /// <summary>
 /// Polls every node's <c>/v1/cluster</c> a few times a second: who leads when, which heights nodes have applied, and
@@ -28,7 +29,7 @@ public sealed class ClusterMonitor : IAsyncDisposable
     private readonly CancellationTokenSource stopping = new();
     private readonly Task loop;
     private readonly Dictionary<int, NodeSample> latest = [];
-    private readonly Dictionary<(int NodeId, string Height, string R, string Z), CommitmentResponse> observed = [];
+    private readonly Dictionary<(int NodeId, string Height, string Head), CommitmentResponse> observed = [];
     private const int MaxObserved = 100_000;
     private long polls;
 
@@ -51,10 +52,10 @@ public sealed class ClusterMonitor : IAsyncDisposable
     }
 
     /// <summary>
-    /// Signed commitments seen served during the run (the recent ones of every node, once a second): INV-ONESIG and
-    /// INV-SIGVALID cover them too, including what a node served before its data was wiped.
+    /// Coverage proofs seen served during the run (a few heights of every node, once a second, the newest among them):
+    /// INV-HEADS, INV-ONESIG and INV-SIGVALID cover them too, including what a node served before its data was wiped.
     /// </summary>
-    public IReadOnlyList<(int NodeId, CommitmentResponse Commitment)> ObservedSignatures
+    public IReadOnlyList<(int NodeId, CommitmentResponse Proof)> ObservedProofs
     {
         get
         {
@@ -155,7 +156,8 @@ public sealed class ClusterMonitor : IAsyncDisposable
                     var sample = view is null
                         ? new NodeSample(at, nodes[i].Spec.Id, false, null, null, 0, 0, 0)
                         : new NodeSample(at, view.NodeId, true, view.Role, view.Leader, long.Parse(view.Term, CultureInfo.InvariantCulture),
-                            ulong.Parse(view.Height, CultureInfo.InvariantCulture), view.Pipeline?.GetValueOrDefault("lastLogIndex") ?? 0);
+                            ulong.Parse(view.Height, CultureInfo.InvariantCulture), view.Pipeline?.GetValueOrDefault("lastLogIndex") ?? 0,
+                            view.SignedThrough is { } signed ? ulong.Parse(signed, CultureInfo.InvariantCulture) : 0);
                     samples.Add(sample);
                     latest[nodes[i].Spec.Id] = sample;
                 }
@@ -170,24 +172,29 @@ public sealed class ClusterMonitor : IAsyncDisposable
     {
         for (var i = 0; i < nodes.Count; i++)
         {
-            if (views[i] is not { } view)
+            if (views[i] is not { } view || view.SignedThrough is null)
                 continue;
-            var height = ulong.Parse(view.Height, CultureInfo.InvariantCulture);
-            using var timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds(400));
-            try
+            var signed = ulong.Parse(view.SignedThrough, CultureInfo.InvariantCulture);
+            if (signed == 0)
+                continue;
+
+            // The newest covered height and two older ones (a head, and a height a history proof must reach).
+            foreach (var height in new[] { signed, signed - Math.Min(signed - 1, 7), 1 + ((ulong)polls * 7919 % signed) }.Distinct())
             {
-                var page = await nodes[i].Client.GetCommitmentsAsync(Math.Max(1, height > 32 ? height - 32 : 1), 32, timeout.Token).ConfigureAwait(false);
-                lock (gate)
+                using var timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds(400));
+                try
                 {
-                    foreach (var commitment in page.Commitments)
+                    if (await nodes[i].Client.GetCommitmentAsync(height, timeout.Token).ConfigureAwait(false) is not { } proof)
+                        continue;
+                    lock (gate)
                     {
                         if (observed.Count < MaxObserved)
-                            observed.TryAdd((view.NodeId, commitment.Header.Height, commitment.Signature.R, commitment.Signature.Z), commitment);
+                            observed.TryAdd((view.NodeId, proof.Header.Height, proof.Head.Commitment), proof);
                     }
                 }
-            }
-            catch (Exception e) when (e is SequencerApiException or OperationCanceledException or System.Text.Json.JsonException)
-            {
+                catch (Exception e) when (e is SequencerApiException or OperationCanceledException or System.Text.Json.JsonException)
+                {
+                }
             }
         }
     }

@@ -73,22 +73,42 @@ public sealed record ClusterResponse(
     [property: JsonPropertyName("height")] string Height,
     [property: JsonPropertyName("members")] IReadOnlyList<MemberDto> Members,
     [property: JsonPropertyName("limits")] IReadOnlyDictionary<string, long> Limits,
-    [property: JsonPropertyName("pipeline")] IReadOnlyDictionary<string, long>? Pipeline = null);
+    [property: JsonPropertyName("pipeline")] IReadOnlyDictionary<string, long>? Pipeline = null,
+    [property: JsonPropertyName("signedThrough")] string? SignedThrough = null);
 
 /// <summary>A threshold signature: R (33-byte compressed point) and z (32-byte scalar), 0x hex.</summary>
 public sealed record SignatureDto(
     [property: JsonPropertyName("R")] string R,
     [property: JsonPropertyName("z")] string Z);
 
-/// <summary>The answer to <c>GET /v1/commitments/{height}</c>.</summary>
-public sealed record CommitmentResponse(
+/// <summary>A signed head: its header and commitment, the group signature over the commitment, the signer set and key epoch.</summary>
+public sealed record HeadDto(
     [property: JsonPropertyName("header")] HeaderDto Header,
     [property: JsonPropertyName("commitment")] string Commitment,
     [property: JsonPropertyName("signature")] SignatureDto Signature,
     [property: JsonPropertyName("signers")] IReadOnlyList<int> Signers,
     [property: JsonPropertyName("keyEpoch")] string KeyEpoch,
-    [property: JsonPropertyName("signedAtMs")] long? SignedAtMs = null,
+    [property: JsonPropertyName("signedAtMs")] long? SignedAtMs = null)
+{
+    /// <summary>R then z, 65 bytes.</summary>
+    public byte[] SignatureBytes() => [.. Convert.FromHexString(Signature.R.AsSpan(2)), .. Convert.FromHexString(Signature.Z.AsSpan(2))];
+}
+
+/// <summary>
+/// The answer to <c>GET /v1/commitments/{height}</c>: the header, its commitment, the lowest signed head that covers it,
+/// and the audit path of the commitment in the head's history root (empty when the height is the head).
+/// </summary>
+public sealed record CommitmentResponse(
+    [property: JsonPropertyName("header")] HeaderDto Header,
+    [property: JsonPropertyName("commitment")] string Commitment,
+    [property: JsonPropertyName("head")] HeadDto Head,
+    [property: JsonPropertyName("historyProof")] IReadOnlyList<string> HistoryProof,
     [property: JsonPropertyName("orderedAtMs")] long? OrderedAtMs = null);
+
+/// <summary>The answer to <c>GET /v1/heads?from=H&amp;limit=N</c>.</summary>
+public sealed record HeadsResponse(
+    [property: JsonPropertyName("heads")] IReadOnlyList<HeadDto> Heads,
+    [property: JsonPropertyName("next")] string Next);
 
 /// <summary>One key epoch of <c>GET /v1/keys</c>.</summary>
 public sealed record KeyEpochDto(
@@ -97,11 +117,6 @@ public sealed record KeyEpochDto(
     [property: JsonPropertyName("threshold")] int Threshold,
     [property: JsonPropertyName("members")] IReadOnlyList<int> Members,
     [property: JsonPropertyName("verificationShares")] IReadOnlyDictionary<string, string>? VerificationShares = null);
-
-/// <summary>The answer to <c>GET /v1/commitments?from=H&amp;limit=N</c>.</summary>
-public sealed record CommitmentRangeResponse(
-    [property: JsonPropertyName("commitments")] IReadOnlyList<CommitmentResponse> Commitments,
-    [property: JsonPropertyName("next")] string Next);
 
 /// <summary>One recorded use of a signer's nonce pair.</summary>
 public sealed record NonceUseDto(
@@ -134,6 +149,6 @@ public sealed record ErrorResponse(
 [JsonSerializable(typeof(CommitmentResponse))]
 [JsonSerializable(typeof(List<KeyEpochDto>))]
 [JsonSerializable(typeof(HeaderDto))]
-[JsonSerializable(typeof(CommitmentRangeResponse))]
+[JsonSerializable(typeof(HeadsResponse))]
 [JsonSerializable(typeof(NonceUsesResponse))]
 public sealed partial class ApiJsonContext : JsonSerializerContext;

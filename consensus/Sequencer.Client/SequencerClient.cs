@@ -90,34 +90,33 @@ public sealed class SequencerClient : IDisposable
         return body is null ? null : JsonSerializer.Deserialize(body, ApiJsonContext.Default.BatchResponse);
     }
 
-    /// <summary>The signed commitment at <paramref name="height"/>, or null while it is not signed (404).</summary>
+    /// <summary>The commitment at <paramref name="height"/> with its covering signed head and history proof, or null while no head covers it (404).</summary>
     public async Task<CommitmentResponse?> GetCommitmentAsync(ulong height, CancellationToken token = default)
     {
         var body = await SendAsync(HttpMethod.Get, $"v1/commitments/{height}", null, token, allowNotFound: true).ConfigureAwait(false);
         return body is null ? null : JsonSerializer.Deserialize(body, ApiJsonContext.Default.CommitmentResponse);
     }
 
-    /// <summary>The signed commitments from <paramref name="from"/> on, up to <paramref name="limit"/> heights, and the height to continue from.</summary>
-    public async Task<CommitmentRangeResponse> GetCommitmentsAsync(ulong from, int limit = 1000, CancellationToken token = default)
+    /// <summary>Signed heads from <paramref name="from"/> upwards, at most <paramref name="limit"/>, and the height to continue from.</summary>
+    public async Task<HeadsResponse> GetHeadsAsync(ulong from, int limit = 1000, CancellationToken token = default)
     {
-        var body = await SendAsync(HttpMethod.Get, $"v1/commitments?from={from}&limit={limit}", null, token).ConfigureAwait(false);
-        return JsonSerializer.Deserialize(body!, ApiJsonContext.Default.CommitmentRangeResponse)
-            ?? throw new SequencerApiException(200, "bad_response", "empty commitments response");
+        var body = await SendAsync(HttpMethod.Get, $"v1/heads?from={from}&limit={limit}", null, token).ConfigureAwait(false);
+        return JsonSerializer.Deserialize(body!, ApiJsonContext.Default.HeadsResponse)
+            ?? throw new SequencerApiException(200, "bad_response", "empty heads response");
     }
 
-    /// <summary>Every signed commitment the node serves, read in pages up to its applied height.</summary>
-    public async Task<List<CommitmentResponse>> GetAllCommitmentsAsync(CancellationToken token = default)
+    /// <summary>Every signed head the node serves, read in pages.</summary>
+    public async Task<List<HeadDto>> GetAllHeadsAsync(CancellationToken token = default)
     {
-        var height = ulong.Parse((await GetClusterAsync(token).ConfigureAwait(false)).Height, System.Globalization.CultureInfo.InvariantCulture);
-        var result = new List<CommitmentResponse>();
-        for (ulong from = 1; from <= height;)
+        var result = new List<HeadDto>();
+        for (ulong from = 1; ;)
         {
-            var page = await GetCommitmentsAsync(from, 1000, token).ConfigureAwait(false);
-            result.AddRange(page.Commitments);
+            var page = await GetHeadsAsync(from, 1000, token).ConfigureAwait(false);
+            result.AddRange(page.Heads);
+            if (page.Heads.Count == 0)
+                return result;
             from = ulong.Parse(page.Next, System.Globalization.CultureInfo.InvariantCulture);
         }
-
-        return result;
     }
 
     /// <summary>This signer's recorded nonce uses (empty for a node that does not sign).</summary>

@@ -51,17 +51,52 @@ public sealed record SequencerLimits
     /// <summary>How often applied batches are written to the store in one grouped transaction.</summary>
     public int PersistIntervalMs { get; init; } = 50;
 
-    /// <summary>How many unsigned batches the signing coordinator works on at once (signatures trail commits by at most this window of active sessions).</summary>
-    public int SigningWindowBatches { get; init; } = 1024;
+    /// <summary>
+    /// The most head-signing sessions in flight (planned, applied or aggregated but not yet signed). A new one starts
+    /// whenever there is room and a head newer than every head signed or in flight (DESIGN section 5), so signing costs
+    /// a bounded number of sessions per second, not one per batch.
+    /// </summary>
+    public int MaxSigningSessionsInFlight { get; init; } = 2;
 
     /// <summary>
-    /// The most signing sessions in one SigningSessions entry, and signatures in one BatchSignatures entry. Every node
-    /// verifies each signature when it applies the entry (about 0.15 ms each), so this bounds an apply's pause.
+    /// The shortest time between two head sessions. A session costs about a dozen secp256k1 multiplications across the
+    /// cluster (nonces, the group commitment on each signer, verification on every node), so this caps the CPU that
+    /// signing takes whatever the batch rate, at the price of this much added commit-to-signed latency at most.
     /// </summary>
-    public int MaxSigningEntryItems { get; init; } = 64;
+    public int MinHeadIntervalMs { get; init; } = 10;
 
-    /// <summary>How long a signing session waits for its shares before it is retried with other signers.</summary>
+    /// <summary>How long a signing session waits for its shares before it is dropped (and the newest head signed again).</summary>
     public int SigningSessionTimeoutMs { get; init; } = 1000;
+
+    /// <summary>How long a planned session may take to reach the log, and an aggregated signature to be applied, before they are given up.</summary>
+    public int SigningProposalTimeoutMs { get; init; } = 5000;
+
+    /// <summary>
+    /// How long an aggregated signature waits for a batch entry to ride before it gets an entry of its own. While batches
+    /// flow one comes within a few milliseconds; only an idle cluster pays the extra entry.
+    /// </summary>
+    public int SignatureFlushDelayMs { get; init; } = 5;
+
+    /// <summary>
+    /// How long the leader waits without cutting a batch before it starts a head session in an entry of its own (while
+    /// batches flow, sessions ride them: the next batch's session covers every header below it).
+    /// </summary>
+    public int StandaloneSessionDelayMs { get; init; } = 5;
+
+    /// <summary>The first exclusion of a signer that sent a bad share; it doubles with each further offence.</summary>
+    public int BadShareExclusionMs { get; init; } = 60_000;
+
+    /// <summary>The longest exclusion for bad shares.</summary>
+    public int MaxBadShareExclusionMs { get; init; } = 3_600_000;
+
+    /// <summary>The first exclusion of a signer that did not answer a session; it doubles with each consecutive timeout.</summary>
+    public int TimeoutExclusionMs { get; init; } = 500;
+
+    /// <summary>The longest exclusion for timeouts.</summary>
+    public int MaxTimeoutExclusionMs { get; init; } = 4_000;
+
+    /// <summary>The most signing sessions a signer keeps queued to answer; beyond it the oldest are left to time out.</summary>
+    public int MaxQueuedSigningSessions { get; init; } = 1024;
 
     /// <summary>How many published, unused nonce commitments each signer keeps in the log (it publishes more below half).</summary>
     public int NoncePoolTarget { get; init; } = 512;
@@ -97,9 +132,15 @@ public sealed record SequencerLimits
         Require(MaxUnpersistedBatches >= PersistGroupBatches, "MaxUnpersistedBatches must be at least PersistGroupBatches");
         Require(PersistGroupBatches >= 1, "PersistGroupBatches must be at least 1");
         Require(PersistIntervalMs is >= 1 and <= 10_000, "PersistIntervalMs must be in [1, 10000]");
-        Require(SigningWindowBatches is >= 1 and <= 65_536, "SigningWindowBatches must be in [1, 65536]");
-        Require(MaxSigningEntryItems is >= 1 and <= 4096, "MaxSigningEntryItems must be in [1, 4096]");
+        Require(MaxSigningSessionsInFlight is >= 1 and <= 16, "MaxSigningSessionsInFlight must be in [1, 16]");
+        Require(MinHeadIntervalMs is >= 0 and <= 10_000, "MinHeadIntervalMs must be in [0, 10000]");
         Require(SigningSessionTimeoutMs is >= 50 and <= 60_000, "SigningSessionTimeoutMs must be in [50, 60000]");
+        Require(SigningProposalTimeoutMs >= SigningSessionTimeoutMs && SigningProposalTimeoutMs <= 600_000, "SigningProposalTimeoutMs must be in [SigningSessionTimeoutMs, 600000]");
+        Require(SignatureFlushDelayMs is >= 0 and <= 1000, "SignatureFlushDelayMs must be in [0, 1000]");
+        Require(StandaloneSessionDelayMs is >= 0 and <= 1000, "StandaloneSessionDelayMs must be in [0, 1000]");
+        Require(BadShareExclusionMs is >= 1 && MaxBadShareExclusionMs >= BadShareExclusionMs, "BadShareExclusionMs must be at least 1 and at most MaxBadShareExclusionMs");
+        Require(TimeoutExclusionMs is >= 1 && MaxTimeoutExclusionMs >= TimeoutExclusionMs, "TimeoutExclusionMs must be at least 1 and at most MaxTimeoutExclusionMs");
+        Require(MaxQueuedSigningSessions is >= 1 and <= 65_536, "MaxQueuedSigningSessions must be in [1, 65536]");
         // The log keeps at most 1024 unused commitments per signer, and one entry carries at most 512.
         Require(NoncePoolTarget is >= 8 and <= 1024, "NoncePoolTarget must be in [8, 1024]");
         Require(MaxQueuedShares is >= 16 and <= 1_000_000, "MaxQueuedShares must be in [16, 1000000]");

@@ -7,6 +7,7 @@ using Sequencer.Core.Encoding;
 using Sequencer.Core.Hashing;
 using Sequencer.Core.Ordering;
 using Sequencer.Core.Storage;
+using Sequencer.Signing;
 using Sequencer.Threshold;
 
 namespace Sequencer.Raft;
@@ -77,7 +78,7 @@ public sealed partial class AppliedState
 
             if (record is SnapshotCommitments commitmentRecord)
             {
-                if (count > 0 || commitmentRecord.Sequences.Length != commitmentRecord.Values.Length || commitmentRecord.Values.Length > MaxCommitmentsPerSigner
+                if (count > 0 || commitmentRecord.Sequences.Length != commitmentRecord.Values.Length || commitmentRecord.Values.Length > SigningLedger.MaxCommitmentsPerSigner
                     || commitmentRecord.Values.Any(v => v is not { Length: 2 * Threshold.Secp256k1.ElementLength }))
                     throw new LogFormatException("snapshot commitments record is malformed or misplaced");
                 signing.Pool ??= new PoolChanges();
@@ -135,10 +136,7 @@ public sealed partial class AppliedState
         var point = new SnapshotPoint(index, term, header.LastHeight);
         ulong watermark;
         lock (gate)
-        {
-            AdvanceWatermarkLocked();
-            watermark = signedWatermark;
-        }
+            watermark = ledger.SignedThrough;
 
         var final = new StoreCheckpoint(index, term, header.LastHeight, index, term, header.LastHeight, Math.Max(checkpoint.SignedWatermark, watermark));
         // The commitment pool is replaced by the snapshot's (which may run a little ahead of its index: replaying the
@@ -148,7 +146,7 @@ public sealed partial class AppliedState
         store.Append([], final, new SigningWrites([], [], ClearCommitments: true, added, [], pool.Next));
         lock (gate)
         {
-            LoadPoolLocked(new CommitmentPool(added, pool.Next));
+            ledger.LoadPool(new CommitmentPool(added, pool.Next));
             durable = final;
             appliedIndex = index;
             appliedTerm = term;
@@ -185,13 +183,13 @@ public sealed partial class AppliedState
                 recent[batch.Header.Height % (ulong)recent.Length] = batch;
             if (group.Count > 0)
                 lastHeader = group[^1].Header;
-            foreach (var signature in signing.Signatures)
-                signedAboveWatermark.Add(signature.Height);
+            foreach (var head in signing.Signatures)
+                recentHeads[head.Height] = head;
             durable = next;
         }
 
-        if (signing.Signatures.Count > 0)
-            SignaturesApplied?.Invoke([.. signing.Signatures]);
+        foreach (var head in signing.Signatures)
+            HeadSigned?.Invoke(new HeadSignedEvent(head, 1));
         signing.Signatures.Clear();
         signing.KeyEpochs.Clear();
 
@@ -237,7 +235,7 @@ public sealed partial class AppliedState
         var last = Hash32.Zero;
         foreach (var batch in store.Scan(1, point.Height))
         {
-            SnapshotFormat.WriteRecord(SnapshotFormat.ToRecord(batch, store.GetSignature(batch.Header.Height)), buffer);
+            SnapshotFormat.WriteRecord(SnapshotFormat.ToRecord(batch, store.GetHead(batch.Header.Height)), buffer);
             count++;
             last = batch.Header.Commitment;
             if (buffer.WrittenCount >= 192 * 1024)
@@ -257,58 +255,41 @@ public sealed partial class AppliedState
     {
         if (epoch.RaftIndex > snapshotIndex)
             throw new LogFormatException($"snapshot key epoch {epoch.Epoch} was established after the snapshot's index");
+        bool known;
+        string? problem;
         lock (gate)
         {
-            var known = keyEpochs.FirstOrDefault(k => k.Epoch == epoch.Epoch);
-            if (known is not null)
-            {
-                Invariant.Check(known.Record.GroupKey.AsSpan().SequenceEqual(epoch.GroupKey) && known.Record.RaftIndex == epoch.RaftIndex,
-                    $"the local key epoch {epoch.Epoch} equals the leader's snapshot (committed entries never differ)");
-                return;
-            }
-
-            var expected = (CurrentKeyEpochLocked?.Epoch ?? 0) + 1;
-            if (epoch.Epoch != expected)
-                throw new LogFormatException($"snapshot key epoch {epoch.Epoch} does not follow the local epoch {expected - 1}");
-            var view = ToView(epoch) ?? throw new LogFormatException($"snapshot key epoch {epoch.Epoch} has invalid keys");
-            keyEpochs.Add(view);
+            known = ledger.KeyEpochs.Any(k => k.Epoch == epoch.Epoch);
+            problem = ledger.InstallKeyEpoch(epoch);
         }
 
-        signing.KeyEpochs.Add(epoch);
+        if (problem is not null)
+            throw new LogFormatException($"snapshot key epoch {epoch.Epoch}: {problem}");
+        if (!known)
+            signing.KeyEpochs.Add(epoch);
     }
 
-    /// <summary>Accepts a batch's signature from the snapshot after verifying it (INV-SIGVALID holds for installed signatures too).</summary>
-    private void InstallSignature(BatchHeader header, StoredSignature signature, InstalledSigning signing)
+    /// <summary>Accepts a signed head from the snapshot after verifying it (INV-SIGVALID holds for installed heads too).</summary>
+    private void InstallSignature(BatchHeader header, SignedHead head, InstalledSigning signing)
     {
-        KeyEpochView? epoch;
+        string? problem;
+        bool newer;
         lock (gate)
         {
-            if (IsSignedLocked(header.Height))
-                return;
-            epoch = keyEpochs.FirstOrDefault(k => k.Epoch == signature.KeyEpoch);
+            newer = head.Height > ledger.SignedThrough;
+            problem = ledger.InstallHead(header, head);
         }
 
-        if (epoch is null || header.KeyEpoch != signature.KeyEpoch)
-            throw new LogFormatException($"snapshot batch {header.Height}: signed under key epoch {signature.KeyEpoch}, which does not apply to it");
-        FrostSignature decoded;
-        try
-        {
-            decoded = FrostSignature.Decode([.. signature.R, .. signature.Z]);
-        }
-        catch (FormatException e)
-        {
-            throw new LogFormatException($"snapshot batch {header.Height}: malformed signature", e);
-        }
-
-        if (!Frost.Verify(header.Commitment.ToArray(), decoded, epoch.Group.PublicKey))
-            throw new LogFormatException($"snapshot batch {header.Height}: the signature does not verify under the group key");
-        signing.Signatures.Add(signature);
+        if (problem is not null)
+            throw new LogFormatException($"snapshot head {header.Height}: {problem}");
+        if (newer)
+            signing.Signatures.Add(head);
     }
 
     /// <summary>Signing records read from a snapshot and not yet stored.</summary>
     private sealed class InstalledSigning
     {
-        public List<StoredSignature> Signatures { get; } = [];
+        public List<SignedHead> Signatures { get; } = [];
 
         public List<StoredKeyEpoch> KeyEpochs { get; } = [];
 

@@ -4,6 +4,7 @@ using Sequencer.Core.Encoding;
 using Sequencer.Core.Hashing;
 using Sequencer.Core.Ordering;
 using Sequencer.Core.Storage;
+using Sequencer.Signing;
 
 namespace Sequencer.Raft;
 
@@ -121,7 +122,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         get
         {
             lock (gate)
-                return chain with { KeyEpoch = CurrentKeyEpochLocked?.Epoch ?? chain.KeyEpoch };
+                return chain with { KeyEpoch = ledger.CurrentKeyEpoch?.Epoch ?? chain.KeyEpoch };
         }
     }
 
@@ -293,18 +294,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 txIndex.AddBatch(result.Header.Height, result.TxHashes);
             }
         }
-        SigningEffect? signing = null;
-        if (command is not (null or BatchCommand))
-        {
-            signing = ApplySigning(command, index);
-        }
-        else if (command is BatchCommand { Signatures.Count: > 0 } carrier)
-        {
-            signing = new SigningEffect();
-            foreach (var signature in carrier.Signatures)
-                ApplySignature(signature, signing);
-        }
-
+        LedgerEffects? signing = null;
+        ulong coveredFrom = 0;
         lock (gate)
         {
             if (stored is not null)
@@ -314,24 +305,17 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 lastHeader = stored.Header;
                 history.Append(stored.Header.Commitment);
                 recent[stored.Header.Height % (ulong)recent.Length] = stored;
-                if (command is BatchCommand { Session: { } inline })
-                {
-                    signing ??= new SigningEffect();
-                    ApplySessionLocked(new SigningSession
-                    {
-                        Height = stored.Header.Height,
-                        Attempt = 1,
-                        KeyEpoch = inline.KeyEpoch,
-                        Signers = inline.Signers,
-                        Sequences = inline.Sequences,
-                    }, signing);
-                }
             }
+
+            // The signing ledger sees every entry that carries signing data, after the batch's header is in the chain
+            // (an inline session signs that header).
+            if (command is not (null or BatchCommand { Session: null, Signatures: null or { Count: 0 } }))
+                (signing, coveredFrom) = ApplySigningLocked(command, index, stored?.Header);
 
             appliedIndex = index;
             appliedTerm = term;
             lastApplyAt = time.GetTimestamp();
-            unpersisted.Enqueue(new PendingEffect(index, term, stored, signing, signedWatermark));
+            unpersisted.Enqueue(new PendingEffect(index, term, stored, signing is { IsEmpty: false } ? signing : null, ledger.SignedThrough));
             if (unpersisted.Count >= limits.PersistGroupBatches)
                 workSignal.TrySetResult();
         }
@@ -339,7 +323,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         if (result is not null)
             Applied?.Invoke(new AppliedEvent(stored, result.Outcomes));
         if (signing is not null)
-            RaiseSigningEvents(signing);
+            RaiseSigningEvents(signing, coveredFrom);
         return result;
     }
 
@@ -450,7 +434,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private bool PersistOnce(int maxEntries)
     {
         List<StoredBatch> batches = [];
-        List<StoredSignature> signatures = [];
+        List<SignedHead> heads = [];
         List<StoredKeyEpoch> keyEpochs = [];
         var pool = new PoolChanges();
         PendingEffect last;
@@ -468,7 +452,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                     batches.Add(effect.Batch);
                 if (effect.Signing is { } signingEffect)
                 {
-                    signatures.AddRange(signingEffect.Signatures);
+                    heads.AddRange(signingEffect.HeadsSigned);
                     if (signingEffect.KeyEpoch is { } epoch)
                         keyEpochs.Add(epoch);
                     pool.Add(signingEffect);
@@ -483,14 +467,12 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         var lastHeight = batches.Count > 0 ? batches[^1].Header.Height : previous.LastHeight;
         var (next, remaining) = ChooseSnapshot(taken, previous.LastHeight, last.Index);
         var checkpoint = new StoreCheckpoint(last.Index, last.Term, lastHeight, next.Index, next.Term, next.Height, Math.Max(previous.SignedWatermark, last.SignedWatermark));
-        var signing = new SigningWrites(signatures, keyEpochs, pool.Clear, [.. pool.Added.Select(a => new StoredCommitment(a.Key.Signer, a.Key.Sequence, a.Value))],
+        var signing = new SigningWrites(heads, keyEpochs, pool.Clear, [.. pool.Added.Select(a => new StoredCommitment(a.Key.Signer, a.Key.Sequence, a.Value))],
             [.. pool.Removed], pool.Next, pool.DkgEntries, pool.ClearDkg);
         store.Append(batches, checkpoint, signing.IsEmpty ? null : signing);
 
         lock (gate)
         {
-            foreach (var signature in signatures)
-                recentSignatures.Remove(signature.Height);
             snapshotCandidates.Clear();
             foreach (var candidate in remaining)
                 snapshotCandidates.Enqueue(candidate);
@@ -499,6 +481,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             durable = checkpoint;
             storeFault = null;
             history.Trim(checkpoint.LastHeight);
+            TrimRecentHeadsLocked();
             if (next.Index > 0 && (snapshot is null || snapshot.Point.Index != next.Index))
                 snapshot = new BatchSnapshot(this, next);
             persistedSignal.TrySetResult();
@@ -593,7 +576,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
         public Dictionary<int, ulong> Next { get; } = [];
 
-        public void Add(SigningEffect effect)
+        public void Add(LedgerEffects effect)
         {
             if (effect.ClearCommitments)
             {
@@ -632,7 +615,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         public List<byte[]> DkgEntries { get; } = [];
     }
 
-    private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch, SigningEffect? Signing, ulong SignedWatermark);
+    private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch, LedgerEffects? Signing, ulong SignedWatermark);
 
     [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Loaded the store: height {Height}, applied index {AppliedIndex}, snapshot index {SnapshotIndex}, {TxCount} ordered txs")]
     private static partial void LogLoaded(ILogger logger, ulong height, long appliedIndex, long snapshotIndex, int txCount);

@@ -75,7 +75,7 @@ public static class SnapshotFormat
     }
 
     /// <summary>The record for <paramref name="batch"/>.</summary>
-    public static SnapshotBatch ToRecord(StoredBatch batch, StoredSignature? signature = null)
+    public static SnapshotBatch ToRecord(StoredBatch batch, SignedHead? signature = null)
     {
         ArgumentNullException.ThrowIfNull(batch);
         var hashes = new byte[batch.TxHashes.Length * Hash32.Length];
@@ -107,14 +107,14 @@ public static class SnapshotFormat
 
     /// <summary>The signature a batch record carries, or null; its validity is the installer's to check.</summary>
     /// <exception cref="LogFormatException">The signature fields are incomplete.</exception>
-    public static StoredSignature? SignatureOf(SnapshotBatch record)
+    public static SignedHead? SignatureOf(SnapshotBatch record)
     {
         ArgumentNullException.ThrowIfNull(record);
         if (record.SignatureKeyEpoch is not { } epoch)
             return null;
         if (record.Signers is null || record.SignatureR?.Length != 33 || record.SignatureZ?.Length != 32)
             throw new LogFormatException($"snapshot batch {record.Height}: incomplete signature fields");
-        return new StoredSignature(record.Height, epoch, record.Signers, record.SignatureR, record.SignatureZ, record.SignedAtMs);
+        return new SignedHead(record.Height, epoch, record.Signers, record.SignatureR, record.SignatureZ, record.SignedAtMs);
     }
 
     /// <summary>The record of a key epoch.</summary>

@@ -265,7 +265,8 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             || ((confirmed = await barrier.WaitAsync(context.RequestAborted).ConfigureAwait(false)) && TryFindOrdered(txHash, out position, out batch)))
         {
             var proof = MerkleTree.ComputeAuditPath(batch.TxHashes, position.Index);
-            var signature = batch.Header.KeyEpoch != 0 && raft.State.IsSigned(position.Height) ? raft.State.GetSignature(position.Height) : null;
+            // Signed once a signed head covers the height (DESIGN section 5); its time is when the leader verified that head.
+            var signature = raft.State.CoveringHead(position.Height);
             await ApiResponses.WriteJsonAsync(context, 200, writer =>
             {
                 writer.WriteHash("hash", txHash);
@@ -415,6 +416,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteDecimal("commitIndex", (ulong)raft.CommitIndex);
             writer.WriteDecimal("appliedIndex", (ulong)state.AppliedIndex);
             writer.WriteDecimal("height", state.LastHeader?.Height ?? 0);
+            writer.WriteDecimal("signedThrough", state.SignedThrough);
             writer.WriteDecimal("chainId", options.ChainId);
             writer.WriteStartArray("members");
             foreach (var member in options.Members)

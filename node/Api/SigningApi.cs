@@ -8,38 +8,47 @@ using Sequencer.Core.Storage;
 using Sequencer.Node.Configuration;
 using Sequencer.Node.Replication;
 using Sequencer.Node.Signing;
+using Sequencer.Core;
+using Sequencer.Core.Hashing;
 using Sequencer.Raft;
+using Sequencer.Signing;
 using Sequencer.Threshold;
 
 namespace Sequencer.Node.Api;
 
 /// <summary>
-/// The signing routes: signed commitments and keys (DESIGN section 10), the coordinator's view of the signers, the
-/// internal routes signers use to reach the leader, and the Byzantine-signer fault for the chaos harness.
+/// The signing routes: signed heads, coverage proofs and keys (DESIGN section 10), the leader's view of the signers,
+/// the internal routes signers use to reach the leader, and the Byzantine-signer fault for the chaos harness.
 /// </summary>
-public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordinator coordinator, Func<SignerService?> currentSigner, DkgService dkg, ReadBarrier barrier) : IDisposable
+public sealed class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCoordinator coordinator, Func<SignerService?> currentSigner, DkgService dkg,
+    ReadBarrier barrier, LeaderIntake intake)
 {
     /// <summary>The largest internal request body.</summary>
     public const int MaxInternalBodyBytes = 1024 * 1024;
 
-    private readonly SemaphoreSlim publications = new(8);
+    /// <summary>The most heads in one <c>GET /v1/heads</c> answer.</summary>
+    public const int MaxHeads = 1000;
 
     /// <summary>Maps the routes.</summary>
     public void Map(IEndpointRouteBuilder routes)
     {
         ArgumentNullException.ThrowIfNull(routes);
-        routes.MapGet("/v1/commitments", GetCommitmentRangeAsync);
         routes.MapGet("/v1/commitments/{height}", GetCommitmentAsync);
+        routes.MapGet("/v1/heads", GetHeadsAsync);
         routes.MapGet("/v1/signing/nonce-uses", GetNonceUsesAsync);
         routes.MapGet("/v1/keys", GetKeysAsync);
         routes.MapGet("/v1/signing", GetSigningAsync);
-        routes.MapPost(SignerService.SharesRoute, PostSharesAsync);
-        routes.MapPost(SignerService.NonceCommitmentsRoute, PostNonceCommitmentsAsync);
+        routes.MapPost(LeaderChannel.SharesRoute, PostSharesAsync);
+        routes.MapPost(LeaderChannel.NonceCommitmentsRoute, PostIntakeAsync);
         routes.MapPost("/admin/signer-fault", SetSignerFaultAsync);
-        routes.MapPost(DkgService.Route, PostDkgAsync);
+        routes.MapPost(LeaderChannel.DkgRoute, PostIntakeAsync);
         routes.MapPost("/admin/dkg", StartDkgAsync);
     }
 
+    /// <summary>
+    /// <c>GET /v1/commitments/{height}</c>: the header, its commitment, the lowest signed head that covers it, and the
+    /// audit path of the commitment in that head's history root (empty when the height is itself the head).
+    /// </summary>
     private async Task GetCommitmentAsync(HttpContext context, string height)
     {
         if (!ulong.TryParse(height, NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value == 0)
@@ -67,65 +76,65 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
             return;
         }
 
-        var signature = batch.Header.KeyEpoch == 0 ? null : state.GetSignature(value);
-        if (signature is null)
+        if (state.CoveringHead(value) is not { } head)
         {
-            var reason = batch.Header.KeyEpoch == 0
-                ? $"batch {value} was ordered before the first key epoch and is never signed"
-                : $"batch {value} is ordered but not yet signed";
-            await ApiResponses.WriteErrorAsync(context, 404, "not_signed", reason).ConfigureAwait(false);
+            await ApiResponses.WriteErrorAsync(context, 404, "not_signed", $"batch {value} is ordered, but no signed head covers it yet").ConfigureAwait(false);
             return;
         }
 
+        var headBatch = head.Height == value ? batch : state.GetBatch(head.Height);
+        Invariant.Check(headBatch is not null, $"signed head {head.Height} is an applied batch");
+        var proof = head.Height == value ? [] : HistoryTree.AuditPath(state.History, value - 1, head.Height - 1);
         await ApiResponses.WriteJsonAsync(context, 200, writer =>
         {
             writer.WriteHeader(batch);
             writer.WriteHash("commitment", batch.Header.Commitment);
-            WriteSignature(writer, signature);
+            writer.WriteStartObject("head");
+            WriteHead(writer, headBatch, head);
+            writer.WriteEndObject();
+            writer.WriteStartArray("historyProof");
+            foreach (var node in proof)
+                writer.WriteStringValue(node.ToString());
+            writer.WriteEndArray();
             writer.WriteNumber("orderedAtMs", batch.OrderedAtMs);
         }).ConfigureAwait(false);
     }
 
-    /// <summary>The most commitments in one range answer.</summary>
-    public const int MaxRange = 1000;
-
-    /// <summary>
-    /// <c>GET /v1/commitments?from=H&amp;limit=N</c>: the signed commitments at heights H to H+N-1 that are signed, in
-    /// height order, and <c>next</c>, the height to ask from next (unsigned heights are skipped, not waited for).
-    /// </summary>
-    private async Task GetCommitmentRangeAsync(HttpContext context)
+    /// <summary><c>GET /v1/heads?from=H&amp;limit=N</c>: signed heads from height H upwards, ascending, and <c>next</c>, the height to ask from next.</summary>
+    private async Task GetHeadsAsync(HttpContext context)
     {
-        if (!TryQuery(context, "from", 1, out var from) || from == 0 || !TryQuery(context, "limit", 100, out var limit) || limit is 0 or > MaxRange)
+        if (!TryQuery(context, "from", 1, out var from) || from == 0 || !TryQuery(context, "limit", 100, out var limit) || limit is 0 or > MaxHeads)
         {
-            await ApiResponses.WriteErrorAsync(context, 400, "bad_query", $"use ?from=HEIGHT (>= 1) and optionally &limit=N (1 to {MaxRange})").ConfigureAwait(false);
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_query", $"use ?from=HEIGHT (>= 1) and optionally &limit=N (1 to {MaxHeads})").ConfigureAwait(false);
             return;
         }
 
         var state = raft.State;
-        var last = Math.Min(state.LastHeader?.Height ?? 0, from + limit - 1);
-        var items = new List<(Sequencer.Core.Storage.StoredBatch Batch, StoredSignature Signature)>();
-        for (var height = from; height <= last; height++)
-        {
-            if (state.GetBatch(height) is { Header.KeyEpoch: > 0 } batch && state.GetSignature(height) is { } signature)
-                items.Add((batch, signature));
-        }
-
+        var heads = state.Heads(from, (int)limit).Select(h => (Head: h, Batch: state.GetBatch(h.Height))).ToList();
+        Invariant.Check(heads.All(h => h.Batch is not null), "every signed head is an applied batch");
         await ApiResponses.WriteJsonAsync(context, 200, writer =>
         {
-            writer.WriteStartArray("commitments");
-            foreach (var (batch, signature) in items)
+            writer.WriteStartArray("heads");
+            foreach (var (head, batch) in heads)
             {
                 writer.WriteStartObject();
-                writer.WriteHeader(batch);
-                writer.WriteHash("commitment", batch.Header.Commitment);
-                WriteSignature(writer, signature);
-                writer.WriteNumber("orderedAtMs", batch.OrderedAtMs);
+                WriteHead(writer, batch!, head);
                 writer.WriteEndObject();
             }
 
             writer.WriteEndArray();
-            writer.WriteDecimal("next", Math.Max(from, last + 1));
+            writer.WriteDecimal("next", heads.Count == 0 ? from : heads[^1].Head.Height + 1);
         }).ConfigureAwait(false);
+    }
+
+    /// <summary>Writes a signed head's members: header, commitment, signature, signers, keyEpoch, signedAtMs.</summary>
+    internal static void WriteHead(Utf8JsonWriter writer, StoredBatch batch, SignedHead head)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        ArgumentNullException.ThrowIfNull(head);
+        writer.WriteHeader(batch);
+        writer.WriteHash("commitment", batch.Header.Commitment);
+        WriteSignature(writer, head);
     }
 
     /// <summary>
@@ -187,7 +196,7 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
     }
 
     /// <summary>Writes <c>"signature": {"R", "z"}, "signers": [...], "keyEpoch", "signedAtMs"</c>.</summary>
-    internal static void WriteSignature(Utf8JsonWriter writer, StoredSignature signature)
+    private static void WriteSignature(Utf8JsonWriter writer, SignedHead signature)
     {
         writer.WriteStartObject("signature");
         writer.WriteString("R", "0x" + Convert.ToHexStringLower(signature.R));
@@ -240,9 +249,10 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
     {
         var state = raft.State;
         var epoch = state.CurrentKeyEpoch;
-        var unsigned = state.UnsignedHeights(options.Limits.SigningWindowBatches);
         var signer = currentSigner();
         var keyGeneration = state.Dkg;
+        var flights = coordinator.Flights;
+        var (sessionsStarted, headsSigned) = coordinator.Counters;
         return ApiResponses.WriteJsonAsync(context, 200, writer =>
         {
             WriteDkg(writer, keyGeneration);
@@ -252,9 +262,22 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
                 writer.WriteDecimal("keyEpoch", epoch.Epoch);
             writer.WriteNumber("threshold", epoch?.Group.Threshold ?? 0);
             writer.WriteDecimal("height", state.LastHeader?.Height ?? 0);
-            writer.WriteDecimal("signedThrough", state.SignedWatermark);
-            writer.WriteNumber("unsignedInWindow", unsigned.Count);
-            writer.WriteNumber("activeSessions", coordinator.ActiveSessions);
+            writer.WriteDecimal("signedThrough", state.SignedThrough);
+            writer.WriteNumber("sessionsStarted", sessionsStarted);
+            writer.WriteNumber("headsSigned", headsSigned);
+            writer.WriteStartArray("sessions");
+            foreach (var flight in flights)
+            {
+                writer.WriteStartObject();
+                writer.WriteDecimal("head", flight.Session.Height);
+                writer.WriteNumber("attempt", flight.Session.Attempt);
+                writer.WriteString("stage", flight.Stage.ToString().ToLowerInvariant());
+                writer.WriteBoolean("inline", flight.Inline);
+                WriteIds(writer, "signers", flight.Session.Signers);
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
             if (signer is null)
             {
                 writer.WriteNull("signer");
@@ -269,7 +292,7 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
                 writer.WriteEndObject();
             }
 
-            // The leader's view: who signs, who sent bad shares (reported by id), who timed out.
+            // The leader's view: who signs, who sent bad shares (reported by id), who timed out, who is left out.
             writer.WriteBoolean("leaderView", raft.IsLeader);
             writer.WriteStartArray("signers");
             foreach (var report in coordinator.Signers())
@@ -278,6 +301,7 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
                 writer.WriteNumber("id", report.Id);
                 writer.WriteNumber("sharesAccepted", report.SharesAccepted);
                 writer.WriteNumber("badShares", report.BadShares);
+                writer.WriteNumber("offences", report.Offences);
                 writer.WriteDecimal("lastBadShareHeight", report.LastBadShareHeight);
                 writer.WriteNumber("timeouts", report.Timeouts);
                 writer.WriteNumber("excludedForMs", report.ExcludedForMs);
@@ -334,35 +358,44 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
         context.Response.StatusCode = 202;
     }
 
-    private async Task PostNonceCommitmentsAsync(HttpContext context)
+    /// <summary>
+    /// The leader's intake of entries from other nodes (nonce commitments, DKG messages): checked as apply would check
+    /// them (<see cref="LeaderIntake"/>), then replicated; answered once committed.
+    /// </summary>
+    private async Task PostIntakeAsync(HttpContext context)
     {
         if (await ReadInternalCommandAsync(context).ConfigureAwait(false) is not { } entry)
             return;
         var (body, command) = entry;
-
-        if (command is not NonceCommitmentsCommand commitments)
+        var dkgRoute = context.Request.Path.Value == LeaderChannel.DkgRoute;
+        var expected = dkgRoute
+            ? command is DkgStartCommand or DkgRound1Command or DkgRound2Command or DkgConfirmCommand or DkgComplaintCommand
+            : command is NonceCommitmentsCommand;
+        if (!expected)
         {
-            await ApiResponses.WriteErrorAsync(context, 400, "bad_entry", "only a NonceCommitments entry is accepted here").ConfigureAwait(false);
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_entry", $"a {command.GetType().Name} is not taken at {context.Request.Path}").ConfigureAwait(false);
             return;
         }
 
-        if (!raft.IsLeader)
+        var result = await intake.SubmitAsync(command, body, context.RequestAborted).ConfigureAwait(false);
+        switch (result.Status)
         {
-            await ApiResponses.WriteErrorAsync(context, 503, "not_leader", "this node is not the leader", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
-            return;
+            case IntakeStatus.Committed:
+                context.Response.StatusCode = 204;
+                break;
+            case IntakeStatus.Refused:
+                await ApiResponses.WriteErrorAsync(context, dkgRoute ? 409 : 403, dkgRoute ? "dkg_rejected" : "bad_proof", result.Reason ?? "refused").ConfigureAwait(false);
+                break;
+            case IntakeStatus.NotLeader:
+                await ApiResponses.WriteErrorAsync(context, 503, "not_leader", "this node is not the leader", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+                break;
+            case IntakeStatus.Busy:
+                await ApiResponses.WriteErrorAsync(context, 503, "overloaded", result.Reason ?? "busy", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+                break;
+            default:
+                await ApiResponses.WriteErrorAsync(context, 503, "not_committed", "the entry did not commit in time; publish again", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+                break;
         }
-
-        // Checked here too (apply checks it again) so that nobody can fill the log with entries that apply ignores.
-        var epoch = raft.State.CurrentKeyEpoch;
-        if (epoch is null || epoch.Epoch != commitments.KeyEpoch || !epoch.Group.VerificationShares.TryGetValue(commitments.SignerId, out var publicShare)
-            || commitments.Commitments.Count is 0 or > AppliedState.MaxCommitmentsPerEntry
-            || !SignerProof.Verify(AppliedState.NonceCommitmentsProofDomain, commitments.ProofPayload(), commitments.Proof, publicShare))
-        {
-            await ApiResponses.WriteErrorAsync(context, 403, "bad_proof", "not a NonceCommitments entry of a signer of the current key epoch, signed by its share").ConfigureAwait(false);
-            return;
-        }
-
-        await ReplicateInternalAsync(context, body).ConfigureAwait(false);
     }
 
     private async Task SetSignerFaultAsync(HttpContext context)
@@ -433,35 +466,6 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
         writer.WriteEndArray();
     }
 
-    /// <summary>The leader's intake of DKG entries (internal, MessagePack): checked against the log's DKG state, then replicated.</summary>
-    private async Task PostDkgAsync(HttpContext context)
-    {
-        if (await ReadInternalCommandAsync(context).ConfigureAwait(false) is not { } entry)
-            return;
-        var (body, command) = entry;
-
-        if (command is not (DkgStartCommand or DkgRound1Command or DkgRound2Command or DkgConfirmCommand or DkgComplaintCommand))
-        {
-            await ApiResponses.WriteErrorAsync(context, 400, "bad_entry", "only DKG entries are accepted here").ConfigureAwait(false);
-            return;
-        }
-
-        if (!raft.IsLeader)
-        {
-            await ApiResponses.WriteErrorAsync(context, 503, "not_leader", "this node is not the leader", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
-            return;
-        }
-
-        // Checked here too (apply checks it again) so that nobody can fill the log with entries that apply ignores.
-        if (raft.State.DkgRejection(command) is { } reason)
-        {
-            await ApiResponses.WriteErrorAsync(context, 409, "dkg_rejected", reason).ConfigureAwait(false);
-            return;
-        }
-
-        await ReplicateInternalAsync(context, body).ConfigureAwait(false);
-    }
-
     /// <summary><c>POST /admin/dkg {"threshold": t}</c>: starts a key generation among the members of a cluster that has no key.</summary>
     private async Task StartDkgAsync(HttpContext context)
     {
@@ -497,40 +501,12 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, SigningCoordi
         }).ConfigureAwait(false);
     }
 
-    /// <inheritdoc/>
-    public void Dispose() => publications.Dispose();
-
     private static string FaultName(SignerFault fault) => fault switch
     {
         SignerFault.WrongShares => "wrong-shares",
         SignerFault.Silent => "silent",
         _ => "none",
     };
-
-    private async Task ReplicateInternalAsync(HttpContext context, byte[] body)
-    {
-        if (!await publications.WaitAsync(0, context.RequestAborted).ConfigureAwait(false))
-        {
-            await ApiResponses.WriteErrorAsync(context, 503, "overloaded", "too many publications in flight", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
-            return;
-        }
-
-        try
-        {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, raft.LeadershipToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(5));
-            await raft.ReplicateAsync(body, null, timeout.Token).ConfigureAwait(false);
-            context.Response.StatusCode = 204;
-        }
-        catch (Exception e) when (e is OperationCanceledException or DotNext.Net.Cluster.Consensus.Raft.NotLeaderException or InvalidOperationException)
-        {
-            await ApiResponses.WriteErrorAsync(context, 503, "not_committed", "the entry did not commit in time; publish again", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
-        }
-        finally
-        {
-            publications.Release();
-        }
-    }
 
     // An internal route's body as a log entry: the raw bytes (replicated as they are) and the decoded command, or
     // null once a 4xx has been written.

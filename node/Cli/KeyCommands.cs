@@ -119,18 +119,24 @@ public static class KeyCommands
         }
     }
 
-    /// <summary>Builds <c>verify</c>: checks a header's signature against a group key, offline or fetched from a node.</summary>
+    /// <summary>
+    /// Builds <c>verify</c>: checks that a height is covered by a signed head, with nothing but the group key: the
+    /// header's commitment, the head's commitment and signature, and the history proof that puts the header in the
+    /// head's history. Online (<c>--height</c> from <c>--node</c>) or offline (<c>--proof</c>: a saved
+    /// <c>GET /v1/commitments/{h}</c> answer; or <c>--header</c> and <c>--signature</c> for a head itself).
+    /// </summary>
     public static Command CreateVerify()
     {
         var groupKey = new Option<string>("--group-key") { Description = "The group key: 0x 33-byte compressed point, or a group.json file.", Required = true };
-        var header = new Option<string?>("--header") { Description = "A header as JSON (the API's header object); with --signature checks offline." };
-        var signature = new Option<string?>("--signature") { Description = "The signature, 0x R (33 bytes) || z (32 bytes)." };
+        var header = new Option<string?>("--header") { Description = "A head's header as JSON (the API's header object); with --signature checks that head offline." };
+        var signature = new Option<string?>("--signature") { Description = "The head's signature, 0x R (33 bytes) || z (32 bytes)." };
+        var proof = new Option<string?>("--proof") { Description = "Offline: a GET /v1/commitments/{height} answer (JSON, or a file holding it)." };
         var height = new Option<ulong?>("--height") { Description = "Fetch GET /v1/commitments/{height} from --node and check it." };
         var node = new Option<string>("--node") { Description = "The node's API address.", DefaultValueFactory = _ => "http://127.0.0.1:7101" };
         var json = new Option<bool>("--json") { Description = "Print a machine-readable result." };
-        var command = new Command("verify", "Check a commitment's threshold signature against a group key; exits non-zero when it does not verify.")
+        var command = new Command("verify", "Check that a height is covered by a head signed under the group key; exits non-zero when it is not.")
         {
-            groupKey, header, signature, height, node, json,
+            groupKey, header, signature, proof, height, node, json,
         };
         command.SetAction(async (result, token) =>
         {
@@ -145,63 +151,95 @@ public static class KeyCommands
                 return Fail($"--group-key: {e.Message}");
             }
 
-            HeaderDto headerDto;
-            string signatureHex;
+            CommitmentResponse commitment;
             if (result.GetValue(height) is { } h)
             {
                 using var client = new SequencerClient(new Uri(result.GetValue(node)!));
-                CommitmentResponse? commitment;
                 try
                 {
-                    commitment = await client.GetCommitmentAsync(h, token).ConfigureAwait(false);
+                    if (await client.GetCommitmentAsync(h, token).ConfigureAwait(false) is not { } fetched)
+                        return Fail($"batch {h} is not covered by a signed head (yet) on {client.BaseUrl}");
+                    commitment = fetched;
                 }
                 catch (SequencerApiException e)
                 {
                     return Fail(e.Message);
                 }
-
-                if (commitment is null)
-                    return Fail($"batch {h} is not signed (yet) on {client.BaseUrl}");
-                headerDto = commitment.Header;
-                signatureHex = commitment.Signature.R + commitment.Signature.Z[2..];
+            }
+            else if (result.GetValue(proof) is { } proofText)
+            {
+                try
+                {
+                    var text = File.Exists(proofText) ? await File.ReadAllTextAsync(proofText, token).ConfigureAwait(false) : proofText;
+                    commitment = JsonSerializer.Deserialize(text, ApiJsonContext.Default.CommitmentResponse) ?? throw new FormatException("empty proof");
+                }
+                catch (Exception e) when (e is JsonException or FormatException or IOException)
+                {
+                    return Fail($"--proof: {e.Message}");
+                }
             }
             else if (result.GetValue(header) is { } headerJson && result.GetValue(signature) is { } sig)
             {
                 try
                 {
-                    headerDto = JsonSerializer.Deserialize(headerJson, ApiJsonContext.Default.HeaderDto) ?? throw new FormatException("empty header");
+                    var headerDto = JsonSerializer.Deserialize(headerJson, ApiJsonContext.Default.HeaderDto) ?? throw new FormatException("empty header");
+                    var bytes = GroupKeyFile.HexBytes(sig);
+                    if (bytes.Length != 65)
+                        throw new FormatException("the signature is 65 bytes: R (33) then z (32)");
+                    var commitmentHex = headerDto.ToHeader().Commitment.ToString();
+                    var signatureDto = new SignatureDto("0x" + Convert.ToHexStringLower(bytes.AsSpan(0, 33)), "0x" + Convert.ToHexStringLower(bytes.AsSpan(33)));
+                    commitment = new CommitmentResponse(headerDto, commitmentHex, new HeadDto(headerDto, commitmentHex, signatureDto, [], headerDto.KeyEpoch), []);
                 }
-                catch (Exception e) when (e is JsonException or FormatException)
+                catch (Exception e) when (e is JsonException or FormatException or OverflowException)
                 {
-                    return Fail($"--header: {e.Message}");
+                    return Fail($"--header/--signature: {e.Message}");
                 }
-
-                signatureHex = sig;
             }
             else
             {
-                return Fail("give --height (fetch from --node), or --header and --signature");
+                return Fail("give --height (fetch from --node), --proof (offline), or --header and --signature (a head, offline)");
             }
 
-            BatchHeader parsed;
-            FrostSignature decoded;
-            try
-            {
-                parsed = HeaderFrom(headerDto);
-                decoded = FrostSignature.Decode(GroupKeyFile.HexBytes(signatureHex));
-            }
-            catch (Exception e) when (e is FormatException or OverflowException)
-            {
-                return Fail(e.Message);
-            }
-
-            var valid = Frost.Verify(parsed.Commitment.ToArray(), decoded, key);
+            var (valid, problem) = CheckCoverage(commitment, key);
             Console.WriteLine(result.GetValue(json)
-                ? JsonSerializer.Serialize(new { valid, height = parsed.Height.ToString(CultureInfo.InvariantCulture), commitment = parsed.Commitment.ToString() })
-                : valid ? $"valid: batch {parsed.Height} commitment {parsed.Commitment} is signed by the group key" : $"INVALID: the signature does not verify for batch {parsed.Height} commitment {parsed.Commitment}");
+                ? JsonSerializer.Serialize(new { valid, height = commitment.Header.Height, commitment = commitment.Commitment, head = commitment.Head.Header.Height, problem })
+                : valid ? $"valid: batch {commitment.Header.Height} commitment {commitment.Commitment} is covered by head {commitment.Head.Header.Height}, signed by the group key"
+                : $"INVALID: batch {commitment.Header.Height}: {problem}");
             return valid ? 0 : 1;
         });
         return command;
+    }
+
+    /// <summary>
+    /// Checks a coverage proof with nothing but the group key: both commitments recompute from their headers, the head is
+    /// at or above the height, the history proof puts the header's commitment at its leaf of the head's history root
+    /// (no proof when the height is the head), and the head's signature verifies. Returns why not, or null.
+    /// </summary>
+    public static (bool Valid, string? Problem) CheckCoverage(CommitmentResponse proof, Org.BouncyCastle.Math.EC.ECPoint groupKey)
+    {
+        ArgumentNullException.ThrowIfNull(proof);
+        ArgumentNullException.ThrowIfNull(groupKey);
+        try
+        {
+            var header = proof.Header.ToHeader();
+            var head = proof.Head.Header.ToHeader();
+            if (header.Commitment != Hash32.Parse(proof.Commitment))
+                return (false, "the commitment is not the header's");
+            if (head.Commitment != Hash32.Parse(proof.Head.Commitment))
+                return (false, "the head's commitment is not its header's");
+            if (head.Height < header.Height)
+                return (false, $"the head {head.Height} is below the height");
+            var path = proof.HistoryProof.Select(p => Hash32.Parse(p)).ToArray();
+            if (head.Height == header.Height ? path.Length != 0 || head.Commitment != header.Commitment
+                : !MerkleTree.VerifyInclusion((long)header.Height - 1, (long)head.Height - 1, header.Commitment, path, head.HistoryRoot))
+                return (false, $"the history proof does not put the header in head {head.Height}'s history");
+            var signature = FrostSignature.Decode(proof.Head.SignatureBytes());
+            return Frost.Verify(head.Commitment.ToArray(), signature, groupKey) ? (true, null) : (false, $"head {head.Height}'s signature does not verify under the group key");
+        }
+        catch (Exception e) when (e is FormatException or OverflowException or ArgumentException)
+        {
+            return (false, $"malformed: {e.Message}");
+        }
     }
 
     /// <summary>Rebuilds a header from its API form.</summary>

@@ -52,6 +52,7 @@ public sealed partial class SubmitService : IAsyncDisposable
     private readonly NodeMetrics metrics;
     private readonly ILogger logger;
     private readonly Action<Exception> fatal;
+    private readonly IBatchRiders? riders;
     private readonly Lock gate = new();
     private readonly Dictionary<Hash32, PendingTx> pending = [];
     private readonly Queue<PendingTx> queue = new();
@@ -71,8 +72,9 @@ public sealed partial class SubmitService : IAsyncDisposable
     /// <param name="logger">Logger.</param>
     /// <param name="fatal">Called when replication fails in a way the node cannot survive.</param>
     /// <param name="loops">Where the batcher loop is supervised; a private set when null.</param>
+    /// <param name="riders">What rides each batch entry (signing), or null for nothing.</param>
     public SubmitService(ILeaderLog log, AppliedState state, SequencerLimits limits, TimeProvider time, NodeMetrics metrics, ILogger<SubmitService> logger, Action<Exception> fatal,
-        BackgroundLoops? loops = null)
+        BackgroundLoops? loops = null, IBatchRiders? riders = null)
     {
         ArgumentNullException.ThrowIfNull(log);
         ArgumentNullException.ThrowIfNull(state);
@@ -84,6 +86,7 @@ public sealed partial class SubmitService : IAsyncDisposable
         this.metrics = metrics;
         this.logger = logger;
         this.fatal = fatal;
+        this.riders = riders;
         policy = new BatcherPolicy(limits);
         state.Applied += OnApplied;
         log.LeaderChanged += OnLeaderChanged;
@@ -102,11 +105,6 @@ public sealed partial class SubmitService : IAsyncDisposable
     /// </summary>
     public Func<bool>? ReadyToOrder { get; set; }
 
-    /// <summary>The signing session to start in the same entry as the batch (from the signing coordinator), or null.</summary>
-    public Func<SigningSession?>? InlineSession { get; set; }
-
-    /// <summary>Group signatures of earlier batches to carry in the next batch entry (from the signing coordinator), or null.</summary>
-    public Func<IReadOnlyList<BatchSignature>?>? PiggybackSignatures { get; set; }
 
     /// <summary>Txs waiting for a batch.</summary>
     public int QueuedTxs
@@ -364,14 +362,15 @@ public sealed partial class SubmitService : IAsyncDisposable
         }
 
         var timestamp = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds();
+        var carried = riders?.Take() ?? BatchRiders.None;
         var command = new BatchCommand
         {
             ProposerTerm = (ulong)term,
             LeaderTimestampMs = timestamp,
             Txs = items.ConvertAll(tx => tx.Bytes),
             ReceivedAgoMs = items.ConvertAll(tx => (uint)Math.Clamp((long)timestamp - tx.ReceivedAtMs, 0, uint.MaxValue)),
-            Session = InlineSession?.Invoke(),
-            Signatures = PiggybackSignatures?.Invoke(),
+            Session = carried.Session,
+            Signatures = carried.Signatures.Count == 0 ? null : carried.Signatures,
         };
         var payload = LogCommandCodec.Encode(command);
         var proposal = new BatchProposal(command.Txs, items.ConvertAll(tx => tx.Hash));
@@ -390,15 +389,17 @@ public sealed partial class SubmitService : IAsyncDisposable
             }
         }
 #endif
-        _ = ReplicateAsync(items, payload, proposal, leadership);
+        _ = ReplicateAsync(items, payload, proposal, carried, leadership);
     }
 
-    private async Task ReplicateAsync(List<PendingTx> items, byte[] payload, BatchProposal proposal, CancellationToken leadership)
+    private async Task ReplicateAsync(List<PendingTx> items, byte[] payload, BatchProposal proposal, BatchRiders carried, CancellationToken leadership)
     {
         var started = time.GetTimestamp();
+        var committed = false;
         try
         {
             await log.ReplicateAsync(payload, proposal, leadership).ConfigureAwait(false);
+            committed = true;
             metrics.ReplicateDuration.Record(time.GetElapsedTime(started).TotalMilliseconds);
         }
         catch (Exception e) when (e is NotLeaderException or OperationCanceledException or ObjectDisposedException or QuorumUnreachableException or InvalidOperationException)
@@ -419,6 +420,9 @@ public sealed partial class SubmitService : IAsyncDisposable
                 inFlight--;
                 wake.TrySetResult();
             }
+
+            if (!carried.IsEmpty)
+                riders?.Completed(carried, committed);
         }
     }
 

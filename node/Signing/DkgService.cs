@@ -1,4 +1,3 @@
-using System.Net.Http.Headers;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -7,7 +6,9 @@ using Org.BouncyCastle.Math;
 using Sequencer.Core.Encoding;
 using Sequencer.Node.Configuration;
 using Sequencer.Node.Replication;
+using Sequencer.Core;
 using Sequencer.Raft;
+using Sequencer.Signing;
 using Sequencer.Threshold;
 
 namespace Sequencer.Node.Signing;
@@ -26,43 +27,51 @@ namespace Sequencer.Node.Signing;
 /// </remarks>
 public sealed partial class DkgService : IAsyncDisposable
 {
-    /// <summary>The leader's intake of DKG entries from the other nodes.</summary>
-    public const string Route = "/internal/v1/dkg";
-
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(100);
     private static readonly TimeSpan Resend = TimeSpan.FromSeconds(2);
 
+    private static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(10);
+
     private readonly NodeOptions options;
     private readonly RaftHost raft;
+    private readonly ILeaderChannel leader;
     private readonly Action<KeyShare, GroupKey, ulong> activate;
     private readonly bool hasKeyFiles;
     private readonly ILogger logger;
-    private readonly HttpClient http;
     private readonly CancellationTokenSource stopping = new();
     private readonly Dictionary<string, DateTime> sent = [];
-    private readonly Task loop;
+    private BackgroundLoop? loop;
     private TaskCompletionSource wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int? requestedThreshold;
     private bool activated;
     private string? lastReport;
 
-    /// <summary>Starts the service.</summary>
+    /// <summary>Builds the service; <see cref="Start"/> runs it.</summary>
     /// <param name="options">The node's options (id, data directory, members, DKG threshold).</param>
     /// <param name="raft">The Raft host.</param>
+    /// <param name="leader">Where DKG messages go (the leader's intake).</param>
     /// <param name="activate">Hands this node's share of a key epoch in force to the signer (called once).</param>
     /// <param name="hasKeyFiles">The node was given key files: it takes no share from a DKG.</param>
     /// <param name="logger">The logger.</param>
-    public DkgService(NodeOptions options, RaftHost raft, Action<KeyShare, GroupKey, ulong> activate, bool hasKeyFiles, ILogger<DkgService> logger)
+    public DkgService(NodeOptions options, RaftHost raft, ILeaderChannel leader, Action<KeyShare, GroupKey, ulong> activate, bool hasKeyFiles, ILogger<DkgService> logger)
     {
         ArgumentNullException.ThrowIfNull(raft);
+        ArgumentNullException.ThrowIfNull(leader);
         this.options = options;
         this.raft = raft;
+        this.leader = leader;
         this.activate = activate;
         this.hasKeyFiles = hasKeyFiles;
         this.logger = logger;
-        http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+    }
+
+    /// <summary>Starts following the key generation (supervised).</summary>
+    public void Start(BackgroundLoops loops)
+    {
+        ArgumentNullException.ThrowIfNull(loops);
+        Invariant.Check(loop is null, "the DKG service starts once");
         raft.State.DkgChanged += Wake;
-        loop = Task.Run(LoopAsync);
+        loop = loops.Start("the DKG participant", StuckAfter, LoopAsync, stopping.Token);
     }
 
     /// <summary>Where this node keeps the key files a DKG gave it.</summary>
@@ -96,11 +105,11 @@ public sealed partial class DkgService : IAsyncDisposable
 
     private void Wake() => Volatile.Read(ref wake).TrySetResult();
 
-    private async Task LoopAsync()
+    private async Task LoopAsync(BackgroundLoop self, CancellationToken token)
     {
-        var token = stopping.Token;
         while (!token.IsCancellationRequested)
         {
+            self.Beat();
             var signal = Volatile.Read(ref wake);
             try
             {
@@ -227,7 +236,7 @@ public sealed partial class DkgService : IAsyncDisposable
             Attempt = confirm.Attempt,
             From = me,
             GroupKey = confirm.GroupKey,
-            Proof = SignerProof.Sign(AppliedState.DkgConfirmProofDomain, confirm.ProofPayload(), keyShare.Secret),
+            Proof = SignerProof.Sign(DkgLedger.ConfirmProofDomain, confirm.ProofPayload(), keyShare.Secret),
         };
         await SendOnceAsync($"confirm-{dkg.Attempt}", confirm, token).ConfigureAwait(false);
     }
@@ -253,9 +262,9 @@ public sealed partial class DkgService : IAsyncDisposable
 
         if (threshold is not { } t)
             return;
-        if (attempt > AppliedState.MaxDkgAttempts)
+        if (attempt > DkgLedger.MaxAttempts)
         {
-            Report($"key generation gave up after {AppliedState.MaxDkgAttempts} failed attempts; the last: {dkg?.Failure}");
+            Report($"key generation gave up after {DkgLedger.MaxAttempts} failed attempts; the last: {dkg?.Failure}");
             return;
         }
 
@@ -289,33 +298,16 @@ public sealed partial class DkgService : IAsyncDisposable
 
     private async Task<bool> SendAsync(ILogCommand command, CancellationToken token)
     {
-        var payload = LogCommandCodec.Encode(command);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
         timeout.CancelAfter(TimeSpan.FromSeconds(5));
         try
         {
-            if (raft.IsLeader)
-            {
-                if (raft.State.DkgRejection(command) is { } reason)
-                {
-                    Report($"the log would not take {command.GetType().Name}: {reason}");
-                    return false;
-                }
-
-                await raft.ReplicateAsync(payload, null, timeout.Token).ConfigureAwait(false);
-                return true;
-            }
-
-            if (raft.Leader is not { } leader)
-                return false;
-            using var content = new ByteArrayContent(payload);
-            content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
-            using var response = await http.PostAsync(new Uri(new Uri(leader.Api), Route), content, timeout.Token).ConfigureAwait(false);
-            if (!response.IsSuccessStatusCode)
-                Report($"the leader refused {command.GetType().Name}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(token).ConfigureAwait(false)}");
-            return response.IsSuccessStatusCode;
+            var delivery = await leader.ProposeAsync(command, timeout.Token).ConfigureAwait(false);
+            if (!delivery.Delivered && delivery.Refused)
+                Report($"the leader refused {command.GetType().Name}: {delivery.Reason}");
+            return delivery.Delivered;
         }
-        catch (Exception e) when (e is OperationCanceledException or HttpRequestException or InvalidOperationException or DotNext.Net.Cluster.Consensus.Raft.NotLeaderException)
+        catch (OperationCanceledException) when (!token.IsCancellationRequested)
         {
             return false;
         }
@@ -399,9 +391,9 @@ public sealed partial class DkgService : IAsyncDisposable
     {
         raft.State.DkgChanged -= Wake;
         await stopping.CancelAsync().ConfigureAwait(false);
-        await loop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        if (loop is not null)
+            await loop.Completion.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         stopping.Dispose();
-        http.Dispose();
     }
 
     private sealed record DkgSecrets(byte[] Seed, BigInteger EncryptionSecret)

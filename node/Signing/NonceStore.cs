@@ -24,6 +24,53 @@ public sealed record NonceUse(ulong Height, int Attempt, byte[] Message, IReadOn
 public sealed record RecordedNonceUse(ulong Epoch, ulong Sequence, byte[] Commitment, NonceUse Use);
 
 /// <summary>
+/// A signer's secret FROST nonces (DESIGN section 5, INV-NONCE): made before their commitments are published, and
+/// taken (deleted, durably for a real store) before a share computed with them leaves the node, so that a nonce pair
+/// serves at most one session, across crashes too.
+/// </summary>
+/// <remarks>Implementations are thread-safe.</remarks>
+public interface INonceStore : IDisposable
+{
+    /// <summary>The stored, untaken nonce pairs.</summary>
+    int Count { get; }
+
+    /// <summary>Nonces taken since the last <see cref="Compact"/>.</summary>
+    int Uncompacted { get; }
+
+    /// <summary>The key epoch the stored nonces belong to (0 when none).</summary>
+    ulong Epoch { get; }
+
+    /// <summary>The next sequence this signer has never used for <paramref name="epoch"/>.</summary>
+    ulong NextSequence(ulong epoch);
+
+    /// <summary>
+    /// Generates <paramref name="count"/> fresh nonce pairs for <paramref name="share"/> at sequences starting at
+    /// <paramref name="firstSequence"/> (not below <see cref="NextSequence"/>) and stores them. A new epoch drops every
+    /// nonce of the old one.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">A sequence was generated before.</exception>
+    IReadOnlyList<StoredNonceCommitment> Generate(ulong epoch, KeyShare share, ulong firstSequence, int count);
+
+    /// <summary>Stored, untaken commitments at or above <paramref name="fromSequence"/>, ascending, at most <paramref name="limit"/>.</summary>
+    IReadOnlyList<StoredNonceCommitment> CommitmentsFrom(ulong fromSequence, int limit);
+
+    /// <summary>
+    /// Takes the nonce pairs at the given sequences for good and returns those that were there, each with its stored
+    /// commitment, recording what each serves. Only after this returns may a share computed with them be sent.
+    /// </summary>
+    IReadOnlyDictionary<ulong, (SigningNonces Nonces, byte[] Commitment)> Take(ulong epoch, IReadOnlyDictionary<ulong, NonceUse?> sequences);
+
+    /// <summary>The recorded uses, oldest first, from the <paramref name="skip"/>-th, at most <paramref name="limit"/>.</summary>
+    IReadOnlyList<RecordedNonceUse> Uses(int skip, int limit);
+
+    /// <summary>Deletes the nonces below <paramref name="belowSequence"/> that <paramref name="keep"/> rejects; returns how many.</summary>
+    int Prune(ulong belowSequence, Func<ulong, bool> keep);
+
+    /// <summary>Folds taken nonces into the store's compact form (a no-op for a store without one).</summary>
+    void Compact();
+}
+
+/// <summary>
 /// A signer's secret FROST nonces, durable (DESIGN section 5, INV-NONCE). A nonce pair is generated and stored
 /// before its commitment is published, and is taken (deleted, durably) before the share computed with it leaves the
 /// node: after a crash a nonce is either unused and still here, or gone, never used twice.
@@ -36,7 +83,7 @@ public sealed record RecordedNonceUse(ulong Epoch, ulong Sequence, byte[] Commit
 /// again, so the log is the durable deletion; after a crash it is read back (a torn last record was never
 /// synced, so its share never left) and compacted.
 /// </remarks>
-public sealed class NonceStore : IDisposable
+public sealed class NonceStore : INonceStore
 {
     private const string NonceCollection = "nonces";
     private const string MetaCollection = "meta";

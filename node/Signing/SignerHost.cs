@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Sequencer.Node.Configuration;
 using Sequencer.Node.Telemetry;
-using Sequencer.Node.Replication;
+using Sequencer.Raft;
 using Sequencer.Threshold;
 
 namespace Sequencer.Node.Signing;
@@ -10,7 +10,7 @@ namespace Sequencer.Node.Signing;
 /// Holds this node's signer, which starts either at boot (key files) or later, when a DKG has given the node its
 /// share; owns the nonce store and disposes both.
 /// </summary>
-public sealed class SignerHost(NodeOptions options, RaftHost raft, SigningCoordinator coordinator, NodeMetrics metrics, ILoggerFactory loggers) : IAsyncDisposable
+public sealed class SignerHost(NodeOptions options, AppliedState state, ILeaderChannel leader, NodeMetrics metrics, ILoggerFactory loggers, BackgroundLoops loops) : IAsyncDisposable
 {
     private readonly Lock gate = new();
     private NonceStore? nonces;
@@ -34,9 +34,9 @@ public sealed class SignerHost(NodeOptions options, RaftHost raft, SigningCoordi
             if (current is not null)
                 return;
             nonces = new NonceStore(Path.Combine(options.DataDir, "signer"));
-            current = new SignerService(share, group, epoch, raft.State, raft, coordinator, nonces, options.Limits, metrics,
+            current = new SignerService(share, group, epoch, state, leader, nonces, options.Limits, metrics,
                 loggers.CreateLogger<SignerService>(), NodeOptions.ParseSignerFault(options.SignerFault) ?? SignerFault.None);
-            coordinator.SelfSigns = true;
+            current.Start(loops);
         }
     }
 

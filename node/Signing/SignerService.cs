@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Net.Http.Headers;
 using Microsoft.Extensions.Logging;
 using Sequencer.Core;
 using Sequencer.Core.Encoding;
@@ -7,6 +6,7 @@ using Sequencer.Node.Configuration;
 using Sequencer.Node.Replication;
 using Sequencer.Node.Telemetry;
 using Sequencer.Raft;
+using Sequencer.Signing;
 using Sequencer.Threshold;
 
 namespace Sequencer.Node.Signing;
@@ -32,13 +32,6 @@ public enum SignerFault
 /// </summary>
 public sealed partial class SignerService : IAsyncDisposable
 {
-    /// <summary>Route on the leader for a follower's NonceCommitments entry.</summary>
-    public const string NonceCommitmentsRoute = "/internal/v1/nonce-commitments";
-
-    /// <summary>Route on the leader for signature shares.</summary>
-    public const string SharesRoute = "/internal/v1/shares";
-
-    private const int MaxQueuedSessions = 16_384;
     private const int SendAttempts = 5;
     private const int GenerateStep = 64;
     private const int CompactAfter = 64;
@@ -46,23 +39,22 @@ public sealed partial class SignerService : IAsyncDisposable
     private static readonly TimeSpan ReplenishPoll = TimeSpan.FromMilliseconds(20);
     private static readonly TimeSpan PruneInterval = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan PublishTimeout = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(10);
 
     private readonly KeyShare share;
     private readonly GroupKey group;
     private readonly ulong epoch;
     private readonly AppliedState state;
-    private readonly RaftHost raft;
-    private readonly SigningCoordinator coordinator;
-    private readonly NonceStore nonces;
+    private readonly ILeaderChannel leader;
+    private readonly INonceStore nonces;
     private readonly SequencerLimits limits;
     private readonly NodeMetrics metrics;
     private readonly ILogger logger;
-    private readonly HttpClient http;
     private readonly Lock gate = new();
     private readonly List<AppliedSession> queue = [];
     private readonly CancellationTokenSource stopping = new();
-    private readonly Task loop;
-    private readonly Task replenisher;
+    private BackgroundLoop? loop;
+    private BackgroundLoop? replenisher;
     private HashSet<ulong> pruneCandidates = [];
     private readonly SemaphoreSlim sends = new(4);
     private TaskCompletionSource wake = NewSignal();
@@ -71,39 +63,43 @@ public sealed partial class SignerService : IAsyncDisposable
     private bool mismatchReported;
     private int dropped;
 
-    /// <summary>Starts the signer.</summary>
-    public SignerService(KeyShare share, GroupKey group, ulong epoch, AppliedState state, RaftHost raft, SigningCoordinator coordinator, NonceStore nonces,
+    /// <summary>Builds the signer; <see cref="Start"/> runs it.</summary>
+    public SignerService(KeyShare share, GroupKey group, ulong epoch, AppliedState state, ILeaderChannel leader, INonceStore nonces,
         SequencerLimits limits, NodeMetrics metrics, ILogger<SignerService> logger, SignerFault fault)
     {
         ArgumentNullException.ThrowIfNull(share);
         ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(leader);
+        ArgumentNullException.ThrowIfNull(nonces);
         this.share = share;
         this.group = group;
         this.epoch = epoch;
         this.state = state;
-        this.raft = raft;
-        this.coordinator = coordinator;
+        this.leader = leader;
         this.nonces = nonces;
         this.limits = limits;
         this.metrics = metrics;
         this.logger = logger;
         Fault = fault;
-        http = new HttpClient(new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30), MaxConnectionsPerServer = 8 })
-        {
-            Timeout = TimeSpan.FromSeconds(5),
-        };
+    }
+
+    /// <summary>Starts answering sessions and keeping the nonce pool full (both loops supervised).</summary>
+    public void Start(BackgroundLoops loops)
+    {
+        ArgumentNullException.ThrowIfNull(loops);
+        Invariant.Check(loop is null, "a signer starts once");
         state.SessionsStarted += OnSessionsStarted;
-        loop = Task.Run(LoopAsync);
-        replenisher = Task.Run(ReplenishLoopAsync);
+        loop = loops.Start($"signer {share.Identifier}", StuckAfter, LoopAsync, stopping.Token);
+        replenisher = loops.Start($"signer {share.Identifier}'s nonce pool", StuckAfter, ReplenishLoopAsync, stopping.Token);
     }
 
     // Making nonces (about 0.2 ms a pair) and publishing them runs beside answering sessions, never in front of it.
-    private async Task ReplenishLoopAsync()
+    private async Task ReplenishLoopAsync(BackgroundLoop self, CancellationToken token)
     {
-        var token = stopping.Token;
         using var timer = new PeriodicTimer(ReplenishPoll);
         while (!token.IsCancellationRequested)
         {
+            self.Beat();
             try
             {
                 if (IsActive())
@@ -147,8 +143,8 @@ public sealed partial class SignerService : IAsyncDisposable
             return;
         lock (gate)
         {
-            // Bounded: a session left out here times out on the leader and is retried with fresh nonces.
-            var room = Math.Max(0, MaxQueuedSessions - queue.Count);
+            // Bounded: a session left out here times out on the leader and the head is signed again with fresh nonces.
+            var room = Math.Max(0, limits.MaxQueuedSigningSessions - queue.Count);
             if (room < mine.Count)
                 dropped += mine.Count - room;
             queue.AddRange(mine.Take(room));
@@ -157,11 +153,11 @@ public sealed partial class SignerService : IAsyncDisposable
         Volatile.Read(ref wake).TrySetResult();
     }
 
-    private async Task LoopAsync()
+    private async Task LoopAsync(BackgroundLoop self, CancellationToken token)
     {
-        var token = stopping.Token;
         while (!token.IsCancellationRequested)
         {
+            self.Beat();
             var signal = Volatile.Read(ref wake);
             try
             {
@@ -276,29 +272,13 @@ public sealed partial class SignerService : IAsyncDisposable
             // The same shares for the same sessions may be sent again (to a new leader): that reuses no nonce.
             for (var attempt = 0; attempt < SendAttempts && !token.IsCancellationRequested; attempt++)
             {
-                if (raft.IsLeader)
+                var delivery = await leader.SendSharesAsync(message, token).ConfigureAwait(false);
+                if (delivery.Delivered)
+                    return;
+                if (delivery.Refused)
                 {
-                    if (coordinator.Receive(message))
-                        return;
-                }
-                else if (raft.Leader is { } leader)
-                {
-                    using var content = new ByteArrayContent(message.Encode());
-                    content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
-                    try
-                    {
-                        using var response = await http.PostAsync(new Uri(new Uri(leader.Api), SharesRoute), content, token).ConfigureAwait(false);
-                        if (response.IsSuccessStatusCode)
-                            return;
-                        if ((int)response.StatusCode is >= 400 and < 500)
-                        {
-                            LogSharesRefused(logger, (int)response.StatusCode, await response.Content.ReadAsStringAsync(token).ConfigureAwait(false));
-                            return;
-                        }
-                    }
-                    catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !token.IsCancellationRequested)
-                    {
-                    }
+                    LogSharesRefused(logger, delivery.Reason ?? "refused");
+                    return;
                 }
 
                 await Task.Delay(TimeSpan.FromMilliseconds(50 << attempt), token).ConfigureAwait(false);
@@ -353,7 +333,7 @@ public sealed partial class SignerService : IAsyncDisposable
             KeyEpoch = command.KeyEpoch,
             FirstSequence = command.FirstSequence,
             Commitments = command.Commitments,
-            Proof = SignerProof.Sign(AppliedState.NonceCommitmentsProofDomain, command.ProofPayload(), share.Secret),
+            Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, command.ProofPayload(), share.Secret),
         };
         _ = PublishAsync(command);
     }
@@ -364,28 +344,10 @@ public sealed partial class SignerService : IAsyncDisposable
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token);
             timeout.CancelAfter(PublishTimeout);
-            var payload = LogCommandCodec.Encode(command);
-            if (raft.IsLeader)
-            {
-                await raft.ReplicateAsync(payload, null, timeout.Token).ConfigureAwait(false);
-            }
-            else if (raft.Leader is { } leader)
-            {
-                using var content = new ByteArrayContent(payload);
-                content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
-                using var response = await http.PostAsync(new Uri(new Uri(leader.Api), NonceCommitmentsRoute), content, timeout.Token).ConfigureAwait(false);
-                if (!response.IsSuccessStatusCode)
-                    return;
-            }
-            else
-            {
-                return;
-            }
-
-            metrics.NoncesPublished.Add(command.Commitments.Count);
+            if ((await leader.ProposeAsync(command, timeout.Token).ConfigureAwait(false)).Delivered)
+                metrics.NoncesPublished.Add(command.Commitments.Count);
         }
-        catch (Exception e) when (e is OperationCanceledException or HttpRequestException or InvalidOperationException
-            or DotNext.Net.Cluster.Consensus.Raft.NotLeaderException or IOException)
+        catch (OperationCanceledException)
         {
         }
         finally
@@ -404,7 +366,7 @@ public sealed partial class SignerService : IAsyncDisposable
             return;
         lastPrune = now;
         var (_, next) = state.CommitmentsOf(share.Identifier);
-        var offered = state.AvailableSequences(share.Identifier, AppliedState.MaxCommitmentsPerSigner).ToHashSet();
+        var offered = state.AvailableSequences(share.Identifier, SigningLedger.MaxCommitmentsPerSigner).ToHashSet();
 
         // Two passes: a nonce goes only when the log has not offered it for a whole prune interval. A session applied
         // a moment ago has taken its commitment out of the pool before this signer answered it; its nonce must stay.
@@ -440,9 +402,10 @@ public sealed partial class SignerService : IAsyncDisposable
     {
         state.SessionsStarted -= OnSessionsStarted;
         await stopping.CancelAsync().ConfigureAwait(false);
-        await loop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        await replenisher.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        http.Dispose();
+        if (loop is not null)
+            await loop.Completion.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        if (replenisher is not null)
+            await replenisher.Completion.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         stopping.Dispose();
     }
 
@@ -458,8 +421,8 @@ public sealed partial class SignerService : IAsyncDisposable
     [LoggerMessage(EventId = 313, Level = LogLevel.Error, Message = "The session for height {Height} names commitment {Sequence} with other values than this signer stored; it is not answered")]
     private static partial void LogCommitmentMismatch(ILogger logger, ulong height, ulong sequence);
 
-    [LoggerMessage(EventId = 314, Level = LogLevel.Warning, Message = "The leader refused this signer's shares ({Status}): {Body}")]
-    private static partial void LogSharesRefused(ILogger logger, int status, string body);
+    [LoggerMessage(EventId = 314, Level = LogLevel.Warning, Message = "The leader refused this signer's shares: {Reason}")]
+    private static partial void LogSharesRefused(ILogger logger, string reason);
 
     [LoggerMessage(EventId = 315, Level = LogLevel.Information, Message = "Pruned {Count} stored nonces the log no longer offers")]
     private static partial void LogPruned(ILogger logger, int count);

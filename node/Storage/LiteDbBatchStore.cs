@@ -204,21 +204,33 @@ public sealed class LiteDbBatchStore : IBatchStore
     }
 
     /// <inheritdoc/>
-    public StoredSignature? GetSignature(ulong height)
+    public SignedHead? GetHead(ulong height)
     {
         var document = signatureCollection.FindById((long)height);
-        return document is null ? null : new StoredSignature(
-            (ulong)document["_id"].AsInt64,
-            unchecked((ulong)document["keyEpoch"].AsInt64),
-            [.. document["signers"].AsArray.Select(v => v.AsInt32)],
-            document["r"].AsBinary,
-            document["z"].AsBinary,
-            unchecked((ulong)document["signedAtMs"].AsInt64));
+        return document is null ? null : ToHead(document);
     }
 
     /// <inheritdoc/>
-    public IReadOnlyList<ulong> SignedHeights(ulong fromHeight)
-        => [.. signatureCollection.Find(Query.GTE("_id", (long)fromHeight)).Select(d => (ulong)d["_id"].AsInt64).Order()];
+    public SignedHead? CoveringHead(ulong height)
+    {
+        var document = signatureCollection.Query().Where(Query.GTE("_id", (long)height)).OrderBy("_id").Limit(1).FirstOrDefault();
+        return document is null ? null : ToHead(document);
+    }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<SignedHead> Heads(ulong fromHeight, int limit)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
+        return [.. signatureCollection.Query().Where(Query.GTE("_id", (long)fromHeight)).OrderBy("_id").Limit(limit).ToEnumerable().Select(ToHead)];
+    }
+
+    private static SignedHead ToHead(BsonDocument document) => new(
+        (ulong)document["_id"].AsInt64,
+        unchecked((ulong)document["keyEpoch"].AsInt64),
+        [.. document["signers"].AsArray.Select(v => v.AsInt32)],
+        document["r"].AsBinary,
+        document["z"].AsBinary,
+        unchecked((ulong)document["signedAtMs"].AsInt64));
 
     /// <inheritdoc/>
     public IReadOnlyList<StoredKeyEpoch> ReadKeyEpochs()
@@ -283,7 +295,7 @@ public sealed class LiteDbBatchStore : IBatchStore
             commitmentCollection.Upsert(new BsonDocument { ["_id"] = -(long)signer, ["next"] = unchecked((long)next) });
     }
 
-    private static BsonDocument ToDocument(StoredSignature signature) => new()
+    private static BsonDocument ToDocument(SignedHead signature) => new()
     {
         ["_id"] = (long)signature.Height,
         ["keyEpoch"] = unchecked((long)signature.KeyEpoch),

@@ -26,9 +26,11 @@ public sealed class NodeMetrics : IDisposable
         BatchesApplied = meter.CreateCounter<long>("sequencer.batches.applied", "{batch}", "Batches applied on this node.");
         SubmitsRejected = meter.CreateCounter<long>("sequencer.submits.rejected", "{request}", "Submits answered with an error, by error code.");
         SubmitsForwarded = meter.CreateCounter<long>("sequencer.submits.forwarded", "{request}", "Submits forwarded to the leader.");
-        OrderedToSigned = meter.CreateHistogram<double>("sequencer.batch.ordered_to_signed", "ms", "Finality ladder: time from a batch's apply (ordered) to the apply of its group signature (signed), on this node.");
+        OrderedToSigned = meter.CreateHistogram<double>("sequencer.batch.ordered_to_signed", "ms", "Finality ladder, leader: time from a batch's apply (ordered) to the verification of the aggregate signature of the first head that covers it (signed).");
+        AggregateDuration = meter.CreateHistogram<double>("sequencer.signing.aggregate.duration", "ms", "Leader: time to aggregate a head session's shares and verify the group signature.");
+        HeadsSigned = meter.CreateCounter<long>("sequencer.signing.heads", "{head}", "Signed heads applied on this node.");
         ShareDuration = meter.CreateHistogram<double>("sequencer.signing.share.duration", "ms", "Signer: time to take the nonces durably and compute the shares of one applied SigningSessions entry.");
-        SessionsStarted = meter.CreateCounter<long>("sequencer.signing.sessions", "{session}", "Signing sessions proposed by this node as leader, by reason (first, timeout, bad_share, new_leader).");
+        SessionsStarted = meter.CreateCounter<long>("sequencer.signing.sessions", "{session}", "Head signing sessions planned by this node as leader, by how they travel (inline in a batch entry, standalone).");
         BadShares = meter.CreateCounter<long>("sequencer.signing.bad_shares", "{share}", "Signature shares that failed verification, by signer.");
         SessionTimeouts = meter.CreateCounter<long>("sequencer.signing.timeouts", "{signer}", "Signers that did not answer a signing session in time, by signer.");
         NoncesPublished = meter.CreateCounter<long>("sequencer.signing.nonces_published", "{commitment}", "Nonce commitments this signer published.");
@@ -39,6 +41,12 @@ public sealed class NodeMetrics : IDisposable
 
     /// <summary>Share computation per SigningSessions entry.</summary>
     public Histogram<double> ShareDuration { get; }
+
+    /// <summary>Leader: time to aggregate and verify one head session.</summary>
+    public Histogram<double> AggregateDuration { get; }
+
+    /// <summary>Signed heads applied.</summary>
+    public Counter<long> HeadsSigned { get; }
 
     /// <summary>Sessions proposed.</summary>
     public Counter<long> SessionsStarted { get; }

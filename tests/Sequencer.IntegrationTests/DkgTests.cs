@@ -84,7 +84,7 @@ public sealed class DkgTests
         var leader = test.Cluster.Node(await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10))).Client.BaseUrl;
         Assert.Equal(409, await PostAsync(leader, LogCommandCodec.Encode(new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] })));
         Assert.Equal(400, await PostAsync(leader, [1, 2, 3]));
-        Assert.Equal(400, await PostAsync(leader, LogCommandCodec.Encode(new BatchSignaturesCommand())));
+        Assert.Equal(400, await PostAsync(leader, LogCommandCodec.Encode(new HeadSignaturesCommand())));
 
         foreach (var node in test.Cluster.Nodes)
         {
@@ -99,8 +99,7 @@ public sealed class DkgTests
         {
             var commitment = await test.Cluster.Node((int)(h % 3) + 1).Client.GetCommitmentAsync(h);
             Assert.NotNull(commitment);
-            var signature = Convert.FromHexString(commitment.Signature.R[2..]).Concat(Convert.FromHexString(commitment.Signature.Z[2..])).ToArray();
-            Assert.True(SchnorrVerifier.Verify(Convert.FromHexString(commitment.Commitment[2..]), signature, groupKey), $"batch {h} does not verify under the DKG key");
+            SigningTests.AssertCovered(commitment, groupKey);
         }
     }
 

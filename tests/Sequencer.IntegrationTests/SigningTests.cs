@@ -50,24 +50,30 @@ public sealed class SigningTests
             }
         }
 
-        // Every batch's commitment carries a valid 2-of-3 signature: recomputed from the served header and checked with
-        // arithmetic written in the test itself.
+        // Every batch is covered by a signed head: its commitment is in the head's history (the proof checked with the
+        // checker's own Merkle code) and the head carries a valid 2-of-3 signature (checked with arithmetic written there).
+        var heads = new HashSet<string>();
         for (ulong h = 1; h <= height; h++)
         {
             var client = test.Cluster.Node((int)(h % 3) + 1).Client;
             var commitment = await client.GetCommitmentAsync(h);
             Assert.NotNull(commitment);
-            var header = commitment.Header.ToHeader();
-            Assert.Equal(header.Commitment.ToString(), commitment.Commitment);
-            Assert.Equal("1", commitment.KeyEpoch);
-            Assert.Equal(2, commitment.Signers.Count);
-            var signature = Convert.FromHexString(commitment.Signature.R[2..]).Concat(Convert.FromHexString(commitment.Signature.Z[2..])).ToArray();
-            Assert.True(SchnorrVerifier.Verify(header.Commitment.ToArray(), signature, groupKey), $"the signature of batch {h} does not verify");
+            var head = AssertCovered(commitment, groupKey);
+            heads.Add(head.Header.Height);
+            Assert.Equal("1", head.KeyEpoch);
+            Assert.Equal(2, head.Signers.Count);
 
-            // An altered header does not verify.
+            // An altered header is not covered.
+            var header = commitment.Header.ToHeader();
             var altered = new BatchHeader(header.ChainId, header.KeyEpoch, header.Height, header.Term, header.ParentHash, header.HistoryRoot, header.TxRoot, header.TxCount, header.TimestampMs + 1);
-            Assert.False(SchnorrVerifier.Verify(altered.Commitment.ToArray(), signature, groupKey));
+            Assert.False(h != ulong.Parse(head.Header.Height, CultureInfo.InvariantCulture)
+                && CheckerMerkle.VerifyInclusion(h - 1, ulong.Parse(head.Header.Height, CultureInfo.InvariantCulture) - 1, altered.Commitment.ToArray(),
+                    [.. commitment.HistoryProof.Select(p => Convert.FromHexString(p[2..]))], Convert.FromHexString(head.Header.HistoryRoot[2..])));
         }
+
+        // Heads, not batches, are signed; GET /v1/heads lists them, each covering the heights below it.
+        var served = (await test.Cluster.Node(2).Client.GetAllHeadsAsync()).Select(h => h.Header.Height).ToHashSet();
+        Assert.Superset(heads, served.Where(h => ulong.Parse(h, CultureInfo.InvariantCulture) <= height).ToHashSet());
 
         // Bad requests.
         await AssertErrorAsync(test.Cluster.Node(1).Client.BaseUrl, "/v1/commitments/0", 400, "bad_height");
@@ -94,16 +100,12 @@ public sealed class SigningTests
             await WaitAllSignedAsync(test, TimeSpan.FromSeconds(20));
         }
 
-        // After all that, every signature on every node is one signature per height, and valid.
+        // After all that, every height on every node is covered by a valid signed head.
         foreach (var (_, client) in test.Clients)
         {
             var latest = await client.GetLatestBatchAsync();
             for (ulong h = 1; h <= ulong.Parse(latest!.Header.Height, CultureInfo.InvariantCulture); h += 7)
-            {
-                var commitment = await client.GetCommitmentAsync(h);
-                var signature = Convert.FromHexString(commitment!.Signature.R[2..]).Concat(Convert.FromHexString(commitment.Signature.Z[2..])).ToArray();
-                Assert.True(SchnorrVerifier.Verify(Convert.FromHexString(commitment.Commitment[2..]), signature, groupKey));
-            }
+                AssertCovered((await client.GetCommitmentAsync(h))!, groupKey);
         }
     }
 
@@ -154,15 +156,41 @@ public sealed class SigningTests
         Assert.All(signers.Where(s => s.Key != 2), s => Assert.Equal(0, s.Value.GetProperty("badShares").GetInt64()));
         Assert.Contains(test.Cluster.Nodes.Select(n => n.Tail(400)), log => log.Contains("Signer 2 sent an invalid signature share", StringComparison.Ordinal));
 
-        // Every batch is signed, validly, and no signature made after the fault counts node 2's share.
+        // Every batch is covered by a valid signed head, and no head signed after the fault counts node 2's share.
         for (var h = before + 1; h <= height; h++)
         {
             var commitment = await test.Cluster.Node(1).Client.GetCommitmentAsync(h);
             Assert.NotNull(commitment);
-            Assert.DoesNotContain(2, commitment.Signers);
-            var signature = Convert.FromHexString(commitment.Signature.R[2..]).Concat(Convert.FromHexString(commitment.Signature.Z[2..])).ToArray();
-            Assert.True(SchnorrVerifier.Verify(Convert.FromHexString(commitment.Commitment[2..]), signature, groupKey));
+            var head = AssertCovered(commitment, groupKey);
+            Assert.DoesNotContain(2, head.Signers);
         }
+    }
+
+    /// <summary>
+    /// Checks a coverage proof with code written outside the node (the checker's Merkle and Schnorr arithmetic): both
+    /// commitments recompute, the proof puts the header in the head's history, the head's signature verifies.
+    /// </summary>
+    internal static HeadDto AssertCovered(CommitmentResponse commitment, byte[] groupKey)
+    {
+        var height = ulong.Parse(commitment.Header.Height, CultureInfo.InvariantCulture);
+        var head = commitment.Head;
+        var headHeight = ulong.Parse(head.Header.Height, CultureInfo.InvariantCulture);
+        Assert.Equal(commitment.Header.ToHeader().Commitment.ToString(), commitment.Commitment);
+        Assert.Equal(head.Header.ToHeader().Commitment.ToString(), head.Commitment);
+        Assert.True(headHeight >= height, $"head {headHeight} does not cover {height}");
+        if (headHeight == height)
+        {
+            Assert.Empty(commitment.HistoryProof);
+        }
+        else
+        {
+            Assert.True(CheckerMerkle.VerifyInclusion(height - 1, headHeight - 1, Convert.FromHexString(commitment.Commitment[2..]),
+                [.. commitment.HistoryProof.Select(p => Convert.FromHexString(p[2..]))], Convert.FromHexString(head.Header.HistoryRoot[2..])),
+                $"the history proof of {height} does not verify against head {headHeight}");
+        }
+
+        Assert.True(SchnorrVerifier.Verify(Convert.FromHexString(head.Commitment[2..]), head.SignatureBytes(), groupKey), $"head {headHeight}'s signature does not verify");
+        return head;
     }
 
     internal static async Task<List<string>> SubmitAsync(SequencerClient client, int count, int seed)

@@ -105,14 +105,23 @@ public abstract class BatchStoreContractTests : IDisposable
     public void Append_EverySigningRecordKind_ReadsBack()
     {
         using var store = Open();
-        var chain = Chain(2);
+        var chain = Chain(6);
         var epoch = new StoredKeyEpoch(1, 2, new byte[33], [1, 2, 3], [new byte[33], new byte[33], new byte[33]], 1);
-        var signature = new StoredSignature(2, 1, [1, 2], new byte[33], new byte[32], 99);
-        store.Append(chain, CheckpointAt(chain), new SigningWrites([signature], [epoch],
+        var head2 = new SignedHead(2, 1, [1, 2], new byte[33], new byte[32], 99);
+        var head5 = new SignedHead(5, 1, [1, 3], new byte[33], new byte[32], 100);
+        store.Append(chain, CheckpointAt(chain), new SigningWrites([head2, head5], [epoch],
             AddedCommitments: [new StoredCommitment(1, 5, new byte[66]), new StoredCommitment(2, 7, new byte[66])],
             NextSequences: new Dictionary<int, ulong> { [1] = 6, [2] = 8 }));
-        Assert.Equal(2UL, store.GetSignature(2)!.Height);
-        Assert.Equal([2UL], store.SignedHeights(1));
+        Assert.Equal(2UL, store.GetHead(2)!.Height);
+        Assert.Null(store.GetHead(3));
+        Assert.Equal(2UL, store.CoveringHead(1)!.Height);
+        Assert.Equal(2UL, store.CoveringHead(2)!.Height);
+        Assert.Equal(5UL, store.CoveringHead(3)!.Height);
+        Assert.Equal([1, 3], store.CoveringHead(5)!.Signers);
+        Assert.Null(store.CoveringHead(6));
+        Assert.Equal([2UL, 5UL], store.Heads(1, 10).Select(h => h.Height));
+        Assert.Equal([5UL], store.Heads(3, 10).Select(h => h.Height));
+        Assert.Equal([2UL], store.Heads(1, 1).Select(h => h.Height));
         Assert.Equal(1UL, Assert.Single(store.ReadKeyEpochs()).Epoch);
         var pool = store.ReadCommitments();
         Assert.Equal([(1, 5UL), (2, 7UL)], pool.Commitments.Select(c => (c.Signer, c.Sequence)).Order());

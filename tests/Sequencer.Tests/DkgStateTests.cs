@@ -5,6 +5,7 @@ using Sequencer.Core.Encoding;
 using Sequencer.Core.Ordering;
 using Sequencer.Core.Storage;
 using Sequencer.Raft;
+using Sequencer.Signing;
 using Sequencer.Threshold;
 using BigInteger = Org.BouncyCastle.Math.BigInteger;
 
@@ -103,7 +104,7 @@ public sealed class DkgStateTests
             Attempt = 1,
             From = share.Identifier,
             GroupKey = unsigned.GroupKey,
-            Proof = SignerProof.Sign(AppliedState.DkgConfirmProofDomain, unsigned.ProofPayload(), share.Secret),
+            Proof = SignerProof.Sign(DkgLedger.ConfirmProofDomain, unsigned.ProofPayload(), share.Secret),
         };
     }
 
@@ -113,7 +114,7 @@ public sealed class DkgStateTests
         using var store = new InMemoryBatchStore();
         await using var state = Open(store);
         await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
-        var context = AppliedState.DkgContext(ChainId, 1, 1);
+        var context = DkgLedger.Context(ChainId, 1, 1);
         Assert.Equal(context, state.Dkg!.Context);
         var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 2, 3, context)).ToList();
         var (shares, group, _) = await RunRoundsAsync(state, people, context);
@@ -152,10 +153,10 @@ public sealed class DkgStateTests
         using var store = new InMemoryBatchStore();
         await using var state = Open(store);
         await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
-        var context = AppliedState.DkgContext(ChainId, 1, 1);
+        var context = DkgLedger.Context(ChainId, 1, 1);
 
         // A round one message bound to another context (replayed from another chain or attempt) has no valid proof here.
-        var stranger = new Participant(1, 2, 3, AppliedState.DkgContext(ChainId + 1, 1, 1)).Round1(1, 1);
+        var stranger = new Participant(1, 2, 3, DkgLedger.Context(ChainId + 1, 1, 1)).Round1(1, 1);
         Assert.Contains("proof of knowledge", state.DkgRejection(stranger), StringComparison.Ordinal);
         await ApplyAsync(state, stranger);
         Assert.Empty(state.Dkg!.Round1);
@@ -181,7 +182,7 @@ public sealed class DkgStateTests
     public async Task RestartInTheMiddleOfADkg_RebuildsItFromTheStore()
     {
         using var store = new InMemoryBatchStore();
-        var context = AppliedState.DkgContext(ChainId, 1, 1);
+        var context = DkgLedger.Context(ChainId, 1, 1);
         var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 2, 3, context)).ToList();
         List<DkgRound2Command> round2;
         await using (var state = Open(store))
@@ -201,7 +202,7 @@ public sealed class DkgStateTests
     [Fact]
     public void ShareCipher_RoundTrips_AndAWrongKeyDoesNotRecoverTheShare()
     {
-        var context = AppliedState.DkgContext(ChainId, 1, 1);
+        var context = DkgLedger.Context(ChainId, 1, 1);
         var sender = Secp256k1.RandomScalar();
         var receiver = Secp256k1.RandomScalar();
         var share = Secp256k1.RandomScalar();
@@ -210,7 +211,7 @@ public sealed class DkgStateTests
         Assert.Equal(share, DkgShareCipher.Decrypt(ciphertext, receiver, Secp256k1.BaseMultiply(sender), context, 1, 2));
         Assert.NotEqual(share, DkgShareCipher.Decrypt(ciphertext, Secp256k1.RandomScalar(), Secp256k1.BaseMultiply(sender), context, 1, 2));
         Assert.NotEqual(share, DkgShareCipher.Decrypt(ciphertext, receiver, Secp256k1.BaseMultiply(sender), context, 2, 1));
-        Assert.NotEqual(share, DkgShareCipher.Decrypt(ciphertext, receiver, Secp256k1.BaseMultiply(sender), AppliedState.DkgContext(ChainId, 1, 2), 1, 2));
+        Assert.NotEqual(share, DkgShareCipher.Decrypt(ciphertext, receiver, Secp256k1.BaseMultiply(sender), DkgLedger.Context(ChainId, 1, 2), 1, 2));
     }
 
     [Fact]

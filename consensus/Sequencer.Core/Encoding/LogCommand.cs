@@ -12,7 +12,7 @@ namespace Sequencer.Core.Encoding;
 /// </remarks>
 [Union(0, typeof(BatchCommand))]
 [Union(1, typeof(NonceCommitmentsCommand))]
-[Union(2, typeof(BatchSignaturesCommand))]
+[Union(2, typeof(HeadSignaturesCommand))]
 [Union(3, typeof(KeyEpochCommand))]
 [Union(5, typeof(SigningSessionsCommand))]
 [Union(6, typeof(DkgStartCommand))]
@@ -94,11 +94,14 @@ public sealed class SigningSessionsCommand : ILogCommand
     [Key(0)] public IReadOnlyList<SigningSession> Sessions { get; init; } = [];
 }
 
-/// <summary>One aggregated group signature over a batch commitment.</summary>
+/// <summary>
+/// The aggregate group signature of a head (DESIGN section 5): the commitment of the header at <see cref="Height"/>,
+/// which covers every height at or below it.
+/// </summary>
 [MessagePackObject]
-public sealed class BatchSignature
+public sealed class HeadSignature
 {
-    /// <summary>The batch height.</summary>
+    /// <summary>The head's height.</summary>
     [Key(0)] public ulong Height { get; init; }
 
     /// <summary>The key epoch that signed.</summary>
@@ -112,14 +115,20 @@ public sealed class BatchSignature
 
     /// <summary>z, 32 bytes.</summary>
     [Key(4)] public byte[] Z { get; init; } = [];
+
+    /// <summary>
+    /// When the leader verified the aggregate (Unix ms, its clock): the <c>signed</c> time of every height the head
+    /// covers, the same on every node.
+    /// </summary>
+    [Key(5)] public ulong SignedAtMs { get; init; }
 }
 
-/// <summary>Aggregated signatures, replicated so that every node can serve them (DESIGN section 4: BatchSignature).</summary>
+/// <summary>Aggregated signatures, replicated so that every node can serve them (DESIGN section 4: HeadSignature).</summary>
 [MessagePackObject]
-public sealed class BatchSignaturesCommand : ILogCommand
+public sealed class HeadSignaturesCommand : ILogCommand
 {
     /// <summary>The signatures.</summary>
-    [Key(0)] public IReadOnlyList<BatchSignature> Signatures { get; init; } = [];
+    [Key(0)] public IReadOnlyList<HeadSignature> Signatures { get; init; } = [];
 }
 
 /// <summary>A key epoch: the members, the threshold, the group key and the verification shares.</summary>
@@ -181,7 +190,7 @@ public sealed class BatchCommand : ILogCommand
     /// under load, signing adds no Raft entries of its own.
     /// </summary>
     [Key(5)]
-    public IReadOnlyList<BatchSignature>? Signatures { get; init; }
+    public IReadOnlyList<HeadSignature>? Signatures { get; init; }
 }
 
 /// <summary>

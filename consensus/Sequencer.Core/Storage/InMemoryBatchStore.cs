@@ -7,7 +7,7 @@ public sealed class InMemoryBatchStore : IBatchStore
 {
     private readonly List<StoredBatch> batches = [];
     private readonly Lock gate = new();
-    private readonly SortedDictionary<ulong, StoredSignature> signatures = [];
+    private readonly SortedDictionary<ulong, SignedHead> signatures = [];
     private readonly List<StoredKeyEpoch> keyEpochs = [];
     private readonly SortedDictionary<(int, ulong), byte[]> commitments = [];
     private readonly Dictionary<int, ulong> nextSequences = [];
@@ -126,17 +126,24 @@ public sealed class InMemoryBatchStore : IBatchStore
     }
 
     /// <inheritdoc/>
-    public StoredSignature? GetSignature(ulong height)
+    public SignedHead? GetHead(ulong height)
     {
         lock (gate)
             return signatures.GetValueOrDefault(height);
     }
 
     /// <inheritdoc/>
-    public IReadOnlyList<ulong> SignedHeights(ulong fromHeight)
+    public SignedHead? CoveringHead(ulong height)
     {
         lock (gate)
-            return [.. signatures.Keys.Where(h => h >= fromHeight)];
+            return signatures.Where(s => s.Key >= height).Select(s => s.Value).FirstOrDefault();
+    }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<SignedHead> Heads(ulong fromHeight, int limit)
+    {
+        lock (gate)
+            return [.. signatures.Where(s => s.Key >= fromHeight).Take(limit).Select(s => s.Value)];
     }
 
     /// <inheritdoc/>

@@ -7,7 +7,7 @@ namespace Sequencer.Core.Storage;
 /// <param name="R">R, 33 bytes compressed.</param>
 /// <param name="Z">z, 32 bytes.</param>
 /// <param name="SignedAtMs">When this node applied the signature, in Unix ms (the <c>signed</c> time; local bookkeeping).</param>
-public sealed record StoredSignature(ulong Height, ulong KeyEpoch, IReadOnlyList<int> Signers, byte[] R, byte[] Z, ulong SignedAtMs);
+public sealed record SignedHead(ulong Height, ulong KeyEpoch, IReadOnlyList<int> Signers, byte[] R, byte[] Z, ulong SignedAtMs);
 
 /// <summary>A key epoch as the log established it.</summary>
 /// <param name="Epoch">The epoch.</param>
@@ -48,7 +48,7 @@ public sealed record CommitmentPool(IReadOnlyList<StoredCommitment> Commitments,
 /// <param name="RemovedCommitments">Commitments used by a session (signer, sequence).</param>
 /// <param name="NextSequences">New next sequences per signer.</param>
 public sealed record SigningWrites(
-    IReadOnlyList<StoredSignature> Signatures,
+    IReadOnlyList<SignedHead> Signatures,
     IReadOnlyList<StoredKeyEpoch> KeyEpochs,
     bool ClearCommitments = false,
     IReadOnlyList<StoredCommitment>? AddedCommitments = null,

@@ -66,18 +66,21 @@ public interface IBatchStore : IDisposable
     /// <summary>
     /// Appends <paramref name="batches"/> (heights contiguous after the stored ones) and the signing records, and
     /// records <paramref name="checkpoint"/>, durably and atomically: after a crash either all of it is there or none.
-    /// A signature for a height that already has one is ignored (the first signature of a height stays).
+    /// A signed head for a height that already has one is ignored (the first signature of a height stays).
     /// </summary>
     /// <exception cref="InvariantViolationException">The heights do not continue the stored chain, or a header's history root is not the
     /// root over the stored commitments below it.</exception>
     /// <exception cref="IOException">The disk failed; the store is unchanged.</exception>
     void Append(IReadOnlyList<StoredBatch> batches, StoreCheckpoint checkpoint, SigningWrites? signing = null);
 
-    /// <summary>The signature of the batch at <paramref name="height"/>, or null.</summary>
-    StoredSignature? GetSignature(ulong height);
+    /// <summary>The signed head at exactly <paramref name="height"/>, or null when that height is not a signed head.</summary>
+    SignedHead? GetHead(ulong height);
 
-    /// <summary>The heights at or above <paramref name="fromHeight"/> that have a stored signature, ascending.</summary>
-    IReadOnlyList<ulong> SignedHeights(ulong fromHeight);
+    /// <summary>The lowest stored signed head at or above <paramref name="height"/> (the head that covers it), or null.</summary>
+    SignedHead? CoveringHead(ulong height);
+
+    /// <summary>Stored signed heads at or above <paramref name="fromHeight"/>, ascending, at most <paramref name="limit"/>.</summary>
+    IReadOnlyList<SignedHead> Heads(ulong fromHeight, int limit);
 
     /// <summary>Every stored key epoch, ascending.</summary>
     IReadOnlyList<StoredKeyEpoch> ReadKeyEpochs();

@@ -1,0 +1,253 @@
+using System.Buffers.Binary;
+using Sequencer.Core.Encoding;
+using Sequencer.Threshold;
+using ECPoint = Org.BouncyCastle.Math.EC.ECPoint;
+
+namespace Sequencer.Signing;
+
+/// <summary>A key generation in progress, as the log has decided it so far.</summary>
+/// <param name="Epoch">The key epoch it creates.</param>
+/// <param name="Attempt">The attempt.</param>
+/// <param name="Threshold">t.</param>
+/// <param name="Members">The participants, 1..n.</param>
+/// <param name="Context">The session context Φ: chain id, epoch and attempt.</param>
+/// <param name="Round1">The accepted round one broadcasts, by sender.</param>
+/// <param name="Round2">The accepted round two messages, by sender.</param>
+/// <param name="Confirmed">The participants that proved they hold their share.</param>
+/// <param name="Failure">Why the attempt failed (a complaint), or null.</param>
+/// <param name="Group">The group key, once every round one broadcast is in.</param>
+public sealed record DkgView(
+    ulong Epoch, int Attempt, int Threshold, IReadOnlyList<int> Members, byte[] Context,
+    IReadOnlyDictionary<int, DkgRound1Command> Round1, IReadOnlyDictionary<int, DkgRound2Command> Round2,
+    IReadOnlySet<int> Confirmed, string? Failure, GroupKey? Group)
+{
+    /// <summary>Every participant's round one broadcast is in.</summary>
+    public bool Round1Complete => Round1.Count == Members.Count;
+
+    /// <summary>Every participant's round two message is in.</summary>
+    public bool Round2Complete => Round2.Count == Members.Count;
+
+    /// <summary>The stage, for the API: round1, round2, confirm or failed.</summary>
+    public string Stage => Failure is not null ? "failed" : !Round1Complete ? "round1" : !Round2Complete ? "round2" : "confirm";
+}
+
+/// <summary>
+/// The Pedersen DKG through the log (the FROST paper's KeyGen), as a pure ledger: apply a DKG entry to the state of
+/// the key generation in progress and get what changed. Round one broadcasts (commitments, proofs of knowledge,
+/// encryption keys), round two shares encrypted to their receivers, and confirmations signed with the new shares; the
+/// key epoch comes into force when every participant has confirmed; a complaint fails the attempt. The log is the
+/// broadcast channel, so every node sees the same messages and reaches the same state. No lock, clock, store or logger.
+/// </summary>
+public sealed class DkgLedger
+{
+    /// <summary>The most attempts of one key generation (each failed attempt needs a complaint in the log).</summary>
+    public const int MaxAttempts = 16;
+
+    /// <summary>The signer-proof domain of a DKG confirmation.</summary>
+    public const string ConfirmProofDomain = "dkg-confirm";
+
+    private readonly ulong chainId;
+    private Progress? progress;
+
+    /// <summary>An idle ledger for chain <paramref name="chainId"/>.</summary>
+    public DkgLedger(ulong chainId) => this.chainId = chainId;
+
+    /// <summary>The key generation in progress, or null.</summary>
+    public DkgView? View => progress?.View();
+
+    /// <summary>The DKG session context Φ: chain id, key epoch and attempt, big-endian.</summary>
+    public static byte[] Context(ulong chainId, ulong epoch, int attempt)
+    {
+        var context = new byte[20];
+        BinaryPrimitives.WriteUInt64BigEndian(context, chainId);
+        BinaryPrimitives.WriteUInt64BigEndian(context.AsSpan(8), epoch);
+        BinaryPrimitives.WriteInt32BigEndian(context.AsSpan(16), attempt);
+        return context;
+    }
+
+    /// <summary>Why the ledger would not accept <paramref name="command"/> now (with key epoch <paramref name="currentEpoch"/> in force), or null.</summary>
+    public string? Rejection(ILogCommand command, ulong currentEpoch)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        if (command is DkgStartCommand start)
+        {
+            if (start.Epoch != currentEpoch + 1)
+                return $"a DKG for key epoch {start.Epoch}, but the next key epoch is {currentEpoch + 1}";
+            if (currentEpoch != 0)
+                return "key rotation is not supported yet: the cluster already has a key";
+            if (start.Attempt < 1 || start.Attempt > MaxAttempts)
+                return $"attempt {start.Attempt} is outside 1..{MaxAttempts}";
+            if (progress is not null && progress.Epoch == start.Epoch && (progress.Attempt >= start.Attempt || progress.Failure is null))
+                return $"attempt {progress.Attempt} of this key generation is {(progress.Failure is null ? "in progress" : "newer")}";
+            var n = start.Members.Count;
+            if (n < 1 || n > 255 || !start.Members.SequenceEqual(Enumerable.Range(1, n)))
+                return "the DKG members must be 1..n";
+            if (start.Threshold < 1 || start.Threshold > n)
+                return $"threshold {start.Threshold} does not fit {n} members";
+            return null;
+        }
+
+        var (epoch, attempt, from) = command switch
+        {
+            DkgRound1Command c => (c.Epoch, c.Attempt, c.From),
+            DkgRound2Command c => (c.Epoch, c.Attempt, c.From),
+            DkgConfirmCommand c => (c.Epoch, c.Attempt, c.From),
+            DkgComplaintCommand c => (c.Epoch, c.Attempt, c.From),
+            _ => (0UL, 0, 0),
+        };
+        if (progress is null || progress.Epoch != epoch || progress.Attempt != attempt)
+            return $"no key generation for epoch {epoch} attempt {attempt} is in progress";
+        if (!progress.Members.Contains(from))
+            return $"member {from} is not a participant";
+        if (progress.Failure is not null)
+            return "this attempt has failed";
+        switch (command)
+        {
+            case DkgRound1Command round1:
+                return progress.Round1.ContainsKey(from) ? $"member {from} already sent round one" : CheckRound1(round1, progress);
+            case DkgRound2Command round2:
+                if (!progress.Round1Complete)
+                    return "round one is not complete";
+                if (progress.Round2.ContainsKey(from))
+                    return $"member {from} already sent round two";
+                var receivers = round2.Shares.Select(s => s.To).ToList();
+                if (receivers.Count != progress.Members.Count - 1 || receivers.Distinct().Count() != receivers.Count
+                    || receivers.Any(to => to == from || !progress.Members.Contains(to)) || round2.Shares.Any(s => s.Ciphertext.Length != 32))
+                    return "round two must carry one 32-byte encrypted share for every other participant";
+                return null;
+            case DkgComplaintCommand complaint:
+                return !progress.Members.Contains(complaint.Accused) || complaint.Accused == from || complaint.Reason.Length > 200
+                    ? "a complaint names another participant and a short reason"
+                    : null;
+            case DkgConfirmCommand confirm:
+                if (!progress.Round2Complete)
+                    return "round two is not complete";
+                if (progress.Confirmed.Contains(from))
+                    return $"member {from} already confirmed";
+                if (!confirm.GroupKey.AsSpan().SequenceEqual(Secp256k1.SerializeElement(progress.Group!.PublicKey)))
+                    return $"member {from} derived a different group key";
+                if (!SignerProof.Verify(ConfirmProofDomain, confirm.ProofPayload(), confirm.Proof, progress.Group.VerificationShares[from]))
+                    return $"member {from}'s confirmation is not signed by its share of the new key";
+                return null;
+            default:
+                return "not a DKG entry";
+        }
+    }
+
+    /// <summary>
+    /// Applies a DKG entry. Returns the key epoch it completed (every participant confirmed), or null; records what
+    /// changed in <paramref name="effects"/>, and a refused entry as ignored.
+    /// </summary>
+    public KeyEpochCommand? Apply(ILogCommand command, ulong currentEpoch, LedgerEffects effects)
+    {
+        ArgumentNullException.ThrowIfNull(effects);
+        if (Rejection(command, currentEpoch) is { } reason)
+        {
+            effects.Note(command.GetType().Name, reason);
+            return null;
+        }
+
+        KeyEpochCommand? complete = null;
+        switch (command)
+        {
+            case DkgStartCommand start:
+                progress = new Progress(start, Context(chainId, start.Epoch, start.Attempt));
+                effects.ClearDkg = true;
+                effects.DkgEvent = $"key generation for epoch {start.Epoch} started (attempt {start.Attempt}): {start.Threshold} of {start.Members.Count} members";
+                break;
+            case DkgRound1Command round1:
+                progress!.Round1[round1.From] = round1;
+                if (progress.Round1Complete)
+                    progress.Group = PedersenDkg.DeriveGroup(progress.Threshold, progress.Members.Count, progress.Members.Select(m => Points(progress.Round1[m].Commitment)));
+                break;
+            case DkgRound2Command round2:
+                progress!.Round2[round2.From] = round2;
+                break;
+            case DkgComplaintCommand complaint:
+                progress!.Failure = $"member {complaint.From} accuses member {complaint.Accused}: {complaint.Reason}";
+                effects.DkgEvent = $"key generation for epoch {progress.Epoch} attempt {progress.Attempt} failed: {progress.Failure}";
+                break;
+            case DkgConfirmCommand confirm:
+                progress!.Confirmed.Add(confirm.From);
+                if (progress.Confirmed.Count == progress.Members.Count)
+                {
+                    var group = progress.Group!;
+                    complete = new KeyEpochCommand
+                    {
+                        Epoch = progress.Epoch,
+                        Threshold = progress.Threshold,
+                        GroupKey = Secp256k1.SerializeElement(group.PublicKey),
+                        Members = progress.Members,
+                        VerificationShares = [.. progress.Members.Select(m => Secp256k1.SerializeElement(group.VerificationShares[m]))],
+                    };
+                    progress = null;
+                }
+
+                break;
+        }
+
+        effects.DkgChanged = true;
+        if (complete is null)
+        {
+            effects.DkgEntry = LogCommandCodec.Encode(command);
+        }
+        else
+        {
+            effects.ClearDkg = true;
+            effects.DkgEntry = null;
+        }
+
+        return complete;
+    }
+
+    private static string? CheckRound1(DkgRound1Command round1, Progress progress)
+    {
+        if (round1.Commitment.Count != progress.Threshold)
+            return $"the commitment has {round1.Commitment.Count} points, not {progress.Threshold}";
+        try
+        {
+            var commitment = Points(round1.Commitment);
+            var encryptionKey = Secp256k1.DeserializeElement(round1.EncryptionKey);
+            if (encryptionKey.IsInfinity || commitment.Any(p => p.IsInfinity))
+                return "a point is the identity";
+            var message = new DkgRound1(round1.From, commitment, Secp256k1.DeserializeElement(round1.ProofR), Secp256k1.DeserializeScalar(round1.ProofMu));
+            return PedersenDkg.VerifyProof(message, progress.Context) ? null : "the proof of knowledge does not verify";
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException)
+        {
+            return "a point or scalar does not decode: " + e.Message;
+        }
+    }
+
+    private static List<ECPoint> Points(IReadOnlyList<byte[]> encoded) => [.. encoded.Select(p => Secp256k1.DeserializeElement(p))];
+
+    private sealed class Progress(DkgStartCommand start, byte[] context)
+    {
+        public ulong Epoch { get; } = start.Epoch;
+
+        public int Attempt { get; } = start.Attempt;
+
+        public int Threshold { get; } = start.Threshold;
+
+        public IReadOnlyList<int> Members { get; } = [.. start.Members];
+
+        public byte[] Context { get; } = context;
+
+        public Dictionary<int, DkgRound1Command> Round1 { get; } = [];
+
+        public Dictionary<int, DkgRound2Command> Round2 { get; } = [];
+
+        public HashSet<int> Confirmed { get; } = [];
+
+        public string? Failure { get; set; }
+
+        public GroupKey? Group { get; set; }
+
+        public bool Round1Complete => Round1.Count == Members.Count;
+
+        public bool Round2Complete => Round2.Count == Members.Count;
+
+        public DkgView View() => new(Epoch, Attempt, Threshold, Members, Context, new Dictionary<int, DkgRound1Command>(Round1),
+            new Dictionary<int, DkgRound2Command>(Round2), new HashSet<int>(Confirmed), Failure, Group);
+    }
+}

@@ -1,0 +1,292 @@
+using Sequencer.Core;
+using Sequencer.Core.Encoding;
+
+namespace Sequencer.Signing;
+
+/// <summary>Where a head session stands on the leader.</summary>
+public enum FlightStage
+{
+    /// <summary>Planned and proposed (inline in a batch entry or in its own entry), not applied yet.</summary>
+    Proposed,
+
+    /// <summary>Applied: its signers are answering, and the leader collects their shares.</summary>
+    Collecting,
+
+    /// <summary>Its shares are aggregated into a verified signature that is on its way to the log.</summary>
+    Aggregated,
+}
+
+/// <summary>A head session the leader has in flight.</summary>
+/// <param name="Session">The session as proposed (an inline session's height is 0 until it is applied).</param>
+/// <param name="Inline">True when it rides the batch entry whose header it signs.</param>
+/// <param name="Stage">Where it stands.</param>
+/// <param name="StageAtMs">When it reached that stage.</param>
+/// <param name="StartedAtMs">When it was applied (0 before): a bad share from a session started before an exclusion is the same offence.</param>
+public sealed record Flight(SigningSession Session, bool Inline, FlightStage Stage, long StageAtMs, long StartedAtMs);
+
+/// <summary>What the planner decided about flights at a tick.</summary>
+/// <param name="Expired">Sessions dropped (timed out, never applied, or a signature that never reached the log): the caller forgets their shares.</param>
+/// <param name="TimedOutSigners">Signers that did not answer a session in time.</param>
+public sealed record PlannerTick(IReadOnlyList<(ulong Height, int Attempt)> Expired, IReadOnlyList<int> TimedOutSigners);
+
+/// <summary>
+/// The leader's head-signing planner (DESIGN section 5, "Signed heads"), pure: time and the ledger's state are inputs,
+/// sessions are outputs. It keeps at most <see cref="SigningTimings.MaxSessionsInFlight"/> sessions in flight and starts
+/// one whenever there is room and a head newer than every head signed or in flight: in a batch entry being cut (an
+/// inline session, which signs the header that entry produces) or, when no batch comes, in an entry of its own for the
+/// newest applied header. A session that fails in any way (a bad share, a timeout, a lost proposal, a lost signature)
+/// simply leaves the flight, and the next plan signs the newest head again, so no lost path can stop signing.
+/// </summary>
+/// <remarks>Not thread-safe: one owner (the signing coordinator) drives it.</remarks>
+public sealed class HeadPlanner
+{
+    private readonly SigningTimings timings;
+    private readonly int self;
+    private readonly List<FlightState> flights = [];
+    private long lastStartMs = long.MinValue / 2;
+
+    /// <summary>A planner for the node <paramref name="self"/> (preferred as a signer when it holds a share).</summary>
+    public HeadPlanner(SigningTimings timings, int self)
+    {
+        ArgumentNullException.ThrowIfNull(timings);
+        ArgumentOutOfRangeException.ThrowIfLessThan(timings.MaxSessionsInFlight, 1);
+        this.timings = timings;
+        this.self = self;
+        Health = new SignerHealth(timings);
+    }
+
+    /// <summary>Each signer's record and the signer choice.</summary>
+    public SignerHealth Health { get; }
+
+    /// <summary>The term this planner's flights belong to (a new term clears them).</summary>
+    public long Term { get; private set; }
+
+    /// <summary>Sessions in flight.</summary>
+    public IReadOnlyList<Flight> Flights => [.. flights.Select(f => f.ToFlight())];
+
+    /// <summary>True when another session may start (room in the flight; the interval is checked against the clock at planning).</summary>
+    public bool HasRoom => flights.Count < timings.MaxSessionsInFlight;
+
+    private bool MayStart(long nowMs) => HasRoom && nowMs - lastStartMs >= timings.MinHeadIntervalMs;
+
+    /// <summary>
+    /// Leadership in <paramref name="term"/> (or none, with a term of 0): a different term than the last drops every flight,
+    /// because the shares and signatures of the old leadership went to the old leader (or were thrown away).
+    /// </summary>
+    public void Lead(long term)
+    {
+        if (term == Term)
+            return;
+        Term = term;
+        flights.Clear();
+        lastStartMs = long.MinValue / 2;
+    }
+
+    /// <summary>
+    /// A session for the header the batch entry being cut will produce, or null (no room, no key, or fewer than t
+    /// signers with a free commitment). It reserves the commitments it names until it leaves the flight.
+    /// </summary>
+    /// <param name="nowMs">The monotonic clock.</param>
+    /// <param name="epoch">The current key epoch.</param>
+    /// <param name="available">A signer's free published commitment sequences, ascending (the ledger's pool).</param>
+    public SigningSession? PlanInline(long nowMs, KeyEpochView? epoch, Func<int, IReadOnlyList<ulong>> available)
+    {
+        ArgumentNullException.ThrowIfNull(available);
+        if (epoch is null || !MayStart(nowMs))
+            return null;
+        return Start(nowMs, epoch, height: 0, attempt: 1, inline: true, available);
+    }
+
+    /// <summary>
+    /// A session in an entry of its own for <paramref name="newest"/>, the newest applied header of the current key
+    /// epoch, when there is room and it is newer than every head signed or in flight; otherwise null.
+    /// </summary>
+    /// <param name="nowMs">The monotonic clock.</param>
+    /// <param name="epoch">The current key epoch.</param>
+    /// <param name="newest">The newest applied height whose header carries <paramref name="epoch"/> (0: none).</param>
+    /// <param name="signedThrough">The highest signed head.</param>
+    /// <param name="lastAttempt">The attempt of the ledger's last session for <paramref name="newest"/> (0: none).</param>
+    /// <param name="available">A signer's free published commitment sequences, ascending.</param>
+    public SigningSession? PlanStandalone(long nowMs, KeyEpochView? epoch, ulong newest, ulong signedThrough, int lastAttempt, Func<int, IReadOnlyList<ulong>> available)
+    {
+        ArgumentNullException.ThrowIfNull(available);
+        if (epoch is null || !MayStart(nowMs) || newest == 0 || newest <= signedThrough)
+            return null;
+
+        // An inline session on its way signs a header newer than any applied one; an applied or planned session at or
+        // above the newest head already covers it.
+        if (flights.Any(f => (f.Inline && f.Stage == FlightStage.Proposed) || f.Height >= newest))
+            return null;
+        return Start(nowMs, epoch, newest, Math.Max(lastAttempt, flights.Where(f => f.Height == newest).Select(f => f.Session.Attempt).DefaultIfEmpty(0).Max()) + 1,
+            inline: false, available);
+    }
+
+    private SigningSession? Start(long nowMs, KeyEpochView epoch, ulong height, int attempt, bool inline, Func<int, IReadOnlyList<ulong>> available)
+    {
+        var reserved = flights.Where(f => f.Stage == FlightStage.Proposed)
+            .SelectMany(f => f.Session.Signers.Zip(f.Session.Sequences))
+            .ToHashSet();
+        var free = new Dictionary<int, ulong>();
+        foreach (var member in epoch.Record.Members)
+        {
+            foreach (var sequence in available(member))
+            {
+                if (!reserved.Contains((member, sequence)))
+                {
+                    free[member] = sequence;
+                    break;
+                }
+            }
+        }
+
+        var signers = Health.Choose(epoch.Record.Members, epoch.Group.Threshold, self, nowMs, free.ContainsKey);
+        if (signers is null)
+            return null;
+        var session = new SigningSession
+        {
+            Height = height,
+            Attempt = attempt,
+            KeyEpoch = epoch.Epoch,
+            Signers = signers,
+            Sequences = [.. signers.Select(s => free[s])],
+        };
+        flights.Add(new FlightState(session, inline, FlightStage.Proposed, nowMs));
+        lastStartMs = nowMs;
+        return session;
+    }
+
+    /// <summary>
+    /// The entry that carried <paramref name="session"/> is committed (and applied here) or its proposal failed. A
+    /// session still not applied then never will be (its batch formed no header, or the log refused it): it leaves.
+    /// </summary>
+    public void ProposalEnded(SigningSession session)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        flights.RemoveAll(f => f.Stage == FlightStage.Proposed && SameCommitments(f.Session, session));
+    }
+
+    /// <summary>
+    /// A session was applied. Returns true when it is one of this planner's (matched by the commitments it names, which
+    /// serve one session only); the caller then collects its shares.
+    /// </summary>
+    public bool Applied(SigningSession applied, long nowMs)
+    {
+        ArgumentNullException.ThrowIfNull(applied);
+        var flight = flights.FirstOrDefault(f => f.Stage == FlightStage.Proposed && SameCommitments(f.Session, applied));
+        if (flight is null)
+            return false;
+        flight.Session = applied;
+        flight.Stage = FlightStage.Collecting;
+        flight.StageAtMs = nowMs;
+        flight.StartedAtMs = nowMs;
+        return true;
+    }
+
+    /// <summary>A signer answered a collecting session (valid or not: a timeout means silence, not a bad share).</summary>
+    public void ShareReceived((ulong Height, int Attempt) session, int signer)
+    {
+        if (Find(session) is { Stage: FlightStage.Collecting } flight)
+            flight.Answered.Add(signer);
+    }
+
+    /// <summary>A share proved valid (its session's aggregate verified, or the share itself did): the signer is healthy again.</summary>
+    public void ShareAccepted((ulong Height, int Attempt) session, int signer, long nowMs)
+    {
+        var started = Find(session)?.StartedAtMs ?? nowMs;
+        Health.RecordShare(signer, Math.Max(0, nowMs - started));
+    }
+
+    /// <summary>Every share is in and the aggregate verified: the signature is on its way to the log.</summary>
+    public void Aggregated((ulong Height, int Attempt) session, long nowMs)
+    {
+        if (Find(session) is not { Stage: FlightStage.Collecting } flight)
+            return;
+        flight.Stage = FlightStage.Aggregated;
+        flight.StageAtMs = nowMs;
+    }
+
+    /// <summary>
+    /// The aggregate did not verify and these signers' shares are the bad ones: each is held to account (once per
+    /// offence), and the session leaves the flight so that the next one signs without them. Returns each culprit's new
+    /// exclusion in milliseconds (0: the same offence as before).
+    /// </summary>
+    public IReadOnlyList<(int Signer, long ExclusionMs)> BadShares((ulong Height, int Attempt) session, IReadOnlyList<int> culprits, long nowMs)
+    {
+        ArgumentNullException.ThrowIfNull(culprits);
+        var flight = Find(session);
+        var started = flight?.StartedAtMs ?? nowMs;
+        var result = culprits.Select(c => (c, Health.RecordBadShare(c, session.Height, started, nowMs))).ToList();
+        if (flight is not null)
+            flights.Remove(flight);
+        return result;
+    }
+
+    /// <summary>A head was signed (applied): every session for it or below is done.</summary>
+    public void Signed(ulong height) => flights.RemoveAll(f => f.Stage != FlightStage.Proposed && f.Height <= height);
+
+    /// <summary>
+    /// Expires what waited too long: a proposal never applied, a session whose shares did not all arrive (its silent
+    /// signers are recorded as timed out), and an aggregated signature that never reached the log (the watchdog).
+    /// </summary>
+    public PlannerTick Tick(long nowMs)
+    {
+        var expired = new List<(ulong, int)>();
+        var silent = new List<int>();
+        foreach (var flight in flights.ToList())
+        {
+            var age = nowMs - flight.StageAtMs;
+            var due = flight.Stage switch
+            {
+                FlightStage.Collecting => age >= timings.SessionTimeoutMs,
+                _ => age >= timings.ProposalTimeoutMs,
+            };
+            if (!due)
+                continue;
+            flights.Remove(flight);
+            if (flight.Stage == FlightStage.Collecting)
+            {
+                foreach (var signer in flight.Session.Signers.Where(s => !flight.Answered.Contains(s)))
+                {
+                    Health.RecordTimeout(signer, nowMs);
+                    silent.Add(signer);
+                }
+            }
+
+            if (flight.Stage != FlightStage.Proposed)
+                expired.Add(flight.Id);
+        }
+
+        return new PlannerTick(expired, silent);
+    }
+
+    private FlightState? Find((ulong Height, int Attempt) session)
+        => flights.FirstOrDefault(f => f.Stage != FlightStage.Proposed && f.Id == session);
+
+    private static bool SameCommitments(SigningSession a, SigningSession b)
+        => a.KeyEpoch == b.KeyEpoch && a.Signers.SequenceEqual(b.Signers) && a.Sequences.SequenceEqual(b.Sequences);
+
+    private sealed class FlightState(SigningSession session, bool inline, FlightStage stage, long stageAtMs)
+    {
+        public SigningSession Session { get; set; } = session;
+
+        public bool Inline { get; } = inline;
+
+        public FlightStage Stage { get; set; } = stage;
+
+        public long StageAtMs { get; set; } = stageAtMs;
+
+        public long StartedAtMs { get; set; }
+
+        public HashSet<int> Answered { get; } = [];
+
+        public ulong Height => Session.Height;
+
+        public (ulong Height, int Attempt) Id => (Session.Height, Session.Attempt);
+
+        public Flight ToFlight()
+        {
+            Invariant.Check(Stage != FlightStage.Proposed || StartedAtMs == 0, "a proposed session has not started");
+            return new Flight(Session, Inline, Stage, StageAtMs, StartedAtMs);
+        }
+    }
+}

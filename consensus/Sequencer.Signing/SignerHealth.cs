@@ -1,0 +1,163 @@
+namespace Sequencer.Signing;
+
+/// <summary>What the leader knows about one signer, as <c>GET /v1/signing</c> serves it.</summary>
+/// <param name="Id">The member id.</param>
+/// <param name="BadShares">Invalid shares it sent (each one named it).</param>
+/// <param name="Offences">Distinct offences: bad shares from sessions started after its previous exclusion began.</param>
+/// <param name="Timeouts">Sessions it did not answer in time.</param>
+/// <param name="SharesAccepted">Valid shares it sent.</param>
+/// <param name="ExcludedForMs">How much longer it is left out of new sessions unless probed (0: it is not).</param>
+/// <param name="LastBadShareHeight">The head of its last invalid share (0: none).</param>
+/// <param name="ShareLatencyMs">Its recent time from session start to a valid share, smoothed.</param>
+public sealed record SignerReport(int Id, long BadShares, long Offences, long Timeouts, long SharesAccepted, long ExcludedForMs, ulong LastBadShareHeight, double ShareLatencyMs);
+
+/// <summary>
+/// The leader's record of each signer and the rules that choose signers (DESIGN section 5, liveness). Pure: time is an
+/// input (milliseconds of a monotonic clock), and nothing here does I/O.
+/// </summary>
+/// <remarks>
+/// <list type="bullet">
+/// <item>A bad share excludes its signer for <c>BadShareExclusionMs</c>, doubling with every further offence up to
+/// <c>MaxBadShareExclusionMs</c>. An offence is a bad share from a session that started after the current exclusion
+/// began: one Byzantine episode touches every session in flight at once, and counts once.</item>
+/// <item>A session a signer does not answer in time excludes it for <c>TimeoutExclusionMs</c>, doubling per consecutive
+/// timeout up to <c>MaxTimeoutExclusionMs</c>.</item>
+/// <item>Excluding signers never leaves fewer than t eligible: when the healthy signers with a free commitment are
+/// fewer than t, timed-out signers and then excluded ones are probed, earliest expiry first, and a valid share readmits
+/// a signer at once.</item>
+/// </list>
+/// </remarks>
+public sealed class SignerHealth(SigningTimings timings)
+{
+    private readonly Dictionary<int, Record> records = [];
+
+    /// <summary>A valid share: the signer is readmitted (a probe succeeded) and its latency smoothed in.</summary>
+    public void RecordShare(int signer, double latencyMs)
+    {
+        var record = Of(signer);
+        record.LatencyMs = record.Accepted == 0 ? latencyMs : (0.8 * record.LatencyMs) + (0.2 * latencyMs);
+        record.Accepted++;
+        record.TimeoutStreak = 0;
+        record.TimedOutUntil = 0;
+        record.ExcludedUntil = 0;
+    }
+
+    /// <summary>
+    /// A bad share from a session started at <paramref name="sessionStartedMs"/>. Returns the exclusion it caused in
+    /// milliseconds, or 0 when it belongs to an offence already counted.
+    /// </summary>
+    public long RecordBadShare(int signer, ulong head, long sessionStartedMs, long nowMs)
+    {
+        var record = Of(signer);
+        record.BadShares++;
+        record.LastBadHead = head;
+        if (record.ExcludedSince != 0 && sessionStartedMs <= record.ExcludedSince)
+            return 0;
+        record.Offences++;
+        var exclusion = Math.Min(timings.MaxBadShareExclusionMs, timings.BadShareExclusionMs << (int)Math.Min(20, record.Offences - 1));
+        record.ExcludedSince = nowMs;
+        record.ExcludedUntil = nowMs + exclusion;
+        return exclusion;
+    }
+
+    /// <summary>A session the signer did not answer in time.</summary>
+    public void RecordTimeout(int signer, long nowMs)
+    {
+        var record = Of(signer);
+        record.Timeouts++;
+        record.TimeoutStreak = Math.Min(record.TimeoutStreak + 1, 16);
+        var exclusion = Math.Min(timings.MaxTimeoutExclusionMs, timings.TimeoutExclusionMs << (record.TimeoutStreak - 1));
+        record.TimedOutUntil = Math.Max(record.TimedOutUntil, nowMs + exclusion);
+    }
+
+    /// <summary>
+    /// Chooses t signers that each have a free commitment: healthy signers first (this node first, then by recent
+    /// latency, then by id); when they are fewer than t, timed-out signers and then excluded ones, earliest expiry
+    /// first (probes). Null when fewer than t members have a free commitment at all. The result is ascending.
+    /// </summary>
+    public List<int>? Choose(IReadOnlyList<int> members, int threshold, int self, long nowMs, Func<int, bool> hasCommitment)
+    {
+        ArgumentNullException.ThrowIfNull(members);
+        ArgumentNullException.ThrowIfNull(hasCommitment);
+        var ready = members.Where(hasCommitment).ToList();
+        var healthy = ready.Where(id => Of(id).ExcludedUntil <= nowMs && Of(id).TimedOutUntil <= nowMs)
+            .OrderBy(id => id == self ? 0 : 1).ThenBy(id => Of(id).LatencyMs).ThenBy(id => id);
+        var timedOut = ready.Where(id => Of(id).ExcludedUntil <= nowMs && Of(id).TimedOutUntil > nowMs).OrderBy(id => Of(id).TimedOutUntil).ThenBy(id => id);
+        var excluded = ready.Where(id => Of(id).ExcludedUntil > nowMs).OrderBy(id => Of(id).ExcludedUntil).ThenBy(id => id);
+        var chosen = healthy.Concat(timedOut).Concat(excluded).Take(threshold).ToList();
+        if (chosen.Count < threshold)
+            return null;
+        chosen.Sort();
+        return chosen;
+    }
+
+    /// <summary>True while <paramref name="signer"/> is neither excluded nor timed out.</summary>
+    public bool IsHealthy(int signer, long nowMs) => Of(signer).ExcludedUntil <= nowMs && Of(signer).TimedOutUntil <= nowMs;
+
+    /// <summary>The report of <paramref name="signer"/>.</summary>
+    public SignerReport Report(int signer, long nowMs)
+    {
+        var record = Of(signer);
+        var until = Math.Max(record.ExcludedUntil, record.TimedOutUntil);
+        return new SignerReport(signer, record.BadShares, record.Offences, record.Timeouts, record.Accepted, Math.Max(0, until - nowMs), record.LastBadHead,
+            Math.Round(record.LatencyMs, 2));
+    }
+
+    private Record Of(int signer)
+    {
+        if (!records.TryGetValue(signer, out var record))
+            records[signer] = record = new Record();
+        return record;
+    }
+
+    private sealed class Record
+    {
+        public long BadShares { get; set; }
+
+        public long Offences { get; set; }
+
+        public long ExcludedSince { get; set; }
+
+        public long ExcludedUntil { get; set; }
+
+        public long Timeouts { get; set; }
+
+        public int TimeoutStreak { get; set; }
+
+        public long TimedOutUntil { get; set; }
+
+        public long Accepted { get; set; }
+
+        public ulong LastBadHead { get; set; }
+
+        public double LatencyMs { get; set; }
+    }
+}
+
+/// <summary>The signing timings (from <c>SequencerLimits</c>), in milliseconds.</summary>
+/// <param name="SessionTimeoutMs">How long an applied session waits for its shares.</param>
+/// <param name="ProposalTimeoutMs">How long a planned session may take to reach the log, and an aggregated signature to be applied.</param>
+/// <param name="BadShareExclusionMs">The first exclusion for a bad share.</param>
+/// <param name="MaxBadShareExclusionMs">The longest exclusion for bad shares.</param>
+/// <param name="TimeoutExclusionMs">The first exclusion for a timeout.</param>
+/// <param name="MaxTimeoutExclusionMs">The longest exclusion for timeouts.</param>
+/// <param name="MaxSessionsInFlight">The most head sessions planned, applied or aggregated but not yet signed.</param>
+/// <param name="MinHeadIntervalMs">The shortest time between two session starts (caps the signing CPU).</param>
+public sealed record SigningTimings(
+    long SessionTimeoutMs = 1_000,
+    long ProposalTimeoutMs = 5_000,
+    long BadShareExclusionMs = 60_000,
+    long MaxBadShareExclusionMs = 3_600_000,
+    long TimeoutExclusionMs = 500,
+    long MaxTimeoutExclusionMs = 4_000,
+    int MaxSessionsInFlight = 2,
+    long MinHeadIntervalMs = 0)
+{
+    /// <summary>The timings a node's limits set.</summary>
+    public static SigningTimings From(Sequencer.Core.SequencerLimits limits)
+    {
+        ArgumentNullException.ThrowIfNull(limits);
+        return new(limits.SigningSessionTimeoutMs, limits.SigningProposalTimeoutMs, limits.BadShareExclusionMs, limits.MaxBadShareExclusionMs,
+            limits.TimeoutExclusionMs, limits.MaxTimeoutExclusionMs, limits.MaxSigningSessionsInFlight, limits.MinHeadIntervalMs);
+    }
+}

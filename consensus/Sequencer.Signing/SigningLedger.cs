@@ -1,0 +1,426 @@
+using Sequencer.Core;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Storage;
+using Sequencer.Threshold;
+
+namespace Sequencer.Signing;
+
+/// <summary>What an entry is applied against, besides the ledger's own state.</summary>
+/// <param name="Index">The Raft index of the entry (a key epoch records it).</param>
+/// <param name="Produced">For a batch entry, the header it produced (its inline session signs it), or null.</param>
+/// <param name="HeaderAt">The applied header at a height, or null when that height is not applied.</param>
+/// <param name="VerifiedBefore">
+/// True when this node verified exactly this signature a moment ago (the leader, before it proposed it), so that apply
+/// need not verify it again; null to always verify.
+/// </param>
+public readonly record struct LedgerInput(long Index, BatchHeader? Produced, Func<ulong, BatchHeader?> HeaderAt, Func<HeadSignature, bool>? VerifiedBefore = null);
+
+/// <summary>What a ledger starts from: the stored key epochs, nonce commitments, highest signed head and DKG entries.</summary>
+/// <param name="ChainId">The chain (the DKG's context binds it).</param>
+/// <param name="KeyEpochs">Every stored key epoch, ascending.</param>
+/// <param name="Pool">The published, unused commitments.</param>
+/// <param name="SignedThrough">The height of the highest signed head (0: none).</param>
+/// <param name="DkgEntries">The entries of a key generation still in progress, in log order.</param>
+public sealed record LedgerState(ulong ChainId, IReadOnlyList<StoredKeyEpoch> KeyEpochs, CommitmentPool Pool, ulong SignedThrough, IReadOnlyList<byte[]> DkgEntries)
+{
+    /// <summary>A new chain: nothing yet.</summary>
+    public static LedgerState Empty(ulong chainId) => new(chainId, [], CommitmentPool.Empty, 0, []);
+}
+
+/// <summary>
+/// The replicated signing state (DESIGN sections 4 and 5) as a pure, deterministic ledger: key epochs, each signer's
+/// published nonce commitments, the signing sessions in progress, and the highest signed head. <see cref="Apply"/>
+/// takes one log entry and returns its effects; it depends only on the ledger's state and its input, so every node
+/// that applies the same log reaches the same state. No lock (the caller serializes), no store, clock or logger.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Signed heads: a session signs one head (the newest applied header, or the header its batch entry produces), and a
+/// head signature is accepted only when it verifies under the group key of the head's key epoch and the head is
+/// above every signed head, so signed heads only go up and one signed head covers every height below it.
+/// </para>
+/// <para>
+/// A nonce commitment leaves the pool when a valid session names it, whatever happens to that session afterwards, so
+/// a nonce pair serves at most one session (INV-NONCE).
+/// </para>
+/// </remarks>
+public sealed class SigningLedger
+{
+    /// <summary>Published, unused nonce commitments kept per signer at most (more are dropped: the signer publishes again).</summary>
+    public const int MaxCommitmentsPerSigner = 1024;
+
+    /// <summary>Nonce sequences stay below 2^48.</summary>
+    public const ulong MaxSequence = 1UL << 48;
+
+    /// <summary>At most this many commitments in one NonceCommitments entry.</summary>
+    public const int MaxCommitmentsPerEntry = 512;
+
+    /// <summary>Sessions in progress kept at most; beyond it the lowest head's session is dropped (deterministically).</summary>
+    public const int MaxActiveSessions = 64;
+
+    /// <summary>The <see cref="SignerProof"/> domain of a NonceCommitments entry.</summary>
+    public const string NonceCommitmentsProofDomain = "nonce-commitments";
+
+    private readonly List<KeyEpochView> keyEpochs = [];
+    private readonly Dictionary<int, SortedDictionary<ulong, byte[]>> pool = [];
+    private readonly Dictionary<int, ulong> nextSequence = [];
+    private readonly SortedDictionary<ulong, SigningSession> sessions = [];
+    private readonly DkgLedger dkg;
+
+    /// <summary>Starts from a stored state.</summary>
+    /// <exception cref="InvariantViolationException">A stored key epoch is not valid (the store is damaged).</exception>
+    public SigningLedger(LedgerState state)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ChainId = state.ChainId;
+        foreach (var record in state.KeyEpochs)
+            keyEpochs.Add(KeyEpochView.Parse(record) ?? throw new InvariantViolationException($"stored key epoch {record.Epoch} is not valid"));
+        LoadPool(state.Pool);
+        SignedThrough = state.SignedThrough;
+        dkg = new DkgLedger(state.ChainId);
+        foreach (var entry in state.DkgEntries)
+            dkg.Apply(LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(entry)), CurrentKeyEpoch?.Epoch ?? 0, new LedgerEffects());
+    }
+
+    /// <summary>The chain.</summary>
+    public ulong ChainId { get; }
+
+    /// <summary>The current key epoch, or null before the first.</summary>
+    public KeyEpochView? CurrentKeyEpoch => keyEpochs.Count == 0 ? null : keyEpochs[^1];
+
+    /// <summary>Every key epoch, ascending.</summary>
+    public IReadOnlyList<KeyEpochView> KeyEpochs => keyEpochs;
+
+    /// <summary>The height of the highest signed head: every height at or below it is covered (0: none).</summary>
+    public ulong SignedThrough { get; private set; }
+
+    /// <summary>The key generation in progress, or null.</summary>
+    public DkgView? Dkg => dkg.View;
+
+    /// <summary>Why the DKG would not accept <paramref name="command"/> now, or null.</summary>
+    public string? DkgRejection(ILogCommand command) => dkg.Rejection(command, CurrentKeyEpoch?.Epoch ?? 0);
+
+    /// <summary>How many published, unused commitments <paramref name="signer"/> has, and the next sequence it should use.</summary>
+    public (int Available, ulong NextSequence) CommitmentsOf(int signer)
+        => (pool.TryGetValue(signer, out var queue) ? queue.Count : 0, nextSequence.GetValueOrDefault(signer, 1UL));
+
+    /// <summary>The lowest unused commitment sequences of <paramref name="signer"/>, at most <paramref name="count"/>.</summary>
+    public IReadOnlyList<ulong> AvailableSequences(int signer, int count)
+        => pool.TryGetValue(signer, out var queue) ? [.. queue.Keys.Take(count)] : [];
+
+    /// <summary>The session in progress for the head at <paramref name="height"/>, or null.</summary>
+    public SigningSession? ActiveSession(ulong height) => sessions.GetValueOrDefault(height);
+
+    /// <summary>The pool of published, unused commitments (for a snapshot), ascending by signer then sequence.</summary>
+    public CommitmentPool PoolSnapshot()
+        => new([.. pool.OrderBy(p => p.Key).SelectMany(p => p.Value.Select(c => new StoredCommitment(p.Key, c.Key, c.Value)))],
+            new SortedDictionary<int, ulong>(nextSequence));
+
+    /// <summary>Replaces the pool (a snapshot install).</summary>
+    public void LoadPool(CommitmentPool commitments)
+    {
+        ArgumentNullException.ThrowIfNull(commitments);
+        pool.Clear();
+        nextSequence.Clear();
+        foreach (var commitment in commitments.Commitments)
+        {
+            if (!pool.TryGetValue(commitment.Signer, out var queue))
+                pool[commitment.Signer] = queue = [];
+            queue[commitment.Sequence] = commitment.Value;
+        }
+
+        foreach (var (signer, next) in commitments.NextSequences)
+            nextSequence[signer] = next;
+    }
+
+    /// <summary>Accepts a key epoch of a snapshot: a known one must match, the next one must be valid. Returns why not, or null.</summary>
+    public string? InstallKeyEpoch(StoredKeyEpoch record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        var known = keyEpochs.FirstOrDefault(k => k.Epoch == record.Epoch);
+        if (known is not null)
+        {
+            return known.Record.GroupKey.AsSpan().SequenceEqual(record.GroupKey) && known.Record.RaftIndex == record.RaftIndex
+                ? null
+                : $"the local key epoch {record.Epoch} differs from the snapshot's (committed entries never differ)";
+        }
+
+        var expected = (CurrentKeyEpoch?.Epoch ?? 0) + 1;
+        if (record.Epoch != expected)
+            return $"key epoch {record.Epoch} does not follow the local epoch {expected - 1}";
+        var view = KeyEpochView.Parse(record);
+        if (view is null)
+            return $"key epoch {record.Epoch} has invalid keys";
+        keyEpochs.Add(view);
+        return null;
+    }
+
+    /// <summary>Accepts a signed head of a snapshot, verified; returns why not, or null. Heads only go up.</summary>
+    public string? InstallHead(BatchHeader header, SignedHead head)
+    {
+        ArgumentNullException.ThrowIfNull(header);
+        ArgumentNullException.ThrowIfNull(head);
+        if (head.Height <= SignedThrough)
+            return null;
+        if (Verify(header, head.KeyEpoch, head.Signers, [.. head.R, .. head.Z]) is { } problem)
+            return problem;
+        SignedThrough = head.Height;
+        DropSessionsThrough(head.Height);
+        return null;
+    }
+
+    /// <summary>Applies one log entry and returns its effects.</summary>
+    public LedgerEffects Apply(ILogCommand command, LedgerInput input)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        ArgumentNullException.ThrowIfNull(input.HeaderAt);
+        var effects = new LedgerEffects();
+        switch (command)
+        {
+            case BatchCommand batch:
+                if (batch.Session is { } inline && input.Produced is { } produced)
+                {
+                    // An inline session signs the header its own entry produced (its height field is not used).
+                    ApplySession(new SigningSession { Height = produced.Height, Attempt = 1, KeyEpoch = inline.KeyEpoch, Signers = inline.Signers, Sequences = inline.Sequences },
+                        input, effects);
+                }
+
+                foreach (var signature in batch.Signatures ?? [])
+                    ApplyHeadSignature(signature, input, effects);
+                break;
+            case KeyEpochCommand epoch:
+                ApplyKeyEpoch(epoch, input.Index, effects);
+                break;
+            case NonceCommitmentsCommand commitments:
+                ApplyCommitments(commitments, effects);
+                break;
+            case SigningSessionsCommand started:
+                foreach (var session in started.Sessions)
+                    ApplySession(session, input, effects);
+                break;
+            case HeadSignaturesCommand signatures:
+                foreach (var signature in signatures.Signatures)
+                    ApplyHeadSignature(signature, input, effects);
+                break;
+            case DkgStartCommand or DkgRound1Command or DkgRound2Command or DkgConfirmCommand or DkgComplaintCommand:
+                if (dkg.Apply(command, CurrentKeyEpoch?.Epoch ?? 0, effects) is { } complete)
+                    ApplyKeyEpoch(complete, input.Index, effects);
+                break;
+            default:
+                Invariant.Check(false, $"unknown command type {command.GetType().Name}");
+                break;
+        }
+
+        return effects;
+    }
+
+    private void ApplyKeyEpoch(KeyEpochCommand command, long index, LedgerEffects effects)
+    {
+        var expected = (CurrentKeyEpoch?.Epoch ?? 0) + 1;
+        if (command.Epoch != expected)
+        {
+            effects.Note("KeyEpoch", $"epoch {command.Epoch}, expected {expected}");
+            return;
+        }
+
+        var record = new StoredKeyEpoch(command.Epoch, command.Threshold, command.GroupKey, command.Members, command.VerificationShares, index);
+        if (KeyEpochView.Parse(record) is not { } view)
+        {
+            effects.Note("KeyEpoch", $"epoch {command.Epoch} has invalid keys or a threshold that does not fit its members");
+            return;
+        }
+
+        keyEpochs.Add(view);
+        pool.Clear();
+        nextSequence.Clear();
+        sessions.Clear();
+        effects.ClearCommitments = true;
+        effects.KeyEpoch = record;
+    }
+
+    private void ApplyCommitments(NonceCommitmentsCommand command, LedgerEffects effects)
+    {
+        var epoch = CurrentKeyEpoch;
+        if (epoch is null || command.KeyEpoch != epoch.Epoch || !epoch.Group.VerificationShares.TryGetValue(command.SignerId, out var publicShare))
+        {
+            effects.Note("NonceCommitments", $"signer {command.SignerId} is not a signer of the current key epoch");
+            return;
+        }
+
+        var next = nextSequence.GetValueOrDefault(command.SignerId, 1UL);
+        if (command.FirstSequence < next || command.FirstSequence >= MaxSequence - (ulong)command.Commitments.Count
+            || command.Commitments.Count is 0 or > MaxCommitmentsPerEntry || command.Commitments.Any(c => c is not { Length: 2 * Secp256k1.ElementLength }))
+        {
+            effects.Note("NonceCommitments", $"signer {command.SignerId}: sequences from {command.FirstSequence} (next is {next}), or the commitments are malformed");
+            return;
+        }
+
+        // The points are parsed when a session uses them (a malformed one fails that session); the proof shows that
+        // the signer itself published them, so nobody else can use up its sequences.
+        if (!SignerProof.Verify(NonceCommitmentsProofDomain, command.ProofPayload(), command.Proof, publicShare))
+        {
+            effects.Note("NonceCommitments", $"signer {command.SignerId}: the proof does not verify under its verification share");
+            return;
+        }
+
+        if (!pool.TryGetValue(command.SignerId, out var queue))
+            pool[command.SignerId] = queue = [];
+        for (var i = 0; i < command.Commitments.Count && queue.Count < MaxCommitmentsPerSigner; i++)
+        {
+            var sequence = command.FirstSequence + (ulong)i;
+            queue[sequence] = command.Commitments[i];
+            effects.AddedCommitments.Add(new StoredCommitment(command.SignerId, sequence, command.Commitments[i]));
+        }
+
+        next = command.FirstSequence + (ulong)command.Commitments.Count;
+        nextSequence[command.SignerId] = next;
+        effects.NextSequences[command.SignerId] = next;
+    }
+
+    private void ApplySession(SigningSession session, LedgerInput input, LedgerEffects effects)
+    {
+        var epoch = CurrentKeyEpoch;
+        if (epoch is null || session.KeyEpoch != epoch.Epoch)
+        {
+            effects.Note("SigningSession", $"head {session.Height}: key epoch {session.KeyEpoch} is not the current one");
+            return;
+        }
+
+        if (session.Height <= SignedThrough)
+        {
+            effects.Note("SigningSession", $"head {session.Height} is not above the highest signed head {SignedThrough}");
+            return;
+        }
+
+        if (session.Attempt < 1 || (sessions.TryGetValue(session.Height, out var earlier) && earlier.Attempt >= session.Attempt))
+        {
+            effects.Note("SigningSession", $"head {session.Height}: attempt {session.Attempt} does not follow the last one");
+            return;
+        }
+
+        var threshold = epoch.Group.Threshold;
+        if (session.Signers.Count < threshold || session.Signers.Count != session.Sequences.Count
+            || session.Signers.Any(s => !epoch.Group.VerificationShares.ContainsKey(s)) || !Ascending(session.Signers))
+        {
+            effects.Note("SigningSession", $"head {session.Height}: the signers are not {threshold} or more distinct members, ascending, one sequence each");
+            return;
+        }
+
+        var header = input.HeaderAt(session.Height);
+        if (header is null || header.KeyEpoch != session.KeyEpoch)
+        {
+            effects.Note("SigningSession", $"head {session.Height} is not applied, or belongs to another key epoch");
+            return;
+        }
+
+        var encoded = new List<byte[]>(session.Signers.Count);
+        for (var i = 0; i < session.Signers.Count; i++)
+        {
+            if (!pool.TryGetValue(session.Signers[i], out var queue) || !queue.TryGetValue(session.Sequences[i], out var value))
+            {
+                effects.Note("SigningSession", $"head {session.Height}: signer {session.Signers[i]} has no unused commitment {session.Sequences[i]}");
+                return;
+            }
+
+            encoded.Add(value);
+        }
+
+        // The session is valid: its commitments are used now, whatever happens to it (INV-NONCE).
+        for (var i = 0; i < session.Signers.Count; i++)
+        {
+            pool[session.Signers[i]].Remove(session.Sequences[i]);
+            effects.RemovedCommitments.Add((session.Signers[i], session.Sequences[i]));
+        }
+
+        var commitments = new List<NonceCommitment>(session.Signers.Count);
+        for (var i = 0; i < session.Signers.Count; i++)
+        {
+            try
+            {
+                commitments.Add(new NonceCommitment(session.Signers[i],
+                    Secp256k1.DeserializeElement(encoded[i].AsSpan(0, Secp256k1.ElementLength)),
+                    Secp256k1.DeserializeElement(encoded[i].AsSpan(Secp256k1.ElementLength))));
+            }
+            catch (FormatException)
+            {
+                effects.Note("SigningSession", $"head {session.Height}: signer {session.Signers[i]} published an invalid commitment {session.Sequences[i]}");
+                return;
+            }
+        }
+
+        sessions[session.Height] = session;
+        while (sessions.Count > MaxActiveSessions)
+            sessions.Remove(sessions.Keys.First());
+        effects.SessionsStarted.Add(new AppliedSession(session, header.Commitment.ToArray(), commitments, epoch.Group.PublicKey));
+    }
+
+    private void ApplyHeadSignature(HeadSignature signature, LedgerInput input, LedgerEffects effects)
+    {
+        if (signature.Height <= SignedThrough)
+        {
+            effects.Note("HeadSignature", $"head {signature.Height} is not above the highest signed head {SignedThrough}");
+            return;
+        }
+
+        var header = input.HeaderAt(signature.Height);
+        if (header is null)
+        {
+            effects.Note("HeadSignature", $"head {signature.Height} is not applied");
+            return;
+        }
+
+        // INV-SIGVALID: only a signature that verifies under the group key is ever stored or served (verified here, or
+        // by this node's leader a moment ago over exactly these bytes).
+        var verifiedBefore = input.VerifiedBefore?.Invoke(signature) ?? false;
+        if (Verify(header, signature.KeyEpoch, signature.Signers, [.. signature.R, .. signature.Z], skipEquation: verifiedBefore) is { } problem)
+        {
+            effects.Note("HeadSignature", $"head {signature.Height}: {problem}");
+            return;
+        }
+
+        SignedThrough = signature.Height;
+        DropSessionsThrough(signature.Height);
+        effects.HeadsSigned.Add(LedgerEffects.ToSignedHead(signature));
+    }
+
+    /// <summary>Why a head signature is not valid for <paramref name="header"/>, or null when it is.</summary>
+    private string? Verify(BatchHeader header, ulong keyEpoch, IReadOnlyList<int> signers, byte[] encoded, bool skipEquation = false)
+    {
+        var epoch = keyEpochs.FirstOrDefault(k => k.Epoch == keyEpoch);
+        if (epoch is null || header.KeyEpoch != keyEpoch)
+            return $"signed under key epoch {keyEpoch}, which is not the head's ({header.KeyEpoch})";
+        if (signers.Count < epoch.Group.Threshold || !Ascending(signers) || signers.Any(s => !epoch.Group.VerificationShares.ContainsKey(s)))
+            return "the signer set is not t or more members, ascending";
+        FrostSignature decoded;
+        try
+        {
+            decoded = FrostSignature.Decode(encoded);
+        }
+        catch (FormatException)
+        {
+            return "the signature is malformed";
+        }
+
+        return skipEquation || Frost.Verify(header.Commitment.ToArray(), decoded, epoch.Group.PublicKey)
+            ? null
+            : $"it does not verify under the group key of epoch {keyEpoch}";
+    }
+
+    private void DropSessionsThrough(ulong height)
+    {
+        while (sessions.Count > 0 && sessions.Keys.First() <= height)
+            sessions.Remove(sessions.Keys.First());
+    }
+
+    private static bool Ascending(IReadOnlyList<int> ids)
+    {
+        for (var i = 1; i < ids.Count; i++)
+        {
+            if (ids[i] <= ids[i - 1])
+                return false;
+        }
+
+        return true;
+    }
+}

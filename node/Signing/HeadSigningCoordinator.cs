@@ -1,0 +1,455 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Sequencer.Core;
+using Sequencer.Core.Encoding;
+using Sequencer.Node.Replication;
+using Sequencer.Node.Telemetry;
+using Sequencer.Raft;
+using Sequencer.Signing;
+using Sequencer.Threshold;
+
+namespace Sequencer.Node.Signing;
+
+/// <summary>
+/// The leader's side of head signing (DESIGN section 5), a thin shell around the pure <see cref="HeadPlanner"/>: it
+/// feeds the planner the ledger's state and the clock, puts the sessions it plans into batch entries (inline) or
+/// entries of their own, collects and aggregates the signers' shares (<see cref="ShareCollector"/>), and sends the
+/// verified signatures to the log (<see cref="SignatureOutbox"/>). Ordering never waits for any of it.
+/// </summary>
+/// <remarks>
+/// Every follower runs one too, idle: it acts only while its node leads, and a change of term (detected by term, not by
+/// a sampled flag) starts it afresh, so nothing of an old leadership can pin a session or a signature.
+/// </remarks>
+public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, IAsyncDisposable
+{
+    private static readonly TimeSpan IdlePoll = TimeSpan.FromMilliseconds(10);
+    private static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan BootstrapRetry = TimeSpan.FromSeconds(1);
+
+    private readonly int selfId;
+    private readonly AppliedState state;
+    private readonly ILeaderLog log;
+    private readonly SequencerLimits limits;
+    private readonly TimeProvider time;
+    private readonly NodeMetrics metrics;
+    private readonly ILogger logger;
+    private readonly KeyEpochCommand? bootstrap;
+    private readonly long origin;
+    private readonly Lock gate = new();
+    private readonly HeadPlanner planner;
+    private readonly ShareCollector collector = new();
+    private readonly SignatureOutbox outbox = new();
+    private readonly List<(int Signer, ulong KeyEpoch, SignatureShareMessage Share)> inbox = [];
+    private readonly CancellationTokenSource stopping = new();
+    private BackgroundLoop? loop;
+    private TaskCompletionSource wake = NewSignal();
+    private long bootstrapAt = -1;
+    private long lastCutMs = long.MinValue / 2;
+    private bool mismatchReported;
+    private long sessionsStarted;
+    private long headsSigned;
+
+    /// <summary>Builds the coordinator; <see cref="Start"/> runs it.</summary>
+    /// <param name="selfId">This node's member id (preferred as a signer when it has commitments, i.e. holds a share).</param>
+    /// <param name="state">The applied state.</param>
+    /// <param name="log">The replicated log.</param>
+    /// <param name="limits">Limits (the signing timings among them).</param>
+    /// <param name="time">Clock.</param>
+    /// <param name="metrics">Metrics.</param>
+    /// <param name="logger">Logger.</param>
+    /// <param name="bootstrap">The first key epoch, from a dealer's group key file, proposed when the log has none.</param>
+    public HeadSigningCoordinator(int selfId, AppliedState state, ILeaderLog log, SequencerLimits limits, TimeProvider time,
+        NodeMetrics metrics, ILogger<HeadSigningCoordinator> logger, KeyEpochCommand? bootstrap)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(log);
+        ArgumentNullException.ThrowIfNull(limits);
+        ArgumentNullException.ThrowIfNull(time);
+        this.selfId = selfId;
+        this.state = state;
+        this.log = log;
+        this.limits = limits;
+        this.time = time;
+        this.metrics = metrics;
+        this.logger = logger;
+        this.bootstrap = bootstrap;
+        origin = time.GetTimestamp();
+        planner = new HeadPlanner(SigningTimings.From(limits), selfId);
+    }
+
+    /// <summary>Starts the coordinator's loop (supervised) and its subscriptions.</summary>
+    public void Start(BackgroundLoops loops)
+    {
+        ArgumentNullException.ThrowIfNull(loops);
+        Invariant.Check(loop is null, "the coordinator starts once");
+        state.SessionsStarted += OnSessionsStarted;
+        state.HeadSigned += OnHeadSigned;
+        log.LeaderChanged += Wake;
+        loop = loops.Start("the head-signing coordinator", StuckAfter, LoopAsync, stopping.Token);
+    }
+
+    /// <summary>What the leader knows about each signer of the current key epoch.</summary>
+    public IReadOnlyList<SignerReport> Signers()
+    {
+        var epoch = state.CurrentKeyEpoch;
+        if (epoch is null)
+            return [];
+        var now = NowMs;
+        lock (gate)
+            return [.. epoch.Record.Members.Select(id => planner.Health.Report(id, now))];
+    }
+
+    /// <summary>The sessions in flight on this leader (empty on a follower).</summary>
+    public IReadOnlyList<Flight> Flights
+    {
+        get
+        {
+            lock (gate)
+                return planner.Flights;
+        }
+    }
+
+    /// <summary>Head sessions this node planned as leader, and heads this node applied, since it started.</summary>
+    public (long SessionsStarted, long HeadsSigned) Counters => (Interlocked.Read(ref sessionsStarted), Interlocked.Read(ref headsSigned));
+
+    private long NowMs => (long)time.GetElapsedTime(origin).TotalMilliseconds;
+
+    /// <inheritdoc/>
+    public bool Receive(SignatureSharesMessage message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        lock (gate)
+        {
+            if (inbox.Count + message.Shares.Count > limits.MaxQueuedShares)
+                return false;
+            foreach (var share in message.Shares)
+                inbox.Add((message.SignerId, message.KeyEpoch, share));
+        }
+
+        Wake();
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public BatchRiders Take()
+    {
+        var epoch = state.CurrentKeyEpoch;
+        var now = NowMs;
+        lock (gate)
+        {
+            if (!LeadingLocked())
+                return BatchRiders.None;
+            lastCutMs = now;
+            var session = planner.PlanInline(now, epoch, Available);
+            if (session is not null)
+            {
+                Interlocked.Increment(ref sessionsStarted);
+                metrics.SessionsStarted.Add(1, new KeyValuePair<string, object?>("reason", "inline"));
+            }
+
+            return new BatchRiders(session, outbox.TakeAll());
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Completed(BatchRiders riders, bool committed)
+    {
+        ArgumentNullException.ThrowIfNull(riders);
+        lock (gate)
+        {
+            if (riders.Session is { } session)
+                planner.ProposalEnded(session);
+            if (!committed && LeadingLocked())
+                outbox.Return(riders.Signatures.Where(s => s.Height > state.SignedThrough), NowMs);
+        }
+
+        Wake();
+    }
+
+    // True while this node leads in the planner's term.
+    private bool LeadingLocked() => log.IsLeader && planner.Term == log.Term && planner.Term != 0;
+
+    private IReadOnlyList<ulong> Available(int signer) => state.AvailableSequences(signer, limits.MaxSigningSessionsInFlight + 1);
+
+    private void OnSessionsStarted(IReadOnlyList<AppliedSession> started)
+    {
+        var now = NowMs;
+        lock (gate)
+        {
+            foreach (var applied in started)
+            {
+                if (planner.Applied(applied.Session, now))
+                    collector.Track(applied);
+            }
+        }
+
+        Wake();
+    }
+
+    private void OnHeadSigned(HeadSignedEvent signed)
+    {
+        Interlocked.Increment(ref headsSigned);
+        lock (gate)
+        {
+            planner.Signed(signed.Head.Height);
+            collector.ForgetThrough(signed.Head.Height);
+            outbox.DropThrough(signed.Head.Height);
+        }
+
+        Wake();
+    }
+
+    private void Wake() => Volatile.Read(ref wake).TrySetResult();
+
+    private async Task LoopAsync(BackgroundLoop self, CancellationToken token)
+    {
+        while (!token.IsCancellationRequested)
+        {
+            self.Beat();
+            var signal = Volatile.Read(ref wake);
+            Round();
+            await signal.Task.WaitAsync(IdlePoll, time, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            if (signal.Task.IsCompleted)
+                Interlocked.CompareExchange(ref wake, NewSignal(), signal);
+        }
+    }
+
+    private void Round()
+    {
+        var term = log.IsLeader ? log.Term : 0;
+        lock (gate)
+        {
+            if (planner.Term != term)
+            {
+                // A new leadership (or none): the old one's shares went to the old leader, its aggregated signatures
+                // were thrown away. Every unsigned head is signed afresh.
+                planner.Lead(term);
+                collector.Clear();
+                outbox.Clear();
+                inbox.Clear();
+            }
+        }
+
+        if (term == 0)
+            return;
+        var epoch = state.CurrentKeyEpoch;
+        if (epoch is null)
+        {
+            ProposeBootstrap();
+            return;
+        }
+
+        CheckBootstrapMatches(epoch);
+        CollectShares(epoch);
+        var now = NowMs;
+        PlannerTick tick;
+        lock (gate)
+        {
+            tick = planner.Tick(now);
+            foreach (var id in tick.Expired)
+                collector.Forget(id);
+        }
+
+        foreach (var signer in tick.TimedOutSigners)
+            metrics.SessionTimeouts.Add(1, new KeyValuePair<string, object?>("signer", signer));
+        StartStandaloneSession(epoch, now);
+        ProposeDueSignatures(now);
+    }
+
+    private void CollectShares(KeyEpochView epoch)
+    {
+        List<(int Signer, ulong KeyEpoch, SignatureShareMessage Share)> shares;
+        lock (gate)
+        {
+            if (inbox.Count == 0)
+                return;
+            shares = [.. inbox];
+            inbox.Clear();
+        }
+
+        foreach (var (signer, keyEpoch, share) in shares)
+        {
+            (AppliedSession Session, IReadOnlyDictionary<int, Org.BouncyCastle.Math.BigInteger> Shares)? complete;
+            var now = NowMs;
+            lock (gate)
+            {
+                var outcome = collector.Add(signer, keyEpoch, share);
+                if (outcome == ShareOutcome.Ignored)
+                    continue;
+                planner.ShareReceived((share.Height, share.Attempt), signer);
+                complete = outcome == ShareOutcome.Complete ? collector.TakeComplete((share.Height, share.Attempt)) : null;
+            }
+
+            if (complete is { } ready)
+                Finish(ready.Session, ready.Shares, epoch, now);
+        }
+    }
+
+    /// <summary>Every share of a session is in: aggregate and verify once (outside the lock), then hand the result on.</summary>
+    private void Finish(AppliedSession session, IReadOnlyDictionary<int, Org.BouncyCastle.Math.BigInteger> shares, KeyEpochView epoch, long now)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var aggregation = ShareCollector.Aggregate(session, shares, epoch.Group);
+        metrics.AggregateDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        if (aggregation.Signature is not { } signature)
+        {
+            IReadOnlyList<(int Signer, long ExclusionMs)> blamed;
+            lock (gate)
+            {
+                foreach (var honest in session.Session.Signers.Except(aggregation.Culprits))
+                    planner.ShareAccepted(session.Id, honest, now);
+                blamed = planner.BadShares(session.Id, aggregation.Culprits, now);
+            }
+
+            foreach (var (signer, exclusion) in blamed)
+            {
+                metrics.BadShares.Add(1, new KeyValuePair<string, object?>("signer", signer));
+                if (exclusion > 0)
+                    LogBadShare(logger, signer, session.Session.Height, session.Session.Attempt, exclusion / 1000.0);
+            }
+
+            if (blamed.Count == 0)
+                LogNoCulprit(logger, session.Session.Height, session.Session.Attempt);
+            return;
+        }
+
+        var encoded = signature.Encode();
+        var head = new HeadSignature
+        {
+            Height = session.Session.Height,
+            KeyEpoch = session.Session.KeyEpoch,
+            Signers = session.Session.Signers,
+            R = encoded[..Secp256k1.ElementLength],
+            Z = encoded[Secp256k1.ElementLength..],
+            SignedAtMs = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds(),
+        };
+        state.RememberVerified(head.Height, encoded);
+        lock (gate)
+        {
+            foreach (var signer in session.Session.Signers)
+                planner.ShareAccepted(session.Id, signer, now);
+            planner.Aggregated(session.Id, now);
+            if (LeadingLocked())
+                outbox.Add(head, now);
+        }
+    }
+
+    private void StartStandaloneSession(KeyEpochView epoch, long now)
+    {
+        var newest = state.LastHeader is { } last && last.KeyEpoch == epoch.Epoch ? last.Height : 0;
+        var lastAttempt = newest == 0 ? 0 : state.ActiveSession(newest)?.Attempt ?? 0;
+        SigningSession? session;
+        lock (gate)
+        {
+            // While batches flow, the next one carries a session that covers the newest header too.
+            if (!LeadingLocked() || now - lastCutMs < limits.StandaloneSessionDelayMs)
+                return;
+            session = planner.PlanStandalone(now, epoch, newest, state.SignedThrough, lastAttempt, Available);
+        }
+
+        if (session is null)
+            return;
+        Interlocked.Increment(ref sessionsStarted);
+        metrics.SessionsStarted.Add(1, new KeyValuePair<string, object?>("reason", "standalone"));
+        _ = ProposeAsync(new SigningSessionsCommand { Sessions = [session] }, _ =>
+        {
+            lock (gate)
+                planner.ProposalEnded(session);
+        });
+    }
+
+    private void ProposeDueSignatures(long now)
+    {
+        IReadOnlyList<HeadSignature> due;
+        lock (gate)
+            due = LeadingLocked() ? outbox.TakeDue(now, limits.SignatureFlushDelayMs) : [];
+        if (due.Count == 0)
+            return;
+        _ = ProposeAsync(new HeadSignaturesCommand { Signatures = due }, committed =>
+        {
+            if (committed)
+                return;
+            lock (gate)
+            {
+                if (LeadingLocked())
+                    outbox.Return(due.Where(s => s.Height > state.SignedThrough), NowMs);
+            }
+        });
+    }
+
+    private void ProposeBootstrap()
+    {
+        if (bootstrap is null)
+            return;
+        var now = NowMs;
+        lock (gate)
+        {
+            if (bootstrapAt >= 0 && now - bootstrapAt < BootstrapRetry.TotalMilliseconds)
+                return;
+            bootstrapAt = now;
+        }
+
+        LogProposingKeyEpoch(logger, bootstrap.Epoch, bootstrap.Threshold, bootstrap.Members.Count);
+        _ = ProposeAsync(bootstrap, _ => { });
+    }
+
+    private void CheckBootstrapMatches(KeyEpochView epoch)
+    {
+        if (bootstrap is null || mismatchReported || epoch.Epoch != bootstrap.Epoch || epoch.Record.GroupKey.AsSpan().SequenceEqual(bootstrap.GroupKey))
+            return;
+        mismatchReported = true;
+        LogKeyMismatch(logger, epoch.Epoch);
+    }
+
+    private async Task ProposeAsync(ILogCommand command, Action<bool> completed)
+    {
+        var committed = false;
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(log.LeadershipToken, stopping.Token);
+            timeout.CancelAfter(limits.SigningProposalTimeoutMs);
+            await log.ReplicateAsync(LogCommandCodec.Encode(command), null, timeout.Token).ConfigureAwait(false);
+            committed = true;
+        }
+        catch (Exception e) when (e is OperationCanceledException or InvalidOperationException or IOException
+            or DotNext.Net.Cluster.Consensus.Raft.NotLeaderException or DotNext.Net.Cluster.Consensus.Raft.QuorumUnreachableException or TimeoutException)
+        {
+            if (!stopping.IsCancellationRequested)
+                LogProposalFailed(logger, command.GetType().Name, e.Message);
+        }
+        finally
+        {
+            completed(committed);
+            Wake();
+        }
+    }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        state.SessionsStarted -= OnSessionsStarted;
+        state.HeadSigned -= OnHeadSigned;
+        log.LeaderChanged -= Wake;
+        await stopping.CancelAsync().ConfigureAwait(false);
+        if (loop is not null)
+            await loop.Completion.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        stopping.Dispose();
+    }
+
+    [LoggerMessage(EventId = 300, Level = LogLevel.Warning, Message = "Signer {SignerId} sent an invalid signature share for head {Height} (attempt {Attempt}); it is left out of signing for {Seconds} s unless fewer than t signers would remain")]
+    private static partial void LogBadShare(ILogger logger, int signerId, ulong height, int attempt, double seconds);
+
+    [LoggerMessage(EventId = 301, Level = LogLevel.Information, Message = "Proposing key epoch {Epoch} from the group key file: {Threshold} of {Members} members sign")]
+    private static partial void LogProposingKeyEpoch(ILogger logger, ulong epoch, int threshold, int members);
+
+    [LoggerMessage(EventId = 302, Level = LogLevel.Error, Message = "Key epoch {Epoch} in the log has another group key than this node's group key file: this node does not sign; check --group-key")]
+    private static partial void LogKeyMismatch(ILogger logger, ulong epoch);
+
+    [LoggerMessage(EventId = 303, Level = LogLevel.Debug, Message = "A {Command} proposal did not commit: {Reason}")]
+    private static partial void LogProposalFailed(ILogger logger, string command, string reason);
+
+    [LoggerMessage(EventId = 305, Level = LogLevel.Error, Message = "The signature for head {Height} (attempt {Attempt}) did not verify although every share did; the head is signed again")]
+    private static partial void LogNoCulprit(ILogger logger, ulong height, int attempt);
+}

@@ -1,0 +1,96 @@
+using Sequencer.Core.Encoding;
+using Sequencer.Node.Replication;
+using Sequencer.Signing;
+using Sequencer.Threshold;
+
+namespace Sequencer.Node.Signing;
+
+/// <summary>How the leader's intake ended.</summary>
+public enum IntakeStatus
+{
+    /// <summary>The entry is committed.</summary>
+    Committed,
+
+    /// <summary>The entry would be ignored by apply (or is not an internal entry): it was not proposed.</summary>
+    Refused,
+
+    /// <summary>This node is not the leader.</summary>
+    NotLeader,
+
+    /// <summary>Too many entries are being proposed at once; try again.</summary>
+    Busy,
+
+    /// <summary>The entry did not commit in time (it may still); try again, entries are idempotent.</summary>
+    NotCommitted,
+}
+
+/// <summary>The result of <see cref="LeaderIntake.SubmitAsync"/>.</summary>
+/// <param name="Status">How it ended.</param>
+/// <param name="Reason">Why it was refused or not committed, or null.</param>
+public sealed record IntakeResult(IntakeStatus Status, string? Reason = null);
+
+/// <summary>
+/// The leader's intake of entries that other nodes (or this one) ask it to put into the log: nonce commitments and DKG
+/// messages. Each is checked as apply would check it, so that nobody can fill the log with entries that apply ignores,
+/// and then replicated. Bounded: at most a few proposals at once.
+/// </summary>
+public sealed class LeaderIntake(RaftHost raft, int maxConcurrent = 8) : IDisposable
+{
+    private readonly SemaphoreSlim proposals = new(maxConcurrent, maxConcurrent);
+
+    /// <summary>How long a proposal may take to commit.</summary>
+    public static readonly TimeSpan CommitTimeout = TimeSpan.FromSeconds(5);
+
+    /// <summary>Why apply would not take <paramref name="command"/> now, or null when it would.</summary>
+    public string? Check(ILogCommand command)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        switch (command)
+        {
+            case NonceCommitmentsCommand commitments:
+                var epoch = raft.State.CurrentKeyEpoch;
+                if (epoch is null || epoch.Epoch != commitments.KeyEpoch || !epoch.Group.VerificationShares.TryGetValue(commitments.SignerId, out var publicShare))
+                    return $"signer {commitments.SignerId} is not a signer of the current key epoch";
+                if (commitments.Commitments.Count is 0 or > SigningLedger.MaxCommitmentsPerEntry)
+                    return $"1 to {SigningLedger.MaxCommitmentsPerEntry} commitments per entry";
+                return SignerProof.Verify(SigningLedger.NonceCommitmentsProofDomain, commitments.ProofPayload(), commitments.Proof, publicShare)
+                    ? null
+                    : $"the entry is not signed by signer {commitments.SignerId}'s key share";
+            case DkgStartCommand or DkgRound1Command or DkgRound2Command or DkgConfirmCommand or DkgComplaintCommand:
+                return raft.State.DkgRejection(command);
+            default:
+                return $"a {command.GetType().Name} is not taken from other nodes";
+        }
+    }
+
+    /// <summary>Checks <paramref name="command"/> and, on the leader, replicates its encoding <paramref name="encoded"/>.</summary>
+    public async Task<IntakeResult> SubmitAsync(ILogCommand command, byte[] encoded, CancellationToken token)
+    {
+        ArgumentNullException.ThrowIfNull(encoded);
+        if (!raft.IsLeader)
+            return new IntakeResult(IntakeStatus.NotLeader, "this node is not the leader");
+        if (Check(command) is { } reason)
+            return new IntakeResult(IntakeStatus.Refused, reason);
+        if (!await proposals.WaitAsync(0, token).ConfigureAwait(false))
+            return new IntakeResult(IntakeStatus.Busy, "too many entries are being proposed");
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token, raft.LeadershipToken);
+            timeout.CancelAfter(CommitTimeout);
+            await raft.ReplicateAsync(encoded, null, timeout.Token).ConfigureAwait(false);
+            return new IntakeResult(IntakeStatus.Committed);
+        }
+        catch (Exception e) when (e is OperationCanceledException or DotNext.Net.Cluster.Consensus.Raft.NotLeaderException or InvalidOperationException
+            or DotNext.Net.Cluster.Consensus.Raft.QuorumUnreachableException)
+        {
+            return new IntakeResult(IntakeStatus.NotCommitted, "the entry did not commit in time");
+        }
+        finally
+        {
+            proposals.Release();
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => proposals.Dispose();
+}
