@@ -290,7 +290,8 @@ public sealed partial class SignerService : IAsyncDisposable
                         using var response = await http.PostAsync(new Uri(new Uri(leader.Api), SharesRoute), content, token).ConfigureAwait(false);
                         if (response.IsSuccessStatusCode)
                             return;
-                        if ((int)response.StatusCode is >= 400 and < 500)
+                        // 429: the leader's request budget is spent for now; the shares are sent again after the back-off.
+                        if ((int)response.StatusCode is >= 400 and < 500 and not 429)
                         {
                             LogSharesRefused(logger, (int)response.StatusCode, await response.Content.ReadAsStringAsync(token).ConfigureAwait(false));
                             return;
