@@ -177,7 +177,8 @@ public static partial class NodeRunner
                     metrics.OrderedToSigned.Record(signed.Head.SignedAtMs - batch.OrderedAtMs);
             }
         };
-        RegisterGauges(metrics, raft, submits);
+        var requestBudget = new RequestBudget(options.Limits.MaxInFlightRequestBytes);
+        RegisterGauges(metrics, raft, submits, requestBudget);
 
         app.Use(async (context, next) =>
         {
@@ -208,9 +209,9 @@ public static partial class NodeRunner
         });
         var barrier = new ReadBarrier(options, raft, forwarder);
         barrier.Map(app);
-        new SequencerApi(options, raft, submits, forwarder, metrics, time, loops, barrier).Map(app);
-        new AdminApi(options, time).Map(app);
-        new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake).Map(app);
+        new SequencerApi(options, raft, submits, forwarder, metrics, time, loops, barrier, requestBudget).Map(app);
+        new AdminApi(options, time, requestBudget).Map(app);
+        new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake, requestBudget).Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
 
         try
@@ -280,8 +281,10 @@ public static partial class NodeRunner
 
     private static string Describe(Exception e) => e.InnerException is { } inner && e is not IOException ? $"{e.Message} ({inner.Message})" : e.Message;
 
-    private static void RegisterGauges(NodeMetrics metrics, RaftHost raft, SubmitService submits)
+    private static void RegisterGauges(NodeMetrics metrics, RaftHost raft, SubmitService submits, RequestBudget requestBudget)
     {
+        metrics.ObserveGauge("sequencer.requests.inflight_bytes", "By", "Request-body bytes reserved in the in-flight request budget (MaxInFlightRequestBytes).", () => requestBudget.InUseBytes);
+        metrics.ObserveGauge("sequencer.requests.budget_refusals", "{request}", "Requests refused with 429 because the in-flight request budget was spent, since start.", () => requestBudget.Refusals);
         metrics.ObserveGauge("sequencer.raft.term", "{term}", "The current Raft term.", () => raft.Term);
         metrics.ObserveGauge("sequencer.raft.commit_index", "{entry}", "The last committed Raft index.", () => raft.CommitIndex);
         metrics.ObserveGauge("sequencer.raft.applied_index", "{entry}", "The last applied Raft index.", () => raft.State.AppliedIndex);

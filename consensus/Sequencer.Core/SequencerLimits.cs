@@ -33,6 +33,14 @@ public sealed record SequencerLimits
     /// <summary>The largest HTTP request body, in bytes.</summary>
     public int MaxRequestBytes { get; init; } = 16 * 1024 * 1024;
 
+    /// <summary>
+    /// The most request-body bytes a node holds at once over every route that reads a body. A request reserves its
+    /// declared Content-Length before any of its body is read (a chunked one reserves in steps as it is read), and
+    /// is refused with 429 and <c>Retry-After</c> when the budget cannot cover it, so that many connections with large
+    /// bodies cannot take the node's memory.
+    /// </summary>
+    public long MaxInFlightRequestBytes { get; init; } = 256L * 1024 * 1024;
+
     /// <summary>The most txs in one bulk submit.</summary>
     public int MaxTxsPerRequest { get; init; } = 10_000;
 
@@ -127,6 +135,7 @@ public sealed record SequencerLimits
         Require(MaxTxsPerRequest >= 1, "MaxTxsPerRequest must be at least 1");
         // A JSON body carries a tx as 0x-prefixed hex: two characters a byte plus quoting.
         Require(MaxRequestBytes >= 2 * MaxTxBytes + 64, "MaxRequestBytes must hold at least one maximal tx in hex");
+        Require(MaxInFlightRequestBytes >= MaxRequestBytes, "MaxInFlightRequestBytes must be at least MaxRequestBytes, or a maximal request could never be admitted");
         Require(SubmitTimeoutMs is >= 100 and <= 600_000, "SubmitTimeoutMs must be in [100, 600000]");
         Require(MaxForwardedRequests >= 1, "MaxForwardedRequests must be at least 1");
         Require(MaxUnpersistedBatches >= PersistGroupBatches, "MaxUnpersistedBatches must be at least PersistGroupBatches");

@@ -13,8 +13,11 @@ namespace Sequencer.Node.Api;
 /// a request must send <c>Authorization: Bearer TOKEN</c> (401 otherwise). So far: the clock skew the chaos
 /// harness injects.
 /// </summary>
-public sealed class AdminApi(NodeOptions options, AdjustableClock clock)
+public sealed class AdminApi(NodeOptions options, AdjustableClock clock, RequestBudget budget)
 {
+    /// <summary>The largest body of an admin route: a small JSON object.</summary>
+    public const int MaxBodyBytes = 64 * 1024;
+
     /// <summary>The largest skew accepted, in milliseconds (a day).</summary>
     public const long MaxSkewMs = 24L * 3600 * 1000;
 
@@ -36,10 +39,17 @@ public sealed class AdminApi(NodeOptions options, AdjustableClock clock)
     {
         if (!await AuthorizeAsync(context).ConfigureAwait(false))
             return;
+        using var budgeted = await budget.ReadBodyAsync(context, MaxBodyBytes).ConfigureAwait(false);
+        if (budgeted.Bytes is not { } body)
+        {
+            await budgeted.WriteRefusalAsync(context).ConfigureAwait(false);
+            return;
+        }
+
         long ms;
         try
         {
-            using var document = await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted).ConfigureAwait(false);
+            using var document = JsonDocument.Parse(body);
             if (!document.RootElement.TryGetProperty("ms", out var value) || !value.TryGetInt64(out ms))
             {
                 await ApiResponses.WriteErrorAsync(context, 400, "bad_request", "the body is {\"ms\": <skew in milliseconds>}").ConfigureAwait(false);

@@ -23,7 +23,7 @@ namespace Sequencer.Node.Api;
 /// until the submit timeout, after which it answers <c>outcome_unknown</c>.
 /// </summary>
 public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitService submits, LeaderForwarder forwarder, NodeMetrics metrics, TimeProvider time,
-    BackgroundLoops loops, ReadBarrier barrier)
+    BackgroundLoops loops, ReadBarrier barrier, RequestBudget budget)
 {
     // Committed entries that have waited this long without any apply mean a stuck applier.
     private static readonly TimeSpan ApplyStalledAfter = TimeSpan.FromSeconds(5);
@@ -58,10 +58,13 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             return;
         }
 
-        var body = await ReadBodyAsync(context, limits.MaxRequestBytes).ConfigureAwait(false);
-        if (body is null)
+        // The body's bytes stay reserved until the submit answers: its txs, or the body itself on a follower that
+        // forwards it, live that long.
+        using var budgeted = await budget.ReadBodyAsync(context, limits.MaxRequestBytes).ConfigureAwait(false);
+        if (budgeted.Bytes is not { } body)
         {
-            await RejectAsync(context, 413, "body_too_large", $"the request body is over the limit of {limits.MaxRequestBytes} bytes").ConfigureAwait(false);
+            metrics.SubmitsRejected.Add(1, new KeyValuePair<string, object?>("error", budgeted.Code));
+            await budgeted.WriteRefusalAsync(context).ConfigureAwait(false);
             return;
         }
 
@@ -179,32 +182,6 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
         if (response.RetryAfter is { } retry)
             context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retry.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
         await context.Response.Body.WriteAsync(response.Body, context.RequestAborted).ConfigureAwait(false);
-    }
-
-    private static async Task<byte[]?> ReadBodyAsync(HttpContext context, int maxBytes)
-    {
-        if (context.Request.ContentLength is { } declared && declared > maxBytes)
-            return null;
-        var buffer = new ArrayBufferWriter<byte>((int)Math.Min(context.Request.ContentLength ?? 4096, maxBytes) + 1);
-        var reader = context.Request.BodyReader;
-        while (true)
-        {
-            var result = await reader.ReadAsync(context.RequestAborted).ConfigureAwait(false);
-            foreach (var segment in result.Buffer)
-            {
-                if (buffer.WrittenCount + segment.Length > maxBytes)
-                {
-                    reader.AdvanceTo(result.Buffer.End);
-                    return null;
-                }
-
-                buffer.Write(segment.Span);
-            }
-
-            reader.AdvanceTo(result.Buffer.End);
-            if (result.IsCompleted)
-                return buffer.WrittenSpan.ToArray();
-        }
     }
 
     private static async Task WriteSubmitResultsAsync(HttpContext context, TxOutcome[] outcomes)
@@ -438,6 +415,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("maxPendingBytes", limits.MaxPendingBytes);
             writer.WriteNumber("maxInFlightEntries", limits.MaxInFlightEntries);
             writer.WriteNumber("maxRequestBytes", limits.MaxRequestBytes);
+            writer.WriteNumber("maxInFlightRequestBytes", limits.MaxInFlightRequestBytes);
             writer.WriteNumber("maxTxsPerRequest", limits.MaxTxsPerRequest);
             writer.WriteNumber("submitTimeoutMs", limits.SubmitTimeoutMs);
             writer.WriteNumber("maxForwardedRequests", limits.MaxForwardedRequests);
@@ -453,6 +431,8 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("orderedTxs", state.OrderedTxCount);
             writer.WriteNumber("durableFollowerAppends", raft.DurableAppends);
             writer.WriteNumber("lastLogIndex", raft.LastLogIndex);
+            writer.WriteNumber("inFlightRequestBytes", budget.InUseBytes);
+            writer.WriteNumber("requestBudgetRefusals", budget.Refusals);
             writer.WriteEndObject();
         });
     }

@@ -21,7 +21,7 @@ namespace Sequencer.Node.Api;
 /// the internal routes signers use to reach the leader, and the Byzantine-signer fault for the chaos harness.
 /// </summary>
 public sealed class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCoordinator coordinator, Func<SignerService?> currentSigner, DkgService dkg,
-    ReadBarrier barrier, LeaderIntake intake)
+    ReadBarrier barrier, LeaderIntake intake, RequestBudget budget)
 {
     /// <summary>The largest internal request body.</summary>
     public const int MaxInternalBodyBytes = 1024 * 1024;
@@ -316,8 +316,8 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCo
 
     private async Task PostSharesAsync(HttpContext context)
     {
-        var body = await ReadInternalBodyAsync(context).ConfigureAwait(false);
-        if (body is null)
+        using var budgeted = await ReadInternalBodyAsync(context).ConfigureAwait(false);
+        if (budgeted?.Bytes is not { } body)
             return;
         SignatureSharesMessage message;
         try
@@ -366,7 +366,8 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCo
     {
         if (await ReadInternalCommandAsync(context).ConfigureAwait(false) is not { } entry)
             return;
-        var (body, command) = entry;
+        using var budgeted = entry.Body;
+        var (body, command) = (entry.Body.Bytes!, entry.Command);
         var dkgRoute = context.Request.Path.Value == LeaderChannel.DkgRoute;
         var expected = dkgRoute
             ? command is DkgStartCommand or DkgRound1Command or DkgRound2Command or DkgConfirmCommand or DkgComplaintCommand
@@ -409,10 +410,17 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCo
             return;
         }
 
+        using var budgeted = await budget.ReadBodyAsync(context, AdminApi.MaxBodyBytes).ConfigureAwait(false);
+        if (budgeted.Bytes is not { } body)
+        {
+            await budgeted.WriteRefusalAsync(context).ConfigureAwait(false);
+            return;
+        }
+
         SignerFault? fault;
         try
         {
-            using var document = await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted).ConfigureAwait(false);
+            using var document = JsonDocument.Parse(body);
             fault = document.RootElement.ValueKind == JsonValueKind.Object && document.RootElement.TryGetProperty("fault", out var value) && value.ValueKind == JsonValueKind.String
                 ? NodeOptions.ParseSignerFault(value.GetString())
                 : null;
@@ -471,10 +479,17 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCo
     {
         if (!await AdminApi.AuthorizeAsync(options, context).ConfigureAwait(false))
             return;
+        using var budgeted = await budget.ReadBodyAsync(context, AdminApi.MaxBodyBytes).ConfigureAwait(false);
+        if (budgeted.Bytes is not { } body)
+        {
+            await budgeted.WriteRefusalAsync(context).ConfigureAwait(false);
+            return;
+        }
+
         int threshold;
         try
         {
-            using var document = await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted).ConfigureAwait(false);
+            using var document = JsonDocument.Parse(body);
             if (document.RootElement.ValueKind != JsonValueKind.Object || !document.RootElement.TryGetProperty("threshold", out var value)
                 || value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out threshold) || threshold < 1 || threshold > options.Members.Count)
             {
@@ -508,25 +523,31 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCo
         _ => "none",
     };
 
-    // An internal route's body as a log entry: the raw bytes (replicated as they are) and the decoded command, or
-    // null once a 4xx has been written.
-    private static async Task<(byte[] Body, ILogCommand Command)?> ReadInternalCommandAsync(HttpContext context)
+    // An internal route's body as a log entry: the raw bytes (replicated as they are, with their reservation) and the
+    // decoded command, or null once a 4xx has been written.
+    private async Task<(BudgetedBody Body, ILogCommand Command)?> ReadInternalCommandAsync(HttpContext context)
     {
-        var body = await ReadInternalBodyAsync(context).ConfigureAwait(false);
-        if (body is null)
+        var budgeted = await ReadInternalBodyAsync(context).ConfigureAwait(false);
+        if (budgeted?.Bytes is not { } body)
+        {
+            budgeted?.Dispose();
             return null;
+        }
+
         try
         {
-            return (body, LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(body)));
+            return (budgeted, LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(body)));
         }
         catch (LogFormatException e)
         {
+            budgeted.Dispose();
             await ApiResponses.WriteErrorAsync(context, 400, "bad_entry", e.Message).ConfigureAwait(false);
             return null;
         }
     }
 
-    private static async Task<byte[]?> ReadInternalBodyAsync(HttpContext context)
+    // An internal route's body within the node's request budget, or null (or a refusal) once an error has been written.
+    private async Task<BudgetedBody?> ReadInternalBodyAsync(HttpContext context)
     {
         if (!string.Equals(context.Request.ContentType, "application/x-msgpack", StringComparison.OrdinalIgnoreCase))
         {
@@ -534,26 +555,9 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCo
             return null;
         }
 
-        if (context.Request.ContentLength is > MaxInternalBodyBytes)
-        {
-            await ApiResponses.WriteErrorAsync(context, 413, "body_too_large", $"the body is over {MaxInternalBodyBytes} bytes").ConfigureAwait(false);
-            return null;
-        }
-
-        using var buffer = new MemoryStream();
-        var chunk = new byte[16 * 1024];
-        int read;
-        while ((read = await context.Request.Body.ReadAsync(chunk, context.RequestAborted).ConfigureAwait(false)) > 0)
-        {
-            if (buffer.Length + read > MaxInternalBodyBytes)
-            {
-                await ApiResponses.WriteErrorAsync(context, 413, "body_too_large", $"the body is over {MaxInternalBodyBytes} bytes").ConfigureAwait(false);
-                return null;
-            }
-
-            buffer.Write(chunk, 0, read);
-        }
-
-        return buffer.ToArray();
+        var budgeted = await budget.ReadBodyAsync(context, MaxInternalBodyBytes).ConfigureAwait(false);
+        if (budgeted.Bytes is null)
+            await budgeted.WriteRefusalAsync(context).ConfigureAwait(false);
+        return budgeted;
     }
 }

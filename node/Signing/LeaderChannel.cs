@@ -87,7 +87,8 @@ public sealed class LeaderChannel(RaftHost raft, IShareInbox inbox, LeaderIntake
             using var response = await http.PostAsync(new Uri(new Uri(leader.Api), route), content, token).ConfigureAwait(false);
             if (response.IsSuccessStatusCode)
                 return LeaderDelivery.Ok;
-            var refused = (int)response.StatusCode is >= 400 and < 500;
+            // 429: the leader's request budget is spent for now; the caller sends again after its back-off.
+            var refused = (int)response.StatusCode is >= 400 and < 500 and not 429;
             return new LeaderDelivery(false, refused, $"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync(token).ConfigureAwait(false)}");
         }
         catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !token.IsCancellationRequested)

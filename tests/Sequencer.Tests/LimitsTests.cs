@@ -20,6 +20,7 @@ public sealed class LimitsTests
     [InlineData("MaxBatchDelayMs", 5000, "MaxBatchDelayMs")]
     [InlineData("MaxRequestBytes", 100, "MaxRequestBytes")]
     [InlineData("MaxUnpersistedBatches", 1, "MaxUnpersistedBatches")]
+    [InlineData("MaxInFlightRequestBytes", 1024 * 1024, "MaxInFlightRequestBytes must be at least MaxRequestBytes")]
     public void Validate_BrokenRelation_IsNamed(string name, int value, string expected)
     {
         var limits = RunCommand.ApplyLimit(new SequencerLimits(), $"{name}={value}");

@@ -1,0 +1,117 @@
+using System.Net.Sockets;
+using System.Text;
+using Sequencer.Client.Local;
+
+namespace Sequencer.IntegrationTests;
+
+// DESIGN section 8: the node refuses a request before reading its body when its in-flight bytes budget is spent.
+[Collection("clusters")]
+public sealed class RequestBudgetTests
+{
+    private const int BudgetBytes = 1024 * 1024;
+
+    [Fact]
+    public async Task DeclaredLengthOverRemainingBudget_Refused429BeforeItsBodyIsSent_AndAnAbortedRequestReleasesItsReservation()
+    {
+        await using var test = await TestCluster.StartAsync("budget", nodes: 1,
+            extraArguments: ["--limit", $"maxRequestBytes={BudgetBytes}", "--limit", $"maxInFlightRequestBytes={BudgetBytes}"]);
+        var node = test.Cluster.Node(1);
+        var api = new Uri(node.Spec.Api);
+
+        // A slow client declares most of the budget and sends only the start of its body.
+        using var slow = new TcpClient();
+        await slow.ConnectAsync(api.Host, api.Port);
+        var held = BudgetBytes - 1000;
+        await slow.GetStream().WriteAsync(Encoding.ASCII.GetBytes(Headers(api, held) + "{\"txs\": [\"0x00"));
+        await WaitForInFlightBytesAsync(node, held, test);
+
+        // The next request declares more than is left, and sends headers only: the answer cannot wait for its body.
+        using (var refused = new TcpClient())
+        {
+            await refused.ConnectAsync(api.Host, api.Port);
+            await refused.GetStream().WriteAsync(Encoding.ASCII.GetBytes(Headers(api, 5000)));
+            var answer = await ReadAnswerAsync(refused.GetStream(), "}", TimeSpan.FromSeconds(10));
+            Assert.StartsWith("HTTP/1.1 429", answer, StringComparison.Ordinal);
+            Assert.Contains("Retry-After: 1", answer, StringComparison.OrdinalIgnoreCase);
+            Assert.Contains("\"error\":\"overloaded\"", answer, StringComparison.Ordinal);
+            Assert.Contains("\"message\":", answer, StringComparison.Ordinal);
+        }
+
+        // Over the request limit itself: 413 at once, nothing reserved.
+        using (var tooLarge = new TcpClient())
+        {
+            await tooLarge.ConnectAsync(api.Host, api.Port);
+            await tooLarge.GetStream().WriteAsync(Encoding.ASCII.GetBytes(Headers(api, BudgetBytes + 1)));
+            var answer = await ReadAnswerAsync(tooLarge.GetStream(), "}", TimeSpan.FromSeconds(10));
+            Assert.StartsWith("HTTP/1.1 413", answer, StringComparison.Ordinal);
+            Assert.Contains("\"error\":\"body_too_large\"", answer, StringComparison.Ordinal);
+        }
+
+        var view = await node.Client.GetClusterAsync();
+        Assert.Equal(held, view.Pipeline!["inFlightRequestBytes"]);
+        Assert.True(view.Pipeline["requestBudgetRefusals"] >= 1, "the refusal is counted");
+        Assert.Equal(BudgetBytes, view.Limits["maxInFlightRequestBytes"]);
+
+        // The slow client goes away mid-body: its reservation is returned, and submits are admitted again.
+        slow.Client.LingerState = new LingerOption(true, 0);
+        slow.Close();
+        await WaitForInFlightBytesAsync(node, 0, test);
+        var tx = new byte[32];
+        Random.Shared.NextBytes(tx);
+        var result = await node.Client.SubmitAsync(tx);
+        Assert.True(ulong.Parse(result.Height, System.Globalization.CultureInfo.InvariantCulture) >= 1);
+    }
+
+    private static string Headers(Uri api, long contentLength)
+        => $"POST /v1/txs HTTP/1.1\r\nHost: {api.Authority}\r\nContent-Type: application/json\r\nContent-Length: {contentLength}\r\n\r\n";
+
+    private static async Task<string> ReadAnswerAsync(NetworkStream stream, string until, TimeSpan timeout)
+    {
+        using var limit = new CancellationTokenSource(timeout);
+        var text = new StringBuilder();
+        var buffer = new byte[4096];
+        // The answer is complete once its body (after the headers) holds the closing text.
+        bool Complete()
+        {
+            var all = text.ToString();
+            var headersEnd = all.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+            return headersEnd >= 0 && all.IndexOf(until, headersEnd, StringComparison.Ordinal) >= 0;
+        }
+
+        while (!Complete())
+        {
+            int read;
+            try
+            {
+                read = await stream.ReadAsync(buffer, limit.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                Assert.Fail($"no complete answer within {timeout.TotalSeconds:0} s; got: {text}");
+                throw;
+            }
+
+            if (read == 0)
+                break;
+            text.Append(Encoding.ASCII.GetString(buffer, 0, read));
+        }
+
+        return text.ToString();
+    }
+
+    private static async Task WaitForInFlightBytesAsync(NodeProcess node, long expected, TestCluster test)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        long last = -1;
+        while (DateTime.UtcNow < deadline)
+        {
+            var view = await LocalCluster.TryGetClusterAsync(node);
+            last = view?.Pipeline?.GetValueOrDefault("inFlightRequestBytes", -1) ?? -1;
+            if (last == expected)
+                return;
+            await Task.Delay(20);
+        }
+
+        Assert.Fail($"in-flight request bytes stayed at {last}, expected {expected}\n{test.Logs()}");
+    }
+}
