@@ -115,15 +115,20 @@ public sealed partial class AppliedState
     /// <summary>The lowest signed head at or above <paramref name="height"/> (the head that covers it), or null.</summary>
     public SignedHead? CoveringHead(ulong height)
     {
+        SignedHead? lowestInMemory;
         lock (gate)
         {
             if (height > ledger.SignedThrough)
                 return null;
             if (recentHeads.Count > 0 && height >= recentHeads.Keys[0])
                 return recentHeads.Values[LowerBound(recentHeads.Keys, height)];
+            lowestInMemory = recentHeads.Count > 0 ? recentHeads.Values[0] : null;
         }
 
-        return store.CoveringHead(height);
+        // Below the heads in memory: a stored head between the height and the lowest one in memory covers it first;
+        // otherwise (not stored yet) the lowest one in memory does.
+        var stored = store.CoveringHead(height);
+        return stored is not null && (lowestInMemory is null || stored.Height < lowestInMemory.Height) ? stored : lowestInMemory;
     }
 
     /// <summary>The signed head at exactly <paramref name="height"/>, or null when that height is not a signed head.</summary>

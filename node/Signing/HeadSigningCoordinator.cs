@@ -82,10 +82,16 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     {
         ArgumentNullException.ThrowIfNull(loops);
         Invariant.Check(loop is null, "the coordinator starts once");
+        Subscribe();
+        loop = loops.Start("the head-signing coordinator", StuckAfter, LoopAsync, stopping.Token);
+    }
+
+    /// <summary>Listens to the applied state and the log (what <see cref="Start"/> does before its loop; tests step <see cref="Round"/> themselves).</summary>
+    internal void Subscribe()
+    {
         state.SessionsStarted += OnSessionsStarted;
         state.HeadSigned += OnHeadSigned;
         log.LeaderChanged += Wake;
-        loop = loops.Start("the head-signing coordinator", StuckAfter, LoopAsync, stopping.Token);
     }
 
     /// <summary>What the leader knows about each signer of the current key epoch.</summary>
@@ -214,7 +220,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         }
     }
 
-    private void Round()
+    internal void Round()
     {
         var term = log.IsLeader ? log.Term : 0;
         lock (gate)

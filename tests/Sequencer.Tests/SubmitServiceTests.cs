@@ -47,6 +47,13 @@ internal sealed class FakeLeaderLog(AppliedState state) : ILeaderLog, IDisposabl
 
     public void Dispose() => leadership.Dispose();
 
+    /// <summary>Steps down and wins again at once: the same node leads, in the next term.</summary>
+    public void WinNextTerm()
+    {
+        Term++;
+        LeaderChanged?.Invoke();
+    }
+
     public void LoseLeadership()
     {
         IsLeader = false;

@@ -1,0 +1,220 @@
+using Microsoft.Extensions.Time.Testing;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Storage;
+using Sequencer.Signing;
+using Sequencer.Threshold;
+
+namespace Sequencer.Tests;
+
+/// <summary>The pure head planner and signer health (DESIGN section 5, liveness), driven by fake time.</summary>
+public sealed class HeadPlannerTests
+{
+    private static readonly SigningTimings Timings = new(SessionTimeoutMs: 1_000, ProposalTimeoutMs: 5_000, BadShareExclusionMs: 60_000, MaxBadShareExclusionMs: 3_600_000,
+        TimeoutExclusionMs: 500, MaxTimeoutExclusionMs: 4_000, MaxSessionsInFlight: 2, MinHeadIntervalMs: 0);
+
+    private static readonly KeyEpochView Epoch = MakeEpoch();
+
+    private readonly FakeTimeProvider time = new();
+    private readonly Dictionary<int, ulong> next = new() { [1] = 1, [2] = 1, [3] = 1 };
+
+    private long Now => time.GetUtcNow().ToUnixTimeMilliseconds();
+
+    private static KeyEpochView MakeEpoch()
+    {
+        var (_, group) = TrustedDealer.Generate(2, 3);
+        var record = new StoredKeyEpoch(1, 2, Secp256k1.SerializeElement(group.PublicKey), [1, 2, 3],
+            [.. new[] { 1, 2, 3 }.Select(id => Secp256k1.SerializeElement(group.VerificationShares[id]))], 1);
+        return KeyEpochView.Parse(record)!;
+    }
+
+    // Every signer has a long run of free commitments from its next unused sequence.
+    private IReadOnlyList<ulong> Available(int signer) => [.. Enumerable.Range(0, 8).Select(i => next[signer] + (ulong)i)];
+
+    /// <summary>What the log does with a session: uses its commitments and starts it.</summary>
+    private SigningSession Apply(HeadPlanner planner, SigningSession planned, ulong height)
+    {
+        var applied = new SigningSession { Height = height, Attempt = planned.Attempt, KeyEpoch = 1, Signers = planned.Signers, Sequences = planned.Sequences };
+        for (var i = 0; i < planned.Signers.Count; i++)
+            next[planned.Signers[i]] = Math.Max(next[planned.Signers[i]], planned.Sequences[i] + 1);
+        Assert.True(planner.Applied(applied, Now));
+        return applied;
+    }
+
+    [Fact]
+    public void Plan_KeepsAtMostTwoSessionsInFlight_EachNewerThanEveryHeadSignedOrInFlight()
+    {
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var first = planner.PlanInline(Now, Epoch, Available)!;
+        Assert.Equal([1, 2], first.Signers);
+        // An inline session is on its way: no standalone one for an applied header below it.
+        Assert.Null(planner.PlanStandalone(Now, Epoch, newest: 5, signedThrough: 0, lastAttempt: 0, Available));
+        var second = planner.PlanInline(Now, Epoch, Available)!;
+        Assert.NotEqual(first.Sequences, second.Sequences);
+        Assert.Null(planner.PlanInline(Now, Epoch, Available));
+        Assert.False(planner.HasRoom);
+
+        Apply(planner, first, 6);
+        Apply(planner, second, 7);
+        planner.Signed(6);
+        Assert.Single(planner.Flights);
+
+        // Head 7 is in flight: nothing to start for 7; an applied header 9 gets a session of its own.
+        Assert.Null(planner.PlanStandalone(Now, Epoch, newest: 7, signedThrough: 6, lastAttempt: 0, Available));
+        var standalone = planner.PlanStandalone(Now, Epoch, newest: 9, signedThrough: 6, lastAttempt: 0, Available)!;
+        Assert.Equal(9UL, standalone.Height);
+        Assert.Equal(1, standalone.Attempt);
+    }
+
+    [Fact]
+    public void Plan_MinHeadInterval_CapsTheSessionRate()
+    {
+        var planner = new HeadPlanner(Timings with { MinHeadIntervalMs = 10 }, self: 1);
+        planner.Lead(1);
+        Assert.NotNull(planner.PlanInline(Now, Epoch, Available));
+        time.Advance(TimeSpan.FromMilliseconds(9));
+        Assert.Null(planner.PlanInline(Now, Epoch, Available));
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.NotNull(planner.PlanInline(Now, Epoch, Available));
+    }
+
+    [Fact]
+    public void BadShares_OneEpisodeTouchingManySessions_IsOneOffence_ALaterSessionsBadShareIsTheNext()
+    {
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var health = planner.Health;
+
+        // Signer 2 turns Byzantine while two sessions are in flight: both of its shares are bad.
+        var a = Apply(planner, planner.PlanStandalone(Now, Epoch, 1, 0, 0, Available)!, 1);
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        var b = Apply(planner, planner.PlanStandalone(Now, Epoch, 2, 0, 0, Available)!, 2);
+        Assert.Contains(2, a.Signers);
+        Assert.Contains(2, b.Signers);
+        time.Advance(TimeSpan.FromMilliseconds(5));
+        var first = Assert.Single(planner.BadShares((a.Height, a.Attempt), [2], Now));
+        Assert.Equal(60_000, first.ExclusionMs);
+        var second = Assert.Single(planner.BadShares((b.Height, b.Attempt), [2], Now));
+        Assert.Equal(0, second.ExclusionMs);
+        Assert.Equal(1, health.Report(2, Now).Offences);
+        Assert.Equal(2, health.Report(2, Now).BadShares);
+        Assert.Equal(60_000, health.Report(2, Now).ExcludedForMs);
+
+        // The next session leaves it out while signer 3 can sign.
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal([1, 3], planner.PlanStandalone(Now, Epoch, 3, 0, 0, Available)!.Signers);
+        planner.Lead(2);
+
+        // With signer 3 out of commitments it is probed (t must be reached), started after its exclusion began, and bad
+        // again: a second offence, with twice the exclusion.
+        IReadOnlyList<ulong> NotThree(int signer) => signer == 3 ? [] : Available(signer);
+        var c = Apply(planner, planner.PlanStandalone(Now, Epoch, 3, 0, 0, NotThree)!, 3);
+        Assert.Equal([1, 2], c.Signers);
+        time.Advance(TimeSpan.FromMilliseconds(5));
+        Assert.Equal(120_000, Assert.Single(planner.BadShares((c.Height, c.Attempt), [2], Now)).ExclusionMs);
+        Assert.Equal(2, health.Report(2, Now).Offences);
+    }
+
+    [Fact]
+    public void Choose_NeverFewerThanTEligible_ProbesTheEarliestExpiry_AndAValidShareReadmits()
+    {
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var health = planner.Health;
+        health.RecordBadShare(3, head: 1, sessionStartedMs: Now, nowMs: Now);
+        time.Advance(TimeSpan.FromSeconds(1));
+        health.RecordBadShare(2, head: 2, sessionStartedMs: Now, nowMs: Now);
+
+        // Signers 2 and 3 are both excluded: with only signer 1 healthy, the one whose exclusion ends first is probed.
+        var probe = planner.PlanStandalone(Now, Epoch, 3, 0, 0, Available)!;
+        Assert.Equal([1, 3], probe.Signers);
+
+        // Its valid share readmits it at once.
+        var applied = Apply(planner, probe, 3);
+        time.Advance(TimeSpan.FromMilliseconds(3));
+        planner.ShareAccepted((applied.Height, applied.Attempt), 3, Now);
+        Assert.True(health.IsHealthy(3, Now));
+        Assert.False(health.IsHealthy(2, Now));
+        Assert.Equal([1, 3], health.Choose([1, 2, 3], 2, 1, Now, _ => true));
+
+        // A member without a free commitment cannot be chosen, probe or not: fewer than t such members is no session.
+        Assert.Null(health.Choose([1, 2, 3], 2, 1, Now, id => id == 1));
+    }
+
+    [Fact]
+    public void Timeout_RecordsTheSilentSigners_ExcludesThemBriefly_AndTheNextSessionSignsWithoutThem()
+    {
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var session = Apply(planner, planner.PlanStandalone(Now, Epoch, 4, 0, 0, Available)!, 4);
+        Assert.Equal([1, 2], session.Signers);
+        planner.ShareReceived((4, 1), 1);
+        time.Advance(TimeSpan.FromMilliseconds(999));
+        Assert.Empty(planner.Tick(Now).Expired);
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        var tick = planner.Tick(Now);
+        Assert.Equal([(4UL, 1)], tick.Expired);
+        Assert.Equal([2], tick.TimedOutSigners);
+        Assert.Empty(planner.Flights);
+
+        // The head is signed again at once, with a fresh attempt and without the silent signer.
+        var retry = planner.PlanStandalone(Now, Epoch, 4, 0, lastAttempt: 1, Available)!;
+        Assert.Equal(2, retry.Attempt);
+        Assert.Equal([1, 3], retry.Signers);
+        Assert.Equal(500, planner.Health.Report(2, Now).ExcludedForMs);
+    }
+
+    [Fact]
+    public void Watchdog_AnAggregatedSignatureThatNeverReachesTheLog_LeavesTheFlight()
+    {
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var session = Apply(planner, planner.PlanStandalone(Now, Epoch, 5, 0, 0, Available)!, 5);
+        planner.Aggregated((session.Height, session.Attempt), Now);
+        Assert.False(planner.HasRoom && planner.Flights.Count == 0);
+        time.Advance(TimeSpan.FromMilliseconds(4_999));
+        Assert.Empty(planner.Tick(Now).Expired);
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.Equal([(5UL, 1)], planner.Tick(Now).Expired);
+        Assert.NotNull(planner.PlanStandalone(Now, Epoch, 5, 0, lastAttempt: 1, Available));
+    }
+
+    [Fact]
+    public void Leadership_FlippingAroundAnAggregatedSignature_ClearsTheFlight_AndTheHeadIsSignedAgain()
+    {
+        // Term 1: head 7 is aggregated, its signature on its way; then the node steps down and wins again (term 2)
+        // within milliseconds. The old signature was thrown away with the old leadership; the head must not stay stuck.
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var session = Apply(planner, planner.PlanStandalone(Now, Epoch, 7, 0, 0, Available)!, 7);
+        planner.Aggregated((session.Height, session.Attempt), Now);
+        Assert.Null(planner.PlanStandalone(Now, Epoch, 7, 0, lastAttempt: 1, Available));
+
+        time.Advance(TimeSpan.FromMilliseconds(5));
+        planner.Lead(2);
+        Assert.Empty(planner.Flights);
+        var again = planner.PlanStandalone(Now, Epoch, 7, 0, lastAttempt: 1, Available)!;
+        Assert.Equal(7UL, again.Height);
+        Assert.Equal(2, again.Attempt);
+
+        // The same term again is not a flip.
+        planner.Lead(2);
+        Assert.Single(planner.Flights);
+    }
+
+    [Fact]
+    public void ProposalEnded_ASessionTheLogNeverStarted_LeavesTheFlightAndFreesItsCommitments()
+    {
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var inline = planner.PlanInline(Now, Epoch, Available)!;
+        var other = planner.PlanInline(Now, Epoch, Available)!;
+        Assert.NotEqual(inline.Sequences, other.Sequences);
+
+        // The batch formed no header (every tx a duplicate): its session never started.
+        planner.ProposalEnded(inline);
+        Assert.Single(planner.Flights);
+        var replacement = planner.PlanInline(Now, Epoch, Available)!;
+        Assert.Equal(inline.Sequences, replacement.Sequences);
+    }
+}

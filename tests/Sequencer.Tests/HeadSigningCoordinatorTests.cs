@@ -1,0 +1,195 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Sequencer.Core;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Storage;
+using Sequencer.Node.Signing;
+using Sequencer.Node.Telemetry;
+using Sequencer.Raft;
+using Sequencer.Signing;
+using Sequencer.Threshold;
+
+namespace Sequencer.Tests;
+
+/// <summary>
+/// The leader's head-signing coordinator with an in-process log, simulated signers and fake time, stepped round by
+/// round: what a leader does with sessions, shares and signatures, and what a change of leadership does to them.
+/// </summary>
+public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
+{
+    private static readonly SequencerLimits Limits = new() { PersistGroupBatches = 4, MaxUnpersistedBatches = 64, PersistIntervalMs = 10_000, MinHeadIntervalMs = 0 };
+    private readonly FakeTimeProvider time = new(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000));
+    private readonly (IReadOnlyList<KeyShare> Shares, GroupKey Group) key = TrustedDealer.Generate(2, 3);
+    private readonly Dictionary<(int Signer, ulong Sequence), SigningNonces> nonces = [];
+    private readonly List<SignatureSharesMessage> outgoing = [];
+    private readonly AppliedState state;
+    private readonly FakeLeaderLog log;
+    private readonly NodeMetrics metrics = new();
+    private readonly HeadSigningCoordinator coordinator;
+
+    public HeadSigningCoordinatorTests()
+    {
+        state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, 0, time, NullLogger.Instance);
+        log = new FakeLeaderLog(state);
+        coordinator = new HeadSigningCoordinator(1, state, log, Limits, time, metrics, NullLogger<HeadSigningCoordinator>.Instance, bootstrap: null);
+        // The signers answer every session at once, honestly (the test delivers their shares when it chooses).
+        state.SessionsStarted += sessions =>
+        {
+            foreach (var session in sessions)
+            {
+                foreach (var (signer, i) in session.Session.Signers.Select((s, i) => (s, i)))
+                {
+                    var z = session.Context.Sign(key.Shares[signer - 1], nonces[(signer, session.Session.Sequences[i])]);
+                    var message = new SignatureSharesMessage
+                    {
+                        SignerId = signer,
+                        KeyEpoch = 1,
+                        Shares = [new SignatureShareMessage { Height = session.Session.Height, Attempt = session.Session.Attempt, Share = Secp256k1.SerializeScalar(z) }],
+                    };
+                    outgoing.Add(message);
+                }
+            }
+        };
+        // The coordinator listens as Start has it do; its loop is not run: the test steps it round by round.
+        coordinator.Subscribe();
+    }
+
+    private async Task ReplicateAsync(ILogCommand command) => await log.ReplicateAsync(LogCommandCodec.Encode(command), null, CancellationToken.None);
+
+    private async Task SetUpKeyAsync()
+    {
+        await ReplicateAsync(new KeyEpochCommand
+        {
+            Epoch = 1,
+            Threshold = 2,
+            GroupKey = Secp256k1.SerializeElement(key.Group.PublicKey),
+            Members = [1, 2, 3],
+            VerificationShares = [.. new[] { 1, 2, 3 }.Select(id => Secp256k1.SerializeElement(key.Group.VerificationShares[id]))],
+        });
+        foreach (var signer in new[] { 1, 2, 3 })
+        {
+            var values = new List<byte[]>();
+            for (ulong sequence = 1; sequence <= 16; sequence++)
+            {
+                var (pair, commitment) = Frost.Commit(signer, key.Shares[signer - 1].Secret);
+                nonces[(signer, sequence)] = pair;
+                values.Add([.. Secp256k1.SerializeElement(commitment.Hiding), .. Secp256k1.SerializeElement(commitment.Binding)]);
+            }
+
+            var unsigned = new NonceCommitmentsCommand { SignerId = signer, KeyEpoch = 1, FirstSequence = 1, Commitments = values };
+            await ReplicateAsync(new NonceCommitmentsCommand
+            {
+                SignerId = signer,
+                KeyEpoch = 1,
+                FirstSequence = 1,
+                Commitments = values,
+                Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned.ProofPayload(), key.Shares[signer - 1].Secret),
+            });
+        }
+    }
+
+    /// <summary>Cuts a batch as the batcher would: with whatever rides it.</summary>
+    private async Task CutBatchAsync(int seed)
+    {
+        var riders = coordinator.Take();
+        await ReplicateAsync(new BatchCommand { LeaderTimestampMs = 5000, Txs = [BatchApplierTests.Tx(seed)], Session = riders.Session, Signatures = riders.Signatures.Count == 0 ? null : riders.Signatures });
+        coordinator.Completed(riders, committed: true);
+    }
+
+    private void DeliverShares()
+    {
+        foreach (var message in outgoing)
+            Assert.True(coordinator.Receive(message));
+        outgoing.Clear();
+    }
+
+    [Fact]
+    public async Task Leader_SignsTheHeadItsBatchCarriesTheSessionOf_TheSignatureRidingTheNextBatch()
+    {
+        await SetUpKeyAsync();
+        coordinator.Round();
+        await CutBatchAsync(1);
+        Assert.Single(coordinator.Flights);
+        DeliverShares();
+        coordinator.Round();
+        Assert.Equal(FlightStage.Aggregated, Assert.Single(coordinator.Flights).Stage);
+        Assert.Equal(0UL, state.SignedThrough);
+
+        // The signature rides the next batch entry: head 1 is signed, and the new batch carries a session of its own.
+        await CutBatchAsync(2);
+        Assert.Equal(1UL, state.SignedThrough);
+        Assert.Equal(2UL, Assert.Single(coordinator.Flights).Session.Height);
+        Assert.True(state.IsCovered(1));
+        Assert.False(state.IsCovered(2));
+    }
+
+    [Fact]
+    public async Task LeadershipFlippedAroundAnAggregatedSignature_TheHeadIsSignedAnyway()
+    {
+        await SetUpKeyAsync();
+        coordinator.Round();
+        await CutBatchAsync(1);
+        DeliverShares();
+        coordinator.Round();
+        Assert.Equal(FlightStage.Aggregated, Assert.Single(coordinator.Flights).Stage);
+
+        // Before the signature reaches the log, the leader steps down and wins the next term within milliseconds (a
+        // ClogThenFlush does this): the aggregated signature is thrown away with the old leadership.
+        time.Advance(TimeSpan.FromMilliseconds(3));
+        log.WinNextTerm();
+        coordinator.Round();
+        Assert.Empty(coordinator.Flights);
+        Assert.Equal(0UL, state.SignedThrough);
+
+        // No batch comes: once the standalone delay has passed, the newest head gets a session of its own (attempt 2),
+        // is signed, and its signature gets an entry of its own after the flush delay.
+        time.Advance(TimeSpan.FromMilliseconds(Limits.StandaloneSessionDelayMs));
+        coordinator.Round();
+        var retry = Assert.Single(coordinator.Flights);
+        Assert.Equal((1UL, 2), (retry.Session.Height, retry.Session.Attempt));
+        DeliverShares();
+        coordinator.Round();
+        time.Advance(TimeSpan.FromMilliseconds(Limits.SignatureFlushDelayMs));
+        coordinator.Round();
+        Assert.Equal(1UL, state.SignedThrough);
+        Assert.Empty(coordinator.Flights);
+    }
+
+    [Fact]
+    public async Task ByzantineSigner_ItsBadShareNamesIt_AndTheHeadIsSignedWithoutIt()
+    {
+        await SetUpKeyAsync();
+        coordinator.Round();
+        await CutBatchAsync(1);
+        var bad = outgoing.Single(m => m.SignerId == 2);
+        outgoing.Remove(bad);
+        var share = Secp256k1.DeserializeScalar(bad.Shares[0].Share).Add(Org.BouncyCastle.Math.BigInteger.One).Mod(Secp256k1.Order);
+        outgoing.Add(new SignatureSharesMessage { SignerId = 2, KeyEpoch = 1, Shares = [new SignatureShareMessage { Height = 1, Attempt = 1, Share = Secp256k1.SerializeScalar(share) }] });
+        DeliverShares();
+        coordinator.Round();
+        var report = coordinator.Signers().Single(s => s.Id == 2);
+        Assert.Equal(1, report.BadShares);
+        Assert.True(report.ExcludedForMs > 0);
+        Assert.Equal(0, coordinator.Signers().Single(s => s.Id == 1).BadShares);
+
+        // The head is signed again without signer 2 at the next opportunity.
+        time.Advance(TimeSpan.FromMilliseconds(Limits.StandaloneSessionDelayMs));
+        coordinator.Round();
+        var retry = Assert.Single(coordinator.Flights);
+        Assert.DoesNotContain(2, retry.Session.Signers);
+        DeliverShares();
+        coordinator.Round();
+        time.Advance(TimeSpan.FromMilliseconds(Limits.SignatureFlushDelayMs));
+        coordinator.Round();
+        Assert.Equal(1UL, state.SignedThrough);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await coordinator.DisposeAsync();
+        await state.DisposeAsync();
+        log.Dispose();
+        metrics.Dispose();
+    }
+}

@@ -1,0 +1,259 @@
+using System.Globalization;
+using System.Text;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Storage;
+using Sequencer.Signing;
+using Sequencer.Threshold;
+using BigInteger = Org.BouncyCastle.Math.BigInteger;
+
+namespace Sequencer.Tests;
+
+/// <summary>
+/// Data-driven scenarios of the pure signing ledger (etcd-raft's style): each file under <c>Scenarios/ledger</c> is a
+/// list of commands, each followed by <c>----</c> and the trace of effects it must produce. Set
+/// <c>SEQUENCER_REWRITE=1</c> to rewrite the expected traces from the current behaviour (then review the diff like code).
+/// </summary>
+/// <remarks>
+/// Commands: <c>epoch</c>; <c>batch [inline=S@Q,S@Q]</c>; <c>publish SIGNER FIRST COUNT [prover=ID]</c>;
+/// <c>session HEIGHT ATTEMPT S@Q,S@Q</c>; <c>sign HEIGHT ATTEMPT [corrupt=ID] [at=HEIGHT] [carrier=batch]</c> (the session's
+/// shares made with the right nonces and aggregated); <c>state</c>.
+/// </remarks>
+public sealed class SigningLedgerScenarioTests
+{
+    public static TheoryData<string> Files()
+    {
+        var data = new TheoryData<string>();
+        foreach (var file in Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "Scenarios", "ledger"), "*.txt").Order())
+            data.Add(Path.GetFileName(file));
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Files))]
+    public void Scenario_ProducesItsExpectedTrace(string file)
+    {
+        var path = Path.Combine(AppContext.BaseDirectory, "Scenarios", "ledger", file);
+        var blocks = Parse(File.ReadAllText(path));
+        var run = new Run();
+        var actual = new StringBuilder();
+        var mismatches = new List<string>();
+        foreach (var (comments, command, expected) in blocks)
+        {
+            var trace = run.Execute(command);
+            foreach (var comment in comments)
+                actual.Append(comment).Append('\n');
+            actual.Append(command).Append("\n----\n");
+            foreach (var line in trace)
+                actual.Append(line).Append('\n');
+            actual.Append('\n');
+            if (!trace.SequenceEqual(expected))
+                mismatches.Add($"{command}\n  expected:\n    {string.Join("\n    ", expected)}\n  actual:\n    {string.Join("\n    ", trace)}");
+        }
+
+        if (Environment.GetEnvironmentVariable("SEQUENCER_REWRITE") == "1")
+        {
+            var source = Path.Combine(SourceDirectory(), "Scenarios", "ledger", file);
+            File.WriteAllText(source, actual.ToString().TrimEnd('\n') + "\n");
+            return;
+        }
+
+        Assert.True(mismatches.Count == 0, $"{file}:\n{string.Join("\n\n", mismatches)}");
+    }
+
+    private static List<(List<string> Comments, string Command, List<string> Expected)> Parse(string text)
+    {
+        var result = new List<(List<string>, string, List<string>)>();
+        var lines = text.Replace("\r", string.Empty, StringComparison.Ordinal).Split('\n');
+        var comments = new List<string>();
+        for (var i = 0; i < lines.Length; i++)
+        {
+            var line = lines[i];
+            if (line.StartsWith('#'))
+            {
+                comments.Add(line);
+                continue;
+            }
+
+            if (line.Length == 0)
+                continue;
+            Assert.True(i + 1 < lines.Length && lines[i + 1] == "----", $"line {i + 1}: a command is followed by ----");
+            var expected = new List<string>();
+            i += 2;
+            while (i < lines.Length && lines[i].Length > 0)
+                expected.Add(lines[i++]);
+            result.Add((comments, line, expected));
+            comments = [];
+        }
+
+        return result;
+    }
+
+    private static string SourceDirectory()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Sequencer.Tests.csproj")))
+            directory = directory.Parent;
+        return directory?.FullName ?? throw new InvalidOperationException("cannot find the test project's source directory");
+    }
+
+    /// <summary>A ledger, a chain of headers it signs, a dealer key, and the nonces behind every published commitment.</summary>
+    private sealed class Run
+    {
+        private static readonly (IReadOnlyList<KeyShare> Shares, GroupKey Group) Key = TrustedDealer.Generate(2, 3);
+        private readonly SigningLedger ledger = new(LedgerState.Empty(42));
+        private readonly List<BatchHeader> headers = [];
+        private readonly MerkleFrontier history = new();
+        private readonly Dictionary<(int Signer, ulong Sequence), SigningNonces> nonces = [];
+        private readonly Dictionary<(int Signer, ulong Sequence), SigningNonces> offered = [];
+        private readonly Dictionary<(ulong Height, int Attempt), AppliedSession> sessions = [];
+        private long index;
+
+        public List<string> Execute(string line)
+        {
+            var words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            var options = words.Skip(1).Where(w => w.Contains('=', StringComparison.Ordinal)).ToDictionary(w => w[..w.IndexOf('=', StringComparison.Ordinal)], w => w[(w.IndexOf('=', StringComparison.Ordinal) + 1)..]);
+            var args = words.Skip(1).Where(w => !w.Contains('=', StringComparison.Ordinal)).ToList();
+            return words[0] switch
+            {
+                "epoch" => Apply(new KeyEpochCommand
+                {
+                    Epoch = (ulong)ledger.KeyEpochs.Count + 1,
+                    Threshold = 2,
+                    GroupKey = Secp256k1.SerializeElement(Key.Group.PublicKey),
+                    Members = [1, 2, 3],
+                    VerificationShares = [.. new[] { 1, 2, 3 }.Select(id => Secp256k1.SerializeElement(Key.Group.VerificationShares[id]))],
+                }),
+                "batch" => Batch(options.GetValueOrDefault("inline"), options.GetValueOrDefault("sign")),
+                "publish" => Apply(Publish(int.Parse(args[0], CultureInfo.InvariantCulture), ulong.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture),
+                    options.TryGetValue("prover", out var prover) ? int.Parse(prover, CultureInfo.InvariantCulture) : null)),
+                "session" => Apply(new SigningSessionsCommand { Sessions = [Session(ulong.Parse(args[0], CultureInfo.InvariantCulture), int.Parse(args[1], CultureInfo.InvariantCulture), args[2])] }),
+                "sign" => Apply(new HeadSignaturesCommand { Signatures = [Sign(args, options)] }),
+                "state" => State(),
+                _ => throw new InvalidOperationException($"unknown command {words[0]}"),
+            };
+        }
+
+        private List<string> Batch(string? inline, string? sign)
+        {
+            var height = (ulong)headers.Count + 1;
+            var epoch = ledger.CurrentKeyEpoch?.Epoch ?? 0;
+            var header = new BatchHeader(42, epoch, height, 1, headers.Count == 0 ? Hash32.Zero : headers[^1].Commitment, history.Root,
+                Keccak256.Hash(BitConverter.GetBytes(height)), 1, 1000 + height);
+            headers.Add(header);
+            history.Append(header.Commitment);
+            var command = new BatchCommand
+            {
+                Txs = [[1]],
+                Session = inline is null ? null : Session(0, 1, inline),
+                Signatures = sign is null ? null : [Sign([.. sign.Split('/')], new Dictionary<string, string>())],
+            };
+            var trace = Apply(command, header);
+            trace.Insert(0, $"header {height} (key epoch {epoch})");
+            return trace;
+        }
+
+        private static SigningSession Session(ulong height, int attempt, string signers)
+        {
+            var pairs = signers.Split(',').Select(p => p.Split('@')).ToList();
+            return new SigningSession
+            {
+                Height = height,
+                Attempt = attempt,
+                KeyEpoch = 1,
+                Signers = [.. pairs.Select(p => int.Parse(p[0], CultureInfo.InvariantCulture))],
+                Sequences = [.. pairs.Select(p => ulong.Parse(p[1], CultureInfo.InvariantCulture))],
+            };
+        }
+
+        private NonceCommitmentsCommand Publish(int signer, ulong first, int count, int? prover)
+        {
+            var values = new List<byte[]>();
+            for (var i = 0; i < count; i++)
+            {
+                var (pair, commitment) = Frost.Commit(signer, Key.Shares[signer - 1].Secret);
+                offered[(signer, first + (ulong)i)] = pair;
+                values.Add([.. Secp256k1.SerializeElement(commitment.Hiding), .. Secp256k1.SerializeElement(commitment.Binding)]);
+            }
+
+            var unsigned = new NonceCommitmentsCommand { SignerId = signer, KeyEpoch = 1, FirstSequence = first, Commitments = values };
+            return new NonceCommitmentsCommand
+            {
+                SignerId = signer,
+                KeyEpoch = 1,
+                FirstSequence = first,
+                Commitments = values,
+                Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned.ProofPayload(), Key.Shares[(prover ?? signer) - 1].Secret),
+            };
+        }
+
+        private HeadSignature Sign(List<string> args, Dictionary<string, string> options)
+        {
+            var session = sessions[(ulong.Parse(args[0], CultureInfo.InvariantCulture), int.Parse(args[1], CultureInfo.InvariantCulture))];
+            var corrupt = options.TryGetValue("corrupt", out var culprit) ? int.Parse(culprit, CultureInfo.InvariantCulture) : 0;
+            var zs = session.Session.Signers.Select((id, i) =>
+            {
+                var z = session.Context.Sign(Key.Shares[id - 1], nonces[(id, session.Session.Sequences[i])]);
+                return id == corrupt ? z.Add(BigInteger.One).Mod(Secp256k1.Order) : z;
+            }).ToList();
+            var signature = session.Context.Aggregate(zs).Encode();
+            return new HeadSignature
+            {
+                Height = options.TryGetValue("at", out var at) ? ulong.Parse(at, CultureInfo.InvariantCulture) : session.Session.Height,
+                KeyEpoch = 1,
+                Signers = session.Session.Signers,
+                R = signature[..33],
+                Z = signature[33..],
+                SignedAtMs = 5000,
+            };
+        }
+
+        private List<string> Apply(ILogCommand command, BatchHeader? produced = null)
+        {
+            var effects = ledger.Apply(command, new LedgerInput(++index, produced, h => h >= 1 && h <= (ulong)headers.Count ? headers[(int)h - 1] : null));
+            // The signer keeps the nonces of the commitments the log took, and no others.
+            foreach (var added in effects.AddedCommitments)
+                nonces[(added.Signer, added.Sequence)] = offered[(added.Signer, added.Sequence)];
+            offered.Clear();
+            var trace = new List<string>();
+            if (effects.KeyEpoch is { } epoch)
+                trace.Add($"key epoch {epoch.Epoch} in force: {epoch.Threshold} of {epoch.Members.Count}");
+            if (effects.ClearCommitments)
+                trace.Add("pool cleared");
+            if (effects.AddedCommitments.Count > 0)
+                trace.Add($"published {string.Join(" ", effects.AddedCommitments.GroupBy(c => c.Signer).Select(g => $"{g.Key}@{g.Min(c => c.Sequence)}..{g.Max(c => c.Sequence)}"))}");
+            foreach (var (signer, next) in effects.NextSequences.OrderBy(p => p.Key))
+                trace.Add($"next sequence of {signer}: {next}");
+            if (effects.RemovedCommitments.Count > 0)
+                trace.Add($"used {string.Join(" ", effects.RemovedCommitments.Select(r => $"{r.Signer}@{r.Sequence}"))}");
+            foreach (var session in effects.SessionsStarted)
+            {
+                sessions[session.Id] = session;
+                var expected = headers[(int)session.Session.Height - 1].Commitment.ToArray();
+                trace.Add($"session started: head {session.Session.Height} attempt {session.Session.Attempt} signers {string.Join(",", session.Session.Signers)}"
+                    + (session.Message.AsSpan().SequenceEqual(expected) ? string.Empty : " MESSAGE IS NOT THE HEADER'S COMMITMENT"));
+            }
+
+            foreach (var head in effects.HeadsSigned)
+                trace.Add($"head signed: {head.Height} by {string.Join(",", head.Signers)}; signed through {ledger.SignedThrough}");
+            trace.AddRange(effects.Ignored.Select(reason => "ignored " + reason));
+            if (trace.Count == 0)
+                trace.Add("(no effect)");
+            return trace;
+        }
+
+        private List<string> State()
+        {
+            var epoch = ledger.CurrentKeyEpoch;
+            var trace = new List<string> { $"key epoch {epoch?.Epoch.ToString(CultureInfo.InvariantCulture) ?? "none"}, signed through {ledger.SignedThrough}, height {headers.Count}" };
+            foreach (var signer in new[] { 1, 2, 3 })
+            {
+                var (available, next) = ledger.CommitmentsOf(signer);
+                trace.Add($"signer {signer}: {available} published [{string.Join(",", ledger.AvailableSequences(signer, 8))}], next {next}");
+            }
+
+            return trace;
+        }
+    }
+}

@@ -1,0 +1,190 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Sequencer.Core;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Storage;
+using Sequencer.Node.Signing;
+using Sequencer.Raft;
+using Sequencer.Signing;
+using Sequencer.Threshold;
+using BigInteger = Org.BouncyCastle.Math.BigInteger;
+
+namespace Sequencer.Tests;
+
+/// <summary>The signing state of <see cref="AppliedState"/>: the ledger's effects stored, served and carried by snapshots.</summary>
+public sealed class SigningStateTests
+{
+    private static readonly SequencerLimits Limits = new() { PersistGroupBatches = 4, MaxUnpersistedBatches = 16, PersistIntervalMs = 10_000 };
+
+    private readonly IReadOnlyList<KeyShare> shares;
+    private readonly GroupKey group;
+    private readonly Dictionary<(int, ulong), SigningNonces> nonces = [];
+    private long index;
+
+    public SigningStateTests() => (shares, group) = TrustedDealer.Generate(2, 3);
+
+    private static AppliedState Open(IBatchStore store, long retained = 0)
+        => new(store, new ChainParameters(42, 0), Limits, retained, new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance);
+
+    private KeyEpochCommand Epoch() => new()
+    {
+        Epoch = 1,
+        Threshold = 2,
+        GroupKey = Secp256k1.SerializeElement(group.PublicKey),
+        Members = [1, 2, 3],
+        VerificationShares = [.. new[] { 1, 2, 3 }.Select(id => Secp256k1.SerializeElement(group.VerificationShares[id]))],
+    };
+
+    private NonceCommitmentsCommand Publish(int signer, ulong first, int count, KeyShare? prover = null)
+    {
+        var values = new List<byte[]>();
+        for (var i = 0; i < count; i++)
+        {
+            var (pair, commitment) = Frost.Commit(signer, shares[signer - 1].Secret);
+            nonces[(signer, first + (ulong)i)] = pair;
+            values.Add([.. Secp256k1.SerializeElement(commitment.Hiding), .. Secp256k1.SerializeElement(commitment.Binding)]);
+        }
+
+        var command = new NonceCommitmentsCommand { SignerId = signer, KeyEpoch = 1, FirstSequence = first, Commitments = values };
+        return new NonceCommitmentsCommand
+        {
+            SignerId = signer,
+            KeyEpoch = 1,
+            FirstSequence = first,
+            Commitments = values,
+            Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, command.ProofPayload(), (prover ?? shares[signer - 1]).Secret),
+        };
+    }
+
+    private Task<AppliedBatch?> ApplyAsync(AppliedState state, ILogCommand command) => state.ApplyAsync(command, ++index, 1, CancellationToken.None).AsTask();
+
+    private async Task ApplyBatchAsync(AppliedState state, int seed)
+        => await ApplyAsync(state, new BatchCommand { LeaderTimestampMs = 5000, Txs = [BatchApplierTests.Tx(seed), BatchApplierTests.Tx(seed + 1)] });
+
+    /// <summary>Signs the applied session as its signers would, and returns the signature entry.</summary>
+    private HeadSignature SignSession(AppliedSession session, bool corruptShareOf2 = false)
+    {
+        var frost = new FrostSession(group.PublicKey, session.Commitments, session.Message);
+        var zs = session.Session.Signers.Select((id, i) =>
+        {
+            var z = frost.Sign(shares[id - 1], nonces[(id, session.Session.Sequences[i])]);
+            return corruptShareOf2 && id == 2 ? z.Add(BigInteger.One).Mod(Secp256k1.Order) : z;
+        }).ToList();
+        var signature = frost.Aggregate(zs).Encode();
+        return new HeadSignature { Height = session.Session.Height, KeyEpoch = 1, Signers = session.Session.Signers, R = signature[..33], Z = signature[33..] };
+    }
+
+    [Fact]
+    public async Task HeadsSigned_CoverEveryHeightBelow_AreServedFromMemoryAndStore_AndOnlyValidOnesAreKept()
+    {
+        var store = new InMemoryBatchStore();
+        await using var state = Open(store);
+        var started = new List<AppliedSession>();
+        var signed = new List<HeadSignedEvent>();
+        state.SessionsStarted += started.AddRange;
+        state.HeadSigned += signed.Add;
+
+        await ApplyBatchAsync(state, 1);
+        await ApplyAsync(state, Epoch());
+        for (var i = 0; i < 4; i++)
+            await ApplyBatchAsync(state, 10 * (i + 1));
+        await ApplyAsync(state, Publish(1, 1, 4));
+        await ApplyAsync(state, Publish(2, 1, 4));
+        await ApplyAsync(state, new SigningSessionsCommand { Sessions = [new SigningSession { Height = 3, Attempt = 1, KeyEpoch = 1, Signers = [1, 2], Sequences = [1, 1] }] });
+        var session = Assert.Single(started);
+        Assert.Equal(state.GetBatch(3)!.Header.Commitment.ToArray(), session.Message);
+
+        // A wrong share makes an invalid aggregate: never stored (INV-SIGVALID).
+        await ApplyAsync(state, new HeadSignaturesCommand { Signatures = [SignSession(session, corruptShareOf2: true)] });
+        Assert.False(state.IsCovered(1));
+        Assert.Null(state.CoveringHead(1));
+
+        await ApplyAsync(state, new HeadSignaturesCommand { Signatures = [SignSession(session)] });
+        var head = Assert.Single(signed);
+        Assert.Equal((3UL, 1UL), (head.Head.Height, head.CoveredFrom));
+        Assert.Equal(3UL, state.SignedThrough);
+        Assert.All(new ulong[] { 1, 2, 3 }, h => Assert.Equal(3UL, state.CoveringHead(h)!.Height));
+        Assert.Null(state.CoveringHead(4));
+        Assert.Equal(3UL, state.GetHead(3)!.Height);
+        Assert.Null(state.GetHead(2));
+
+        // A second head covers what lies between; heads are listed ascending, from memory and after a flush from the store.
+        await ApplyAsync(state, new SigningSessionsCommand { Sessions = [new SigningSession { Height = 5, Attempt = 1, KeyEpoch = 1, Signers = [1, 2], Sequences = [2, 2] }] });
+        await ApplyAsync(state, new HeadSignaturesCommand { Signatures = [SignSession(started[^1])] });
+        Assert.Equal(4UL, signed[^1].CoveredFrom);
+        Assert.Equal(5UL, state.CoveringHead(4)!.Height);
+        Assert.Equal([3UL, 5UL], state.Heads(1, 10).Select(h => h.Height));
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal([3UL, 5UL], store.Heads(1, 10).Select(h => h.Height));
+        Assert.Equal(5UL, store.CoveringHead(4)!.Height);
+
+        // A proof of any covered height against its head's history root verifies (the history tree of the applied chain).
+        var covering = state.GetBatch(5)!.Header;
+        for (ulong h = 1; h < 5; h++)
+        {
+            var proof = HistoryTree.AuditPath(state.History, h - 1, covering.Height - 1);
+            Assert.True(MerkleTree.VerifyInclusion((long)h - 1, (long)covering.Height - 1, state.GetBatch(h)!.Header.Commitment, proof, covering.HistoryRoot));
+        }
+    }
+
+    [Fact]
+    public async Task SigningState_SurvivesAReopen_AndTravelsInASnapshot_AndATamperedHeadIsRefused()
+    {
+        var store = new InMemoryBatchStore();
+        var started = new List<AppliedSession>();
+        await using (var state = Open(store, retained: 0))
+        {
+            state.SessionsStarted += started.AddRange;
+            await ApplyAsync(state, Epoch());
+            await ApplyAsync(state, Publish(1, 1, 8));
+            await ApplyAsync(state, Publish(3, 1, 8));
+            for (var i = 0; i < 6; i++)
+                await ApplyBatchAsync(state, 100 + (10 * i));
+            await ApplyAsync(state, new SigningSessionsCommand { Sessions = [new SigningSession { Height = 4, Attempt = 1, KeyEpoch = 1, Signers = [1, 3], Sequences = [1, 1] }] });
+            await ApplyAsync(state, new HeadSignaturesCommand { Signatures = [SignSession(started[^1])] });
+            Assert.Equal(4UL, state.SignedThrough);
+            await state.FlushAsync(CancellationToken.None);
+        }
+
+        await using var reopened = Open(store, retained: 0);
+        Assert.Equal(1UL, reopened.CurrentKeyEpoch!.Epoch);
+        Assert.Equal(4UL, reopened.SignedThrough);
+        Assert.Equal(4UL, reopened.CoveringHead(2)!.Height);
+        Assert.Null(reopened.CoveringHead(5));
+        Assert.Equal((7, 9UL), reopened.CommitmentsOf(1));
+        Assert.Equal([2UL, 3UL, 4UL, 5UL, 6UL, 7UL, 8UL], reopened.AvailableSequences(3, 10));
+
+        var snapshot = reopened.CurrentSnapshot!;
+        using var stream = new MemoryStream();
+        await DotNext.IO.DataTransferObject.WriteToAsync(snapshot, stream, 4096, CancellationToken.None);
+        await using var empty = Open(new InMemoryBatchStore());
+        await empty.InstallSnapshotAsync(new MemoryStream(stream.ToArray()), snapshot.Index, snapshot.Term, CancellationToken.None);
+        Assert.Equal(1UL, empty.CurrentKeyEpoch!.Epoch);
+        Assert.Equal(reopened.GetHead(4)!.Z, empty.GetHead(4)!.Z);
+        Assert.Equal(4UL, empty.SignedThrough);
+        Assert.Equal(4UL, empty.CoveringHead(1)!.Height);
+        Assert.Equal(reopened.CommitmentsOf(1), empty.CommitmentsOf(1));
+
+        // A snapshot whose head signature was tampered with is refused.
+        var bytes = stream.ToArray();
+        var z = reopened.GetHead(4)!.Z;
+        var at = IndexOf(bytes, z);
+        Assert.True(at > 0);
+        bytes[at + 5] ^= 1;
+        await using var victim = Open(new InMemoryBatchStore());
+        await Assert.ThrowsAnyAsync<Exception>(() => victim.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None));
+    }
+
+    private static int IndexOf(byte[] haystack, byte[] needle)
+    {
+        for (var i = 0; i <= haystack.Length - needle.Length; i++)
+        {
+            if (haystack.AsSpan(i, needle.Length).SequenceEqual(needle))
+                return i;
+        }
+
+        return -1;
+    }
+}
