@@ -428,21 +428,36 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
 
     private async Task<bool> SetSignerFaultAsync(int target, string fault)
     {
+        // A node restarted by an earlier fault may still be starting: try for a few seconds before giving up.
         var node = cluster.Node(target);
-        using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(node.Spec.Api), "/admin/signer-fault"))
+        var deadline = nowMs() + 10_000;
+        while (true)
         {
-            Content = new StringContent($"{{\"fault\":\"{fault}\"}}", Encoding.UTF8, "application/json"),
-        };
-        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", adminToken);
-        try
-        {
-            using var response = await Admin.SendAsync(request).ConfigureAwait(false);
-            return response.IsSuccessStatusCode;
-        }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
-        {
-            log($"signer fault on n{target} not set: {e.Message}");
-            return false;
+            using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(node.Spec.Api), "/admin/signer-fault"))
+            {
+                Content = new StringContent($"{{\"fault\":\"{fault}\"}}", Encoding.UTF8, "application/json"),
+            };
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", adminToken);
+            string problem;
+            try
+            {
+                using var response = await Admin.SendAsync(request).ConfigureAwait(false);
+                if (response.IsSuccessStatusCode)
+                    return true;
+                problem = $"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync().ConfigureAwait(false)}";
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+            {
+                problem = e.Message;
+            }
+
+            if (nowMs() > deadline || !node.IsRunning)
+            {
+                log($"signer fault on n{target} not set: {problem}");
+                return false;
+            }
+
+            await Task.Delay(200).ConfigureAwait(false);
         }
     }
 

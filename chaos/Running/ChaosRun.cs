@@ -77,6 +77,9 @@ public static class ChaosRun
     /// <summary>LIVE-HEAL: after the last heal every node converges within this long.</summary>
     public static readonly TimeSpan HealBound = TimeSpan.FromSeconds(10);
 
+    /// <summary>LIVE-SIGN: with t signers up and connected, every ordered batch is covered by a signed head within this.</summary>
+    public static readonly TimeSpan SignBound = TimeSpan.FromSeconds(1);
+
     /// <summary>Runs <paramref name="options"/> to the end and returns the verdict.</summary>
     public static async Task<ChaosResult> RunAsync(ChaosOptions options, CancellationToken token)
     {
@@ -213,6 +216,8 @@ public static class ChaosRun
             }
 
             results.Add(Liveness.CheckHeal(converged, history, records, healedAt, HealBound, signed));
+            if (options.Signing)
+                results.Add(Liveness.CheckSigning(monitor.Samples, records, SignBound, TimeSpan.FromMilliseconds(ClusterMonitor.PollIntervalMs), NowMs()));
             results.Add(Liveness.CheckDiskFaults(records));
             passed = results.All(r => r.Passed);
 

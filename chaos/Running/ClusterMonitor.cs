@@ -31,6 +31,9 @@ public sealed class ClusterMonitor : IAsyncDisposable
     private readonly Dictionary<int, NodeSample> latest = [];
     private readonly Dictionary<(int NodeId, string Height, string Head), CommitmentResponse> observed = [];
     private const int MaxObserved = 100_000;
+
+    /// <summary>How often every node is asked for its view.</summary>
+    public const int PollIntervalMs = 200;
     private long polls;
 
     /// <summary>Starts polling.</summary>
@@ -133,7 +136,7 @@ public sealed class ClusterMonitor : IAsyncDisposable
     private async Task PollAsync()
     {
         var token = stopping.Token;
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(200));
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(PollIntervalMs));
         while (true)
         {
             try

@@ -82,6 +82,54 @@ public static class Liveness
             : new InvariantResult("LIVE-HEAL", false, string.Join("; ", problems));
     }
 
+    /// <summary>How long after a heal the cluster may settle before LIVE-SIGN is judged again.</summary>
+    public static readonly TimeSpan SignSettle = TimeSpan.FromSeconds(3);
+
+    /// <summary>
+    /// LIVE-SIGN: while at least t signers are up and connected, a new signed head covers every ordered batch within
+    /// <paramref name="bound"/>. Judged from the monitor's samples (every node's height and highest signed head a few
+    /// times a second) at every moment with no fault active (none began, and the last heal is at least
+    /// <see cref="SignSettle"/> ago) and the same leader throughout and for <see cref="SignSettle"/> before (a new leader
+    /// starts its sessions afresh; an election is judged by LIVE-FAILOVER and the bench, not here): the newest height any
+    /// node had applied then must be covered on some node within the bound (plus one sampling interval, the
+    /// measurement's resolution).
+    /// </summary>
+    public static InvariantResult CheckSigning(IReadOnlyList<NodeSample> samples, IReadOnlyList<FaultRecord> records, TimeSpan bound, TimeSpan sampling, long endMs)
+    {
+        ArgumentNullException.ThrowIfNull(samples);
+        ArgumentNullException.ThrowIfNull(records);
+        var rounds = samples.GroupBy(s => s.AtMs).OrderBy(g => g.Key)
+            .Select(g => (AtMs: g.Key, Height: g.Where(s => s.Up).Select(s => s.Height).DefaultIfEmpty(0UL).Max(),
+                Signed: g.Where(s => s.Up).Select(s => s.SignedThrough).DefaultIfEmpty(0UL).Max(),
+                Leader: g.Where(s => s.Up && s.Role == "leader").OrderByDescending(s => s.Term).Select(s => (int?)s.NodeId).FirstOrDefault()))
+            .ToList();
+        var firstSigned = rounds.Where(r => r.Signed > 0).Select(r => (long?)r.AtMs).FirstOrDefault();
+        var limitMs = (long)(bound + sampling).TotalMilliseconds;
+        bool Quiet(long atMs) => records.All(r => atMs < r.StartMs - limitMs || (r.EndMs is { } end && atMs > end + SignSettle.TotalMilliseconds));
+        var problems = new List<string>();
+        long checkedMoments = 0, worstMs = 0;
+        for (var i = 0; i < rounds.Count; i++)
+        {
+            var (at, height, _, _) = rounds[i];
+            if (firstSigned is null || at < firstSigned || height == 0 || at + limitMs > endMs || !Quiet(at))
+                continue;
+            var leader = rounds[i].Leader;
+            var window = rounds.Where(r => r.AtMs >= at - SignSettle.TotalMilliseconds && r.AtMs <= at + limitMs).ToList();
+            if (leader is null || window.Any(r => r.Leader != leader))
+                continue;
+            checkedMoments++;
+            var coveredAt = rounds.Skip(i).Where(r => r.Signed >= height).Select(r => (long?)r.AtMs).FirstOrDefault();
+            var delay = coveredAt is { } when ? when - at : long.MaxValue;
+            worstMs = Math.Max(worstMs, delay == long.MaxValue ? 0 : delay);
+            if (delay > limitMs && problems.Count < 5)
+                problems.Add($"at {at / 1000.0:0.0} s height {height} was not covered by a signed head until {(delay == long.MaxValue ? "the end" : $"{(at + delay) / 1000.0:0.0} s")}");
+        }
+
+        return problems.Count == 0
+            ? new InvariantResult("LIVE-SIGN", true, checkedMoments == 0 ? "no quiet moment with a leader and a key to judge" : $"{checkedMoments} quiet moments: every ordered height covered within {worstMs} ms (bound {bound.TotalMilliseconds:0} ms + {sampling.TotalMilliseconds:0} ms sampling)")
+            : new InvariantResult("LIVE-SIGN", false, string.Join("; ", problems));
+    }
+
     /// <summary>
     /// DISK-FAILFAST: after a disk fault the node recovered, failed fast with a clear message, or kept running while it
     /// reported itself not ready with the reason; it never hung silently. (That it never served corrupt data is

@@ -60,6 +60,12 @@ public sealed partial class SignerService : IAsyncDisposable
     private TaskCompletionSource wake = NewSignal();
     private long lastPrune;
     private long publishStarted;
+
+    // The next sequence after the last publication the leader committed, and when: until this node has applied it, the
+    // same range is not published again (a duplicate is ignored at apply, but costs a Raft entry and a proof check on
+    // every node).
+    private ulong publishedNext;
+    private long publishedAt;
     private bool mismatchReported;
     private int dropped;
 
@@ -304,6 +310,8 @@ public sealed partial class SignerService : IAsyncDisposable
         {
             if (publishStarted != 0 && Stopwatch.GetElapsedTime(publishStarted, now) < PublishTimeout)
                 return;
+            if (next < publishedNext && Stopwatch.GetElapsedTime(publishedAt, now) < PublishTimeout)
+                return;
             publishStarted = now;
         }
 
@@ -345,7 +353,14 @@ public sealed partial class SignerService : IAsyncDisposable
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token);
             timeout.CancelAfter(PublishTimeout);
             if ((await leader.ProposeAsync(command, timeout.Token).ConfigureAwait(false)).Delivered)
+            {
                 metrics.NoncesPublished.Add(command.Commitments.Count);
+                lock (gate)
+                {
+                    publishedNext = command.FirstSequence + (ulong)command.Commitments.Count;
+                    publishedAt = Stopwatch.GetTimestamp();
+                }
+            }
         }
         catch (OperationCanceledException)
         {

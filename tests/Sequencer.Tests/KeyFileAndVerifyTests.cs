@@ -56,6 +56,52 @@ public sealed class KeyFileAndVerifyTests : IDisposable
         Assert.Equal(1, await RunVerifyAsync(key, Json(header), "0x1234"));
     }
 
+    [Fact]
+    public async Task VerifyVerb_Offline_AcceptsAHeightCoveredByASignedHead_AndRejectsABrokenProofOrHead()
+    {
+        // A chain of 5 headers with their history roots; head 5 signed 2-of-3; height 2's coverage proof.
+        var (shares, group) = TrustedDealer.Generate(2, 3);
+        var history = new InMemoryHistoryNodes();
+        var headers = new List<BatchHeader>();
+        for (ulong h = 1; h <= 5; h++)
+        {
+            var header = new BatchHeader(1, 1, h, 2, headers.Count == 0 ? Hash32.Zero : headers[^1].Commitment, HistoryTree.Root(history, h - 1),
+                Keccak256.Hash(BitConverter.GetBytes(h)), 1, 1_764_000_000_000 + h);
+            headers.Add(header);
+            history.Append(header.Commitment);
+        }
+
+        var head = headers[4];
+        var signers = new[] { 2, 3 };
+        var rounds = signers.ToDictionary(i => i, i => Frost.Commit(i, shares[i - 1].Secret));
+        var commitments = signers.Select(i => rounds[i].Commitment).ToList();
+        var signature = Frost.Aggregate(commitments, head.Commitment.ToArray(), group.PublicKey,
+            signers.Select(i => Frost.Sign(i, shares[i - 1].Secret, group.PublicKey, rounds[i].Nonces, head.Commitment.ToArray(), commitments))).Encode();
+        var key = "0x" + Convert.ToHexStringLower(Secp256k1.SerializeElement(group.PublicKey));
+        string Proof(BatchHeader target, IEnumerable<Hash32> path, BatchHeader? covering = null) => JsonSerializer.Serialize(new CommitmentResponse(
+            Dto(target), target.Commitment.ToString(),
+            new HeadDto(Dto(covering ?? head), (covering ?? head).Commitment.ToString(),
+                new SignatureDto("0x" + Convert.ToHexStringLower(signature.AsSpan(0, 33)), "0x" + Convert.ToHexStringLower(signature.AsSpan(33))), signers, "1"),
+            [.. path.Select(p => p.ToString())]), ApiJsonContext.Default.CommitmentResponse);
+
+        var path = HistoryTree.AuditPath(history, 1, 4);
+        Assert.Equal(0, await RunVerifyProofAsync(key, Proof(headers[1], path)));
+        Assert.Equal(0, await RunVerifyProofAsync(key, Proof(head, [])));
+        Assert.Equal(1, await RunVerifyProofAsync(key, Proof(headers[2], path)));
+        Assert.Equal(1, await RunVerifyProofAsync(key, Proof(headers[1], path.Take(1))));
+        Assert.Equal(1, await RunVerifyProofAsync(key, Proof(headers[1], path, covering: headers[3])));
+        var (_, other) = TrustedDealer.Generate(2, 3);
+        Assert.Equal(1, await RunVerifyProofAsync("0x" + Convert.ToHexStringLower(Secp256k1.SerializeElement(other.PublicKey)), Proof(headers[1], path)));
+        var file = Path.Combine(directory, "proof.json");
+        await File.WriteAllTextAsync(file, Proof(headers[0], HistoryTree.AuditPath(history, 0, 4)));
+        Assert.Equal(0, await RunVerifyProofAsync(key, file));
+    }
+
+    private static Task<int> RunVerifyProofAsync(string key, string proof)
+        => KeyCommands.CreateVerify().Parse(["--group-key", key, "--proof", proof]).InvokeAsync();
+
+    private static HeaderDto Dto(BatchHeader h) => JsonSerializer.Deserialize(Json(h), ApiJsonContext.Default.HeaderDto)!;
+
     private static string Json(BatchHeader h) => JsonSerializer.Serialize(new HeaderDto(h.ChainId.ToString(System.Globalization.CultureInfo.InvariantCulture),
         h.KeyEpoch.ToString(System.Globalization.CultureInfo.InvariantCulture), h.Height.ToString(System.Globalization.CultureInfo.InvariantCulture),
         h.Term.ToString(System.Globalization.CultureInfo.InvariantCulture), h.ParentHash.ToString(), h.HistoryRoot.ToString(), h.TxRoot.ToString(), h.TxCount, (long)h.TimestampMs), ApiJsonContext.Default.HeaderDto);

@@ -1,0 +1,57 @@
+using Sequencer.Chaos.Faults;
+using Sequencer.Chaos.Running;
+
+namespace Sequencer.ChaosTests;
+
+/// <summary>LIVE-SIGN judged from synthetic monitor samples: it can fail, it skips faults and leader changes.</summary>
+public sealed class LiveSignTests
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan Sampling = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>Samples every 200 ms for 10 s: height grows 10 a sample, signed trails it by <paramref name="lagMs"/>.</summary>
+    private static List<NodeSample> Samples(long lagMs, Func<long, int>? leader = null)
+    {
+        var samples = new List<NodeSample>();
+        for (long at = 0; at <= 10_000; at += 200)
+        {
+            var height = (ulong)(at / 20) + 1;
+            var signed = at < lagMs ? 0UL : (ulong)((at - lagMs) / 20) + 1;
+            var lead = leader?.Invoke(at) ?? 1;
+            foreach (var node in new[] { 1, 2, 3 })
+                samples.Add(new NodeSample(at, node, true, node == lead ? "leader" : "follower", lead, 1, height, (long)height, signed));
+        }
+
+        return samples;
+    }
+
+    [Fact]
+    public void SigningWithinTheBound_Passes()
+    {
+        var result = Liveness.CheckSigning(Samples(400), [], Bound, Sampling, 10_000);
+        Assert.True(result.Passed, result.Detail);
+        Assert.Contains("quiet moments", result.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void SigningTwoSecondsBehind_Fails()
+    {
+        var result = Liveness.CheckSigning(Samples(2_000), [], Bound, Sampling, 10_000);
+        Assert.False(result.Passed);
+        Assert.Contains("was not covered by a signed head until", result.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void LagDuringAFaultOrRightAfterALeaderChange_IsNotJudged()
+    {
+        // Signing stops between 3 s and 6 s: first inside a fault window (healed at 6 s; settled 3 s later), then around a leader change.
+        var stalled = Samples(0).Select(s => s.AtMs is >= 3_000 and < 6_000 ? s with { SignedThrough = 150 } : s).ToList();
+        var fault = new FaultRecord { Sequence = 1, Kind = FaultKind.KillFollower, StartMs = 3_000, EndMs = 6_000 };
+        Assert.True(Liveness.CheckSigning(stalled, [fault], Bound, Sampling, 10_000).Passed);
+        Assert.False(Liveness.CheckSigning(stalled, [], Bound, Sampling, 10_000).Passed);
+
+        // Node 2 takes over at 2.8 s: the stall is within the settle time after the change, and not judged.
+        var newLeader = stalled.Select(s => s.AtMs >= 2_800 ? s with { Role = s.NodeId == 2 ? "leader" : "follower", Leader = 2 } : s).ToList();
+        Assert.True(Liveness.CheckSigning(newLeader, [], Bound, Sampling, 10_000).Passed);
+    }
+}
