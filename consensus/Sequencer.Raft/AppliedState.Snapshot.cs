@@ -59,7 +59,10 @@ public sealed partial class AppliedState
         {
             previous = null;
             checkpoint = durable;
-            Invariant.Check(index > appliedIndex, "a snapshot installs only ahead of the applied state");
+            // At or ahead of the applied state. Equal happens when a node was stopped part-way through installing this
+            // very snapshot (its store then claims the entries of the last group it stored) and is sent it again: the
+            // install is idempotent, comparing what it has and storing the rest.
+            Invariant.Check(index >= appliedIndex, "a snapshot installs only at or ahead of the applied state");
         }
 
         var localHeight = checkpoint.LastHeight;

@@ -43,6 +43,34 @@ public sealed class AppliedStateTests
     }
 
     [Fact]
+    public async Task SnapshotInstall_InterruptedBeforeItsFinalCheckpoint_InstallsAgainAfterARestart()
+    {
+        // The leader's snapshot ends at a batch entry, so the store's checkpoint after the batches (before the final
+        // one) names the snapshot's own index: a node stopped right there is sent the same snapshot again.
+        await using var source = Open(new InMemoryBatchStore(), retained: 0);
+        await ApplyBatchesAsync(source, 30);
+        await source.FlushAsync(CancellationToken.None);
+        var snapshot = source.CurrentSnapshot!;
+        var bytes = await WriteAsync(snapshot);
+
+        var store = new InMemoryBatchStore { FailAppendIn = 2 };
+        await using (var crashing = Open(store))
+            await Assert.ThrowsAsync<IOException>(() => crashing.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None));
+        Assert.Equal(snapshot.Index, store.ReadCheckpoint().AppliedIndex);
+        Assert.Equal(0, store.ReadCheckpoint().SnapshotIndex);
+
+        await using var restarted = Open(store);
+        Assert.Equal(snapshot.Index, restarted.AppliedIndex);
+        await restarted.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None);
+        Assert.Equal(source.LastHeader, restarted.LastHeader);
+        Assert.Equal(snapshot.Index, store.ReadCheckpoint().SnapshotIndex);
+
+        // And once more after a full install: still idempotent.
+        await restarted.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None);
+        Assert.Equal(30UL, restarted.LastHeader!.Height);
+    }
+
+    [Fact]
     public async Task Reopen_RecoversHeaderIndexAndSkipsReplayedEntries()
     {
         var store = new InMemoryBatchStore();

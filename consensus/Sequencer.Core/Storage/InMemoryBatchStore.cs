@@ -18,6 +18,9 @@ public sealed class InMemoryBatchStore : IBatchStore
     /// <summary>Makes the next <see cref="Append"/> throw, as a full disk would.</summary>
     public bool FailNextAppend { get; set; }
 
+    /// <summary>When positive, the append that many calls from now throws, as a crash at that point would leave the store.</summary>
+    public int FailAppendIn { get; set; }
+
     /// <inheritdoc/>
     public StoreCheckpoint ReadCheckpoint()
     {
@@ -31,7 +34,7 @@ public sealed class InMemoryBatchStore : IBatchStore
         ArgumentNullException.ThrowIfNull(batches);
         lock (gate)
         {
-            if (FailNextAppend)
+            if (FailNextAppend || (FailAppendIn > 0 && --FailAppendIn == 0))
             {
                 FailNextAppend = false;
                 throw new IOException("simulated: no space left on device");
