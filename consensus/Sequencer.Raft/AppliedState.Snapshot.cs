@@ -185,7 +185,13 @@ public sealed partial class AppliedState
             foreach (var batch in group)
                 recent[batch.Header.Height % (ulong)recent.Length] = batch;
             if (group.Count > 0)
+            {
                 lastHeader = group[^1].Header;
+                // Readers see these batches (and the heads below) from now on, so the history tree that proves them
+                // must cover them too: the API serves coverage proofs while a long install is still going on.
+                history.Reload(lastHeader.Height);
+            }
+
             foreach (var head in signing.Signatures)
                 recentHeads[head.Height] = head;
             durable = next;

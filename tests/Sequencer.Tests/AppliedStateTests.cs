@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Sequencer.Core;
 using Sequencer.Core.Encoding;
+using Sequencer.Core.Hashing;
 using Sequencer.Core.Ordering;
 using Sequencer.Core.Storage;
 using Sequencer.Raft;
@@ -68,6 +69,27 @@ public sealed class AppliedStateTests
         // And once more after a full install: still idempotent.
         await restarted.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None);
         Assert.Equal(30UL, restarted.LastHeader!.Height);
+    }
+
+    [Fact]
+    public async Task SnapshotInstall_BatchesVisibleHalfWay_HaveTheirHistory()
+    {
+        // An install stores its batches in groups and readers see each group at once; a coverage proof asked for
+        // then must come from a history tree that includes them (a node used to answer 500 here).
+        await using var source = Open(new InMemoryBatchStore(), retained: 0);
+        await ApplyBatchesAsync(source, 700);
+        await source.FlushAsync(CancellationToken.None);
+        var snapshot = source.CurrentSnapshot!;
+        var bytes = await WriteAsync(snapshot);
+
+        var store = new InMemoryBatchStore { FailAppendIn = 2 };
+        await using var installing = Open(store);
+        await Assert.ThrowsAsync<IOException>(() => installing.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None));
+        var visible = installing.LastHeader!.Height;
+        Assert.InRange(visible, 2UL, 699UL);
+        Assert.Equal(visible, installing.History.LeafCount);
+        var path = HistoryTree.AuditPath(installing.History, 0, visible - 1);
+        Assert.True(MerkleTree.VerifyInclusion(0, (long)visible - 1, installing.GetBatch(1)!.Header.Commitment, path, installing.GetBatch(visible)!.Header.HistoryRoot));
     }
 
     [Fact]
