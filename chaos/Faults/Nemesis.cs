@@ -37,6 +37,24 @@ public sealed class FaultRecord
 
     /// <summary>For a leader kill or pause: milliseconds from the injection to the first tx ordered that was submitted after it.</summary>
     public long? FailoverMs { get; set; }
+
+    /// <summary>The leader when the fault was injected, when one was known.</summary>
+    public int? LeaderAtStart { get; set; }
+
+    /// <summary>The nodes the fault acts on (<see cref="FaultTarget.Nodes"/>).</summary>
+    public IReadOnlyList<int> TargetNodes { get; set; } = [];
+
+    /// <summary>Acknowledged txs per second in the seconds before the fault (LIVE-MINORITY).</summary>
+    public double? RateBefore { get; set; }
+
+    /// <summary>Acknowledged txs per second while the fault was active.</summary>
+    public double? RateDuring { get; set; }
+
+    /// <summary>The longest time during the fault with no acknowledgement at all, in milliseconds.</summary>
+    public long? LongestStallMs { get; set; }
+
+    /// <summary>Whether LIVE-MINORITY judged this fault (a healthy majority with the leader kept working).</summary>
+    public bool? MinorityFault { get; set; }
 }
 
 /// <summary>
@@ -62,6 +80,8 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
         var all = cluster.Nodes.Select(n => n.Spec.Id).ToList();
         var target = FaultTargets.Choose(fault, all, leader);
         record.Target = target.Description;
+        record.LeaderAtStart = leader;
+        record.TargetNodes = target.Nodes;
 
         switch (fault.Kind)
         {

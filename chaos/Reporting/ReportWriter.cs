@@ -36,6 +36,8 @@ public static class ReportWriter
                 extras.Add($"failover {failover} ms");
             if (fault.RecoveryMs is { } recovery)
                 extras.Add($"ordering resumed {recovery} ms after heal");
+            if (fault.RateDuring is { } during && fault.RateBefore is { } before)
+                extras.Add($"{during:0} tx/s vs {before:0} before, longest stall {fault.LongestStallMs} ms{(fault.MinorityFault == true ? string.Empty : " (not judged)")}");
             if (fault.Outcome is { } outcome)
                 extras.Add(outcome);
             text.AppendLine(c, $"  #{fault.Sequence,-3} {window,-15} {fault.Kind,-22} {fault.Target,-22} {string.Join("; ", extras)}");

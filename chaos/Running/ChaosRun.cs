@@ -77,6 +77,12 @@ public static class ChaosRun
     /// <summary>LIVE-HEAL: after the last heal every node converges within this long.</summary>
     public static readonly TimeSpan HealBound = TimeSpan.FromSeconds(10);
 
+    /// <summary>LIVE-MINORITY: with the leader and the other nodes healthy, a fault on followers never stops ordering for longer than this.</summary>
+    public static readonly TimeSpan MinorityStallBound = TimeSpan.FromSeconds(2);
+
+    /// <summary>LIVE-MINORITY: ... nor slows it below this share of the rate before the fault.</summary>
+    public const double MinorityRateFloor = 0.25;
+
     /// <summary>LIVE-SIGN: with t signers up and connected, every ordered batch is covered by a signed head within this.</summary>
     public static readonly TimeSpan SignBound = TimeSpan.FromSeconds(1);
 
@@ -218,6 +224,7 @@ public static class ChaosRun
             results.Add(Liveness.CheckHeal(converged, history, records, healedAt, HealBound, signed));
             if (options.Signing)
                 results.Add(Liveness.CheckSigning(monitor.Samples, records, SignBound, TimeSpan.FromMilliseconds(ClusterMonitor.PollIntervalMs), NowMs()));
+            results.Add(Liveness.CheckMinority(history, records, monitor.Samples, MinorityStallBound, MinorityRateFloor));
             results.Add(Liveness.CheckDiskFaults(records));
             passed = results.All(r => r.Passed);
 
@@ -270,7 +277,14 @@ public static class ChaosRun
     public static WorkloadOptions WorkloadFor(ChaosOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        return new WorkloadOptions { Clients = options.Clients, TxsPerRequest = options.TxsPerRequest, Seed = options.Seed, RequestTimeout = TimeSpan.FromSeconds(12) };
+        // A client gives a node 1.5 s to answer before it tries the same tx (idempotent) elsewhere and avoids that node
+        // for a while: a paused or unreachable node must not hold the workload (LIVE-MINORITY). An attempt that gave up
+        // is recorded as "info" (its outcome is unknown), as a real client would have to treat it.
+        return new WorkloadOptions
+        {
+            Clients = options.Clients, TxsPerRequest = options.TxsPerRequest, Seed = options.Seed,
+            RequestTimeout = TimeSpan.FromSeconds(1.5), AvoidAfterFailure = TimeSpan.FromSeconds(5),
+        };
     }
 
     private static System.Diagnostics.ProcessStartInfo Append(System.Diagnostics.ProcessStartInfo start, IReadOnlyList<string> extra)

@@ -82,6 +82,115 @@ public static class Liveness
             : new InvariantResult("LIVE-HEAL", false, string.Join("; ", problems));
     }
 
+    /// <summary>Faults that leave the leader and a majority working when they hit only followers.</summary>
+    private static readonly HashSet<FaultKind> MinorityKinds =
+    [
+        FaultKind.KillFollower, FaultKind.PauseFollower, FaultKind.KillMinority, FaultKind.IsolateNode,
+        FaultKind.Delay, FaultKind.Loss, FaultKind.Reset, FaultKind.ClogThenFlush,
+        FaultKind.DiskTruncateWalTail, FaultKind.DiskFlipBits, FaultKind.DiskDeleteChunk, FaultKind.DiskExhaustFileHandles, FaultKind.DiskFull,
+        FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.ByzantineSigner,
+    ];
+
+    /// <summary>How long before a fault its reference rate is measured.</summary>
+    public static readonly TimeSpan RateWindow = TimeSpan.FromSeconds(4);
+
+    /// <summary>
+    /// LIVE-MINORITY (issue 7, item 3): a fault that hits only followers, while the leader and every other node are up and
+    /// caught up, must not stop ordering. For each such fault the report gives the rate of acknowledgements before it
+    /// (the <see cref="RateWindow"/> before the injection, after any earlier heal) and during it, and the longest time
+    /// with no acknowledgement at all; the bound enforced is no such stall longer than <paramref name="stallBound"/> and
+    /// a rate during the fault of at least <paramref name="rateFloor"/> of the rate before. Faults on the leader, or
+    /// injected while another node was still down or catching up, are reported but not judged (LIVE-FAILOVER and
+    /// LIVE-HEAL judge those).
+    /// </summary>
+    public static InvariantResult CheckMinority(IReadOnlyList<HistoryOp> history, IReadOnlyList<FaultRecord> records, IReadOnlyList<NodeSample> samples,
+        TimeSpan stallBound, double rateFloor)
+    {
+        ArgumentNullException.ThrowIfNull(history);
+        ArgumentNullException.ThrowIfNull(records);
+        ArgumentNullException.ThrowIfNull(samples);
+        var acks = history.Where(o => o.Outcome == OpOutcome.Ok).Select(o => o.CompletedNs / 1_000_000).Order().ToArray();
+        int CountIn(long fromMs, long toMs)
+        {
+            var lo = Array.BinarySearch(acks, fromMs);
+            var hi = Array.BinarySearch(acks, toMs);
+            lo = lo < 0 ? ~lo : FirstAtOrAfter(acks, lo);
+            hi = hi < 0 ? ~hi : FirstAtOrAfter(acks, hi);
+            return hi - lo;
+        }
+
+        var problems = new List<string>();
+        var judged = new List<string>();
+        long previousEnd = 0;
+        foreach (var record in records.OrderBy(r => r.StartMs))
+        {
+            var injected = record.EndMs is not null && (record.Outcome is null || !record.Outcome.StartsWith("not injected", StringComparison.Ordinal));
+            if (!injected)
+                continue;
+            var end = record.EndMs!.Value;
+            var from = Math.Max(previousEnd, record.StartMs - (long)RateWindow.TotalMilliseconds);
+            previousEnd = end;
+            if (record.StartMs - from < 1000 || end - record.StartMs < 500)
+                continue;
+            record.RateBefore = CountIn(from, record.StartMs) * 1000.0 / (record.StartMs - from);
+            record.RateDuring = CountIn(record.StartMs, end) * 1000.0 / (end - record.StartMs);
+            record.LongestStallMs = LongestGap(acks, record.StartMs, end);
+            record.MinorityFault = MinorityKinds.Contains(record.Kind) && record.LeaderAtStart is { } leader && !record.TargetNodes.Contains(leader)
+                && OthersCaughtUp(samples, record);
+            if (record.MinorityFault != true)
+                continue;
+            var line = $"#{record.Sequence} {record.Kind} {record.Target}: {record.RateDuring:0} tx/s vs {record.RateBefore:0} before, longest stall {record.LongestStallMs} ms";
+            judged.Add(line);
+            if (record.LongestStallMs > stallBound.TotalMilliseconds || record.RateDuring < rateFloor * record.RateBefore)
+                problems.Add(line);
+        }
+
+        return problems.Count == 0
+            ? new InvariantResult("LIVE-MINORITY", true, judged.Count == 0
+                ? "no fault hit only followers while the rest of the cluster was caught up"
+                : $"ordering went on through every follower fault (bound: no stall over {stallBound.TotalSeconds:0.#} s, at least {rateFloor:P0} of the rate before): {string.Join("; ", judged)}")
+            : new InvariantResult("LIVE-MINORITY", false, $"bound: no stall over {stallBound.TotalSeconds:0.#} s and at least {rateFloor:P0} of the rate before; broken by {string.Join("; ", problems)}");
+    }
+
+    private static int FirstAtOrAfter(long[] sorted, int found)
+    {
+        var value = sorted[found];
+        while (found > 0 && sorted[found - 1] == value)
+            found--;
+        return found;
+    }
+
+    /// <summary>The longest time within [from, to] with no acknowledgement, counting the edges of the window.</summary>
+    private static long LongestGap(long[] acks, long fromMs, long toMs)
+    {
+        var last = fromMs;
+        long longest = 0;
+        var start = Array.BinarySearch(acks, fromMs);
+        for (var i = start < 0 ? ~start : start; i < acks.Length && acks[i] <= toMs; i++)
+        {
+            longest = Math.Max(longest, acks[i] - last);
+            last = acks[i];
+        }
+
+        return Math.Max(longest, toMs - last);
+    }
+
+    /// <summary>
+    /// Every node the fault does not target was up and had applied about as far as the leader in the monitor's last
+    /// round before the injection (within what the leader applies in two polling intervals).
+    /// </summary>
+    private static bool OthersCaughtUp(IReadOnlyList<NodeSample> samples, FaultRecord record)
+    {
+        var rounds = samples.Where(s => s.AtMs <= record.StartMs && s.AtMs >= record.StartMs - 2000).GroupBy(s => s.AtMs).OrderByDescending(g => g.Key).Take(3).ToList();
+        if (rounds.Count < 2)
+            return false;
+        var last = rounds[0].ToList();
+        var top = last.Where(s => s.Up).Select(s => s.Height).DefaultIfEmpty(0UL).Max();
+        var earlier = rounds[^1].Where(s => s.Up).Select(s => s.Height).DefaultIfEmpty(0UL).Max();
+        var slack = Math.Max(8UL, top - Math.Min(top, earlier));
+        return last.Where(s => !record.TargetNodes.Contains(s.NodeId)).All(s => s.Up && s.Height + slack >= top);
+    }
+
     /// <summary>How long after a heal the cluster may settle before LIVE-SIGN is judged again.</summary>
     public static readonly TimeSpan SignSettle = TimeSpan.FromSeconds(3);
 

@@ -28,6 +28,13 @@ public sealed record WorkloadOptions
 
     /// <summary>The seed of the tx contents (so a run's txs are reproducible; see <see cref="ClientTxs"/>).</summary>
     public int Seed { get; init; } = 1;
+
+    /// <summary>
+    /// How long a client avoids a node that timed out or refused the connection (it still uses it when every node is
+    /// avoided): what a real client's endpoint balancer does, so that one paused or dead node does not hold every
+    /// client in turn.
+    /// </summary>
+    public TimeSpan AvoidAfterFailure { get; init; } = TimeSpan.FromSeconds(5);
 }
 
 /// <summary>
@@ -84,6 +91,7 @@ public sealed class Workload
     {
         var source = new ClientTxs(options.Seed, client, options.TxBytes);
         var nodeCursor = client % nodes.Count;
+        var avoidUntil = new long[nodes.Count];
         var token = done.Token;
         while (!token.IsCancellationRequested)
         {
@@ -94,7 +102,7 @@ public sealed class Workload
             var hashes = txs.Select(t => Keccak256.Hash(t.Span).ToString()).ToArray();
             for (var attempt = 0; attempt < options.MaxAttempts && !token.IsCancellationRequested; attempt++)
             {
-                var (nodeId, api) = NextNode(ref nodeCursor);
+                var (slot, nodeId, api) = NextNode(ref nodeCursor, avoidUntil);
                 var invoked = NowNs();
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
                 timeout.CancelAfter(options.RequestTimeout);
@@ -122,10 +130,13 @@ public sealed class Workload
                 catch (SequencerApiException e)
                 {
                     Record(client, hashes, nodeId, invoked, e.IsIndeterminate ? OpOutcome.Info : OpOutcome.Fail, e.Code);
+                    if (e.Status == 0 || e.Code == "connection_refused")
+                        avoidUntil[slot] = NowNs() + (long)options.AvoidAfterFailure.TotalNanoseconds;
                 }
                 catch (OperationCanceledException) when (!token.IsCancellationRequested)
                 {
                     Record(client, hashes, nodeId, invoked, OpOutcome.Info, "client_timeout");
+                    avoidUntil[slot] = NowNs() + (long)options.AvoidAfterFailure.TotalNanoseconds;
                 }
                 catch (OperationCanceledException)
                 {
@@ -145,20 +156,30 @@ public sealed class Workload
         }
     }
 
-    private (int NodeId, SequencerClient Client) NextNode(ref int cursor)
+    /// <summary>The next node in this client's rotation that is available and not avoided; failing that, the available node avoided the shortest.</summary>
+    private (int Slot, int NodeId, SequencerClient Client) NextNode(ref int cursor, long[] avoidUntil)
     {
+        var now = NowNs();
+        var fallback = -1;
         for (var i = 0; i < nodes.Count; i++)
         {
-            var candidate = nodes[(cursor + i) % nodes.Count];
-            if (IsAvailable(candidate.NodeId))
+            var slot = (cursor + i) % nodes.Count;
+            if (!IsAvailable(nodes[slot].NodeId))
+                continue;
+            if (avoidUntil[slot] <= now)
             {
-                cursor = (cursor + i + 1) % nodes.Count;
-                return candidate;
+                cursor = (slot + 1) % nodes.Count;
+                return (slot, nodes[slot].NodeId, nodes[slot].Client);
             }
+
+            if (fallback < 0 || avoidUntil[slot] < avoidUntil[fallback])
+                fallback = slot;
         }
 
-        cursor = (cursor + 1) % nodes.Count;
-        return nodes[cursor];
+        if (fallback < 0)
+            fallback = cursor;
+        cursor = (fallback + 1) % nodes.Count;
+        return (fallback, nodes[fallback].NodeId, nodes[fallback].Client);
     }
 
     private void Record(int client, string[] hashes, int nodeId, long invoked, OpOutcome outcome, string error)
