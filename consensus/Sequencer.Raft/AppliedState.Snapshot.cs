@@ -325,7 +325,10 @@ internal sealed class BatchSnapshot(AppliedState owner, SnapshotPoint point) : I
 
     public long? Length => null;
 
-    public ValueTask WriteToAsync<TWriter>(TWriter writer, CancellationToken token)
+    public async ValueTask WriteToAsync<TWriter>(TWriter writer, CancellationToken token)
         where TWriter : IAsyncBinaryWriter
-        => owner.WriteSnapshotAsync(point, writer, token);
+    {
+        using var transfer = owner.Transfers.Begin();
+        await owner.WriteSnapshotAsync(point, writer, token).ConfigureAwait(false);
+    }
 }

@@ -93,6 +93,65 @@ public sealed class AppliedStateTests
     }
 
     [Fact]
+    public async Task SnapshotTransfer_HoldsCompactionUntilTheGraceEnds_WithinItsBound()
+    {
+        // A follower sent the snapshot must find the entries after it in the log when it asks for them: while a
+        // transfer is in flight and for its grace period after, the snapshot point does not move (it used to move on
+        // with the store, and a catching-up follower was sent one snapshot after another for as long as load lasted).
+        var clock = new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000));
+        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, 4, clock, NullLogger.Instance);
+        await ApplyBatchesAsync(state, 10);
+        await state.FlushAsync(CancellationToken.None);
+        var held = state.CurrentSnapshot!.Index;
+        Assert.Equal(6, held);
+
+        var transfer = state.Transfers.Begin();
+        await ApplyBatchesAsync(state, 10, firstIndex: 11);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(held, state.CurrentSnapshot!.Index);
+        Assert.True(state.Transfers.Holding);
+
+        transfer.Dispose();
+        clock.Advance(SnapshotTransfers.MinimumGrace - TimeSpan.FromSeconds(1));
+        await ApplyBatchesAsync(state, 1, firstIndex: 21);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(held, state.CurrentSnapshot!.Index);
+
+        clock.Advance(TimeSpan.FromSeconds(2));
+        await ApplyBatchesAsync(state, 1, firstIndex: 22);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(18, state.CurrentSnapshot!.Index);
+        Assert.False(state.Transfers.Holding);
+
+        // A transfer that never ends holds the log back only to four times the retained window (plus the group being
+        // stored, the group before it, and the window itself).
+        using var stuck = state.Transfers.Begin();
+        await ApplyBatchesAsync(state, 40, firstIndex: 23);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.InRange(state.CurrentSnapshot!.Index, 62 - ((4 * 4) + (2 * Limits.PersistGroupBatches) + 4), 62 - 4);
+        Assert.Equal((2L, 1L), state.Transfers.Counters);
+    }
+
+    [Fact]
+    public async Task SnapshotPoint_MovesOncePerRetainedWindow_NotAfterEveryStoredGroup()
+    {
+        // Every move compacts the log, and compaction waits for every replication read in flight (a slow follower's
+        // whole round trip) while the applier queues behind it: the point moves only when twice the window is kept.
+        await using var state = Open(new InMemoryBatchStore(), retained: 8);
+        var moves = new List<long>();
+        for (var i = 0; i < 60; i++)
+        {
+            await ApplyBatchesAsync(state, 1, firstIndex: i + 1);
+            await state.FlushAsync(CancellationToken.None);
+            if (state.CurrentSnapshot?.Index is { } index && (moves.Count == 0 || moves[^1] != index))
+                moves.Add(index);
+            Assert.InRange(i + 1 - (state.CurrentSnapshot?.Index ?? 0), 0, 16);
+        }
+
+        Assert.Equal([9L, 18, 27, 36, 45], moves);
+    }
+
+    [Fact]
     public async Task Reopen_RecoversHeaderIndexAndSkipsReplayedEntries()
     {
         var store = new InMemoryBatchStore();
