@@ -19,6 +19,9 @@ public static class TestFaults
     /// <summary>The node hangs at shutdown while it stops its applied state, as a stuck disk or a deadlock would.</summary>
     public static bool HangAtShutdown { get; set; }
 
+    /// <summary>The first snapshot install of the process takes this much longer than it does (0: no delay), past the Raft request timeout.</summary>
+    public static int SlowInstallMs { get; set; }
+
     /// <summary>Parses a --test-fault value.</summary>
     public static void Enable(string name)
     {
@@ -31,8 +34,10 @@ public static class TestFaults
             FollowerAckBeforeFsync = true;
         else if (name == "hang-at-shutdown")
             HangAtShutdown = true;
+        else if (name.StartsWith("slow-install=", StringComparison.Ordinal))
+            SlowInstallMs = int.Parse(name["slow-install=".Length..], System.Globalization.CultureInfo.InvariantCulture);
         else
-            throw new FormatException($"unknown test fault \"{name}\" (ack-before-commit, drop-batch=HEIGHT, follower-ack-before-fsync, hang-at-shutdown)");
+            throw new FormatException($"unknown test fault \"{name}\" (ack-before-commit, drop-batch=HEIGHT, follower-ack-before-fsync, hang-at-shutdown, slow-install=MS)");
     }
 }
 #endif

@@ -17,6 +17,10 @@ public sealed partial class AppliedState
     /// <summary>Batches per store transaction while installing a snapshot.</summary>
     private const int InstallGroupBatches = 512;
 
+#if SEQUENCER_TEST_FAULTS
+    private static int slowInstallOnce = 1;
+#endif
+
     /// <summary>
     /// Replaces the state with the snapshot in <paramref name="input"/>, which covers Raft entries up to
     /// <paramref name="index"/>. The local state must be a prefix of it (Raft guarantees that committed entries are
@@ -34,6 +38,12 @@ public sealed partial class AppliedState
             }
 
             InstallLocked(input, index, term);
+#if SEQUENCER_TEST_FAULTS
+            // The first install of a process is the long one (a follower that was down catching up on everything);
+            // a repeat that adds a few batches is quick, as it is for real.
+            if (TestFaults.SlowInstallMs > 0)
+                await Task.Delay(Interlocked.Exchange(ref slowInstallOnce, 0) * TestFaults.SlowInstallMs, CancellationToken.None).ConfigureAwait(false);
+#endif
         }
         finally
         {
@@ -328,7 +338,8 @@ internal sealed class BatchSnapshot(AppliedState owner, SnapshotPoint point) : I
     public async ValueTask WriteToAsync<TWriter>(TWriter writer, CancellationToken token)
         where TWriter : IAsyncBinaryWriter
     {
-        using var transfer = owner.Transfers.Begin();
+        using var transfer = owner.Transfers.Begin(point.Index);
         await owner.WriteSnapshotAsync(point, writer, token).ConfigureAwait(false);
+        transfer.Completed();
     }
 }

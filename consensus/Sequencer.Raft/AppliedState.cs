@@ -93,6 +93,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         this.retainedEntries = retainedEntries;
         this.time = time;
         Transfers = new SnapshotTransfers(time);
+        Transfers.Repeated += OnRepeatedTransfer;
+        Transfers.AllEnded += OnTransfersEnded;
         this.logger = logger;
         recent = new StoredBatch?[limits.MaxUnpersistedBatches + RecentCacheBatches];
 
@@ -221,6 +223,35 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <summary>The snapshot DotNext may send to lagging followers and compact the log up to.</summary>
     /// <summary>Snapshots being sent to followers: compaction waits for them (see <see cref="SnapshotTransfers"/>).</summary>
     public SnapshotTransfers Transfers { get; }
+
+    /// <summary>
+    /// Raised when a snapshot is being sent again and the point must move to the newest stored entry: on an idle
+    /// leader nothing new may come to store, so the host appends an empty entry to give the point somewhere to go.
+    /// </summary>
+    public event Action? FreshSnapshotNeeded;
+
+    private bool freshSnapshotRequested;
+
+    private void OnRepeatedTransfer(long index)
+    {
+        lock (gate)
+        {
+            freshSnapshotRequested = true;
+            workSignal.TrySetResult();
+        }
+
+        LogSnapshotResent(logger, index);
+        FreshSnapshotNeeded?.Invoke();
+    }
+
+    private void OnTransfersEnded()
+    {
+        lock (gate)
+        {
+            if (freshSnapshotRequested)
+                workSignal.TrySetResult();
+        }
+    }
 
     internal BatchSnapshot? CurrentSnapshot
     {
@@ -404,6 +435,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 break;
             }
 
+            var backoff = TimeSpan.Zero;
             try
             {
                 while (PersistOnce(limits.PersistGroupBatches))
@@ -419,7 +451,16 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 lock (gate)
                     storeFault = e.Message;
                 LogStoreFailed(logger, e, failures);
-                var backoff = TimeSpan.FromMilliseconds(Math.Min(5_000, 100 * (1 << Math.Min(failures, 6))));
+                backoff = TimeSpan.FromMilliseconds(Math.Min(5_000, 100 * (1 << Math.Min(failures, 6))));
+            }
+            finally
+            {
+                storeWriter.Release();
+            }
+
+            // Back off without holding the writer: a flush (at shutdown, or a snapshot install) may still try at once.
+            if (backoff > TimeSpan.Zero)
+            {
                 try
                 {
                     await Task.Delay(backoff, time, token).ConfigureAwait(false);
@@ -428,10 +469,6 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 {
                     break;
                 }
-            }
-            finally
-            {
-                storeWriter.Release();
             }
         }
     }
@@ -450,7 +487,11 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         lock (gate)
         {
             if (unpersisted.Count == 0)
+            {
+                MoveToFreshSnapshotLocked();
                 return false;
+            }
+
             taken = Math.Min(maxEntries, unpersisted.Count);
             last = default;
             foreach (var effect in unpersisted.Take(taken))
@@ -499,6 +540,24 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     }
 
     /// <summary>
+    /// With nothing new to store, moves a requested fresh snapshot point (see <see cref="OnRepeatedTransfer"/>) to the
+    /// newest stored entry with a checkpoint of its own. The caller holds <see cref="storeWriter"/> and the gate.
+    /// </summary>
+    private void MoveToFreshSnapshotLocked()
+    {
+        if (!freshSnapshotRequested || snapshotCandidates.Count == 0 || Transfers.InFlight > 0)
+            return;
+        var newest = snapshotCandidates.Last();
+        var checkpoint = durable with { SnapshotIndex = newest.Index, SnapshotTerm = newest.Term, SnapshotHeight = newest.Height };
+        store.Append([], checkpoint, null);
+        freshSnapshotRequested = false;
+        Transfers.ReleaseHold();
+        snapshotCandidates.Clear();
+        durable = checkpoint;
+        snapshot = new BatchSnapshot(this, newest);
+    }
+
+    /// <summary>
     /// The next snapshot point and the candidates that remain. The point moves rarely: only once the log kept behind
     /// <paramref name="persistedIndex"/> exceeds twice <see cref="retainedEntries"/>, and then to the newest applied point
     /// at least <see cref="retainedEntries"/> behind it (every entry about to be stored is a candidate); otherwise the
@@ -527,6 +586,15 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             }
 
             var current = snapshot?.Point ?? new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight);
+            if (freshSnapshotRequested && candidates.Count > 0 && Transfers.InFlight == 0)
+            {
+                // A snapshot was sent again (see SnapshotTransfers): move to the newest entry being stored now, once no
+                // transfer holds a read of the log that the compaction would wait for.
+                freshSnapshotRequested = false;
+                Transfers.ReleaseHold();
+                return (candidates[^1], []);
+            }
+
             if (persistedIndex - current.Index <= 2 * retainedEntries)
                 return (current, candidates);
             var chosen = current;
@@ -639,6 +707,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     }
 
     private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch, LedgerEffects? Signing, ulong SignedWatermark);
+
+    [LoggerMessage(EventId = 104, Level = LogLevel.Warning, Message = "The snapshot at index {Index} is being sent again (a follower's install outlasted the Raft request timeout): the snapshot point moves to the newest stored entry once no transfer is in flight")]
+    private static partial void LogSnapshotResent(ILogger logger, long index);
 
     [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Loaded the store: height {Height}, applied index {AppliedIndex}, snapshot index {SnapshotIndex}, {TxCount} ordered txs")]
     private static partial void LogLoaded(ILogger logger, ulong height, long appliedIndex, long snapshotIndex, int txCount);

@@ -434,10 +434,11 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("inFlightRequestBytes", budget.InUseBytes);
             writer.WriteNumber("requestBudgetRefusals", budget.Refusals);
             writer.WriteEndObject();
-            var (sent, finished) = state.Transfers.Counters;
+            var (sent, finished, resent) = state.Transfers.Counters;
             writer.WriteStartObject("snapshots");
             writer.WriteNumber("sent", finished);
             writer.WriteNumber("sending", sent - finished);
+            writer.WriteNumber("resent", resent);
             writer.WriteBoolean("compactionHeld", state.Transfers.Holding);
             writer.WriteEndObject();
         });

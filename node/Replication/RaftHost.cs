@@ -101,6 +101,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
         cluster = new RaftCluster(configuration) { AuditTrail = wal };
         cluster.LeaderChanged += OnLeaderChanged;
+        State.FreshSnapshotNeeded += OnFreshSnapshotNeeded;
     }
 
     /// <summary>The applied state.</summary>
@@ -196,6 +197,32 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         }
     }
 
+    private long lastEmptyEntryAt;
+
+    /// <summary>
+    /// A snapshot is being sent again and its point must move to a newer entry (see <see cref="SnapshotTransfers"/>):
+    /// on an idle leader nothing new would come, so append an empty entry (at most one a second).
+    /// </summary>
+    private void OnFreshSnapshotNeeded()
+    {
+        var now = Environment.TickCount64;
+        var last = Interlocked.Read(ref lastEmptyEntryAt);
+        if (!IsLeader || now - last < 1000 || Interlocked.CompareExchange(ref lastEmptyEntryAt, now, last) != last)
+            return;
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                await cluster.ReplicateAsync(ReadOnlyMemory<byte>.Empty, null, timeout.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is OperationCanceledException or NotLeaderException or InvalidOperationException or IOException or QuorumUnreachableException)
+            {
+                // Leadership moved or the cluster is busy: the next resend asks again.
+            }
+        });
+    }
+
     private int nudging;
 
     /// <summary>
@@ -271,6 +298,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         }
 
         cluster.LeaderChanged -= OnLeaderChanged;
+        State.FreshSnapshotNeeded -= OnFreshSnapshotNeeded;
         foreach (var member in cluster.Members.Where(m => m.IsRemote))
             member.MemberStatusChanged -= OnMemberStatusChanged;
         await wal.DisposeAsync().ConfigureAwait(false);

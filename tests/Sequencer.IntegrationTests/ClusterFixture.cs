@@ -25,7 +25,8 @@ internal sealed class TestCluster : IAsyncDisposable
     /// <summary>The key directory of a signing cluster, or null.</summary>
     public string? KeysDirectory { get; private init; }
 
-    public static async Task<TestCluster> StartAsync(string name, int nodes = 3, IReadOnlyList<string>? extraArguments = null, int signingThreshold = 0)
+    public static async Task<TestCluster> StartAsync(string name, int nodes = 3, IReadOnlyList<string>? extraArguments = null, int signingThreshold = 0,
+        NodeBinary? binary = null)
     {
         var root = Path.Combine(Path.GetTempPath(), "sequencer-it", $"{name}-{Environment.ProcessId}-{DateTime.UtcNow:HHmmssfff}");
         string? keys = null;
@@ -35,7 +36,7 @@ internal sealed class TestCluster : IAsyncDisposable
             Sequencer.Threshold.KeyFiles.WriteDealerKeys(keys, signingThreshold, nodes);
         }
 
-        var cluster = LocalCluster.Create(new LocalClusterOptions { Nodes = nodes, DataRoot = root, ExtraArguments = extraArguments ?? [], KeysDirectory = keys });
+        var cluster = LocalCluster.Create(new LocalClusterOptions { Nodes = nodes, DataRoot = root, ExtraArguments = extraArguments ?? [], KeysDirectory = keys, Binary = binary });
         var test = new TestCluster(cluster, root) { KeysDirectory = keys };
         try
         {
@@ -80,6 +81,19 @@ internal sealed class TestCluster : IAsyncDisposable
         var chains = await ChainReader.ReadAsync(running, unreachable, CancellationToken.None);
         Assert.Empty(unreachable);
         return chains;
+    }
+
+    /// <summary>The node built with deliberate faults (<c>dotnet build node -c TestFaults</c>, which make test runs).</summary>
+    public static NodeBinary TestFaultsBinary()
+    {
+        try
+        {
+            return NodeBinary.Locate(configuration: "TestFaults");
+        }
+        catch (FileNotFoundException e)
+        {
+            throw new InvalidOperationException("build the TestFaults node first: dotnet build node -c TestFaults (make test does)", e);
+        }
     }
 
     public string Logs() => string.Join("\n", Cluster.Nodes.Select(n => $"--- node{n.Spec.Id} ---\n{n.Tail(30)}"));

@@ -57,4 +57,42 @@ public sealed class RecoveryTests
         InvariantAssert.AllPass(InvariantChecker.Check(workload.History.Snapshot(), chains), test.Logs);
         Assert.Contains("Installed a snapshot", test.Cluster.Node(follower).Tail(200), StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task SnapshotInstallOutlastingTheRequestTimeout_StillCatchesUp_AndIsNotSentForEver()
+    {
+        // Every install takes 3 s longer than it does, past the 2 s Raft request timeout: the leader's request times
+        // out while the follower finishes, and DotNext then sends the same snapshot again, which the follower refuses.
+        // The leader must move its snapshot point on (an empty entry if nothing new comes) instead of resending it for
+        // ever, and the follower must catch up. Signing on, so signatures and nonce commitments travel too.
+        await using var test = await TestCluster.StartAsync("slow-install", extraArguments: ["--wal-retained-entries", "4", "--test-fault", "slow-install=3000"],
+            signingThreshold: 2, binary: TestCluster.TestFaultsBinary());
+        var leader = await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        var follower = test.Cluster.Nodes.First(n => n.Spec.Id != leader).Spec.Id;
+        await test.Cluster.Node(follower).KillAsync();
+
+        var workload = new Workload(test.Clients, new WorkloadOptions { Clients = 8, TargetAcknowledged = 2_000, Seed = 19 }) { IsAvailable = id => id != follower };
+        using (var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2)))
+            await workload.RunAsync(limit.Token);
+
+        // The follower comes back to an idle cluster: nothing new arrives to move the snapshot point by itself.
+        test.Cluster.Node(follower).Start();
+        await test.WaitForConvergenceAsync(TimeSpan.FromSeconds(60));
+        var installs = test.Cluster.Node(follower).Tail(400).Split('\n').Count(l => l.Contains("Installed a snapshot", StringComparison.Ordinal));
+        Assert.InRange(installs, 1, 4);
+
+        // And it stays converged without the leader streaming snapshots: the count of transfers stops moving.
+        var sent = await SnapshotsSentAsync(test, leader);
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        Assert.Equal(sent, await SnapshotsSentAsync(test, leader));
+        InvariantAssert.AllPass(InvariantChecker.Check(workload.History.Snapshot(), await test.ReadChainsAsync()), test.Logs);
+    }
+
+    private static async Task<long> SnapshotsSentAsync(TestCluster test, int node)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        using var document = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync(new Uri(test.Cluster.Node(node).Client.BaseUrl, "/v1/cluster")));
+        var snapshots = document.RootElement.GetProperty("snapshots");
+        return snapshots.GetProperty("sent").GetInt64() + snapshots.GetProperty("sending").GetInt64();
+    }
 }

@@ -21,6 +21,23 @@ public sealed class InMemoryBatchStore : IBatchStore
     /// <summary>When positive, the append that many calls from now throws, as a crash at that point would leave the store.</summary>
     public int FailAppendIn { get; set; }
 
+    /// <summary>The next this many appends throw, whoever makes them (the persister or a flush), as a disk that stays full would.</summary>
+    public int FailAppends
+    {
+        get
+        {
+            lock (gate)
+                return failAppends;
+        }
+        set
+        {
+            lock (gate)
+                failAppends = value;
+        }
+    }
+
+    private int failAppends;
+
     /// <inheritdoc/>
     public StoreCheckpoint ReadCheckpoint()
     {
@@ -34,6 +51,12 @@ public sealed class InMemoryBatchStore : IBatchStore
         ArgumentNullException.ThrowIfNull(batches);
         lock (gate)
         {
+            if (failAppends > 0)
+            {
+                failAppends--;
+                throw new IOException("simulated: no space left on device");
+            }
+
             if (FailNextAppend || (FailAppendIn > 0 && --FailAppendIn == 0))
             {
                 FailNextAppend = false;
