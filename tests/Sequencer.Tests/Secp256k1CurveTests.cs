@@ -542,4 +542,88 @@ public sealed class Secp256k1CurveTests
             Assert.Equal(Encode(EcMultiplier.Multiply(p, s)), Encode(EcMultiplier.MultiplyConstantTime(p, s)));
         }
     }
+
+    // ---- the Secp256k1 API on top of it ----
+
+    [Fact]
+    public void Api_MultiplicationsMatchBouncyCastle()
+    {
+        var random = new Random(20);
+        var scalars = ScalarInputs(21, 400).ToList();
+        for (var i = 0; i < scalars.Count; i++)
+        {
+            var k = scalars[i];
+            var l = scalars[(i * 7 + 3) % scalars.Count];
+            var p = Bc.G.Multiply(Bc256(random)).Normalize();
+            var q = Bc.G.Multiply(Bc256(random)).Normalize();
+            var expectedG = Bc.G.Multiply(k.Mod(BcN)).Normalize();
+            Assert.Equal(Encode(expectedG), Encode(Threshold.Secp256k1.BaseMultiply(k)));
+            Assert.Equal(Encode(expectedG), Encode(Threshold.Secp256k1.BaseMultiplyPublic(k)));
+            if (!expectedG.IsInfinity)
+                Assert.True(Threshold.Secp256k1.BaseMultiply(k).Equals(expectedG));
+            var expectedP = p.Multiply(k.Mod(BcN)).Normalize();
+            Assert.Equal(Encode(expectedP), Encode(Threshold.Secp256k1.Multiply(p, k)));
+            Assert.Equal(Encode(expectedP), Encode(Threshold.Secp256k1.MultiplySecret(p, k)));
+            var expectedSum = Bc.G.Multiply(l.Mod(BcN)).Add(p.Multiply(k.Mod(BcN))).Add(q.Multiply(l.Mod(BcN))).Add(p).Normalize();
+            var sum = Threshold.Secp256k1.SumOfMultiplies(l, [p, q, p, Bc.Curve.Infinity], [k, l, BcBigInteger.One, k]);
+            Assert.Equal(Encode(expectedSum), Encode(sum));
+            if (!expectedSum.IsInfinity)
+            {
+                Assert.True(sum.Equals(expectedSum));
+                Assert.True(Threshold.Secp256k1.IsSumOfMultiplies(expectedSum, l, [p, q, p], [k, l, BcBigInteger.One]));
+                Assert.False(Threshold.Secp256k1.IsSumOfMultiplies(expectedSum.Negate(), l, [p, q, p], [k, l, BcBigInteger.One]));
+                Assert.False(Threshold.Secp256k1.IsSumOfMultiplies(Bc.Curve.Infinity, l, [p, q, p], [k, l, BcBigInteger.One]));
+            }
+
+            Assert.Equal(Encode(p.Add(q).Add(p).Normalize()), Encode(Threshold.Secp256k1.Sum([p, q, Bc.Curve.Infinity, p])));
+        }
+
+        // The identity: as an input, as a result, and negative scalars.
+        var point = Bc.G.Multiply(Bc256(random)).Normalize();
+        Assert.True(Threshold.Secp256k1.Multiply(Bc.Curve.Infinity, BcBigInteger.Two).IsInfinity);
+        Assert.True(Threshold.Secp256k1.MultiplySecret(Bc.Curve.Infinity, BcBigInteger.Two).IsInfinity);
+        Assert.True(Threshold.Secp256k1.Multiply(point, BcN).IsInfinity);
+        Assert.True(Threshold.Secp256k1.Sum([point, point.Negate()]).IsInfinity);
+        Assert.True(Threshold.Secp256k1.Sum([]).IsInfinity);
+        Assert.True(Threshold.Secp256k1.IsSumOfMultiplies(Bc.Curve.Infinity, BcBigInteger.Zero, [point, point], [BcBigInteger.One, BcN.Subtract(BcBigInteger.One)]));
+        Assert.Equal(Encode(point.Negate()), Encode(Threshold.Secp256k1.Multiply(point, BcBigInteger.One.Negate())));
+        Assert.Equal(Encode(Bc.G.Negate()), Encode(Threshold.Secp256k1.BaseMultiply(BcBigInteger.One.Negate())));
+    }
+
+    [Fact]
+    public void Api_DeserializeElement_AcceptsExactlyTheValidCompressedPoints()
+    {
+        var random = new Random(22);
+        for (var i = 0; i < 300; i++)
+        {
+            var point = Bc.G.Multiply(Bc256(random)).Normalize();
+            var encoded = point.GetEncoded(true);
+            var decoded = Threshold.Secp256k1.DeserializeElement(encoded);
+            Assert.True(decoded.Equals(point));
+            Assert.Equal(encoded, Threshold.Secp256k1.SerializeElement(decoded));
+            Assert.True(decoded.IsValid());
+
+            byte[] offCurve = [(byte)(2 + (i & 1)), .. To32(Random256(random) % P)];
+            bool valid;
+            try
+            {
+                valid = Bc.Curve.DecodePoint(offCurve).IsValid();
+            }
+            catch (ArgumentException)
+            {
+                valid = false;
+            }
+
+            if (valid)
+                Assert.True(Threshold.Secp256k1.DeserializeElement(offCurve).Equals(Bc.Curve.DecodePoint(offCurve)));
+            else
+                Assert.Throws<FormatException>(() => Threshold.Secp256k1.DeserializeElement(offCurve));
+        }
+
+        Assert.Throws<FormatException>(() => Threshold.Secp256k1.DeserializeElement([0x02, .. To32(P)]));
+        Assert.Throws<FormatException>(() => Threshold.Secp256k1.DeserializeElement([0x04, .. To32(1)]));
+        Assert.Throws<FormatException>(() => Threshold.Secp256k1.DeserializeElement([0x02, .. To32(0)]));
+        Assert.Throws<FormatException>(() => Threshold.Secp256k1.DeserializeElement(Bc.G.GetEncoded(false)));
+        Assert.Throws<FormatException>(() => Threshold.Secp256k1.DeserializeElement([]));
+    }
 }
