@@ -179,7 +179,7 @@ internal readonly struct FieldElement : IEquatable<FieldElement>
         return IsZeroWord(n.N0 | n.N1 | n.N2 | n.N3 | n.N4);
     }
 
-    /// <summary>All ones when the elements are equal, else 0 (constant time; magnitudes up to 15 for b).</summary>
+    /// <summary>All ones when the elements are equal, else 0 (constant time; any magnitude up to about 2^10).</summary>
     public static ulong EqualsMask(in FieldElement a, in FieldElement b)
     {
         var x = a.Normalize();
