@@ -32,10 +32,8 @@ public sealed record KeyEpochView(StoredKeyEpoch Record, GroupKey Group)
 
             // Lagrange interpolation in the exponent over the first t members must give the group key.
             var subset = record.Members.Take(record.Threshold).ToList();
-            var sum = Secp256k1.Identity;
-            foreach (var member in subset)
-                sum = sum.Add(shares[member].Multiply(Frost.InterpolatingValue(subset, member)));
-            if (!sum.Normalize().Equals(group))
+            var sum = Secp256k1.SumOfMultiplies(null, [.. subset.Select(m => shares[m])], [.. subset.Select(m => Frost.InterpolatingValue(subset, m))]);
+            if (!sum.Equals(group))
                 return null;
             return new KeyEpochView(record, new GroupKey(group, record.Threshold, shares, []));
         }

@@ -20,7 +20,8 @@ public static class DkgShareCipher
     public static byte[] Encrypt(BigInteger share, BigInteger senderSecret, ECPoint receiverKey, ReadOnlySpan<byte> context, int from, int to)
     {
         var plain = Secp256k1.SerializeScalar(share);
-        var pad = Pad(receiverKey.Multiply(senderSecret).Normalize(), context, from, to);
+        // ECDH with a secret scalar: the constant-time multiplication.
+        var pad = Pad(Secp256k1.MultiplySecret(receiverKey, senderSecret), context, from, to);
         for (var i = 0; i < plain.Length; i++)
             plain[i] ^= pad[i];
         return plain;
@@ -31,7 +32,7 @@ public static class DkgShareCipher
     {
         if (ciphertext.Length != 32)
             return null;
-        var pad = Pad(senderKey.Multiply(receiverSecret).Normalize(), context, from, to);
+        var pad = Pad(Secp256k1.MultiplySecret(senderKey, receiverSecret), context, from, to);
         var plain = new byte[32];
         for (var i = 0; i < plain.Length; i++)
             plain[i] = (byte)(ciphertext[i] ^ pad[i]);

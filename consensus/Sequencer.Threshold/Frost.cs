@@ -1,7 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
 using Org.BouncyCastle.Math;
-using Org.BouncyCastle.Math.EC;
 using ECPoint = Org.BouncyCastle.Math.EC.ECPoint;
 
 namespace Sequencer.Threshold;
@@ -147,13 +146,22 @@ public static class Frost
         return factors;
     }
 
-    /// <summary>compute_group_commitment: R = Σ (D_i + E_i * ρ_i).</summary>
+    /// <summary>compute_group_commitment: R = Σ (D_i + E_i * ρ_i), as one multi-scalar multiplication (public values: variable time).</summary>
     public static ECPoint ComputeGroupCommitment(IReadOnlyList<NonceCommitment> commitments, IReadOnlyDictionary<int, BigInteger> bindingFactors)
     {
-        var sum = Secp256k1.Identity;
+        ArgumentNullException.ThrowIfNull(commitments);
+        ArgumentNullException.ThrowIfNull(bindingFactors);
+        var points = new List<ECPoint>(2 * commitments.Count);
+        var scalars = new List<BigInteger>(2 * commitments.Count);
         foreach (var commitment in commitments)
-            sum = sum.Add(commitment.Hiding).Add(commitment.Binding.Multiply(bindingFactors[commitment.Identifier]));
-        return sum.Normalize();
+        {
+            points.Add(commitment.Hiding);
+            scalars.Add(BigInteger.One);
+            points.Add(commitment.Binding);
+            scalars.Add(bindingFactors[commitment.Identifier]);
+        }
+
+        return Secp256k1.SumOfMultiplies(null, points, scalars);
     }
 
     /// <summary>compute_challenge: c = H2(R || PK || msg).</summary>
@@ -227,12 +235,12 @@ public static class Frost
             return false;
         var factors = ComputeBindingFactors(groupPublicKey, commitments, message);
         var groupCommitment = ComputeGroupCommitment(commitments, factors);
-        var commitmentShare = mine.Hiding.Add(mine.Binding.Multiply(factors[identifier]));
         var challenge = ComputeChallenge(groupCommitment, groupPublicKey, message);
         var lambda = InterpolatingValue([.. commitments.Select(c => c.Identifier)], identifier);
-        var left = Secp256k1.BaseMultiply(share);
-        var right = commitmentShare.Add(publicShare.Multiply(challenge.Multiply(lambda).Mod(Secp256k1.Order))).Normalize();
-        return left.Equals(right);
+        // G * z_i - E_i * ρ_i - PK_i * (c * λ_i) == D_i, as one multi-scalar multiplication (public values).
+        var order = Secp256k1.Order;
+        return Secp256k1.IsSumOfMultiplies(mine.Hiding, share, [mine.Binding, publicShare],
+            [order.Subtract(factors[identifier]).Mod(order), order.Subtract(challenge.Multiply(lambda).Mod(order)).Mod(order)]);
     }
 
     /// <summary>prime_order_verify: G * z == R + PK * H2(R || PK || msg).</summary>
@@ -243,10 +251,8 @@ public static class Frost
         if (signature.R.IsInfinity || publicKey.IsInfinity || signature.Z.SignValue < 0 || signature.Z.CompareTo(Secp256k1.Order) >= 0)
             return false;
         var challenge = ComputeChallenge(signature.R, publicKey, message);
-        // G * z - PK * c == R, with one interleaved double multiplication (Shamir's trick).
-        var left = Org.BouncyCastle.Math.EC.ECAlgorithms.SumOfTwoMultiplies(
-            Secp256k1.Generator, signature.Z, publicKey, Secp256k1.Order.Subtract(challenge).Mod(Secp256k1.Order)).Normalize();
-        return left.Equals(signature.R.Normalize());
+        // G * z - PK * c == R, with one interleaved double multiplication (Shamir's trick; public values: variable time).
+        return Secp256k1.IsSumOfMultiplies(signature.R, signature.Z, [publicKey], [Secp256k1.Order.Subtract(challenge).Mod(Secp256k1.Order)]);
     }
 
     /// <summary>prime_order_sign with a whole secret key (for tests and single-key tooling).</summary>

@@ -29,12 +29,8 @@ public sealed class FrostSession
         Commitments = commitments;
         Message = message.ToArray();
         bindingFactors = Frost.ComputeBindingFactors(groupPublicKey, commitments, message);
-        // R = Σ D_i + Σ E_i * ρ_i, the second sum as one multi-scalar multiplication.
-        var hiding = Secp256k1.Identity;
-        foreach (var commitment in commitments)
-            hiding = hiding.Add(commitment.Hiding);
-        GroupCommitment = hiding.Add(Org.BouncyCastle.Math.EC.ECAlgorithms.SumOfMultiplies(
-            [.. commitments.Select(c => c.Binding)], [.. commitments.Select(c => bindingFactors[c.Identifier])])).Normalize();
+        // R = Σ D_i + Σ E_i * ρ_i as one multi-scalar multiplication (public values: variable time).
+        GroupCommitment = Frost.ComputeGroupCommitment(commitments, bindingFactors);
         Challenge = Frost.ComputeChallenge(GroupCommitment, groupPublicKey, message);
         byIdentifier = commitments.ToDictionary(c => c.Identifier);
         var identifiers = commitments.Select(c => c.Identifier).ToList();
@@ -87,10 +83,8 @@ public sealed class FrostSession
             return false;
         // G * z_i - E_i * ρ_i - PK_i * (c * λ_i) == D_i, as one multi-scalar multiplication.
         var order = Secp256k1.Order;
-        var left = Org.BouncyCastle.Math.EC.ECAlgorithms.SumOfMultiplies(
-            [Secp256k1.Generator, mine.Binding, publicShare],
-            [share, order.Subtract(bindingFactors[identifier]).Mod(order), order.Subtract(Challenge.Multiply(lambdas[identifier]).Mod(order)).Mod(order)]);
-        return left.Normalize().Equals(mine.Hiding.Normalize());
+        return Secp256k1.IsSumOfMultiplies(mine.Hiding, share, [mine.Binding, publicShare],
+            [order.Subtract(bindingFactors[identifier]).Mod(order), order.Subtract(Challenge.Multiply(lambdas[identifier]).Mod(order)).Mod(order)]);
     }
 
     /// <summary>aggregate: (R, Σ z_i) over one share per signer.</summary>

@@ -88,19 +88,19 @@ public static class TrustedDealer
         return secret.Mod(Secp256k1.Order);
     }
 
-    /// <summary>Σ_j C_j * i^j.</summary>
+    /// <summary>Σ_j C_j * i^j, as one multi-scalar multiplication (public values: variable time).</summary>
     public static ECPoint EvaluateCommitment(IReadOnlyList<ECPoint> commitment, int identifier)
     {
         ArgumentNullException.ThrowIfNull(commitment);
         var x = BigInteger.ValueOf(identifier);
         var power = BigInteger.One;
-        var sum = Secp256k1.Identity;
-        foreach (var element in commitment)
+        var powers = new List<BigInteger>(commitment.Count);
+        foreach (var _ in commitment)
         {
-            sum = sum.Add(element.Multiply(power));
+            powers.Add(power);
             power = power.Multiply(x).Mod(Secp256k1.Order);
         }
 
-        return sum.Normalize();
+        return Secp256k1.SumOfMultiplies(null, commitment, powers);
     }
 }

@@ -109,7 +109,7 @@ public sealed class PedersenDkg
         if (all.Count != participants || all.Any(c => c.Count != threshold))
             throw new ArgumentException($"expected {participants} commitments of {threshold} points");
         var sum = Enumerable.Range(0, threshold)
-            .Select(j => all.Aggregate(Secp256k1.Identity, (acc, c) => acc.Add(c[j])).Normalize())
+            .Select(j => Secp256k1.Sum(all.Select(c => c[j])))
             .ToList();
         return TrustedDealer.DeriveGroupInfo(participants, threshold, sum);
     }
@@ -186,7 +186,7 @@ public sealed class PedersenDkg
         // The group commitment is the sum of every participant's polynomial commitment, coefficient by coefficient.
         var all = round1.Values.Append(Round1Self()).ToList();
         var commitment = Enumerable.Range(0, threshold)
-            .Select(j => all.Aggregate(Secp256k1.Identity, (acc, m) => acc.Add(m.Commitment[j])).Normalize())
+            .Select(j => Secp256k1.Sum(all.Select(m => m.Commitment[j])))
             .ToList();
         var group = TrustedDealer.DeriveGroupInfo(participants, threshold, commitment);
         var keyShare = new KeyShare(identifier, sum);
@@ -204,14 +204,15 @@ public sealed class PedersenDkg
             throw new InvalidOperationException($"round one is missing participants {string.Join(", ", missing)}");
     }
 
-    /// <summary>Checks a round one proof of knowledge: G * μ == R + φ_0 * c.</summary>
+    /// <summary>Checks a round one proof of knowledge: G * μ == R + φ_0 * c (public values: variable time).</summary>
     public static bool VerifyProof(DkgRound1 message, ReadOnlySpan<byte> context)
     {
         ArgumentNullException.ThrowIfNull(message);
         if (message.Commitment.Count == 0 || message.ProofR.IsInfinity || message.Commitment[0].IsInfinity)
             return false;
         var c = Challenge(message.Identifier, context, message.Commitment[0], message.ProofR);
-        return Secp256k1.BaseMultiply(message.ProofMu).Equals(message.ProofR.Add(message.Commitment[0].Multiply(c)).Normalize());
+        // G * μ - φ_0 * c == R, one interleaved double multiplication.
+        return Secp256k1.IsSumOfMultiplies(message.ProofR, message.ProofMu, [message.Commitment[0]], [Secp256k1.Order.Subtract(c).Mod(Secp256k1.Order)]);
     }
 
     private static BigInteger Challenge(int identifier, ReadOnlySpan<byte> context, ECPoint secretCommitment, ECPoint r)
