@@ -13,6 +13,19 @@ namespace Sequencer.Raft;
 /// <param name="Outcomes">The position of every tx the entry carried, in proposal order.</param>
 public sealed record AppliedEvent(StoredBatch? Batch, IReadOnlyList<TxOutcome> Outcomes);
 
+/// <summary>How much of the applied log the WAL keeps behind the store before it may be compacted.</summary>
+/// <param name="Entries">At most this many entries are kept, so that a briefly lagging follower catches up from the log.</param>
+/// <param name="Bytes">At most this many payload bytes (plus one entry) are kept, whatever the entry count: DotNext holds
+/// the uncompacted log in process memory, so this bounds the WAL's memory.</param>
+public readonly record struct WalRetention(long Entries, long Bytes)
+{
+    /// <summary>Keeps nothing: the log may be compacted up to the stored state.</summary>
+    public static WalRetention None => new(0, 0);
+
+    /// <summary>Keeps <paramref name="entries"/> entries, whatever their size.</summary>
+    public static WalRetention OfEntries(long entries) => new(entries, long.MaxValue);
+}
+
 /// <summary>The Raft position a snapshot covers.</summary>
 /// <param name="Index">The last Raft index included.</param>
 /// <param name="Term">Its term.</param>
@@ -28,8 +41,9 @@ public readonly record struct SnapshotPoint(long Index, long Term, ulong Height)
 /// recent batches. A background persister writes applied batches to the <see cref="IBatchStore"/> in grouped,
 /// durable transactions, because the store's commit costs about a millisecond of fsync and would otherwise bound
 /// the batch rate. The Raft log keeps every entry that is not yet in the store: the snapshot point that allows
-/// compaction only moves after the store has made the entries durable, and it trails by
-/// <c>retainedEntries</c> so that a briefly lagging follower catches up from the log.
+/// compaction only moves after the store has made the entries durable, and it trails by at most
+/// <see cref="WalRetention.Entries"/> entries and <see cref="WalRetention.Bytes"/> bytes, so that a briefly lagging follower
+/// catches up from the log while the WAL's memory stays bounded.
 /// </para>
 /// <para>
 /// Bounded: at most <see cref="SequencerLimits.MaxUnpersistedBatches"/> applied entries wait for the store; apply
@@ -42,14 +56,14 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private readonly IBatchStore store;
     private readonly ChainParameters chain;
     private readonly SequencerLimits limits;
-    private readonly long retainedEntries;
+    private readonly WalRetention retention;
     private readonly TimeProvider time;
     private readonly ILogger logger;
     private readonly OrderedTxIndex txIndex;
     private readonly Lock gate = new();
     private readonly SemaphoreSlim storeWriter = new(1, 1);
     private readonly Queue<PendingEffect> unpersisted = new();
-    private readonly Queue<SnapshotPoint> snapshotCandidates = new();
+    private readonly Queue<SnapshotCandidate> snapshotCandidates = new();
     private readonly StoredBatch?[] recent;
     private readonly AppliedHistory history;
     private readonly CancellationTokenSource stopping = new();
@@ -70,24 +84,25 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <param name="store">The durable batch store.</param>
     /// <param name="chain">The chain id and key epoch of new headers.</param>
     /// <param name="limits">Validated limits.</param>
-    /// <param name="retainedEntries">How many applied Raft entries the log keeps behind the store before compaction.</param>
+    /// <param name="retention">How much of the applied log the WAL keeps behind the store before compaction.</param>
     /// <param name="time">The clock for local bookkeeping (the <c>ordered</c> time); never used for header fields.</param>
     /// <param name="logger">The logger.</param>
     /// <param name="loops">Where the persister loop is supervised (the node stops when it dies); a private set when null.</param>
-    public AppliedState(IBatchStore store, ChainParameters chain, SequencerLimits limits, long retainedEntries, TimeProvider time, ILogger logger,
+    public AppliedState(IBatchStore store, ChainParameters chain, SequencerLimits limits, WalRetention retention, TimeProvider time, ILogger logger,
         BackgroundLoops? loops = null)
     {
         ArgumentNullException.ThrowIfNull(store);
         ArgumentNullException.ThrowIfNull(limits);
         ArgumentNullException.ThrowIfNull(time);
         ArgumentNullException.ThrowIfNull(logger);
-        ArgumentOutOfRangeException.ThrowIfNegative(retainedEntries);
+        ArgumentOutOfRangeException.ThrowIfNegative(retention.Entries);
+        ArgumentOutOfRangeException.ThrowIfNegative(retention.Bytes);
         limits.ThrowIfInvalid();
 
         this.store = store;
         this.chain = chain;
         this.limits = limits;
-        this.retainedEntries = retainedEntries;
+        this.retention = retention;
         this.time = time;
         this.logger = logger;
         recent = new StoredBatch?[limits.MaxUnpersistedBatches + RecentCacheBatches];
@@ -254,8 +269,10 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <param name="term">The Raft term of the entry.</param>
     /// <param name="token">Cancels waiting for the persister.</param>
     /// <param name="proposal">On the leader, the proposal that produced the entry (DotNext's entry context).</param>
+    /// <param name="entryBytes">The entry's payload size in the log, counted against <see cref="WalRetention.Bytes"/>.</param>
     /// <returns>The applied batch, or null for a skipped or empty entry.</returns>
-    public async ValueTask<AppliedBatch?> ApplyAsync(ILogCommand? command, long index, long term, CancellationToken token, BatchProposal? proposal = null)
+    public async ValueTask<AppliedBatch?> ApplyAsync(ILogCommand? command, long index, long term, CancellationToken token, BatchProposal? proposal = null,
+        long entryBytes = 0)
     {
         lock (gate)
         {
@@ -315,7 +332,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             appliedIndex = index;
             appliedTerm = term;
             lastApplyAt = time.GetTimestamp();
-            unpersisted.Enqueue(new PendingEffect(index, term, stored, signing is { IsEmpty: false } ? signing : null, ledger.SignedThrough));
+            unpersisted.Enqueue(new PendingEffect(index, term, stored, signing is { IsEmpty: false } ? signing : null, ledger.SignedThrough, Math.Max(0, entryBytes)));
             if (unpersisted.Count >= limits.PersistGroupBatches)
                 workSignal.TrySetResult();
         }
@@ -492,30 +509,46 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     }
 
     /// <summary>
-    /// The newest applied point at least <see cref="retainedEntries"/> entries behind <paramref name="persistedIndex"/>
-    /// (every entry about to be stored is a candidate), or the current snapshot point when none qualifies yet, and the
-    /// candidates that remain. Pure: the caller commits the remaining candidates only once the store has the entries,
-    /// so a failed store write retried later does not count its entries twice.
+    /// The newest applied point that leaves at least <see cref="WalRetention.Entries"/> entries or at least
+    /// <see cref="WalRetention.Bytes"/> payload bytes after it, up to <paramref name="persistedIndex"/> (every entry about
+    /// to be stored is a candidate): so the log keeps at most that many entries, and less than that many bytes and one
+    /// entry, or the current snapshot point when none qualifies yet, and the candidates that
+    /// remain. Pure: the caller commits the remaining candidates only once the store has the entries, so a failed store
+    /// write retried later does not count its entries twice.
     /// </summary>
-    private (SnapshotPoint Chosen, List<SnapshotPoint> Remaining) ChooseSnapshot(int taken, ulong storedHeight, long persistedIndex)
+    private (SnapshotPoint Chosen, List<SnapshotCandidate> Remaining) ChooseSnapshot(int taken, ulong storedHeight, long persistedIndex)
     {
         lock (gate)
         {
-            var candidates = new List<SnapshotPoint>(snapshotCandidates.Count + taken);
+            var candidates = new List<SnapshotCandidate>(snapshotCandidates.Count + taken);
             candidates.AddRange(snapshotCandidates);
             var height = storedHeight;
             foreach (var effect in unpersisted.Take(taken))
             {
                 height = effect.Batch?.Header.Height ?? height;
-                candidates.Add(new SnapshotPoint(effect.Index, effect.Term, height));
+                candidates.Add(new SnapshotCandidate(new SnapshotPoint(effect.Index, effect.Term, height), effect.Bytes));
             }
 
+            // The bytes after a candidate are the bytes of every later candidate: each persisted entry is one.
+            var bytesAfter = 0L;
+            foreach (var candidate in candidates)
+                bytesAfter += candidate.Bytes;
             var chosen = snapshot?.Point ?? new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight);
             var consumed = 0;
-            while (consumed < candidates.Count && candidates[consumed].Index <= persistedIndex - retainedEntries)
-                chosen = candidates[consumed++];
+            while (consumed < candidates.Count)
+            {
+                var candidate = candidates[consumed];
+                bytesAfter -= candidate.Bytes;
+                if (candidate.Point.Index > persistedIndex - retention.Entries && bytesAfter < retention.Bytes)
+                    break;
+                chosen = candidate.Point;
+                consumed++;
+            }
+
             var remaining = candidates.GetRange(consumed, candidates.Count - consumed);
-            Invariant.Check(remaining.Count <= retainedEntries + taken, "snapshot candidates stay within the retained window");
+            Invariant.Check(remaining.Count <= retention.Entries + taken, "snapshot candidates stay within the retained window");
+            Invariant.Check(remaining.Count == 0 || remaining.Sum(c => c.Bytes) - remaining[0].Bytes < retention.Bytes,
+                "the retained entries stay within the retained bytes (plus one entry)");
             return (chosen, remaining);
         }
     }
@@ -615,7 +648,10 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         public List<byte[]> DkgEntries { get; } = [];
     }
 
-    private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch, LedgerEffects? Signing, ulong SignedWatermark);
+    private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch, LedgerEffects? Signing, ulong SignedWatermark, long Bytes);
+
+    /// <summary>A persisted entry the snapshot point may move to, and the entry's payload bytes.</summary>
+    private readonly record struct SnapshotCandidate(SnapshotPoint Point, long Bytes);
 
     [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Loaded the store: height {Height}, applied index {AppliedIndex}, snapshot index {SnapshotIndex}, {TxCount} ordered txs")]
     private static partial void LogLoaded(ILogger logger, ulong height, long appliedIndex, long snapshotIndex, int txCount);

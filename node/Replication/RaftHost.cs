@@ -64,16 +64,23 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
         var dataDir = Directory.CreateDirectory(options.DataDir);
         store = new LiteDbBatchStore(Path.Combine(dataDir.FullName, "store.db"));
-        State = new AppliedState(store, new ChainParameters(options.ChainId, 0), options.Limits, options.WalRetainedEntries,
-            time, loggerFactory.CreateLogger<AppliedState>(), loops);
+        State = new AppliedState(store, new ChainParameters(options.ChainId, 0), options.Limits,
+            new WalRetention(options.WalRetainedEntries, options.WalRetainedBytes), time, loggerFactory.CreateLogger<AppliedState>(), loops);
         var stateMachine = new SequencerStateMachine(State, dataDir.CreateSubdirectory("scratch"));
+        var walDir = Path.Combine(dataDir.FullName, "wal");
+        var chunkBytes = WalChunkSize.Resolve(walDir, options.WalChunkBytes);
+        if (chunkBytes != options.WalChunkBytes)
+            LogWalChunkKept(logger, walDir, chunkBytes, options.WalChunkBytes);
         wal = new DurableWriteAheadLog(new WriteAheadLog.Options
         {
-            Location = Path.Combine(dataDir.FullName, "wal"),
-            ChunkSize = options.WalChunkBytes,
+            Location = walDir,
+            ChunkSize = chunkBytes,
             HashAlgorithm = WriteAheadLog.IntegrityHashAlgorithm.XxHash64,
             // Private buffers written with pwrite, not memory-mapped chunks: on a full disk a write through a mapping
             // kills the process with SIGBUS and no message, while pwrite fails with ENOSPC and the node stops cleanly.
+            // DotNext keeps every chunk from the compaction point to the tail in process memory; what bounds that memory
+            // is the retention (WalRetainedBytes: the snapshot point, and so compaction, trails the store by at most that
+            // many bytes) and a chunk size that lets released chunks leave memory (NodeOptions.WalChunkBytes).
             MemoryManagement = WriteAheadLog.MemoryManagementStrategy.PrivateMemory,
         }, stateMachine);
 
@@ -292,6 +299,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
     [LoggerMessage(EventId = 5, Level = LogLevel.Information, Message = "Node {NodeId} stopped: applied index {AppliedIndex}, stored index {StoredIndex}, stored height {StoredHeight}")]
     private static partial void LogStopped(ILogger logger, int nodeId, long appliedIndex, long storedIndex, ulong storedHeight);
+
+    [LoggerMessage(EventId = 6, Level = LogLevel.Warning, Message = "The WAL at {Path} was created with {ExistingBytes}-byte chunks and keeps them (configured: {ConfiguredBytes}); DotNext cannot change the chunk size of an existing log")]
+    private static partial void LogWalChunkKept(ILogger logger, string path, int existingBytes, int configuredBytes);
 
     [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Leader changed to node {LeaderId} in term {Term} (0: none)")]
     private static partial void LogLeaderChanged(ILogger logger, int leaderId, long term);

@@ -12,15 +12,16 @@ public sealed class AppliedStateTests
 {
     private static readonly SequencerLimits Limits = new() { PersistGroupBatches = 4, MaxUnpersistedBatches = 16, PersistIntervalMs = 10_000 };
 
-    private static AppliedState Open(IBatchStore store, long retained = 0, ulong chainId = 42)
-        => new(store, new ChainParameters(chainId, 0), Limits, retained, new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance);
+    private static AppliedState Open(IBatchStore store, long retained = 0, ulong chainId = 42, long retainedBytes = long.MaxValue, SequencerLimits? limits = null)
+        => new(store, new ChainParameters(chainId, 0), limits ?? Limits, new WalRetention(retained, retainedBytes),
+            new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance);
 
-    private static async Task ApplyBatchesAsync(AppliedState state, int count, long firstIndex = 1, int txsPerBatch = 3)
+    private static async Task ApplyBatchesAsync(AppliedState state, int count, long firstIndex = 1, int txsPerBatch = 3, long entryBytes = 0)
     {
         for (var i = 0; i < count; i++)
         {
             var txs = Enumerable.Range(0, txsPerBatch).Select(j => BatchApplierTests.Tx((int)(firstIndex + i) * 100 + j)).ToList();
-            await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5000, Txs = txs }, firstIndex + i, 1, CancellationToken.None);
+            await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5000, Txs = txs }, firstIndex + i, 1, CancellationToken.None, entryBytes: entryBytes);
         }
     }
 
@@ -134,6 +135,35 @@ public sealed class AppliedStateTests
         await ApplyBatchesAsync(state, 4, firstIndex: 11);
         await state.FlushAsync(CancellationToken.None);
         Assert.Equal(12, state.CurrentSnapshot!.Index);
+    }
+
+    [Fact]
+    public async Task SnapshotPoint_LargeEntries_TrailsTheStoreByTheRetainedBytesNotTheRetainedEntries()
+    {
+        // The WAL holds the uncompacted log in process memory: with large entries the byte bound, not the entry count,
+        // decides where the log may be compacted. 100-byte entries and 250 retained bytes: the log keeps entries until
+        // they reach the bound, so 8, 9 and 10 (300 bytes, less than the bound and one entry).
+        await using var state = Open(new InMemoryBatchStore(), retained: 1000, retainedBytes: 250);
+        await ApplyBatchesAsync(state, 10, entryBytes: 100);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(7, state.CurrentSnapshot!.Index);
+        Assert.Equal(7, state.Durable.SnapshotIndex);
+
+        // Small entries: the entry count binds (3 entries of 1 byte are kept, far below the byte bound).
+        await using var small = Open(new InMemoryBatchStore(), retained: 3, retainedBytes: 250);
+        await ApplyBatchesAsync(small, 10, entryBytes: 1);
+        await small.FlushAsync(CancellationToken.None);
+        Assert.Equal(7, small.CurrentSnapshot!.Index);
+
+        // An entry larger than the bound is kept on its own (the point stays right before it), and small entries after
+        // it do not move the point until they add up to the bound.
+        await using var huge = Open(new InMemoryBatchStore(), retained: 1000, retainedBytes: 250);
+        await ApplyBatchesAsync(huge, 4, entryBytes: 1000);
+        await huge.FlushAsync(CancellationToken.None);
+        Assert.Equal(3, huge.CurrentSnapshot!.Index);
+        await ApplyBatchesAsync(huge, 2, firstIndex: 5, entryBytes: 10);
+        await huge.FlushAsync(CancellationToken.None);
+        Assert.Equal(3, huge.CurrentSnapshot!.Index);
     }
 
     [Fact]
