@@ -53,6 +53,13 @@ public sealed record SequencerLimits
     /// <summary>The most batches held in memory after apply and before they reach the store.</summary>
     public int MaxUnpersistedBatches { get; init; } = 4096;
 
+    /// <summary>
+    /// The most txs in the in-memory tx index (<see cref="RecentTxIndex"/>): the txs of the newest batches, about
+    /// 32 bytes each, allocated at startup. Older txs are looked up in the store's tx index, behind a filter. Every batch
+    /// not yet in the store must fit, so apply waits for the persister when the unstored txs would not.
+    /// </summary>
+    public int MaxRecentTxs { get; init; } = 2_000_000;
+
     /// <summary>The batch count in one grouped store transaction.</summary>
     public int PersistGroupBatches { get; init; } = 256;
 
@@ -139,6 +146,8 @@ public sealed record SequencerLimits
         Require(SubmitTimeoutMs is >= 100 and <= 600_000, "SubmitTimeoutMs must be in [100, 600000]");
         Require(MaxForwardedRequests >= 1, "MaxForwardedRequests must be at least 1");
         Require(MaxUnpersistedBatches >= PersistGroupBatches, "MaxUnpersistedBatches must be at least PersistGroupBatches");
+        Require(MaxRecentTxs >= 2L * MaxBatchTxs && MaxRecentTxs <= RecentTxIndex.MaxCapacity,
+            $"MaxRecentTxs must be in [2 * MaxBatchTxs, {RecentTxIndex.MaxCapacity}]: the recent tx index holds every unstored batch, at least two maximal ones");
         Require(PersistGroupBatches >= 1, "PersistGroupBatches must be at least 1");
         Require(PersistIntervalMs is >= 1 and <= 10_000, "PersistIntervalMs must be in [1, 10000]");
         Require(MaxSigningSessionsInFlight is >= 1 and <= 16, "MaxSigningSessionsInFlight must be in [1, 16]");

@@ -37,8 +37,9 @@ public readonly record struct SnapshotPoint(long Index, long Term, ulong Height)
 /// </summary>
 /// <remarks>
 /// <para>
-/// Apply runs on the WAL's single applier and only touches memory: the header chain, the tx index and a ring of
-/// recent batches. A background persister writes applied batches to the <see cref="IBatchStore"/> in grouped,
+/// Apply runs on the WAL's single applier and touches memory, and the store only to read: the header chain, the recent
+/// tx index and a ring of recent batches; a tx older than the recent tx index is looked up in the store's tx index
+/// (exact, and behind an in-memory filter, so a new tx costs no disk read). A background persister writes applied batches to the <see cref="IBatchStore"/> in grouped,
 /// durable transactions, because the store's commit costs about a millisecond of fsync and would otherwise bound
 /// the batch rate. The Raft log keeps every entry that is not yet in the store: the snapshot point that allows
 /// compaction only moves after the store has made the entries durable, and it trails by at most
@@ -46,8 +47,10 @@ public readonly record struct SnapshotPoint(long Index, long Term, ulong Height)
 /// catches up from the log while the WAL's memory stays bounded.
 /// </para>
 /// <para>
-/// Bounded: at most <see cref="SequencerLimits.MaxUnpersistedBatches"/> applied entries wait for the store; apply
-/// waits for the persister beyond that, which in turn slows commits. A failing store therefore stops the node
+/// Bounded: at most <see cref="SequencerLimits.MaxUnpersistedBatches"/> applied entries, holding at most
+/// <see cref="SequencerLimits.MaxRecentTxs"/> txs, wait for the store; apply waits for the persister beyond that, which in
+/// turn slows commits. Memory does not grow with history: the recent tx index is a fixed window, and the batches below
+/// it are read from the store. A failing store therefore stops the node
 /// from making progress rather than losing data, and is reported through <see cref="StoreFault"/>.
 /// </para>
 /// </remarks>
@@ -59,7 +62,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private readonly WalRetention retention;
     private readonly TimeProvider time;
     private readonly ILogger logger;
-    private readonly OrderedTxIndex txIndex;
+    private readonly RecentTxIndex txIndex;
     private readonly Lock gate = new();
     private readonly SemaphoreSlim storeWriter = new(1, 1);
     private readonly Queue<PendingEffect> unpersisted = new();
@@ -79,6 +82,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private BatchSnapshot? snapshot;
     private string? storeFault;
     private long lastApplyAt;
+    private long unpersistedTxs;
+    private long storedTxs;
 
     /// <summary>Loads the stored state and starts the persister.</summary>
     /// <param name="store">The durable batch store.</param>
@@ -111,13 +116,22 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         lastApplyAt = time.GetTimestamp();
         appliedIndex = durable.AppliedIndex;
         appliedTerm = durable.AppliedTerm;
-        txIndex = new OrderedTxIndex();
-        LoadStoredBatches();
+        // Only the newest batches are loaded (the recent tx index and the ring); older ones stay in the store.
+        var loaded = LoadRecentBatches();
+        txIndex = new RecentTxIndex(limits.MaxRecentTxs, loaded.Count > 0 ? loaded[0].Header.Height - 1 : durable.LastHeight);
+        foreach (var batch in loaded)
+        {
+            txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
+            recent[batch.Header.Height % (ulong)recent.Length] = batch;
+        }
+
+        lastHeader = loaded.Count > 0 ? loaded[^1].Header : null;
+        storedTxs = store.TxCount;
         history = new AppliedHistory(store.History, durable.LastHeight);
         LoadSigningState();
         if (durable.SnapshotIndex > 0)
             snapshot = new BatchSnapshot(this, new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight));
-        LogLoaded(logger, durable.LastHeight, durable.AppliedIndex, durable.SnapshotIndex, txIndex.Count);
+        LogLoaded(logger, durable.LastHeight, durable.AppliedIndex, durable.SnapshotIndex, storedTxs, loaded.Count, txIndex.Count);
 
         persister = (loops ?? new BackgroundLoops(time)).Start("the store persister", PersisterStuckAfter, PersistLoopAsync, stopping.Token);
     }
@@ -216,8 +230,18 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
     }
 
-    /// <summary>The number of ordered txs.</summary>
-    public int OrderedTxCount => txIndex.Count;
+    /// <summary>The number of ordered txs: the stored ones and the applied ones not yet stored.</summary>
+    public long OrderedTxCount
+    {
+        get
+        {
+            lock (gate)
+                return storedTxs + unpersistedTxs;
+        }
+    }
+
+    /// <summary>The number of txs in the recent tx index (the newest batches, in memory).</summary>
+    public int RecentTxCount => txIndex.Count;
 
     /// <summary>The last store failure, or null while the store works.</summary>
     public string? StoreFault
@@ -239,8 +263,19 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
     }
 
-    /// <inheritdoc/>
-    public bool TryGetPosition(Hash32 hash, out TxPosition position) => txIndex.TryGetPosition(hash, out position);
+    /// <summary>
+    /// Returns true and the position when <paramref name="hash"/> is in an applied batch: from the recent tx index, else
+    /// from the store's tx index for the heights below it. Exact, so apply stays deterministic: every batch the store
+    /// does not hold yet is in the recent tx index, which only lets go of stored batches.
+    /// </summary>
+    public bool TryGetPosition(Hash32 hash, out TxPosition position)
+    {
+        if (txIndex.TryGetPosition(hash, out position, out var floor))
+            return true;
+        // The floor was read with the lookup: every height above it was in the window then, every height at or below
+        // it is in the store (evicted batches were stored first).
+        return floor > 0 && store.TryGetTxPosition(hash, floor, out position);
+    }
 
     /// <summary>The batch at <paramref name="height"/>, from memory or the store; null when not applied.</summary>
     public StoredBatch? GetBatch(ulong height)
@@ -281,7 +316,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 return null;
         }
 
-        await WaitForPersisterRoomAsync(token).ConfigureAwait(false);
+        await WaitForPersisterRoomAsync(command is BatchCommand incoming ? incoming.Txs.Count : 0, token).ConfigureAwait(false);
 
         AppliedBatch? result = null;
         StoredBatch? stored = null;
@@ -308,7 +343,6 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                     RaftIndex = index,
                     OrderedAtMs = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds(),
                 };
-                txIndex.AddBatch(result.Header.Height, result.TxHashes);
             }
         }
         LedgerEffects? signing = null;
@@ -322,6 +356,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 lastHeader = stored.Header;
                 history.Append(stored.Header.Commitment);
                 recent[stored.Header.Height % (ulong)recent.Length] = stored;
+                AddToTxIndexLocked(stored);
+                unpersistedTxs += stored.TxHashes.Length;
             }
 
             // The signing ledger sees every entry that carries signing data, after the batch's header is in the chain
@@ -344,14 +380,30 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         return result;
     }
 
-    private async ValueTask WaitForPersisterRoomAsync(CancellationToken token)
+    /// <summary>
+    /// Adds an applied or installed batch to the recent tx index, evicting its oldest stored batches to make room. The
+    /// caller has made sure that the unstored batches leave room (<see cref="WaitForPersisterRoomAsync"/>).
+    /// </summary>
+    private void AddToTxIndexLocked(StoredBatch batch)
+    {
+        while (txIndex.Count + batch.TxHashes.Length > txIndex.Capacity)
+            Invariant.Check(txIndex.TryEvictOldest(durable.LastHeight), "the recent tx index only lets go of stored batches, and has room for the unstored ones");
+        txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
+    }
+
+    /// <summary>
+    /// Waits until the applied entries not yet stored leave room for one more entry of <paramref name="incomingTxs"/> txs:
+    /// fewer than <see cref="SequencerLimits.MaxUnpersistedBatches"/> entries, and their txs and the incoming ones within
+    /// the recent tx index (which must hold every unstored batch).
+    /// </summary>
+    private async ValueTask WaitForPersisterRoomAsync(int incomingTxs, CancellationToken token)
     {
         while (true)
         {
             Task wait;
             lock (gate)
             {
-                if (unpersisted.Count < limits.MaxUnpersistedBatches)
+                if (unpersisted.Count < limits.MaxUnpersistedBatches && unpersistedTxs + incomingTxs <= txIndex.Capacity)
                     return;
                 workSignal.TrySetResult();
                 wait = persistedSignal.Task;
@@ -451,6 +503,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private bool PersistOnce(int maxEntries)
     {
         List<StoredBatch> batches = [];
+        long batchTxs = 0;
         List<SignedHead> heads = [];
         List<StoredKeyEpoch> keyEpochs = [];
         var pool = new PoolChanges();
@@ -466,7 +519,10 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             foreach (var effect in unpersisted.Take(taken))
             {
                 if (effect.Batch is not null)
+                {
                     batches.Add(effect.Batch);
+                    batchTxs += effect.Batch.TxHashes.Length;
+                }
                 if (effect.Signing is { } signingEffect)
                 {
                     heads.AddRange(signingEffect.HeadsSigned);
@@ -495,6 +551,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 snapshotCandidates.Enqueue(candidate);
             for (var i = 0; i < taken; i++)
                 unpersisted.Dequeue();
+            unpersistedTxs -= batchTxs;
+            storedTxs += batchTxs;
+            Invariant.Check(unpersistedTxs >= 0, "stored txs were counted as unstored");
             durable = checkpoint;
             storeFault = null;
             history.Trim(checkpoint.LastHeight);
@@ -553,24 +612,55 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
     }
 
-    private void LoadStoredBatches()
+    /// <summary>
+    /// The newest stored batches, ascending, as many as the recent tx index and the ring hold: the only batches read at
+    /// startup. Each is checked as it is read back (counts, Merkle root, chain links, and the oldest one's parent against
+    /// the history file).
+    /// </summary>
+    private List<StoredBatch> LoadRecentBatches()
     {
-        if (durable.LastHeight == 0)
-            return;
-        BatchHeader? previous = null;
-        foreach (var batch in store.Scan(1, durable.LastHeight))
+        const ulong PageBatches = 128;
+        var loaded = new List<StoredBatch>();
+        long txs = 0;
+        var height = durable.LastHeight;
+        var full = false;
+        while (height >= 1 && !full)
         {
-            // Check data read back before trusting it: a corrupt store must stop the node, not serve wrong data.
-            batch.Verify();
-            Invariant.Check(batch.Header.Height == (previous?.Height ?? 0) + 1, $"stored heights are contiguous at {batch.Header.Height}");
-            Invariant.Check(batch.Header.ParentHash == (previous?.Commitment ?? Hash32.Zero), $"stored batch {batch.Header.Height} links to its parent");
-            txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
-            recent[batch.Header.Height % (ulong)recent.Length] = batch;
-            previous = batch.Header;
+            var from = height > PageBatches ? height - PageBatches + 1 : 1;
+            var page = store.Scan(from, height).ToList();
+            Invariant.Check(page.Count == (int)(height - from + 1), $"the store holds every batch its checkpoint names ({from} to {height})");
+            for (var i = page.Count - 1; i >= 0; i--)
+            {
+                var batch = page[i];
+                if (loaded.Count == recent.Length || txs + batch.TxHashes.Length > limits.MaxRecentTxs)
+                {
+                    full = true;
+                    break;
+                }
+
+                // Check data read back before trusting it: a corrupt store must stop the node, not serve wrong data.
+                batch.Verify();
+                Invariant.Check(batch.Header.Height == from + (ulong)i, $"stored batch {from + (ulong)i} has its height");
+                if (loaded.Count > 0)
+                    Invariant.Check(loaded[^1].Header.ParentHash == batch.Header.Commitment, $"stored batch {loaded[^1].Header.Height} links to its parent");
+                loaded.Add(batch);
+                txs += batch.TxHashes.Length;
+            }
+
+            height = from - 1;
         }
 
-        Invariant.Check(previous is not null && previous.Height == durable.LastHeight, "the store holds every batch its checkpoint names");
-        lastHeader = previous;
+        loaded.Reverse();
+        Invariant.Check(durable.LastHeight == 0 || (loaded.Count > 0 && loaded[^1].Header.Height == durable.LastHeight), "the newest stored batch is loaded");
+        if (loaded.Count > 0 && loaded[0].Header.Height > 1)
+        {
+            // The batch below the loaded ones is not read: the history file holds its commitment.
+            var below = loaded[0].Header.Height - 1;
+            Invariant.Check(store.History.Node(0, below - 1) == MerkleTree.HashLeaf(loaded[0].Header.ParentHash),
+                $"stored batch {below + 1} links to the commitment the history holds for {below}");
+        }
+
+        return loaded;
     }
 
     /// <inheritdoc/>
@@ -653,8 +743,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <summary>A persisted entry the snapshot point may move to, and the entry's payload bytes.</summary>
     private readonly record struct SnapshotCandidate(SnapshotPoint Point, long Bytes);
 
-    [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Loaded the store: height {Height}, applied index {AppliedIndex}, snapshot index {SnapshotIndex}, {TxCount} ordered txs")]
-    private static partial void LogLoaded(ILogger logger, ulong height, long appliedIndex, long snapshotIndex, int txCount);
+    [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Loaded the store: height {Height}, applied index {AppliedIndex}, snapshot index {SnapshotIndex}, {TxCount} ordered txs; the newest {Batches} batches ({RecentTxs} txs) in memory")]
+    private static partial void LogLoaded(ILogger logger, ulong height, long appliedIndex, long snapshotIndex, long txCount, int batches, int recentTxs);
 
     [LoggerMessage(EventId = 103, Level = LogLevel.Error, Message = "The final store write at shutdown failed; the Raft log replays the entries at the next start")]
     private static partial void LogFinalFlushFailed(ILogger logger, Exception exception);

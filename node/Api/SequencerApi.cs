@@ -420,6 +420,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("submitTimeoutMs", limits.SubmitTimeoutMs);
             writer.WriteNumber("maxForwardedRequests", limits.MaxForwardedRequests);
             writer.WriteNumber("maxUnpersistedBatches", limits.MaxUnpersistedBatches);
+            writer.WriteNumber("maxRecentTxs", limits.MaxRecentTxs);
             writer.WriteEndObject();
             writer.WriteStartObject("pipeline");
             writer.WriteNumber("queuedTxs", submits.QueuedTxs);
@@ -429,6 +430,9 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("storedHeight", durable.LastHeight);
             writer.WriteNumber("storedIndex", durable.AppliedIndex);
             writer.WriteNumber("orderedTxs", state.OrderedTxCount);
+            writer.WriteNumber("recentTxs", state.RecentTxCount);
+            writer.WriteNumber("storedTxIndexBytes", raft.StoredTxIndexBytes);
+            writer.WriteNumber("storedTxIndexRuns", raft.StoredTxIndexRuns);
             writer.WriteNumber("durableFollowerAppends", raft.DurableAppends);
             writer.WriteNumber("lastLogIndex", raft.LastLogIndex);
             writer.WriteNumber("inFlightRequestBytes", budget.InUseBytes);

@@ -166,6 +166,77 @@ public sealed class AppliedStateTests
         Assert.Equal(3, huge.CurrentSnapshot!.Index);
     }
 
+    // A recent tx index of 10 txs: three batches of 3 txs, so older batches are looked up in the store.
+    private static readonly SequencerLimits SmallWindow = Limits with { MaxBatchTxs = 5, MaxRecentTxs = 10, MaxTxsPerRequest = 5 };
+
+    private static Sequencer.Core.Hashing.Hash32 TxHash(int i) => Sequencer.Core.Hashing.Keccak256.Hash(BatchApplierTests.Tx(i));
+
+    [Fact]
+    public async Task TxOlderThanTheRecentIndex_IsFoundInTheStore_AndIsNeverOrderedAgain()
+    {
+        var store = new InMemoryBatchStore();
+        await using var state = Open(store, limits: SmallWindow);
+        await ApplyBatchesAsync(state, 10);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.InRange(state.RecentTxCount, 1, 10);
+        Assert.Equal(30, state.OrderedTxCount);
+
+        // Batch 1 left the recent index long ago; its txs are found in the store, at their positions.
+        Assert.True(state.TryGetPosition(TxHash(101), out var position));
+        Assert.Equal(new TxPosition(1, 1), position);
+
+        // Apply drops the old tx (INV-NODUP) and orders only the new one, deterministically.
+        var applied = await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5000, Txs = [BatchApplierTests.Tx(101), BatchApplierTests.Tx(7777)] }, 11, 1, CancellationToken.None);
+        Assert.NotNull(applied);
+        Assert.True(applied.Outcomes[0].Duplicate);
+        Assert.Equal(new TxPosition(1, 1), applied.Outcomes[0].Position);
+        Assert.False(applied.Outcomes[1].Duplicate);
+        Assert.Equal(1U, applied.Header!.TxCount);
+    }
+
+    [Fact]
+    public async Task Apply_WhenUnstoredTxsWouldOverflowTheRecentIndex_WaitsForThePersister()
+    {
+        // The persister's timer never fires (fake time): only apply's back-pressure can make it write.
+        var store = new InMemoryBatchStore();
+        await using var state = Open(store, limits: SmallWindow);
+        await ApplyBatchesAsync(state, 3);
+        Assert.Equal(0UL, store.ReadCheckpoint().LastHeight);
+
+        // 9 unstored txs and 3 more do not fit in 10: the fourth batch is applied only once the store holds some.
+        await ApplyBatchesAsync(state, 1, firstIndex: 4).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(store.ReadCheckpoint().LastHeight >= 2, $"the store holds {store.ReadCheckpoint().LastHeight} batches");
+        Assert.InRange(state.RecentTxCount, 1, 10);
+        Assert.True(state.TryGetPosition(TxHash(100), out var first));
+        Assert.Equal(new TxPosition(1, 0), first);
+    }
+
+    [Fact]
+    public async Task Reopen_LoadsOnlyTheNewestBatches_AndFindsOlderTxsInTheStore()
+    {
+        var store = new InMemoryBatchStore();
+        BatchHeader? last;
+        await using (var state = Open(store, limits: SmallWindow))
+        {
+            await ApplyBatchesAsync(state, 12);
+            last = state.LastHeader;
+        }
+
+        await using var reopened = Open(store, limits: SmallWindow);
+        Assert.Equal(last, reopened.LastHeader);
+        Assert.Equal(9, reopened.RecentTxCount);
+        Assert.Equal(36, reopened.OrderedTxCount);
+        Assert.True(reopened.TryGetPosition(TxHash(202), out var old));
+        Assert.Equal(new TxPosition(2, 2), old);
+        Assert.True(reopened.TryGetPosition(TxHash(1201), out var recent));
+        Assert.Equal(new TxPosition(12, 1), recent);
+        Assert.Equal(2UL, reopened.GetBatch(2)!.Header.Height);
+
+        // Apply continues on top of the loaded batches.
+        await ApplyBatchesAsync(reopened, 2, firstIndex: 13);
+        Assert.Equal(14UL, reopened.LastHeader!.Height);
+    }
+
     [Fact]
     public async Task StoreFailure_IsReported_AndNothingIsLostWhenItRecovers()
     {

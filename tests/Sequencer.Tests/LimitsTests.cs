@@ -20,6 +20,8 @@ public sealed class LimitsTests
     [InlineData("MaxBatchDelayMs", 5000, "MaxBatchDelayMs")]
     [InlineData("MaxRequestBytes", 100, "MaxRequestBytes")]
     [InlineData("MaxUnpersistedBatches", 1, "MaxUnpersistedBatches")]
+    [InlineData("MaxRecentTxs", 19_999, "MaxRecentTxs must be in [2 * MaxBatchTxs")]
+    [InlineData("MaxRecentTxs", 200_000_000, "MaxRecentTxs must be in")]
     [InlineData("MaxInFlightRequestBytes", 1024 * 1024, "MaxInFlightRequestBytes must be at least MaxRequestBytes")]
     public void Validate_BrokenRelation_IsNamed(string name, int value, string expected)
     {
