@@ -60,6 +60,13 @@ public sealed record SequencerLimits
     /// </summary>
     public int MaxRecentTxs { get; init; } = 2_000_000;
 
+    /// <summary>
+    /// The most bytes of applied batches kept in memory (<see cref="Storage.RecentBatches"/>: tx hashes and receive times,
+    /// 40 bytes a tx, and a few hundred bytes a batch), so that recent lookups skip the store. Every batch not yet in the
+    /// store must fit, so apply waits for the persister when the unstored batches would not.
+    /// </summary>
+    public long MaxRecentBatchBytes { get; init; } = 64L * 1024 * 1024;
+
     /// <summary>The batch count in one grouped store transaction.</summary>
     public int PersistGroupBatches { get; init; } = 256;
 
@@ -146,6 +153,8 @@ public sealed record SequencerLimits
         Require(SubmitTimeoutMs is >= 100 and <= 600_000, "SubmitTimeoutMs must be in [100, 600000]");
         Require(MaxForwardedRequests >= 1, "MaxForwardedRequests must be at least 1");
         Require(MaxUnpersistedBatches >= PersistGroupBatches, "MaxUnpersistedBatches must be at least PersistGroupBatches");
+        Require(MaxRecentBatchBytes >= 2 * Storage.RecentBatches.BytesFor(MaxBatchTxs) && MaxRecentBatchBytes <= 16L * 1024 * 1024 * 1024,
+            "MaxRecentBatchBytes must be in [two maximal batches, 16 GiB]: the recent batches hold every unstored batch");
         Require(MaxRecentTxs >= 2L * MaxBatchTxs && MaxRecentTxs <= RecentTxIndex.MaxCapacity,
             $"MaxRecentTxs must be in [2 * MaxBatchTxs, {RecentTxIndex.MaxCapacity}]: the recent tx index holds every unstored batch, at least two maximal ones");
         Require(PersistGroupBatches >= 1, "PersistGroupBatches must be at least 1");

@@ -181,7 +181,7 @@ public sealed partial class AppliedState
             durable = next;
             foreach (var batch in group)
             {
-                recent[batch.Header.Height % (ulong)recent.Length] = batch;
+                recent.Add(batch, durable.LastHeight);
                 AddToTxIndexLocked(batch);
                 storedTxs += batch.TxHashes.Length;
             }

@@ -38,7 +38,7 @@ public readonly record struct SnapshotPoint(long Index, long Term, ulong Height)
 /// <remarks>
 /// <para>
 /// Apply runs on the WAL's single applier and touches memory, and the store only to read: the header chain, the recent
-/// tx index and a ring of recent batches; a tx older than the recent tx index is looked up in the store's tx index
+/// tx index and a ring of recent batches bounded in bytes; a tx older than the recent tx index is looked up in the store's tx index
 /// (exact, and behind an in-memory filter, so a new tx costs no disk read). A background persister writes applied batches to the <see cref="IBatchStore"/> in grouped,
 /// durable transactions, because the store's commit costs about a millisecond of fsync and would otherwise bound
 /// the batch rate. The Raft log keeps every entry that is not yet in the store: the snapshot point that allows
@@ -48,7 +48,8 @@ public readonly record struct SnapshotPoint(long Index, long Term, ulong Height)
 /// </para>
 /// <para>
 /// Bounded: at most <see cref="SequencerLimits.MaxUnpersistedBatches"/> applied entries, holding at most
-/// <see cref="SequencerLimits.MaxRecentTxs"/> txs, wait for the store; apply waits for the persister beyond that, which in
+/// <see cref="SequencerLimits.MaxRecentTxs"/> txs and <see cref="SequencerLimits.MaxRecentBatchBytes"/> bytes of batches,
+/// wait for the store; apply waits for the persister beyond that, which in
 /// turn slows commits. Memory does not grow with history: the recent tx index is a fixed window, and the batches below
 /// it are read from the store. A failing store therefore stops the node
 /// from making progress rather than losing data, and is reported through <see cref="StoreFault"/>.
@@ -67,7 +68,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private readonly SemaphoreSlim storeWriter = new(1, 1);
     private readonly Queue<PendingEffect> unpersisted = new();
     private readonly Queue<SnapshotCandidate> snapshotCandidates = new();
-    private readonly StoredBatch?[] recent;
+    private readonly RecentBatches recent;
     private readonly AppliedHistory history;
     private readonly CancellationTokenSource stopping = new();
     private readonly BackgroundLoop persister;
@@ -83,6 +84,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private string? storeFault;
     private long lastApplyAt;
     private long unpersistedTxs;
+    private long unpersistedBatchBytes;
+    private int unpersistedBatches;
     private long storedTxs;
 
     /// <summary>Loads the stored state and starts the persister.</summary>
@@ -110,7 +113,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         this.retention = retention;
         this.time = time;
         this.logger = logger;
-        recent = new StoredBatch?[limits.MaxUnpersistedBatches + RecentCacheBatches];
+        recent = new RecentBatches(limits.MaxRecentBatchBytes, limits.MaxUnpersistedBatches + 1);
 
         durable = store.ReadCheckpoint();
         lastApplyAt = time.GetTimestamp();
@@ -122,7 +125,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         foreach (var batch in loaded)
         {
             txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
-            recent[batch.Header.Height % (ulong)recent.Length] = batch;
+            recent.Add(batch, durable.LastHeight);
         }
 
         lastHeader = loaded.Count > 0 ? loaded[^1].Header : null;
@@ -138,9 +141,6 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
     /// <summary>A persister that has not gone round for this long (a store write that hangs) makes the node not ready.</summary>
     public static readonly TimeSpan PersisterStuckAfter = TimeSpan.FromSeconds(10);
-
-    /// <summary>Batches kept in memory beyond the unpersisted ones, so that recent lookups skip the store.</summary>
-    public const int RecentCacheBatches = 1024;
 
     /// <summary>Raised after each applied entry and for each installed batch; handlers must be fast and must not throw.</summary>
     public event Action<AppliedEvent>? Applied;
@@ -224,6 +224,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                     return $"the store is failing: {fault}";
                 if (unpersisted.Count >= limits.MaxUnpersistedBatches / 4 * 3)
                     return $"the store persister is behind: {unpersisted.Count} applied entries are not yet in the store (apply stops at {limits.MaxUnpersistedBatches})";
+                if (unpersistedBatchBytes >= limits.MaxRecentBatchBytes / 4 * 3 || unpersistedTxs >= limits.MaxRecentTxs / 4 * 3)
+                    return $"the store persister is behind: {unpersistedTxs} applied txs in {unpersistedBatchBytes} bytes of batches are not yet in the store (apply stops at {limits.MaxRecentTxs} txs or {limits.MaxRecentBatchBytes} bytes)";
             }
 
             return null;
@@ -242,6 +244,16 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
     /// <summary>The number of txs in the recent tx index (the newest batches, in memory).</summary>
     public int RecentTxCount => txIndex.Count;
+
+    /// <summary>The batches kept in memory, and the bytes they are counted as.</summary>
+    public (int Batches, long Bytes) RecentBatchesHeld
+    {
+        get
+        {
+            lock (gate)
+                return (recent.Count, recent.Bytes);
+        }
+    }
 
     /// <summary>The last store failure, or null while the store works.</summary>
     public string? StoreFault
@@ -286,8 +298,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         {
             if (lastHeader is null || height > lastHeader.Height)
                 return null;
-            var cached = recent[height % (ulong)recent.Length];
-            if (cached is not null && cached.Header.Height == height)
+            if (recent.Get(height) is { } cached)
                 return cached;
         }
 
@@ -316,7 +327,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 return null;
         }
 
-        await WaitForPersisterRoomAsync(command is BatchCommand incoming ? incoming.Txs.Count : 0, token).ConfigureAwait(false);
+        await WaitForPersisterRoomAsync(command is BatchCommand incoming ? incoming.Txs.Count : null, token).ConfigureAwait(false);
 
         AppliedBatch? result = null;
         StoredBatch? stored = null;
@@ -355,9 +366,11 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 Invariant.Check(stored.Header.ParentHash == (lastHeader?.Commitment ?? Hash32.Zero), "parentHash links to the previous commitment (INV-CHAIN)");
                 lastHeader = stored.Header;
                 history.Append(stored.Header.Commitment);
-                recent[stored.Header.Height % (ulong)recent.Length] = stored;
+                recent.Add(stored, durable.LastHeight);
                 AddToTxIndexLocked(stored);
                 unpersistedTxs += stored.TxHashes.Length;
+                unpersistedBatchBytes += RecentBatches.BytesFor(stored.TxHashes.Length);
+                unpersistedBatches++;
             }
 
             // The signing ledger sees every entry that carries signing data, after the batch's header is in the chain
@@ -392,18 +405,20 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     }
 
     /// <summary>
-    /// Waits until the applied entries not yet stored leave room for one more entry of <paramref name="incomingTxs"/> txs:
-    /// fewer than <see cref="SequencerLimits.MaxUnpersistedBatches"/> entries, and their txs and the incoming ones within
-    /// the recent tx index (which must hold every unstored batch).
+    /// Waits until the applied entries not yet stored leave room for one more entry, a batch entry of
+    /// <paramref name="incomingTxs"/> txs or (null) another one: fewer than <see cref="SequencerLimits.MaxUnpersistedBatches"/>
+    /// entries, and their txs and batches with the incoming ones within the recent tx index and the recent batches (which
+    /// must hold every unstored batch). This is where a slow store slows apply, and so commits.
     /// </summary>
-    private async ValueTask WaitForPersisterRoomAsync(int incomingTxs, CancellationToken token)
+    private async ValueTask WaitForPersisterRoomAsync(int? incomingTxs, CancellationToken token)
     {
         while (true)
         {
             Task wait;
             lock (gate)
             {
-                if (unpersisted.Count < limits.MaxUnpersistedBatches && unpersistedTxs + incomingTxs <= txIndex.Capacity)
+                if (unpersisted.Count < limits.MaxUnpersistedBatches
+                    && (incomingTxs is not { } txs || (unpersistedTxs + txs <= txIndex.Capacity && recent.HasRoomFor(txs, unpersistedBatchBytes, unpersistedBatches))))
                     return;
                 workSignal.TrySetResult();
                 wait = persistedSignal.Task;
@@ -504,6 +519,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     {
         List<StoredBatch> batches = [];
         long batchTxs = 0;
+        long batchBytes = 0;
         List<SignedHead> heads = [];
         List<StoredKeyEpoch> keyEpochs = [];
         var pool = new PoolChanges();
@@ -522,6 +538,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 {
                     batches.Add(effect.Batch);
                     batchTxs += effect.Batch.TxHashes.Length;
+                    batchBytes += RecentBatches.BytesFor(effect.Batch.TxHashes.Length);
                 }
                 if (effect.Signing is { } signingEffect)
                 {
@@ -552,8 +569,10 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             for (var i = 0; i < taken; i++)
                 unpersisted.Dequeue();
             unpersistedTxs -= batchTxs;
+            unpersistedBatchBytes -= batchBytes;
+            unpersistedBatches -= batches.Count;
             storedTxs += batchTxs;
-            Invariant.Check(unpersistedTxs >= 0, "stored txs were counted as unstored");
+            Invariant.Check(unpersistedTxs >= 0 && unpersistedBatchBytes >= 0 && unpersistedBatches >= 0, "stored batches were counted as unstored");
             durable = checkpoint;
             storeFault = null;
             history.Trim(checkpoint.LastHeight);
@@ -622,6 +641,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         const ulong PageBatches = 128;
         var loaded = new List<StoredBatch>();
         long txs = 0;
+        long bytes = 0;
         var height = durable.LastHeight;
         var full = false;
         while (height >= 1 && !full)
@@ -632,7 +652,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             for (var i = page.Count - 1; i >= 0; i--)
             {
                 var batch = page[i];
-                if (loaded.Count == recent.Length || txs + batch.TxHashes.Length > limits.MaxRecentTxs)
+                if (loaded.Count == recent.Length || txs + batch.TxHashes.Length > limits.MaxRecentTxs
+                    || bytes + RecentBatches.BytesFor(batch.TxHashes.Length) > limits.MaxRecentBatchBytes)
                 {
                     full = true;
                     break;
@@ -645,6 +666,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                     Invariant.Check(loaded[^1].Header.ParentHash == batch.Header.Commitment, $"stored batch {loaded[^1].Header.Height} links to its parent");
                 loaded.Add(batch);
                 txs += batch.TxHashes.Length;
+                bytes += RecentBatches.BytesFor(batch.TxHashes.Length);
             }
 
             height = from - 1;

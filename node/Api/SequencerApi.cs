@@ -421,6 +421,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("maxForwardedRequests", limits.MaxForwardedRequests);
             writer.WriteNumber("maxUnpersistedBatches", limits.MaxUnpersistedBatches);
             writer.WriteNumber("maxRecentTxs", limits.MaxRecentTxs);
+            writer.WriteNumber("maxRecentBatchBytes", limits.MaxRecentBatchBytes);
             writer.WriteEndObject();
             writer.WriteStartObject("pipeline");
             writer.WriteNumber("queuedTxs", submits.QueuedTxs);
@@ -431,6 +432,9 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("storedIndex", durable.AppliedIndex);
             writer.WriteNumber("orderedTxs", state.OrderedTxCount);
             writer.WriteNumber("recentTxs", state.RecentTxCount);
+            var (recentBatches, recentBatchBytes) = state.RecentBatchesHeld;
+            writer.WriteNumber("recentBatches", recentBatches);
+            writer.WriteNumber("recentBatchBytes", recentBatchBytes);
             writer.WriteNumber("storedTxIndexBytes", raft.StoredTxIndexBytes);
             writer.WriteNumber("storedTxIndexRuns", raft.StoredTxIndexRuns);
             writer.WriteNumber("durableFollowerAppends", raft.DurableAppends);

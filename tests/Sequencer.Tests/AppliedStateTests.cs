@@ -238,6 +238,33 @@ public sealed class AppliedStateTests
     }
 
     [Fact]
+    public async Task RecentBatches_StayWithinTheirBytes_AndApplyWaitsForThePersisterWhenUnstoredOnesWouldNotFit()
+    {
+        // 3-tx batches count 504 bytes each: 1600 bytes hold three of them, whatever the batch count limits say.
+        var limits = Limits with { MaxBatchTxs = 5, MaxTxsPerRequest = 5, MaxRecentBatchBytes = 1600 };
+        Assert.Equal(504, RecentBatches.BytesFor(3));
+        var store = new InMemoryBatchStore();
+        await using var state = Open(store, limits: limits);
+        await ApplyBatchesAsync(state, 3);
+        Assert.Equal((3, 1512L), state.RecentBatchesHeld);
+        Assert.Equal(0UL, store.ReadCheckpoint().LastHeight);
+
+        // A fourth unstored batch would not fit: apply waits until the persister has stored some (the persister's timer
+        // never fires here, so only apply's back-pressure can make it write).
+        await ApplyBatchesAsync(state, 1, firstIndex: 4).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(store.ReadCheckpoint().LastHeight >= 1, "apply went on before anything was stored");
+        await ApplyBatchesAsync(state, 6, firstIndex: 5);
+        await state.FlushAsync(CancellationToken.None);
+        var (batches, bytes) = state.RecentBatchesHeld;
+        Assert.Equal(3, batches);
+        Assert.True(bytes <= 1600, $"{bytes} bytes of recent batches");
+
+        // Evicted batches come from the store; kept ones from memory.
+        Assert.Equal(TxHash(100), state.GetBatch(1)!.TxHashes[0]);
+        Assert.Same(state.GetBatch(10), state.GetBatch(10));
+    }
+
+    [Fact]
     public async Task StoreFailure_IsReported_AndNothingIsLostWhenItRecovers()
     {
         var store = new InMemoryBatchStore { FailNextAppend = true };

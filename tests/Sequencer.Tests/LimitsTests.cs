@@ -21,6 +21,7 @@ public sealed class LimitsTests
     [InlineData("MaxRequestBytes", 100, "MaxRequestBytes")]
     [InlineData("MaxUnpersistedBatches", 1, "MaxUnpersistedBatches")]
     [InlineData("MaxRecentTxs", 19_999, "MaxRecentTxs must be in [2 * MaxBatchTxs")]
+    [InlineData("MaxRecentBatchBytes", 500_000, "MaxRecentBatchBytes must be in [two maximal batches")]
     [InlineData("MaxRecentTxs", 200_000_000, "MaxRecentTxs must be in")]
     [InlineData("MaxInFlightRequestBytes", 1024 * 1024, "MaxInFlightRequestBytes must be at least MaxRequestBytes")]
     public void Validate_BrokenRelation_IsNamed(string name, int value, string expected)
