@@ -113,7 +113,9 @@ internal sealed class TxIndexRun
         var salt = (ulong)Random.Shared.NextInt64() ^ ((ulong)Random.Shared.NextInt64() << 1);
         var filter = TxBloomFilter.Create(count, salt);
         var blocks = (count + BlockRecords - 1) / BlockRecords;
-        var fence = new byte[checked((int)(blocks * FenceEntryBytes))];
+        var fenceLength = checked((int)(blocks * FenceEntryBytes));
+        var fence = ArrayPool<byte>.Shared.Rent(fenceLength);
+        var filterBytes = ArrayPool<byte>.Shared.Rent(checked((int)filter.Bytes));
         try
         {
             using (var output = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
@@ -134,7 +136,7 @@ internal sealed class TxIndexRun
                     BinaryPrimitives.WriteUInt64LittleEndian(record[16..], packed);
                     output.Write(record);
                     if (written % BlockRecords == 0)
-                        record[..16].CopyTo(fence.AsSpan((int)(written / BlockRecords * FenceEntryBytes)));
+                        record[..16].CopyTo(fence.AsSpan((int)(written / BlockRecords * FenceEntryBytes), 16));
                     blockHash.Append(record);
                     filter.Add(key);
                     previous = key;
@@ -147,14 +149,14 @@ internal sealed class TxIndexRun
                 }
 
                 Invariant.Check(written == count, $"the tx index run {path} got {written} of the {count} records it announced");
-                var filterBytes = new byte[filter.Bytes];
-                filter.CopyTo(filterBytes);
-                output.Write(fence);
-                output.Write(filterBytes);
+                var filterSpan = filterBytes.AsSpan(0, (int)filter.Bytes);
+                filter.CopyTo(filterSpan);
+                output.Write(fence, 0, fenceLength);
+                output.Write(filterSpan);
                 var check = new XxHash64();
                 check.Append(header);
-                check.Append(fence);
-                check.Append(filterBytes);
+                check.Append(fence.AsSpan(0, fenceLength));
+                check.Append(filterSpan);
                 Span<byte> trailer = stackalloc byte[TrailerBytes];
                 BinaryPrimitives.WriteUInt64LittleEndian(trailer, check.GetCurrentHashAsUInt64());
                 EndMagic.CopyTo(trailer[8..]);
@@ -168,6 +170,11 @@ internal sealed class TxIndexRun
         {
             File.Delete(temporary);
             throw;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(fence);
+            ArrayPool<byte>.Shared.Return(filterBytes);
         }
 
         // Check data after it is written: the run is used as read back, not as it was meant to be.
@@ -202,36 +209,50 @@ internal sealed class TxIndexRun
             var recordsEnd = HeaderBytes + (count * RecordBytes);
             if (RandomAccess.GetLength(handle) != recordsEnd + tailBytes)
                 throw new InvalidDataException($"{path}: {RandomAccess.GetLength(handle)} bytes, the header names {recordsEnd + tailBytes}");
-            var tail = new byte[tailBytes];
-            if (RandomAccess.Read(handle, tail, recordsEnd) != tail.Length)
-                throw new InvalidDataException($"{path} ends early");
-            var fence = tail.AsSpan(0, (int)(blocks * FenceEntryBytes));
-            var filterBytes = tail.AsSpan(fence.Length, (int)(filterBlocks * TxBloomFilter.BlockBytes));
-            var trailer = tail.AsSpan(tail.Length - TrailerBytes);
-            var check = new XxHash64();
-            check.Append(header);
-            check.Append(fence);
-            check.Append(filterBytes);
-            if (!trailer[8..].SequenceEqual(EndMagic) || BinaryPrimitives.ReadUInt64LittleEndian(trailer) != check.GetCurrentHashAsUInt64())
-                throw new InvalidDataException($"{path}: the fence and filter checksum does not match");
-            var fenceKeys = new UInt128[blocks];
-            var fenceChecksums = new ulong[blocks];
-            for (var b = 0; b < blocks; b++)
+            var rented = ArrayPool<byte>.Shared.Rent(checked((int)tailBytes));
+            try
             {
-                var entry = fence.Slice(b * FenceEntryBytes, FenceEntryBytes);
-                fenceKeys[b] = new UInt128(BinaryPrimitives.ReadUInt64LittleEndian(entry[8..]), BinaryPrimitives.ReadUInt64LittleEndian(entry));
-                fenceChecksums[b] = BinaryPrimitives.ReadUInt64LittleEndian(entry[16..]);
-                if (b > 0 && fenceKeys[b] <= fenceKeys[b - 1])
-                    throw new InvalidDataException($"{path}: the fence is not ascending");
+                var tail = rented.AsSpan(0, (int)tailBytes);
+                if (RandomAccess.Read(handle, tail, recordsEnd) != tail.Length)
+                    throw new InvalidDataException($"{path} ends early");
+                return Parse(path, handle, header, tail, level, from, to, count, blocks, filterBlocks, salt);
             }
-
-            return new TxIndexRun(path, handle, level, from, to, count, fenceKeys, fenceChecksums, TxBloomFilter.Load(filterBytes, salt));
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
         }
         catch
         {
             handle.Dispose();
             throw;
         }
+    }
+
+    // Checks the fence and filter (tail: everything after the records) against the trailer, and builds the run.
+    private static TxIndexRun Parse(string path, SafeFileHandle handle, ReadOnlySpan<byte> header, ReadOnlySpan<byte> tail, int level, ulong from, ulong to, long count, long blocks, long filterBlocks, ulong salt)
+    {
+        var fence = tail[..(int)(blocks * FenceEntryBytes)];
+        var filterBytes = tail.Slice(fence.Length, (int)(filterBlocks * TxBloomFilter.BlockBytes));
+        var trailer = tail[^TrailerBytes..];
+        var check = new XxHash64();
+        check.Append(header);
+        check.Append(fence);
+        check.Append(filterBytes);
+        if (!trailer[8..].SequenceEqual(EndMagic) || BinaryPrimitives.ReadUInt64LittleEndian(trailer) != check.GetCurrentHashAsUInt64())
+            throw new InvalidDataException($"{path}: the fence and filter checksum does not match");
+        var fenceKeys = new UInt128[blocks];
+        var fenceChecksums = new ulong[blocks];
+        for (var b = 0; b < blocks; b++)
+        {
+            var entry = fence.Slice(b * FenceEntryBytes, FenceEntryBytes);
+            fenceKeys[b] = new UInt128(BinaryPrimitives.ReadUInt64LittleEndian(entry[8..]), BinaryPrimitives.ReadUInt64LittleEndian(entry));
+            fenceChecksums[b] = BinaryPrimitives.ReadUInt64LittleEndian(entry[16..]);
+            if (b > 0 && fenceKeys[b] <= fenceKeys[b - 1])
+                throw new InvalidDataException($"{path}: the fence is not ascending");
+        }
+
+        return new TxIndexRun(path, handle, level, from, to, count, fenceKeys, fenceChecksums, TxBloomFilter.Load(filterBytes, salt));
     }
 
     /// <summary>False when the filter rules <paramref name="key"/> out (no disk read is needed).</summary>
