@@ -67,6 +67,13 @@ public sealed record SequencerLimits
     /// </summary>
     public long MaxRecentBatchBytes { get; init; } = 64L * 1024 * 1024;
 
+    /// <summary>
+    /// The most Raft entry bytes applied but not yet in the store. The WAL keeps every entry the store does not hold in
+    /// process memory (it can only be compacted behind the store), so apply waits for the persister beyond this: with the
+    /// node's retained WAL bytes it bounds the WAL's memory even when the store is slow.
+    /// </summary>
+    public long MaxUnpersistedEntryBytes { get; init; } = 64L * 1024 * 1024;
+
     /// <summary>The batch count in one grouped store transaction.</summary>
     public int PersistGroupBatches { get; init; } = 256;
 
@@ -153,6 +160,7 @@ public sealed record SequencerLimits
         Require(SubmitTimeoutMs is >= 100 and <= 600_000, "SubmitTimeoutMs must be in [100, 600000]");
         Require(MaxForwardedRequests >= 1, "MaxForwardedRequests must be at least 1");
         Require(MaxUnpersistedBatches >= PersistGroupBatches, "MaxUnpersistedBatches must be at least PersistGroupBatches");
+        Require(MaxUnpersistedEntryBytes >= 2L * MaxBatchBytes, "MaxUnpersistedEntryBytes must be at least twice MaxBatchBytes, or the store could not be written in groups");
         Require(MaxRecentBatchBytes >= 2 * Storage.RecentBatches.BytesFor(MaxBatchTxs) && MaxRecentBatchBytes <= 16L * 1024 * 1024 * 1024,
             "MaxRecentBatchBytes must be in [two maximal batches, 16 GiB]: the recent batches hold every unstored batch");
         Require(MaxRecentTxs >= 2L * MaxBatchTxs && MaxRecentTxs <= RecentTxIndex.MaxCapacity,

@@ -85,6 +85,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private long lastApplyAt;
     private long unpersistedTxs;
     private long unpersistedBatchBytes;
+    private long unpersistedEntryBytes;
     private int unpersistedBatches;
     private long storedTxs;
 
@@ -224,8 +225,12 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                     return $"the store is failing: {fault}";
                 if (unpersisted.Count >= limits.MaxUnpersistedBatches / 4 * 3)
                     return $"the store persister is behind: {unpersisted.Count} applied entries are not yet in the store (apply stops at {limits.MaxUnpersistedBatches})";
-                if (unpersistedBatchBytes >= limits.MaxRecentBatchBytes / 4 * 3 || unpersistedTxs >= limits.MaxRecentTxs / 4 * 3)
-                    return $"the store persister is behind: {unpersistedTxs} applied txs in {unpersistedBatchBytes} bytes of batches are not yet in the store (apply stops at {limits.MaxRecentTxs} txs or {limits.MaxRecentBatchBytes} bytes)";
+                if (unpersistedBatchBytes >= limits.MaxRecentBatchBytes / 4 * 3 || unpersistedTxs >= limits.MaxRecentTxs / 4 * 3
+                    || unpersistedEntryBytes >= limits.MaxUnpersistedEntryBytes / 4 * 3)
+                {
+                    return $"the store persister is behind: {unpersistedTxs} applied txs ({unpersistedBatchBytes} bytes of batches, {unpersistedEntryBytes} bytes of log) are not yet in the store " +
+                        $"(apply stops at {limits.MaxRecentTxs} txs, {limits.MaxRecentBatchBytes} bytes of batches or {limits.MaxUnpersistedEntryBytes} bytes of log)";
+                }
             }
 
             return null;
@@ -239,6 +244,16 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         {
             lock (gate)
                 return storedTxs + unpersistedTxs;
+        }
+    }
+
+    /// <summary>The log bytes of the applied entries not yet in the store (the WAL holds them in memory).</summary>
+    public long UnpersistedEntryBytes
+    {
+        get
+        {
+            lock (gate)
+                return unpersistedEntryBytes;
         }
     }
 
@@ -327,7 +342,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 return null;
         }
 
-        await WaitForPersisterRoomAsync(command is BatchCommand incoming ? incoming.Txs.Count : null, token).ConfigureAwait(false);
+        await WaitForPersisterRoomAsync(command is BatchCommand incoming ? incoming.Txs.Count : null, Math.Max(0, entryBytes), token).ConfigureAwait(false);
 
         AppliedBatch? result = null;
         StoredBatch? stored = null;
@@ -382,6 +397,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             appliedTerm = term;
             lastApplyAt = time.GetTimestamp();
             unpersisted.Enqueue(new PendingEffect(index, term, stored, signing is { IsEmpty: false } ? signing : null, ledger.SignedThrough, Math.Max(0, entryBytes)));
+            unpersistedEntryBytes += Math.Max(0, entryBytes);
             if (unpersisted.Count >= limits.PersistGroupBatches)
                 workSignal.TrySetResult();
         }
@@ -405,20 +421,23 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     }
 
     /// <summary>
-    /// Waits until the applied entries not yet stored leave room for one more entry, a batch entry of
-    /// <paramref name="incomingTxs"/> txs or (null) another one: fewer than <see cref="SequencerLimits.MaxUnpersistedBatches"/>
-    /// entries, and their txs and batches with the incoming ones within the recent tx index and the recent batches (which
-    /// must hold every unstored batch). This is where a slow store slows apply, and so commits.
+    /// Waits until the applied entries not yet stored leave room for one more entry of <paramref name="incomingBytes"/>
+    /// bytes, a batch entry of <paramref name="incomingTxs"/> txs or (null) another one: fewer than
+    /// <see cref="SequencerLimits.MaxUnpersistedBatches"/> entries and <see cref="SequencerLimits.MaxUnpersistedEntryBytes"/>
+    /// bytes (the WAL holds them in memory until they are stored), and their txs and batches with the incoming ones within
+    /// the recent tx index and the recent batches (which must hold every unstored batch). This is where a slow store slows
+    /// apply, and so commits. With nothing unstored an entry always goes ahead, however large.
     /// </summary>
-    private async ValueTask WaitForPersisterRoomAsync(int? incomingTxs, CancellationToken token)
+    private async ValueTask WaitForPersisterRoomAsync(int? incomingTxs, long incomingBytes, CancellationToken token)
     {
         while (true)
         {
             Task wait;
             lock (gate)
             {
-                if (unpersisted.Count < limits.MaxUnpersistedBatches
-                    && (incomingTxs is not { } txs || (unpersistedTxs + txs <= txIndex.Capacity && recent.HasRoomFor(txs, unpersistedBatchBytes, unpersistedBatches))))
+                if (unpersisted.Count == 0 || (unpersisted.Count < limits.MaxUnpersistedBatches
+                    && unpersistedEntryBytes + incomingBytes <= limits.MaxUnpersistedEntryBytes
+                    && (incomingTxs is not { } txs || (unpersistedTxs + txs <= txIndex.Capacity && recent.HasRoomFor(txs, unpersistedBatchBytes, unpersistedBatches)))))
                     return;
                 workSignal.TrySetResult();
                 wait = persistedSignal.Task;
@@ -520,6 +539,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         List<StoredBatch> batches = [];
         long batchTxs = 0;
         long batchBytes = 0;
+        long entryBytes = 0;
         List<SignedHead> heads = [];
         List<StoredKeyEpoch> keyEpochs = [];
         var pool = new PoolChanges();
@@ -548,6 +568,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                     pool.Add(signingEffect);
                 }
 
+                entryBytes += effect.Bytes;
                 last = effect;
             }
 
@@ -571,8 +592,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             unpersistedTxs -= batchTxs;
             unpersistedBatchBytes -= batchBytes;
             unpersistedBatches -= batches.Count;
+            unpersistedEntryBytes -= entryBytes;
             storedTxs += batchTxs;
-            Invariant.Check(unpersistedTxs >= 0 && unpersistedBatchBytes >= 0 && unpersistedBatches >= 0, "stored batches were counted as unstored");
+            Invariant.Check(unpersistedTxs >= 0 && unpersistedBatchBytes >= 0 && unpersistedBatches >= 0 && unpersistedEntryBytes >= 0, "stored entries were counted as unstored");
             durable = checkpoint;
             storeFault = null;
             history.Trim(checkpoint.LastHeight);

@@ -422,11 +422,13 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("maxUnpersistedBatches", limits.MaxUnpersistedBatches);
             writer.WriteNumber("maxRecentTxs", limits.MaxRecentTxs);
             writer.WriteNumber("maxRecentBatchBytes", limits.MaxRecentBatchBytes);
+            writer.WriteNumber("maxUnpersistedEntryBytes", limits.MaxUnpersistedEntryBytes);
             writer.WriteEndObject();
             writer.WriteStartObject("pipeline");
             writer.WriteNumber("queuedTxs", submits.QueuedTxs);
             writer.WriteNumber("inFlightEntries", submits.InFlightEntries);
             writer.WriteNumber("unpersistedEntries", state.UnpersistedEntries);
+            writer.WriteNumber("unpersistedEntryBytes", state.UnpersistedEntryBytes);
             var durable = state.Durable;
             writer.WriteNumber("storedHeight", durable.LastHeight);
             writer.WriteNumber("storedIndex", durable.AppliedIndex);

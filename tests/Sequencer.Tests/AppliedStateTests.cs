@@ -120,8 +120,10 @@ public sealed class AppliedStateTests
     {
         // Found by the chaos harness (DiskFull): a failed write used to leave its entries among the snapshot
         // candidates, so every retry added them again until an invariant stopped the node.
+        // A group as large as the bound: the persister is never woken by apply, so only the flushes below write (the
+        // background persister could otherwise store the entries first, or meet the failure itself).
         var store = new InMemoryBatchStore();
-        await using var state = Open(store, retained: 2);
+        await using var state = Open(store, retained: 2, limits: Limits with { PersistGroupBatches = 16 });
         await ApplyBatchesAsync(state, 10);
         for (var i = 0; i < 5; i++)
         {
@@ -262,6 +264,26 @@ public sealed class AppliedStateTests
         // Evicted batches come from the store; kept ones from memory.
         Assert.Equal(TxHash(100), state.GetBatch(1)!.TxHashes[0]);
         Assert.Same(state.GetBatch(10), state.GetBatch(10));
+    }
+
+    [Fact]
+    public async Task Apply_WhenUnstoredEntriesWouldHoldTooMuchOfTheLog_WaitsForThePersister()
+    {
+        // The WAL keeps the entries the store does not hold in memory: 2048 bytes of them at most here.
+        var limits = Limits with { MaxTxBytes = 1024, MaxBatchBytes = 1024, MaxUnpersistedEntryBytes = 2048 };
+        var store = new InMemoryBatchStore();
+        await using var state = Open(store, limits: limits);
+        await ApplyBatchesAsync(state, 2, entryBytes: 1000);
+        Assert.Equal(2000, state.UnpersistedEntryBytes);
+        Assert.Equal(0UL, store.ReadCheckpoint().LastHeight);
+        await ApplyBatchesAsync(state, 1, firstIndex: 3, entryBytes: 1000).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(store.ReadCheckpoint().LastHeight >= 1, "apply went on before anything was stored");
+        Assert.True(state.UnpersistedEntryBytes <= 2048);
+
+        // With nothing unstored, an entry larger than the bound still goes ahead (progress is never blocked).
+        await state.FlushAsync(CancellationToken.None);
+        await ApplyBatchesAsync(state, 1, firstIndex: 4, entryBytes: 5000).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(5000, state.UnpersistedEntryBytes);
     }
 
     [Fact]
