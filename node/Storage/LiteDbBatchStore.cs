@@ -162,14 +162,14 @@ public sealed class LiteDbBatchStore : IBatchStore
                 }
             }
 
-            // The history file and the tx index run are written (and fsynced) first; should the transaction fail, the
-            // history is cut back and the run deleted.
-            TxIndexRun? run = null;
+            // The history file and the tx index runs are written (and fsynced) first; should the transaction fail, the
+            // history is cut back and the runs deleted.
+            IReadOnlyList<TxIndexRun>? runs = null;
             try
             {
                 history.Append(batches.Select(b => b.Header.Commitment));
                 if (batches.Count > 0)
-                    run = txIndex.Prepare(batches);
+                    runs = txIndex.Prepare(batches);
             }
             catch
             {
@@ -207,7 +207,7 @@ public sealed class LiteDbBatchStore : IBatchStore
             {
                 database.Rollback();
                 history.Truncate(storedLeaves);
-                StoredTxIndex.Abandon(run);
+                StoredTxIndex.Abandon(runs);
                 throw new IOException($"store write failed: {e.Message}", e);
             }
             catch
@@ -216,13 +216,13 @@ public sealed class LiteDbBatchStore : IBatchStore
                 // this thread: the next write, or the flush at shutdown, would fail with "a transaction is already open".
                 database.Rollback();
                 history.Truncate(storedLeaves);
-                StoredTxIndex.Abandon(run);
+                StoredTxIndex.Abandon(runs);
                 throw;
             }
 
             current = checkpoint;
-            if (run is not null)
-                txIndex.Commit(run);
+            if (runs is not null)
+                txIndex.Commit(runs);
         }
     }
 

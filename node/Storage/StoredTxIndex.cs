@@ -1,4 +1,3 @@
-using System.Buffers;
 using Sequencer.Core;
 using Sequencer.Core.Hashing;
 using Sequencer.Core.Ordering;
@@ -36,8 +35,11 @@ internal sealed class StoredTxIndex : IDisposable
     /// <summary>Runs of one level merged into one run of the next.</summary>
     public const int MergeFanIn = 8;
 
-    /// <summary>The most records in one run built from stored batches at open (bounds the memory of a rebuild).</summary>
-    public const long RebuildRunRecords = 1 << 20;
+    /// <summary>
+    /// The most records in one run written by an append or a rebuild (more go into further runs, split between batches):
+    /// they are sorted in one reused array of this size (2 MiB), so no append allocates a large array.
+    /// </summary>
+    public const int WriteRunRecords = 1 << 16;
 
     private readonly string directory;
     private readonly Lock gate = new();
@@ -45,6 +47,7 @@ internal sealed class StoredTxIndex : IDisposable
     private readonly SemaphoreSlim mergeWanted = new(0, 1);
     private readonly Task? merger;
     private TxIndexRun[] runs;
+    private TxRecord[] scratch = [];
     private Exception? mergerFailure;
     private int mergeFailures;
 
@@ -113,38 +116,56 @@ internal sealed class StoredTxIndex : IDisposable
     }
 
     /// <summary>
-    /// Writes (and fsyncs) the run of <paramref name="batches"/>, the next heights after the indexed ones; it is not used
-    /// until <see cref="Commit"/>. Called before the store transaction that stores the same batches.
+    /// Writes (and fsyncs) the runs of <paramref name="batches"/>, the next heights after the indexed ones (one run per
+    /// <see cref="WriteRunRecords"/> records or so); they are not used until <see cref="Commit"/>. Called before the
+    /// store transaction that stores the same batches. One writer at a time (the store's writer).
     /// </summary>
     /// <exception cref="IOException">The disk failed; nothing is left behind.</exception>
     /// <exception cref="InvalidOperationException">The background merger failed on something other than the disk.</exception>
-    public TxIndexRun Prepare(IReadOnlyList<StoredBatch> batches)
+    public IReadOnlyList<TxIndexRun> Prepare(IReadOnlyList<StoredBatch> batches)
     {
         ArgumentNullException.ThrowIfNull(batches);
         if (Volatile.Read(ref mergerFailure) is { } failure)
             throw new InvalidOperationException($"the tx index merger failed: {failure.Message}", failure);
         Invariant.Check(batches.Count > 0, "a tx index run holds at least one batch");
-        var from = batches[0].Header.Height;
-        var to = batches[^1].Header.Height;
-        Invariant.Check(from == CoveredHeight(Volatile.Read(ref runs)) + 1, $"the tx index grows by contiguous heights: {from} after {CoveredHeight(runs)}");
-        return WriteRun(0, batches);
+        var covered = CoveredHeight(Volatile.Read(ref runs));
+        Invariant.Check(batches[0].Header.Height == covered + 1, $"the tx index grows by contiguous heights: {batches[0].Header.Height} after {covered}");
+        var written = new List<TxIndexRun>();
+        try
+        {
+            WriteRuns(batches, written);
+        }
+        catch
+        {
+            Abandon(written);
+            throw;
+        }
+
+        return written;
     }
 
-    /// <summary>Starts using a run made by <see cref="Prepare"/>, once the store transaction has committed.</summary>
-    public void Commit(TxIndexRun run)
+    /// <summary>Starts using the runs made by <see cref="Prepare"/>, once the store transaction has committed.</summary>
+    public void Commit(IReadOnlyList<TxIndexRun> prepared)
     {
-        ArgumentNullException.ThrowIfNull(run);
+        ArgumentNullException.ThrowIfNull(prepared);
         lock (gate)
         {
-            Invariant.Check(run.From == CoveredHeight(runs) + 1, "a committed tx index run continues the indexed heights");
-            Volatile.Write(ref runs, [.. runs, run]);
+            foreach (var run in prepared)
+            {
+                Invariant.Check(run.From == CoveredHeight(runs) + 1, "a committed tx index run continues the indexed heights");
+                Volatile.Write(ref runs, [.. runs, run]);
+            }
         }
 
         WantMerge();
     }
 
-    /// <summary>Deletes a run made by <see cref="Prepare"/> whose store transaction failed.</summary>
-    public static void Abandon(TxIndexRun? run) => run?.Retire(delete: true);
+    /// <summary>Deletes the runs made by <see cref="Prepare"/> whose store transaction failed.</summary>
+    public static void Abandon(IReadOnlyList<TxIndexRun>? prepared)
+    {
+        foreach (var run in prepared ?? [])
+            run.Retire(delete: true);
+    }
 
     /// <summary>Runs merges until none is due (tests, and the background merger).</summary>
     public void MergeAll()
@@ -303,30 +324,46 @@ internal sealed class StoredTxIndex : IDisposable
         }
     }
 
-    private TxIndexRun WriteRun(int level, IReadOnlyList<StoredBatch> batches)
+    // Writes level-0 runs of the batches (contiguous heights), each of at most WriteRunRecords records unless one batch
+    // is larger, sorted in the reused scratch array: a fresh array per append was megabytes a second of large-object
+    // garbage under load, which the GC does not compact.
+    private void WriteRuns(IEnumerable<StoredBatch> batches, List<TxIndexRun> written)
     {
-        // A group's records are sorted in a pooled array: a fresh one per append was megabytes of large-object garbage a
-        // second under load, which the GC does not compact.
-        var count = batches.Sum(b => b.TxHashes.Length);
-        var records = ArrayPool<TxRecord>.Shared.Rent(count);
-        try
+        var group = new List<StoredBatch>();
+        var records = 0;
+        foreach (var batch in batches)
         {
-            var filled = 0;
-            foreach (var batch in batches)
+            if (group.Count > 0 && records + batch.TxHashes.Length > WriteRunRecords)
             {
-                for (var i = 0; i < batch.TxHashes.Length; i++)
-                    records[filled++] = new TxRecord(batch.TxHashes[i].Prefix128, new TxPosition(batch.Header.Height, i).Pack());
+                written.Add(WriteRun(group, records));
+                group.Clear();
+                records = 0;
             }
 
-            records.AsSpan(0, count).Sort(static (a, b) => a.Key.CompareTo(b.Key));
-            var from = batches[0].Header.Height;
-            var to = batches[^1].Header.Height;
-            return TxIndexRun.Write(Path.Combine(directory, TxIndexRun.FileName(from, to)), level, from, to, count, new ArraySegment<TxRecord>(records, 0, count));
+            group.Add(batch);
+            records += batch.TxHashes.Length;
         }
-        finally
+
+        if (group.Count > 0)
+            written.Add(WriteRun(group, records));
+    }
+
+    private TxIndexRun WriteRun(List<StoredBatch> batches, int count)
+    {
+        if (scratch.Length < count)
+            scratch = new TxRecord[Math.Max(count, WriteRunRecords)];
+        var filled = 0;
+        foreach (var batch in batches)
         {
-            ArrayPool<TxRecord>.Shared.Return(records);
+            for (var i = 0; i < batch.TxHashes.Length; i++)
+                scratch[filled++] = new TxRecord(batch.TxHashes[i].Prefix128, new TxPosition(batch.Header.Height, i).Pack());
         }
+
+        Invariant.Check(filled == count, "a tx index run holds every tx of its batches");
+        scratch.AsSpan(0, count).Sort(static (a, b) => a.Key.CompareTo(b.Key));
+        var from = batches[0].Header.Height;
+        var to = batches[^1].Header.Height;
+        return TxIndexRun.Write(Path.Combine(directory, TxIndexRun.FileName(from, to)), 0, from, to, count, new ArraySegment<TxRecord>(scratch, 0, count));
     }
 
     /// <summary>Opens the runs that cover heights 1 to <paramref name="storedHeight"/>, deletes the rest and rebuilds the gaps.</summary>
@@ -381,31 +418,24 @@ internal sealed class StoredTxIndex : IDisposable
         return [.. chain];
     }
 
-    // Indexes the stored batches in [from, to] into runs of at most RebuildRunRecords records, appended to chain.
+    // Indexes the stored batches in [from, to] into level-0 runs appended to chain (merged in the background later).
     private long Rebuild(ulong from, ulong to, Func<ulong, ulong, IEnumerable<StoredBatch>> scan, List<TxIndexRun> chain)
     {
-        var group = new List<StoredBatch>();
-        long records = 0, total = 0;
+        long total = 0;
         var expected = from;
-        foreach (var batch in scan(from, to))
+        IEnumerable<StoredBatch> Checked()
         {
-            Invariant.Check(batch.Header.Height == expected, $"the store holds batch {expected} to rebuild the tx index");
-            if (records + batch.TxHashes.Length > RebuildRunRecords && group.Count > 0)
+            foreach (var batch in scan(from, to))
             {
-                chain.Add(WriteRun(0, group));
-                group.Clear();
-                records = 0;
+                Invariant.Check(batch.Header.Height == expected, $"the store holds batch {expected} to rebuild the tx index");
+                total += batch.TxHashes.Length;
+                expected++;
+                yield return batch;
             }
-
-            group.Add(batch);
-            records += batch.TxHashes.Length;
-            total += batch.TxHashes.Length;
-            expected++;
         }
 
+        WriteRuns(Checked(), chain);
         Invariant.Check(expected == to + 1, $"the store holds the batches {from} to {to} to rebuild the tx index");
-        if (group.Count > 0)
-            chain.Add(WriteRun(0, group));
         return total;
     }
 }

@@ -55,17 +55,34 @@ internal sealed class TxBloomFilter
     {
         if (bytes.Length == 0 || bytes.Length % BlockBytes != 0)
             throw new InvalidDataException($"a filter of {bytes.Length} bytes is not whole blocks");
-        var words = new ulong[bytes.Length / sizeof(ulong)];
-        for (var i = 0; i < words.Length; i++)
-            words[i] = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(bytes[(i * sizeof(ulong))..]);
-        return new TxBloomFilter(words, salt);
+        var filter = new TxBloomFilter(new ulong[bytes.Length / sizeof(ulong)], salt);
+        bytes.CopyTo(filter.AsBytes());
+        return filter;
     }
 
-    /// <summary>Writes the filter as little-endian words.</summary>
-    public void CopyTo(Span<byte> destination)
+    /// <summary>
+    /// A filter of <paramref name="blocks"/> blocks read straight from a file at <paramref name="offset"/> (no
+    /// intermediate buffer: a filter of a large run is megabytes).
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file ends early.</exception>
+    public static TxBloomFilter Read(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long offset, long blocks, ulong salt)
     {
-        for (var i = 0; i < words.Length; i++)
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(destination[(i * sizeof(ulong))..], words[i]);
+        var filter = new TxBloomFilter(new ulong[checked(blocks * BlockWords)], salt);
+        if (RandomAccess.Read(handle, filter.AsBytes(), offset) != filter.Bytes)
+            throw new InvalidDataException("the file ends inside the filter");
+        return filter;
+    }
+
+    /// <summary>The filter as little-endian bytes (this machine's words; the file format is little-endian).</summary>
+    public ReadOnlySpan<byte> Span => AsBytes();
+
+    /// <summary>Writes the filter as little-endian words.</summary>
+    public void CopyTo(Span<byte> destination) => AsBytes().CopyTo(destination);
+
+    private Span<byte> AsBytes()
+    {
+        Sequencer.Core.Invariant.Check(BitConverter.IsLittleEndian, "the tx index files are read and written on a little-endian machine");
+        return System.Runtime.InteropServices.MemoryMarshal.AsBytes(words.AsSpan());
     }
 
     /// <summary>Adds <paramref name="key"/>.</summary>

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Buffers.Binary;
 using System.Globalization;
 using System.IO.Hashing;
@@ -37,6 +36,9 @@ internal sealed class TxIndexRun
 
     /// <summary>Bytes per record.</summary>
     public const int RecordBytes = 24;
+
+    /// <summary>The most records in one run (its fence and filter stay within one array each).</summary>
+    public const long MaxRecords = 1L << 31;
 
     private const int HeaderBytes = 64;
     private const int FenceEntryBytes = 24;
@@ -108,14 +110,12 @@ internal sealed class TxIndexRun
     public static TxIndexRun Write(string path, int level, ulong from, ulong to, long count, IEnumerable<TxRecord> records)
     {
         ArgumentNullException.ThrowIfNull(records);
-        Invariant.Check(from >= 1 && from <= to && count >= 1, $"a tx index run covers heights {from} to {to} with {count} txs");
+        Invariant.Check(from >= 1 && from <= to && count >= 1 && count <= MaxRecords, $"a tx index run covers heights {from} to {to} with {count} txs");
         var temporary = path + ".tmp";
         var salt = (ulong)Random.Shared.NextInt64() ^ ((ulong)Random.Shared.NextInt64() << 1);
         var filter = TxBloomFilter.Create(count, salt);
         var blocks = (count + BlockRecords - 1) / BlockRecords;
-        var fenceLength = checked((int)(blocks * FenceEntryBytes));
-        var fence = ArrayPool<byte>.Shared.Rent(fenceLength);
-        var filterBytes = ArrayPool<byte>.Shared.Rent(checked((int)filter.Bytes));
+        var fence = new byte[checked((int)(blocks * FenceEntryBytes))];
         try
         {
             using (var output = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
@@ -149,14 +149,12 @@ internal sealed class TxIndexRun
                 }
 
                 Invariant.Check(written == count, $"the tx index run {path} got {written} of the {count} records it announced");
-                var filterSpan = filterBytes.AsSpan(0, (int)filter.Bytes);
-                filter.CopyTo(filterSpan);
-                output.Write(fence, 0, fenceLength);
-                output.Write(filterSpan);
+                output.Write(fence);
+                output.Write(filter.Span);
                 var check = new XxHash64();
                 check.Append(header);
-                check.Append(fence.AsSpan(0, fenceLength));
-                check.Append(filterSpan);
+                check.Append(fence);
+                check.Append(filter.Span);
                 Span<byte> trailer = stackalloc byte[TrailerBytes];
                 BinaryPrimitives.WriteUInt64LittleEndian(trailer, check.GetCurrentHashAsUInt64());
                 EndMagic.CopyTo(trailer[8..]);
@@ -170,11 +168,6 @@ internal sealed class TxIndexRun
         {
             File.Delete(temporary);
             throw;
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(fence);
-            ArrayPool<byte>.Shared.Return(filterBytes);
         }
 
         // Check data after it is written: the run is used as read back, not as it was meant to be.
@@ -202,57 +195,45 @@ internal sealed class TxIndexRun
             var count = BinaryPrimitives.ReadInt64LittleEndian(header[32..]);
             var filterBlocks = BinaryPrimitives.ReadInt64LittleEndian(header[40..]);
             var salt = BinaryPrimitives.ReadUInt64LittleEndian(header[48..]);
-            if (from < 1 || from > to || count < 1 || count > (1L << 40) || filterBlocks != TxBloomFilter.BlocksFor(count))
+            if (from < 1 || from > to || count < 1 || count > MaxRecords || filterBlocks != TxBloomFilter.BlocksFor(count))
                 throw new InvalidDataException($"{path}: the header names an impossible run");
             var blocks = (count + BlockRecords - 1) / BlockRecords;
             var tailBytes = checked((blocks * FenceEntryBytes) + (filterBlocks * TxBloomFilter.BlockBytes) + TrailerBytes);
             var recordsEnd = HeaderBytes + (count * RecordBytes);
             if (RandomAccess.GetLength(handle) != recordsEnd + tailBytes)
                 throw new InvalidDataException($"{path}: {RandomAccess.GetLength(handle)} bytes, the header names {recordsEnd + tailBytes}");
-            var rented = ArrayPool<byte>.Shared.Rent(checked((int)tailBytes));
-            try
+            // The fence and trailer are small; the filter is read straight into its words.
+            var fence = new byte[checked((int)(blocks * FenceEntryBytes))];
+            Span<byte> trailer = stackalloc byte[TrailerBytes];
+            var filterOffset = recordsEnd + fence.Length;
+            var trailerOffset = filterOffset + (filterBlocks * TxBloomFilter.BlockBytes);
+            if (RandomAccess.Read(handle, fence, recordsEnd) != fence.Length || RandomAccess.Read(handle, trailer, trailerOffset) != TrailerBytes)
+                throw new InvalidDataException($"{path} ends early");
+            var filter = TxBloomFilter.Read(handle, filterOffset, filterBlocks, salt);
+            var check = new XxHash64();
+            check.Append(header);
+            check.Append(fence);
+            check.Append(filter.Span);
+            if (!trailer[8..].SequenceEqual(EndMagic) || BinaryPrimitives.ReadUInt64LittleEndian(trailer) != check.GetCurrentHashAsUInt64())
+                throw new InvalidDataException($"{path}: the fence and filter checksum does not match");
+            var fenceKeys = new UInt128[blocks];
+            var fenceChecksums = new ulong[blocks];
+            for (var b = 0; b < blocks; b++)
             {
-                var tail = rented.AsSpan(0, (int)tailBytes);
-                if (RandomAccess.Read(handle, tail, recordsEnd) != tail.Length)
-                    throw new InvalidDataException($"{path} ends early");
-                return Parse(path, handle, header, tail, level, from, to, count, blocks, filterBlocks, salt);
+                var entry = fence.AsSpan(b * FenceEntryBytes, FenceEntryBytes);
+                fenceKeys[b] = new UInt128(BinaryPrimitives.ReadUInt64LittleEndian(entry[8..]), BinaryPrimitives.ReadUInt64LittleEndian(entry));
+                fenceChecksums[b] = BinaryPrimitives.ReadUInt64LittleEndian(entry[16..]);
+                if (b > 0 && fenceKeys[b] <= fenceKeys[b - 1])
+                    throw new InvalidDataException($"{path}: the fence is not ascending");
             }
-            finally
-            {
-                ArrayPool<byte>.Shared.Return(rented);
-            }
+
+            return new TxIndexRun(path, handle, level, from, to, count, fenceKeys, fenceChecksums, filter);
         }
         catch
         {
             handle.Dispose();
             throw;
         }
-    }
-
-    // Checks the fence and filter (tail: everything after the records) against the trailer, and builds the run.
-    private static TxIndexRun Parse(string path, SafeFileHandle handle, ReadOnlySpan<byte> header, ReadOnlySpan<byte> tail, int level, ulong from, ulong to, long count, long blocks, long filterBlocks, ulong salt)
-    {
-        var fence = tail[..(int)(blocks * FenceEntryBytes)];
-        var filterBytes = tail.Slice(fence.Length, (int)(filterBlocks * TxBloomFilter.BlockBytes));
-        var trailer = tail[^TrailerBytes..];
-        var check = new XxHash64();
-        check.Append(header);
-        check.Append(fence);
-        check.Append(filterBytes);
-        if (!trailer[8..].SequenceEqual(EndMagic) || BinaryPrimitives.ReadUInt64LittleEndian(trailer) != check.GetCurrentHashAsUInt64())
-            throw new InvalidDataException($"{path}: the fence and filter checksum does not match");
-        var fenceKeys = new UInt128[blocks];
-        var fenceChecksums = new ulong[blocks];
-        for (var b = 0; b < blocks; b++)
-        {
-            var entry = fence.Slice(b * FenceEntryBytes, FenceEntryBytes);
-            fenceKeys[b] = new UInt128(BinaryPrimitives.ReadUInt64LittleEndian(entry[8..]), BinaryPrimitives.ReadUInt64LittleEndian(entry));
-            fenceChecksums[b] = BinaryPrimitives.ReadUInt64LittleEndian(entry[16..]);
-            if (b > 0 && fenceKeys[b] <= fenceKeys[b - 1])
-                throw new InvalidDataException($"{path}: the fence is not ascending");
-        }
-
-        return new TxIndexRun(path, handle, level, from, to, count, fenceKeys, fenceChecksums, TxBloomFilter.Load(filterBytes, salt));
     }
 
     /// <summary>False when the filter rules <paramref name="key"/> out (no disk read is needed).</summary>
@@ -272,41 +253,34 @@ internal sealed class TxIndexRun
         if (block < 0)
             return false;
         var records = (int)Math.Min(BlockRecords, Count - ((long)block * BlockRecords));
-        var bytes = ArrayPool<byte>.Shared.Rent(records * RecordBytes);
-        try
+        Span<byte> span = stackalloc byte[BlockRecords * RecordBytes];
+        span = span[..(records * RecordBytes)];
+        ReadBlock(block, span);
+        int low = 0, high = records - 1;
+        while (low <= high)
         {
-            var span = bytes.AsSpan(0, records * RecordBytes);
-            ReadBlock(block, span);
-            int low = 0, high = records - 1;
-            while (low <= high)
+            var middle = (low + high) >>> 1;
+            var record = span.Slice(middle * RecordBytes, RecordBytes);
+            var candidate = new UInt128(BinaryPrimitives.ReadUInt64LittleEndian(record[8..]), BinaryPrimitives.ReadUInt64LittleEndian(record));
+            if (candidate == key)
             {
-                var middle = (low + high) >>> 1;
-                var record = span.Slice(middle * RecordBytes, RecordBytes);
-                var candidate = new UInt128(BinaryPrimitives.ReadUInt64LittleEndian(record[8..]), BinaryPrimitives.ReadUInt64LittleEndian(record));
-                if (candidate == key)
-                {
-                    packed = BinaryPrimitives.ReadUInt64LittleEndian(record[16..]);
-                    return true;
-                }
-
-                if (candidate < key)
-                    low = middle + 1;
-                else
-                    high = middle - 1;
+                packed = BinaryPrimitives.ReadUInt64LittleEndian(record[16..]);
+                return true;
             }
 
-            return false;
+            if (candidate < key)
+                low = middle + 1;
+            else
+                high = middle - 1;
         }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(bytes);
-        }
+
+        return false;
     }
 
     /// <summary>Every record, ascending, each block checked (for a merge). The caller holds a reference while it reads.</summary>
     public IEnumerable<TxRecord> ReadAll()
     {
-        const int BlocksPerRead = 16;
+        const int BlocksPerRead = 8; // 48 KiB: below the large object heap, which is not compacted
         var buffer = new byte[BlocksPerRead * BlockRecords * RecordBytes];
         for (var block = 0; block < fenceKeys.Length; block += BlocksPerRead)
         {
