@@ -58,14 +58,14 @@ public sealed record SequencerLimits
     /// 32 bytes each, allocated at startup. Older txs are looked up in the store's tx index, behind a filter. Every batch
     /// not yet in the store must fit, so apply waits for the persister when the unstored txs would not.
     /// </summary>
-    public int MaxRecentTxs { get; init; } = 2_000_000;
+    public int MaxRecentTxs { get; init; } = 1_000_000;
 
     /// <summary>
     /// The most bytes of applied batches kept in memory (<see cref="Storage.RecentBatches"/>: tx hashes and receive times,
     /// 40 bytes a tx, and a few hundred bytes a batch), so that recent lookups skip the store. Every batch not yet in the
     /// store must fit, so apply waits for the persister when the unstored batches would not.
     /// </summary>
-    public long MaxRecentBatchBytes { get; init; } = 64L * 1024 * 1024;
+    public long MaxRecentBatchBytes { get; init; } = 32L * 1024 * 1024;
 
     /// <summary>
     /// The most Raft entry bytes applied but not yet in the store. The WAL keeps every entry the store does not hold in
@@ -160,7 +160,7 @@ public sealed record SequencerLimits
         Require(SubmitTimeoutMs is >= 100 and <= 600_000, "SubmitTimeoutMs must be in [100, 600000]");
         Require(MaxForwardedRequests >= 1, "MaxForwardedRequests must be at least 1");
         Require(MaxUnpersistedBatches >= PersistGroupBatches, "MaxUnpersistedBatches must be at least PersistGroupBatches");
-        Require(MaxUnpersistedEntryBytes >= 2L * MaxBatchBytes, "MaxUnpersistedEntryBytes must be at least twice MaxBatchBytes, or the store could not be written in groups");
+        Require(MaxUnpersistedEntryBytes >= MaxBatchBytes, "MaxUnpersistedEntryBytes must be at least MaxBatchBytes, or the store would be written one entry at a time");
         Require(MaxRecentBatchBytes >= 2 * Storage.RecentBatches.BytesFor(MaxBatchTxs) && MaxRecentBatchBytes <= 16L * 1024 * 1024 * 1024,
             "MaxRecentBatchBytes must be in [two maximal batches, 16 GiB]: the recent batches hold every unstored batch");
         Require(MaxRecentTxs >= 2L * MaxBatchTxs && MaxRecentTxs <= RecentTxIndex.MaxCapacity,

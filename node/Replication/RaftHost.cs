@@ -73,6 +73,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         var chunkBytes = WalChunkSize.Resolve(walDir, options.WalChunkBytes);
         if (chunkBytes != options.WalChunkBytes)
             LogWalChunkKept(logger, walDir, chunkBytes, options.WalChunkBytes);
+        WalChunkSize.Record(walDir, chunkBytes);
         wal = new DurableWriteAheadLog(new WriteAheadLog.Options
         {
             Location = walDir,

@@ -22,7 +22,7 @@ public sealed class LimitsTests
     [InlineData("MaxUnpersistedBatches", 1, "MaxUnpersistedBatches")]
     [InlineData("MaxRecentTxs", 19_999, "MaxRecentTxs must be in [2 * MaxBatchTxs")]
     [InlineData("MaxRecentBatchBytes", 500_000, "MaxRecentBatchBytes must be in [two maximal batches")]
-    [InlineData("MaxUnpersistedEntryBytes", 1_000_000, "MaxUnpersistedEntryBytes must be at least twice MaxBatchBytes")]
+    [InlineData("MaxUnpersistedEntryBytes", 1_000_000, "MaxUnpersistedEntryBytes must be at least MaxBatchBytes")]
     [InlineData("MaxRecentTxs", 200_000_000, "MaxRecentTxs must be in")]
     [InlineData("MaxInFlightRequestBytes", 1024 * 1024, "MaxInFlightRequestBytes must be at least MaxRequestBytes")]
     public void Validate_BrokenRelation_IsNamed(string name, int value, string expected)

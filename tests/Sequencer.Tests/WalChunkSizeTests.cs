@@ -30,6 +30,23 @@ public sealed class WalChunkSizeTests : IDisposable
         Assert.Equal(16 << 20, WalChunkSize.Resolve(directory, 4 << 20));
     }
 
+    [Fact]
+    public void Resolve_OnlyAChunkCutShort_UsesTheConfiguredSize_AndTheMarkerWinsOverEverything()
+    {
+        // The chaos harness's DiskTruncateWalTail leaves a chunk of a length that is no chunk size: it must not count.
+        var data = Directory.CreateDirectory(Path.Combine(directory, "data"));
+        using (var file = File.Create(Path.Combine(data.FullName, "0")))
+            file.SetLength(700_001);
+        Assert.Equal(1 << 20, WalChunkSize.Resolve(directory, 1 << 20));
+
+        WalChunkSize.Record(directory, 16 << 20);
+        Assert.Equal(16 << 20, WalChunkSize.Resolve(directory, 1 << 20));
+        // Recorded once: a later start with another configured size does not overwrite it.
+        WalChunkSize.Record(directory, 1 << 20);
+        Assert.Equal(16 << 20, WalChunkSize.Resolve(directory, 1 << 20));
+        Assert.Throws<ArgumentOutOfRangeException>(() => WalChunkSize.Record(directory, 3000));
+    }
+
     public void Dispose()
     {
         if (Directory.Exists(directory))
