@@ -33,6 +33,11 @@ public sealed class LiteDbBatchStore : IBatchStore
     private readonly ILiteCollection<BsonDocument> keyEpochCollection;
     private readonly ILiteCollection<BsonDocument> commitmentCollection;
     private readonly ILiteCollection<BsonDocument> dkgCollection;
+    // One LiteDB operation at a time, reads included. LiteDB 5.0.20's page cache lets a concurrent reader use a page
+    // buffer it is recycling (litedb-org/LiteDB#2817: "page type must be index page" and garbage reads, on databases
+    // larger than the cache), which stopped a node under load once lookups of older batches went to the store, and it
+    // grows in 8 MB steps that it never returns under concurrent use (#2813, #2020). Reads wait for a store
+    // transaction at most (tens of milliseconds); the tx index and the history file are outside LiteDB.
     private readonly Lock writer = new();
     private readonly HistoryFile history;
     private readonly StoredTxIndex txIndex;
@@ -229,7 +234,9 @@ public sealed class LiteDbBatchStore : IBatchStore
     /// <inheritdoc/>
     public StoredBatch? Get(ulong height)
     {
-        var document = batchCollection.FindById((long)height);
+        BsonDocument? document;
+        lock (writer)
+            document = batchCollection.FindById((long)height);
         return document is null ? null : FromDocument(document);
     }
 
@@ -241,7 +248,10 @@ public sealed class LiteDbBatchStore : IBatchStore
         while (next <= toHeight)
         {
             var last = Math.Min(toHeight, next + ScanPageBatches - 1);
-            var page = batchCollection.Find(Query.Between("_id", (long)next, (long)last)).Select(FromDocument).ToList();
+            List<BsonDocument> documents;
+            lock (writer)
+                documents = [.. batchCollection.Find(Query.Between("_id", (long)next, (long)last))];
+            var page = documents.Select(FromDocument).ToList();
             foreach (var batch in page.OrderBy(b => b.Header.Height))
             {
                 if (batch.Header.Height != next)
@@ -258,14 +268,18 @@ public sealed class LiteDbBatchStore : IBatchStore
     /// <inheritdoc/>
     public SignedHead? GetHead(ulong height)
     {
-        var document = signatureCollection.FindById((long)height);
+        BsonDocument? document;
+        lock (writer)
+            document = signatureCollection.FindById((long)height);
         return document is null ? null : ToHead(document);
     }
 
     /// <inheritdoc/>
     public SignedHead? CoveringHead(ulong height)
     {
-        var document = signatureCollection.Query().Where(Query.GTE("_id", (long)height)).OrderBy("_id").Limit(1).FirstOrDefault();
+        BsonDocument? document;
+        lock (writer)
+            document = signatureCollection.Query().Where(Query.GTE("_id", (long)height)).OrderBy("_id").Limit(1).FirstOrDefault();
         return document is null ? null : ToHead(document);
     }
 
@@ -273,7 +287,8 @@ public sealed class LiteDbBatchStore : IBatchStore
     public IReadOnlyList<SignedHead> Heads(ulong fromHeight, int limit)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
-        return [.. signatureCollection.Query().Where(Query.GTE("_id", (long)fromHeight)).OrderBy("_id").Limit(limit).ToEnumerable().Select(ToHead)];
+        lock (writer)
+            return [.. signatureCollection.Query().Where(Query.GTE("_id", (long)fromHeight)).OrderBy("_id").Limit(limit).ToEnumerable().Select(ToHead)];
     }
 
     private static SignedHead ToHead(BsonDocument document) => new(
@@ -286,16 +301,27 @@ public sealed class LiteDbBatchStore : IBatchStore
 
     /// <inheritdoc/>
     public IReadOnlyList<StoredKeyEpoch> ReadKeyEpochs()
-        => [.. keyEpochCollection.FindAll().Select(d => new StoredKeyEpoch(
-            unchecked((ulong)d["_id"].AsInt64),
-            d["threshold"].AsInt32,
-            d["groupKey"].AsBinary,
-            [.. d["members"].AsArray.Select(v => v.AsInt32)],
-            [.. d["shares"].AsArray.Select(v => v.AsBinary)],
-            d["raftIndex"].AsInt64)).OrderBy(k => k.Epoch)];
+    {
+        lock (writer)
+        {
+            return [.. keyEpochCollection.FindAll().Select(d => new StoredKeyEpoch(
+                unchecked((ulong)d["_id"].AsInt64),
+                d["threshold"].AsInt32,
+                d["groupKey"].AsBinary,
+                [.. d["members"].AsArray.Select(v => v.AsInt32)],
+                [.. d["shares"].AsArray.Select(v => v.AsBinary)],
+                d["raftIndex"].AsInt64)).OrderBy(k => k.Epoch)];
+        }
+    }
 
     /// <inheritdoc/>
     public CommitmentPool ReadCommitments()
+    {
+        lock (writer)
+            return ReadCommitmentsLocked();
+    }
+
+    private CommitmentPool ReadCommitmentsLocked()
     {
         var commitments = commitmentCollection.Find(Query.GTE("_id", 0L))
             .Select(d => new StoredCommitment(CommitmentSigner(d["_id"].AsInt64), CommitmentSequence(d["_id"].AsInt64), d["v"].AsBinary))
@@ -320,7 +346,10 @@ public sealed class LiteDbBatchStore : IBatchStore
 
     /// <inheritdoc/>
     public IReadOnlyList<byte[]> ReadDkgEntries()
-        => [.. dkgCollection.FindAll().OrderBy(d => d["_id"].AsInt64).Select(d => d["v"].AsBinary)];
+    {
+        lock (writer)
+            return [.. dkgCollection.FindAll().OrderBy(d => d["_id"].AsInt64).Select(d => d["v"].AsBinary)];
+    }
 
     private void WriteDkg(SigningWrites signing)
     {
@@ -371,7 +400,8 @@ public sealed class LiteDbBatchStore : IBatchStore
     public void Dispose()
     {
         txIndex.Dispose();
-        database.Dispose();
+        lock (writer)
+            database.Dispose();
         history.Dispose();
     }
 
