@@ -53,6 +53,27 @@ public sealed record SequencerLimits
     /// <summary>The most batches held in memory after apply and before they reach the store.</summary>
     public int MaxUnpersistedBatches { get; init; } = 4096;
 
+    /// <summary>
+    /// The most txs in the in-memory tx index (<see cref="RecentTxIndex"/>): the txs of the newest batches, about
+    /// 32 bytes each, allocated at startup. Older txs are looked up in the store's tx index, behind a filter. Every batch
+    /// not yet in the store must fit, so apply waits for the persister when the unstored txs would not.
+    /// </summary>
+    public int MaxRecentTxs { get; init; } = 1_000_000;
+
+    /// <summary>
+    /// The most bytes of applied batches kept in memory (<see cref="Storage.RecentBatches"/>: tx hashes and receive times,
+    /// 40 bytes a tx, and a few hundred bytes a batch), so that recent lookups skip the store. Every batch not yet in the
+    /// store must fit, so apply waits for the persister when the unstored batches would not.
+    /// </summary>
+    public long MaxRecentBatchBytes { get; init; } = 32L * 1024 * 1024;
+
+    /// <summary>
+    /// The most Raft entry bytes applied but not yet in the store. The WAL keeps every entry the store does not hold in
+    /// process memory (it can only be compacted behind the store), so apply waits for the persister beyond this: with the
+    /// node's retained WAL bytes it bounds the WAL's memory even when the store is slow.
+    /// </summary>
+    public long MaxUnpersistedEntryBytes { get; init; } = 64L * 1024 * 1024;
+
     /// <summary>The batch count in one grouped store transaction.</summary>
     public int PersistGroupBatches { get; init; } = 256;
 
@@ -139,6 +160,11 @@ public sealed record SequencerLimits
         Require(SubmitTimeoutMs is >= 100 and <= 600_000, "SubmitTimeoutMs must be in [100, 600000]");
         Require(MaxForwardedRequests >= 1, "MaxForwardedRequests must be at least 1");
         Require(MaxUnpersistedBatches >= PersistGroupBatches, "MaxUnpersistedBatches must be at least PersistGroupBatches");
+        Require(MaxUnpersistedEntryBytes >= MaxBatchBytes, "MaxUnpersistedEntryBytes must be at least MaxBatchBytes, or the store would be written one entry at a time");
+        Require(MaxRecentBatchBytes >= 2 * Storage.RecentBatches.BytesFor(MaxBatchTxs) && MaxRecentBatchBytes <= 16L * 1024 * 1024 * 1024,
+            "MaxRecentBatchBytes must be in [two maximal batches, 16 GiB]: the recent batches hold every unstored batch");
+        Require(MaxRecentTxs >= 2L * MaxBatchTxs && MaxRecentTxs <= RecentTxIndex.MaxCapacity,
+            $"MaxRecentTxs must be in [2 * MaxBatchTxs, {RecentTxIndex.MaxCapacity}]: the recent tx index holds every unstored batch, at least two maximal ones");
         Require(PersistGroupBatches >= 1, "PersistGroupBatches must be at least 1");
         Require(PersistIntervalMs is >= 1 and <= 10_000, "PersistIntervalMs must be in [1, 10000]");
         Require(MaxSigningSessionsInFlight is >= 1 and <= 16, "MaxSigningSessionsInFlight must be in [1, 16]");

@@ -187,13 +187,18 @@ public sealed partial class AppliedState
         }
 
         store.Append(group, next, new SigningWrites([.. signing.Signatures], [.. signing.KeyEpochs]));
-        foreach (var batch in group)
-            txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
 
         lock (gate)
         {
+            // The store holds the group now: the recent tx index may let go of anything up to it.
+            durable = next;
             foreach (var batch in group)
-                recent[batch.Header.Height % (ulong)recent.Length] = batch;
+            {
+                recent.Add(batch, durable.LastHeight);
+                AddToTxIndexLocked(batch);
+                storedTxs += batch.TxHashes.Length;
+            }
+
             if (group.Count > 0)
             {
                 lastHeader = group[^1].Header;
@@ -204,7 +209,6 @@ public sealed partial class AppliedState
 
             foreach (var head in signing.Signatures)
                 recentHeads[head.Height] = head;
-            durable = next;
         }
 
         foreach (var head in signing.Signatures)

@@ -13,6 +13,19 @@ namespace Sequencer.Raft;
 /// <param name="Outcomes">The position of every tx the entry carried, in proposal order.</param>
 public sealed record AppliedEvent(StoredBatch? Batch, IReadOnlyList<TxOutcome> Outcomes);
 
+/// <summary>How much of the applied log the WAL keeps behind the store before it may be compacted.</summary>
+/// <param name="Entries">At most this many entries are kept, so that a briefly lagging follower catches up from the log.</param>
+/// <param name="Bytes">At most this many payload bytes (plus one entry) are kept, whatever the entry count: DotNext holds
+/// the uncompacted log in process memory, so this bounds the WAL's memory.</param>
+public readonly record struct WalRetention(long Entries, long Bytes)
+{
+    /// <summary>Keeps nothing: the log may be compacted up to the stored state.</summary>
+    public static WalRetention None => new(0, 0);
+
+    /// <summary>Keeps <paramref name="entries"/> entries, whatever their size.</summary>
+    public static WalRetention OfEntries(long entries) => new(entries, long.MaxValue);
+}
+
 /// <summary>The Raft position a snapshot covers.</summary>
 /// <param name="Index">The last Raft index included.</param>
 /// <param name="Term">Its term.</param>
@@ -24,16 +37,21 @@ public readonly record struct SnapshotPoint(long Index, long Term, ulong Height)
 /// </summary>
 /// <remarks>
 /// <para>
-/// Apply runs on the WAL's single applier and only touches memory: the header chain, the tx index and a ring of
-/// recent batches. A background persister writes applied batches to the <see cref="IBatchStore"/> in grouped,
+/// Apply runs on the WAL's single applier and touches memory, and the store only to read: the header chain, the recent
+/// tx index and a ring of recent batches bounded in bytes; a tx older than the recent tx index is looked up in the store's tx index
+/// (exact, and behind an in-memory filter, so a new tx costs no disk read). A background persister writes applied batches to the <see cref="IBatchStore"/> in grouped,
 /// durable transactions, because the store's commit costs about a millisecond of fsync and would otherwise bound
 /// the batch rate. The Raft log keeps every entry that is not yet in the store: the snapshot point that allows
-/// compaction only moves after the store has made the entries durable, and it trails by
-/// <c>retainedEntries</c> so that a briefly lagging follower catches up from the log.
+/// compaction only moves after the store has made the entries durable, and it trails by at most
+/// <see cref="WalRetention.Entries"/> entries and <see cref="WalRetention.Bytes"/> bytes, so that a briefly lagging follower
+/// catches up from the log while the WAL's memory stays bounded.
 /// </para>
 /// <para>
-/// Bounded: at most <see cref="SequencerLimits.MaxUnpersistedBatches"/> applied entries wait for the store; apply
-/// waits for the persister beyond that, which in turn slows commits. A failing store therefore stops the node
+/// Bounded: at most <see cref="SequencerLimits.MaxUnpersistedBatches"/> applied entries, holding at most
+/// <see cref="SequencerLimits.MaxRecentTxs"/> txs and <see cref="SequencerLimits.MaxRecentBatchBytes"/> bytes of batches,
+/// wait for the store; apply waits for the persister beyond that, which in
+/// turn slows commits. Memory does not grow with history: the recent tx index is a fixed window, and the batches below
+/// it are read from the store. A failing store therefore stops the node
 /// from making progress rather than losing data, and is reported through <see cref="StoreFault"/>.
 /// </para>
 /// </remarks>
@@ -42,18 +60,18 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private readonly IBatchStore store;
     private readonly ChainParameters chain;
     private readonly SequencerLimits limits;
-    private readonly long retainedEntries;
+    private readonly WalRetention retention;
     private readonly TimeProvider time;
     private readonly ILogger logger;
-    private readonly OrderedTxIndex txIndex;
+    private readonly RecentTxIndex txIndex;
     private readonly Lock gate = new();
     private readonly SemaphoreSlim storeWriter = new(1, 1);
     private readonly Queue<PendingEffect> unpersisted = new();
-    private readonly Queue<SnapshotPoint> snapshotCandidates = new();
+    private readonly Queue<SnapshotCandidate> snapshotCandidates = new();
 
-    /// <summary>How far (as a multiple of the retained entries) a snapshot transfer may hold compaction back.</summary>
+    /// <summary>How far (as a multiple of the retained entries and bytes) a snapshot transfer may hold compaction back.</summary>
     private const int TransferHoldFactor = 4;
-    private readonly StoredBatch?[] recent;
+    private readonly RecentBatches recent;
     private readonly AppliedHistory history;
     private readonly CancellationTokenSource stopping = new();
     private readonly BackgroundLoop persister;
@@ -68,56 +86,68 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private BatchSnapshot? snapshot;
     private string? storeFault;
     private long lastApplyAt;
+    private long unpersistedTxs;
+    private long unpersistedBatchBytes;
+    private long unpersistedEntryBytes;
+    private int unpersistedBatches;
+    private long storedTxs;
 
     /// <summary>Loads the stored state and starts the persister.</summary>
     /// <param name="store">The durable batch store.</param>
     /// <param name="chain">The chain id and key epoch of new headers.</param>
     /// <param name="limits">Validated limits.</param>
-    /// <param name="retainedEntries">How many applied Raft entries the log keeps behind the store before compaction.</param>
+    /// <param name="retention">How much of the applied log the WAL keeps behind the store before compaction.</param>
     /// <param name="time">The clock for local bookkeeping (the <c>ordered</c> time); never used for header fields.</param>
     /// <param name="logger">The logger.</param>
     /// <param name="loops">Where the persister loop is supervised (the node stops when it dies); a private set when null.</param>
-    public AppliedState(IBatchStore store, ChainParameters chain, SequencerLimits limits, long retainedEntries, TimeProvider time, ILogger logger,
+    public AppliedState(IBatchStore store, ChainParameters chain, SequencerLimits limits, WalRetention retention, TimeProvider time, ILogger logger,
         BackgroundLoops? loops = null)
     {
         ArgumentNullException.ThrowIfNull(store);
         ArgumentNullException.ThrowIfNull(limits);
         ArgumentNullException.ThrowIfNull(time);
         ArgumentNullException.ThrowIfNull(logger);
-        ArgumentOutOfRangeException.ThrowIfNegative(retainedEntries);
+        ArgumentOutOfRangeException.ThrowIfNegative(retention.Entries);
+        ArgumentOutOfRangeException.ThrowIfNegative(retention.Bytes);
         limits.ThrowIfInvalid();
 
         this.store = store;
         this.chain = chain;
         this.limits = limits;
-        this.retainedEntries = retainedEntries;
+        this.retention = retention;
         this.time = time;
         Transfers = new SnapshotTransfers(time);
         Transfers.Repeated += OnRepeatedTransfer;
         Transfers.AllEnded += OnTransfersEnded;
         this.logger = logger;
-        recent = new StoredBatch?[limits.MaxUnpersistedBatches + RecentCacheBatches];
+        recent = new RecentBatches(limits.MaxRecentBatchBytes, limits.MaxUnpersistedBatches + 1);
 
         durable = store.ReadCheckpoint();
         lastApplyAt = time.GetTimestamp();
         appliedIndex = durable.AppliedIndex;
         appliedTerm = durable.AppliedTerm;
-        txIndex = new OrderedTxIndex();
-        LoadStoredBatches();
+        // Only the newest batches are loaded (the recent tx index and the ring); older ones stay in the store.
+        var loaded = LoadRecentBatches();
+        txIndex = new RecentTxIndex(limits.MaxRecentTxs, loaded.Count > 0 ? loaded[0].Header.Height - 1 : durable.LastHeight);
+        foreach (var batch in loaded)
+        {
+            txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
+            recent.Add(batch, durable.LastHeight);
+        }
+
+        lastHeader = loaded.Count > 0 ? loaded[^1].Header : null;
+        storedTxs = store.TxCount;
         history = new AppliedHistory(store.History, durable.LastHeight);
         LoadSigningState();
         if (durable.SnapshotIndex > 0)
             snapshot = new BatchSnapshot(this, new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight));
-        LogLoaded(logger, durable.LastHeight, durable.AppliedIndex, durable.SnapshotIndex, txIndex.Count);
+        LogLoaded(logger, durable.LastHeight, durable.AppliedIndex, durable.SnapshotIndex, storedTxs, loaded.Count, txIndex.Count);
 
         persister = (loops ?? new BackgroundLoops(time)).Start("the store persister", PersisterStuckAfter, PersistLoopAsync, stopping.Token);
     }
 
     /// <summary>A persister that has not gone round for this long (a store write that hangs) makes the node not ready.</summary>
     public static readonly TimeSpan PersisterStuckAfter = TimeSpan.FromSeconds(10);
-
-    /// <summary>Batches kept in memory beyond the unpersisted ones, so that recent lookups skip the store.</summary>
-    public const int RecentCacheBatches = 1024;
 
     /// <summary>Raised after each applied entry and for each installed batch; handlers must be fast and must not throw.</summary>
     public event Action<AppliedEvent>? Applied;
@@ -201,14 +231,50 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                     return $"the store is failing: {fault}";
                 if (unpersisted.Count >= limits.MaxUnpersistedBatches / 4 * 3)
                     return $"the store persister is behind: {unpersisted.Count} applied entries are not yet in the store (apply stops at {limits.MaxUnpersistedBatches})";
+                if (unpersistedBatchBytes >= limits.MaxRecentBatchBytes / 4 * 3 || unpersistedTxs >= limits.MaxRecentTxs / 4 * 3
+                    || unpersistedEntryBytes >= limits.MaxUnpersistedEntryBytes / 4 * 3)
+                {
+                    return $"the store persister is behind: {unpersistedTxs} applied txs ({unpersistedBatchBytes} bytes of batches, {unpersistedEntryBytes} bytes of log) are not yet in the store " +
+                        $"(apply stops at {limits.MaxRecentTxs} txs, {limits.MaxRecentBatchBytes} bytes of batches or {limits.MaxUnpersistedEntryBytes} bytes of log)";
+                }
             }
 
             return null;
         }
     }
 
-    /// <summary>The number of ordered txs.</summary>
-    public int OrderedTxCount => txIndex.Count;
+    /// <summary>The number of ordered txs: the stored ones and the applied ones not yet stored.</summary>
+    public long OrderedTxCount
+    {
+        get
+        {
+            lock (gate)
+                return storedTxs + unpersistedTxs;
+        }
+    }
+
+    /// <summary>The log bytes of the applied entries not yet in the store (the WAL holds them in memory).</summary>
+    public long UnpersistedEntryBytes
+    {
+        get
+        {
+            lock (gate)
+                return unpersistedEntryBytes;
+        }
+    }
+
+    /// <summary>The number of txs in the recent tx index (the newest batches, in memory).</summary>
+    public int RecentTxCount => txIndex.Count;
+
+    /// <summary>The batches kept in memory, and the bytes they are counted as.</summary>
+    public (int Batches, long Bytes) RecentBatchesHeld
+    {
+        get
+        {
+            lock (gate)
+                return (recent.Count, recent.Bytes);
+        }
+    }
 
     /// <summary>The last store failure, or null while the store works.</summary>
     public string? StoreFault
@@ -262,8 +328,19 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
     }
 
-    /// <inheritdoc/>
-    public bool TryGetPosition(Hash32 hash, out TxPosition position) => txIndex.TryGetPosition(hash, out position);
+    /// <summary>
+    /// Returns true and the position when <paramref name="hash"/> is in an applied batch: from the recent tx index, else
+    /// from the store's tx index for the heights below it. Exact, so apply stays deterministic: every batch the store
+    /// does not hold yet is in the recent tx index, which only lets go of stored batches.
+    /// </summary>
+    public bool TryGetPosition(Hash32 hash, out TxPosition position)
+    {
+        if (txIndex.TryGetPosition(hash, out position, out var floor))
+            return true;
+        // The floor was read with the lookup: every height above it was in the window then, every height at or below
+        // it is in the store (evicted batches were stored first).
+        return floor > 0 && store.TryGetTxPosition(hash, floor, out position);
+    }
 
     /// <summary>The batch at <paramref name="height"/>, from memory or the store; null when not applied.</summary>
     public StoredBatch? GetBatch(ulong height)
@@ -274,8 +351,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         {
             if (lastHeader is null || height > lastHeader.Height)
                 return null;
-            var cached = recent[height % (ulong)recent.Length];
-            if (cached is not null && cached.Header.Height == height)
+            if (recent.Get(height) is { } cached)
                 return cached;
         }
 
@@ -292,8 +368,10 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <param name="term">The Raft term of the entry.</param>
     /// <param name="token">Cancels waiting for the persister.</param>
     /// <param name="proposal">On the leader, the proposal that produced the entry (DotNext's entry context).</param>
+    /// <param name="entryBytes">The entry's payload size in the log, counted against <see cref="WalRetention.Bytes"/>.</param>
     /// <returns>The applied batch, or null for a skipped or empty entry.</returns>
-    public async ValueTask<AppliedBatch?> ApplyAsync(ILogCommand? command, long index, long term, CancellationToken token, BatchProposal? proposal = null)
+    public async ValueTask<AppliedBatch?> ApplyAsync(ILogCommand? command, long index, long term, CancellationToken token, BatchProposal? proposal = null,
+        long entryBytes = 0)
     {
         lock (gate)
         {
@@ -302,7 +380,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 return null;
         }
 
-        await WaitForPersisterRoomAsync(token).ConfigureAwait(false);
+        await WaitForPersisterRoomAsync(command is BatchCommand incoming ? incoming.Txs.Count : null, Math.Max(0, entryBytes), token).ConfigureAwait(false);
 
         AppliedBatch? result = null;
         StoredBatch? stored = null;
@@ -329,7 +407,6 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                     RaftIndex = index,
                     OrderedAtMs = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds(),
                 };
-                txIndex.AddBatch(result.Header.Height, result.TxHashes);
             }
         }
         LedgerEffects? signing = null;
@@ -342,7 +419,11 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 Invariant.Check(stored.Header.ParentHash == (lastHeader?.Commitment ?? Hash32.Zero), "parentHash links to the previous commitment (INV-CHAIN)");
                 lastHeader = stored.Header;
                 history.Append(stored.Header.Commitment);
-                recent[stored.Header.Height % (ulong)recent.Length] = stored;
+                recent.Add(stored, durable.LastHeight);
+                AddToTxIndexLocked(stored);
+                unpersistedTxs += stored.TxHashes.Length;
+                unpersistedBatchBytes += RecentBatches.BytesFor(stored.TxHashes.Length);
+                unpersistedBatches++;
             }
 
             // The signing ledger sees every entry that carries signing data, after the batch's header is in the chain
@@ -353,7 +434,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             appliedIndex = index;
             appliedTerm = term;
             lastApplyAt = time.GetTimestamp();
-            unpersisted.Enqueue(new PendingEffect(index, term, stored, signing is { IsEmpty: false } ? signing : null, ledger.SignedThrough));
+            unpersisted.Enqueue(new PendingEffect(index, term, stored, signing is { IsEmpty: false } ? signing : null, ledger.SignedThrough, Math.Max(0, entryBytes)));
+            unpersistedEntryBytes += Math.Max(0, entryBytes);
             if (unpersisted.Count >= limits.PersistGroupBatches)
                 workSignal.TrySetResult();
         }
@@ -365,14 +447,35 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         return result;
     }
 
-    private async ValueTask WaitForPersisterRoomAsync(CancellationToken token)
+    /// <summary>
+    /// Adds an applied or installed batch to the recent tx index, evicting its oldest stored batches to make room. The
+    /// caller has made sure that the unstored batches leave room (<see cref="WaitForPersisterRoomAsync"/>).
+    /// </summary>
+    private void AddToTxIndexLocked(StoredBatch batch)
+    {
+        while (txIndex.Count + batch.TxHashes.Length > txIndex.Capacity)
+            Invariant.Check(txIndex.TryEvictOldest(durable.LastHeight), "the recent tx index only lets go of stored batches, and has room for the unstored ones");
+        txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
+    }
+
+    /// <summary>
+    /// Waits until the applied entries not yet stored leave room for one more entry of <paramref name="incomingBytes"/>
+    /// bytes, a batch entry of <paramref name="incomingTxs"/> txs or (null) another one: fewer than
+    /// <see cref="SequencerLimits.MaxUnpersistedBatches"/> entries and <see cref="SequencerLimits.MaxUnpersistedEntryBytes"/>
+    /// bytes (the WAL holds them in memory until they are stored), and their txs and batches with the incoming ones within
+    /// the recent tx index and the recent batches (which must hold every unstored batch). This is where a slow store slows
+    /// apply, and so commits. With nothing unstored an entry always goes ahead, however large.
+    /// </summary>
+    private async ValueTask WaitForPersisterRoomAsync(int? incomingTxs, long incomingBytes, CancellationToken token)
     {
         while (true)
         {
             Task wait;
             lock (gate)
             {
-                if (unpersisted.Count < limits.MaxUnpersistedBatches)
+                if (unpersisted.Count == 0 || (unpersisted.Count < limits.MaxUnpersistedBatches
+                    && unpersistedEntryBytes + incomingBytes <= limits.MaxUnpersistedEntryBytes
+                    && (incomingTxs is not { } txs || (unpersistedTxs + txs <= txIndex.Capacity && recent.HasRoomFor(txs, unpersistedBatchBytes, unpersistedBatches)))))
                     return;
                 workSignal.TrySetResult();
                 wait = persistedSignal.Task;
@@ -478,6 +581,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private bool PersistOnce(int maxEntries)
     {
         List<StoredBatch> batches = [];
+        long batchTxs = 0;
+        long batchBytes = 0;
+        long entryBytes = 0;
         List<SignedHead> heads = [];
         List<StoredKeyEpoch> keyEpochs = [];
         var pool = new PoolChanges();
@@ -497,7 +603,11 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             foreach (var effect in unpersisted.Take(taken))
             {
                 if (effect.Batch is not null)
+                {
                     batches.Add(effect.Batch);
+                    batchTxs += effect.Batch.TxHashes.Length;
+                    batchBytes += RecentBatches.BytesFor(effect.Batch.TxHashes.Length);
+                }
                 if (effect.Signing is { } signingEffect)
                 {
                     heads.AddRange(signingEffect.HeadsSigned);
@@ -506,6 +616,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                     pool.Add(signingEffect);
                 }
 
+                entryBytes += effect.Bytes;
                 last = effect;
             }
 
@@ -526,6 +637,12 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 snapshotCandidates.Enqueue(candidate);
             for (var i = 0; i < taken; i++)
                 unpersisted.Dequeue();
+            unpersistedTxs -= batchTxs;
+            unpersistedBatchBytes -= batchBytes;
+            unpersistedBatches -= batches.Count;
+            unpersistedEntryBytes -= entryBytes;
+            storedTxs += batchTxs;
+            Invariant.Check(unpersistedTxs >= 0 && unpersistedBatchBytes >= 0 && unpersistedBatches >= 0 && unpersistedEntryBytes >= 0, "stored entries were counted as unstored");
             durable = checkpoint;
             storeFault = null;
             history.Trim(checkpoint.LastHeight);
@@ -547,7 +664,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     {
         if (!freshSnapshotRequested || snapshotCandidates.Count == 0 || Transfers.InFlight > 0)
             return;
-        var newest = snapshotCandidates.Last();
+        var newest = snapshotCandidates.Last().Point;
         var checkpoint = durable with { SnapshotIndex = newest.Index, SnapshotTerm = newest.Term, SnapshotHeight = newest.Height };
         store.Append([], checkpoint, null);
         freshSnapshotRequested = false;
@@ -559,9 +676,10 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
     /// <summary>
     /// The next snapshot point and the candidates that remain. The point moves rarely: only once the log kept behind
-    /// <paramref name="persistedIndex"/> exceeds twice <see cref="retainedEntries"/>, and then to the newest applied point
-    /// at least <see cref="retainedEntries"/> behind it (every entry about to be stored is a candidate); otherwise the
-    /// current point stays. Pure: the caller commits the remaining candidates only once the store has the entries, so a
+    /// <paramref name="persistedIndex"/> exceeds twice <see cref="WalRetention.Entries"/> entries or twice
+    /// <see cref="WalRetention.Bytes"/> payload bytes, and then to the newest applied point that leaves at most
+    /// <see cref="WalRetention.Entries"/> entries and less than <see cref="WalRetention.Bytes"/> bytes (and one entry)
+    /// after it (every entry about to be stored is a candidate); otherwise the current point stays. Pure: the caller commits the remaining candidates only once the store has the entries, so a
     /// failed store write retried later does not count its entries twice.
     /// </summary>
     /// <remarks>
@@ -572,17 +690,17 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// 150 ms of added delay slowed the leader's commit and apply from 15 ms to 170 to 280 ms and ordering to a quarter of
     /// its rate; with the point moving once per retained window, not at all. See docs/design.md.
     /// </remarks>
-    private (SnapshotPoint Chosen, List<SnapshotPoint> Remaining) ChooseSnapshot(int taken, ulong storedHeight, long persistedIndex)
+    private (SnapshotPoint Chosen, List<SnapshotCandidate> Remaining) ChooseSnapshot(int taken, ulong storedHeight, long persistedIndex)
     {
         lock (gate)
         {
-            var candidates = new List<SnapshotPoint>(snapshotCandidates.Count + taken);
+            var candidates = new List<SnapshotCandidate>(snapshotCandidates.Count + taken);
             candidates.AddRange(snapshotCandidates);
             var height = storedHeight;
             foreach (var effect in unpersisted.Take(taken))
             {
                 height = effect.Batch?.Header.Height ?? height;
-                candidates.Add(new SnapshotPoint(effect.Index, effect.Term, height));
+                candidates.Add(new SnapshotCandidate(new SnapshotPoint(effect.Index, effect.Term, height), effect.Bytes));
             }
 
             var current = snapshot?.Point ?? new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight);
@@ -592,43 +710,94 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 // transfer holds a read of the log that the compaction would wait for.
                 freshSnapshotRequested = false;
                 Transfers.ReleaseHold();
-                return (candidates[^1], []);
+                return (candidates[^1].Point, []);
             }
 
-            if (persistedIndex - current.Index <= 2 * retainedEntries)
+            var keptBytes = 0L;
+            foreach (var candidate in candidates)
+                keptBytes += candidate.Bytes;
+            if (persistedIndex - current.Index <= Saturating(2, retention.Entries) && keptBytes <= Saturating(2, retention.Bytes))
                 return (current, candidates);
+
+            // The bytes after a candidate are the bytes of every later candidate: each persisted entry is one.
             var chosen = current;
             var consumed = 0;
-            while (consumed < candidates.Count && candidates[consumed].Index <= persistedIndex - retainedEntries)
-                chosen = candidates[consumed++];
+            var bytesAfter = keptBytes;
+            while (consumed < candidates.Count)
+            {
+                var candidate = candidates[consumed];
+                bytesAfter -= candidate.Bytes;
+                if (candidate.Point.Index > persistedIndex - retention.Entries && bytesAfter < retention.Bytes)
+                    break;
+                chosen = candidate.Point;
+                consumed++;
+            }
+
             // A follower is being sent the current snapshot: keep the log after it until it can ask for those entries,
             // unless that would keep more than a bounded multiple of the normal window.
-            if (consumed > 0 && snapshot is not null && Transfers.Holding && candidates.Count <= TransferHoldFactor * retainedEntries + taken)
+            if (consumed > 0 && snapshot is not null && Transfers.Holding
+                && persistedIndex - current.Index <= Saturating(TransferHoldFactor, retention.Entries) && keptBytes <= Saturating(TransferHoldFactor, retention.Bytes))
                 return (current, candidates);
             var remaining = candidates.GetRange(consumed, candidates.Count - consumed);
-            Invariant.Check(remaining.Count <= TransferHoldFactor * retainedEntries + taken, "snapshot candidates stay within the retained window");
+            Invariant.Check(remaining.Count <= retention.Entries + taken, "snapshot candidates stay within the retained window");
+            Invariant.Check(remaining.Count == 0 || remaining.Sum(c => c.Bytes) - remaining[0].Bytes < retention.Bytes,
+                "the retained entries stay within the retained bytes (plus one entry)");
             return (chosen, remaining);
         }
     }
 
-    private void LoadStoredBatches()
+    /// <summary>
+    /// The newest stored batches, ascending, as many as the recent tx index and the ring hold: the only batches read at
+    /// startup. Each is checked as it is read back (counts, Merkle root, chain links, and the oldest one's parent against
+    /// the history file).
+    /// </summary>
+    private List<StoredBatch> LoadRecentBatches()
     {
-        if (durable.LastHeight == 0)
-            return;
-        BatchHeader? previous = null;
-        foreach (var batch in store.Scan(1, durable.LastHeight))
+        const ulong PageBatches = 128;
+        var loaded = new List<StoredBatch>();
+        long txs = 0;
+        long bytes = 0;
+        var height = durable.LastHeight;
+        var full = false;
+        while (height >= 1 && !full)
         {
-            // Check data read back before trusting it: a corrupt store must stop the node, not serve wrong data.
-            batch.Verify();
-            Invariant.Check(batch.Header.Height == (previous?.Height ?? 0) + 1, $"stored heights are contiguous at {batch.Header.Height}");
-            Invariant.Check(batch.Header.ParentHash == (previous?.Commitment ?? Hash32.Zero), $"stored batch {batch.Header.Height} links to its parent");
-            txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
-            recent[batch.Header.Height % (ulong)recent.Length] = batch;
-            previous = batch.Header;
+            var from = height > PageBatches ? height - PageBatches + 1 : 1;
+            var page = store.Scan(from, height).ToList();
+            Invariant.Check(page.Count == (int)(height - from + 1), $"the store holds every batch its checkpoint names ({from} to {height})");
+            for (var i = page.Count - 1; i >= 0; i--)
+            {
+                var batch = page[i];
+                if (loaded.Count == recent.Length || txs + batch.TxHashes.Length > limits.MaxRecentTxs
+                    || bytes + RecentBatches.BytesFor(batch.TxHashes.Length) > limits.MaxRecentBatchBytes)
+                {
+                    full = true;
+                    break;
+                }
+
+                // Check data read back before trusting it: a corrupt store must stop the node, not serve wrong data.
+                batch.Verify();
+                Invariant.Check(batch.Header.Height == from + (ulong)i, $"stored batch {from + (ulong)i} has its height");
+                if (loaded.Count > 0)
+                    Invariant.Check(loaded[^1].Header.ParentHash == batch.Header.Commitment, $"stored batch {loaded[^1].Header.Height} links to its parent");
+                loaded.Add(batch);
+                txs += batch.TxHashes.Length;
+                bytes += RecentBatches.BytesFor(batch.TxHashes.Length);
+            }
+
+            height = from - 1;
         }
 
-        Invariant.Check(previous is not null && previous.Height == durable.LastHeight, "the store holds every batch its checkpoint names");
-        lastHeader = previous;
+        loaded.Reverse();
+        Invariant.Check(durable.LastHeight == 0 || (loaded.Count > 0 && loaded[^1].Header.Height == durable.LastHeight), "the newest stored batch is loaded");
+        if (loaded.Count > 0 && loaded[0].Header.Height > 1)
+        {
+            // The batch below the loaded ones is not read: the history file holds its commitment.
+            var below = loaded[0].Header.Height - 1;
+            Invariant.Check(store.History.Node(0, below - 1) == MerkleTree.HashLeaf(loaded[0].Header.ParentHash),
+                $"stored batch {below + 1} links to the commitment the history holds for {below}");
+        }
+
+        return loaded;
     }
 
     /// <inheritdoc/>
@@ -706,13 +875,19 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         public List<byte[]> DkgEntries { get; } = [];
     }
 
-    private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch, LedgerEffects? Signing, ulong SignedWatermark);
+    private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch, LedgerEffects? Signing, ulong SignedWatermark, long Bytes);
+
+    /// <summary><paramref name="factor"/> times <paramref name="value"/>, or <see cref="long.MaxValue"/> beyond it.</summary>
+    private static long Saturating(int factor, long value) => value > long.MaxValue / factor ? long.MaxValue : factor * value;
+
+    /// <summary>A persisted entry the snapshot point may move to, and the entry's payload bytes.</summary>
+    private readonly record struct SnapshotCandidate(SnapshotPoint Point, long Bytes);
 
     [LoggerMessage(EventId = 104, Level = LogLevel.Warning, Message = "The snapshot at index {Index} is being sent again (a follower's install outlasted the Raft request timeout): the snapshot point moves to the newest stored entry once no transfer is in flight")]
     private static partial void LogSnapshotResent(ILogger logger, long index);
 
-    [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Loaded the store: height {Height}, applied index {AppliedIndex}, snapshot index {SnapshotIndex}, {TxCount} ordered txs")]
-    private static partial void LogLoaded(ILogger logger, ulong height, long appliedIndex, long snapshotIndex, int txCount);
+    [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Loaded the store: height {Height}, applied index {AppliedIndex}, snapshot index {SnapshotIndex}, {TxCount} ordered txs; the newest {Batches} batches ({RecentTxs} txs) in memory")]
+    private static partial void LogLoaded(ILogger logger, ulong height, long appliedIndex, long snapshotIndex, long txCount, int batches, int recentTxs);
 
     [LoggerMessage(EventId = 103, Level = LogLevel.Error, Message = "The final store write at shutdown failed; the Raft log replays the entries at the next start")]
     private static partial void LogFinalFlushFailed(ILogger logger, Exception exception);

@@ -32,9 +32,14 @@ public sealed class SequencerStateMachine(AppliedState state, DirectoryInfo scra
         }
 
         ILogCommand? command = null;
+        long bytes = 0;
         if (entry.TryGetPayload(out var payload) && !payload.IsEmpty)
+        {
             command = LogCommandCodec.Decode(payload);
-        await state.ApplyAsync(command, entry.Index, entry.Term, token, entry.Context as BatchProposal).ConfigureAwait(false);
+            bytes = payload.Length;
+        }
+
+        await state.ApplyAsync(command, entry.Index, entry.Term, token, entry.Context as BatchProposal, bytes).ConfigureAwait(false);
         return entry.Index;
     }
 

@@ -23,6 +23,7 @@ public static class RunCommand
     private static readonly Option<string[]> LimitOption = new("--limit") { Description = "Override a limit, NAME=VALUE (e.g. maxBatchDelayMs=5); repeatable." };
     private static readonly Option<int?> ExitWithParentOption = new("--exit-with-parent") { Description = "Exit when the process with this id exits (used by launchers)." };
     private static readonly Option<long?> RetainedOption = new("--wal-retained-entries") { Description = "Applied entries the WAL keeps behind the store before compaction (default 4096)." };
+    private static readonly Option<long?> RetainedBytesOption = new("--wal-retained-bytes") { Description = "The most entry bytes the WAL keeps behind the store before compaction (default 32 MiB); bounds the WAL's memory." };
     private static readonly Option<string?> AdminTokenOption = new("--admin-token") { Description = "Enables /admin routes for clients that send this bearer token (or set SEQUENCER_ADMIN_TOKEN)." };
 #if SEQUENCER_TEST_FAULTS
     private static readonly Option<string[]> TestFaultOption = new("--test-fault") { Description = "TEST BUILD ONLY: break safety on purpose (ack-before-commit, drop-batch=H, follower-ack-before-fsync)." };
@@ -39,7 +40,7 @@ public static class RunCommand
         var command = new Command("run", "Run a sequencer node.")
         {
             ConfigOption, IdOption, DataOption, RaftOption, RaftListenOption, ApiOption, ChainIdOption, MemberOption,
-            ElectionOption, ClockSkewOption, LimitOption, RetainedOption, AdminTokenOption, ExitWithParentOption, PrintConfigOption,
+            ElectionOption, ClockSkewOption, LimitOption, RetainedOption, RetainedBytesOption, AdminTokenOption, ExitWithParentOption, PrintConfigOption,
             GroupKeyOption, KeyShareOption, SignerFaultOption, DkgThresholdOption,
         };
 #if SEQUENCER_TEST_FAULTS
@@ -114,6 +115,8 @@ public static class RunCommand
             options = options with { AdminToken = adminToken };
         if (result.GetValue(RetainedOption) is { } retained)
             options = options with { WalRetainedEntries = retained };
+        if (result.GetValue(RetainedBytesOption) is { } retainedBytes)
+            options = options with { WalRetainedBytes = retainedBytes };
         if (result.GetValue(GroupKeyOption) is { } groupKey)
             options = options with { GroupKeyFile = groupKey };
         if (result.GetValue(KeyShareOption) is { } keyShare)

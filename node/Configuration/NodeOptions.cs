@@ -71,11 +71,27 @@ public sealed record NodeOptions
     /// <summary>Raft timing.</summary>
     public RaftTimingOptions RaftTiming { get; init; } = new();
 
-    /// <summary>The size of one WAL chunk file. Each chunk keeps a memory map open, so small chunks exhaust file handles.</summary>
-    public int WalChunkBytes { get; init; } = 16 * 1024 * 1024;
+    /// <summary>
+    /// The size of one WAL chunk file for a new log (an existing log keeps the size it was created with): a power of two,
+    /// because DotNext 6.12 splits a log address into chunk and offset with a shift and a mask (any other size
+    /// corrupts the log at the first chunk boundary). The WAL keeps every chunk from the compaction point to its tail in
+    /// process memory, and a chunk below the 2 MiB huge page is discarded when compaction releases it, while DotNext keeps
+    /// released huge-page-aligned chunks resident in its pool (docs/design.md, departure 9). An entry may span chunks.
+    /// </summary>
+    public int WalChunkBytes { get; init; } = 1024 * 1024;
 
-    /// <summary>How many applied entries the WAL keeps behind the store before it may be compacted.</summary>
+    /// <summary>
+    /// How many applied entries the WAL keeps behind the store before it may be compacted, so that a briefly lagging
+    /// follower catches up from the log; <see cref="WalRetainedBytes"/> caps them in bytes.
+    /// </summary>
     public long WalRetainedEntries { get; init; } = 4096;
+
+    /// <summary>
+    /// The most payload bytes of applied entries the WAL keeps behind the store: the log is compacted behind the newest
+    /// entry that leaves at most this many bytes (plus one entry) after it, even when that is fewer than
+    /// <see cref="WalRetainedEntries"/> entries. This bounds the WAL's memory whatever the batch size.
+    /// </summary>
+    public long WalRetainedBytes { get; init; } = 32L * 1024 * 1024;
 
     /// <summary>The bearer token of the /admin routes; null disables them.</summary>
     public string? AdminToken { get; init; }
@@ -137,9 +153,10 @@ public sealed record NodeOptions
             "election timeouts need 50 <= lower < upper");
         Require(RaftTiming.HeartbeatThreshold is > 0 and < 1, "the heartbeat threshold must be in (0, 1)");
         Require(RaftTiming.RequestTimeoutMs is null or > 0, "the Raft request timeout must be positive");
-        Require(WalChunkBytes >= 4 * 1024 * 1024 && WalChunkBytes <= 1024 * 1024 * 1024, "the WAL chunk size must be in [4 MiB, 1 GiB]");
-        Require(WalChunkBytes >= Limits.MaxBatchBytes + 4096, "the WAL chunk size must hold the largest batch entry");
+        Require(WalChunkBytes >= 64 * 1024 && WalChunkBytes <= 1024 * 1024 * 1024, "the WAL chunk size must be in [64 KiB, 1 GiB]");
+        Require(int.IsPow2(WalChunkBytes), "the WAL chunk size must be a power of two (DotNext splits log addresses with a shift and a mask)");
         Require(WalRetainedEntries >= 0, "the retained WAL entries cannot be negative");
+        Require(WalRetainedBytes >= 0, "the retained WAL bytes cannot be negative");
         Require(Math.Abs(ClockSkewMs) <= 24 * 3600 * 1000, "the clock skew must be within a day");
         Require(AdminToken is null || AdminToken.Length >= 16, "the admin token must be at least 16 characters");
         Require(KeyShareFile is null || GroupKeyFile is not null, "a key share needs the group key file too (--group-key)");

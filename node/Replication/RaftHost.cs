@@ -64,16 +64,26 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
         var dataDir = Directory.CreateDirectory(options.DataDir);
         store = new LiteDbBatchStore(Path.Combine(dataDir.FullName, "store.db"));
-        State = new AppliedState(store, new ChainParameters(options.ChainId, 0), options.Limits, options.WalRetainedEntries,
-            time, loggerFactory.CreateLogger<AppliedState>(), loops);
+        if (store.RebuiltIndexTxs > 0)
+            LogTxIndexRebuilt(logger, store.RebuiltIndexTxs);
+        State = new AppliedState(store, new ChainParameters(options.ChainId, 0), options.Limits,
+            new WalRetention(options.WalRetainedEntries, options.WalRetainedBytes), time, loggerFactory.CreateLogger<AppliedState>(), loops);
         var stateMachine = new SequencerStateMachine(State, dataDir.CreateSubdirectory("scratch"));
+        var walDir = Path.Combine(dataDir.FullName, "wal");
+        var chunkBytes = WalChunkSize.Resolve(walDir, options.WalChunkBytes);
+        if (chunkBytes != options.WalChunkBytes)
+            LogWalChunkKept(logger, walDir, chunkBytes, options.WalChunkBytes);
+        WalChunkSize.Record(walDir, chunkBytes);
         wal = new DurableWriteAheadLog(new WriteAheadLog.Options
         {
-            Location = Path.Combine(dataDir.FullName, "wal"),
-            ChunkSize = options.WalChunkBytes,
+            Location = walDir,
+            ChunkSize = chunkBytes,
             HashAlgorithm = WriteAheadLog.IntegrityHashAlgorithm.XxHash64,
             // Private buffers written with pwrite, not memory-mapped chunks: on a full disk a write through a mapping
             // kills the process with SIGBUS and no message, while pwrite fails with ENOSPC and the node stops cleanly.
+            // DotNext keeps every chunk from the compaction point to the tail in process memory; what bounds that memory
+            // is the retention (WalRetainedBytes: the snapshot point, and so compaction, trails the store by at most that
+            // many bytes) and a chunk size that lets released chunks leave memory (NodeOptions.WalChunkBytes).
             MemoryManagement = WriteAheadLog.MemoryManagementStrategy.PrivateMemory,
         }, stateMachine);
 
@@ -127,6 +137,12 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
     /// <summary>The number of follower appends made durable before they were acknowledged.</summary>
     public long DurableAppends => wal.DurableAppends;
+
+    /// <summary>The memory the store's tx index keeps (its filters and fences: about 1.35 bytes per stored tx).</summary>
+    public long StoredTxIndexBytes => store.TxIndexMemoryBytes;
+
+    /// <summary>The store's tx index run files.</summary>
+    public int StoredTxIndexRuns => store.TxIndexRuns;
 
     /// <summary>This node's member entry.</summary>
     public MemberOptions Self => options.Members.First(m => m.Id == options.NodeId);
@@ -320,6 +336,12 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
     [LoggerMessage(EventId = 5, Level = LogLevel.Information, Message = "Node {NodeId} stopped: applied index {AppliedIndex}, stored index {StoredIndex}, stored height {StoredHeight}")]
     private static partial void LogStopped(ILogger logger, int nodeId, long appliedIndex, long storedIndex, ulong storedHeight);
+
+    [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "The store's tx index was rebuilt from the stored batches: {TxCount} txs")]
+    private static partial void LogTxIndexRebuilt(ILogger logger, long txCount);
+
+    [LoggerMessage(EventId = 6, Level = LogLevel.Warning, Message = "The WAL at {Path} was created with {ExistingBytes}-byte chunks and keeps them (configured: {ConfiguredBytes}); DotNext cannot change the chunk size of an existing log")]
+    private static partial void LogWalChunkKept(ILogger logger, string path, int existingBytes, int configuredBytes);
 
     [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Leader changed to node {LeaderId} in term {Term} (0: none)")]
     private static partial void LogLeaderChanged(ILogger logger, int leaderId, long term);

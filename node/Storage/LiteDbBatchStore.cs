@@ -9,12 +9,14 @@ namespace Sequencer.Node.Storage;
 
 /// <summary>
 /// The LiteDB <see cref="IBatchStore"/>: one document per batch (header fields, commitment, tx hashes) and one
-/// checkpoint document, written together in one transaction per group.
+/// checkpoint document, written together in one transaction per group; beside it, the history file and the tx index.
 /// </summary>
 /// <remarks>
 /// LiteDB fsyncs on every commit (measured here: about 0.85 ms per commit of a small document), which is why the
 /// applied state groups many batches into one <see cref="Append"/>. Tx hashes are stored as one binary block per
-/// batch rather than one document per tx: indexed inserts measured about 3k per second.
+/// batch rather than one document per tx: indexed inserts measured about 3k per second. So the hash-to-position
+/// lookup is not a LiteDB index but <see cref="StoredTxIndex"/>: sorted run files in <c>txindex/</c>, written before
+/// the transaction like the history file.
 /// </remarks>
 public sealed class LiteDbBatchStore : IBatchStore
 {
@@ -31,13 +33,21 @@ public sealed class LiteDbBatchStore : IBatchStore
     private readonly ILiteCollection<BsonDocument> keyEpochCollection;
     private readonly ILiteCollection<BsonDocument> commitmentCollection;
     private readonly ILiteCollection<BsonDocument> dkgCollection;
+    // One LiteDB operation at a time, reads included. LiteDB 5.0.20's page cache lets a concurrent reader use a page
+    // buffer it is recycling (litedb-org/LiteDB#2817: "page type must be index page" and garbage reads, on databases
+    // larger than the cache), which stopped a node under load once lookups of older batches went to the store, and it
+    // grows in 8 MB steps that it never returns under concurrent use (#2813, #2020). Reads wait for a store
+    // transaction at most (tens of milliseconds); the tx index and the history file are outside LiteDB.
     private readonly Lock writer = new();
     private readonly HistoryFile history;
+    private readonly StoredTxIndex txIndex;
     private StoreCheckpoint current;
 
     /// <summary>Opens (or creates) the store file at <paramref name="path"/>.</summary>
+    /// <param name="path">The LiteDB file; the history file and the tx index live beside it.</param>
+    /// <param name="backgroundMerges">False: the tx index merges its runs only when asked (<see cref="MergeTxIndex"/>, tests).</param>
     /// <exception cref="IOException">The file cannot be opened.</exception>
-    public LiteDbBatchStore(string path)
+    public LiteDbBatchStore(string path, bool backgroundMerges = true)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
@@ -52,9 +62,48 @@ public sealed class LiteDbBatchStore : IBatchStore
         CheckFormat(path);
         var last = current.LastHeight == 0 ? Hash32.Zero : (Get(current.LastHeight)?.Header.Commitment
             ?? throw new DataFormatException($"the store {path} names height {current.LastHeight} in its checkpoint but does not hold that batch"));
-        history = new HistoryFile(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "history.bin"), current.LastHeight, last,
+        var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        history = new HistoryFile(Path.Combine(directory, "history.bin"), current.LastHeight, last,
             () => Scan(1, current.LastHeight).Select(b => b.Header.Commitment));
+        try
+        {
+            txIndex = new StoredTxIndex(Path.Combine(directory, "txindex"), current.LastHeight, Scan, backgroundMerges);
+        }
+        catch
+        {
+            history.Dispose();
+            database.Dispose();
+            throw;
+        }
     }
+
+    /// <summary>How many txs the tx index rebuilt from the stored batches at open (0: its files were intact).</summary>
+    public long RebuiltIndexTxs => txIndex.RebuiltTxs;
+
+    /// <summary>The tx index's run files.</summary>
+    public int TxIndexRuns => txIndex.RunCount;
+
+    /// <summary>The tx index's memory (its filters and fences).</summary>
+    public long TxIndexMemoryBytes => txIndex.MemoryBytes;
+
+    /// <summary>Merges the tx index's runs now until no merge is due (tests; a node merges in the background).</summary>
+    public void MergeTxIndex() => txIndex.MergeAll();
+
+    /// <inheritdoc/>
+    public bool TryGetTxPosition(Hash32 hash, ulong maxHeight, out TxPosition position)
+    {
+        try
+        {
+            return txIndex.TryFind(hash, maxHeight, out position);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new IOException(e.Message, e);
+        }
+    }
+
+    /// <inheritdoc/>
+    public long TxCount => txIndex.TxCount;
 
     /// <summary>
     /// A store written by a v1 node (headers without a history root, DESIGN section 5) cannot be read by this one:
@@ -118,12 +167,16 @@ public sealed class LiteDbBatchStore : IBatchStore
                 }
             }
 
-            // The history file is written (and fsynced) first; should the transaction fail, it is cut back.
+            // The history file and the tx index runs are written (and fsynced) first; should the transaction fail, the
+            // history is cut back and the runs deleted.
+            IReadOnlyList<TxIndexRun>? runs = null;
             try
             {
                 history.Append(batches.Select(b => b.Header.Commitment));
+                if (batches.Count > 0)
+                    runs = txIndex.Prepare(batches);
             }
-            catch (IOException)
+            catch
             {
                 history.Truncate(storedLeaves);
                 throw;
@@ -159,6 +212,7 @@ public sealed class LiteDbBatchStore : IBatchStore
             {
                 database.Rollback();
                 history.Truncate(storedLeaves);
+                StoredTxIndex.Abandon(runs);
                 throw new IOException($"store write failed: {e.Message}", e);
             }
             catch
@@ -167,17 +221,22 @@ public sealed class LiteDbBatchStore : IBatchStore
                 // this thread: the next write, or the flush at shutdown, would fail with "a transaction is already open".
                 database.Rollback();
                 history.Truncate(storedLeaves);
+                StoredTxIndex.Abandon(runs);
                 throw;
             }
 
             current = checkpoint;
+            if (runs is not null)
+                txIndex.Commit(runs);
         }
     }
 
     /// <inheritdoc/>
     public StoredBatch? Get(ulong height)
     {
-        var document = batchCollection.FindById((long)height);
+        BsonDocument? document;
+        lock (writer)
+            document = batchCollection.FindById((long)height);
         return document is null ? null : FromDocument(document);
     }
 
@@ -189,7 +248,10 @@ public sealed class LiteDbBatchStore : IBatchStore
         while (next <= toHeight)
         {
             var last = Math.Min(toHeight, next + ScanPageBatches - 1);
-            var page = batchCollection.Find(Query.Between("_id", (long)next, (long)last)).Select(FromDocument).ToList();
+            List<BsonDocument> documents;
+            lock (writer)
+                documents = [.. batchCollection.Find(Query.Between("_id", (long)next, (long)last))];
+            var page = documents.Select(FromDocument).ToList();
             foreach (var batch in page.OrderBy(b => b.Header.Height))
             {
                 if (batch.Header.Height != next)
@@ -206,14 +268,18 @@ public sealed class LiteDbBatchStore : IBatchStore
     /// <inheritdoc/>
     public SignedHead? GetHead(ulong height)
     {
-        var document = signatureCollection.FindById((long)height);
+        BsonDocument? document;
+        lock (writer)
+            document = signatureCollection.FindById((long)height);
         return document is null ? null : ToHead(document);
     }
 
     /// <inheritdoc/>
     public SignedHead? CoveringHead(ulong height)
     {
-        var document = signatureCollection.Query().Where(Query.GTE("_id", (long)height)).OrderBy("_id").Limit(1).FirstOrDefault();
+        BsonDocument? document;
+        lock (writer)
+            document = signatureCollection.Query().Where(Query.GTE("_id", (long)height)).OrderBy("_id").Limit(1).FirstOrDefault();
         return document is null ? null : ToHead(document);
     }
 
@@ -221,7 +287,8 @@ public sealed class LiteDbBatchStore : IBatchStore
     public IReadOnlyList<SignedHead> Heads(ulong fromHeight, int limit)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
-        return [.. signatureCollection.Query().Where(Query.GTE("_id", (long)fromHeight)).OrderBy("_id").Limit(limit).ToEnumerable().Select(ToHead)];
+        lock (writer)
+            return [.. signatureCollection.Query().Where(Query.GTE("_id", (long)fromHeight)).OrderBy("_id").Limit(limit).ToEnumerable().Select(ToHead)];
     }
 
     private static SignedHead ToHead(BsonDocument document) => new(
@@ -234,16 +301,27 @@ public sealed class LiteDbBatchStore : IBatchStore
 
     /// <inheritdoc/>
     public IReadOnlyList<StoredKeyEpoch> ReadKeyEpochs()
-        => [.. keyEpochCollection.FindAll().Select(d => new StoredKeyEpoch(
-            unchecked((ulong)d["_id"].AsInt64),
-            d["threshold"].AsInt32,
-            d["groupKey"].AsBinary,
-            [.. d["members"].AsArray.Select(v => v.AsInt32)],
-            [.. d["shares"].AsArray.Select(v => v.AsBinary)],
-            d["raftIndex"].AsInt64)).OrderBy(k => k.Epoch)];
+    {
+        lock (writer)
+        {
+            return [.. keyEpochCollection.FindAll().Select(d => new StoredKeyEpoch(
+                unchecked((ulong)d["_id"].AsInt64),
+                d["threshold"].AsInt32,
+                d["groupKey"].AsBinary,
+                [.. d["members"].AsArray.Select(v => v.AsInt32)],
+                [.. d["shares"].AsArray.Select(v => v.AsBinary)],
+                d["raftIndex"].AsInt64)).OrderBy(k => k.Epoch)];
+        }
+    }
 
     /// <inheritdoc/>
     public CommitmentPool ReadCommitments()
+    {
+        lock (writer)
+            return ReadCommitmentsLocked();
+    }
+
+    private CommitmentPool ReadCommitmentsLocked()
     {
         var commitments = commitmentCollection.Find(Query.GTE("_id", 0L))
             .Select(d => new StoredCommitment(CommitmentSigner(d["_id"].AsInt64), CommitmentSequence(d["_id"].AsInt64), d["v"].AsBinary))
@@ -268,7 +346,10 @@ public sealed class LiteDbBatchStore : IBatchStore
 
     /// <inheritdoc/>
     public IReadOnlyList<byte[]> ReadDkgEntries()
-        => [.. dkgCollection.FindAll().OrderBy(d => d["_id"].AsInt64).Select(d => d["v"].AsBinary)];
+    {
+        lock (writer)
+            return [.. dkgCollection.FindAll().OrderBy(d => d["_id"].AsInt64).Select(d => d["v"].AsBinary)];
+    }
 
     private void WriteDkg(SigningWrites signing)
     {
@@ -318,7 +399,9 @@ public sealed class LiteDbBatchStore : IBatchStore
     /// <inheritdoc/>
     public void Dispose()
     {
-        database.Dispose();
+        txIndex.Dispose();
+        lock (writer)
+            database.Dispose();
         history.Dispose();
     }
 

@@ -13,15 +13,16 @@ public sealed class AppliedStateTests
 {
     private static readonly SequencerLimits Limits = new() { PersistGroupBatches = 4, MaxUnpersistedBatches = 16, PersistIntervalMs = 10_000 };
 
-    private static AppliedState Open(IBatchStore store, long retained = 0, ulong chainId = 42)
-        => new(store, new ChainParameters(chainId, 0), Limits, retained, new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance);
+    private static AppliedState Open(IBatchStore store, long retained = 0, ulong chainId = 42, long retainedBytes = long.MaxValue, SequencerLimits? limits = null)
+        => new(store, new ChainParameters(chainId, 0), limits ?? Limits, new WalRetention(retained, retainedBytes),
+            new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance);
 
-    private static async Task ApplyBatchesAsync(AppliedState state, int count, long firstIndex = 1, int txsPerBatch = 3)
+    private static async Task ApplyBatchesAsync(AppliedState state, int count, long firstIndex = 1, int txsPerBatch = 3, long entryBytes = 0)
     {
         for (var i = 0; i < count; i++)
         {
             var txs = Enumerable.Range(0, txsPerBatch).Select(j => BatchApplierTests.Tx((int)(firstIndex + i) * 100 + j)).ToList();
-            await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5000, Txs = txs }, firstIndex + i, 1, CancellationToken.None);
+            await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5000, Txs = txs }, firstIndex + i, 1, CancellationToken.None, entryBytes: entryBytes);
         }
     }
 
@@ -99,7 +100,7 @@ public sealed class AppliedStateTests
         // transfer is in flight and for its grace period after, the snapshot point does not move (it used to move on
         // with the store, and a catching-up follower was sent one snapshot after another for as long as load lasted).
         var clock = new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000));
-        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, 4, clock, NullLogger.Instance);
+        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(4, long.MaxValue), clock, NullLogger.Instance);
         await ApplyBatchesAsync(state, 10);
         await state.FlushAsync(CancellationToken.None);
         var held = state.CurrentSnapshot!.Index;
@@ -292,6 +293,153 @@ public sealed class AppliedStateTests
         await ApplyBatchesAsync(state, 4, firstIndex: 11);
         await state.FlushAsync(CancellationToken.None);
         Assert.Equal(12, state.CurrentSnapshot!.Index);
+    }
+
+    [Fact]
+    public async Task SnapshotPoint_LargeEntries_TrailsTheStoreByTheRetainedBytesNotTheRetainedEntries()
+    {
+        // The WAL holds the uncompacted log in process memory: with large entries the byte bound, not the entry count,
+        // decides where the log may be compacted. 100-byte entries and 250 retained bytes: the log keeps entries until
+        // they reach the bound, so 8, 9 and 10 (300 bytes, less than the bound and one entry).
+        await using var state = Open(new InMemoryBatchStore(), retained: 1000, retainedBytes: 250);
+        await ApplyBatchesAsync(state, 10, entryBytes: 100);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(7, state.CurrentSnapshot!.Index);
+        Assert.Equal(7, state.Durable.SnapshotIndex);
+
+        // Small entries: the entry count binds (3 entries of 1 byte are kept, far below the byte bound).
+        await using var small = Open(new InMemoryBatchStore(), retained: 3, retainedBytes: 250);
+        await ApplyBatchesAsync(small, 10, entryBytes: 1);
+        await small.FlushAsync(CancellationToken.None);
+        Assert.Equal(7, small.CurrentSnapshot!.Index);
+
+        // An entry larger than the bound is kept on its own (the point stays right before it), and small entries after
+        // it do not move the point until they add up to the bound.
+        await using var huge = Open(new InMemoryBatchStore(), retained: 1000, retainedBytes: 250);
+        await ApplyBatchesAsync(huge, 4, entryBytes: 1000);
+        await huge.FlushAsync(CancellationToken.None);
+        Assert.Equal(3, huge.CurrentSnapshot!.Index);
+        await ApplyBatchesAsync(huge, 2, firstIndex: 5, entryBytes: 10);
+        await huge.FlushAsync(CancellationToken.None);
+        Assert.Equal(3, huge.CurrentSnapshot!.Index);
+    }
+
+    // A recent tx index of 10 txs: three batches of 3 txs, so older batches are looked up in the store.
+    private static readonly SequencerLimits SmallWindow = Limits with { MaxBatchTxs = 5, MaxRecentTxs = 10, MaxTxsPerRequest = 5 };
+
+    private static Sequencer.Core.Hashing.Hash32 TxHash(int i) => Sequencer.Core.Hashing.Keccak256.Hash(BatchApplierTests.Tx(i));
+
+    [Fact]
+    public async Task TxOlderThanTheRecentIndex_IsFoundInTheStore_AndIsNeverOrderedAgain()
+    {
+        var store = new InMemoryBatchStore();
+        await using var state = Open(store, limits: SmallWindow);
+        await ApplyBatchesAsync(state, 10);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.InRange(state.RecentTxCount, 1, 10);
+        Assert.Equal(30, state.OrderedTxCount);
+
+        // Batch 1 left the recent index long ago; its txs are found in the store, at their positions.
+        Assert.True(state.TryGetPosition(TxHash(101), out var position));
+        Assert.Equal(new TxPosition(1, 1), position);
+
+        // Apply drops the old tx (INV-NODUP) and orders only the new one, deterministically.
+        var applied = await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5000, Txs = [BatchApplierTests.Tx(101), BatchApplierTests.Tx(7777)] }, 11, 1, CancellationToken.None);
+        Assert.NotNull(applied);
+        Assert.True(applied.Outcomes[0].Duplicate);
+        Assert.Equal(new TxPosition(1, 1), applied.Outcomes[0].Position);
+        Assert.False(applied.Outcomes[1].Duplicate);
+        Assert.Equal(1U, applied.Header!.TxCount);
+    }
+
+    [Fact]
+    public async Task Apply_WhenUnstoredTxsWouldOverflowTheRecentIndex_WaitsForThePersister()
+    {
+        // The persister's timer never fires (fake time): only apply's back-pressure can make it write.
+        var store = new InMemoryBatchStore();
+        await using var state = Open(store, limits: SmallWindow);
+        await ApplyBatchesAsync(state, 3);
+        Assert.Equal(0UL, store.ReadCheckpoint().LastHeight);
+
+        // 9 unstored txs and 3 more do not fit in 10: the fourth batch is applied only once the store holds some.
+        await ApplyBatchesAsync(state, 1, firstIndex: 4).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(store.ReadCheckpoint().LastHeight >= 2, $"the store holds {store.ReadCheckpoint().LastHeight} batches");
+        Assert.InRange(state.RecentTxCount, 1, 10);
+        Assert.True(state.TryGetPosition(TxHash(100), out var first));
+        Assert.Equal(new TxPosition(1, 0), first);
+    }
+
+    [Fact]
+    public async Task Reopen_LoadsOnlyTheNewestBatches_AndFindsOlderTxsInTheStore()
+    {
+        var store = new InMemoryBatchStore();
+        BatchHeader? last;
+        await using (var state = Open(store, limits: SmallWindow))
+        {
+            await ApplyBatchesAsync(state, 12);
+            last = state.LastHeader;
+        }
+
+        await using var reopened = Open(store, limits: SmallWindow);
+        Assert.Equal(last, reopened.LastHeader);
+        Assert.Equal(9, reopened.RecentTxCount);
+        Assert.Equal(36, reopened.OrderedTxCount);
+        Assert.True(reopened.TryGetPosition(TxHash(202), out var old));
+        Assert.Equal(new TxPosition(2, 2), old);
+        Assert.True(reopened.TryGetPosition(TxHash(1201), out var recent));
+        Assert.Equal(new TxPosition(12, 1), recent);
+        Assert.Equal(2UL, reopened.GetBatch(2)!.Header.Height);
+
+        // Apply continues on top of the loaded batches.
+        await ApplyBatchesAsync(reopened, 2, firstIndex: 13);
+        Assert.Equal(14UL, reopened.LastHeader!.Height);
+    }
+
+    [Fact]
+    public async Task RecentBatches_StayWithinTheirBytes_AndApplyWaitsForThePersisterWhenUnstoredOnesWouldNotFit()
+    {
+        // 3-tx batches count 504 bytes each: 1600 bytes hold three of them, whatever the batch count limits say.
+        var limits = Limits with { MaxBatchTxs = 5, MaxTxsPerRequest = 5, MaxRecentBatchBytes = 1600 };
+        Assert.Equal(504, RecentBatches.BytesFor(3));
+        var store = new InMemoryBatchStore();
+        await using var state = Open(store, limits: limits);
+        await ApplyBatchesAsync(state, 3);
+        Assert.Equal((3, 1512L), state.RecentBatchesHeld);
+        Assert.Equal(0UL, store.ReadCheckpoint().LastHeight);
+
+        // A fourth unstored batch would not fit: apply waits until the persister has stored some (the persister's timer
+        // never fires here, so only apply's back-pressure can make it write).
+        await ApplyBatchesAsync(state, 1, firstIndex: 4).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(store.ReadCheckpoint().LastHeight >= 1, "apply went on before anything was stored");
+        await ApplyBatchesAsync(state, 6, firstIndex: 5);
+        await state.FlushAsync(CancellationToken.None);
+        var (batches, bytes) = state.RecentBatchesHeld;
+        Assert.Equal(3, batches);
+        Assert.True(bytes <= 1600, $"{bytes} bytes of recent batches");
+
+        // Evicted batches come from the store; kept ones from memory.
+        Assert.Equal(TxHash(100), state.GetBatch(1)!.TxHashes[0]);
+        Assert.Same(state.GetBatch(10), state.GetBatch(10));
+    }
+
+    [Fact]
+    public async Task Apply_WhenUnstoredEntriesWouldHoldTooMuchOfTheLog_WaitsForThePersister()
+    {
+        // The WAL keeps the entries the store does not hold in memory: 2048 bytes of them at most here.
+        var limits = Limits with { MaxTxBytes = 1024, MaxBatchBytes = 1024, MaxUnpersistedEntryBytes = 2048 };
+        var store = new InMemoryBatchStore();
+        await using var state = Open(store, limits: limits);
+        await ApplyBatchesAsync(state, 2, entryBytes: 1000);
+        Assert.Equal(2000, state.UnpersistedEntryBytes);
+        Assert.Equal(0UL, store.ReadCheckpoint().LastHeight);
+        await ApplyBatchesAsync(state, 1, firstIndex: 3, entryBytes: 1000).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(store.ReadCheckpoint().LastHeight >= 1, "apply went on before anything was stored");
+        Assert.True(state.UnpersistedEntryBytes <= 2048);
+
+        // With nothing unstored, an entry larger than the bound still goes ahead (progress is never blocked).
+        await state.FlushAsync(CancellationToken.None);
+        await ApplyBatchesAsync(state, 1, firstIndex: 4, entryBytes: 5000).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(5000, state.UnpersistedEntryBytes);
     }
 
     [Fact]

@@ -16,7 +16,7 @@ public sealed class BatchApplierTests
 
     private sealed class Index : IOrderedTxLookup
     {
-        public OrderedTxIndex Inner { get; } = new();
+        public RecentTxIndex Inner { get; } = new(1 << 16);
 
         public MerkleFrontier History { get; } = new();
 

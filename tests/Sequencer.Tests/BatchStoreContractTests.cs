@@ -161,6 +161,47 @@ public abstract class BatchStoreContractTests : IDisposable
         Assert.Equal(3UL, store.History.LeafCount);
     }
 
+    [Fact]
+    public void TryGetTxPosition_EveryStoredTx_IsFoundAtItsPosition_AndNothingElseIs()
+    {
+        using var store = Open();
+        var chain = Chain(300);
+        Assert.False(store.TryGetTxPosition(chain[0].TxHashes[0], ulong.MaxValue, out _));
+        store.Append(chain[..200], CheckpointAt(chain[..200]));
+        store.Append(chain[200..], CheckpointAt(chain));
+        Assert.Equal(900, store.TxCount);
+        foreach (var batch in chain)
+        {
+            for (var i = 0; i < batch.TxHashes.Length; i++)
+            {
+                Assert.True(store.TryGetTxPosition(batch.TxHashes[i], 300, out var position));
+                Assert.Equal(new TxPosition(batch.Header.Height, i), position);
+            }
+        }
+
+        // A bound at or above a tx's height finds it; txs that were never stored are never found.
+        Assert.True(store.TryGetTxPosition(chain[149].TxHashes[2], 150, out var bounded));
+        Assert.Equal(new TxPosition(150, 2), bounded);
+        for (var i = 0; i < 2000; i++)
+            Assert.False(store.TryGetTxPosition(Keccak256.Hash(BitConverter.GetBytes(-1 - i)), ulong.MaxValue, out _));
+    }
+
+    [Fact]
+    public void TryGetTxPosition_TheTxsOfAFailedAppend_AreNotFound()
+    {
+        using var store = Open();
+        var chain = Chain(3);
+        store.Append(chain[..1], CheckpointAt(chain[..1]));
+        var wrong = Chain(2, 2, chain[0].Header.Commitment);
+        Assert.Throws<InvariantViolationException>(() => store.Append(wrong, CheckpointAt(wrong)));
+        Assert.False(store.TryGetTxPosition(wrong[0].TxHashes[0], ulong.MaxValue, out _));
+        Assert.Equal(3, store.TxCount);
+        store.Append(chain[1..], CheckpointAt(chain));
+        Assert.True(store.TryGetTxPosition(chain[2].TxHashes[1], 3, out var position));
+        Assert.Equal(new TxPosition(3, 1), position);
+        Assert.Equal(9, store.TxCount);
+    }
+
     public void Dispose()
     {
         if (System.IO.Directory.Exists(Directory))
@@ -177,6 +218,143 @@ public sealed class InMemoryBatchStoreTests : BatchStoreContractTests
 public sealed class LiteDbBatchStoreTests : BatchStoreContractTests
 {
     protected override IBatchStore Open() => new LiteDbBatchStore(Path.Combine(Directory, "store.db"));
+
+    private string TxIndexDirectory => Path.Combine(Directory, "txindex");
+
+    private static void AssertEveryTxFound(LiteDbBatchStore store, IEnumerable<StoredBatch> chain)
+    {
+        foreach (var batch in chain)
+        {
+            for (var i = 0; i < batch.TxHashes.Length; i++)
+            {
+                Assert.True(store.TryGetTxPosition(batch.TxHashes[i], batch.Header.Height, out var position), $"tx {i} of batch {batch.Header.Height}");
+                Assert.Equal(new TxPosition(batch.Header.Height, i), position);
+            }
+        }
+    }
+
+    [Fact]
+    public void TxIndex_ManySmallAppends_AreMergedIntoFewRuns_AndEveryTxIsStillFound()
+    {
+        var chain = Chain(100);
+        using (var store = new LiteDbBatchStore(Path.Combine(Directory, "store.db"), backgroundMerges: false))
+        {
+            for (var i = 0; i < chain.Count; i++)
+                store.Append(chain[i..(i + 1)], CheckpointOf(chain[..(i + 1)]));
+            Assert.Equal(100, store.TxIndexRuns);
+            store.MergeTxIndex();
+            // 100 one-batch runs with a fan-in of 8: one run of 64, four of 8 and four of 1.
+            Assert.Equal(9, store.TxIndexRuns);
+            Assert.Equal(9, System.IO.Directory.GetFiles(TxIndexDirectory).Length);
+            AssertEveryTxFound(store, chain);
+            Assert.Equal(300, store.TxCount);
+        }
+
+        using var reopened = new LiteDbBatchStore(Path.Combine(Directory, "store.db"), backgroundMerges: false);
+        Assert.Equal(0, reopened.RebuiltIndexTxs);
+        Assert.Equal(9, reopened.TxIndexRuns);
+        AssertEveryTxFound(reopened, chain);
+    }
+
+    [Fact]
+    public void TxIndex_LostDamagedLeftOverOrUncommittedRuns_AreRebuiltOrDroppedAtOpen()
+    {
+        var chain = Chain(40);
+        using (var store = Open())
+        {
+            store.Append(chain[..10], CheckpointOf(chain[..10]));
+            store.Append(chain[10..30], CheckpointOf(chain[..30]));
+        }
+
+        // The index is lost altogether (a store written before it existed): rebuilt from the stored batches.
+        System.IO.Directory.Delete(TxIndexDirectory, recursive: true);
+        using (var reopened = new LiteDbBatchStore(Path.Combine(Directory, "store.db")))
+        {
+            Assert.Equal(90, reopened.RebuiltIndexTxs);
+            AssertEveryTxFound(reopened, chain[..30]);
+        }
+
+        // A damaged run (its filter), a run above the stored height (a transaction that never committed) and a temporary
+        // file: the damaged range is rebuilt, the others are deleted.
+        var runs = System.IO.Directory.GetFiles(TxIndexDirectory, "*.run");
+        var damaged = runs[0];
+        var bytes = File.ReadAllBytes(damaged);
+        bytes[^30] ^= 0x40;
+        File.WriteAllBytes(damaged, bytes);
+        var uncommitted = Path.Combine(TxIndexDirectory, TxIndexRun.FileName(31, 35));
+        File.Copy(damaged, uncommitted);
+        File.WriteAllText(Path.Combine(TxIndexDirectory, "x.run.tmp"), "partial");
+        using (var reopened = new LiteDbBatchStore(Path.Combine(Directory, "store.db")))
+        {
+            Assert.True(reopened.RebuiltIndexTxs > 0);
+            Assert.False(File.Exists(uncommitted));
+            Assert.False(File.Exists(Path.Combine(TxIndexDirectory, "x.run.tmp")));
+            AssertEveryTxFound(reopened, chain[..30]);
+            reopened.Append(chain[30..], CheckpointOf(chain));
+            AssertEveryTxFound(reopened, chain);
+        }
+    }
+
+    [Fact]
+    public void TxIndex_ARunLeftBehindByAMerge_IsDroppedAtOpen()
+    {
+        // A crash after a merge wrote its run but before it deleted the runs it replaced.
+        var chain = Chain(8);
+        var kept = Path.Combine(Directory, "kept");
+        using (var store = new LiteDbBatchStore(Path.Combine(Directory, "store.db"), backgroundMerges: false))
+        {
+            for (var i = 0; i < chain.Count; i++)
+                store.Append(chain[i..(i + 1)], CheckpointOf(chain[..(i + 1)]));
+            System.IO.Directory.CreateDirectory(kept);
+            foreach (var file in System.IO.Directory.GetFiles(TxIndexDirectory))
+                File.Copy(file, Path.Combine(kept, Path.GetFileName(file)));
+            store.MergeTxIndex();
+            Assert.Equal(1, store.TxIndexRuns);
+        }
+
+        foreach (var file in System.IO.Directory.GetFiles(kept))
+            File.Copy(file, Path.Combine(TxIndexDirectory, Path.GetFileName(file)));
+        using var reopened = new LiteDbBatchStore(Path.Combine(Directory, "store.db"), backgroundMerges: false);
+        Assert.Equal(0, reopened.RebuiltIndexTxs);
+        Assert.Equal(1, reopened.TxIndexRuns);
+        Assert.Single(System.IO.Directory.GetFiles(TxIndexDirectory));
+        AssertEveryTxFound(reopened, chain);
+    }
+
+    [Fact]
+    public void TxIndex_ABlockDamagedOnDisk_FailsTheLookupWithAClearMessage()
+    {
+        var chain = Chain(4);
+        using (var store = Open())
+            store.Append(chain, CheckpointOf(chain));
+        var run = Assert.Single(System.IO.Directory.GetFiles(TxIndexDirectory));
+        var bytes = File.ReadAllBytes(run);
+        bytes[64 + 5] ^= 0x01; // inside the first record
+        File.WriteAllBytes(run, bytes);
+        using var reopened = Open();
+        var failed = 0;
+        foreach (var batch in chain)
+        {
+            foreach (var hash in batch.TxHashes)
+            {
+                try
+                {
+                    reopened.TryGetTxPosition(hash, ulong.MaxValue, out _);
+                }
+                catch (IOException e)
+                {
+                    Assert.Contains("delete the txindex directory", e.Message, StringComparison.Ordinal);
+                    failed++;
+                }
+            }
+        }
+
+        // Every lookup that reads the damaged block fails (all twelve txs fit in one block); none answers wrongly.
+        Assert.Equal(12, failed);
+    }
+
+    private static StoreCheckpoint CheckpointOf(IReadOnlyList<StoredBatch> batches)
+        => new(batches[^1].RaftIndex, 1, batches[^1].Header.Height, 0, 0, 0);
 
     [Fact]
     public void Open_AStoreWrittenByAV1Node_IsRefusedWithAClearMessage()

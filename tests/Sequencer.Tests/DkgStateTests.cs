@@ -19,7 +19,7 @@ public sealed class DkgStateTests
     private long index;
 
     private static AppliedState Open(IBatchStore store)
-        => new(store, new ChainParameters(ChainId, 0), Limits, 0, new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance);
+        => new(store, new ChainParameters(ChainId, 0), Limits, WalRetention.None, new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance);
 
     private Task<AppliedBatch?> ApplyAsync(AppliedState state, ILogCommand command) => state.ApplyAsync(command, ++index, 1, CancellationToken.None).AsTask();
 

@@ -30,7 +30,7 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
 
     public HeadSigningCoordinatorTests()
     {
-        state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, 0, time, NullLogger.Instance);
+        state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(0, long.MaxValue), time, NullLogger.Instance);
         log = new FakeLeaderLog(state);
         coordinator = new HeadSigningCoordinator(1, state, log, Limits, time, metrics, NullLogger<HeadSigningCoordinator>.Instance, bootstrap: null);
         // The signers answer every session at once, honestly (the test delivers their shares when it chooses).

@@ -20,6 +20,10 @@ public sealed class LimitsTests
     [InlineData("MaxBatchDelayMs", 5000, "MaxBatchDelayMs")]
     [InlineData("MaxRequestBytes", 100, "MaxRequestBytes")]
     [InlineData("MaxUnpersistedBatches", 1, "MaxUnpersistedBatches")]
+    [InlineData("MaxRecentTxs", 19_999, "MaxRecentTxs must be in [2 * MaxBatchTxs")]
+    [InlineData("MaxRecentBatchBytes", 500_000, "MaxRecentBatchBytes must be in [two maximal batches")]
+    [InlineData("MaxUnpersistedEntryBytes", 1_000_000, "MaxUnpersistedEntryBytes must be at least MaxBatchBytes")]
+    [InlineData("MaxRecentTxs", 200_000_000, "MaxRecentTxs must be in")]
     [InlineData("MaxInFlightRequestBytes", 1024 * 1024, "MaxInFlightRequestBytes must be at least MaxRequestBytes")]
     public void Validate_BrokenRelation_IsNamed(string name, int value, string expected)
     {
@@ -48,6 +52,10 @@ public sealed class LimitsTests
         Assert.Contains((options with { Raft = "127.0.0.1:9999" }).Validate(), e => e.Contains("advertises", StringComparison.Ordinal));
         Assert.Contains((options with { Api = "ftp://x" }).Validate(), e => e.Contains("API address", StringComparison.Ordinal));
         Assert.Contains((options with { WalChunkBytes = 4096 }).Validate(), e => e.Contains("WAL chunk", StringComparison.Ordinal));
+        Assert.Contains((options with { WalRetainedBytes = -1 }).Validate(), e => e.Contains("retained WAL bytes", StringComparison.Ordinal));
+        // DotNext 6.12 splits log addresses with a shift and a mask: 4 MiB and a page corrupted the log at the first
+        // chunk boundary (found with the bench).
+        Assert.Contains((options with { WalChunkBytes = 4 * 1024 * 1024 + 4096 }).Validate(), e => e.Contains("power of two", StringComparison.Ordinal));
         Assert.Contains((options with { RaftTiming = new RaftTimingOptions { ElectionTimeoutLowerMs = 600, ElectionTimeoutUpperMs = 300 } }).Validate(), e => e.Contains("election", StringComparison.Ordinal));
     }
 

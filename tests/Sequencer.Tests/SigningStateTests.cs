@@ -26,7 +26,7 @@ public sealed class SigningStateTests
     public SigningStateTests() => (shares, group) = TrustedDealer.Generate(2, 3);
 
     private static AppliedState Open(IBatchStore store, long retained = 0)
-        => new(store, new ChainParameters(42, 0), Limits, retained, new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance);
+        => new(store, new ChainParameters(42, 0), Limits, new WalRetention(retained, long.MaxValue), new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance);
 
     private KeyEpochCommand Epoch() => new()
     {

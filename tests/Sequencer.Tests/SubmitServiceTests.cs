@@ -74,7 +74,7 @@ public sealed class SubmitServiceTests : IAsyncDisposable
     public SubmitServiceTests()
     {
         var limits = new SequencerLimits { MaxPendingTxs = 20, MaxTxsPerRequest = 10, MaxInFlightEntries = 1, SubmitTimeoutMs = 5000 };
-        state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(1, 0), limits, 0, time, NullLogger.Instance);
+        state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(1, 0), limits, WalRetention.None, time, NullLogger.Instance);
         log = new FakeLeaderLog(state);
         service = new SubmitService(log, state, limits, time, metrics, NullLogger<SubmitService>.Instance, fatal.Add);
     }

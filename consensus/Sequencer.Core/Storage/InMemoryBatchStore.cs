@@ -1,4 +1,5 @@
 using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
 
 namespace Sequencer.Core.Storage;
 
@@ -13,6 +14,7 @@ public sealed class InMemoryBatchStore : IBatchStore
     private readonly Dictionary<int, ulong> nextSequences = [];
     private readonly List<byte[]> dkgEntries = [];
     private readonly InMemoryHistoryNodes history = new();
+    private readonly Dictionary<UInt128, ulong> positions = [];
     private StoreCheckpoint checkpoint;
 
     /// <summary>Makes the next <see cref="Append"/> throw, as a full disk would.</summary>
@@ -83,7 +85,11 @@ public sealed class InMemoryBatchStore : IBatchStore
                 epoch.CheckShape();
             this.batches.AddRange(batches);
             foreach (var batch in batches)
+            {
                 history.Append(batch.Header.Commitment);
+                for (var i = 0; i < batch.TxHashes.Length; i++)
+                    Invariant.Check(positions.TryAdd(batch.TxHashes[i].Prefix128, new TxPosition(batch.Header.Height, i).Pack()), "a tx is stored once (INV-NODUP)");
+            }
             foreach (var signature in signing?.Signatures ?? [])
                 signatures.TryAdd(signature.Height, signature);
             foreach (var epoch in signing?.KeyEpochs ?? [])
@@ -148,6 +154,27 @@ public sealed class InMemoryBatchStore : IBatchStore
             if (batch is null)
                 yield break;
             yield return batch;
+        }
+    }
+
+    /// <inheritdoc/>
+    public bool TryGetTxPosition(Hash32 hash, ulong maxHeight, out TxPosition position)
+    {
+        bool found;
+        ulong packed;
+        lock (gate)
+            found = positions.TryGetValue(hash.Prefix128, out packed);
+        position = found ? TxPosition.Unpack(packed) : default;
+        return found;
+    }
+
+    /// <inheritdoc/>
+    public long TxCount
+    {
+        get
+        {
+            lock (gate)
+                return positions.Count;
         }
     }
 

@@ -105,4 +105,18 @@ public interface IBatchStore : IDisposable
 
     /// <summary>Stored batches with heights in [<paramref name="fromHeight"/>, <paramref name="toHeight"/>], ascending.</summary>
     IEnumerable<StoredBatch> Scan(ulong fromHeight, ulong toHeight);
+
+    /// <summary>
+    /// The position of the stored tx whose hash has the same first 128 bits as <paramref name="hash"/> (the key of the
+    /// tx index, <see cref="RecentTxIndex"/>). Exact for every batch stored at a height at or below
+    /// <paramref name="maxHeight"/>: such a tx is never missed, and nothing that is not stored is ever found. A tx stored
+    /// above <paramref name="maxHeight"/> may be found or not (the caller knows those from memory). Concurrent appends do
+    /// not disturb a lookup below the heights they write.
+    /// </summary>
+    /// <remarks>Cheap for a tx that was never stored (the common case at apply): it must not cost a disk read as a rule.</remarks>
+    /// <exception cref="IOException">The index could not be read, or was damaged.</exception>
+    bool TryGetTxPosition(Hash32 hash, ulong maxHeight, out TxPosition position);
+
+    /// <summary>The number of txs in the stored batches.</summary>
+    long TxCount { get; }
 }
