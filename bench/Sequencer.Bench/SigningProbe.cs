@@ -37,6 +37,13 @@ public static class SigningProbe
     public static async Task<ulong> HeightAsync(SequencerClient node, CancellationToken token)
         => ulong.Parse((await node.GetClusterAsync(token)).Height, CultureInfo.InvariantCulture);
 
+    /// <summary>The leader's counters of FROST sessions started and heads signed (GET /v1/signing).</summary>
+    public static async Task<(long Sessions, long Heads)> CountersAsync(SequencerClient node, CancellationToken token)
+    {
+        using var document = JsonDocument.Parse(await Http.GetStringAsync(new Uri(node.BaseUrl, "/v1/signing"), token));
+        return (document.RootElement.GetProperty("sessionsStarted").GetInt64(), document.RootElement.GetProperty("headsSigned").GetInt64());
+    }
+
     /// <summary>
     /// Waits (at most 30 s) until <paramref name="node"/> has signed through <paramref name="to"/>, then reads the
     /// commitments of up to <paramref name="samples"/> heights in (<paramref name="from"/>, <paramref name="to"/>] and

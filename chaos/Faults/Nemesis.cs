@@ -280,6 +280,8 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
         // leader and that acknowledging follower, let the cut-off follower back in, and restart the acker at once
         // without the old leader. If the acker's acknowledgement was not durable, the two followers elect a leader whose
         // log lacks the acknowledged entry, and INV-ACKED names the lost tx.
+        // The fault starts with the cut: LIVE-SIGN and the rates are not judged from here on.
+        record.StartMs = nowMs();
         network.SetLinkFault(null, bystander, new LinkFault { Blackhole = true });
         await Task.Delay(300).ConfigureAwait(false);
 
@@ -289,7 +291,6 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
             await Task.Yield();
         cluster.Node(leader).Pause();
         await Task.WhenAll(cluster.Node(leader).KillAsync(), cluster.Node(acker).KillAsync()).ConfigureAwait(false);
-        record.StartMs = nowMs();
         await network.HealAsync().ConfigureAwait(false);
         StartIfStopped(acker);
         record.Detail = "SIGKILL both right after an acknowledgement; the acker restarts at once, the old leader on heal";

@@ -133,8 +133,10 @@ public static class ChaosRun
             DataRoot = directory,
             Specs = specs,
             Binary = options.Binary,
-            // A short WAL retention makes snapshots and log compaction part of every run.
-            ExtraArguments = ["--admin-token", adminToken, "--wal-retained-entries", "512", .. options.NodeArguments],
+            // A short WAL retention makes snapshots and log compaction part of every run, unless --node-arg sets one.
+            ExtraArguments = ["--admin-token", adminToken,
+                .. options.NodeArguments.Contains("--wal-retained-entries") ? Array.Empty<string>() : ["--wal-retained-entries", "512"],
+                .. options.NodeArguments],
             KeysDirectory = keys,
         });
         foreach (var node in cluster.Nodes)

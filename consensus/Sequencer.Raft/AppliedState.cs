@@ -117,6 +117,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         this.retention = retention;
         this.time = time;
         Transfers = new SnapshotTransfers(time);
+        Replication = new ReplicationWatch(time);
         Transfers.Repeated += OnRepeatedTransfer;
         Transfers.AllEnded += OnTransfersEnded;
         this.logger = logger;
@@ -289,6 +290,12 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <summary>The snapshot DotNext may send to lagging followers and compact the log up to.</summary>
     /// <summary>Snapshots being sent to followers: compaction waits for them (see <see cref="SnapshotTransfers"/>).</summary>
     public SnapshotTransfers Transfers { get; }
+
+    /// <summary>When each follower last answered the leader: compaction waits for a silent one (see <see cref="ReplicationWatch"/>).</summary>
+    public ReplicationWatch Replication { get; }
+
+    /// <summary>True while a snapshot transfer or a silent follower holds the snapshot point (within its bound).</summary>
+    public bool CompactionHeld => Transfers.Holding || Replication.AnySilent;
 
     /// <summary>
     /// Raised when a snapshot is being sent again and the point must move to the newest stored entry: on an idle
@@ -733,9 +740,11 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 consumed++;
             }
 
-            // A follower is being sent the current snapshot: keep the log after it until it can ask for those entries,
-            // unless that would keep more than a bounded multiple of the normal window.
-            if (consumed > 0 && snapshot is not null && Transfers.Holding
+            // A follower is being sent the current snapshot: keep the log after it until it can ask for those entries.
+            // A follower has not answered for a while: the leader may hold a read of the log for it until the request
+            // times out, and compacting now would stall every other read behind that one (see ReplicationWatch). Either
+            // way, only within a bounded multiple of the normal window.
+            if (consumed > 0 && ((snapshot is not null && Transfers.Holding) || Replication.AnySilent)
                 && persistedIndex - current.Index <= Saturating(TransferHoldFactor, retention.Entries) && keptBytes <= Saturating(TransferHoldFactor, retention.Bytes))
                 return (current, candidates);
             var remaining = candidates.GetRange(consumed, candidates.Count - consumed);

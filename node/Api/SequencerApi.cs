@@ -449,7 +449,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("sent", finished);
             writer.WriteNumber("sending", sent - finished);
             writer.WriteNumber("resent", resent);
-            writer.WriteBoolean("compactionHeld", state.Transfers.Holding);
+            writer.WriteBoolean("compactionHeld", state.CompactionHeld);
             writer.WriteEndObject();
         });
     }

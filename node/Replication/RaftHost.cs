@@ -109,7 +109,12 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
             builder.Add(endPoint);
         builder.Build();
 
-        cluster = new RaftCluster(configuration) { AuditTrail = wal };
+        cluster = new RaftCluster(configuration)
+        {
+            AuditTrail = wal,
+            // Never unhealthy: it only tells the applied state when each follower last answered (see ReplicationWatch).
+            FailureDetectorFactory = (_, member) => new ReplicationWatch.Detector(State.Replication, member.EndPoint.ToString() ?? "?"),
+        };
         cluster.LeaderChanged += OnLeaderChanged;
         State.FreshSnapshotNeeded += OnFreshSnapshotNeeded;
     }
@@ -283,6 +288,8 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         previous.Cancel();
         previous.Dispose();
         var member = leader?.EndPoint is IPEndPoint endPoint && membersByEndPoint.TryGetValue(endPoint, out var m) ? m : null;
+        if (leader is not { IsRemote: false })
+            State.Replication.Reset(); // a follower has no replication of its own; the next term's leader starts afresh
         LogLeaderChanged(logger, member?.Id ?? 0, Term);
         LeaderChanged?.Invoke();
     }

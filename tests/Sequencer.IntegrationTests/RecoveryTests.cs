@@ -25,7 +25,8 @@ public sealed class RecoveryTests
         Assert.All(after, chain =>
         {
             Assert.True((ulong)chain.Batches.Count >= height, $"node{chain.NodeId} recovered {chain.Batches.Count} of {height} batches");
-            Assert.Equal(before[0].Batches.Select(b => b.Hash), chain.Batches.Take((int)height).Select(b => b.Hash));
+            // Requests the workload gave up on may still be ordered after it stopped: compare the converged prefix.
+            Assert.Equal(before[0].Batches.Take((int)height).Select(b => b.Hash), chain.Batches.Take((int)height).Select(b => b.Hash));
         });
         InvariantAssert.AllPass(InvariantChecker.Check(workload.History.Snapshot(), after), test.Logs);
 

@@ -134,6 +134,49 @@ public sealed class AppliedStateTests
     }
 
     [Fact]
+    public async Task SilentFollower_HoldsCompactionUntilItAnswers_WithinItsBound()
+    {
+        // A follower whose answers are lost holds the leader's read of the log until the request times out, and a
+        // compaction then would stall every read behind it: while a follower has not answered for the threshold, the
+        // snapshot point does not move, within four times the retained window.
+        var clock = new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000));
+        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(4, long.MaxValue), clock, NullLogger.Instance);
+        var follower = new ReplicationWatch.Detector(state.Replication, "127.0.0.1:1");
+        var other = new ReplicationWatch.Detector(state.Replication, "127.0.0.1:2");
+        await ApplyBatchesAsync(state, 10);
+        await state.FlushAsync(CancellationToken.None);
+        var held = state.CurrentSnapshot!.Index;
+        Assert.InRange(held, 1, 6);
+        Assert.False(state.CompactionHeld);
+
+        clock.Advance(ReplicationWatch.StallThreshold);
+        other.ReportHeartbeat();
+        Assert.Equal(["127.0.0.1:1"], state.Replication.Silent());
+        Assert.True(state.CompactionHeld);
+        await ApplyBatchesAsync(state, 10, firstIndex: 11);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(held, state.CurrentSnapshot!.Index);
+
+        // It answers: the point moves on with the next stored group.
+        follower.ReportHeartbeat();
+        Assert.False(state.CompactionHeld);
+        await ApplyBatchesAsync(state, 1, firstIndex: 21);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.InRange(state.CurrentSnapshot!.Index, held + 1, 21 - 4);
+
+        // Silent for good: the log is held back only to four times the retained window (plus the groups in flight).
+        clock.Advance(TimeSpan.FromMinutes(1));
+        var moved = state.CurrentSnapshot!.Index;
+        await ApplyBatchesAsync(state, 40, firstIndex: 22);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.InRange(state.CurrentSnapshot!.Index, Math.Max(moved + 1, 61 - ((4 * 4) + (2 * Limits.PersistGroupBatches) + 4)), 61 - 4);
+
+        // A new term: the view starts afresh, and nothing holds the point.
+        state.Replication.Reset();
+        Assert.False(state.CompactionHeld);
+    }
+
+    [Fact]
     public async Task SnapshotSentAgain_MovesThePointToTheNewestStoredEntry()
     {
         // DotNext resends a snapshot whose answer timed out, and a follower that installed it refuses the same index:

@@ -1,0 +1,167 @@
+using System.Globalization;
+using System.Text.Json;
+using Sequencer.Client;
+using Sequencer.Client.Local;
+
+namespace Sequencer.Bench;
+
+/// <summary>One load scenario: closed-loop clients, or open-loop ones at <paramref name="RequestsPerSecond"/>.</summary>
+internal sealed record Scenario(string Mode, int Clients, int TxsPerRequest, double? RequestsPerSecond)
+{
+    public string Name => string.Create(CultureInfo.InvariantCulture,
+        $"{Mode} {Clients} clients x {TxsPerRequest} txs/req{(RequestsPerSecond is { } r ? $" at {r * TxsPerRequest:0} tx/s" : "")}");
+}
+
+/// <summary>The figures of one scenario on one cluster.</summary>
+/// <param name="BatchesPerSecond">Batches ordered per second over the measured period.</param>
+/// <param name="SessionsPerSecond">FROST sessions the leader started per second (null without signing).</param>
+/// <param name="HeadsPerSecond">Heads the leader signed per second (null without signing).</param>
+internal sealed record ScenarioRow(Scenario Scenario, ScenarioResult Load, string? TermChange, SigningLatency? Latency,
+    double BatchesPerSecond, double? SessionsPerSecond, double? HeadsPerSecond);
+
+/// <summary>Every scenario's row on one cluster, and the bench's exit code for it.</summary>
+internal sealed record RunOutcome(bool Signing, IReadOnlyList<ScenarioRow> Rows, int ExitCode);
+
+/// <summary>A fresh local 3-node cluster (fsync on) for one bench configuration, killed on dispose.</summary>
+internal sealed class BenchCluster : IAsyncDisposable
+{
+    private readonly LocalCluster cluster;
+
+    private BenchCluster(LocalCluster cluster, Uri target)
+    {
+        this.cluster = cluster;
+        Target = target;
+    }
+
+    /// <summary>The leader's API, where the load goes.</summary>
+    public Uri Target { get; }
+
+    public static async Task<BenchCluster> StartAsync(string data, bool signing, string[] extraArguments, CancellationToken token)
+    {
+        var root = Path.Combine(data, signing ? "cluster-signing" : "cluster");
+        if (Directory.Exists(root))
+            Directory.Delete(root, recursive: true);
+        string? keys = null;
+        if (signing)
+        {
+            keys = Path.Combine(root, "keys");
+            Sequencer.Threshold.KeyFiles.WriteDealerKeys(keys, 2, 3);
+        }
+
+        var cluster = LocalCluster.Create(new LocalClusterOptions
+        {
+            Nodes = 3,
+            DataRoot = root,
+            ExtraArguments = extraArguments,
+            KeysDirectory = keys,
+        });
+        try
+        {
+            cluster.StartAll();
+            var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30), token: token);
+            var target = new Uri(cluster.Node(leader).Spec.Api);
+            Console.WriteLine();
+            Console.WriteLine($"started a local 3-node cluster (fsync on{(signing ? ", 2-of-3 FROST signing" : ", no signing")}) under {root}; submitting to the leader, node {leader}");
+            return new BenchCluster(cluster, target);
+        }
+        catch
+        {
+            await cluster.DisposeAsync();
+            throw;
+        }
+    }
+
+    public ValueTask DisposeAsync() => cluster.DisposeAsync();
+}
+
+/// <summary>Runs the scenarios against one cluster and prints a row per scenario as it ends.</summary>
+internal sealed class ScenarioRunner(int txBytes, TimeSpan warmup, TimeSpan duration)
+{
+    private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
+
+    /// <param name="signing">Whether the cluster signs; null: ask it (GET /v1/signing).</param>
+    public async Task<RunOutcome> RunAsync(Uri target, bool? signing, IReadOnlyList<Scenario> scenarios, CancellationToken token)
+    {
+        var generator = new LoadGenerator(target, txBytes);
+        using var leaderClient = new SequencerClient(target);
+        using var terms = await TermProbe.CreateAsync(leaderClient, token);
+        var signs = signing ?? await SignsAsync(target, token);
+        if (signs)
+            await SigningProbe.WaitForNoncePoolsAsync(leaderClient, TimeSpan.FromSeconds(60), token);
+        Console.WriteLine();
+        Console.WriteLine(signs ? "with 2-of-3 signing:" : "ordering alone (no signing):");
+        Console.WriteLine($"{"mode",-7} {"clients",7} {"txs/req",7} {"tx/s",10} {"req/s",9} {"p50 ms",8} {"p99 ms",8} {"max ms",8} {"errors",7} {"term",9} {"leader",7} {"batch/s",8}"
+            + (signs ? $" {"sess/s",7} {"heads/s",7}   ordered->signed: {"batches",7} {"p50 ms",7} {"p99 ms",7} {"max ms",7}" : ""));
+        var rows = new List<ScenarioRow>();
+        foreach (var scenario in scenarios)
+        {
+            // Load must show as 429s and latency, never as an election: every node's term is read before the warm-up
+            // and after the last request, and a scenario during which one moved has failed.
+            var termsBefore = await terms.ReadAsync(token);
+            ulong heightBefore = 0;
+            (long Sessions, long Heads) countersBefore = default;
+            var load = await generator.RunAsync(scenario.Mode, scenario.Clients, scenario.TxsPerRequest, warmup, duration, token,
+                scenario.RequestsPerSecond, async () =>
+                {
+                    heightBefore = await SigningProbe.HeightAsync(leaderClient, token);
+                    if (signs)
+                        countersBefore = await SigningProbe.CountersAsync(leaderClient, token);
+                });
+            var heightAfter = await SigningProbe.HeightAsync(leaderClient, token);
+            var countersAfter = signs ? await SigningProbe.CountersAsync(leaderClient, token) : default;
+            var termsAfter = await terms.ReadAsync(token);
+            var termChange = TermProbe.Failure(termsBefore, termsAfter);
+            var latency = signs ? await SigningProbe.MeasureAsync(leaderClient, heightBefore, heightAfter, 2000, token) : null;
+            var row = new ScenarioRow(scenario, load, termChange, latency, (heightAfter - heightBefore) / load.Seconds,
+                signs ? (countersAfter.Sessions - countersBefore.Sessions) / load.Seconds : null,
+                signs ? (countersAfter.Heads - countersBefore.Heads) / load.Seconds : null);
+            rows.Add(row);
+            var line = string.Create(CultureInfo.InvariantCulture,
+                $"{load.Mode,-7} {load.Clients,7} {load.TxsPerRequest,7} {load.TxPerSecond,10:0} {load.Requests / load.Seconds,9:0} {load.P50Ms,8:0.0} {load.P99Ms,8:0.0} {load.MaxMs,8:0.0} {load.Errors,7} {termsBefore.TermText + "→" + termsAfter.TermText,9} {termsBefore.LeaderText + "→" + termsAfter.LeaderText,7} {row.BatchesPerSecond,8:0}");
+            if (signs)
+            {
+                line += string.Create(CultureInfo.InvariantCulture, $" {row.SessionsPerSecond,7:0} {row.HeadsPerSecond,7:0}");
+                line += latency is null ? "   (nothing signed)" : string.Create(CultureInfo.InvariantCulture,
+                    $"   {"",16} {latency.Batches,7} {latency.P50Ms,7:0.0} {latency.P99Ms,7:0.0} {latency.MaxMs,7:0.0}");
+            }
+
+            if (termChange is not null)
+                line += "   FAILED: the term changed (an election under load)";
+            Console.WriteLine(line);
+        }
+
+        var failed = rows.Where(r => r.TermChange is not null).ToList();
+        if (failed.Count > 0)
+        {
+            Console.WriteLine();
+            Console.WriteLine($"FAILED: {failed.Count} of {rows.Count} scenarios saw the Raft term change (overload must show as 429s and latency, never as an election):");
+            foreach (var failure in failed)
+                Console.WriteLine($"  {failure.Scenario.Name}: {failure.TermChange}");
+        }
+
+        return new RunOutcome(signs, rows, failed.Count > 0 ? 2 : rows.Any(r => r.Load.Errors > 0) ? 1 : 0);
+    }
+
+    /// <summary>Prints signing's throughput against ordering alone, scenario by scenario (the target is at least 90 %).</summary>
+    public static void PrintComparison(RunOutcome alone, RunOutcome signed)
+    {
+        Console.WriteLine();
+        Console.WriteLine("signing against ordering alone (each on its own fresh cluster):");
+        Console.WriteLine($"{"scenario",-40} {"tx/s alone",11} {"tx/s signing",13} {"ratio",7} {"p99 alone",10} {"p99 signing",12} {"batch/s",8} {"sess/s",7}   ordered->signed p50 / p99 / max ms");
+        foreach (var row in signed.Rows)
+        {
+            if (alone.Rows.FirstOrDefault(a => a.Scenario == row.Scenario) is not { } baseline)
+                continue;
+            var ratio = row.Load.TxPerSecond / Math.Max(baseline.Load.TxPerSecond, 1e-9);
+            var latency = row.Latency is { } l ? string.Create(CultureInfo.InvariantCulture, $"{l.P50Ms:0.0} / {l.P99Ms:0.0} / {l.MaxMs:0.0}") : "nothing signed";
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{row.Scenario.Name,-40} {baseline.Load.TxPerSecond,11:0} {row.Load.TxPerSecond,13:0} {ratio,6:0%} {baseline.Load.P99Ms,10:0.0} {row.Load.P99Ms,12:0.0} {row.BatchesPerSecond,8:0} {row.SessionsPerSecond,7:0}   {latency}"));
+        }
+    }
+
+    private static async Task<bool> SignsAsync(Uri target, CancellationToken token)
+    {
+        using var document = JsonDocument.Parse(await Http.GetStringAsync(new Uri(target, "/v1/signing"), token));
+        return document.RootElement.GetProperty("keyEpoch").ValueKind != JsonValueKind.Null;
+    }
+}
