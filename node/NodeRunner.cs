@@ -33,8 +33,10 @@ public static partial class NodeRunner
     /// </summary>
     public static readonly TimeSpan ShutdownDeadline = TimeSpan.FromSeconds(8);
 
-    // In-flight HTTP requests get this long to finish at shutdown; then their connections are closed.
+    // In-flight HTTP requests get this long to finish at shutdown; then their connections are closed. After a fatal
+    // fault they cannot finish (Raft and the store are gone or untrusted), so they get only a moment.
     private static readonly TimeSpan HttpDrain = TimeSpan.FromSeconds(2);
+    private static readonly TimeSpan FatalHttpDrain = TimeSpan.FromMilliseconds(200);
 
     /// <summary>Runs a node until <paramref name="token"/> is canceled or a fatal fault stops it.</summary>
     public static async Task<int> RunAsync(NodeOptions options, CancellationToken token)
@@ -242,7 +244,7 @@ public static partial class NodeRunner
             // From here on the node must be gone within the deadline, whatever is stuck (the disposals below included).
             watchdog.Arm(options.NodeId);
             LogStopping(logger, options.NodeId);
-            using var drain = new CancellationTokenSource(HttpDrain);
+            using var drain = new CancellationTokenSource(exitCode == 0 ? HttpDrain : FatalHttpDrain);
             await app.StopAsync(drain.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             await logWatch.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }

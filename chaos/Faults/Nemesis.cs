@@ -358,6 +358,9 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
     /// "recovered" (running and caught up), "failed safe" (running, reporting itself not ready with the reason),
     /// "failed fast" (exited with a clear message), or a failure of the property.
     /// </summary>
+    /// <summary>How long a node that no longer answers may take to exit before it counts as hung (its shutdown deadline).</summary>
+    private static readonly TimeSpan ShutdownGrace = TimeSpan.FromSeconds(8);
+
     private async Task<string> JudgeAsync(int target)
     {
         var node = cluster.Node(target);
@@ -366,7 +369,15 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
         if (node.IsRunning)
         {
             var readiness = await ReadinessAsync(node).ConfigureAwait(false);
-            return readiness is { } reasons ? $"failed safe: running, not ready: {Shorten(reasons)}" : "hung: running but neither caught up nor reporting a fault";
+            if (readiness is { } reasons)
+                return $"failed safe: running, not ready: {Shorten(reasons)}";
+            // Not answering: it may be stopping after a fault it reported. A node must be gone within its shutdown
+            // deadline (NodeRunner.ShutdownDeadline); one still running after that is hung.
+            var deadline = DateTime.UtcNow + ShutdownGrace;
+            while (node.IsRunning && DateTime.UtcNow < deadline)
+                await Task.Delay(100).ConfigureAwait(false);
+            if (node.IsRunning)
+                return "hung: running but neither caught up nor reporting a fault";
         }
 
         // A clear message is the node's own: a critical log line or a "fatal:" line, not an unhandled exception's trace.

@@ -210,18 +210,14 @@ public sealed class LiteDbBatchStore : IBatchStore
             }
             catch (LiteException e)
             {
-                database.Rollback();
-                history.Truncate(storedLeaves);
-                StoredTxIndex.Abandon(runs);
+                Undo(storedLeaves, runs);
                 throw new IOException($"store write failed: {e.Message}", e);
             }
             catch
             {
                 // Whatever failed (the disk, or a bug caught by an invariant), the transaction must not stay open on
                 // this thread: the next write, or the flush at shutdown, would fail with "a transaction is already open".
-                database.Rollback();
-                history.Truncate(storedLeaves);
-                StoredTxIndex.Abandon(runs);
+                Undo(storedLeaves, runs);
                 throw;
             }
 
@@ -229,6 +225,33 @@ public sealed class LiteDbBatchStore : IBatchStore
             if (runs is not null)
                 txIndex.Commit(runs);
         }
+    }
+
+    /// <summary>
+    /// Undoes a failed append: the history file back to the stored commitments, the prepared tx index runs, the
+    /// transaction. Each step runs even when an earlier one fails (a full disk can fail the rollback too), and the
+    /// first failure of the undo is thrown after all of them, as an <see cref="IOException"/>.
+    /// </summary>
+    private void Undo(ulong storedLeaves, IReadOnlyList<TxIndexRun>? runs)
+    {
+        List<Exception>? failures = null;
+        void Step(Action action)
+        {
+            try
+            {
+                action();
+            }
+            catch (Exception e) when (e is IOException or LiteException or UnauthorizedAccessException)
+            {
+                (failures ??= []).Add(e);
+            }
+        }
+
+        Step(() => history.Truncate(storedLeaves));
+        Step(() => StoredTxIndex.Abandon(runs));
+        Step(() => database.Rollback());
+        if (failures is not null)
+            throw new IOException($"undoing a failed store write failed: {failures[0].Message}", failures[0]);
     }
 
     /// <inheritdoc/>

@@ -53,10 +53,8 @@ public sealed class ChaosSuiteTests
         var kinds = Environment.UserName == "root"
             ? "DiskTruncateWalTail,DiskFlipBits,DiskDeleteChunk,DiskExhaustFileHandles,DiskFull"
             : "DiskTruncateWalTail,DiskFlipBits,DiskDeleteChunk,DiskExhaustFileHandles";
-        // Without signing: every disk fault wipes a node, and a wiped node that needs a snapshot under the signing
-        // entry rate can take longer than the judging window to catch up on this 2-core VM (docs/design.md, known
-        // issues). Disk handling is what this suite checks; signing has its own run below.
-        return RunAndAssertPassAsync(Options(kinds, 303, 40) with { Signing = false },
+        // With signing, as everywhere: a wiped node catches up from a snapshot while heads are signed.
+        return RunAndAssertPassAsync(Options(kinds, 303, 40),
             FaultKind.DiskTruncateWalTail, FaultKind.DiskFlipBits, FaultKind.DiskDeleteChunk, FaultKind.DiskExhaustFileHandles);
     }
 
