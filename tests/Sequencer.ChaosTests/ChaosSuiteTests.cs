@@ -64,6 +64,13 @@ public sealed class ChaosSuiteTests
             FaultKind.ByzantineSigner, FaultKind.KillFollower, FaultKind.KillLeader);
 
     [Fact]
+    public Task DkgKey_KillsAndARestartedLeader_KeepEveryInvariant()
+        // The nodes' own DKG key (what make run uses), not a dealer's: stored DKG state, key epoch from the log,
+        // signing through kills and a pause.
+        => RunAndAssertPassAsync(Options("KillLeader,KillFollower,PauseFollower", 909, 30) with { Dkg = true },
+            FaultKind.KillLeader, FaultKind.KillFollower);
+
+    [Fact]
     public Task KillLeaderAndAcker_RightAfterAnAck_LosesNothingAcknowledged()
         => RunAndAssertPassAsync(Options("kill-leader-and-acker", 404, 24), FaultKind.KillLeaderAndAcker);
 

@@ -74,6 +74,41 @@ public sealed class LiveMinorityTests
     }
 
     [Fact]
+    public void TheClientTimeoutAtTheStartOfAFault_IsNotCountedInTheRate_ButTheStallIs()
+    {
+        // Every client that sent to the faulty node waits out its timeout (1 s): no ack for 900 ms, then the full rate.
+        var fault = Fault(FaultKind.PauseFollower, 3);
+        var result = Liveness.CheckMinority(Acks(10, 8_000, 8_900), [fault], Samples(), Stall, 0.9, TimeSpan.FromSeconds(1));
+        Assert.True(result.Passed, result.Detail);
+        Assert.InRange(fault.RateDuring!.Value, 95, 105);
+        Assert.InRange(fault.LongestStallMs!.Value, 900, 920);
+
+        // Slow for good after the timeout: judged, and it fails.
+        var slow = Fault(FaultKind.PauseFollower, 3);
+        Assert.False(Liveness.CheckMinority(Acks(10, 8_000, 12_000, slowEveryMs: 500), [slow], Samples(), Stall, 0.25, TimeSpan.FromSeconds(1)).Passed);
+
+        // A fault shorter than the timeout and a second: only the stall is judged.
+        var brief = new FaultRecord { Sequence = 1, Kind = FaultKind.PauseFollower, StartMs = 8_000, EndMs = 9_500, Target = "n3", TargetNodes = [3], LeaderAtStart = 1 };
+        var briefResult = Liveness.CheckMinority(Acks(10, 8_000, 9_400), [brief], Samples(), Stall, 0.25, TimeSpan.FromSeconds(1));
+        Assert.True(briefResult.Passed, briefResult.Detail);
+        Assert.Contains("not judged: a short fault", briefResult.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void FailoverWhileTheOtherFollowerCatchesUp_IsReportedNotJudged()
+    {
+        // The leader (n1) is killed while n3 is still catching up: the new leader commits only once n3 has its entries.
+        var kill = new FaultRecord { Sequence = 1, Kind = FaultKind.KillLeader, StartMs = 8_000, EndMs = 12_000, Target = "n1", TargetNodes = [1], LeaderAtStart = 1 };
+        var history = Acks(10, 8_000, 10_500);
+        var lagging = Liveness.CheckFailover(history, [kill], TimeSpan.FromSeconds(2), Samples(lagging: 3));
+        Assert.True(lagging.Passed, lagging.Detail);
+        Assert.Contains("not judged", lagging.Detail, StringComparison.Ordinal);
+
+        var healthy = new FaultRecord { Sequence = 1, Kind = FaultKind.KillLeader, StartMs = 8_000, EndMs = 12_000, Target = "n1", TargetNodes = [1], LeaderAtStart = 1 };
+        Assert.False(Liveness.CheckFailover(history, [healthy], TimeSpan.FromSeconds(2), Samples()).Passed);
+    }
+
+    [Fact]
     public void FaultsOnTheLeaderOrWhileAnotherNodeLags_AreReportedNotJudged()
     {
         var history = Acks(10, 9_000, 11_500);
