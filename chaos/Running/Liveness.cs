@@ -265,7 +265,7 @@ public static class Liveness
     {
         ArgumentNullException.ThrowIfNull(records);
         var disk = records.Where(r => Disk.Contains(r.Kind) && r.EndMs is not null).ToList();
-        var bad = disk.Where(r => r.Outcome is null || !(r.Outcome == "recovered" || r.Outcome.StartsWith("failed safe", StringComparison.Ordinal)
+        var bad = disk.Where(r => r.Outcome is null || !(r.Outcome.StartsWith("recovered", StringComparison.Ordinal) || r.Outcome.StartsWith("failed safe", StringComparison.Ordinal)
             || (r.Outcome.StartsWith("failed fast", StringComparison.Ordinal) && !r.Outcome.Contains("without a clear message", StringComparison.Ordinal)))).ToList();
         return bad.Count == 0
             ? new InvariantResult("DISK-FAILFAST", true, disk.Count == 0 ? "no disk fault in this run" : string.Join("; ", disk.Select(r => $"#{r.Sequence} {r.Kind}: {r.Outcome}")))

@@ -97,6 +97,15 @@ public sealed record SequencerLimits
     /// <summary>How long a signing session waits for its shares before it is dropped (and the newest head signed again).</summary>
     public int SigningSessionTimeoutMs { get; init; } = 1000;
 
+    /// <summary>
+    /// How long a signing session waits for a signer's share (or four times that signer's usual latency, if longer)
+    /// before that signer counts as timed out and the leader may start another session for the head without it. The
+    /// late session still takes the share until <see cref="SigningSessionTimeoutMs"/>. This keeps a signer that cannot
+    /// answer soon (it restarted, is catching up from a snapshot, or is cut off) from holding the head for a whole
+    /// session timeout.
+    /// </summary>
+    public int SigningLateShareMs { get; init; } = 250;
+
     /// <summary>How long a planned session may take to reach the log, and an aggregated signature to be applied, before they are given up.</summary>
     public int SigningProposalTimeoutMs { get; init; } = 5000;
 
@@ -170,6 +179,7 @@ public sealed record SequencerLimits
         Require(MaxSigningSessionsInFlight is >= 1 and <= 16, "MaxSigningSessionsInFlight must be in [1, 16]");
         Require(MinHeadIntervalMs is >= 0 and <= 10_000, "MinHeadIntervalMs must be in [0, 10000]");
         Require(SigningSessionTimeoutMs is >= 50 and <= 60_000, "SigningSessionTimeoutMs must be in [50, 60000]");
+        Require(SigningLateShareMs >= 10 && SigningLateShareMs <= SigningSessionTimeoutMs, "SigningLateShareMs must be in [10, SigningSessionTimeoutMs]");
         Require(SigningProposalTimeoutMs >= SigningSessionTimeoutMs && SigningProposalTimeoutMs <= 600_000, "SigningProposalTimeoutMs must be in [SigningSessionTimeoutMs, 600000]");
         Require(SignatureFlushDelayMs is >= 0 and <= 1000, "SignatureFlushDelayMs must be in [0, 1000]");
         Require(StandaloneSessionDelayMs is >= 0 and <= 1000, "StandaloneSessionDelayMs must be in [0, 1000]");

@@ -235,7 +235,7 @@ public sealed partial class AppliedState
     private void RaiseSigningEvents(LedgerEffects effects, ulong coveredFrom)
     {
         foreach (var reason in effects.Ignored)
-            LogIgnored(logger, reason);
+            NoteIgnored(reason);
         if (effects.DkgEvent is { } dkgEvent)
             LogDkgEvent(logger, dkgEvent);
         if (effects.KeyEpoch is { } epoch)
@@ -267,8 +267,29 @@ public sealed partial class AppliedState
         return low;
     }
 
-    [LoggerMessage(EventId = 110, Level = LogLevel.Warning, Message = "Ignored part of a log entry: {Reason}")]
-    private static partial void LogIgnored(ILogger logger, string reason);
+    // Ignored parts come in runs (after a snapshot install the entries just above its point repeat publications and
+    // uses of commitments the snapshot already holds; a deposed leader's sessions fail together): one line per interval,
+    // with the count left out, keeps the log readable.
+    private static readonly TimeSpan IgnoredLogInterval = TimeSpan.FromSeconds(5);
+    private long ignoredLoggedAt;
+    private long ignoredSuppressed;
+
+    private void NoteIgnored(string reason)
+    {
+        var now = time.GetTimestamp();
+        if (ignoredLoggedAt != 0 && time.GetElapsedTime(ignoredLoggedAt, now) < IgnoredLogInterval)
+        {
+            ignoredSuppressed++;
+            return;
+        }
+
+        LogIgnored(logger, reason, ignoredSuppressed);
+        ignoredLoggedAt = now;
+        ignoredSuppressed = 0;
+    }
+
+    [LoggerMessage(EventId = 110, Level = LogLevel.Warning, Message = "Ignored part of a log entry: {Reason} ({Suppressed} more ignored parts before this one were not logged)")]
+    private static partial void LogIgnored(ILogger logger, string reason, long suppressed);
 
     [LoggerMessage(EventId = 111, Level = LogLevel.Information, Message = "Key epoch {Epoch} is in force: {Threshold} of {Members} members sign")]
     private static partial void LogKeyEpoch(ILogger logger, ulong epoch, int threshold, int members);

@@ -36,6 +36,9 @@ public sealed record PlannerTick(IReadOnlyList<(ulong Height, int Attempt)> Expi
 /// inline session, which signs the header that entry produces) or, when no batch comes, in an entry of its own for the
 /// newest applied header. A session that fails in any way (a bad share, a timeout, a lost proposal, a lost signature)
 /// simply leaves the flight, and the next plan signs the newest head again, so no lost path can stop signing.
+/// A session with a late signer (<see cref="SignerHealth.IsLate"/>) stops counting against the flight limit and no
+/// longer holds its head: the next session may sign that head (or a newer one) with other signers while the late one
+/// waits on for its share until the session timeout. The flight holds at most twice the limit.
 /// </summary>
 /// <remarks>Not thread-safe: one owner (the signing coordinator) drives it.</remarks>
 public sealed class HeadPlanner
@@ -65,7 +68,7 @@ public sealed class HeadPlanner
     public IReadOnlyList<Flight> Flights => [.. flights.Select(f => f.ToFlight())];
 
     /// <summary>True when another session may start (room in the flight; the interval is checked against the clock at planning).</summary>
-    public bool HasRoom => flights.Count < timings.MaxSessionsInFlight;
+    public bool HasRoom => flights.Count(f => !f.Late) < timings.MaxSessionsInFlight && flights.Count < 2 * timings.MaxSessionsInFlight;
 
     private bool MayStart(long nowMs) => HasRoom && nowMs - lastStartMs >= timings.MinHeadIntervalMs;
 
@@ -115,7 +118,8 @@ public sealed class HeadPlanner
 
         // An inline session on its way signs a header newer than any applied one; an applied or planned session at or
         // above the newest head already covers it.
-        if (flights.Any(f => (f.Inline && f.Stage == FlightStage.Proposed) || f.Height >= newest))
+        // A late session no longer holds its head.
+        if (flights.Any(f => !f.Late && ((f.Inline && f.Stage == FlightStage.Proposed) || f.Height >= newest)))
             return null;
         return Start(nowMs, epoch, newest, Math.Max(lastAttempt, flights.Where(f => f.Height == newest).Select(f => f.Session.Attempt).DefaultIfEmpty(0).Max()) + 1,
             inline: false, available);
@@ -193,7 +197,7 @@ public sealed class HeadPlanner
     public void ShareAccepted((ulong Height, int Attempt) session, int signer, long nowMs)
     {
         var started = Find(session)?.StartedAtMs ?? nowMs;
-        Health.RecordShare(signer, Math.Max(0, nowMs - started));
+        Health.RecordShare(signer, Math.Max(0, nowMs - started), nowMs);
     }
 
     /// <summary>Every share is in and the aggregate verified: the signature is on its way to the log.</summary>
@@ -226,7 +230,9 @@ public sealed class HeadPlanner
 
     /// <summary>
     /// Expires what waited too long: a proposal never applied, a session whose shares did not all arrive (its silent
-    /// signers are recorded as timed out), and an aggregated signature that never reached the log (the watchdog).
+    /// signers are recorded as timed out), and an aggregated signature that never reached the log (the watchdog). A
+    /// collecting session's late signers are recorded as timed out once, when they become late, and the session then
+    /// no longer holds its head or its place in the flight.
     /// </summary>
     public PlannerTick Tick(long nowMs)
     {
@@ -235,6 +241,19 @@ public sealed class HeadPlanner
         foreach (var flight in flights.ToList())
         {
             var age = nowMs - flight.StageAtMs;
+            if (flight.Stage == FlightStage.Collecting && age < timings.SessionTimeoutMs)
+            {
+                foreach (var signer in flight.Session.Signers)
+                {
+                    if (!flight.Answered.Contains(signer) && !flight.LateSigners.Contains(signer) && Health.IsLate(signer, age))
+                    {
+                        flight.LateSigners.Add(signer);
+                        Health.RecordTimeout(signer, nowMs);
+                        silent.Add(signer);
+                    }
+                }
+            }
+
             var due = flight.Stage switch
             {
                 FlightStage.Collecting => age >= timings.SessionTimeoutMs,
@@ -245,7 +264,7 @@ public sealed class HeadPlanner
             flights.Remove(flight);
             if (flight.Stage == FlightStage.Collecting)
             {
-                foreach (var signer in flight.Session.Signers.Where(s => !flight.Answered.Contains(s)))
+                foreach (var signer in flight.Session.Signers.Where(s => !flight.Answered.Contains(s) && !flight.LateSigners.Contains(s)))
                 {
                     Health.RecordTimeout(signer, nowMs);
                     silent.Add(signer);
@@ -278,6 +297,12 @@ public sealed class HeadPlanner
         public long StartedAtMs { get; set; }
 
         public HashSet<int> Answered { get; } = [];
+
+        // Signers recorded as late in this session (each once).
+        public HashSet<int> LateSigners { get; } = [];
+
+        // A late signer has not answered yet: the session waits on, but holds neither its head nor a place in the flight.
+        public bool Late => LateSigners.Any(s => !Answered.Contains(s));
 
         public ulong Height => Session.Height;
 

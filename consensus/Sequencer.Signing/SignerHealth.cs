@@ -21,7 +21,12 @@ public sealed record SignerReport(int Id, long BadShares, long Offences, long Ti
 /// <c>MaxBadShareExclusionMs</c>. An offence is a bad share from a session that started after the current exclusion
 /// began: one Byzantine episode touches every session in flight at once, and counts once.</item>
 /// <item>A session a signer does not answer in time excludes it for <c>TimeoutExclusionMs</c>, doubling per consecutive
-/// timeout up to <c>MaxTimeoutExclusionMs</c>.</item>
+/// timeout up to <c>MaxTimeoutExclusionMs</c>. "In time" is first the late mark (<see cref="IsLate"/>): a share that has
+/// not come <c>LateShareMs</c> (or four times the signer's usual latency, if longer) after the session started counts as a
+/// timeout then, and the planner may start another session without that signer; a share that still comes readmits it.</item>
+/// <item>Healthy signers are chosen in this order: this node; signers whose last valid share is recent (they are up and
+/// caught up: a node that restarts, or catches up from a snapshot, cannot answer a session until it has applied it);
+/// signers that have answered at all, by latency; the rest, by id.</item>
 /// <item>Excluding signers never leaves fewer than t eligible: when the healthy signers with a free commitment are
 /// fewer than t, timed-out signers and then excluded ones are probed, earliest expiry first, and a valid share readmits
 /// a signer at once.</item>
@@ -29,12 +34,16 @@ public sealed record SignerReport(int Id, long BadShares, long Offences, long Ti
 /// </remarks>
 public sealed class SignerHealth(SigningTimings timings)
 {
+    /// <summary>How recent a signer's last valid share must be for it to rank among the signers known to be answering.</summary>
+    public const long RecentShareMs = 5_000;
+
     private readonly Dictionary<int, Record> records = [];
 
-    /// <summary>A valid share: the signer is readmitted (a probe succeeded) and its latency smoothed in.</summary>
-    public void RecordShare(int signer, double latencyMs)
+    /// <summary>A valid share at <paramref name="nowMs"/>: the signer is readmitted (a probe succeeded) and its latency smoothed in.</summary>
+    public void RecordShare(int signer, double latencyMs, long nowMs)
     {
         var record = Of(signer);
+        record.LastShareMs = nowMs;
         record.LatencyMs = record.Accepted == 0 ? latencyMs : (0.8 * record.LatencyMs) + (0.2 * latencyMs);
         record.Accepted++;
         record.TimeoutStreak = 0;
@@ -71,9 +80,21 @@ public sealed class SignerHealth(SigningTimings timings)
     }
 
     /// <summary>
-    /// Chooses t signers that each have a free commitment: healthy signers first (this node first, then by recent
-    /// latency, then by id); when they are fewer than t, timed-out signers and then excluded ones, earliest expiry
-    /// first (probes). Null when fewer than t members have a free commitment at all. The result is ascending.
+    /// True when <paramref name="signer"/> has not answered a session that started <paramref name="ageMs"/> ago: at least
+    /// <c>LateShareMs</c>, and at least four times its smoothed latency when it has answered before.
+    /// </summary>
+    public bool IsLate(int signer, long ageMs)
+    {
+        var record = Of(signer);
+        var usual = record.Accepted == 0 ? 0 : (long)Math.Ceiling(4 * record.LatencyMs);
+        return ageMs >= Math.Max(timings.LateShareMs, usual);
+    }
+
+    /// <summary>
+    /// Chooses t signers that each have a free commitment: healthy signers first (this node, then signers with a valid
+    /// share in the last <see cref="RecentShareMs"/>, then signers that ever answered, each by latency, then by id);
+    /// when they are fewer than t, timed-out signers and then excluded ones, earliest expiry first (probes). Null when
+    /// fewer than t members have a free commitment at all. The result is ascending.
     /// </summary>
     public List<int>? Choose(IReadOnlyList<int> members, int threshold, int self, long nowMs, Func<int, bool> hasCommitment)
     {
@@ -81,7 +102,11 @@ public sealed class SignerHealth(SigningTimings timings)
         ArgumentNullException.ThrowIfNull(hasCommitment);
         var ready = members.Where(hasCommitment).ToList();
         var healthy = ready.Where(id => Of(id).ExcludedUntil <= nowMs && Of(id).TimedOutUntil <= nowMs)
-            .OrderBy(id => id == self ? 0 : 1).ThenBy(id => Of(id).LatencyMs).ThenBy(id => id);
+            .OrderBy(id => id == self ? 0 : 1)
+            .ThenBy(id => nowMs - Of(id).LastShareMs <= RecentShareMs ? 0 : 1)
+            .ThenBy(id => Of(id).Accepted > 0 ? 0 : 1)
+            .ThenBy(id => Of(id).LatencyMs)
+            .ThenBy(id => id);
         var timedOut = ready.Where(id => Of(id).ExcludedUntil <= nowMs && Of(id).TimedOutUntil > nowMs).OrderBy(id => Of(id).TimedOutUntil).ThenBy(id => id);
         var excluded = ready.Where(id => Of(id).ExcludedUntil > nowMs).OrderBy(id => Of(id).ExcludedUntil).ThenBy(id => id);
         var chosen = healthy.Concat(timedOut).Concat(excluded).Take(threshold).ToList();
@@ -131,6 +156,8 @@ public sealed class SignerHealth(SigningTimings timings)
         public ulong LastBadHead { get; set; }
 
         public double LatencyMs { get; set; }
+
+        public long LastShareMs { get; set; } = long.MinValue / 2;
     }
 }
 
@@ -143,6 +170,7 @@ public sealed class SignerHealth(SigningTimings timings)
 /// <param name="MaxTimeoutExclusionMs">The longest exclusion for timeouts.</param>
 /// <param name="MaxSessionsInFlight">The most head sessions planned, applied or aggregated but not yet signed.</param>
 /// <param name="MinHeadIntervalMs">The shortest time between two session starts (caps the signing CPU).</param>
+/// <param name="LateShareMs">How long a session waits for a signer's share before it counts that signer as timed out and another session may start without it (the session itself waits on until <paramref name="SessionTimeoutMs"/>).</param>
 public sealed record SigningTimings(
     long SessionTimeoutMs = 1_000,
     long ProposalTimeoutMs = 5_000,
@@ -151,13 +179,15 @@ public sealed record SigningTimings(
     long TimeoutExclusionMs = 500,
     long MaxTimeoutExclusionMs = 4_000,
     int MaxSessionsInFlight = 2,
-    long MinHeadIntervalMs = 0)
+    long MinHeadIntervalMs = 0,
+    long LateShareMs = 250)
 {
     /// <summary>The timings a node's limits set.</summary>
     public static SigningTimings From(Sequencer.Core.SequencerLimits limits)
     {
         ArgumentNullException.ThrowIfNull(limits);
         return new(limits.SigningSessionTimeoutMs, limits.SigningProposalTimeoutMs, limits.BadShareExclusionMs, limits.MaxBadShareExclusionMs,
-            limits.TimeoutExclusionMs, limits.MaxTimeoutExclusionMs, limits.MaxSigningSessionsInFlight, limits.MinHeadIntervalMs);
+            limits.TimeoutExclusionMs, limits.MaxTimeoutExclusionMs, limits.MaxSigningSessionsInFlight, limits.MinHeadIntervalMs,
+            limits.SigningLateShareMs);
     }
 }

@@ -53,11 +53,9 @@ public sealed class ChaosSuiteTests
         var kinds = Environment.UserName == "root"
             ? "DiskTruncateWalTail,DiskFlipBits,DiskDeleteChunk,DiskExhaustFileHandles,DiskFull"
             : "DiskTruncateWalTail,DiskFlipBits,DiskDeleteChunk,DiskExhaustFileHandles";
-        // Without signing for now: with it, a wiped node catching up can be chosen as a signer and LIVE-SIGN misses
-        // its 1 s bound by the session timeout (README, soak counts: "Known from these"). It passed in some runs and
-        // failed in a fresh-clone run, and a test that passes sometimes is a failing test; the disk faults themselves
-        // are what this suite checks, and the mixed soak runs disk faults with signing.
-        return RunAndAssertPassAsync(Options(kinds, 303, 40) with { Signing = false },
+        // With signing: a wiped node catching up from a snapshot cannot answer a session it has not applied; the leader
+        // prefers signers that answered recently and signs without a late one (SigningLateShareMs), so LIVE-SIGN holds.
+        return RunAndAssertPassAsync(Options(kinds, 303, 40),
             FaultKind.DiskTruncateWalTail, FaultKind.DiskFlipBits, FaultKind.DiskDeleteChunk, FaultKind.DiskExhaustFileHandles);
     }
 

@@ -149,19 +149,110 @@ public sealed class HeadPlannerTests
         var session = Apply(planner, planner.PlanStandalone(Now, Epoch, 4, 0, 0, Available)!, 4);
         Assert.Equal([1, 2], session.Signers);
         planner.ShareReceived((4, 1), 1);
-        time.Advance(TimeSpan.FromMilliseconds(999));
-        Assert.Empty(planner.Tick(Now).Expired);
+
+        // Signer 2 has not answered after LateShareMs (it never answered before, so its usual latency does not count):
+        // it is timed out once, and the session no longer holds head 4, though it takes a share until its timeout.
+        time.Advance(TimeSpan.FromMilliseconds(249));
+        Assert.Empty(planner.Tick(Now).TimedOutSigners);
+        Assert.Null(planner.PlanStandalone(Now, Epoch, 4, 0, lastAttempt: 1, Available));
         time.Advance(TimeSpan.FromMilliseconds(1));
-        var tick = planner.Tick(Now);
-        Assert.Equal([(4UL, 1)], tick.Expired);
-        Assert.Equal([2], tick.TimedOutSigners);
-        Assert.Empty(planner.Flights);
+        var late = planner.Tick(Now);
+        Assert.Empty(late.Expired);
+        Assert.Equal([2], late.TimedOutSigners);
+        Assert.Equal(500, planner.Health.Report(2, Now).ExcludedForMs);
 
         // The head is signed again at once, with a fresh attempt and without the silent signer.
         var retry = planner.PlanStandalone(Now, Epoch, 4, 0, lastAttempt: 1, Available)!;
         Assert.Equal(2, retry.Attempt);
         Assert.Equal([1, 3], retry.Signers);
-        Assert.Equal(500, planner.Health.Report(2, Now).ExcludedForMs);
+
+        // The late session expires at its timeout; its silent signer is not counted twice.
+        time.Advance(TimeSpan.FromMilliseconds(749));
+        Assert.Empty(planner.Tick(Now).Expired);
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        var tick = planner.Tick(Now);
+        Assert.Equal([(4UL, 1)], tick.Expired);
+        Assert.Empty(tick.TimedOutSigners);
+        Assert.Equal(1, planner.Health.Report(2, Now).Timeouts);
+        Assert.Single(planner.Flights);
+    }
+
+    [Fact]
+    public void LateSigner_ALateShareStillCounts_AndReadmitsIt()
+    {
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var session = Apply(planner, planner.PlanStandalone(Now, Epoch, 4, 0, 0, Available)!, 4);
+        planner.ShareReceived((4, 1), 1);
+        time.Advance(TimeSpan.FromMilliseconds(300));
+        Assert.Equal([2], planner.Tick(Now).TimedOutSigners);
+        Assert.False(planner.Health.IsHealthy(2, Now));
+
+        // Its share comes after all: the session completes, and the signer is healthy again.
+        planner.ShareReceived((session.Height, session.Attempt), 2);
+        planner.ShareAccepted((session.Height, session.Attempt), 2, Now);
+        Assert.True(planner.Health.IsHealthy(2, Now));
+        Assert.Equal(300, planner.Health.Report(2, Now).ShareLatencyMs);
+    }
+
+    [Fact]
+    public void LateMark_FollowsASignersUsualLatency()
+    {
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var health = planner.Health;
+
+        // Signer 2 usually answers in 100 ms: it is late after 400 ms, not 250 ms; a signer never heard from after 250.
+        health.RecordShare(2, 100, Now);
+        Assert.False(health.IsLate(2, 399));
+        Assert.True(health.IsLate(2, 400));
+        Assert.False(health.IsLate(3, 249));
+        Assert.True(health.IsLate(3, 250));
+    }
+
+    [Fact]
+    public void Choose_PrefersSignersThatAnsweredRecently_OverOnesNeverOrLongAgoHeardFrom()
+    {
+        // A leader that took over, or a signer that restarted: the signer never heard from (no latency yet) must not rank
+        // first, since it may be the node that is down or still catching up and cannot answer a session it has not applied.
+        var health = new SignerHealth(Timings);
+        health.RecordShare(3, 40, Now);
+        Assert.Equal([1, 3], health.Choose([1, 2, 3], 2, 1, Now, _ => true));
+
+        // Signer 2 answered faster, but long ago (before it restarted, say): signer 3, answering now, still comes first.
+        health.RecordShare(2, 5, Now);
+        time.Advance(TimeSpan.FromMilliseconds(SignerHealth.RecentShareMs + 1));
+        health.RecordShare(3, 40, Now);
+        Assert.Equal([1, 3], health.Choose([1, 2, 3], 2, 1, Now, _ => true));
+
+        // Both recent: the faster one.
+        health.RecordShare(2, 5, Now);
+        Assert.Equal([1, 2], health.Choose([1, 2, 3], 2, 1, Now, _ => true));
+    }
+
+    [Fact]
+    public void LateSessions_LeaveRoom_ButTheFlightStaysBounded()
+    {
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+
+        // Every session waits on signers that never answer; late sessions make room, up to twice the flight limit.
+        for (ulong height = 1; height <= 4; height++)
+        {
+            var planned = planner.PlanStandalone(Now, Epoch, height, 0, 0, Available);
+            Assert.NotNull(planned);
+            var applied = Apply(planner, planned, height);
+            planner.ShareReceived((applied.Height, applied.Attempt), 1);
+            if (height % 2 == 0)
+            {
+                time.Advance(TimeSpan.FromMilliseconds(300));
+                planner.Tick(Now);
+            }
+        }
+
+        Assert.Equal(4, planner.Flights.Count);
+        Assert.False(planner.HasRoom);
+        Assert.Null(planner.PlanStandalone(Now, Epoch, 5, 0, 0, Available));
     }
 
     [Fact]
