@@ -150,7 +150,7 @@ public static class ChaosRun
             Binary = options.Binary,
             // A short WAL retention makes snapshots and log compaction part of every run, unless --node-arg sets one.
             ExtraArguments = ["--admin-token", adminToken,
-                .. options.NodeArguments.Contains("--wal-retained-entries") ? Array.Empty<string>() : ["--wal-retained-entries", "512"],
+                .. options.NodeArguments.Any(a => a == "--wal-retained-entries" || a.StartsWith("--wal-retained-entries=", StringComparison.Ordinal)) ? Array.Empty<string>() : ["--wal-retained-entries", "512"],
                 .. options.Signing && options.Dkg ? ["--dkg-threshold", threshold.ToString(CultureInfo.InvariantCulture)] : Array.Empty<string>(),
                 .. options.NodeArguments],
             KeysDirectory = keys,

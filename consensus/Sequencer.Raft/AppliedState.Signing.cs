@@ -178,6 +178,13 @@ public sealed partial class AppliedState
             return ledger.AvailableSequences(signer, count);
     }
 
+    /// <summary>The lowest unused commitments of <paramref name="signer"/> (sequence and value), at most <paramref name="count"/>.</summary>
+    public IReadOnlyList<(ulong Sequence, byte[] Value)> AvailableCommitments(int signer, int count)
+    {
+        lock (gate)
+            return ledger.AvailableCommitments(signer, count);
+    }
+
     /// <summary>The ledger's last session for the head at <paramref name="height"/>, or null.</summary>
     public SigningSession? ActiveSession(ulong height)
     {

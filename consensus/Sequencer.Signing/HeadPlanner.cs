@@ -217,9 +217,11 @@ public sealed class HeadPlanner
     public IReadOnlyList<(int Signer, long ExclusionMs)> BadShares((ulong Height, int Attempt) session, IReadOnlyList<int> culprits, long nowMs)
     {
         ArgumentNullException.ThrowIfNull(culprits);
+        // The session's planning time decides whether this is a new offence: a session planned before the exclusion
+        // began (with the culprit among its signers) but applied after it is the same episode.
         var flight = Find(session);
-        var started = flight?.StartedAtMs ?? nowMs;
-        var result = culprits.Select(c => (c, Health.RecordBadShare(c, session.Height, started, nowMs))).ToList();
+        var planned = flight?.PlannedAtMs ?? nowMs;
+        var result = culprits.Select(c => (c, Health.RecordBadShare(c, session.Height, planned, nowMs))).ToList();
         if (flight is not null)
             flights.Remove(flight);
         return result;
@@ -295,6 +297,8 @@ public sealed class HeadPlanner
         public long StageAtMs { get; set; } = stageAtMs;
 
         public long StartedAtMs { get; set; }
+
+        public long PlannedAtMs { get; } = stageAtMs;
 
         public HashSet<int> Answered { get; } = [];
 

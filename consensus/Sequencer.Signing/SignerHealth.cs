@@ -28,8 +28,8 @@ public sealed record SignerReport(int Id, long BadShares, long Offences, long Ti
 /// caught up: a node that restarts, or catches up from a snapshot, cannot answer a session until it has applied it);
 /// signers that have answered at all, by latency; the rest, by id.</item>
 /// <item>Excluding signers never leaves fewer than t eligible: when the healthy signers with a free commitment are
-/// fewer than t, timed-out signers and then excluded ones are probed, earliest expiry first, and a valid share readmits
-/// a signer at once.</item>
+/// fewer than t, timed-out or excluded signers are probed, taking turns (the one probed longest ago first, then the
+/// earliest expiry), and a valid share readmits a signer at once.</item>
 /// </list>
 /// </remarks>
 public sealed class SignerHealth(SigningTimings timings)
@@ -52,7 +52,7 @@ public sealed class SignerHealth(SigningTimings timings)
     }
 
     /// <summary>
-    /// A bad share from a session started at <paramref name="sessionStartedMs"/>. Returns the exclusion it caused in
+    /// A bad share from a session planned at <paramref name="sessionStartedMs"/>. Returns the exclusion it caused in
     /// milliseconds, or 0 when it belongs to an offence already counted.
     /// </summary>
     public long RecordBadShare(int signer, ulong head, long sessionStartedMs, long nowMs)
@@ -93,8 +93,8 @@ public sealed class SignerHealth(SigningTimings timings)
     /// <summary>
     /// Chooses t signers that each have a free commitment: healthy signers first (this node, then signers with a valid
     /// share in the last <see cref="RecentShareMs"/>, then signers that ever answered, each by latency, then by id);
-    /// when they are fewer than t, timed-out signers and then excluded ones, earliest expiry first (probes). Null when
-    /// fewer than t members have a free commitment at all. The result is ascending.
+    /// when they are fewer than t, timed-out or excluded signers, the one probed longest ago first, then the earliest
+    /// expiry (probes). Null when fewer than t members have a free commitment at all. The result is ascending.
     /// </summary>
     public List<int>? Choose(IReadOnlyList<int> members, int threshold, int self, long nowMs, Func<int, bool> hasCommitment)
     {
@@ -107,11 +107,17 @@ public sealed class SignerHealth(SigningTimings timings)
             .ThenBy(id => Of(id).Accepted > 0 ? 0 : 1)
             .ThenBy(id => Of(id).LatencyMs)
             .ThenBy(id => id);
-        var timedOut = ready.Where(id => Of(id).ExcludedUntil <= nowMs && Of(id).TimedOutUntil > nowMs).OrderBy(id => Of(id).TimedOutUntil).ThenBy(id => id);
-        var excluded = ready.Where(id => Of(id).ExcludedUntil > nowMs).OrderBy(id => Of(id).ExcludedUntil).ThenBy(id => id);
-        var chosen = healthy.Concat(timedOut).Concat(excluded).Take(threshold).ToList();
+        // Probes take turns: the candidate probed longest ago first (a timed-out signer that is down or still catching
+        // up must not be probed again and again while an excluded one that would answer waits), then the earliest expiry.
+        var probes = ready.Where(id => !IsHealthy(id, nowMs))
+            .OrderBy(id => Of(id).LastProbedMs)
+            .ThenBy(id => Math.Max(Of(id).ExcludedUntil, Of(id).TimedOutUntil))
+            .ThenBy(id => id);
+        var chosen = healthy.Concat(probes).Take(threshold).ToList();
         if (chosen.Count < threshold)
             return null;
+        foreach (var id in chosen.Where(id => !IsHealthy(id, nowMs)))
+            Of(id).LastProbedMs = nowMs;
         chosen.Sort();
         return chosen;
     }
@@ -158,6 +164,8 @@ public sealed class SignerHealth(SigningTimings timings)
         public double LatencyMs { get; set; }
 
         public long LastShareMs { get; set; } = long.MinValue / 2;
+
+        public long LastProbedMs { get; set; } = long.MinValue / 2;
     }
 }
 

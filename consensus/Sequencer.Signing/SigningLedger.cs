@@ -109,6 +109,10 @@ public sealed class SigningLedger
     public IReadOnlyList<ulong> AvailableSequences(int signer, int count)
         => pool.TryGetValue(signer, out var queue) ? [.. queue.Keys.Take(count)] : [];
 
+    /// <summary>The lowest unused commitments of <paramref name="signer"/> (sequence and value), at most <paramref name="count"/>.</summary>
+    public IReadOnlyList<(ulong Sequence, byte[] Value)> AvailableCommitments(int signer, int count)
+        => pool.TryGetValue(signer, out var queue) ? [.. queue.Take(count).Select(c => (c.Key, c.Value))] : [];
+
     /// <summary>The session in progress for the head at <paramref name="height"/>, or null.</summary>
     public SigningSession? ActiveSession(ulong height) => sessions.GetValueOrDefault(height);
 
@@ -266,6 +270,14 @@ public sealed class SigningLedger
 
         if (!pool.TryGetValue(command.SignerId, out var queue))
             pool[command.SignerId] = queue = [];
+        if (command.ReplacesUnused)
+        {
+            // Every unused commitment is below FirstSequence (it is at least next): none of them can serve a session.
+            foreach (var dropped in queue.Keys)
+                effects.RemovedCommitments.Add((command.SignerId, dropped));
+            queue.Clear();
+        }
+
         for (var i = 0; i < command.Commitments.Count && queue.Count < MaxCommitmentsPerSigner; i++)
         {
             var sequence = command.FirstSequence + (ulong)i;

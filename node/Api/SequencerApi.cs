@@ -112,7 +112,26 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             }
 
             var leader = raft.Leader;
-            if (leader is null || leader.Id == options.NodeId)
+            if (leader is null)
+            {
+                // An election takes about one election timeout. A node that has known no leader for longer is likely
+                // cut off from the others: it says so at once, so that the client tries another node instead of
+                // waiting out its timeout here. Nothing was ordered through this node.
+                var leaderless = raft.LeaderlessFor;
+                var grace = TimeSpan.FromMilliseconds(options.RaftTiming.ElectionTimeoutUpperMs) - leaderless;
+                if (grace <= TimeSpan.Zero)
+                {
+                    await RejectAsync(context, 503, "no_leader",
+                        $"this node has known no leader for {leaderless.TotalMilliseconds:F0} ms (an election is taking long, or this node is cut off from the others); nothing was submitted: try another node",
+                        TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+                    return;
+                }
+
+                await WaitForLeaderAsync(grace < remaining ? grace : remaining, token).ConfigureAwait(false);
+                continue;
+            }
+
+            if (leader.Id == options.NodeId)
             {
                 await WaitForLeaderAsync(remaining, token).ConfigureAwait(false);
                 continue;

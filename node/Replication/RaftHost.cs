@@ -53,6 +53,8 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(loggerFactory);
         this.options = options;
+        this.time = time;
+        leaderLostAt = time.GetTimestamp();
         // Member status lines go through the throttle too: a flapping link must not flood the log.
         logger = new Telemetry.ThrottledLoggerFactory(loggerFactory, time).CreateLogger<RaftHost>();
 
@@ -166,6 +168,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     /// <summary>True once the consensus is reached in the current term (a leader is known).</summary>
     public bool HasLeader => Leader is not null;
 
+    /// <summary>How long this node has known no leader (zero while it knows one).</summary>
+    public TimeSpan LeaderlessFor => HasLeader ? TimeSpan.Zero : time.GetElapsedTime(Interlocked.Read(ref leaderLostAt));
+
     /// <summary>Joins the cluster: replays the WAL into the state, then starts elections and the transport.</summary>
     public async Task StartAsync(CancellationToken token)
     {
@@ -278,6 +283,8 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     public ValueTask WaitForApplyAsync(long index, CancellationToken token) => wal.WaitForApplyAsync(index, token);
 
     private CancellationTokenSource leaderEpoch = new();
+    private readonly TimeProvider time;
+    private long leaderLostAt;
 
     /// <summary>Canceled at the next leader change: work aimed at the current leader (a forwarded submit) stops then.</summary>
     public CancellationToken LeaderEpoch => Volatile.Read(ref leaderEpoch).Token;
@@ -288,6 +295,8 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         previous.Cancel();
         previous.Dispose();
         var member = leader?.EndPoint is IPEndPoint endPoint && membersByEndPoint.TryGetValue(endPoint, out var m) ? m : null;
+        if (leader is null)
+            Interlocked.Exchange(ref leaderLostAt, time.GetTimestamp());
         if (leader is not { IsRemote: false })
             State.Replication.Reset(); // a follower has no replication of its own; the next term's leader starts afresh
         LogLeaderChanged(logger, member?.Id ?? 0, Term);

@@ -39,6 +39,8 @@ public sealed partial class SignerService : IAsyncDisposable
     private static readonly TimeSpan ReplenishPoll = TimeSpan.FromMilliseconds(20);
     private static readonly TimeSpan PruneInterval = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan PublishTimeout = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan PoolCheckInterval = TimeSpan.FromSeconds(1);
+    private const int PoolCheckSize = 16;
     private static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(10);
 
     private readonly KeyShare share;
@@ -51,6 +53,7 @@ public sealed partial class SignerService : IAsyncDisposable
     private readonly NodeMetrics metrics;
     private readonly ILogger logger;
     private readonly Lock gate = new();
+    private long lastPoolCheck;
     private readonly List<AppliedSession> queue = [];
     private readonly CancellationTokenSource stopping = new();
     private BackgroundLoop? loop;
@@ -299,11 +302,16 @@ public sealed partial class SignerService : IAsyncDisposable
         }
     }
 
-    /// <summary>Keeps the published pool at the target: republishes stored but unpublished commitments, or makes new ones.</summary>
+    /// <summary>
+    /// Keeps the published pool at the target: republishes stored but unpublished commitments, or makes new ones. When
+    /// this signer holds none of its lowest published commitments (its nonces were lost with its data), the next
+    /// publication replaces every unused one, so that sessions stop choosing commitments no share can come for.
+    /// </summary>
     private void Replenish()
     {
         var (available, next) = state.CommitmentsOf(share.Identifier);
-        if (available >= limits.NoncePoolTarget / 2)
+        var replace = available > 0 && HoldsNoneOfThePool();
+        if (available >= limits.NoncePoolTarget / 2 && !replace)
             return;
         var now = Stopwatch.GetTimestamp();
         lock (gate)
@@ -316,7 +324,7 @@ public sealed partial class SignerService : IAsyncDisposable
         }
 
         // Small steps (a nonce pair costs about 0.2 ms): answering sessions never waits long behind preprocessing.
-        var count = Math.Min(limits.NoncePoolTarget - available, GenerateStep);
+        var count = replace ? GenerateStep : Math.Min(limits.NoncePoolTarget - available, GenerateStep);
         var pending = nonces.Epoch == epoch ? nonces.CommitmentsFrom(next, count) : [];
         List<StoredNonceCommitment> batch = [];
         foreach (var stored in pending)
@@ -334,13 +342,17 @@ public sealed partial class SignerService : IAsyncDisposable
             KeyEpoch = epoch,
             FirstSequence = batch[0].Sequence,
             Commitments = [.. batch.Select(b => b.Commitment)],
+            ReplacesUnused = replace,
         };
+        if (replace)
+            LogReplacingPool(logger, share.Identifier, available);
         command = new NonceCommitmentsCommand
         {
             SignerId = command.SignerId,
             KeyEpoch = command.KeyEpoch,
             FirstSequence = command.FirstSequence,
             Commitments = command.Commitments,
+            ReplacesUnused = command.ReplacesUnused,
             Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, command.ProofPayload(), share.Secret),
         };
         _ = PublishAsync(command);
@@ -371,6 +383,25 @@ public sealed partial class SignerService : IAsyncDisposable
                 publishStarted = 0;
             Volatile.Read(ref wake).TrySetResult();
         }
+    }
+
+    // True when none of the lowest published commitments is one this signer holds (same sequence, same value). Checked
+    // at most once a second. A session that uses one of them at the same moment can make one look missing, never all of
+    // them; a node still catching up may see commitments it used since as unused, and then replaces a pool it could
+    // have used: that costs a publication, never a nonce.
+    private bool HoldsNoneOfThePool()
+    {
+        var now = Stopwatch.GetTimestamp();
+        if (lastPoolCheck != 0 && Stopwatch.GetElapsedTime(lastPoolCheck, now) < PoolCheckInterval)
+            return false;
+        lastPoolCheck = now;
+        var offered = state.AvailableCommitments(share.Identifier, PoolCheckSize);
+        if (offered.Count == 0)
+            return false;
+        if (nonces.Epoch != epoch)
+            return true;
+        var held = nonces.CommitmentsFrom(offered[0].Sequence, 4 * PoolCheckSize).ToDictionary(c => c.Sequence, c => c.Commitment);
+        return !offered.Any(o => held.TryGetValue(o.Sequence, out var value) && value.AsSpan().SequenceEqual(o.Value));
     }
 
     /// <summary>Deletes stored nonces whose commitments the log no longer offers (used, dropped or never published in time).</summary>
@@ -444,4 +475,7 @@ public sealed partial class SignerService : IAsyncDisposable
 
     [LoggerMessage(EventId = 316, Level = LogLevel.Error, Message = "The signer's round failed; it retries")]
     private static partial void LogSignerFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 317, Level = LogLevel.Warning, Message = "Signer {SignerId} holds none of its lowest published nonce commitments (its nonces were lost with its data): publishing new ones that replace all {Count} unused")]
+    private static partial void LogReplacingPool(ILogger logger, int signerId, int count);
 }

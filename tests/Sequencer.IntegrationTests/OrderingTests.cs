@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Sequencer.Checker;
+using Sequencer.Client;
 
 namespace Sequencer.IntegrationTests;
 
@@ -37,6 +38,31 @@ public sealed class OrderingTests
             var durable = view.Pipeline?.GetValueOrDefault("durableFollowerAppends") ?? 0;
             Assert.True(durable > 0, $"follower node{nodeId} made no appended entries durable before acknowledging them (durableFollowerAppends = {durable})");
         }
+    }
+
+    [Fact]
+    public async Task ANodeCutOffFromTheOthers_Answers503NoLeaderAtOnce_InsteadOfHoldingTheSubmit()
+    {
+        await using var test = await TestCluster.StartAsync("noleader");
+        var leader = await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        var survivor = test.Cluster.Nodes.First(n => n.Spec.Id != leader);
+        foreach (var other in test.Cluster.Nodes.Where(n => n.Spec.Id != survivor.Spec.Id))
+            await other.KillAsync();
+
+        // Alone, the survivor learns within an election timeout that it has no leader; from then on a submit is
+        // refused at once with no_leader (retryable: nothing was submitted), not held for the submit timeout.
+        var tx = new byte[] { 1, 2, 3, 4 };
+        SequencerApiException? refusal = null;
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (refusal?.Code != "no_leader" && DateTime.UtcNow < deadline)
+            refusal = await Assert.ThrowsAsync<SequencerApiException>(() => survivor.Client.SubmitAsync(tx));
+        Assert.Equal("no_leader", refusal?.Code);
+        Assert.Equal(503, refusal!.Status);
+        Assert.True(refusal.IsRetryable && !refusal.IsIndeterminate);
+        var timer = Stopwatch.StartNew();
+        var again = await Assert.ThrowsAsync<SequencerApiException>(() => survivor.Client.SubmitAsync(tx));
+        Assert.Equal("no_leader", again.Code);
+        Assert.True(timer.Elapsed < TimeSpan.FromMilliseconds(500), $"the refusal took {timer.ElapsedMilliseconds} ms");
     }
 
     [Fact]

@@ -142,6 +142,41 @@ public sealed class HeadPlannerTests
     }
 
     [Fact]
+    public void Probes_TakeTurns_ATimedOutSignerThatCannotAnswer_DoesNotStarveAnExcludedOneThatCan()
+    {
+        // Signer 3 sent a bad share (excluded for a minute, but honest again); signer 2 is down or catching up, so every
+        // session that names it times out after a short exclusion. With only signer 1 healthy, probes must alternate.
+        var health = new SignerHealth(Timings);
+        health.RecordBadShare(3, head: 1, sessionStartedMs: Now, nowMs: Now);
+        health.RecordTimeout(2, Now);
+        Assert.Equal([1, 2], health.Choose([1, 2, 3], 2, 1, Now, _ => true));
+        time.Advance(TimeSpan.FromMilliseconds(250));
+        health.RecordTimeout(2, Now);
+        Assert.Equal([1, 3], health.Choose([1, 2, 3], 2, 1, Now, _ => true));
+        time.Advance(TimeSpan.FromMilliseconds(250));
+        Assert.Equal([1, 2], health.Choose([1, 2, 3], 2, 1, Now, _ => true));
+    }
+
+    [Fact]
+    public void BadShares_ASessionPlannedBeforeTheExclusionButAppliedAfter_IsTheSameOffence()
+    {
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var a = Apply(planner, planner.PlanStandalone(Now, Epoch, 1, 0, 0, Available)!, 1);
+        var plannedEarlier = planner.PlanStandalone(Now, Epoch, 2, 0, 0, Available)!;
+        Assert.Contains(2, plannedEarlier.Signers);
+        time.Advance(TimeSpan.FromMilliseconds(5));
+        Assert.Equal(60_000, Assert.Single(planner.BadShares((a.Height, a.Attempt), [2], Now)).ExclusionMs);
+
+        // Applied (started) after the exclusion began, but planned before it: not a second offence.
+        time.Advance(TimeSpan.FromMilliseconds(2));
+        var b = Apply(planner, plannedEarlier, 2);
+        time.Advance(TimeSpan.FromMilliseconds(2));
+        Assert.Equal(0, Assert.Single(planner.BadShares((b.Height, b.Attempt), [2], Now)).ExclusionMs);
+        Assert.Equal(1, planner.Health.Report(2, Now).Offences);
+    }
+
+    [Fact]
     public void Timeout_RecordsTheSilentSigners_ExcludesThemBriefly_AndTheNextSessionSignsWithoutThem()
     {
         var planner = new HeadPlanner(Timings, self: 1);

@@ -16,7 +16,7 @@ namespace Sequencer.Tests;
 /// <c>SEQUENCER_REWRITE=1</c> to rewrite the expected traces from the current behaviour (then review the diff like code).
 /// </summary>
 /// <remarks>
-/// Commands: <c>epoch</c>; <c>batch [inline=S@Q,S@Q]</c>; <c>publish SIGNER FIRST COUNT [prover=ID]</c>;
+/// Commands: <c>epoch</c>; <c>batch [inline=S@Q,S@Q]</c>; <c>publish SIGNER FIRST COUNT [prover=ID] [replace=1] [forge=1]</c>;
 /// <c>session HEIGHT ATTEMPT S@Q,S@Q</c>; <c>sign HEIGHT ATTEMPT [corrupt=ID] [at=HEIGHT] [carrier=batch]</c> (the session's
 /// shares made with the right nonces and aggregated); <c>state</c>.
 /// </remarks>
@@ -127,7 +127,8 @@ public sealed class SigningLedgerScenarioTests
                 }),
                 "batch" => Batch(options.GetValueOrDefault("inline"), options.GetValueOrDefault("sign")),
                 "publish" => Apply(Publish(int.Parse(args[0], CultureInfo.InvariantCulture), ulong.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture),
-                    options.TryGetValue("prover", out var prover) ? int.Parse(prover, CultureInfo.InvariantCulture) : null)),
+                    options.TryGetValue("prover", out var prover) ? int.Parse(prover, CultureInfo.InvariantCulture) : null,
+                    options.ContainsKey("replace"), options.ContainsKey("forge"))),
                 "session" => Apply(new SigningSessionsCommand { Sessions = [Session(ulong.Parse(args[0], CultureInfo.InvariantCulture), int.Parse(args[1], CultureInfo.InvariantCulture), args[2])] }),
                 "sign" => Apply(new HeadSignaturesCommand { Signatures = [Sign(args, options)] }),
                 "state" => State(),
@@ -167,7 +168,9 @@ public sealed class SigningLedgerScenarioTests
             };
         }
 
-        private NonceCommitmentsCommand Publish(int signer, ulong first, int count, int? prover)
+        // replace: the commitments replace every unused one of the signer; forge: the flag is set on a command whose proof
+        // covers an ordinary publication (a replay that must be refused).
+        private NonceCommitmentsCommand Publish(int signer, ulong first, int count, int? prover, bool replace = false, bool forge = false)
         {
             var values = new List<byte[]>();
             for (var i = 0; i < count; i++)
@@ -177,13 +180,14 @@ public sealed class SigningLedgerScenarioTests
                 values.Add([.. Secp256k1.SerializeElement(commitment.Hiding), .. Secp256k1.SerializeElement(commitment.Binding)]);
             }
 
-            var unsigned = new NonceCommitmentsCommand { SignerId = signer, KeyEpoch = 1, FirstSequence = first, Commitments = values };
+            var unsigned = new NonceCommitmentsCommand { SignerId = signer, KeyEpoch = 1, FirstSequence = first, Commitments = values, ReplacesUnused = replace && !forge };
             return new NonceCommitmentsCommand
             {
                 SignerId = signer,
                 KeyEpoch = 1,
                 FirstSequence = first,
                 Commitments = values,
+                ReplacesUnused = replace || forge,
                 Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned.ProofPayload(), Key.Shares[(prover ?? signer) - 1].Secret),
             };
         }

@@ -47,10 +47,19 @@ public sealed class NonceCommitmentsCommand : ILogCommand
     /// </summary>
     [Key(4)] public byte[] Proof { get; init; } = [];
 
-    /// <summary>The bytes the proof covers: signer id, key epoch, first sequence, count, then the commitments.</summary>
+    /// <summary>
+    /// True when these commitments replace every unused one the signer published before: the signer no longer holds
+    /// those nonces (its data directory was lost or wiped), so no session could ever get a share for them.
+    /// </summary>
+    [Key(5)] public bool ReplacesUnused { get; init; }
+
+    /// <summary>
+    /// The bytes the proof covers: signer id, key epoch, first sequence, count, then the commitments, and one byte 1 at
+    /// the end for a replacement (so that a proof over an ordinary publication cannot be replayed as a replacement).
+    /// </summary>
     public byte[] ProofPayload()
     {
-        var payload = new byte[4 + 8 + 8 + 4 + Commitments.Sum(c => c.Length)];
+        var payload = new byte[4 + 8 + 8 + 4 + Commitments.Sum(c => c.Length) + (ReplacesUnused ? 1 : 0)];
         System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(payload, SignerId);
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(payload.AsSpan(4), KeyEpoch);
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(payload.AsSpan(12), FirstSequence);
@@ -62,6 +71,8 @@ public sealed class NonceCommitmentsCommand : ILogCommand
             offset += commitment.Length;
         }
 
+        if (ReplacesUnused)
+            payload[offset] = 1;
         return payload;
     }
 }

@@ -1,0 +1,128 @@
+using System.Buffers;
+using Microsoft.Extensions.Logging.Abstractions;
+using Sequencer.Core;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Storage;
+using Sequencer.Node.Signing;
+using Sequencer.Node.Telemetry;
+using Sequencer.Raft;
+using Sequencer.Signing;
+using Sequencer.Threshold;
+
+namespace Sequencer.Tests;
+
+/// <summary>The signer's side of the nonce pool (DESIGN section 5), against a real applied state and nonce store.</summary>
+public sealed class SignerServiceTests
+{
+    private static readonly SequencerLimits Limits = new() { PersistGroupBatches = 4, MaxUnpersistedBatches = 64, PersistIntervalMs = 10_000, NoncePoolTarget = 64 };
+
+    /// <summary>Puts every proposed command into the log at once (as a leader that commits it would).</summary>
+    private sealed class CommittingChannel(AppliedState state, long index) : ILeaderChannel, IDisposable
+    {
+        private readonly SemaphoreSlim applier = new(1);
+
+        public void Dispose() => applier.Dispose();
+
+        public List<NonceCommitmentsCommand> Published { get; } = [];
+
+        public Task<LeaderDelivery> SendSharesAsync(SignatureSharesMessage message, CancellationToken token) => Task.FromResult(LeaderDelivery.Ok);
+
+        public async Task<LeaderDelivery> ProposeAsync(ILogCommand command, CancellationToken token)
+        {
+            lock (Published)
+            {
+                if (command is NonceCommitmentsCommand published)
+                    Published.Add(published);
+            }
+
+            await applier.WaitAsync(token);
+            try
+            {
+                await state.ApplyAsync(LogCommandCodec.Decode(new ReadOnlySequence<byte>(LogCommandCodec.Encode(command))), ++index, 1, token);
+            }
+            finally
+            {
+                applier.Release();
+            }
+
+            return LeaderDelivery.Ok;
+        }
+    }
+
+    [Fact]
+    public async Task ASignerThatLostItsNonces_ReplacesItsPublishedPool_AndKeepsAPoolItHolds()
+    {
+        var (shares, group) = TrustedDealer.Generate(2, 3);
+        var time = TimeProvider.System;
+        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(0, long.MaxValue), time, NullLogger.Instance);
+        await state.ApplyAsync(new KeyEpochCommand
+        {
+            Epoch = 1,
+            Threshold = 2,
+            GroupKey = Secp256k1.SerializeElement(group.PublicKey),
+            Members = [1, 2, 3],
+            VerificationShares = [.. new[] { 1, 2, 3 }.Select(id => Secp256k1.SerializeElement(group.VerificationShares[id]))],
+        }, 1, 1, CancellationToken.None);
+
+        // Signer 2 published 40 commitments before its data directory was wiped: the nonces behind them are gone.
+        var lost = new InMemoryNonceStore();
+        var old = lost.Generate(1, shares[1], 1, 40);
+        var unsigned = new NonceCommitmentsCommand { SignerId = 2, KeyEpoch = 1, FirstSequence = 1, Commitments = [.. old.Select(c => c.Commitment)] };
+        await state.ApplyAsync(new NonceCommitmentsCommand
+        {
+            SignerId = 2,
+            KeyEpoch = 1,
+            FirstSequence = 1,
+            Commitments = unsigned.Commitments,
+            Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned.ProofPayload(), shares[1].Secret),
+        }, 2, 1, CancellationToken.None);
+        Assert.Equal((40, 41UL), state.CommitmentsOf(2));
+
+        using var channel = new CommittingChannel(state, 100);
+        var loops = new BackgroundLoops(time);
+        using var stopping = new CancellationTokenSource();
+        await using (var signer = new SignerService(shares[1], group, 1, state, channel, new InMemoryNonceStore(), Limits, new NodeMetrics(), NullLogger<SignerService>.Instance, SignerFault.None))
+        {
+            signer.Start(loops);
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+            while (state.AvailableSequences(2, 1) is [var lowest] && lowest <= 40 && DateTime.UtcNow < deadline)
+                await Task.Delay(20);
+        }
+
+        // One replacement: every lost commitment left the pool, and the new ones start at the next sequence.
+        var replacement = Assert.Single(channel.Published, p => p.ReplacesUnused);
+        Assert.Equal(41UL, replacement.FirstSequence);
+        Assert.All(state.AvailableSequences(2, 1024), s => Assert.True(s > 40));
+        Assert.True(state.CommitmentsOf(2).Available > 0);
+
+        // A signer that holds its pool never replaces it.
+        var holding = new InMemoryNonceStore();
+        var kept = holding.Generate(1, shares[2], 1, 40);
+        var unsigned3 = new NonceCommitmentsCommand { SignerId = 3, KeyEpoch = 1, FirstSequence = 1, Commitments = [.. kept.Select(c => c.Commitment)] };
+        await state.ApplyAsync(new NonceCommitmentsCommand
+        {
+            SignerId = 3,
+            KeyEpoch = 1,
+            FirstSequence = 1,
+            Commitments = unsigned3.Commitments,
+            Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned3.ProofPayload(), shares[2].Secret),
+        }, 10_000, 1, CancellationToken.None);
+        using var channel3 = new CommittingChannel(state, 10_000);
+        await using (var signer3 = new SignerService(shares[2], group, 1, state, channel3, holding, Limits, new NodeMetrics(), NullLogger<SignerService>.Instance, SignerFault.None))
+        {
+            signer3.Start(new BackgroundLoops(time));
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+            while (state.CommitmentsOf(3).Available < Limits.NoncePoolTarget / 2 && DateTime.UtcNow < deadline)
+                await Task.Delay(20);
+
+            // Two pool checks (one a second) pass with the pool held.
+            var checkedUntil = DateTime.UtcNow + TimeSpan.FromSeconds(2.2);
+            while (DateTime.UtcNow < checkedUntil)
+                await Task.Delay(50);
+        }
+
+        Assert.DoesNotContain(channel3.Published, p => p.ReplacesUnused);
+        Assert.Equal(1UL, state.AvailableSequences(3, 1)[0]);
+    }
+}
