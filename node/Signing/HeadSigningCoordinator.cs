@@ -40,6 +40,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     private readonly ShareCollector collector = new();
     private readonly SignatureOutbox outbox = new();
     private readonly List<(int Signer, ulong KeyEpoch, SignatureShareMessage Share)> inbox = [];
+    private readonly Dictionary<int, long> silentLoggedAt = [];
     private readonly CancellationTokenSource stopping = new();
     private BackgroundLoop? loop;
     private TaskCompletionSource wake = NewSignal();
@@ -207,6 +208,21 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
     private void Wake() => Volatile.Read(ref wake).TrySetResult();
 
+    // One line per signer per 5 s at most: a signer that is down misses every session.
+    private void NoteSilentSigner(int signer, long now)
+    {
+        SignerReport report;
+        lock (gate)
+        {
+            if (silentLoggedAt.TryGetValue(signer, out var last) && now - last < 5_000)
+                return;
+            silentLoggedAt[signer] = now;
+            report = planner.Health.Report(signer, now);
+        }
+
+        LogSilentSigner(logger, signer, report.ExcludedForMs, report.Timeouts, report.ShareLatencyMs);
+    }
+
     private async Task LoopAsync(BackgroundLoop self, CancellationToken token)
     {
         while (!token.IsCancellationRequested)
@@ -257,7 +273,11 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         }
 
         foreach (var signer in tick.TimedOutSigners)
+        {
             metrics.SessionTimeouts.Add(1, new KeyValuePair<string, object?>("signer", signer));
+            NoteSilentSigner(signer, now);
+        }
+
         StartStandaloneSession(epoch, now);
         ProposeDueSignatures(now);
     }
@@ -455,6 +475,9 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
     [LoggerMessage(EventId = 303, Level = LogLevel.Debug, Message = "A {Command} proposal did not commit: {Reason}")]
     private static partial void LogProposalFailed(ILogger logger, string command, string reason);
+
+    [LoggerMessage(EventId = 306, Level = LogLevel.Information, Message = "Signer {SignerId} did not answer a session in time (late, or timed out): new sessions sign without it for {ExcludedMs} ms unless fewer than t signers would remain ({Timeouts} so far; its usual share latency {LatencyMs} ms)")]
+    private static partial void LogSilentSigner(ILogger logger, int signerId, long excludedMs, long timeouts, double latencyMs);
 
     [LoggerMessage(EventId = 305, Level = LogLevel.Error, Message = "The signature for head {Height} (attempt {Attempt}) did not verify although every share did; the head is signed again")]
     private static partial void LogNoCulprit(ILogger logger, ulong height, int attempt);
