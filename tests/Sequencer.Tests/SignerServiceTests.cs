@@ -50,6 +50,20 @@ public sealed class SignerServiceTests
         }
     }
 
+    /// <summary>Applies the signer's publication of <paramref name="stored"/> (from sequence 1), with its proof.</summary>
+    private static async Task PublishAsync(AppliedState state, KeyShare share, IReadOnlyList<StoredNonceCommitment> stored, long index)
+    {
+        var unsigned = new NonceCommitmentsCommand { SignerId = share.Identifier, KeyEpoch = 1, FirstSequence = 1, Commitments = [.. stored.Select(c => c.Commitment)] };
+        await state.ApplyAsync(new NonceCommitmentsCommand
+        {
+            SignerId = unsigned.SignerId,
+            KeyEpoch = 1,
+            FirstSequence = 1,
+            Commitments = unsigned.Commitments,
+            Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned.ProofPayload(), share.Secret),
+        }, index, 1, CancellationToken.None);
+    }
+
     [Fact]
     public async Task ASignerThatLostItsNonces_ReplacesItsPublishedPool_AndKeepsAPoolItHolds()
     {
@@ -68,15 +82,7 @@ public sealed class SignerServiceTests
         // Signer 2 published 40 commitments before its data directory was wiped: the nonces behind them are gone.
         var lost = new InMemoryNonceStore();
         var old = lost.Generate(1, shares[1], 1, 40);
-        var unsigned = new NonceCommitmentsCommand { SignerId = 2, KeyEpoch = 1, FirstSequence = 1, Commitments = [.. old.Select(c => c.Commitment)] };
-        await state.ApplyAsync(new NonceCommitmentsCommand
-        {
-            SignerId = 2,
-            KeyEpoch = 1,
-            FirstSequence = 1,
-            Commitments = unsigned.Commitments,
-            Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned.ProofPayload(), shares[1].Secret),
-        }, 2, 1, CancellationToken.None);
+        await PublishAsync(state, shares[1], old, index: 2);
         Assert.Equal((40, 41UL), state.CommitmentsOf(2));
 
         using var channel = new CommittingChannel(state, 100);
@@ -99,15 +105,7 @@ public sealed class SignerServiceTests
         // A signer that holds its pool never replaces it.
         var holding = new InMemoryNonceStore();
         var kept = holding.Generate(1, shares[2], 1, 40);
-        var unsigned3 = new NonceCommitmentsCommand { SignerId = 3, KeyEpoch = 1, FirstSequence = 1, Commitments = [.. kept.Select(c => c.Commitment)] };
-        await state.ApplyAsync(new NonceCommitmentsCommand
-        {
-            SignerId = 3,
-            KeyEpoch = 1,
-            FirstSequence = 1,
-            Commitments = unsigned3.Commitments,
-            Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned3.ProofPayload(), shares[2].Secret),
-        }, 10_000, 1, CancellationToken.None);
+        await PublishAsync(state, shares[2], kept, index: 10_000);
         using var channel3 = new CommittingChannel(state, 10_000);
         await using (var signer3 = new SignerService(shares[2], group, 1, state, channel3, holding, Limits, new NodeMetrics(), NullLogger<SignerService>.Instance, SignerFault.None))
         {
