@@ -180,6 +180,7 @@ public static partial class NodeRunner
             }
         };
         var requestBudget = new RequestBudget(options.Limits.MaxInFlightRequestBytes);
+        long lastFailureLogged = 0, failuresSinceLogged = 0;
         RegisterGauges(metrics, raft, submits, requestBudget);
 
         app.Use(async (context, next) =>
@@ -200,6 +201,18 @@ public static partial class NodeRunner
             catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
             {
                 // The client went away.
+            }
+            catch (Exception e) when (!context.Response.HasStarted)
+            {
+                // A defect, never bad input (every decoder answers 4xx): one line, at most once per 5 s, so that a
+                // stream of such requests cannot flood the log; the client gets a JSON 500.
+                var now = Environment.TickCount64;
+                var last = Interlocked.Read(ref lastFailureLogged);
+                if ((last == 0 || now - last >= 5_000) && Interlocked.CompareExchange(ref lastFailureLogged, now, last) == last)
+                    LogUnexpectedRequestFailure(logger, context.Request.Method, context.Request.Path, e.GetType().Name, e.Message, Interlocked.Exchange(ref failuresSinceLogged, 0));
+                else
+                    Interlocked.Increment(ref failuresSinceLogged);
+                await ApiResponses.WriteErrorAsync(context, 500, "internal_error", "the node failed to handle this request; it is logged").ConfigureAwait(false);
             }
         });
         app.UseStatusCodePages(async context =>
@@ -298,6 +311,9 @@ public static partial class NodeRunner
         metrics.ObserveGauge("sequencer.signing.lag", "{batch}", "Applied batches above the highest signed head.", () => (long)((raft.State.LastHeader?.Height ?? 0) - Math.Min(raft.State.LastHeader?.Height ?? 0, raft.State.SignedThrough)));
         metrics.ObserveGauge("sequencer.store.unpersisted_entries", "{entry}", "Applied entries not yet written to the store.", () => raft.State.UnpersistedEntries);
     }
+
+    [LoggerMessage(EventId = 16, Level = LogLevel.Error, Message = "{Method} {Path} failed: {ExceptionType}: {Problem} ({Suppressed} more such failures since the last line)")]
+    private static partial void LogUnexpectedRequestFailure(ILogger logger, string method, string path, string exceptionType, string problem, long suppressed);
 
     [LoggerMessage(EventId = 15, Level = LogLevel.Critical, Message = "The node cannot use the data in {DataDir}: {Problem}")]
     private static partial void LogIncompatibleData(ILogger logger, string dataDir, string problem);

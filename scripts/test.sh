@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 passed=0
 failed=0
+failing=() # names of failed tests, repeated at the end so that a log's tail names them
 count() { # $1 = suite name, $2 = passed, $3 = failed
   passed=$((passed + $2)); failed=$((failed + $3))
   echo "== $1: $2 passed, $3 failed"
@@ -32,6 +33,9 @@ for entry in tests/Sequencer.Tests:600 tests/Sequencer.IntegrationTests:1200 tes
   bad=$(grep -oP '^\s*failed: \K[0-9]+' "$log" | tail -n 1)
   skipped=$(grep -oP '^\s*skipped: \K[0-9]+' "$log" | tail -n 1)
   [ -n "$skipped" ] && [ "$skipped" != 0 ] && echo "== $project: $skipped skipped (see above why)"
+  # The runner prints "failed <test name> (<duration>)" for each failed test.
+  while IFS= read -r name; do failing+=("$project: $name"); done \
+    < <(grep -oP '^\s*failed \K\S.*(?= \([0-9][^)]*\)\s*$)' "$log" | head -n 20)
   if [ -z "$ok" ] || [ -z "$bad" ]; then
     # The runner itself failed (crash, build problem): count the suite as one failure.
     count "$project" 0 1
@@ -58,6 +62,7 @@ if [ "$up" = 1 ]; then
   log=$(mktemp)
   python3 ../shared/tools/api-smoke http://127.0.0.1:17101 http://127.0.0.1:17102 http://127.0.0.1:17103 2>&1 | tee "$log"
   smoke_ok=$(grep -c '^PASS' "$log"); smoke_bad=$(grep -c '^FAIL' "$log")
+  while IFS= read -r name; do failing+=("api-smoke: $name"); done < <(grep -oP '^FAIL \K.*' "$log" | head -n 20)
   if [ "$smoke_ok" = 0 ] && [ "$smoke_bad" = 0 ]; then
     # The smoke tool did not run (missing, or crashed before its first check): that is a failure, not a pass.
     count "api-smoke (did not run)" 0 1
@@ -72,5 +77,6 @@ fi
 kill -TERM "$devnet" 2>/dev/null
 wait "$devnet" 2>/dev/null
 
+for name in "${failing[@]}"; do echo "FAILED $name"; done
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

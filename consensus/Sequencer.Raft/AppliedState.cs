@@ -69,8 +69,16 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private readonly Queue<PendingEffect> unpersisted = new();
     private readonly Queue<SnapshotCandidate> snapshotCandidates = new();
 
-    /// <summary>How far (as a multiple of the retained entries and bytes) a snapshot transfer may hold compaction back.</summary>
-    private const int TransferHoldFactor = 4;
+    /// <summary>
+    /// How far, as a multiple of the retained entries, a snapshot transfer or a silent follower may hold compaction back.
+    /// The entry count only sets how often the point moves; the bytes bound the WAL's memory, so they get the smaller
+    /// multiple. With a small window (the chaos runs keep 512 entries) a follower catching up from a snapshot under load
+    /// used to reach four windows in seconds, and the compaction then waited for its read (up to the request timeout).
+    /// </summary>
+    private const int HoldEntriesFactor = 16;
+
+    /// <summary>How far, as a multiple of the retained bytes, a transfer or a silent follower may hold compaction back.</summary>
+    private const int HoldBytesFactor = 4;
     private readonly RecentBatches recent;
     private readonly AppliedHistory history;
     private readonly CancellationTokenSource stopping = new();
@@ -745,7 +753,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             // times out, and compacting now would stall every other read behind that one (see ReplicationWatch). Either
             // way, only within a bounded multiple of the normal window.
             if (consumed > 0 && ((snapshot is not null && Transfers.Holding) || Replication.AnySilent)
-                && persistedIndex - current.Index <= Saturating(TransferHoldFactor, retention.Entries) && keptBytes <= Saturating(TransferHoldFactor, retention.Bytes))
+                && persistedIndex - current.Index <= Saturating(HoldEntriesFactor, retention.Entries) && keptBytes <= Saturating(HoldBytesFactor, retention.Bytes))
                 return (current, candidates);
             var remaining = candidates.GetRange(consumed, candidates.Count - consumed);
             Invariant.Check(remaining.Count <= retention.Entries + taken, "snapshot candidates stay within the retained window");

@@ -124,12 +124,12 @@ public sealed class AppliedStateTests
         Assert.InRange(state.CurrentSnapshot!.Index, held + 1, 22 - 4);
         Assert.False(state.Transfers.Holding);
 
-        // A transfer that never ends holds the log back only to four times the retained window (plus the group being
-        // stored, the group before it, and the window itself).
+        // A transfer that never ends holds the log back only to sixteen times the retained entries (plus the group
+        // being stored, the group before it, and the window itself).
         using var stuck = state.Transfers.Begin(state.CurrentSnapshot!.Index);
-        await ApplyBatchesAsync(state, 40, firstIndex: 23);
+        await ApplyBatchesAsync(state, 100, firstIndex: 23);
         await state.FlushAsync(CancellationToken.None);
-        Assert.InRange(state.CurrentSnapshot!.Index, 62 - ((4 * 4) + (2 * Limits.PersistGroupBatches) + 4), 62 - 4);
+        Assert.InRange(state.CurrentSnapshot!.Index, 122 - ((16 * 4) + (2 * Limits.PersistGroupBatches) + 4), 122 - 4);
         Assert.Equal((2L, 1L, 0L), state.Transfers.Counters);
     }
 
@@ -138,7 +138,7 @@ public sealed class AppliedStateTests
     {
         // A follower whose answers are lost holds the leader's read of the log until the request times out, and a
         // compaction then would stall every read behind it: while a follower has not answered for the threshold, the
-        // snapshot point does not move, within four times the retained window.
+        // snapshot point does not move, within sixteen times the retained entries (four times the retained bytes).
         var clock = new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000));
         await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(4, long.MaxValue), clock, NullLogger.Instance);
         var follower = new ReplicationWatch.Detector(state.Replication, "127.0.0.1:1");
@@ -164,12 +164,12 @@ public sealed class AppliedStateTests
         await state.FlushAsync(CancellationToken.None);
         Assert.InRange(state.CurrentSnapshot!.Index, held + 1, 21 - 4);
 
-        // Silent for good: the log is held back only to four times the retained window (plus the groups in flight).
+        // Silent for good: the log is held back only to sixteen times the retained entries (plus the groups in flight).
         clock.Advance(TimeSpan.FromMinutes(1));
         var moved = state.CurrentSnapshot!.Index;
-        await ApplyBatchesAsync(state, 40, firstIndex: 22);
+        await ApplyBatchesAsync(state, 100, firstIndex: 22);
         await state.FlushAsync(CancellationToken.None);
-        Assert.InRange(state.CurrentSnapshot!.Index, Math.Max(moved + 1, 61 - ((4 * 4) + (2 * Limits.PersistGroupBatches) + 4)), 61 - 4);
+        Assert.InRange(state.CurrentSnapshot!.Index, Math.Max(moved + 1, 121 - ((16 * 4) + (2 * Limits.PersistGroupBatches) + 4)), 121 - 4);
 
         // A new term: the view starts afresh, and nothing holds the point.
         state.Replication.Reset();
@@ -342,19 +342,31 @@ public sealed class AppliedStateTests
     public async Task SnapshotPoint_LargeEntries_TrailsTheStoreByTheRetainedBytesNotTheRetainedEntries()
     {
         // The WAL holds the uncompacted log in process memory: with large entries the byte bound, not the entry count,
-        // decides where the log may be compacted. 100-byte entries and 250 retained bytes: the log keeps entries until
-        // they reach the bound, so 8, 9 and 10 (300 bytes, less than the bound and one entry).
+        // decides where the log may be compacted. 100-byte entries and 250 retained bytes. The point moves only once the
+        // log after it exceeds twice the bound, and then to where the log after it is the bound plus at most one entry,
+        // so where it ends depends on how the persister happened to group the entries (a test that expected one point
+        // failed now and then): it keeps 300 to 500 bytes, entries 6 to 8 and later, never the 1,000 entries' worth.
         await using var state = Open(new InMemoryBatchStore(), retained: 1000, retainedBytes: 250);
         await ApplyBatchesAsync(state, 10, entryBytes: 100);
         await state.FlushAsync(CancellationToken.None);
-        Assert.Equal(7, state.CurrentSnapshot!.Index);
-        Assert.Equal(7, state.Durable.SnapshotIndex);
+        Assert.InRange(state.CurrentSnapshot!.Index, 5, 7);
+        Assert.Equal(state.CurrentSnapshot!.Index, state.Durable.SnapshotIndex);
 
-        // Small entries: the entry count binds (3 entries of 1 byte are kept, far below the byte bound).
+        // Small entries: the entry count binds (3 to 6 entries of 1 byte are kept, far below the byte bound).
         await using var small = Open(new InMemoryBatchStore(), retained: 3, retainedBytes: 250);
         await ApplyBatchesAsync(small, 10, entryBytes: 1);
         await small.FlushAsync(CancellationToken.None);
-        Assert.Equal(7, small.CurrentSnapshot!.Index);
+        Assert.InRange(small.CurrentSnapshot!.Index, 4, 7);
+
+        // Flushed entry by entry, the grouping is fixed, and so is the point: after 6 (600 bytes) it moves to 3, after
+        // 9 (entries 4 to 9, 600 bytes) to 6, and 7 to 10 (400 bytes) stay.
+        await using var stepwise = Open(new InMemoryBatchStore(), retained: 1000, retainedBytes: 250);
+        for (var i = 1; i <= 10; i++)
+        {
+            await ApplyBatchesAsync(stepwise, 1, firstIndex: i, entryBytes: 100);
+            await stepwise.FlushAsync(CancellationToken.None);
+            Assert.Equal(i switch { < 6 => 0, < 9 => 3, _ => 6 }, stepwise.CurrentSnapshot?.Index ?? 0);
+        }
 
         // An entry larger than the bound is kept on its own (the point stays right before it), and small entries after
         // it do not move the point until they add up to the bound.

@@ -79,6 +79,11 @@ public static class SubmitRequest
         {
             return Fail(out error, 400, "malformed_json", $"the body is not valid JSON: {e.Message}");
         }
+        catch (InvalidOperationException)
+        {
+            // Utf8JsonReader.GetString throws this for a string (a key, or a tx) that is not valid UTF-8.
+            return Fail(out error, 400, "malformed_json", "the body is not valid JSON: a string is not valid UTF-8");
+        }
     }
 
     /// <summary>Parses a MessagePack body. Returns the txs, or null and an error.</summary>
@@ -127,7 +132,7 @@ public static class SubmitRequest
                 return Fail(out error, 400, "malformed_msgpack", "unexpected data after the MessagePack map");
             return txs;
         }
-        catch (Exception e) when (e is MessagePackSerializationException or EndOfStreamException or InvalidOperationException or OverflowException)
+        catch (Exception e) when (e is MessagePackSerializationException or EndOfStreamException or InvalidOperationException or OverflowException or ArgumentException)
         {
             return Fail(out error, 400, "malformed_msgpack", $"the body is not valid MessagePack: {e.Message}");
         }
