@@ -90,6 +90,7 @@ public static partial class NodeRunner
             kestrel.Limits.MaxConcurrentConnections = 10_000;
             kestrel.Limits.MaxRequestHeadersTotalSize = 32 * 1024;
         });
+        builder.Services.AddClientRateLimit(options);
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
             .AddMeter(NodeMetrics.MeterName)
             .AddMeter("DotNext.*")
@@ -215,6 +216,7 @@ public static partial class NodeRunner
                 await ApiResponses.WriteErrorAsync(context, 500, "internal_error", "the node failed to handle this request; it is logged").ConfigureAwait(false);
             }
         });
+        app.UseClientRateLimit(options);
         app.UseStatusCodePages(async context =>
         {
             var response = context.HttpContext.Response;

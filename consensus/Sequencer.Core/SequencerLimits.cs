@@ -41,6 +41,14 @@ public sealed record SequencerLimits
     /// </summary>
     public long MaxInFlightRequestBytes { get; init; } = 256L * 1024 * 1024;
 
+    /// <summary>
+    /// The most public-API requests per second from one client (a remote IPv4 address, or an IPv6 /64), with a burst of
+    /// one second's worth; beyond it the node answers 429 <c>rate_limited</c> with <c>Retry-After</c>. 0 turns the limit
+    /// off. Requests a member forwards on a client's behalf were counted where they arrived and are not counted again.
+    /// The default leaves room for the bench's 256 closed-loop clients on one address.
+    /// </summary>
+    public int ClientRequestsPerSecond { get; init; } = 50_000;
+
     /// <summary>The most txs in one bulk submit.</summary>
     public int MaxTxsPerRequest { get; init; } = 10_000;
 
@@ -163,6 +171,7 @@ public sealed record SequencerLimits
         Require(MaxPendingBytes >= MaxBatchBytes, "MaxPendingBytes must be at least MaxBatchBytes");
         Require(MaxInFlightEntries is >= 1 and <= 1024, "MaxInFlightEntries must be in [1, 1024]");
         Require(MaxTxsPerRequest >= 1, "MaxTxsPerRequest must be at least 1");
+        Require(ClientRequestsPerSecond is >= 0 and <= 10_000_000, "ClientRequestsPerSecond must be in [0, 10000000] (0: no limit)");
         // A JSON body carries a tx as 0x-prefixed hex: two characters a byte plus quoting.
         Require(MaxRequestBytes >= 2 * MaxTxBytes + 64, "MaxRequestBytes must hold at least one maximal tx in hex");
         Require(MaxInFlightRequestBytes >= MaxRequestBytes, "MaxInFlightRequestBytes must be at least MaxRequestBytes, or a maximal request could never be admitted");

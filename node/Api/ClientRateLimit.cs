@@ -1,0 +1,120 @@
+using System.Globalization;
+using System.Net;
+using System.Threading.RateLimiting;
+using Microsoft.AspNetCore.RateLimiting;
+using Sequencer.Node.Configuration;
+
+namespace Sequencer.Node.Api;
+
+/// <summary>
+/// Per-client rate limits on the public API (<see cref="Core.SequencerLimits.ClientRequestsPerSecond"/>), with ASP.NET
+/// Core's rate limiter: a token bucket per client address (an IPv4 address, or an IPv6 /64, so that one host cannot
+/// spread itself over its own address block), refilled every 100 ms, holding one second's worth. Internal routes (which
+/// authenticate their senders), health probes and metrics are not limited, and neither is a request that a member
+/// forwards to its leader on a client's behalf: the member it arrived at counted it already.
+/// </summary>
+public static class ClientRateLimit
+{
+    private const string Unlimited = "";
+
+    /// <summary>Registers the limiter; a no-op when the limit is 0.</summary>
+    public static void AddClientRateLimit(this IServiceCollection services, NodeOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var perSecond = options.Limits.ClientRequestsPerSecond;
+        if (perSecond == 0)
+            return;
+        var members = MemberAddresses(options);
+        var tokensPerPeriod = Math.Max(1, perSecond / 10);
+        services.AddRateLimiter(limiter =>
+        {
+            limiter.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(context =>
+            {
+                var key = PartitionKey(context, members);
+                return key.Length == 0
+                    ? RateLimitPartition.GetNoLimiter(key)
+                    : RateLimitPartition.GetTokenBucketLimiter(key, _ => new TokenBucketRateLimiterOptions
+                    {
+                        TokenLimit = perSecond,
+                        TokensPerPeriod = tokensPerPeriod,
+                        ReplenishmentPeriod = TimeSpan.FromMilliseconds(100),
+                        QueueLimit = 0,
+                        AutoReplenishment = true,
+                    });
+            });
+            limiter.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
+            limiter.OnRejected = (rejected, _) =>
+            {
+                return new ValueTask(ApiResponses.WriteErrorAsync(rejected.HttpContext, 429, "rate_limited",
+                    $"this client sent more than {perSecond.ToString(CultureInfo.InvariantCulture)} requests a second; retry after 1 s", TimeSpan.FromSeconds(1)));
+            };
+        });
+    }
+
+    /// <summary>Adds the limiter to the pipeline; a no-op when the limit is 0.</summary>
+    public static void UseClientRateLimit(this WebApplication app, NodeOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Limits.ClientRequestsPerSecond != 0)
+            app.UseRateLimiter();
+    }
+
+    /// <summary>The bucket a request counts against, or the empty string for a request that is not limited.</summary>
+    public static string PartitionKey(HttpContext context, IReadOnlySet<IPAddress> members)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(members);
+        var path = context.Request.Path;
+        if (path.StartsWithSegments("/internal", StringComparison.Ordinal) || path.StartsWithSegments("/health", StringComparison.Ordinal)
+            || path.StartsWithSegments("/metrics", StringComparison.Ordinal))
+            return Unlimited;
+        var address = context.Connection.RemoteIpAddress;
+        if (address is null)
+            return "unknown";
+        if (address.IsIPv4MappedToIPv6)
+            address = address.MapToIPv4();
+        if (context.Request.Headers.ContainsKey(LeaderForwarder.ForwardedHeader) && members.Contains(address))
+            return Unlimited;
+        if (address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6)
+        {
+            var bytes = address.GetAddressBytes();
+            Array.Clear(bytes, 8, 8);
+            return new IPAddress(bytes) + "/64";
+        }
+
+        return address.ToString();
+    }
+
+    /// <summary>The addresses of the configured members' API and Raft hosts (names resolved once, at start).</summary>
+    public static IReadOnlySet<IPAddress> MemberAddresses(NodeOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var addresses = new HashSet<IPAddress>();
+        foreach (var member in options.Members)
+        {
+            foreach (var endpoint in new[] { member.Api, "http://" + member.Raft })
+            {
+                if (!Uri.TryCreate(endpoint, UriKind.Absolute, out var uri))
+                    continue;
+                var host = uri.Host.Trim('[', ']');
+                if (IPAddress.TryParse(host, out var address))
+                {
+                    addresses.Add(address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address);
+                    continue;
+                }
+
+                try
+                {
+                    foreach (var resolved in Dns.GetHostAddresses(host))
+                        addresses.Add(resolved.IsIPv4MappedToIPv6 ? resolved.MapToIPv4() : resolved);
+                }
+                catch (System.Net.Sockets.SocketException)
+                {
+                    // An unresolvable member host cannot forward to us from it either.
+                }
+            }
+        }
+
+        return addresses;
+    }
+}
