@@ -1,4 +1,5 @@
 using LiteDB;
+using Sequencer.Node.Storage;
 using Sequencer.Threshold;
 
 namespace Sequencer.Node.Signing;
@@ -71,27 +72,28 @@ public interface INonceStore : IDisposable
 }
 
 /// <summary>
-/// A signer's secret FROST nonces, durable (DESIGN section 5, INV-NONCE). A nonce pair is generated and stored
-/// before its commitment is published, and is taken (deleted, durably) before the share computed with it leaves the
+/// A signer's secret FROST nonces, durable (DESIGN section 5, INV-NONCE). A nonce pair is generated and synced to disk
+/// before its commitment is published, and is taken (a durable tombstone) before the share computed with it leaves the
 /// node: after a crash a nonce is either unused and still here, or gone, never used twice.
 /// </summary>
 /// <remarks>
-/// The LiteDB file and its journal live in a directory of mode 0700: nonces are as secret as the key share.
-/// Taking is on the signing hot path, and a LiteDB commit costs several fsyncs: a take is instead one append to
-/// <c>used.log</c> and one fsync (for every nonce taken at once), and the used nonces are deleted from LiteDB, their
-/// use records moved there, in the background (<see cref="Compact"/>). A used nonce in the log is never handed out
-/// again, so the log is the durable deletion; after a crash it is read back (a torn last record was never
-/// synced, so its share never left) and compacted.
+/// <para>The secrets live in <see cref="NonceFile"/>, the project's own file, in a directory of mode 0700: nonces are
+/// as secret as the key share. Taking is on the signing hot path: a take is one append to <c>used-N.log</c> and one
+/// fsync (for every nonce taken at once), and a nonce in that log is never handed out again. In the background
+/// (<see cref="Compact"/>) the taken nonces are erased in place in the nonce file (overwritten with zeros, fsynced),
+/// their public use records are moved to LiteDB (<c>uses.db</c>, an audit only), and only then is the log deleted; so
+/// the tombstone of a used nonce is always on disk, in the log or in the erased record itself, and never depends on a
+/// LiteDB commit (LiteDB 5 does not fsync its commits). After a crash the log is read back (a torn last record was
+/// never synced, so its share never left) and compacted.</para>
+/// <para>A directory from before this format holds the nonces in LiteDB (<c>nonces.db</c>): that file is overwritten
+/// with zeros and deleted at open. Its commitments are still in the log's pool; the signer finds it holds none of them
+/// and publishes a replacement pool (<see cref="SignerService"/>).</para>
 /// </remarks>
 public sealed class NonceStore : INonceStore
 {
-    private const string NonceCollection = "nonces";
-    private const string MetaCollection = "meta";
-
     private readonly LiteDatabase database;
-    private readonly ILiteCollection<BsonDocument> nonces;
-    private readonly ILiteCollection<BsonDocument> meta;
     private readonly ILiteCollection<BsonDocument> uses;
+    private readonly NonceFile file;
     private readonly Lock writer = new();
     private readonly Lock compactor = new();
     private readonly string directory;
@@ -108,12 +110,15 @@ public sealed class NonceStore : INonceStore
         var info = Directory.CreateDirectory(directory);
         if (!OperatingSystem.IsWindows())
             info.UnixFileMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
-        database = new LiteDatabase(new ConnectionString { Filename = Path.Combine(info.FullName, "nonces.db"), Connection = ConnectionType.Direct });
-        nonces = database.GetCollection(NonceCollection);
-        meta = database.GetCollection(MetaCollection);
+        this.directory = info.FullName;
+
+        // The earlier format kept the secret nonces in LiteDB, whose deleted pages keep them: erase it.
+        DurableFiles.Erase(Path.Combine(this.directory, "nonces.db"));
+        DurableFiles.Erase(Path.Combine(this.directory, "nonces-log.db"));
+        file = NonceFile.Open(this.directory);
+        database = new LiteDatabase(new ConnectionString { Filename = Path.Combine(this.directory, "uses.db"), Connection = ConnectionType.Direct });
         uses = database.GetCollection("uses");
         uses.EnsureIndex("seq");
-        this.directory = info.FullName;
 
         // Every used-nonce log left by an earlier run (one per compaction generation), oldest first.
         var logs = Directory.EnumerateFiles(this.directory, "used-*.log")
@@ -127,6 +132,7 @@ public sealed class NonceStore : INonceStore
 
         journalNumber = logs.Count == 0 ? 1 : logs[^1].Number + 1;
         journal = OpenJournal(journalNumber);
+        DurableFiles.SyncDirectory(this.directory);
         Compact();
     }
 
@@ -140,7 +146,7 @@ public sealed class NonceStore : INonceStore
         return stream;
     }
 
-    /// <summary>Nonces taken since the last <see cref="Compact"/> (still in LiteDB, marked used by the log).</summary>
+    /// <summary>Nonces taken since the last <see cref="Compact"/> (marked used by the log, not yet erased).</summary>
     public int Uncompacted
     {
         get
@@ -151,13 +157,11 @@ public sealed class NonceStore : INonceStore
     }
 
     /// <summary>
-    /// Moves the taken nonces out of LiteDB (deleted, their use records stored) in one transaction, then empties the
-    /// used-nonce log. Idempotent: a crash between the two leaves records that the next compaction skips.
+    /// Erases the taken nonces in the nonce file (synced), stores their use records, then deletes the used-nonce logs
+    /// that named them. Idempotent: a crash between the steps leaves records that the next compaction skips.
     /// </summary>
     public void Compact()
     {
-        // Under the lock only the log is rotated: takes go to a fresh log while the LiteDB transaction runs, and the
-        // nonces being compacted stay marked as taken until it has committed.
         Dictionary<ulong, (ulong Epoch, byte[] Commitment, NonceUse? Use)> batch;
         long through;
         lock (writer)
@@ -168,6 +172,9 @@ public sealed class NonceStore : INonceStore
             through = journalNumber;
             journal.Dispose();
             journal = OpenJournal(++journalNumber);
+
+            // The durable deletion moves from the log to the nonce file itself: erased and synced before the log goes.
+            file.Erase(batch.Where(entry => entry.Value.Epoch == file.Epoch).Select(entry => entry.Key));
         }
 
         lock (compactor)
@@ -176,7 +183,6 @@ public sealed class NonceStore : INonceStore
             {
                 foreach (var (sequence, (epoch, commitment, use)) in batch)
                 {
-                    nonces.Delete((long)sequence);
                     if (use is null)
                         continue;
 
@@ -206,10 +212,10 @@ public sealed class NonceStore : INonceStore
                 taken.Remove(sequence);
         }
 
-        foreach (var file in Directory.EnumerateFiles(directory, "used-*.log"))
+        foreach (var path in Directory.EnumerateFiles(directory, "used-*.log"))
         {
-            if (long.TryParse(Path.GetFileNameWithoutExtension(file)[5..], out var number) && number <= through)
-                File.Delete(file);
+            if (long.TryParse(Path.GetFileNameWithoutExtension(path)[5..], out var number) && number <= through)
+                File.Delete(path);
         }
     }
 
@@ -303,13 +309,13 @@ public sealed class NonceStore : INonceStore
     /// <summary>The most use records kept (the oldest are dropped beyond it).</summary>
     public const int MaxUseRecords = 100_000;
 
-    /// <summary>The stored nonce pairs.</summary>
+    /// <summary>The stored, untaken nonce pairs.</summary>
     public int Count
     {
         get
         {
             lock (writer)
-                return nonces.Count() - taken.Count;
+                return file.Live.Count - taken.Keys.Count(file.Live.ContainsKey);
         }
     }
 
@@ -319,7 +325,7 @@ public sealed class NonceStore : INonceStore
         get
         {
             lock (writer)
-                return meta.FindById("epoch") is { } document ? (ulong)document["value"].AsInt64 : 0;
+                return file.Epoch;
         }
     }
 
@@ -327,58 +333,46 @@ public sealed class NonceStore : INonceStore
     public ulong NextSequence(ulong epoch)
     {
         lock (writer)
-        {
-            if (Epoch != epoch)
-                return 1;
-            return meta.FindById("next") is { } document ? (ulong)document["value"].AsInt64 : 1;
-        }
+            return file.Epoch == epoch ? file.Next : 1;
     }
 
     /// <summary>
     /// Generates <paramref name="count"/> fresh nonce pairs for <paramref name="share"/> at sequences starting at
-    /// <paramref name="firstSequence"/> (not below <see cref="NextSequence"/>) and stores them durably. A new epoch
-    /// drops every nonce of the old one.
+    /// <paramref name="firstSequence"/> (not below <see cref="NextSequence"/>) and syncs them to disk. A new epoch
+    /// erases every nonce of the old one.
     /// </summary>
     public IReadOnlyList<StoredNonceCommitment> Generate(ulong epoch, KeyShare share, ulong firstSequence, int count)
     {
         ArgumentNullException.ThrowIfNull(share);
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
         var result = new List<StoredNonceCommitment>(count);
-        var documents = new List<BsonDocument>(count);
+        var pairs = new List<(byte[] D, byte[] E, byte[] Commitment)>(count);
         for (var i = 0; i < count; i++)
         {
             var (pair, commitment) = Frost.Commit(share.Identifier, share.Secret);
-            var sequence = firstSequence + (ulong)i;
             byte[] encoded = [.. Secp256k1.SerializeElement(commitment.Hiding), .. Secp256k1.SerializeElement(commitment.Binding)];
-            documents.Add(new BsonDocument
-            {
-                ["_id"] = (long)sequence,
-                ["d"] = Secp256k1.SerializeScalar(pair.Hiding),
-                ["e"] = Secp256k1.SerializeScalar(pair.Binding),
-                ["c"] = encoded,
-            });
-            result.Add(new StoredNonceCommitment(sequence, encoded));
+            pairs.Add((Secp256k1.SerializeScalar(pair.Hiding), Secp256k1.SerializeScalar(pair.Binding), encoded));
+            result.Add(new StoredNonceCommitment(firstSequence + (ulong)i, encoded));
         }
 
-        if (Epoch != epoch)
-            Compact();
-        lock (writer)
+        try
         {
-            Transact(() =>
+            if (Epoch != epoch)
+                Compact();
+            lock (writer)
             {
-                if (Epoch != epoch)
-                {
-                    nonces.DeleteAll();
-                    meta.Upsert(new BsonDocument { ["_id"] = "epoch", ["value"] = (long)epoch });
-                    meta.Upsert(new BsonDocument { ["_id"] = "next", ["value"] = 1L });
-                }
-
-                var next = meta.FindById("next") is { } document ? (ulong)document["value"].AsInt64 : 1;
-                if (firstSequence < next)
-                    throw new InvalidOperationException($"sequence {firstSequence} was already generated (next is {next})");
-                nonces.InsertBulk(documents);
-                meta.Upsert(new BsonDocument { ["_id"] = "next", ["value"] = (long)(firstSequence + (ulong)count) });
-            });
+                if (file.Epoch != epoch)
+                    file.Reset(epoch);
+                file.Append(firstSequence, pairs);
+            }
+        }
+        finally
+        {
+            foreach (var (d, e, _) in pairs)
+            {
+                System.Security.Cryptography.CryptographicOperations.ZeroMemory(d);
+                System.Security.Cryptography.CryptographicOperations.ZeroMemory(e);
+            }
         }
 
         return result;
@@ -389,21 +383,20 @@ public sealed class NonceStore : INonceStore
     {
         lock (writer)
         {
-            return [.. nonces.Find(Query.GTE("_id", (long)fromSequence), 0, limit + taken.Count)
-                .Where(d => !taken.ContainsKey((ulong)d["_id"].AsInt64)).Take(limit)
-                .Select(d => new StoredNonceCommitment((ulong)d["_id"].AsInt64, d["c"].AsBinary))];
+            return [.. file.LiveFrom(fromSequence).Where(entry => !taken.ContainsKey(entry.Key)).Take(limit)
+                .Select(entry => new StoredNonceCommitment(entry.Key, entry.Value.Commitment))];
         }
     }
 
     /// <summary>
-    /// Removes the nonce pairs at <paramref name="sequences"/> durably and returns those that were there, each with
+    /// Takes the nonce pairs at <paramref name="sequences"/> durably and returns those that were there, each with
     /// its stored commitment. Only after this returns may a share computed with them be sent.
     /// </summary>
     public IReadOnlyDictionary<ulong, (SigningNonces Nonces, byte[] Commitment)> Take(ulong epoch, IReadOnlyCollection<ulong> sequences)
         => Take(epoch, sequences.ToDictionary(s => s, _ => (NonceUse?)null));
 
     /// <summary>
-    /// As <see cref="Take(ulong, IReadOnlyCollection{ulong})"/>, and records in the same transaction what each taken
+    /// As <see cref="Take(ulong, IReadOnlyCollection{ulong})"/>, and records with the tombstone what each taken
     /// nonce is used for (the audit INV-NONCE is checked against; public values only).
     /// </summary>
     public IReadOnlyDictionary<ulong, (SigningNonces Nonces, byte[] Commitment)> Take(ulong epoch, IReadOnlyDictionary<ulong, NonceUse?> sequences)
@@ -412,22 +405,24 @@ public sealed class NonceStore : INonceStore
         var result = new Dictionary<ulong, (SigningNonces, byte[])>();
         lock (writer)
         {
-            if (Epoch != epoch || sequences.Count == 0)
+            if (file.Epoch != epoch || sequences.Count == 0)
                 return result;
             using var records = new MemoryStream();
             foreach (var (sequence, use) in sequences)
             {
-                if (taken.ContainsKey(sequence) || nonces.FindById((long)sequence) is not { } document)
+                if (taken.ContainsKey(sequence) || !file.Live.TryGetValue(sequence, out var entry))
                     continue;
-                var commitment = document["c"].AsBinary;
-                result[sequence] = (new SigningNonces(Secp256k1.DeserializeScalar(document["d"].AsBinary), Secp256k1.DeserializeScalar(document["e"].AsBinary)), commitment);
-                records.Write(EncodeRecord(epoch, sequence, commitment, use));
+                var (d, e) = file.ReadSecrets(sequence);
+                result[sequence] = (new SigningNonces(Secp256k1.DeserializeScalar(d), Secp256k1.DeserializeScalar(e)), entry.Commitment);
+                System.Security.Cryptography.CryptographicOperations.ZeroMemory(d);
+                System.Security.Cryptography.CryptographicOperations.ZeroMemory(e);
+                records.Write(EncodeRecord(epoch, sequence, entry.Commitment, use));
             }
 
             if (result.Count == 0)
                 return result;
 
-            // The durable deletion: once this returns, these nonces are used for good, whatever happens next.
+            // The durable tombstone: once this returns, these nonces are used for good, whatever happens next.
             journal.Write(records.GetBuffer(), 0, (int)records.Length);
             journal.Flush(flushToDisk: true);
             foreach (var (sequence, (_, commitment)) in result)
@@ -441,7 +436,7 @@ public sealed class NonceStore : INonceStore
     public IReadOnlyList<RecordedNonceUse> Uses(int skip, int limit)
     {
         Compact();
-        lock (writer)
+        lock (compactor)
         {
             return [.. uses.Find(Query.All(), skip, limit).Select(d => new RecordedNonceUse(
                 unchecked((ulong)d["epoch"].AsInt64), (ulong)d["seq"].AsInt64, d["c"].AsBinary,
@@ -449,27 +444,15 @@ public sealed class NonceStore : INonceStore
         }
     }
 
-    /// <summary>Deletes the nonces below <paramref name="belowSequence"/> that <paramref name="keep"/> rejects (those the log no longer offers).</summary>
+    /// <summary>Erases the nonces below <paramref name="belowSequence"/> that <paramref name="keep"/> rejects (those the log no longer offers).</summary>
     public int Prune(ulong belowSequence, Func<ulong, bool> keep)
     {
         ArgumentNullException.ThrowIfNull(keep);
-        var removed = 0;
         lock (writer)
         {
-            var stale = nonces.Find(Query.LT("_id", (long)belowSequence)).Select(d => (ulong)d["_id"].AsInt64).Where(s => !keep(s)).ToList();
-            if (stale.Count == 0)
-                return 0;
-            Transact(() =>
-            {
-                foreach (var sequence in stale)
-                {
-                    if (nonces.Delete((long)sequence))
-                        removed++;
-                }
-            });
+            var stale = file.Live.Keys.Where(s => s < belowSequence && !taken.ContainsKey(s) && !keep(s)).ToList();
+            return stale.Count == 0 ? 0 : file.Erase(stale);
         }
-
-        return removed;
     }
 
     private void Transact(Action body)
@@ -493,6 +476,7 @@ public sealed class NonceStore : INonceStore
     public void Dispose()
     {
         journal.Dispose();
+        file.Dispose();
         database.Dispose();
     }
 }

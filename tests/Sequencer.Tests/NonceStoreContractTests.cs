@@ -125,4 +125,107 @@ public sealed class DurableNonceStoreTests : NonceStoreContractTests
             Assert.Equal(3, reopened.Uses(0, 10).Count);
         }
     }
+
+    [Fact]
+    public void TakenNonces_AreErasedFromTheDisk_AndStayDeadWithoutTheAuditDatabase()
+    {
+        // Issue 9: LiteDB 5 does not fsync its commits, so a used nonce's only tombstone must never be a LiteDB
+        // delete. Taken nonces are overwritten with zeros in the project's own nonce file before the used-nonce log
+        // that named them goes; losing uses.db entirely (a lost commit) brings none of them back.
+        byte[] secret;
+        using (var store = new NonceStore(Directory))
+        {
+            store.Generate(1, Shares[0], 1, 8);
+            secret = Secp256k1.SerializeScalar(store.Take(1, Uses(3, 4))[3].Nonces.Hiding);
+        }
+
+        // Taken, not yet compacted (the process died first): the log is the tombstone, and the secret is still there.
+        Assert.True(File.ReadAllBytes(Path.Combine(Directory, "nonces.dat")).AsSpan().IndexOf(secret) >= 0);
+        using (var store = new NonceStore(Directory))
+        {
+            // Opening compacts: the records are erased and synced, then the log is deleted.
+            Assert.Equal(0, store.Uncompacted);
+            Assert.DoesNotContain(System.IO.Directory.GetFiles(Directory, "used-*.log"), f => new FileInfo(f).Length > 0);
+        }
+
+        Assert.True(File.ReadAllBytes(Path.Combine(Directory, "nonces.dat")).AsSpan().IndexOf(secret) < 0, "a taken nonce's secret is overwritten");
+        File.Delete(Path.Combine(Directory, "uses.db"));
+        using var reopened = new NonceStore(Directory);
+        Assert.Empty(reopened.Take(1, Uses(3, 4)));
+        Assert.Equal(6, reopened.Count);
+        Assert.Equal(9UL, reopened.NextSequence(1));
+    }
+
+    [Fact]
+    public void EveryNonceTakenAndTheFileRewritten_TheNextSequenceNeverGoesBack()
+    {
+        // A sequence once published must never be generated again, even after every record is erased and the file is
+        // rewritten without them.
+        using (var store = new NonceStore(Directory))
+        {
+            for (var round = 0; round < 4; round++)
+            {
+                var first = store.NextSequence(1);
+                store.Generate(1, Shares[1], first, 100);
+                Assert.Equal(100, store.Take(1, Uses([.. Enumerable.Range(0, 100).Select(i => first + (ulong)i)])).Count);
+                store.Compact();
+            }
+
+            Assert.Equal(0, store.Count);
+            Assert.Equal(401UL, store.NextSequence(1));
+        }
+
+        Assert.True(new FileInfo(Path.Combine(Directory, "nonces.dat")).Length < NonceFileRecordBytes * 200, "erased records are dropped by a rewrite");
+        using var reopened = new NonceStore(Directory);
+        Assert.Equal(401UL, reopened.NextSequence(1));
+        Assert.Throws<InvalidOperationException>(() => reopened.Generate(1, Shares[1], 400, 1));
+        Assert.Single(reopened.Generate(1, Shares[1], 401, 1));
+        Assert.Equal(400, reopened.Uses(0, 1000).Count);
+    }
+
+    private const int NonceFileRecordBytes = 144;
+
+    [Fact]
+    public void InterruptedRewrite_ACompleteNewFileWins_ATornOneIsErased()
+    {
+        using (var store = new NonceStore(Directory))
+            store.Generate(1, Shares[0], 1, 4);
+        var path = Path.Combine(Directory, "nonces.dat");
+        var rewrite = path + ".new";
+
+        // A torn rewrite (cut short before it was synced): the old file stays the truth.
+        var bytes = File.ReadAllBytes(path);
+        File.WriteAllBytes(rewrite, bytes[..^10]);
+        using (var store = new NonceStore(Directory))
+            Assert.Equal(4, store.Count);
+        Assert.False(File.Exists(rewrite));
+
+        // A complete rewrite that holds fewer records (the others were erased), and an old file already zeroed by the
+        // interrupted step: the rewrite is used.
+        var complete = bytes[..(64 + (2 * NonceFileRecordBytes))];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(complete.AsSpan(24), 2);
+        System.Security.Cryptography.SHA256.HashData(complete.AsSpan(0, 32)).AsSpan(0, 4).CopyTo(complete.AsSpan(32));
+        File.WriteAllBytes(rewrite, complete);
+        File.WriteAllBytes(path, new byte[bytes.Length]);
+        using (var store = new NonceStore(Directory))
+        {
+            Assert.Equal([1UL, 2UL], store.CommitmentsFrom(1, 10).Select(c => c.Sequence));
+            Assert.Equal(2, store.Take(1, Uses(1, 2)).Count);
+        }
+
+        Assert.False(File.Exists(rewrite));
+    }
+
+    [Fact]
+    public void ADirectoryOfTheLiteDbFormat_HasItsSecretNoncesErased()
+    {
+        // Nonces used to live in LiteDB, whose deleted pages keep them: the old file is overwritten and deleted; its
+        // commitments are then not held, and the signer publishes a replacement pool.
+        System.IO.Directory.CreateDirectory(Directory);
+        var legacy = Path.Combine(Directory, "nonces.db");
+        File.WriteAllBytes(legacy, [1, 2, 3, 4]);
+        using var store = new NonceStore(Directory);
+        Assert.False(File.Exists(legacy));
+        Assert.Equal(0, store.Count);
+    }
 }
