@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Org.BouncyCastle.Math;
+using Sequencer.Core.Storage;
 using ECPoint = Org.BouncyCastle.Math.EC.ECPoint;
 
 namespace Sequencer.Threshold;
@@ -88,7 +89,20 @@ public static class KeyFiles
 
     /// <summary>Writes the group key file (world-readable: it is public).</summary>
     public static void WriteGroup(string path, GroupKeyFile file)
-        => File.WriteAllText(path, JsonSerializer.Serialize(file, Json));
+    {
+        // Through a synced temporary and a rename, then the directory synced: the group file's presence says the key
+        // directory is complete, so it must never be there half written, nor vanish after a power loss.
+        var temporary = path + ".tmp";
+        File.Delete(temporary);
+        using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+        {
+            JsonSerializer.Serialize(stream, file, Json);
+            stream.Flush(flushToDisk: true);
+        }
+
+        File.Move(temporary, path, overwrite: true);
+        DurableFiles.SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+    }
 
     /// <summary>Reads a group key file.</summary>
     /// <exception cref="InvalidDataException">The file is not a valid group key file.</exception>
@@ -184,6 +198,7 @@ public static class KeyFiles
         }
 
         // The group file last: its presence says the directory is complete.
+        DurableFiles.SyncDirectory(info.FullName);
         WriteGroup(Path.Combine(info.FullName, GroupFileName), groupFile);
         return groupFile;
     }
@@ -208,6 +223,7 @@ public static class KeyFiles
             GroupKey = groupFile.GroupKey,
         });
         File.Move(temporary, path, overwrite: true);
+        DurableFiles.SyncDirectory(info.FullName);
         WriteGroup(Path.Combine(info.FullName, GroupFileName), groupFile);
         return groupFile;
     }

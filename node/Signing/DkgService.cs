@@ -7,6 +7,7 @@ using Sequencer.Core.Encoding;
 using Sequencer.Node.Configuration;
 using Sequencer.Node.Replication;
 using Sequencer.Core;
+using Sequencer.Core.Storage;
 using Sequencer.Raft;
 using Sequencer.Signing;
 using Sequencer.Threshold;
@@ -143,7 +144,14 @@ public sealed partial class DkgService : IAsyncDisposable
         var dkg = state.Dkg;
         if (raft.IsLeader)
             await StartIfDueAsync(dkg, token).ConfigureAwait(false);
-        if (dkg is null || dkg.Failure is not null || !dkg.Members.Contains(options.NodeId) || hasKeyFiles)
+        if (dkg?.Failure is not null)
+        {
+            // A failed attempt's secrets serve nothing any more: erase them now, not when a later attempt succeeds.
+            DeleteSecrets();
+            return;
+        }
+
+        if (dkg is null || !dkg.Members.Contains(options.NodeId) || hasKeyFiles)
             return;
 
         var me = options.NodeId;
@@ -367,15 +375,25 @@ public sealed partial class DkgService : IAsyncDisposable
         }
 
         File.Move(temporary, path);
+        DurableFiles.SyncDirectory(directory.FullName);
+
+        // Secrets of any other attempt (one that failed while this node was down) are erased as this one begins.
+        foreach (var other in Directory.EnumerateFiles(directory.FullName, "dkg-*.json*"))
+        {
+            if (!string.Equals(Path.GetFullPath(other), Path.GetFullPath(path), StringComparison.Ordinal))
+                DurableFiles.Erase(other);
+        }
+
         return created;
     }
 
+    // Overwritten with zeros and synced before they are deleted: a deleted file's blocks keep its bytes.
     private void DeleteSecrets()
     {
         if (!Directory.Exists(SecretsDirectory))
             return;
         foreach (var file in Directory.EnumerateFiles(SecretsDirectory, "dkg-*.json*"))
-            File.Delete(file);
+            DurableFiles.Erase(file);
     }
 
     private void Report(string message)

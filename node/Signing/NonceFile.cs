@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using Microsoft.Win32.SafeHandles;
-using Sequencer.Node.Storage;
+using Sequencer.Core.Storage;
 
 namespace Sequencer.Node.Signing;
 

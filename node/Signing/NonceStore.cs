@@ -1,5 +1,5 @@
 using LiteDB;
-using Sequencer.Node.Storage;
+using Sequencer.Core.Storage;
 using Sequencer.Threshold;
 
 namespace Sequencer.Node.Signing;

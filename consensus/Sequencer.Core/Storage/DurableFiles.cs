@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
-namespace Sequencer.Node.Storage;
+namespace Sequencer.Core.Storage;
 
 /// <summary>
 /// The steps that make a file's existence, name and contents survive a power loss (fsync of the file, then of its
