@@ -201,7 +201,10 @@ public sealed partial class AppliedState
 
     private void LoadSigningState()
     {
-        ledger = new SigningLedger(new LedgerState(chain.ChainId, store.ReadKeyEpochs(), store.ReadCommitments(), durable.SignedWatermark, store.ReadDkgEntries()));
+        ledger = new SigningLedger(new LedgerState(chain.ChainId, store.ReadKeyEpochs(), store.ReadCommitments(), durable.SignedWatermark, store.ReadDkgEntries())
+        {
+            DkgPolicy = dkgPolicy,
+        });
     }
 
     /// <summary>

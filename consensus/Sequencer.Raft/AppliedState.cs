@@ -60,6 +60,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private readonly IBatchStore store;
     private readonly ChainParameters chain;
     private readonly SequencerLimits limits;
+    private readonly DkgPolicy? dkgPolicy;
     private readonly WalRetention retention;
     private readonly TimeProvider time;
     private readonly ILogger logger;
@@ -108,8 +109,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <param name="time">The clock for local bookkeeping (the <c>ordered</c> time); never used for header fields.</param>
     /// <param name="logger">The logger.</param>
     /// <param name="loops">Where the persister loop is supervised (the node stops when it dies); a private set when null.</param>
+    /// <param name="dkgPolicy">This node's configured members and threshold, which a key generation in the log must fit (null: none checked).</param>
     public AppliedState(IBatchStore store, ChainParameters chain, SequencerLimits limits, WalRetention retention, TimeProvider time, ILogger logger,
-        BackgroundLoops? loops = null)
+        BackgroundLoops? loops = null, DkgPolicy? dkgPolicy = null)
     {
         ArgumentNullException.ThrowIfNull(store);
         ArgumentNullException.ThrowIfNull(limits);
@@ -121,6 +123,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
         this.store = store;
         this.chain = chain;
+        this.dkgPolicy = dkgPolicy;
         this.limits = limits;
         this.retention = retention;
         this.time = time;

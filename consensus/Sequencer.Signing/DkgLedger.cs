@@ -32,6 +32,31 @@ public sealed record DkgView(
 }
 
 /// <summary>
+/// What a node's own configuration says a key generation must look like (issue 9: every field a node accepts from the
+/// log is checked against its own configuration). A <see cref="DkgStartCommand"/> that does not fit is refused at the
+/// leader's intake and ignored by apply, so nobody who reaches an internal route can start a DKG with members or a
+/// threshold of their choosing (say 255 members, 4 of them needed, all but three played by the attacker).
+/// </summary>
+/// <param name="Members">The configured member count n (their ids are 1..n).</param>
+/// <param name="Threshold">The configured threshold, or null when none is configured (then any t of at least 2 for
+/// n of at least 2: a threshold of 1 would let one member sign alone).</param>
+public sealed record DkgPolicy(int Members, int? Threshold)
+{
+    /// <summary>Why <paramref name="start"/> does not fit this policy, or null when it does.</summary>
+    public string? Rejection(DkgStartCommand start)
+    {
+        ArgumentNullException.ThrowIfNull(start);
+        if (start.Members.Count != Members)
+            return $"the DKG names {start.Members.Count} members, but this node is configured with {Members}";
+        if (Threshold is { } t && start.Threshold != t)
+            return $"the DKG asks for threshold {start.Threshold}, but this node is configured with {t}";
+        if (Threshold is null && Members >= 2 && start.Threshold < 2)
+            return "a threshold of 1 would let any one member sign alone";
+        return null;
+    }
+}
+
+/// <summary>
 /// The Pedersen DKG through the log (the FROST paper's KeyGen), as a pure ledger: apply a DKG entry to the state of
 /// the key generation in progress and get what changed. Round one broadcasts (commitments, proofs of knowledge,
 /// encryption keys), round two shares encrypted to their receivers, and confirmations signed with the new shares; the
@@ -47,10 +72,15 @@ public sealed class DkgLedger
     public const string ConfirmProofDomain = "dkg-confirm";
 
     private readonly ulong chainId;
+    private readonly DkgPolicy? policy;
     private Progress? progress;
 
-    /// <summary>An idle ledger for chain <paramref name="chainId"/>.</summary>
-    public DkgLedger(ulong chainId) => this.chainId = chainId;
+    /// <summary>An idle ledger for chain <paramref name="chainId"/>; <paramref name="policy"/> is this node's configuration (null: none checked).</summary>
+    public DkgLedger(ulong chainId, DkgPolicy? policy = null)
+    {
+        this.chainId = chainId;
+        this.policy = policy;
+    }
 
     /// <summary>The key generation in progress, or null.</summary>
     public DkgView? View => progress?.View();
@@ -84,7 +114,7 @@ public sealed class DkgLedger
                 return "the DKG members must be 1..n";
             if (start.Threshold < 1 || start.Threshold > n)
                 return $"threshold {start.Threshold} does not fit {n} members";
-            return null;
+            return policy?.Rejection(start);
         }
 
         var (epoch, attempt, from) = command switch

@@ -24,6 +24,9 @@ public readonly record struct LedgerInput(long Index, BatchHeader? Produced, Fun
 /// <param name="DkgEntries">The entries of a key generation still in progress, in log order.</param>
 public sealed record LedgerState(ulong ChainId, IReadOnlyList<StoredKeyEpoch> KeyEpochs, CommitmentPool Pool, ulong SignedThrough, IReadOnlyList<byte[]> DkgEntries)
 {
+    /// <summary>This node's configuration that a key generation must fit (null: none checked).</summary>
+    public DkgPolicy? DkgPolicy { get; init; }
+
     /// <summary>A new chain: nothing yet.</summary>
     public static LedgerState Empty(ulong chainId) => new(chainId, [], CommitmentPool.Empty, 0, []);
 }
@@ -78,7 +81,7 @@ public sealed class SigningLedger
             keyEpochs.Add(KeyEpochView.Parse(record) ?? throw new InvariantViolationException($"stored key epoch {record.Epoch} is not valid"));
         LoadPool(state.Pool);
         SignedThrough = state.SignedThrough;
-        dkg = new DkgLedger(state.ChainId);
+        dkg = new DkgLedger(state.ChainId, state.DkgPolicy);
         foreach (var entry in state.DkgEntries)
             dkg.Apply(LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(entry)), CurrentKeyEpoch?.Epoch ?? 0, new LedgerEffects());
     }

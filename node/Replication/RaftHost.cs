@@ -8,6 +8,7 @@ using Sequencer.Core.Ordering;
 using Sequencer.Node.Configuration;
 using Sequencer.Node.Storage;
 using Sequencer.Raft;
+using Sequencer.Signing;
 
 namespace Sequencer.Node.Replication;
 
@@ -69,7 +70,8 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         if (store.RebuiltIndexTxs > 0)
             LogTxIndexRebuilt(logger, store.RebuiltIndexTxs);
         State = new AppliedState(store, new ChainParameters(options.ChainId, 0), options.Limits,
-            new WalRetention(options.WalRetainedEntries, options.WalRetainedBytes), time, loggerFactory.CreateLogger<AppliedState>(), loops);
+            new WalRetention(options.WalRetainedEntries, options.WalRetainedBytes), time, loggerFactory.CreateLogger<AppliedState>(), loops,
+            new DkgPolicy(options.Members.Count, options.DkgThreshold));
         var stateMachine = new SequencerStateMachine(State, dataDir.CreateSubdirectory("scratch"));
         var walDir = Path.Combine(dataDir.FullName, "wal");
         var chunkBytes = WalChunkSize.Resolve(walDir, options.WalChunkBytes);

@@ -148,6 +148,33 @@ public sealed class DkgStateTests
     }
 
     [Fact]
+    public async Task DkgStartThatDoesNotFitThisNodesConfiguration_IsRefusedAndIgnored()
+    {
+        // Issue 9: a node took any DkgStart the log held (any n up to 255, any t of at least 1), so whoever reached an
+        // internal route could start a DKG of 255 members needing 4, and play all but three of them.
+        using var store = new InMemoryBatchStore();
+        await using var configured = new AppliedState(store, new ChainParameters(ChainId, 0), Limits, WalRetention.None,
+            new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance, dkgPolicy: new DkgPolicy(3, 2));
+        var many = new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 4, Members = [.. Enumerable.Range(1, 255)] };
+        var lowThreshold = new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 1, Members = [1, 2, 3] };
+        Assert.Contains("configured with 3", configured.DkgRejection(many), StringComparison.Ordinal);
+        Assert.Contains("configured with 2", configured.DkgRejection(lowThreshold), StringComparison.Ordinal);
+        await ApplyAsync(configured, many);
+        await ApplyAsync(configured, lowThreshold);
+        Assert.Null(configured.Dkg);
+
+        // The configured shape is taken.
+        await ApplyAsync(configured, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
+        Assert.Equal(2, configured.Dkg!.Threshold);
+
+        // No threshold configured (one asked for with keygen --dkg): any t from 2, never 1.
+        var policy = new DkgPolicy(3, null);
+        Assert.NotNull(policy.Rejection(lowThreshold));
+        Assert.Null(policy.Rejection(new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 3, Members = [1, 2, 3] }));
+        Assert.Null(new DkgPolicy(1, null).Rejection(new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 1, Members = [1] }));
+    }
+
+    [Fact]
     public async Task BadRound1Proof_IsRejected_AndATamperedShareLeadsToAComplaintThatFailsTheAttempt()
     {
         using var store = new InMemoryBatchStore();
