@@ -64,14 +64,29 @@ public static class SnapshotFormat
             throw new LogFormatException("snapshot stream truncated inside a record");
         if (XxHash64.HashToUInt64(body) != BinaryPrimitives.ReadUInt64LittleEndian(prefix[4..]))
             throw new LogFormatException("snapshot record checksum mismatch: the stream is corrupt");
+        ISnapshotRecord? record;
         try
         {
-            return MessagePackSerializer.Deserialize<ISnapshotRecord>(body, Options);
+            record = MessagePackSerializer.Deserialize<ISnapshotRecord>(body, Options);
         }
         catch (MessagePackSerializationException e)
         {
             throw new LogFormatException($"snapshot record is not valid: {e.Message}", e);
         }
+
+        // MessagePack decodes nil into null for any reference field; valid streams never hold one where it matters.
+        var missing = record switch
+        {
+            null => "record",
+            SnapshotCommitments c => c.Sequences is null || c.Values is null || c.Values.Any(v => v is null) ? "commitment" : null,
+            SnapshotKeyEpoch k => k.GroupKey is null || k.Members is null || k.VerificationShares is null || k.VerificationShares.Any(v => v is null) ? "key epoch field" : null,
+            SnapshotBatch b => b.ParentHash is null || b.TxRoot is null || b.Commitment is null || b.TxHashes is null || b.ReceivedMs is null || b.HistoryRoot is null ? "batch field" : null,
+            SnapshotTrailer t => t.LastCommitment is null ? "last commitment" : null,
+            _ => null,
+        };
+        if (missing is not null)
+            throw new LogFormatException($"snapshot record has a nil {missing}");
+        return record;
     }
 
     /// <summary>The record for <paramref name="batch"/>.</summary>
