@@ -109,9 +109,9 @@ public static class Liveness
     /// caught up, must not stop ordering. For each such fault the report gives the rate of acknowledgements before it
     /// (the <see cref="RateWindow"/> before the injection, after any earlier heal) and during it, and the longest time
     /// with no acknowledgement at all; the bound enforced is no such stall longer than <paramref name="stallBound"/> and
-    /// a rate during the fault of at least <paramref name="rateFloor"/> of the rate before. Faults on the leader, or
-    /// injected while another node was still down or catching up, are reported but not judged (LIVE-FAILOVER and
-    /// LIVE-HEAL judge those).
+    /// a rate during the fault of at least <paramref name="rateFloor"/> of the rate before. Faults on the leader,
+    /// injected while another node was still down or catching up, or before the cluster had settled after the previous
+    /// fault (<see cref="MinoritySettle"/>), are reported but not judged (LIVE-FAILOVER and LIVE-HEAL judge those).
     /// </summary>
     /// <param name="clientTimeout">
     /// How long a workload client waits for a node before it tries another: every client that sent to the faulty node
@@ -137,6 +137,7 @@ public static class Liveness
         var problems = new List<string>();
         var judged = new List<string>();
         long previousEnd = 0;
+        long? previousRecovered = null;
         foreach (var record in records.OrderBy(r => r.StartMs))
         {
             var injected = record.EndMs is not null && (record.Outcome is null || !record.Outcome.StartsWith("not injected", StringComparison.Ordinal));
@@ -144,7 +145,9 @@ public static class Liveness
                 continue;
             var end = record.EndMs!.Value;
             var from = Math.Max(previousEnd, record.StartMs - (long)RateWindow.TotalMilliseconds);
+            var settled = (previousRecovered is not { } recovered || record.StartMs - recovered >= (long)MinoritySettle.TotalMilliseconds) && SameTerm(samples, record.StartMs - (long)MinoritySettle.TotalMilliseconds, record.StartMs);
             previousEnd = end;
+            previousRecovered = end + (record.RecoveryMs ?? 0);
             if (record.StartMs - from < 1000 || end - record.StartMs < 500)
                 continue;
             record.RateBefore = CountIn(from, record.StartMs) * 1000.0 / (record.StartMs - from);
@@ -153,7 +156,7 @@ public static class Liveness
             record.RateDuring = rateJudged ? CountIn(rateFrom, end) * 1000.0 / (end - rateFrom) : CountIn(record.StartMs, end) * 1000.0 / (end - record.StartMs);
             record.LongestStallMs = LongestGap(acks, record.StartMs, end);
             record.MinorityFault = MinorityKinds.Contains(record.Kind) && record.LeaderAtStart is { } leader && !record.TargetNodes.Contains(leader)
-                && OthersCaughtUp(samples, record);
+                && settled && OthersCaughtUp(samples, record);
             if (record.MinorityFault != true)
                 continue;
             var line = $"#{record.Sequence} {record.Kind} {record.Target}: {record.RateDuring:0} tx/s{(rateJudged ? "" : " (not judged: a short fault)")} vs {record.RateBefore:0} before, longest stall {record.LongestStallMs} ms";
@@ -196,6 +199,18 @@ public static class Liveness
     /// Every node the fault does not target was up and had applied about as far as the leader in the monitor's last
     /// round before the injection (within what the leader applies in two polling intervals).
     /// </summary>
+    /// <summary>
+    /// LIVE-MINORITY judges a follower fault only on a settled cluster: ordering had resumed after the previous fault at
+    /// least this long before, and the leader's term did not change in this time. Right after a restart of every node a
+    /// new leader has just been elected and its followers are cold: a chaos soak saw a clog into a follower 0.6 s after
+    /// such an election judged as a 2.2 s stall.
+    /// </summary>
+    public static readonly TimeSpan MinoritySettle = TimeSpan.FromSeconds(3);
+
+    // Every node that answered in [fromMs, toMs] reported the same term throughout.
+    private static bool SameTerm(IReadOnlyList<NodeSample> samples, long fromMs, long toMs)
+        => samples.Where(s => s.Up && s.AtMs >= fromMs && s.AtMs <= toMs).Select(s => s.Term).Distinct().Count() <= 1;
+
     private static bool OthersCaughtUp(IReadOnlyList<NodeSample> samples, FaultRecord record)
     {
         var rounds = samples.Where(s => s.AtMs <= record.StartMs && s.AtMs >= record.StartMs - 2000).GroupBy(s => s.AtMs).OrderByDescending(g => g.Key).Take(3).ToList();

@@ -122,4 +122,26 @@ public sealed class LiveMinorityTests
         Assert.True(Liveness.CheckMinority(history, [whileLagging], Samples(lagging: 2), Stall, 0.25).Passed);
         Assert.False(whileLagging.MinorityFault);
     }
+
+    [Fact]
+    public void AFollowerFaultRightAfterTheClusterRecovered_IsReportedNotJudged()
+    {
+        // Soak seed 1852663964: every node was killed and restarted, a leader was elected, ordering resumed, and 0.6 s
+        // later a clog into a follower met the cold cluster: a 2.2 s stall that was the restart's, not the clog's.
+        var killAll = new FaultRecord { Sequence = 1, Kind = FaultKind.KillAll, StartMs = 2_000, EndMs = 5_000, Target = "n1,n2,n3", TargetNodes = [1, 2, 3], LeaderAtStart = 1, RecoveryMs = 2_400 };
+        var clog = new FaultRecord { Sequence = 2, Kind = FaultKind.ClogThenFlush, StartMs = 8_000, EndMs = 11_000, Target = "into n3", TargetNodes = [3], LeaderAtStart = 1 };
+        var history = Acks(10, 8_000, 10_200);
+        var result = Liveness.CheckMinority(history, [killAll, clog], Samples(), Stall, 0.25);
+        Assert.True(result.Passed, result.Detail);
+        Assert.False(clog.MinorityFault);
+
+        // Settled for long enough (recovered 3 s before, same term): the same stall is judged and fails.
+        killAll.RecoveryMs = 0;
+        Assert.False(Liveness.CheckMinority(history, [killAll, clog], Samples(), Stall, 0.25).Passed);
+        Assert.True(clog.MinorityFault);
+
+        // A term change in the 3 s before the fault (an election) also means not settled.
+        var samples = Samples().Select(s => s.AtMs >= 6_000 ? s with { Term = 2 } : s).ToList();
+        Assert.True(Liveness.CheckMinority(history, [Fault(FaultKind.ClogThenFlush, 3)], samples, Stall, 0.25).Passed);
+    }
 }
