@@ -23,17 +23,21 @@ public sealed class RateLimitTests
         using var greedy = ClientFrom(IPAddress.Parse("127.0.0.2"));
         using var other = ClientFrom(IPAddress.Parse("127.0.0.3"));
 
-        // The greedy client spends its burst (one second's worth) in a tight loop, and more.
+        // The greedy client spends its burst (one second's worth) and more, 16 requests at a time, so that it outruns
+        // the refill however slow each request is on a loaded machine.
         var statuses = new List<HttpStatusCode>();
         HttpResponseMessage? refused = null;
-        for (var i = 0; i < PerSecond * 3 && refused is null; i++)
+        for (var round = 0; round < 200 && refused is null; round++)
         {
-            var response = await greedy.GetAsync(new Uri(api, "/v1/cluster"));
-            statuses.Add(response.StatusCode);
-            if (response.StatusCode == HttpStatusCode.TooManyRequests)
-                refused = response;
-            else
-                response.Dispose();
+            var responses = await Task.WhenAll(Enumerable.Range(0, 16).Select(_ => greedy.GetAsync(new Uri(api, "/v1/cluster"))));
+            foreach (var response in responses)
+            {
+                statuses.Add(response.StatusCode);
+                if (response.StatusCode == HttpStatusCode.TooManyRequests && refused is null)
+                    refused = response;
+                else
+                    response.Dispose();
+            }
         }
 
         Assert.NotNull(refused);
@@ -60,11 +64,22 @@ public sealed class RateLimitTests
         {
             using var client = ClientFrom(IPAddress.Parse($"127.0.1.{i + 1}"));
             var content = new StringContent($"{{\"tx\":\"0x{Convert.ToHexString(Encoding.UTF8.GetBytes($"forwarded-{i}-{Environment.TickCount64}"))}\"}}", Encoding.UTF8, "application/json");
-            using var response = await client.PostAsync(new Uri(new Uri(follower.Spec.Api), "/v1/txs"), content);
-            return response.StatusCode;
+            var answer = string.Empty;
+            for (var attempt = 0; attempt < 5; attempt++)
+            {
+                // A starved machine can lose its leader for a moment: the follower then answers 503 no_leader, and a
+                // client retries once a leader is known, as real clients do.
+                using var response = await client.PostAsync(new Uri(new Uri(follower.Spec.Api), "/v1/txs"), content);
+                answer = $"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}";
+                if (response.StatusCode != HttpStatusCode.ServiceUnavailable)
+                    break;
+                await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+            }
+
+            return answer;
         });
         var forwarded = await Task.WhenAll(submits);
-        Assert.All(forwarded, status => Assert.Equal(HttpStatusCode.OK, status));
+        Assert.True(forwarded.All(answer => answer.StartsWith("200 ", StringComparison.Ordinal)), string.Join("\n", forwarded.Distinct().Take(5)));
 
         // After a second the greedy client is served again.
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
