@@ -45,6 +45,7 @@ public sealed partial class DkgService : IAsyncDisposable
     private TaskCompletionSource wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int? requestedThreshold;
     private bool activated;
+    private (ulong Epoch, int Attempt) erasedFailure;
     private string? lastReport;
 
     /// <summary>Builds the service; <see cref="Start"/> runs it.</summary>
@@ -146,8 +147,14 @@ public sealed partial class DkgService : IAsyncDisposable
             await StartIfDueAsync(dkg, token).ConfigureAwait(false);
         if (dkg?.Failure is not null)
         {
-            // A failed attempt's secrets serve nothing any more: erase them now, not when a later attempt succeeds.
-            DeleteSecrets();
+            // A failed attempt's secrets serve nothing any more: erase them now (once per failed attempt, not on every
+            // step while the failure stands), not when a later attempt succeeds.
+            if (erasedFailure != (dkg.Epoch, dkg.Attempt))
+            {
+                DeleteSecrets();
+                erasedFailure = (dkg.Epoch, dkg.Attempt);
+            }
+
             return;
         }
 
