@@ -9,6 +9,7 @@ var bulkOption = new Option<int>("--bulk") { Description = "Txs per request in t
 var sizeOption = new Option<int>("--tx-bytes") { Description = "Bytes per tx.", DefaultValueFactory = _ => 256 };
 var secondsOption = new Option<double>("--seconds") { Description = "Measured seconds per scenario.", DefaultValueFactory = _ => 10 };
 var warmupOption = new Option<double>("--warmup") { Description = "Warm-up seconds per scenario.", DefaultValueFactory = _ => 3 };
+var clusterWarmupOption = new Option<double>("--cluster-warmup") { Description = "Seconds of load on each cluster before its first scenario, not measured (the JIT's tiering of a fresh process); 0 for none.", DefaultValueFactory = _ => 30 };
 var targetOption = new Option<string?>("--target") { Description = "Measure an already running cluster through this node (default: start a fresh local 3-node cluster)." };
 var dataOption = new Option<string>("--data") { Description = "Data root of the cluster the bench starts.", DefaultValueFactory = _ => ".data/bench" };
 var nodeArgOption = new Option<string[]>("--node-arg") { Description = "An extra argument for every node the bench starts, e.g. --node-arg=--limit --node-arg=maxBatchBytes=262144; repeatable." };
@@ -19,7 +20,7 @@ var signingOnlyOption = new Option<bool>("--signing-only") { Description = "Run 
 
 var root = new RootCommand("sequencer-bench: throughput and submit-to-ordered latency of a local cluster, and fdatasync latency.")
 {
-    clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, targetOption, dataOption, modeOption, nodeArgOption, noSigningOption, signingOnlyOption, pacedOption,
+    clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, clusterWarmupOption, targetOption, dataOption, modeOption, nodeArgOption, noSigningOption, signingOnlyOption, pacedOption,
 };
 root.SetAction(async (result, token) =>
 {
@@ -45,7 +46,8 @@ root.SetAction(async (result, token) =>
             scenarios.Add(new Scenario(mode, clients, perRequest, null));
     }
 
-    var runner = new ScenarioRunner(result.GetValue(sizeOption), TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)));
+    var runner = new ScenarioRunner(result.GetValue(sizeOption), TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)),
+        TimeSpan.FromSeconds(result.GetValue(clusterWarmupOption)), result.GetValue(bulkOption));
     if (result.GetValue(targetOption) is { } given)
     {
         var outcome = await runner.RunAsync(new Uri(given), signing: null, scenarios, token);

@@ -38,7 +38,7 @@ public sealed record PlannerTick(IReadOnlyList<(ulong Height, int Attempt)> Expi
 /// simply leaves the flight, and the next plan signs the newest head again, so no lost path can stop signing.
 /// A session with a late signer (<see cref="SignerHealth.IsLate"/>) stops counting against the flight limit and no
 /// longer holds its head: the next session may sign that head (or a newer one) with other signers while the late one
-/// waits on for its share until the session timeout. The flight holds at most twice the limit.
+/// waits on for its share until the session timeout. An aggregated session leaves room as well (its head is signed as far as the leader knows; only its signature is on the way to the log). The flight holds at most twice the limit of sessions still signing, and four times the limit in all.
 /// </summary>
 /// <remarks>Not thread-safe: one owner (the signing coordinator) drives it.</remarks>
 public sealed class HeadPlanner
@@ -68,7 +68,19 @@ public sealed class HeadPlanner
     public IReadOnlyList<Flight> Flights => [.. flights.Select(f => f.ToFlight())];
 
     /// <summary>True when another session may start (room in the flight; the interval is checked against the clock at planning).</summary>
-    public bool HasRoom => flights.Count(f => !f.Late) < timings.MaxSessionsInFlight && flights.Count < 2 * timings.MaxSessionsInFlight;
+    /// <remarks>
+    /// A session whose signature is aggregated and verified no longer signs anything (its head is signed, as far as the
+    /// leader is concerned; the signature is only on its way to the log), so it leaves room too.
+    /// </remarks>
+    public bool HasRoom
+    {
+        get
+        {
+            var signing = flights.Count(f => f.Stage != FlightStage.Aggregated);
+            return flights.Count(f => !f.Late && f.Stage != FlightStage.Aggregated) < timings.MaxSessionsInFlight
+                && signing < 2 * timings.MaxSessionsInFlight && flights.Count < 4 * timings.MaxSessionsInFlight;
+        }
+    }
 
     private bool MayStart(long nowMs) => HasRoom && nowMs - lastStartMs >= timings.MinHeadIntervalMs;
 

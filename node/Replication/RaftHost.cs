@@ -184,8 +184,37 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     }
 
     /// <inheritdoc/>
-    public ValueTask ReplicateAsync(ReadOnlyMemory<byte> payload, object? context, CancellationToken token)
-        => cluster.ReplicateAsync(payload, context, token);
+    public async ValueTask ReplicateAsync(ReadOnlyMemory<byte> payload, object? context, CancellationToken token)
+    {
+        Interlocked.Increment(ref replicating);
+        try
+        {
+            await cluster.ReplicateAsync(payload, context, token).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (Interlocked.Decrement(ref replicating) == 0 && Interlocked.Exchange(ref followersWaiting, 0) == 1)
+                NudgeFollowers();
+        }
+    }
+
+    private int replicating;
+    private int followersWaiting;
+
+    /// <summary>
+    /// On the leader: an applied entry needs the followers to apply it soon (they sign a head it starts, or serve a
+    /// signature it carries). While other entries of this node are in flight, the next round tells the followers the
+    /// commit index anyway; when none is (the entry being applied is still counted until its replication returns), the
+    /// followers are nudged as soon as the last one completes, rather than with the next heartbeat.
+    /// </summary>
+    public void FollowersMustApply()
+    {
+        if (!IsLeader)
+            return;
+        Volatile.Write(ref followersWaiting, 1);
+        if (Volatile.Read(ref replicating) == 0 && Interlocked.Exchange(ref followersWaiting, 0) == 1)
+            NudgeFollowers();
+    }
 
     /// <summary>
     /// The leader's read index: its commit index once it has committed an entry of its own term (DotNext's write

@@ -291,6 +291,40 @@ public sealed class HeadPlannerTests
     }
 
     [Fact]
+    public void AnAggregatedSession_LeavesRoom_ForTheNextHead_WithinABound()
+    {
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var first = Apply(planner, planner.PlanStandalone(Now, Epoch, 1, 0, 0, Available)!, 1);
+        time.Advance(TimeSpan.FromMilliseconds(Timings.MinHeadIntervalMs));
+        var second = Apply(planner, planner.PlanStandalone(Now, Epoch, 2, 0, 0, Available)!, 2);
+        Assert.False(planner.HasRoom);
+
+        // The first head's signature is verified: only its way to the log is left, so the next head may start.
+        planner.Aggregated((first.Height, first.Attempt), Now);
+        Assert.True(planner.HasRoom);
+        time.Advance(TimeSpan.FromMilliseconds(Timings.MinHeadIntervalMs));
+        var third = planner.PlanStandalone(Now, Epoch, 3, 0, 0, Available);
+        Assert.NotNull(third);
+        Assert.Equal(3UL, Apply(planner, third, 3).Height);
+        Assert.False(planner.HasRoom);
+
+        // Signatures that never reach the log stay bounded: at most four times the flight limit in all.
+        planner.Aggregated((second.Height, second.Attempt), Now);
+        planner.Aggregated((3, 1), Now);
+        for (ulong height = 4; planner.HasRoom; height++)
+        {
+            Assert.True(height < 20, "the flight is bounded");
+            time.Advance(TimeSpan.FromMilliseconds(Timings.MinHeadIntervalMs));
+            var next = Apply(planner, planner.PlanStandalone(Now, Epoch, height, 0, 0, Available)!, height);
+            planner.Aggregated((next.Height, next.Attempt), Now);
+        }
+
+        Assert.Equal(4 * Timings.MaxSessionsInFlight, planner.Flights.Count);
+        Assert.All(planner.Flights, f => Assert.Equal(FlightStage.Aggregated, f.Stage));
+    }
+
+    [Fact]
     public void Watchdog_AnAggregatedSignatureThatNeverReachesTheLog_LeavesTheFlight()
     {
         var planner = new HeadPlanner(Timings, self: 1);
