@@ -8,6 +8,7 @@ using Sequencer.Core;
 using Sequencer.Node.Api;
 using Sequencer.Node.Configuration;
 using Sequencer.Node.Replication;
+using Sequencer.Node.Security;
 using Sequencer.Node.Signing;
 using Sequencer.Node.Telemetry;
 using Sequencer.Raft;
@@ -55,6 +56,23 @@ public static partial class NodeRunner
             return ConfigurationExitCode;
         }
 
+        ClusterIdentity? identity = null;
+        if (options.CertificatesDirectory is { } certificates)
+        {
+            try
+            {
+                identity = ClusterIdentity.Load(certificates, options.NodeId, options.Members.Select(m => m.Id));
+            }
+            catch (InvalidDataException e)
+            {
+                await Console.Error.WriteLineAsync("invalid configuration: " + e.Message).ConfigureAwait(false);
+                return ConfigurationExitCode;
+            }
+        }
+
+        using var identityScope = identity;
+        var internalListener = options.Members.First(m => m.Id == options.NodeId).Internal is { } inside ? new Uri(inside) : null;
+
         // No configuration files and no file watchers: the node is configured by NodeOptions alone. The host's default
         // sources (appsettings files with reload on change) put a recursive watcher on the content root, which woke on
         // every WAL, nonce and store write (5 % of the CPU under load): reloading is off before any source is added.
@@ -90,6 +108,18 @@ public static partial class NodeRunner
             kestrel.Limits.MaxRequestBodySize = options.Limits.MaxRequestBytes;
             kestrel.Limits.MaxConcurrentConnections = 10_000;
             kestrel.Limits.MaxRequestHeadersTotalSize = 32 * 1024;
+            if (identity is not null && internalListener is not null)
+            {
+                // The internal routes, for members only: mutual TLS with the consortium's certificates.
+                kestrel.Listen(System.Net.IPAddress.Parse(internalListener.Host.Trim('[', ']')), internalListener.Port, listen => listen.UseHttps(https =>
+                {
+                    https.ServerCertificate = identity.Certificate;
+                    https.SslProtocols = System.Security.Authentication.SslProtocols.Tls13;
+                    https.ClientCertificateMode = Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.RequireCertificate;
+                    https.CheckCertificateRevocation = false;
+                    https.ClientCertificateValidation = (certificate, _, _) => identity.Identify(certificate, "the internal listener") is not null;
+                }));
+            }
         });
         builder.Services.AddClientRateLimit(options);
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
@@ -108,6 +138,11 @@ public static partial class NodeRunner
             exitCode = FatalExitCode;
             fatalStop.Cancel();
         }
+
+        if (identity is not null)
+            identity.Refused = line => LogRefusedPeer(logger, line);
+        else
+            LogNoIdentities(logger, options.NodeId);
 
         SigningKeys? keys;
         try
@@ -132,7 +167,7 @@ public static partial class NodeRunner
         RaftHost raft;
         try
         {
-            raft = new RaftHost(options, time, loggerFactory, loops);
+            raft = new RaftHost(options, time, loggerFactory, loops, identity);
         }
         catch (Sequencer.Core.Storage.DataFormatException e)
         {
@@ -149,9 +184,9 @@ public static partial class NodeRunner
         await using var coordinator = new HeadSigningCoordinator(options.NodeId, raft.State, raft, options.Limits, time, metrics,
             loggerFactory.CreateLogger<HeadSigningCoordinator>(), keys?.Bootstrap);
         await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal, loops, coordinator);
-        using var forwarder = new LeaderForwarder(options.NodeId, options.Limits.MaxForwardedRequests);
+        using var forwarder = new LeaderForwarder(options.NodeId, options.Limits.MaxForwardedRequests, identity);
         using var intake = new LeaderIntake(raft);
-        using var channel = new LeaderChannel(raft, coordinator, intake);
+        using var channel = new LeaderChannel(raft, coordinator, intake, identity);
         await using var signers = new SignerHost(options, raft.State, channel, metrics, loggerFactory, loops);
         await using var dkg = new DkgService(options, raft, channel, signers.Start, keys is not null, loggerFactory.CreateLogger<DkgService>());
 
@@ -212,6 +247,37 @@ public static partial class NodeRunner
                 await ApiResponses.WriteErrorAsync(context, 500, "internal_error", "the node failed to handle this request; it is logged").ConfigureAwait(false);
             }
         });
+        if (identity is not null && internalListener is not null)
+        {
+            // Internal routes only on the internal listener (whose TLS handshake already required a member's
+            // certificate), and only internal routes there; the member is recorded for the handlers' sender checks.
+            var internalPort = internalListener.Port;
+            app.Use(async (context, next) =>
+            {
+                var onInternal = context.Connection.LocalPort == internalPort;
+                if (context.Request.Path.StartsWithSegments("/internal", StringComparison.Ordinal) != onInternal)
+                {
+                    await ApiResponses.WriteErrorAsync(context, 404, "not_found", onInternal
+                        ? "the internal listener serves only the /internal routes"
+                        : "the /internal routes are served only on the members' internal listener (mutual TLS)").ConfigureAwait(false);
+                    return;
+                }
+
+                if (onInternal)
+                {
+                    if (identity.Identify(context.Connection.ClientCertificate, "the internal listener") is not { } member)
+                    {
+                        await ApiResponses.WriteErrorAsync(context, 403, "not_a_member", "a member's certificate is required").ConfigureAwait(false);
+                        return;
+                    }
+
+                    InternalCaller.Set(context, member);
+                }
+
+                await next(context).ConfigureAwait(false);
+            });
+        }
+
         app.UseClientRateLimit(options);
         app.UseStatusCodePages(async context =>
         {
@@ -224,7 +290,7 @@ public static partial class NodeRunner
         barrier.Map(app);
         new SequencerApi(options, raft, submits, forwarder, metrics, time, loops, barrier, requestBudget).Map(app);
         new AdminApi(options, time, requestBudget).Map(app);
-        new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake, requestBudget).Map(app);
+        new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake, requestBudget, loggerFactory.CreateLogger<SigningApi>()).Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
 
         try
@@ -321,6 +387,12 @@ public static partial class NodeRunner
 
     [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "Node {NodeId} serves the API at {Api}, Raft at {Raft}")]
     private static partial void LogListening(ILogger logger, int nodeId, string api, string raft);
+
+    [LoggerMessage(EventId = 17, Level = LogLevel.Warning, Message = "Identity check: {Line}")]
+    private static partial void LogRefusedPeer(ILogger logger, string line);
+
+    [LoggerMessage(EventId = 18, Level = LogLevel.Warning, Message = "Node {NodeId} runs without the consortium's certificates (--certs): its Raft port and internal routes are plaintext and accept anyone. Development only; `sequencer-node certs` makes them")]
+    private static partial void LogNoIdentities(ILogger logger, int nodeId);
 
     [LoggerMessage(EventId = 11, Level = LogLevel.Information, Message = "Node {NodeId} is stopping")]
     private static partial void LogStopping(ILogger logger, int nodeId);

@@ -13,6 +13,7 @@ var root = new RootCommand("sequencer-node: a Raft-replicated, threshold-signed 
     ClientCommands.CreateStatus(),
     KeyCommands.CreateKeygen(),
     KeyCommands.CreateVerify(),
+    CertsCommand.Create(),
 };
 
 // Ctrl-C and SIGTERM cancel the verb's token and let it stop cleanly (a node flushes its store, devnet stops

@@ -21,6 +21,7 @@ public sealed partial class HostNetwork : IChaosNetwork
     private const int RaftPort = 7201;
     private const int RaftListenPort = 7202;
     private const int ApiPort = 7101;
+    private const int InternalPort = 7301;
     private const int CloneNewNet = 0x40000000;
 
     private readonly string prefix;
@@ -104,7 +105,7 @@ public sealed partial class HostNetwork : IChaosNetwork
             var advertised = new IPEndPoint(Address(id), RaftPort);
             var listen = new IPEndPoint(Address(id), RaftListenPort);
             proxies[id] = CreateProxyInNamespace(ns, advertised, listen, FaultProxy.SeedFor(seed, id));
-            nodes.Add(new NodeAddress(id, advertised.ToString(), listen.ToString(), $"http://{Address(id)}:{ApiPort}"));
+            nodes.Add(new NodeAddress(id, advertised.ToString(), listen.ToString(), $"http://{Address(id)}:{ApiPort}", $"https://{Address(id)}:{InternalPort}"));
         }
     }
 

@@ -7,7 +7,7 @@ namespace Sequencer.Chaos.Network;
 /// <param name="RaftAdvertised">The Raft address every node uses for this member (its proxy).</param>
 /// <param name="RaftListen">Where the node's Raft listener really binds.</param>
 /// <param name="Api">The node's API address.</param>
-public sealed record NodeAddress(int NodeId, string RaftAdvertised, string RaftListen, string Api);
+public sealed record NodeAddress(int NodeId, string RaftAdvertised, string RaftListen, string Api, string Internal);
 
 /// <summary>A directed link: traffic from <see cref="From"/> into <see cref="To"/>.</summary>
 public readonly record struct Link(int From, int To)

@@ -37,16 +37,16 @@ public sealed class ProxyNetwork : IChaosNetwork
     /// <summary>Lays out <paramref name="nodeCount"/> nodes on free loopback ports with a proxy each.</summary>
     public static ProxyNetwork Create(int nodeCount, int seed)
     {
-        var ports = Sequencer.Client.Local.LocalCluster.FreePorts("127.0.0.1", 3 * nodeCount);
+        var ports = Sequencer.Client.Local.LocalCluster.FreePorts("127.0.0.1", 4 * nodeCount);
         var nodes = new List<NodeAddress>();
         var proxies = new Dictionary<int, FaultProxy>();
         for (var i = 0; i < nodeCount; i++)
         {
             var id = i + 1;
-            var listen = new IPEndPoint(IPAddress.Loopback, ports[3 * i + 1]);
-            var proxy = new FaultProxy(new IPEndPoint(IPAddress.Loopback, ports[3 * i]), listen, FaultProxy.SeedFor(seed, id));
+            var listen = new IPEndPoint(IPAddress.Loopback, ports[4 * i + 1]);
+            var proxy = new FaultProxy(new IPEndPoint(IPAddress.Loopback, ports[4 * i]), listen, FaultProxy.SeedFor(seed, id));
             proxies[id] = proxy;
-            nodes.Add(new NodeAddress(id, proxy.Listen.ToString(), listen.ToString(), $"http://127.0.0.1:{ports[3 * i + 2]}"));
+            nodes.Add(new NodeAddress(id, proxy.Listen.ToString(), listen.ToString(), $"http://127.0.0.1:{ports[4 * i + 2]}", $"https://127.0.0.1:{ports[4 * i + 3]}"));
         }
 
         return new ProxyNetwork(nodes, proxies);

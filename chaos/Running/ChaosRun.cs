@@ -141,7 +141,7 @@ public static class ChaosRun
             Log($"signing: {threshold}-of-{options.Nodes} dealer key {group.GroupKey}");
         }
 
-        var specs = network.Nodes.Select(n => new NodeSpec(n.NodeId, n.RaftAdvertised, n.Api, Path.Combine(directory, $"node{n.NodeId}"), n.RaftListen)).ToList();
+        var specs = network.Nodes.Select(n => new NodeSpec(n.NodeId, n.RaftAdvertised, n.Api, Path.Combine(directory, $"node{n.NodeId}"), n.RaftListen, n.Internal)).ToList();
         var cluster = LocalCluster.Create(new LocalClusterOptions
         {
             Nodes = options.Nodes,

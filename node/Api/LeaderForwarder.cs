@@ -24,17 +24,20 @@ public sealed class LeaderForwarder : IDisposable
     private readonly int nodeId;
 
     /// <summary>Creates the forwarder.</summary>
-    public LeaderForwarder(int nodeId, int maxConcurrent)
+    /// <param name="nodeId">This node's id.</param>
+    /// <param name="maxConcurrent">The most requests forwarded at once.</param>
+    /// <param name="identity">With identities, requests to a member's internal listener (https) carry this node's certificate.</param>
+    public LeaderForwarder(int nodeId, int maxConcurrent, Security.ClusterIdentity? identity = null)
     {
         this.nodeId = nodeId;
         slots = new SemaphoreSlim(maxConcurrent, maxConcurrent);
-        http = new HttpClient(new SocketsHttpHandler
+        http = new HttpClient(Security.ClusterIdentity.Handler(identity, new SocketsHttpHandler
         {
             MaxConnectionsPerServer = maxConcurrent,
             ConnectTimeout = TimeSpan.FromSeconds(1),
             PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30),
             UseProxy = false,
-        })
+        }))
         {
             Timeout = Timeout.InfiniteTimeSpan,
         };

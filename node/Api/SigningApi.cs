@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
@@ -20,9 +21,11 @@ namespace Sequencer.Node.Api;
 /// The signing routes: signed heads, coverage proofs and keys (DESIGN section 10), the leader's view of the signers,
 /// the internal routes signers use to reach the leader, and the Byzantine-signer fault for the chaos harness.
 /// </summary>
-public sealed class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCoordinator coordinator, Func<SignerService?> currentSigner, DkgService dkg,
-    ReadBarrier barrier, LeaderIntake intake, RequestBudget budget)
+public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCoordinator coordinator, Func<SignerService?> currentSigner, DkgService dkg,
+    ReadBarrier barrier, LeaderIntake intake, RequestBudget budget, ILogger logger)
 {
+    private long impersonationLoggedAt = long.MinValue / 2;
+
     /// <summary>The largest internal request body.</summary>
     public const int MaxInternalBodyBytes = 1024 * 1024;
 
@@ -343,6 +346,13 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCo
             return;
         }
 
+        if (Security.InternalCaller.Refusal(context, message.SignerId, options.CertificatesDirectory is not null) is { } impersonation)
+        {
+            NoteImpersonation(impersonation, "signature shares message");
+            await ApiResponses.WriteErrorAsync(context, 403, "wrong_sender", impersonation).ConfigureAwait(false);
+            return;
+        }
+
         if (!SignerProof.Verify(SignatureSharesMessage.ProofDomain, message.ProofPayload(), message.Proof, publicShare))
         {
             await ApiResponses.WriteErrorAsync(context, 403, "bad_proof", $"the message is not signed by signer {message.SignerId}'s key share").ConfigureAwait(false);
@@ -375,6 +385,23 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCo
         if (!expected)
         {
             await ApiResponses.WriteErrorAsync(context, 400, "bad_entry", $"a {command.GetType().Name} is not taken at {context.Request.Path}").ConfigureAwait(false);
+            return;
+        }
+
+        // The sender the entry names must be the member whose certificate made this connection.
+        int? claimed = command switch
+        {
+            NonceCommitmentsCommand c => c.SignerId,
+            DkgRound1Command c => c.From,
+            DkgRound2Command c => c.From,
+            DkgConfirmCommand c => c.From,
+            DkgComplaintCommand c => c.From,
+            _ => null,
+        };
+        if (claimed is { } sender && Security.InternalCaller.Refusal(context, sender, options.CertificatesDirectory is not null) is { } impersonation)
+        {
+            NoteImpersonation(impersonation, command.GetType().Name);
+            await ApiResponses.WriteErrorAsync(context, 403, "wrong_sender", impersonation).ConfigureAwait(false);
             return;
         }
 
@@ -560,4 +587,16 @@ public sealed class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCo
             await budgeted.WriteRefusalAsync(context).ConfigureAwait(false);
         return budgeted;
     }
+
+    // One line every 5 s at most: a member (or a stolen certificate) that keeps trying must not flood the log.
+    private void NoteImpersonation(string reason, string what)
+    {
+        var now = Environment.TickCount64;
+        var last = Interlocked.Read(ref impersonationLoggedAt);
+        if (now - last >= 5_000 && Interlocked.CompareExchange(ref impersonationLoggedAt, now, last) == last)
+            LogImpersonation(logger, what, reason);
+    }
+
+    [LoggerMessage(EventId = 320, Level = LogLevel.Warning, Message = "Refused a {What} on the internal listener: {Reason}")]
+    private static partial void LogImpersonation(ILogger logger, string what, string reason);
 }

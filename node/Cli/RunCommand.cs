@@ -17,7 +17,8 @@ public static class RunCommand
     private static readonly Option<string?> RaftListenOption = new("--raft-listen") { Description = "Where the Raft listener binds, when behind a proxy." };
     private static readonly Option<string?> ApiOption = new("--api") { Description = "The HTTP API address, e.g. http://127.0.0.1:7101." };
     private static readonly Option<ulong?> ChainIdOption = new("--chain-id") { Description = "The rollup chain id (the same on every node)." };
-    private static readonly Option<string[]> MemberOption = new("--member") { Description = "A member as ID=RAFT,API; repeat for every member, this node included.", AllowMultipleArgumentsPerToken = false };
+    private static readonly Option<string[]> MemberOption = new("--member") { Description = "A member as ID=RAFT,API[,INTERNAL] (INTERNAL: https://IP:PORT, with --certs); repeat for every member, this node included.", AllowMultipleArgumentsPerToken = false };
+    private static readonly Option<string?> CertsOption = new("--certs") { Description = "The consortium's certificates directory (from `certs`): mutual TLS on the Raft port and the internal listener, members only." };
     private static readonly Option<string?> ElectionOption = new("--election-timeout") { Description = "Election timeout bounds in ms, LOWER:UPPER (default 300:600)." };
     private static readonly Option<int?> ClockSkewOption = new("--clock-skew-ms") { Description = "Shift this node's clock (a chaos fault)." };
     private static readonly Option<string[]> LimitOption = new("--limit") { Description = "Override a limit, NAME=VALUE (e.g. maxBatchDelayMs=5); repeatable." };
@@ -41,7 +42,7 @@ public static class RunCommand
         {
             ConfigOption, IdOption, DataOption, RaftOption, RaftListenOption, ApiOption, ChainIdOption, MemberOption,
             ElectionOption, ClockSkewOption, LimitOption, RetainedOption, RetainedBytesOption, AdminTokenOption, ExitWithParentOption, PrintConfigOption,
-            GroupKeyOption, KeyShareOption, SignerFaultOption, DkgThresholdOption,
+            GroupKeyOption, KeyShareOption, SignerFaultOption, DkgThresholdOption, CertsOption,
         };
 #if SEQUENCER_TEST_FAULTS
         command.Options.Add(TestFaultOption);
@@ -125,6 +126,8 @@ public static class RunCommand
             options = options with { DkgThreshold = dkgThreshold };
         if (result.GetValue(SignerFaultOption) is { } signerFault)
             options = options with { SignerFault = signerFault };
+        if (result.GetValue(CertsOption) is { } certs)
+            options = options with { CertificatesDirectory = certs };
         if (result.GetValue(MemberOption) is { Length: > 0 } members)
             options = options with { Members = [.. members.Select(ParseMember)] };
         if (result.GetValue(ElectionOption) is { } election)
@@ -140,15 +143,16 @@ public static class RunCommand
         return options;
     }
 
-    /// <summary>Parses <c>ID=RAFT,API</c>.</summary>
+    /// <summary>Parses <c>ID=RAFT,API[,INTERNAL]</c>.</summary>
     public static MemberOptions ParseMember(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
         var equals = text.IndexOf('=', StringComparison.Ordinal);
-        var comma = text.IndexOf(',', StringComparison.Ordinal);
-        if (equals <= 0 || comma <= equals + 1 || !int.TryParse(text.AsSpan(0, equals), NumberStyles.None, CultureInfo.InvariantCulture, out var id))
-            throw new FormatException($"--member \"{text}\" is not ID=RAFT,API");
-        return new MemberOptions { Id = id, Raft = text[(equals + 1)..comma], Api = text[(comma + 1)..] };
+        var parts = equals > 0 ? text[(equals + 1)..].Split(',') : [];
+        if (equals <= 0 || parts.Length is < 2 or > 3 || parts.Any(p => p.Length == 0)
+            || !int.TryParse(text.AsSpan(0, equals), NumberStyles.None, CultureInfo.InvariantCulture, out var id))
+            throw new FormatException($"--member \"{text}\" is not ID=RAFT,API or ID=RAFT,API,INTERNAL");
+        return new MemberOptions { Id = id, Raft = parts[0], Api = parts[1], Internal = parts.Length == 3 ? parts[2] : null };
     }
 
     /// <summary>Applies <c>NAME=VALUE</c> to a copy of <paramref name="limits"/> (names as in the JSON file, camelCase).</summary>

@@ -16,6 +16,17 @@ public sealed record MemberOptions
 
     /// <summary>The member's HTTP API base address, used to forward submits to the leader.</summary>
     public string Api { get; init; } = string.Empty;
+
+    /// <summary>
+    /// The member's internal listener (https://IP:PORT), for the routes members use among themselves (signature shares,
+    /// nonce commitments, DKG messages, read index), mutual TLS with the consortium's certificates. Required with
+    /// <see cref="NodeOptions.CertificatesDirectory"/>; without certificates the internal routes are served on the API.
+    /// </summary>
+    public string? Internal { get; init; }
+
+    /// <summary>Where the member serves its internal routes: its internal listener, or (without certificates) its API.</summary>
+    [JsonIgnore]
+    public string InternalBase => Internal ?? Api;
 }
 
 /// <summary>Raft timing.</summary>
@@ -93,6 +104,13 @@ public sealed record NodeOptions
     /// </summary>
     public long WalRetainedBytes { get; init; } = 32L * 1024 * 1024;
 
+    /// <summary>
+    /// The consortium's certificates (from <c>certs</c>): ca.crt, every member's node-N.crt (pinned) and this node's
+    /// node-N.key. With them the Raft port and the internal listener are mutual TLS and accept members only. Without
+    /// them (development only) both are plaintext and unauthenticated, and the node says so at start.
+    /// </summary>
+    public string? CertificatesDirectory { get; init; }
+
     /// <summary>The bearer token of the /admin routes; null disables them.</summary>
     public string? AdminToken { get; init; }
 
@@ -143,12 +161,20 @@ public sealed record NodeOptions
             Require(member.Id is >= 1 and <= 255, $"member id {member.Id} must be in [1, 255]");
             Require(TryParseEndPoint(member.Raft, out _), $"member {member.Id}: Raft endpoint \"{member.Raft}\" is not host:port");
             Require(Uri.TryCreate(member.Api, UriKind.Absolute, out _), $"member {member.Id}: API address \"{member.Api}\" is not a URL");
+            Require(member.Internal is null || (Uri.TryCreate(member.Internal, UriKind.Absolute, out var inside) && inside.Scheme == "https" && inside.Port > 0
+                && System.Net.IPAddress.TryParse(inside.Host.Trim('[', ']'), out _)), $"member {member.Id}: internal address \"{member.Internal}\" is not https://IP:PORT");
+            Require(CertificatesDirectory is null || member.Internal is not null, $"member {member.Id} has no internal address (ID=RAFT,API,INTERNAL): with certificates the internal routes are mutual TLS on their own listener");
+            Require(CertificatesDirectory is not null || member.Internal is null, $"member {member.Id}: an internal listener needs the consortium's certificates (--certs)");
         }
+
+        Require(CertificatesDirectory is null || Directory.Exists(CertificatesDirectory), $"the certificates directory \"{CertificatesDirectory}\" does not exist");
 
         var self = Members.FirstOrDefault(m => m.Id == NodeId);
         Require(self is not null, $"node {NodeId} is not among the members");
         Require(self is null || string.Equals(self.Raft, Raft, StringComparison.OrdinalIgnoreCase),
             $"node {NodeId} advertises {Raft} but its member entry says {self?.Raft}");
+        Require(self?.Internal is null || !Uri.TryCreate(self.Internal, UriKind.Absolute, out var ownInternal) || api is null || ownInternal.Port != api.Port,
+            "the internal listener needs a port of its own, not the API's");
         Require(RaftTiming.ElectionTimeoutLowerMs >= 50 && RaftTiming.ElectionTimeoutUpperMs > RaftTiming.ElectionTimeoutLowerMs,
             "election timeouts need 50 <= lower < upper");
         Require(RaftTiming.HeartbeatThreshold is > 0 and < 1, "the heartbeat threshold must be in (0, 1)");

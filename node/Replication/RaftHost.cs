@@ -49,7 +49,8 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     private int started;
 
     /// <summary>Opens the store and the WAL and builds the Raft node; <see cref="StartAsync"/> joins the cluster.</summary>
-    public RaftHost(NodeOptions options, TimeProvider time, ILoggerFactory loggerFactory, BackgroundLoops loops)
+    /// <param name="identity">The consortium identities: with them the Raft port is mutual TLS and accepts members only.</param>
+    public RaftHost(NodeOptions options, TimeProvider time, ILoggerFactory loggerFactory, BackgroundLoops loops, Security.ClusterIdentity? identity = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(loggerFactory);
@@ -107,6 +108,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
             // written at most every few seconds, network errors as one line. Member status changes are logged below.
             LoggerFactory = new Telemetry.ThrottledLoggerFactory(loggerFactory, time),
             ConfigurationStorage = null!,
+            SslOptions = identity?.RaftSslOptions(),
         };
         var builder = ((InMemoryClusterConfigurationStorage<EndPoint>)configuration.ConfigurationStorage).CreateInitialConfigurationBuilder();
         foreach (var endPoint in membersByEndPoint.Keys)

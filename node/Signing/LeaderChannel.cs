@@ -36,7 +36,7 @@ public interface ILeaderChannel
 }
 
 /// <summary>The <see cref="ILeaderChannel"/> of a node: local when it leads, HTTP to the leader's internal routes when it follows.</summary>
-public sealed class LeaderChannel(RaftHost raft, IShareInbox inbox, LeaderIntake intake) : ILeaderChannel, IDisposable
+public sealed class LeaderChannel(RaftHost raft, IShareInbox inbox, LeaderIntake intake, Security.ClusterIdentity? identity = null) : ILeaderChannel, IDisposable
 {
     /// <summary>Route on the leader for signature shares.</summary>
     public const string SharesRoute = "/internal/v1/shares";
@@ -47,7 +47,8 @@ public sealed class LeaderChannel(RaftHost raft, IShareInbox inbox, LeaderIntake
     /// <summary>Route on the leader for DKG entries.</summary>
     public const string DkgRoute = "/internal/v1/dkg";
 
-    private readonly HttpClient http = new(new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30), MaxConnectionsPerServer = 8, UseProxy = false })
+    // With identities, requests go to the leader's internal listener with this node's certificate (mutual TLS).
+    private readonly HttpClient http = new(Security.ClusterIdentity.Handler(identity, new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30), MaxConnectionsPerServer = 8, UseProxy = false }))
     {
         Timeout = TimeSpan.FromSeconds(6),
     };
@@ -84,7 +85,7 @@ public sealed class LeaderChannel(RaftHost raft, IShareInbox inbox, LeaderIntake
         content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
         try
         {
-            using var response = await http.PostAsync(new Uri(new Uri(leader.Api), route), content, token).ConfigureAwait(false);
+            using var response = await http.PostAsync(new Uri(new Uri(leader.InternalBase), route), content, token).ConfigureAwait(false);
             if (response.IsSuccessStatusCode)
                 return LeaderDelivery.Ok;
             // 429: the leader's request budget is spent for now; the caller sends again after its back-off.

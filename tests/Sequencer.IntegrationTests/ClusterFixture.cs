@@ -22,6 +22,35 @@ internal sealed class TestCluster : IAsyncDisposable
 
     public IReadOnlyList<(int NodeId, SequencerClient Client)> Clients => [.. Cluster.Nodes.Select(n => (n.Spec.Id, n.Client))];
 
+    /// <summary>The consortium's certificates of this cluster (LocalCluster makes them).</summary>
+    public string CertificatesDirectory => Path.Combine(root, "certs");
+
+    /// <summary>An HTTP client that presents member <paramref name="member"/>'s certificate (from <paramref name="directory"/>, default this cluster's).</summary>
+    public HttpClient MemberClient(int member, string? directory = null)
+    {
+        directory ??= CertificatesDirectory;
+        var certificate = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPemFile(
+            Path.Combine(directory, Sequencer.Core.Security.ConsortiumCertificates.CertificateFile(member)),
+            Path.Combine(directory, Sequencer.Core.Security.ConsortiumCertificates.KeyFile(member)));
+        // The nodes are this cluster's members: their certificates are the pinned ones of this cluster.
+        var pinned = Directory.EnumerateFiles(CertificatesDirectory, "node-*.crt").Select(File.ReadAllText)
+            .Select(pem => System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(pem).RawData).ToList();
+        return new HttpClient(new SocketsHttpHandler
+        {
+            SslOptions = new System.Net.Security.SslClientAuthenticationOptions
+            {
+                ClientCertificates = [certificate],
+                RemoteCertificateValidationCallback = (_, server, _, _) => server is not null && pinned.Any(p => p.AsSpan().SequenceEqual(server.GetRawCertData())),
+            },
+        })
+        {
+            Timeout = TimeSpan.FromSeconds(10),
+        };
+    }
+
+    /// <summary>Node <paramref name="id"/>'s internal listener.</summary>
+    public Uri Internal(int id) => new(Cluster.Node(id).Spec.Internal ?? throw new InvalidOperationException("the cluster runs without mutual TLS"));
+
     /// <summary>The key directory of a signing cluster, or null.</summary>
     public string? KeysDirectory { get; private init; }
 

@@ -81,10 +81,12 @@ public sealed class DkgTests
         }
 
         // A second DKG is refused (rotation is a later feature), and junk is a clear 4xx.
-        var leader = test.Cluster.Node(await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10))).Client.BaseUrl;
-        Assert.Equal(409, await PostAsync(leader, LogCommandCodec.Encode(new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] })));
-        Assert.Equal(400, await PostAsync(leader, [1, 2, 3]));
-        Assert.Equal(400, await PostAsync(leader, LogCommandCodec.Encode(new HeadSignaturesCommand())));
+        // (On the leader's internal listener, as a member: mutual TLS.)
+        var leader = test.Internal(await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10)));
+        using var member = test.MemberClient(1);
+        Assert.Equal(409, await PostAsync(member, leader, LogCommandCodec.Encode(new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] })));
+        Assert.Equal(400, await PostAsync(member, leader, [1, 2, 3]));
+        Assert.Equal(400, await PostAsync(member, leader, LogCommandCodec.Encode(new HeadSignaturesCommand())));
 
         foreach (var node in test.Cluster.Nodes)
         {
@@ -110,11 +112,11 @@ public sealed class DkgTests
         return body.Contains($"\"signer\":{{\"id\":{id.ToString(CultureInfo.InvariantCulture)}", StringComparison.Ordinal);
     }
 
-    private static async Task<int> PostAsync(Uri node, byte[] body)
+    private static async Task<int> PostAsync(HttpClient client, Uri node, byte[] body)
     {
         using var content = new ByteArrayContent(body);
         content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
-        using var response = await Http.PostAsync(new Uri(node, "/internal/v1/dkg"), content);
+        using var response = await client.PostAsync(new Uri(node, "/internal/v1/dkg"), content);
         return (int)response.StatusCode;
     }
 }

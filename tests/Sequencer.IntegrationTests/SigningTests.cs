@@ -79,8 +79,13 @@ public sealed class SigningTests
         await AssertErrorAsync(test.Cluster.Node(1).Client.BaseUrl, "/v1/commitments/0", 400, "bad_height");
         await AssertErrorAsync(test.Cluster.Node(1).Client.BaseUrl, "/v1/commitments/abc", 400, "bad_height");
         await AssertErrorAsync(test.Cluster.Node(1).Client.BaseUrl, $"/v1/commitments/{height + 1000}", 404, "not_found");
-        await AssertPostErrorAsync(test.Cluster.Node(1).Client.BaseUrl, "/internal/v1/shares", [1, 2, 3], 400);
-        await AssertPostErrorAsync(test.Cluster.Node(1).Client.BaseUrl, "/internal/v1/nonce-commitments", [1, 2, 3], 400);
+        // The internal routes are not on the public API; on the internal listener a member's junk is a 400.
+        await AssertPostErrorAsync(test.Cluster.Node(1).Client.BaseUrl, "/internal/v1/shares", [1, 2, 3], 404);
+        using (var member = test.MemberClient(2))
+        {
+            await AssertPostErrorAsync(test.Internal(1), "/internal/v1/shares", [1, 2, 3], 400, member);
+            await AssertPostErrorAsync(test.Internal(1), "/internal/v1/nonce-commitments", [1, 2, 3], 400, member);
+        }
 
         // Killing any one node of three does not stop signing; the node catches up when it returns (LIVE-HEAL).
         for (var victim = 1; victim <= 3; victim++)
@@ -275,11 +280,11 @@ public sealed class SigningTests
         Assert.Equal(code, document.RootElement.GetProperty("error").GetString());
     }
 
-    private static async Task AssertPostErrorAsync(Uri node, string path, byte[] body, int status)
+    private static async Task AssertPostErrorAsync(Uri node, string path, byte[] body, int status, HttpClient? client = null)
     {
         using var content = new ByteArrayContent(body);
         content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
-        using var response = await Http.PostAsync(new Uri(node, path), content);
+        using var response = await (client ?? Http).PostAsync(new Uri(node, path), content);
         Assert.Equal(status, (int)response.StatusCode);
     }
 }

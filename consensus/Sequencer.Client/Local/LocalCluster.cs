@@ -40,8 +40,17 @@ public sealed record LocalClusterOptions
     /// <summary>The node binary; null to locate the built one.</summary>
     public NodeBinary? Binary { get; init; }
 
-    /// <summary>Fixed addresses per node (advertised Raft, Raft listen, API) instead of loopback ports; used by the chaos harness.</summary>
+    /// <summary>Fixed addresses per node (advertised Raft, Raft listen, API, internal) instead of loopback ports; used by the chaos harness.</summary>
     public IReadOnlyList<NodeSpec>? Specs { get; init; }
+
+    /// <summary>
+    /// Mutual TLS among the nodes (DESIGN section 5): the consortium's certificates under <c>DataRoot/certs</c> (made
+    /// when missing) and an internal listener per node. False runs the nodes without identities (they warn).
+    /// </summary>
+    public bool MutualTls { get; init; } = true;
+
+    /// <summary>The first internal listener port (node N listens on base + N - 1); null: API base + 200, or free ports.</summary>
+    public int? InternalBasePort { get; init; }
 }
 
 /// <summary>
@@ -80,14 +89,26 @@ public sealed class LocalCluster : IAsyncDisposable
         }
         else
         {
-            var free = options.ApiBasePort is null || options.RaftBasePort is null ? FreePorts(options.Host, 2 * options.Nodes) : [];
+            var internalBase = options.InternalBasePort ?? options.ApiBasePort + 200;
+            var free = options.ApiBasePort is null || options.RaftBasePort is null || internalBase is null ? FreePorts(options.Host, 3 * options.Nodes) : [];
             for (var i = 0; i < options.Nodes; i++)
             {
-                var apiPort = options.ApiBasePort is { } apiBase ? apiBase + i : free[2 * i];
-                var raftPort = options.RaftBasePort is { } raftBase ? raftBase + i : free[2 * i + 1];
+                var apiPort = options.ApiBasePort is { } apiBase ? apiBase + i : free[3 * i];
+                var raftPort = options.RaftBasePort is { } raftBase ? raftBase + i : free[3 * i + 1];
+                var internalPort = internalBase is { } inside ? inside + i : free[3 * i + 2];
                 specs.Add(new NodeSpec(i + 1, $"{options.Host}:{raftPort}", $"http://{options.Host}:{apiPort}",
-                    Path.Combine(Path.GetFullPath(options.DataRoot), $"node{i + 1}")));
+                    Path.Combine(Path.GetFullPath(options.DataRoot), $"node{i + 1}"), Internal: options.MutualTls ? $"https://{options.Host}:{internalPort}" : null));
             }
+        }
+
+        string? certificates = null;
+        if (options.MutualTls)
+        {
+            if (specs.FirstOrDefault(s => s.Internal is null) is { } bare)
+                throw new ArgumentException($"node {bare.Id} has no internal address, which mutual TLS needs", nameof(options));
+            certificates = Path.Combine(Path.GetFullPath(options.DataRoot), "certs");
+            var hosts = specs.SelectMany(s => new[] { new Uri(s.Api).Host, new Uri(s.Internal!).Host }).Append("localhost");
+            Sequencer.Core.Security.ConsortiumCertificates.Create(certificates, specs.Select(s => s.Id), hosts, TimeSpan.FromDays(365), "local cluster");
         }
 
         var parent = Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
@@ -103,7 +124,9 @@ public sealed class LocalCluster : IAsyncDisposable
             if (spec.RaftListen is not null)
                 arguments.AddRange(["--raft-listen", spec.RaftListen]);
             foreach (var member in specs)
-                arguments.AddRange(["--member", $"{member.Id}={member.Raft},{member.Api}"]);
+                arguments.AddRange(["--member", $"{member.Id}={member.Raft},{member.Api}{(certificates is null ? "" : "," + member.Internal)}"]);
+            if (certificates is not null)
+                arguments.AddRange(["--certs", certificates]);
             if (options.KeysDirectory is { } keys)
             {
                 arguments.AddRange(["--group-key", Path.Combine(keys, "group.json")]);

@@ -7,9 +7,10 @@ namespace Sequencer.Client.Local;
 /// <param name="Id">The member id.</param>
 /// <param name="Raft">The advertised Raft endpoint (host:port).</param>
 /// <param name="Api">The API base address.</param>
+/// <param name="Internal">The internal listener (https://IP:PORT) with mutual TLS, or null (no certificates).</param>
 /// <param name="DataDir">The node's data directory.</param>
 /// <param name="RaftListen">Where the Raft listener binds when it differs from <paramref name="Raft"/> (behind a proxy).</param>
-public sealed record NodeSpec(int Id, string Raft, string Api, string DataDir, string? RaftListen = null);
+public sealed record NodeSpec(int Id, string Raft, string Api, string DataDir, string? RaftListen = null, string? Internal = null);
 
 /// <summary>
 /// One real node process (<c>sequencer-node run</c>) started by a test, the benchmark, the chaos harness or

@@ -30,6 +30,29 @@ public static class DurableFiles
         }
     }
 
+    /// <summary>
+    /// Writes a whole file durably: through a synced temporary (mode 0600 when <paramref name="secret"/>), renamed into
+    /// place, the directory synced; so the file is never there half written.
+    /// </summary>
+    public static void WriteAllText(string path, string contents, bool secret)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentNullException.ThrowIfNull(contents);
+        var temporary = path + ".tmp";
+        File.Delete(temporary);
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
+        if (secret && !OperatingSystem.IsWindows())
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        using (var stream = new FileStream(temporary, options))
+        {
+            stream.Write(System.Text.Encoding.UTF8.GetBytes(contents));
+            stream.Flush(flushToDisk: true);
+        }
+
+        File.Move(temporary, path, overwrite: true);
+        SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+    }
+
     /// <summary>Overwrites <paramref name="length"/> bytes at <paramref name="offset"/> with zeros (not synced).</summary>
     public static void Zero(SafeFileHandle handle, long offset, long length)
     {

@@ -1,0 +1,202 @@
+using System.Collections.Concurrent;
+using System.Net.Security;
+using System.Security.Authentication;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Sequencer.Core.Security;
+
+namespace Sequencer.Node.Security;
+
+/// <summary>
+/// This node's identity in the consortium and the pinned identities of every member (DESIGN section 5): the CA, this
+/// node's certificate and identity key, and every member's certificate. It authenticates peers for mutual TLS on the
+/// Raft port and the internal listener: a peer is accepted only with a certificate that is currently valid, issued by
+/// the consortium's CA, and byte for byte the certificate pinned for one of the configured members.
+/// </summary>
+public sealed class ClusterIdentity : IDisposable
+{
+    private readonly X509Certificate2 ca;
+    private readonly Dictionary<string, int> membersByThumbprint;
+    private readonly ConcurrentDictionary<string, long> refusalsLoggedAt = new();
+    private readonly TimeProvider time;
+
+    private ClusterIdentity(int selfId, X509Certificate2 ca, X509Certificate2 certificate, IReadOnlyDictionary<int, X509Certificate2> members, TimeProvider time)
+    {
+        SelfId = selfId;
+        this.ca = ca;
+        Certificate = certificate;
+        Members = members;
+        this.time = time;
+        membersByThumbprint = members.ToDictionary(m => Thumbprint(m.Value), m => m.Key, StringComparer.Ordinal);
+    }
+
+    /// <summary>This node's member id.</summary>
+    public int SelfId { get; }
+
+    /// <summary>This node's certificate, with its identity key.</summary>
+    public X509Certificate2 Certificate { get; }
+
+    /// <summary>Every member's pinned certificate, this node's included.</summary>
+    public IReadOnlyDictionary<int, X509Certificate2> Members { get; }
+
+    /// <summary>Called with a line for every refused peer (at most one per reason every 5 s).</summary>
+    public Action<string>? Refused { get; set; }
+
+    /// <summary>
+    /// Loads the identities from a certificates directory (<see cref="ConsortiumCertificates"/>): the CA, this node's
+    /// certificate and key, and the certificate of each of <paramref name="members"/>.
+    /// </summary>
+    /// <exception cref="InvalidDataException">A file is missing or invalid, a certificate is expired or not issued by the CA, or the key does not match.</exception>
+    public static ClusterIdentity Load(string directory, int selfId, IEnumerable<int> members, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(members);
+        time ??= TimeProvider.System;
+        string Need(string file)
+        {
+            var path = Path.Combine(directory, file);
+            return File.Exists(path) ? path : throw new InvalidDataException($"{path} is missing (make the consortium's certificates with `sequencer-node certs`)");
+        }
+
+        var keyPath = Need(ConsortiumCertificates.KeyFile(selfId));
+        if (!OperatingSystem.IsWindows() && (File.GetUnixFileMode(keyPath) & (UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite)) != 0)
+            throw new InvalidDataException($"{keyPath} is readable by others: an identity key must be owner-only (chmod 600)");
+        X509Certificate2 ca;
+        X509Certificate2 own;
+        var pinned = new Dictionary<int, X509Certificate2>();
+        try
+        {
+            ca = X509Certificate2.CreateFromPem(File.ReadAllText(Need(ConsortiumCertificates.CaCertificateFile)));
+            own = X509Certificate2.CreateFromPemFile(Need(ConsortiumCertificates.CertificateFile(selfId)), keyPath);
+            foreach (var id in members.Distinct())
+                pinned[id] = X509Certificate2.CreateFromPem(File.ReadAllText(Need(ConsortiumCertificates.CertificateFile(id))));
+        }
+        catch (CryptographicException e)
+        {
+            throw new InvalidDataException($"a certificate or key under {directory} cannot be read: {e.Message}", e);
+        }
+
+        if (!pinned.TryGetValue(selfId, out var ownPinned))
+            throw new InvalidDataException($"node {selfId} is not among the members");
+        if (!own.RawDataMemory.Span.SequenceEqual(ownPinned.RawDataMemory.Span))
+            throw new InvalidDataException($"node {selfId}'s certificate differs from the one pinned for it");
+        var identity = new ClusterIdentity(selfId, ca, own, pinned, time);
+        foreach (var (id, certificate) in pinned)
+        {
+            if (identity.Check(certificate) is { } problem)
+                throw new InvalidDataException($"member {id}'s certificate ({ConsortiumCertificates.CertificateFile(id)}): {problem}");
+        }
+
+        return identity;
+    }
+
+    /// <summary>The member a peer's certificate identifies, or null (and a line to <see cref="Refused"/>) when it is refused.</summary>
+    public int? Identify(X509Certificate? presented, string where)
+    {
+        if (presented is null)
+        {
+            NoteRefusal(where, "no client certificate");
+            return null;
+        }
+
+        using var owned = presented as X509Certificate2 is null ? new X509Certificate2(presented) : null;
+        var certificate = owned ?? (X509Certificate2)presented;
+        var thumbprint = Thumbprint(certificate);
+        var now = time.GetUtcNow();
+
+        // A member's certificate, once checked, is trusted for a minute (and never past its expiry): the internal
+        // listener checks every request, and building the chain each time would cost more than the request.
+        if (accepted.TryGetValue(thumbprint, out var known) && now < known.Until)
+            return known.Member;
+        if (Check(certificate) is { } problem)
+        {
+            NoteRefusal(where, $"{problem} (subject {certificate.Subject})");
+            return null;
+        }
+
+        var member = membersByThumbprint[thumbprint];
+        var until = now.AddMinutes(1);
+        accepted[thumbprint] = (member, until < certificate.NotAfter.ToUniversalTime() ? until : certificate.NotAfter.ToUniversalTime());
+        return member;
+    }
+
+    private readonly ConcurrentDictionary<string, (int Member, DateTimeOffset Until)> accepted = new(StringComparer.Ordinal);
+
+    /// <summary>Why <paramref name="certificate"/> is not a member's, or null when it is.</summary>
+    private string? Check(X509Certificate2 certificate)
+    {
+        var now = time.GetUtcNow().UtcDateTime;
+        if (now < certificate.NotBefore.ToUniversalTime())
+            return "the certificate is not valid yet";
+        if (now > certificate.NotAfter.ToUniversalTime())
+            return $"the certificate expired on {certificate.NotAfter.ToUniversalTime():u}";
+        using (var chain = new X509Chain())
+        {
+            chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+            chain.ChainPolicy.CustomTrustStore.Add(ca);
+            chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+            chain.ChainPolicy.VerificationTime = now;
+            chain.ChainPolicy.VerificationTimeIgnored = false;
+            if (!chain.Build(certificate))
+                return "the certificate is not issued by the consortium's CA (" + string.Join("; ", chain.ChainStatus.Select(s => s.StatusInformation.Trim()).Where(s => s.Length > 0).Distinct()) + ")";
+        }
+
+        return membersByThumbprint.ContainsKey(Thumbprint(certificate)) ? null : "the certificate is not pinned for any member";
+    }
+
+    private void NoteRefusal(string where, string reason)
+    {
+        var key = where + "|" + reason;
+        var now = Environment.TickCount64;
+        var last = refusalsLoggedAt.GetValueOrDefault(key, long.MinValue / 2);
+        if (now - last < 5_000 || !refusalsLoggedAt.TryUpdate(key, now, last) && !refusalsLoggedAt.TryAdd(key, now))
+            return;
+        Refused?.Invoke($"refused a peer on {where}: {reason}");
+    }
+
+    /// <summary>Mutual TLS for the Raft transport: both sides present their certificate and accept only a member's.</summary>
+    public DotNext.Net.Security.SslOptions RaftSslOptions()
+    {
+        var options = new DotNext.Net.Security.SslOptions();
+        options.ServerOptions.ServerCertificate = Certificate;
+        options.ServerOptions.ClientCertificateRequired = true;
+        options.ServerOptions.EnabledSslProtocols = SslProtocols.Tls13;
+        options.ServerOptions.CertificateRevocationCheckMode = X509RevocationMode.NoCheck;
+        options.ServerOptions.RemoteCertificateValidationCallback = (_, certificate, _, _) => Identify(certificate, "the Raft port") is not null;
+        options.ClientOptions.TargetHost = ConsortiumCertificates.CommonName(SelfId);
+        options.ClientOptions.ClientCertificates = [Certificate];
+        options.ClientOptions.EnabledSslProtocols = SslProtocols.Tls13;
+        options.ClientOptions.CertificateRevocationCheckMode = X509RevocationMode.NoCheck;
+        options.ClientOptions.RemoteCertificateValidationCallback = (_, certificate, _, _) => Identify(certificate, "a Raft connection to a member") is not null;
+        return options;
+    }
+
+    /// <summary>
+    /// <paramref name="handler"/>, set up for requests to other members' internal listeners when there are identities
+    /// (this node's certificate; only a member's accepted); unchanged without (plain http).
+    /// </summary>
+    public static SocketsHttpHandler Handler(ClusterIdentity? identity, SocketsHttpHandler handler)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        if (identity is null)
+            return handler;
+        handler.SslOptions = new SslClientAuthenticationOptions
+        {
+            ClientCertificates = [identity.Certificate],
+            EnabledSslProtocols = SslProtocols.Tls13,
+            CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+            RemoteCertificateValidationCallback = (_, certificate, _, _) => identity.Identify(certificate, "a request to a member's internal listener") is not null,
+        };
+        return handler;
+    }
+
+    private static string Thumbprint(X509Certificate2 certificate) => certificate.GetCertHashString(HashAlgorithmName.SHA256);
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        ca.Dispose();
+        Certificate.Dispose();
+        foreach (var member in Members.Values)
+            member.Dispose();
+    }
+}
