@@ -188,7 +188,7 @@ public static partial class NodeRunner
         using var intake = new LeaderIntake(raft);
         using var channel = new LeaderChannel(raft, coordinator, intake, identity);
         await using var signers = new SignerHost(options, raft.State, channel, metrics, loggerFactory, loops);
-        await using var dkg = new DkgService(options, raft, channel, signers.Start, keys is not null, loggerFactory.CreateLogger<DkgService>());
+        await using var dkg = new DkgService(options, raft, channel, signers.Start, keys is not null, loggerFactory.CreateLogger<DkgService>(), identity);
 
         // With a key (files or a DKG at boot) no batch is ordered before the key epoch, so every batch is signed.
         if (keys is not null || options.DkgThreshold is not null)

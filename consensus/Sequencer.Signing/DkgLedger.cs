@@ -40,7 +40,9 @@ public sealed record DkgView(
 /// <param name="Members">The configured member count n (their ids are 1..n).</param>
 /// <param name="Threshold">The configured threshold, or null when none is configured (then any t of at least 2 for
 /// n of at least 2: a threshold of 1 would let one member sign alone).</param>
-public sealed record DkgPolicy(int Members, int? Threshold)
+/// <param name="IdentityKeys">Each member's identity key (SubjectPublicKeyInfo, from its pinned certificate), or null
+/// on a node without identities: with them every DKG message must be signed by its sender's key.</param>
+public sealed record DkgPolicy(int Members, int? Threshold, IReadOnlyDictionary<int, byte[]>? IdentityKeys = null)
 {
     /// <summary>Why <paramref name="start"/> does not fit this policy, or null when it does.</summary>
     public string? Rejection(DkgStartCommand start)
@@ -129,6 +131,14 @@ public sealed class DkgLedger
             return $"no key generation for epoch {epoch} attempt {attempt} is in progress";
         if (!progress.Members.Contains(from))
             return $"member {from} is not a participant";
+        if (policy?.IdentityKeys is { } identities && command is IDkgMessage signed)
+        {
+            if (!identities.TryGetValue(from, out var identity))
+                return $"member {from} has no pinned identity key";
+            if (!DkgIdentity.Verify(signed, chainId, identity))
+                return signed.Identity.Length == 0 ? $"member {from}'s message is not signed by its identity key" : $"member {from}'s message carries a signature that its identity key did not make";
+        }
+
         if (progress.Failure is not null)
             return "this attempt has failed";
         switch (command)

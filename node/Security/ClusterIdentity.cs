@@ -189,6 +189,13 @@ public sealed class ClusterIdentity : IDisposable
         return handler;
     }
 
+    /// <summary><paramref name="message"/> signed with this node's identity key (DKG messages, <see cref="Sequencer.Signing.DkgIdentity"/>).</summary>
+    public Sequencer.Core.Encoding.IDkgMessage SignDkg(Sequencer.Core.Encoding.IDkgMessage message, ulong chainId)
+    {
+        using var key = Certificate.GetECDsaPrivateKey() ?? throw new InvalidOperationException("this node's certificate has no ECDSA private key");
+        return Sequencer.Signing.DkgIdentity.Sign(message, chainId, key);
+    }
+
     private static string Thumbprint(X509Certificate2 certificate) => certificate.GetCertHashString(HashAlgorithmName.SHA256);
 
     /// <inheritdoc/>

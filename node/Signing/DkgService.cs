@@ -48,6 +48,8 @@ public sealed partial class DkgService : IAsyncDisposable
     private (ulong Epoch, int Attempt) erasedFailure;
     private string? lastReport;
 
+    private readonly Security.ClusterIdentity? identity;
+
     /// <summary>Builds the service; <see cref="Start"/> runs it.</summary>
     /// <param name="options">The node's options (id, data directory, members, DKG threshold).</param>
     /// <param name="raft">The Raft host.</param>
@@ -55,8 +57,11 @@ public sealed partial class DkgService : IAsyncDisposable
     /// <param name="activate">Hands this node's share of a key epoch in force to the signer (called once).</param>
     /// <param name="hasKeyFiles">The node was given key files: it takes no share from a DKG.</param>
     /// <param name="logger">The logger.</param>
-    public DkgService(NodeOptions options, RaftHost raft, ILeaderChannel leader, Action<KeyShare, GroupKey, ulong> activate, bool hasKeyFiles, ILogger<DkgService> logger)
+    /// <param name="identity">This node's identity: every DKG message it sends is signed with its identity key (null: unsigned, no identities).</param>
+    public DkgService(NodeOptions options, RaftHost raft, ILeaderChannel leader, Action<KeyShare, GroupKey, ulong> activate, bool hasKeyFiles, ILogger<DkgService> logger,
+        Security.ClusterIdentity? identity = null)
     {
+        this.identity = identity;
         ArgumentNullException.ThrowIfNull(raft);
         ArgumentNullException.ThrowIfNull(leader);
         this.options = options;
@@ -317,6 +322,8 @@ public sealed partial class DkgService : IAsyncDisposable
         timeout.CancelAfter(TimeSpan.FromSeconds(5));
         try
         {
+            if (identity is not null && command is IDkgMessage message)
+                command = identity.SignDkg(message, options.ChainId);
             var delivery = await leader.ProposeAsync(command, timeout.Token).ConfigureAwait(false);
             if (!delivery.Delivered && delivery.Refused)
                 Report($"the leader refused {command.GetType().Name}: {delivery.Reason}");

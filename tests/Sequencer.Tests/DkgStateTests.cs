@@ -175,6 +175,59 @@ public sealed class DkgStateTests
     }
 
     [Fact]
+    public async Task WithIdentities_EveryDkgMessageMustBeSignedByItsSendersIdentityKey_AtApply()
+    {
+        // Members' identity keys (ECDSA P-256), pinned through the policy; the leader cannot forge a member's message.
+        var keys = Enumerable.Range(1, 3).ToDictionary(id => id, _ => System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256));
+        try
+        {
+            var policy = new DkgPolicy(3, 2, keys.ToDictionary(k => k.Key, k => k.Value.ExportSubjectPublicKeyInfo()));
+            using var store = new InMemoryBatchStore();
+            await using var state = new AppliedState(store, new ChainParameters(ChainId, 0), Limits, WalRetention.None,
+                new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance, dkgPolicy: policy);
+            await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
+            var context = DkgLedger.Context(ChainId, 1, 1);
+            var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 2, 3, context)).ToList();
+            var round1 = people[0].Round1(1, 1);
+
+            // Unsigned, signed by another member's key, or signed and then altered (a different encryption key): refused.
+            Assert.Contains("not signed by its identity key", state.DkgRejection(round1), StringComparison.Ordinal);
+            var byOther = (DkgRound1Command)DkgIdentity.Sign(round1, ChainId, keys[2]);
+            Assert.Contains("did not make", state.DkgRejection(byOther), StringComparison.Ordinal);
+            var signed = (DkgRound1Command)DkgIdentity.Sign(round1, ChainId, keys[1]);
+            var swapped = (DkgRound1Command)new DkgRound1Command
+            {
+                Epoch = 1, Attempt = 1, From = 1, Commitment = signed.Commitment, ProofR = signed.ProofR, ProofMu = signed.ProofMu,
+                EncryptionKey = people[2].Round1(1, 1).EncryptionKey,
+            }.WithIdentity(signed.Identity);
+            Assert.NotNull(state.DkgRejection(swapped));
+            Assert.NotNull(state.DkgRejection(DkgIdentity.Sign(round1, ChainId + 1, keys[1])));
+            await ApplyAsync(state, round1);
+            await ApplyAsync(state, byOther);
+            await ApplyAsync(state, swapped);
+            Assert.Empty(state.Dkg!.Round1);
+
+            // Signed by its own sender: taken.
+            Assert.Null(state.DkgRejection(signed));
+            await ApplyAsync(state, signed);
+            Assert.Single(state.Dkg!.Round1);
+
+            // A complaint in member 2's name by anyone but member 2 cannot fail the attempt.
+            var complaint = new DkgComplaintCommand { Epoch = 1, Attempt = 1, From = 2, Accused = 3, Reason = "forged" };
+            await ApplyAsync(state, DkgIdentity.Sign(complaint, ChainId, keys[1]));
+            await ApplyAsync(state, complaint);
+            Assert.Null(state.Dkg!.Failure);
+            await ApplyAsync(state, DkgIdentity.Sign(complaint, ChainId, keys[2]));
+            Assert.Contains("member 2 accuses member 3", state.Dkg!.Failure, StringComparison.Ordinal);
+        }
+        finally
+        {
+            foreach (var key in keys.Values)
+                key.Dispose();
+        }
+    }
+
+    [Fact]
     public async Task BadRound1Proof_IsRejected_AndATamperedShareLeadsToAComplaintThatFailsTheAttempt()
     {
         using var store = new InMemoryBatchStore();

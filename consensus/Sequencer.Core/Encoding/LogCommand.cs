@@ -224,9 +224,28 @@ public sealed class DkgStartCommand : ILogCommand
     [Key(3)] public IReadOnlyList<int> Members { get; init; } = [];
 }
 
+/// <summary>A DKG message a participant sends in its own name (rounds one and two, confirmations, complaints).</summary>
+public interface IDkgMessage : ILogCommand
+{
+    /// <summary>The key epoch.</summary>
+    ulong Epoch { get; }
+
+    /// <summary>The attempt.</summary>
+    int Attempt { get; }
+
+    /// <summary>The sender.</summary>
+    int From { get; }
+
+    /// <summary>The sender's identity-key signature (empty without identities).</summary>
+    byte[] Identity { get; }
+
+    /// <summary>The same message with <paramref name="identity"/> as its signature.</summary>
+    IDkgMessage WithIdentity(byte[] identity);
+}
+
 /// <summary>DKG round one: a participant's Feldman commitment, its proof of knowledge, and its encryption key for round two.</summary>
 [MessagePackObject]
-public sealed class DkgRound1Command : ILogCommand
+public sealed class DkgRound1Command : IDkgMessage
 {
     /// <summary>The key epoch.</summary>
     [Key(0)] public ulong Epoch { get; init; }
@@ -248,6 +267,18 @@ public sealed class DkgRound1Command : ILogCommand
 
     /// <summary>A fresh secp256k1 public key (compressed) that round two shares for the sender are encrypted to.</summary>
     [Key(6)] public byte[] EncryptionKey { get; init; } = [];
+
+    /// <summary>
+    /// The sender's signature by its identity key (ECDSA P-256, r||s) over <c>DkgIdentity.Payload</c> of this message
+    /// with this field empty; empty on a cluster without identities. Every node checks it at apply.
+    /// </summary>
+    [Key(7)] public byte[] Identity { get; init; } = [];
+
+    /// <inheritdoc/>
+    public IDkgMessage WithIdentity(byte[] identity) => new DkgRound1Command
+    {
+        Epoch = Epoch, Attempt = Attempt, From = From, Commitment = Commitment, ProofR = ProofR, ProofMu = ProofMu, EncryptionKey = EncryptionKey, Identity = identity,
+    };
 }
 
 /// <summary>One round two share, encrypted to its receiver.</summary>
@@ -263,7 +294,7 @@ public sealed class DkgEncryptedShare
 
 /// <summary>DKG round two: a participant's shares for every other participant, each encrypted to its receiver.</summary>
 [MessagePackObject]
-public sealed class DkgRound2Command : ILogCommand
+public sealed class DkgRound2Command : IDkgMessage
 {
     /// <summary>The key epoch.</summary>
     [Key(0)] public ulong Epoch { get; init; }
@@ -276,6 +307,15 @@ public sealed class DkgRound2Command : ILogCommand
 
     /// <summary>One encrypted share per other participant.</summary>
     [Key(3)] public IReadOnlyList<DkgEncryptedShare> Shares { get; init; } = [];
+
+    /// <summary>
+    /// The sender's signature by its identity key (ECDSA P-256, r||s) over <c>DkgIdentity.Payload</c> of this message
+    /// with this field empty; empty on a cluster without identities. Every node checks it at apply.
+    /// </summary>
+    [Key(4)] public byte[] Identity { get; init; } = [];
+
+    /// <inheritdoc/>
+    public IDkgMessage WithIdentity(byte[] identity) => new DkgRound2Command { Epoch = Epoch, Attempt = Attempt, From = From, Shares = Shares, Identity = identity };
 }
 
 /// <summary>
@@ -283,7 +323,7 @@ public sealed class DkgRound2Command : ILogCommand
 /// When every participant has confirmed, the key epoch is in force.
 /// </summary>
 [MessagePackObject]
-public sealed class DkgConfirmCommand : ILogCommand
+public sealed class DkgConfirmCommand : IDkgMessage
 {
     /// <summary>The key epoch.</summary>
     [Key(0)] public ulong Epoch { get; init; }
@@ -300,6 +340,15 @@ public sealed class DkgConfirmCommand : ILogCommand
     /// <summary>A signer proof by the sender's new share over <see cref="ProofPayload"/>.</summary>
     [Key(4)] public byte[] Proof { get; init; } = [];
 
+    /// <summary>
+    /// The sender's signature by its identity key (ECDSA P-256, r||s) over <c>DkgIdentity.Payload</c> of this message
+    /// with this field empty; empty on a cluster without identities. Every node checks it at apply.
+    /// </summary>
+    [Key(5)] public byte[] Identity { get; init; } = [];
+
+    /// <inheritdoc/>
+    public IDkgMessage WithIdentity(byte[] identity) => new DkgConfirmCommand { Epoch = Epoch, Attempt = Attempt, From = From, GroupKey = GroupKey, Proof = Proof, Identity = identity };
+
     /// <summary>What the proof signs: epoch, attempt, sender and group key.</summary>
     public byte[] ProofPayload()
     {
@@ -314,7 +363,7 @@ public sealed class DkgConfirmCommand : ILogCommand
 
 /// <summary>A participant received a round two share that does not match its sender's commitment: the attempt fails.</summary>
 [MessagePackObject]
-public sealed class DkgComplaintCommand : ILogCommand
+public sealed class DkgComplaintCommand : IDkgMessage
 {
     /// <summary>The key epoch.</summary>
     [Key(0)] public ulong Epoch { get; init; }
@@ -330,4 +379,13 @@ public sealed class DkgComplaintCommand : ILogCommand
 
     /// <summary>What was wrong (at most 200 characters).</summary>
     [Key(4)] public string Reason { get; init; } = string.Empty;
+
+    /// <summary>
+    /// The sender's signature by its identity key (ECDSA P-256, r||s) over <c>DkgIdentity.Payload</c> of this message
+    /// with this field empty; empty on a cluster without identities. Every node checks it at apply.
+    /// </summary>
+    [Key(5)] public byte[] Identity { get; init; } = [];
+
+    /// <inheritdoc/>
+    public IDkgMessage WithIdentity(byte[] identity) => new DkgComplaintCommand { Epoch = Epoch, Attempt = Attempt, From = From, Accused = Accused, Reason = Reason, Identity = identity };
 }
