@@ -140,7 +140,11 @@ public static partial class NodeRunner
         }
 
         if (identity is not null)
+        {
             identity.Refused = line => LogRefusedPeer(logger, line);
+            foreach (var warning in identity.Warnings)
+                LogRefusedPeer(logger, warning);
+        }
         else
             LogNoIdentities(logger, options.NodeId);
 

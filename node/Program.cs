@@ -15,6 +15,9 @@ var root = new RootCommand("sequencer-node: a Raft-replicated, threshold-signed 
     KeyCommands.CreateVerify(),
     CertsCommand.Create(),
 };
+#if SEQUENCER_TEST_FAULTS
+root.Subcommands.Add(NonceTortureCommand.Create());
+#endif
 
 // Ctrl-C and SIGTERM cancel the verb's token and let it stop cleanly (a node flushes its store, devnet stops
 // every node); a second signal is not needed and the process is never cut off after a fixed grace period.

@@ -276,7 +276,11 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
                 writer.WriteStartObject("times");
                 if (batch.ReceivedMs[position.Index] > 0)
                     writer.WriteNumber("received", batch.ReceivedMs[position.Index]);
-                writer.WriteNumber("ordered", batch.OrderedAtMs);
+                // The time the level was reached: this node's apply time is an upper bound, and so is the signing of a
+                // head that covers it (only committed batches are signed). A follower that applies after the leader
+                // verified the head (2 of 3 sign without it) reports the earlier bound, so the ladder's times never
+                // go backwards on any node.
+                writer.WriteNumber("ordered", signature is null ? batch.OrderedAtMs : Math.Min(batch.OrderedAtMs, signature.SignedAtMs));
                 if (signature is not null)
                     writer.WriteNumber("signed", signature.SignedAtMs);
                 writer.WriteEndObject();

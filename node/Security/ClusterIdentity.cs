@@ -80,14 +80,26 @@ public sealed class ClusterIdentity : IDisposable
         if (!own.RawDataMemory.Span.SequenceEqual(ownPinned.RawDataMemory.Span))
             throw new InvalidDataException($"node {selfId}'s certificate differs from the one pinned for it");
         var identity = new ClusterIdentity(selfId, ca, own, pinned, time);
+        var now = time.GetUtcNow().UtcDateTime;
         foreach (var (id, certificate) in pinned)
         {
-            if (identity.Check(certificate) is { } problem)
+            // Another member's expired (or not yet valid) certificate is that member's problem: it is refused when it
+            // connects, and this node starts with a warning. Its own, or one the CA did not issue, is a configuration error.
+            var outsideValidity = now < certificate.NotBefore.ToUniversalTime() || now > certificate.NotAfter.ToUniversalTime();
+            var problem = outsideValidity && id != selfId ? identity.CheckIssuer(certificate, certificate.NotAfter.ToUniversalTime().AddSeconds(-1)) : identity.Check(certificate);
+            if (problem is not null)
                 throw new InvalidDataException($"member {id}'s certificate ({ConsortiumCertificates.CertificateFile(id)}): {problem}");
+            if (outsideValidity)
+                identity.warnings.Add($"member {id}'s certificate is valid only from {certificate.NotBefore.ToUniversalTime():u} to {certificate.NotAfter.ToUniversalTime():u}: that member is refused until it has a new one (make it with `certs` and pin it on every node)");
         }
 
         return identity;
     }
+
+    private readonly List<string> warnings = [];
+
+    /// <summary>What is wrong but does not stop this node (another member's certificate outside its validity).</summary>
+    public IReadOnlyList<string> Warnings => warnings;
 
     /// <summary>The member a peer's certificate identifies, or null (and a line to <see cref="Refused"/>) when it is refused.</summary>
     public int? Identify(X509Certificate? presented, string where)
@@ -122,25 +134,27 @@ public sealed class ClusterIdentity : IDisposable
     private readonly ConcurrentDictionary<string, (int Member, DateTimeOffset Until)> accepted = new(StringComparer.Ordinal);
 
     /// <summary>Why <paramref name="certificate"/> is not a member's, or null when it is.</summary>
-    private string? Check(X509Certificate2 certificate)
+    public string? Check(X509Certificate2 certificate)
     {
         var now = time.GetUtcNow().UtcDateTime;
         if (now < certificate.NotBefore.ToUniversalTime())
             return "the certificate is not valid yet";
         if (now > certificate.NotAfter.ToUniversalTime())
             return $"the certificate expired on {certificate.NotAfter.ToUniversalTime():u}";
-        using (var chain = new X509Chain())
-        {
-            chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-            chain.ChainPolicy.CustomTrustStore.Add(ca);
-            chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-            chain.ChainPolicy.VerificationTime = now;
-            chain.ChainPolicy.VerificationTimeIgnored = false;
-            if (!chain.Build(certificate))
-                return "the certificate is not issued by the consortium's CA (" + string.Join("; ", chain.ChainStatus.Select(s => s.StatusInformation.Trim()).Where(s => s.Length > 0).Distinct()) + ")";
-        }
+        return CheckIssuer(certificate, now) ?? (membersByThumbprint.ContainsKey(Thumbprint(certificate)) ? null : "the certificate is not pinned for any member");
+    }
 
-        return membersByThumbprint.ContainsKey(Thumbprint(certificate)) ? null : "the certificate is not pinned for any member";
+    // Why the CA did not issue the certificate (as of the time given), or null.
+    private string? CheckIssuer(X509Certificate2 certificate, DateTime at)
+    {
+        using var chain = new X509Chain();
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.CustomTrustStore.Add(ca);
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        chain.ChainPolicy.VerificationTime = at;
+        chain.ChainPolicy.VerificationTimeIgnored = false;
+        return chain.Build(certificate) ? null
+            : "the certificate is not issued by the consortium's CA (" + string.Join("; ", chain.ChainStatus.Select(s => s.StatusInformation.Trim()).Where(s => s.Length > 0).Distinct()) + ")";
     }
 
     private void NoteRefusal(string where, string reason)

@@ -1,3 +1,4 @@
+using Sequencer.Core;
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using Microsoft.Win32.SafeHandles;
@@ -161,7 +162,9 @@ internal sealed class NonceFile : IDisposable
             var next = firstSequence + (ulong)pairs.Count;
             var header = Header(Epoch, next, 0);
             RandomAccess.Write(handle, header, 0);
+            CrashPoints.Reach("nonce-append-before-sync");
             RandomAccess.FlushToDisk(handle);
+            CrashPoints.Reach("nonce-append-after-sync");
             for (var i = 0; i < pairs.Count; i++)
                 live[firstSequence + (ulong)i] = (length + ((long)i * RecordBytes), pairs[i].Commitment);
             length += buffer.Length;
@@ -208,6 +211,7 @@ internal sealed class NonceFile : IDisposable
 
         if (count == 0)
             return 0;
+        CrashPoints.Reach("erase-before-sync");
         RandomAccess.FlushToDisk(handle);
         erased += count;
         if (erased > 256 && erased > 2 * live.Count)
@@ -235,10 +239,13 @@ internal sealed class NonceFile : IDisposable
             }
 
             DurableFiles.SyncDirectory(directory);
+            CrashPoints.Reach("rewrite-after-new");
             handle.Dispose();
             DurableFiles.Erase(path);
+            CrashPoints.Reach("rewrite-after-zero");
             File.Move(rewrite, path);
             DurableFiles.SyncDirectory(directory);
+            CrashPoints.Reach("rewrite-after-rename");
             handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
             var sequences = live.Keys.ToList();
             for (var i = 0; i < sequences.Count; i++)

@@ -1,3 +1,4 @@
+using Sequencer.Core;
 using LiteDB;
 using Sequencer.Core.Storage;
 using Sequencer.Threshold;
@@ -172,9 +173,11 @@ public sealed class NonceStore : INonceStore
             through = journalNumber;
             journal.Dispose();
             journal = OpenJournal(++journalNumber);
+            CrashPoints.Reach("compact-after-switch");
 
             // The durable deletion moves from the log to the nonce file itself: erased and synced before the log goes.
             file.Erase(batch.Where(entry => entry.Value.Epoch == file.Epoch).Select(entry => entry.Key));
+            CrashPoints.Reach("compact-after-erase");
         }
 
         lock (compactor)
@@ -206,6 +209,8 @@ public sealed class NonceStore : INonceStore
                 TrimUses();
         }
 
+        CrashPoints.Reach("compact-after-uses");
+
         lock (writer)
         {
             foreach (var sequence in batch.Keys)
@@ -215,7 +220,10 @@ public sealed class NonceStore : INonceStore
         foreach (var path in Directory.EnumerateFiles(directory, "used-*.log"))
         {
             if (long.TryParse(Path.GetFileNameWithoutExtension(path)[5..], out var number) && number <= through)
+            {
                 File.Delete(path);
+                CrashPoints.Reach("compact-after-delete");
+            }
         }
     }
 
@@ -424,7 +432,10 @@ public sealed class NonceStore : INonceStore
 
             // The durable tombstone: once this returns, these nonces are used for good, whatever happens next.
             journal.Write(records.GetBuffer(), 0, (int)records.Length);
+            journal.Flush(flushToDisk: false);
+            CrashPoints.Reach("take-before-sync");
             journal.Flush(flushToDisk: true);
+            CrashPoints.Reach("take-after-sync");
             foreach (var (sequence, (_, commitment)) in result)
                 taken[sequence] = (epoch, commitment, sequences[sequence]);
         }

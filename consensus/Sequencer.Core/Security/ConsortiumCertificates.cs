@@ -42,7 +42,9 @@ public static class ConsortiumCertificates
     /// <param name="hosts">Host names and addresses the certificates name (informational: peers are pinned, not named).</param>
     /// <param name="validity">How long the certificates are valid from now.</param>
     /// <param name="consortium">The CA's name.</param>
-    public static IReadOnlyList<int> Create(string directory, IEnumerable<int> members, IEnumerable<string> hosts, TimeSpan validity, string consortium = "sequencer consortium")
+    /// <param name="now">When the certificates start (default: now); tests make expired ones with a past time.</param>
+    public static IReadOnlyList<int> Create(string directory, IEnumerable<int> members, IEnumerable<string> hosts, TimeSpan validity, string consortium = "sequencer consortium",
+        DateTimeOffset? now = null)
     {
         ArgumentNullException.ThrowIfNull(members);
         ArgumentNullException.ThrowIfNull(hosts);
@@ -50,8 +52,9 @@ public static class ConsortiumCertificates
         Directory.CreateDirectory(directory);
         var caPath = Path.Combine(directory, CaCertificateFile);
         var caKeyPath = Path.Combine(directory, CaKeyFile);
-        var notBefore = DateTimeOffset.UtcNow.AddMinutes(-5);
-        var notAfter = DateTimeOffset.UtcNow + validity;
+        var start = now ?? DateTimeOffset.UtcNow;
+        var notBefore = start.AddMinutes(-5);
+        var notAfter = start + validity;
         if (!File.Exists(caPath))
         {
             using var caKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
