@@ -152,8 +152,8 @@ public sealed class DkgLedger
                     return $"member {from} already sent round two";
                 var receivers = round2.Shares.Select(s => s.To).ToList();
                 if (receivers.Count != progress.Members.Count - 1 || receivers.Distinct().Count() != receivers.Count
-                    || receivers.Any(to => to == from || !progress.Members.Contains(to)) || round2.Shares.Any(s => s.Ciphertext.Length != 32))
-                    return "round two must carry one 32-byte encrypted share for every other participant";
+                    || receivers.Any(to => to == from || !progress.Members.Contains(to)) || round2.Shares.Any(s => s.Ciphertext.Length is not (DkgShareCipher.CiphertextLength or DkgShareCipher.LegacyCiphertextLength)))
+                    return "round two must carry one encrypted share (48 bytes: the share and its tag) for every other participant";
                 return null;
             case DkgComplaintCommand complaint:
                 return !progress.Members.Contains(complaint.Accused) || complaint.Accused == from || complaint.Reason.Length > 200

@@ -104,6 +104,12 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
             HeartbeatThreshold = options.RaftTiming.HeartbeatThreshold,
             ColdStart = false,
             TransmissionBlockSize = 65536,
+            // Every replicated entry and every forced round queues one barrier per member; DotNext counts a member whose
+            // queue is full as unavailable for that round ("too far behind the leader"). At the default of 16, a follower
+            // catching up after a restart (one long AppendEntries) overflowed its queue under load while the other
+            // follower was paused, and the leader lost its quorum and stepped down (signing soak seed 332048342). The
+            // barriers are a few bytes each; the bound stays.
+            MaxReplicationLag = 128,
             // DotNext logs every failed request to a down member with a stack trace (hundreds a second): repeats are
             // written at most every few seconds, network errors as one line. Member status changes are logged below.
             LoggerFactory = new Telemetry.ThrottledLoggerFactory(loggerFactory, time),

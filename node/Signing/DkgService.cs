@@ -222,10 +222,10 @@ public sealed partial class DkgService : IAsyncDisposable
         foreach (var (from, message) in dkg.Round2.Where(p => p.Key != me))
         {
             var mine = message.Shares.First(s => s.To == me);
-            var share = DkgShareCipher.Decrypt(mine.Ciphertext, secrets.EncryptionSecret, Secp256k1.DeserializeElement(dkg.Round1[from].EncryptionKey), dkg.Context, from, me);
+            var (share, problem) = DkgShareCipher.Open(mine.Ciphertext, secrets.EncryptionSecret, Secp256k1.DeserializeElement(dkg.Round1[from].EncryptionKey), dkg.Context, from, me);
             if (share is null)
             {
-                await ComplainAsync(dkg, from, "the encrypted share does not decrypt to a scalar", token).ConfigureAwait(false);
+                await ComplainAsync(dkg, from, problem ?? "the encrypted share cannot be decrypted", token).ConfigureAwait(false);
                 return;
             }
 

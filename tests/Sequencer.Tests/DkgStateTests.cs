@@ -287,11 +287,24 @@ public sealed class DkgStateTests
         var receiver = Secp256k1.RandomScalar();
         var share = Secp256k1.RandomScalar();
         var ciphertext = DkgShareCipher.Encrypt(share, sender, Secp256k1.BaseMultiply(receiver), context, 1, 2);
-        Assert.Equal(32, ciphertext.Length);
+        Assert.Equal(DkgShareCipher.CiphertextLength, ciphertext.Length);
         Assert.Equal(share, DkgShareCipher.Decrypt(ciphertext, receiver, Secp256k1.BaseMultiply(sender), context, 1, 2));
         Assert.NotEqual(share, DkgShareCipher.Decrypt(ciphertext, Secp256k1.RandomScalar(), Secp256k1.BaseMultiply(sender), context, 1, 2));
         Assert.NotEqual(share, DkgShareCipher.Decrypt(ciphertext, receiver, Secp256k1.BaseMultiply(sender), context, 2, 1));
         Assert.NotEqual(share, DkgShareCipher.Decrypt(ciphertext, receiver, Secp256k1.BaseMultiply(sender), DkgLedger.Context(ChainId, 1, 2), 1, 2));
+
+        // A tampered ciphertext (any bit, share or tag) fails its tag: told apart from a dealer's bad share.
+        for (var bit = 0; bit < ciphertext.Length * 8; bit += 13)
+        {
+            var tampered = (byte[])ciphertext.Clone();
+            tampered[bit / 8] ^= (byte)(1 << (bit % 8));
+            var (opened, problem) = DkgShareCipher.Open(tampered, receiver, Secp256k1.BaseMultiply(sender), context, 1, 2);
+            Assert.Null(opened);
+            Assert.Contains("authentication tag", problem, StringComparison.Ordinal);
+        }
+
+        // A wrong length is refused with the reason.
+        Assert.Contains("bytes", DkgShareCipher.Open(new byte[40], receiver, Secp256k1.BaseMultiply(sender), context, 1, 2).Problem, StringComparison.Ordinal);
     }
 
     [Fact]
