@@ -120,7 +120,9 @@ public static class DevnetCommand
             Echo(string.Empty);
             Echo($"devnet: {cluster.Nodes.Count} nodes are up; data under {data}");
             foreach (var node in cluster.Nodes)
-                Echo($"  node{node.Spec.Id}{(node.Spec.Id == leader ? " (leader)" : string.Empty),-9}  api {node.Spec.Api}  raft {node.Spec.Raft}  pid {node.ProcessId}  log {node.LogPath}");
+                Echo($"  node{node.Spec.Id}{(node.Spec.Id == leader ? " (leader)" : string.Empty),-9}  api {node.Spec.Api}  raft {node.Spec.Raft}  internal {node.Spec.Internal ?? "-"}  pid {node.ProcessId}  log {node.LogPath}");
+            if (cluster.Options.MutualTls)
+                Echo($"devnet: Raft and the internal listeners are mutual TLS with the consortium certificates in {Path.Combine(data, "certs")} (sequencer-node certs)");
             if (!result.GetValue(NoSigningOption))
                 await ReportKeyAsync(cluster, Echo, token).ConfigureAwait(false);
             Echo($"devnet: try   curl -s -X POST {cluster.Node(1).Spec.Api}/v1/txs -H 'content-type: application/json' -d '{{\"tx\":\"0x01020304\"}}'");
