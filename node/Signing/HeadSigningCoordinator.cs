@@ -355,7 +355,8 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             foreach (var signer in session.Session.Signers)
                 planner.ShareAccepted(session.Id, signer, now);
             planner.Aggregated(session.Id, now);
-            if (LeadingLocked())
+            // A head at or below the signed one is covered already (sessions can finish out of order).
+            if (LeadingLocked() && head.Height > state.SignedThrough)
                 outbox.Add(head, now);
         }
     }

@@ -121,14 +121,19 @@ public sealed class SignatureOutbox
 {
     private readonly SortedDictionary<ulong, (HeadSignature Signature, long ReadyAtMs)> ready = [];
 
+    // The highest head whose signature left for the log: a lower one verified later (two sessions can finish out of
+    // order) would only be ignored at apply, where the log can take no head below a signed one.
+    private ulong highestTaken;
+
     /// <summary>Signatures waiting.</summary>
     public int Count => ready.Count;
 
-    /// <summary>Adds a verified signature.</summary>
+    /// <summary>Adds a verified signature, unless a signature of a head at least as high has already left for the log.</summary>
     public void Add(HeadSignature signature, long nowMs)
     {
         ArgumentNullException.ThrowIfNull(signature);
-        ready[signature.Height] = (signature, nowMs);
+        if (signature.Height > highestTaken)
+            ready[signature.Height] = (signature, nowMs);
     }
 
     /// <summary>Every waiting signature, ascending, for the batch entry being cut.</summary>
@@ -136,6 +141,8 @@ public sealed class SignatureOutbox
     {
         var all = ready.Values.Select(r => r.Signature).ToList();
         ready.Clear();
+        if (all.Count > 0)
+            highestTaken = Math.Max(highestTaken, all[^1].Height);
         return all;
     }
 
@@ -163,5 +170,9 @@ public sealed class SignatureOutbox
     }
 
     /// <summary>Drops everything (leadership changed).</summary>
-    public void Clear() => ready.Clear();
+    public void Clear()
+    {
+        ready.Clear();
+        highestTaken = 0;
+    }
 }
