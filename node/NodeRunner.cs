@@ -139,9 +139,12 @@ public static partial class NodeRunner
             fatalStop.Cancel();
         }
 
+        // Lines that outsiders can provoke at will go through a throttled logger: each repeats at most every 5 s, with a count.
+        var throttledLogs = new Telemetry.ThrottledLoggerFactory(loggerFactory, TimeProvider.System);
         if (identity is not null)
         {
-            identity.Refused = line => LogRefusedPeer(logger, line);
+            var refusals = throttledLogs.CreateLogger("Sequencer.Node.Security");
+            identity.Refused = line => LogRefusedPeer(refusals, line);
             foreach (var warning in identity.Warnings)
                 LogRefusedPeer(logger, warning);
         }
@@ -294,7 +297,7 @@ public static partial class NodeRunner
         barrier.Map(app);
         new SequencerApi(options, raft, submits, forwarder, metrics, time, loops, barrier, requestBudget).Map(app);
         new AdminApi(options, time, requestBudget).Map(app);
-        new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake, requestBudget, loggerFactory.CreateLogger<SigningApi>()).Map(app);
+        new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake, requestBudget, throttledLogs.CreateLogger(typeof(SigningApi).FullName!)).Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
 
         try

@@ -92,16 +92,7 @@ public static class KeyFiles
     {
         // Through a synced temporary and a rename, then the directory synced: the group file's presence says the key
         // directory is complete, so it must never be there half written, nor vanish after a power loss.
-        var temporary = path + ".tmp";
-        File.Delete(temporary);
-        using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-        {
-            JsonSerializer.Serialize(stream, file, Json);
-            stream.Flush(flushToDisk: true);
-        }
-
-        File.Move(temporary, path, overwrite: true);
-        DurableFiles.SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        DurableFiles.WriteAllText(path, JsonSerializer.Serialize(file, Json), secret: false);
     }
 
     /// <summary>Reads a group key file.</summary>

@@ -24,7 +24,6 @@ namespace Sequencer.Node.Api;
 public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCoordinator coordinator, Func<SignerService?> currentSigner, DkgService dkg,
     ReadBarrier barrier, LeaderIntake intake, RequestBudget budget, ILogger logger)
 {
-    private long impersonationLoggedAt = long.MinValue / 2;
 
     /// <summary>The largest internal request body.</summary>
     public const int MaxInternalBodyBytes = 1024 * 1024;
@@ -348,7 +347,7 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
 
         if (Security.InternalCaller.Refusal(context, message.SignerId, options.CertificatesDirectory is not null) is { } impersonation)
         {
-            NoteImpersonation(impersonation, "signature shares message");
+            LogImpersonation(logger, "signature shares message", impersonation);
             await ApiResponses.WriteErrorAsync(context, 403, "wrong_sender", impersonation).ConfigureAwait(false);
             return;
         }
@@ -400,7 +399,7 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
         };
         if (claimed is { } sender && Security.InternalCaller.Refusal(context, sender, options.CertificatesDirectory is not null) is { } impersonation)
         {
-            NoteImpersonation(impersonation, command.GetType().Name);
+            LogImpersonation(logger, command.GetType().Name, impersonation);
             await ApiResponses.WriteErrorAsync(context, 403, "wrong_sender", impersonation).ConfigureAwait(false);
             return;
         }
@@ -588,15 +587,7 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
         return budgeted;
     }
 
-    // One line every 5 s at most: a member (or a stolen certificate) that keeps trying must not flood the log.
-    private void NoteImpersonation(string reason, string what)
-    {
-        var now = Environment.TickCount64;
-        var last = Interlocked.Read(ref impersonationLoggedAt);
-        if (now - last >= 5_000 && Interlocked.CompareExchange(ref impersonationLoggedAt, now, last) == last)
-            LogImpersonation(logger, what, reason);
-    }
-
+    // The logger is a throttled one (ThrottledLoggerFactory): a member that keeps trying cannot flood the log.
     [LoggerMessage(EventId = 320, Level = LogLevel.Warning, Message = "Refused a {What} on the internal listener: {Reason}")]
     private static partial void LogImpersonation(ILogger logger, string what, string reason);
 }

@@ -17,7 +17,6 @@ public sealed class ClusterIdentity : IDisposable
 {
     private readonly X509Certificate2 ca;
     private readonly Dictionary<string, int> membersByThumbprint;
-    private readonly ConcurrentDictionary<string, long> refusalsLoggedAt = new();
     private readonly TimeProvider time;
 
     private ClusterIdentity(int selfId, X509Certificate2 ca, X509Certificate2 certificate, IReadOnlyDictionary<int, X509Certificate2> members, TimeProvider time)
@@ -39,7 +38,7 @@ public sealed class ClusterIdentity : IDisposable
     /// <summary>Every member's pinned certificate, this node's included.</summary>
     public IReadOnlyDictionary<int, X509Certificate2> Members { get; }
 
-    /// <summary>Called with a line for every refused peer (at most one per reason every 5 s).</summary>
+    /// <summary>Called with a line for every refused peer (give it a throttled logger: a stranger may keep trying).</summary>
     public Action<string>? Refused { get; set; }
 
     /// <summary>
@@ -157,15 +156,7 @@ public sealed class ClusterIdentity : IDisposable
             : "the certificate is not issued by the consortium's CA (" + string.Join("; ", chain.ChainStatus.Select(s => s.StatusInformation.Trim()).Where(s => s.Length > 0).Distinct()) + ")";
     }
 
-    private void NoteRefusal(string where, string reason)
-    {
-        var key = where + "|" + reason;
-        var now = Environment.TickCount64;
-        var last = refusalsLoggedAt.GetValueOrDefault(key, long.MinValue / 2);
-        if (now - last < 5_000 || !refusalsLoggedAt.TryUpdate(key, now, last) && !refusalsLoggedAt.TryAdd(key, now))
-            return;
-        Refused?.Invoke($"refused a peer on {where}: {reason}");
-    }
+    private void NoteRefusal(string where, string reason) => Refused?.Invoke($"refused a peer on {where}: {reason}");
 
     /// <summary>Mutual TLS for the Raft transport: both sides present their certificate and accept only a member's.</summary>
     public DotNext.Net.Security.SslOptions RaftSslOptions()
