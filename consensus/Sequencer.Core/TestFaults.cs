@@ -22,6 +22,12 @@ public static class TestFaults
     /// <summary>The first snapshot install of the process takes this much longer than it does (0: no delay), past the Raft request timeout.</summary>
     public static int SlowInstallMs { get; set; }
 
+    /// <summary>In a DKG, member From deals member To a share that does not match its commitment (null: never).</summary>
+    public static (int From, int To)? DkgBadShare { get; set; }
+
+    /// <summary>In a DKG, member From complains falsely (with true evidence) about member Accused's good share (null: never).</summary>
+    public static (int From, int Accused)? DkgFalseComplaint { get; set; }
+
     /// <summary>Parses a --test-fault value.</summary>
     public static void Enable(string name)
     {
@@ -36,8 +42,20 @@ public static class TestFaults
             HangAtShutdown = true;
         else if (name.StartsWith("slow-install=", StringComparison.Ordinal))
             SlowInstallMs = int.Parse(name["slow-install=".Length..], System.Globalization.CultureInfo.InvariantCulture);
+        else if (name.StartsWith("dkg-bad-share=", StringComparison.Ordinal))
+            DkgBadShare = Pair(name["dkg-bad-share=".Length..]);
+        else if (name.StartsWith("dkg-false-complaint=", StringComparison.Ordinal))
+            DkgFalseComplaint = Pair(name["dkg-false-complaint=".Length..]);
         else
-            throw new FormatException($"unknown test fault \"{name}\" (ack-before-commit, drop-batch=HEIGHT, follower-ack-before-fsync, hang-at-shutdown, slow-install=MS)");
+            throw new FormatException($"unknown test fault \"{name}\" (ack-before-commit, drop-batch=HEIGHT, follower-ack-before-fsync, hang-at-shutdown, slow-install=MS, dkg-bad-share=FROM:TO, dkg-false-complaint=FROM:ACCUSED)");
+    }
+
+    private static (int, int) Pair(string value)
+    {
+        var parts = value.Split(':');
+        if (parts.Length != 2)
+            throw new FormatException($"\"{value}\" is not two member ids, FROM:TO");
+        return (int.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture), int.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture));
     }
 }
 #endif

@@ -14,18 +14,22 @@ namespace Sequencer.Signing;
 /// <param name="Round1">The accepted round one broadcasts, by sender.</param>
 /// <param name="Round2">The accepted round two messages, by sender.</param>
 /// <param name="Confirmed">The participants that proved they hold their share.</param>
-/// <param name="Failure">Why the attempt failed (a complaint), or null.</param>
-/// <param name="Group">The group key, once every round one broadcast is in.</param>
+/// <param name="Failure">Why the attempt failed (fewer than t qualified participants left), or null.</param>
+/// <param name="Group">The group key of the qualified participants' commitments, once every round one broadcast is in.</param>
+/// <param name="Disqualified">The participants a complaint proved wrong, and why.</param>
 public sealed record DkgView(
     ulong Epoch, int Attempt, int Threshold, IReadOnlyList<int> Members, byte[] Context,
     IReadOnlyDictionary<int, DkgRound1Command> Round1, IReadOnlyDictionary<int, DkgRound2Command> Round2,
-    IReadOnlySet<int> Confirmed, string? Failure, GroupKey? Group)
+    IReadOnlySet<int> Confirmed, string? Failure, GroupKey? Group, IReadOnlyDictionary<int, string> Disqualified)
 {
     /// <summary>Every participant's round one broadcast is in.</summary>
     public bool Round1Complete => Round1.Count == Members.Count;
 
-    /// <summary>Every participant's round two message is in.</summary>
-    public bool Round2Complete => Round2.Count == Members.Count;
+    /// <summary>The participants not disqualified: their shares make the key, and the key epoch is theirs.</summary>
+    public IReadOnlyList<int> Qualified => [.. Members.Where(m => !Disqualified.ContainsKey(m))];
+
+    /// <summary>Every qualified participant's round two message is in.</summary>
+    public bool Round2Complete => Members.All(m => Disqualified.ContainsKey(m) || Round2.ContainsKey(m));
 
     /// <summary>The stage, for the API: round1, round2, confirm or failed.</summary>
     public string Stage => Failure is not null ? "failed" : !Round1Complete ? "round1" : !Round2Complete ? "round2" : "confirm";
@@ -62,12 +66,15 @@ public sealed record DkgPolicy(int Members, int? Threshold, IReadOnlyDictionary<
 /// The Pedersen DKG through the log (the FROST paper's KeyGen), as a pure ledger: apply a DKG entry to the state of
 /// the key generation in progress and get what changed. Round one broadcasts (commitments, proofs of knowledge,
 /// encryption keys), round two shares encrypted to their receivers, and confirmations signed with the new shares; the
-/// key epoch comes into force when every participant has confirmed; a complaint fails the attempt. The log is the
-/// broadcast channel, so every node sees the same messages and reaches the same state. No lock, clock, store or logger.
+/// key epoch comes into force when every qualified participant has confirmed. A complaint carries evidence (the ECDH
+/// point of the disputed share, with a DLEQ proof): every node opens the share itself and disqualifies the dealer of a
+/// bad share or the accuser of a good one, and the key generation goes on with the qualified set; only when fewer than
+/// t remain does the attempt fail. The log is the broadcast channel, so every node sees the same messages and reaches
+/// the same state. No lock, clock, store or logger.
 /// </summary>
 public sealed class DkgLedger
 {
-    /// <summary>The most attempts of one key generation (each failed attempt needs a complaint in the log).</summary>
+    /// <summary>The most attempts of one key generation (an attempt fails only when fewer than t participants stay qualified).</summary>
     public const int MaxAttempts = 16;
 
     /// <summary>The signer-proof domain of a DKG confirmation.</summary>
@@ -141,6 +148,8 @@ public sealed class DkgLedger
 
         if (progress.Failure is not null)
             return "this attempt has failed";
+        if (progress.Disqualified.TryGetValue(from, out var disqualified))
+            return $"member {from} is disqualified from this attempt: {disqualified}";
         switch (command)
         {
             case DkgRound1Command round1:
@@ -156,9 +165,7 @@ public sealed class DkgLedger
                     return "round two must carry one encrypted share (48 bytes: the share and its tag) for every other participant";
                 return null;
             case DkgComplaintCommand complaint:
-                return !progress.Members.Contains(complaint.Accused) || complaint.Accused == from || complaint.Reason.Length > 200
-                    ? "a complaint names another participant and a short reason"
-                    : null;
+                return Evidence(complaint, progress).Rejection;
             case DkgConfirmCommand confirm:
                 if (!progress.Round2Complete)
                     return "round two is not complete";
@@ -198,18 +205,18 @@ public sealed class DkgLedger
             case DkgRound1Command round1:
                 progress!.Round1[round1.From] = round1;
                 if (progress.Round1Complete)
-                    progress.Group = PedersenDkg.DeriveGroup(progress.Threshold, progress.Members.Count, progress.Members.Select(m => Points(progress.Round1[m].Commitment)));
+                    progress.DeriveGroup();
                 break;
             case DkgRound2Command round2:
                 progress!.Round2[round2.From] = round2;
                 break;
             case DkgComplaintCommand complaint:
-                progress!.Failure = $"member {complaint.From} accuses member {complaint.Accused}: {complaint.Reason}";
-                effects.DkgEvent = $"key generation for epoch {progress.Epoch} attempt {progress.Attempt} failed: {progress.Failure}";
+                Disqualify(progress!, complaint, effects);
                 break;
             case DkgConfirmCommand confirm:
                 progress!.Confirmed.Add(confirm.From);
-                if (progress.Confirmed.Count == progress.Members.Count)
+                var qualified = progress.Qualified;
+                if (qualified.All(progress.Confirmed.Contains))
                 {
                     var group = progress.Group!;
                     complete = new KeyEpochCommand
@@ -217,8 +224,8 @@ public sealed class DkgLedger
                         Epoch = progress.Epoch,
                         Threshold = progress.Threshold,
                         GroupKey = Secp256k1.SerializeElement(group.PublicKey),
-                        Members = progress.Members,
-                        VerificationShares = [.. progress.Members.Select(m => Secp256k1.SerializeElement(group.VerificationShares[m]))],
+                        Members = qualified,
+                        VerificationShares = [.. qualified.Select(m => Secp256k1.SerializeElement(group.VerificationShares[m]))],
                     };
                     progress = null;
                 }
@@ -259,6 +266,73 @@ public sealed class DkgLedger
         }
     }
 
+    /// <summary>The context a complaint's DLEQ proof is bound to: the session context, the accuser and the accused.</summary>
+    public static byte[] ComplaintContext(ReadOnlySpan<byte> context, int accuser, int accused)
+    {
+        var bound = new byte[context.Length + 8];
+        context.CopyTo(bound);
+        BinaryPrimitives.WriteInt32BigEndian(bound.AsSpan(context.Length), accuser);
+        BinaryPrimitives.WriteInt32BigEndian(bound.AsSpan(context.Length + 4), accused);
+        return bound;
+    }
+
+    // Checks a complaint's evidence: the revealed ECDH point must be proven (DLEQ against both round one encryption
+    // keys). With it, anyone opens the disputed share: a share that fails its tag, is no scalar or misses the dealer's
+    // commitment convicts the dealer; one that opens and matches convicts the accuser. A complaint without valid
+    // evidence proves nothing about anyone and is refused.
+    private static (string? Rejection, int Culprit, string Why) Evidence(DkgComplaintCommand complaint, Progress progress)
+    {
+        var (from, accused) = (complaint.From, complaint.Accused);
+        if (!progress.Members.Contains(accused) || accused == from || complaint.Reason.Length > 200)
+            return ("a complaint names another participant and a short reason", 0, string.Empty);
+        if (progress.Disqualified.ContainsKey(accused))
+            return ($"member {accused} is already disqualified", 0, string.Empty);
+        if (!progress.Round2.TryGetValue(accused, out var dealt))
+            return ($"member {accused} has sent no round two share to complain about", 0, string.Empty);
+        ECPoint shared;
+        try
+        {
+            shared = Secp256k1.DeserializeElement(complaint.SharedPoint);
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException)
+        {
+            return ("the complaint's shared point does not decode: " + e.Message, 0, string.Empty);
+        }
+
+        var accuserKey = Secp256k1.DeserializeElement(progress.Round1[from].EncryptionKey);
+        var accusedKey = Secp256k1.DeserializeElement(progress.Round1[accused].EncryptionKey);
+        if (!Dleq.Verify(accuserKey, accusedKey, shared, complaint.Proof, ComplaintContext(progress.Context, from, accused)))
+            return ("the complaint's DLEQ proof does not verify: no evidence that the revealed point opens the share", 0, string.Empty);
+
+        var ciphertext = dealt.Shares.First(s => s.To == from).Ciphertext;
+        var (share, problem) = DkgShareCipher.OpenShared(ciphertext, shared, progress.Context, accused, from);
+        if (share is null)
+            return (null, accused, $"its share for member {from}: {problem}");
+        var expected = TrustedDealer.EvaluateCommitment(Points(progress.Round1[accused].Commitment), from);
+        return Secp256k1.BaseMultiplyPublic(share).Equals(expected)
+            ? (null, from, $"it accused member {accused} of a share that opens and matches member {accused}'s commitment")
+            : (null, accused, $"its share for member {from} does not match its commitment");
+    }
+
+    private static void Disqualify(Progress progress, DkgComplaintCommand complaint, LedgerEffects effects)
+    {
+        var (_, culprit, why) = Evidence(complaint, progress);
+        progress.Disqualified[culprit] = why;
+        // Confirmations were of the group key before this; the qualified set has a new one.
+        progress.Confirmed.Clear();
+        var prefix = $"key generation for epoch {progress.Epoch} attempt {progress.Attempt}: member {complaint.From} accused member {complaint.Accused}; member {culprit} is disqualified ({why})";
+        var qualified = progress.Qualified;
+        if (qualified.Count < progress.Threshold)
+        {
+            progress.Failure = $"only {qualified.Count} qualified participants remain, fewer than the threshold {progress.Threshold}; the last disqualified: member {culprit} ({why})";
+            effects.DkgEvent = $"{prefix}; the attempt failed: {progress.Failure}";
+            return;
+        }
+
+        progress.DeriveGroup();
+        effects.DkgEvent = $"{prefix}; it goes on with members {string.Join(", ", qualified)}";
+    }
+
     private static List<ECPoint> Points(IReadOnlyList<byte[]> encoded) => [.. encoded.Select(p => Secp256k1.DeserializeElement(p))];
 
     private sealed class Progress(DkgStartCommand start, byte[] context)
@@ -283,11 +357,18 @@ public sealed class DkgLedger
 
         public GroupKey? Group { get; set; }
 
+        public Dictionary<int, string> Disqualified { get; } = [];
+
+        public List<int> Qualified => [.. Members.Where(m => !Disqualified.ContainsKey(m))];
+
         public bool Round1Complete => Round1.Count == Members.Count;
 
-        public bool Round2Complete => Round2.Count == Members.Count;
+        public bool Round2Complete => Members.All(m => Disqualified.ContainsKey(m) || Round2.ContainsKey(m));
+
+        // The group key and verification shares from the qualified participants' commitments.
+        public void DeriveGroup() => Group = PedersenDkg.DeriveGroup(Threshold, Members.Count, Qualified.Select(m => Points(Round1[m].Commitment)));
 
         public DkgView View() => new(Epoch, Attempt, Threshold, Members, Context, new Dictionary<int, DkgRound1Command>(Round1),
-            new Dictionary<int, DkgRound2Command>(Round2), new HashSet<int>(Confirmed), Failure, Group);
+            new Dictionary<int, DkgRound2Command>(Round2), new HashSet<int>(Confirmed), Failure, Group, new Dictionary<int, string>(Disqualified));
     }
 }

@@ -58,8 +58,17 @@ public static class DkgShareCipher
     /// tag was tampered with or made for another key; one that decrypts to a non-scalar was made so by its sender).
     /// </summary>
     public static (BigInteger? Share, string? Problem) Open(ReadOnlySpan<byte> ciphertext, BigInteger receiverSecret, ECPoint senderKey, ReadOnlySpan<byte> context, int from, int to)
+        => OpenShared(ciphertext, Secp256k1.MultiplySecret(senderKey, receiverSecret), context, from, to);
+
+    /// <summary>
+    /// Decrypts a share with the ECDH point itself (the sender's and receiver's keys multiplied): how every node judges a
+    /// complaint once the accuser has revealed that point with a <see cref="Dleq"/> proof.
+    /// </summary>
+    public static (BigInteger? Share, string? Problem) OpenShared(ReadOnlySpan<byte> ciphertext, ECPoint shared, ReadOnlySpan<byte> context, int from, int to)
     {
-        var shared = Secp256k1.MultiplySecret(senderKey, receiverSecret);
+        ArgumentNullException.ThrowIfNull(shared);
+        if (shared.IsInfinity)
+            return (null, "the shared point is the identity");
         var plain = new byte[32];
         try
         {

@@ -99,15 +99,16 @@ public sealed class PedersenDkg
     }
 
     /// <summary>
-    /// The group key and every participant's verification share, from all participants' round one commitments
-    /// (public: anyone holding the broadcasts can derive them).
+    /// The group key and every participant's verification share, from the round one commitments of every participant
+    /// that deals (all of them, or the qualified set once a DKG complaint has disqualified someone). Public: anyone
+    /// holding the broadcasts can derive them.
     /// </summary>
     public static GroupKey DeriveGroup(int threshold, int participants, IEnumerable<IReadOnlyList<ECPoint>> commitments)
     {
         ArgumentNullException.ThrowIfNull(commitments);
         var all = commitments.ToList();
-        if (all.Count != participants || all.Any(c => c.Count != threshold))
-            throw new ArgumentException($"expected {participants} commitments of {threshold} points");
+        if (all.Count == 0 || all.Count > participants || all.Any(c => c.Count != threshold))
+            throw new ArgumentException($"expected 1 to {participants} commitments of {threshold} points");
         var sum = Enumerable.Range(0, threshold)
             .Select(j => Secp256k1.Sum(all.Select(c => c[j])))
             .ToList();
@@ -154,13 +155,18 @@ public sealed class PedersenDkg
     /// Verifies the round two shares addressed to this participant and derives its key share and the group key.
     /// Returns complaints naming every sender whose share does not match its commitment.
     /// </summary>
-    public (KeyShare? Share, GroupKey? Group, IReadOnlyList<DkgComplaint> Complaints) Finish(IReadOnlyList<DkgRound2> received)
+    /// <param name="received">The shares addressed to this participant.</param>
+    /// <param name="qualified">The dealers whose shares count (this participant among them); null: every participant.</param>
+    public (KeyShare? Share, GroupKey? Group, IReadOnlyList<DkgComplaint> Complaints) Finish(IReadOnlyList<DkgRound2> received, IReadOnlyCollection<int>? qualified = null)
     {
         ArgumentNullException.ThrowIfNull(received);
         RequireRound1Complete();
+        var dealers = qualified is null ? [.. Enumerable.Range(1, participants)] : qualified.Order().ToList();
+        if (!dealers.Contains(identifier) || dealers.Count < threshold || dealers.Any(d => d < 1 || d > participants))
+            throw new ArgumentException($"the qualified dealers must include participant {identifier}, be at least {threshold} and lie in 1..{participants}", nameof(qualified));
         var complaints = new List<DkgComplaint>();
         var sum = TrustedDealer.Evaluate(coefficients, BigInteger.ValueOf(identifier));
-        foreach (var sender in Enumerable.Range(1, participants).Where(l => l != identifier))
+        foreach (var sender in dealers.Where(l => l != identifier))
         {
             var messages = received.Where(m => m.From == sender && m.To == identifier).ToList();
             if (messages.Count != 1)
@@ -184,7 +190,7 @@ public sealed class PedersenDkg
             return (null, null, complaints);
 
         // The group commitment is the sum of every participant's polynomial commitment, coefficient by coefficient.
-        var all = round1.Values.Append(Round1Self()).ToList();
+        var all = round1.Values.Where(m => dealers.Contains(m.Identifier)).Append(Round1Self()).ToList();
         var commitment = Enumerable.Range(0, threshold)
             .Select(j => Secp256k1.Sum(all.Select(m => m.Commitment[j])))
             .ToList();

@@ -485,6 +485,10 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
         WriteIds(writer, "round1", view.Round1.Keys.Order());
         WriteIds(writer, "round2", view.Round2.Keys.Order());
         WriteIds(writer, "confirmed", view.Confirmed.Order());
+        writer.WriteStartObject("disqualified");
+        foreach (var (member, why) in view.Disqualified.OrderBy(d => d.Key))
+            writer.WriteString(member.ToString(System.Globalization.CultureInfo.InvariantCulture), why);
+        writer.WriteEndObject();
         if (view.Failure is null)
             writer.WriteNull("failure");
         else

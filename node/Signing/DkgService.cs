@@ -169,6 +169,12 @@ public sealed partial class DkgService : IAsyncDisposable
         var me = options.NodeId;
         if (!raft.HasLeader)
             return;
+        if (dkg.Disqualified.TryGetValue(me, out var why))
+        {
+            Report($"key generation attempt {dkg.Attempt}: this node is disqualified ({why}); it takes no share of this key");
+            return;
+        }
+
         var secrets = LoadOrCreateSecrets(dkg.Epoch, dkg.Attempt, create: !dkg.Round1.ContainsKey(me));
         if (secrets is null)
         {
@@ -209,7 +215,7 @@ public sealed partial class DkgService : IAsyncDisposable
             var shares = session.Round2().Select(share => new DkgEncryptedShare
             {
                 To = share.To,
-                Ciphertext = DkgShareCipher.Encrypt(share.Share, secrets.EncryptionSecret, Secp256k1.DeserializeElement(dkg.Round1[share.To].EncryptionKey), dkg.Context, me, share.To),
+                Ciphertext = DkgShareCipher.Encrypt(Dealt(me, share), secrets.EncryptionSecret, Secp256k1.DeserializeElement(dkg.Round1[share.To].EncryptionKey), dkg.Context, me, share.To),
             }).ToList();
             await SendOnceAsync($"r2-{dkg.Attempt}", new DkgRound2Command { Epoch = dkg.Epoch, Attempt = dkg.Attempt, From = me, Shares = shares }, token).ConfigureAwait(false);
             return;
@@ -218,31 +224,38 @@ public sealed partial class DkgService : IAsyncDisposable
         if (!dkg.Round2Complete || dkg.Confirmed.Contains(me))
             return;
 
+        // Only the qualified dealers' shares count: a complaint (this node's or another's) may have disqualified some.
+        var qualified = dkg.Qualified;
         var received = new List<DkgRound2>();
-        foreach (var (from, message) in dkg.Round2.Where(p => p.Key != me))
+        var accused = new List<(int Dealer, string Reason)>();
+        foreach (var from in qualified.Where(q => q != me))
         {
-            var mine = message.Shares.First(s => s.To == me);
+            var mine = dkg.Round2[from].Shares.First(s => s.To == me);
             var (share, problem) = DkgShareCipher.Open(mine.Ciphertext, secrets.EncryptionSecret, Secp256k1.DeserializeElement(dkg.Round1[from].EncryptionKey), dkg.Context, from, me);
             if (share is null)
-            {
-                await ComplainAsync(dkg, from, problem ?? "the encrypted share cannot be decrypted", token).ConfigureAwait(false);
-                return;
-            }
-
-            received.Add(new DkgRound2(from, me, share));
+                accused.Add((from, problem ?? "the encrypted share cannot be decrypted"));
+            else
+                received.Add(new DkgRound2(from, me, share));
         }
 
-        var (keyShare, group, complaints) = session.Finish(received);
-        if (complaints.Count > 0 || keyShare is null || group is null)
+        var (keyShare, group, complaints) = accused.Count > 0 ? (null, null, []) : session.Finish(received, qualified);
+        accused.AddRange(complaints.Select(c => (c.Identifier, c.Reason)));
+        if (FalselyAccused(me, qualified) is { } victim)
+            accused.Add((victim, "test fault: a false complaint"));
+        if (accused.Count > 0)
         {
-            var complaint = (complaints.Count > 0 ? complaints[0] : new DkgComplaint(0, "no share derived"));
-            await ComplainAsync(dkg, complaint.Identifier, complaint.Reason, token).ConfigureAwait(false);
+            // Every node judges each complaint from its evidence; this one waits for the verdicts.
+            foreach (var (dealer, reason) in accused)
+                await ComplainAsync(dkg, secrets, dealer, reason, token).ConfigureAwait(false);
             return;
         }
 
+        if (keyShare is null || group is null)
+            throw new InvalidOperationException("the DKG derived no share and no complaint");
         if (!group.PublicKey.Equals(dkg.Group?.PublicKey))
             throw new InvalidOperationException("the group key derived here differs from the one the log derived");
-        if (!sent.ContainsKey($"confirm-{dkg.Attempt}"))
+        var confirmKey = $"confirm-{dkg.Attempt}-{string.Join('.', qualified)}";
+        if (!sent.ContainsKey(confirmKey))
         {
             // The share is durable before the log can put the key in force.
             KeyFiles.WriteMemberKeys(KeysDirectory, keyShare, group, dkg.Epoch, "dkg");
@@ -258,7 +271,29 @@ public sealed partial class DkgService : IAsyncDisposable
             GroupKey = confirm.GroupKey,
             Proof = SignerProof.Sign(DkgLedger.ConfirmProofDomain, confirm.ProofPayload(), keyShare.Secret),
         };
-        await SendOnceAsync($"confirm-{dkg.Attempt}", confirm, token).ConfigureAwait(false);
+        await SendOnceAsync(confirmKey, confirm, token).ConfigureAwait(false);
+    }
+
+    // The share this node deals to share.To: f(To), or (test builds, dkg-bad-share) a wrong one.
+    private static BigInteger Dealt(int me, DkgRound2 share)
+    {
+#if SEQUENCER_TEST_FAULTS
+        if (Sequencer.Core.TestFaults.DkgBadShare is { } bad && bad.From == me && bad.To == share.To)
+            return share.Share.Add(BigInteger.One).Mod(Secp256k1.Order);
+#endif
+        _ = me;
+        return share.Share;
+    }
+
+    // Test builds (dkg-false-complaint): the member this node accuses of a share that is in fact good.
+    private static int? FalselyAccused(int me, IReadOnlyList<int> qualified)
+    {
+#if SEQUENCER_TEST_FAULTS
+        if (Sequencer.Core.TestFaults.DkgFalseComplaint is { } lie && lie.From == me && qualified.Contains(lie.Accused))
+            return lie.Accused;
+#endif
+        _ = (me, qualified);
+        return null;
     }
 
     private async Task StartIfDueAsync(DkgView? dkg, CancellationToken token)
@@ -292,16 +327,24 @@ public sealed partial class DkgService : IAsyncDisposable
         await SendOnceAsync($"start-{attempt}", start, token).ConfigureAwait(false);
     }
 
-    private Task ComplainAsync(DkgView dkg, int accused, string reason, CancellationToken token)
+    // The evidence: the ECDH point this node shares with the accused (which opens the disputed share) and a DLEQ proof
+    // that it is the true one. It reveals only that one share, which the verdict makes worthless either way.
+    private Task ComplainAsync(DkgView dkg, DkgSecrets secrets, int accused, string reason, CancellationToken token)
     {
-        LogComplaint(logger, dkg.Epoch, dkg.Attempt, accused, reason);
-        return SendOnceAsync($"complaint-{dkg.Attempt}", new DkgComplaintCommand
+        var key = $"complaint-{dkg.Attempt}-{accused}";
+        if (!sent.ContainsKey(key))
+            LogComplaint(logger, dkg.Epoch, dkg.Attempt, accused, reason);
+        var me = options.NodeId;
+        var (shared, proof) = Dleq.Prove(secrets.EncryptionSecret, Secp256k1.DeserializeElement(dkg.Round1[accused].EncryptionKey), DkgLedger.ComplaintContext(dkg.Context, me, accused));
+        return SendOnceAsync(key, new DkgComplaintCommand
         {
             Epoch = dkg.Epoch,
             Attempt = dkg.Attempt,
-            From = options.NodeId,
+            From = me,
             Accused = accused,
             Reason = reason.Length > 200 ? reason[..200] : reason,
+            SharedPoint = Secp256k1.SerializeElement(shared),
+            Proof = proof,
         }, token);
     }
 
@@ -344,6 +387,15 @@ public sealed partial class DkgService : IAsyncDisposable
         if (hasKeyFiles)
             return;
         var path = Path.Combine(KeysDirectory, KeyFiles.ShareFileName(options.NodeId));
+        if (!epoch.Group.VerificationShares.ContainsKey(options.NodeId))
+        {
+            // Disqualified in the DKG: a share it wrote before the verdict belongs to no key in force.
+            foreach (var stale in new[] { path, Path.Combine(KeysDirectory, KeyFiles.GroupFileName) }.Where(File.Exists))
+                DurableFiles.Erase(stale);
+            LogDisqualified(logger, epoch.Epoch, options.NodeId);
+            return;
+        }
+
         if (!File.Exists(path))
         {
             if (epoch.Group.VerificationShares.ContainsKey(options.NodeId))
@@ -444,6 +496,9 @@ public sealed partial class DkgService : IAsyncDisposable
 
     [LoggerMessage(EventId = 143, Level = LogLevel.Warning, Message = "Key epoch {Epoch} is in force but this node has no share at {Path}: it verifies only")]
     private static partial void LogNoShare(ILogger logger, ulong epoch, string path);
+
+    [LoggerMessage(EventId = 145, Level = LogLevel.Warning, Message = "Key epoch {Epoch} is in force without node {Id}, which the DKG disqualified: it verifies only")]
+    private static partial void LogDisqualified(ILogger logger, ulong epoch, int id);
 
     [LoggerMessage(EventId = 144, Level = LogLevel.Warning, Message = "{Message}")]
     private static partial void LogReport(ILogger logger, string message);

@@ -95,6 +95,52 @@ public sealed class DkgTests
         }
     }
 
+    [Theory]
+    [InlineData("dkg-bad-share=3:1", "does not match its commitment")]
+    [InlineData("dkg-false-complaint=3:1", "of a share that opens and matches")]
+    public async Task AMemberThatDealsABadShareOrLiesInAComplaint_IsDisqualified_AndTheDkgCompletesWithTheOthers_WhoSign(string fault, string verdict)
+    {
+        // Issue 9: one member could fail every attempt (a complaint without evidence) and so veto keys it disliked.
+        // Node 3 misbehaves (the TestFaults build): the complaint's evidence convicts it, and members 1 and 2 make the key.
+        await using var test = await TestCluster.StartAsync("dkg-liar", extraArguments: ["--dkg-threshold", "2", "--test-fault", fault], binary: TestCluster.TestFaultsBinary());
+
+        var keys = new List<Sequencer.Client.KeyEpochDto>();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(40);
+        foreach (var (nodeId, client) in test.Clients)
+        {
+            while (true)
+            {
+                if ((await client.GetKeysAsync()) is [var key])
+                {
+                    keys.Add(key);
+                    break;
+                }
+
+                Assert.True(DateTime.UtcNow < deadline, $"node {nodeId} has no key epoch after 40 s\n{test.Logs()}");
+                await Task.Delay(50);
+            }
+        }
+
+        Assert.Single(keys.Select(k => k.GroupKey).Distinct());
+        Assert.All(keys, k => Assert.Equal([1, 2], k.Members));
+        Assert.All(keys, k => Assert.Equal(2, k.Threshold));
+
+        // Every node logged the verdict, naming the culprit and why; the first attempt is the one that completed.
+        foreach (var node in test.Cluster.Nodes)
+        {
+            var log = await File.ReadAllTextAsync(node.LogPath);
+            Assert.Contains("member 3 is disqualified", log, StringComparison.Ordinal);
+            Assert.Contains(verdict, log, StringComparison.Ordinal);
+            Assert.DoesNotContain("started (attempt 2)", log, StringComparison.Ordinal);
+        }
+
+        // Node 3 keeps no share; members 1 and 2 hold theirs, and every batch is signed under the key they made.
+        Assert.False(File.Exists(Path.Combine(test.Cluster.Node(3).Spec.DataDir, "keys", KeyFiles.ShareFileName(3))));
+        await SigningTests.SubmitAsync(test.Cluster.Node(3).Client, 40, seed: 21);
+        var height = await SigningTests.WaitAllSignedAsync(test, TimeSpan.FromSeconds(30));
+        await AssertSignedAsync(test, 1, height, GroupKeyFile.HexBytes(keys[0].GroupKey));
+    }
+
     private static async Task AssertSignedAsync(TestCluster test, ulong from, ulong to, byte[] groupKey)
     {
         for (var h = from; h <= to; h++)

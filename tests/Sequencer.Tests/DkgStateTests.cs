@@ -54,6 +54,42 @@ public sealed class DkgStateTests
     /// <summary>Runs rounds one and two for everyone, then each participant decrypts and finishes; returns the shares.</summary>
     private async Task<(List<KeyShare> Shares, GroupKey Group, List<DkgRound2Command> Round2)> RunRoundsAsync(AppliedState state, List<Participant> people, byte[] context, Func<int, int, BigInteger, BigInteger>? tamper = null)
     {
+        var (round1, round2) = await DealAsync(state, people, context, tamper);
+        var (shares, group) = FinishAll(people, round1, round2, context, null);
+        return (shares, group!, round2);
+    }
+
+    /// <summary>Each participant in <paramref name="qualified"/> (null: everyone) decrypts the qualified dealers' shares and finishes; no shares when one cannot.</summary>
+    private static (List<KeyShare> Shares, GroupKey? Group) FinishAll(List<Participant> people, List<DkgRound1Command> round1, List<DkgRound2Command> round2, byte[] context, IReadOnlyList<int>? qualified)
+    {
+        var shares = new List<KeyShare>();
+        GroupKey? group = null;
+        foreach (var p in people.Where(p => qualified?.Contains(p.Id) != false))
+        {
+            var received = round2.Where(m => m.From != p.Id && qualified?.Contains(m.From) != false).Select(m => new DkgRound2(m.From, p.Id,
+                DkgShareCipher.Decrypt(m.Shares.Single(s => s.To == p.Id).Ciphertext, p.EncryptionSecret,
+                    Secp256k1.DeserializeElement(round1[m.From - 1].EncryptionKey), context, m.From, p.Id)!)).ToList();
+            var (share, g, complaints) = p.Dkg.Finish(received, qualified);
+            if (complaints.Count > 0)
+                return ([], null);
+            shares.Add(share!);
+            group = g;
+        }
+
+        return (shares, group);
+    }
+
+    /// <summary>A complaint by <paramref name="accuser"/> against <paramref name="accused"/> with true evidence (the ECDH point and its DLEQ proof).</summary>
+    private static DkgComplaintCommand Complaint(Participant accuser, int accused, List<DkgRound1Command> round1, byte[] context, string reason = "share does not match the sender's commitment")
+    {
+        var (shared, proof) = Dleq.Prove(accuser.EncryptionSecret, Secp256k1.DeserializeElement(round1[accused - 1].EncryptionKey), DkgLedger.ComplaintContext(context, accuser.Id, accused));
+        return new DkgComplaintCommand { Epoch = 1, Attempt = 1, From = accuser.Id, Accused = accused, Reason = reason, SharedPoint = Secp256k1.SerializeElement(shared), Proof = proof };
+    }
+
+    /// <summary>Rounds one and two through the log; <paramref name="tamper"/> changes a dealt share, <paramref name="tamperCiphertext"/> an encrypted one.</summary>
+    private async Task<(List<DkgRound1Command> Round1, List<DkgRound2Command> Round2)> DealAsync(AppliedState state, List<Participant> people, byte[] context,
+        Func<int, int, BigInteger, BigInteger>? tamper = null, Func<int, int, byte[], byte[]>? tamperCiphertext = null)
+    {
         var round1 = people.Select(p => p.Round1(1, 1)).ToList();
         foreach (var message in round1)
             await ApplyAsync(state, message);
@@ -71,28 +107,27 @@ public sealed class DkgStateTests
             Shares = [.. p.Dkg.Round2().Select(s => new DkgEncryptedShare
             {
                 To = s.To,
-                Ciphertext = DkgShareCipher.Encrypt(tamper?.Invoke(p.Id, s.To, s.Share) ?? s.Share, p.EncryptionSecret,
-                    Secp256k1.DeserializeElement(round1[s.To - 1].EncryptionKey), context, p.Id, s.To),
+                Ciphertext = (tamperCiphertext ?? ((_, _, c) => c))(p.Id, s.To, DkgShareCipher.Encrypt(tamper?.Invoke(p.Id, s.To, s.Share) ?? s.Share, p.EncryptionSecret,
+                    Secp256k1.DeserializeElement(round1[s.To - 1].EncryptionKey), context, p.Id, s.To)),
             })],
         }).ToList();
         foreach (var message in round2)
             await ApplyAsync(state, message);
+        return (round1, round2);
+    }
 
-        var shares = new List<KeyShare>();
-        GroupKey? group = null;
-        foreach (var p in people)
+    /// <summary>Any <paramref name="t"/> of <paramref name="shares"/> sign under <paramref name="group"/>'s key.</summary>
+    private static void AssertSigns(List<KeyShare> shares, GroupKey group, int t)
+    {
+        var message = "dkg"u8.ToArray();
+        for (var first = 0; first + t <= shares.Count; first++)
         {
-            var received = round2.Where(m => m.From != p.Id).Select(m => new DkgRound2(m.From, p.Id,
-                DkgShareCipher.Decrypt(m.Shares.Single(s => s.To == p.Id).Ciphertext, p.EncryptionSecret,
-                    Secp256k1.DeserializeElement(round1[m.From - 1].EncryptionKey), context, m.From, p.Id)!)).ToList();
-            var (share, g, complaints) = p.Dkg.Finish(received);
-            if (complaints.Count > 0)
-                return (shares, null!, round2);
-            shares.Add(share!);
-            group = g;
+            var signers = shares.Skip(first).Take(t).ToList();
+            var commits = signers.Select(s => Frost.Commit(s.Identifier, s.Secret)).ToList();
+            var session = new FrostSession(group.PublicKey, [.. commits.Select(c => c.Item2)], message);
+            var zs = signers.Select((s, i) => session.Sign(s, commits[i].Item1)).ToList();
+            Assert.True(Frost.Verify(message, session.Aggregate(zs), group.PublicKey));
         }
-
-        return (shares, group!, round2);
     }
 
     private static DkgConfirmCommand Confirm(KeyShare share, GroupKey group)
@@ -212,13 +247,16 @@ public sealed class DkgStateTests
             await ApplyAsync(state, signed);
             Assert.Single(state.Dkg!.Round1);
 
-            // A complaint in member 2's name by anyone but member 2 cannot fail the attempt.
+            // A complaint in member 2's name by anyone but member 2 is refused; member 2's own, without a round two
+            // share to judge and without evidence, proves nothing either: nobody is disqualified, nothing fails.
             var complaint = new DkgComplaintCommand { Epoch = 1, Attempt = 1, From = 2, Accused = 3, Reason = "forged" };
+            Assert.Contains("did not make", state.DkgRejection(DkgIdentity.Sign(complaint, ChainId, keys[1])), StringComparison.Ordinal);
             await ApplyAsync(state, DkgIdentity.Sign(complaint, ChainId, keys[1]));
             await ApplyAsync(state, complaint);
-            Assert.Null(state.Dkg!.Failure);
+            Assert.Contains("no round two share", state.DkgRejection(DkgIdentity.Sign(complaint, ChainId, keys[2])), StringComparison.Ordinal);
             await ApplyAsync(state, DkgIdentity.Sign(complaint, ChainId, keys[2]));
-            Assert.Contains("member 2 accuses member 3", state.Dkg!.Failure, StringComparison.Ordinal);
+            Assert.Null(state.Dkg!.Failure);
+            Assert.Empty(state.Dkg.Disqualified);
         }
         finally
         {
@@ -228,34 +266,176 @@ public sealed class DkgStateTests
     }
 
     [Fact]
-    public async Task BadRound1Proof_IsRejected_AndATamperedShareLeadsToAComplaintThatFailsTheAttempt()
+    public async Task BadRound1Proof_IsRejected()
     {
         using var store = new InMemoryBatchStore();
         await using var state = Open(store);
         await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
-        var context = DkgLedger.Context(ChainId, 1, 1);
 
         // A round one message bound to another context (replayed from another chain or attempt) has no valid proof here.
         var stranger = new Participant(1, 2, 3, DkgLedger.Context(ChainId + 1, 1, 1)).Round1(1, 1);
         Assert.Contains("proof of knowledge", state.DkgRejection(stranger), StringComparison.Ordinal);
         await ApplyAsync(state, stranger);
         Assert.Empty(state.Dkg!.Round1);
+    }
 
-        // Member 3 sends member 1 a share that does not match its commitment: member 1 cannot finish and complains.
+    [Theory]
+    [InlineData("wrong share")]
+    [InlineData("tampered ciphertext")]
+    public async Task ADealerOfABadShare_IsDisqualifiedByTheComplaintsEvidence_AndTheDkgCompletesWithTheQualifiedSet_AndTheKeySigns(string fault)
+    {
+        // Issue 9: a complaint failed the whole attempt without evidence. Now member 1 reveals the ECDH point it shares
+        // with member 3 and proves it; every node opens member 3's share for member 1 itself and finds it bad.
+        using var store = new InMemoryBatchStore();
+        await using var state = Open(store);
+        await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
+        var context = DkgLedger.Context(ChainId, 1, 1);
         var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 2, 3, context)).ToList();
-        var (shares, _, _) = await RunRoundsAsync(state, people, context, (from, to, share) => from == 3 && to == 1 ? share.Add(BigInteger.One) : share);
-        Assert.Empty(shares);
-        await ApplyAsync(state, new DkgComplaintCommand { Epoch = 1, Attempt = 1, From = 1, Accused = 3, Reason = "share does not match the sender's commitment" });
+        var (round1, round2) = fault == "wrong share"
+            ? await DealAsync(state, people, context, tamper: (from, to, share) => from == 3 && to == 1 ? share.Add(BigInteger.One) : share)
+            : await DealAsync(state, people, context, tamperCiphertext: (from, to, c) => from == 3 && to == 1 ? [.. c.Take(5), (byte)(c[5] ^ 1), .. c.Skip(6)] : c);
+        var fullGroup = state.Dkg!.Group!;
+
+        // Member 2 confirms the key of all three before the complaint: its confirmation no longer counts afterwards.
+        var (early, earlyGroup) = FinishAll([people[1]], round1, round2, context, null);
+        Assert.Equal(fullGroup.PublicKey, earlyGroup!.PublicKey);
+        await ApplyAsync(state, Confirm(early[0], earlyGroup));
+        Assert.Equal([2], state.Dkg!.Confirmed);
+
+        await ApplyAsync(state, Complaint(people[0], 3, round1, context));
+        var view = state.Dkg!;
+        Assert.Null(view.Failure);
+        Assert.Equal([3], view.Disqualified.Keys);
+        Assert.Contains(fault == "wrong share" ? "does not match its commitment" : "authentication tag", view.Disqualified[3], StringComparison.Ordinal);
+        Assert.Equal([1, 2], view.Qualified);
+        Assert.Empty(view.Confirmed);
+        Assert.NotEqual(fullGroup.PublicKey, view.Group!.PublicKey);
+
+        // The disqualified dealer can send nothing more; the qualified members finish with each other's shares only.
+        Assert.Contains("disqualified", state.DkgRejection(Complaint(people[2], 1, round1, context)), StringComparison.Ordinal);
+        var (shares, group) = FinishAll(people, round1, round2, context, [1, 2]);
+        Assert.Equal(view.Group.PublicKey, group!.PublicKey);
+        Assert.NotNull(state.DkgRejection(Confirm(early[0], earlyGroup)));
+        foreach (var share in shares)
+            await ApplyAsync(state, Confirm(share, group));
+
+        Assert.Null(state.Dkg);
+        var epoch = state.CurrentKeyEpoch!;
+        Assert.Equal(group.PublicKey, epoch.Group.PublicKey);
+        Assert.Equal([1, 2], epoch.Group.VerificationShares.Keys.Order());
+        AssertSigns(shares, epoch.Group, 2);
+    }
+
+    [Fact]
+    public async Task AMemberThatLiesInAComplaint_IsDisqualified_AndTheDkgCompletesWithTheQualifiedSet_AndTheKeySigns()
+    {
+        using var store = new InMemoryBatchStore();
+        await using var state = Open(store);
+        await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
+        var context = DkgLedger.Context(ChainId, 1, 1);
+        var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 2, 3, context)).ToList();
+        var (round1, round2) = await DealAsync(state, people, context);
+
+        // Member 3 accuses member 1 of a share that is good: the revealed share opens and matches, so member 3 lied.
+        await ApplyAsync(state, Complaint(people[2], 1, round1, context, "a lie"));
+        var view = state.Dkg!;
+        Assert.Null(view.Failure);
+        Assert.Equal([3], view.Disqualified.Keys);
+        Assert.Contains("accused member 1 of a share that opens and matches", view.Disqualified[3], StringComparison.Ordinal);
+
+        // The verdict is the same on a node that rebuilds the DKG from its store (apply is deterministic).
+        await state.FlushAsync(CancellationToken.None);
+        await using (var reopened = Open(store))
+        {
+            Assert.Equal([3], reopened.Dkg!.Disqualified.Keys);
+            Assert.Equal(view.Group!.PublicKey, reopened.Dkg.Group!.PublicKey);
+        }
+
+        var (shares, group) = FinishAll(people, round1, round2, context, [1, 2]);
+        foreach (var share in shares)
+            await ApplyAsync(state, Confirm(share, group!));
+        Assert.Null(state.Dkg);
+        Assert.Equal(group!.PublicKey, state.CurrentKeyEpoch!.Group.PublicKey);
+        AssertSigns(shares, state.CurrentKeyEpoch.Group, 2);
+    }
+
+    [Fact]
+    public async Task AComplaintWithoutValidEvidence_IsRefused_AndDisqualifiesNobody()
+    {
+        using var store = new InMemoryBatchStore();
+        await using var state = Open(store);
+        await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
+        var context = DkgLedger.Context(ChainId, 1, 1);
+        var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 2, 3, context)).ToList();
+        var (round1, _) = await DealAsync(state, people, context);
+        var honest = Complaint(people[0], 3, round1, context);
+
+        DkgComplaintCommand With(byte[] point, byte[] proof, int from = 1, int accused = 3)
+            => new() { Epoch = 1, Attempt = 1, From = from, Accused = accused, Reason = "x", SharedPoint = point, Proof = proof };
+        var cases = new (DkgComplaintCommand Complaint, string Reason)[]
+        {
+            (With([], []), "does not decode"),
+            (With(honest.SharedPoint, []), "DLEQ"),
+            (With(honest.SharedPoint, new byte[64]), "DLEQ"),
+            (With(Secp256k1.SerializeElement(Secp256k1.BaseMultiply(Secp256k1.RandomScalar())), honest.Proof), "DLEQ"),
+            // Member 2 replays member 1's evidence in its own name: the proof is bound to the accuser.
+            (With(honest.SharedPoint, honest.Proof, from: 2), "DLEQ"),
+            (With(honest.SharedPoint, honest.Proof, accused: 1), "another participant"),
+        };
+        foreach (var (complaint, reason) in cases)
+        {
+            Assert.Contains(reason, state.DkgRejection(complaint), StringComparison.Ordinal);
+            await ApplyAsync(state, complaint);
+        }
+
+        Assert.Empty(state.Dkg!.Disqualified);
+        Assert.Equal("confirm", state.Dkg.Stage);
+    }
+
+    [Fact]
+    public async Task WhenFewerThanTRemainQualified_TheAttemptFails_AndANewOneStarts()
+    {
+        using var store = new InMemoryBatchStore();
+        await using var state = Open(store);
+        await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 3, Members = [1, 2, 3] });
+        var context = DkgLedger.Context(ChainId, 1, 1);
+        var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 3, 3, context)).ToList();
+        var (round1, _) = await DealAsync(state, people, context, tamper: (from, to, share) => from == 3 && to == 1 ? share.Add(BigInteger.One) : share);
+        await ApplyAsync(state, Complaint(people[0], 3, round1, context));
         Assert.Equal("failed", state.Dkg!.Stage);
-        Assert.Contains("member 1 accuses member 3", state.Dkg.Failure, StringComparison.Ordinal);
+        Assert.Contains("fewer than the threshold 3", state.Dkg.Failure, StringComparison.Ordinal);
 
         // The next attempt starts over; the failed attempt's entries are no longer accepted.
-        var again = new DkgStartCommand { Epoch = 1, Attempt = 2, Threshold = 2, Members = [1, 2, 3] };
+        var again = new DkgStartCommand { Epoch = 1, Attempt = 2, Threshold = 3, Members = [1, 2, 3] };
         Assert.Null(state.DkgRejection(again));
         await ApplyAsync(state, again);
         Assert.Equal(2, state.Dkg!.Attempt);
+        Assert.Empty(state.Dkg.Disqualified);
         Assert.NotNull(state.DkgRejection(people[0].Round1(1, 1)));
         Assert.Null(state.CurrentKeyEpoch);
+    }
+
+    [Fact]
+    public void DleqProof_VerifiesForTheTruePointOnly_AndIsBoundToItsContext()
+    {
+        var x = Secp256k1.RandomScalar();
+        var b = Secp256k1.BaseMultiply(Secp256k1.RandomScalar());
+        var context = "ctx"u8.ToArray();
+        var (shared, proof) = Dleq.Prove(x, b, context);
+        var a = Secp256k1.BaseMultiply(x);
+        Assert.Equal(Secp256k1.Multiply(b, x), shared);
+        Assert.True(Dleq.Verify(a, b, shared, proof, context));
+        Assert.False(Dleq.Verify(a, b, shared, proof, "other"u8));
+        Assert.False(Dleq.Verify(a, b, shared.Add(Secp256k1.Generator), proof, context));
+        Assert.False(Dleq.Verify(Secp256k1.BaseMultiply(Secp256k1.RandomScalar()), b, shared, proof, context));
+        Assert.False(Dleq.Verify(a, b, shared, new byte[Dleq.ProofLength], context));
+        Assert.False(Dleq.Verify(a, b, shared, proof.AsSpan(0, 63), context));
+        for (var bit = 0; bit < proof.Length * 8; bit += 11)
+        {
+            var flipped = (byte[])proof.Clone();
+            flipped[bit / 8] ^= (byte)(1 << (bit % 8));
+            Assert.False(Dleq.Verify(a, b, shared, flipped, context));
+        }
     }
 
     [Fact]

@@ -361,7 +361,12 @@ public sealed class DkgConfirmCommand : IDkgMessage
     }
 }
 
-/// <summary>A participant received a round two share that does not match its sender's commitment: the attempt fails.</summary>
+/// <summary>
+/// A participant received a round two share that does not open or does not match its sender's commitment. It reveals
+/// the ECDH point it shares with the accused and proves it (a DLEQ proof against both round one encryption keys), so
+/// that every node decrypts the disputed share itself and disqualifies whoever is wrong: the dealer of a bad share, or
+/// the accuser of a good one. The key generation goes on with the qualified set.
+/// </summary>
 [MessagePackObject]
 public sealed class DkgComplaintCommand : IDkgMessage
 {
@@ -386,6 +391,15 @@ public sealed class DkgComplaintCommand : IDkgMessage
     /// </summary>
     [Key(5)] public byte[] Identity { get; init; } = [];
 
+    /// <summary>The ECDH point (compressed) of the accuser's and the accused's round one encryption keys: it opens the disputed share.</summary>
+    [Key(6)] public byte[] SharedPoint { get; init; } = [];
+
+    /// <summary>A DLEQ proof (c || z, 64 bytes) that <see cref="SharedPoint"/> is the accused's encryption key times the accuser's encryption secret.</summary>
+    [Key(7)] public byte[] Proof { get; init; } = [];
+
     /// <inheritdoc/>
-    public IDkgMessage WithIdentity(byte[] identity) => new DkgComplaintCommand { Epoch = Epoch, Attempt = Attempt, From = From, Accused = Accused, Reason = Reason, Identity = identity };
+    public IDkgMessage WithIdentity(byte[] identity) => new DkgComplaintCommand
+    {
+        Epoch = Epoch, Attempt = Attempt, From = From, Accused = Accused, Reason = Reason, Identity = identity, SharedPoint = SharedPoint, Proof = Proof,
+    };
 }

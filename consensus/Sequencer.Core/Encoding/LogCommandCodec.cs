@@ -81,7 +81,7 @@ public static class LogCommandCodec
             : c.ProofR is null || c.ProofMu is null ? "proof" : c.EncryptionKey is null ? "encryption key" : null,
         DkgRound2Command c => c.Shares is null || c.Shares.Any(x => x?.Ciphertext is null) ? "encrypted share" : null,
         DkgConfirmCommand c => c.GroupKey is null ? "group key" : c.Proof is null ? "proof" : null,
-        DkgComplaintCommand c => c.Reason is null ? "reason" : null,
+        DkgComplaintCommand c => c.Reason is null ? "reason" : c.SharedPoint is null || c.Proof is null ? "complaint evidence" : null,
         _ => null,
     };
 
