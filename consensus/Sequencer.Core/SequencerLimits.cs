@@ -49,6 +49,13 @@ public sealed record SequencerLimits
     /// </summary>
     public int ClientRequestsPerSecond { get; init; } = 50_000;
 
+    /// <summary>
+    /// How long a DKG participant waits for another to do its part of a stage (round one, round two, its confirmation)
+    /// before it votes that one silent; t votes disqualify it and the key generation goes on without it. Long enough
+    /// that a member restarted or started late still takes part.
+    /// </summary>
+    public int DkgSilenceMs { get; init; } = 300_000;
+
     /// <summary>The most txs in one bulk submit.</summary>
     public int MaxTxsPerRequest { get; init; } = 10_000;
 
@@ -171,6 +178,7 @@ public sealed record SequencerLimits
         Require(MaxPendingBytes >= MaxBatchBytes, "MaxPendingBytes must be at least MaxBatchBytes");
         Require(MaxInFlightEntries is >= 1 and <= 1024, "MaxInFlightEntries must be in [1, 1024]");
         Require(MaxTxsPerRequest >= 1, "MaxTxsPerRequest must be at least 1");
+        Require(DkgSilenceMs is >= 1_000 and <= 86_400_000, "DkgSilenceMs must be in [1000, 86400000]");
         Require(ClientRequestsPerSecond is >= 0 and <= 10_000_000, "ClientRequestsPerSecond must be in [0, 10000000] (0: no limit)");
         // A JSON body carries a tx as 0x-prefixed hex: two characters a byte plus quoting.
         Require(MaxRequestBytes >= 2 * MaxTxBytes + 64, "MaxRequestBytes must hold at least one maximal tx in hex");

@@ -28,6 +28,9 @@ public static class TestFaults
     /// <summary>In a DKG, member From complains falsely (with true evidence) about member Accused's good share (null: never).</summary>
     public static (int From, int Accused)? DkgFalseComplaint { get; set; }
 
+    /// <summary>In a DKG, member From stays silent from stage Stage on (round1, round2 or confirm; null: never).</summary>
+    public static (int From, string Stage)? DkgSilent { get; set; }
+
     /// <summary>Parses a --test-fault value.</summary>
     public static void Enable(string name)
     {
@@ -46,8 +49,10 @@ public static class TestFaults
             DkgBadShare = Pair(name["dkg-bad-share=".Length..]);
         else if (name.StartsWith("dkg-false-complaint=", StringComparison.Ordinal))
             DkgFalseComplaint = Pair(name["dkg-false-complaint=".Length..]);
+        else if (name.StartsWith("dkg-silent=", StringComparison.Ordinal) && name.Split(':') is [var from, var stage])
+            DkgSilent = (int.Parse(from["dkg-silent=".Length..], System.Globalization.CultureInfo.InvariantCulture), stage);
         else
-            throw new FormatException($"unknown test fault \"{name}\" (ack-before-commit, drop-batch=HEIGHT, follower-ack-before-fsync, hang-at-shutdown, slow-install=MS, dkg-bad-share=FROM:TO, dkg-false-complaint=FROM:ACCUSED)");
+            throw new FormatException($"unknown test fault \"{name}\" (ack-before-commit, drop-batch=HEIGHT, follower-ack-before-fsync, hang-at-shutdown, slow-install=MS, dkg-bad-share=FROM:TO, dkg-false-complaint=FROM:ACCUSED, dkg-silent=FROM:STAGE)");
     }
 
     private static (int, int) Pair(string value)

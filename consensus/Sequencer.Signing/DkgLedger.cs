@@ -22,17 +22,20 @@ public sealed record DkgView(
     IReadOnlyDictionary<int, DkgRound1Command> Round1, IReadOnlyDictionary<int, DkgRound2Command> Round2,
     IReadOnlySet<int> Confirmed, string? Failure, GroupKey? Group, IReadOnlyDictionary<int, string> Disqualified)
 {
-    /// <summary>Every participant's round one broadcast is in.</summary>
-    public bool Round1Complete => Round1.Count == Members.Count;
-
     /// <summary>The participants not disqualified: their shares make the key, and the key epoch is theirs.</summary>
     public IReadOnlyList<int> Qualified => [.. Members.Where(m => !Disqualified.ContainsKey(m))];
+
+    /// <summary>Every qualified participant's round one broadcast is in.</summary>
+    public bool Round1Complete => Members.All(m => Disqualified.ContainsKey(m) || Round1.ContainsKey(m));
 
     /// <summary>Every qualified participant's round two message is in.</summary>
     public bool Round2Complete => Members.All(m => Disqualified.ContainsKey(m) || Round2.ContainsKey(m));
 
     /// <summary>The stage, for the API: round1, round2, confirm or failed.</summary>
     public string Stage => Failure is not null ? "failed" : !Round1Complete ? "round1" : !Round2Complete ? "round2" : "confirm";
+
+    /// <summary>True when qualified <paramref name="member"/> has not yet done its part of the current stage.</summary>
+    public bool Owes(int member) => DkgLedger.Owes(Stage, member, Round1, Round2, Confirmed) && !Disqualified.ContainsKey(member);
 }
 
 /// <summary>
@@ -76,6 +79,9 @@ public sealed class DkgLedger
 {
     /// <summary>The most attempts of one key generation (an attempt fails only when fewer than t participants stay qualified).</summary>
     public const int MaxAttempts = 16;
+
+    /// <summary>The stages a participant can stay silent at.</summary>
+    public static readonly IReadOnlyList<string> Stages = ["round1", "round2", "confirm"];
 
     /// <summary>The signer-proof domain of a DKG confirmation.</summary>
     public const string ConfirmProofDomain = "dkg-confirm";
@@ -132,6 +138,7 @@ public sealed class DkgLedger
             DkgRound2Command c => (c.Epoch, c.Attempt, c.From),
             DkgConfirmCommand c => (c.Epoch, c.Attempt, c.From),
             DkgComplaintCommand c => (c.Epoch, c.Attempt, c.From),
+            DkgSilenceCommand c => (c.Epoch, c.Attempt, c.From),
             _ => (0UL, 0, 0),
         };
         if (progress is null || progress.Epoch != epoch || progress.Attempt != attempt)
@@ -159,13 +166,27 @@ public sealed class DkgLedger
                     return "round one is not complete";
                 if (progress.Round2.ContainsKey(from))
                     return $"member {from} already sent round two";
-                var receivers = round2.Shares.Select(s => s.To).ToList();
-                if (receivers.Count != progress.Members.Count - 1 || receivers.Distinct().Count() != receivers.Count
-                    || receivers.Any(to => to == from || !progress.Members.Contains(to)) || round2.Shares.Any(s => s.Ciphertext.Length is not (DkgShareCipher.CiphertextLength or DkgShareCipher.LegacyCiphertextLength)))
-                    return "round two must carry one encrypted share (48 bytes: the share and its tag) for every other participant";
+                // One share for every other participant with a round one broadcast (and so an encryption key).
+                var receivers = round2.Shares.Select(s => s.To).Order().ToList();
+                if (!receivers.SequenceEqual(progress.Round1.Keys.Where(m => m != from).Order())
+                    || round2.Shares.Any(s => s.Ciphertext.Length is not (DkgShareCipher.CiphertextLength or DkgShareCipher.LegacyCiphertextLength)))
+                    return "round two must carry one encrypted share (48 bytes: the share and its tag) for every other participant with a round one broadcast";
                 return null;
             case DkgComplaintCommand complaint:
                 return Evidence(complaint, progress).Rejection;
+            case DkgSilenceCommand vote:
+                var stage = progress.Stage;
+                if (!progress.Members.Contains(vote.Accused) || vote.Accused == from)
+                    return "a silence vote names another participant";
+                if (progress.Disqualified.ContainsKey(vote.Accused))
+                    return $"member {vote.Accused} is already disqualified";
+                if (vote.Stage != stage)
+                    return $"the vote is for stage {vote.Stage}, but the key generation is at {stage}";
+                if (!progress.Owes(vote.Accused))
+                    return $"member {vote.Accused} has done its part of {stage}";
+                if (progress.Owes(from))
+                    return $"member {from} has not done its own part of {stage}";
+                return progress.Votes.TryGetValue(vote.Accused, out var voters) && voters.Contains(from) ? $"member {from} already voted member {vote.Accused} silent" : null;
             case DkgConfirmCommand confirm:
                 if (!progress.Round2Complete)
                     return "round two is not complete";
@@ -204,17 +225,30 @@ public sealed class DkgLedger
                 break;
             case DkgRound1Command round1:
                 progress!.Round1[round1.From] = round1;
+                progress.Votes.Remove(round1.From);
                 if (progress.Round1Complete)
                     progress.DeriveGroup();
                 break;
             case DkgRound2Command round2:
                 progress!.Round2[round2.From] = round2;
+                progress.Votes.Remove(round2.From);
                 break;
             case DkgComplaintCommand complaint:
-                Disqualify(progress!, complaint, effects);
+                var (_, culprit, why) = Evidence(complaint, progress!);
+                Disqualify(progress!, culprit, why, $"member {complaint.From} accused member {complaint.Accused}", effects);
+                break;
+            case DkgSilenceCommand vote:
+                if (!progress!.Votes.TryGetValue(vote.Accused, out var voters))
+                    progress.Votes[vote.Accused] = voters = [];
+                voters.Add(vote.From);
+                // t votes (fewer than t members can never silence an honest one), or every other qualified member when
+                // fewer remain (then the attempt fails: nothing better is possible without the silent one).
+                if (voters.Count >= Math.Max(1, Math.Min(progress.Threshold, progress.Qualified.Count - 1)))
+                    Disqualify(progress, vote.Accused, $"silent at {vote.Stage}: members {string.Join(", ", voters.Order())} voted", $"member {vote.Accused} stayed silent", effects);
                 break;
             case DkgConfirmCommand confirm:
                 progress!.Confirmed.Add(confirm.From);
+                progress.Votes.Remove(confirm.From);
                 var qualified = progress.Qualified;
                 if (qualified.All(progress.Confirmed.Contains))
                 {
@@ -314,13 +348,13 @@ public sealed class DkgLedger
             : (null, accused, $"its share for member {from} does not match its commitment");
     }
 
-    private static void Disqualify(Progress progress, DkgComplaintCommand complaint, LedgerEffects effects)
+    private static void Disqualify(Progress progress, int culprit, string why, string cause, LedgerEffects effects)
     {
-        var (_, culprit, why) = Evidence(complaint, progress);
         progress.Disqualified[culprit] = why;
-        // Confirmations were of the group key before this; the qualified set has a new one.
+        // Confirmations were of the group key before this; the qualified set has a new one. Votes start over.
         progress.Confirmed.Clear();
-        var prefix = $"key generation for epoch {progress.Epoch} attempt {progress.Attempt}: member {complaint.From} accused member {complaint.Accused}; member {culprit} is disqualified ({why})";
+        progress.Votes.Clear();
+        var prefix = $"key generation for epoch {progress.Epoch} attempt {progress.Attempt}: {cause}; member {culprit} is disqualified ({why})";
         var qualified = progress.Qualified;
         if (qualified.Count < progress.Threshold)
         {
@@ -329,8 +363,24 @@ public sealed class DkgLedger
             return;
         }
 
-        progress.DeriveGroup();
+        if (progress.Round1Complete)
+            progress.DeriveGroup();
         effects.DkgEvent = $"{prefix}; it goes on with members {string.Join(", ", qualified)}";
+    }
+
+    /// <summary>True when <paramref name="member"/> has not yet done its part of <paramref name="stage"/>.</summary>
+    public static bool Owes(string stage, int member, IReadOnlyDictionary<int, DkgRound1Command> round1, IReadOnlyDictionary<int, DkgRound2Command> round2, IReadOnlySet<int> confirmed)
+    {
+        ArgumentNullException.ThrowIfNull(round1);
+        ArgumentNullException.ThrowIfNull(round2);
+        ArgumentNullException.ThrowIfNull(confirmed);
+        return stage switch
+        {
+            "round1" => !round1.ContainsKey(member),
+            "round2" => !round2.ContainsKey(member),
+            "confirm" => !confirmed.Contains(member),
+            _ => false,
+        };
     }
 
     private static List<ECPoint> Points(IReadOnlyList<byte[]> encoded) => [.. encoded.Select(p => Secp256k1.DeserializeElement(p))];
@@ -359,9 +409,16 @@ public sealed class DkgLedger
 
         public Dictionary<int, string> Disqualified { get; } = [];
 
+        // Silence votes by accused: who voted it silent at the current stage.
+        public Dictionary<int, HashSet<int>> Votes { get; } = [];
+
         public List<int> Qualified => [.. Members.Where(m => !Disqualified.ContainsKey(m))];
 
-        public bool Round1Complete => Round1.Count == Members.Count;
+        public bool Round1Complete => Members.All(m => Disqualified.ContainsKey(m) || Round1.ContainsKey(m));
+
+        public string Stage => Failure is not null ? "failed" : !Round1Complete ? "round1" : !Round2Complete ? "round2" : "confirm";
+
+        public bool Owes(int member) => !Disqualified.ContainsKey(member) && DkgLedger.Owes(Stage, member, Round1, Round2, Confirmed);
 
         public bool Round2Complete => Members.All(m => Disqualified.ContainsKey(m) || Round2.ContainsKey(m));
 

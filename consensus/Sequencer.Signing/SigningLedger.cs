@@ -210,7 +210,7 @@ public sealed class SigningLedger
                 foreach (var signature in signatures.Signatures)
                     ApplyHeadSignature(signature, input, effects);
                 break;
-            case DkgStartCommand or DkgRound1Command or DkgRound2Command or DkgConfirmCommand or DkgComplaintCommand:
+            case DkgStartCommand or IDkgMessage:
                 if (dkg.Apply(command, CurrentKeyEpoch?.Epoch ?? 0, effects) is { } complete)
                     ApplyKeyEpoch(complete, input.Index, effects);
                 break;

@@ -142,13 +142,13 @@ public sealed class PedersenDkg
         return null;
     }
 
-    /// <summary>This participant's round two messages, one for every other participant (send each privately).</summary>
-    /// <exception cref="InvalidOperationException">Round one is not complete.</exception>
-    public IReadOnlyList<DkgRound2> Round2()
+    /// <summary>This participant's round two messages, one for every other participant in <paramref name="receivers"/> (null: all; send each privately).</summary>
+    /// <exception cref="InvalidOperationException">Round one is not complete among the receivers.</exception>
+    public IReadOnlyList<DkgRound2> Round2(IReadOnlyCollection<int>? receivers = null)
     {
-        RequireRound1Complete();
-        return [.. Enumerable.Range(1, participants).Where(l => l != identifier)
-            .Select(l => new DkgRound2(identifier, l, TrustedDealer.Evaluate(coefficients, BigInteger.ValueOf(l))))];
+        var to = (receivers ?? [.. Enumerable.Range(1, participants)]).Where(l => l != identifier).Order().ToList();
+        RequireRound1Complete(to);
+        return [.. to.Select(l => new DkgRound2(identifier, l, TrustedDealer.Evaluate(coefficients, BigInteger.ValueOf(l))))];
     }
 
     /// <summary>
@@ -160,10 +160,10 @@ public sealed class PedersenDkg
     public (KeyShare? Share, GroupKey? Group, IReadOnlyList<DkgComplaint> Complaints) Finish(IReadOnlyList<DkgRound2> received, IReadOnlyCollection<int>? qualified = null)
     {
         ArgumentNullException.ThrowIfNull(received);
-        RequireRound1Complete();
         var dealers = qualified is null ? [.. Enumerable.Range(1, participants)] : qualified.Order().ToList();
         if (!dealers.Contains(identifier) || dealers.Count < threshold || dealers.Any(d => d < 1 || d > participants))
             throw new ArgumentException($"the qualified dealers must include participant {identifier}, be at least {threshold} and lie in 1..{participants}", nameof(qualified));
+        RequireRound1Complete(dealers);
         var complaints = new List<DkgComplaint>();
         var sum = TrustedDealer.Evaluate(coefficients, BigInteger.ValueOf(identifier));
         foreach (var sender in dealers.Where(l => l != identifier))
@@ -203,9 +203,9 @@ public sealed class PedersenDkg
 
     private DkgRound1 Round1Self() => new(identifier, [.. coefficients.Select(Secp256k1.BaseMultiply)], Secp256k1.Identity, BigInteger.Zero);
 
-    private void RequireRound1Complete()
+    private void RequireRound1Complete(IEnumerable<int> needed)
     {
-        var missing = Enumerable.Range(1, participants).Where(l => l != identifier && !round1.ContainsKey(l)).ToList();
+        var missing = needed.Where(l => l != identifier && !round1.ContainsKey(l)).ToList();
         if (missing.Count > 0)
             throw new InvalidOperationException($"round one is missing participants {string.Join(", ", missing)}");
     }

@@ -379,7 +379,7 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
         var (body, command) = (entry.Body.Bytes!, entry.Command);
         var dkgRoute = context.Request.Path.Value == LeaderChannel.DkgRoute;
         var expected = dkgRoute
-            ? command is DkgStartCommand or DkgRound1Command or DkgRound2Command or DkgConfirmCommand or DkgComplaintCommand
+            ? command is DkgStartCommand or IDkgMessage
             : command is NonceCommitmentsCommand;
         if (!expected)
         {
@@ -391,10 +391,7 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
         int? claimed = command switch
         {
             NonceCommitmentsCommand c => c.SignerId,
-            DkgRound1Command c => c.From,
-            DkgRound2Command c => c.From,
-            DkgConfirmCommand c => c.From,
-            DkgComplaintCommand c => c.From,
+            IDkgMessage c => c.From,
             _ => null,
         };
         if (claimed is { } sender && Security.InternalCaller.Refusal(context, sender, options.CertificatesDirectory is not null) is { } impersonation)

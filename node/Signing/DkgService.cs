@@ -41,6 +41,7 @@ public sealed partial class DkgService : IAsyncDisposable
     private readonly ILogger logger;
     private readonly CancellationTokenSource stopping = new();
     private readonly Dictionary<string, DateTime> sent = [];
+    private readonly Dictionary<string, DateTime> waitingSince = [];
     private BackgroundLoop? loop;
     private TaskCompletionSource wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int? requestedThreshold;
@@ -175,6 +176,10 @@ public sealed partial class DkgService : IAsyncDisposable
             return;
         }
 
+        if (SilentAt(me, dkg.Stage))
+            return;
+        await VoteOnSilenceAsync(dkg, token).ConfigureAwait(false);
+
         var secrets = LoadOrCreateSecrets(dkg.Epoch, dkg.Attempt, create: !dkg.Round1.ContainsKey(me));
         if (secrets is null)
         {
@@ -212,7 +217,7 @@ public sealed partial class DkgService : IAsyncDisposable
 
         if (!dkg.Round2.ContainsKey(me))
         {
-            var shares = session.Round2().Select(share => new DkgEncryptedShare
+            var shares = session.Round2([.. dkg.Round1.Keys]).Select(share => new DkgEncryptedShare
             {
                 To = share.To,
                 Ciphertext = DkgShareCipher.Encrypt(Dealt(me, share), secrets.EncryptionSecret, Secp256k1.DeserializeElement(dkg.Round1[share.To].EncryptionKey), dkg.Context, me, share.To),
@@ -272,6 +277,49 @@ public sealed partial class DkgService : IAsyncDisposable
             Proof = SignerProof.Sign(DkgLedger.ConfirmProofDomain, confirm.ProofPayload(), keyShare.Secret),
         };
         await SendOnceAsync(confirmKey, confirm, token).ConfigureAwait(false);
+    }
+
+    // A member that has not done its part of the current stage for the silence limit (while this node has done its
+    // own) gets this node's vote; t votes disqualify it. The wait starts again after every disqualification.
+    private async Task VoteOnSilenceAsync(DkgView dkg, CancellationToken token)
+    {
+        var me = options.NodeId;
+        var stage = dkg.Stage;
+        if (!DkgLedger.Stages.Contains(stage) || dkg.Owes(me))
+            return;
+        var now = DateTime.UtcNow;
+        foreach (var member in dkg.Qualified.Where(m => m != me && dkg.Owes(m)))
+        {
+            var key = $"silence-{dkg.Attempt}-{stage}-{dkg.Disqualified.Count}-{member}";
+            if (!waitingSince.TryGetValue(key, out var since))
+            {
+                if (waitingSince.Count >= 4096)
+                    waitingSince.Clear();
+                waitingSince[key] = now;
+                continue;
+            }
+
+            if (now - since < TimeSpan.FromMilliseconds(options.Limits.DkgSilenceMs))
+                continue;
+            if (!sent.ContainsKey(key))
+                LogSilence(logger, dkg.Epoch, dkg.Attempt, member, stage, options.Limits.DkgSilenceMs);
+            await SendOnceAsync(key, new DkgSilenceCommand { Epoch = dkg.Epoch, Attempt = dkg.Attempt, From = me, Accused = member, Stage = stage }, token).ConfigureAwait(false);
+        }
+    }
+
+    // Test builds (dkg-silent): this node says nothing from that stage on.
+    private static bool SilentAt(int me, string stage)
+    {
+#if SEQUENCER_TEST_FAULTS
+        if (Sequencer.Core.TestFaults.DkgSilent is { } silent && silent.From == me)
+        {
+            var from = DkgLedger.Stages.ToList().IndexOf(silent.Stage);
+            var now = DkgLedger.Stages.ToList().IndexOf(stage);
+            return from >= 0 && now >= from;
+        }
+#endif
+        _ = (me, stage);
+        return false;
     }
 
     // The share this node deals to share.To: f(To), or (test builds, dkg-bad-share) a wrong one.
@@ -499,6 +547,9 @@ public sealed partial class DkgService : IAsyncDisposable
 
     [LoggerMessage(EventId = 145, Level = LogLevel.Warning, Message = "Key epoch {Epoch} is in force without node {Id}, which the DKG disqualified: it verifies only")]
     private static partial void LogDisqualified(ILogger logger, ulong epoch, int id);
+
+    [LoggerMessage(EventId = 146, Level = LogLevel.Warning, Message = "Key generation for epoch {Epoch} (attempt {Attempt}): member {Member} has said nothing at {Stage} for {SilenceMs} ms; this node votes it silent")]
+    private static partial void LogSilence(ILogger logger, ulong epoch, int attempt, int member, string stage, int silenceMs);
 
     [LoggerMessage(EventId = 144, Level = LogLevel.Warning, Message = "{Message}")]
     private static partial void LogReport(ILogger logger, string message);

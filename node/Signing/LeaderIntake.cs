@@ -56,7 +56,7 @@ public sealed class LeaderIntake(RaftHost raft, int maxConcurrent = 8) : IDispos
                 return SignerProof.Verify(SigningLedger.NonceCommitmentsProofDomain, commitments.ProofPayload(), commitments.Proof, publicShare)
                     ? null
                     : $"the entry is not signed by signer {commitments.SignerId}'s key share";
-            case DkgStartCommand or DkgRound1Command or DkgRound2Command or DkgConfirmCommand or DkgComplaintCommand:
+            case DkgStartCommand or IDkgMessage:
                 return raft.State.DkgRejection(command);
             default:
                 return $"a {command.GetType().Name} is not taken from other nodes";

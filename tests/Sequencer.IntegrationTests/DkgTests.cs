@@ -98,11 +98,14 @@ public sealed class DkgTests
     [Theory]
     [InlineData("dkg-bad-share=3:1", "does not match its commitment")]
     [InlineData("dkg-false-complaint=3:1", "of a share that opens and matches")]
-    public async Task AMemberThatDealsABadShareOrLiesInAComplaint_IsDisqualified_AndTheDkgCompletesWithTheOthers_WhoSign(string fault, string verdict)
+    [InlineData("dkg-silent=3:round2", "silent at round2: members 1, 2 voted")]
+    public async Task AMemberThatDealsABadShareLiesInAComplaintOrStaysSilent_IsDisqualified_AndTheDkgCompletesWithTheOthers_WhoSign(string fault, string verdict)
     {
-        // Issue 9: one member could fail every attempt (a complaint without evidence) and so veto keys it disliked.
-        // Node 3 misbehaves (the TestFaults build): the complaint's evidence convicts it, and members 1 and 2 make the key.
-        await using var test = await TestCluster.StartAsync("dkg-liar", extraArguments: ["--dkg-threshold", "2", "--test-fault", fault], binary: TestCluster.TestFaultsBinary());
+        // Issue 9: one member could fail every attempt (a complaint without evidence) and so veto keys it disliked, or
+        // stall the key generation by saying nothing. Node 3 misbehaves (the TestFaults build): the complaint's
+        // evidence, or the others' silence votes (after 2 s here), disqualify it, and members 1 and 2 make the key.
+        await using var test = await TestCluster.StartAsync("dkg-liar", extraArguments: ["--dkg-threshold", "2", "--test-fault", fault, "--limit", "dkgSilenceMs=2000"],
+            binary: TestCluster.TestFaultsBinary());
 
         var keys = new List<Sequencer.Client.KeyEpochDto>();
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(40);

@@ -56,7 +56,8 @@ public sealed class DecoderFuzzTests
         LogCommandCodec.Encode(new DkgRound1Command { Epoch = 1, Attempt = 1, From = 2, Commitment = [R(random, 33), R(random, 33)], ProofR = R(random, 33), ProofMu = R(random, 32), EncryptionKey = R(random, 33) }),
         LogCommandCodec.Encode(new DkgRound2Command { Epoch = 1, Attempt = 1, From = 3, Shares = [new DkgEncryptedShare { To = 1, Ciphertext = R(random, 48) }, new DkgEncryptedShare { To = 2, Ciphertext = R(random, 48) }] }),
         LogCommandCodec.Encode(new DkgConfirmCommand { Epoch = 1, Attempt = 1, From = 1, GroupKey = R(random, 33), Proof = R(random, 65) }),
-        LogCommandCodec.Encode(new DkgComplaintCommand { Epoch = 1, Attempt = 1, From = 1, Accused = 2, Reason = "bad share" }),
+        LogCommandCodec.Encode(new DkgComplaintCommand { Epoch = 1, Attempt = 1, From = 1, Accused = 2, Reason = "bad share", SharedPoint = new byte[33], Proof = new byte[64] }),
+        LogCommandCodec.Encode(new DkgSilenceCommand { Epoch = 1, Attempt = 1, From = 1, Accused = 2, Stage = "round2" }),
     ];
 
     internal static byte[] Mutate(Random random, byte[] seed)
@@ -108,7 +109,7 @@ public sealed class DecoderFuzzTests
             decoded++;
 
             // What the leader's intake does with an internal entry: check it as apply would, and propose it if taken.
-            if (command is DkgStartCommand or DkgRound1Command or DkgRound2Command or DkgConfirmCommand or DkgComplaintCommand or NonceCommitmentsCommand)
+            if (command is DkgStartCommand or IDkgMessage or NonceCommitmentsCommand)
             {
                 if (state.DkgRejection(command) is not null)
                 {

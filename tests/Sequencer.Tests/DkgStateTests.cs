@@ -416,6 +416,97 @@ public sealed class DkgStateTests
     }
 
     [Fact]
+    public async Task AMemberSilentPastTheLimit_IsDisqualifiedByTVotes_AndTheOthersMakeTheKey()
+    {
+        using var store = new InMemoryBatchStore();
+        await using var state = Open(store);
+        await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
+        var context = DkgLedger.Context(ChainId, 1, 1);
+        var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 2, 3, context)).ToList();
+        DkgSilenceCommand Vote(int from, int accused, string stage = "round1") => new() { Epoch = 1, Attempt = 1, From = from, Accused = accused, Stage = stage };
+
+        // Members 1 and 2 send round one; member 3 says nothing.
+        var round1 = people.Take(2).Select(p => p.Round1(1, 1)).ToList();
+        foreach (var message in round1)
+            await ApplyAsync(state, message);
+
+        // Votes that prove nothing are refused: another stage, against a member that did its part, or twice by the same
+        // voter.
+        Assert.Contains("stage round2", state.DkgRejection(Vote(1, 3, "round2")), StringComparison.Ordinal);
+        Assert.Contains("has done its part", state.DkgRejection(Vote(1, 2)), StringComparison.Ordinal);
+        await ApplyAsync(state, Vote(1, 3));
+        Assert.Contains("already voted", state.DkgRejection(Vote(1, 3)), StringComparison.Ordinal);
+        Assert.Empty(state.Dkg!.Disqualified);
+
+        // One vote is not enough (t = 2); the second disqualifies member 3, and round one is complete without it.
+        await ApplyAsync(state, Vote(2, 3));
+        var view = state.Dkg!;
+        Assert.Equal([3], view.Disqualified.Keys);
+        Assert.Contains("silent at round1: members 1, 2 voted", view.Disqualified[3], StringComparison.Ordinal);
+        Assert.Equal("round2", view.Stage);
+        Assert.Contains("disqualified", state.DkgRejection(people[2].Round1(1, 1)), StringComparison.Ordinal);
+
+        // Round two goes only to members with a round one broadcast; one for member 3 as well is refused.
+        foreach (var p in people.Take(2))
+            Assert.Null(p.Dkg.Receive(Decode(round1.Single(m => m.From != p.Id))));
+        var round2 = people.Take(2).Select(p => new DkgRound2Command
+        {
+            Epoch = 1,
+            Attempt = 1,
+            From = p.Id,
+            Shares = [.. p.Dkg.Round2([1, 2]).Select(s => new DkgEncryptedShare
+            {
+                To = s.To,
+                Ciphertext = DkgShareCipher.Encrypt(s.Share, p.EncryptionSecret, Secp256k1.DeserializeElement(round1[s.To - 1].EncryptionKey), context, p.Id, s.To),
+            })],
+        }).ToList();
+        var padded = new DkgRound2Command { Epoch = 1, Attempt = 1, From = 1, Shares = [.. round2[0].Shares, new DkgEncryptedShare { To = 3, Ciphertext = round2[0].Shares[0].Ciphertext }] };
+        Assert.Contains("every other participant with a round one broadcast", state.DkgRejection(padded), StringComparison.Ordinal);
+        foreach (var message in round2)
+            await ApplyAsync(state, message);
+
+        var shares = new List<KeyShare>();
+        GroupKey? group = null;
+        foreach (var p in people.Take(2))
+        {
+            var m = round2.Single(r => r.From != p.Id);
+            var share = DkgShareCipher.Decrypt(m.Shares.Single(s => s.To == p.Id).Ciphertext, p.EncryptionSecret, Secp256k1.DeserializeElement(round1[m.From - 1].EncryptionKey), context, m.From, p.Id)!;
+            var (keyShare, g, complaints) = p.Dkg.Finish([new DkgRound2(m.From, p.Id, share)], [1, 2]);
+            Assert.Empty(complaints);
+            shares.Add(keyShare!);
+            group = g;
+        }
+
+        foreach (var share in shares)
+            await ApplyAsync(state, Confirm(share, group!));
+        Assert.Null(state.Dkg);
+        Assert.Equal([1, 2], state.CurrentKeyEpoch!.Group.VerificationShares.Keys.Order());
+        AssertSigns(shares, state.CurrentKeyEpoch.Group, 2);
+    }
+
+    [Fact]
+    public async Task ASilenceVoteLapses_WhenTheMemberSpeaks()
+    {
+        using var store = new InMemoryBatchStore();
+        await using var state = Open(store);
+        await ApplyAsync(state, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
+        var context = DkgLedger.Context(ChainId, 1, 1);
+        var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 2, 3, context)).ToList();
+        await ApplyAsync(state, people[0].Round1(1, 1));
+
+        // A member that has not done its own part cannot vote another silent.
+        Assert.Contains("not done its own part", state.DkgRejection(new DkgSilenceCommand { Epoch = 1, Attempt = 1, From = 2, Accused = 3, Stage = "round1" }), StringComparison.Ordinal);
+        await ApplyAsync(state, people[1].Round1(1, 1));
+        await ApplyAsync(state, new DkgSilenceCommand { Epoch = 1, Attempt = 1, From = 1, Accused = 3, Stage = "round1" });
+
+        // Member 3 was only slow: its round one lands, and an old vote cannot combine with a later one against it.
+        await ApplyAsync(state, people[2].Round1(1, 1));
+        Assert.Equal("round2", state.Dkg!.Stage);
+        Assert.NotNull(state.DkgRejection(new DkgSilenceCommand { Epoch = 1, Attempt = 1, From = 2, Accused = 3, Stage = "round1" }));
+        Assert.Empty(state.Dkg.Disqualified);
+    }
+
+    [Fact]
     public void DleqProof_VerifiesForTheTruePointOnly_AndIsBoundToItsContext()
     {
         var x = Secp256k1.RandomScalar();

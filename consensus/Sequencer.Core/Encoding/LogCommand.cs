@@ -20,6 +20,7 @@ namespace Sequencer.Core.Encoding;
 [Union(8, typeof(DkgRound2Command))]
 [Union(9, typeof(DkgConfirmCommand))]
 [Union(10, typeof(DkgComplaintCommand))]
+[Union(11, typeof(DkgSilenceCommand))]
 public interface ILogCommand;
 
 /// <summary>
@@ -402,4 +403,38 @@ public sealed class DkgComplaintCommand : IDkgMessage
     {
         Epoch = Epoch, Attempt = Attempt, From = From, Accused = Accused, Reason = Reason, Identity = identity, SharedPoint = SharedPoint, Proof = Proof,
     };
+}
+
+/// <summary>
+/// A participant's vote that another has stayed silent at the current stage of the key generation (no round one, no
+/// round two, or no confirmation) for longer than its silence limit. When enough qualified participants vote (t, or
+/// all the others when fewer remain), the silent one is disqualified and the key generation goes on without it: one
+/// member can no longer stall it by saying nothing.
+/// </summary>
+[MessagePackObject]
+public sealed class DkgSilenceCommand : IDkgMessage
+{
+    /// <summary>The key epoch.</summary>
+    [Key(0)] public ulong Epoch { get; init; }
+
+    /// <summary>The attempt.</summary>
+    [Key(1)] public int Attempt { get; init; }
+
+    /// <summary>The voter.</summary>
+    [Key(2)] public int From { get; init; }
+
+    /// <summary>The participant that stays silent.</summary>
+    [Key(3)] public int Accused { get; init; }
+
+    /// <summary>The stage it is silent at: round1, round2 or confirm (a vote for another stage than the current is refused).</summary>
+    [Key(4)] public string Stage { get; init; } = string.Empty;
+
+    /// <summary>
+    /// The sender's signature by its identity key (ECDSA P-256, r||s) over <c>DkgIdentity.Payload</c> of this message
+    /// with this field empty; empty on a cluster without identities. Every node checks it at apply.
+    /// </summary>
+    [Key(5)] public byte[] Identity { get; init; } = [];
+
+    /// <inheritdoc/>
+    public IDkgMessage WithIdentity(byte[] identity) => new DkgSilenceCommand { Epoch = Epoch, Attempt = Attempt, From = From, Accused = Accused, Stage = Stage, Identity = identity };
 }

@@ -82,6 +82,7 @@ public static class LogCommandCodec
         DkgRound2Command c => c.Shares is null || c.Shares.Any(x => x?.Ciphertext is null) ? "encrypted share" : null,
         DkgConfirmCommand c => c.GroupKey is null ? "group key" : c.Proof is null ? "proof" : null,
         DkgComplaintCommand c => c.Reason is null ? "reason" : c.SharedPoint is null || c.Proof is null ? "complaint evidence" : null,
+        DkgSilenceCommand c => c.Stage is null ? "stage" : null,
         _ => null,
     };
 
