@@ -196,6 +196,21 @@ public static partial class NodeRunner
         using var channel = new LeaderChannel(raft, coordinator, intake, identity);
         await using var signers = new SignerHost(options, raft.State, channel, metrics, loggerFactory, loops);
         await using var dkg = new DkgService(options, raft, channel, signers.Start, keys is not null, loggerFactory.CreateLogger<DkgService>(), identity);
+        L1.L1Service? l1 = null;
+        if (options.L1 is { } l1Options)
+        {
+            try
+            {
+                l1 = new L1.L1Service(l1Options, raft, metrics, time, loggerFactory.CreateLogger<L1.L1Service>(), L1.L1Service.LoadKey(l1Options));
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+            {
+                await Console.Error.WriteLineAsync("invalid configuration: " + e.Message).ConfigureAwait(false);
+                return ConfigurationExitCode;
+            }
+        }
+
+        await using var l1Scope = l1 is null ? null : (IAsyncDisposable)l1;
 
         // With a key (files or a DKG at boot) no batch is ordered before the key epoch, so every batch is signed.
         if (keys is not null || options.DkgThreshold is not null)
@@ -295,7 +310,7 @@ public static partial class NodeRunner
         });
         var barrier = new ReadBarrier(options, raft, forwarder);
         barrier.Map(app);
-        new SequencerApi(options, raft, submits, forwarder, metrics, time, loops, barrier, requestBudget).Map(app);
+        new SequencerApi(options, raft, submits, forwarder, metrics, time, loops, barrier, requestBudget, l1).Map(app);
         new AdminApi(options, time, requestBudget).Map(app);
         new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake, requestBudget, throttledLogs.CreateLogger(typeof(SigningApi).FullName!)).Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
@@ -316,6 +331,7 @@ public static partial class NodeRunner
         if (keys?.Share is not null)
             signers.Start(keys.Share, keys.Group, keys.Bootstrap.Epoch);
         dkg.Start(loops);
+        l1?.Start(loops);
         LogListening(logger, options.NodeId, options.Api, options.Raft);
 
         var logWatch = WatchLogAsync(raft, Fatal, fatalStop.Token);

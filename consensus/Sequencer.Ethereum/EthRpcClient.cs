@@ -195,6 +195,10 @@ public sealed class EthRpcClient : IDisposable
     public async Task<BigInteger> GetBalanceAsync(Address address, CancellationToken token = default)
         => EthHex.ToQuantity(Text(await RequestAsync("eth_getBalance", [JsonValue.Create(Require(address).ToString()), JsonValue.Create("latest")], token).ConfigureAwait(false)));
 
+    /// <summary>eth_getCode at latest: the account's code (empty for an account without).</summary>
+    public async Task<byte[]> GetCodeAsync(Address address, CancellationToken token = default)
+        => EthHex.ToBytes(Text(await RequestAsync("eth_getCode", [JsonValue.Create(Require(address).ToString()), JsonValue.Create("latest")], token).ConfigureAwait(false)));
+
     /// <summary>eth_gasPrice.</summary>
     public async Task<BigInteger> GasPriceAsync(CancellationToken token = default) => EthHex.ToQuantity(Text(await RequestAsync("eth_gasPrice", [], token).ConfigureAwait(false)));
 

@@ -446,7 +446,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
             // The signing ledger sees every entry that carries signing data, after the batch's header is in the chain
             // (an inline session signs that header).
-            if (command is not (null or BatchCommand { Session: null, Signatures: null or { Count: 0 } }))
+            if (command is L1ProgressCommand progress)
+                ApplyL1ProgressLocked(progress, index);
+            else if (command is not (null or BatchCommand { Session: null, Signatures: null or { Count: 0 } }))
                 (signing, coveredFrom) = ApplySigningLocked(command, index, stored?.Header);
 
             appliedIndex = index;

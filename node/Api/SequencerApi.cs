@@ -23,7 +23,7 @@ namespace Sequencer.Node.Api;
 /// until the submit timeout, after which it answers <c>outcome_unknown</c>.
 /// </summary>
 public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitService submits, LeaderForwarder forwarder, NodeMetrics metrics, TimeProvider time,
-    BackgroundLoops loops, ReadBarrier barrier, RequestBudget budget)
+    BackgroundLoops loops, ReadBarrier barrier, RequestBudget budget, L1.L1Service? l1 = null)
 {
     // Committed entries that have waited this long without any apply mean a stuck applier.
     private static readonly TimeSpan ApplyStalledAfter = TimeSpan.FromSeconds(5);
@@ -40,6 +40,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
         routes.MapGet("/v1/batches/latest", GetLatestBatchAsync);
         routes.MapGet("/v1/batches/{height}", GetBatchAsync);
         routes.MapGet("/v1/cluster", GetClusterAsync);
+        routes.MapGet("/v1/l1", GetL1Async);
         routes.MapGet("/health/live", LiveAsync);
         routes.MapGet("/health/ready", ReadyAsync);
     }
@@ -247,6 +248,50 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
         }).ConfigureAwait(false);
     }
 
+    // GET /v1/l1: the L1 as this node sees it (DESIGN section 10), and what the log last recorded of posting.
+    private Task GetL1Async(HttpContext context)
+    {
+        if (l1 is null)
+            return ApiResponses.WriteErrorAsync(context, 404, "no_l1", "this node is not configured to post to an L1 (--l1-rpc, --l1-contract)");
+        var status = l1.Status;
+        var progress = raft.State.L1Progress;
+        return ApiResponses.WriteJsonAsync(context, 200, writer =>
+        {
+            writer.WriteString("rpc", status.Rpc);
+            if (status.ChainId is { } chainId)
+                writer.WriteDecimal("chainId", chainId);
+            else
+                writer.WriteNull("chainId");
+            writer.WriteString("contract", status.Contract);
+            writer.WriteDecimal("postedHeight", status.PostedHeight);
+            writer.WriteDecimal("finalizedHeight", status.FinalizedHeight);
+            writer.WriteDecimal("latestBlock", status.LatestBlock);
+            writer.WriteDecimal("finalizedBlock", status.FinalizedBlock);
+            writer.WriteNumber("reorgs", status.Reorgs);
+            writer.WriteBoolean("posting", status.Posting);
+            writer.WriteNumber("postsByThisNode", status.Posts);
+            if (l1.PosterAddress is { } poster)
+                writer.WriteString("poster", poster.ToString());
+            if (status.LastError is null)
+                writer.WriteNull("lastError");
+            else
+                writer.WriteString("lastError", status.LastError);
+            if (progress is null)
+            {
+                writer.WriteNull("logProgress");
+            }
+            else
+            {
+                writer.WriteStartObject("logProgress");
+                writer.WriteDecimal("height", progress.Height);
+                writer.WriteHash("commitment", progress.Commitment);
+                writer.WriteString("txHash", Sequencer.Ethereum.EthHex.Bytes(progress.L1TxHash));
+                writer.WriteDecimal("blockNumber", progress.L1Block);
+                writer.WriteEndObject();
+            }
+        });
+    }
+
     private async Task GetTxAsync(HttpContext context, string hash)
     {
         if (!Hash32.TryParse(hash, out var txHash))
@@ -263,10 +308,14 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             var proof = MerkleTree.ComputeAuditPath(batch.TxHashes, position.Index);
             // Signed once a signed head covers the height (DESIGN section 5); its time is when the leader verified that head.
             var signature = raft.State.CoveringHead(position.Height);
+            // Posted once a head that covers it is in the contract (as this node saw on the L1), finalized once that
+            // block is final.
+            var (post, finalized) = signature is null || l1 is null ? (null, false) : l1.Covering(position.Height);
+            var level = signature is null ? "ordered" : finalized ? "finalized" : post is not null ? "posted" : "signed";
             await ApiResponses.WriteJsonAsync(context, 200, writer =>
             {
                 writer.WriteHash("hash", txHash);
-                writer.WriteString("level", signature is null ? "ordered" : "signed");
+                writer.WriteString("level", level);
                 writer.WriteDecimal("height", position.Height);
                 writer.WriteNumber("index", position.Index);
                 writer.WriteStartArray("proof");
@@ -283,7 +332,20 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
                 writer.WriteNumber("ordered", signature is null ? batch.OrderedAtMs : Math.Min(batch.OrderedAtMs, signature.SignedAtMs));
                 if (signature is not null)
                     writer.WriteNumber("signed", signature.SignedAtMs);
+                if (post is not null)
+                    writer.WriteNumber("posted", Math.Max(post.SeenAtMs, signature!.SignedAtMs));
+                if (post is { FinalizedAtMs: > 0 } && finalized)
+                    writer.WriteNumber("finalized", Math.Max(post.FinalizedAtMs, post.SeenAtMs));
                 writer.WriteEndObject();
+                if (post is not null)
+                {
+                    writer.WriteStartObject("l1");
+                    writer.WriteDecimal("head", post.Height);
+                    writer.WriteString("txHash", Sequencer.Ethereum.EthHex.Bytes(post.TxHash));
+                    writer.WriteDecimal("blockNumber", post.Block);
+                    writer.WriteBoolean("finalized", finalized);
+                    writer.WriteEndObject();
+                }
             }).ConfigureAwait(false);
             return;
         }

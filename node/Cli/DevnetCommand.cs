@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
 using Sequencer.Client.Local;
+using Sequencer.Ethereum;
+using Sequencer.L1;
 using Sequencer.Threshold;
 
 namespace Sequencer.Node.Cli;
@@ -20,6 +22,20 @@ public static class DevnetCommand
     private static readonly Option<bool> QuietOption = new("--quiet") { Description = "Do not echo the nodes' logs." };
     private static readonly Option<bool> NoSigningOption = new("--no-signing") { Description = "Order without threshold signatures (no key files)." };
     private static readonly Option<int?> ThresholdOption = new("--threshold") { Description = "t of the key made on the first start (default: a majority of the nodes)." };
+    private static readonly Option<string> L1Option = new("--l1")
+    {
+        Description = "The L1 that signed heads are posted to: anvil (a local anvil on --l1-port, the contract deployed once the key is in force) or none.",
+        DefaultValueFactory = _ => "anvil",
+    };
+
+    private static readonly Option<int> L1PortOption = new("--l1-port") { Description = "The local anvil's port.", DefaultValueFactory = _ => 8545 };
+    private static readonly Option<int> L1BlockTimeOption = new("--l1-block-time") { Description = "Seconds between the local anvil's blocks.", DefaultValueFactory = _ => 1 };
+
+    // anvil's second default account deploys the contract (so its address is known before it exists: nonce 0); the
+    // first posts. Both are funded in every anvil and public knowledge: local use only.
+    private const string DeployerKey = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+    private const int FinalityDepth = 2;
+
     private static readonly Option<string> KeyGenerationOption = new("--keygen")
     {
         Description = "How the first start makes the key: dkg (the nodes run a Pedersen DKG among themselves; nobody holds the group secret) or dealer (a trusted dealer writes every share, development only).",
@@ -32,6 +48,7 @@ public static class DevnetCommand
         var command = new Command("devnet", "Run a local cluster of node processes (make run).")
         {
             NodesOption, DataOption, ApiPortOption, RaftPortOption, ChainIdOption, FreshOption, QuietOption, NoSigningOption, ThresholdOption, KeyGenerationOption,
+            L1Option, L1PortOption, L1BlockTimeOption,
         };
         command.SetAction(async (result, token) =>
         {
@@ -86,6 +103,38 @@ public static class DevnetCommand
                 }
             }
 
+            // The local L1: anvil, with the contract's address fixed in advance (the deployer's first creation), so the
+            // nodes watch it from the start and post as soon as it is deployed (once the key epoch is in force).
+            LocalAnvil? anvil = null;
+            Address? inbox = null;
+            var useL1 = result.GetValue(L1Option) == "anvil" && !result.GetValue(NoSigningOption);
+            if (result.GetValue(L1Option) is not ("anvil" or "none"))
+            {
+                Echo("devnet: --l1 is anvil or none");
+                return 2;
+            }
+
+            if (useL1)
+            {
+                try
+                {
+                    anvil = await LocalAnvil.StartAsync(Path.Combine(data, "anvil.log"), result.GetValue(L1PortOption), blockTimeSeconds: result.GetValue(L1BlockTimeOption), token: token).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is FileNotFoundException or InvalidOperationException or TimeoutException or System.ComponentModel.Win32Exception)
+                {
+                    Echo($"devnet: the local L1 (anvil on port {result.GetValue(L1PortOption)}) did not start: {e.Message}; use --l1 none to run without it");
+                    return 1;
+                }
+
+                inbox = Address.ForContract(EthKey.FromHex(DeployerKey).Address, 0);
+                var posterKey = Path.Combine(data, "l1", "poster.key");
+                Directory.CreateDirectory(Path.GetDirectoryName(posterKey)!);
+                Sequencer.Core.Storage.DurableFiles.WriteAllText(posterKey, LocalAnvil.DefaultKey, secret: true);
+                extra = [.. extra, "--l1-rpc", anvil.Rpc.ToString(), "--l1-contract", inbox.ToString(), "--l1-key-file", posterKey,
+                    "--l1-finality-depth", FinalityDepth.ToString(CultureInfo.InvariantCulture)];
+            }
+
+            await using var anvilScope = anvil;
             var binary = NodeBinary.At(Path.Combine(AppContext.BaseDirectory, "sequencer-node.dll"));
             await using var cluster = LocalCluster.Create(new LocalClusterOptions
             {
@@ -124,7 +173,12 @@ public static class DevnetCommand
             if (cluster.Options.MutualTls)
                 Echo($"devnet: Raft and the internal listeners are mutual TLS with the consortium certificates in {Path.Combine(data, "certs")} (sequencer-node certs)");
             if (!result.GetValue(NoSigningOption))
-                await ReportKeyAsync(cluster, Echo, token).ConfigureAwait(false);
+            {
+                var key = await ReportKeyAsync(cluster, Echo, token).ConfigureAwait(false);
+                if (anvil is not null && key is not null)
+                    await DeployAsync(anvil, inbox!, result.GetValue(ChainIdOption), key, Echo, token).ConfigureAwait(false);
+            }
+
             Echo($"devnet: try   curl -s -X POST {cluster.Node(1).Spec.Api}/v1/txs -H 'content-type: application/json' -d '{{\"tx\":\"0x01020304\"}}'");
             Echo("devnet: Ctrl-C stops every node");
             Echo(string.Empty);
@@ -161,8 +215,31 @@ public static class DevnetCommand
         return command;
     }
 
-    // Waits for key epoch 1 (a DKG takes a moment after the election) and prints it.
-    private static async Task ReportKeyAsync(LocalCluster cluster, Action<string> echo, CancellationToken token)
+    // Deploys the inbox with the cluster's group key, at the address the nodes were given.
+    private static async Task DeployAsync(LocalAnvil anvil, Address inbox, ulong chainId, Sequencer.Client.KeyEpochDto key, Action<string> echo, CancellationToken token)
+    {
+        using var rpc = new EthRpcClient(anvil.Rpc);
+        try
+        {
+            var sender = new EthSender(rpc, EthKey.FromHex(DeployerKey), anvil.ChainId);
+            var epoch = ulong.Parse(key.Epoch, CultureInfo.InvariantCulture);
+            var receipt = await sender.SendAsync(null, InboxContract.Deployment(chainId, epoch, EthHex.ToBytes(key.GroupKey)), TimeSpan.FromSeconds(30), token: token).ConfigureAwait(false);
+            if (!receipt.Success || receipt.ContractAddress is null || !receipt.ContractAddress.Equals(inbox))
+            {
+                echo($"devnet: deploying the inbox failed (status {receipt.Success}, address {receipt.ContractAddress}); the nodes will not post");
+                return;
+            }
+
+            echo($"devnet: L1 (anvil) at {anvil.Rpc}, chain id {anvil.ChainId}: inbox {inbox} deployed in block {receipt.BlockNumber} ({receipt.GasUsed} gas); the leader posts signed heads to it; a post is final {FinalityDepth} blocks deep (GET /v1/l1)");
+        }
+        catch (Exception e) when (e is HttpRequestException or EthRpcException or TimeoutException or FormatException)
+        {
+            echo($"devnet: deploying the inbox failed: {e.Message}; the nodes will not post");
+        }
+    }
+
+    // Waits for key epoch 1 (a DKG takes a moment after the election), prints it and returns it (null: none in time).
+    private static async Task<Sequencer.Client.KeyEpochDto?> ReportKeyAsync(LocalCluster cluster, Action<string> echo, CancellationToken token)
     {
         using var client = new Sequencer.Client.SequencerClient(new Uri(cluster.Node(1).Spec.Api), TimeSpan.FromSeconds(2));
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
@@ -173,7 +250,7 @@ public static class DevnetCommand
                 if ((await client.GetKeysAsync(token).ConfigureAwait(false)) is [var key, ..])
                 {
                     echo($"devnet: key epoch {key.Epoch} is in force: {key.Threshold} of {key.Members.Count} sign under group key {key.GroupKey}");
-                    return;
+                    return key;
                 }
             }
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException or Sequencer.Client.SequencerApiException)
@@ -187,10 +264,11 @@ public static class DevnetCommand
             }
             catch (OperationCanceledException)
             {
-                return;
+                return null;
             }
         }
 
         echo("devnet: no key epoch after 60 s; see GET /v1/signing (dkg) and the node logs");
+        return null;
     }
 }

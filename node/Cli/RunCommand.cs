@@ -33,6 +33,11 @@ public static class RunCommand
     private static readonly Option<string?> KeyShareOption = new("--key-share") { Description = "This node's secret key share file from keygen (mode 0600); the node then signs." };
     private static readonly Option<int?> DkgThresholdOption = new("--dkg-threshold") { Description = "Without key files: run a t-of-n Pedersen DKG among the members when the cluster boots without a key (members 1..n)." };
     private static readonly Option<string?> SignerFaultOption = new("--signer-fault") { Description = "Chaos: start as a Byzantine signer (wrong-shares or silent)." };
+    private static readonly Option<string?> L1RpcOption = new("--l1-rpc") { Description = "Post signed heads to the inbox contract on this L1 JSON-RPC endpoint (with --l1-contract)." };
+    private static readonly Option<string?> L1ContractOption = new("--l1-contract") { Description = "The inbox contract's address on the L1." };
+    private static readonly Option<string?> L1KeyFileOption = new("--l1-key-file") { Description = "The poster's funded L1 key (0x hex, owner-only); or SEQUENCER_L1_KEY. Without one the node only watches the L1." };
+    private static readonly Option<int?> L1FinalityOption = new("--l1-finality-depth") { Description = "Blocks below the latest at which a post counts as finalized (default: the L1's finalized tag)." };
+    private static readonly Option<ulong?> L1StartBlockOption = new("--l1-start-block") { Description = "The L1 block the contract was deployed in (events are scanned from there)." };
     private static readonly Option<bool> PrintConfigOption = new("--print-config") { Description = "Print the effective configuration as JSON and exit." };
 
     /// <summary>Builds the verb.</summary>
@@ -43,6 +48,7 @@ public static class RunCommand
             ConfigOption, IdOption, DataOption, RaftOption, RaftListenOption, ApiOption, ChainIdOption, MemberOption,
             ElectionOption, ClockSkewOption, LimitOption, RetainedOption, RetainedBytesOption, AdminTokenOption, ExitWithParentOption, PrintConfigOption,
             GroupKeyOption, KeyShareOption, SignerFaultOption, DkgThresholdOption, CertsOption,
+            L1RpcOption, L1ContractOption, L1KeyFileOption, L1FinalityOption, L1StartBlockOption,
         };
 #if SEQUENCER_TEST_FAULTS
         command.Options.Add(TestFaultOption);
@@ -128,6 +134,19 @@ public static class RunCommand
             options = options with { SignerFault = signerFault };
         if (result.GetValue(CertsOption) is { } certs)
             options = options with { CertificatesDirectory = certs };
+        if (result.GetValue(L1ContractOption) is { } contract)
+            options = options with { L1 = (options.L1 ?? new L1Options()) with { Contract = contract } };
+        if (result.GetValue(L1RpcOption) is { } rpc)
+            options = options with { L1 = (options.L1 ?? new L1Options()) with { Rpc = rpc } };
+        if (options.L1 is not null)
+        {
+            if (result.GetValue(L1KeyFileOption) is { } keyFile)
+                options = options with { L1 = options.L1 with { KeyFile = keyFile } };
+            if (result.GetValue(L1FinalityOption) is { } depth)
+                options = options with { L1 = options.L1 with { FinalityDepth = depth } };
+            if (result.GetValue(L1StartBlockOption) is { } startBlock)
+                options = options with { L1 = options.L1 with { StartBlock = startBlock } };
+        }
         if (result.GetValue(MemberOption) is { Length: > 0 } members)
             options = options with { Members = [.. members.Select(ParseMember)] };
         if (result.GetValue(ElectionOption) is { } election)

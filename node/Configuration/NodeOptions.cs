@@ -136,6 +136,9 @@ public sealed record NodeOptions
     /// <summary>A Byzantine-signer fault to start with: none, wrong-shares or silent (the chaos harness's fault).</summary>
     public string SignerFault { get; init; } = "none";
 
+    /// <summary>Posting signed heads to an L1 inbox contract, or null for none.</summary>
+    public L1Options? L1 { get; init; }
+
     /// <summary>Returns every problem, each as one sentence; empty when the configuration is usable.</summary>
     public IReadOnlyList<string> Validate()
     {
@@ -192,6 +195,8 @@ public sealed record NodeOptions
         Require(DkgThreshold is null || (DkgThreshold >= 1 && DkgThreshold <= Members.Count), $"the DKG threshold {DkgThreshold} must be in [1, {Members.Count}]");
         Require(DkgThreshold is null || Members.Select(m => m.Id).Order().SequenceEqual(Enumerable.Range(1, Members.Count)), "a DKG needs member ids 1..n");
         Require(ParseSignerFault(SignerFault) is not null, $"the signer fault \"{SignerFault}\" is not none, wrong-shares or silent");
+        if (L1 is not null)
+            errors.AddRange(L1.Validate());
         return errors;
     }
 

@@ -33,11 +33,31 @@ public sealed class NodeMetrics : IDisposable
         SessionsStarted = meter.CreateCounter<long>("sequencer.signing.sessions", "{session}", "Head signing sessions planned by this node as leader, by how they travel (inline in a batch entry, standalone).");
         BadShares = meter.CreateCounter<long>("sequencer.signing.bad_shares", "{share}", "Signature shares that failed verification, by signer.");
         SessionTimeouts = meter.CreateCounter<long>("sequencer.signing.timeouts", "{signer}", "Signers that did not answer a signing session in time, by signer.");
+        SignedToPosted = meter.CreateHistogram<double>("sequencer.l1.signed_to_posted", "ms", "Finality ladder, leader: time from a head's signature to the receipt of its L1 post.");
+        L1PostGas = meter.CreateHistogram<long>("sequencer.l1.post.gas", "{gas}", "Gas used by each L1 post.");
+        L1GasPerBatch = meter.CreateHistogram<double>("sequencer.l1.gas_per_batch", "{gas}", "Gas of each L1 post divided by the batches it newly covers.");
+        L1Reorgs = meter.CreateCounter<long>("sequencer.l1.reorgs", "{reorg}", "L1 reorgs that changed blocks this node had scanned.");
+        L1FeeBumps = meter.CreateCounter<long>("sequencer.l1.fee_bumps", "{bump}", "Fee bumps of unmined L1 posts.");
         NoncesPublished = meter.CreateCounter<long>("sequencer.signing.nonces_published", "{commitment}", "Nonce commitments this signer published.");
     }
 
     /// <summary>Ordered to signed, per batch.</summary>
     public Histogram<double> OrderedToSigned { get; }
+
+    /// <summary>Signed to posted, on the leader.</summary>
+    public Histogram<double> SignedToPosted { get; }
+
+    /// <summary>Gas per L1 post.</summary>
+    public Histogram<long> L1PostGas { get; }
+
+    /// <summary>Gas per newly covered batch.</summary>
+    public Histogram<double> L1GasPerBatch { get; }
+
+    /// <summary>L1 reorgs seen.</summary>
+    public Counter<long> L1Reorgs { get; }
+
+    /// <summary>L1 fee bumps.</summary>
+    public Counter<long> L1FeeBumps { get; }
 
     /// <summary>Share computation per SigningSessions entry.</summary>
     public Histogram<double> ShareDuration { get; }

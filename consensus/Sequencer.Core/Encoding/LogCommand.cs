@@ -7,13 +7,11 @@ namespace Sequencer.Core.Encoding;
 /// keys, behind a version byte (see <see cref="LogCommandCodec"/>). Never reuse or renumber a union tag or a key:
 /// old entries stay in the log and in snapshots.
 /// </summary>
-/// <remarks>
-/// Tag 4 is reserved for L1Progress.
-/// </remarks>
 [Union(0, typeof(BatchCommand))]
 [Union(1, typeof(NonceCommitmentsCommand))]
 [Union(2, typeof(HeadSignaturesCommand))]
 [Union(3, typeof(KeyEpochCommand))]
+[Union(4, typeof(L1ProgressCommand))]
 [Union(5, typeof(SigningSessionsCommand))]
 [Union(6, typeof(DkgStartCommand))]
 [Union(7, typeof(DkgRound1Command))]
@@ -437,4 +435,32 @@ public sealed class DkgSilenceCommand : IDkgMessage
 
     /// <inheritdoc/>
     public IDkgMessage WithIdentity(byte[] identity) => new DkgSilenceCommand { Epoch = Epoch, Attempt = Attempt, From = From, Accused = Accused, Stage = Stage, Identity = identity };
+}
+
+/// <summary>
+/// The leader's poster saw a head it posted accepted by the L1 contract (DESIGN section 4): the posted height, the
+/// head's commitment and where the post landed, so that every node, and a new leader, knows how far posting got.
+/// Apply checks the height and commitment against the node's own chain (a signed head of it); the L1 inclusion
+/// itself each node checks against the L1 when it serves the <c>posted</c> level.
+/// </summary>
+[MessagePackObject]
+public sealed class L1ProgressCommand : ILogCommand
+{
+    /// <summary>The posted head's height (a reorg that dropped posts is recorded with the lower height now on L1).</summary>
+    [Key(0)] public ulong Height { get; init; }
+
+    /// <summary>That head's commitment (32 bytes; empty at height 0).</summary>
+    [Key(1)] public byte[] Commitment { get; init; } = [];
+
+    /// <summary>The L1 transaction that posted it (32 bytes).</summary>
+    [Key(2)] public byte[] L1TxHash { get; init; } = [];
+
+    /// <summary>The L1 block it is in.</summary>
+    [Key(3)] public ulong L1Block { get; init; }
+
+    /// <summary>The inbox contract (20 bytes).</summary>
+    [Key(4)] public byte[] Contract { get; init; } = [];
+
+    /// <summary>When the leader saw the receipt, in Unix ms (its clock; informational).</summary>
+    [Key(5)] public ulong ObservedAtMs { get; init; }
 }
