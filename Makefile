@@ -1,5 +1,6 @@
 # The two commands of the README are the contract: `make run` and `make test`.
-# Everything they need is installed by these targets (NuGet restore; later npm for the local L1).
+# Everything they need is installed by these targets: NuGet packages, and (through the build of consensus/Sequencer.L1)
+# contracts/'s npm packages: solc-js, which compiles the inbox contract, and anvil, the local L1.
 
 SHELL := /bin/bash
 DOTNET ?= dotnet
@@ -12,7 +13,8 @@ all: build
 build:
 	$(DOTNET) build Cluster.sln -c Release -nologo -clp:ErrorsOnly
 
-# Starts a local 3-node cluster on 127.0.0.1 (API 7101-7103, Raft 7201-7203), data under .data/devnet.
+# Starts a local L1 (anvil on 127.0.0.1:8545, a block a second) and a 3-node cluster on 127.0.0.1 (API 7101-7103, Raft
+# 7201-7203), data under .data/devnet; the inbox contract is deployed once the key is in force and the leader posts to it.
 # Ctrl-C stops every node. FRESH=1 starts from empty data.
 run: build
 	$(DOTNET) $(NODE_DLL) devnet --data .data/devnet $(if $(FRESH),--fresh,)

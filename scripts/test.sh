@@ -50,7 +50,7 @@ mkdir -p .data
 smoke_data=.data/test-smoke
 rm -rf "$smoke_data"
 node_dll=node/bin/Release/net10.0/sequencer-node.dll
-dotnet "$node_dll" devnet --data "$smoke_data" --api-port 17101 --raft-port 17201 --quiet > .data/test-smoke.log 2>&1 &
+dotnet "$node_dll" devnet --data "$smoke_data" --api-port 17101 --raft-port 17201 --l1-port 18545 --quiet > .data/test-smoke.log 2>&1 &
 devnet=$!
 up=0
 for _ in $(seq 1 300); do
