@@ -16,11 +16,15 @@ var nodeArgOption = new Option<string[]>("--node-arg") { Description = "An extra
 var modeOption = new Option<string>("--mode") { Description = "single, bulk or both.", DefaultValueFactory = _ => "both" };
 var pacedOption = new Option<int[]>("--paced") { Description = "Paced (open-loop) scenarios: total tx/s to offer, in bulk requests of 10 from 16 clients; the signing latency target is measured here. --paced alone runs none.", DefaultValueFactory = _ => [1000, 4000], AllowMultipleArgumentsPerToken = true, Arity = ArgumentArity.ZeroOrMore };
 var noSigningOption = new Option<bool>("--no-signing") { Description = "Run only the cluster without threshold signing (ordering only)." };
+var l1Option = new Option<string>("--l1") { Description = "The L1 phase (submit→posted and →finalized latency, gas per post and per covered batch, on a local anvil): on (after the other runs), only, or off.", DefaultValueFactory = _ => "on" };
+var l1RateOption = new Option<double>("--l1-rate") { Description = "Tx/s offered in the L1 phase.", DefaultValueFactory = _ => 2000 };
+var l1SecondsOption = new Option<double>("--l1-seconds") { Description = "Seconds of load in the L1 phase.", DefaultValueFactory = _ => 30 };
 var signingOnlyOption = new Option<bool>("--signing-only") { Description = "Run only the cluster with 2-of-3 signing (by default the bench runs a cluster without signing, then one with it, and prints the ratio)." };
 
 var root = new RootCommand("sequencer-bench: throughput and submit-to-ordered latency of a local cluster, and fdatasync latency.")
 {
     clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, clusterWarmupOption, targetOption, dataOption, modeOption, nodeArgOption, noSigningOption, signingOnlyOption, pacedOption,
+    l1Option, l1RateOption, l1SecondsOption,
 };
 root.SetAction(async (result, token) =>
 {
@@ -54,6 +58,10 @@ root.SetAction(async (result, token) =>
         return outcome.ExitCode;
     }
 
+    var l1 = result.GetValue(l1Option);
+    if (l1 == "only")
+        return await L1Probe.RunAsync(data, result.GetValue(sizeOption), result.GetValue(l1RateOption), TimeSpan.FromSeconds(result.GetValue(l1SecondsOption)), result.GetValue(nodeArgOption) ?? [], token);
+
     // Ordering alone, then ordering with signing, each on a fresh cluster, unless one of them is asked for.
     bool[] configurations = result.GetValue(noSigningOption) ? [false] : result.GetValue(signingOnlyOption) ? [true] : [false, true];
     var outcomes = new Dictionary<bool, RunOutcome>();
@@ -69,6 +77,9 @@ root.SetAction(async (result, token) =>
 
     if (outcomes.TryGetValue(false, out var alone) && outcomes.TryGetValue(true, out var signed))
         ScenarioRunner.PrintComparison(alone, signed);
-    return outcomes.Values.Max(o => o.ExitCode);
+    var exit = outcomes.Values.Max(o => o.ExitCode);
+    if (l1 == "on")
+        exit = Math.Max(exit, await L1Probe.RunAsync(data, result.GetValue(sizeOption), result.GetValue(l1RateOption), TimeSpan.FromSeconds(result.GetValue(l1SecondsOption)), result.GetValue(nodeArgOption) ?? [], token));
+    return exit;
 });
 return await root.Parse(args).InvokeAsync();

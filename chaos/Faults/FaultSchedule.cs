@@ -83,6 +83,15 @@ public enum FaultKind
 
     /// <summary>A node turns Byzantine signer: every signature share it sends is wrong (properly authenticated, so it is named).</summary>
     ByzantineSigner,
+
+    /// <summary>The L1 reorganizes its newest 1 to 3 blocks away (anvil_reorg): posts in them are dropped.</summary>
+    L1Reorg,
+
+    /// <summary>The L1 stops answering (its process paused); it resumes on heal.</summary>
+    L1Outage,
+
+    /// <summary>The L1's base fee jumps 50 to 150-fold: posts offered at the old fees stay unmined until bumped.</summary>
+    L1GasSpike,
 }
 
 /// <summary>One scheduled fault: what, when (seconds from the start of the run) and for how long.</summary>
@@ -113,19 +122,24 @@ public static class FaultSchedule
     /// <summary>Faults that need five nodes.</summary>
     public static readonly IReadOnlySet<FaultKind> NeedFiveNodes = new HashSet<FaultKind> { FaultKind.MajoritiesRing, FaultKind.Bridge };
 
+    /// <summary>Faults that need the run's L1 (signing on).</summary>
+    public static readonly IReadOnlySet<FaultKind> NeedL1 = new HashSet<FaultKind> { FaultKind.L1Reorg, FaultKind.L1Outage, FaultKind.L1GasSpike };
+
     /// <summary>Faults that need root (a tmpfs mount).</summary>
     public static readonly IReadOnlySet<FaultKind> NeedRoot = new HashSet<FaultKind> { FaultKind.DiskFull };
 
     private static readonly FaultKind[] Process = [FaultKind.KillLeader, FaultKind.KillFollower, FaultKind.KillMinority, FaultKind.KillMajority, FaultKind.KillAll, FaultKind.PauseLeader, FaultKind.PauseFollower];
     private static readonly FaultKind[] Partition = [FaultKind.IsolateNode, FaultKind.IsolateLeader, FaultKind.SplitMajorityMinority, FaultKind.MajoritiesRing, FaultKind.Bridge, FaultKind.OneWayLink];
     private static readonly FaultKind[] Link = [FaultKind.Delay, FaultKind.Loss, FaultKind.Reset, FaultKind.ClogThenFlush];
+    private static readonly FaultKind[] L1 = [FaultKind.L1Reorg, FaultKind.L1Outage, FaultKind.L1GasSpike];
     private static readonly FaultKind[] Disk = [FaultKind.DiskTruncateWalTail, FaultKind.DiskFlipBits, FaultKind.DiskDeleteChunk, FaultKind.DiskExhaustFileHandles, FaultKind.DiskFull];
 
     /// <summary>Every named scenario.</summary>
     public static IReadOnlyList<Scenario> Scenarios { get; } =
     [
-        new("mixed", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.ByzantineSigner], "every fault kind the network mode supports, drawn at random"),
-        new("cover", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.KillLeaderAndAcker, FaultKind.ByzantineSigner], "every fault kind once, in a seeded order, then at random", Cover: true),
+        new("mixed", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.ByzantineSigner, .. L1], "every fault kind the network mode supports, drawn at random"),
+        new("cover", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.KillLeaderAndAcker, FaultKind.ByzantineSigner, .. L1], "every fault kind once, in a seeded order, then at random", Cover: true),
+        new("l1", [FaultKind.L1Reorg, FaultKind.L1Outage, FaultKind.L1GasSpike, FaultKind.KillLeader], "L1 reorgs, an L1 outage and a gas spike, and a leader kill mid-post: INV-L1PREFIX and LIVE-POST", Cover: true),
         new("signing", [FaultKind.ByzantineSigner, FaultKind.KillLeader, FaultKind.KillFollower, FaultKind.PauseFollower, FaultKind.IsolateNode, FaultKind.Delay], "a Byzantine signer among crashes, pauses, isolation and delay: INV-ONESIG, INV-SIGVALID, INV-NONCE and signing catch-up"),
         new("process", Process, "kills and pauses of the leader, followers, minorities, majorities and all"),
         new("partition", Partition, "network partitions"),
@@ -157,7 +171,7 @@ public static class FaultSchedule
     }
 
     /// <summary>The faults of <paramref name="scenario"/> that this run can inject, and why the others cannot.</summary>
-    public static (IReadOnlyList<FaultKind> Usable, IReadOnlyList<string> Skipped) Usable(Scenario scenario, bool hostMode, int nodes, bool root)
+    public static (IReadOnlyList<FaultKind> Usable, IReadOnlyList<string> Skipped) Usable(Scenario scenario, bool hostMode, int nodes, bool root, bool l1 = true)
     {
         ArgumentNullException.ThrowIfNull(scenario);
         var usable = new List<FaultKind>();
@@ -170,6 +184,8 @@ public static class FaultSchedule
                 skipped.Add($"{kind}: needs 5 nodes");
             else if (NeedRoot.Contains(kind) && !root)
                 skipped.Add($"{kind}: needs root (a small tmpfs)");
+            else if (NeedL1.Contains(kind) && !l1)
+                skipped.Add($"{kind}: needs the run's L1 (signing on, --l1)");
             else
                 usable.Add(kind);
         }

@@ -116,6 +116,10 @@ public static class FaultTargets
             case FaultKind.ClockStrobe:
             case FaultKind.ByzantineSigner:
                 return One(Pick(all));
+            case FaultKind.L1Reorg:
+            case FaultKind.L1Outage:
+            case FaultKind.L1GasSpike:
+                return new([], [], "the L1");
             case FaultKind.KillLeaderAndAcker:
             {
                 // The bystander is cut off so that the acker is the only follower whose acknowledgements commit.

@@ -61,7 +61,8 @@ public sealed class FaultRecord
 /// Injects and heals faults on the nodes, the network, the disks and the clocks. One fault at a time: the schedule
 /// never overlaps them, so each can be judged (failover, recovery) on its own.
 /// </summary>
-public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, ClusterMonitor monitor, Workload workload, string adminToken, Action<string> log, Func<long> nowMs)
+public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, ClusterMonitor monitor, Workload workload, string adminToken, Action<string> log, Func<long> nowMs,
+    LocalAnvil? l1 = null)
 {
     private static readonly HttpClient Admin = new() { Timeout = TimeSpan.FromSeconds(3) };
 
@@ -221,9 +222,66 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
                     record.Detail += await NamedAsync(node).ConfigureAwait(false);
                 };
             }
+            case FaultKind.L1Reorg:
+            case FaultKind.L1Outage:
+            case FaultKind.L1GasSpike:
+                return await L1FaultAsync(record, fault).ConfigureAwait(false);
             default:
                 throw new NotSupportedException($"no injector for {fault.Kind}");
         }
+    }
+
+    // L1 faults on the run's anvil: a reorg of its newest blocks (healed at once: the chain is simply another one now),
+    // a pause of its process (an outage), or a base fee jump (posts at the old fees stay unmined until bumped).
+    private async Task<Func<Task>> L1FaultAsync(FaultRecord record, ScheduledFault fault)
+    {
+        if (l1 is null)
+            throw new NotSupportedException("this run has no L1");
+        using var rpc = new Sequencer.Ethereum.EthRpcClient(l1.Rpc);
+        switch (fault.Kind)
+        {
+            case FaultKind.L1Reorg:
+            {
+                var height = await rpc.BlockNumberAsync().ConfigureAwait(false);
+                var depth = Math.Min(height, 1 + (ulong)(fault.Magnitude * 3));
+                if (depth == 0)
+                    throw new NotSupportedException("the L1 has no block to reorganize yet");
+                await rpc.RequestAsync("anvil_reorg", [System.Text.Json.Nodes.JsonValue.Create(depth), new System.Text.Json.Nodes.JsonArray()]).ConfigureAwait(false);
+                record.Detail = $"the newest {depth} of {height} blocks replaced (anvil_reorg)";
+                return () => Task.CompletedTask;
+            }
+
+            case FaultKind.L1Outage:
+            {
+                var pid = l1.ProcessId;
+                Signal("-STOP", pid);
+                record.Detail = $"anvil (pid {pid}) paused: the L1 answers nothing";
+                return () =>
+                {
+                    Signal("-CONT", pid);
+                    return Task.CompletedTask;
+                };
+            }
+
+            default:
+            {
+                var gwei = 50 + (int)(fault.Magnitude * 100);
+                var wei = System.Numerics.BigInteger.Multiply(gwei, 1_000_000_000);
+                await rpc.RequestAsync("anvil_setNextBlockBaseFeePerGas", [System.Text.Json.Nodes.JsonValue.Create(Sequencer.Ethereum.EthHex.Quantity(wei))]).ConfigureAwait(false);
+                record.Detail = $"the next block's base fee set to {gwei} gwei";
+                return async () =>
+                {
+                    using var heal = new Sequencer.Ethereum.EthRpcClient(l1.Rpc);
+                    await heal.RequestAsync("anvil_setNextBlockBaseFeePerGas", [System.Text.Json.Nodes.JsonValue.Create(Sequencer.Ethereum.EthHex.Quantity(1_000_000_000))]).ConfigureAwait(false);
+                };
+            }
+        }
+    }
+
+    private static void Signal(string signal, int pid)
+    {
+        using var kill = System.Diagnostics.Process.Start("kill", [signal, pid.ToString(CultureInfo.InvariantCulture)]);
+        kill?.WaitForExit(5_000);
     }
 
     private async Task<Func<Task>> KillAsync(FaultRecord record, IReadOnlyList<int> targets)

@@ -50,6 +50,9 @@ public sealed partial class HostNetwork : IChaosNetwork
 
     private IPAddress Address(int node) => IPAddress.Parse($"10.231.{subnet}.{node}");
 
+    /// <inheritdoc/>
+    public string L1Host => $"10.231.{subnet}.254";
+
     /// <summary>True when this process can create namespaces and iptables is installed.</summary>
     public static string? WhyUnavailable()
     {

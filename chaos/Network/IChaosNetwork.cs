@@ -32,6 +32,9 @@ public interface IChaosNetwork : IAsyncDisposable
     /// <summary>True when partitions can block exact directed links; false when only everything into a member can be blocked.</summary>
     bool HasDirectedPartitions { get; }
 
+    /// <summary>The address the run's L1 listens on so that every node reaches it (loopback, or the harness's bridge address in host mode).</summary>
+    string L1Host { get; }
+
     /// <summary>The addresses of every node.</summary>
     IReadOnlyList<NodeAddress> Nodes { get; }
 

@@ -32,6 +32,9 @@ public sealed class ProxyNetwork : IChaosNetwork
     public bool HasDirectedPartitions => false;
 
     /// <inheritdoc/>
+    public string L1Host => "127.0.0.1";
+
+    /// <inheritdoc/>
     public IReadOnlyList<NodeAddress> Nodes { get; }
 
     /// <summary>Lays out <paramref name="nodeCount"/> nodes on free loopback ports with a proxy each.</summary>

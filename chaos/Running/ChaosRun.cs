@@ -62,6 +62,12 @@ public sealed record ChaosOptions
     /// checker takes the group key every node reports once it is in force.
     /// </summary>
     public bool Dkg { get; init; }
+
+    /// <summary>
+    /// With <see cref="Signing"/>: a local L1 (anvil, a block a second) with the inbox contract; the leader posts signed
+    /// heads, the L1 faults can be injected, and INV-L1PREFIX and LIVE-POST are checked.
+    /// </summary>
+    public bool L1 { get; init; } = true;
 }
 
 /// <summary>The verdict and the files of a run.</summary>
@@ -99,6 +105,12 @@ public static class ChaosRun
 
     /// <summary>LIVE-SIGN: with t signers up and connected, every ordered batch is covered by a signed head within this.</summary>
     public static readonly TimeSpan SignBound = TimeSpan.FromSeconds(1);
+
+    /// <summary>LIVE-POST: after the last heal, the contract holds the highest signed head within this.</summary>
+    public static readonly TimeSpan PostBound = TimeSpan.FromSeconds(30);
+
+    // anvil's second default account deploys the inbox (nonce 0, so its address is known in advance); the first posts.
+    private const string DeployerKey = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 
     /// <summary>Runs <paramref name="options"/> to the end and returns the verdict.</summary>
     public static async Task<ChaosResult> RunAsync(ChaosOptions options, CancellationToken token)
@@ -141,6 +153,20 @@ public static class ChaosRun
             Log($"signing: {threshold}-of-{options.Nodes} dealer key {group.GroupKey}");
         }
 
+        LocalAnvil? anvil = null;
+        Sequencer.Ethereum.Address? inbox = null;
+        List<string> l1Arguments = [];
+        if (options.Signing && options.L1)
+        {
+            anvil = await LocalAnvil.StartAsync(Path.Combine(directory, "anvil.log"), blockTimeSeconds: 1, token: token, host: network.L1Host).ConfigureAwait(false);
+            inbox = Sequencer.Ethereum.Address.ForContract(Sequencer.Ethereum.EthKey.FromHex(DeployerKey).Address, 0);
+            var posterKey = Path.Combine(directory, "l1", "poster.key");
+            Directory.CreateDirectory(Path.GetDirectoryName(posterKey)!);
+            Sequencer.Core.Storage.DurableFiles.WriteAllText(posterKey, LocalAnvil.DefaultKey, secret: true);
+            l1Arguments = ["--l1-rpc", anvil.Rpc.ToString(), "--l1-contract", inbox.ToString(), "--l1-key-file", posterKey, "--l1-finality-depth", "2"];
+            Log($"L1: anvil at {anvil.Rpc} (pid {anvil.ProcessId}), inbox {inbox}");
+        }
+
         var specs = network.Nodes.Select(n => new NodeSpec(n.NodeId, n.RaftAdvertised, n.Api, Path.Combine(directory, $"node{n.NodeId}"), n.RaftListen, n.Internal)).ToList();
         var cluster = LocalCluster.Create(new LocalClusterOptions
         {
@@ -152,6 +178,7 @@ public static class ChaosRun
             ExtraArguments = ["--admin-token", adminToken,
                 .. options.NodeArguments.Any(a => a == "--wal-retained-entries" || a.StartsWith("--wal-retained-entries=", StringComparison.Ordinal)) ? Array.Empty<string>() : ["--wal-retained-entries", "512"],
                 .. options.Signing && options.Dkg ? ["--dkg-threshold", threshold.ToString(CultureInfo.InvariantCulture)] : Array.Empty<string>(),
+                .. l1Arguments,
                 .. options.NodeArguments],
             KeysDirectory = keys,
         });
@@ -180,12 +207,15 @@ public static class ChaosRun
                 Log($"signing: {threshold}-of-{options.Nodes} DKG key {Convert.ToHexStringLower(groupKey)} (epoch {epoch}), the same on every node");
             }
 
+            if (anvil is not null)
+                await DeployInboxAsync(anvil, inbox!, groupKeys, Log, token).ConfigureAwait(false);
+
             origin = Stopwatch.GetTimestamp();
             monitor = new ClusterMonitor(cluster, NowMs);
             workload = new Workload([.. cluster.Nodes.Select(n => (n.Spec.Id, n.Client))], WorkloadFor(options), origin);
             using var stopWorkload = CancellationTokenSource.CreateLinkedTokenSource(token);
             var running = workload.RunAsync(stopWorkload.Token);
-            var nemesis = new Nemesis(cluster, network, monitor, workload, adminToken, Log, NowMs);
+            var nemesis = new Nemesis(cluster, network, monitor, workload, adminToken, Log, NowMs, anvil);
             using var status = StartStatus(options, workload, monitor, records, NowMs);
 
             foreach (var fault in schedule)
@@ -230,6 +260,13 @@ public static class ChaosRun
                 Log(signed.Message);
             }
 
+            InvariantResult? posting = null;
+            if (anvil is not null)
+            {
+                posting = await WaitForPostingAsync(cluster, anvil, inbox!, healedAt, NowMs, token).ConfigureAwait(false);
+                Log(posting.Detail);
+            }
+
             var history = workload.History.Snapshot();
             var unreachable = new List<int>();
             var chains = await ChainReader.ReadAsync([.. cluster.Nodes.Select(n => (n.Spec.Id, n.Client))], unreachable, token).ConfigureAwait(false);
@@ -251,6 +288,12 @@ public static class ChaosRun
                 results.Add(Liveness.CheckSigning(monitor.Samples, records, SignBound, TimeSpan.FromMilliseconds(ClusterMonitor.PollIntervalMs), NowMs()));
             results.Add(Liveness.CheckMinority(history, records, monitor.Samples, MinorityStallBound, MinorityRateFloor, ClientTimeout));
             results.Add(Liveness.CheckDiskFaults(records));
+            if (anvil is not null)
+            {
+                results.Add(posting!);
+                results.Add(await CheckL1PrefixAsync(anvil, inbox!, chains, token).ConfigureAwait(false));
+            }
+
             passed = results.All(r => r.Passed);
 
             report = RunReport.Create(options, scenario, directory, skipped, records, history, results, monitor, NowMs());
@@ -270,6 +313,8 @@ public static class ChaosRun
                 await monitor.DisposeAsync().ConfigureAwait(false);
             await cluster.DisposeAsync().ConfigureAwait(false);
             await network.DisposeAsync().ConfigureAwait(false);
+            if (anvil is not null)
+                await anvil.DisposeAsync().ConfigureAwait(false);
         }
 
         ReportWriter.Write(report, directory);
@@ -294,7 +339,7 @@ public static class ChaosRun
         ArgumentNullException.ThrowIfNull(options);
         var scenario = FaultSchedule.Find(options.Scenario);
         var root = OperatingSystem.IsLinux() && Environment.UserName == "root";
-        var (usable, skipped) = FaultSchedule.Usable(scenario, options.Mode == "host", options.Nodes, root);
+        var (usable, skipped) = FaultSchedule.Usable(scenario, options.Mode == "host", options.Nodes, root, options.Signing && options.L1);
         return (scenario, skipped, FaultSchedule.Build(options.Seed, scenario, usable, options.DurationSeconds));
     }
 
@@ -317,6 +362,56 @@ public static class ChaosRun
         foreach (var argument in extra)
             start.ArgumentList.Add(argument);
         return start;
+    }
+
+    // Deploys the inbox with the key epoch in force (the dealer's, or the DKG's once every node reports it).
+    private static async Task DeployInboxAsync(LocalAnvil anvil, Sequencer.Ethereum.Address inbox, Dictionary<ulong, byte[]> groupKeys, Action<string> log, CancellationToken token)
+    {
+        var (epoch, key) = groupKeys.OrderBy(k => k.Key).First();
+        using var rpc = new Sequencer.Ethereum.EthRpcClient(anvil.Rpc);
+        var receipt = await new Sequencer.Ethereum.EthSender(rpc, Sequencer.Ethereum.EthKey.FromHex(DeployerKey), anvil.ChainId)
+            .SendAsync(null, Sequencer.L1.InboxContract.Deployment(1, epoch, key), TimeSpan.FromSeconds(30), token: token).ConfigureAwait(false);
+        if (!receipt.Success || !inbox.Equals(receipt.ContractAddress))
+            throw new InvalidOperationException($"the inbox was not deployed at {inbox} (status {receipt.Success}, address {receipt.ContractAddress})");
+        log($"L1: inbox deployed in block {receipt.BlockNumber} with key epoch {epoch}");
+    }
+
+    // LIVE-POST: after the heal, the contract's head reaches the highest head every node has signed.
+    private static async Task<InvariantResult> WaitForPostingAsync(LocalCluster cluster, LocalAnvil anvil, Sequencer.Ethereum.Address inbox, long healedAt, Func<long> nowMs, CancellationToken token)
+    {
+        using var rpc = new Sequencer.Ethereum.EthRpcClient(anvil.Rpc);
+        var reader = new Sequencer.L1.InboxReader(rpc, inbox);
+        var deadline = healedAt + (long)PostBound.TotalMilliseconds;
+        var last = string.Empty;
+        while (true)
+        {
+            var views = await Task.WhenAll(cluster.Nodes.Select(n => SigningStatusAsync(n.Client, token))).ConfigureAwait(false);
+            var signed = views.Where(v => v is not null).Select(v => v!.Value.Signed).DefaultIfEmpty(0UL).Min();
+            try
+            {
+                var posted = await reader.LastHeightAsync("latest", token).ConfigureAwait(false);
+                last = $"the contract holds head {posted}, every node has signed through {signed}";
+                if (signed > 0 && posted >= signed)
+                    return new InvariantResult("LIVE-POST", true, $"{last}, {nowMs() - healedAt} ms after the heal");
+            }
+            catch (Exception e) when (e is HttpRequestException or Sequencer.Ethereum.EthRpcException or FormatException or TaskCanceledException)
+            {
+                last = "the L1 did not answer: " + e.Message;
+            }
+
+            if (nowMs() > deadline)
+                return new InvariantResult("LIVE-POST", false, $"{PostBound.TotalSeconds} s after the heal {last}");
+            await Task.Delay(200, token).ConfigureAwait(false);
+        }
+    }
+
+    private static async Task<InvariantResult> CheckL1PrefixAsync(LocalAnvil anvil, Sequencer.Ethereum.Address inbox, IReadOnlyList<NodeChain> chains, CancellationToken token)
+    {
+        using var rpc = new Sequencer.Ethereum.EthRpcClient(anvil.Rpc);
+        var reader = new Sequencer.L1.InboxReader(rpc, inbox);
+        var events = await reader.HeadsPostedAsync(0, await rpc.BlockNumberAsync(token).ConfigureAwait(false), token).ConfigureAwait(false);
+        var posted = events.Where(e => !e.Log.Removed).Select(e => new PostedHead(e.Height, e.Commitment.ToString(), e.Log.BlockNumber)).ToList();
+        return L1Checker.Check(posted, await reader.LastHeightAsync("latest", token).ConfigureAwait(false), (await reader.LastHashAsync("latest", token).ConfigureAwait(false)).ToString(), chains);
     }
 
     private static async Task DelayUntilAsync(double atMs, Func<long> nowMs, CancellationToken token)

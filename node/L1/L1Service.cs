@@ -481,9 +481,11 @@ public sealed partial class L1Service : IAsyncDisposable
                 return;
             }
 
-            // A replacement needs at least 10 % more on both fees; 25 % moves it along.
-            waiting.Priority = waiting.Priority * 5 / 4 + 1;
-            waiting.MaxFee = Cap(BigInteger.Max(waiting.MaxFee * 5 / 4 + 1, waiting.Priority));
+            // A replacement needs at least 10 % more on both fees; 25 % moves it along, or what the L1 asks now when
+            // that is more (a base fee spike).
+            var (priority, maxFee) = await new EthSender(rpc, key!, chainId ?? 0).FeesAsync(token).ConfigureAwait(false);
+            waiting.Priority = BigInteger.Max(waiting.Priority * 5 / 4 + 1, priority);
+            waiting.MaxFee = Cap(BigInteger.Max(BigInteger.Max(waiting.MaxFee * 5 / 4 + 1, maxFee), waiting.Priority));
             waiting.SentAtBlock = latest;
             LogBump(logger, waiting.Height, waiting.Nonce, (double)waiting.MaxFee / 1e9);
             metrics.L1FeeBumps.Add(1);

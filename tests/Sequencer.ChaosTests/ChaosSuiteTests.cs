@@ -38,6 +38,11 @@ public sealed class ChaosSuiteTests
     }
 
     [Fact]
+    public Task L1Faults_ReorgOutageGasSpikeAndALeaderKill_KeepTheContractAPrefixOfTheChain_AndPostingCatchesUp()
+        => RunAndAssertPassAsync(Options("L1Reorg,L1Outage,L1GasSpike,KillLeader", 404, 40),
+            FaultKind.L1Reorg, FaultKind.L1Outage, FaultKind.L1GasSpike, FaultKind.KillLeader);
+
+    [Fact]
     public Task ProcessFaults_KillsAndPausesOfEveryKind_KeepEveryInvariant()
         => RunAndAssertPassAsync(Options("KillLeader,KillFollower,KillMinority,KillMajority,KillAll,PauseLeader,PauseFollower", 101, 48),
             FaultKind.KillLeader, FaultKind.KillFollower, FaultKind.KillMinority, FaultKind.KillMajority, FaultKind.KillAll, FaultKind.PauseLeader, FaultKind.PauseFollower);

@@ -64,11 +64,12 @@ public sealed class LocalAnvil : IAsyncDisposable
     /// <param name="chainId">The L1 chain id.</param>
     /// <param name="blockTimeSeconds">Seconds between blocks (0: a block per transaction, anvil's automine).</param>
     /// <param name="token">Cancels the wait.</param>
-    public static async Task<LocalAnvil> StartAsync(string logPath, int port = 0, ulong chainId = 31337, int blockTimeSeconds = 0, CancellationToken token = default)
+    /// <param name="host">The address it listens on (default 127.0.0.1).</param>
+    public static async Task<LocalAnvil> StartAsync(string logPath, int port = 0, ulong chainId = 31337, int blockTimeSeconds = 0, string host = "127.0.0.1", CancellationToken token = default)
     {
         if (port == 0)
         {
-            using var probe = new TcpListener(IPAddress.Loopback, 0);
+            using var probe = new TcpListener(IPAddress.Parse(host), 0);
             probe.Start();
             port = ((IPEndPoint)probe.LocalEndpoint).Port;
         }
@@ -79,7 +80,7 @@ public sealed class LocalAnvil : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var argument in new[] { "--host", "127.0.0.1", "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--chain-id", chainId.ToString(System.Globalization.CultureInfo.InvariantCulture) })
+        foreach (var argument in new[] { "--host", host, "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--chain-id", chainId.ToString(System.Globalization.CultureInfo.InvariantCulture) })
             info.ArgumentList.Add(argument);
         if (blockTimeSeconds > 0)
         {
@@ -94,7 +95,7 @@ public sealed class LocalAnvil : IAsyncDisposable
         process.ErrorDataReceived += (_, e) => Write(log, e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        var anvil = new LocalAnvil(process, log, new Uri($"http://127.0.0.1:{port}"), chainId);
+        var anvil = new LocalAnvil(process, log, new Uri($"http://{host}:{port}"), chainId);
         try
         {
             await anvil.WaitReadyAsync(TimeSpan.FromSeconds(30), token).ConfigureAwait(false);
