@@ -411,7 +411,9 @@ public sealed partial class L1Service : IAsyncDisposable
             return;
         }
 
-        var nonce = await rpc.GetTransactionCountAsync(key.Address, "pending", token).ConfigureAwait(false);
+        // The next nonce the L1 has mined: a post the pool still holds at that nonce (a former leader's, or one whose
+        // predecessor a reorg dropped) is replaced, never queued behind (see SendAsync).
+        var nonce = await rpc.GetTransactionCountAsync(key.Address, "latest", token).ConfigureAwait(false);
         var sender = new EthSender(rpc, key, chainId ?? await rpc.ChainIdAsync(token).ConfigureAwait(false));
         var (priority, maxFee) = await sender.FeesAsync(token).ConfigureAwait(false);
         var post = new Pending(target, contractHeight, nonce, gas * 6 / 5 + 5_000, data, head.SignedAtMs, NowMs) { Priority = priority, MaxFee = Cap(maxFee), SentAtBlock = latest };
@@ -472,6 +474,16 @@ public sealed partial class L1Service : IAsyncDisposable
             return;
         }
 
+        // No receipt: if the L1 has mined another transaction at this nonce, or a reorg dropped the one before it (a
+        // nonce gap: this post could never be mined), the post is abandoned and built again from the contract's head.
+        var mined = await rpc.GetTransactionCountAsync(key!.Address, "latest", token).ConfigureAwait(false);
+        if (mined != waiting.Nonce)
+        {
+            Report($"the post of head {waiting.Height} (nonce {waiting.Nonce}) can no longer be mined (the L1 account's next nonce is {mined}); it is sent anew");
+            pending = null;
+            return;
+        }
+
         if (latest >= waiting.SentAtBlock + (ulong)options.BumpAfterBlocks)
         {
             if (waiting.Hashes.Count >= 16)
@@ -510,6 +522,13 @@ public sealed partial class L1Service : IAsyncDisposable
         catch (EthRpcException e) when (e.Message.Contains("nonce too low", StringComparison.OrdinalIgnoreCase) || e.Message.Contains("already known", StringComparison.OrdinalIgnoreCase))
         {
             // An earlier attempt was mined or is in the pool: its receipt ends the wait.
+        }
+        catch (EthRpcException e) when (e.Message.Contains("underpriced", StringComparison.OrdinalIgnoreCase) && post.Hashes.Count < 8 && post.MaxFee < Cap(post.MaxFee * 2))
+        {
+            // The pool holds another transaction at this nonce with higher fees (a stale post): outbid it.
+            post.Priority *= 2;
+            post.MaxFee = Cap(post.MaxFee * 2);
+            await SendAsync(post, token).ConfigureAwait(false);
         }
     }
 
