@@ -14,6 +14,7 @@ var root = new RootCommand("sequencer-node: a Raft-replicated, threshold-signed 
     KeyCommands.CreateKeygen(),
     KeyCommands.CreateVerify(),
     CertsCommand.Create(),
+    LightCommands.Create(),
 };
 #if SEQUENCER_TEST_FAULTS
 root.Subcommands.Add(NonceTortureCommand.Create());

@@ -70,6 +70,19 @@ if [ "$up" = 1 ]; then
     count "api-smoke" "$smoke_ok" "$smoke_bad"
   fi
   rm -f "$log"
+
+  # The second-language check (issue 11): a proof bundle verified by a Python script with only the standard library.
+  tx=$(curl -s -X POST http://127.0.0.1:17102/v1/txs -H 'content-type: application/json' -d '{"tx":"0x7079746f6e2d636865636b"}' \
+    | python3 -c 'import sys, json; print(json.load(sys.stdin)["results"][0]["hash"])' 2>/dev/null)
+  key=$(curl -s http://127.0.0.1:17101/v1/keys | python3 -c 'import sys, json; print(json.load(sys.stdin)[0]["groupKey"])' 2>/dev/null)
+  python_ok=0
+  for _ in $(seq 1 50); do
+    if [ -n "$tx" ] && [ -n "$key" ] && python3 tests/python/verify_bundle.py --node http://127.0.0.1:17103 --tx "$tx" --group-key "$key" > .data/test-python.log 2>&1 \
+      && grep -q '^proven: signed' .data/test-python.log; then python_ok=1; break; fi
+    sleep 0.2
+  done
+  cat .data/test-python.log 2>/dev/null
+  if [ "$python_ok" = 1 ]; then count "python bundle check" 1 0; else failing+=("python bundle check: tests/python/verify_bundle.py"); count "python bundle check" 0 1; fi
 else
   cat .data/test-smoke.log
   count "api-smoke (cluster did not start)" 0 1

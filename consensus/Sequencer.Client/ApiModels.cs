@@ -105,6 +105,45 @@ public sealed record CommitmentResponse(
     [property: JsonPropertyName("historyProof")] IReadOnlyList<string> HistoryProof,
     [property: JsonPropertyName("orderedAtMs")] long? OrderedAtMs = null);
 
+/// <summary>A tx's place in its batch: the audit path of its hash up to the header's <c>txRoot</c>.</summary>
+public sealed record TxInclusionDto(
+    [property: JsonPropertyName("hash")] string Hash,
+    [property: JsonPropertyName("height")] string Height,
+    [property: JsonPropertyName("index")] int Index,
+    [property: JsonPropertyName("proof")] IReadOnlyList<string> Proof);
+
+/// <summary>A head (header and commitment) without its signature: the head an L1 post put in the contract.</summary>
+public sealed record PostedHeadDto(
+    [property: JsonPropertyName("header")] HeaderDto Header,
+    [property: JsonPropertyName("commitment")] string Commitment);
+
+/// <summary>
+/// The L1 status of a proof bundle: the posted head that covers the tx, where the post landed, and the audit path of
+/// the tx's header in the posted head's history (empty when the header is that head).
+/// </summary>
+public sealed record L1ProofDto(
+    [property: JsonPropertyName("contract")] string Contract,
+    [property: JsonPropertyName("head")] PostedHeadDto Head,
+    [property: JsonPropertyName("historyProof")] IReadOnlyList<string> HistoryProof,
+    [property: JsonPropertyName("txHash")] string TxHash,
+    [property: JsonPropertyName("blockNumber")] string BlockNumber,
+    [property: JsonPropertyName("confirmations")] string Confirmations,
+    [property: JsonPropertyName("finalized")] bool Finalized);
+
+/// <summary>
+/// The answer to <c>GET /v1/proofs/{txHash}</c>: everything a light client needs to prove a tx's finality with only
+/// the group key (and an L1 endpoint of its own): the tx's audit path, its header, the lowest signed head that covers
+/// it with the history proof, and the L1 post that covers it. <see cref="Level"/> is what the node claims.
+/// </summary>
+public sealed record ProofBundleResponse(
+    [property: JsonPropertyName("level")] string Level,
+    [property: JsonPropertyName("tx")] TxInclusionDto Tx,
+    [property: JsonPropertyName("header")] HeaderDto Header,
+    [property: JsonPropertyName("commitment")] string Commitment,
+    [property: JsonPropertyName("head")] HeadDto? Head,
+    [property: JsonPropertyName("historyProof")] IReadOnlyList<string> HistoryProof,
+    [property: JsonPropertyName("l1")] L1ProofDto? L1);
+
 /// <summary>The answer to <c>GET /v1/heads?from=H&amp;limit=N</c>.</summary>
 public sealed record HeadsResponse(
     [property: JsonPropertyName("heads")] IReadOnlyList<HeadDto> Heads,
@@ -141,6 +180,7 @@ public sealed record ErrorResponse(
 
 /// <summary>Source-generated JSON metadata for the wire types.</summary>
 [JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
+[JsonSerializable(typeof(ProofBundleResponse))]
 [JsonSerializable(typeof(SubmitResponse))]
 [JsonSerializable(typeof(BatchResponse))]
 [JsonSerializable(typeof(TxStatusResponse))]

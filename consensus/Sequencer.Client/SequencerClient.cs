@@ -97,6 +97,13 @@ public sealed class SequencerClient : IDisposable
         return body is null ? null : JsonSerializer.Deserialize(body, ApiJsonContext.Default.CommitmentResponse);
     }
 
+    /// <summary>The proof bundle of a tx (<c>GET /v1/proofs/{hash}</c>), or null when the node does not know it.</summary>
+    public async Task<ProofBundleResponse?> GetProofAsync(string hash, CancellationToken token = default)
+    {
+        var body = await SendAsync(HttpMethod.Get, $"v1/proofs/{Uri.EscapeDataString(hash)}", null, token, allowNotFound: true).ConfigureAwait(false);
+        return body is null ? null : JsonSerializer.Deserialize(body, ApiJsonContext.Default.ProofBundleResponse);
+    }
+
     /// <summary>Signed heads from <paramref name="from"/> upwards, at most <paramref name="limit"/>, and the height to continue from.</summary>
     public async Task<HeadsResponse> GetHeadsAsync(ulong from, int limit = 1000, CancellationToken token = default)
     {

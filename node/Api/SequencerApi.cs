@@ -41,6 +41,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
         routes.MapGet("/v1/batches/{height}", GetBatchAsync);
         routes.MapGet("/v1/cluster", GetClusterAsync);
         routes.MapGet("/v1/l1", GetL1Async);
+        routes.MapGet("/v1/proofs/{hash}", GetProofAsync);
         routes.MapGet("/health/live", LiveAsync);
         routes.MapGet("/health/ready", ReadyAsync);
     }
@@ -246,6 +247,87 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
 
             writer.WriteEndArray();
         }).ConfigureAwait(false);
+    }
+
+    // GET /v1/proofs/{hash}: the one-call bundle for light clients (DESIGN section 10): the tx's audit path to its
+    // header's txRoot, the header and its commitment, the lowest signed head that covers it with the history proof,
+    // and the L1 post that covers it with the history proof into the posted head. "level" is this node's claim; a
+    // light client proves what it can of it (Sequencer.LightClient).
+    private async Task GetProofAsync(HttpContext context, string hash)
+    {
+        if (!Hash32.TryParse(hash, out var txHash))
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_hash", "a tx hash is 0x followed by 64 hex digits").ConfigureAwait(false);
+            return;
+        }
+
+        if (!TryFindOrdered(txHash, out var position, out var batch)
+            && !(await barrier.WaitAsync(context.RequestAborted).ConfigureAwait(false) && TryFindOrdered(txHash, out position, out batch)))
+        {
+            await ApiResponses.WriteErrorAsync(context, 404, "not_found", $"tx {txHash} is not ordered on this node").ConfigureAwait(false);
+            return;
+        }
+
+        var state = raft.State;
+        var txProof = MerkleTree.ComputeAuditPath(batch.TxHashes, position.Index);
+        var head = state.CoveringHead(position.Height);
+        var headBatch = head is null ? null : head.Height == position.Height ? batch : state.GetBatch(head.Height);
+        var historyProof = head is null || head.Height == position.Height ? [] : HistoryTree.AuditPath(state.History, position.Height - 1, head.Height - 1);
+        var (post, finalized) = head is null || l1 is null ? (null, false) : l1.Covering(position.Height);
+        var postedBatch = post is null ? null : state.GetBatch(post.Height);
+        var postedProof = post is null || post.Height == position.Height ? [] : HistoryTree.AuditPath(state.History, position.Height - 1, post.Height - 1);
+        var l1Status = l1?.Status;
+        var level = head is null ? "ordered" : finalized ? "finalized" : post is not null ? "posted" : "signed";
+        await ApiResponses.WriteJsonAsync(context, 200, writer =>
+        {
+            writer.WriteString("level", level);
+            writer.WriteStartObject("tx");
+            writer.WriteHash("hash", txHash);
+            writer.WriteDecimal("height", position.Height);
+            writer.WriteNumber("index", position.Index);
+            WriteHashes(writer, "proof", txProof);
+            writer.WriteEndObject();
+            writer.WriteHeader(batch);
+            writer.WriteHash("commitment", batch.Header.Commitment);
+            if (head is null || headBatch is null)
+            {
+                writer.WriteNull("head");
+            }
+            else
+            {
+                writer.WriteStartObject("head");
+                SigningApi.WriteHead(writer, headBatch, head);
+                writer.WriteEndObject();
+            }
+
+            WriteHashes(writer, "historyProof", historyProof);
+            if (post is null || postedBatch is null || l1Status is null)
+            {
+                writer.WriteNull("l1");
+                return;
+            }
+
+            writer.WriteStartObject("l1");
+            writer.WriteString("contract", l1Status.Contract);
+            writer.WriteStartObject("head");
+            writer.WriteHeader(postedBatch);
+            writer.WriteHash("commitment", postedBatch.Header.Commitment);
+            writer.WriteEndObject();
+            WriteHashes(writer, "historyProof", postedProof);
+            writer.WriteString("txHash", Sequencer.Ethereum.EthHex.Bytes(post.TxHash));
+            writer.WriteDecimal("blockNumber", post.Block);
+            writer.WriteDecimal("confirmations", l1Status.LatestBlock >= post.Block ? l1Status.LatestBlock - post.Block + 1 : 0);
+            writer.WriteBoolean("finalized", finalized);
+            writer.WriteEndObject();
+        }).ConfigureAwait(false);
+    }
+
+    private static void WriteHashes(Utf8JsonWriter writer, string name, IEnumerable<Hash32> hashes)
+    {
+        writer.WriteStartArray(name);
+        foreach (var node in hashes)
+            writer.WriteStringValue(node.ToString());
+        writer.WriteEndArray();
     }
 
     // GET /v1/l1: the L1 as this node sees it (DESIGN section 10), and what the log last recorded of posting.

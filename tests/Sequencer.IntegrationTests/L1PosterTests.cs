@@ -40,7 +40,7 @@ public sealed class L1PosterTests(ITestOutputHelper output)
     }
 
     // Waits until every running node has seen heads up to `height` posted (and finalized, when asked) on the L1.
-    private static async Task WaitPostedAsync(TestCluster test, ulong height, bool finalized, TimeSpan timeout)
+    internal static async Task WaitPostedAsync(TestCluster test, ulong height, bool finalized, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
         while (true)
@@ -53,7 +53,7 @@ public sealed class L1PosterTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task<(LocalAnvil Anvil, Address Inbox, TestCluster Test)> StartAsync(string name)
+    internal static async Task<(LocalAnvil Anvil, Address Inbox, TestCluster Test)> StartAsync(string name)
     {
         var anvil = await LocalAnvil.StartAsync(Path.Combine(Path.GetTempPath(), "sequencer-it", $"anvil-{name}-{Environment.ProcessId}.log"), blockTimeSeconds: 1);
         try
