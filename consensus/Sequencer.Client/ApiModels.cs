@@ -105,6 +105,16 @@ public sealed record CommitmentResponse(
     [property: JsonPropertyName("historyProof")] IReadOnlyList<string> HistoryProof,
     [property: JsonPropertyName("orderedAtMs")] long? OrderedAtMs = null);
 
+/// <summary>One <c>head</c> event of <c>GET /v1/stream/heads</c>: a signed head and its link to the previous one.</summary>
+public sealed record StreamedHeadDto(
+    [property: JsonPropertyName("header")] HeaderDto Header,
+    [property: JsonPropertyName("commitment")] string Commitment,
+    [property: JsonPropertyName("signature")] SignatureDto Signature,
+    [property: JsonPropertyName("signers")] IReadOnlyList<int> Signers,
+    [property: JsonPropertyName("keyEpoch")] string KeyEpoch,
+    [property: JsonPropertyName("linkFrom")] string LinkFrom,
+    [property: JsonPropertyName("linkProof")] IReadOnlyList<string> LinkProof);
+
 /// <summary>A tx's place in its batch: the audit path of its hash up to the header's <c>txRoot</c>.</summary>
 public sealed record TxInclusionDto(
     [property: JsonPropertyName("hash")] string Hash,
@@ -181,6 +191,7 @@ public sealed record ErrorResponse(
 /// <summary>Source-generated JSON metadata for the wire types.</summary>
 [JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
 [JsonSerializable(typeof(ProofBundleResponse))]
+[JsonSerializable(typeof(StreamedHeadDto))]
 [JsonSerializable(typeof(SubmitResponse))]
 [JsonSerializable(typeof(BatchResponse))]
 [JsonSerializable(typeof(TxStatusResponse))]

@@ -37,6 +37,7 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
         ArgumentNullException.ThrowIfNull(routes);
         routes.MapGet("/v1/commitments/{height}", GetCommitmentAsync);
         routes.MapGet("/v1/heads", GetHeadsAsync);
+        routes.MapGet("/v1/stream/heads", StreamHeadsAsync);
         routes.MapGet("/v1/signing/nonce-uses", GetNonceUsesAsync);
         routes.MapGet("/v1/keys", GetKeysAsync);
         routes.MapGet("/v1/signing", GetSigningAsync);
@@ -45,6 +46,107 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
         routes.MapPost("/admin/signer-fault", SetSignerFaultAsync);
         routes.MapPost(LeaderChannel.DkgRoute, PostIntakeAsync);
         routes.MapPost("/admin/dkg", StartDkgAsync);
+    }
+
+    /// <summary>The most head streams a node serves at once; more get 429.</summary>
+    public const int MaxHeadStreams = 64;
+
+    private static int headStreams;
+
+    /// <summary>
+    /// <c>GET /v1/stream/heads?from=H</c> (Server-Sent Events): one <c>head</c> event per signed head at or above H, in
+    /// height order, each with <c>linkFrom</c> (the previous event's head, or H - 1 for the first) and
+    /// <c>linkProof</c>, the audit path of that height's commitment in this head's <c>historyRoot</c> (empty when
+    /// linkFrom is 0). A client resuming after head L asks for <c>from=L+1</c> and gets its link from L. The stream reads
+    /// the applied state as the client takes events (a slow client slows only its own stream: nothing is queued for
+    /// it), sends a comment every 15 s while idle, and at most <see cref="MaxHeadStreams"/> are served at once.
+    /// </summary>
+    private async Task StreamHeadsAsync(HttpContext context)
+    {
+        if (!TryQuery(context, "from", 1, out var from) || from == 0)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_query", "use ?from=HEIGHT (>= 1)").ConfigureAwait(false);
+            return;
+        }
+
+        if (Interlocked.Increment(ref headStreams) > MaxHeadStreams)
+        {
+            Interlocked.Decrement(ref headStreams);
+            context.Response.Headers.RetryAfter = "5";
+            await ApiResponses.WriteErrorAsync(context, 429, "too_many_streams", $"this node serves at most {MaxHeadStreams} head streams at once").ConfigureAwait(false);
+            return;
+        }
+
+        try
+        {
+            var token = context.RequestAborted;
+            context.Response.StatusCode = 200;
+            context.Response.ContentType = "text/event-stream";
+            context.Response.Headers.CacheControl = "no-cache";
+            await context.Response.Body.FlushAsync(token).ConfigureAwait(false);
+            var state = raft.State;
+            var next = from;
+            var linkFrom = from - 1;
+            var idleSince = Environment.TickCount64;
+            var buffer = new System.Buffers.ArrayBufferWriter<byte>(4096);
+            while (!token.IsCancellationRequested)
+            {
+                var heads = state.Heads(next, 100);
+                if (heads.Count == 0)
+                {
+                    if (Environment.TickCount64 - idleSince > 15_000)
+                    {
+                        await context.Response.Body.WriteAsync(": idle\n\n"u8.ToArray(), token).ConfigureAwait(false);
+                        await context.Response.Body.FlushAsync(token).ConfigureAwait(false);
+                        idleSince = Environment.TickCount64;
+                    }
+
+                    await Task.Delay(100, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                    continue;
+                }
+
+                foreach (var head in heads)
+                {
+                    var batch = state.GetBatch(head.Height);
+                    Invariant.Check(batch is not null, $"signed head {head.Height} is an applied batch");
+                    var proof = linkFrom == 0 ? [] : HistoryTree.AuditPath(state.History, linkFrom - 1, head.Height - 1);
+                    buffer.Clear();
+                    using (var writer = new Utf8JsonWriter(buffer))
+                    {
+                        writer.WriteStartObject();
+                        WriteHead(writer, batch!, head);
+                        writer.WriteDecimal("linkFrom", linkFrom);
+                        writer.WriteStartArray("linkProof");
+                        foreach (var node in proof)
+                            writer.WriteStringValue(node.ToString());
+                        writer.WriteEndArray();
+                        writer.WriteEndObject();
+                    }
+
+                    var body = context.Response.Body;
+                    await body.WriteAsync(System.Text.Encoding.ASCII.GetBytes($"event: head\nid: {head.Height.ToString(CultureInfo.InvariantCulture)}\ndata: "), token).ConfigureAwait(false);
+                    await body.WriteAsync(buffer.WrittenMemory, token).ConfigureAwait(false);
+                    await body.WriteAsync("\n\n"u8.ToArray(), token).ConfigureAwait(false);
+                    linkFrom = head.Height;
+                    next = head.Height + 1;
+                }
+
+                await context.Response.Body.FlushAsync(token).ConfigureAwait(false);
+                idleSince = Environment.TickCount64;
+            }
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away.
+        }
+        catch (IOException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away mid-write.
+        }
+        finally
+        {
+            Interlocked.Decrement(ref headStreams);
+        }
     }
 
     /// <summary>

@@ -104,6 +104,66 @@ public static class LightCommands
 
             return verdict.Failed is null ? 0 : 1;
         });
-        return new Command("light", "A light client that trusts no node: it proves what the nodes claim.") { verify };
+        return new Command("light", "A light client that trusts no node: it proves what the nodes claim.") { verify, CreateFollow() };
+    }
+
+    // light follow: verified signed heads from any of the nodes, with progress once a second.
+    private static Command CreateFollow()
+    {
+        var nodes = new Option<string[]>("--node") { Description = "Nodes to follow (repeatable; the next one is used when one fails or lies).", DefaultValueFactory = _ => ["http://127.0.0.1:7101", "http://127.0.0.1:7102", "http://127.0.0.1:7103"], AllowMultipleArgumentsPerToken = true };
+        var groupKey = new Option<string>("--group-key") { Description = "The pinned group key: 0x 33-byte compressed point, or a group.json file.", Required = true };
+        var keyEpoch = new Option<ulong>("--key-epoch") { Description = "The key epoch of the pinned group key.", DefaultValueFactory = _ => 1UL };
+        var from = new Option<ulong>("--from") { Description = "The height to follow from.", DefaultValueFactory = _ => 1UL };
+        var count = new Option<int>("--count") { Description = "Stop after this many heads (0: until Ctrl-C).", DefaultValueFactory = _ => 0 };
+        var follow = new Command("follow", "Stream signed heads from any node and verify each (signature under the pinned key, link to the previous head).")
+        {
+            nodes, groupKey, keyEpoch, from, count,
+        };
+        follow.SetAction(async (result, token) =>
+        {
+            Org.BouncyCastle.Math.EC.ECPoint key;
+            try
+            {
+                var given = result.GetValue(groupKey)!;
+                key = File.Exists(given) ? KeyFiles.ReadGroup(given).ToGroupKey().PublicKey : KeyFiles.ParsePoint(given);
+            }
+            catch (Exception e) when (e is FormatException or InvalidDataException)
+            {
+                await Console.Error.WriteLineAsync($"light follow: --group-key: {e.Message}").ConfigureAwait(false);
+                return 2;
+            }
+
+            var follower = new HeadFollower([.. result.GetValue(nodes)!.Select(n => new Uri(n))], key, result.GetValue(keyEpoch));
+            follower.Problem += problem => Console.WriteLine($"  {problem.Node}: {problem.Check}: {problem.Detail}; moving on");
+            var limit = result.GetValue(count);
+            var verified = 0L;
+            var window = (Count: 0L, At: Environment.TickCount64);
+            try
+            {
+                await foreach (var head in follower.FollowAsync(result.GetValue(from), token: token).ConfigureAwait(false))
+                {
+                    verified++;
+                    var now = Environment.TickCount64;
+                    if (now - window.At >= 1000 || verified == limit)
+                    {
+                        var rate = (verified - window.Count) * 1000.0 / Math.Max(1, now - window.At);
+                        var lag = (long)DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - (long)head.TimestampMs;
+                        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"head {head.Height} verified ({verified} heads, {rate:0.0}/s, lag {lag} ms) from {head.Node}"));
+                        window = (verified, now);
+                    }
+
+                    if (limit > 0 && verified >= limit)
+                        break;
+                }
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                // Ctrl-C.
+            }
+
+            Console.WriteLine($"light follow: {verified} heads verified; the last: {follower.Last?.Height.ToString(CultureInfo.InvariantCulture) ?? "none"}");
+            return 0;
+        });
+        return follow;
     }
 }

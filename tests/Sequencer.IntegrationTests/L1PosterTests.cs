@@ -88,9 +88,11 @@ public sealed class L1PosterTests(ITestOutputHelper output)
         Assert.NotEmpty(events);
         Assert.Equal(events.Select(e => e.Height).Order(), events.Select(e => e.Height));
         Assert.Equal(events.Count, events.Select(e => e.Height).Distinct().Count());
+        // Read from a running node (the leader may have been killed).
+        var reader2 = test.Cluster.Nodes.First(n => n.IsRunning).Client;
         foreach (var posted in events)
         {
-            var batch = await test.Cluster.Node(1).Client.GetBatchAsync(posted.Height);
+            var batch = await reader2.GetBatchAsync(posted.Height);
             Assert.NotNull(batch);
             Assert.Equal(batch.Hash, posted.Commitment.ToString());
         }

@@ -1,4 +1,5 @@
 using Sequencer.Client;
+using Sequencer.Client.Local;
 using Sequencer.Ethereum;
 using Sequencer.LightClient;
 using Sequencer.Threshold;
@@ -70,6 +71,84 @@ public sealed class LightClientTests
         var foreign = await TxVerifier.VerifyAsync(tx, bundle, otherKey.PublicKey, 1, l1);
         Assert.Equal("head-signature", foreign.Failed?.Name);
         Assert.Equal(FinalityLevel.Ordered, foreign.Proven);
+    }
+
+    [Fact]
+    public async Task Follow_VerifiesEveryHead_ThroughAKillOfTheNodeItReads_AndSkipsALyingNode()
+    {
+        await using var test = await TestCluster.StartAsync("follow", signingThreshold: 2);
+        var group = KeyFiles.ReadGroup(Path.Combine(test.KeysDirectory!, KeyFiles.GroupFileName)).ToGroupKey();
+        await SigningTests.SubmitAsync(test.Cluster.Node(2).Client, 5, seed: 61);
+        await SigningTests.WaitAllSignedAsync(test, TimeSpan.FromSeconds(30));
+
+        // A lying node: a stream whose first head carries a wrong signature (the real head 1 otherwise).
+        var real = (await test.Cluster.Node(2).Client.GetHeadsAsync(1, 1)).Heads[0];
+        var lie = new StreamedHeadDto(real.Header, real.Commitment, real.Signature with { Z = real.Signature.Z[..^1] + (real.Signature.Z[^1] == '0' ? '1' : '0') },
+            real.Signers, real.KeyEpoch, "0", []);
+        using var liar = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        liar.Start();
+        var liarTask = Task.Run(async () =>
+        {
+            using var socket = await liar.AcceptSocketAsync();
+            await using var stream = new System.Net.Sockets.NetworkStream(socket);
+            var buffer = new byte[4096];
+            await stream.ReadAtLeastAsync(buffer, 1, throwOnEndOfStream: false);
+            var json = System.Text.Json.JsonSerializer.Serialize(lie, ApiJsonContext.Default.StreamedHeadDto);
+            await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nevent: head\ndata: {json}\n\n"));
+            await stream.FlushAsync();
+            await Task.Delay(2000);
+        });
+        var liarUri = new Uri($"http://127.0.0.1:{((System.Net.IPEndPoint)liar.LocalEndpoint).Port}");
+
+        var follower = new HeadFollower([liarUri, new Uri(test.Cluster.Node(1).Spec.Api), new Uri(test.Cluster.Node(2).Spec.Api), new Uri(test.Cluster.Node(3).Spec.Api)], group.PublicKey, 1);
+        var problems = new System.Collections.Concurrent.ConcurrentQueue<FollowProblem>();
+        follower.Problem += problems.Enqueue;
+
+        // Steady load while following; the node being read is killed once it has served a few heads.
+        using var load = new CancellationTokenSource();
+        var loader = Task.Run(async () =>
+        {
+            var seed = 100;
+            while (!load.IsCancellationRequested)
+            {
+                try
+                {
+                    await SigningTests.SubmitAsync(test.Cluster.Node(3).Client, 3, seed: seed++);
+                }
+                catch (Exception e) when (e is HttpRequestException or SequencerApiException or TaskCanceledException)
+                {
+                    // A leader change.
+                }
+
+                await Task.Delay(20);
+            }
+        });
+
+        var heads = new List<VerifiedHead>();
+        int? killed = null;
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await foreach (var head in follower.FollowAsync(1, token: deadline.Token))
+        {
+            heads.Add(head);
+            if (killed is null && heads.Count >= 5)
+            {
+                killed = test.Cluster.Nodes.First(n => new Uri(n.Spec.Api).Port == head.Node.Port).Spec.Id;
+                await test.Cluster.Node(killed.Value).KillAsync();
+            }
+
+            if (killed is not null && heads.Count(h => new Uri(test.Cluster.Node(killed.Value).Spec.Api).Port != h.Node.Port) >= 10)
+                break;
+        }
+
+        await load.CancelAsync();
+        await loader;
+        await liarTask;
+        Assert.NotNull(killed);
+        Assert.Contains(problems, p => p.Node == liarUri && p.Check == "head-signature");
+        Assert.DoesNotContain(heads, h => h.Node == liarUri);
+        Assert.Equal(heads.Select(h => h.Height).Order(), heads.Select(h => h.Height));
+        Assert.Equal(heads.Count, heads.Select(h => h.Height).Distinct().Count());
+        Assert.Equal(1UL, heads[0].Height);
     }
 
     // A liar that rewrites the header (a different tx root) and recomputes the commitment to match: the tx proof and

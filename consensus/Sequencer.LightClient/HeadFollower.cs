@@ -1,0 +1,184 @@
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using Sequencer.Client;
+using Sequencer.Core.Hashing;
+using Sequencer.Threshold;
+using ECPoint = Org.BouncyCastle.Math.EC.ECPoint;
+
+namespace Sequencer.LightClient;
+
+/// <summary>A signed head the follower verified.</summary>
+/// <param name="Height">Its height.</param>
+/// <param name="Commitment">Its commitment.</param>
+/// <param name="Node">The node that served it (not trusted: every check was made here).</param>
+/// <param name="TimestampMs">Its header's timestamp (the leader's clock when it ordered the batch).</param>
+public sealed record VerifiedHead(ulong Height, Hash32 Commitment, Uri Node, ulong TimestampMs = 0);
+
+/// <summary>Something a node served that failed a check (a lie, or a broken stream): the follower moved on to another node.</summary>
+/// <param name="Node">The node.</param>
+/// <param name="Check">The check that failed, or "connection".</param>
+/// <param name="Detail">What was wrong.</param>
+public sealed record FollowProblem(Uri Node, string Check, string Detail);
+
+/// <summary>
+/// Follows the signed heads of the cluster from any of several nodes (<c>GET /v1/stream/heads</c>), trusting none:
+/// each head's commitment is recomputed from its header, its key epoch and FROST signature are checked under the
+/// pinned key, and its link proof must put the last verified head's commitment in its history. When a node fails or
+/// serves anything that does not verify, the follower moves to the next node and resumes after the last verified head.
+/// </summary>
+/// <param name="nodes">The nodes to read from, in order of preference.</param>
+/// <param name="groupKey">The pinned group key.</param>
+/// <param name="keyEpoch">Its key epoch.</param>
+public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulong keyEpoch)
+{
+    /// <summary>The most bytes of one event line.</summary>
+    public const int MaxEventBytes = 1 << 20;
+
+    /// <summary>Problems with nodes, as they happen.</summary>
+    public event Action<FollowProblem>? Problem;
+
+    /// <summary>The last verified head, or null before the first.</summary>
+    public VerifiedHead? Last { get; private set; }
+
+    /// <summary>
+    /// Verified heads from <paramref name="from"/> on (the first is trusted by its signature alone, unless
+    /// <paramref name="anchor"/> gives a head already verified that it must link to), for as long as the caller reads.
+    /// </summary>
+    public async IAsyncEnumerable<VerifiedHead> FollowAsync(ulong from = 1, VerifiedHead? anchor = null, [EnumeratorCancellation] CancellationToken token = default)
+    {
+        if (nodes.Count == 0)
+            throw new InvalidOperationException("the follower was given no node");
+        Last = anchor;
+        using var http = new HttpClient { Timeout = Timeout.InfiniteTimeSpan };
+        var index = 0;
+        var failures = 0;
+        while (!token.IsCancellationRequested)
+        {
+            var node = nodes[index % nodes.Count];
+            var start = Last is { } last ? last.Height + 1 : from;
+            var channel = System.Threading.Channels.Channel.CreateBounded<VerifiedHead>(64);
+            using var connection = CancellationTokenSource.CreateLinkedTokenSource(token);
+            var reader = ReadAsync(http, node, start, channel.Writer, connection.Token);
+            var delivered = false;
+            try
+            {
+                await foreach (var head in channel.Reader.ReadAllAsync(token).ConfigureAwait(false))
+                {
+                    delivered = true;
+                    yield return head;
+                }
+            }
+            finally
+            {
+                // The caller stopped reading, or the node's stream ended: close this connection either way.
+                await connection.CancelAsync().ConfigureAwait(false);
+                await reader.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            }
+
+            // The node failed or lied: the next one, after a pause that grows while none serves anything.
+            index++;
+            failures = delivered ? 0 : failures + 1;
+            if (failures >= nodes.Count)
+                await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(2_000, 100 * failures)), token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+    }
+
+    private async Task ReadAsync(HttpClient http, Uri node, ulong from, System.Threading.Channels.ChannelWriter<VerifiedHead> output, CancellationToken token)
+    {
+        try
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(node, $"/v1/stream/heads?from={from}"));
+            using var connect = CancellationTokenSource.CreateLinkedTokenSource(token);
+            connect.CancelAfter(TimeSpan.FromSeconds(5));
+            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, connect.Token).ConfigureAwait(false);
+            if (!response.IsSuccessStatusCode)
+            {
+                Report(node, "connection", $"HTTP {(int)response.StatusCode}");
+                return;
+            }
+
+            await using var stream = await response.Content.ReadAsStreamAsync(token).ConfigureAwait(false);
+            using var reader = new StreamReader(stream);
+            string? eventName = null;
+            while (!token.IsCancellationRequested)
+            {
+                // A stream that says nothing for 30 s (the node sends a comment every 15 s) is dead.
+                using var quiet = CancellationTokenSource.CreateLinkedTokenSource(token);
+                quiet.CancelAfter(TimeSpan.FromSeconds(30));
+                var line = await reader.ReadLineAsync(quiet.Token).ConfigureAwait(false);
+                if (line is null)
+                {
+                    Report(node, "connection", "the stream ended");
+                    return;
+                }
+
+                if (line.Length > MaxEventBytes)
+                {
+                    Report(node, "stream-format", $"an event line of {line.Length} bytes");
+                    return;
+                }
+
+                if (line.StartsWith("event:", StringComparison.Ordinal))
+                {
+                    eventName = line[6..].Trim();
+                }
+                else if (line.StartsWith("data:", StringComparison.Ordinal) && eventName == "head")
+                {
+                    var head = JsonSerializer.Deserialize(line[5..], ApiJsonContext.Default.StreamedHeadDto);
+                    if (head is null || Verify(node, head) is not { } verified)
+                        return;
+                    Last = verified;
+                    await output.WriteAsync(verified, token).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException or JsonException)
+        {
+            if (!token.IsCancellationRequested)
+                Report(node, e is JsonException ? "stream-format" : "connection", e.Message);
+        }
+        finally
+        {
+            output.TryComplete();
+        }
+    }
+
+    // The head's checks; null (and a reported problem) when one fails.
+    private VerifiedHead? Verify(Uri node, StreamedHeadDto dto)
+    {
+        try
+        {
+            var header = dto.Header.ToHeader();
+            if (header.Commitment != Hash32.Parse(dto.Commitment))
+                return Fail(node, "head-commitment", $"head {header.Height}'s header does not recompute to its commitment");
+            if (header.KeyEpoch != keyEpoch)
+                return Fail(node, "head-key-epoch", $"head {header.Height} is of key epoch {header.KeyEpoch}, the pinned key of {keyEpoch}");
+            var signature = FrostSignature.Decode([.. Convert.FromHexString(dto.Signature.R.AsSpan(2)), .. Convert.FromHexString(dto.Signature.Z.AsSpan(2))]);
+            if (!Frost.Verify(header.Commitment.ToArray(), signature, groupKey))
+                return Fail(node, "head-signature", $"head {header.Height}'s signature does not verify under the pinned key");
+            if (Last is { } last)
+            {
+                var linkFrom = ulong.Parse(dto.LinkFrom, System.Globalization.CultureInfo.InvariantCulture);
+                if (header.Height <= last.Height)
+                    return Fail(node, "head-order", $"head {header.Height} is not above the last verified head {last.Height} (a stale or replayed head)");
+                if (linkFrom != last.Height
+                    || !MerkleTree.VerifyInclusion((long)last.Height - 1, (long)header.Height - 1, last.Commitment, [.. dto.LinkProof.Select(p => Hash32.Parse(p))], header.HistoryRoot))
+                    return Fail(node, "link-proof", $"head {header.Height}'s link proof does not put head {last.Height} ({last.Commitment}) in its history (a fork, or a broken proof)");
+            }
+
+            return new VerifiedHead(header.Height, header.Commitment, node, header.TimestampMs);
+        }
+        catch (Exception e) when (e is FormatException or OverflowException or ArgumentException)
+        {
+            return Fail(node, "head-format", e.Message);
+        }
+    }
+
+    private VerifiedHead? Fail(Uri node, string check, string detail)
+    {
+        Report(node, check, detail);
+        return null;
+    }
+
+    private void Report(Uri node, string check, string detail) => Problem?.Invoke(new FollowProblem(node, check, detail));
+}
