@@ -15,7 +15,6 @@ namespace Sequencer.Bench;
 /// </summary>
 internal static class L1Probe
 {
-    private const string DeployerKey = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 
     public static async Task<int> RunAsync(string data, int txBytes, double txPerSecond, TimeSpan duration, string[] extraArguments, CancellationToken token)
     {
@@ -24,13 +23,13 @@ internal static class L1Probe
             Directory.Delete(root, recursive: true);
         Directory.CreateDirectory(root);
         await using var anvil = await LocalAnvil.StartAsync(Path.Combine(root, "anvil.log"), blockTimeSeconds: 1, token: token);
-        var inbox = Address.ForContract(EthKey.FromHex(DeployerKey).Address, 0);
+        var inbox = Address.ForContract(EthKey.FromHex(LocalAnvil.DeployerKey).Address, 0);
         var posterKey = Path.Combine(root, "poster.key");
         Sequencer.Core.Storage.DurableFiles.WriteAllText(posterKey, LocalAnvil.DefaultKey, secret: true);
         var keys = Path.Combine(root, "keys");
         var group = Sequencer.Threshold.KeyFiles.WriteDealerKeys(keys, 2, 3);
         using var rpc = new EthRpcClient(anvil.Rpc);
-        var deployed = await new EthSender(rpc, EthKey.FromHex(DeployerKey), anvil.ChainId)
+        var deployed = await new EthSender(rpc, EthKey.FromHex(LocalAnvil.DeployerKey), anvil.ChainId)
             .SendAsync(null, InboxContract.Deployment(1, group.Epoch, EthHex.ToBytes(group.GroupKey)), TimeSpan.FromSeconds(30), token: token);
         await using var cluster = LocalCluster.Create(new LocalClusterOptions
         {

@@ -109,9 +109,6 @@ public static class ChaosRun
     /// <summary>LIVE-POST: after the last heal, the contract holds the highest signed head within this.</summary>
     public static readonly TimeSpan PostBound = TimeSpan.FromSeconds(30);
 
-    // anvil's second default account deploys the inbox (nonce 0, so its address is known in advance); the first posts.
-    private const string DeployerKey = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
-
     /// <summary>Runs <paramref name="options"/> to the end and returns the verdict.</summary>
     public static async Task<ChaosResult> RunAsync(ChaosOptions options, CancellationToken token)
     {
@@ -159,7 +156,7 @@ public static class ChaosRun
         if (options.Signing && options.L1)
         {
             anvil = await LocalAnvil.StartAsync(Path.Combine(directory, "anvil.log"), blockTimeSeconds: 1, token: token, host: network.L1Host).ConfigureAwait(false);
-            inbox = Sequencer.Ethereum.Address.ForContract(Sequencer.Ethereum.EthKey.FromHex(DeployerKey).Address, 0);
+            inbox = Sequencer.Ethereum.Address.ForContract(Sequencer.Ethereum.EthKey.FromHex(LocalAnvil.DeployerKey).Address, 0);
             var posterKey = Path.Combine(directory, "l1", "poster.key");
             Directory.CreateDirectory(Path.GetDirectoryName(posterKey)!);
             Sequencer.Core.Storage.DurableFiles.WriteAllText(posterKey, LocalAnvil.DefaultKey, secret: true);
@@ -369,7 +366,7 @@ public static class ChaosRun
     {
         var (epoch, key) = groupKeys.OrderBy(k => k.Key).First();
         using var rpc = new Sequencer.Ethereum.EthRpcClient(anvil.Rpc);
-        var receipt = await new Sequencer.Ethereum.EthSender(rpc, Sequencer.Ethereum.EthKey.FromHex(DeployerKey), anvil.ChainId)
+        var receipt = await new Sequencer.Ethereum.EthSender(rpc, Sequencer.Ethereum.EthKey.FromHex(LocalAnvil.DeployerKey), anvil.ChainId)
             .SendAsync(null, Sequencer.L1.InboxContract.Deployment(1, epoch, key), TimeSpan.FromSeconds(30), token: token).ConfigureAwait(false);
         if (!receipt.Success || !inbox.Equals(receipt.ContractAddress))
             throw new InvalidOperationException($"the inbox was not deployed at {inbox} (status {receipt.Success}, address {receipt.ContractAddress})");

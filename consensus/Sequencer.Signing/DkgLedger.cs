@@ -301,14 +301,7 @@ public sealed class DkgLedger
     }
 
     /// <summary>The context a complaint's DLEQ proof is bound to: the session context, the accuser and the accused.</summary>
-    public static byte[] ComplaintContext(ReadOnlySpan<byte> context, int accuser, int accused)
-    {
-        var bound = new byte[context.Length + 8];
-        context.CopyTo(bound);
-        BinaryPrimitives.WriteInt32BigEndian(bound.AsSpan(context.Length), accuser);
-        BinaryPrimitives.WriteInt32BigEndian(bound.AsSpan(context.Length + 4), accused);
-        return bound;
-    }
+    public static byte[] ComplaintContext(ReadOnlySpan<byte> context, int accuser, int accused) => DkgShareCipher.PairContext(context, accuser, accused);
 
     // Checks a complaint's evidence: the revealed ECDH point must be proven (DLEQ against both round one encryption
     // keys). With it, anyone opens the disputed share: a share that fails its tag, is no scalar or misses the dealer's

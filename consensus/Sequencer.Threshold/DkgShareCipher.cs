@@ -38,7 +38,7 @@ public static class DkgShareCipher
         try
         {
             using var aead = new AesGcm(key, 16);
-            aead.Encrypt(new byte[12], plain, output.AsSpan(0, 32), output.AsSpan(32), Associated(context, from, to));
+            aead.Encrypt(new byte[12], plain, output.AsSpan(0, 32), output.AsSpan(32), PairContext(context, from, to));
         }
         finally
         {
@@ -78,7 +78,7 @@ public static class DkgShareCipher
                 try
                 {
                     using var aead = new AesGcm(key, 16);
-                    aead.Decrypt(new byte[12], ciphertext[..32], ciphertext[32..], plain, Associated(context, from, to));
+                    aead.Decrypt(new byte[12], ciphertext[..32], ciphertext[32..], plain, PairContext(context, from, to));
                 }
                 catch (AuthenticationTagMismatchException)
                 {
@@ -113,11 +113,12 @@ public static class DkgShareCipher
     {
         if (shared.IsInfinity)
             throw new ArgumentException("the encryption key is the identity");
-        byte[] input = [.. AeadDomain, .. Secp256k1.SerializeElement(shared), .. Associated(context, from, to)];
+        byte[] input = [.. AeadDomain, .. Secp256k1.SerializeElement(shared), .. PairContext(context, from, to)];
         return SHA256.HashData(input);
     }
 
-    private static byte[] Associated(ReadOnlySpan<byte> context, int from, int to)
+    /// <summary>The session context followed by two member ids, big-endian: what binds a share, or a complaint's proof, to its pair.</summary>
+    public static byte[] PairContext(ReadOnlySpan<byte> context, int from, int to)
     {
         var data = new byte[context.Length + 8];
         context.CopyTo(data);

@@ -56,6 +56,17 @@ public static class ApiResponses
         writer.WriteString(name, value.ToString(CultureInfo.InvariantCulture));
     }
 
+    /// <summary>Writes an array of 0x hashes (an audit path).</summary>
+    public static void WriteHashes(this Utf8JsonWriter writer, string name, IEnumerable<Hash32> hashes)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        ArgumentNullException.ThrowIfNull(hashes);
+        writer.WriteStartArray(name);
+        foreach (var hash in hashes)
+            writer.WriteStringValue(hash.ToString());
+        writer.WriteEndArray();
+    }
+
     /// <summary>Writes the header object of DESIGN section 10.</summary>
     public static void WriteHeader(this Utf8JsonWriter writer, StoredBatch batch)
     {

@@ -285,7 +285,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteHash("hash", txHash);
             writer.WriteDecimal("height", position.Height);
             writer.WriteNumber("index", position.Index);
-            WriteHashes(writer, "proof", txProof);
+            writer.WriteHashes("proof", txProof);
             writer.WriteEndObject();
             writer.WriteHeader(batch);
             writer.WriteHash("commitment", batch.Header.Commitment);
@@ -300,7 +300,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
                 writer.WriteEndObject();
             }
 
-            WriteHashes(writer, "historyProof", historyProof);
+            writer.WriteHashes("historyProof", historyProof);
             if (post is null || postedBatch is null || l1Status is null)
             {
                 writer.WriteNull("l1");
@@ -313,21 +313,13 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteHeader(postedBatch);
             writer.WriteHash("commitment", postedBatch.Header.Commitment);
             writer.WriteEndObject();
-            WriteHashes(writer, "historyProof", postedProof);
+            writer.WriteHashes("historyProof", postedProof);
             writer.WriteString("txHash", Sequencer.Ethereum.EthHex.Bytes(post.TxHash));
             writer.WriteDecimal("blockNumber", post.Block);
             writer.WriteDecimal("confirmations", l1Status.LatestBlock >= post.Block ? l1Status.LatestBlock - post.Block + 1 : 0);
             writer.WriteBoolean("finalized", finalized);
             writer.WriteEndObject();
         }).ConfigureAwait(false);
-    }
-
-    private static void WriteHashes(Utf8JsonWriter writer, string name, IEnumerable<Hash32> hashes)
-    {
-        writer.WriteStartArray(name);
-        foreach (var node in hashes)
-            writer.WriteStringValue(node.ToString());
-        writer.WriteEndArray();
     }
 
     // GET /v1/l1: the L1 as this node sees it (DESIGN section 10), and what the log last recorded of posting.

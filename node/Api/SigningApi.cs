@@ -116,10 +116,7 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
                         writer.WriteStartObject();
                         WriteHead(writer, batch!, head);
                         writer.WriteDecimal("linkFrom", linkFrom);
-                        writer.WriteStartArray("linkProof");
-                        foreach (var node in proof)
-                            writer.WriteStringValue(node.ToString());
-                        writer.WriteEndArray();
+                        writer.WriteHashes("linkProof", proof);
                         writer.WriteEndObject();
                     }
 

@@ -31,9 +31,6 @@ public static class DevnetCommand
     private static readonly Option<int> L1PortOption = new("--l1-port") { Description = "The local anvil's port.", DefaultValueFactory = _ => 8545 };
     private static readonly Option<int> L1BlockTimeOption = new("--l1-block-time") { Description = "Seconds between the local anvil's blocks.", DefaultValueFactory = _ => 1 };
 
-    // anvil's second default account deploys the contract (so its address is known before it exists: nonce 0); the
-    // first posts. Both are funded in every anvil and public knowledge: local use only.
-    private const string DeployerKey = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
     private const int FinalityDepth = 2;
 
     private static readonly Option<string> KeyGenerationOption = new("--keygen")
@@ -126,7 +123,7 @@ public static class DevnetCommand
                     return 1;
                 }
 
-                inbox = Address.ForContract(EthKey.FromHex(DeployerKey).Address, 0);
+                inbox = Address.ForContract(EthKey.FromHex(LocalAnvil.DeployerKey).Address, 0);
                 var posterKey = Path.Combine(data, "l1", "poster.key");
                 Directory.CreateDirectory(Path.GetDirectoryName(posterKey)!);
                 Sequencer.Core.Storage.DurableFiles.WriteAllText(posterKey, LocalAnvil.DefaultKey, secret: true);
@@ -221,7 +218,7 @@ public static class DevnetCommand
         using var rpc = new EthRpcClient(anvil.Rpc);
         try
         {
-            var sender = new EthSender(rpc, EthKey.FromHex(DeployerKey), anvil.ChainId);
+            var sender = new EthSender(rpc, EthKey.FromHex(LocalAnvil.DeployerKey), anvil.ChainId);
             var epoch = ulong.Parse(key.Epoch, CultureInfo.InvariantCulture);
             var receipt = await sender.SendAsync(null, InboxContract.Deployment(chainId, epoch, EthHex.ToBytes(key.GroupKey)), TimeSpan.FromSeconds(30), token: token).ConfigureAwait(false);
             if (!receipt.Success || receipt.ContractAddress is null || !receipt.ContractAddress.Equals(inbox))

@@ -18,7 +18,6 @@ namespace Sequencer.IntegrationTests;
 [Collection("clusters")]
 public sealed class L1PosterTests(ITestOutputHelper output)
 {
-    private const string DeployerKey = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
 
     private sealed record L1View(ulong Posted, ulong Finalized, long Reorgs, string? Error);
@@ -58,7 +57,7 @@ public sealed class L1PosterTests(ITestOutputHelper output)
         var anvil = await LocalAnvil.StartAsync(Path.Combine(Path.GetTempPath(), "sequencer-it", $"anvil-{name}-{Environment.ProcessId}.log"), blockTimeSeconds: 1);
         try
         {
-            var inbox = Address.ForContract(EthKey.FromHex(DeployerKey).Address, 0);
+            var inbox = Address.ForContract(EthKey.FromHex(LocalAnvil.DeployerKey).Address, 0);
             var keyFile = Path.Combine(Path.GetTempPath(), "sequencer-it", $"poster-{name}-{Environment.ProcessId}.key");
             Sequencer.Core.Storage.DurableFiles.WriteAllText(keyFile, LocalAnvil.DefaultKey, secret: true);
             var test = await TestCluster.StartAsync(name, signingThreshold: 2, extraArguments:
@@ -67,7 +66,7 @@ public sealed class L1PosterTests(ITestOutputHelper output)
             // The dealer's group key is known at once: deploy the inbox with it, where the nodes expect it.
             var group = KeyFiles.ReadGroup(Path.Combine(test.KeysDirectory!, KeyFiles.GroupFileName));
             using var rpc = new EthRpcClient(anvil.Rpc);
-            var receipt = await new EthSender(rpc, EthKey.FromHex(DeployerKey), anvil.ChainId)
+            var receipt = await new EthSender(rpc, EthKey.FromHex(LocalAnvil.DeployerKey), anvil.ChainId)
                 .SendAsync(null, InboxContract.Deployment(1, 1, EthHex.ToBytes(group.GroupKey)), TimeSpan.FromSeconds(30));
             Assert.Equal(inbox, receipt.ContractAddress);
             return (anvil, inbox, test);

@@ -15,6 +15,12 @@ public sealed class LocalAnvil : IAsyncDisposable
     /// <summary>anvil's first default account (funded with 10,000 ether in every anvil): for local use only.</summary>
     public const string DefaultKey = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
+    /// <summary>
+    /// anvil's second default account, which deploys the inbox in local runs: its first creation (nonce 0) fixes the
+    /// contract's address before it exists, so the nodes can be told it at start. Local use only.
+    /// </summary>
+    public const string DeployerKey = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
     private readonly Process process;
     private readonly StreamWriter log;
 
