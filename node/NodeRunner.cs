@@ -314,6 +314,8 @@ public static partial class NodeRunner
         new AdminApi(options, time, requestBudget).Map(app);
         new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake, requestBudget, throttledLogs.CreateLogger(typeof(SigningApi).FullName!)).Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
+        new OpenApiDocument(options).Map(app);
+        OpenApiDocument.Check(app, logger);
 
         try
         {

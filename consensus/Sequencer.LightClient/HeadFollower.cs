@@ -25,12 +25,18 @@ public sealed record FollowProblem(Uri Node, string Check, string Detail);
 /// each head's commitment is recomputed from its header, its key epoch and FROST signature are checked under the
 /// pinned key, and its link proof must put the last verified head's commitment in its history. When a node fails or
 /// serves anything that does not verify, the follower moves to the next node and resumes after the last verified head.
+/// A node that withholds heads (a stale stream) is caught too: while its stream has brought nothing new for
+/// <paramref name="staleAfter"/>, the follower asks another node for the next head, and when that one shows a head
+/// above the last verified one, signed under the pinned key, the withholding node is left ("head-stale").
 /// </summary>
 /// <param name="nodes">The nodes to read from, in order of preference.</param>
 /// <param name="groupKey">The pinned group key.</param>
 /// <param name="keyEpoch">Its key epoch.</param>
-public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulong keyEpoch)
+/// <param name="staleAfter">How long a stream may bring no head before another node is asked (default 5 s).</param>
+public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulong keyEpoch, TimeSpan? staleAfter = null)
 {
+    private readonly TimeSpan staleAfter = staleAfter ?? TimeSpan.FromSeconds(5);
+
     /// <summary>The most bytes of one event line.</summary>
     public const int MaxEventBytes = 1 << 20;
 
@@ -99,13 +105,26 @@ public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulo
 
             await using var stream = await response.Content.ReadAsStreamAsync(token).ConfigureAwait(false);
             using var reader = new StreamReader(stream);
+            using var stale = CancellationTokenSource.CreateLinkedTokenSource(token);
+            var lastNew = Environment.TickCount64;
+            var watcher = WatchStaleAsync(node, () => lastNew, stale);
             string? eventName = null;
-            while (!token.IsCancellationRequested)
+            while (!stale.IsCancellationRequested)
             {
                 // A stream that says nothing for 30 s (the node sends a comment every 15 s) is dead.
                 using var quiet = CancellationTokenSource.CreateLinkedTokenSource(token);
                 quiet.CancelAfter(TimeSpan.FromSeconds(30));
-                var line = await reader.ReadLineAsync(quiet.Token).ConfigureAwait(false);
+                using var either = CancellationTokenSource.CreateLinkedTokenSource(quiet.Token, stale.Token);
+                string? line;
+                try
+                {
+                    line = await reader.ReadLineAsync(either.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (stale.IsCancellationRequested && !token.IsCancellationRequested)
+                {
+                    return; // Reported by the watcher.
+                }
+
                 if (line is null)
                 {
                     Report(node, "connection", "the stream ended");
@@ -128,9 +147,13 @@ public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulo
                     if (head is null || Verify(node, head) is not { } verified)
                         return;
                     Last = verified;
+                    lastNew = Environment.TickCount64;
                     await output.WriteAsync(verified, token).ConfigureAwait(false);
                 }
             }
+
+            await stale.CancelAsync().ConfigureAwait(false);
+            await watcher.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
         catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException or JsonException)
         {
@@ -140,6 +163,63 @@ public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulo
         finally
         {
             output.TryComplete();
+        }
+    }
+
+    // While the stream of `node` brings nothing new, asks the other nodes in turn (one every staleAfter) for the head
+    // after the last verified one; one that verifies (signature and key epoch, height above the last) proves the
+    // stream stale, and `stale` is cancelled. A lying witness cannot make the follower leave an honest node: it would
+    // need a head signed under the pinned key that the honest node does not have.
+    private async Task WatchStaleAsync(Uri node, Func<long> lastNew, CancellationTokenSource stale)
+    {
+        var witnesses = nodes.Where(n => n != node).ToList();
+        var turn = 0;
+        try
+        {
+            while (!stale.IsCancellationRequested)
+            {
+                await Task.Delay(staleAfter, stale.Token).ConfigureAwait(false);
+                if (witnesses.Count == 0 || Environment.TickCount64 - lastNew() < staleAfter.TotalMilliseconds)
+                    continue;
+                var witness = witnesses[turn++ % witnesses.Count];
+                var after = Last?.Height ?? 0;
+                try
+                {
+                    using var client = new SequencerClient(witness, TimeSpan.FromSeconds(5), maxConnections: 1);
+                    var heads = await client.GetHeadsAsync(after + 1, 1, stale.Token).ConfigureAwait(false);
+                    if (heads.Heads.Count == 1 && Signed(heads.Heads[0]) is { } height && height > after && (Last?.Height ?? 0) == after)
+                    {
+                        Report(node, "head-stale", $"no head above {after} for {staleAfter.TotalSeconds:0.#} s, while {witness} serves head {height} signed under the pinned key (a node withholding heads, or one cut off from the cluster)");
+                        await stale.CancelAsync().ConfigureAwait(false);
+                        return;
+                    }
+                }
+                catch (Exception e) when (e is HttpRequestException or SequencerApiException or JsonException or OperationCanceledException && !stale.IsCancellationRequested)
+                {
+                    // The witness is down or lying: ask the next one next time.
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The stream ended.
+        }
+    }
+
+    // The head's height when its commitment, key epoch and signature verify; otherwise null.
+    private ulong? Signed(HeadDto dto)
+    {
+        try
+        {
+            var header = dto.Header.ToHeader();
+            if (header.Commitment != Hash32.Parse(dto.Commitment) || header.KeyEpoch != keyEpoch)
+                return null;
+            var signature = FrostSignature.Decode([.. Convert.FromHexString(dto.Signature.R.AsSpan(2)), .. Convert.FromHexString(dto.Signature.Z.AsSpan(2))]);
+            return Frost.Verify(header.Commitment.ToArray(), signature, groupKey) ? header.Height : null;
+        }
+        catch (Exception e) when (e is FormatException or OverflowException or ArgumentException)
+        {
+            return null;
         }
     }
 

@@ -32,7 +32,9 @@ public enum FinalityLevel
 /// <param name="Name">The check: tx-proof, header-commitment, head-commitment, history-proof, head-key-epoch, head-signature, l1-head-commitment, l1-history-proof, l1-event, l1-finality.</param>
 /// <param name="Passed">Whether it held.</param>
 /// <param name="Detail">The evidence, or why it failed.</param>
-public sealed record Check(string Name, bool Passed, string Detail);
+/// <param name="Pending">It did not hold, but that proves no lie: the L1 block is not final by the client's own rule
+/// yet, or the client could not read its L1. The level stays below it; the verdict has no failure.</param>
+public sealed record Check(string Name, bool Passed, string Detail, bool Pending = false);
 
 /// <summary>What a light client proved about a tx.</summary>
 /// <param name="TxHash">The tx.</param>
@@ -42,7 +44,7 @@ public sealed record Check(string Name, bool Passed, string Detail);
 public sealed record Verdict(string TxHash, FinalityLevel Proven, string Claimed, IReadOnlyList<Check> Checks)
 {
     /// <summary>The first check that failed, or null: where a lying node was caught.</summary>
-    public Check? Failed => Checks.FirstOrDefault(c => !c.Passed);
+    public Check? Failed => Checks.FirstOrDefault(c => !c.Passed && !c.Pending);
 
     /// <summary>True when the node claimed more than could be proven (a lie, or an L1 the client cannot see yet).</summary>
     public bool Overclaimed => Enum.TryParse<FinalityLevel>(Claimed, ignoreCase: true, out var claimed) && claimed > Proven;
@@ -69,9 +71,9 @@ public static class TxVerifier
         var checks = new List<Check>();
         var proven = FinalityLevel.None;
         Verdict Done() => new(txHash, proven, bundle.Level, checks);
-        bool Add(string name, bool passed, string detail)
+        bool Add(string name, bool passed, string detail, bool pending = false)
         {
-            checks.Add(new Check(name, passed, detail));
+            checks.Add(new Check(name, passed, detail, !passed && pending));
             return passed;
         }
 
@@ -156,12 +158,12 @@ public static class TxVerifier
             var final = l1.FinalityDepth is { } depth
                 ? (latest > (ulong)depth ? latest - (ulong)depth : 0)
                 : (await l1.Rpc.GetBlockAsync("finalized", token).ConfigureAwait(false))?.Number ?? 0;
-            if (Add("l1-finality", block <= final, $"block {block} {(block <= final ? "is" : "is not yet")} final (the final block is {final}, latest {latest})"))
+            if (Add("l1-finality", block <= final, $"block {block} {(block <= final ? "is" : "is not yet")} final (the final block is {final}, latest {latest}{(l1.FinalityDepth is { } d ? $": {d} blocks deep" : ": the L1's finalized tag")})", pending: true))
                 proven = FinalityLevel.Finalized;
         }
         catch (Exception e) when (e is HttpRequestException or EthRpcException or FormatException or TaskCanceledException)
         {
-            Add("l1-read", false, "the L1 could not be read: " + e.Message);
+            Add("l1-read", false, "the L1 could not be read: " + e.Message, pending: true);
         }
 
         return Done();

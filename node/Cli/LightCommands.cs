@@ -87,7 +87,7 @@ public static class LightCommands
                     proven = verdict.Proven.ToString().ToLowerInvariant(),
                     claimed = verdict.Claimed,
                     failed = verdict.Failed?.Name,
-                    checks = verdict.Checks.Select(c => new { name = c.Name, passed = c.Passed, detail = c.Detail }),
+                    checks = verdict.Checks.Select(c => new { name = c.Name, passed = c.Passed, pending = c.Pending, detail = c.Detail }),
                     notes,
                 }));
             }
@@ -95,11 +95,13 @@ public static class LightCommands
             {
                 Console.WriteLine($"tx {verdict.TxHash}: proven {verdict.Proven.ToString().ToLowerInvariant()} (the node claims {verdict.Claimed})");
                 foreach (var check in verdict.Checks)
-                    Console.WriteLine($"  {(check.Passed ? "ok  " : "FAIL")} {check.Name,-20} {check.Detail}");
+                    Console.WriteLine($"  {(check.Passed ? "ok  " : check.Pending ? "wait" : "FAIL")} {check.Name,-20} {check.Detail}");
                 foreach (var note in notes)
                     Console.WriteLine($"  note: {note}");
                 if (verdict.Failed is { } failed)
                     Console.WriteLine($"the node lied or served a broken proof: check {failed.Name} failed");
+                else if (verdict.Overclaimed)
+                    Console.WriteLine($"no lie proven, but the node claims more than this client can prove yet ({verdict.Claimed}): ask again later, or with --l1-finality-depth the node's depth");
             }
 
             return verdict.Failed is null ? 0 : 1;

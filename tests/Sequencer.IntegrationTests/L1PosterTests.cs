@@ -52,7 +52,7 @@ public sealed class L1PosterTests(ITestOutputHelper output)
         }
     }
 
-    internal static async Task<(LocalAnvil Anvil, Address Inbox, TestCluster Test)> StartAsync(string name)
+    internal static async Task<(LocalAnvil Anvil, Address Inbox, TestCluster Test)> StartAsync(string name, IReadOnlyList<string>? extraArguments = null)
     {
         var anvil = await LocalAnvil.StartAsync(Path.Combine(Path.GetTempPath(), "sequencer-it", $"anvil-{name}-{Environment.ProcessId}.log"), blockTimeSeconds: 1);
         try
@@ -61,7 +61,7 @@ public sealed class L1PosterTests(ITestOutputHelper output)
             var keyFile = Path.Combine(Path.GetTempPath(), "sequencer-it", $"poster-{name}-{Environment.ProcessId}.key");
             Sequencer.Core.Storage.DurableFiles.WriteAllText(keyFile, LocalAnvil.DefaultKey, secret: true);
             var test = await TestCluster.StartAsync(name, signingThreshold: 2, extraArguments:
-                ["--l1-rpc", anvil.Rpc.ToString(), "--l1-contract", inbox.ToString(), "--l1-key-file", keyFile, "--l1-finality-depth", "2"]);
+                ["--l1-rpc", anvil.Rpc.ToString(), "--l1-contract", inbox.ToString(), "--l1-key-file", keyFile, "--l1-finality-depth", "2", .. extraArguments ?? []]);
 
             // The dealer's group key is known at once: deploy the inbox with it, where the nodes expect it.
             var group = KeyFiles.ReadGroup(Path.Combine(test.KeysDirectory!, KeyFiles.GroupFileName));

@@ -3,6 +3,9 @@
 issue 11. keccak256, RFC 6962 audit paths, the v2 header commitment, and the FROST(secp256k1, SHA-256) signature of
 the covering head (RFC 9591: R + c*PK == z*G, c = H2(R || PK || msg)) are written out here.
 
+The route is not hard-coded: it is read from the node's OpenAPI document (GET /openapi.json, the operation
+getProofBundle), and the bundle is checked for the fields that document's ProofBundle schema requires.
+
 usage: verify_bundle.py --node http://127.0.0.1:7101 --tx 0xHASH --group-key 0x02..   (or --bundle FILE)
 exit 0: the tx is proven at least signed under the group key; 1: a check failed (named on stdout)."""
 import argparse, hashlib, json, sys, urllib.request
@@ -119,7 +122,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--node"); ap.add_argument("--tx", required=True); ap.add_argument("--group-key", required=True); ap.add_argument("--bundle")
     args = ap.parse_args()
-    bundle = json.load(open(args.bundle)) if args.bundle else json.load(urllib.request.urlopen(f"{args.node}/v1/proofs/{args.tx}", timeout=10))
+    if args.bundle:
+        bundle = json.load(open(args.bundle))
+    else:
+        api = json.load(urllib.request.urlopen(f"{args.node}/openapi.json", timeout=10))
+        route = next(path for path, ops in api["paths"].items() for op in ops.values() if op.get("operationId") == "getProofBundle")
+        bundle = json.load(urllib.request.urlopen(args.node + route.replace("{hash}", args.tx), timeout=10))
+        missing = [f for f in api["components"]["schemas"]["ProofBundle"]["required"] if f not in bundle]
+        if missing:
+            print(f"FAIL bundle-format: missing {missing}"); return 1
+        print(f"ok   bundle-format (GET {route} per /openapi.json)")
     hx = lambda v: bytes.fromhex(v[2:])
     header, tx = bundle["header"], bundle["tx"]
     checks = [("tx-proof", tx["hash"] == args.tx and included(tx["index"], header["txCount"], hx(tx["hash"]), [hx(p) for p in tx["proof"]], hx(header["txRoot"]))),
