@@ -29,8 +29,20 @@ unit: build
 integration: build
 	$(DOTNET) test --project tests/Sequencer.IntegrationTests -c Release --no-build
 
-# The load generator: throughput and latency at 1/16/64/256 clients, single and bulk submits, and fdatasync latency.
+# The load generator: throughput and latency at 1/16/64/256 clients, single and bulk submits, and fdatasync latency;
+# then a local 3-member etcd with the same load beside it (Debian's etcd-server, installed here when missing and
+# root; skipped with a message otherwise), the ratios, and bench/results/latest.json and latest.svg; then the L1 phase.
+define install-etcd-for-bench
+@if ! command -v etcd >/dev/null 2>&1 && [ ! -x /usr/bin/etcd ] && [ -z "$$ETCD_BIN" ]; then \
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+    echo "bench: installing Debian's etcd-server for the side-by-side phase"; \
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null 2>&1 \
+      || (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null 2>&1)) \
+      || echo "bench: etcd-server could not be installed; the etcd phase will be skipped"; \
+  else echo "bench: no etcd binary and no root to install etcd-server; the etcd phase will be skipped"; fi; fi
+endef
 bench: build
+	$(install-etcd-for-bench)
 	$(DOTNET) bench/Sequencer.Bench/bin/Release/net10.0/sequencer-bench.dll $(BENCH_ARGS)
 
 # The decoder fuzzer (issue 9): every decoder of outside bytes (log entries and what the leader's intake and apply do

@@ -12,11 +12,16 @@ internal sealed record ScenarioResult(string Mode, int Clients, int TxsPerReques
     public double TxPerSecond => Txs / Seconds;
 }
 
+/// <summary>Sends one request of a client and tells whether it succeeded; made once per client.</summary>
+internal delegate Task<bool> RequestSender(CancellationToken token);
+
 /// <summary>
 /// Closed-loop clients: each sends a request of fresh random txs (MessagePack bins), waits for the answer (the txs
-/// are ordered), records the latency and sends the next. Latency is submit to ordered, per request.
+/// are ordered), records the latency and sends the next. Latency is submit to ordered, per request. With a
+/// <paramref name="senders"/> factory (client index, txs per request → sender) the same loop drives another system
+/// (etcd, for the side-by-side bench); it then sends nothing over HTTP.
 /// </summary>
-internal sealed class LoadGenerator(Uri target, int txBytes)
+internal sealed class LoadGenerator(Uri? target, int txBytes, Func<int, int, RequestSender>? senders = null)
 {
     /// <param name="requestsPerSecond">Open-loop pacing: the total request rate over all clients; null for closed-loop clients.</param>
     /// <param name="onMeasuring">Called when the warm-up ends and measuring starts.</param>
@@ -30,7 +35,7 @@ internal sealed class LoadGenerator(Uri target, int txBytes)
             PooledConnectionLifetime = TimeSpan.FromMinutes(10),
         })
         {
-            BaseAddress = target,
+            BaseAddress = target ?? new Uri("http://127.0.0.1/"),
             Timeout = TimeSpan.FromSeconds(30),
         };
 
@@ -50,6 +55,27 @@ internal sealed class LoadGenerator(Uri target, int txBytes)
                 var random = new Random(HashCode.Combine(client, Environment.TickCount64, mode));
                 var body = new ArrayBufferWriter<byte>(txsPerRequest * (txBytes + 4) + 16);
                 var tx = new byte[txBytes];
+                var send = senders?.Invoke(client, txsPerRequest) ?? (async token =>
+                {
+                    body.ResetWrittenCount();
+                    var writer = new MessagePackWriter(body);
+                    writer.WriteMapHeader(1);
+                    writer.Write(txsPerRequest == 1 ? "tx" : "txs");
+                    if (txsPerRequest > 1)
+                        writer.WriteArrayHeader(txsPerRequest);
+                    for (var i = 0; i < txsPerRequest; i++)
+                    {
+                        random.NextBytes(tx);
+                        writer.Write(tx);
+                    }
+
+                    writer.Flush();
+                    using var content = new ReadOnlyMemoryContent(body.WrittenMemory);
+                    content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
+                    using var response = await http.PostAsync("/v1/txs", content, token).ConfigureAwait(false);
+                    await response.Content.ReadAsByteArrayAsync(token).ConfigureAwait(false);
+                    return response.IsSuccessStatusCode;
+                });
                 var interval = requestsPerSecond is { } rate ? TimeSpan.FromSeconds(clients / rate) : TimeSpan.Zero;
                 var next = Stopwatch.GetTimestamp() + (long)(interval.TotalSeconds * Stopwatch.Frequency * client / clients);
                 while (!stop.IsCancellationRequested)
@@ -72,30 +98,14 @@ internal sealed class LoadGenerator(Uri target, int txBytes)
                         next += (long)(interval.TotalSeconds * Stopwatch.Frequency);
                     }
 
-                    body.ResetWrittenCount();
-                    var writer = new MessagePackWriter(body);
-                    writer.WriteMapHeader(1);
-                    writer.Write(txsPerRequest == 1 ? "tx" : "txs");
-                    if (txsPerRequest > 1)
-                        writer.WriteArrayHeader(txsPerRequest);
-                    for (var i = 0; i < txsPerRequest; i++)
-                    {
-                        random.NextBytes(tx);
-                        writer.Write(tx);
-                    }
-
-                    writer.Flush();
-                    using var content = new ReadOnlyMemoryContent(body.WrittenMemory);
-                    content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
                     var started = Stopwatch.GetTimestamp();
                     try
                     {
-                        using var response = await http.PostAsync("/v1/txs", content, stop.Token).ConfigureAwait(false);
-                        await response.Content.ReadAsByteArrayAsync(stop.Token).ConfigureAwait(false);
+                        var succeeded = await send(stop.Token).ConfigureAwait(false);
                         var elapsed = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
                         if (Volatile.Read(ref measuring) == 1)
                         {
-                            if (response.IsSuccessStatusCode)
+                            if (succeeded)
                             {
                                 latencies[client].Add(elapsed);
                                 txs[client] += txsPerRequest;
@@ -111,7 +121,7 @@ internal sealed class LoadGenerator(Uri target, int txBytes)
                     {
                         return;
                     }
-                    catch (HttpRequestException)
+                    catch (Exception e) when (e is HttpRequestException or Grpc.Core.RpcException)
                     {
                         if (Volatile.Read(ref measuring) == 1)
                             errors[client]++;

@@ -19,12 +19,14 @@ var noSigningOption = new Option<bool>("--no-signing") { Description = "Run only
 var l1Option = new Option<string>("--l1") { Description = "The L1 phase (submit→posted and →finalized latency, gas per post and per covered batch, on a local anvil): on (after the other runs), only, or off.", DefaultValueFactory = _ => "on" };
 var l1RateOption = new Option<double>("--l1-rate") { Description = "Tx/s offered in the L1 phase.", DefaultValueFactory = _ => 2000 };
 var l1SecondsOption = new Option<double>("--l1-seconds") { Description = "Seconds of load in the L1 phase.", DefaultValueFactory = _ => 30 };
+var etcdOption = new Option<string>("--etcd") { Description = "Run a local 3-member etcd beside the cluster with the same single-submit load (1/16/64/256 clients) and print the ratios: on, only, or off.", DefaultValueFactory = _ => "on" };
+var resultsOption = new Option<string>("--results") { Description = "Where the run's JSON and SVG chart go.", DefaultValueFactory = _ => "bench/results" };
 var signingOnlyOption = new Option<bool>("--signing-only") { Description = "Run only the cluster with 2-of-3 signing (by default the bench runs a cluster without signing, then one with it, and prints the ratio)." };
 
 var root = new RootCommand("sequencer-bench: throughput and submit-to-ordered latency of a local cluster, and fdatasync latency.")
 {
     clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, clusterWarmupOption, targetOption, dataOption, modeOption, nodeArgOption, noSigningOption, signingOnlyOption, pacedOption,
-    l1Option, l1RateOption, l1SecondsOption,
+    l1Option, l1RateOption, l1SecondsOption, etcdOption, resultsOption,
 };
 root.SetAction(async (result, token) =>
 {
@@ -58,6 +60,23 @@ root.SetAction(async (result, token) =>
         return outcome.ExitCode;
     }
 
+    var etcdMode = result.GetValue(etcdOption);
+    var clientCounts = result.GetValue(clientsOption)!;
+    async Task<IReadOnlyList<ScenarioResult>?> EtcdAsync() => etcdMode == "off" ? null
+        : await EtcdBench.RunAsync(data, result.GetValue(sizeOption), clientCounts, TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)),
+            TimeSpan.FromSeconds(result.GetValue(clusterWarmupOption)), token);
+    if (etcdMode == "only")
+    {
+        var etcdOnly = await EtcdAsync();
+        if (etcdOnly is not null)
+        {
+            SideBySide.Print(etcdOnly, null);
+            SideBySide.Write(result.GetValue(resultsOption)!, p50, etcdOnly, new Dictionary<bool, RunOutcome>());
+        }
+
+        return etcdOnly is null ? 1 : 0;
+    }
+
     var l1 = result.GetValue(l1Option);
     if (l1 == "only")
         return await L1Probe.RunAsync(data, result.GetValue(sizeOption), result.GetValue(l1RateOption), TimeSpan.FromSeconds(result.GetValue(l1SecondsOption)), result.GetValue(nodeArgOption) ?? [], token);
@@ -77,6 +96,10 @@ root.SetAction(async (result, token) =>
 
     if (outcomes.TryGetValue(false, out var alone) && outcomes.TryGetValue(true, out var signed))
         ScenarioRunner.PrintComparison(alone, signed);
+    var etcd = await EtcdAsync();
+    if (etcd is not null)
+        SideBySide.Print(etcd, outcomes.GetValueOrDefault(true) ?? outcomes.GetValueOrDefault(false));
+    SideBySide.Write(result.GetValue(resultsOption)!, p50, etcd, outcomes);
     var exit = outcomes.Values.Max(o => o.ExitCode);
     if (l1 == "on")
         exit = Math.Max(exit, await L1Probe.RunAsync(data, result.GetValue(sizeOption), result.GetValue(l1RateOption), TimeSpan.FromSeconds(result.GetValue(l1SecondsOption)), result.GetValue(nodeArgOption) ?? [], token));
