@@ -3,7 +3,10 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using OpenTelemetry;
 using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
 using Sequencer.Core;
 using Sequencer.Node.Api;
 using Sequencer.Node.Configuration;
@@ -122,10 +125,7 @@ public static partial class NodeRunner
             }
         });
         builder.Services.AddClientRateLimit(options);
-        builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
-            .AddMeter(NodeMetrics.MeterName)
-            .AddMeter("DotNext.*")
-            .AddPrometheusExporter());
+        ConfigureTelemetry(builder.Services, options);
 
         using var fatalStop = CancellationTokenSource.CreateLinkedTokenSource(token);
         var exitCode = 0;
@@ -232,10 +232,20 @@ public static partial class NodeRunner
                 if (raft.State.GetBatch(height) is { } batch && signed.Head.SignedAtMs >= batch.OrderedAtMs)
                     metrics.OrderedToSigned.Record(signed.Head.SignedAtMs - batch.OrderedAtMs);
             }
+
+            // The head.sign span: from the head's batch ordered to its signature verified, under that batch's span.
+            if (NodeTracing.Source.HasListeners() && raft.State.GetBatch(signed.Head.Height) is { } own
+                && NodeTracing.Record("head.sign", raft.State.Traces.Batch(signed.Head.Height), (long)own.OrderedAtMs, (long)signed.Head.SignedAtMs,
+                    [new("sequencer.height", (long)signed.Head.Height), new("sequencer.covered_batches", (long)(signed.Head.Height - signed.CoveredFrom + 1)),
+                     new("frost.signers", string.Join(',', signed.Head.Signers))]) is { } context)
+            {
+                raft.State.Traces.SetHead(signed.Head.Height, context);
+            }
         };
         var requestBudget = new RequestBudget(options.Limits.MaxInFlightRequestBytes);
         long lastFailureLogged = 0, failuresSinceLogged = 0;
         RegisterGauges(metrics, raft, submits, requestBudget);
+        raft.LeaderChanged += () => metrics.LeaderChanges.Add(1);
 
         app.Use(async (context, next) =>
         {
@@ -427,6 +437,53 @@ public static partial class NodeRunner
 
     [LoggerMessage(EventId = 12, Level = LogLevel.Critical, Message = "Fatal fault; the node stops so that it never serves or replicates wrong data")]
     private static partial void LogFatal(ILogger logger, Exception exception);
+
+    // Metrics: Prometheus at /metrics, and OTLP when an endpoint is configured. Traces (the batch, signing, posting and
+    // submit spans of NodeTracing and RaftTracing): OTLP and/or a JSON-lines file, only when configured, so that a node
+    // that exports nothing creates no spans at all.
+    private static void ConfigureTelemetry(IServiceCollection services, NodeOptions options)
+    {
+        var telemetry = services.AddOpenTelemetry()
+            .ConfigureResource(resource => resource.AddService("sequencer-node", serviceInstanceId: $"node{options.NodeId}"));
+        telemetry.WithMetrics(metrics =>
+        {
+            metrics.AddMeter(NodeMetrics.MeterName).AddMeter("DotNext.*").AddPrometheusExporter();
+            if (options.OtlpEndpoint is { } endpoint)
+                metrics.AddOtlpExporter(otlp => Otlp(otlp, endpoint, "metrics"));
+        });
+        if (options.OtlpEndpoint is null && options.TraceFile is null)
+            return;
+        telemetry.WithTracing(tracing =>
+        {
+            tracing.AddSource(NodeTracing.SourceName, Sequencer.Raft.RaftTracing.SourceName);
+            if (options.TraceFile is { } file)
+            {
+                var path = Path.Combine(options.DataDir, file);
+                Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+                tracing.AddProcessor(new OpenTelemetry.BatchActivityExportProcessor(new JsonLinesSpanExporter(path), maxQueueSize: 8192, scheduledDelayMilliseconds: 500));
+            }
+
+            if (options.OtlpEndpoint is { } endpoint)
+                tracing.AddOtlpExporter(otlp => Otlp(otlp, endpoint, "traces"));
+        });
+
+        // gRPC at the endpoint, unless it names an http/protobuf path (…/v1/traces): then …/v1/<signal>.
+        static void Otlp(OpenTelemetry.Exporter.OtlpExporterOptions otlp, string endpoint, string signal)
+        {
+            var uri = new Uri(endpoint);
+            if (uri.AbsolutePath.EndsWith("/v1/traces", StringComparison.Ordinal) || uri.AbsolutePath.EndsWith("/v1/metrics", StringComparison.Ordinal))
+            {
+                otlp.Protocol = OpenTelemetry.Exporter.OtlpExportProtocol.HttpProtobuf;
+                var path = uri.AbsolutePath[..uri.AbsolutePath.LastIndexOf("/v1/", StringComparison.Ordinal)];
+                otlp.Endpoint = new Uri(uri, $"{path}/v1/{signal}");
+            }
+            else
+            {
+                otlp.Protocol = OpenTelemetry.Exporter.OtlpExportProtocol.Grpc;
+                otlp.Endpoint = uri;
+            }
+        }
+    }
 }
 
 /// <summary>
@@ -495,4 +552,5 @@ public sealed class AdjustableClock(TimeProvider inner) : TimeProvider
     /// <inheritdoc/>
     public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
         => inner.CreateTimer(callback, state, dueTime, period);
+
 }

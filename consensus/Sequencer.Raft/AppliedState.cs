@@ -378,6 +378,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         return stored;
     }
 
+    /// <summary>The leader's trace contexts of recent batches and heads (empty when nothing traces).</summary>
+    public TraceContexts Traces { get; } = new();
+
     /// <summary>
     /// Applies a log entry. Entries at or below the applied index (replayed after a restart) are skipped.
     /// </summary>

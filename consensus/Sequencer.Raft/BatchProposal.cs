@@ -16,6 +16,9 @@ namespace Sequencer.Raft;
 /// <param name="hashes">keccak256 of each.</param>
 public sealed class BatchProposal(IReadOnlyList<byte[]> txs, IReadOnlyList<Hash32> hashes)
 {
+    /// <summary>The trace context of the batch's span (default when nothing traces): its apply nests under it.</summary>
+    public System.Diagnostics.ActivityContext Trace { get; init; }
+
     /// <summary>The hashes when <paramref name="command"/> carries exactly the proposed txs, else null.</summary>
     public IReadOnlyList<Hash32>? HashesFor(BatchCommand command)
     {

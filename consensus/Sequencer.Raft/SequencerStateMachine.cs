@@ -39,7 +39,24 @@ public sealed class SequencerStateMachine(AppliedState state, DirectoryInfo scra
             bytes = payload.Length;
         }
 
-        await state.ApplyAsync(command, entry.Index, entry.Term, token, entry.Context as BatchProposal, bytes).ConfigureAwait(false);
+        var proposal = entry.Context as BatchProposal;
+        using var activity = proposal is not null && proposal.Trace != default
+            ? RaftTracing.Source.StartActivity("batch.apply", System.Diagnostics.ActivityKind.Internal, proposal.Trace)
+            : null;
+        if (activity is not null)
+        {
+            // Kept before apply, which answers the submits (their spans link to the batch): the height this entry forms
+            // when it forms one (an entry of duplicates only forms none, and the next batch takes the height over).
+            state.Traces.SetBatch((state.LastHeader?.Height ?? 0) + 1, proposal!.Trace);
+        }
+
+        var applied = await state.ApplyAsync(command, entry.Index, entry.Term, token, proposal, bytes).ConfigureAwait(false);
+        if (activity is not null && applied?.Header is { } header)
+        {
+            activity.SetTag("sequencer.height", (long)header.Height);
+            activity.SetTag("sequencer.tx_count", applied.TxHashes.Length);
+        }
+
         return entry.Index;
     }
 

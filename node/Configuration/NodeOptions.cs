@@ -114,6 +114,15 @@ public sealed record NodeOptions
     /// <summary>The bearer token of the /admin routes; null disables them.</summary>
     public string? AdminToken { get; init; }
 
+    /// <summary>
+    /// An OTLP collector (e.g. http://127.0.0.1:4317 for gRPC, or an http/protobuf URL ending in /v1/traces): the node
+    /// exports its traces and metrics there. Null: no OTLP export (Prometheus at /metrics either way).
+    /// </summary>
+    public string? OtlpEndpoint { get; init; }
+
+    /// <summary>A file the node appends its spans to, one JSON object per line (relative paths are under the data directory); null for none.</summary>
+    public string? TraceFile { get; init; }
+
     /// <summary>A fixed skew added to this node's clock (the chaos harness's clock fault).</summary>
     public int ClockSkewMs { get; init; }
 
@@ -178,6 +187,8 @@ public sealed record NodeOptions
             $"node {NodeId} advertises {Raft} but its member entry says {self?.Raft}");
         Require(self?.Internal is null || !Uri.TryCreate(self.Internal, UriKind.Absolute, out var ownInternal) || api is null || ownInternal.Port != api.Port,
             "the internal listener needs a port of its own, not the API's");
+        Require(OtlpEndpoint is null || (Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out var otlp) && otlp.Scheme is "http" or "https"),
+            $"the OTLP endpoint \"{OtlpEndpoint}\" is not an http(s) URL");
         Require(RaftTiming.ElectionTimeoutLowerMs >= 50 && RaftTiming.ElectionTimeoutUpperMs > RaftTiming.ElectionTimeoutLowerMs,
             "election timeouts need 50 <= lower < upper");
         Require(RaftTiming.HeartbeatThreshold is > 0 and < 1, "the heartbeat threshold must be in (0, 1)");

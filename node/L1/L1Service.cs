@@ -312,7 +312,11 @@ public sealed partial class L1Service : IAsyncDisposable
                 if (post.Block > final)
                     break;
                 if (post.FinalizedAtMs == 0)
+                {
                     post.FinalizedAtMs = now;
+                    if (now >= post.SeenAtMs)
+                        metrics.PostedToFinalized.Record(now - post.SeenAtMs);
+                }
             }
 
             while (posts.Count > MaxPosts && posts.Values[0].FinalizedAtMs > 0)
@@ -442,7 +446,12 @@ public sealed partial class L1Service : IAsyncDisposable
             var now = NowMs;
             if (now >= waiting.SignedAtMs)
                 metrics.SignedToPosted.Record(now - waiting.SignedAtMs);
+            if (now >= waiting.SentAtMs)
+                metrics.L1PostDuration.Record(now - waiting.SentAtMs);
             LogPosted(logger, waiting.Height, covered, EthHex.Bytes(receipt.TransactionHash), receipt.BlockNumber, receipt.GasUsed, now - waiting.SentAtMs);
+            Telemetry.NodeTracing.Record("head.post", raft.State.Traces.Head(waiting.Height), (long)waiting.SentAtMs, (long)now,
+                [new("sequencer.height", (long)waiting.Height), new("sequencer.covered_batches", (long)covered), new("l1.gas", (long)receipt.GasUsed),
+                 new("l1.block", (long)receipt.BlockNumber), new("l1.tx", EthHex.Bytes(receipt.TransactionHash))]);
             var progress = new L1ProgressCommand
             {
                 Height = waiting.Height,
@@ -534,6 +543,7 @@ public sealed partial class L1Service : IAsyncDisposable
 
     private void Report(string message)
     {
+        metrics.Errors.Add(1, new KeyValuePair<string, object?>("kind", "l1"));
         if (message == lastReported)
             return;
         lastReported = message;

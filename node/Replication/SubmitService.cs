@@ -144,6 +144,30 @@ public sealed partial class SubmitService : IAsyncDisposable
     public async Task<SubmitOutcome> SubmitAsync(IReadOnlyList<byte[]> txs, CancellationToken token)
     {
         ArgumentNullException.ThrowIfNull(txs);
+        // Under the request's trace when its client traces it (a sampled traceparent), else a trace of its own: the
+        // request's unsampled activity would make the sampler drop the span.
+        using var activity = !Telemetry.NodeTracing.Source.HasListeners() ? null
+            : System.Diagnostics.Activity.Current is { Recorded: true } request ? Telemetry.NodeTracing.Source.StartActivity("submit", System.Diagnostics.ActivityKind.Internal, request.Context)
+            : Telemetry.NodeTracing.StartRoot("submit");
+        if (activity is null)
+            return await SubmitCoreAsync(txs, token).ConfigureAwait(false);
+        activity.SetTag("sequencer.tx_count", txs.Count);
+        var outcome = await SubmitCoreAsync(txs, token).ConfigureAwait(false);
+        activity.SetTag("sequencer.outcome", outcome.Status.ToString());
+        if (outcome.Status != SubmitStatus.Ordered)
+            activity.SetStatus(System.Diagnostics.ActivityStatusCode.Error, outcome.Message);
+        // Linked to the batches that ordered its txs (at most 16 of them).
+        foreach (var height in outcome.Outcomes.Select(o => o.Position.Height).Distinct().Take(16))
+        {
+            if (state.Traces.Batch(height) is { } batch)
+                activity.AddLink(new System.Diagnostics.ActivityLink(batch));
+        }
+
+        return outcome;
+    }
+
+    private async Task<SubmitOutcome> SubmitCoreAsync(IReadOnlyList<byte[]> txs, CancellationToken token)
+    {
         Invariant.Check(txs.Count is > 0, "a submit carries at least one tx");
 
         var hashes = new Hash32[txs.Count];
@@ -210,6 +234,7 @@ public sealed partial class SubmitService : IAsyncDisposable
         }
         catch (TimeoutException)
         {
+            metrics.Errors.Add(1, new KeyValuePair<string, object?>("kind", "submit_timeout"));
             return new SubmitOutcome(SubmitStatus.OutcomeUnknown, [], $"not ordered within {limits.SubmitTimeoutMs} ms");
         }
         catch (NotProposedException e)
@@ -373,7 +398,12 @@ public sealed partial class SubmitService : IAsyncDisposable
             Signatures = carried.Signatures.Count == 0 ? null : carried.Signatures,
         };
         var payload = LogCommandCodec.Encode(command);
-        var proposal = new BatchProposal(command.Txs, items.ConvertAll(tx => tx.Hash));
+        metrics.BatchBytes.Record(bytes);
+        var trace = Telemetry.NodeTracing.StartRoot("batch");
+        trace?.SetTag("sequencer.tx_count", items.Count);
+        trace?.SetTag("sequencer.batch_bytes", bytes);
+        trace?.SetTag("raft.term", term);
+        var proposal = new BatchProposal(command.Txs, items.ConvertAll(tx => tx.Hash)) { Trace = trace?.Context ?? default };
 #if SEQUENCER_TEST_FAULTS
         if (TestFaults.AckBeforeCommit)
         {
@@ -389,13 +419,15 @@ public sealed partial class SubmitService : IAsyncDisposable
             }
         }
 #endif
-        _ = ReplicateAsync(items, payload, proposal, carried, leadership);
+        _ = ReplicateAsync(items, payload, proposal, carried, trace, leadership);
     }
 
-    private async Task ReplicateAsync(List<PendingTx> items, byte[] payload, BatchProposal proposal, BatchRiders carried, CancellationToken leadership)
+    private async Task ReplicateAsync(List<PendingTx> items, byte[] payload, BatchProposal proposal, BatchRiders carried,
+        System.Diagnostics.Activity? trace, CancellationToken leadership)
     {
         var started = time.GetTimestamp();
         var committed = false;
+        var replicate = trace is null ? null : Telemetry.NodeTracing.Source.StartActivity("batch.replicate", System.Diagnostics.ActivityKind.Internal, trace.Context);
         try
         {
             await log.ReplicateAsync(payload, proposal, leadership).ConfigureAwait(false);
@@ -410,6 +442,7 @@ public sealed partial class SubmitService : IAsyncDisposable
         catch (Exception e)
         {
             FailUnknown(items, "replication failed");
+            metrics.Errors.Add(1, new KeyValuePair<string, object?>("kind", "replication"));
             LogReplicationFailed(logger, e);
             fatal(e);
         }
@@ -423,6 +456,17 @@ public sealed partial class SubmitService : IAsyncDisposable
 
             if (!carried.IsEmpty)
                 riders?.Completed(carried, committed);
+            if (trace is not null)
+            {
+                if (!committed)
+                {
+                    replicate?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, "not committed");
+                    trace.SetStatus(System.Diagnostics.ActivityStatusCode.Error, "not committed");
+                }
+
+                replicate?.Dispose();
+                trace.Dispose();
+            }
         }
     }
 

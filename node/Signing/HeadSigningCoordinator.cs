@@ -330,6 +330,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             foreach (var (signer, exclusion) in blamed)
             {
                 metrics.BadShares.Add(1, new KeyValuePair<string, object?>("signer", signer));
+                metrics.Errors.Add(1, new KeyValuePair<string, object?>("kind", "bad_share"));
                 if (exclusion > 0)
                     LogBadShare(logger, signer, session.Session.Height, session.Session.Attempt, exclusion / 1000.0);
             }

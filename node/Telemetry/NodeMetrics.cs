@@ -38,6 +38,12 @@ public sealed class NodeMetrics : IDisposable
         L1GasPerBatch = meter.CreateHistogram<double>("sequencer.l1.gas_per_batch", "{gas}", "Gas of each L1 post divided by the batches it newly covers.");
         L1Reorgs = meter.CreateCounter<long>("sequencer.l1.reorgs", "{reorg}", "L1 reorgs that changed blocks this node had scanned.");
         L1FeeBumps = meter.CreateCounter<long>("sequencer.l1.fee_bumps", "{bump}", "Fee bumps of unmined L1 posts.");
+        BatchBytes = meter.CreateHistogram<long>("sequencer.batch.bytes", "By", "Tx bytes per batch the leader cut.", tags: null,
+            advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = [256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216] });
+        LeaderChanges = meter.CreateCounter<long>("sequencer.raft.leader_changes", "{change}", "Leader changes this node saw.");
+        PostedToFinalized = meter.CreateHistogram<double>("sequencer.l1.posted_to_finalized", "ms", "Finality ladder: time from a post seen in the inbox (posted) to its L1 block final.");
+        L1PostDuration = meter.CreateHistogram<double>("sequencer.l1.post.duration", "ms", "Leader: time from sending an L1 post to its receipt.");
+        Errors = meter.CreateCounter<long>("sequencer.errors", "{error}", "Errors by kind: replication, l1, bad_share, submit_timeout.");
         NoncesPublished = meter.CreateCounter<long>("sequencer.signing.nonces_published", "{commitment}", "Nonce commitments this signer published.");
     }
 
@@ -76,6 +82,21 @@ public sealed class NodeMetrics : IDisposable
 
     /// <summary>Session timeouts, by signer.</summary>
     public Counter<long> SessionTimeouts { get; }
+
+    /// <summary>Tx bytes per batch the leader cut.</summary>
+    public Histogram<long> BatchBytes { get; }
+
+    /// <summary>Leader changes seen.</summary>
+    public Counter<long> LeaderChanges { get; }
+
+    /// <summary>Posted to finalized.</summary>
+    public Histogram<double> PostedToFinalized { get; }
+
+    /// <summary>An L1 post, sent to mined.</summary>
+    public Histogram<double> L1PostDuration { get; }
+
+    /// <summary>Errors by kind (tag <c>kind</c>).</summary>
+    public Counter<long> Errors { get; }
 
     /// <summary>Published commitments.</summary>
     public Counter<long> NoncesPublished { get; }

@@ -13,12 +13,15 @@ namespace Sequencer.IntegrationTests;
 /// reads, and a node that lies in any part of the bundle is caught with the name of the check that failed.
 /// </summary>
 /// <summary>
-/// One L1 cluster for the light-client tests that do not kill nodes: anvil, three nodes posting to it (with an admin
-/// token, for /admin/routes), 30 txs signed and finalized.
+/// One L1 cluster for the light-client, API-conformance and tracing tests that do not kill nodes: anvil, three nodes
+/// posting to it (with an admin token, for /admin/routes, and a span file each), 30 txs signed and finalized.
 /// </summary>
 public sealed class LightClusterFixture : IAsyncLifetime
 {
     public const string AdminToken = "light-client-tests-admin-token";
+
+    /// <summary>Each node's span file, under its data directory.</summary>
+    public const string TraceFile = "traces.jsonl";
 
     public LocalAnvil Anvil { get; private set; } = null!;
 
@@ -34,7 +37,7 @@ public sealed class LightClusterFixture : IAsyncLifetime
 
     public async ValueTask InitializeAsync()
     {
-        (Anvil, Inbox, Test) = await L1PosterTests.StartAsync("light", ["--admin-token", AdminToken]);
+        (Anvil, Inbox, Test) = await L1PosterTests.StartAsync("light", ["--admin-token", AdminToken, "--trace-file", TraceFile]);
         Group = KeyFiles.ReadGroup(GroupFile).ToGroupKey();
         Txs = await SigningTests.SubmitAsync(Test.Cluster.Node(1).Client, 30, seed: 51);
         var signed = await SigningTests.WaitAllSignedAsync(Test, TimeSpan.FromSeconds(30));
@@ -200,6 +203,69 @@ public sealed class LightClientTests(LightClusterFixture fixture) : IClassFixtur
             await load.CancelAsync();
             await loader;
         }
+    }
+
+    [Fact]
+    public async Task Traces_EachBatchHasItsSpans_FromCutThroughReplicateApplySigningAndPosting_AndSubmitsLinkToThem()
+    {
+        var test = fixture.Test;
+        await SigningTests.SubmitAsync(test.Cluster.Node(2).Client, 20, seed: 77);
+        var signed = await SigningTests.WaitAllSignedAsync(test, TimeSpan.FromSeconds(30));
+        await L1PosterTests.WaitPostedAsync(test, signed, finalized: false, TimeSpan.FromSeconds(30));
+
+        // Every node's span file (the leader wrote the batch spans; a follower that forwarded a submit wrote its own).
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        List<JsonElement> spans;
+        while (true)
+        {
+            spans = [];
+            foreach (var node in test.Cluster.Nodes)
+            {
+                var path = Path.Combine(node.Spec.DataDir, LightClusterFixture.TraceFile);
+                if (!File.Exists(path))
+                    continue;
+                using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+                using var reader = new StreamReader(stream);
+                while (await reader.ReadLineAsync() is { } line)
+                {
+                    if (line.Length > 0 && line[^1] == '}')
+                        spans.Add(JsonDocument.Parse(line).RootElement.Clone());
+                }
+            }
+
+            if (spans.Any(s => Name(s) == "head.post") || DateTime.UtcNow > deadline)
+                break;
+            await Task.Delay(200);
+        }
+
+        static string Name(JsonElement span) => span.GetProperty("name").GetString()!;
+        var byId = spans.ToDictionary(s => s.GetProperty("spanId").GetString()!);
+        JsonElement? Parent(JsonElement span) => span.GetProperty("parentSpanId").GetString() is { } id && byId.TryGetValue(id, out var parent) ? parent : null;
+        var names = spans.GroupBy(Name).ToDictionary(g => g.Key, g => g.Count());
+        foreach (var name in new[] { "batch", "batch.replicate", "batch.apply", "head.sign", "head.post", "submit" })
+            Assert.True(names.ContainsKey(name), $"no {name} span among {string.Join(", ", names.Select(n => $"{n.Key} x{n.Value}"))}");
+
+        // A batch is a root span with its tx count; replicate and apply nest under a batch; a head's signing under the
+        // batch it signs; a post under the signing of the head it posts.
+        foreach (var batch in spans.Where(s => Name(s) == "batch"))
+        {
+            Assert.Null(batch.GetProperty("parentSpanId").GetString());
+            Assert.True(int.Parse(batch.GetProperty("tags").GetProperty("sequencer.tx_count").GetString()!, System.Globalization.CultureInfo.InvariantCulture) > 0);
+        }
+
+        foreach (var (child, parent) in new[] { ("batch.replicate", "batch"), ("batch.apply", "batch"), ("head.sign", "batch"), ("head.post", "head.sign") })
+        {
+            var nested = spans.Where(s => Name(s) == child).Count(s => Parent(s) is { } p && Name(p) == parent
+                && p.GetProperty("traceId").GetString() == s.GetProperty("traceId").GetString());
+            Assert.True(nested > 0, $"no {child} span nests under a {parent} span");
+        }
+
+        var applied = spans.Where(s => Name(s) == "batch.apply" && Parent(s) is not null).ToList();
+        Assert.Contains(applied, s => s.GetProperty("tags").TryGetProperty("sequencer.height", out _));
+
+        // A submit on the leader links to the batch that ordered its txs.
+        Assert.Contains(spans.Where(s => Name(s) == "submit"), s => s.GetProperty("links").EnumerateArray()
+            .Any(l => byId.TryGetValue(l.GetProperty("spanId").GetString()!, out var target) && Name(target) == "batch"));
     }
 
     // Parses a head event's JSON, changes it, and writes it back.
