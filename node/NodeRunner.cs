@@ -325,6 +325,7 @@ public static partial class NodeRunner
         new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake, requestBudget, throttledLogs.CreateLogger(typeof(SigningApi).FullName!)).Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
         new OpenApiDocument(options).Map(app);
+        StatusPage.Map(app);
         OpenApiDocument.Check(app, logger);
 
         try

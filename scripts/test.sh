@@ -17,6 +17,15 @@ if [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1 && command -v apt
   (apt-get update -qq && apt-get install -y -qq --no-install-recommends iptables) >/dev/null 2>&1 || echo "note: could not install iptables; host-mode chaos tests will be skipped"
 fi
 
+# The status page's browser test drives Debian's chromium through chromium-driver; install them when we can (the test
+# is skipped with the reason where they cannot be had).
+if [ "$(id -u)" = 0 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && command -v apt-get >/dev/null 2>&1; then
+  echo "installing chromium and chromium-driver for the status page's browser test"
+  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1) \
+    || echo "note: could not install chromium; the status page's browser test will be skipped"
+fi
+
 # The TestFaults node (deliberate safety bugs) proves that the chaos checker can fail.
 if ! dotnet build Cluster.sln -c Release -nologo -clp:ErrorsOnly || ! dotnet build node -c TestFaults -nologo -clp:ErrorsOnly; then
   echo "build failed"

@@ -268,6 +268,67 @@ public sealed class LightClientTests(LightClusterFixture fixture) : IClassFixtur
             .Any(l => byId.TryGetValue(l.GetProperty("spanId").GetString()!, out var target) && Name(target) == "batch"));
     }
 
+    [Fact]
+    public async Task StatusPage_InAHeadlessBrowser_ShowsMembersHeightsRatesSignersAndATxsLadder()
+    {
+        // Debian's chromium and chromium-driver (make test installs them as root); skipped with the reason otherwise.
+        const string browser = "/usr/bin/chromium", driverDirectory = "/usr/bin";
+        if (!File.Exists(browser) || !File.Exists(Path.Combine(driverDirectory, "chromedriver")))
+            Assert.Skip($"no headless browser: {browser} and {driverDirectory}/chromedriver are missing (apt-get install chromium chromium-driver; make test does it as root)");
+
+        var test = fixture.Test;
+        using var load = new CancellationTokenSource();
+        var loader = fixture.LoadAsync(load.Token);
+        var options = new OpenQA.Selenium.Chrome.ChromeOptions { BinaryLocation = browser };
+        options.AddArguments("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1600");
+        using var service = OpenQA.Selenium.Chrome.ChromeDriverService.CreateDefaultService(driverDirectory, "chromedriver");
+        service.HideCommandPromptWindow = true;
+        service.SuppressInitialDiagnosticInformation = true;
+        using var driver = new OpenQA.Selenium.Chrome.ChromeDriver(service, options, TimeSpan.FromSeconds(60));
+        try
+        {
+            driver.Navigate().GoToUrl(new Uri(new Uri(test.Cluster.Node(1).Spec.Api), "/ui"));
+            var wait = new OpenQA.Selenium.Support.UI.WebDriverWait(driver, TimeSpan.FromSeconds(30));
+            string Text(string id) => driver.FindElement(OpenQA.Selenium.By.Id(id)).Text;
+            static bool Positive(string value) => ulong.TryParse(value, out var number) && number > 0;
+
+            // Members and roles: three, one leader.
+            wait.Until(d => d.FindElements(OpenQA.Selenium.By.CssSelector("#members tbody tr")).Count == 3
+                && d.FindElements(OpenQA.Selenium.By.CssSelector("#members td.leader")).Count == 1);
+            // Heights at each finality level, from the node and its L1 view.
+            wait.Until(_ => Positive(Text("height-ordered")) && Positive(Text("height-signed")) && Positive(Text("height-posted")) && Positive(Text("height-finalized")));
+            // Every signer's record.
+            wait.Until(d => d.FindElements(OpenQA.Selenium.By.CssSelector("#signers tbody tr")).Count == 3);
+            // The live chart: tx/s samples from /metrics and heads from the head stream, under load.
+            var chart = driver.FindElement(OpenQA.Selenium.By.Id("chart"));
+            wait.Until(_ => int.Parse(chart.GetDomAttribute("data-points") ?? "0", System.Globalization.CultureInfo.InvariantCulture) >= 3
+                && int.Parse(chart.GetDomAttribute("data-heads") ?? "0", System.Globalization.CultureInfo.InvariantCulture) >= 1);
+            Assert.True(ulong.TryParse(Text("last-head"), out _), Text("last-head"));
+
+            // A tx lookup shows its ladder up to finalized, and its proofs.
+            var input = driver.FindElement(OpenQA.Selenium.By.Id("tx-hash"));
+            input.SendKeys(fixture.Txs[1]);
+            driver.FindElement(OpenQA.Selenium.By.Id("tx-go")).Click();
+            wait.Until(d => d.FindElements(OpenQA.Selenium.By.CssSelector("#ladder li[data-level='finalized'][data-reached='true']")).Count == 1);
+            var result = Text("tx-result");
+            Assert.Contains("covering signed head", result, StringComparison.Ordinal);
+            Assert.Contains("history proof", result, StringComparison.Ordinal);
+            Assert.Contains("L1 post", result, StringComparison.Ordinal);
+
+            // A bad hash is refused on the page, not sent.
+            input.Clear();
+            input.SendKeys("0x1234");
+            driver.FindElement(OpenQA.Selenium.By.Id("tx-go")).Click();
+            wait.Until(_ => Text("tx-result").Contains("64 hex digits", StringComparison.Ordinal));
+        }
+        finally
+        {
+            driver.Quit();
+            await load.CancelAsync();
+            await loader;
+        }
+    }
+
     // Parses a head event's JSON, changes it, and writes it back.
     private static string Rewrite(string data, Action<JsonNode> change)
     {
