@@ -16,8 +16,11 @@ build:
 # Starts a local L1 (anvil on 127.0.0.1:8545, a block a second) and a 3-node cluster on 127.0.0.1 (API 7101-7103, Raft
 # 7201-7203), data under .data/devnet; the inbox contract is deployed once the key is in force and the leader posts to it.
 # Ctrl-C stops every node. FRESH=1 starts from empty data.
+# VALIDATION=ethereum: the chain orders signed Ethereum transactions (chain id 1), one per sender and nonce; the mode
+# is fixed in the log at genesis, so a data directory made in one mode needs FRESH=1 to start in the other.
+VALIDATION ?= opaque
 run: build
-	$(DOTNET) $(NODE_DLL) devnet --data .data/devnet $(if $(FRESH),--fresh,)
+	$(DOTNET) $(NODE_DLL) devnet --data .data/devnet $(if $(FRESH),--fresh,) --validation $(VALIDATION)
 
 # Unit, property and integration tests, then the shared API smoke test; ends with "N passed, N failed".
 test:

@@ -188,6 +188,24 @@ public static partial class NodeRunner
         }
 
         await using var raftScope = raft.ConfigureAwait(false);
+
+        // The chain's rules are the log's (its genesis entry), whatever this node is told: a node configured otherwise
+        // refuses to run rather than claim rules it does not apply.
+        if (raft.State.Validation is { } logged && logged != options.Validation)
+        {
+            LogValidationMismatch(logger, options.DataDir, logged, options.Validation);
+            return ConfigurationExitCode;
+        }
+
+        raft.State.GenesisApplied += mode =>
+        {
+            if (mode != options.Validation)
+            {
+                LogValidationMismatch(logger, options.DataDir, mode, options.Validation);
+                Fatal(new InvalidOperationException($"the chain's genesis validates {mode.ToString().ToLowerInvariant()}, this node is configured with --validation {options.Validation.ToString().ToLowerInvariant()}"));
+            }
+        };
+        await using var genesis = new GenesisProposer(raft, options.ChainId, options.Validation, loggerFactory.CreateLogger<GenesisProposer>());
         await using var coordinator = new HeadSigningCoordinator(options.NodeId, raft.State, raft, options.Limits, time, metrics,
             loggerFactory.CreateLogger<HeadSigningCoordinator>(), keys?.Bootstrap);
         await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal, loops, coordinator);
@@ -212,9 +230,12 @@ public static partial class NodeRunner
 
         await using var l1Scope = l1 is null ? null : (IAsyncDisposable)l1;
 
-        // With a key (files or a DKG at boot) no batch is ordered before the key epoch, so every batch is signed.
+        // Nothing is ordered before the chain's genesis (its rules); with a key (files or a DKG at boot) nothing before
+        // the key epoch either, so that every batch is signed.
         if (keys is not null || options.DkgThreshold is not null)
-            submits.ReadyToOrder = () => raft.State.CurrentKeyEpoch is not null;
+            submits.ReadyToOrder = () => raft.State.HasGenesis && raft.State.CurrentKeyEpoch is not null;
+        else
+            submits.ReadyToOrder = () => raft.State.HasGenesis;
 
         // Signers must apply a batch before they sign its head, and followers serve a signed head once they apply it.
         // While entries are in flight the next round tells the followers the commit index; otherwise the leader tells
@@ -340,6 +361,7 @@ public static partial class NodeRunner
 
         await app.StartAsync(fatalStop.Token).ConfigureAwait(false);
         // Lifetimes start here, once everything is built and the node has joined: signing, then the signer and the DKG.
+        genesis.Start(loops);
         coordinator.Start(loops);
         if (keys?.Share is not null)
             signers.Start(keys.Share, keys.Group, keys.Bootstrap.Epoch);
@@ -390,6 +412,9 @@ public static partial class NodeRunner
     }
 
     // The WAL (DotNext's IntegrityException is an IOException), the store, or their invariants found damage on disk.
+    [LoggerMessage(EventId = 40, Level = LogLevel.Critical, Message = "The chain in {DataDir} validates txs as {Logged} (its genesis entry), but this node is configured with --validation {Configured}: it refuses to apply under other rules. Start it with --validation {Logged}, or give it a fresh data directory for a new chain")]
+    private static partial void LogValidationMismatch(ILogger logger, string dataDir, Sequencer.Core.Validation.ValidationMode logged, Sequencer.Core.Validation.ValidationMode configured);
+
     private static bool IsDamagedData(Exception e)
         => e is IOException or InvariantViolationException or LiteDB.LiteException or Sequencer.Core.Encoding.LogFormatException or UnauthorizedAccessException
             || (e.InnerException is { } inner && IsDamagedData(inner));

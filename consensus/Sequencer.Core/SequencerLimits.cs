@@ -65,6 +65,13 @@ public sealed record SequencerLimits
     /// <summary>The most submits forwarded to the leader at once by one follower.</summary>
     public int MaxForwardedRequests { get; init; } = 1024;
 
+    /// <summary>
+    /// Ethereum mode: how far ahead of its sender's next nonce a tx may be. Such a tx waits at the leader's intake
+    /// until the nonces before it are queued (a sender's txs are ordered in nonce order); one further ahead is refused
+    /// (<c>nonce_gap</c>). 0 accepts only the next nonce.
+    /// </summary>
+    public int MaxNonceGap { get; init; } = 64;
+
     /// <summary>The most batches held in memory after apply and before they reach the store.</summary>
     public int MaxUnpersistedBatches { get; init; } = 4096;
 
@@ -185,6 +192,7 @@ public sealed record SequencerLimits
         Require(MaxInFlightRequestBytes >= MaxRequestBytes, "MaxInFlightRequestBytes must be at least MaxRequestBytes, or a maximal request could never be admitted");
         Require(SubmitTimeoutMs is >= 100 and <= 600_000, "SubmitTimeoutMs must be in [100, 600000]");
         Require(MaxForwardedRequests >= 1, "MaxForwardedRequests must be at least 1");
+        Require(MaxNonceGap is >= 0 and <= 100_000, "MaxNonceGap must be in [0, 100000]");
         Require(MaxUnpersistedBatches >= PersistGroupBatches, "MaxUnpersistedBatches must be at least PersistGroupBatches");
         Require(MaxUnpersistedEntryBytes >= MaxBatchBytes, "MaxUnpersistedEntryBytes must be at least MaxBatchBytes, or the store would be written one entry at a time");
         Require(MaxRecentBatchBytes >= 2 * Storage.RecentBatches.BytesFor(MaxBatchTxs) && MaxRecentBatchBytes <= 16L * 1024 * 1024 * 1024,

@@ -114,7 +114,11 @@ public sealed record SignedTransaction(EthTransaction Transaction, EcdsaSignatur
     /// Decodes a raw signed transaction (legacy with or without EIP-155, EIP-2930, EIP-1559) and recovers its sender.
     /// </summary>
     /// <exception cref="FormatException">Malformed, of an unknown type, non-canonical, or with a signature that recovers no key.</exception>
-    public static SignedTransaction Decode(ReadOnlySpan<byte> raw)
+    public static SignedTransaction Decode(ReadOnlySpan<byte> raw) => Decode(raw, recover: true);
+
+    /// <summary>Decodes a raw signed transaction; with <paramref name="recover"/> false the sender is left as the zero address (recover it later).</summary>
+    /// <exception cref="FormatException">Malformed, of an unknown type, non-canonical, or (when recovering) with a signature that recovers no key.</exception>
+    public static SignedTransaction Decode(ReadOnlySpan<byte> raw, bool recover)
     {
         if (raw.IsEmpty || raw.Length > MaxRawBytes)
             throw new FormatException($"a raw transaction is 1 to {MaxRawBytes} bytes");
@@ -172,7 +176,8 @@ public sealed record SignedTransaction(EthTransaction Transaction, EcdsaSignatur
             throw new FormatException($"unknown transaction type 0x{raw[0]:x2}");
         }
 
-        var sender = EthKey.RecoverAddress(transaction.SigningHash(), signature) ?? throw new FormatException("the signature recovers no key");
+        var sender = !recover ? Address.FromBytes(new byte[20])
+            : EthKey.RecoverAddress(transaction.SigningHash(), signature) ?? throw new FormatException("the signature recovers no key");
         return new SignedTransaction(transaction, signature, raw.ToArray(), sender);
     }
 

@@ -62,6 +62,7 @@ public sealed partial class AppliedState
             throw new LogFormatException($"snapshot header names index {header.Index} term {header.Term}, the log entry {index} term {term}");
         if (header.ChainId != chain.ChainId)
             throw new LogFormatException($"snapshot is of chain {header.ChainId}, this node sequences chain {chain.ChainId}: the members are misconfigured");
+        InstallGenesis(header.ValidationMode);
 
         BatchHeader? previous;
         StoreCheckpoint checkpoint;
@@ -165,6 +166,7 @@ public sealed partial class AppliedState
             appliedTerm = term;
             lastApplyAt = time.GetTimestamp();
             history.Reload(header.LastHeight);
+            ResetAccountsLocked();
             snapshotCandidates.Clear();
             snapshot = new BatchSnapshot(this, point);
         }
@@ -234,7 +236,10 @@ public sealed partial class AppliedState
     {
         var buffer = new ArrayBufferWriter<byte>(256 * 1024);
         buffer.Write(SnapshotFormat.Magic);
-        SnapshotFormat.WriteRecord(new SnapshotHeader { Index = point.Index, Term = point.Term, LastHeight = point.Height, ChainId = chain.ChainId }, buffer);
+        byte? mode;
+        lock (gate)
+            mode = genesis is { } known ? (byte)known.Mode : null;
+        SnapshotFormat.WriteRecord(new SnapshotHeader { Index = point.Index, Term = point.Term, LastHeight = point.Height, ChainId = chain.ChainId, ValidationMode = mode }, buffer);
         foreach (var epoch in store.ReadKeyEpochs())
         {
             if (epoch.RaftIndex <= point.Index)

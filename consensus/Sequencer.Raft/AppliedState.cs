@@ -4,6 +4,7 @@ using Sequencer.Core.Encoding;
 using Sequencer.Core.Hashing;
 using Sequencer.Core.Ordering;
 using Sequencer.Core.Storage;
+using Sequencer.Core.Validation;
 using Sequencer.Signing;
 
 namespace Sequencer.Raft;
@@ -110,8 +111,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <param name="logger">The logger.</param>
     /// <param name="loops">Where the persister loop is supervised (the node stops when it dies); a private set when null.</param>
     /// <param name="dkgPolicy">This node's configured members and threshold, which a key generation in the log must fit (null: none checked).</param>
+    /// <param name="rulesFor">The rules of a validation mode for a chain id, once the log's genesis names the mode (null: opaque only).</param>
     public AppliedState(IBatchStore store, ChainParameters chain, SequencerLimits limits, WalRetention retention, TimeProvider time, ILogger logger,
-        BackgroundLoops? loops = null, DkgPolicy? dkgPolicy = null)
+        BackgroundLoops? loops = null, DkgPolicy? dkgPolicy = null, Func<ValidationMode, ulong, ITxRules?>? rulesFor = null)
     {
         ArgumentNullException.ThrowIfNull(store);
         ArgumentNullException.ThrowIfNull(limits);
@@ -123,6 +125,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
         this.store = store;
         this.chain = chain;
+        this.rulesFor = rulesFor ?? ((_, _) => null);
         this.dkgPolicy = dkgPolicy;
         this.limits = limits;
         this.retention = retention;
@@ -151,6 +154,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         storedTxs = store.TxCount;
         history = new AppliedHistory(store.History, durable.LastHeight);
         LoadSigningState();
+        LoadGenesis();
         if (durable.SnapshotIndex > 0)
             snapshot = new BatchSnapshot(this, new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight));
         LogLoaded(logger, durable.LastHeight, durable.AppliedIndex, durable.SnapshotIndex, storedTxs, loaded.Count, txIndex.Count);
@@ -417,7 +421,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             BatchHeader? previous;
             lock (gate)
                 previous = lastHeader;
-            result = BatchApplier.Apply(previous, history.Frontier, Chain, batch, checked((ulong)term), this, proposal?.HashesFor(batch));
+            result = BatchApplier.Apply(previous, history.Frontier, Chain, batch, checked((ulong)term), this, proposal?.HashesFor(batch), ValidationFor(batch, proposal));
             if (result.Header is not null)
             {
                 stored = new StoredBatch
@@ -427,9 +431,12 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                     ReceivedMs = result.ReceivedMs,
                     RaftIndex = index,
                     OrderedAtMs = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds(),
+                    TxAccounts = result.TxAccounts,
                 };
             }
         }
+
+        ValidationMode? genesisApplied = null;
         LedgerEffects? signing = null;
         ulong coveredFrom = 0;
         lock (gate)
@@ -442,6 +449,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 history.Append(stored.Header.Commitment);
                 recent.Add(stored, durable.LastHeight);
                 AddToTxIndexLocked(stored);
+                RecordAccountsLocked(stored);
                 unpersistedTxs += stored.TxHashes.Length;
                 unpersistedBatchBytes += RecentBatches.BytesFor(stored.TxHashes.Length);
                 unpersistedBatches++;
@@ -451,6 +459,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             // (an inline session signs that header).
             if (command is L1ProgressCommand progress)
                 ApplyL1ProgressLocked(progress, index);
+            else if (command is GenesisCommand genesisCommand)
+                genesisApplied = ApplyGenesisLocked(genesisCommand);
             else if (command is not (null or BatchCommand { Session: null, Signatures: null or { Count: 0 } }))
                 (signing, coveredFrom) = ApplySigningLocked(command, index, stored?.Header);
 
@@ -463,6 +473,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 workSignal.TrySetResult();
         }
 
+        if (genesisApplied is { } mode)
+            GenesisApplied?.Invoke(mode);
         if (result is not null)
             Applied?.Invoke(new AppliedEvent(stored, result.Outcomes));
         if (signing is not null)
@@ -668,6 +680,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             Invariant.Check(unpersistedTxs >= 0 && unpersistedBatchBytes >= 0 && unpersistedBatches >= 0 && unpersistedEntryBytes >= 0, "stored entries were counted as unstored");
             durable = checkpoint;
             storeFault = null;
+            TrimAccountsLocked();
             history.Trim(checkpoint.LastHeight);
             TrimRecentHeadsLocked();
             if (next.Index > 0 && (snapshot is null || snapshot.Point.Index != next.Index))

@@ -16,6 +16,13 @@ namespace Sequencer.Raft;
 /// <param name="hashes">keccak256 of each.</param>
 public sealed class BatchProposal(IReadOnlyList<byte[]> txs, IReadOnlyList<Hash32> hashes)
 {
+    /// <summary>In ethereum mode, each tx's sender and nonce as the leader's intake found them from these bytes; null otherwise.</summary>
+    public IReadOnlyList<Sequencer.Core.Validation.TxAccount?>? Accounts { get; init; }
+
+    /// <summary>The accounts when <paramref name="command"/> carries exactly the proposed txs, else null.</summary>
+    public IReadOnlyList<Sequencer.Core.Validation.TxAccount?>? AccountsFor(BatchCommand command)
+        => Accounts is { } accounts && accounts.Count == txs.Count && HashesFor(command) is not null ? accounts : null;
+
     /// <summary>The trace context of the batch's span (default when nothing traces): its apply nests under it.</summary>
     public System.Diagnostics.ActivityContext Trace { get; init; }
 

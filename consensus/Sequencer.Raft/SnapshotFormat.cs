@@ -117,6 +117,7 @@ public static class SnapshotFormat
             SignatureR = signature?.R,
             SignatureZ = signature?.Z,
             SignedAtMs = signature?.SignedAtMs ?? 0,
+            TxAccounts = batch.TxAccounts,
         };
     }
 
@@ -177,7 +178,10 @@ public static class SnapshotFormat
             throw new LogFormatException($"snapshot batch {record.Height}: the commitment does not match the header");
         if (MerkleTree.ComputeRoot(hashes) != header.TxRoot)
             throw new LogFormatException($"snapshot batch {record.Height}: txRoot does not match the tx hashes");
-        return new StoredBatch { Header = header, TxHashes = hashes, ReceivedMs = record.ReceivedMs, RaftIndex = record.RaftIndex, OrderedAtMs = record.OrderedAtMs };
+        var accounts = record.TxAccounts ?? [];
+        if (accounts.Length != 0 && accounts.Length != count * Sequencer.Core.Validation.TxAccount.EncodedLength)
+            throw new LogFormatException($"snapshot batch {record.Height}: an account block of {accounts.Length} bytes for {count} txs");
+        return new StoredBatch { Header = header, TxHashes = hashes, ReceivedMs = record.ReceivedMs, RaftIndex = record.RaftIndex, OrderedAtMs = record.OrderedAtMs, TxAccounts = accounts };
     }
 }
 
@@ -244,6 +248,9 @@ public sealed class SnapshotHeader : ISnapshotRecord
 
     /// <summary>The chain id of every header; a follower of another chain refuses it.</summary>
     [Key(3)] public ulong ChainId { get; init; }
+
+    /// <summary>The chain's genesis validation mode (0 opaque, 1 ethereum), or null for a chain without a genesis entry (opaque).</summary>
+    [Key(4)] public byte? ValidationMode { get; init; }
 }
 
 /// <summary>One batch: its header fields, commitment, tx hashes and bookkeeping.</summary>
@@ -303,6 +310,9 @@ public sealed class SnapshotBatch : ISnapshotRecord
 
     /// <summary>The history root (header v2); the installer checks it against the commitments before it.</summary>
     [Key(17)] public byte[] HistoryRoot { get; init; } = [];
+
+    /// <summary>In ethereum mode, each tx's sender and nonce (28 bytes per tx); empty otherwise.</summary>
+    [Key(18)] public byte[] TxAccounts { get; init; } = [];
 }
 
 /// <summary>The last record: lets the receiver tell a complete stream from a truncated one.</summary>

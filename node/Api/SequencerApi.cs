@@ -42,6 +42,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
         routes.MapGet("/v1/cluster", GetClusterAsync);
         routes.MapGet("/v1/l1", GetL1Async);
         routes.MapGet("/v1/proofs/{hash}", GetProofAsync);
+        routes.MapGet("/v1/accounts/{address}", GetAccountAsync);
         routes.MapGet("/health/live", LiveAsync);
         routes.MapGet("/health/ready", ReadyAsync);
     }
@@ -99,6 +100,9 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
                         return;
                     case SubmitStatus.Overloaded:
                         await RejectAsync(context, 429, "overloaded", outcome.Message ?? "the pending queue is full", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+                        return;
+                    case SubmitStatus.Rejected:
+                        await RefuseAsync(context, outcome).ConfigureAwait(false);
                         return;
                     default:
                         lastProblem = outcome.Message ?? outcome.Status.ToString();
@@ -392,6 +396,12 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
                 writer.WriteString("level", level);
                 writer.WriteDecimal("height", position.Height);
                 writer.WriteNumber("index", position.Index);
+                if (batch.AccountAt(position.Index) is { } account)
+                {
+                    writer.WriteString("sender", account.Sender.ToString());
+                    writer.WriteDecimal("nonce", account.Nonce);
+                }
+
                 writer.WriteStartArray("proof");
                 foreach (var node in proof)
                     writer.WriteStringValue(node.ToString());
@@ -637,6 +647,58 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
                 writer.WriteStringValue(reason);
             writer.WriteEndArray();
         });
+    }
+
+    // A tx the chain's rules refused: 409 nonce_used (with the tx that holds the nonce), 422 nonce_gap, 400 otherwise.
+    private Task RefuseAsync(HttpContext context, SubmitOutcome outcome)
+    {
+        var rejection = outcome.Rejection ?? new Sequencer.Core.Validation.TxRejection("invalid_tx", outcome.Message ?? "refused");
+        var status = rejection.Code switch { "nonce_used" => 409, "nonce_gap" => 422, _ => 400 };
+        metrics.SubmitsRejected.Add(1, new KeyValuePair<string, object?>("error", rejection.Code));
+        return ApiResponses.WriteJsonAsync(context, status, writer =>
+        {
+            writer.WriteString("error", rejection.Code);
+            writer.WriteString("message", rejection.Message);
+            if (outcome.ConflictsWith is { } holder)
+                writer.WriteHash("conflictsWith", holder);
+        });
+    }
+
+    /// <summary>
+    /// <c>GET /v1/accounts/{address}</c> (ethereum mode): the sender's next nonce and its last ordered tx, as this node
+    /// has applied them (after the read barrier, so an acknowledged tx is counted).
+    /// </summary>
+    private async Task GetAccountAsync(HttpContext context)
+    {
+        var text = (string?)context.Request.RouteValues["address"];
+        if (!Sequencer.Core.Validation.SenderId.TryParse(text, out var sender))
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_address", "an address is 0x and 40 hex digits").ConfigureAwait(false);
+            return;
+        }
+
+        if (raft.State.Validation != Sequencer.Core.Validation.ValidationMode.Ethereum)
+        {
+            await ApiResponses.WriteErrorAsync(context, 404, "not_ethereum", "this chain orders opaque txs: it has no accounts (--validation ethereum)").ConfigureAwait(false);
+            return;
+        }
+
+        await barrier.WaitAsync(context.RequestAborted).ConfigureAwait(false);
+        var account = raft.State.Get(sender);
+        await ApiResponses.WriteJsonAsync(context, 200, writer =>
+        {
+            writer.WriteString("address", sender.ToString());
+            writer.WriteDecimal("nextNonce", account.NextNonce);
+            if (account.NextNonce == 0)
+            {
+                writer.WriteNull("lastTx");
+            }
+            else
+            {
+                writer.WriteHash("lastTx", account.LastTx);
+                writer.WriteDecimal("lastHeight", account.LastHeight);
+            }
+        }).ConfigureAwait(false);
     }
 
     private Task RejectAsync(HttpContext context, int status, string code, string message, TimeSpan? retryAfter = null)

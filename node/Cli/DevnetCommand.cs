@@ -28,6 +28,7 @@ public static class DevnetCommand
         DefaultValueFactory = _ => "anvil",
     };
 
+    private static readonly Option<string> ValidationOption = new("--validation") { Description = "How the chain validates txs: opaque (any bytes) or ethereum (signed Ethereum transactions for --chain-id, one ordered tx per sender and nonce).", DefaultValueFactory = _ => "opaque" };
     private static readonly Option<int> L1PortOption = new("--l1-port") { Description = "The local anvil's port.", DefaultValueFactory = _ => 8545 };
     private static readonly Option<int> L1BlockTimeOption = new("--l1-block-time") { Description = "Seconds between the local anvil's blocks.", DefaultValueFactory = _ => 1 };
 
@@ -45,7 +46,7 @@ public static class DevnetCommand
         var command = new Command("devnet", "Run a local cluster of node processes (make run).")
         {
             NodesOption, DataOption, ApiPortOption, RaftPortOption, ChainIdOption, FreshOption, QuietOption, NoSigningOption, ThresholdOption, KeyGenerationOption,
-            L1Option, L1PortOption, L1BlockTimeOption,
+            L1Option, L1PortOption, L1BlockTimeOption, ValidationOption,
         };
         command.SetAction(async (result, token) =>
         {
@@ -132,6 +133,14 @@ public static class DevnetCommand
             }
 
             await using var anvilScope = anvil;
+            var validation = result.GetValue(ValidationOption)!.ToLowerInvariant();
+            if (validation is not ("opaque" or "ethereum"))
+            {
+                Echo($"devnet: --validation {validation} is neither opaque nor ethereum");
+                return 2;
+            }
+
+            extra = [.. extra, "--validation", validation];
             var binary = NodeBinary.At(Path.Combine(AppContext.BaseDirectory, "sequencer-node.dll"));
             await using var cluster = LocalCluster.Create(new LocalClusterOptions
             {

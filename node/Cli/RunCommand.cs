@@ -38,6 +38,7 @@ public static class RunCommand
     private static readonly Option<string?> L1KeyFileOption = new("--l1-key-file") { Description = "The poster's funded L1 key (0x hex, owner-only); or SEQUENCER_L1_KEY. Without one the node only watches the L1." };
     private static readonly Option<int?> L1FinalityOption = new("--l1-finality-depth") { Description = "Blocks below the latest at which a post counts as finalized (default: the L1's finalized tag)." };
     private static readonly Option<ulong?> L1StartBlockOption = new("--l1-start-block") { Description = "The L1 block the contract was deployed in (events are scanned from there)." };
+    private static readonly Option<string?> ValidationOption = new("--validation") { Description = "How txs are validated: opaque (any bytes; the default) or ethereum (signed Ethereum transactions for this chain id, one ordered tx per sender and nonce). Fixed in the log at genesis." };
     private static readonly Option<string?> OtlpOption = new("--otlp-endpoint") { Description = "Export traces and metrics to this OTLP collector (gRPC, e.g. http://127.0.0.1:4317; or http/protobuf when the URL ends in /v1/traces)." };
     private static readonly Option<string?> TraceFileOption = new("--trace-file") { Description = "Append every span as a JSON line to this file (relative to the data directory)." };
     private static readonly Option<bool> PrintConfigOption = new("--print-config") { Description = "Print the effective configuration as JSON and exit." };
@@ -50,7 +51,7 @@ public static class RunCommand
             ConfigOption, IdOption, DataOption, RaftOption, RaftListenOption, ApiOption, ChainIdOption, MemberOption,
             ElectionOption, ClockSkewOption, LimitOption, RetainedOption, RetainedBytesOption, AdminTokenOption, ExitWithParentOption, PrintConfigOption,
             GroupKeyOption, KeyShareOption, SignerFaultOption, DkgThresholdOption, CertsOption,
-            L1RpcOption, L1ContractOption, L1KeyFileOption, L1FinalityOption, L1StartBlockOption, OtlpOption, TraceFileOption,
+            L1RpcOption, L1ContractOption, L1KeyFileOption, L1FinalityOption, L1StartBlockOption, OtlpOption, TraceFileOption, ValidationOption,
         };
 #if SEQUENCER_TEST_FAULTS
         command.Options.Add(TestFaultOption);
@@ -122,6 +123,19 @@ public static class RunCommand
             options = options with { ClockSkewMs = skew };
         if ((result.GetValue(AdminTokenOption) ?? Environment.GetEnvironmentVariable("SEQUENCER_ADMIN_TOKEN")) is { Length: > 0 } adminToken)
             options = options with { AdminToken = adminToken };
+        if (result.GetValue(ValidationOption) is { Length: > 0 } validation)
+        {
+            options = options with
+            {
+                Validation = validation.ToLowerInvariant() switch
+                {
+                    "opaque" => Sequencer.Core.Validation.ValidationMode.Opaque,
+                    "ethereum" => Sequencer.Core.Validation.ValidationMode.Ethereum,
+                    _ => throw new FormatException($"--validation \"{validation}\" is neither opaque nor ethereum"),
+                },
+            };
+        }
+
         if (result.GetValue(OtlpOption) is { Length: > 0 } otlp)
             options = options with { OtlpEndpoint = otlp };
         if (result.GetValue(TraceFileOption) is { Length: > 0 } traceFile)

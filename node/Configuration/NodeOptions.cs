@@ -111,6 +111,12 @@ public sealed record NodeOptions
     /// </summary>
     public string? CertificatesDirectory { get; init; }
 
+    /// <summary>
+    /// How the chain validates txs (issue 13): opaque bytes, or signed Ethereum transactions with one ordered tx per
+    /// (sender, nonce). Written into the log at genesis by the first leader; a node configured otherwise refuses to run.
+    /// </summary>
+    public Sequencer.Core.Validation.ValidationMode Validation { get; init; } = Sequencer.Core.Validation.ValidationMode.Opaque;
+
     /// <summary>The bearer token of the /admin routes; null disables them.</summary>
     public string? AdminToken { get; init; }
 

@@ -72,7 +72,8 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
             LogTxIndexRebuilt(logger, store.RebuiltIndexTxs);
         State = new AppliedState(store, new ChainParameters(options.ChainId, 0), options.Limits,
             new WalRetention(options.WalRetainedEntries, options.WalRetainedBytes), time, loggerFactory.CreateLogger<AppliedState>(), loops,
-            new DkgPolicy(options.Members.Count, options.DkgThreshold, identity?.Members.ToDictionary(m => m.Key, m => m.Value.PublicKey.ExportSubjectPublicKeyInfo())));
+            new DkgPolicy(options.Members.Count, options.DkgThreshold, identity?.Members.ToDictionary(m => m.Key, m => m.Value.PublicKey.ExportSubjectPublicKeyInfo())),
+            (mode, chainId) => mode == Sequencer.Core.Validation.ValidationMode.Ethereum ? new Sequencer.Ethereum.EthereumTxRules(chainId) : null);
         var stateMachine = new SequencerStateMachine(State, dataDir.CreateSubdirectory("scratch"));
         var walDir = Path.Combine(dataDir.FullName, "wal");
         var chunkBytes = WalChunkSize.Resolve(walDir, options.WalChunkBytes);

@@ -4,6 +4,7 @@ using Sequencer.Core;
 using Sequencer.Core.Batching;
 using Sequencer.Core.Encoding;
 using Sequencer.Core.Hashing;
+using Sequencer.Core.Validation;
 using Sequencer.Core.Ordering;
 using Sequencer.Node.Telemetry;
 using Sequencer.Raft;
@@ -24,13 +25,23 @@ public enum SubmitStatus
 
     /// <summary>Some txs were proposed and their fate is unknown (leader change, timeout): resubmit, submits are idempotent.</summary>
     OutcomeUnknown,
+
+    /// <summary>The chain's rules refused a tx (ethereum mode: invalid, nonce taken, nonce too far ahead); see <see cref="SubmitOutcome.Rejection"/>.</summary>
+    Rejected,
 }
 
 /// <summary>The result of <see cref="SubmitService.SubmitAsync"/>.</summary>
 /// <param name="Status">How it ended.</param>
 /// <param name="Outcomes">One per submitted tx (request order) when <see cref="SubmitStatus.Ordered"/>.</param>
 /// <param name="Message">Why it did not end ordered.</param>
-public sealed record SubmitOutcome(SubmitStatus Status, TxOutcome[] Outcomes, string? Message = null);
+public sealed record SubmitOutcome(SubmitStatus Status, TxOutcome[] Outcomes, string? Message = null)
+{
+    /// <summary>For <see cref="SubmitStatus.Rejected"/>: the code and message.</summary>
+    public TxRejection? Rejection { get; init; }
+
+    /// <summary>For a taken nonce: the tx that holds it, when known.</summary>
+    public Hash32? ConflictsWith { get; init; }
+}
 
 /// <summary>
 /// The leader's intake: dedups submits against ordered and pending txs, queues new ones within the limits, cuts
@@ -180,8 +191,27 @@ public sealed partial class SubmitService : IAsyncDisposable
         if (!log.IsLeader)
             return new SubmitOutcome(SubmitStatus.NotLeader, [], "this node is not the leader");
 
+        // Ethereum mode: every tx's sender and nonce, once, before anything is queued; a refused tx refuses the request.
+        TxAccount[]? accounts = null;
+        AccountState[]? applied = null;
+        if (state.Rules is { } rules)
+        {
+            var (identified, index, rejection) = Identify(rules, txs);
+            if (identified is null)
+                return Refused(rejection! with { Message = $"tx {index}: {rejection!.Message}" }, null);
+            accounts = identified;
+            applied = new AccountState[txs.Count];
+            var known = new Dictionary<SenderId, AccountState>();
+            for (var i = 0; i < txs.Count; i++)
+            {
+                if (!known.TryGetValue(accounts[i].Sender, out applied[i]))
+                    known[accounts[i].Sender] = applied[i] = state.Get(accounts[i].Sender);
+            }
+        }
+
         var now = time.GetUtcNow().ToUnixTimeMilliseconds();
         var waits = new Task<TxPosition>[txs.Count];
+        var mine = new List<PendingTx>();
         lock (gate)
         {
             // Admission first, all or nothing, so a rejected bulk submit leaves no partial trace.
@@ -200,8 +230,17 @@ public sealed partial class SubmitService : IAsyncDisposable
                 }
             }
 
-            if (queue.Count + newTxs > limits.MaxPendingTxs || queuedBytes + newBytes > limits.MaxPendingBytes)
+            if (queue.Count + newTxs > limits.MaxPendingTxs || queuedBytes + newBytes > limits.MaxPendingBytes || (accounts is not null && pending.Count + newTxs > limits.MaxPendingTxs))
                 return new SubmitOutcome(SubmitStatus.Overloaded, [], $"the pending queue is full ({queue.Count} txs, {queuedBytes} bytes)");
+
+            Admission[]? plan = null;
+            if (accounts is not null)
+            {
+                var (planned, refusal) = PlanLocked(hashes, accounts, applied!);
+                if (refusal is not null)
+                    return refusal;
+                plan = planned;
+            }
 
             for (var i = 0; i < txs.Count; i++)
             {
@@ -215,11 +254,24 @@ public sealed partial class SubmitService : IAsyncDisposable
                 }
                 else
                 {
-                    var tx = new PendingTx(hashes[i], txs[i], now);
+                    var tx = new PendingTx(hashes[i], txs[i], now) { Account = accounts?[i] };
                     pending.Add(tx.Hash, tx);
-                    queue.Enqueue(tx);
-                    queuedTxs++;
-                    queuedBytes += tx.Bytes.Length;
+                    mine.Add(tx);
+                    if (plan is null)
+                    {
+                        queue.Enqueue(tx);
+                        queuedTxs++;
+                        queuedBytes += tx.Bytes.Length;
+                    }
+                    else if (plan[i] == Admission.Park)
+                    {
+                        ParkLocked(tx);
+                    }
+                    else
+                    {
+                        QueueForSenderLocked(tx);
+                    }
+
                     waits[i] = tx.Completion.Task;
                 }
             }
@@ -235,7 +287,28 @@ public sealed partial class SubmitService : IAsyncDisposable
         catch (TimeoutException)
         {
             metrics.Errors.Add(1, new KeyValuePair<string, object?>("kind", "submit_timeout"));
+            if (accounts is not null)
+            {
+                // Txs still parked waited in vain for the nonces before them: they leave, refused as a gap.
+                List<PendingTx> parked;
+                lock (gate)
+                {
+                    parked = mine.Where(tx => tx.Parked && !tx.Completion.Task.IsCompleted).ToList();
+                    UnparkLocked(parked);
+                }
+
+                if (parked.Count > 0)
+                {
+                    var first = parked[0].Account!.Value;
+                    return Refused(new TxRejection("nonce_gap", $"nonce {first.Nonce} of {first.Sender} waited {limits.SubmitTimeoutMs} ms for the nonces before it, which never came"), null);
+                }
+            }
+
             return new SubmitOutcome(SubmitStatus.OutcomeUnknown, [], $"not ordered within {limits.SubmitTimeoutMs} ms");
+        }
+        catch (TxRefusedException e)
+        {
+            return Refused(e.Rejection, e.ConflictsWith);
         }
         catch (NotProposedException e)
         {
@@ -271,11 +344,18 @@ public sealed partial class SubmitService : IAsyncDisposable
                     duplicates++;
                 if (!pending.Remove(outcome.Hash, out var tx))
                     continue;
-                if (!tx.Proposed)
+                if (!tx.Proposed && !tx.Parked)
                 {
-                    // Ordered through another path (an earlier leader's entry) while still queued here.
+                    // Ordered (or refused) through another path (an earlier leader's entry) while still queued here.
                     queuedTxs--;
                     queuedBytes -= tx.Bytes.Length;
+                }
+
+                ForgetLocked(tx, ordered: outcome.Rejected is null);
+                if (outcome.Rejected is { } rejection)
+                {
+                    tx.Completion.TrySetException(new TxRefusedException(rejection, outcome.ConflictsWith));
+                    continue;
                 }
 
                 tx.Completion.TrySetResult(outcome.Position);
@@ -307,6 +387,19 @@ public sealed partial class SubmitService : IAsyncDisposable
 
             queuedTxs = 0;
             queuedBytes = 0;
+
+            // Parked txs were never queued; every sender's line starts again under the next leader.
+            foreach (var line in senders.Values)
+            {
+                foreach (var tx in line.Parked.Values)
+                {
+                    pending.Remove(tx.Hash);
+                    tx.Completion.TrySetException(new NotProposedException("leadership moved before the tx was proposed"));
+                    failed++;
+                }
+            }
+
+            senders.Clear();
         }
 
         if (failed > 0)
@@ -403,7 +496,11 @@ public sealed partial class SubmitService : IAsyncDisposable
         trace?.SetTag("sequencer.tx_count", items.Count);
         trace?.SetTag("sequencer.batch_bytes", bytes);
         trace?.SetTag("raft.term", term);
-        var proposal = new BatchProposal(command.Txs, items.ConvertAll(tx => tx.Hash)) { Trace = trace?.Context ?? default };
+        var proposal = new BatchProposal(command.Txs, items.ConvertAll(tx => tx.Hash))
+        {
+            Trace = trace?.Context ?? default,
+            Accounts = items[0].Account is null ? null : items.ConvertAll(tx => tx.Account),
+        };
 #if SEQUENCER_TEST_FAULTS
         if (TestFaults.AckBeforeCommit)
         {
@@ -479,6 +576,7 @@ public sealed partial class SubmitService : IAsyncDisposable
                 if (tx.Completion.Task.IsCompleted)
                     continue;
                 pending.Remove(tx.Hash);
+                ForgetLocked(tx, ordered: false);
                 tx.Completion.TrySetException(new OutcomeUnknownException(reason));
             }
         }
@@ -515,6 +613,12 @@ public sealed partial class SubmitService : IAsyncDisposable
         public TaskCompletionSource<TxPosition> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public bool Proposed { get; set; }
+
+        /// <summary>Ethereum mode: its sender and nonce.</summary>
+        public TxAccount? Account { get; init; }
+
+        /// <summary>Waiting for its sender's earlier nonces (not in the queue).</summary>
+        public bool Parked { get; set; }
     }
 
     private sealed class NotProposedException(string message) : Exception(message);

@@ -4,6 +4,7 @@ using Sequencer.Core;
 using Sequencer.Core.Hashing;
 using Sequencer.Core.Ordering;
 using Sequencer.Core.Storage;
+using Sequencer.Core.Validation;
 
 namespace Sequencer.Node.Storage;
 
@@ -33,6 +34,8 @@ public sealed class LiteDbBatchStore : IBatchStore
     private readonly ILiteCollection<BsonDocument> keyEpochCollection;
     private readonly ILiteCollection<BsonDocument> commitmentCollection;
     private readonly ILiteCollection<BsonDocument> dkgCollection;
+    private readonly ILiteCollection<BsonDocument> accountCollection;
+    private const string GenesisId = "genesis";
     // One LiteDB operation at a time, reads included. LiteDB 5.0.20's page cache lets a concurrent reader use a page
     // buffer it is recycling (litedb-org/LiteDB#2817: "page type must be index page" and garbage reads, on databases
     // larger than the cache), which stopped a node under load once lookups of older batches went to the store, and it
@@ -58,6 +61,7 @@ public sealed class LiteDbBatchStore : IBatchStore
         keyEpochCollection = database.GetCollection("keyEpochs");
         commitmentCollection = database.GetCollection("commitments");
         dkgCollection = database.GetCollection("dkg");
+        accountCollection = database.GetCollection("accounts");
         current = ReadCheckpointDocument();
         CheckFormat(path);
         var last = current.LastHeight == 0 ? Hash32.Zero : (Get(current.LastHeight)?.Header.Commitment
@@ -188,6 +192,7 @@ public sealed class LiteDbBatchStore : IBatchStore
                     throw new InvalidOperationException("a store transaction is already open on this thread");
                 foreach (var batch in batches)
                     batchCollection.Insert(ToDocument(batch));
+                WriteAccounts(batches);
                 foreach (var signature in signing?.Signatures ?? [])
                 {
                     if (signatureCollection.FindById((long)signature.Height) is null)
@@ -480,7 +485,68 @@ public sealed class LiteDbBatchStore : IBatchStore
             ["receivedMs"] = received,
             ["raftIndex"] = batch.RaftIndex,
             ["orderedAtMs"] = unchecked((long)batch.OrderedAtMs),
+            ["accounts"] = batch.TxAccounts,
         };
+    }
+
+    // Each sender's state after these batches (the last of its txs wins), in the batch transaction.
+    private void WriteAccounts(IReadOnlyList<StoredBatch> batches)
+    {
+        var last = new Dictionary<SenderId, AccountState>();
+        foreach (var batch in batches)
+        {
+            for (var i = 0; i < batch.TxAccounts.Length / TxAccount.EncodedLength; i++)
+            {
+                var account = batch.AccountAt(i)!.Value;
+                last[account.Sender] = new AccountState(account.Nonce + 1, batch.TxHashes[i], batch.Header.Height);
+            }
+        }
+
+        foreach (var (sender, state) in last)
+        {
+            accountCollection.Upsert(new BsonDocument
+            {
+                ["_id"] = sender.ToBytes(),
+                ["next"] = unchecked((long)state.NextNonce),
+                ["lastTx"] = state.LastTx.ToArray(),
+                ["height"] = unchecked((long)state.LastHeight),
+            });
+        }
+    }
+
+    /// <inheritdoc/>
+    public AccountState? ReadAccount(SenderId sender)
+    {
+        BsonDocument? document;
+        lock (writer)
+            document = accountCollection.FindById(sender.ToBytes());
+        return document is null ? null
+            : new AccountState(unchecked((ulong)document["next"].AsInt64), new Hash32(document["lastTx"].AsBinary), unchecked((ulong)document["height"].AsInt64));
+    }
+
+    /// <inheritdoc/>
+    public (ulong ChainId, ValidationMode Mode)? ReadGenesis()
+    {
+        BsonDocument? document;
+        lock (writer)
+            document = meta.FindById(GenesisId);
+        return document is null ? null : (unchecked((ulong)document["chainId"].AsInt64), (ValidationMode)document["mode"].AsInt32);
+    }
+
+    /// <inheritdoc/>
+    public void WriteGenesis(ulong chainId, ValidationMode mode)
+    {
+        lock (writer)
+        {
+            try
+            {
+                meta.Upsert(new BsonDocument { ["_id"] = GenesisId, ["chainId"] = unchecked((long)chainId), ["mode"] = (int)mode });
+            }
+            catch (LiteException e)
+            {
+                throw new IOException($"store write failed: {e.Message}", e);
+            }
+        }
     }
 
     private static StoredBatch FromDocument(BsonDocument document)
@@ -517,6 +583,7 @@ public sealed class LiteDbBatchStore : IBatchStore
             ReceivedMs = received,
             RaftIndex = document["raftIndex"].AsInt64,
             OrderedAtMs = unchecked((ulong)document["orderedAtMs"].AsInt64),
+            TxAccounts = document.TryGetValue("accounts", out var accounts) && accounts.IsBinary ? accounts.AsBinary : [],
         };
     }
 }

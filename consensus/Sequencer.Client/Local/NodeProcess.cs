@@ -41,6 +41,9 @@ public sealed class NodeProcess : IAsyncDisposable
     /// <summary>What the process was started with.</summary>
     public NodeSpec Spec { get; }
 
+    /// <summary>The arguments the node is started with (after the binary).</summary>
+    public IReadOnlyList<string> Arguments => arguments;
+
     /// <summary>A client of this node's API.</summary>
     public SequencerClient Client { get; }
 

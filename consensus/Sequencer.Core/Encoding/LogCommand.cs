@@ -19,7 +19,24 @@ namespace Sequencer.Core.Encoding;
 [Union(9, typeof(DkgConfirmCommand))]
 [Union(10, typeof(DkgComplaintCommand))]
 [Union(11, typeof(DkgSilenceCommand))]
+[Union(12, typeof(GenesisCommand))]
 public interface ILogCommand;
+
+/// <summary>
+/// The chain's rules, fixed once at genesis by the first leader before any batch (issue 13): the validation mode every
+/// node applies batches with. A node configured with another mode refuses to start (or stops) rather than apply under
+/// other rules. A genesis entry after the first one, or one that would change the rules of an existing chain, is
+/// ignored by apply on every node alike.
+/// </summary>
+[MessagePackObject]
+public sealed class GenesisCommand : ILogCommand
+{
+    /// <summary>The chain id of the cluster that proposed it.</summary>
+    [Key(0)] public ulong ChainId { get; init; }
+
+    /// <summary>The <see cref="Validation.ValidationMode"/> (0 opaque, 1 ethereum).</summary>
+    [Key(1)] public byte ValidationMode { get; init; }
+}
 
 /// <summary>
 /// A signer publishes FROST nonce commitments in advance (DESIGN section 4): this removes FROST's first round from the

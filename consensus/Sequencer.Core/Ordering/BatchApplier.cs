@@ -1,5 +1,6 @@
 using Sequencer.Core.Encoding;
 using Sequencer.Core.Hashing;
+using Sequencer.Core.Validation;
 
 namespace Sequencer.Core.Ordering;
 
@@ -19,7 +20,16 @@ public interface IOrderedTxLookup
 /// <param name="Hash">keccak256 of the tx bytes.</param>
 /// <param name="Position">Where the tx is ordered: in this batch, or where it was ordered before.</param>
 /// <param name="Duplicate">True when the tx was already ordered (earlier, or earlier in this batch) and was dropped.</param>
-public readonly record struct TxOutcome(Hash32 Hash, TxPosition Position, bool Duplicate);
+/// <param name="Rejected">Set when the chain's rules dropped the tx (invalid, or its (sender, nonce) is taken or not
+/// next): it is not ordered, and <paramref name="Position"/> is default.</param>
+/// <param name="ConflictsWith">For a nonce already used: the ordered tx that holds it, when known.</param>
+public readonly record struct TxOutcome(Hash32 Hash, TxPosition Position, bool Duplicate, TxRejection? Rejected = null, Hash32? ConflictsWith = null);
+
+/// <summary>The chain's rules at apply, and the account states they read (ethereum mode); null in opaque mode.</summary>
+/// <param name="Rules">The validity rules.</param>
+/// <param name="Accounts">The applied account states before this batch.</param>
+/// <param name="Known">On the leader: each tx's account as intake found it from these very bytes, or null to work it out.</param>
+public sealed record ValidationContext(ITxRules Rules, IAccountLookup Accounts, IReadOnlyList<TxAccount?>? Known = null);
 
 /// <summary>The result of applying one batch entry.</summary>
 public sealed class AppliedBatch
@@ -35,6 +45,12 @@ public sealed class AppliedBatch
 
     /// <summary>One outcome per proposed tx, in proposal order.</summary>
     public required TxOutcome[] Outcomes { get; init; }
+
+    /// <summary>
+    /// In ethereum mode, each ordered tx's sender and nonce (<see cref="TxAccount.EncodedLength"/> bytes each, in batch
+    /// order); empty in opaque mode.
+    /// </summary>
+    public byte[] TxAccounts { get; init; } = [];
 }
 
 /// <summary>
@@ -54,8 +70,10 @@ public static class BatchApplier
     /// <param name="ordered">The txs ordered by earlier batches.</param>
     /// <param name="knownHashes">The keccak256 of each tx when the caller has already computed them from these very
     /// bytes (the leader hashed them at intake), or null to hash here.</param>
+    /// <param name="validation">The chain's rules (ethereum mode): a tx they refuse, or whose nonce is not its sender's
+    /// next, is dropped with the reason; null in opaque mode.</param>
     public static AppliedBatch Apply(BatchHeader? previous, MerkleFrontier history, ChainParameters chain, BatchCommand command, ulong entryTerm, IOrderedTxLookup ordered,
-        IReadOnlyList<Hash32>? knownHashes = null)
+        IReadOnlyList<Hash32>? knownHashes = null, ValidationContext? validation = null)
     {
         ArgumentNullException.ThrowIfNull(command);
         ArgumentNullException.ThrowIfNull(ordered);
@@ -72,10 +90,14 @@ public static class BatchApplier
         var received = new List<ulong>(txs.Count);
         var inThisBatch = new Dictionary<Hash32, int>(txs.Count);
         var hasReceived = command.ReceivedAgoMs.Count == txs.Count;
+        Invariant.Check(validation?.Known is null || validation.Known.Count == txs.Count, "one known account per tx");
+        var accounts = validation is null ? null : new List<TxAccount>(txs.Count);
+        var touched = validation is null ? null : new Dictionary<SenderId, AccountState>();
 
         for (var i = 0; i < txs.Count; i++)
         {
             var hash = knownHashes?[i] ?? Keccak256.Hash(txs[i]);
+            TxAccount account = default;
             if (ordered.TryGetPosition(hash, out var earlier))
             {
                 Invariant.Check(earlier.Height < height, "an ordered tx claims a height that is not applied yet");
@@ -85,8 +107,14 @@ public static class BatchApplier
             {
                 outcomes[i] = new TxOutcome(hash, new TxPosition(height, index), Duplicate: true);
             }
+            else if (validation is not null && Check(validation, i, txs[i], hash, height, touched!, out account) is { } refused)
+            {
+                outcomes[i] = refused;
+            }
             else
             {
+                if (validation is not null)
+                    accounts!.Add(account);
                 index = leaves.Count;
                 inThisBatch.Add(hash, index);
                 leaves.Add(hash);
@@ -113,6 +141,41 @@ public static class BatchApplier
             timestamp);
 
         Invariant.Check(header.TxCount == hashes.Length && header.TxCount > 0, "header tx count matches its leaves");
-        return new AppliedBatch { Header = header, TxHashes = hashes, ReceivedMs = received.ToArray(), Outcomes = outcomes };
+        var encoded = Array.Empty<byte>();
+        if (accounts is not null)
+        {
+            Invariant.Check(accounts.Count == hashes.Length, "one account per ordered tx");
+            encoded = new byte[accounts.Count * TxAccount.EncodedLength];
+            for (var i = 0; i < accounts.Count; i++)
+                accounts[i].WriteTo(encoded.AsSpan(i * TxAccount.EncodedLength));
+        }
+
+        return new AppliedBatch { Header = header, TxHashes = hashes, ReceivedMs = received.ToArray(), Outcomes = outcomes, TxAccounts = encoded };
+    }
+
+    // The chain's rules for one tx that is not a duplicate: null when it is ordered (and its sender's state in `touched`
+    // moves on), otherwise the outcome that drops it. A sender's txs are ordered one nonce after another: a nonce below
+    // the next is taken (by the sender's earlier tx), one above it is a gap.
+    private static TxOutcome? Check(ValidationContext validation, int i, byte[] tx, Hash32 hash, ulong height, Dictionary<SenderId, AccountState> touched,
+        out TxAccount account)
+    {
+        TxRejection? rejection = null;
+        account = default;
+        if ((validation.Known?[i] ?? validation.Rules.Identify(tx, out rejection)) is not { } identified)
+            return new TxOutcome(hash, default, Duplicate: false, rejection ?? new TxRejection("invalid_tx", "the tx is not valid under the chain's rules"));
+        account = identified;
+        if (!touched.TryGetValue(account.Sender, out var state))
+            state = validation.Accounts.Get(account.Sender);
+        if (account.Nonce < state.NextNonce)
+        {
+            return new TxOutcome(hash, default, Duplicate: false,
+                new TxRejection("nonce_used", $"nonce {account.Nonce} of {account.Sender} is already ordered (its next nonce is {state.NextNonce})"),
+                account.Nonce + 1 == state.NextNonce ? state.LastTx : null);
+        }
+
+        if (account.Nonce > state.NextNonce || account.Nonce == ulong.MaxValue)
+            return new TxOutcome(hash, default, Duplicate: false, new TxRejection("nonce_gap", $"nonce {account.Nonce} of {account.Sender} is not its next nonce {state.NextNonce}"));
+        touched[account.Sender] = new AccountState(account.Nonce + 1, hash, height);
+        return null;
     }
 }

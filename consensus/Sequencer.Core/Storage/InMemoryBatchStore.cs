@@ -16,6 +16,8 @@ public sealed class InMemoryBatchStore : IBatchStore
     private readonly InMemoryHistoryNodes history = new();
     private readonly Dictionary<UInt128, ulong> positions = [];
     private StoreCheckpoint checkpoint;
+    private readonly Dictionary<Validation.SenderId, Validation.AccountState> accounts = [];
+    private (ulong ChainId, Validation.ValidationMode Mode)? genesis;
 
     /// <summary>Makes the next <see cref="Append"/> throw, as a full disk would.</summary>
     public bool FailNextAppend { get; set; }
@@ -73,6 +75,14 @@ public sealed class InMemoryBatchStore : IBatchStore
             }
 
             Invariant.Check(checkpoint.LastHeight == next - 1, "the checkpoint names the last stored height");
+            foreach (var batch in batches)
+            {
+                for (var i = 0; i < batch.TxAccounts.Length / Validation.TxAccount.EncodedLength; i++)
+                {
+                    var account = batch.AccountAt(i)!.Value;
+                    accounts[account.Sender] = new Validation.AccountState(account.Nonce + 1, batch.TxHashes[i], batch.Header.Height);
+                }
+            }
             var root = MerkleFrontier.Load(history, history.LeafCount);
             foreach (var batch in batches)
             {
@@ -209,5 +219,26 @@ public sealed class InMemoryBatchStore : IBatchStore
     /// <inheritdoc/>
     public void Dispose()
     {
+    }
+
+    /// <inheritdoc/>
+    public Validation.AccountState? ReadAccount(Validation.SenderId sender)
+    {
+        lock (gate)
+            return accounts.TryGetValue(sender, out var state) ? state : null;
+    }
+
+    /// <inheritdoc/>
+    public (ulong ChainId, Validation.ValidationMode Mode)? ReadGenesis()
+    {
+        lock (gate)
+            return genesis;
+    }
+
+    /// <inheritdoc/>
+    public void WriteGenesis(ulong chainId, Validation.ValidationMode mode)
+    {
+        lock (gate)
+            genesis = (chainId, mode);
     }
 }

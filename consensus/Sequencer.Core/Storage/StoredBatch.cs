@@ -21,12 +21,20 @@ public sealed class StoredBatch
     /// <summary>When this node applied the batch, in Unix ms: the time the txs became <c>ordered</c> here.</summary>
     public required ulong OrderedAtMs { get; init; }
 
+    /// <summary>In ethereum mode each tx's sender and nonce (<see cref="Validation.TxAccount.EncodedLength"/> bytes per tx, batch order); empty otherwise.</summary>
+    public byte[] TxAccounts { get; init; } = [];
+
+    /// <summary>The account of the tx at <paramref name="index"/>, or null in opaque mode.</summary>
+    public Validation.TxAccount? AccountAt(int index)
+        => TxAccounts.Length == 0 ? null : Validation.TxAccount.ReadFrom(TxAccounts.AsSpan(index * Validation.TxAccount.EncodedLength));
+
     /// <summary>Checks the internal consistency: counts match and the Merkle root matches the hashes.</summary>
     /// <exception cref="InvariantViolationException">The batch is corrupt.</exception>
     public void Verify()
     {
         Invariant.Check(Header.TxCount == TxHashes.Length, $"batch {Header.Height}: tx count matches the stored hashes");
         Invariant.Check(ReceivedMs.Length == TxHashes.Length, $"batch {Header.Height}: one receive time per tx");
+        Invariant.Check(TxAccounts.Length == 0 || TxAccounts.Length == TxHashes.Length * Validation.TxAccount.EncodedLength, $"batch {Header.Height}: one account per tx or none");
         Invariant.Check(MerkleTree.ComputeRoot(TxHashes) == Header.TxRoot, $"batch {Header.Height}: txRoot matches the stored hashes");
     }
 }
@@ -119,4 +127,16 @@ public interface IBatchStore : IDisposable
 
     /// <summary>The number of txs in the stored batches.</summary>
     long TxCount { get; }
+
+    /// <summary>
+    /// An account's state as of the stored batches (ethereum mode: each stored batch's tx accounts move their
+    /// senders' next nonce, in the same transaction as the batch), or null for an account with no stored tx.
+    /// </summary>
+    Validation.AccountState? ReadAccount(Validation.SenderId sender);
+
+    /// <summary>The chain's genesis (the validation mode and chain id from the log's genesis entry), or null.</summary>
+    (ulong ChainId, Validation.ValidationMode Mode)? ReadGenesis();
+
+    /// <summary>Records the chain's genesis (durably, at once; the same genesis again is a no-op).</summary>
+    void WriteGenesis(ulong chainId, Validation.ValidationMode mode);
 }

@@ -1,0 +1,197 @@
+using System.Numerics;
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Hashing;
+using Sequencer.Core.Ordering;
+using Sequencer.Core.Validation;
+using Sequencer.Ethereum;
+
+namespace Sequencer.Tests;
+
+/// <summary>
+/// Issue 13: the ethereum validation mode's rules on published vectors and on what must be refused, the apply rule
+/// (one ordered tx per sender and nonce, in nonce order) as a property over random conflicting batches, and fuzzed raw
+/// transactions that never crash the rules.
+/// </summary>
+public sealed class EthereumValidationTests
+{
+    private const string Eip155Raw = "f86c098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a76400008025a028ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276a067cbe9d8997f761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83";
+    private static readonly BigInteger N = BigInteger.Parse("115792089237316195423570985008687907852837564279074904382605163141518161494337", System.Globalization.CultureInfo.InvariantCulture);
+
+    [Fact]
+    public void Eip155Example_IsValid_ForChain1_WithItsPublishedSender_AndRefusedElsewhere()
+    {
+        var raw = Convert.FromHexString(Eip155Raw);
+        var account = new EthereumTxRules(1).Identify(raw, out var rejection);
+        Assert.Null(rejection);
+        Assert.Equal("0x9d8a62f656a8d1615c1294fd71e9cfb3e4855a4f", account!.Value.Sender.ToString());
+        Assert.Equal(9UL, account.Value.Nonce);
+
+        Assert.Null(new EthereumTxRules(5).Identify(raw, out rejection));
+        Assert.Equal("wrong_chain", rejection!.Code);
+    }
+
+    [Theory]
+    [MemberData(nameof(EthereumTests.Eip1559Vectors), MemberType = typeof(EthereumTests))]
+    public void Eip1559Vectors_AreValid_WithTheirSenderAndNonce(ulong nonce, ulong value, ulong gasLimit, ulong priorityFee, ulong maxFee, string wrapped)
+    {
+        _ = (value, gasLimit, priorityFee, maxFee);
+        var raw = Rlp.Decode(Convert.FromHexString(wrapped[2..])).Bytes;
+        var account = new EthereumTxRules(7822).Identify(raw, out var rejection);
+        Assert.Null(rejection);
+        Assert.Equal(EthKey.FromHex("0x8f2a55949038a9610f50fb23b5883af3b4ecb3c3bb792cbcefbd1542c692be63").Address.ToString().ToLowerInvariant(), account!.Value.Sender.ToString());
+        Assert.Equal(nonce, account.Value.Nonce);
+    }
+
+    [Fact]
+    public void MalleatedUnprotectedUnsignedAndMalformedTxs_AreRefused_WithTheirCode()
+    {
+        var rules = new EthereumTxRules(1);
+        var key = EthKey.FromHex("0x4646464646464646464646464646464646464646464646464646464646464646");
+        var transaction = new EthTransaction { Type = TransactionType.Legacy, ChainId = 1, Nonce = 9, GasPrice = 20_000_000_000, GasLimit = 21000, Value = 1 };
+        var signed = transaction.Sign(key);
+
+        // The same signature with s' = n - s (and the other parity) recovers the same key: refused (EIP-2).
+        var high = signed.Signature with { S = N - signed.Signature.S, YParity = 1 - signed.Signature.YParity };
+        Assert.Equal("high_s", Code(rules, Reencode(transaction, high)));
+
+        // A legacy tx without EIP-155 (v 27/28) could be replayed on any chain.
+        var unprotected = (transaction with { ChainId = null }).Sign(key);
+        Assert.Equal("unprotected_tx", Code(rules, unprotected.Raw));
+
+        // r = s = 0: unsigned.
+        Assert.Equal("bad_signature", Code(rules, Reencode(transaction, new EcdsaSignature(BigInteger.Zero, BigInteger.One, 0))));
+
+        Assert.Equal("malformed_tx", Code(rules, [0x02, 0xc0]));
+        Assert.Equal("malformed_tx", Code(rules, [0x7f]));
+        Assert.Equal("malformed_tx", Code(rules, []));
+        Assert.Equal("nonce_max", Code(rules, (transaction with { Nonce = ulong.MaxValue }).Sign(key).Raw));
+
+        static byte[] Reencode(EthTransaction transaction, EcdsaSignature signature) => transaction.Encode(signature);
+
+        static string? Code(EthereumTxRules rules, byte[] raw)
+        {
+            Assert.Null(rules.Identify(raw, out var rejection));
+            return rejection?.Code;
+        }
+    }
+
+    [Fact]
+    public void FuzzedRawTransactions_NeverThrow_OnlyRefuse()
+    {
+        var rules = new EthereumTxRules(1);
+        var key = EthKey.FromHex("0x4646464646464646464646464646464646464646464646464646464646464646");
+        var seeds = new[]
+        {
+            Convert.FromHexString(Eip155Raw),
+            new EthTransaction { ChainId = 1, Nonce = 3, MaxFeePerGas = 10, GasLimit = 21000, Data = [1, 2, 3] }.Sign(key).Raw,
+            new EthTransaction { Type = TransactionType.AccessList, ChainId = 1, Nonce = 4, GasPrice = 9, GasLimit = 30000 }.Sign(key).Raw,
+        };
+        var random = new Random(1309);
+        var valid = 0;
+        for (var round = 0; round < 20_000; round++)
+        {
+            var raw = (byte[])seeds[round % seeds.Length].Clone();
+            for (var flips = random.Next(1, 4); flips > 0; flips--)
+            {
+                switch (random.Next(3))
+                {
+                    case 0:
+                        raw[random.Next(raw.Length)] ^= (byte)(1 << random.Next(8));
+                        break;
+                    case 1:
+                        raw = raw[..random.Next(raw.Length)];
+                        break;
+                    default:
+                        raw = [.. raw, (byte)random.Next(256)];
+                        break;
+                }
+
+                if (raw.Length == 0)
+                    break;
+            }
+
+            var account = rules.Identify(raw, out var rejection);
+            Assert.True(account is null != (rejection is null), "either an account or a refusal");
+            if (account is not null)
+                valid++;
+        }
+
+        Assert.True(valid < 20_000);
+    }
+
+    // Rules for the apply property: a tx is "sender byte, nonce byte, payload"; its (sender, nonce) is read off it.
+    private sealed class ToyRules : ITxRules
+    {
+        public TxAccount? Identify(ReadOnlySpan<byte> tx, out TxRejection? rejection)
+        {
+            rejection = tx.Length < 3 ? new TxRejection("malformed_tx", "short") : null;
+            if (rejection is not null)
+                return null;
+            Span<byte> address = stackalloc byte[20];
+            address[19] = tx[0];
+            return new TxAccount(SenderId.FromBytes(address), tx[1]);
+        }
+    }
+
+    private sealed class Accounts : IAccountLookup
+    {
+        public Dictionary<SenderId, AccountState> States { get; } = [];
+
+        public AccountState Get(SenderId sender) => States.GetValueOrDefault(sender);
+    }
+
+    private sealed class Ordered : IOrderedTxLookup
+    {
+        public Dictionary<Hash32, TxPosition> Positions { get; } = [];
+
+        public bool TryGetPosition(Hash32 hash, out TxPosition position) => Positions.TryGetValue(hash, out position);
+    }
+
+    [Fact]
+    public void Apply_OrdersAtMostOneTxPerSenderAndNonce_InNonceOrder_WhateverTheLeaderProposes()
+    {
+        for (var seed = 0; seed < 200; seed++)
+        {
+            var random = new Random(seed);
+            var rules = new ToyRules();
+            var accounts = new Accounts();
+            var ordered = new Ordered();
+            var history = new MerkleFrontier();
+            BatchHeader? previous = null;
+            var orderedPairs = new Dictionary<(SenderId, ulong), Hash32>();
+            for (var batchNumber = 0; batchNumber < 30; batchNumber++)
+            {
+                // Txs from 4 senders with nonces near their next, with conflicting payloads, retries of the same bytes, and junk.
+                var txs = new List<byte[]>();
+                for (var i = random.Next(1, 12); i > 0; i--)
+                {
+                    var sender = (byte)random.Next(4);
+                    var next = accounts.Get(new TxAccount(SenderId.FromBytes([.. new byte[19], sender]), 0).Sender).NextNonce;
+                    var nonce = (byte)Math.Max(0, (int)next + random.Next(-2, 3));
+                    txs.Add(random.Next(20) == 0 ? [sender] : [sender, nonce, (byte)random.Next(3)]);
+                }
+
+                var command = new BatchCommand { ProposerTerm = 1, LeaderTimestampMs = (ulong)batchNumber, Txs = txs, ReceivedAgoMs = [] };
+                var result = BatchApplier.Apply(previous, history, new ChainParameters(1, 0), command, 1, ordered, null, new ValidationContext(rules, accounts));
+                if (result.Header is { } header)
+                {
+                    for (var i = 0; i < result.TxHashes.Length; i++)
+                    {
+                        var account = TxAccount.ReadFrom(result.TxAccounts.AsSpan(i * TxAccount.EncodedLength));
+                        Assert.True(orderedPairs.TryAdd((account.Sender, account.Nonce), result.TxHashes[i]), $"seed {seed}: ({account.Sender}, {account.Nonce}) ordered twice");
+                        Assert.Equal(accounts.Get(account.Sender).NextNonce, account.Nonce);
+                        accounts.States[account.Sender] = new AccountState(account.Nonce + 1, result.TxHashes[i], header.Height);
+                        ordered.Positions[result.TxHashes[i]] = new TxPosition(header.Height, i);
+                    }
+
+                    history.Append(header.Commitment);
+                    previous = header;
+                }
+
+                // Every refused tx says why; a taken nonce names the holder when it is the sender's last tx.
+                foreach (var outcome in result.Outcomes.Where(o => o.Rejected is not null))
+                    Assert.Contains(outcome.Rejected!.Code, new[] { "nonce_used", "nonce_gap", "malformed_tx" });
+            }
+        }
+    }
+}
