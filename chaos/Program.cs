@@ -18,6 +18,7 @@ var nodeArgOption = new Option<string[]>("--node-arg") { Description = "An extra
 var keepOption = new Option<bool>("--keep-data") { Description = "Keep node data even when the run passes." };
 var noSigningOption = new Option<bool>("--no-signing") { Description = "Run the nodes without threshold signing (ordering only)." };
 var noL1Option = new Option<bool>("--no-l1") { Description = "Run without the local L1 (anvil and the inbox contract), its faults and INV-L1PREFIX / LIVE-POST." };
+var ethereumOption = new Option<bool>("--ethereum") { Description = "Run the chain in ethereum validation mode: signed transactions, conflicting pairs sent to two nodes at once, INV-NOCONFLICT." };
 var dkgOption = new Option<bool>("--dkg") { Description = "Sign with a key from the nodes' own Pedersen DKG at boot instead of a dealer key." };
 var listOption = new Option<bool>("--list") { Description = "List the scenarios and the fault kinds, and exit." };
 var printPlanOption = new Option<bool>("--print-plan")
@@ -29,7 +30,7 @@ var planTxsOption = new Option<int>("--plan-txs") { Description = "With --print-
 
 var root = new RootCommand("sequencer-chaos: runs real sequencer nodes under seeded faults and checks DESIGN section 7's invariants.")
 {
-    nodesOption, durationOption, seedOption, scenarioOption, modeOption, outOption, clientsOption, bulkOption, binaryOption, nodeArgOption, keepOption, noSigningOption, dkgOption, noL1Option, listOption,
+    nodesOption, durationOption, seedOption, scenarioOption, modeOption, outOption, clientsOption, bulkOption, binaryOption, nodeArgOption, keepOption, noSigningOption, dkgOption, noL1Option, ethereumOption, listOption,
     printPlanOption, planLeaderOption, planTxsOption,
 };
 root.SetAction(async (result, token) =>
@@ -67,6 +68,7 @@ root.SetAction(async (result, token) =>
         Signing = !result.GetValue(noSigningOption),
         Dkg = result.GetValue(dkgOption),
         L1 = !result.GetValue(noL1Option),
+        Ethereum = result.GetValue(ethereumOption),
         Progress = line =>
         {
             lock (Console.Out)

@@ -21,12 +21,13 @@ var l1RateOption = new Option<double>("--l1-rate") { Description = "Tx/s offered
 var l1SecondsOption = new Option<double>("--l1-seconds") { Description = "Seconds of load in the L1 phase.", DefaultValueFactory = _ => 30 };
 var etcdOption = new Option<string>("--etcd") { Description = "Run a local 3-member etcd beside the cluster with the same single-submit load (1/16/64/256 clients) and print the ratios: on, only, or off.", DefaultValueFactory = _ => "on" };
 var resultsOption = new Option<string>("--results") { Description = "Where the run's JSON and SVG chart go.", DefaultValueFactory = _ => "bench/results" };
+var validationOption = new Option<string>("--validation") { Description = "opaque (random bytes, the default), ethereum (the clusters run in ethereum mode and every client sends pre-signed EIP-1559 txs from its own sender), or both (opaque, then ethereum: the throughput side by side).", DefaultValueFactory = _ => "opaque" };
 var signingOnlyOption = new Option<bool>("--signing-only") { Description = "Run only the cluster with 2-of-3 signing (by default the bench runs a cluster without signing, then one with it, and prints the ratio)." };
 
 var root = new RootCommand("sequencer-bench: throughput and submit-to-ordered latency of a local cluster, and fdatasync latency.")
 {
     clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, clusterWarmupOption, targetOption, dataOption, modeOption, nodeArgOption, noSigningOption, signingOnlyOption, pacedOption,
-    l1Option, l1RateOption, l1SecondsOption, etcdOption, resultsOption,
+    l1Option, l1RateOption, l1SecondsOption, etcdOption, resultsOption, validationOption,
 };
 root.SetAction(async (result, token) =>
 {
@@ -35,6 +36,9 @@ root.SetAction(async (result, token) =>
     Console.WriteLine($"fdatasync of a 4 KiB append in {data}: p50 {p50:0} us, p99 {p99:0} us, max {max:0} us (2000 samples)");
     Console.WriteLine($"machine: {Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}");
     SigningProbe.PrintCryptoCosts(2, 3);
+    ValidationProbe.Print();
+    if (result.GetValue(validationOption) == "probe")
+        return 0;
 
     var scenarios = new List<Scenario>();
     // "--paced" with no rates means no paced scenarios (the defaults apply only when the option is left out).
@@ -75,6 +79,13 @@ root.SetAction(async (result, token) =>
         }
 
         return etcdOnly is null ? 1 : 0;
+    }
+
+    var validation = result.GetValue(validationOption);
+    if (validation is "ethereum" or "both")
+    {
+        return await EthereumBench.RunAsync(data, result.GetValue(nodeArgOption) ?? [], validation == "both",
+            TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)), token);
     }
 
     var l1 = result.GetValue(l1Option);

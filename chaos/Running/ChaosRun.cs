@@ -68,6 +68,12 @@ public sealed record ChaosOptions
     /// heads, the L1 faults can be injected, and INV-L1PREFIX and LIVE-POST are checked.
     /// </summary>
     public bool L1 { get; init; } = true;
+
+    /// <summary>
+    /// Ethereum validation mode (issue 13): the nodes run with <c>--validation ethereum</c>, the workload sends signed
+    /// transactions with conflicting pairs to two nodes at once, and INV-NOCONFLICT is checked.
+    /// </summary>
+    public bool Ethereum { get; init; }
 }
 
 /// <summary>The verdict and the files of a run.</summary>
@@ -176,6 +182,7 @@ public static class ChaosRun
                 .. options.NodeArguments.Any(a => a == "--wal-retained-entries" || a.StartsWith("--wal-retained-entries=", StringComparison.Ordinal)) ? Array.Empty<string>() : ["--wal-retained-entries", "512"],
                 .. options.Signing && options.Dkg ? ["--dkg-threshold", threshold.ToString(CultureInfo.InvariantCulture)] : Array.Empty<string>(),
                 .. l1Arguments,
+                .. options.Ethereum ? ["--validation", "ethereum"] : Array.Empty<string>(),
                 .. options.NodeArguments],
             KeysDirectory = keys,
         });
@@ -268,6 +275,8 @@ public static class ChaosRun
             var unreachable = new List<int>();
             var chains = await ChainReader.ReadAsync([.. cluster.Nodes.Select(n => (n.Spec.Id, n.Client))], unreachable, token).ConfigureAwait(false);
             var results = new List<InvariantResult>(InvariantChecker.Check(history, chains));
+            if (options.Ethereum)
+                results.Add(NonceConflictChecker.Check(chains, workload.SentAccounts, workload.Refusals, history));
             if (unreachable.Count > 0)
                 results.Add(new InvariantResult("READ-LOGS", false, $"could not read the log of {string.Join(", ", unreachable.Select(id => $"n{id}"))}"));
             results.Add(Liveness.CheckFailover(history, records, FailoverBound, monitor.Samples));
@@ -351,6 +360,7 @@ public static class ChaosRun
         {
             Clients = options.Clients, TxsPerRequest = options.TxsPerRequest, Seed = options.Seed,
             RequestTimeout = ClientTimeout, AvoidAfterFailure = TimeSpan.FromSeconds(5),
+            EthereumChainId = options.Ethereum ? 1 : null,
         };
     }
 

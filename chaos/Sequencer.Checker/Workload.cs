@@ -30,6 +30,13 @@ public sealed record WorkloadOptions
     public int Seed { get; init; } = 1;
 
     /// <summary>
+    /// Ethereum mode (issue 13): each client is one sender sending signed transactions with its nonces in order, and
+    /// every third nonce as two conflicting txs (the same nonce, other payloads) sent to two nodes at the same moment.
+    /// The chain id the txs name; null for opaque random txs.
+    /// </summary>
+    public ulong? EthereumChainId { get; init; }
+
+    /// <summary>
     /// How long a client avoids a node that timed out or refused the connection (it still uses it when every node is
     /// avoided): what a real client's endpoint balancer does, so that one paused or dead node does not hold every
     /// client in turn.
@@ -42,7 +49,7 @@ public sealed record WorkloadOptions
 /// A client that gets an indeterminate or retryable answer retries the same tx (the same hash) on the next node,
 /// which is what a real client must do and what INV-NODUP must survive.
 /// </summary>
-public sealed class Workload
+public sealed partial class Workload
 {
     private readonly IReadOnlyList<(int NodeId, SequencerClient Client)> nodes;
     private readonly WorkloadOptions options;
@@ -83,7 +90,8 @@ public sealed class Workload
     {
         started = fixedOrigin ?? Stopwatch.GetTimestamp();
         using var done = CancellationTokenSource.CreateLinkedTokenSource(token);
-        var clients = Enumerable.Range(0, options.Clients).Select(c => Task.Run(() => ClientLoopAsync(c, done), CancellationToken.None)).ToArray();
+        var clients = Enumerable.Range(0, options.Clients)
+            .Select(c => Task.Run(() => options.EthereumChainId is { } chainId ? EthereumClientLoopAsync(c, chainId, done) : ClientLoopAsync(c, done), CancellationToken.None)).ToArray();
         await Task.WhenAll(clients).ConfigureAwait(false);
     }
 
@@ -157,6 +165,7 @@ public sealed class Workload
     }
 
     /// <summary>The next node in this client's rotation that is available and not avoided; failing that, the available node avoided the shortest.</summary>
+    // (Used by both loops.)
     private (int Slot, int NodeId, SequencerClient Client) NextNode(ref int cursor, long[] avoidUntil)
     {
         var now = NowNs();

@@ -186,7 +186,14 @@ public sealed record NonceUsesResponse(
 /// <summary>Every API error body.</summary>
 public sealed record ErrorResponse(
     [property: JsonPropertyName("error")] string Error,
-    [property: JsonPropertyName("message")] string Message);
+    [property: JsonPropertyName("message")] string Message,
+    [property: JsonPropertyName("conflictsWith")] string? ConflictsWith = null);
+
+/// <summary><c>GET /v1/accounts/{address}</c> (ethereum mode).</summary>
+public sealed record AccountResponse(
+    [property: JsonPropertyName("address")] string Address,
+    [property: JsonPropertyName("nextNonce")] string NextNonce,
+    [property: JsonPropertyName("lastTx")] string? LastTx);
 
 /// <summary>Source-generated JSON metadata for the wire types.</summary>
 [JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
@@ -197,6 +204,7 @@ public sealed record ErrorResponse(
 [JsonSerializable(typeof(TxStatusResponse))]
 [JsonSerializable(typeof(ClusterResponse))]
 [JsonSerializable(typeof(ErrorResponse))]
+[JsonSerializable(typeof(AccountResponse))]
 [JsonSerializable(typeof(CommitmentResponse))]
 [JsonSerializable(typeof(List<KeyEpochDto>))]
 [JsonSerializable(typeof(HeaderDto))]

@@ -41,6 +41,9 @@ public sealed class SequencerApiException : Exception
     /// <summary>The node's <c>Retry-After</c>, when it gave one.</summary>
     public TimeSpan? RetryAfter { get; }
 
+    /// <summary>For a 409 <c>nonce_used</c> (ethereum mode): the tx that holds the nonce, when the node named it.</summary>
+    public string? ConflictsWith { get; init; }
+
     /// <summary>
     /// True when the submit may or may not have taken effect (timeout, lost connection, leader change): retry it,
     /// the cluster deduplicates by tx hash.

@@ -150,6 +150,14 @@ public sealed class SequencerClient : IDisposable
     }
 
     /// <summary>The node's view of the cluster.</summary>
+    /// <summary><c>GET /v1/accounts/{address}</c> (ethereum mode): the sender's next nonce and last ordered tx.</summary>
+    public async Task<AccountResponse> GetAccountAsync(string address, CancellationToken token = default)
+    {
+        var body = await SendAsync(HttpMethod.Get, $"v1/accounts/{address}", null, token).ConfigureAwait(false);
+        return JsonSerializer.Deserialize(body!, ApiJsonContext.Default.AccountResponse)
+            ?? throw new SequencerApiException(200, "bad_response", "empty account response");
+    }
+
     public async Task<ClusterResponse> GetClusterAsync(CancellationToken token = default)
     {
         var body = await SendAsync(HttpMethod.Get, "v1/cluster", null, token).ConfigureAwait(false);
@@ -209,7 +217,10 @@ public sealed class SequencerClient : IDisposable
             }
 
             var retryAfter = response.Headers.RetryAfter?.Delta;
-            throw new SequencerApiException((int)response.StatusCode, error?.Error ?? "http_error", error?.Message ?? Encoding.UTF8.GetString(body), retryAfter);
+            throw new SequencerApiException((int)response.StatusCode, error?.Error ?? "http_error", error?.Message ?? Encoding.UTF8.GetString(body), retryAfter)
+            {
+                ConflictsWith = error?.ConflictsWith,
+            };
         }
     }
 

@@ -77,6 +77,18 @@ public sealed class ChaosSuiteTests
             FaultKind.KillLeader, FaultKind.KillFollower);
 
     [Fact]
+    public async Task EthereumMode_ConflictingTxsToTwoNodesAtOnce_AcrossLeaderKillsAndPartitions_OrderOnePerSenderAndNonce()
+    {
+        // Issue 13: signed txs, a third of the nonces sent twice (other payloads) to two nodes at the same moment, while
+        // leaders are killed and nodes cut off; INV-NOCONFLICT on every node's chain.
+        var result = await ChaosRun.RunAsync(Options("KillLeader,IsolateNode,PauseLeader", 1313, 30) with { Ethereum = true }, CancellationToken.None);
+        Assert.True(result.Passed, Explain(result));
+        var noConflict = Assert.Single(result.Report.Invariants, i => i.Name == "INV-NOCONFLICT");
+        Assert.Contains("nonces were contested", noConflict.Detail, StringComparison.Ordinal);
+        Assert.Contains(result.Report.Faults, f => f.Kind == FaultKind.KillLeader && f.EndMs is not null);
+    }
+
+    [Fact]
     public Task KillLeaderAndAcker_RightAfterAnAck_LosesNothingAcknowledged()
         => RunAndAssertPassAsync(Options("kill-leader-and-acker", 404, 24), FaultKind.KillLeaderAndAcker);
 

@@ -1,4 +1,5 @@
 using System.Numerics;
+using Sequencer.Core;
 using Sequencer.Core.Encoding;
 using Sequencer.Core.Hashing;
 using Sequencer.Core.Ordering;
@@ -193,5 +194,76 @@ public sealed class EthereumValidationTests
                     Assert.Contains(outcome.Rejected!.Code, new[] { "nonce_used", "nonce_gap", "malformed_tx" });
             }
         }
+    }
+}
+
+/// <summary>The applied state in ethereum mode: genesis and accounts through a store reopen and a snapshot install.</summary>
+public sealed class EthereumAppliedStateTests
+{
+    private static readonly SequencerLimits Limits = new() { PersistGroupBatches = 4, MaxUnpersistedBatches = 16, PersistIntervalMs = 10_000 };
+
+    private static Sequencer.Raft.AppliedState Open(Sequencer.Core.Storage.IBatchStore store, long retained = 0)
+        => new(store, new ChainParameters(1, 0), Limits, new Sequencer.Raft.WalRetention(retained, long.MaxValue),
+            new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, rulesFor: (mode, chain) => mode == ValidationMode.Ethereum ? new EthereumTxRules(chain) : null);
+
+    private static readonly EthKey Alice = EthKey.FromHex("0x" + new string('5', 64));
+
+    private static byte[] Tx(ulong nonce, byte payload)
+        => new EthTransaction { ChainId = 1, Nonce = nonce, MaxFeePerGas = 1, GasLimit = 21_000, Data = [payload] }.Sign(Alice).Raw;
+
+    private static SenderId Sender => SenderId.FromBytes(Alice.Address.Bytes);
+
+    [Fact]
+    public async Task GenesisAndAccounts_SurviveAReopen_AndASnapshotInstall_AndDropConflictsAlike()
+    {
+        var store = new Sequencer.Core.Storage.InMemoryBatchStore();
+        await using (var state = Open(store, retained: 1))
+        {
+            Assert.Null(state.Validation);
+            Assert.False(state.HasGenesis);
+            await state.ApplyAsync(new GenesisCommand { ChainId = 1, ValidationMode = (byte)ValidationMode.Ethereum }, 1, 1, CancellationToken.None);
+            Assert.Equal(ValidationMode.Ethereum, state.Validation);
+
+            // A later genesis with other rules is ignored.
+            await state.ApplyAsync(new GenesisCommand { ChainId = 1, ValidationMode = (byte)ValidationMode.Opaque }, 2, 1, CancellationToken.None);
+            Assert.Equal(ValidationMode.Ethereum, state.Validation);
+
+            var applied = await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5, Txs = [Tx(0, 1), Tx(0, 2), Tx(1, 3), Tx(3, 4), [0x01]] }, 3, 1, CancellationToken.None);
+            Assert.Equal(2, applied!.TxHashes.Length);
+            Assert.Equal(["nonce_used", "nonce_gap", "malformed_tx"], applied.Outcomes.Where(o => o.Rejected is not null).Select(o => o.Rejected!.Code));
+            Assert.Equal(new Hash32(Keccak256.Hash(Tx(0, 1)).ToArray()), applied.Outcomes[1].ConflictsWith);
+            Assert.Equal(2UL, state.Get(Sender).NextNonce);
+            await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 6, Txs = [Tx(2, 5)] }, 4, 1, CancellationToken.None);
+            await state.FlushAsync(CancellationToken.None);
+        }
+
+        // Reopened: the genesis and the account come from the store.
+        byte[] snapshotBytes;
+        long snapshotIndex, snapshotTerm;
+        await using (var reopened = Open(store, retained: 0))
+        {
+            Assert.Equal(ValidationMode.Ethereum, reopened.Validation);
+            Assert.Equal(3UL, reopened.Get(Sender).NextNonce);
+            Assert.Equal(new Hash32(Keccak256.Hash(Tx(2, 5)).ToArray()), reopened.Get(Sender).LastTx);
+            var replay = await reopened.ApplyAsync(new BatchCommand { LeaderTimestampMs = 7, Txs = [Tx(2, 6), Tx(3, 7)] }, 5, 1, CancellationToken.None);
+            Assert.Equal("nonce_used", replay!.Outcomes[0].Rejected!.Code);
+            Assert.Null(replay.Outcomes[1].Rejected);
+            await reopened.FlushAsync(CancellationToken.None);
+            var snapshot = reopened.CurrentSnapshot!;
+            (snapshotIndex, snapshotTerm) = (snapshot.Index, snapshot.Term);
+            using var buffer = new MemoryStream();
+            await DotNext.IO.DataTransferObject.WriteToAsync(snapshot, buffer, 4096, CancellationToken.None);
+            snapshotBytes = buffer.ToArray();
+        }
+
+        // A new node installs the snapshot: same genesis, same accounts, same decisions.
+        await using var installed = Open(new Sequencer.Core.Storage.InMemoryBatchStore());
+        await installed.InstallSnapshotAsync(new MemoryStream(snapshotBytes), snapshotIndex, snapshotTerm, CancellationToken.None);
+        Assert.Equal(ValidationMode.Ethereum, installed.Validation);
+        Assert.Equal(4UL, installed.Get(Sender).NextNonce);
+        var after = await installed.ApplyAsync(new BatchCommand { LeaderTimestampMs = 8, Txs = [Tx(3, 8), Tx(4, 9)] }, snapshotIndex + 1, 1, CancellationToken.None);
+        Assert.Equal("nonce_used", after!.Outcomes[0].Rejected!.Code);
+        Assert.Null(after.Outcomes[1].Rejected);
     }
 }

@@ -111,4 +111,34 @@ public sealed class InvariantCheckerTests
         var results = InvariantChecker.Check([Ok(2, 2, 0, 0, 10), Ok(1, 1, 0, 20, 30)], [new NodeChain(1, chain)]);
         Assert.False(Verdict(results, "INV-REALTIME").Passed);
     }
+
+    [Fact]
+    public void NoConflict_PassesOnePerSenderAndNonce_AndFailsEachWayItCanBeBroken()
+    {
+        // txs 1..4: alice nonces 0, 1, 1 (a conflicting tx), and bob nonce 0.
+        var sent = new Dictionary<string, SentAccount>
+        {
+            [TxHash(1)] = new("0xa", 0, 0), [TxHash(2)] = new("0xa", 1, 0), [TxHash(3)] = new("0xa", 1, 0), [TxHash(4)] = new("0xb", 0, 1),
+        };
+        var good = new NodeChain(1, Chain([1, 4], [2]));
+        var acked = new List<HistoryOp> { Ok(1, 1, 0, 0, 1), Ok(2, 2, 0, 2, 3) };
+        Assert.True(NonceConflictChecker.Check([good], sent, [new NonceRefusal(TxHash(3), TxHash(2), 2)], acked).Passed);
+
+        // The same nonce ordered twice.
+        var twice = NonceConflictChecker.Check([new NodeChain(1, Chain([1, 2], [3]))], sent, [], []);
+        Assert.False(twice.Passed);
+        Assert.Contains("ordered twice", twice.Detail, StringComparison.Ordinal);
+
+        // A nonce ordered before the one below it.
+        Assert.Contains("was next", NonceConflictChecker.Check([new NodeChain(1, Chain([2], [1]))], sent, [], []).Detail, StringComparison.Ordinal);
+
+        // An acknowledged tx that is not the one ordered for its nonce (its conflict won).
+        var lost = NonceConflictChecker.Check([good], sent, [], [Ok(3, 2, 0, 2, 3)]);
+        Assert.False(lost.Passed);
+        Assert.Contains("is not the ordered tx", lost.Detail, StringComparison.Ordinal);
+
+        // A refusal that names the wrong holder, or a refused tx that got ordered after all.
+        Assert.Contains("named", NonceConflictChecker.Check([good], sent, [new NonceRefusal(TxHash(3), TxHash(1), 2)], []).Detail, StringComparison.Ordinal);
+        Assert.Contains("but is ordered", NonceConflictChecker.Check([good], sent, [new NonceRefusal(TxHash(2), null, 2)], []).Detail, StringComparison.Ordinal);
+    }
 }
