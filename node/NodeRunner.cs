@@ -193,7 +193,7 @@ public static partial class NodeRunner
         // refuses to run rather than claim rules it does not apply.
         if (raft.State.Validation is { } logged && logged != options.Validation)
         {
-            LogValidationMismatch(logger, options.DataDir, logged, options.Validation);
+            LogValidationMismatch(logger, options.DataDir, Name(logged), Name(options.Validation));
             return ConfigurationExitCode;
         }
 
@@ -201,7 +201,7 @@ public static partial class NodeRunner
         {
             if (mode != options.Validation)
             {
-                LogValidationMismatch(logger, options.DataDir, mode, options.Validation);
+                LogValidationMismatch(logger, options.DataDir, Name(mode), Name(options.Validation));
                 Fatal(new InvalidOperationException($"the chain's genesis validates {mode.ToString().ToLowerInvariant()}, this node is configured with --validation {options.Validation.ToString().ToLowerInvariant()}"));
             }
         };
@@ -413,7 +413,9 @@ public static partial class NodeRunner
 
     // The WAL (DotNext's IntegrityException is an IOException), the store, or their invariants found damage on disk.
     [LoggerMessage(EventId = 40, Level = LogLevel.Critical, Message = "The chain in {DataDir} validates txs as {Logged} (its genesis entry), but this node is configured with --validation {Configured}: it refuses to apply under other rules. Start it with --validation {Logged}, or give it a fresh data directory for a new chain")]
-    private static partial void LogValidationMismatch(ILogger logger, string dataDir, Sequencer.Core.Validation.ValidationMode logged, Sequencer.Core.Validation.ValidationMode configured);
+    private static partial void LogValidationMismatch(ILogger logger, string dataDir, string logged, string configured);
+
+    private static string Name(Sequencer.Core.Validation.ValidationMode mode) => mode.ToString().ToLowerInvariant();
 
     private static bool IsDamagedData(Exception e)
         => e is IOException or InvariantViolationException or LiteDB.LiteException or Sequencer.Core.Encoding.LogFormatException or UnauthorizedAccessException

@@ -15,6 +15,7 @@ var root = new RootCommand("sequencer-node: a Raft-replicated, threshold-signed 
     KeyCommands.CreateVerify(),
     CertsCommand.Create(),
     LightCommands.Create(),
+    SignTxCommand.Create(),
 };
 #if SEQUENCER_TEST_FAULTS
 root.Subcommands.Add(NonceTortureCommand.Create());

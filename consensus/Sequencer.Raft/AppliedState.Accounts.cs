@@ -173,14 +173,29 @@ public sealed partial class AppliedState : IAccountLookup
         GenesisApplied?.Invoke(installed);
     }
 
-    /// <summary>The validation context of a batch entry: null in opaque mode.</summary>
+    /// <summary>
+    /// The validation context of a batch entry: null in opaque mode. The leader's intake worked out each tx's account
+    /// from these very bytes; a follower works them out here, in parallel across cores (recovering a sender is the cost
+    /// of the mode). Deterministic either way: the rules are pure.
+    /// </summary>
     private ValidationContext? ValidationFor(BatchCommand batch, BatchProposal? proposal)
     {
         ITxRules? current;
         lock (gate)
             current = rules;
-        return current is null ? null : new ValidationContext(current, this, proposal?.AccountsFor(batch));
+        if (current is null)
+            return null;
+        if (proposal?.AccountsFor(batch) is { } known)
+            return new ValidationContext(current, this, known);
+        if (batch.Txs.Count < ParallelIdentifyFrom)
+            return new ValidationContext(current, this);
+        var accounts = new TxAccount?[batch.Txs.Count];
+        Parallel.For(0, accounts.Length, i => accounts[i] = current.Identify(batch.Txs[i], out _));
+        return new ValidationContext(current, this, accounts);
     }
+
+    // Below this many txs a batch's senders are recovered on the applier's own thread.
+    private const int ParallelIdentifyFrom = 8;
 
     [LoggerMessage(EventId = 120, Level = LogLevel.Warning, Message = "A genesis entry (validation mode {Mode}) was ignored: {Reason}")]
     private static partial void LogGenesisIgnored(ILogger logger, byte mode, string reason);

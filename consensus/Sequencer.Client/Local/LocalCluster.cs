@@ -161,6 +161,9 @@ public sealed class LocalCluster : IAsyncDisposable
         while (DateTime.UtcNow < deadline)
         {
             token.ThrowIfCancellationRequested();
+            // Nodes that were started and have all exited (a refused configuration, a damaged store) elect nobody.
+            if (nodes.All(n => n.ExitCode is not null))
+                throw new TimeoutException($"every node exited ({string.Join(", ", nodes.Select(n => $"node{n.Spec.Id}: exit code {n.ExitCode}"))}); see their logs");
             var asked = nodes.Where(n => n.IsRunning && (among is null || among.Contains(n.Spec.Id))).ToList();
             var views = await Task.WhenAll(asked.Select(TryGetClusterAsync)).ConfigureAwait(false);
             last = string.Join(", ", asked.Zip(views, (n, v) => $"node{n.Spec.Id}: {(v is null ? "down" : $"{v.Role}, leader {v.Leader?.ToString(CultureInfo.InvariantCulture) ?? "none"}, term {v.Term}")}"));
