@@ -100,23 +100,26 @@ public sealed class EthKey
         var s = ToBouncy(signature.S);
         if (r.SignValue <= 0 || r.CompareTo(n) >= 0 || s.SignValue <= 0 || s.CompareTo(n) >= 0)
             return null;
+        // R from r and the parity; then Q = r^-1 (s R - e G) = u2 R + u1 G, one interleaved multiplication on the
+        // repository's own secp256k1 arithmetic (Sequencer.Threshold: 5x52 field, GLV endomorphism, a fixed-base table
+        // for G), about twice as fast as BouncyCastle's generic curve code.
         ECPoint point;
         try
         {
             var x = new byte[33];
             x[0] = (byte)(2 + signature.YParity);
-            r.ToByteArrayUnsigned().CopyTo(x, 33 - r.ToByteArrayUnsigned().Length);
-            point = Curve.Curve.DecodePoint(x);
+            var rBytes = r.ToByteArrayUnsigned();
+            rBytes.CopyTo(x, 33 - rBytes.Length);
+            point = Sequencer.Threshold.Secp256k1.DeserializeElement(x);
         }
-        catch (ArgumentException)
+        catch (FormatException)
         {
             return null;
         }
 
-        // Q = r^-1 (s R - e G).
-        var e = new BcInteger(1, hash);
+        var e = new BcInteger(1, hash).Mod(n);
         var rInverse = r.ModInverse(n);
-        var q = ECAlgorithms.SumOfTwoMultiplies(Curve.G, n.Subtract(e).Multiply(rInverse).Mod(n), point, s.Multiply(rInverse).Mod(n)).Normalize();
+        var q = Sequencer.Threshold.Secp256k1.SumOfMultiplies(n.Subtract(e).Multiply(rInverse).Mod(n), [point], [s.Multiply(rInverse).Mod(n)]).Normalize();
         if (q.IsInfinity)
             return null;
         return [.. q.AffineXCoord.GetEncoded(), .. q.AffineYCoord.GetEncoded()];

@@ -54,7 +54,9 @@ public sealed partial class SubmitService
 
     // Decides, without changing anything, what happens to each tx of a request: all or nothing. `applied` holds each
     // tx's sender state as apply knows it.
-    private (Admission[]? Plan, SubmitOutcome? Refusal) PlanLocked(Hash32[] hashes, TxAccount[] accounts, AccountState[] applied)
+    // A nonce taken by a pending or parked tx (not ordered yet) gives that tx as the holder to wait for: the answer
+    // names a holder only once it is ordered.
+    private (Admission[]? Plan, SubmitOutcome? Refusal, PendingTx? Holder) PlanLocked(Hash32[] hashes, TxAccount[] accounts, AccountState[] applied)
     {
         var plan = new Admission[hashes.Length];
         var expected = new Dictionary<SenderId, ulong>();
@@ -72,16 +74,18 @@ public sealed partial class SubmitService
                 next = Math.Max(applied[i].NextNonce, line?.NextQueued ?? 0);
             if (nonce < next)
             {
-                var holder = line?.ByNonce.GetValueOrDefault(nonce)?.Hash
-                    ?? (nonce + 1 == applied[i].NextNonce ? applied[i].LastTx : (Hash32?)null)
-                    ?? HolderInRequest(hashes, accounts, i);
-                return (null, Refused(new TxRejection("nonce_used", $"tx {i}: nonce {nonce} of {sender} is already taken (its next nonce is {next})"), holder));
+                if (line?.ByNonce.GetValueOrDefault(nonce) is { } pendingHolder)
+                    return (null, null, pendingHolder);
+                if (HeldInRequest(accounts, i))
+                    return (null, Refused(new TxRejection("nonce_used", $"tx {i}: nonce {nonce} of {sender} is also the nonce of an earlier tx of this request"), null), null);
+                var holder = nonce + 1 == applied[i].NextNonce ? applied[i].LastTx : (Hash32?)null;
+                return (null, Refused(new TxRejection("nonce_used", $"tx {i}: nonce {nonce} of {sender} is already taken (its next nonce is {next})"), holder), null);
             }
 
             if (line?.Parked.TryGetValue(nonce, out var parked) == true)
-                return (null, Refused(new TxRejection("nonce_used", $"tx {i}: nonce {nonce} of {sender} is already taken by a tx waiting for the nonces before it"), parked.Hash));
+                return (null, null, parked);
             if (nonce - next > (ulong)limits.MaxNonceGap)
-                return (null, Refused(new TxRejection("nonce_gap", $"tx {i}: nonce {nonce} of {sender} is {nonce - next} ahead of its next nonce {next} (at most {limits.MaxNonceGap})"), null));
+                return (null, Refused(new TxRejection("nonce_gap", $"tx {i}: nonce {nonce} of {sender} is {nonce - next} ahead of its next nonce {next} (at most {limits.MaxNonceGap})"), null), null);
             if (nonce == next)
             {
                 plan[i] = Admission.Queue;
@@ -98,17 +102,17 @@ public sealed partial class SubmitService
             }
         }
 
-        return (plan, null);
+        return (plan, null, null);
 
-        static Hash32? HolderInRequest(Hash32[] hashes, TxAccount[] accounts, int i)
+        static bool HeldInRequest(TxAccount[] accounts, int i)
         {
             for (var j = 0; j < i; j++)
             {
                 if (accounts[j] == accounts[i])
-                    return hashes[j];
+                    return true;
             }
 
-            return null;
+            return false;
         }
     }
 

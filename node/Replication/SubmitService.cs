@@ -177,29 +177,17 @@ public sealed partial class SubmitService : IAsyncDisposable
         return outcome;
     }
 
-    private async Task<SubmitOutcome> SubmitCoreAsync(IReadOnlyList<byte[]> txs, CancellationToken token)
+    // Admits a request under the gate, all or nothing, so that a refused bulk submit leaves no partial trace: an
+    // outcome when it is refused now, a pending holder when a nonce of it is held by a tx not ordered yet, or neither
+    // (admitted: `waits` and `mine` are filled).
+    private (SubmitOutcome? Refusal, PendingTx? Holder) Admit(IReadOnlyList<byte[]> txs, Hash32[] hashes, TxAccount[]? accounts, Task<TxPosition>[] waits, List<PendingTx> mine)
     {
-        Invariant.Check(txs.Count is > 0, "a submit carries at least one tx");
-
-        var hashes = new Hash32[txs.Count];
-        for (var i = 0; i < txs.Count; i++)
-        {
-            Invariant.Check(txs[i].Length is > 0 && txs[i].Length <= limits.MaxTxBytes, "the API checked tx sizes");
-            hashes[i] = Keccak256.Hash(txs[i]);
-        }
-
         if (!log.IsLeader)
-            return new SubmitOutcome(SubmitStatus.NotLeader, [], "this node is not the leader");
-
-        // Ethereum mode: every tx's sender and nonce, once, before anything is queued; a refused tx refuses the request.
-        TxAccount[]? accounts = null;
+            return (new SubmitOutcome(SubmitStatus.NotLeader, [], "this node is not the leader"), null);
         AccountState[]? applied = null;
-        if (state.Rules is { } rules)
+        if (accounts is not null)
         {
-            var (identified, index, rejection) = Identify(rules, txs);
-            if (identified is null)
-                return Refused(rejection! with { Message = $"tx {index}: {rejection!.Message}" }, null);
-            accounts = identified;
+            // The senders' applied state, read outside the gate (an older sender is read from the store).
             applied = new AccountState[txs.Count];
             var known = new Dictionary<SenderId, AccountState>();
             for (var i = 0; i < txs.Count; i++)
@@ -210,8 +198,6 @@ public sealed partial class SubmitService : IAsyncDisposable
         }
 
         var now = time.GetUtcNow().ToUnixTimeMilliseconds();
-        var waits = new Task<TxPosition>[txs.Count];
-        var mine = new List<PendingTx>();
         lock (gate)
         {
             // Admission first, all or nothing, so a rejected bulk submit leaves no partial trace.
@@ -231,14 +217,14 @@ public sealed partial class SubmitService : IAsyncDisposable
             }
 
             if (queue.Count + newTxs > limits.MaxPendingTxs || queuedBytes + newBytes > limits.MaxPendingBytes || (accounts is not null && pending.Count + newTxs > limits.MaxPendingTxs))
-                return new SubmitOutcome(SubmitStatus.Overloaded, [], $"the pending queue is full ({queue.Count} txs, {queuedBytes} bytes)");
+                return (new SubmitOutcome(SubmitStatus.Overloaded, [], $"the pending queue is full ({queue.Count} txs, {queuedBytes} bytes)"), null);
 
             Admission[]? plan = null;
             if (accounts is not null)
             {
-                var (planned, refusal) = PlanLocked(hashes, accounts, applied!);
-                if (refusal is not null)
-                    return refusal;
+                var (planned, refusal, holder) = PlanLocked(hashes, accounts, applied!);
+                if (refusal is not null || holder is not null)
+                    return (refusal, holder);
                 plan = planned;
             }
 
@@ -278,6 +264,64 @@ public sealed partial class SubmitService : IAsyncDisposable
 
             if (newTxs > 0)
                 wake.TrySetResult();
+        }
+
+        return (null, null);
+    }
+
+    private async Task<SubmitOutcome> SubmitCoreAsync(IReadOnlyList<byte[]> txs, CancellationToken token)
+    {
+        Invariant.Check(txs.Count is > 0, "a submit carries at least one tx");
+
+        var hashes = new Hash32[txs.Count];
+        for (var i = 0; i < txs.Count; i++)
+        {
+            Invariant.Check(txs[i].Length is > 0 && txs[i].Length <= limits.MaxTxBytes, "the API checked tx sizes");
+            hashes[i] = Keccak256.Hash(txs[i]);
+        }
+
+        if (!log.IsLeader)
+            return new SubmitOutcome(SubmitStatus.NotLeader, [], "this node is not the leader");
+
+        // Ethereum mode: every tx's sender and nonce, once, before anything is queued; a refused tx refuses the request.
+        TxAccount[]? accounts = null;
+        if (state.Rules is { } rules)
+        {
+            var (identified, index, rejection) = Identify(rules, txs);
+            if (identified is null)
+                return Refused(rejection! with { Message = $"tx {index}: {rejection!.Message}" }, null);
+            accounts = identified;
+        }
+
+        var waits = new Task<TxPosition>[txs.Count];
+        var mine = new List<PendingTx>();
+        for (var round = 0; ; round++)
+        {
+            var (admitted, holder) = Admit(txs, hashes, accounts, waits, mine);
+            if (admitted is not null)
+                return admitted;
+            if (holder is null)
+                break;
+
+            // A tx not yet ordered holds a nonce of this request: its fate decides. Ordered, it is the holder to name;
+            // dropped or lost, the nonce is looked at again (a tx in flight from an earlier leader may hold it).
+            try
+            {
+                await holder.Completion.Task.WaitAsync(TimeSpan.FromMilliseconds(limits.SubmitTimeoutMs), time, token).ConfigureAwait(false);
+                var account = holder.Account!.Value;
+                return Refused(new TxRejection("nonce_used", $"nonce {account.Nonce} of {account.Sender} is taken by {holder.Hash}"), holder.Hash);
+            }
+            catch (TimeoutException)
+            {
+                return new SubmitOutcome(SubmitStatus.OutcomeUnknown, [], $"the tx holding a nonce of this request was not ordered within {limits.SubmitTimeoutMs} ms");
+            }
+            catch (Exception e) when (e is TxRefusedException or NotProposedException or OutcomeUnknownException)
+            {
+                if (!log.IsLeader)
+                    return new SubmitOutcome(SubmitStatus.NotLeader, [], "leadership moved while a nonce of this request was contested");
+                if (round >= 3)
+                    return Refused(new TxRejection("nonce_used", "a nonce of this request is contested by txs whose fate is not settled yet; try again"), null);
+            }
         }
 
         try
