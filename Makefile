@@ -6,7 +6,7 @@ SHELL := /bin/bash
 DOTNET ?= dotnet
 NODE_DLL := node/bin/Release/net10.0/sequencer-node.dll
 
-.PHONY: all build run test unit integration chaos soak bench fuzz clean
+.PHONY: all build run test unit integration chaos soak bench bench-micro fuzz clean
 
 all: build
 
@@ -47,6 +47,12 @@ endef
 bench: build
 	$(install-etcd-for-bench)
 	$(DOTNET) bench/Sequencer.Bench/bin/Release/net10.0/sequencer-bench.dll $(BENCH_ARGS)
+
+# BenchmarkDotNet micro-benchmarks of the core pieces ([MemoryDiagnoser]): Merkle and history roots, tx hashing, the
+# header commitment, log entry encoding and decoding, batch apply, ethereum validation. MICRO_FILTER narrows them.
+MICRO_FILTER ?= *
+bench-micro: build
+	$(DOTNET) bench/Sequencer.MicroBench/bin/Release/net10.0/Sequencer.MicroBench.dll --filter '$(MICRO_FILTER)' --job short --inProcess --artifacts .data/bench-micro $(MICRO_ARGS)
 
 # The decoder fuzzer (issue 9): every decoder of outside bytes (log entries and what the leader's intake and apply do
 # with them, shares messages, snapshot records, submit bodies) on FUZZ_CASES seeded mutations each (4 decoders, so
