@@ -165,7 +165,6 @@ public sealed partial class Workload
     }
 
     /// <summary>The next node in this client's rotation that is available and not avoided; failing that, the available node avoided the shortest.</summary>
-    // (Used by both loops.)
     private (int Slot, int NodeId, SequencerClient Client) NextNode(ref int cursor, long[] avoidUntil)
     {
         var now = NowNs();

@@ -214,8 +214,7 @@ public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulo
             var header = dto.Header.ToHeader();
             if (header.Commitment != Hash32.Parse(dto.Commitment) || header.KeyEpoch != keyEpoch)
                 return null;
-            var signature = FrostSignature.Decode([.. Convert.FromHexString(dto.Signature.R.AsSpan(2)), .. Convert.FromHexString(dto.Signature.Z.AsSpan(2))]);
-            return Frost.Verify(header.Commitment.ToArray(), signature, groupKey) ? header.Height : null;
+            return SignatureHolds(header, dto.Signature) ? header.Height : null;
         }
         catch (Exception e) when (e is FormatException or OverflowException or ArgumentException)
         {
@@ -233,8 +232,7 @@ public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulo
                 return Fail(node, "head-commitment", $"head {header.Height}'s header does not recompute to its commitment");
             if (header.KeyEpoch != keyEpoch)
                 return Fail(node, "head-key-epoch", $"head {header.Height} is of key epoch {header.KeyEpoch}, the pinned key of {keyEpoch}");
-            var signature = FrostSignature.Decode([.. Convert.FromHexString(dto.Signature.R.AsSpan(2)), .. Convert.FromHexString(dto.Signature.Z.AsSpan(2))]);
-            if (!Frost.Verify(header.Commitment.ToArray(), signature, groupKey))
+            if (!SignatureHolds(header, dto.Signature))
                 return Fail(node, "head-signature", $"head {header.Height}'s signature does not verify under the pinned key");
             if (Last is { } last)
             {
@@ -253,6 +251,11 @@ public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulo
             return Fail(node, "head-format", e.Message);
         }
     }
+
+    // The head's FROST signature (R then z, 0x hex) verifies over its commitment under the pinned key.
+    private bool SignatureHolds(Sequencer.Core.Ordering.BatchHeader header, SignatureDto signature)
+        => Frost.Verify(header.Commitment.ToArray(),
+            FrostSignature.Decode([.. Convert.FromHexString(signature.R.AsSpan(2)), .. Convert.FromHexString(signature.Z.AsSpan(2))]), groupKey);
 
     private VerifiedHead? Fail(Uri node, string check, string detail)
     {

@@ -23,16 +23,6 @@ public sealed partial class SubmitService
         Park,
     }
 
-    /// <summary>The senders with txs pending at this leader (a gauge for tests and /v1/cluster).</summary>
-    public int PendingSenders
-    {
-        get
-        {
-            lock (gate)
-                return senders.Count;
-        }
-    }
-
     // Works out every tx's account (in parallel for a large request); the first refusal, in request order, refuses all.
     private static (TxAccount[]? Accounts, int Index, TxRejection? Rejection) Identify(ITxRules rules, IReadOnlyList<byte[]> txs)
     {

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -160,6 +159,4 @@ internal sealed class LyingNode : IAsyncDisposable
     }
 
     internal static string Flip(string hex) => hex[..^1] + (hex[^1] == '0' ? '1' : '0');
-
-    internal static string Number(ulong value) => value.ToString(CultureInfo.InvariantCulture);
 }
