@@ -14,6 +14,7 @@ var targetOption = new Option<string?>("--target") { Description = "Measure an a
 var dataOption = new Option<string>("--data") { Description = "Data root of the cluster the bench starts.", DefaultValueFactory = _ => ".data/bench" };
 var nodeArgOption = new Option<string[]>("--node-arg") { Description = "An extra argument for every node the bench starts, e.g. --node-arg=--limit --node-arg=maxBatchBytes=262144; repeatable." };
 var modeOption = new Option<string>("--mode") { Description = "single, bulk or both.", DefaultValueFactory = _ => "both" };
+var halfClientsOption = new Option<int>("--half-clients") { Description = "Open-loop clients of the half-saturation scenario (half of the best single-submit throughput, after the closed-loop scenarios); 0 skips it.", DefaultValueFactory = _ => 256 };
 var pacedOption = new Option<int[]>("--paced") { Description = "Paced (open-loop) scenarios: total tx/s to offer, in bulk requests of 10 from 16 clients; the signing latency target is measured here. --paced alone runs none.", DefaultValueFactory = _ => [1000, 4000], AllowMultipleArgumentsPerToken = true, Arity = ArgumentArity.ZeroOrMore };
 var noSigningOption = new Option<bool>("--no-signing") { Description = "Run only the cluster without threshold signing (ordering only)." };
 var l1Option = new Option<string>("--l1") { Description = "The L1 phase (submit→posted and →finalized latency, gas per post and per covered batch, on a local anvil): on (after the other runs), only, or off.", DefaultValueFactory = _ => "on" };
@@ -27,7 +28,7 @@ var signingOnlyOption = new Option<bool>("--signing-only") { Description = "Run 
 var root = new RootCommand("sequencer-bench: throughput and submit-to-ordered latency of a local cluster, and fdatasync latency.")
 {
     clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, clusterWarmupOption, targetOption, dataOption, modeOption, nodeArgOption, noSigningOption, signingOnlyOption, pacedOption,
-    l1Option, l1RateOption, l1SecondsOption, etcdOption, resultsOption, validationOption,
+    l1Option, l1RateOption, l1SecondsOption, etcdOption, resultsOption, validationOption, halfClientsOption,
 };
 root.SetAction(async (result, token) =>
 {
@@ -57,7 +58,7 @@ root.SetAction(async (result, token) =>
     }
 
     var runner = new ScenarioRunner(result.GetValue(sizeOption), TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)),
-        TimeSpan.FromSeconds(result.GetValue(clusterWarmupOption)), result.GetValue(bulkOption));
+        TimeSpan.FromSeconds(result.GetValue(clusterWarmupOption)), result.GetValue(bulkOption), result.GetValue(halfClientsOption));
     if (result.GetValue(targetOption) is { } given)
     {
         var outcome = await runner.RunAsync(new Uri(given), signing: null, scenarios, token);
