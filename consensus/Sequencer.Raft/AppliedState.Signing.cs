@@ -51,7 +51,17 @@ public sealed partial class AppliedState
         }
     }
 
-    /// <summary>Every key epoch, ascending.</summary>
+    /// <summary>The key epoch a key generation made that waits for the current epoch's hand-over, or null.</summary>
+    public KeyEpochView? PendingKeyEpoch
+    {
+        get
+        {
+            lock (gate)
+                return ledger.PendingKeyEpoch;
+        }
+    }
+
+    /// <summary>Every key epoch in force, ascending.</summary>
     public IReadOnlyList<KeyEpochView> KeyEpochs
     {
         get

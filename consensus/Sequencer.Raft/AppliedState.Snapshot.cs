@@ -242,8 +242,9 @@ public sealed partial class AppliedState
         SnapshotFormat.WriteRecord(new SnapshotHeader { Index = point.Index, Term = point.Term, LastHeight = point.Height, ChainId = chain.ChainId, ValidationMode = mode }, buffer);
         foreach (var epoch in store.ReadKeyEpochs())
         {
+            // An epoch handed over to after the snapshot's point was still pending at it.
             if (epoch.RaftIndex <= point.Index)
-                SnapshotFormat.WriteRecord(SnapshotFormat.ToRecord(epoch), buffer);
+                SnapshotFormat.WriteRecord(SnapshotFormat.ToRecord(epoch.InForceFrom <= point.Index ? epoch : epoch with { Pending = true, Rotation = null }), buffer);
         }
 
         var pool = CommitmentPoolSnapshot();

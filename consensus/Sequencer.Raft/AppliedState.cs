@@ -646,6 +646,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 if (effect.Signing is { } signingEffect)
                 {
                     heads.AddRange(signingEffect.HeadsSigned);
+                    if (signingEffect.PendingKeyEpoch is { } made)
+                        keyEpochs.Add(made);
                     if (signingEffect.KeyEpoch is { } epoch)
                         keyEpochs.Add(epoch);
                     pool.Add(signingEffect);

@@ -145,6 +145,13 @@ public static class SnapshotFormat
             Members = [.. epoch.Members],
             VerificationShares = [.. epoch.VerificationShares],
             RaftIndex = epoch.RaftIndex,
+            Pending = epoch.Pending,
+            RotationFrom = epoch.Rotation?.FromEpoch ?? 0,
+            RotationSigners = epoch.Rotation is { } rotation ? [.. rotation.Signers] : null,
+            RotationR = epoch.Rotation?.R,
+            RotationZ = epoch.Rotation?.Z,
+            RotationSignedAtMs = epoch.Rotation?.SignedAtMs ?? 0,
+            RotationRaftIndex = epoch.Rotation?.RaftIndex ?? 0,
         };
     }
 
@@ -152,7 +159,15 @@ public static class SnapshotFormat
     public static StoredKeyEpoch FromRecord(SnapshotKeyEpoch record)
     {
         ArgumentNullException.ThrowIfNull(record);
-        return new StoredKeyEpoch(record.Epoch, record.Threshold, record.GroupKey, record.Members, record.VerificationShares, record.RaftIndex);
+        KeyRotationProof? rotation = null;
+        if (record.RotationFrom != 0)
+        {
+            if (record.RotationSigners is null || record.RotationR?.Length != 33 || record.RotationZ?.Length != 32)
+                throw new LogFormatException($"snapshot key epoch {record.Epoch}: incomplete rotation fields");
+            rotation = new KeyRotationProof(record.RotationFrom, record.RotationSigners, record.RotationR, record.RotationZ, record.RotationSignedAtMs, record.RotationRaftIndex);
+        }
+
+        return new StoredKeyEpoch(record.Epoch, record.Threshold, record.GroupKey, record.Members, record.VerificationShares, record.RaftIndex, record.Pending, rotation);
     }
 
     /// <summary>Rebuilds and verifies the stored batch of a record.</summary>
@@ -231,6 +246,27 @@ public sealed class SnapshotKeyEpoch : ISnapshotRecord
 
     /// <summary>The Raft index of the entry that established the epoch.</summary>
     [Key(5)] public long RaftIndex { get; init; }
+
+    /// <summary>Made by a key generation, waiting for the previous epoch's hand-over.</summary>
+    [Key(6)] public bool Pending { get; init; }
+
+    /// <summary>The epoch that signed the hand-over to this one (0: none, the first epoch or a pending one).</summary>
+    [Key(7)] public ulong RotationFrom { get; init; }
+
+    /// <summary>The hand-over's signers.</summary>
+    [Key(8)] public int[]? RotationSigners { get; init; }
+
+    /// <summary>The hand-over signature's R.</summary>
+    [Key(9)] public byte[]? RotationR { get; init; }
+
+    /// <summary>The hand-over signature's z.</summary>
+    [Key(10)] public byte[]? RotationZ { get; init; }
+
+    /// <summary>When the hand-over was signed (Unix ms).</summary>
+    [Key(11)] public ulong RotationSignedAtMs { get; init; }
+
+    /// <summary>The Raft index of the hand-over entry.</summary>
+    [Key(12)] public long RotationRaftIndex { get; init; }
 }
 
 /// <summary>The first record: what the snapshot covers.</summary>

@@ -118,8 +118,6 @@ public sealed class DkgLedger
         {
             if (start.Epoch != currentEpoch + 1)
                 return $"a DKG for key epoch {start.Epoch}, but the next key epoch is {currentEpoch + 1}";
-            if (currentEpoch != 0)
-                return "key rotation is not supported yet: the cluster already has a key";
             if (start.Attempt < 1 || start.Attempt > MaxAttempts)
                 return $"attempt {start.Attempt} is outside 1..{MaxAttempts}";
             if (progress is not null && progress.Epoch == start.Epoch && (progress.Attempt >= start.Attempt || progress.Failure is null))

@@ -18,6 +18,9 @@ public sealed class LedgerEffects
     /// <summary>A key epoch that came into force.</summary>
     public StoredKeyEpoch? KeyEpoch { get; set; }
 
+    /// <summary>A key epoch a key generation made that waits for the current epoch's hand-over.</summary>
+    public StoredKeyEpoch? PendingKeyEpoch { get; set; }
+
     /// <summary>Every published commitment was dropped (a new key epoch) before <see cref="AddedCommitments"/>.</summary>
     public bool ClearCommitments { get; set; }
 
@@ -46,7 +49,7 @@ public sealed class LedgerEffects
     public List<string> Ignored { get; } = [];
 
     /// <summary>True when nothing changed.</summary>
-    public bool IsEmpty => SessionsStarted.Count == 0 && HeadsSigned.Count == 0 && KeyEpoch is null && !ClearCommitments && AddedCommitments.Count == 0
+    public bool IsEmpty => SessionsStarted.Count == 0 && HeadsSigned.Count == 0 && KeyEpoch is null && PendingKeyEpoch is null && !ClearCommitments && AddedCommitments.Count == 0
         && RemovedCommitments.Count == 0 && NextSequences.Count == 0 && DkgEntry is null && !ClearDkg && !DkgChanged && Ignored.Count == 0;
 
     /// <summary>Records that part of an entry was ignored, and why.</summary>

@@ -70,6 +70,7 @@ public sealed class SigningLedger
     private readonly Dictionary<int, ulong> nextSequence = [];
     private readonly SortedDictionary<ulong, SigningSession> sessions = [];
     private readonly DkgLedger dkg;
+    private KeyEpochView? pending;
 
     /// <summary>Starts from a stored state.</summary>
     /// <exception cref="InvariantViolationException">A stored key epoch is not valid (the store is damaged).</exception>
@@ -78,7 +79,17 @@ public sealed class SigningLedger
         ArgumentNullException.ThrowIfNull(state);
         ChainId = state.ChainId;
         foreach (var record in state.KeyEpochs)
-            keyEpochs.Add(KeyEpochView.Parse(record) ?? throw new InvariantViolationException($"stored key epoch {record.Epoch} is not valid"));
+        {
+            var view = KeyEpochView.Parse(record) ?? throw new InvariantViolationException($"stored key epoch {record.Epoch} is not valid");
+            if (record.Pending)
+                pending = view;
+            else
+                keyEpochs.Add(view);
+        }
+
+        // A pending epoch that its hand-over has since put in force is no longer pending.
+        if (pending is not null && pending.Epoch != (CurrentKeyEpoch?.Epoch ?? 0) + 1)
+            pending = null;
         LoadPool(state.Pool);
         SignedThrough = state.SignedThrough;
         dkg = new DkgLedger(state.ChainId, state.DkgPolicy);
@@ -92,8 +103,19 @@ public sealed class SigningLedger
     /// <summary>The current key epoch, or null before the first.</summary>
     public KeyEpochView? CurrentKeyEpoch => keyEpochs.Count == 0 ? null : keyEpochs[^1];
 
-    /// <summary>Every key epoch, ascending.</summary>
+    /// <summary>Every key epoch in force, ascending.</summary>
     public IReadOnlyList<KeyEpochView> KeyEpochs => keyEpochs;
+
+    /// <summary>
+    /// The key epoch a key generation made while <see cref="CurrentKeyEpoch"/> is in force, waiting for the current
+    /// epoch's signature over the hand-over (a <see cref="KeyRotationCommand"/>); null when none waits.
+    /// </summary>
+    public KeyEpochView? PendingKeyEpoch => pending;
+
+    /// <summary>The message the current key epoch signs to hand over to the pending one, or null when none waits.</summary>
+    public byte[]? RotationMessage => pending is { } next && CurrentKeyEpoch is { } current
+        ? KeyRotationMessage.Compute(ChainId, current.Epoch, next.Epoch, next.Record.GroupKey)
+        : null;
 
     /// <summary>The height of the highest signed head: every height at or below it is covered (0: none).</summary>
     public ulong SignedThrough { get; private set; }
@@ -102,7 +124,10 @@ public sealed class SigningLedger
     public DkgView? Dkg => dkg.View;
 
     /// <summary>Why the DKG would not accept <paramref name="command"/> now, or null.</summary>
-    public string? DkgRejection(ILogCommand command) => dkg.Rejection(command, CurrentKeyEpoch?.Epoch ?? 0);
+    public string? DkgRejection(ILogCommand command)
+        => command is DkgStartCommand && pending is { } waiting
+            ? $"key epoch {waiting.Epoch} is made and waits for key epoch {CurrentKeyEpoch?.Epoch}'s hand-over; a new key generation starts after it"
+            : dkg.Rejection(command, CurrentKeyEpoch?.Epoch ?? 0);
 
     /// <summary>How many published, unused commitments <paramref name="signer"/> has, and the next sequence it should use.</summary>
     public (int Available, ulong NextSequence) CommitmentsOf(int signer)
@@ -159,7 +184,15 @@ public sealed class SigningLedger
         var view = KeyEpochView.Parse(record);
         if (view is null)
             return $"key epoch {record.Epoch} has invalid keys";
-        keyEpochs.Add(view);
+        if (record.Pending)
+        {
+            pending = view;
+            return null;
+        }
+
+        if (CurrentKeyEpoch is { } previous && RotationProblem(previous, record) is { } problem)
+            return problem;
+        AddInForce(view);
         return null;
     }
 
@@ -210,9 +243,24 @@ public sealed class SigningLedger
                 foreach (var signature in signatures.Signatures)
                     ApplyHeadSignature(signature, input, effects);
                 break;
+            case DkgStartCommand when pending is not null:
+                effects.Note(nameof(DkgStartCommand), DkgRejection(command)!);
+                break;
             case DkgStartCommand or IDkgMessage:
                 if (dkg.Apply(command, CurrentKeyEpoch?.Epoch ?? 0, effects) is { } complete)
-                    ApplyKeyEpoch(complete, input.Index, effects);
+                {
+                    if (CurrentKeyEpoch is null)
+                        ApplyKeyEpoch(complete, input.Index, effects);
+                    else
+                        MakePending(complete, input.Index, effects);
+                }
+
+                break;
+            case KeyRotationSessionCommand rotationSession:
+                ApplyRotationSession(rotationSession, effects);
+                break;
+            case KeyRotationCommand rotation:
+                ApplyRotation(rotation, input.Index, effects);
                 break;
             default:
                 Invariant.Check(false, $"unknown command type {command.GetType().Name}");
@@ -224,6 +272,12 @@ public sealed class SigningLedger
 
     private void ApplyKeyEpoch(KeyEpochCommand command, long index, LedgerEffects effects)
     {
+        if (CurrentKeyEpoch is { } current)
+        {
+            effects.Note("KeyEpoch", $"epoch {command.Epoch}: after the first key epoch a new one comes only through a hand-over signed by the current one ({current.Epoch})");
+            return;
+        }
+
         var expected = (CurrentKeyEpoch?.Epoch ?? 0) + 1;
         if (command.Epoch != expected)
         {
@@ -238,12 +292,99 @@ public sealed class SigningLedger
             return;
         }
 
+        AddInForce(view);
+        effects.ClearCommitments = true;
+        effects.KeyEpoch = record;
+    }
+
+    // A key epoch comes into force: the old epoch's commitments and sessions serve nothing any more.
+    private void AddInForce(KeyEpochView view)
+    {
         keyEpochs.Add(view);
+        pending = null;
         pool.Clear();
         nextSequence.Clear();
         sessions.Clear();
+    }
+
+    // A key generation finished while an epoch is in force: the new epoch waits for the current one's hand-over.
+    private void MakePending(KeyEpochCommand command, long index, LedgerEffects effects)
+    {
+        var record = new StoredKeyEpoch(command.Epoch, command.Threshold, command.GroupKey, command.Members, command.VerificationShares, index, Pending: true);
+        if (command.Epoch != CurrentKeyEpoch!.Epoch + 1 || KeyEpochView.Parse(record) is not { } view)
+        {
+            effects.Note("KeyEpoch", $"the key generation made epoch {command.Epoch}, which does not follow epoch {CurrentKeyEpoch.Epoch} or has invalid keys");
+            return;
+        }
+
+        pending = view;
+        effects.PendingKeyEpoch = record;
+        effects.DkgEvent = $"key epoch {command.Epoch} is made ({command.Threshold} of {command.Members.Count}: members {string.Join(", ", command.Members)}); "
+            + $"it comes into force once key epoch {CurrentKeyEpoch.Epoch} signs the hand-over";
+    }
+
+    // The session in which the current epoch signs the hand-over: checked like a head session, and its commitments
+    // leave the pool now (INV-NONCE). Its message is computed here, from this node's own pending key.
+    private void ApplyRotationSession(KeyRotationSessionCommand command, LedgerEffects effects)
+    {
+        var epoch = CurrentKeyEpoch;
+        var session = command.Session;
+        if (epoch is null || pending is null || command.NewEpoch != pending.Epoch || session.KeyEpoch != epoch.Epoch || session.Height != 0 || session.Attempt < 1)
+        {
+            effects.Note("KeyRotationSession", $"no hand-over from key epoch {session.KeyEpoch} to {command.NewEpoch} waits (or the session does not name height 0 and an attempt)");
+            return;
+        }
+
+        if (UseCommitments(session, epoch, "KeyRotationSession", effects) is not { } commitments)
+            return;
+        effects.SessionsStarted.Add(new AppliedSession(session, RotationMessage!, commitments, epoch.Group.PublicKey));
+    }
+
+    // The hand-over: the current epoch's signature over the rotation message puts the pending epoch in force.
+    private void ApplyRotation(KeyRotationCommand command, long index, LedgerEffects effects)
+    {
+        var epoch = CurrentKeyEpoch;
+        if (epoch is null || pending is null || command.NewEpoch != pending.Epoch)
+        {
+            effects.Note("KeyRotation", $"no key epoch {command.NewEpoch} waits for its hand-over");
+            return;
+        }
+
+        var proof = new KeyRotationProof(epoch.Epoch, [.. command.Signers], command.R, command.Z, command.SignedAtMs, index);
+        var record = pending.Record with { Pending = false, Rotation = proof };
+        if (RotationProblem(epoch, record) is { } problem)
+        {
+            effects.Note("KeyRotation", problem);
+            return;
+        }
+
+        AddInForce(new KeyEpochView(record, pending.Group));
         effects.ClearCommitments = true;
         effects.KeyEpoch = record;
+        effects.DkgEvent = $"key epoch {epoch.Epoch} handed over to key epoch {record.Epoch} (signed by members {string.Join(", ", proof.Signers)})";
+        effects.DkgChanged = true;
+    }
+
+    /// <summary>Why <paramref name="next"/>'s rotation proof does not hand over from <paramref name="previous"/>, or null when it does.</summary>
+    private string? RotationProblem(KeyEpochView previous, StoredKeyEpoch next)
+    {
+        if (next.Rotation is not { } proof || proof.FromEpoch != previous.Epoch || next.Epoch != previous.Epoch + 1)
+            return $"key epoch {next.Epoch} carries no hand-over signed by key epoch {previous.Epoch}";
+        if (proof.Signers.Count < previous.Group.Threshold || !Ascending(proof.Signers) || proof.Signers.Any(s => !previous.Group.VerificationShares.ContainsKey(s)))
+            return $"the hand-over to key epoch {next.Epoch}: the signer set is not t or more members of epoch {previous.Epoch}, ascending";
+        FrostSignature signature;
+        try
+        {
+            signature = FrostSignature.Decode([.. proof.R, .. proof.Z]);
+        }
+        catch (FormatException)
+        {
+            return $"the hand-over to key epoch {next.Epoch}: the signature is malformed";
+        }
+
+        return Frost.Verify(KeyRotationMessage.Compute(ChainId, previous.Epoch, next.Epoch, next.GroupKey), signature, previous.Group.PublicKey)
+            ? null
+            : $"the hand-over to key epoch {next.Epoch} does not verify under the group key of epoch {previous.Epoch}";
     }
 
     private void ApplyCommitments(NonceCommitmentsCommand command, LedgerEffects effects)
@@ -314,14 +455,6 @@ public sealed class SigningLedger
             return;
         }
 
-        var threshold = epoch.Group.Threshold;
-        if (session.Signers.Count < threshold || session.Signers.Count != session.Sequences.Count
-            || session.Signers.Any(s => !epoch.Group.VerificationShares.ContainsKey(s)) || !Ascending(session.Signers))
-        {
-            effects.Note("SigningSession", $"head {session.Height}: the signers are not {threshold} or more distinct members, ascending, one sequence each");
-            return;
-        }
-
         var header = input.HeaderAt(session.Height);
         if (header is null || header.KeyEpoch != session.KeyEpoch)
         {
@@ -329,13 +462,34 @@ public sealed class SigningLedger
             return;
         }
 
+        if (UseCommitments(session, epoch, "SigningSession", effects) is not { } commitments)
+            return;
+
+        sessions[session.Height] = session;
+        while (sessions.Count > MaxActiveSessions)
+            sessions.Remove(sessions.Keys.First());
+        effects.SessionsStarted.Add(new AppliedSession(session, header.Commitment.ToArray(), commitments, epoch.Group.PublicKey));
+    }
+
+    // Checks the session's signers and takes their commitments out of the pool (INV-NONCE: used now, whatever happens
+    // to the session); null when the session is not valid.
+    private List<NonceCommitment>? UseCommitments(SigningSession session, KeyEpochView epoch, string kind, LedgerEffects effects)
+    {
+        var threshold = epoch.Group.Threshold;
+        if (session.Signers.Count < threshold || session.Signers.Count != session.Sequences.Count
+            || session.Signers.Any(s => !epoch.Group.VerificationShares.ContainsKey(s)) || !Ascending(session.Signers))
+        {
+            effects.Note(kind, $"head {session.Height}: the signers are not {threshold} or more distinct members, ascending, one sequence each");
+            return null;
+        }
+
         var encoded = new List<byte[]>(session.Signers.Count);
         for (var i = 0; i < session.Signers.Count; i++)
         {
             if (!pool.TryGetValue(session.Signers[i], out var queue) || !queue.TryGetValue(session.Sequences[i], out var value))
             {
-                effects.Note("SigningSession", $"head {session.Height}: signer {session.Signers[i]} has no unused commitment {session.Sequences[i]}");
-                return;
+                effects.Note(kind, $"head {session.Height}: signer {session.Signers[i]} has no unused commitment {session.Sequences[i]}");
+                return null;
             }
 
             encoded.Add(value);
@@ -359,15 +513,12 @@ public sealed class SigningLedger
             }
             catch (FormatException)
             {
-                effects.Note("SigningSession", $"head {session.Height}: signer {session.Signers[i]} published an invalid commitment {session.Sequences[i]}");
-                return;
+                effects.Note(kind, $"head {session.Height}: signer {session.Signers[i]} published an invalid commitment {session.Sequences[i]}");
+                return null;
             }
         }
 
-        sessions[session.Height] = session;
-        while (sessions.Count > MaxActiveSessions)
-            sessions.Remove(sessions.Keys.First());
-        effects.SessionsStarted.Add(new AppliedSession(session, header.Commitment.ToArray(), commitments, epoch.Group.PublicKey));
+        return commitments;
     }
 
     private void ApplyHeadSignature(HeadSignature signature, LedgerInput input, LedgerEffects effects)

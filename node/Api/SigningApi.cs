@@ -46,6 +46,7 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
         routes.MapPost("/admin/signer-fault", SetSignerFaultAsync);
         routes.MapPost(LeaderChannel.DkgRoute, PostIntakeAsync);
         routes.MapPost("/admin/dkg", StartDkgAsync);
+        routes.MapPost("/admin/keys/rotate", RotateKeyAsync);
     }
 
     /// <summary>The most head streams a node serves at once; more get 429.</summary>
@@ -335,9 +336,27 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
                 for (var i = 0; i < record.Members.Count; i++)
                     writer.WriteString(record.Members[i].ToString(CultureInfo.InvariantCulture), "0x" + Convert.ToHexStringLower(record.VerificationShares[i]));
                 writer.WriteEndObject();
-                writer.WriteDecimal("raftIndex", (ulong)record.RaftIndex);
-                // The first epoch comes from key generation; a rotation (signed by the previous key) is not built yet.
-                writer.WriteNull("rotation");
+                writer.WriteDecimal("raftIndex", (ulong)record.InForceFrom);
+                if (record.Rotation is { } rotation)
+                {
+                    // The previous epoch's signature over the hand-over: a light client that trusts that epoch's key
+                    // checks it with nothing else (the message is computed from the chain id, the epochs and this key).
+                    writer.WriteStartObject("rotation");
+                    writer.WriteDecimal("fromEpoch", rotation.FromEpoch);
+                    writer.WriteString("message", "0x" + Convert.ToHexStringLower(KeyRotationMessage.Compute(options.ChainId, rotation.FromEpoch, record.Epoch, record.GroupKey)));
+                    writer.WriteStartObject("signature");
+                    writer.WriteString("R", "0x" + Convert.ToHexStringLower(rotation.R));
+                    writer.WriteString("z", "0x" + Convert.ToHexStringLower(rotation.Z));
+                    writer.WriteEndObject();
+                    WriteIds(writer, "signers", rotation.Signers);
+                    writer.WriteNumber("signedAtMs", rotation.SignedAtMs);
+                    writer.WriteEndObject();
+                }
+                else
+                {
+                    writer.WriteNull("rotation");
+                }
+
                 writer.WriteEndObject();
             }
 
@@ -361,6 +380,12 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
                 writer.WriteNull("keyEpoch");
             else
                 writer.WriteDecimal("keyEpoch", epoch.Epoch);
+            // A key epoch that a rotation's key generation made, waiting for the current epoch's hand-over signature.
+            if (state.PendingKeyEpoch is { } pending)
+                writer.WriteDecimal("pendingKeyEpoch", pending.Epoch);
+            else
+                writer.WriteNull("pendingKeyEpoch");
+            writer.WriteNumber("signerEpoch", signer?.Epoch ?? 0);
             writer.WriteNumber("threshold", epoch?.Group.Threshold ?? 0);
             writer.WriteDecimal("height", state.LastHeader?.Height ?? 0);
             writer.WriteDecimal("signedThrough", state.SignedThrough);
@@ -639,6 +664,62 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
         {
             writer.WriteNumber("threshold", threshold);
             writer.WriteNumber("members", options.Members.Count);
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// <c>POST /admin/keys/rotate</c>, optionally <c>{"threshold": t}</c>: a key generation among the configured members
+    /// makes key epoch n + 1, which comes into force once key epoch n signs the hand-over (<c>GET /v1/keys</c> then
+    /// shows it with its rotation proof, and the L1 poster rotates the contract's key before the first head of the new
+    /// epoch). 202 when it started or is under way; 409 with the reason when it cannot.
+    /// </summary>
+    private async Task RotateKeyAsync(HttpContext context)
+    {
+        if (!await AdminApi.AuthorizeAsync(options, context).ConfigureAwait(false))
+            return;
+        using var budgeted = await budget.ReadBodyAsync(context, AdminApi.MaxBodyBytes).ConfigureAwait(false);
+        if (budgeted.Bytes is not { } body)
+        {
+            await budgeted.WriteRefusalAsync(context).ConfigureAwait(false);
+            return;
+        }
+
+        int? threshold = null;
+        if (body.Length > 0)
+        {
+            try
+            {
+                using var document = JsonDocument.Parse(body);
+                var root = document.RootElement;
+                if (root.ValueKind != JsonValueKind.Object
+                    || (root.TryGetProperty("threshold", out var value) && (value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out var t) || t < 1 || t > options.Members.Count)))
+                {
+                    await ApiResponses.WriteErrorAsync(context, 400, "bad_request", $"the body is empty or {{\"threshold\": t}} with t in [1, {options.Members.Count}]").ConfigureAwait(false);
+                    return;
+                }
+
+                if (root.TryGetProperty("threshold", out var given))
+                    threshold = given.GetInt32();
+            }
+            catch (JsonException e)
+            {
+                await ApiResponses.WriteErrorAsync(context, 400, "malformed_json", e.Message).ConfigureAwait(false);
+                return;
+            }
+        }
+
+        if (await dkg.RequestRotationAsync(threshold, context.RequestAborted).ConfigureAwait(false) is { } reason)
+        {
+            await ApiResponses.WriteErrorAsync(context, 409, "rotation_refused", reason).ConfigureAwait(false);
+            return;
+        }
+
+        var state = raft.State;
+        await ApiResponses.WriteJsonAsync(context, 202, writer =>
+        {
+            writer.WriteDecimal("currentEpoch", state.CurrentKeyEpoch?.Epoch ?? 0);
+            writer.WriteDecimal("nextEpoch", (state.CurrentKeyEpoch?.Epoch ?? 0) + 1);
+            writer.WriteString("stage", state.PendingKeyEpoch is not null ? "hand-over" : "dkg");
         }).ConfigureAwait(false);
     }
 

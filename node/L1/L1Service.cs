@@ -402,6 +402,22 @@ public sealed partial class L1Service : IAsyncDisposable
         var batch = state.GetBatch(target);
         if (head is null || head.Height != target || batch is null)
             return;
+
+        // The contract verifies heads under its key epoch: a head of a later one needs the hand-overs first (each signed
+        // by the key before it), sent one at a time; a head of an earlier one can never be posted (a later head covers it).
+        var contractEpoch = await reader.KeyEpochAsync("latest", token).ConfigureAwait(false);
+        if (head.KeyEpoch > contractEpoch)
+        {
+            await RotateContractKeyAsync(contractEpoch, token).ConfigureAwait(false);
+            return;
+        }
+
+        if (head.KeyEpoch < contractEpoch)
+        {
+            Report($"head {target} is of key epoch {head.KeyEpoch}, but the contract is at key epoch {contractEpoch}; a head of the newer epoch will cover it");
+            return;
+        }
+
         var proof = contractHeight == 0 ? [] : HistoryTree.AuditPath(state.History, contractHeight - 1, target - 1);
         var data = InboxContract.PostHead(batch.Header, head.R, head.Z, proof);
         ulong gas;
@@ -514,6 +530,38 @@ public sealed partial class L1Service : IAsyncDisposable
         }
     }
 
+    // Sends the contract the hand-over from key epoch `from` to the next (its rotation proof from the log) and waits
+    // for the receipt. Rare (an operator's rotation), so it waits in line; a reorg that drops it only means the next
+    // round sends it again, since the contract's epoch is read each time.
+    private async Task RotateContractKeyAsync(ulong from, CancellationToken token)
+    {
+        var next = raft.State.KeyEpochs.FirstOrDefault(k => k.Epoch == from + 1);
+        if (next?.Record.Rotation is not { } rotation || rotation.FromEpoch != from)
+        {
+            Report($"the contract is at key epoch {from}, but this node's log holds no hand-over from it to key epoch {from + 1}");
+            return;
+        }
+
+        var data = InboxContract.RotateKey(next.Epoch, next.Record.GroupKey, rotation.R, rotation.Z);
+        ulong gas;
+        try
+        {
+            gas = await rpc.EstimateGasAsync(new EthCall(contract, data, key!.Address), token).ConfigureAwait(false);
+        }
+        catch (EthRpcException e) when (e.Data is not null || e.Code == 3)
+        {
+            Report($"the contract would refuse the rotation to key epoch {next.Epoch}: {InboxContract.DescribeRevert(e.Data) ?? e.Message}");
+            return;
+        }
+
+        var sender = new EthSender(rpc, key, chainId ?? await rpc.ChainIdAsync(token).ConfigureAwait(false));
+        var receipt = await sender.SendAsync(contract, data, TimeSpan.FromSeconds(30), gasLimit: gas * 6 / 5 + 5_000, token: token).ConfigureAwait(false);
+        if (receipt.Success)
+            LogRotated(logger, from, next.Epoch, EthHex.Bytes(receipt.TransactionHash), receipt.BlockNumber, receipt.GasUsed);
+        else
+            Report($"the rotation to key epoch {next.Epoch} reverted in block {receipt.BlockNumber}");
+    }
+
     private BigInteger Cap(BigInteger fee) => BigInteger.Min(fee, new BigInteger(options.MaxFeeGwei) * 1_000_000_000);
 
     private async Task SendAsync(Pending post, CancellationToken token)
@@ -599,6 +647,9 @@ public sealed partial class L1Service : IAsyncDisposable
 
     [LoggerMessage(EventId = 164, Level = LogLevel.Information, Message = "L1: the post of head {Height} (nonce {Nonce}) is unmined; fees bumped to {MaxFeeGwei} gwei")]
     private static partial void LogBump(ILogger logger, ulong height, ulong nonce, double maxFeeGwei);
+
+    [LoggerMessage(EventId = 166, Level = LogLevel.Information, Message = "L1: the contract's key rotated from key epoch {From} to {Epoch} in {TxHash}, block {Block}, {Gas} gas")]
+    private static partial void LogRotated(ILogger logger, ulong from, ulong epoch, string txHash, ulong block, ulong gas);
 
     [LoggerMessage(EventId = 165, Level = LogLevel.Warning, Message = "L1: {Message}")]
     private static partial void LogProblem(ILogger logger, string message);

@@ -45,7 +45,7 @@ public sealed partial class DkgService : IAsyncDisposable
     private BackgroundLoop? loop;
     private TaskCompletionSource wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int? requestedThreshold;
-    private bool activated;
+    private ulong activatedEpoch;
     private (ulong Epoch, int Attempt) erasedFailure;
     private string? lastReport;
 
@@ -85,6 +85,9 @@ public sealed partial class DkgService : IAsyncDisposable
     /// <summary>Where this node keeps the key files a DKG gave it.</summary>
     public string KeysDirectory => Path.Combine(options.DataDir, "keys");
 
+    /// <summary>Where this node keeps the key files of key epoch <paramref name="epoch"/> (the first directly under <see cref="KeysDirectory"/>).</summary>
+    public string KeysDirectoryFor(ulong epoch) => epoch <= 1 ? KeysDirectory : Path.Combine(KeysDirectory, $"epoch-{epoch}");
+
     private string SecretsDirectory => Path.Combine(options.DataDir, "signer");
 
     /// <summary>
@@ -108,6 +111,31 @@ public sealed partial class DkgService : IAsyncDisposable
             return null;
         }
 
+        return await SendAsync(start, token).ConfigureAwait(false) ? null : "the leader did not take the request; try again";
+    }
+
+    /// <summary>
+    /// An operator asks for a key rotation (<c>POST /admin/keys/rotate</c>): a DKG among the configured members makes
+    /// key epoch n + 1 (threshold <paramref name="threshold"/>, by default the configured or current one), which comes
+    /// into force once key epoch n signs the hand-over. Returns why not, or null (also when one is already under way).
+    /// </summary>
+    public async Task<string?> RequestRotationAsync(int? threshold, CancellationToken token)
+    {
+        var state = raft.State;
+        if (state.CurrentKeyEpoch is not { } current)
+            return "the cluster has no key yet: the first key generation comes first (keygen --dkg)";
+        if (state.PendingKeyEpoch is not null || state.Dkg is { Failure: null } dkg && dkg.Epoch == current.Epoch + 1)
+            return null;
+        var previous = state.Dkg is { } failed && failed.Epoch == current.Epoch + 1 ? failed.Attempt : 0;
+        var start = new DkgStartCommand
+        {
+            Epoch = current.Epoch + 1,
+            Attempt = previous + 1,
+            Threshold = threshold ?? options.DkgThreshold ?? current.Group.Threshold,
+            Members = [.. options.Members.Select(m => m.Id).Order()],
+        };
+        if (state.DkgRejection(start) is { } reason)
+            return reason;
         return await SendAsync(start, token).ConfigureAwait(false) ? null : "the leader did not take the request; try again";
     }
 
@@ -142,13 +170,13 @@ public sealed partial class DkgService : IAsyncDisposable
     private async Task StepAsync(CancellationToken token)
     {
         var state = raft.State;
-        if (state.CurrentKeyEpoch is { } epoch)
-        {
-            Activate(epoch);
-            return;
-        }
+        var current = state.CurrentKeyEpoch;
+        if (current is not null)
+            Activate(current);
 
         var dkg = state.Dkg;
+        if (current is not null && (dkg is null || dkg.Epoch <= current.Epoch))
+            return;
         if (raft.IsLeader)
             await StartIfDueAsync(dkg, token).ConfigureAwait(false);
         if (dkg?.Failure is not null)
@@ -164,7 +192,8 @@ public sealed partial class DkgService : IAsyncDisposable
             return;
         }
 
-        if (dkg is null || !dkg.Members.Contains(options.NodeId) || hasKeyFiles)
+        // A node given key files for the first epoch takes part in the key generations of later ones (rotations).
+        if (dkg is null || !dkg.Members.Contains(options.NodeId) || (hasKeyFiles && dkg.Epoch <= 1))
             return;
 
         var me = options.NodeId;
@@ -263,8 +292,8 @@ public sealed partial class DkgService : IAsyncDisposable
         if (!sent.ContainsKey(confirmKey))
         {
             // The share is durable before the log can put the key in force.
-            KeyFiles.WriteMemberKeys(KeysDirectory, keyShare, group, dkg.Epoch, "dkg");
-            LogKeyWritten(logger, dkg.Epoch, dkg.Attempt, KeysDirectory);
+            KeyFiles.WriteMemberKeys(KeysDirectoryFor(dkg.Epoch), keyShare, group, dkg.Epoch, "dkg");
+            LogKeyWritten(logger, dkg.Epoch, dkg.Attempt, KeysDirectoryFor(dkg.Epoch));
         }
 
         var confirm = new DkgConfirmCommand { Epoch = dkg.Epoch, Attempt = dkg.Attempt, From = me, GroupKey = Secp256k1.SerializeElement(group.PublicKey) };
@@ -348,6 +377,7 @@ public sealed partial class DkgService : IAsyncDisposable
     {
         int? threshold;
         int attempt;
+        ulong epoch = 1;
         if (dkg is null)
         {
             threshold = requestedThreshold ?? options.DkgThreshold;
@@ -355,8 +385,10 @@ public sealed partial class DkgService : IAsyncDisposable
         }
         else if (dkg.Failure is not null)
         {
+            // A failed attempt (of the first key or of a rotation) is followed by the next one.
             threshold = dkg.Threshold;
             attempt = dkg.Attempt + 1;
+            epoch = dkg.Epoch;
         }
         else
         {
@@ -371,8 +403,8 @@ public sealed partial class DkgService : IAsyncDisposable
             return;
         }
 
-        var start = new DkgStartCommand { Epoch = 1, Attempt = attempt, Threshold = t, Members = [.. options.Members.Select(m => m.Id).Order()] };
-        await SendOnceAsync($"start-{attempt}", start, token).ConfigureAwait(false);
+        var start = new DkgStartCommand { Epoch = epoch, Attempt = attempt, Threshold = t, Members = [.. options.Members.Select(m => m.Id).Order()] };
+        await SendOnceAsync($"start-{epoch}-{attempt}", start, token).ConfigureAwait(false);
     }
 
     // The evidence: the ECDH point this node shares with the accused (which opens the disputed share) and a DLEQ proof
@@ -428,17 +460,20 @@ public sealed partial class DkgService : IAsyncDisposable
 
     private void Activate(KeyEpochView epoch)
     {
-        if (activated)
+        if (activatedEpoch >= epoch.Epoch)
             return;
-        activated = true;
-        DeleteSecrets();
-        if (hasKeyFiles)
+        activatedEpoch = epoch.Epoch;
+        DeleteSecrets(epoch.Epoch);
+        if (hasKeyFiles && epoch.Epoch <= 1)
             return;
-        var path = Path.Combine(KeysDirectory, KeyFiles.ShareFileName(options.NodeId));
+        var directory = KeysDirectoryFor(epoch.Epoch);
+        var path = Path.Combine(directory, KeyFiles.ShareFileName(options.NodeId));
+        if (epoch.Epoch > 1)
+            EraseSharesBefore(epoch.Epoch);
         if (!epoch.Group.VerificationShares.ContainsKey(options.NodeId))
         {
             // Disqualified in the DKG: a share it wrote before the verdict belongs to no key in force.
-            foreach (var stale in new[] { path, Path.Combine(KeysDirectory, KeyFiles.GroupFileName) }.Where(File.Exists))
+            foreach (var stale in new[] { path, Path.Combine(directory, KeyFiles.GroupFileName) }.Where(File.Exists))
                 DurableFiles.Erase(stale);
             LogDisqualified(logger, epoch.Epoch, options.NodeId);
             return;
@@ -501,13 +536,35 @@ public sealed partial class DkgService : IAsyncDisposable
         return created;
     }
 
-    // Overwritten with zeros and synced before they are deleted: a deleted file's blocks keep its bytes.
-    private void DeleteSecrets()
+    // Overwritten with zeros and synced before they are deleted: a deleted file's blocks keep its bytes. With an epoch,
+    // only the secrets of key generations up to it (a rotation's key generation may be under way for the next one).
+    private void DeleteSecrets(ulong? throughEpoch = null)
     {
         if (!Directory.Exists(SecretsDirectory))
             return;
         foreach (var file in Directory.EnumerateFiles(SecretsDirectory, "dkg-*.json*"))
+        {
+            var parts = Path.GetFileName(file).Split('-', '.');
+            if (throughEpoch is { } through && parts.Length > 1 && ulong.TryParse(parts[1], System.Globalization.CultureInfo.InvariantCulture, out var epoch) && epoch > through)
+                continue;
             DurableFiles.Erase(file);
+        }
+    }
+
+    // Once a later key epoch is in force, this node's shares of the earlier ones (made by key generations, under DATA/keys)
+    // sign nothing any more: erased, so that stolen old shares cannot sign a forked history under an old key. The
+    // public group files stay; an operator's own key files (--key-share) are not touched.
+    private void EraseSharesBefore(ulong epoch)
+    {
+        for (var old = 1UL; old < epoch; old++)
+        {
+            var share = Path.Combine(KeysDirectoryFor(old), KeyFiles.ShareFileName(options.NodeId));
+            if (File.Exists(share))
+            {
+                DurableFiles.Erase(share);
+                LogShareErased(logger, old, epoch);
+            }
+        }
     }
 
     private void Report(string message)
@@ -550,6 +607,9 @@ public sealed partial class DkgService : IAsyncDisposable
 
     [LoggerMessage(EventId = 146, Level = LogLevel.Warning, Message = "Key generation for epoch {Epoch} (attempt {Attempt}): member {Member} has said nothing at {Stage} for {SilenceMs} ms; this node votes it silent")]
     private static partial void LogSilence(ILogger logger, ulong epoch, int attempt, int member, string stage, int silenceMs);
+
+    [LoggerMessage(EventId = 147, Level = LogLevel.Information, Message = "This node's share of key epoch {Old} is erased: key epoch {Epoch} is in force")]
+    private static partial void LogShareErased(ILogger logger, ulong old, ulong epoch);
 
     [LoggerMessage(EventId = 144, Level = LogLevel.Warning, Message = "{Message}")]
     private static partial void LogReport(ILogger logger, string message);

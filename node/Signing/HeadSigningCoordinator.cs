@@ -25,6 +25,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     private static readonly TimeSpan IdlePoll = TimeSpan.FromMilliseconds(10);
     private static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan BootstrapRetry = TimeSpan.FromSeconds(1);
+    private const long RotationRetryMs = 3_000;
 
     private readonly int selfId;
     private readonly AppliedState state;
@@ -39,6 +40,9 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     private readonly HeadPlanner planner;
     private readonly ShareCollector collector = new();
     private readonly SignatureOutbox outbox = new();
+    private readonly ShareCollector rotationCollector = new();
+    private (int Attempt, long AtMs)? rotationFlight;
+    private int rotationAttempt = NewRotationAttempts();
     private readonly List<(int Signer, ulong KeyEpoch, SignatureShareMessage Share)> inbox = [];
     private readonly Dictionary<int, long> silentLoggedAt = [];
     private readonly CancellationTokenSource stopping = new();
@@ -185,6 +189,14 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         {
             foreach (var applied in started)
             {
+                // Height 0 names the hand-over to a new key epoch, which no head has.
+                if (applied.Session.Height == 0)
+                {
+                    if (LeadingLocked() && rotationFlight is { } flight && flight.Attempt == applied.Session.Attempt)
+                        rotationCollector.Track(applied);
+                    continue;
+                }
+
                 if (planner.Applied(applied.Session, now))
                     collector.Track(applied);
             }
@@ -247,6 +259,9 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
                 // were thrown away. Every unsigned head is signed afresh.
                 planner.Lead(term);
                 collector.Clear();
+                rotationCollector.Clear();
+                rotationFlight = null;
+                rotationAttempt = NewRotationAttempts();
                 outbox.Clear();
                 inbox.Clear();
             }
@@ -280,6 +295,92 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
         StartStandaloneSession(epoch, now);
         ProposeDueSignatures(now);
+        StartRotationSession(epoch, now);
+    }
+
+    // Attempts of hand-over sessions are numbered from a random start per leadership, so that a late share of an
+    // earlier leader's session never lands in this leader's session of the same number.
+    private static int NewRotationAttempts() => System.Security.Cryptography.RandomNumberGenerator.GetInt32(1, 1 << 30);
+
+    /// <summary>
+    /// A key generation made the next key epoch: the current one signs the hand-over in a session like a head's (t
+    /// signers, published commitments), retried with fresh commitments until the hand-over is in the log. It starts
+    /// once every applied head is signed or while batches flow, so that no head of the old epoch waits unsigned for
+    /// a batch of the new one.
+    /// </summary>
+    private void StartRotationSession(KeyEpochView epoch, long now)
+    {
+        if (state.PendingKeyEpoch is not { } next || next.Epoch != epoch.Epoch + 1)
+            return;
+        var idleAndUnsigned = (state.LastHeader?.Height ?? 0) > state.SignedThrough;
+        SigningSession session;
+        lock (gate)
+        {
+            if (!LeadingLocked() || (rotationFlight is { } flight && now - flight.AtMs < RotationRetryMs))
+                return;
+            if (idleAndUnsigned && now - lastCutMs > 1_000)
+                return;
+            var chosen = planner.Health.Choose(epoch.Record.Members, epoch.Group.Threshold, selfId, now, id => Available(id).Count > 0);
+            if (chosen is null)
+                return;
+            // The highest of the few lowest free commitments: head sessions take the lowest.
+            var attempt = rotationAttempt++;
+            session = new SigningSession { Height = 0, Attempt = attempt, KeyEpoch = epoch.Epoch, Signers = chosen, Sequences = [.. chosen.Select(id => Available(id)[^1])] };
+            rotationFlight = (attempt, now);
+        }
+
+        LogRotationSession(logger, epoch.Epoch, next.Epoch, string.Join(", ", session.Signers));
+        _ = ProposeAsync(new KeyRotationSessionCommand { NewEpoch = next.Epoch, Session = session }, _ => { });
+    }
+
+    private void CollectRotationShare(int signer, ulong keyEpoch, SignatureShareMessage share, KeyEpochView epoch, long now)
+    {
+        (AppliedSession Session, IReadOnlyDictionary<int, Org.BouncyCastle.Math.BigInteger> Shares)? complete;
+        lock (gate)
+        {
+            if (rotationCollector.Add(signer, keyEpoch, share) != ShareOutcome.Complete)
+                return;
+            complete = rotationCollector.TakeComplete((0, share.Attempt));
+        }
+
+        if (complete is not { } ready)
+            return;
+        var aggregation = ShareCollector.Aggregate(ready.Session, ready.Shares, epoch.Group);
+        if (aggregation.Signature is not { } signature)
+        {
+            lock (gate)
+            {
+                foreach (var culprit in aggregation.Culprits)
+                {
+                    var exclusion = planner.Health.RecordBadShare(culprit, 0, rotationFlight?.AtMs ?? now, now);
+                    LogBadShare(logger, culprit, 0, share.Attempt, exclusion / 1000.0);
+                }
+
+                rotationFlight = null;
+            }
+
+            return;
+        }
+
+        var encoded = signature.Encode();
+        var rotation = new KeyRotationCommand
+        {
+            NewEpoch = ready.Session.Session.KeyEpoch + 1,
+            Signers = ready.Session.Session.Signers,
+            R = encoded[..Secp256k1.ElementLength],
+            Z = encoded[Secp256k1.ElementLength..],
+            SignedAtMs = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds(),
+        };
+        lock (gate)
+            rotationFlight = (share.Attempt, now);
+        LogRotationSigned(logger, epoch.Epoch, rotation.NewEpoch);
+        _ = ProposeAsync(rotation, committed =>
+        {
+            if (committed)
+                return;
+            lock (gate)
+                rotationFlight = null;
+        });
     }
 
     private void CollectShares(KeyEpochView epoch)
@@ -295,6 +396,12 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
         foreach (var (signer, keyEpoch, share) in shares)
         {
+            if (share.Height == 0)
+            {
+                CollectRotationShare(signer, keyEpoch, share, epoch, NowMs);
+                continue;
+            }
+
             (AppliedSession Session, IReadOnlyDictionary<int, Org.BouncyCastle.Math.BigInteger> Shares)? complete;
             var now = NowMs;
             lock (gate)
@@ -480,6 +587,12 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
     [LoggerMessage(EventId = 306, Level = LogLevel.Information, Message = "Signer {SignerId} did not answer a session in time (late, or timed out): new sessions sign without it for {ExcludedMs} ms unless fewer than t signers would remain ({Timeouts} so far; its usual share latency {LatencyMs} ms)")]
     private static partial void LogSilentSigner(ILogger logger, int signerId, long excludedMs, long timeouts, double latencyMs);
+
+    [LoggerMessage(EventId = 307, Level = LogLevel.Information, Message = "Key epoch {Epoch} signs the hand-over to key epoch {Next}: members {Signers}")]
+    private static partial void LogRotationSession(ILogger logger, ulong epoch, ulong next, string signers);
+
+    [LoggerMessage(EventId = 308, Level = LogLevel.Information, Message = "Key epoch {Epoch}'s signature over the hand-over to key epoch {Next} verified; proposing the rotation")]
+    private static partial void LogRotationSigned(ILogger logger, ulong epoch, ulong next);
 
     [LoggerMessage(EventId = 305, Level = LogLevel.Error, Message = "The signature for head {Height} (attempt {Attempt}) did not verify although every share did; the head is signed again")]
     private static partial void LogNoCulprit(ILogger logger, ulong height, int attempt);

@@ -26,18 +26,27 @@ public sealed class SignerHost(NodeOptions options, AppliedState state, ILeaderC
         }
     }
 
-    /// <summary>Starts signing with <paramref name="share"/> of key epoch <paramref name="epoch"/>; a second call does nothing.</summary>
+    /// <summary>
+    /// Starts signing with <paramref name="share"/> of key epoch <paramref name="epoch"/>. A later epoch (a rotation)
+    /// replaces the signer of an earlier one, which stops; a call for the same or an earlier epoch does nothing.
+    /// </summary>
     public void Start(KeyShare share, GroupKey group, ulong epoch)
     {
+        SignerService? replaced;
         lock (gate)
         {
-            if (current is not null)
+            if (current is not null && current.Epoch >= epoch)
                 return;
-            nonces = new NonceStore(Path.Combine(options.DataDir, "signer"));
-            current = new SignerService(share, group, epoch, state, leader, nonces, options.Limits, metrics,
-                loggers.CreateLogger<SignerService>(), NodeOptions.ParseSignerFault(options.SignerFault) ?? SignerFault.None);
+            replaced = current;
+            nonces ??= new NonceStore(Path.Combine(options.DataDir, "signer"));
+            var fault = replaced?.Fault ?? NodeOptions.ParseSignerFault(options.SignerFault) ?? SignerFault.None;
+            current = new SignerService(share, group, epoch, state, leader, nonces, options.Limits, metrics, loggers.CreateLogger<SignerService>(), fault);
             current.Start(loops);
         }
+
+        // The old epoch's signer answers nothing any more (its epoch is not the log's): it stops in the background.
+        if (replaced is not null)
+            _ = replaced.DisposeAsync().AsTask();
     }
 
     /// <inheritdoc/>

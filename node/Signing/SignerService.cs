@@ -136,6 +136,9 @@ public sealed partial class SignerService : IAsyncDisposable
     /// <summary>The Byzantine-signer fault in force; the chaos harness changes it through <c>/admin/signer-fault</c>.</summary>
     public SignerFault Fault { get; set; }
 
+    /// <summary>The key epoch of this signer's share.</summary>
+    public ulong Epoch => epoch;
+
     /// <summary>This signer's member id.</summary>
     public int Id => share.Identifier;
 

@@ -338,7 +338,9 @@ public sealed class LiteDbBatchStore : IBatchStore
                 d["groupKey"].AsBinary,
                 [.. d["members"].AsArray.Select(v => v.AsInt32)],
                 [.. d["shares"].AsArray.Select(v => v.AsBinary)],
-                d["raftIndex"].AsInt64)).OrderBy(k => k.Epoch)];
+                d["raftIndex"].AsInt64,
+                d.TryGetValue("pending", out var pending) && pending.AsBoolean,
+                d.TryGetValue("rotation", out var rotation) && rotation.IsDocument ? RotationOf(rotation.AsDocument) : null)).OrderBy(k => k.Epoch)];
         }
     }
 
@@ -422,7 +424,23 @@ public sealed class LiteDbBatchStore : IBatchStore
         ["members"] = new BsonArray(epoch.Members.Select(m => new BsonValue(m))),
         ["shares"] = new BsonArray(epoch.VerificationShares.Select(v => new BsonValue(v))),
         ["raftIndex"] = epoch.RaftIndex,
+        ["pending"] = epoch.Pending,
+        ["rotation"] = epoch.Rotation is { } rotation
+            ? new BsonDocument
+            {
+                ["from"] = unchecked((long)rotation.FromEpoch),
+                ["signers"] = new BsonArray(rotation.Signers.Select(m => new BsonValue(m))),
+                ["r"] = rotation.R,
+                ["z"] = rotation.Z,
+                ["signedAtMs"] = unchecked((long)rotation.SignedAtMs),
+                ["raftIndex"] = rotation.RaftIndex,
+            }
+            : BsonValue.Null,
     };
+
+    private static KeyRotationProof RotationOf(BsonDocument d) => new(
+        unchecked((ulong)d["from"].AsInt64), [.. d["signers"].AsArray.Select(v => v.AsInt32)], d["r"].AsBinary, d["z"].AsBinary, unchecked((ulong)d["signedAtMs"].AsInt64),
+        d["raftIndex"].AsInt64);
 
     /// <inheritdoc/>
     public void Dispose()

@@ -20,6 +20,8 @@ namespace Sequencer.Core.Encoding;
 [Union(10, typeof(DkgComplaintCommand))]
 [Union(11, typeof(DkgSilenceCommand))]
 [Union(12, typeof(GenesisCommand))]
+[Union(13, typeof(KeyRotationSessionCommand))]
+[Union(14, typeof(KeyRotationCommand))]
 public interface ILogCommand;
 
 /// <summary>
@@ -176,6 +178,46 @@ public sealed class KeyEpochCommand : ILogCommand
 
     /// <summary>Each member's verification share PK_i, 33 bytes, in member order.</summary>
     [Key(4)] public IReadOnlyList<byte[]> VerificationShares { get; init; } = [];
+}
+
+/// <summary>
+/// The leader starts the session in which key epoch n signs the hand-over to key epoch n + 1 (a key generation made
+/// it; it waits in the ledger as the pending key epoch). Each named signer computes the rotation message itself from
+/// its own ledger's pending key (never from bytes the leader hands it) and answers like a head session: its share
+/// names height 0, which no head has.
+/// </summary>
+[MessagePackObject]
+public sealed class KeyRotationSessionCommand : ILogCommand
+{
+    /// <summary>The key epoch handed over to (the pending one).</summary>
+    [Key(0)] public ulong NewEpoch { get; init; }
+
+    /// <summary>The session: height 0, an attempt that names its shares, the current key epoch, the signers and their commitments.</summary>
+    [Key(1)] public SigningSession Session { get; init; } = new();
+}
+
+/// <summary>
+/// Key epoch n's aggregate signature over the rotation message (<see cref="KeyRotationMessage"/>) to key epoch n + 1:
+/// applied, it puts the pending key epoch in force. Headers applied after it carry the new epoch, and every node,
+/// light client and the L1 contract can check the hand-over with the old key alone.
+/// </summary>
+[MessagePackObject]
+public sealed class KeyRotationCommand : ILogCommand
+{
+    /// <summary>The key epoch handed over to.</summary>
+    [Key(0)] public ulong NewEpoch { get; init; }
+
+    /// <summary>The old epoch's signers whose shares were aggregated, ascending.</summary>
+    [Key(1)] public IReadOnlyList<int> Signers { get; init; } = [];
+
+    /// <summary>R, 33 bytes compressed.</summary>
+    [Key(2)] public byte[] R { get; init; } = [];
+
+    /// <summary>z, 32 bytes.</summary>
+    [Key(3)] public byte[] Z { get; init; } = [];
+
+    /// <summary>When the leader verified the aggregate (Unix ms, its clock).</summary>
+    [Key(4)] public ulong SignedAtMs { get; init; }
 }
 
 /// <summary>

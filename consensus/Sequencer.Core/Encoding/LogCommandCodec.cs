@@ -76,6 +76,8 @@ public static class LogCommandCodec
         SigningSessionsCommand c => c.Sessions is null || c.Sessions.Any(x => x is null) ? "session"
             : c.Sessions.Select(MissingField).FirstOrDefault(m => m is not null),
         DkgStartCommand c => c.Members is null ? "member list" : null,
+        KeyRotationSessionCommand c => c.Session is null ? "session" : MissingField(c.Session),
+        KeyRotationCommand c => c.Signers is null ? "signer list" : c.R is null || c.Z is null ? "signature" : null,
         L1ProgressCommand c => c.Commitment is null || c.L1TxHash is null || c.Contract is null ? "L1 progress field" : null,
         IDkgMessage c when c.Identity is null => "identity signature",
         DkgRound1Command c => c.Commitment is null || c.Commitment.Any(x => x is null) ? "commitment"

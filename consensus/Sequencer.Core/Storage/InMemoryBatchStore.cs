@@ -104,8 +104,9 @@ public sealed class InMemoryBatchStore : IBatchStore
                 signatures.TryAdd(signature.Height, signature);
             foreach (var epoch in signing?.KeyEpochs ?? [])
             {
-                if (keyEpochs.All(k => k.Epoch != epoch.Epoch))
-                    keyEpochs.Add(epoch);
+                // A pending epoch is replaced by the same epoch in force (with its rotation proof).
+                keyEpochs.RemoveAll(k => k.Epoch == epoch.Epoch);
+                keyEpochs.Add(epoch);
             }
 
             if (signing is not null)

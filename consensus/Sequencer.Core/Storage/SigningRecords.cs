@@ -15,15 +15,36 @@ public sealed record SignedHead(ulong Height, ulong KeyEpoch, IReadOnlyList<int>
 /// <param name="GroupKey">The group key, 33 bytes.</param>
 /// <param name="Members">The member ids, ascending.</param>
 /// <param name="VerificationShares">Each member's verification share, 33 bytes, in member order.</param>
-/// <param name="RaftIndex">The Raft index of the entry that established it: headers applied after it carry the epoch.</param>
-public sealed record StoredKeyEpoch(ulong Epoch, int Threshold, byte[] GroupKey, IReadOnlyList<int> Members, IReadOnlyList<byte[]> VerificationShares, long RaftIndex)
+/// <param name="RaftIndex">
+/// The Raft index of the entry that made it: for the first epoch, headers applied after it carry the epoch; a later one
+/// comes into force at its <see cref="Rotation"/>'s index.
+/// </param>
+/// <param name="Pending">
+/// True for a key epoch that a key generation made while an earlier epoch is in force: it waits for the earlier
+/// epoch's signature over the hand-over (its <see cref="Rotation"/>), and signs nothing until then.
+/// </param>
+/// <param name="Rotation">For an epoch after the first in force, the previous epoch's signature that handed over to it; else null.</param>
+public sealed record StoredKeyEpoch(ulong Epoch, int Threshold, byte[] GroupKey, IReadOnlyList<int> Members, IReadOnlyList<byte[]> VerificationShares, long RaftIndex,
+    bool Pending = false, KeyRotationProof? Rotation = null)
 {
+    /// <summary>The Raft index from which the epoch is in force (null rotation: <see cref="RaftIndex"/>).</summary>
+    public long InForceFrom => Rotation?.RaftIndex ?? RaftIndex;
+
     /// <summary>Checks the record's shape before a store writes it: one verification share per member, a usable threshold.</summary>
     /// <exception cref="InvariantViolationException">The record is malformed (a programmer error: apply validated it).</exception>
     public void CheckShape()
         => Invariant.Check(GroupKey is not null && Members is not null && VerificationShares is not null && Members.Count == VerificationShares.Count
             && Threshold >= 1 && Threshold <= Members.Count, $"key epoch {Epoch}: one verification share per member and 1 <= t <= n");
 }
+
+/// <summary>The previous key epoch's signature over the hand-over to this one (<see cref="Encoding.KeyRotationMessage"/>).</summary>
+/// <param name="FromEpoch">The key epoch that signed.</param>
+/// <param name="Signers">Its signers whose shares were aggregated, ascending.</param>
+/// <param name="R">R, 33 bytes compressed.</param>
+/// <param name="Z">z, 32 bytes.</param>
+/// <param name="SignedAtMs">When the leader verified the aggregate (Unix ms).</param>
+/// <param name="RaftIndex">The Raft index of the hand-over entry: headers applied after it carry the new epoch.</param>
+public sealed record KeyRotationProof(ulong FromEpoch, IReadOnlyList<int> Signers, byte[] R, byte[] Z, ulong SignedAtMs, long RaftIndex);
 
 /// <summary>A published nonce commitment that no signing session has used yet.</summary>
 /// <param name="Signer">The signer.</param>
