@@ -165,7 +165,15 @@ public sealed record KeyEpochDto(
     [property: JsonPropertyName("groupKey")] string GroupKey,
     [property: JsonPropertyName("threshold")] int Threshold,
     [property: JsonPropertyName("members")] IReadOnlyList<int> Members,
-    [property: JsonPropertyName("verificationShares")] IReadOnlyDictionary<string, string>? VerificationShares = null);
+    [property: JsonPropertyName("verificationShares")] IReadOnlyDictionary<string, string>? VerificationShares = null,
+    [property: JsonPropertyName("rotation")] RotationDto? Rotation = null);
+
+/// <summary>The previous key epoch's signature over the hand-over to a key epoch (<c>rotation</c> in <c>GET /v1/keys</c>).</summary>
+public sealed record RotationDto(
+    [property: JsonPropertyName("fromEpoch")] string FromEpoch,
+    [property: JsonPropertyName("message")] string Message,
+    [property: JsonPropertyName("signature")] SignatureDto Signature,
+    [property: JsonPropertyName("signers")] IReadOnlyList<int> Signers);
 
 /// <summary>One recorded use of a signer's nonce pair.</summary>
 public sealed record NonceUseDto(

@@ -12,7 +12,8 @@ namespace Sequencer.LightClient;
 /// <param name="Commitment">Its commitment.</param>
 /// <param name="Node">The node that served it (not trusted: every check was made here).</param>
 /// <param name="TimestampMs">Its header's timestamp (the leader's clock when it ordered the batch).</param>
-public sealed record VerifiedHead(ulong Height, Hash32 Commitment, Uri Node, ulong TimestampMs = 0);
+/// <param name="KeyEpoch">The key epoch that signed it.</param>
+public sealed record VerifiedHead(ulong Height, Hash32 Commitment, Uri Node, ulong TimestampMs = 0, ulong KeyEpoch = 0);
 
 /// <summary>Something a node served that failed a check (a lie, or a broken stream): the follower moved on to another node.</summary>
 /// <param name="Node">The node.</param>
@@ -23,19 +24,29 @@ public sealed record FollowProblem(Uri Node, string Check, string Detail);
 /// <summary>
 /// Follows the signed heads of the cluster from any of several nodes (<c>GET /v1/stream/heads</c>), trusting none:
 /// each head's commitment is recomputed from its header, its key epoch and FROST signature are checked under the
-/// pinned key, and its link proof must put the last verified head's commitment in its history. When a node fails or
+/// pinned key (or a key the pinned one handed over to, through verified rotations: <see cref="KeyChain"/>; a head of a
+/// newer epoch makes the follower ask that node's <c>GET /v1/keys</c> for the hand-overs, and key epochs never go back),
+/// and its link proof must put the last verified head's commitment in its history. When a node fails or
 /// serves anything that does not verify, the follower moves to the next node and resumes after the last verified head.
 /// A node that withholds heads (a stale stream) is caught too: while its stream has brought nothing new for
 /// <paramref name="staleAfter"/>, the follower asks another node for the next head, and when that one shows a head
 /// above the last verified one, signed under the pinned key, the withholding node is left ("head-stale").
 /// </summary>
 /// <param name="nodes">The nodes to read from, in order of preference.</param>
-/// <param name="groupKey">The pinned group key.</param>
-/// <param name="keyEpoch">Its key epoch.</param>
+/// <param name="keys">The trusted keys: the pinned one, and those it hands over to.</param>
 /// <param name="staleAfter">How long a stream may bring no head before another node is asked (default 5 s).</param>
-public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulong keyEpoch, TimeSpan? staleAfter = null)
+public sealed class HeadFollower(IReadOnlyList<Uri> nodes, KeyChain keys, TimeSpan? staleAfter = null)
 {
     private readonly TimeSpan staleAfter = staleAfter ?? TimeSpan.FromSeconds(5);
+
+    /// <summary>A follower that pins <paramref name="groupKey"/> as the key of <paramref name="keyEpoch"/>.</summary>
+    public HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulong keyEpoch, TimeSpan? staleAfter = null)
+        : this(nodes, new KeyChain(groupKey, keyEpoch), staleAfter)
+    {
+    }
+
+    /// <summary>The trusted keys (they grow as the follower verifies key rotations).</summary>
+    public KeyChain Keys => keys;
 
     /// <summary>The most bytes of one event line.</summary>
     public const int MaxEventBytes = 1 << 20;
@@ -144,7 +155,7 @@ public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulo
                 else if (line.StartsWith("data:", StringComparison.Ordinal) && eventName == "head")
                 {
                     var head = JsonSerializer.Deserialize(line[5..], ApiJsonContext.Default.StreamedHeadDto);
-                    if (head is null || Verify(node, head) is not { } verified)
+                    if (head is null || !await KnowsKeyAsync(node, head.Header, report: true, token).ConfigureAwait(false) || Verify(node, head) is not { } verified)
                         return;
                     Last = verified;
                     lastNew = Environment.TickCount64;
@@ -187,7 +198,8 @@ public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulo
                 {
                     using var client = new SequencerClient(witness, TimeSpan.FromSeconds(5), maxConnections: 1);
                     var heads = await client.GetHeadsAsync(after + 1, 1, stale.Token).ConfigureAwait(false);
-                    if (heads.Heads.Count == 1 && Signed(heads.Heads[0]) is { } height && height > after && (Last?.Height ?? 0) == after)
+                    if (heads.Heads.Count == 1 && await KnowsKeyAsync(witness, heads.Heads[0].Header, report: false, stale.Token).ConfigureAwait(false)
+                        && Signed(heads.Heads[0]) is { } height && height > after && (Last?.Height ?? 0) == after)
                     {
                         Report(node, "head-stale", $"no head above {after} for {staleAfter.TotalSeconds:0.#} s, while {witness} serves head {height} signed under the pinned key (a node withholding heads, or one cut off from the cluster)");
                         await stale.CancelAsync().ConfigureAwait(false);
@@ -206,13 +218,52 @@ public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulo
         }
     }
 
+    // True when a key is trusted for the head's key epoch; for a newer epoch than any trusted one, after the hand-overs
+    // that `node` shows (GET /v1/keys) verified. A node that shows a head of an epoch no verified hand-over reaches is
+    // caught ("key-rotation").
+    private async Task<bool> KnowsKeyAsync(Uri node, HeaderDto header, bool report, CancellationToken token)
+    {
+        ulong epoch, chainId;
+        try
+        {
+            epoch = ulong.Parse(header.KeyEpoch, System.Globalization.CultureInfo.InvariantCulture);
+            chainId = ulong.Parse(header.ChainId, System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is FormatException or OverflowException or ArgumentNullException)
+        {
+            return true; // Verify reports the malformed header.
+        }
+
+        if (epoch <= keys.NewestEpoch)
+            return true;
+        List<KeyEpochDto> listed;
+        try
+        {
+            using var client = new SequencerClient(node, TimeSpan.FromSeconds(5), maxConnections: 1);
+            listed = await client.GetKeysAsync(token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is HttpRequestException or SequencerApiException or JsonException or OperationCanceledException && !token.IsCancellationRequested)
+        {
+            if (report)
+                Report(node, "connection", $"GET /v1/keys for key epoch {epoch}: {e.Message}");
+            return false;
+        }
+
+        var problem = keys.Extend(chainId, listed);
+        if (epoch <= keys.NewestEpoch)
+            return true;
+        if (report)
+            Fail(node, "key-rotation", problem ?? $"head of key epoch {epoch}, but the node shows no hand-over beyond key epoch {keys.NewestEpoch}");
+        return false;
+    }
+
     // The head's height when its commitment, key epoch and signature verify; otherwise null.
     private ulong? Signed(HeadDto dto)
     {
         try
         {
             var header = dto.Header.ToHeader();
-            if (header.Commitment != Hash32.Parse(dto.Commitment) || header.KeyEpoch != keyEpoch)
+            if (header.Commitment != Hash32.Parse(dto.Commitment) || keys.KeyOf(header.KeyEpoch) is null || header.KeyEpoch < (Last?.KeyEpoch ?? 0))
                 return null;
             return SignatureHolds(header, dto.Signature) ? header.Height : null;
         }
@@ -230,10 +281,12 @@ public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulo
             var header = dto.Header.ToHeader();
             if (header.Commitment != Hash32.Parse(dto.Commitment))
                 return Fail(node, "head-commitment", $"head {header.Height}'s header does not recompute to its commitment");
-            if (header.KeyEpoch != keyEpoch)
-                return Fail(node, "head-key-epoch", $"head {header.Height} is of key epoch {header.KeyEpoch}, the pinned key of {keyEpoch}");
+            if (keys.KeyOf(header.KeyEpoch) is null)
+                return Fail(node, "head-key-epoch", $"head {header.Height} is of key epoch {header.KeyEpoch}, and no trusted key is of it (pinned: key epoch {keys.PinnedEpoch}, newest trusted: {keys.NewestEpoch})");
+            if (Last is { } previous && header.KeyEpoch < previous.KeyEpoch)
+                return Fail(node, "head-key-epoch", $"head {header.Height} is of key epoch {header.KeyEpoch}, below the last verified head's {previous.KeyEpoch} (an old key signing past its hand-over)");
             if (!SignatureHolds(header, dto.Signature))
-                return Fail(node, "head-signature", $"head {header.Height}'s signature does not verify under the pinned key");
+                return Fail(node, "head-signature", $"head {header.Height}'s signature does not verify under {keys.Describe(header.KeyEpoch)}");
             if (Last is { } last)
             {
                 var linkFrom = ulong.Parse(dto.LinkFrom, System.Globalization.CultureInfo.InvariantCulture);
@@ -244,7 +297,7 @@ public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulo
                     return Fail(node, "link-proof", $"head {header.Height}'s link proof does not put head {last.Height} ({last.Commitment}) in its history (a fork, or a broken proof)");
             }
 
-            return new VerifiedHead(header.Height, header.Commitment, node, header.TimestampMs);
+            return new VerifiedHead(header.Height, header.Commitment, node, header.TimestampMs, header.KeyEpoch);
         }
         catch (Exception e) when (e is FormatException or OverflowException or ArgumentException)
         {
@@ -252,10 +305,10 @@ public sealed class HeadFollower(IReadOnlyList<Uri> nodes, ECPoint groupKey, ulo
         }
     }
 
-    // The head's FROST signature (R then z, 0x hex) verifies over its commitment under the pinned key.
+    // The head's FROST signature (R then z, 0x hex) verifies over its commitment under the trusted key of its epoch.
     private bool SignatureHolds(Sequencer.Core.Ordering.BatchHeader header, SignatureDto signature)
-        => Frost.Verify(header.Commitment.ToArray(),
-            FrostSignature.Decode([.. Convert.FromHexString(signature.R.AsSpan(2)), .. Convert.FromHexString(signature.Z.AsSpan(2))]), groupKey);
+        => keys.KeyOf(header.KeyEpoch) is { } key && Frost.Verify(header.Commitment.ToArray(),
+            FrostSignature.Decode([.. Convert.FromHexString(signature.R.AsSpan(2)), .. Convert.FromHexString(signature.Z.AsSpan(2))]), key);
 
     private VerifiedHead? Fail(Uri node, string check, string detail)
     {

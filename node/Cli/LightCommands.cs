@@ -78,7 +78,22 @@ public static class LightCommands
                 l1 = new L1View(rpc, Address.Parse(contract), result.GetValue(depth));
             else if (bundle.L1 is not null)
                 notes.Add("no --l1-rpc and --l1-contract: posted and finalized cannot be proven");
-            var verdict = await TxVerifier.VerifyAsync(txHash, bundle, key, result.GetValue(keyEpoch), l1, token).ConfigureAwait(false);
+            // The node's key history (untrusted): a head of a newer key epoch than the pinned one is accepted only through
+            // hand-overs that each verify under the key before it.
+            IReadOnlyList<KeyEpochDto>? history = null;
+            if (bundle.Head is { } head && ulong.TryParse(head.KeyEpoch, NumberStyles.None, CultureInfo.InvariantCulture, out var headEpoch) && headEpoch > result.GetValue(keyEpoch))
+            {
+                try
+                {
+                    history = await client.GetKeysAsync(token).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is HttpRequestException or SequencerApiException or JsonException)
+                {
+                    notes.Add($"GET /v1/keys failed ({e.Message}): the key rotations to epoch {headEpoch} cannot be checked");
+                }
+            }
+
+            var verdict = await TxVerifier.VerifyAsync(txHash, bundle, new KeyChain(key, result.GetValue(keyEpoch)), l1, history, token).ConfigureAwait(false);
             if (result.GetValue(json))
             {
                 Console.WriteLine(JsonSerializer.Serialize(new

@@ -222,7 +222,7 @@ public sealed partial class DkgService : IAsyncDisposable
         if (!dkg.Round1.ContainsKey(me))
         {
             var round1 = session.Round1();
-            await SendOnceAsync($"r1-{dkg.Attempt}", new DkgRound1Command
+            await SendOnceAsync($"r1-{dkg.Epoch}-{dkg.Attempt}", new DkgRound1Command
             {
                 Epoch = dkg.Epoch,
                 Attempt = dkg.Attempt,
@@ -251,7 +251,7 @@ public sealed partial class DkgService : IAsyncDisposable
                 To = share.To,
                 Ciphertext = DkgShareCipher.Encrypt(Dealt(me, share), secrets.EncryptionSecret, Secp256k1.DeserializeElement(dkg.Round1[share.To].EncryptionKey), dkg.Context, me, share.To),
             }).ToList();
-            await SendOnceAsync($"r2-{dkg.Attempt}", new DkgRound2Command { Epoch = dkg.Epoch, Attempt = dkg.Attempt, From = me, Shares = shares }, token).ConfigureAwait(false);
+            await SendOnceAsync($"r2-{dkg.Epoch}-{dkg.Attempt}", new DkgRound2Command { Epoch = dkg.Epoch, Attempt = dkg.Attempt, From = me, Shares = shares }, token).ConfigureAwait(false);
             return;
         }
 
@@ -288,7 +288,7 @@ public sealed partial class DkgService : IAsyncDisposable
             throw new InvalidOperationException("the DKG derived no share and no complaint");
         if (!group.PublicKey.Equals(dkg.Group?.PublicKey))
             throw new InvalidOperationException("the group key derived here differs from the one the log derived");
-        var confirmKey = $"confirm-{dkg.Attempt}-{string.Join('.', qualified)}";
+        var confirmKey = $"confirm-{dkg.Epoch}-{dkg.Attempt}-{string.Join('.', qualified)}";
         if (!sent.ContainsKey(confirmKey))
         {
             // The share is durable before the log can put the key in force.
@@ -319,7 +319,7 @@ public sealed partial class DkgService : IAsyncDisposable
         var now = DateTime.UtcNow;
         foreach (var member in dkg.Qualified.Where(m => m != me && dkg.Owes(m)))
         {
-            var key = $"silence-{dkg.Attempt}-{stage}-{dkg.Disqualified.Count}-{member}";
+            var key = $"silence-{dkg.Epoch}-{dkg.Attempt}-{stage}-{dkg.Disqualified.Count}-{member}";
             if (!waitingSince.TryGetValue(key, out var since))
             {
                 if (waitingSince.Count >= 4096)
@@ -411,7 +411,7 @@ public sealed partial class DkgService : IAsyncDisposable
     // that it is the true one. It reveals only that one share, which the verdict makes worthless either way.
     private Task ComplainAsync(DkgView dkg, DkgSecrets secrets, int accused, string reason, CancellationToken token)
     {
-        var key = $"complaint-{dkg.Attempt}-{accused}";
+        var key = $"complaint-{dkg.Epoch}-{dkg.Attempt}-{accused}";
         if (!sent.ContainsKey(key))
             LogComplaint(logger, dkg.Epoch, dkg.Attempt, accused, reason);
         var me = options.NodeId;
@@ -468,8 +468,6 @@ public sealed partial class DkgService : IAsyncDisposable
             return;
         var directory = KeysDirectoryFor(epoch.Epoch);
         var path = Path.Combine(directory, KeyFiles.ShareFileName(options.NodeId));
-        if (epoch.Epoch > 1)
-            EraseSharesBefore(epoch.Epoch);
         if (!epoch.Group.VerificationShares.ContainsKey(options.NodeId))
         {
             // Disqualified in the DKG: a share it wrote before the verdict belongs to no key in force.
@@ -489,6 +487,8 @@ public sealed partial class DkgService : IAsyncDisposable
         var share = KeyFiles.ReadShare(path, epoch.Group);
         activate(share, epoch.Group, epoch.Epoch);
         LogActivated(logger, epoch.Epoch, options.NodeId);
+        if (epoch.Epoch > 1)
+            EraseSharesBefore(epoch.Epoch);
     }
 
     private DkgSecrets? LoadOrCreateSecrets(ulong epoch, int attempt, bool create)
