@@ -18,7 +18,10 @@ namespace Sequencer.Tests;
 /// <remarks>
 /// Commands: <c>epoch</c>; <c>batch [inline=S@Q,S@Q]</c>; <c>publish SIGNER FIRST COUNT [prover=ID] [replace=1] [forge=1]</c>;
 /// <c>session HEIGHT ATTEMPT S@Q,S@Q</c>; <c>sign HEIGHT ATTEMPT [corrupt=ID] [at=HEIGHT] [carrier=batch]</c> (the session's
-/// shares made with the right nonces and aggregated); <c>state</c>.
+/// shares made with the right nonces and aggregated); <c>dkg EPOCH [attempt=A]</c> (a Pedersen DKG among members 1..3 run
+/// through the ledger); <c>rotate ATTEMPT S@Q,S@Q [epoch=N]</c> (the hand-over session to the pending epoch);
+/// <c>handover ATTEMPT [corrupt=ID] [to=N]</c> (the session's shares aggregated into a KeyRotation entry);
+/// <c>keyepoch N</c> (a KeyEpoch entry of the dealer's key for epoch N); <c>state</c>.
 /// </remarks>
 public sealed class SigningLedgerScenarioTests
 {
@@ -108,7 +111,13 @@ public sealed class SigningLedgerScenarioTests
         private readonly Dictionary<(int Signer, ulong Sequence), SigningNonces> nonces = [];
         private readonly Dictionary<(int Signer, ulong Sequence), SigningNonces> offered = [];
         private readonly Dictionary<(ulong Height, int Attempt), AppliedSession> sessions = [];
+        private readonly Dictionary<ulong, IReadOnlyList<KeyShare>> shares = new() { [1] = Key.Shares };
         private long index;
+
+        // The shares of the key epoch in force (the dealer's before any).
+        private IReadOnlyList<KeyShare> Shares => shares[ledger.CurrentKeyEpoch?.Epoch ?? 1];
+
+        private ulong Epoch => ledger.CurrentKeyEpoch?.Epoch ?? 1;
 
         public List<string> Execute(string line)
         {
@@ -117,9 +126,9 @@ public sealed class SigningLedgerScenarioTests
             var args = words.Skip(1).Where(w => !w.Contains('=', StringComparison.Ordinal)).ToList();
             return words[0] switch
             {
-                "epoch" => Apply(new KeyEpochCommand
+                "epoch" or "keyepoch" => Apply(new KeyEpochCommand
                 {
-                    Epoch = (ulong)ledger.KeyEpochs.Count + 1,
+                    Epoch = args.Count > 0 ? ulong.Parse(args[0], CultureInfo.InvariantCulture) : (ulong)ledger.KeyEpochs.Count + 1,
                     Threshold = 2,
                     GroupKey = Secp256k1.SerializeElement(Key.Group.PublicKey),
                     Members = [1, 2, 3],
@@ -131,6 +140,13 @@ public sealed class SigningLedgerScenarioTests
                     options.ContainsKey("replace"), options.ContainsKey("forge"))),
                 "session" => Apply(new SigningSessionsCommand { Sessions = [Session(ulong.Parse(args[0], CultureInfo.InvariantCulture), int.Parse(args[1], CultureInfo.InvariantCulture), args[2])] }),
                 "sign" => Apply(new HeadSignaturesCommand { Signatures = [Sign(args, options)] }),
+                "dkg" => Dkg(ulong.Parse(args[0], CultureInfo.InvariantCulture), options.TryGetValue("attempt", out var attempt) ? int.Parse(attempt, CultureInfo.InvariantCulture) : 1),
+                "rotate" => Apply(new KeyRotationSessionCommand
+                {
+                    NewEpoch = options.TryGetValue("epoch", out var next) ? ulong.Parse(next, CultureInfo.InvariantCulture) : Epoch + 1,
+                    Session = Session(0, int.Parse(args[0], CultureInfo.InvariantCulture), args[1]),
+                }),
+                "handover" => Apply(Handover(int.Parse(args[0], CultureInfo.InvariantCulture), options)),
                 "state" => State(),
                 _ => throw new InvalidOperationException($"unknown command {words[0]}"),
             };
@@ -155,14 +171,15 @@ public sealed class SigningLedgerScenarioTests
             return trace;
         }
 
-        private static SigningSession Session(ulong height, int attempt, string signers)
+        private SigningSession Session(ulong height, int attempt, string signers)
         {
+            var epoch = Epoch;
             var pairs = signers.Split(',').Select(p => p.Split('@')).ToList();
             return new SigningSession
             {
                 Height = height,
                 Attempt = attempt,
-                KeyEpoch = 1,
+                KeyEpoch = epoch,
                 Signers = [.. pairs.Select(p => int.Parse(p[0], CultureInfo.InvariantCulture))],
                 Sequences = [.. pairs.Select(p => ulong.Parse(p[1], CultureInfo.InvariantCulture))],
             };
@@ -175,20 +192,20 @@ public sealed class SigningLedgerScenarioTests
             var values = new List<byte[]>();
             for (var i = 0; i < count; i++)
             {
-                var (pair, commitment) = Frost.Commit(signer, Key.Shares[signer - 1].Secret);
+                var (pair, commitment) = Frost.Commit(signer, Shares[signer - 1].Secret);
                 offered[(signer, first + (ulong)i)] = pair;
                 values.Add([.. Secp256k1.SerializeElement(commitment.Hiding), .. Secp256k1.SerializeElement(commitment.Binding)]);
             }
 
-            var unsigned = new NonceCommitmentsCommand { SignerId = signer, KeyEpoch = 1, FirstSequence = first, Commitments = values, ReplacesUnused = replace && !forge };
+            var unsigned = new NonceCommitmentsCommand { SignerId = signer, KeyEpoch = Epoch, FirstSequence = first, Commitments = values, ReplacesUnused = replace && !forge };
             return new NonceCommitmentsCommand
             {
                 SignerId = signer,
-                KeyEpoch = 1,
+                KeyEpoch = Epoch,
                 FirstSequence = first,
                 Commitments = values,
                 ReplacesUnused = replace || forge,
-                Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned.ProofPayload(), Key.Shares[(prover ?? signer) - 1].Secret),
+                Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned.ProofPayload(), Shares[(prover ?? signer) - 1].Secret),
             };
         }
 
@@ -198,20 +215,104 @@ public sealed class SigningLedgerScenarioTests
             var corrupt = options.TryGetValue("corrupt", out var culprit) ? int.Parse(culprit, CultureInfo.InvariantCulture) : 0;
             var zs = session.Session.Signers.Select((id, i) =>
             {
-                var z = session.Context.Sign(Key.Shares[id - 1], nonces[(id, session.Session.Sequences[i])]);
+                var z = session.Context.Sign(Shares[id - 1], nonces[(id, session.Session.Sequences[i])]);
                 return id == corrupt ? z.Add(BigInteger.One).Mod(Secp256k1.Order) : z;
             }).ToList();
             var signature = session.Context.Aggregate(zs).Encode();
             return new HeadSignature
             {
                 Height = options.TryGetValue("at", out var at) ? ulong.Parse(at, CultureInfo.InvariantCulture) : session.Session.Height,
-                KeyEpoch = 1,
+                KeyEpoch = Epoch,
                 Signers = session.Session.Signers,
                 R = signature[..33],
                 Z = signature[33..],
                 SignedAtMs = 5000,
             };
         }
+
+        // The hand-over: the rotation session's shares (made with the current epoch's shares and the session's nonces),
+        // aggregated into a KeyRotation entry.
+        private KeyRotationCommand Handover(int attempt, Dictionary<string, string> options)
+        {
+            var session = sessions[(0, attempt)];
+            var corrupt = options.TryGetValue("corrupt", out var culprit) ? int.Parse(culprit, CultureInfo.InvariantCulture) : 0;
+            var zs = session.Session.Signers.Select((id, i) =>
+            {
+                var z = session.Context.Sign(Shares[id - 1], nonces[(id, session.Session.Sequences[i])]);
+                return id == corrupt ? z.Add(BigInteger.One).Mod(Secp256k1.Order) : z;
+            }).ToList();
+            var signature = session.Context.Aggregate(zs).Encode();
+            return new KeyRotationCommand
+            {
+                NewEpoch = options.TryGetValue("to", out var to) ? ulong.Parse(to, CultureInfo.InvariantCulture) : session.Session.KeyEpoch + 1,
+                Signers = session.Session.Signers,
+                R = signature[..33],
+                Z = signature[33..],
+                SignedAtMs = 6000,
+            };
+        }
+
+        // A Pedersen DKG among members 1..3 (t = 2) through the ledger: start, round one, round two (encrypted shares),
+        // confirmations. Only the last entry's trace is shown (and any entry that was ignored).
+        private List<string> Dkg(ulong epoch, int attempt)
+        {
+            var trace = Apply(new DkgStartCommand { Epoch = epoch, Attempt = attempt, Threshold = 2, Members = [1, 2, 3] });
+            if (trace.Any(line => line.StartsWith("ignored", StringComparison.Ordinal)))
+                return trace;
+            var context = DkgLedger.Context(42, epoch, attempt);
+            var people = new[] { 1, 2, 3 }.Select(id => (Id: id, Dkg: new PedersenDkg(id, 2, 3, context), Secret: Secp256k1.RandomScalar())).ToList();
+            var round1 = people.Select(p =>
+            {
+                var message = p.Dkg.Round1();
+                return new DkgRound1Command
+                {
+                    Epoch = epoch, Attempt = attempt, From = p.Id, Commitment = [.. message.Commitment.Select(Secp256k1.SerializeElement)],
+                    ProofR = Secp256k1.SerializeElement(message.ProofR), ProofMu = Secp256k1.SerializeScalar(message.ProofMu),
+                    EncryptionKey = Secp256k1.SerializeElement(Secp256k1.BaseMultiply(p.Secret)),
+                };
+            }).ToList();
+            foreach (var message in round1)
+                Quiet(Apply(message));
+            foreach (var p in people)
+            {
+                foreach (var message in round1.Where(m => m.From != p.Id))
+                    p.Dkg.Receive(new DkgRound1(message.From, [.. message.Commitment.Select(c => Secp256k1.DeserializeElement(c))], Secp256k1.DeserializeElement(message.ProofR), Secp256k1.DeserializeScalar(message.ProofMu)));
+            }
+
+            var round2 = people.Select(p => new DkgRound2Command
+            {
+                Epoch = epoch, Attempt = attempt, From = p.Id,
+                Shares = [.. p.Dkg.Round2().Select(share => new DkgEncryptedShare
+                {
+                    To = share.To,
+                    Ciphertext = DkgShareCipher.Encrypt(share.Share, p.Secret, Secp256k1.DeserializeElement(round1[share.To - 1].EncryptionKey), context, p.Id, share.To),
+                })],
+            }).ToList();
+            foreach (var message in round2)
+                Quiet(Apply(message));
+            var made = new List<KeyShare>();
+            foreach (var p in people)
+            {
+                var received = round2.Where(m => m.From != p.Id).Select(m => new DkgRound2(m.From, p.Id, DkgShareCipher.Decrypt(m.Shares.Single(x => x.To == p.Id).Ciphertext,
+                    p.Secret, Secp256k1.DeserializeElement(round1[m.From - 1].EncryptionKey), context, m.From, p.Id)!)).ToList();
+                var (share, group, _) = p.Dkg.Finish(received);
+                made.Add(share!);
+                var unsigned = new DkgConfirmCommand { Epoch = epoch, Attempt = attempt, From = p.Id, GroupKey = Secp256k1.SerializeElement(group!.PublicKey) };
+                trace = Apply(new DkgConfirmCommand
+                {
+                    Epoch = epoch, Attempt = attempt, From = p.Id, GroupKey = unsigned.GroupKey,
+                    Proof = SignerProof.Sign(DkgLedger.ConfirmProofDomain, unsigned.ProofPayload(), share!.Secret),
+                });
+                if (p.Id < 3)
+                    Quiet(trace);
+            }
+
+            shares[epoch] = made;
+            return trace;
+        }
+
+        private static void Quiet(List<string> trace)
+            => Assert.True(trace.SequenceEqual(["(no effect)"]) || trace.All(l => !l.StartsWith("ignored", StringComparison.Ordinal)), string.Join("\n", trace));
 
         private List<string> Apply(ILogCommand command, BatchHeader? produced = null)
         {
@@ -221,8 +322,14 @@ public sealed class SigningLedgerScenarioTests
                 nonces[(added.Signer, added.Sequence)] = offered[(added.Signer, added.Sequence)];
             offered.Clear();
             var trace = new List<string>();
+            if (effects.PendingKeyEpoch is { } made)
+                trace.Add($"key epoch {made.Epoch} made, pending: {made.Threshold} of {made.Members.Count}");
             if (effects.KeyEpoch is { } epoch)
-                trace.Add($"key epoch {epoch.Epoch} in force: {epoch.Threshold} of {epoch.Members.Count}");
+            {
+                trace.Add($"key epoch {epoch.Epoch} in force: {epoch.Threshold} of {epoch.Members.Count}"
+                    + (epoch.Rotation is { } rotation ? $", handed over by key epoch {rotation.FromEpoch} (signers {string.Join(",", rotation.Signers)})" : string.Empty));
+            }
+
             if (effects.ClearCommitments)
                 trace.Add("pool cleared");
             if (effects.AddedCommitments.Count > 0)
@@ -234,6 +341,15 @@ public sealed class SigningLedgerScenarioTests
             foreach (var session in effects.SessionsStarted)
             {
                 sessions[session.Id] = session;
+                if (session.Session.Height == 0)
+                {
+                    var pending = ledger.PendingKeyEpoch!;
+                    var message = KeyRotationMessage.Compute(42, session.Session.KeyEpoch, pending.Epoch, pending.Record.GroupKey);
+                    trace.Add($"hand-over session started: key epoch {session.Session.KeyEpoch} to {pending.Epoch} attempt {session.Session.Attempt} signers {string.Join(",", session.Session.Signers)}"
+                        + (session.Message.AsSpan().SequenceEqual(message) ? string.Empty : " MESSAGE IS NOT THE ROTATION MESSAGE"));
+                    continue;
+                }
+
                 var expected = headers[(int)session.Session.Height - 1].Commitment.ToArray();
                 trace.Add($"session started: head {session.Session.Height} attempt {session.Session.Attempt} signers {string.Join(",", session.Session.Signers)}"
                     + (session.Message.AsSpan().SequenceEqual(expected) ? string.Empty : " MESSAGE IS NOT THE HEADER'S COMMITMENT"));
@@ -250,7 +366,8 @@ public sealed class SigningLedgerScenarioTests
         private List<string> State()
         {
             var epoch = ledger.CurrentKeyEpoch;
-            var trace = new List<string> { $"key epoch {epoch?.Epoch.ToString(CultureInfo.InvariantCulture) ?? "none"}, signed through {ledger.SignedThrough}, height {headers.Count}" };
+            var trace = new List<string> { $"key epoch {epoch?.Epoch.ToString(CultureInfo.InvariantCulture) ?? "none"}, signed through {ledger.SignedThrough}, height {headers.Count}"
+                + (ledger.PendingKeyEpoch is { } pending ? $", key epoch {pending.Epoch} pending" : string.Empty) };
             foreach (var signer in new[] { 1, 2, 3 })
             {
                 var (available, next) = ledger.CommitmentsOf(signer);
