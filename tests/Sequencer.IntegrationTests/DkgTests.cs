@@ -80,7 +80,7 @@ public sealed class DkgTests
             await Task.Delay(50);
         }
 
-        // A second DKG is refused (rotation is a later feature), and junk is a clear 4xx.
+        // A second DKG for key epoch 1 is refused (a new key comes through a rotation), and junk is a clear 4xx.
         // (On the leader's internal listener, as a member: mutual TLS.)
         var leader = test.Internal(await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10)));
         using var member = test.MemberClient(1);
