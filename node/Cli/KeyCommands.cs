@@ -23,13 +23,23 @@ public static class KeyCommands
         var dkg = new Option<bool>("--dkg") { Description = "Pedersen DKG among the running nodes of --node's cluster (no party ever holds the group secret); writes the public group.json to --out." };
         var node = new Option<string>("--node") { Description = "With --dkg: a node's API address.", DefaultValueFactory = _ => "http://127.0.0.1:7101" };
         var adminToken = new Option<string?>("--admin-token") { Description = "With --dkg: the nodes' admin token (or set SEQUENCER_ADMIN_TOKEN)." };
-        var timeout = new Option<int>("--timeout") { Description = "With --dkg: seconds to wait for the key epoch.", DefaultValueFactory = _ => 120 };
+        var timeout = new Option<int>("--timeout") { Description = "With --dkg or --rotate: seconds to wait for the key epoch.", DefaultValueFactory = _ => 120 };
+        var rotate = new Option<bool>("--rotate") { Description = "Rotate the running cluster's key: a DKG among its nodes makes key epoch n+1, which comes into force once key epoch n signs the hand-over; writes the new public group.json to --out." };
         var command = new Command("keygen", "Generate a t-of-n FROST(secp256k1) key: with --dealer, a group key file and one owner-only share file per member; with --dkg, a DKG among the running nodes, each of which keeps its own share.")
         {
-            dealer, dkg, threshold, members, epoch, output, json, node, adminToken, timeout,
+            dealer, dkg, rotate, threshold, members, epoch, output, json, node, adminToken, timeout,
         };
         command.SetAction(async (result, token) =>
         {
+            if (result.GetValue(rotate))
+            {
+                // The threshold only when given: by default the nodes keep the configured (or current) one.
+                int? given = result.GetResult(threshold) is { Implicit: false } ? result.GetValue(threshold) : null;
+                return await RunRotationAsync(new Uri(result.GetValue(node)!), given, result.GetValue(output)!,
+                    result.GetValue(adminToken) ?? Environment.GetEnvironmentVariable("SEQUENCER_ADMIN_TOKEN"), TimeSpan.FromSeconds(result.GetValue(timeout)),
+                    result.GetValue(json), token).ConfigureAwait(false);
+            }
+
             if (result.GetValue(dkg))
             {
                 return await RunDkgAsync(new Uri(result.GetValue(node)!), result.GetValue(threshold), result.GetValue(output)!,
@@ -110,6 +120,70 @@ public static class KeyCommands
 
                 if (DateTime.UtcNow > deadline)
                     return Fail($"no key epoch after {timeout.TotalSeconds:0} s; see GET {node}v1/signing (dkg) and the node logs");
+                await Task.Delay(250, token).ConfigureAwait(false);
+            }
+        }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException or SequencerApiException or FormatException or InvalidDataException)
+        {
+            return Fail($"{node}: {e.Message}");
+        }
+    }
+
+    // keygen --rotate: asks a node to rotate the key (POST /admin/keys/rotate), waits until key epoch n+1 is in force,
+    // checks its hand-over signature under key epoch n's key, and writes the new group key file.
+    private static async Task<int> RunRotationAsync(Uri node, int? threshold, string output, string? adminToken, TimeSpan timeout, bool json, CancellationToken token)
+    {
+        using var http = new HttpClient { BaseAddress = node, Timeout = TimeSpan.FromSeconds(10) };
+        using var client = new SequencerClient(node, TimeSpan.FromSeconds(5));
+        try
+        {
+            var before = await client.GetKeysAsync(token).ConfigureAwait(false);
+            if (before.Count == 0)
+                return Fail($"{node} has no key yet: make the first with keygen --dkg");
+            var current = before[^1];
+            var target = ulong.Parse(current.Epoch, CultureInfo.InvariantCulture) + 1;
+            using (var request = new HttpRequestMessage(HttpMethod.Post, "admin/keys/rotate"))
+            {
+                request.Content = new StringContent(threshold is { } t ? $"{{\"threshold\":{t.ToString(CultureInfo.InvariantCulture)}}}" : "{}", System.Text.Encoding.UTF8, "application/json");
+                if (adminToken is not null)
+                    request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", adminToken);
+                using var response = await http.SendAsync(request, token).ConfigureAwait(false);
+                if (!response.IsSuccessStatusCode)
+                    return Fail($"{node} refused the rotation: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(token).ConfigureAwait(false)}");
+            }
+
+            var deadline = DateTime.UtcNow + timeout;
+            while (true)
+            {
+                var keys = await client.GetKeysAsync(token).ConfigureAwait(false);
+                if (keys.FirstOrDefault(k => k.Epoch == target.ToString(CultureInfo.InvariantCulture)) is { } key)
+                {
+                    // The hand-over must verify under the previous key (the one the operator already knew).
+                    var chain = new Sequencer.LightClient.KeyChain(KeyFiles.ParsePoint(current.GroupKey), target - 1);
+                    var chainId = (await client.GetBatchAsync(1, token).ConfigureAwait(false))?.Header.ToHeader().ChainId
+                        ?? throw new InvalidDataException("the node serves no batch 1 to read the chain id from");
+                    if (chain.Extend(chainId, keys) is { } problem && chain.NewestEpoch < target)
+                        return Fail($"key epoch {target} is in force, but its hand-over does not verify: {problem}");
+                    var file = new GroupKeyFile
+                    {
+                        Epoch = target,
+                        Threshold = key.Threshold,
+                        GroupKey = key.GroupKey,
+                        VerificationShares = key.VerificationShares ?? new Dictionary<string, string>(),
+                        Origin = "dkg",
+                    };
+                    file.ToGroupKey();
+                    var directory = Directory.CreateDirectory(output);
+                    var path = Path.Combine(directory.FullName, KeyFiles.GroupFileName);
+                    KeyFiles.WriteGroup(path, file);
+                    Console.WriteLine(json
+                        ? JsonSerializer.Serialize(new { groupKey = file.GroupKey, threshold = file.Threshold, members = file.VerificationShares.Count, epoch = file.Epoch, previousEpoch = target - 1, signers = key.Rotation?.Signers, groupFile = path })
+                        : $"key epoch {target} is in force: {file.Threshold}-of-{file.VerificationShares.Count}, group key {file.GroupKey}\n  handed over by key epoch {target - 1} (signers {string.Join(", ", key.Rotation?.Signers ?? [])}; the signature verifies under its key)\n  {path}");
+                    return 0;
+                }
+
+                if (DateTime.UtcNow > deadline)
+                    return Fail($"key epoch {target} is not in force after {timeout.TotalSeconds:0} s; see GET {node}v1/signing (dkg, pendingKeyEpoch) and the node logs");
                 await Task.Delay(250, token).ConfigureAwait(false);
             }
         }

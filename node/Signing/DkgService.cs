@@ -98,7 +98,7 @@ public sealed partial class DkgService : IAsyncDisposable
     {
         var members = options.Members.Select(m => m.Id).Order().ToList();
         if (raft.State.CurrentKeyEpoch is not null)
-            return "the cluster already has a key (key rotation is not supported yet)";
+            return "the cluster already has a key: rotate it with POST /admin/keys/rotate (keygen --rotate)";
         if (raft.State.Dkg is { Failure: null })
             return null;
         var start = new DkgStartCommand { Epoch = 1, Attempt = (raft.State.Dkg?.Attempt ?? 0) + 1, Threshold = threshold, Members = members };

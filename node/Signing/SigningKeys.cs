@@ -37,7 +37,7 @@ public sealed record SigningKeys(GroupKeyFile File, GroupKey Group, KeyShare? Sh
         }
 
         if (file.Epoch != 1)
-            throw new InvalidDataException($"{groupPath} is of key epoch {file.Epoch}: a cluster starts from key epoch 1 (rotation is not supported yet)");
+            throw new InvalidDataException($"{groupPath} is of key epoch {file.Epoch}: a cluster starts from key epoch 1; later epochs come from rotations (POST /admin/keys/rotate), whose shares each node keeps under its data directory");
         if (share is not null && share.Identifier != options.NodeId)
             throw new InvalidDataException($"the key share belongs to member {share.Identifier}, but this is node {options.NodeId}");
         var memberIds = options.Members.Select(m => m.Id).ToHashSet();

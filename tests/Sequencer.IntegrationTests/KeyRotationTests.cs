@@ -240,4 +240,58 @@ public sealed class KeyRotationTests
         await SigningTests.SubmitAsync(test.Cluster.Node(3).Client, 10, seed: 99);
         await SigningTests.WaitAllSignedAsync(test, TimeSpan.FromSeconds(30));
     }
+    [Fact]
+    public async Task APendingKeyEpoch_SurvivesARestartOfEveryNode_AndItsHandoverCompletesAfterIt()
+    {
+        // Dealer keys for epoch 1, a DKG among the nodes for epoch 2; no L1.
+        await using var test = await TestCluster.StartAsync("rotation-pending", signingThreshold: 2, extraArguments: ["--admin-token", AdminToken]);
+        await SigningTests.SubmitAsync(test.Cluster.Node(1).Client, 10, seed: 81);
+        await SigningTests.WaitAllSignedAsync(test, TimeSpan.FromSeconds(30));
+
+        // Two of the three signers stay silent: with t = 2 the hand-over (like every head) cannot be signed.
+        foreach (var id in new[] { 2, 3 })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(test.Cluster.Node(id).Client.BaseUrl, "/admin/signer-fault"));
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", AdminToken);
+            request.Content = new StringContent("{\"fault\":\"silent\"}", Encoding.UTF8, "application/json");
+            using var response = await Http.SendAsync(request);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        var (status, body) = await RotateAsync(test.Cluster.Node(1).Client.BaseUrl, null);
+        Assert.True(status == HttpStatusCode.Accepted, body);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            var pending = true;
+            foreach (var node in test.Cluster.Nodes)
+                pending &= (await SigningAsync(node.Client.BaseUrl)).GetProperty("pendingKeyEpoch").GetString() == "2";
+            if (pending)
+                break;
+            Assert.True(DateTime.UtcNow < deadline, $"key epoch 2 is not pending everywhere\n{test.Logs()}");
+            await Task.Delay(100);
+        }
+
+        // A second rotation waits for this one; the key in force is still epoch 1, and a hand-over session is tried.
+        Assert.Equal(HttpStatusCode.Accepted, (await RotateAsync(test.Cluster.Node(2).Client.BaseUrl, null)).Status);
+        Assert.Equal("1", (await SigningAsync(test.Cluster.Node(3).Client.BaseUrl)).GetProperty("keyEpoch").GetString());
+        Assert.Single(await test.Cluster.Node(1).Client.GetKeysAsync());
+
+        // Every node restarts (the faults are gone with the processes): the pending epoch is read back from each store,
+        // and the new leader gets the hand-over signed.
+        foreach (var node in test.Cluster.Nodes)
+            await node.KillAsync();
+        test.Cluster.StartAll();
+        await WaitForEpochAsync(test, 2, TimeSpan.FromSeconds(60));
+        foreach (var (_, client) in test.Clients)
+        {
+            var keys = await client.GetKeysAsync();
+            Assert.Equal(["1", "2"], keys.Select(k => k.Epoch));
+            Assert.NotNull(keys[1].Rotation);
+        }
+
+        await SigningTests.SubmitAsync(test.Cluster.Node(2).Client, 10, seed: 82);
+        var height = await SigningTests.WaitAllSignedAsync(test, TimeSpan.FromSeconds(30));
+        Assert.Equal("2", (await test.Cluster.Node(3).Client.GetCommitmentAsync(height))!.Head.KeyEpoch);
+    }
 }

@@ -195,7 +195,9 @@ public sealed class LightClientTests(LightClusterFixture fixture) : IClassFixtur
                 Assert.True(problems.Any(p => p.Node == liar.Url && p.Check == check), $"{lie}: expected {check}; problems {string.Join("; ", problems)}");
                 Assert.Equal(heads.Select(h => h.Height).Order(), heads.Select(h => h.Height));
                 Assert.Equal(heads.Count, heads.Select(h => h.Height).Distinct().Count());
-                Assert.Equal(1UL, heads[0].Height);
+                // The first signed head (batches signed before the signers had published nonces are covered by a later one).
+                var first = ulong.Parse((await test.Cluster.Node(2).Client.GetHeadsAsync(1, 1)).Heads[0].Header.Height, System.Globalization.CultureInfo.InvariantCulture);
+                Assert.True(heads[0].Height == first, $"{lie}: the first head followed is {heads[0].Height}, the first signed head {first}; problems {string.Join("; ", problems)}");
             }
         }
         finally
