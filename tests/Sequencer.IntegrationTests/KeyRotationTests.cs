@@ -80,6 +80,28 @@ public sealed class KeyRotationTests
         }
     }
 
+    // This project's source directory: the first parent of the test binaries that holds its project file.
+    private static string SourceDirectory()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Sequencer.IntegrationTests.csproj")))
+            directory = directory.Parent;
+        return directory?.FullName ?? throw new DirectoryNotFoundException("the integration tests' source directory is not above " + AppContext.BaseDirectory);
+    }
+
+    private static async Task<(int Code, string Output)> PythonAsync(params string[] arguments)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var argument in arguments)
+            start.ArgumentList.Add(argument);
+        using var process = System.Diagnostics.Process.Start(start)!;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var output = process.StandardOutput.ReadToEndAsync(timeout.Token);
+        var errors = process.StandardError.ReadToEndAsync(timeout.Token);
+        await process.WaitForExitAsync(timeout.Token);
+        return (process.ExitCode, await output + await errors);
+    }
+
     [Fact]
     public async Task TwoRotations_EveryNodeSwitches_TheContractFollows_AndALightClientPinnedToEpochOneProvesEveryEpoch()
     {
@@ -203,6 +225,31 @@ public sealed class KeyRotationTests
                     await Task.Delay(200);
                 }
             }
+        }
+
+        // The Python light client (standard library only, its own keccak and FROST) follows the same hand-overs offline.
+        var script = Path.GetFullPath(Path.Combine(SourceDirectory(), "..", "python", "verify_bundle.py"));
+        var scratch = Directory.CreateTempSubdirectory("rotation-python-");
+        try
+        {
+            var bundleFile = Path.Combine(scratch.FullName, "bundle.json");
+            var keysFile = Path.Combine(scratch.FullName, "keys.json");
+            var forgedFile = Path.Combine(scratch.FullName, "forged.json");
+            using (var response = await Http.GetAsync(new Uri(test.Cluster.Node(2).Client.BaseUrl, $"/v1/proofs/{txs[3][^1]}")))
+                await File.WriteAllTextAsync(bundleFile, await response.Content.ReadAsStringAsync());
+            var keysJson = await Http.GetStringAsync(new Uri(test.Cluster.Node(2).Client.BaseUrl, "/v1/keys"));
+            await File.WriteAllTextAsync(keysFile, keysJson);
+            var zOfEpoch2 = finalKeys[1].Rotation!.Signature.Z;
+            await File.WriteAllTextAsync(forgedFile, keysJson.Replace(zOfEpoch2, "0x" + new string('1', 64), StringComparison.Ordinal));
+            var pinnedHex = "0x" + Convert.ToHexStringLower(Secp256k1.SerializeElement(pinned.PublicKey));
+            var (code, output) = await PythonAsync(script, "--bundle", bundleFile, "--keys", keysFile, "--tx", txs[3][^1], "--group-key", pinnedHex);
+            Assert.True(code == 0 && output.Contains("ok   key-rotation", StringComparison.Ordinal) && output.Contains("ok   head-signature", StringComparison.Ordinal), output);
+            (code, output) = await PythonAsync(script, "--bundle", bundleFile, "--keys", forgedFile, "--tx", txs[3][^1], "--group-key", pinnedHex);
+            Assert.True(code == 1 && output.Contains("FAIL key-rotation", StringComparison.Ordinal), output);
+        }
+        finally
+        {
+            scratch.Delete(recursive: true);
         }
 
         // A node that shows the light client a key epoch nobody handed over to is caught by name.

@@ -118,9 +118,34 @@ def frost_verify(msg, r_bytes, z_bytes, pk_bytes):
     c = h2(compress(r) + compress(pk) + msg)
     return z < N and mul(z, G) == add(r, mul(c, pk))
 
+# --- key rotations (DESIGN section 5): key epoch e+1 is trusted only with key epoch e's signature over this message ---
+ROTATION_TAG = keccak256(b"sequencer-cluster/key-rotation/v1")
+
+def rotation_message(chain_id, epoch, new_epoch, new_key):
+    word = lambda v: int(v).to_bytes(32, "big")
+    return keccak256(ROTATION_TAG + word(chain_id) + word(epoch) + word(new_epoch) + keccak256(new_key))
+
+def trusted_key(pinned_key, pinned_epoch, epoch, chain_id, keys):
+    """The key of `epoch`, reached from the pinned one through hand-overs in `keys` (GET /v1/keys); None if none reaches it."""
+    hx = lambda v: bytes.fromhex(v[2:])
+    key, at = pinned_key, pinned_epoch
+    listed = {int(k["epoch"]): k for k in keys}
+    while at < epoch:
+        nxt = listed.get(at + 1)
+        rot = nxt and nxt.get("rotation")
+        if not rot or int(rot["fromEpoch"]) != at:
+            return None
+        new_key = hx(nxt["groupKey"])
+        if not frost_verify(rotation_message(chain_id, at, at + 1, new_key), hx(rot["signature"]["R"]), hx(rot["signature"]["z"]), key):
+            return None
+        key, at = new_key, at + 1
+    return key if at == epoch else None
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--node"); ap.add_argument("--tx", required=True); ap.add_argument("--group-key", required=True); ap.add_argument("--bundle")
+    ap.add_argument("--key-epoch", type=int, default=1, help="the pinned key's epoch; heads of later epochs need hand-overs from --node's /v1/keys (or --keys FILE)")
+    ap.add_argument("--keys", help="a saved GET /v1/keys answer (with --bundle, for offline checks across key rotations)")
     args = ap.parse_args()
     if args.bundle:
         bundle = json.load(open(args.bundle))
@@ -142,7 +167,13 @@ def main():
         checks.append(("head-commitment", commitment(hh) == hx(head["commitment"])))
         checks.append(("history-proof", (hd == h and not bundle["historyProof"] and head["commitment"] == bundle["commitment"])
                        or (hd > h and included(h - 1, hd - 1, hx(bundle["commitment"]), [hx(p) for p in bundle["historyProof"]], hx(hh["historyRoot"])))))
-        checks.append(("head-signature", frost_verify(hx(head["commitment"]), hx(head["signature"]["R"]), hx(head["signature"]["z"]), hx(args.group_key))))
+        key, epoch = hx(args.group_key), int(hh["keyEpoch"])
+        if epoch != args.key_epoch:
+            keys = json.load(open(args.keys)) if args.keys else (json.load(urllib.request.urlopen(f"{args.node}/v1/keys", timeout=10)) if args.node else [])
+            key = trusted_key(key, args.key_epoch, epoch, int(hh["chainId"]), keys) if epoch > args.key_epoch else None
+            checks.append(("key-rotation", key is not None))
+        if key is not None:
+            checks.append(("head-signature", frost_verify(hx(head["commitment"]), hx(head["signature"]["R"]), hx(head["signature"]["z"]), key)))
     level = "signed" if head else "ordered"
     for name, ok in checks:
         print(f"{'ok  ' if ok else 'FAIL'} {name}")
