@@ -84,6 +84,12 @@ public enum FaultKind
     /// <summary>A node turns Byzantine signer: every signature share it sends is wrong (properly authenticated, so it is named).</summary>
     ByzantineSigner,
 
+    /// <summary>
+    /// An operator rotates the group key (POST /admin/keys/rotate on any node): a DKG for the next key epoch and the
+    /// old key's hand-over run among whatever faults follow; INV-ROTATION and LIVE-ROTATE check the outcome.
+    /// </summary>
+    RotateKey,
+
     /// <summary>The L1 reorganizes its newest 1 to 3 blocks away (anvil_reorg): posts in them are dropped.</summary>
     L1Reorg,
 
@@ -137,10 +143,10 @@ public static class FaultSchedule
     /// <summary>Every named scenario.</summary>
     public static IReadOnlyList<Scenario> Scenarios { get; } =
     [
-        new("mixed", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.ByzantineSigner, .. L1], "every fault kind the network mode supports, drawn at random"),
-        new("cover", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.KillLeaderAndAcker, FaultKind.ByzantineSigner, .. L1], "every fault kind once, in a seeded order, then at random", Cover: true),
+        new("mixed", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.ByzantineSigner, FaultKind.RotateKey, .. L1], "every fault kind the network mode supports, drawn at random"),
+        new("cover", [.. Process, .. Partition, .. Link, .. Disk, FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.KillLeaderAndAcker, FaultKind.ByzantineSigner, FaultKind.RotateKey, .. L1], "every fault kind once, in a seeded order, then at random", Cover: true),
         new("l1", [FaultKind.L1Reorg, FaultKind.L1Outage, FaultKind.L1GasSpike, FaultKind.KillLeader], "L1 reorgs, an L1 outage and a gas spike, and a leader kill mid-post: INV-L1PREFIX and LIVE-POST", Cover: true),
-        new("signing", [FaultKind.ByzantineSigner, FaultKind.KillLeader, FaultKind.KillFollower, FaultKind.PauseFollower, FaultKind.IsolateNode, FaultKind.Delay], "a Byzantine signer among crashes, pauses, isolation and delay: INV-ONESIG, INV-SIGVALID, INV-NONCE and signing catch-up"),
+        new("signing", [FaultKind.ByzantineSigner, FaultKind.RotateKey, FaultKind.KillLeader, FaultKind.KillFollower, FaultKind.PauseFollower, FaultKind.IsolateNode, FaultKind.Delay], "a Byzantine signer and key rotations among crashes, pauses, isolation and delay: INV-ONESIG, INV-SIGVALID, INV-NONCE, INV-ROTATION and signing catch-up"),
         new("process", Process, "kills and pauses of the leader, followers, minorities, majorities and all"),
         new("partition", Partition, "network partitions"),
         new("link", Link, "delay with jitter, loss, reset, clog and flush"),

@@ -115,6 +115,7 @@ public static class FaultTargets
             case FaultKind.ClockSkew:
             case FaultKind.ClockStrobe:
             case FaultKind.ByzantineSigner:
+            case FaultKind.RotateKey:
                 return One(Pick(all));
             case FaultKind.L1Reorg:
             case FaultKind.L1Outage:

@@ -222,6 +222,8 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
                     record.Detail += await NamedAsync(node).ConfigureAwait(false);
                 };
             }
+            case FaultKind.RotateKey:
+                return await RotateKeyAsync(record, target.Node).ConfigureAwait(false);
             case FaultKind.L1Reorg:
             case FaultKind.L1Outage:
             case FaultKind.L1GasSpike:
@@ -548,6 +550,39 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
             await SetSkewAsync(node.Spec.Id, 0).ConfigureAwait(false);
             await SetSignerFaultAsync(node.Spec.Id, "none").ConfigureAwait(false);
         }
+    }
+
+    /// <summary>Rotations an operator asked for (and the node took) in this run.</summary>
+    public int RotationsRequested { get; private set; }
+
+    // An operator's key rotation, asked of one node (which forwards the DKG start to the leader). Nothing to heal: the
+    // key generation and the hand-over go on through the faults that follow, and the run checks where they got.
+    private async Task<Func<Task>> RotateKeyAsync(FaultRecord record, int target)
+    {
+        var node = cluster.Node(target);
+        if (!node.IsRunning)
+            throw new NotSupportedException($"n{target} is down");
+        using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(node.Spec.Api), "/admin/keys/rotate"))
+        {
+            Content = new StringContent("{}", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", adminToken);
+        string answer;
+        try
+        {
+            using var response = await Admin.SendAsync(request).ConfigureAwait(false);
+            answer = await response.Content.ReadAsStringAsync().ConfigureAwait(false);
+            if (!response.IsSuccessStatusCode)
+                throw new NotSupportedException($"n{target} refused the rotation: {(int)response.StatusCode} {answer}");
+        }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+        {
+            throw new NotSupportedException($"n{target} did not answer the rotation request: {e.Message}");
+        }
+
+        RotationsRequested++;
+        record.Detail = $"rotation requested: {answer}";
+        return () => Task.CompletedTask;
     }
 
     private async Task<bool> SetSignerFaultAsync(int target, string fault)

@@ -258,10 +258,16 @@ public static class ChaosRun
             var converged = await WaitForConvergenceAsync(cluster, healedAt, NowMs, token).ConfigureAwait(false);
             Log(converged.Message);
             Convergence? signed = null;
+            InvariantResult? rotated = null;
             if (options.Signing)
             {
                 signed = await WaitForSigningAsync(cluster, healedAt, NowMs, token).ConfigureAwait(false);
                 Log(signed.Message);
+                if (nemesis.RotationsRequested > 0)
+                {
+                    rotated = await WaitForRotationAsync(cluster, healedAt, NowMs, token).ConfigureAwait(false);
+                    Log(rotated.Detail);
+                }
             }
 
             InvariantResult? posting = null;
@@ -282,9 +288,29 @@ public static class ChaosRun
             results.Add(Liveness.CheckFailover(history, records, FailoverBound, monitor.Samples));
             if (options.Signing)
             {
+                // INV-ROTATION: the key history every node serves, each hand-over checked from the pinned first key; the
+                // signing invariants then check every head under its own epoch's verified key.
+                if (rotated is not null)
+                    results.Add(rotated);
+                var served = new List<(int NodeId, IReadOnlyList<Sequencer.Client.KeyEpochDto> Keys)>();
+                foreach (var node in cluster.Nodes)
+                {
+                    try
+                    {
+                        served.Add((node.Spec.Id, await node.Client.GetKeysAsync(token).ConfigureAwait(false)));
+                    }
+                    catch (Exception e) when (e is HttpRequestException or TaskCanceledException or Sequencer.Client.SequencerApiException or System.Text.Json.JsonException)
+                    {
+                        Log($"n{node.Spec.Id}: GET /v1/keys failed: {e.Message}");
+                    }
+                }
+
+                var chainId = chains.SelectMany(c => c.Batches).Select(b => b.Header.ToHeader().ChainId).FirstOrDefault();
+                var (rotation, verifiedKeys) = KeyHistoryChecker.Check(served, chainId, groupKeys);
+                results.Add(rotation);
                 var unsignedNodes = new List<int>();
                 var signing = await SigningChecker.ReadAsync([.. cluster.Nodes.Select(n => (n.Spec.Id, n.Client))], unsignedNodes, token).ConfigureAwait(false);
-                results.AddRange(SigningChecker.Check(signing, chains, groupKeys, monitor.ObservedProofs));
+                results.AddRange(SigningChecker.Check(signing, chains, verifiedKeys, monitor.ObservedProofs));
                 if (unsignedNodes.Count > 0)
                     results.Add(new InvariantResult("READ-SIGNATURES", false, $"could not read the signatures of {string.Join(", ", unsignedNodes.Select(id => $"n{id}"))}"));
             }
@@ -497,6 +523,41 @@ public static class ChaosRun
         }
 
         return new Convergence(false, nowMs() - healedAt, $"signing did not catch up within 30 s of the heal: {last}");
+    }
+
+    /// <summary>
+    /// LIVE-ROTATE: once every fault is healed, every key rotation asked for during the run finishes (the DKG done, the
+    /// hand-over in the log) and every node has the same key epoch in force, within 60 s.
+    /// </summary>
+    private static async Task<InvariantResult> WaitForRotationAsync(LocalCluster cluster, long healedAt, Func<long> nowMs, CancellationToken token)
+    {
+        var deadline = healedAt + 60_000;
+        var last = string.Empty;
+        while (nowMs() < deadline)
+        {
+            var views = await Task.WhenAll(cluster.Nodes.Select(async n =>
+            {
+                try
+                {
+                    using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+                    using var document = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync(new Uri(n.Client.BaseUrl, "/v1/signing"), token).ConfigureAwait(false));
+                    var root = document.RootElement;
+                    return ((string Epoch, bool Settled)?)(root.GetProperty("keyEpoch").ToString(),
+                        root.GetProperty("dkg").ValueKind == System.Text.Json.JsonValueKind.Null && root.GetProperty("pendingKeyEpoch").ValueKind == System.Text.Json.JsonValueKind.Null
+                        && root.GetProperty("signerEpoch").ToString() == root.GetProperty("keyEpoch").ToString());
+                }
+                catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException)
+                {
+                    return null;
+                }
+            })).ConfigureAwait(false);
+            last = string.Join(", ", cluster.Nodes.Zip(views, (n, v) => $"n{n.Spec.Id}: {(v is null ? "down" : $"key epoch {v.Value.Epoch}{(v.Value.Settled ? string.Empty : " (a rotation under way, or its signer not switched)")}")}"));
+            if (views.All(v => v is { Settled: true }) && views.Select(v => v!.Value.Epoch).Distinct().Count() == 1)
+                return new InvariantResult("LIVE-ROTATE", true, $"every rotation finished {nowMs() - healedAt} ms after the heal: {last}");
+            await Task.Delay(200, token).ConfigureAwait(false);
+        }
+
+        return new InvariantResult("LIVE-ROTATE", false, $"a key rotation did not finish within 60 s of the heal: {last}");
     }
 
     private static async Task<(ulong Height, ulong Signed)?> SigningStatusAsync(Sequencer.Client.SequencerClient client, CancellationToken token)

@@ -98,7 +98,7 @@ public static class Liveness
         FaultKind.KillFollower, FaultKind.PauseFollower, FaultKind.KillMinority, FaultKind.IsolateNode,
         FaultKind.Delay, FaultKind.Loss, FaultKind.Reset, FaultKind.ClogThenFlush,
         FaultKind.DiskTruncateWalTail, FaultKind.DiskFlipBits, FaultKind.DiskDeleteChunk, FaultKind.DiskExhaustFileHandles, FaultKind.DiskFull,
-        FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.ByzantineSigner,
+        FaultKind.ClockSkew, FaultKind.ClockStrobe, FaultKind.ByzantineSigner, FaultKind.RotateKey,
     ];
 
     /// <summary>How long before a fault its reference rate is measured.</summary>

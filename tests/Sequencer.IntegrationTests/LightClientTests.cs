@@ -473,7 +473,7 @@ public sealed class LightClientTests(LightClusterFixture fixture) : IClassFixtur
     }
 
     [Fact]
-    public async Task Follow_VerifiesEveryHead_ThroughAKillOfTheNodeItReads_AndSkipsALyingNode()
+    public async Task Follow_VerifiesEveryHead_ThroughAKillOfTheLeaderItReads_AndSkipsALyingNode()
     {
         await using var test = await TestCluster.StartAsync("follow", signingThreshold: 2);
         var group = KeyFiles.ReadGroup(Path.Combine(test.KeysDirectory!, KeyFiles.GroupFileName)).ToGroupKey();
@@ -499,11 +499,16 @@ public sealed class LightClientTests(LightClusterFixture fixture) : IClassFixtur
         });
         var liarUri = new Uri($"http://127.0.0.1:{((System.Net.IPEndPoint)liar.LocalEndpoint).Port}");
 
-        var follower = new HeadFollower([liarUri, new Uri(test.Cluster.Node(1).Spec.Api), new Uri(test.Cluster.Node(2).Spec.Api), new Uri(test.Cluster.Node(3).Spec.Api)], group.PublicKey, 1);
+        // The follower reads the leader first (after the liar), and the leader is what gets killed.
+        var leader = await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        var order = new[] { leader }.Concat(Enumerable.Range(1, 3).Where(i => i != leader)).Select(i => new Uri(test.Cluster.Node(i).Spec.Api));
+        var follower = new HeadFollower([liarUri, .. order], group.PublicKey, 1);
         var problems = new System.Collections.Concurrent.ConcurrentQueue<FollowProblem>();
         follower.Problem += problems.Enqueue;
 
-        // Steady load while following; the node being read is killed once it has served a few heads.
+        // Steady load while following (through a node that is not the leader); the leader being read is killed once it
+        // has served a few heads.
+        var submitter = test.Cluster.Node(Enumerable.Range(1, 3).First(i => i != leader)).Client;
         using var load = new CancellationTokenSource();
         var loader = Task.Run(async () =>
         {
@@ -512,7 +517,7 @@ public sealed class LightClientTests(LightClusterFixture fixture) : IClassFixtur
             {
                 try
                 {
-                    await SigningTests.SubmitAsync(test.Cluster.Node(3).Client, 3, seed: seed++);
+                    await SigningTests.SubmitAsync(submitter, 3, seed: seed++);
                 }
                 catch (Exception e) when (e is HttpRequestException or SequencerApiException or TaskCanceledException)
                 {
@@ -532,6 +537,7 @@ public sealed class LightClientTests(LightClusterFixture fixture) : IClassFixtur
             if (killed is null && heads.Count >= 5)
             {
                 killed = test.Cluster.Nodes.First(n => new Uri(n.Spec.Api).Port == head.Node.Port).Spec.Id;
+                Assert.Equal(leader, killed);
                 await test.Cluster.Node(killed.Value).KillAsync();
             }
 

@@ -96,8 +96,38 @@ public sealed class KeyRotationTests
 
     private static KeyEpochDto Dto(ulong epoch, GroupKey group, KeyRotationProof? rotation)
         => new(epoch.ToString(System.Globalization.CultureInfo.InvariantCulture), "0x" + Convert.ToHexStringLower(Secp256k1.SerializeElement(group.PublicKey)), 2, [1, 2, 3], null,
-            rotation is null ? null : new RotationDto(rotation.FromEpoch.ToString(System.Globalization.CultureInfo.InvariantCulture), "0x00",
+            rotation is null ? null : new RotationDto(rotation.FromEpoch.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                "0x" + Convert.ToHexStringLower(KeyRotationMessage.Compute(ChainId, rotation.FromEpoch, epoch, Secp256k1.SerializeElement(group.PublicKey))),
                 new SignatureDto("0x" + Convert.ToHexStringLower(rotation.R), "0x" + Convert.ToHexStringLower(rotation.Z)), rotation.Signers));
+
+    [Fact]
+    public void Checker_VerifiesTheServedKeyHistoryWithItsOwnCode_AndNamesEveryBreak()
+    {
+        var honest = new[]
+        {
+            Dto(1, First.Group, null),
+            Dto(2, Second.Group, Handover(First, 1, Second.Group, 40)),
+            Dto(3, Third.Group, Handover(Second, 2, Third.Group, 80)),
+        };
+        var pinned = new Dictionary<ulong, byte[]> { [1] = Secp256k1.SerializeElement(First.Group.PublicKey) };
+        Assert.Equal(KeyRotationMessage.Compute(ChainId, 1, 2, Secp256k1.SerializeElement(Second.Group.PublicKey)),
+            Sequencer.Checker.KeyHistoryChecker.RotationMessage(ChainId, 1, Secp256k1.SerializeElement(Second.Group.PublicKey)));
+
+        // A node behind lists fewer epochs: still one history.
+        var (result, keys) = Sequencer.Checker.KeyHistoryChecker.Check([(1, honest), (2, honest), (3, honest[..2])], ChainId, pinned);
+        Assert.True(result.Passed, result.Detail);
+        Assert.Equal(Secp256k1.SerializeElement(Third.Group.PublicKey), keys[3]);
+
+        // Another key at the same epoch on one node; a hand-over signed by the new key itself; another chain.
+        var forked = new[] { honest[0], Dto(2, Third.Group, Handover(First, 1, Third.Group, 40)) };
+        Assert.Contains("n2 lists key epoch 2", Sequencer.Checker.KeyHistoryChecker.Check([(1, honest), (2, forked)], ChainId, pinned).Result.Detail, StringComparison.Ordinal);
+        var selfSigned = new[] { honest[0], Dto(2, Second.Group, Handover(Second, 1, Second.Group, 40)) };
+        var (bad, badKeys) = Sequencer.Checker.KeyHistoryChecker.Check([(1, selfSigned)], ChainId, pinned);
+        Assert.False(bad.Passed);
+        Assert.Contains("does not verify under key epoch 1", bad.Detail, StringComparison.Ordinal);
+        Assert.False(badKeys.ContainsKey(2));
+        Assert.False(Sequencer.Checker.KeyHistoryChecker.Check([(1, honest)], ChainId + 1, pinned).Result.Passed);
+    }
 
     [Fact]
     public void KeyChain_FollowsHandoversFromThePinnedKey_AndCatchesEveryForgery()
