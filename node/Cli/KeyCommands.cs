@@ -100,18 +100,7 @@ public static class KeyCommands
             {
                 if ((await client.GetKeysAsync(token).ConfigureAwait(false)) is [var key, ..])
                 {
-                    var file = new GroupKeyFile
-                    {
-                        Epoch = ulong.Parse(key.Epoch, CultureInfo.InvariantCulture),
-                        Threshold = key.Threshold,
-                        GroupKey = key.GroupKey,
-                        VerificationShares = key.VerificationShares ?? new Dictionary<string, string>(),
-                        Origin = "dkg",
-                    };
-                    file.ToGroupKey();
-                    var directory = Directory.CreateDirectory(output);
-                    var path = Path.Combine(directory.FullName, KeyFiles.GroupFileName);
-                    KeyFiles.WriteGroup(path, file);
+                    var (file, path) = WriteGroupFile(key, output);
                     Console.WriteLine(json
                         ? JsonSerializer.Serialize(new { groupKey = file.GroupKey, threshold = file.Threshold, members = file.VerificationShares.Count, epoch = file.Epoch, groupFile = path })
                         : $"{file.Threshold}-of-{file.VerificationShares.Count} key from a DKG among the nodes, epoch {file.Epoch}: group key {file.GroupKey}\n  {path}\n  each node keeps its own share under its data directory (keys/share-N.json, mode 600)");
@@ -127,6 +116,24 @@ public static class KeyCommands
         {
             return Fail($"{node}: {e.Message}");
         }
+    }
+
+    // The public group key file of a key epoch the nodes made by a DKG, checked (the shares interpolate to the key).
+    private static (GroupKeyFile File, string Path) WriteGroupFile(KeyEpochDto key, string output)
+    {
+        var file = new GroupKeyFile
+        {
+            Epoch = ulong.Parse(key.Epoch, CultureInfo.InvariantCulture),
+            Threshold = key.Threshold,
+            GroupKey = key.GroupKey,
+            VerificationShares = key.VerificationShares ?? new Dictionary<string, string>(),
+            Origin = "dkg",
+        };
+        file.ToGroupKey();
+        var directory = Directory.CreateDirectory(output);
+        var path = Path.Combine(directory.FullName, KeyFiles.GroupFileName);
+        KeyFiles.WriteGroup(path, file);
+        return (file, path);
     }
 
     // keygen --rotate: asks a node to rotate the key (POST /admin/keys/rotate), waits until key epoch n+1 is in force,
@@ -164,18 +171,7 @@ public static class KeyCommands
                         ?? throw new InvalidDataException("the node serves no batch 1 to read the chain id from");
                     if (chain.Extend(chainId, keys) is { } problem && chain.NewestEpoch < target)
                         return Fail($"key epoch {target} is in force, but its hand-over does not verify: {problem}");
-                    var file = new GroupKeyFile
-                    {
-                        Epoch = target,
-                        Threshold = key.Threshold,
-                        GroupKey = key.GroupKey,
-                        VerificationShares = key.VerificationShares ?? new Dictionary<string, string>(),
-                        Origin = "dkg",
-                    };
-                    file.ToGroupKey();
-                    var directory = Directory.CreateDirectory(output);
-                    var path = Path.Combine(directory.FullName, KeyFiles.GroupFileName);
-                    KeyFiles.WriteGroup(path, file);
+                    var (file, path) = WriteGroupFile(key, output);
                     Console.WriteLine(json
                         ? JsonSerializer.Serialize(new { groupKey = file.GroupKey, threshold = file.Threshold, members = file.VerificationShares.Count, epoch = file.Epoch, previousEpoch = target - 1, signers = key.Rotation?.Signers, groupFile = path })
                         : $"key epoch {target} is in force: {file.Threshold}-of-{file.VerificationShares.Count}, group key {file.GroupKey}\n  handed over by key epoch {target - 1} (signers {string.Join(", ", key.Rotation?.Signers ?? [])}; the signature verifies under its key)\n  {path}");

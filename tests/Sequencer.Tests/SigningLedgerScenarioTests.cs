@@ -212,13 +212,7 @@ public sealed class SigningLedgerScenarioTests
         private HeadSignature Sign(List<string> args, Dictionary<string, string> options)
         {
             var session = sessions[(ulong.Parse(args[0], CultureInfo.InvariantCulture), int.Parse(args[1], CultureInfo.InvariantCulture))];
-            var corrupt = options.TryGetValue("corrupt", out var culprit) ? int.Parse(culprit, CultureInfo.InvariantCulture) : 0;
-            var zs = session.Session.Signers.Select((id, i) =>
-            {
-                var z = session.Context.Sign(Shares[id - 1], nonces[(id, session.Session.Sequences[i])]);
-                return id == corrupt ? z.Add(BigInteger.One).Mod(Secp256k1.Order) : z;
-            }).ToList();
-            var signature = session.Context.Aggregate(zs).Encode();
+            var signature = Aggregate(session, options);
             return new HeadSignature
             {
                 Height = options.TryGetValue("at", out var at) ? ulong.Parse(at, CultureInfo.InvariantCulture) : session.Session.Height,
@@ -230,18 +224,25 @@ public sealed class SigningLedgerScenarioTests
             };
         }
 
-        // The hand-over: the rotation session's shares (made with the current epoch's shares and the session's nonces),
-        // aggregated into a KeyRotation entry.
-        private KeyRotationCommand Handover(int attempt, Dictionary<string, string> options)
+        // The session's shares, made with the key epoch's shares and the session's nonces (corrupt=ID: that signer's is
+        // off by one), aggregated: R then z.
+        private byte[] Aggregate(AppliedSession session, Dictionary<string, string> options)
         {
-            var session = sessions[(0, attempt)];
             var corrupt = options.TryGetValue("corrupt", out var culprit) ? int.Parse(culprit, CultureInfo.InvariantCulture) : 0;
             var zs = session.Session.Signers.Select((id, i) =>
             {
                 var z = session.Context.Sign(Shares[id - 1], nonces[(id, session.Session.Sequences[i])]);
                 return id == corrupt ? z.Add(BigInteger.One).Mod(Secp256k1.Order) : z;
             }).ToList();
-            var signature = session.Context.Aggregate(zs).Encode();
+            return session.Context.Aggregate(zs).Encode();
+        }
+
+        // The hand-over: the rotation session's shares (made with the current epoch's shares and the session's nonces),
+        // aggregated into a KeyRotation entry.
+        private KeyRotationCommand Handover(int attempt, Dictionary<string, string> options)
+        {
+            var session = sessions[(0, attempt)];
+            var signature = Aggregate(session, options);
             return new KeyRotationCommand
             {
                 NewEpoch = options.TryGetValue("to", out var to) ? ulong.Parse(to, CultureInfo.InvariantCulture) : session.Session.KeyEpoch + 1,
