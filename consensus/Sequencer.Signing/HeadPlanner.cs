@@ -98,6 +98,19 @@ public sealed class HeadPlanner
     }
 
     /// <summary>
+    /// A new key epoch is in force (a rotation): sessions of older epochs can no longer finish (the log dropped them and
+    /// their signers switched to the new key), so they leave the flight now instead of holding its room until they
+    /// time out. Returns the sessions dropped after they were applied (the caller forgets their shares).
+    /// </summary>
+    public IReadOnlyList<(ulong Height, int Attempt)> DropEpochsBelow(ulong epoch)
+    {
+        var old = flights.Where(f => f.Session.KeyEpoch < epoch).ToList();
+        foreach (var flight in old)
+            flights.Remove(flight);
+        return [.. old.Where(f => f.Stage != FlightStage.Proposed).Select(f => f.Id)];
+    }
+
+    /// <summary>
     /// A session for the header the batch entry being cut will produce, or null (no room, no key, or fewer than t
     /// signers with a free commitment). It reserves the commitments it names until it leaves the flight.
     /// </summary>

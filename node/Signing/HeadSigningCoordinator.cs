@@ -43,6 +43,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     private readonly ShareCollector rotationCollector = new();
     private (int Attempt, long AtMs)? rotationFlight;
     private int rotationAttempt = NewRotationAttempts();
+    private long rotationCheckedMs = long.MinValue / 2;
     private readonly List<(int Signer, ulong KeyEpoch, SignatureShareMessage Share)> inbox = [];
     private readonly Dictionary<int, long> silentLoggedAt = [];
     private readonly CancellationTokenSource stopping = new();
@@ -277,6 +278,12 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         }
 
         CheckBootstrapMatches(epoch);
+        lock (gate)
+        {
+            foreach (var id in planner.DropEpochsBelow(epoch.Epoch))
+                collector.Forget(id);
+        }
+
         CollectShares(epoch);
         var now = NowMs;
         PlannerTick tick;
@@ -310,6 +317,10 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     /// </summary>
     private void StartRotationSession(KeyEpochView epoch, long now)
     {
+        // Rotations are rare and not urgent: the pending epoch is looked at a few times a second, not every round.
+        if (now - rotationCheckedMs < 100)
+            return;
+        rotationCheckedMs = now;
         if (state.PendingKeyEpoch is not { } next || next.Epoch != epoch.Epoch + 1)
             return;
         var idleAndUnsigned = (state.LastHeader?.Height ?? 0) > state.SignedThrough;

@@ -67,6 +67,24 @@ public sealed class HeadPlannerTests
     }
 
     [Fact]
+    public void ANewKeyEpoch_DropsTheOldEpochsSessions_SoTheFlightHasRoomAtOnce()
+    {
+        // Two sessions of key epoch 1 fill the flight (one applied, one still proposed); then key epoch 2 comes into force.
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var first = planner.PlanInline(Now, Epoch, Available)!;
+        var second = planner.PlanInline(Now, Epoch, Available)!;
+        Apply(planner, first, 6);
+        Assert.False(planner.HasRoom);
+
+        Assert.Empty(planner.DropEpochsBelow(1));
+        Assert.Equal([(6UL, first.Attempt)], planner.DropEpochsBelow(2));
+        Assert.Empty(planner.Flights);
+        Assert.True(planner.HasRoom);
+        _ = second;
+    }
+
+    [Fact]
     public void Plan_MinHeadInterval_CapsTheSessionRate()
     {
         var planner = new HeadPlanner(Timings with { MinHeadIntervalMs = 10 }, self: 1);
