@@ -253,9 +253,12 @@ public static class DevnetCommand
         {
             try
             {
-                if ((await client.GetKeysAsync(token).ConfigureAwait(false)) is [var key, ..])
+                if ((await client.GetKeysAsync(token).ConfigureAwait(false)) is [var key, ..] keys)
                 {
-                    echo($"devnet: key epoch {key.Epoch} is in force: {key.Threshold} of {key.Members.Count} sign under group key {key.GroupKey}");
+                    // After a rotation the newest epoch signs; the inbox starts from the first and gets every hand-over.
+                    var current = keys[^1];
+                    echo($"devnet: key epoch {current.Epoch} is in force: {current.Threshold} of {current.Members.Count} sign under group key {current.GroupKey}"
+                        + (keys.Count > 1 ? $" (rotated from key epoch {key.Epoch}; a fresh inbox starts at key epoch {key.Epoch} and the leader sends it each hand-over)" : string.Empty));
                     return key;
                 }
             }

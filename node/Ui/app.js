@@ -70,7 +70,7 @@ async function refresh() {
     }
 
     const signing = await get("/v1/signing");
-    text("key-epoch", signing.keyEpoch ?? "none");
+    text("key-epoch", (signing.keyEpoch ?? "none") + (signing.pendingKeyEpoch ? ` (epoch ${signing.pendingKeyEpoch} made, waiting for its hand-over)` : ""));
     const signers = $("#signers tbody");
     signers.replaceChildren();
     for (const signer of signing.signers ?? []) {
@@ -184,7 +184,7 @@ async function lookup(event) {
       add("history proof", bundle.historyProof.length === 0 ? "(the height is the head)" : bundle.historyProof.map(short).join(" "));
     }
     if (bundle.l1) add("L1 post", `head ${bundle.l1.head.header.height} in block ${bundle.l1.blockNumber} (${bundle.l1.confirmations} confirmations${bundle.l1.finalized ? ", final" : ""}), tx ${bundle.l1.txHash}`);
-    add("verify it yourself", `sequencer-node light verify-tx ${hash} --node ${location.origin} --group-key <pinned key>`);
+    add("verify it yourself", `sequencer-node light verify-tx ${hash} --node ${location.origin} --group-key <pinned key> --key-epoch <its epoch>`);
     result.append(facts);
   } catch (error) {
     result.textContent = error.status === 404 ? "this node does not know that tx" : `lookup failed: ${error.message}`;
