@@ -11,6 +11,10 @@ namespace Sequencer.IntegrationTests;
 internal sealed class TestCluster : IAsyncDisposable
 {
     private readonly string root;
+    private readonly List<string> alsoDelete = [];
+
+    /// <summary>Files outside the cluster's directory (an anvil log, a poster key) deleted with it.</summary>
+    public void DeleteOnDispose(params string[] paths) => alsoDelete.AddRange(paths);
 
     private TestCluster(LocalCluster cluster, string root)
     {
@@ -135,6 +139,8 @@ internal sealed class TestCluster : IAsyncDisposable
         try
         {
             Directory.Delete(root, recursive: true);
+            foreach (var path in alsoDelete)
+                File.Delete(path);
         }
         catch (IOException)
         {

@@ -54,7 +54,8 @@ public sealed class L1PosterTests(ITestOutputHelper output)
 
     internal static async Task<(LocalAnvil Anvil, Address Inbox, TestCluster Test)> StartAsync(string name, IReadOnlyList<string>? extraArguments = null)
     {
-        var anvil = await LocalAnvil.StartAsync(Path.Combine(Path.GetTempPath(), "sequencer-it", $"anvil-{name}-{Environment.ProcessId}.log"), blockTimeSeconds: 1);
+        var anvilLog = Path.Combine(Path.GetTempPath(), "sequencer-it", $"anvil-{name}-{Environment.ProcessId}.log");
+        var anvil = await LocalAnvil.StartAsync(anvilLog, blockTimeSeconds: 1);
         try
         {
             var inbox = Address.ForContract(EthKey.FromHex(LocalAnvil.DeployerKey).Address, 0);
@@ -62,6 +63,7 @@ public sealed class L1PosterTests(ITestOutputHelper output)
             Sequencer.Core.Storage.DurableFiles.WriteAllText(keyFile, LocalAnvil.DefaultKey, secret: true);
             var test = await TestCluster.StartAsync(name, signingThreshold: 2, extraArguments:
                 ["--l1-rpc", anvil.Rpc.ToString(), "--l1-contract", inbox.ToString(), "--l1-key-file", keyFile, "--l1-finality-depth", "2", .. extraArguments ?? []]);
+            test.DeleteOnDispose(keyFile, anvilLog);
 
             // The dealer's group key is known at once: deploy the inbox with it, where the nodes expect it.
             var group = KeyFiles.ReadGroup(Path.Combine(test.KeysDirectory!, KeyFiles.GroupFileName));
