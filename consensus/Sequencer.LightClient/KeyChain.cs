@@ -81,7 +81,7 @@ public sealed class KeyChain
                 var next = byEpoch[epoch];
                 if (Rejection(chainId, newest, keys[newest], epoch, next) is { } why)
                     return why;
-                keys[epoch] = Secp256k1.DeserializeElement(Hex(next.GroupKey));
+                keys[epoch] = Secp256k1.DeserializeElement(GroupKeyFile.HexBytes(next.GroupKey));
                 newest = epoch;
             }
 
@@ -98,10 +98,10 @@ public sealed class KeyChain
         {
             if (!ulong.TryParse(rotation.FromEpoch, NumberStyles.None, CultureInfo.InvariantCulture, out var claimedFrom) || claimedFrom != from)
                 return $"key epoch {epoch}'s hand-over names key epoch {rotation.FromEpoch}, not {from}";
-            var groupKey = Hex(next.GroupKey);
+            var groupKey = GroupKeyFile.HexBytes(next.GroupKey);
             _ = Secp256k1.DeserializeElement(groupKey);
             var message = KeyRotationMessage.Compute(chainId, from, epoch, groupKey);
-            var signature = FrostSignature.Decode([.. Hex(rotation.Signature.R), .. Hex(rotation.Signature.Z)]);
+            var signature = FrostSignature.Decode([.. GroupKeyFile.HexBytes(rotation.Signature.R), .. GroupKeyFile.HexBytes(rotation.Signature.Z)]);
             return Frost.Verify(message, signature, previousKey)
                 ? null
                 : $"key epoch {epoch}'s hand-over signature does not verify under key epoch {from}'s key (chain {chainId})";
@@ -111,7 +111,4 @@ public sealed class KeyChain
             return $"key epoch {epoch}'s key or hand-over is malformed: {e.Message}";
         }
     }
-
-    private static byte[] Hex(string value)
-        => Convert.FromHexString(value.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? value.AsSpan(2) : value.AsSpan());
 }

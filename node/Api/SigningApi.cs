@@ -628,32 +628,8 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
     /// <summary><c>POST /admin/dkg {"threshold": t}</c>: starts a key generation among the members of a cluster that has no key.</summary>
     private async Task StartDkgAsync(HttpContext context)
     {
-        if (!await AdminApi.AuthorizeAsync(options, context).ConfigureAwait(false))
+        if (await ReadThresholdAsync(context, required: true).ConfigureAwait(false) is not (true, { } threshold))
             return;
-        using var budgeted = await budget.ReadBodyAsync(context, AdminApi.MaxBodyBytes).ConfigureAwait(false);
-        if (budgeted.Bytes is not { } body)
-        {
-            await budgeted.WriteRefusalAsync(context).ConfigureAwait(false);
-            return;
-        }
-
-        int threshold;
-        try
-        {
-            using var document = JsonDocument.Parse(body);
-            if (document.RootElement.ValueKind != JsonValueKind.Object || !document.RootElement.TryGetProperty("threshold", out var value)
-                || value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out threshold) || threshold < 1 || threshold > options.Members.Count)
-            {
-                await ApiResponses.WriteErrorAsync(context, 400, "bad_request", $"the body is {{\"threshold\": t}} with t in [1, {options.Members.Count}]").ConfigureAwait(false);
-                return;
-            }
-        }
-        catch (JsonException e)
-        {
-            await ApiResponses.WriteErrorAsync(context, 400, "malformed_json", e.Message).ConfigureAwait(false);
-            return;
-        }
-
         if (await dkg.RequestAsync(threshold, context.RequestAborted).ConfigureAwait(false) is { } reason)
         {
             await ApiResponses.WriteErrorAsync(context, 409, "dkg_refused", reason).ConfigureAwait(false);
@@ -675,40 +651,10 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
     /// </summary>
     private async Task RotateKeyAsync(HttpContext context)
     {
-        if (!await AdminApi.AuthorizeAsync(options, context).ConfigureAwait(false))
+        var (ok, requested) = await ReadThresholdAsync(context, required: false).ConfigureAwait(false);
+        if (!ok)
             return;
-        using var budgeted = await budget.ReadBodyAsync(context, AdminApi.MaxBodyBytes).ConfigureAwait(false);
-        if (budgeted.Bytes is not { } body)
-        {
-            await budgeted.WriteRefusalAsync(context).ConfigureAwait(false);
-            return;
-        }
-
-        int? threshold = null;
-        if (body.Length > 0)
-        {
-            try
-            {
-                using var document = JsonDocument.Parse(body);
-                var root = document.RootElement;
-                if (root.ValueKind != JsonValueKind.Object
-                    || (root.TryGetProperty("threshold", out var value) && (value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out var t) || t < 1 || t > options.Members.Count)))
-                {
-                    await ApiResponses.WriteErrorAsync(context, 400, "bad_request", $"the body is empty or {{\"threshold\": t}} with t in [1, {options.Members.Count}]").ConfigureAwait(false);
-                    return;
-                }
-
-                if (root.TryGetProperty("threshold", out var given))
-                    threshold = given.GetInt32();
-            }
-            catch (JsonException e)
-            {
-                await ApiResponses.WriteErrorAsync(context, 400, "malformed_json", e.Message).ConfigureAwait(false);
-                return;
-            }
-        }
-
-        if (await dkg.RequestRotationAsync(threshold, context.RequestAborted).ConfigureAwait(false) is { } reason)
+        if (await dkg.RequestRotationAsync(requested, context.RequestAborted).ConfigureAwait(false) is { } reason)
         {
             await ApiResponses.WriteErrorAsync(context, 409, "rotation_refused", reason).ConfigureAwait(false);
             return;
@@ -721,6 +667,43 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
             writer.WriteDecimal("nextEpoch", (state.CurrentKeyEpoch?.Epoch ?? 0) + 1);
             writer.WriteString("stage", state.PendingKeyEpoch is not null ? "hand-over" : "dkg");
         }).ConfigureAwait(false);
+    }
+
+    // An admin key-generation request: authorized, its body read within the budget, and {"threshold": t} with t in
+    // [1, n] (optional unless required: an empty body or no field gives null). Not ok once a 4xx has been written.
+    private async Task<(bool Ok, int? Threshold)> ReadThresholdAsync(HttpContext context, bool required)
+    {
+        if (!await AdminApi.AuthorizeAsync(options, context).ConfigureAwait(false))
+            return (false, null);
+        using var budgeted = await budget.ReadBodyAsync(context, AdminApi.MaxBodyBytes).ConfigureAwait(false);
+        if (budgeted.Bytes is not { } body)
+        {
+            await budgeted.WriteRefusalAsync(context).ConfigureAwait(false);
+            return (false, null);
+        }
+
+        var shape = required ? "{\"threshold\": t}" : "empty or {\"threshold\": t}";
+        if (body.Length == 0 && !required)
+            return (true, null);
+        try
+        {
+            using var document = JsonDocument.Parse(body);
+            var root = document.RootElement;
+            var given = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("threshold", out var value) ? value : (JsonElement?)null;
+            if (root.ValueKind != JsonValueKind.Object || (given is null && required)
+                || (given is { } field && (field.ValueKind != JsonValueKind.Number || !field.TryGetInt32(out var t) || t < 1 || t > options.Members.Count)))
+            {
+                await ApiResponses.WriteErrorAsync(context, 400, "bad_request", $"the body is {shape} with t in [1, {options.Members.Count}]").ConfigureAwait(false);
+                return (false, null);
+            }
+
+            return (true, given?.GetInt32());
+        }
+        catch (JsonException e)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "malformed_json", e.Message).ConfigureAwait(false);
+            return (false, null);
+        }
     }
 
     private static string FaultName(SignerFault fault) => fault switch
