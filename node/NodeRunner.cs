@@ -229,6 +229,8 @@ public static partial class NodeRunner
         }
 
         await using var l1Scope = l1 is null ? null : (IAsyncDisposable)l1;
+        await using var retention = options.RetainHeights == 0 ? null
+            : new Storage.RetentionService(raft, options.RetainHeights, () => l1?.Status.FinalizedHeight, time, loggerFactory.CreateLogger<Storage.RetentionService>());
 
         // Nothing is ordered before the chain's genesis (its rules); with a key (files or a DKG at boot) nothing before
         // the key epoch either, so that every batch is signed.
@@ -367,6 +369,7 @@ public static partial class NodeRunner
             signers.Start(keys.Share, keys.Group, keys.Bootstrap.Epoch);
         dkg.Start(loops);
         l1?.Start(loops);
+        retention?.Start(loops);
         LogListening(logger, options.NodeId, options.Api, options.Raft);
 
         var logWatch = WatchLogAsync(raft, Fatal, fatalStop.Token);
@@ -430,6 +433,7 @@ public static partial class NodeRunner
         metrics.ObserveGauge("sequencer.raft.term", "{term}", "The current Raft term.", () => raft.Term);
         metrics.ObserveGauge("sequencer.raft.commit_index", "{entry}", "The last committed Raft index.", () => raft.CommitIndex);
         metrics.ObserveGauge("sequencer.raft.applied_index", "{entry}", "The last applied Raft index.", () => raft.State.AppliedIndex);
+        metrics.ObserveGauge("sequencer.store.pruned_height", "{batch}", "The highest height whose tx data retention pruned (--retain-heights; 0: none).", () => (long)raft.PrunedHeight);
         metrics.ObserveGauge("sequencer.raft.is_leader", "{bool}", "1 while this node is the leader.", () => raft.IsLeader ? 1 : 0);
         metrics.ObserveGauge("sequencer.height", "{batch}", "The height of the last applied batch.", () => (long)(raft.State.LastHeader?.Height ?? 0));
         metrics.ObserveGauge("sequencer.pending.txs", "{tx}", "Txs queued on the leader for a batch.", () => submits.QueuedTxs);

@@ -119,10 +119,10 @@ public sealed partial class AppliedState : IAccountLookup
     {
         if (batch.TxAccounts.Length == 0)
             return;
-        for (var i = 0; i < batch.TxHashes.Length; i++)
+        for (var i = 0; i < batch.Header.TxCount; i++)
         {
             var account = batch.AccountAt(i)!.Value;
-            accountCache[account.Sender] = new AccountState(account.Nonce + 1, batch.TxHashes[i], batch.Header.Height);
+            accountCache[account.Sender] = new AccountState(account.Nonce + 1, batch.HashAt(i), batch.Header.Height);
             accountOrder.Enqueue((account.Sender, batch.Header.Height));
         }
     }

@@ -82,6 +82,7 @@ public sealed partial class AppliedState
         var signing = new InstalledSigning();
         ulong count = 0;
         SnapshotTrailer? trailer = null;
+        var wholeSeen = false;
         while (SnapshotFormat.ReadRecord(input) is { } record)
         {
             if (record is SnapshotTrailer end)
@@ -113,6 +114,11 @@ public sealed partial class AppliedState
             if (record is not SnapshotBatch batchRecord)
                 throw new LogFormatException($"unexpected snapshot record {record.GetType().Name}");
             var batch = SnapshotFormat.FromRecord(batchRecord);
+            // Only an ethereum chain may prune (its nonce rule refuses an old tx again without the tx index), and
+            // what a node pruned is always a prefix of its chain.
+            if (batch.Pruned && (header.ValidationMode != (byte)Sequencer.Core.Validation.ValidationMode.Ethereum || wholeSeen))
+                throw new LogFormatException($"snapshot batch {batch.Header.Height} is pruned, which only a prefix of an ethereum chain's batches may be");
+            wholeSeen |= !batch.Pruned;
             count++;
             if (batch.Header.Height != (previous?.Height ?? 0) + 1 || batch.Header.ParentHash != (previous?.Commitment ?? Hash32.Zero))
                 throw new LogFormatException($"snapshot batch {batch.Header.Height} does not continue the chain");

@@ -146,7 +146,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         txIndex = new RecentTxIndex(limits.MaxRecentTxs, loaded.Count > 0 ? loaded[0].Header.Height - 1 : durable.LastHeight);
         foreach (var batch in loaded)
         {
-            txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
+            txIndex.AddBatch(batch.Header.Height, batch.TxHashes, batch.Pruned);
             recent.Add(batch, durable.LastHeight);
         }
 
@@ -490,7 +490,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     {
         while (txIndex.Count + batch.TxHashes.Length > txIndex.Capacity)
             Invariant.Check(txIndex.TryEvictOldest(durable.LastHeight), "the recent tx index only lets go of stored batches, and has room for the unstored ones");
-        txIndex.AddBatch(batch.Header.Height, batch.TxHashes);
+        txIndex.AddBatch(batch.Header.Height, batch.TxHashes, batch.Pruned);
     }
 
     /// <summary>

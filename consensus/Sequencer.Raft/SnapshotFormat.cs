@@ -118,6 +118,8 @@ public static class SnapshotFormat
             SignatureZ = signature?.Z,
             SignedAtMs = signature?.SignedAtMs ?? 0,
             TxAccounts = batch.TxAccounts,
+            Pruned = batch.Pruned,
+            PrunedTxCount = batch.Pruned ? header.TxCount : 0,
         };
     }
 
@@ -175,6 +177,8 @@ public static class SnapshotFormat
     public static StoredBatch FromRecord(SnapshotBatch record)
     {
         ArgumentNullException.ThrowIfNull(record);
+        if (record.Pruned)
+            return FromPrunedRecord(record);
         if (record.TxHashes.Length == 0 || record.TxHashes.Length % Hash32.Length != 0)
             throw new LogFormatException($"snapshot batch {record.Height}: tx hash block has length {record.TxHashes.Length}");
         var count = record.TxHashes.Length / Hash32.Length;
@@ -197,6 +201,26 @@ public static class SnapshotFormat
         if (accounts.Length != 0 && accounts.Length != count * Sequencer.Core.Validation.TxAccount.EncodedLength)
             throw new LogFormatException($"snapshot batch {record.Height}: an account block of {accounts.Length} bytes for {count} txs");
         return new StoredBatch { Header = header, TxHashes = hashes, ReceivedMs = record.ReceivedMs, RaftIndex = record.RaftIndex, OrderedAtMs = record.OrderedAtMs, TxAccounts = accounts };
+    }
+
+    // A pruned batch: its header is checked against its commitment (and, by the installer, against the chain and the
+    // history root); its txRoot cannot be checked here, the signed heads above it commit to it.
+    private static StoredBatch FromPrunedRecord(SnapshotBatch record)
+    {
+        var count = record.PrunedTxCount;
+        if (count == 0 || record.TxHashes.Length != 0 || record.ReceivedMs.Length != 0)
+            throw new LogFormatException($"snapshot batch {record.Height}: a pruned batch names no tx count or still holds tx data");
+        if (record.ParentHash.Length != Hash32.Length || record.HistoryRoot.Length != Hash32.Length || record.TxRoot.Length != Hash32.Length
+            || record.Commitment.Length != Hash32.Length)
+            throw new LogFormatException($"snapshot batch {record.Height}: a hash field is not 32 bytes");
+        var header = new BatchHeader(record.ChainId, record.KeyEpoch, record.Height, record.Term,
+            new Hash32(record.ParentHash), new Hash32(record.HistoryRoot), new Hash32(record.TxRoot), count, record.TimestampMs);
+        if (header.Commitment != new Hash32(record.Commitment))
+            throw new LogFormatException($"snapshot batch {record.Height}: the commitment does not match the header");
+        var accounts = record.TxAccounts ?? [];
+        if (accounts.Length != (long)count * Sequencer.Core.Validation.TxAccount.EncodedLength)
+            throw new LogFormatException($"snapshot batch {record.Height}: a pruned batch needs one account per tx ({accounts.Length} bytes for {count} txs)");
+        return new StoredBatch { Header = header, TxHashes = [], ReceivedMs = [], RaftIndex = record.RaftIndex, OrderedAtMs = record.OrderedAtMs, TxAccounts = accounts, Pruned = true };
     }
 }
 
@@ -349,6 +373,12 @@ public sealed class SnapshotBatch : ISnapshotRecord
 
     /// <summary>In ethereum mode, each tx's sender and nonce (28 bytes per tx); empty otherwise.</summary>
     [Key(18)] public byte[] TxAccounts { get; init; } = [];
+
+    /// <summary>True for a batch whose tx hashes and receive times retention removed (both empty; the count is <see cref="PrunedTxCount"/>).</summary>
+    [Key(19)] public bool Pruned { get; init; }
+
+    /// <summary>The tx count of a pruned batch's header (0 otherwise: the hashes give it).</summary>
+    [Key(20)] public uint PrunedTxCount { get; init; }
 }
 
 /// <summary>The last record: lets the receiver tell a complete stream from a truncated one.</summary>

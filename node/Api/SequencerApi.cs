@@ -268,7 +268,8 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
         if (!TryFindOrdered(txHash, out var position, out var batch)
             && !(await barrier.WaitAsync(context.RequestAborted).ConfigureAwait(false) && TryFindOrdered(txHash, out position, out batch)))
         {
-            await ApiResponses.WriteErrorAsync(context, 404, "not_found", $"tx {txHash} is not ordered on this node").ConfigureAwait(false);
+            if (!await WritePrunedAsync(context, txHash).ConfigureAwait(false))
+                await ApiResponses.WriteErrorAsync(context, 404, "not_found", $"tx {txHash} is not ordered on this node").ConfigureAwait(false);
             return;
         }
 
@@ -434,6 +435,9 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             return;
         }
 
+        if (await WritePrunedAsync(context, txHash).ConfigureAwait(false))
+            return;
+
         if (submits.TryGetReceived(txHash, out var receivedAt))
         {
             await WriteReceivedAsync(context, txHash, receivedAt).ConfigureAwait(false);
@@ -470,6 +474,24 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
         batch = raft.State.GetBatch(position.Height);
         // The index keys on a 128-bit prefix: confirm the full hash before serving a proof.
         return batch is not null && position.Index < batch.TxHashes.Length && batch.TxHashes[position.Index] == txHash;
+    }
+
+    // A tx whose batch retention pruned (--retain-heights): the index may still know where it was ordered, but the
+    // batch no longer holds the hashes that prove it. 410, with the position, so that a client asks a node that keeps
+    // it (the header, its commitment and the signed head that covers it are still served here).
+    private async Task<bool> WritePrunedAsync(HttpContext context, Hash32 txHash)
+    {
+        if (!raft.State.TryGetPosition(txHash, out var position) || raft.State.GetBatch(position.Height) is not { Pruned: true })
+            return false;
+        await ApiResponses.WriteJsonAsync(context, 410, writer =>
+        {
+            writer.WriteString("error", "pruned");
+            writer.WriteString("message", string.Create(CultureInfo.InvariantCulture,
+                $"a tx with this hash was ordered at height {position.Height} (index {position.Index}), whose tx data this node pruned (it keeps the newest {options.RetainHeights} heights); its header and signed head are still served, its proof by a node that keeps the data"));
+            writer.WriteDecimal("height", position.Height);
+            writer.WriteNumber("index", position.Index);
+        }).ConfigureAwait(false);
+        return true;
     }
 
     private static bool IsReceived(byte[] body)
@@ -542,6 +564,9 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             foreach (var tx in batch.TxHashes)
                 writer.WriteStringValue(tx.ToString());
             writer.WriteEndArray();
+            // Retention removed the tx hashes (txCount says how many there were); only a node that keeps them lists them.
+            if (batch.Pruned)
+                writer.WriteBoolean("pruned", true);
         }).ConfigureAwait(false);
     }
 
@@ -608,6 +633,8 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("recentBatchBytes", recentBatchBytes);
             writer.WriteNumber("storedTxIndexBytes", raft.StoredTxIndexBytes);
             writer.WriteNumber("storedTxIndexRuns", raft.StoredTxIndexRuns);
+            writer.WriteNumber("retainHeights", options.RetainHeights);
+            writer.WriteNumber("prunedHeight", raft.PrunedHeight);
             writer.WriteNumber("durableFollowerAppends", raft.DurableAppends);
             writer.WriteNumber("lastLogIndex", raft.LastLogIndex);
             writer.WriteNumber("inFlightRequestBytes", budget.InUseBytes);

@@ -24,6 +24,11 @@ public static class RunCommand
     private static readonly Option<string[]> LimitOption = new("--limit") { Description = "Override a limit, NAME=VALUE (e.g. maxBatchDelayMs=5); repeatable." };
     private static readonly Option<int?> ExitWithParentOption = new("--exit-with-parent") { Description = "Exit when the process with this id exits (used by launchers)." };
     private static readonly Option<long?> RetainedOption = new("--wal-retained-entries") { Description = "Applied entries the WAL keeps behind the store before compaction (default 4096)." };
+    private static readonly Option<ulong?> RetainHeightsOption = new("--retain-heights")
+    {
+        Description = "Prune the tx data (hashes, receive times, tx index) of heights more than this many below the stored height, once signed (and final on the L1); headers, history and signatures stay. 0 keeps everything (default). Ethereum validation only.",
+    };
+
     private static readonly Option<long?> RetainedBytesOption = new("--wal-retained-bytes") { Description = "The most entry bytes the WAL keeps behind the store before compaction (default 32 MiB); bounds the WAL's memory." };
     private static readonly Option<string?> AdminTokenOption = new("--admin-token") { Description = "Enables /admin routes for clients that send this bearer token (or set SEQUENCER_ADMIN_TOKEN)." };
 #if SEQUENCER_TEST_FAULTS
@@ -49,7 +54,7 @@ public static class RunCommand
         var command = new Command("run", "Run a sequencer node.")
         {
             ConfigOption, IdOption, DataOption, RaftOption, RaftListenOption, ApiOption, ChainIdOption, MemberOption,
-            ElectionOption, ClockSkewOption, LimitOption, RetainedOption, RetainedBytesOption, AdminTokenOption, ExitWithParentOption, PrintConfigOption,
+            ElectionOption, ClockSkewOption, LimitOption, RetainedOption, RetainedBytesOption, RetainHeightsOption, AdminTokenOption, ExitWithParentOption, PrintConfigOption,
             GroupKeyOption, KeyShareOption, SignerFaultOption, DkgThresholdOption, CertsOption,
             L1RpcOption, L1ContractOption, L1KeyFileOption, L1FinalityOption, L1StartBlockOption, OtlpOption, TraceFileOption, ValidationOption,
         };
@@ -144,6 +149,8 @@ public static class RunCommand
             options = options with { WalRetainedEntries = retained };
         if (result.GetValue(RetainedBytesOption) is { } retainedBytes)
             options = options with { WalRetainedBytes = retainedBytes };
+        if (result.GetValue(RetainHeightsOption) is { } retainHeights)
+            options = options with { RetainHeights = retainHeights };
         if (result.GetValue(GroupKeyOption) is { } groupKey)
             options = options with { GroupKeyFile = groupKey };
         if (result.GetValue(KeyShareOption) is { } keyShare)

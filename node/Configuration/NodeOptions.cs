@@ -105,6 +105,14 @@ public sealed record NodeOptions
     public long WalRetainedBytes { get; init; } = 32L * 1024 * 1024;
 
     /// <summary>
+    /// Retention (0: keep everything, the default): the tx data (hashes, receive times and tx index records) of heights
+    /// more than this many below the stored height is pruned once a signed head covers them (and, with L1 posting, a
+    /// final L1 post); headers, commitments, history nodes, signed heads and account nonces stay. Ethereum validation
+    /// only: an opaque chain's duplicate check needs every ordered tx hash.
+    /// </summary>
+    public ulong RetainHeights { get; init; }
+
+    /// <summary>
     /// The consortium's certificates (from <c>certs</c>): ca.crt, every member's node-N.crt (pinned) and this node's
     /// node-N.key. With them the Raft port and the internal listener are mutual TLS and accept members only. Without
     /// them (development only) both are plaintext and unauthenticated, and the node says so at start.
@@ -203,6 +211,8 @@ public sealed record NodeOptions
         Require(int.IsPow2(WalChunkBytes), "the WAL chunk size must be a power of two (DotNext splits log addresses with a shift and a mask)");
         Require(WalRetainedEntries >= 0, "the retained WAL entries cannot be negative");
         Require(WalRetainedBytes >= 0, "the retained WAL bytes cannot be negative");
+        Require(RetainHeights == 0 || Validation == Sequencer.Core.Validation.ValidationMode.Ethereum,
+            "--retain-heights needs --validation ethereum: an opaque chain refuses a tx twice only by its hash, so every node must keep every ordered hash (an ethereum chain refuses it by its sender's nonce)");
         Require(Math.Abs(ClockSkewMs) <= 24 * 3600 * 1000, "the clock skew must be within a day");
         Require(AdminToken is null || AdminToken.Length >= 16, "the admin token must be at least 16 characters");
         Require(KeyShareFile is null || GroupKeyFile is not null, "a key share needs the group key file too (--group-key)");

@@ -159,6 +159,13 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     /// <summary>The memory the store's tx index keeps (its filters and fences: about 1.35 bytes per stored tx).</summary>
     public long StoredTxIndexBytes => store.TxIndexMemoryBytes;
 
+    /// <summary>The highest height whose tx data retention pruned (0: none).</summary>
+    public ulong PrunedHeight => store.PrunedHeight;
+
+    /// <summary>Prunes the tx data of stored heights up to <paramref name="throughHeight"/> (at most <paramref name="maxBatches"/> of them).</summary>
+    /// <exception cref="IOException">The store failed.</exception>
+    public ulong Prune(ulong throughHeight, int maxBatches) => store.Prune(throughHeight, maxBatches);
+
     /// <summary>The store's tx index run files.</summary>
     public int StoredTxIndexRuns => store.TxIndexRuns;
 

@@ -36,6 +36,7 @@ public sealed class LiteDbBatchStore : IBatchStore
     private readonly ILiteCollection<BsonDocument> dkgCollection;
     private readonly ILiteCollection<BsonDocument> accountCollection;
     private const string GenesisId = "genesis";
+    private const string PrunedId = "pruned";
     // One LiteDB operation at a time, reads included. LiteDB 5.0.20's page cache lets a concurrent reader use a page
     // buffer it is recycling (litedb-org/LiteDB#2817: "page type must be index page" and garbage reads, on databases
     // larger than the cache), which stopped a node under load once lookups of older batches went to the store, and it
@@ -45,6 +46,7 @@ public sealed class LiteDbBatchStore : IBatchStore
     private readonly HistoryFile history;
     private readonly StoredTxIndex txIndex;
     private StoreCheckpoint current;
+    private ulong prunedHeight;
 
     /// <summary>Opens (or creates) the store file at <paramref name="path"/>.</summary>
     /// <param name="path">The LiteDB file; the history file and the tx index live beside it.</param>
@@ -63,6 +65,7 @@ public sealed class LiteDbBatchStore : IBatchStore
         dkgCollection = database.GetCollection("dkg");
         accountCollection = database.GetCollection("accounts");
         current = ReadCheckpointDocument();
+        prunedHeight = meta.FindById(PrunedId) is { } pruned ? (ulong)pruned["height"].AsInt64 : 0;
         CheckFormat(path);
         var last = current.LastHeight == 0 ? Hash32.Zero : (Get(current.LastHeight)?.Header.Commitment
             ?? throw new DataFormatException($"the store {path} names height {current.LastHeight} in its checkpoint but does not hold that batch"));
@@ -71,7 +74,7 @@ public sealed class LiteDbBatchStore : IBatchStore
             () => Scan(1, current.LastHeight).Select(b => b.Header.Commitment));
         try
         {
-            txIndex = new StoredTxIndex(Path.Combine(directory, "txindex"), current.LastHeight, Scan, backgroundMerges);
+            txIndex = new StoredTxIndex(Path.Combine(directory, "txindex"), current.LastHeight, Scan, backgroundMerges, prunedHeight);
         }
         catch
         {
@@ -108,6 +111,65 @@ public sealed class LiteDbBatchStore : IBatchStore
 
     /// <inheritdoc/>
     public long TxCount => txIndex.TxCount;
+
+    /// <inheritdoc/>
+    public ulong PrunedHeight
+    {
+        get
+        {
+            lock (writer)
+                return prunedHeight;
+        }
+    }
+
+    /// <inheritdoc/>
+    public ulong Prune(ulong throughHeight, int maxBatches)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxBatches, 1);
+        ulong last;
+        lock (writer)
+        {
+            last = Math.Min(Math.Min(throughHeight, current.LastHeight), prunedHeight + (ulong)maxBatches);
+            if (last <= prunedHeight)
+                return prunedHeight;
+            try
+            {
+                if (!database.BeginTrans())
+                    throw new InvalidOperationException("a store transaction is already open on this thread");
+                foreach (var document in batchCollection.Find(Query.Between("_id", (long)prunedHeight + 1, (long)last)).ToList())
+                {
+                    document["txHashes"] = Array.Empty<byte>();
+                    document["receivedMs"] = Array.Empty<byte>();
+                    document["pruned"] = true;
+                    // Delete and insert, not update: an update leaves the shrunk document in the first page of the
+                    // old one (8 KiB per batch on disk); a new small document shares a page with others.
+                    batchCollection.Delete(document["_id"]);
+                    batchCollection.Insert(document);
+                }
+
+                meta.Upsert(new BsonDocument { ["_id"] = PrunedId, ["height"] = (long)last });
+                if (!database.Commit())
+                    throw new IOException("the store did not commit");
+            }
+            catch (Exception e) when (e is LiteException or IOException or InvalidOperationException)
+            {
+                try
+                {
+                    database.Rollback();
+                }
+                catch (LiteException)
+                {
+                }
+
+                throw e is LiteException ? new IOException($"store write failed: {e.Message}", e) : e;
+            }
+
+            prunedHeight = last;
+        }
+
+        txIndex.Prune(last);
+        return last;
+    }
 
     /// <summary>
     /// A store written by a v1 node (headers without a history root, DESIGN section 5) cannot be read by this one:
@@ -149,9 +211,13 @@ public sealed class LiteDbBatchStore : IBatchStore
         lock (writer)
         {
             var expected = current.LastHeight + 1;
+            var pruned = prunedHeight;
             foreach (var batch in batches)
             {
                 Invariant.Check(batch.Header.Height == expected, $"stored heights are contiguous: expected {expected}, got {batch.Header.Height}");
+                Invariant.Check(!batch.Pruned || batch.Header.Height == pruned + 1, $"pruned batches form a prefix of the stored chain: batch {batch.Header.Height} after pruned height {pruned}");
+                if (batch.Pruned)
+                    pruned = batch.Header.Height;
                 expected++;
             }
 
@@ -193,6 +259,8 @@ public sealed class LiteDbBatchStore : IBatchStore
                 foreach (var batch in batches)
                     batchCollection.Insert(ToDocument(batch));
                 WriteAccounts(batches);
+                if (pruned != prunedHeight)
+                    meta.Upsert(new BsonDocument { ["_id"] = PrunedId, ["height"] = (long)pruned });
                 foreach (var signature in signing?.Signatures ?? [])
                 {
                     if (signatureCollection.FindById((long)signature.Height) is null)
@@ -227,6 +295,7 @@ public sealed class LiteDbBatchStore : IBatchStore
             }
 
             current = checkpoint;
+            prunedHeight = pruned;
             if (runs is not null)
                 txIndex.Commit(runs);
         }
@@ -504,6 +573,7 @@ public sealed class LiteDbBatchStore : IBatchStore
             ["raftIndex"] = batch.RaftIndex,
             ["orderedAtMs"] = unchecked((long)batch.OrderedAtMs),
             ["accounts"] = batch.TxAccounts,
+            ["pruned"] = batch.Pruned,
         };
     }
 
@@ -516,7 +586,7 @@ public sealed class LiteDbBatchStore : IBatchStore
             for (var i = 0; i < batch.TxAccounts.Length / TxAccount.EncodedLength; i++)
             {
                 var account = batch.AccountAt(i)!.Value;
-                last[account.Sender] = new AccountState(account.Nonce + 1, batch.TxHashes[i], batch.Header.Height);
+                last[account.Sender] = new AccountState(account.Nonce + 1, batch.HashAt(i), batch.Header.Height);
             }
         }
 
@@ -571,13 +641,15 @@ public sealed class LiteDbBatchStore : IBatchStore
     {
         var hashesBlock = document["txHashes"].AsBinary;
         var count = (uint)document["txCount"].AsInt64;
-        Invariant.Check(hashesBlock.Length == count * Hash32.Length, "a stored batch has one hash per tx");
-        var hashes = new Hash32[count];
+        var pruned = document.TryGetValue("pruned", out var prunedValue) && prunedValue.IsBoolean && prunedValue.AsBoolean;
+        var stored = pruned ? 0 : count;
+        Invariant.Check(hashesBlock.Length == stored * Hash32.Length, "a stored batch has one hash per tx, or none when pruned");
+        var hashes = new Hash32[stored];
         for (var i = 0; i < hashes.Length; i++)
             hashes[i] = new Hash32(hashesBlock.AsSpan(i * Hash32.Length, Hash32.Length));
         var receivedBlock = document["receivedMs"].AsBinary;
-        Invariant.Check(receivedBlock.Length == count * 8, "a stored batch has one receive time per tx");
-        var received = new ulong[count];
+        Invariant.Check(receivedBlock.Length == stored * 8, "a stored batch has one receive time per tx, or none when pruned");
+        var received = new ulong[stored];
         for (var i = 0; i < received.Length; i++)
             received[i] = BinaryPrimitives.ReadUInt64LittleEndian(receivedBlock.AsSpan(i * 8));
 
@@ -602,6 +674,7 @@ public sealed class LiteDbBatchStore : IBatchStore
             RaftIndex = document["raftIndex"].AsInt64,
             OrderedAtMs = unchecked((ulong)document["orderedAtMs"].AsInt64),
             TxAccounts = document.TryGetValue("accounts", out var accounts) && accounts.IsBinary ? accounts.AsBinary : [],
+            Pruned = pruned,
         };
     }
 }

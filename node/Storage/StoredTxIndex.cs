@@ -56,9 +56,11 @@ internal sealed class StoredTxIndex : IDisposable
     /// <param name="storedHeight">The store's checkpoint height.</param>
     /// <param name="scan">The stored batches in [from, to], ascending: read only for what the runs do not cover.</param>
     /// <param name="backgroundMerges">False: merges run only when <see cref="MergeAll"/> is called (tests).</param>
+    /// <param name="prunedHeight">The store's pruned height: runs wholly at or below it are emptied by the merger.</param>
     /// <exception cref="IOException">The directory cannot be read or a rebuilt run cannot be written.</exception>
-    public StoredTxIndex(string directory, ulong storedHeight, Func<ulong, ulong, IEnumerable<StoredBatch>> scan, bool backgroundMerges = true)
+    public StoredTxIndex(string directory, ulong storedHeight, Func<ulong, ulong, IEnumerable<StoredBatch>> scan, bool backgroundMerges = true, ulong prunedHeight = 0)
     {
+        floor = prunedHeight;
         ArgumentException.ThrowIfNullOrEmpty(directory);
         ArgumentNullException.ThrowIfNull(scan);
         this.directory = Directory.CreateDirectory(directory).FullName;
@@ -69,6 +71,25 @@ internal sealed class StoredTxIndex : IDisposable
             merger = Task.Run(MergeLoopAsync);
         WantMerge();
     }
+
+    /// <summary>
+    /// Retention moved the store's pruned height to <paramref name="prunedHeight"/>: every run whose heights all lie at
+    /// or below it is replaced, in the background, by an empty run of the same heights (its txs are no longer
+    /// looked up; a run that also covers later heights waits until the pruned height passes them).
+    /// </summary>
+    public void Prune(ulong prunedHeight)
+    {
+        lock (gate)
+        {
+            if (prunedHeight <= floor)
+                return;
+            floor = prunedHeight;
+        }
+
+        WantMerge();
+    }
+
+    private ulong floor;
 
     /// <summary>How many txs were indexed from the stored batches at open (0: the runs were intact).</summary>
     public long RebuiltTxs { get; }
@@ -258,6 +279,8 @@ internal sealed class StoredTxIndex : IDisposable
     private bool MergeOnce()
     {
         var current = Volatile.Read(ref runs);
+        if (EmptyOnce(current))
+            return true;
         var start = -1;
         for (var level = 0; level <= ushort.MaxValue && start < 0; level++)
         {
@@ -290,6 +313,29 @@ internal sealed class StoredTxIndex : IDisposable
 
         foreach (var input in inputs)
             input.Retire(delete: true);
+        return true;
+    }
+
+    // Replaces the first run that holds records and lies wholly at or below the pruned height with an empty run of the
+    // same level and heights (the same file name: the new file is renamed over the old one, whose open handle readers
+    // may still use). False when no run is due.
+    private bool EmptyOnce(TxIndexRun[] current)
+    {
+        ulong pruned;
+        lock (gate)
+            pruned = floor;
+        var run = current.FirstOrDefault(r => r.To <= pruned && r.Count > 0);
+        if (run is null)
+            return false;
+        var emptied = TxIndexRun.Write(run.Path, run.Level, run.From, run.To, 0, []);
+        lock (gate)
+        {
+            var at = Array.IndexOf(runs, run);
+            Invariant.Check(at >= 0, "the emptied tx index run is still listed");
+            Volatile.Write(ref runs, [.. runs[..at], emptied, .. runs[(at + 1)..]]);
+        }
+
+        run.Retire(delete: false);
         return true;
     }
 

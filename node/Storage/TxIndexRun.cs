@@ -110,7 +110,7 @@ internal sealed class TxIndexRun
     public static TxIndexRun Write(string path, int level, ulong from, ulong to, long count, IEnumerable<TxRecord> records)
     {
         ArgumentNullException.ThrowIfNull(records);
-        Invariant.Check(from >= 1 && from <= to && count >= 1 && count <= MaxRecords, $"a tx index run covers heights {from} to {to} with {count} txs");
+        Invariant.Check(from >= 1 && from <= to && count >= 0 && count <= MaxRecords, $"a tx index run covers heights {from} to {to} with {count} txs");
         var temporary = path + ".tmp";
         var salt = (ulong)Random.Shared.NextInt64() ^ ((ulong)Random.Shared.NextInt64() << 1);
         var filter = TxBloomFilter.Create(count, salt);
@@ -149,6 +149,7 @@ internal sealed class TxIndexRun
                 }
 
                 Invariant.Check(written == count, $"the tx index run {path} got {written} of the {count} records it announced");
+                // A run of pruned heights holds no records; its heights stay covered, so the index knows they hold nothing.
                 output.Write(fence);
                 output.Write(filter.Span);
                 var check = new XxHash64();
@@ -195,7 +196,7 @@ internal sealed class TxIndexRun
             var count = BinaryPrimitives.ReadInt64LittleEndian(header[32..]);
             var filterBlocks = BinaryPrimitives.ReadInt64LittleEndian(header[40..]);
             var salt = BinaryPrimitives.ReadUInt64LittleEndian(header[48..]);
-            if (from < 1 || from > to || count < 1 || count > MaxRecords || filterBlocks != TxBloomFilter.BlocksFor(count))
+            if (from < 1 || from > to || count < 0 || count > MaxRecords || filterBlocks != TxBloomFilter.BlocksFor(count))
                 throw new InvalidDataException($"{path}: the header names an impossible run");
             var blocks = (count + BlockRecords - 1) / BlockRecords;
             var tailBytes = checked((blocks * FenceEntryBytes) + (filterBlocks * TxBloomFilter.BlockBytes) + TrailerBytes);

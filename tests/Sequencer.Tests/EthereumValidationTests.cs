@@ -266,4 +266,75 @@ public sealed class EthereumAppliedStateTests
         Assert.Equal("nonce_used", after!.Outcomes[0].Rejected!.Code);
         Assert.Null(after.Outcomes[1].Rejected);
     }
+
+    private static async Task<(byte[] Bytes, long Index, long Term)> SnapshotOf(Sequencer.Raft.AppliedState state)
+    {
+        var snapshot = state.CurrentSnapshot!;
+        using var buffer = new MemoryStream();
+        await DotNext.IO.DataTransferObject.WriteToAsync(snapshot, buffer, 4096, CancellationToken.None);
+        return (buffer.ToArray(), snapshot.Index, snapshot.Term);
+    }
+
+    [Fact]
+    public async Task Retention_APrunedChain_StillRefusesItsOldTxs_AndASnapshotOfItRebuildsTheNonces()
+    {
+        // Retention prunes the tx hashes (and the index) of old heights. An ethereum chain refuses an old tx again
+        // by its sender's nonce, so apply decides alike on every node whatever each one pruned.
+        var store = new Sequencer.Core.Storage.InMemoryBatchStore();
+        await using (var state = Open(store, retained: 0))
+        {
+            await state.ApplyAsync(new GenesisCommand { ChainId = 1, ValidationMode = (byte)ValidationMode.Ethereum }, 1, 1, CancellationToken.None);
+            for (var nonce = 0UL; nonce < 10; nonce++)
+                await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5 + nonce, Txs = [Tx(nonce, (byte)nonce)] }, 2 + (long)nonce, 1, CancellationToken.None);
+            await state.FlushAsync(CancellationToken.None);
+        }
+
+        Assert.Equal(6UL, store.Prune(6, 100));
+        Assert.True(store.Get(6)!.Pruned);
+
+        (byte[] Bytes, long Index, long Term) snapshot;
+        await using (var reopened = Open(store, retained: 0))
+        {
+            // The old tx is no longer in any index: the nonce rule refuses it.
+            Assert.False(reopened.TryGetPosition(new Hash32(Keccak256.Hash(Tx(0, 0)).ToArray()), out _));
+            var replay = await reopened.ApplyAsync(new BatchCommand { LeaderTimestampMs = 20, Txs = [Tx(0, 0), Tx(10, 10)] }, 12, 1, CancellationToken.None);
+            Assert.Equal("nonce_used", replay!.Outcomes[0].Rejected!.Code);
+            Assert.Null(replay.Outcomes[1].Rejected);
+            Assert.Equal(11UL, replay.Header!.Height);
+            await reopened.FlushAsync(CancellationToken.None);
+            snapshot = await SnapshotOf(reopened);
+        }
+
+        // A new node installs the pruned chain: headers and history whole, the pruned prefix without tx data, and
+        // the sender's nonce rebuilt from the accounts the pruned batches keep.
+        var fresh = new Sequencer.Core.Storage.InMemoryBatchStore();
+        await using var installed = Open(fresh);
+        await installed.InstallSnapshotAsync(new MemoryStream(snapshot.Bytes), snapshot.Index, snapshot.Term, CancellationToken.None);
+        Assert.Equal(11UL, installed.LastHeader!.Height);
+        Assert.Equal(6UL, fresh.PrunedHeight);
+        Assert.True(installed.GetBatch(3)!.Pruned);
+        Assert.False(installed.GetBatch(7)!.Pruned);
+        Assert.Equal(11UL, installed.Get(Sender).NextNonce);
+        var after = await installed.ApplyAsync(new BatchCommand { LeaderTimestampMs = 30, Txs = [Tx(1, 1), Tx(11, 11)] }, snapshot.Index + 1, 1, CancellationToken.None);
+        Assert.Equal("nonce_used", after!.Outcomes[0].Rejected!.Code);
+        Assert.Null(after.Outcomes[1].Rejected);
+    }
+
+    [Fact]
+    public async Task Retention_ASnapshotOfAnOpaqueChainWithPrunedBatches_IsRefused()
+    {
+        // An opaque chain refuses a tx again only by its hash: a node that installed pruned batches would order an
+        // old tx its peers drop. No node prunes one (the option needs ethereum validation), and none installs one.
+        var store = new Sequencer.Core.Storage.InMemoryBatchStore();
+        await using var state = Open(store);
+        await state.ApplyAsync(new GenesisCommand { ChainId = 1, ValidationMode = (byte)ValidationMode.Opaque }, 1, 1, CancellationToken.None);
+        for (var i = 0; i < 5; i++)
+            await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5, Txs = [[(byte)i, 1, 2]] }, 2 + i, 1, CancellationToken.None);
+        await state.FlushAsync(CancellationToken.None);
+        store.Prune(2, 10);
+        var snapshot = await SnapshotOf(state);
+        await using var installing = Open(new Sequencer.Core.Storage.InMemoryBatchStore());
+        await Assert.ThrowsAsync<Sequencer.Core.Encoding.LogFormatException>(
+            () => installing.InstallSnapshotAsync(new MemoryStream(snapshot.Bytes), snapshot.Index, snapshot.Term, CancellationToken.None));
+    }
 }

@@ -126,14 +126,15 @@ public sealed class RecentTxIndex
 
     /// <summary>
     /// Adds the txs of the batch at <paramref name="height"/>, which must be <see cref="Top"/> + 1. Each hash must be new to
-    /// the window (INV-NODUP), and there must be room: the caller evicts first.
+    /// the window (INV-NODUP), and there must be room: the caller evicts first. A batch whose tx data retention pruned
+    /// (<paramref name="pruned"/>) adds its height and no tx.
     /// </summary>
-    public void AddBatch(ulong height, ReadOnlySpan<Hash32> txHashes)
+    public void AddBatch(ulong height, ReadOnlySpan<Hash32> txHashes, bool pruned = false)
     {
         lock (gate)
         {
             Invariant.Check(height == top + 1, $"the recent tx index grows by contiguous heights: {height} after {top}");
-            Invariant.Check(txHashes.Length >= 1, "a batch has at least one tx");
+            Invariant.Check(txHashes.Length >= 1 || pruned, "a batch has at least one tx");
             Invariant.Check(tail - head + txHashes.Length <= keys.Length, "the recent tx index has room for the batch (the caller evicts first)");
             for (var i = 0; i < txHashes.Length; i++)
             {

@@ -68,9 +68,13 @@ public sealed class InMemoryBatchStore : IBatchStore
             }
 
             var next = (ulong)this.batches.Count + 1;
+            var pruned = prunedHeight;
             foreach (var batch in batches)
             {
                 Invariant.Check(batch.Header.Height == next, "stored heights are contiguous");
+                Invariant.Check(!batch.Pruned || batch.Header.Height == pruned + 1, "pruned batches form a prefix of the stored chain");
+                if (batch.Pruned)
+                    pruned = batch.Header.Height;
                 next++;
             }
 
@@ -80,9 +84,10 @@ public sealed class InMemoryBatchStore : IBatchStore
                 for (var i = 0; i < batch.TxAccounts.Length / Validation.TxAccount.EncodedLength; i++)
                 {
                     var account = batch.AccountAt(i)!.Value;
-                    accounts[account.Sender] = new Validation.AccountState(account.Nonce + 1, batch.TxHashes[i], batch.Header.Height);
+                    accounts[account.Sender] = new Validation.AccountState(account.Nonce + 1, batch.HashAt(i), batch.Header.Height);
                 }
             }
+
             var root = MerkleFrontier.Load(history, history.LeafCount);
             foreach (var batch in batches)
             {
@@ -94,6 +99,7 @@ public sealed class InMemoryBatchStore : IBatchStore
             foreach (var epoch in signing?.KeyEpochs ?? [])
                 epoch.CheckShape();
             this.batches.AddRange(batches);
+            prunedHeight = pruned;
             foreach (var batch in batches)
             {
                 history.Append(batch.Header.Commitment);
@@ -177,6 +183,38 @@ public sealed class InMemoryBatchStore : IBatchStore
             found = positions.TryGetValue(hash.Prefix128, out packed);
         position = found ? TxPosition.Unpack(packed) : default;
         return found;
+    }
+
+    /// <inheritdoc/>
+    public ulong PrunedHeight
+    {
+        get
+        {
+            lock (gate)
+                return prunedHeight;
+        }
+    }
+
+    private ulong prunedHeight;
+
+    /// <inheritdoc/>
+    public ulong Prune(ulong throughHeight, int maxBatches)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxBatches, 1);
+        lock (gate)
+        {
+            var last = Math.Min(Math.Min(throughHeight, (ulong)batches.Count), prunedHeight + (ulong)maxBatches);
+            for (var height = prunedHeight + 1; height <= last; height++)
+            {
+                var batch = batches[(int)(height - 1)];
+                foreach (var hash in batch.TxHashes)
+                    positions.Remove(hash.Prefix128);
+                batches[(int)(height - 1)] = batch.WithoutTxData();
+            }
+
+            prunedHeight = Math.Max(prunedHeight, last);
+            return prunedHeight;
+        }
     }
 
     /// <inheritdoc/>

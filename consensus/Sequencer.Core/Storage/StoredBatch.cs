@@ -9,10 +9,20 @@ public sealed class StoredBatch
     /// <summary>The deterministic header.</summary>
     public required BatchHeader Header { get; init; }
 
-    /// <summary>The ordered tx hashes (the Merkle leaves); <c>TxHashes.Length == Header.TxCount</c>.</summary>
+    /// <summary>
+    /// The ordered tx hashes (the Merkle leaves); <c>TxHashes.Length == Header.TxCount</c>, or empty when the batch is
+    /// <see cref="Pruned"/>.
+    /// </summary>
     public required Hash32[] TxHashes { get; init; }
 
-    /// <summary>For each tx, the leader's receive time in Unix ms, or 0 when unknown.</summary>
+    /// <summary>
+    /// True when retention removed the batch's per-tx data (hashes and receive times): the header, commitment and
+    /// bookkeeping stay, and so do the tx accounts (ethereum mode: they rebuild the senders' nonces on a node that
+    /// installs this batch from a snapshot).
+    /// </summary>
+    public bool Pruned { get; init; }
+
+    /// <summary>For each tx, the leader's receive time in Unix ms, or 0 when unknown (empty when <see cref="Pruned"/>).</summary>
     public required ulong[] ReceivedMs { get; init; }
 
     /// <summary>The Raft log index of the entry that carried the batch.</summary>
@@ -32,11 +42,32 @@ public sealed class StoredBatch
     /// <exception cref="InvariantViolationException">The batch is corrupt.</exception>
     public void Verify()
     {
+        Invariant.Check(TxAccounts.Length == 0 || TxAccounts.Length == Header.TxCount * Validation.TxAccount.EncodedLength, $"batch {Header.Height}: one account per tx or none");
+        if (Pruned)
+        {
+            Invariant.Check(TxHashes.Length == 0 && ReceivedMs.Length == 0, $"pruned batch {Header.Height} holds no tx hashes or receive times");
+            return;
+        }
+
         Invariant.Check(Header.TxCount == TxHashes.Length, $"batch {Header.Height}: tx count matches the stored hashes");
         Invariant.Check(ReceivedMs.Length == TxHashes.Length, $"batch {Header.Height}: one receive time per tx");
-        Invariant.Check(TxAccounts.Length == 0 || TxAccounts.Length == TxHashes.Length * Validation.TxAccount.EncodedLength, $"batch {Header.Height}: one account per tx or none");
         Invariant.Check(MerkleTree.ComputeRoot(TxHashes) == Header.TxRoot, $"batch {Header.Height}: txRoot matches the stored hashes");
     }
+
+    /// <summary>The hash of the tx at <paramref name="index"/>, or <see cref="Hash32.Zero"/> when the batch is pruned (unknown).</summary>
+    public Hash32 HashAt(int index) => Pruned ? Hash32.Zero : TxHashes[index];
+
+    /// <summary>This batch without its per-tx data (<see cref="Pruned"/>).</summary>
+    public StoredBatch WithoutTxData() => Pruned ? this : new StoredBatch
+    {
+        Header = Header,
+        TxHashes = [],
+        ReceivedMs = [],
+        RaftIndex = RaftIndex,
+        OrderedAtMs = OrderedAtMs,
+        TxAccounts = TxAccounts,
+        Pruned = true,
+    };
 }
 
 /// <summary>
@@ -117,7 +148,7 @@ public interface IBatchStore : IDisposable
     /// <summary>
     /// The position of the stored tx whose hash has the same first 128 bits as <paramref name="hash"/> (the key of the
     /// tx index, <see cref="RecentTxIndex"/>). Exact for every batch stored at a height at or below
-    /// <paramref name="maxHeight"/>: such a tx is never missed, and nothing that is not stored is ever found. A tx stored
+    /// <paramref name="maxHeight"/> and above <see cref="PrunedHeight"/>: such a tx is never missed, and nothing that is not stored is ever found. A tx stored
     /// above <paramref name="maxHeight"/> may be found or not (the caller knows those from memory). Concurrent appends do
     /// not disturb a lookup below the heights they write.
     /// </summary>
@@ -125,8 +156,24 @@ public interface IBatchStore : IDisposable
     /// <exception cref="IOException">The index could not be read, or was damaged.</exception>
     bool TryGetTxPosition(Hash32 hash, ulong maxHeight, out TxPosition position);
 
-    /// <summary>The number of txs in the stored batches.</summary>
+    /// <summary>The number of txs in the stored tx index (the stored batches' txs, less those pruned and merged away).</summary>
     long TxCount { get; }
+
+    /// <summary>
+    /// The highest height whose tx data retention removed (0: none). Pruned heights form a prefix: every stored batch
+    /// at or below it is <see cref="StoredBatch.Pruned"/>, every one above it is whole. Lookups of txs at pruned
+    /// heights (<see cref="TryGetTxPosition"/>) may find them until the index drops them, or not.
+    /// </summary>
+    ulong PrunedHeight { get; }
+
+    /// <summary>
+    /// Removes the tx hashes and receive times of the stored batches above <see cref="PrunedHeight"/> up to
+    /// <paramref name="throughHeight"/> (at most <paramref name="maxBatches"/> of them, and never above the stored
+    /// height), durably, in one transaction; headers, commitments, history nodes, signed heads and tx accounts stay.
+    /// </summary>
+    /// <returns>The new <see cref="PrunedHeight"/>.</returns>
+    /// <exception cref="IOException">The disk failed; the store is unchanged.</exception>
+    ulong Prune(ulong throughHeight, int maxBatches);
 
     /// <summary>
     /// An account's state as of the stored batches (ethereum mode: each stored batch's tx accounts move their
