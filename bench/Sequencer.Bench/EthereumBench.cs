@@ -17,13 +17,15 @@ internal static class EthereumBench
     /// <summary>The most txs signed for one scenario (a scenario that uses them up says so).</summary>
     private const int MaxPool = 90_000;
 
-    public static async Task<int> RunAsync(string data, string[] nodeArguments, bool withOpaque, TimeSpan warmup, TimeSpan duration, CancellationToken token)
+    public static async Task<int> RunAsync(string data, string[] nodeArguments, bool withOpaque, TimeSpan warmup, TimeSpan duration, Uri? given, CancellationToken token)
     {
         var scenarios = new (string Mode, int Clients, int PerRequest)[] { ("single", 16, 1), ("single", 64, 1), ("bulk", 16, 100) };
         var results = new Dictionary<string, List<ScenarioResult>>();
         foreach (var mode in withOpaque ? new[] { "opaque", "ethereum" } : ["ethereum"])
         {
-            await using var cluster = await BenchCluster.StartAsync(data, signing: true, [.. nodeArguments, "--validation", mode], token);
+            // --target: a running ethereum-mode cluster (its own configuration), measured as it is.
+            await using var started = given is null ? await BenchCluster.StartAsync(data, signing: true, [.. nodeArguments, "--validation", mode], token) : null;
+            var cluster = new { Target = given ?? started!.Target };
             var rows = results[mode] = [];
             Console.WriteLine();
             Console.WriteLine($"validation {mode}:");

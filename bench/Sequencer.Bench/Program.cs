@@ -59,6 +59,13 @@ root.SetAction(async (result, token) =>
 
     var runner = new ScenarioRunner(result.GetValue(sizeOption), TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)),
         TimeSpan.FromSeconds(result.GetValue(clusterWarmupOption)), result.GetValue(bulkOption), result.GetValue(halfClientsOption));
+    var validation = result.GetValue(validationOption);
+    if (validation is "ethereum" or "both")
+    {
+        return await EthereumBench.RunAsync(data, result.GetValue(nodeArgOption) ?? [], validation == "both",
+            TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)), result.GetValue(targetOption) is { } ethTarget ? new Uri(ethTarget) : null, token);
+    }
+
     if (result.GetValue(targetOption) is { } given)
     {
         var outcome = await runner.RunAsync(new Uri(given), signing: null, scenarios, token);
@@ -82,12 +89,6 @@ root.SetAction(async (result, token) =>
         return etcdOnly is null ? 1 : 0;
     }
 
-    var validation = result.GetValue(validationOption);
-    if (validation is "ethereum" or "both")
-    {
-        return await EthereumBench.RunAsync(data, result.GetValue(nodeArgOption) ?? [], validation == "both",
-            TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)), token);
-    }
 
     var l1 = result.GetValue(l1Option);
     if (l1 == "only")

@@ -364,7 +364,11 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         return floor > 0 && store.TryGetTxPosition(hash, floor, out position);
     }
 
-    /// <summary>The batch at <paramref name="height"/>, from memory or the store; null when not applied.</summary>
+    /// <summary>
+    /// The batch at <paramref name="height"/>, from memory or the store; null when not applied. A height whose tx data
+    /// retention pruned is served pruned even while memory still holds its hashes: what a node serves does not depend
+    /// on what it happens to cache.
+    /// </summary>
     public StoredBatch? GetBatch(ulong height)
     {
         if (height == 0)
@@ -374,7 +378,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             if (lastHeader is null || height > lastHeader.Height)
                 return null;
             if (recent.Get(height) is { } cached)
-                return cached;
+                return height <= store.PrunedHeight ? cached.WithoutTxData() : cached;
         }
 
         var stored = store.Get(height);

@@ -29,6 +29,7 @@ public static class DevnetCommand
     };
 
     private static readonly Option<string> ValidationOption = new("--validation") { Description = "How the chain validates txs: opaque (any bytes) or ethereum (signed Ethereum transactions for --chain-id, one ordered tx per sender and nonce).", DefaultValueFactory = _ => "opaque" };
+    private static readonly Option<ulong> RetainHeightsOption = new("--retain-heights") { Description = "Each node prunes the tx data of heights more than this many below its stored height, once signed and final on the L1 (0 keeps everything; needs --validation ethereum)." };
     private static readonly Option<int> L1PortOption = new("--l1-port") { Description = "The local anvil's port.", DefaultValueFactory = _ => 8545 };
     private static readonly Option<int> L1BlockTimeOption = new("--l1-block-time") { Description = "Seconds between the local anvil's blocks.", DefaultValueFactory = _ => 1 };
 
@@ -46,7 +47,7 @@ public static class DevnetCommand
         var command = new Command("devnet", "Run a local cluster of node processes (make run).")
         {
             NodesOption, DataOption, ApiPortOption, RaftPortOption, ChainIdOption, FreshOption, QuietOption, NoSigningOption, ThresholdOption, KeyGenerationOption,
-            L1Option, L1PortOption, L1BlockTimeOption, ValidationOption,
+            L1Option, L1PortOption, L1BlockTimeOption, ValidationOption, RetainHeightsOption,
         };
         command.SetAction(async (result, token) =>
         {
@@ -141,6 +142,16 @@ public static class DevnetCommand
             }
 
             extra = [.. extra, "--validation", validation];
+            if (result.GetValue(RetainHeightsOption) is > 0 and var retain)
+            {
+                if (validation != "ethereum")
+                {
+                    Echo("devnet: --retain-heights needs --validation ethereum (an opaque chain refuses a tx twice only by its hash, so every node keeps every hash)");
+                    return 2;
+                }
+
+                extra = [.. extra, "--retain-heights", retain.ToString(CultureInfo.InvariantCulture)];
+            }
             var binary = NodeBinary.At(Path.Combine(AppContext.BaseDirectory, "sequencer-node.dll"));
             await using var cluster = LocalCluster.Create(new LocalClusterOptions
             {

@@ -113,14 +113,7 @@ public sealed class LiteDbBatchStore : IBatchStore
     public long TxCount => txIndex.TxCount;
 
     /// <inheritdoc/>
-    public ulong PrunedHeight
-    {
-        get
-        {
-            lock (writer)
-                return prunedHeight;
-        }
-    }
+    public ulong PrunedHeight => Volatile.Read(ref prunedHeight);
 
     /// <inheritdoc/>
     public ulong Prune(ulong throughHeight, int maxBatches)
@@ -164,7 +157,7 @@ public sealed class LiteDbBatchStore : IBatchStore
                 throw e is LiteException ? new IOException($"store write failed: {e.Message}", e) : e;
             }
 
-            prunedHeight = last;
+            Volatile.Write(ref prunedHeight, last);
         }
 
         txIndex.Prune(last);
@@ -295,7 +288,7 @@ public sealed class LiteDbBatchStore : IBatchStore
             }
 
             current = checkpoint;
-            prunedHeight = pruned;
+            Volatile.Write(ref prunedHeight, pruned);
             if (runs is not null)
                 txIndex.Commit(runs);
         }

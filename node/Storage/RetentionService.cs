@@ -42,6 +42,11 @@ public sealed partial class RetentionService(RaftHost raft, ulong retainHeights,
     private readonly CancellationTokenSource stopping = new();
     private BackgroundLoop? loop;
     private int failures;
+    private ulong unreportedFrom;
+    private long lastReport;
+
+    /// <summary>How often at most a line reports what was pruned (the first prune is reported at once).</summary>
+    public static readonly TimeSpan ReportEvery = TimeSpan.FromMinutes(1);
 
     /// <summary>How many of the newest heights keep their tx data.</summary>
     public ulong RetainHeights => retainHeights;
@@ -60,7 +65,10 @@ public sealed partial class RetentionService(RaftHost raft, ulong retainHeights,
     /// <exception cref="IOException">The store failed.</exception>
     public async Task<ulong> PruneOnceAsync(CancellationToken token)
     {
-        var target = RetentionPolicy.PrunableThrough(raft.State.Durable.LastHeight, retainHeights, raft.State.SignedThrough, l1FinalizedHeight());
+        // A cluster without a key (development only) signs nothing: there, heights do not wait for a signed head.
+        var state = raft.State;
+        var signed = state.CurrentKeyEpoch is null && state.PendingKeyEpoch is null ? ulong.MaxValue : state.SignedThrough;
+        var target = RetentionPolicy.PrunableThrough(state.Durable.LastHeight, retainHeights, signed, l1FinalizedHeight());
         var from = raft.PrunedHeight;
         var pruned = from;
         while (pruned < target && !token.IsCancellationRequested)
@@ -72,7 +80,17 @@ public sealed partial class RetentionService(RaftHost raft, ulong retainHeights,
         }
 
         if (pruned > from)
-            LogPruned(logger, from + 1, pruned, retainHeights);
+        {
+            if (unreportedFrom == 0)
+                unreportedFrom = from + 1;
+            if (lastReport == 0 || time.GetElapsedTime(lastReport) >= ReportEvery)
+            {
+                LogPruned(logger, unreportedFrom, pruned, retainHeights);
+                unreportedFrom = 0;
+                lastReport = time.GetTimestamp();
+            }
+        }
+
         return pruned;
     }
 

@@ -40,6 +40,94 @@ public sealed class EthereumModeTests
 
     private static Uri Api(TestCluster test, int id) => new(test.Cluster.Node(id).Spec.Api);
 
+    private static async Task<JsonElement> ClusterViewAsync(Uri node)
+    {
+        using var document = JsonDocument.Parse(await Http.GetStringAsync(new Uri(node, "/v1/cluster")));
+        return document.RootElement.Clone();
+    }
+
+    private static ulong PrunedHeight(JsonElement view) => view.GetProperty("pipeline").GetProperty("prunedHeight").GetUInt64();
+
+    [Fact]
+    public async Task Retention_PrunesOldTxData_Serves410ForIt_NeverOrdersAnOldTxAgain_AndAFollowerRebuiltFromASnapshotAgrees()
+    {
+        // Issue 12: --retain-heights. A follower is down while the others order and prune, and the log is compacted
+        // (4 entries kept), so it comes back through a snapshot whose oldest batches are headers only.
+        await using var test = await TestCluster.StartAsync("retention", signingThreshold: 2,
+            extraArguments: ["--validation", "ethereum", "--retain-heights", "20", "--wal-retained-entries", "4"]);
+        var leader = await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        var follower = test.Cluster.Nodes.First(n => n.Spec.Id != leader).Spec.Id;
+        var up = test.Cluster.Nodes.First(n => n.Spec.Id != leader && n.Spec.Id != follower).Spec.Id;
+        await test.Cluster.Node(follower).KillAsync();
+
+        var alice = EthKey.FromHex("0x" + new string('b', 63) + "2");
+        var first = Tx(alice, 0, 1);
+        var (status, body) = await PostAsync(Api(test, leader), first);
+        Assert.True(status == 200, body.ToString());
+        var height = ulong.Parse(body.GetProperty("results")[0].GetProperty("height").GetString()!, CultureInfo.InvariantCulture);
+        // One tx per request, one after another: most are batches of their own.
+        for (var nonce = 1UL; nonce <= 60; nonce++)
+            Assert.Equal(200, (await PostAsync(Api(test, up), Tx(alice, nonce, (byte)nonce))).Status);
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (PrunedHeight(await ClusterViewAsync(Api(test, leader))) < height || PrunedHeight(await ClusterViewAsync(Api(test, up))) < height)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"the nodes did not prune height {height} within 30 s\n{test.Logs()}");
+            await Task.Delay(100);
+        }
+
+        foreach (var node in new[] { leader, up })
+        {
+            // The tx's data is gone: 410 with where it was ordered; the header, its commitment and the signed head stay.
+            using var tx = await Http.GetAsync(new Uri(Api(test, node), $"/v1/txs/{Hash(first)}"));
+            Assert.True(tx.StatusCode is System.Net.HttpStatusCode.Gone or System.Net.HttpStatusCode.NotFound, $"node {node}: {(int)tx.StatusCode}");
+            if (tx.StatusCode == System.Net.HttpStatusCode.Gone)
+            {
+                using var gone = JsonDocument.Parse(await tx.Content.ReadAsStringAsync());
+                Assert.Equal("pruned", gone.RootElement.GetProperty("error").GetString());
+                Assert.Equal(height.ToString(CultureInfo.InvariantCulture), gone.RootElement.GetProperty("height").GetString());
+            }
+
+            using (var batch = JsonDocument.Parse(await Http.GetStringAsync(new Uri(Api(test, node), $"/v1/batches/{height}"))))
+            {
+                Assert.True(batch.RootElement.GetProperty("pruned").GetBoolean());
+                Assert.Equal(0, batch.RootElement.GetProperty("txs").GetArrayLength());
+                Assert.True(batch.RootElement.GetProperty("header").GetProperty("txCount").GetInt32() >= 1);
+            }
+
+            using var commitment = await Http.GetAsync(new Uri(Api(test, node), $"/v1/commitments/{height}"));
+            Assert.Equal(System.Net.HttpStatusCode.OK, commitment.StatusCode);
+        }
+
+        // The old tx again is never ordered twice: an idempotent answer at its first height, or nonce_used.
+        var again = await PostAsync(Api(test, up), first);
+        Assert.True(again.Status == 409 || (again.Status == 200 && again.Body.GetProperty("results")[0].GetProperty("height").GetString() == height.ToString(CultureInfo.InvariantCulture)),
+            again.Body.ToString());
+        Assert.Equal("61", (await AccountAsync(Api(test, leader), alice)).GetProperty("nextNonce").GetString());
+
+        // The follower catches up from a snapshot with a pruned prefix: it has the same chain, the same nonces, and
+        // decides alike.
+        test.Cluster.Node(follower).Start();
+        await test.WaitForConvergenceAsync(TimeSpan.FromSeconds(60));
+        Assert.Contains("Installed a snapshot", test.Cluster.Node(follower).Tail(400), StringComparison.Ordinal);
+        var view = await ClusterViewAsync(Api(test, follower));
+        Assert.True(PrunedHeight(view) >= height, view.ToString());
+        Assert.Equal("61", (await AccountAsync(Api(test, follower), alice)).GetProperty("nextNonce").GetString());
+        var headHeight = view.GetProperty("height").GetString()!;
+        foreach (var node in test.Cluster.Nodes.Select(n => n.Spec.Id))
+        {
+            using var head = JsonDocument.Parse(await Http.GetStringAsync(new Uri(Api(test, node), $"/v1/batches/{headHeight}")));
+            using var old = JsonDocument.Parse(await Http.GetStringAsync(new Uri(Api(test, node), $"/v1/batches/{height}")));
+            using var reference = JsonDocument.Parse(await Http.GetStringAsync(new Uri(Api(test, leader), $"/v1/batches/{headHeight}")));
+            Assert.Equal(reference.RootElement.GetProperty("hash").GetString(), head.RootElement.GetProperty("hash").GetString());
+            Assert.True(old.RootElement.GetProperty("pruned").GetBoolean());
+        }
+
+        Assert.Equal((409, "nonce_used"), Code(await PostAsync(Api(test, follower), Tx(alice, 5, 99))));
+        Assert.Equal(200, (await PostAsync(Api(test, follower), Tx(alice, 61, 61))).Status);
+        Assert.Equal("62", (await AccountAsync(Api(test, up), alice)).GetProperty("nextNonce").GetString());
+    }
+
     [Fact]
     public async Task ConflictingTxs_SentToTwoNodesAtOnce_OrderExactlyOne_AndTheOtherNamesTheWinner_OnEveryNode_ThroughALeaderKillAndARestart()
     {

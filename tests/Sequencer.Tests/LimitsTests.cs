@@ -57,6 +57,9 @@ public sealed class LimitsTests
         // chunk boundary (found with the bench).
         Assert.Contains((options with { WalChunkBytes = 4 * 1024 * 1024 + 4096 }).Validate(), e => e.Contains("power of two", StringComparison.Ordinal));
         Assert.Contains((options with { RaftTiming = new RaftTimingOptions { ElectionTimeoutLowerMs = 600, ElectionTimeoutUpperMs = 300 } }).Validate(), e => e.Contains("election", StringComparison.Ordinal));
+        // Retention needs the nonce rule: an opaque chain's duplicate check reads every ordered hash.
+        Assert.Contains((options with { RetainHeights = 100 }).Validate(), e => e.Contains("--retain-heights needs --validation ethereum", StringComparison.Ordinal));
+        Assert.Empty((options with { RetainHeights = 100, Validation = Sequencer.Core.Validation.ValidationMode.Ethereum }).Validate());
     }
 
     [Fact]
