@@ -534,7 +534,11 @@ public sealed partial class SubmitService : IAsyncDisposable
             Session = carried.Session,
             Signatures = carried.Signatures.Count == 0 ? null : carried.Signatures,
         };
-        var payload = LogCommandCodec.Encode(command);
+        // Encoded into a pooled buffer, returned once the entry is in the WAL (ReplicateAsync has copied it by the time
+        // it completes): a full batch is hundreds of KB, and a new array per batch (and its doublings) was tens of MB
+        // a second of large-object garbage under bulk load, which only a full GC reclaims (the leader's RSS).
+        var payload = new DotNext.Buffers.PoolingArrayBufferWriter<byte>(System.Buffers.ArrayPool<byte>.Shared) { Capacity = (int)Math.Min(int.MaxValue / 2, bytes + (items.Count * 16L) + 256) };
+        LogCommandCodec.Encode(command, payload);
         metrics.BatchBytes.Record(bytes);
         var trace = Telemetry.NodeTracing.StartRoot("batch");
         trace?.SetTag("sequencer.tx_count", items.Count);
@@ -563,7 +567,7 @@ public sealed partial class SubmitService : IAsyncDisposable
         _ = ReplicateAsync(items, payload, proposal, carried, trace, leadership);
     }
 
-    private async Task ReplicateAsync(List<PendingTx> items, byte[] payload, BatchProposal proposal, BatchRiders carried,
+    private async Task ReplicateAsync(List<PendingTx> items, DotNext.Buffers.PoolingArrayBufferWriter<byte> payload, BatchProposal proposal, BatchRiders carried,
         System.Diagnostics.Activity? trace, CancellationToken leadership)
     {
         var started = time.GetTimestamp();
@@ -571,7 +575,7 @@ public sealed partial class SubmitService : IAsyncDisposable
         var replicate = trace is null ? null : Telemetry.NodeTracing.Source.StartActivity("batch.replicate", System.Diagnostics.ActivityKind.Internal, trace.Context);
         try
         {
-            await log.ReplicateAsync(payload, proposal, leadership).ConfigureAwait(false);
+            await log.ReplicateAsync(payload.WrittenMemory, proposal, leadership).ConfigureAwait(false);
             committed = true;
             metrics.ReplicateDuration.Record(time.GetElapsedTime(started).TotalMilliseconds);
         }
@@ -589,6 +593,7 @@ public sealed partial class SubmitService : IAsyncDisposable
         }
         finally
         {
+            payload.Dispose();
             lock (gate)
             {
                 inFlight--;
