@@ -131,7 +131,9 @@ public sealed class MutualTlsTests
             await Task.Delay(100);
         }
 
-        // The two members go on ordering; node 3 holds nothing of the log.
+        // The two members go on ordering; node 3 holds nothing of the log. Node 3 may have led before it was killed:
+        // wait until the two agree on a leader (a submit during their election is answered 503 no_leader).
+        await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30), among: [1, 2]);
         var more = await SigningTests.SubmitAsync(test.Cluster.Node(1).Client, 10, seed: 42);
         Assert.NotNull(await test.Cluster.Node(2).Client.GetTxAsync(more[^1]));
         Assert.True(test.Cluster.Node(3).IsRunning, "node 3 should run (and be refused), not exit");
