@@ -177,50 +177,48 @@ public static class SnapshotFormat
     public static StoredBatch FromRecord(SnapshotBatch record)
     {
         ArgumentNullException.ThrowIfNull(record);
+        // A pruned batch holds no tx data: its count comes with it, and its txRoot cannot be checked here (the signed
+        // heads above it commit to it; the installer checks the chain and the history root).
+        uint count;
         if (record.Pruned)
-            return FromPrunedRecord(record);
-        if (record.TxHashes.Length == 0 || record.TxHashes.Length % Hash32.Length != 0)
-            throw new LogFormatException($"snapshot batch {record.Height}: tx hash block has length {record.TxHashes.Length}");
-        var count = record.TxHashes.Length / Hash32.Length;
-        if (record.ReceivedMs.Length != count)
-            throw new LogFormatException($"snapshot batch {record.Height}: {record.ReceivedMs.Length} receive times for {count} txs");
+        {
+            count = record.PrunedTxCount;
+            if (count == 0 || record.TxHashes.Length != 0 || record.ReceivedMs.Length != 0)
+                throw new LogFormatException($"snapshot batch {record.Height}: a pruned batch names no tx count or still holds tx data");
+        }
+        else
+        {
+            if (record.TxHashes.Length == 0 || record.TxHashes.Length % Hash32.Length != 0)
+                throw new LogFormatException($"snapshot batch {record.Height}: tx hash block has length {record.TxHashes.Length}");
+            count = (uint)(record.TxHashes.Length / Hash32.Length);
+            if (record.ReceivedMs.Length != count)
+                throw new LogFormatException($"snapshot batch {record.Height}: {record.ReceivedMs.Length} receive times for {count} txs");
+        }
+
         if (record.ParentHash.Length != Hash32.Length || record.HistoryRoot.Length != Hash32.Length || record.TxRoot.Length != Hash32.Length
             || record.Commitment.Length != Hash32.Length)
             throw new LogFormatException($"snapshot batch {record.Height}: a hash field is not 32 bytes");
 
-        var hashes = new Hash32[count];
-        for (var i = 0; i < count; i++)
+        var hashes = new Hash32[record.Pruned ? 0 : count];
+        for (var i = 0; i < hashes.Length; i++)
             hashes[i] = new Hash32(record.TxHashes.AsSpan(i * Hash32.Length, Hash32.Length));
-        var header = new BatchHeader(record.ChainId, record.KeyEpoch, record.Height, record.Term,
-            new Hash32(record.ParentHash), new Hash32(record.HistoryRoot), new Hash32(record.TxRoot), (uint)count, record.TimestampMs);
-        if (header.Commitment != new Hash32(record.Commitment))
-            throw new LogFormatException($"snapshot batch {record.Height}: the commitment does not match the header");
-        if (MerkleTree.ComputeRoot(hashes) != header.TxRoot)
-            throw new LogFormatException($"snapshot batch {record.Height}: txRoot does not match the tx hashes");
-        var accounts = record.TxAccounts ?? [];
-        if (accounts.Length != 0 && accounts.Length != count * Sequencer.Core.Validation.TxAccount.EncodedLength)
-            throw new LogFormatException($"snapshot batch {record.Height}: an account block of {accounts.Length} bytes for {count} txs");
-        return new StoredBatch { Header = header, TxHashes = hashes, ReceivedMs = record.ReceivedMs, RaftIndex = record.RaftIndex, OrderedAtMs = record.OrderedAtMs, TxAccounts = accounts };
-    }
-
-    // A pruned batch: its header is checked against its commitment (and, by the installer, against the chain and the
-    // history root); its txRoot cannot be checked here, the signed heads above it commit to it.
-    private static StoredBatch FromPrunedRecord(SnapshotBatch record)
-    {
-        var count = record.PrunedTxCount;
-        if (count == 0 || record.TxHashes.Length != 0 || record.ReceivedMs.Length != 0)
-            throw new LogFormatException($"snapshot batch {record.Height}: a pruned batch names no tx count or still holds tx data");
-        if (record.ParentHash.Length != Hash32.Length || record.HistoryRoot.Length != Hash32.Length || record.TxRoot.Length != Hash32.Length
-            || record.Commitment.Length != Hash32.Length)
-            throw new LogFormatException($"snapshot batch {record.Height}: a hash field is not 32 bytes");
         var header = new BatchHeader(record.ChainId, record.KeyEpoch, record.Height, record.Term,
             new Hash32(record.ParentHash), new Hash32(record.HistoryRoot), new Hash32(record.TxRoot), count, record.TimestampMs);
         if (header.Commitment != new Hash32(record.Commitment))
             throw new LogFormatException($"snapshot batch {record.Height}: the commitment does not match the header");
+        if (!record.Pruned && MerkleTree.ComputeRoot(hashes) != header.TxRoot)
+            throw new LogFormatException($"snapshot batch {record.Height}: txRoot does not match the tx hashes");
         var accounts = record.TxAccounts ?? [];
-        if (accounts.Length != (long)count * Sequencer.Core.Validation.TxAccount.EncodedLength)
+        var accountBytes = (long)count * Sequencer.Core.Validation.TxAccount.EncodedLength;
+        if (record.Pruned && accounts.Length != accountBytes)
             throw new LogFormatException($"snapshot batch {record.Height}: a pruned batch needs one account per tx ({accounts.Length} bytes for {count} txs)");
-        return new StoredBatch { Header = header, TxHashes = [], ReceivedMs = [], RaftIndex = record.RaftIndex, OrderedAtMs = record.OrderedAtMs, TxAccounts = accounts, Pruned = true };
+        if (accounts.Length != 0 && accounts.Length != accountBytes)
+            throw new LogFormatException($"snapshot batch {record.Height}: an account block of {accounts.Length} bytes for {count} txs");
+        return new StoredBatch
+        {
+            Header = header, TxHashes = hashes, ReceivedMs = record.Pruned ? [] : record.ReceivedMs, RaftIndex = record.RaftIndex, OrderedAtMs = record.OrderedAtMs,
+            TxAccounts = accounts, Pruned = record.Pruned,
+        };
     }
 }
 

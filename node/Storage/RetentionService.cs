@@ -48,12 +48,6 @@ public sealed partial class RetentionService(RaftHost raft, ulong retainHeights,
     /// <summary>How often at most a line reports what was pruned (the first prune is reported at once).</summary>
     public static readonly TimeSpan ReportEvery = TimeSpan.FromMinutes(1);
 
-    /// <summary>How many of the newest heights keep their tx data.</summary>
-    public ulong RetainHeights => retainHeights;
-
-    /// <summary>The last failure to prune, or null.</summary>
-    public string? LastError { get; private set; }
-
     /// <summary>Starts the loop (the host starts lifetimes).</summary>
     public void Start(BackgroundLoops loops)
     {
@@ -104,13 +98,11 @@ public sealed partial class RetentionService(RaftHost raft, ulong retainHeights,
             {
                 await PruneOnceAsync(token).ConfigureAwait(false);
                 failures = 0;
-                LastError = null;
             }
             catch (IOException e)
             {
                 // A full or failing disk: the data stays; try again later, less and less often.
                 failures++;
-                LastError = e.Message;
                 LogPruneFailed(logger, e.Message);
                 wait = TimeSpan.FromSeconds(Math.Min(60, 2 << Math.Min(failures, 5)));
             }
