@@ -14,7 +14,13 @@ namespace Sequencer.Chaos.Running;
 /// <param name="Height">Its applied height.</param>
 /// <param name="LastLogIndex">The last index in its Raft log.</param>
 /// <param name="SignedThrough">Its highest signed head (every height at or below it is covered).</param>
-public sealed record NodeSample(long AtMs, int NodeId, bool Up, string? Role, int? Leader, long Term, ulong Height, long LastLogIndex, ulong SignedThrough = 0);
+/// <param name="AskedAtMs">When the round that took this sample began asking (-1: at <paramref name="AtMs"/>): the node
+/// answered at some moment between the two, so what it reported held no earlier than this and no later than AtMs.</param>
+public sealed record NodeSample(long AtMs, int NodeId, bool Up, string? Role, int? Leader, long Term, ulong Height, long LastLogIndex, ulong SignedThrough = 0, long AskedAtMs = -1)
+{
+    /// <summary>The earliest moment the sample may describe.</summary>
+    public long FromMs => AskedAtMs < 0 ? AtMs : AskedAtMs;
+}
 
 /// <summary>
 /// Polls every node's <c>/v1/cluster</c> a few times a second: who leads when, which heights nodes have applied, and
@@ -28,13 +34,17 @@ public sealed class ClusterMonitor : IAsyncDisposable
     private readonly Lock gate = new();
     private readonly CancellationTokenSource stopping = new();
     private readonly Task loop;
+    private readonly Task proofLoop;
     private readonly Dictionary<int, NodeSample> latest = [];
     private readonly Dictionary<(int NodeId, string Height, string Head), CommitmentResponse> observed = [];
     private const int MaxObserved = 100_000;
 
     /// <summary>How often every node is asked for its view.</summary>
     public const int PollIntervalMs = 200;
-    private long polls;
+
+    /// <summary>How often coverage proofs are sampled, on a loop of their own (see <see cref="SampleProofsAsync"/>).</summary>
+    public const int ProofIntervalMs = 1_000;
+    private long proofRounds;
 
     /// <summary>Starts polling.</summary>
     public ClusterMonitor(LocalCluster cluster, Func<long> nowMs)
@@ -42,6 +52,7 @@ public sealed class ClusterMonitor : IAsyncDisposable
         this.cluster = cluster;
         this.nowMs = nowMs;
         loop = Task.Run(PollAsync);
+        proofLoop = Task.Run(SampleProofsAsync);
     }
 
     /// <summary>Every sample so far.</summary>
@@ -149,6 +160,7 @@ public sealed class ClusterMonitor : IAsyncDisposable
             }
 
             var nodes = cluster.Nodes;
+            var asked = nowMs();
             var views = await Task.WhenAll(nodes.Select(n => n.IsRunning ? AskAsync(n) : Task.FromResult<ClusterResponse?>(null))).ConfigureAwait(false);
             var at = nowMs();
             lock (gate)
@@ -157,47 +169,71 @@ public sealed class ClusterMonitor : IAsyncDisposable
                 {
                     var view = views[i];
                     var sample = view is null
-                        ? new NodeSample(at, nodes[i].Spec.Id, false, null, null, 0, 0, 0)
+                        ? new NodeSample(at, nodes[i].Spec.Id, false, null, null, 0, 0, 0, AskedAtMs: asked)
                         : new NodeSample(at, view.NodeId, true, view.Role, view.Leader, long.Parse(view.Term, CultureInfo.InvariantCulture),
                             ulong.Parse(view.Height, CultureInfo.InvariantCulture), view.Pipeline?.GetValueOrDefault("lastLogIndex") ?? 0,
-                            view.SignedThrough is { } signed ? ulong.Parse(signed, CultureInfo.InvariantCulture) : 0);
+                            view.SignedThrough is { } signed ? ulong.Parse(signed, CultureInfo.InvariantCulture) : 0, asked);
                     samples.Add(sample);
                     latest[nodes[i].Spec.Id] = sample;
                 }
             }
-
-            if (++polls % 5 == 0)
-                await SampleSignaturesAsync(nodes, views).ConfigureAwait(false);
         }
     }
 
-    private async Task SampleSignaturesAsync(IReadOnlyList<NodeProcess> nodes, ClusterResponse?[] views)
+    /// <summary>
+    /// Once a second, a few coverage proofs of every node that reported a signed head. A loop of its own: these requests
+    /// go one after another (up to 400 ms each, and a node that has just restarted answers its first ones slowly), and
+    /// when they ran inside the poll loop they held back its next round by over a second, so LIVE-SIGN saw a height
+    /// covered only at that late round and failed a run whose heads were signed within 100 ms all along.
+    /// </summary>
+    private async Task SampleProofsAsync()
     {
-        for (var i = 0; i < nodes.Count; i++)
+        var token = stopping.Token;
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(ProofIntervalMs));
+        while (true)
         {
-            if (views[i] is not { } view || view.SignedThrough is null)
-                continue;
-            var signed = ulong.Parse(view.SignedThrough, CultureInfo.InvariantCulture);
-            if (signed == 0)
-                continue;
-
-            // The newest covered height and two older ones (a head, and a height a history proof must reach).
-            foreach (var height in new[] { signed, signed - Math.Min(signed - 1, 7), 1 + ((ulong)polls * 7919 % signed) }.Distinct())
+            try
             {
-                using var timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds(400));
-                try
+                await timer.WaitForNextTickAsync(token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            proofRounds++;
+            foreach (var node in cluster.Nodes)
+            {
+                if (token.IsCancellationRequested)
+                    return;
+                NodeSample? last;
+                lock (gate)
+                    last = latest.GetValueOrDefault(node.Spec.Id);
+                if (node.IsRunning && last is { Up: true, SignedThrough: > 0 })
+                    await SampleProofsAsync(node, last.NodeId, last.SignedThrough, token).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task SampleProofsAsync(NodeProcess node, int nodeId, ulong signed, CancellationToken token)
+    {
+        // The newest covered height and two older ones (a head, and a height a history proof must reach).
+        foreach (var height in new[] { signed, signed - Math.Min(signed - 1, 7), 1 + ((ulong)proofRounds * 7919 % signed) }.Distinct())
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
+            timeout.CancelAfter(TimeSpan.FromMilliseconds(400));
+            try
+            {
+                if (await node.Client.GetCommitmentAsync(height, timeout.Token).ConfigureAwait(false) is not { } proof)
+                    continue;
+                lock (gate)
                 {
-                    if (await nodes[i].Client.GetCommitmentAsync(height, timeout.Token).ConfigureAwait(false) is not { } proof)
-                        continue;
-                    lock (gate)
-                    {
-                        if (observed.Count < MaxObserved)
-                            observed.TryAdd((view.NodeId, proof.Header.Height, proof.Head.Commitment), proof);
-                    }
+                    if (observed.Count < MaxObserved)
+                        observed.TryAdd((nodeId, proof.Header.Height, proof.Head.Commitment), proof);
                 }
-                catch (Exception e) when (e is SequencerApiException or OperationCanceledException or System.Text.Json.JsonException)
-                {
-                }
+            }
+            catch (Exception e) when (e is SequencerApiException or OperationCanceledException or System.Text.Json.JsonException)
+            {
             }
         }
     }
@@ -220,6 +256,7 @@ public sealed class ClusterMonitor : IAsyncDisposable
     {
         await stopping.CancelAsync().ConfigureAwait(false);
         await loop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        await proofLoop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         stopping.Dispose();
     }
 }

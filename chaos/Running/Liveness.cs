@@ -235,12 +235,20 @@ public static class Liveness
     /// node had applied then must be covered on some node within the bound (plus one sampling interval, the
     /// measurement's resolution).
     /// </summary>
+    /// <remarks>
+    /// It fails on evidence only: a later round that began asking more than the bound after the moment and still saw the
+    /// height uncovered (or none covering it before the end). A round's answers come at some moment between when it began
+    /// asking and when it ended (<see cref="NodeSample.FromMs"/>, <see cref="NodeSample.AtMs"/>), and a slow round (a
+    /// node that has just restarted answers slowly) leaves a gap in which the height may have been covered at any time: a
+    /// check that took the end of the first covering round as the time of coverage failed a run over such a gap whose heads
+    /// were signed within 100 ms throughout.
+    /// </remarks>
     public static InvariantResult CheckSigning(IReadOnlyList<NodeSample> samples, IReadOnlyList<FaultRecord> records, TimeSpan bound, TimeSpan sampling, long endMs)
     {
         ArgumentNullException.ThrowIfNull(samples);
         ArgumentNullException.ThrowIfNull(records);
         var rounds = samples.GroupBy(s => s.AtMs).OrderBy(g => g.Key)
-            .Select(g => (AtMs: g.Key, Height: g.Where(s => s.Up).Select(s => s.Height).DefaultIfEmpty(0UL).Max(),
+            .Select(g => (AtMs: g.Key, FromMs: g.Min(s => s.FromMs), Height: g.Where(s => s.Up).Select(s => s.Height).DefaultIfEmpty(0UL).Max(),
                 Signed: g.Where(s => s.Up).Select(s => s.SignedThrough).DefaultIfEmpty(0UL).Max(),
                 Leader: g.Where(s => s.Up && s.Role == "leader").OrderByDescending(s => s.Term).Select(s => (int?)s.NodeId).FirstOrDefault()))
             .ToList();
@@ -251,7 +259,7 @@ public static class Liveness
         long checkedMoments = 0, worstMs = 0;
         for (var i = 0; i < rounds.Count; i++)
         {
-            var (at, height, _, _) = rounds[i];
+            var (at, _, height, _, _) = rounds[i];
             if (firstSigned is null || at < firstSigned || height == 0 || at + limitMs > endMs || !Quiet(at))
                 continue;
             var leader = rounds[i].Leader;
@@ -259,11 +267,18 @@ public static class Liveness
             if (leader is null || window.Any(r => r.Leader != leader))
                 continue;
             checkedMoments++;
-            var coveredAt = rounds.Skip(i).Where(r => r.Signed >= height).Select(r => (long?)r.AtMs).FirstOrDefault();
-            var delay = coveredAt is { } when ? when - at : long.MaxValue;
-            worstMs = Math.Max(worstMs, delay == long.MaxValue ? 0 : delay);
-            if (delay > limitMs && problems.Count < 5)
-                problems.Add($"at {at / 1000.0:0.0} s height {height} was not covered by a signed head until {(delay == long.MaxValue ? "the end" : $"{(at + delay) / 1000.0:0.0} s")}");
+            var covering = rounds.FindIndex(i, r => r.Signed >= height);
+            long? coveredAt = covering >= 0 ? rounds[covering].AtMs : null;
+            worstMs = Math.Max(worstMs, coveredAt is { } when ? when - at : 0);
+
+            // The last round that still saw it uncovered: the height was covered no earlier than that round began asking.
+            var uncovered = (covering >= 0 ? covering : rounds.Count) - 1;
+            var stillUncoveredAt = uncovered > i ? rounds[uncovered].FromMs : at;
+            if (stillUncoveredAt - at > limitMs && problems.Count < 5)
+            {
+                problems.Add($"at {at / 1000.0:0.0} s height {height} was not covered by a signed head until "
+                    + $"{(coveredAt is { } covered ? $"{covered / 1000.0:0.0} s" : "the end")} (still uncovered at {stillUncoveredAt / 1000.0:0.0} s)");
+            }
         }
 
         return problems.Count == 0

@@ -42,6 +42,24 @@ public sealed class LiveSignTests
     }
 
     [Fact]
+    public void ASlowMonitorRound_IsAGapInTheEvidence_NotAStall()
+    {
+        // Signing trails by 100 ms, but one round begins asking at 5.0 s and ends only at 6.4 s (a node that has just
+        // restarted answers slowly): the next round is the first to see 5.0 s's height covered. Coverage happened at some
+        // moment in that gap, which is no evidence of a stall (a run failed this way).
+        var samples = Samples(100).Where(s => s.AtMs is <= 5_000 or > 6_400).ToList();
+        samples.AddRange(Samples(100).Where(s => s.AtMs == 5_000).Select(s => s with { AtMs = 6_400, AskedAtMs = 5_000, Height = s.Height + 1, SignedThrough = s.SignedThrough }));
+        var result = Liveness.CheckSigning(samples, [], Bound, Sampling, 10_000);
+        Assert.True(result.Passed, result.Detail);
+
+        // A stall seen from both sides of the gap still fails: uncovered in a round that began 1.4 s after the moment.
+        var stalled = samples.Select(s => s.AtMs is >= 5_000 and <= 6_800 ? s with { SignedThrough = 200 } : s).ToList();
+        var failed = Liveness.CheckSigning(stalled, [], Bound, Sampling, 10_000);
+        Assert.False(failed.Passed);
+        Assert.Contains("still uncovered at", failed.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void LagDuringAFaultOrRightAfterALeaderChange_IsNotJudged()
     {
         // Signing stops between 3 s and 6 s: first inside a fault window (healed at 6 s; settled 3 s later), then around a leader change.
