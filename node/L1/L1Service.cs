@@ -443,52 +443,9 @@ public sealed partial class L1Service : IAsyncDisposable
 
     private async Task FollowPendingAsync(Pending waiting, ulong contractHeight, ulong latest, CancellationToken token)
     {
-        foreach (var hash in waiting.Hashes)
+        if (await MinedReceiptAsync(waiting, token).ConfigureAwait(false) is { } receipt)
         {
-            if (await rpc.GetTransactionReceiptAsync(hash, token).ConfigureAwait(false) is not { } receipt)
-                continue;
-            pending = null;
-            lastPostBlock = receipt.BlockNumber;
-            if (!receipt.Success)
-            {
-                Report($"the post of head {waiting.Height} reverted in block {receipt.BlockNumber} (another post got there first, or the contract moved on)");
-                return;
-            }
-
-            Interlocked.Increment(ref postCount);
-            var covered = Math.Max(1, waiting.Height - waiting.From);
-            metrics.L1PostGas.Record((long)receipt.GasUsed);
-            metrics.L1GasPerBatch.Record((double)receipt.GasUsed / covered);
-            var now = NowMs;
-            if (now >= waiting.SignedAtMs)
-                metrics.SignedToPosted.Record(now - waiting.SignedAtMs);
-            if (now >= waiting.SentAtMs)
-                metrics.L1PostDuration.Record(now - waiting.SentAtMs);
-            LogPosted(logger, waiting.Height, covered, EthHex.Bytes(receipt.TransactionHash), receipt.BlockNumber, receipt.GasUsed, now - waiting.SentAtMs);
-            Telemetry.NodeTracing.Record("head.post", raft.State.Traces.Head(waiting.Height), (long)waiting.SentAtMs, (long)now,
-                [new("sequencer.height", (long)waiting.Height), new("sequencer.covered_batches", (long)covered), new("l1.gas", (long)receipt.GasUsed),
-                 new("l1.block", (long)receipt.BlockNumber), new("l1.tx", EthHex.Bytes(receipt.TransactionHash))]);
-            var progress = new L1ProgressCommand
-            {
-                Height = waiting.Height,
-                Commitment = raft.State.GetBatch(waiting.Height)?.Header.Commitment.ToArray() ?? [],
-                L1TxHash = receipt.TransactionHash,
-                L1Block = receipt.BlockNumber,
-                Contract = contract.Bytes.ToArray(),
-                ObservedAtMs = now,
-            };
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token, raft.LeadershipToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(5));
-            try
-            {
-                await raft.ReplicateAsync(LogCommandCodec.Encode(progress), null, timeout.Token).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is OperationCanceledException or DotNext.Net.Cluster.Consensus.Raft.NotLeaderException or DotNext.Net.Cluster.Consensus.Raft.QuorumUnreachableException)
-            {
-                // The contract holds the post; the log's record of it waits for the next one.
-                Report($"the L1 progress of head {waiting.Height} did not commit: {e.GetType().Name}");
-            }
-
+            await RecordMinedAsync(waiting, receipt, token).ConfigureAwait(false);
             return;
         }
 
@@ -504,11 +461,81 @@ public sealed partial class L1Service : IAsyncDisposable
         var mined = await rpc.GetTransactionCountAsync(key!.Address, "latest", token).ConfigureAwait(false);
         if (mined != waiting.Nonce)
         {
+            // The post itself may have been mined between the receipt lookups above and the nonce read (a devnet under
+            // load logged a sound post as lost this way, and its receipt, gas and L1 progress were never recorded).
+            if (mined > waiting.Nonce && await MinedReceiptAsync(waiting, token).ConfigureAwait(false) is { } late)
+            {
+                await RecordMinedAsync(waiting, late, token).ConfigureAwait(false);
+                return;
+            }
+
             Report($"the post of head {waiting.Height} (nonce {waiting.Nonce}) can no longer be mined (the L1 account's next nonce is {mined}); it is sent anew");
             pending = null;
             return;
         }
 
+        await BumpIfStuckAsync(waiting, latest, token).ConfigureAwait(false);
+    }
+
+    // The receipt of any of the post's transactions (the original or a fee bump), or null when none is mined.
+    private async Task<EthReceipt?> MinedReceiptAsync(Pending waiting, CancellationToken token)
+    {
+        foreach (var hash in waiting.Hashes)
+        {
+            if (await rpc.GetTransactionReceiptAsync(hash, token).ConfigureAwait(false) is { } receipt)
+                return receipt;
+        }
+
+        return null;
+    }
+
+    private async Task RecordMinedAsync(Pending waiting, EthReceipt receipt, CancellationToken token)
+    {
+        pending = null;
+        lastPostBlock = receipt.BlockNumber;
+        if (!receipt.Success)
+        {
+            Report($"the post of head {waiting.Height} reverted in block {receipt.BlockNumber} (another post got there first, or the contract moved on)");
+            return;
+        }
+
+        Interlocked.Increment(ref postCount);
+        var covered = Math.Max(1, waiting.Height - waiting.From);
+        metrics.L1PostGas.Record((long)receipt.GasUsed);
+        metrics.L1GasPerBatch.Record((double)receipt.GasUsed / covered);
+        var now = NowMs;
+        if (now >= waiting.SignedAtMs)
+            metrics.SignedToPosted.Record(now - waiting.SignedAtMs);
+        if (now >= waiting.SentAtMs)
+            metrics.L1PostDuration.Record(now - waiting.SentAtMs);
+        LogPosted(logger, waiting.Height, covered, EthHex.Bytes(receipt.TransactionHash), receipt.BlockNumber, receipt.GasUsed, now - waiting.SentAtMs);
+        Telemetry.NodeTracing.Record("head.post", raft.State.Traces.Head(waiting.Height), (long)waiting.SentAtMs, (long)now,
+            [new("sequencer.height", (long)waiting.Height), new("sequencer.covered_batches", (long)covered), new("l1.gas", (long)receipt.GasUsed),
+             new("l1.block", (long)receipt.BlockNumber), new("l1.tx", EthHex.Bytes(receipt.TransactionHash))]);
+        var progress = new L1ProgressCommand
+        {
+            Height = waiting.Height,
+            Commitment = raft.State.GetBatch(waiting.Height)?.Header.Commitment.ToArray() ?? [],
+            L1TxHash = receipt.TransactionHash,
+            L1Block = receipt.BlockNumber,
+            Contract = contract.Bytes.ToArray(),
+            ObservedAtMs = now,
+        };
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token, raft.LeadershipToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(5));
+        try
+        {
+            await raft.ReplicateAsync(LogCommandCodec.Encode(progress), null, timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is OperationCanceledException or DotNext.Net.Cluster.Consensus.Raft.NotLeaderException or DotNext.Net.Cluster.Consensus.Raft.QuorumUnreachableException)
+        {
+            // The contract holds the post; the log's record of it waits for the next one.
+            Report($"the L1 progress of head {waiting.Height} did not commit: {e.GetType().Name}");
+        }
+    }
+
+    private async Task BumpIfStuckAsync(Pending waiting, ulong latest, CancellationToken token)
+    {
         if (latest >= waiting.SentAtBlock + (ulong)options.BumpAfterBlocks)
         {
             if (waiting.Hashes.Count >= 16)
