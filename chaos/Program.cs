@@ -118,7 +118,18 @@ root.SetAction(async (result, token) =>
     }
 
     Console.WriteLine($"SEED={options.Seed}");
-    var outcome = await ChaosRun.RunAsync(options, token);
+    ChaosResult outcome;
+    try
+    {
+        outcome = await ChaosRun.RunAsync(options, token);
+    }
+    catch (OperationCanceledException e) when (!token.IsCancellationRequested)
+    {
+        // System.CommandLine ends a canceled action with exit code 1 and no message; a cancellation nobody asked for is
+        // a harness bug, and it must say so (a soak run once ended this way, with no report).
+        Console.Error.WriteLine($"chaos: the run stopped on an unexpected cancellation (a harness bug): {e}");
+        return 2;
+    }
     Console.WriteLine();
     Console.WriteLine(ReportWriter.Summary(outcome.Report));
     return outcome.Passed ? 0 : 1;

@@ -76,7 +76,13 @@ public sealed partial class Workload
                 var account = await reader.GetAccountAsync(sender, timeout.Token).ConfigureAwait(false);
                 nonce = Math.Max(nonce, ulong.Parse(account.NextNonce, CultureInfo.InvariantCulture));
             }
-            catch (Exception e) when (e is SequencerApiException or HttpRequestException or OperationCanceledException && !token.IsCancellationRequested)
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                // The workload is stopping. (This read's filter used to let the cancellation through, and the harness
+                // exited with code 1 and no report when the stop came during it: soak seed 1975947296.)
+                return;
+            }
+            catch (Exception e) when (e is SequencerApiException or HttpRequestException or OperationCanceledException)
             {
                 // Try again next round.
             }
