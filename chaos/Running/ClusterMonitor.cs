@@ -42,7 +42,7 @@ public sealed class ClusterMonitor : IAsyncDisposable
     /// <summary>How often every node is asked for its view.</summary>
     public const int PollIntervalMs = 200;
 
-    /// <summary>How often coverage proofs are sampled, on a loop of their own (see <see cref="SampleProofsAsync"/>).</summary>
+    /// <summary>How often coverage proofs are sampled, on a loop of their own (see <see cref="ProofRoundAsync"/>).</summary>
     public const int ProofIntervalMs = 1_000;
     private long proofRounds;
 
@@ -51,8 +51,8 @@ public sealed class ClusterMonitor : IAsyncDisposable
     {
         this.cluster = cluster;
         this.nowMs = nowMs;
-        loop = Task.Run(PollAsync);
-        proofLoop = Task.Run(SampleProofsAsync);
+        loop = Task.Run(() => EveryAsync(PollIntervalMs, _ => PollRoundAsync()));
+        proofLoop = Task.Run(() => EveryAsync(ProofIntervalMs, ProofRoundAsync));
     }
 
     /// <summary>Every sample so far.</summary>
@@ -144,10 +144,11 @@ public sealed class ClusterMonitor : IAsyncDisposable
         return segments;
     }
 
-    private async Task PollAsync()
+    // Runs round every intervalMs until the monitor stops (a round that overruns delays the next, never overlaps it).
+    private async Task EveryAsync(int intervalMs, Func<CancellationToken, Task> round)
     {
         var token = stopping.Token;
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(PollIntervalMs));
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(intervalMs));
         while (true)
         {
             try
@@ -159,23 +160,28 @@ public sealed class ClusterMonitor : IAsyncDisposable
                 return;
             }
 
-            var nodes = cluster.Nodes;
-            var asked = nowMs();
-            var views = await Task.WhenAll(nodes.Select(n => n.IsRunning ? AskAsync(n) : Task.FromResult<ClusterResponse?>(null))).ConfigureAwait(false);
-            var at = nowMs();
-            lock (gate)
+            await round(token).ConfigureAwait(false);
+        }
+    }
+
+    private async Task PollRoundAsync()
+    {
+        var nodes = cluster.Nodes;
+        var asked = nowMs();
+        var views = await Task.WhenAll(nodes.Select(n => n.IsRunning ? AskAsync(n) : Task.FromResult<ClusterResponse?>(null))).ConfigureAwait(false);
+        var at = nowMs();
+        lock (gate)
+        {
+            for (var i = 0; i < nodes.Count; i++)
             {
-                for (var i = 0; i < nodes.Count; i++)
-                {
-                    var view = views[i];
-                    var sample = view is null
-                        ? new NodeSample(at, nodes[i].Spec.Id, false, null, null, 0, 0, 0, AskedAtMs: asked)
-                        : new NodeSample(at, view.NodeId, true, view.Role, view.Leader, long.Parse(view.Term, CultureInfo.InvariantCulture),
-                            ulong.Parse(view.Height, CultureInfo.InvariantCulture), view.Pipeline?.GetValueOrDefault("lastLogIndex") ?? 0,
-                            view.SignedThrough is { } signed ? ulong.Parse(signed, CultureInfo.InvariantCulture) : 0, asked);
-                    samples.Add(sample);
-                    latest[nodes[i].Spec.Id] = sample;
-                }
+                var view = views[i];
+                var sample = view is null
+                    ? new NodeSample(at, nodes[i].Spec.Id, false, null, null, 0, 0, 0, AskedAtMs: asked)
+                    : new NodeSample(at, view.NodeId, true, view.Role, view.Leader, long.Parse(view.Term, CultureInfo.InvariantCulture),
+                        ulong.Parse(view.Height, CultureInfo.InvariantCulture), view.Pipeline?.GetValueOrDefault("lastLogIndex") ?? 0,
+                        view.SignedThrough is { } signed ? ulong.Parse(signed, CultureInfo.InvariantCulture) : 0, asked);
+                samples.Add(sample);
+                latest[nodes[i].Spec.Id] = sample;
             }
         }
     }
@@ -186,36 +192,22 @@ public sealed class ClusterMonitor : IAsyncDisposable
     /// when they ran inside the poll loop they held back its next round by over a second, so LIVE-SIGN saw a height
     /// covered only at that late round and failed a run whose heads were signed within 100 ms all along.
     /// </summary>
-    private async Task SampleProofsAsync()
+    private async Task ProofRoundAsync(CancellationToken token)
     {
-        var token = stopping.Token;
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(ProofIntervalMs));
-        while (true)
+        proofRounds++;
+        foreach (var node in cluster.Nodes)
         {
-            try
-            {
-                await timer.WaitForNextTickAsync(token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
+            if (token.IsCancellationRequested)
                 return;
-            }
-
-            proofRounds++;
-            foreach (var node in cluster.Nodes)
-            {
-                if (token.IsCancellationRequested)
-                    return;
-                NodeSample? last;
-                lock (gate)
-                    last = latest.GetValueOrDefault(node.Spec.Id);
-                if (node.IsRunning && last is { Up: true, SignedThrough: > 0 })
-                    await SampleProofsAsync(node, last.NodeId, last.SignedThrough, token).ConfigureAwait(false);
-            }
+            NodeSample? last;
+            lock (gate)
+                last = latest.GetValueOrDefault(node.Spec.Id);
+            if (node.IsRunning && last is { Up: true, SignedThrough: > 0 })
+                await SampleNodeProofsAsync(node, last.NodeId, last.SignedThrough, token).ConfigureAwait(false);
         }
     }
 
-    private async Task SampleProofsAsync(NodeProcess node, int nodeId, ulong signed, CancellationToken token)
+    private async Task SampleNodeProofsAsync(NodeProcess node, int nodeId, ulong signed, CancellationToken token)
     {
         // The newest covered height and two older ones (a head, and a height a history proof must reach).
         foreach (var height in new[] { signed, signed - Math.Min(signed - 1, 7), 1 + ((ulong)proofRounds * 7919 % signed) }.Distinct())
