@@ -317,7 +317,12 @@ public static class ChaosRun
 
             results.Add(Liveness.CheckHeal(converged, history, records, healedAt, HealBound, signed));
             if (options.Signing)
-                results.Add(Liveness.CheckSigning(monitor.Samples, records, SignBound, TimeSpan.FromMilliseconds(ClusterMonitor.PollIntervalMs), NowMs()));
+            {
+                var trace = monitor.SigningTrace;
+                results.Add(Liveness.CheckSigning(monitor.Samples, records, SignBound, TimeSpan.FromMilliseconds(ClusterMonitor.PollIntervalMs), NowMs(), trace));
+                await File.WriteAllLinesAsync(Path.Combine(directory, "signing.log"), trace.Select(t => $"{t.AtMs / 1000.0:0.000} s n{t.NodeId}: {t.View}"), token).ConfigureAwait(false);
+            }
+
             results.Add(Liveness.CheckMinority(history, records, monitor.Samples, MinorityStallBound, MinorityRateFloor, ClientTimeout));
             results.Add(Liveness.CheckDiskFaults(records));
             if (anvil is not null)

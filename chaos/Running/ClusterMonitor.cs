@@ -22,6 +22,12 @@ public sealed record NodeSample(long AtMs, int NodeId, bool Up, string? Role, in
     public long FromMs => AskedAtMs < 0 ? AtMs : AskedAtMs;
 }
 
+/// <summary>The leader's signing view at one moment, in one line (see <see cref="ClusterMonitor.DescribeSigning"/>).</summary>
+/// <param name="AtMs">When it answered (milliseconds since the start of the run).</param>
+/// <param name="NodeId">The leader asked.</param>
+/// <param name="View">What it said.</param>
+public sealed record SigningSample(long AtMs, int NodeId, string View);
+
 /// <summary>
 /// Polls every node's <c>/v1/cluster</c> a few times a second: who leads when, which heights nodes have applied, and
 /// the leader changes of the run.
@@ -35,6 +41,9 @@ public sealed class ClusterMonitor : IAsyncDisposable
     private readonly CancellationTokenSource stopping = new();
     private readonly Task loop;
     private readonly Task proofLoop;
+    private readonly Task signingLoop;
+    private readonly List<SigningSample> signingTrace = [];
+    private const int MaxSigningTrace = 20_000;
     private readonly Dictionary<int, NodeSample> latest = [];
     private readonly Dictionary<(int NodeId, string Height, string Head), CommitmentResponse> observed = [];
     private const int MaxObserved = 100_000;
@@ -46,6 +55,9 @@ public sealed class ClusterMonitor : IAsyncDisposable
     public const int ProofIntervalMs = 1_000;
     private long proofRounds;
 
+    /// <summary>How often the leader's signing view is recorded (a trace that explains a LIVE-SIGN failure).</summary>
+    public const int SigningIntervalMs = 250;
+
     /// <summary>Starts polling.</summary>
     public ClusterMonitor(LocalCluster cluster, Func<long> nowMs)
     {
@@ -53,6 +65,17 @@ public sealed class ClusterMonitor : IAsyncDisposable
         this.nowMs = nowMs;
         loop = Task.Run(() => EveryAsync(PollIntervalMs, _ => PollRoundAsync()));
         proofLoop = Task.Run(() => EveryAsync(ProofIntervalMs, ProofRoundAsync));
+        signingLoop = Task.Run(() => EveryAsync(SigningIntervalMs, SigningRoundAsync));
+    }
+
+    /// <summary>The leader's signing view four times a second (at most <c>20,000</c> lines, the first ones kept).</summary>
+    public IReadOnlyList<SigningSample> SigningTrace
+    {
+        get
+        {
+            lock (gate)
+                return [.. signingTrace];
+        }
     }
 
     /// <summary>Every sample so far.</summary>
@@ -230,6 +253,53 @@ public sealed class ClusterMonitor : IAsyncDisposable
         }
     }
 
+    // The leader's sessions in flight and its record of every signer: when signing stalls, this says why (a signer left
+    // out, late, or without published nonces; sessions stuck at one stage).
+    private async Task SigningRoundAsync(CancellationToken token)
+    {
+        var leader = CurrentLeader;
+        if (leader is not { } id || cluster.Nodes.FirstOrDefault(n => n.Spec.Id == id) is not { IsRunning: true } node)
+            return;
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
+        timeout.CancelAfter(TimeSpan.FromMilliseconds(400));
+        try
+        {
+            using var view = await node.Client.GetSigningViewAsync(timeout.Token).ConfigureAwait(false);
+            var line = DescribeSigning(view.RootElement);
+            lock (gate)
+            {
+                if (signingTrace.Count < MaxSigningTrace)
+                    signingTrace.Add(new SigningSample(nowMs(), id, line));
+            }
+        }
+        catch (Exception e) when (e is SequencerApiException or OperationCanceledException or System.Text.Json.JsonException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// One line of a <c>GET /v1/signing</c> answer: applied height and signed head, the sessions in flight (head#attempt,
+    /// stage, signers) and the leader's record of each signer (shares accepted, timeouts, bad shares, how long it is left
+    /// out, its share latency, its published nonces).
+    /// </summary>
+    public static string DescribeSigning(System.Text.Json.JsonElement view)
+    {
+        static string Text(System.Text.Json.JsonElement parent, string name)
+            => parent.ValueKind == System.Text.Json.JsonValueKind.Object && parent.TryGetProperty(name, out var value)
+                ? value.ValueKind == System.Text.Json.JsonValueKind.String ? value.GetString() ?? "?" : value.GetRawText()
+                : "?";
+        static IEnumerable<System.Text.Json.JsonElement> Items(System.Text.Json.JsonElement parent, string name)
+            => parent.ValueKind == System.Text.Json.JsonValueKind.Object && parent.TryGetProperty(name, out var value) && value.ValueKind == System.Text.Json.JsonValueKind.Array
+                ? value.EnumerateArray()
+                : [];
+
+        var sessions = Items(view, "sessions").Take(8)
+            .Select(s => $"{Text(s, "head")}#{Text(s, "attempt")} {Text(s, "stage")}{(Text(s, "inline") == "true" ? " inline" : string.Empty)} [{string.Join(",", Items(s, "signers").Select(i => i.GetRawText()))}]");
+        var signers = Items(view, "signers").Take(16)
+            .Select(s => $"n{Text(s, "id")} ok {Text(s, "sharesAccepted")} to {Text(s, "timeouts")} bad {Text(s, "badShares")} out {Text(s, "excludedForMs")} ms lat {Text(s, "shareLatencyMs")} ms nonces {Text(s, "publishedNonces")}");
+        return $"height {Text(view, "height")} signed {Text(view, "signedThrough")} | sessions: {string.Join("; ", sessions.DefaultIfEmpty("none"))} | signers: {string.Join("; ", signers.DefaultIfEmpty("none"))}";
+    }
+
     private static async Task<ClusterResponse?> AskAsync(NodeProcess node)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds(400));
@@ -249,6 +319,7 @@ public sealed class ClusterMonitor : IAsyncDisposable
         await stopping.CancelAsync().ConfigureAwait(false);
         await loop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         await proofLoop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        await signingLoop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         stopping.Dispose();
     }
 }

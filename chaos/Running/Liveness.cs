@@ -243,7 +243,15 @@ public static class Liveness
     /// check that took the end of the first covering round as the time of coverage failed a run over such a gap whose heads
     /// were signed within 100 ms throughout.
     /// </remarks>
-    public static InvariantResult CheckSigning(IReadOnlyList<NodeSample> samples, IReadOnlyList<FaultRecord> records, TimeSpan bound, TimeSpan sampling, long endMs)
+    /// <param name="samples">The monitor's samples.</param>
+    /// <param name="records">The run's faults.</param>
+    /// <param name="bound">How soon a height must be covered.</param>
+    /// <param name="sampling">The monitor's poll interval.</param>
+    /// <param name="endMs">When the run's samples end.</param>
+    /// <param name="trace">The leader's signing views (<see cref="ClusterMonitor.SigningTrace"/>): a failure quotes those
+    /// of its first stall, so that a failed run says why signing stalled.</param>
+    public static InvariantResult CheckSigning(IReadOnlyList<NodeSample> samples, IReadOnlyList<FaultRecord> records, TimeSpan bound, TimeSpan sampling, long endMs,
+        IReadOnlyList<SigningSample>? trace = null)
     {
         ArgumentNullException.ThrowIfNull(samples);
         ArgumentNullException.ThrowIfNull(records);
@@ -277,13 +285,26 @@ public static class Liveness
             if (stillUncoveredAt - at > limitMs && problems.Count < 5)
             {
                 problems.Add($"at {at / 1000.0:0.0} s height {height} was not covered by a signed head until "
-                    + $"{(coveredAt is { } covered ? $"{covered / 1000.0:0.0} s" : "the end")} (still uncovered at {stillUncoveredAt / 1000.0:0.0} s)");
+                    + $"{(coveredAt is { } covered ? $"{covered / 1000.0:0.0} s" : "the end")} (still uncovered at {stillUncoveredAt / 1000.0:0.0} s)"
+                    + (problems.Count == 0 ? StallTrace(trace, at, coveredAt ?? stillUncoveredAt) : string.Empty));
             }
         }
 
         return problems.Count == 0
             ? new InvariantResult("LIVE-SIGN", true, checkedMoments == 0 ? "no quiet moment with a leader and a key to judge" : $"{checkedMoments} quiet moments: every ordered height covered within {worstMs} ms (bound {bound.TotalMilliseconds:0} ms + {sampling.TotalMilliseconds:0} ms sampling)")
             : new InvariantResult("LIVE-SIGN", false, string.Join("; ", problems));
+    }
+
+    // The leader's signing views from a little before a stall to its end, at most eight, evenly spread.
+    private static string StallTrace(IReadOnlyList<SigningSample>? trace, long fromMs, long toMs)
+    {
+        var during = trace?.Where(t => t.AtMs >= fromMs - 500 && t.AtMs <= toMs).ToList() ?? [];
+        if (during.Count == 0)
+            return string.Empty;
+        var step = Math.Max(1, (during.Count + 7) / 8);
+        var lines = during.Where((_, i) => i % step == 0 || i == during.Count - 1).Distinct()
+            .Select(t => $"\n      {t.AtMs / 1000.0:0.00} s n{t.NodeId}: {t.View}");
+        return "\n    the leader's signing view then:" + string.Concat(lines);
     }
 
     /// <summary>

@@ -165,6 +165,16 @@ public sealed class SequencerClient : IDisposable
             ?? throw new SequencerApiException(200, "bad_response", "empty cluster response");
     }
 
+    /// <summary>
+    /// The node's signing view, <c>GET /v1/signing</c>, as the JSON it served (key epoch, sessions in flight and, on the
+    /// leader, each signer's record). Raw, because it is read by people and diagnostics, not by code that depends on it.
+    /// </summary>
+    public async Task<JsonDocument> GetSigningViewAsync(CancellationToken token = default)
+    {
+        var body = await SendAsync(HttpMethod.Get, "v1/signing", null, token).ConfigureAwait(false);
+        return JsonDocument.Parse(body!);
+    }
+
     /// <summary>Every applied batch from height 1 up, read page by page until the node has no more.</summary>
     public async Task<List<BatchResponse>> GetAllBatchesAsync(CancellationToken token = default)
     {

@@ -38,7 +38,7 @@ public sealed record PlannerTick(IReadOnlyList<(ulong Height, int Attempt)> Expi
 /// simply leaves the flight, and the next plan signs the newest head again, so no lost path can stop signing.
 /// A session with a late signer (<see cref="SignerHealth.IsLate"/>) stops counting against the flight limit and no
 /// longer holds its head: the next session may sign that head (or a newer one) with other signers while the late one
-/// waits on for its share until the session timeout. An aggregated session leaves room as well (its head is signed as far as the leader knows; only its signature is on the way to the log). The flight holds at most twice the limit of sessions still signing, and four times the limit in all.
+/// waits on for its share until the session timeout. An aggregated session leaves room as well (its head is signed as far as the leader knows; only its signature is on the way to the log). The flight holds at most four times the limit of sessions in all.
 /// </summary>
 /// <remarks>Not thread-safe: one owner (the signing coordinator) drives it.</remarks>
 public sealed class HeadPlanner
@@ -70,17 +70,15 @@ public sealed class HeadPlanner
     /// <summary>True when another session may start (room in the flight; the interval is checked against the clock at planning).</summary>
     /// <remarks>
     /// A session whose signature is aggregated and verified no longer signs anything (its head is signed, as far as the
-    /// leader is concerned; the signature is only on its way to the log), so it leaves room too.
+    /// leader is concerned; the signature is only on its way to the log), so it leaves room too. Late sessions are bounded
+    /// only by the whole flight's cap: they cost nothing but their reserved nonces while they wait, and a tighter cap on
+    /// them (there was one, at twice the limit) stalled signing after a fault: with one signer down and another excluded,
+    /// every other probe went to the down one, its sessions filled that cap, and no session could start until one of them
+    /// reached its 1 s timeout, though the probe that would have readmitted the other signer was ready to go.
     /// </remarks>
     public bool HasRoom
-    {
-        get
-        {
-            var signing = flights.Count(f => f.Stage != FlightStage.Aggregated);
-            return flights.Count(f => !f.Late && f.Stage != FlightStage.Aggregated) < timings.MaxSessionsInFlight
-                && signing < 2 * timings.MaxSessionsInFlight && flights.Count < 4 * timings.MaxSessionsInFlight;
-        }
-    }
+        => flights.Count(f => !f.Late && f.Stage != FlightStage.Aggregated) < timings.MaxSessionsInFlight
+            && flights.Count < 4 * timings.MaxSessionsInFlight;
 
     private bool MayStart(long nowMs) => HasRoom && nowMs - lastStartMs >= timings.MinHeadIntervalMs;
 
@@ -211,18 +209,26 @@ public sealed class HeadPlanner
         return true;
     }
 
-    /// <summary>A signer answered a collecting session (valid or not: a timeout means silence, not a bad share).</summary>
-    public void ShareReceived((ulong Height, int Attempt) session, int signer)
+    /// <summary>
+    /// A signer answered a collecting session at <paramref name="nowMs"/> (valid or not: a timeout means silence, not a
+    /// bad share). The time is the signer's own latency: the session completes only with its slowest share.
+    /// </summary>
+    public void ShareReceived((ulong Height, int Attempt) session, int signer, long nowMs)
     {
-        if (Find(session) is { Stage: FlightStage.Collecting } flight)
-            flight.Answered.Add(signer);
+        if (Find(session) is { Stage: FlightStage.Collecting } flight && flight.Answered.Add(signer))
+            flight.AnsweredAtMs[signer] = nowMs;
     }
 
-    /// <summary>A share proved valid (its session's aggregate verified, or the share itself did): the signer is healthy again.</summary>
+    /// <summary>
+    /// A share proved valid (its session's aggregate verified, or the share itself did): the signer is healthy again, and
+    /// its latency (from the session's start to its share's arrival) is smoothed into its record.
+    /// </summary>
     public void ShareAccepted((ulong Height, int Attempt) session, int signer, long nowMs)
     {
-        var started = Find(session)?.StartedAtMs ?? nowMs;
-        Health.RecordShare(signer, Math.Max(0, nowMs - started), nowMs);
+        var flight = Find(session);
+        var started = flight?.StartedAtMs ?? nowMs;
+        var arrived = flight is not null && flight.AnsweredAtMs.TryGetValue(signer, out var at) ? at : nowMs;
+        Health.RecordShare(signer, Math.Max(0, arrived - started), nowMs);
     }
 
     /// <summary>Every share is in and the aggregate verified: the signature is on its way to the log.</summary>
@@ -326,6 +332,9 @@ public sealed class HeadPlanner
         public long PlannedAtMs { get; } = stageAtMs;
 
         public HashSet<int> Answered { get; } = [];
+
+        // When each answer arrived (the signer's latency is its own, not the session's).
+        public Dictionary<int, long> AnsweredAtMs { get; } = [];
 
         // Signers recorded as late in this session (each once).
         public HashSet<int> LateSigners { get; } = [];

@@ -22,7 +22,7 @@ public sealed record SignerReport(int Id, long BadShares, long Offences, long Ti
 /// began: one Byzantine episode touches every session in flight at once, and counts once.</item>
 /// <item>A session a signer does not answer in time excludes it for <c>TimeoutExclusionMs</c>, doubling per consecutive
 /// timeout up to <c>MaxTimeoutExclusionMs</c>. "In time" is first the late mark (<see cref="IsLate"/>): a share that has
-/// not come <c>LateShareMs</c> (or four times the signer's usual latency, if longer) after the session started counts as a
+/// not come <c>LateShareMs</c> (or four times the signer's usual latency, if longer, up to half the session timeout) after the session started counts as a
 /// timeout then, and the planner may start another session without that signer; a share that still comes readmits it.</item>
 /// <item>Healthy signers are chosen in this order: this node; signers whose last valid share is recent (they are up and
 /// caught up: a node that restarts, or catches up from a snapshot, cannot answer a session until it has applied it);
@@ -81,13 +81,16 @@ public sealed class SignerHealth(SigningTimings timings)
 
     /// <summary>
     /// True when <paramref name="signer"/> has not answered a session that started <paramref name="ageMs"/> ago: at least
-    /// <c>LateShareMs</c>, and at least four times its smoothed latency when it has answered before.
+    /// <c>LateShareMs</c>, and at least four times its smoothed latency when it has answered before, but never later than
+    /// half the session timeout. The cap keeps a slow record from holding sessions: a signer that answered slowly while
+    /// it caught up after a restart keeps a high latency for a while, and without the cap a late mark of four times that
+    /// exceeds the session timeout, so every session it is in holds its place in the flight until it expires.
     /// </summary>
     public bool IsLate(int signer, long ageMs)
     {
         var record = Of(signer);
         var usual = record.Accepted == 0 ? 0 : (long)Math.Ceiling(4 * record.LatencyMs);
-        return ageMs >= Math.Max(timings.LateShareMs, usual);
+        return ageMs >= Math.Max(timings.LateShareMs, Math.Min(usual, timings.SessionTimeoutMs / 2));
     }
 
     /// <summary>

@@ -420,7 +420,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
                 var outcome = collector.Add(signer, keyEpoch, share);
                 if (outcome == ShareOutcome.Ignored)
                     continue;
-                planner.ShareReceived((share.Height, share.Attempt), signer);
+                planner.ShareReceived((share.Height, share.Attempt), signer, now);
                 complete = outcome == ShareOutcome.Complete ? collector.TakeComplete((share.Height, share.Attempt)) : null;
             }
 

@@ -42,6 +42,31 @@ public sealed class LiveSignTests
     }
 
     [Fact]
+    public void AFailure_QuotesTheLeadersSigningViewDuringTheStall()
+    {
+        // The leader's /v1/signing, as the monitor records it four times a second: the failure says why signing stalled.
+        const string json = """
+            {"height":"412","signedThrough":"200","sessions":[{"head":"410","attempt":2,"stage":"collecting","inline":false,"signers":[1,2]}],
+             "signers":[{"id":1,"sharesAccepted":90,"timeouts":0,"badShares":0,"excludedForMs":0,"shareLatencyMs":12.5,"publishedNonces":40},
+                        {"id":2,"sharesAccepted":70,"timeouts":6,"badShares":0,"excludedForMs":2000,"shareLatencyMs":680.2,"publishedNonces":0}]}
+            """;
+        using var view = System.Text.Json.JsonDocument.Parse(json);
+        var line = ClusterMonitor.DescribeSigning(view.RootElement);
+        Assert.Equal("height 412 signed 200 | sessions: 410#2 collecting [1,2] | signers: n1 ok 90 to 0 bad 0 out 0 ms lat 12.5 ms nonces 40; "
+            + "n2 ok 70 to 6 bad 0 out 2000 ms lat 680.2 ms nonces 0", line);
+
+        var trace = Enumerable.Range(0, 40).Select(i => new SigningSample(i * 250L, 1, i is >= 12 and <= 28 ? line : "fine")).ToList();
+        var stalled = Samples(0).Select(s => s.AtMs is >= 3_000 and < 6_000 ? s with { SignedThrough = 150 } : s).ToList();
+        var failed = Liveness.CheckSigning(stalled, [], Bound, Sampling, 10_000, trace);
+        Assert.False(failed.Passed);
+        Assert.Contains("the leader's signing view then:", failed.Detail, StringComparison.Ordinal);
+        Assert.Contains("n1: " + line, failed.Detail, StringComparison.Ordinal);
+
+        // Bounded: at most eight views (and the last), however long the stall.
+        Assert.InRange(failed.Detail.Split("\n      ").Length - 1, 2, 9);
+    }
+
+    [Fact]
     public void ASlowMonitorRound_IsAGapInTheEvidence_NotAStall()
     {
         // Signing trails by 100 ms, but one round begins asking at 5.0 s and ends only at 6.4 s (a node that has just
