@@ -128,6 +128,9 @@ public static partial class NodeRunner
         ConfigureTelemetry(builder.Services, options);
 
         using var fatalStop = CancellationTokenSource.CreateLinkedTokenSource(token);
+        // The countdown starts on the thread that asks for the stop (the signal's, or the fatal fault's), inside
+        // Cancel: nothing that runs after it (a continuation that a starved thread pool delays) can hold it back.
+        using var armWatchdog = fatalStop.Token.Register(() => watchdog.Arm(options.NodeId));
         var exitCode = 0;
         await using var app = builder.Build();
         var loggerFactory = app.Services.GetRequiredService<ILoggerFactory>();
