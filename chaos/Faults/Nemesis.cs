@@ -628,12 +628,13 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
             return "; no leader to ask whether it was named";
         try
         {
-            using var document = System.Text.Json.JsonDocument.Parse(await Admin.GetStringAsync(new Uri(new Uri(cluster.Node(leader.Value).Spec.Api), "/v1/signing")).ConfigureAwait(false));
+            using var timeout = new CancellationTokenSource(Admin.Timeout);
+            using var document = await cluster.Node(leader.Value).Client.GetSigningViewAsync(timeout.Token).ConfigureAwait(false);
             var entry = document.RootElement.GetProperty("signers").EnumerateArray().FirstOrDefault(e => e.GetProperty("id").GetInt32() == target);
             var bad = entry.ValueKind == System.Text.Json.JsonValueKind.Object ? entry.GetProperty("badShares").GetInt64() : 0;
             return bad > 0 ? $"; named by the leader n{leader} for {bad} bad shares" : $"; the leader n{leader} did not ask it to sign while it was Byzantine";
         }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException or KeyNotFoundException)
+        catch (Exception e) when (e is Sequencer.Client.SequencerApiException or OperationCanceledException or System.Text.Json.JsonException or KeyNotFoundException)
         {
             return $"; could not ask the leader: {e.Message}";
         }

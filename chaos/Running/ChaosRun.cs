@@ -544,14 +544,15 @@ public static class ChaosRun
             {
                 try
                 {
-                    using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
-                    using var document = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync(new Uri(n.Client.BaseUrl, "/v1/signing"), token).ConfigureAwait(false));
+                    using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
+                    timeout.CancelAfter(TimeSpan.FromSeconds(2));
+                    using var document = await n.Client.GetSigningViewAsync(timeout.Token).ConfigureAwait(false);
                     var root = document.RootElement;
                     return ((string Epoch, bool Settled)?)(root.GetProperty("keyEpoch").ToString(),
                         root.GetProperty("dkg").ValueKind == System.Text.Json.JsonValueKind.Null && root.GetProperty("pendingKeyEpoch").ValueKind == System.Text.Json.JsonValueKind.Null
                         && root.GetProperty("signerEpoch").ToString() == root.GetProperty("keyEpoch").ToString());
                 }
-                catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException)
+                catch (Exception e) when (e is Sequencer.Client.SequencerApiException or OperationCanceledException or System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException)
                 {
                     return null;
                 }
@@ -569,12 +570,13 @@ public static class ChaosRun
     {
         try
         {
-            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
-            using var document = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync(new Uri(client.BaseUrl, "/v1/signing"), token).ConfigureAwait(false));
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
+            timeout.CancelAfter(TimeSpan.FromSeconds(2));
+            using var document = await client.GetSigningViewAsync(timeout.Token).ConfigureAwait(false);
             return (ulong.Parse(document.RootElement.GetProperty("height").GetString()!, CultureInfo.InvariantCulture),
                 ulong.Parse(document.RootElement.GetProperty("signedThrough").GetString()!, CultureInfo.InvariantCulture));
         }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException or KeyNotFoundException)
+        catch (Exception e) when (e is Sequencer.Client.SequencerApiException or OperationCanceledException or System.Text.Json.JsonException or KeyNotFoundException)
         {
             return null;
         }

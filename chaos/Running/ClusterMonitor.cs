@@ -258,7 +258,7 @@ public sealed class ClusterMonitor : IAsyncDisposable
     private async Task SigningRoundAsync(CancellationToken token)
     {
         var leader = CurrentLeader;
-        if (leader is not { } id || cluster.Nodes.FirstOrDefault(n => n.Spec.Id == id) is not { IsRunning: true } node)
+        if (leader is not { } id || cluster.Node(id) is not { IsRunning: true } node)
             return;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
         timeout.CancelAfter(TimeSpan.FromMilliseconds(400));

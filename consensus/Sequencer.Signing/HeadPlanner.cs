@@ -215,8 +215,8 @@ public sealed class HeadPlanner
     /// </summary>
     public void ShareReceived((ulong Height, int Attempt) session, int signer, long nowMs)
     {
-        if (Find(session) is { Stage: FlightStage.Collecting } flight && flight.Answered.Add(signer))
-            flight.AnsweredAtMs[signer] = nowMs;
+        if (Find(session) is { Stage: FlightStage.Collecting } flight)
+            flight.Answered.TryAdd(signer, nowMs);
     }
 
     /// <summary>
@@ -227,7 +227,7 @@ public sealed class HeadPlanner
     {
         var flight = Find(session);
         var started = flight?.StartedAtMs ?? nowMs;
-        var arrived = flight is not null && flight.AnsweredAtMs.TryGetValue(signer, out var at) ? at : nowMs;
+        var arrived = flight is not null && flight.Answered.TryGetValue(signer, out var at) ? at : nowMs;
         Health.RecordShare(signer, Math.Max(0, arrived - started), nowMs);
     }
 
@@ -278,7 +278,7 @@ public sealed class HeadPlanner
             {
                 foreach (var signer in flight.Session.Signers)
                 {
-                    if (!flight.Answered.Contains(signer) && !flight.LateSigners.Contains(signer) && Health.IsLate(signer, age))
+                    if (!flight.Answered.ContainsKey(signer) && !flight.LateSigners.Contains(signer) && Health.IsLate(signer, age))
                     {
                         flight.LateSigners.Add(signer);
                         Health.RecordTimeout(signer, nowMs);
@@ -297,7 +297,7 @@ public sealed class HeadPlanner
             flights.Remove(flight);
             if (flight.Stage == FlightStage.Collecting)
             {
-                foreach (var signer in flight.Session.Signers.Where(s => !flight.Answered.Contains(s) && !flight.LateSigners.Contains(s)))
+                foreach (var signer in flight.Session.Signers.Where(s => !flight.Answered.ContainsKey(s) && !flight.LateSigners.Contains(s)))
                 {
                     Health.RecordTimeout(signer, nowMs);
                     silent.Add(signer);
@@ -331,16 +331,14 @@ public sealed class HeadPlanner
 
         public long PlannedAtMs { get; } = stageAtMs;
 
-        public HashSet<int> Answered { get; } = [];
-
-        // When each answer arrived (the signer's latency is its own, not the session's).
-        public Dictionary<int, long> AnsweredAtMs { get; } = [];
+        // Who answered, and when (a signer's latency is its own, not the session's).
+        public Dictionary<int, long> Answered { get; } = [];
 
         // Signers recorded as late in this session (each once).
         public HashSet<int> LateSigners { get; } = [];
 
         // A late signer has not answered yet: the session waits on, but holds neither its head nor a place in the flight.
-        public bool Late => LateSigners.Any(s => !Answered.Contains(s));
+        public bool Late => LateSigners.Any(s => !Answered.ContainsKey(s));
 
         public ulong Height => Session.Height;
 
