@@ -536,6 +536,62 @@ public sealed class LiteDbBatchStoreTests : BatchStoreContractTests
     }
 
     [Fact]
+    public void Append_IsOnDiskWhenItReturns_ACopyOfTheFilesTakenRightThenHoldsIt()
+    {
+        // LiteDB writes a commit's pages on a thread of its own after the commit returns; the store waits for them
+        // and fsyncs before Append returns. A copy of the directory taken at that moment (what a power loss would
+        // leave, at best) must open with the new checkpoint.
+        var chain = Chain(40);
+        using var store = Open();
+        for (var i = 0; i < chain.Count; i += 4)
+        {
+            var group = chain.GetRange(i, 4);
+            var checkpoint = new StoreCheckpoint(group[^1].RaftIndex, 1, group[^1].Header.Height, 0, 0, 0);
+            store.Append(group, checkpoint);
+            var copy = Path.Combine(Directory, "copy-" + i);
+            CopyDirectory(Directory, copy, skip: "copy-");
+            using var reopened = new LiteDbBatchStore(Path.Combine(copy, "store.db"));
+            Assert.Equal(checkpoint, reopened.ReadCheckpoint());
+            Assert.Equal(group[^1].Header, reopened.Get(group[^1].Header.Height)!.Header);
+        }
+    }
+
+    [Fact]
+    public void LiteDbLog_SyncsOncePerCall_AndACopyAfterSyncHoldsEveryCommit()
+    {
+        var path = Path.Combine(Directory, "plain.db");
+        System.IO.Directory.CreateDirectory(Directory);
+        using var log = LiteDbLog.Open(path);
+        var documents = log.Database.GetCollection("d");
+        for (var i = 1; i <= 20; i++)
+        {
+            Assert.True(log.Database.BeginTrans());
+            documents.Insert(new LiteDB.BsonDocument { ["_id"] = i, ["v"] = new byte[3000] });
+            Assert.True(log.Database.Commit());
+            log.Sync();
+            Assert.Equal(i, log.Syncs);
+            var copy = Path.Combine(Directory, "plain-copy-" + i);
+            System.IO.Directory.CreateDirectory(copy);
+            foreach (var name in new[] { "plain.db", "plain-log.db" })
+                File.Copy(Path.Combine(Directory, name), Path.Combine(copy, name));
+            using var reopened = LiteDbLog.Open(Path.Combine(copy, "plain.db"));
+            Assert.Equal(i, reopened.Database.GetCollection("d").Count());
+        }
+    }
+
+    private static void CopyDirectory(string from, string to, string skip)
+    {
+        System.IO.Directory.CreateDirectory(to);
+        foreach (var file in System.IO.Directory.EnumerateFiles(from))
+            File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
+        foreach (var directory in System.IO.Directory.EnumerateDirectories(from))
+        {
+            if (!Path.GetFileName(directory).StartsWith(skip, StringComparison.Ordinal))
+                CopyDirectory(directory, Path.Combine(to, Path.GetFileName(directory)), skip);
+        }
+    }
+
+    [Fact]
     public void Reopen_KeepsEverythingCommitted()
     {
         var chain = Chain(10);
