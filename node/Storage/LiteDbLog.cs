@@ -12,7 +12,7 @@ namespace Sequencer.Node.Storage;
 /// <para>LiteDB 5.0.20 writes a committed transaction's pages to its log file (<c>NAME-log.db</c>) on a writer thread
 /// of its own, after <c>Commit</c> has returned, and fsyncs that file every time the thread finds its queue empty.
 /// Under the persister's load that was many fsyncs per transaction (measured on a 3-node devnet at one closed-loop
-/// client: 250 fsyncs a second of <c>store-log.db</c> per node without signing and 560 with it, against 20
+/// client: 250 fsyncs a second of <c>store-log.db</c> per node without signing and 560 with it, against about 35
 /// transactions a second), each one a disk flush beside the Raft log's; and none of them was waited for, so a
 /// transaction was not yet durable when <c>Commit</c> returned.</para>
 /// <para>Here LiteDB gets the log as a stream (<see cref="EngineSettings.LogStream"/>) whose <c>Flush</c> does not
