@@ -28,7 +28,7 @@ public sealed class LiteDbBatchStore : IBatchStore
     private const string FormatId = "format";
     private const int ScanPageBatches = 128;
 
-    private readonly LiteDbLog file;
+    private readonly LiteDbLog liteDb;
     private readonly LiteDatabase database;
     private readonly ILiteCollection<BsonDocument> batchCollection;
     private readonly ILiteCollection<BsonDocument> meta;
@@ -58,8 +58,8 @@ public sealed class LiteDbBatchStore : IBatchStore
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        file = LiteDbLog.Open(path);
-        database = file.Database;
+        liteDb = LiteDbLog.Open(path);
+        database = liteDb.Database;
         batchCollection = database.GetCollection(BatchCollection);
         meta = database.GetCollection(MetaCollection);
         signatureCollection = database.GetCollection("signatures");
@@ -82,7 +82,7 @@ public sealed class LiteDbBatchStore : IBatchStore
         catch
         {
             history.Dispose();
-            file.Dispose();
+            liteDb.Dispose();
             throw;
         }
     }
@@ -309,7 +309,7 @@ public sealed class LiteDbBatchStore : IBatchStore
     {
         try
         {
-            file.Sync();
+            liteDb.Sync();
         }
         catch (IOException e)
         {
@@ -532,7 +532,7 @@ public sealed class LiteDbBatchStore : IBatchStore
     {
         txIndex.Dispose();
         lock (writer)
-            file.Dispose();
+            liteDb.Dispose();
         history.Dispose();
     }
 

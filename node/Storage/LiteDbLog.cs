@@ -138,6 +138,7 @@ public sealed class LiteDbLog : IDisposable
             }
         }
 
+        // Position, Read, Seek and Write are called by LiteDB's wrapper inside its lock on this object.
         public override long Position
         {
             get => file.Position;
