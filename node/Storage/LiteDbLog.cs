@@ -20,7 +20,7 @@ namespace Sequencer.Node.Storage;
 /// queue to drain and then fsyncs the file once. When <see cref="Sync"/> returns, the transaction is on disk. The data
 /// file stays LiteDB's own, fsynced by its checkpoint before the log is cut.</para>
 /// <para>Waiting for the writer queue takes LiteDB's internals (<c>LiteDatabase._engine</c>, <c>LiteEngine._disk</c>,
-/// <c>DiskService.Queue</c>, <c>DiskWriterQueue.Wait</c>), resolved when the database opens: a LiteDB without them
+/// <c>DiskService.Queue</c>, the queue's <c>_queueIsEmpty</c> and <c>_exception</c>), resolved when the database opens: a LiteDB without them
 /// is refused with a message naming the version this code was written for, never run without the durability.</para>
 /// </remarks>
 public sealed class LiteDbLog : IDisposable
@@ -47,12 +47,15 @@ public sealed class LiteDbLog : IDisposable
     /// <summary>Opens (or creates) the database at <paramref name="path"/> with its log at LiteDB's own name for it.</summary>
     /// <exception cref="IOException">The files cannot be opened.</exception>
     /// <exception cref="InvalidOperationException">This LiteDB lacks the internals <see cref="Sync"/> needs.</exception>
-    public static LiteDbLog Open(string path)
+    public static LiteDbLog Open(string path) => Open(path, failWrite: null);
+
+    /// <summary>As <see cref="Open(string)"/>; <paramref name="failWrite"/> (tests) makes a write to the log fail as a full disk does.</summary>
+    internal static LiteDbLog Open(string path, Func<bool>? failWrite)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var full = Path.GetFullPath(path);
         var logPath = Path.Combine(Path.GetDirectoryName(full)!, Path.GetFileNameWithoutExtension(full) + "-log" + Path.GetExtension(full));
-        var log = new LogFileStream(logPath);
+        var log = new LogFileStream(logPath, failWrite);
         LiteEngine? engine = null;
         try
         {
@@ -72,7 +75,7 @@ public sealed class LiteDbLog : IDisposable
     /// Makes every transaction committed so far durable: waits until LiteDB's writer thread has written their pages to
     /// the log, then fsyncs it. Call it after each commit, holding the lock that orders the database's writers.
     /// </summary>
-    /// <exception cref="IOException">The disk failed.</exception>
+    /// <exception cref="IOException">The disk failed, or LiteDB's writer thread did (it stops for good then).</exception>
     public void Sync()
     {
         waitForWriter();
@@ -94,16 +97,31 @@ public sealed class LiteDbLog : IDisposable
         var disk = engine?.GetType().GetField("_disk", Instance)?.GetValue(engine);
         var lazy = disk?.GetType().GetProperty("Queue", Instance)?.GetValue(disk);
         var queue = lazy?.GetType().GetProperty("Value")?.GetValue(lazy);
-        var wait = queue?.GetType().GetMethod("Wait", Instance, Type.EmptyTypes);
-        if (queue is null || wait is null)
+        var empty = queue?.GetType().GetField("_queueIsEmpty", Instance)?.GetValue(queue) as ManualResetEventSlim;
+        var failure = queue?.GetType().GetField("_exception", Instance);
+        if (queue is null || empty is null || failure is null || failure.FieldType != typeof(Exception))
         {
             throw new InvalidOperationException(
                 $"LiteDB {typeof(LiteDatabase).Assembly.GetName().Version} does not have the writer queue this store waits for before it " +
                 $"fsyncs (written for LiteDB {ExpectedLiteDbVersion}): refusing to run without durable commits");
         }
 
-        return (Action)Delegate.CreateDelegate(typeof(Action), queue, wait);
+        // DiskWriterQueue.Wait() would wait for good once the writer thread has failed (it records the exception and
+        // ends without marking the queue empty): wait in steps and look for that failure between them.
+        return () =>
+        {
+            while (!empty.Wait(WriterPoll))
+            {
+                if (failure.GetValue(queue) is Exception failed)
+                    throw new IOException($"LiteDB's log writer failed: {failed.Message}", failed);
+            }
+
+            if (failure.GetValue(queue) is Exception late)
+                throw new IOException($"LiteDB's log writer failed: {late.Message}", late);
+        };
     }
+
+    private static readonly TimeSpan WriterPoll = TimeSpan.FromMilliseconds(50);
 
     /// <summary>
     /// The log file as LiteDB sees it: unbuffered reads and writes at the position LiteDB sets, and a <c>Flush</c> that
@@ -113,10 +131,12 @@ public sealed class LiteDbLog : IDisposable
     private sealed class LogFileStream : Stream
     {
         private readonly FileStream file;
+        private readonly Func<bool>? failWrite;
         private long syncCount;
 
-        public LogFileStream(string path)
+        public LogFileStream(string path, Func<bool>? failWrite)
         {
+            this.failWrite = failWrite;
             var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.Read, BufferSize = 0 };
             if (!OperatingSystem.IsWindows())
                 options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
@@ -169,7 +189,12 @@ public sealed class LiteDbLog : IDisposable
                 file.SetLength(value);
         }
 
-        public override void Write(byte[] buffer, int offset, int count) => file.Write(buffer, offset, count);
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+            if (failWrite?.Invoke() == true)
+                throw new IOException("No space left on device (a test's fault)");
+            file.Write(buffer, offset, count);
+        }
 
         protected override void Dispose(bool disposing)
         {

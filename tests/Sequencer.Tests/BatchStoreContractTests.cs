@@ -586,6 +586,33 @@ public sealed class LiteDbBatchStoreTests : BatchStoreContractTests
         Assert.Equal(20, again.Database.GetCollection("d").Count());
     }
 
+    [Fact]
+    public async Task LiteDbLog_AFailedLogWrite_FailsTheSync_InsteadOfWaitingForGood()
+    {
+        // A full disk fails LiteDB's writer thread, which then never marks its queue empty: Sync must say so.
+        System.IO.Directory.CreateDirectory(Directory);
+        var fail = false;
+        using var log = LiteDbLog.Open(Path.Combine(Directory, "full.db"), () => Volatile.Read(ref fail));
+        var documents = log.Database.GetCollection("d");
+        documents.Insert(new LiteDB.BsonDocument { ["_id"] = 1 });
+        log.Sync();
+        Volatile.Write(ref fail, true);
+        try
+        {
+            documents.Insert(new LiteDB.BsonDocument { ["_id"] = 2, ["v"] = new byte[20_000] });
+        }
+        catch (Exception e) when (e is LiteDB.LiteException or IOException)
+        {
+            // LiteDB may already refuse the write: the writer's failure is reported either way.
+        }
+
+        var sync = Task.Run(() => Record.Exception(log.Sync));
+        Assert.Same(sync, await Task.WhenAny(sync, Task.Delay(TimeSpan.FromSeconds(20))));
+        var failure = await sync;
+        Assert.IsType<IOException>(failure);
+        Assert.Contains("LiteDB's log writer failed", failure.Message, StringComparison.Ordinal);
+    }
+
     private static void CopyDirectory(string from, string to, string skip)
     {
         System.IO.Directory.CreateDirectory(to);
