@@ -20,8 +20,9 @@ namespace Sequencer.Node.Storage;
 /// queue to drain and then fsyncs the file once. When <see cref="Sync"/> returns, the transaction is on disk. The data
 /// file stays LiteDB's own, fsynced by its checkpoint before the log is cut.</para>
 /// <para>Waiting for the writer queue takes LiteDB's internals (<c>LiteDatabase._engine</c>, <c>LiteEngine._disk</c>,
-/// <c>DiskService.Queue</c>, the queue's <c>_queueIsEmpty</c> and <c>_exception</c>), resolved when the database opens: a LiteDB without them
-/// is refused with a message naming the version this code was written for, never run without the durability.</para>
+/// <c>DiskService.Queue</c>, the queue's <c>_queueIsEmpty</c> and <c>_exception</c>), resolved when the database opens:
+/// a LiteDB without them is refused with a message naming the version this code was written for, never run without the
+/// durability.</para>
 /// </remarks>
 public sealed class LiteDbLog : IDisposable
 {
@@ -41,7 +42,7 @@ public sealed class LiteDbLog : IDisposable
     /// <summary>The database.</summary>
     public LiteDatabase Database { get; }
 
-    /// <summary>How many times <see cref="Sync"/> reached the disk (for tests and metrics).</summary>
+    /// <summary>How many times <see cref="Sync"/> reached the disk (tests read it).</summary>
     public long Syncs => log.SyncCount;
 
     /// <summary>Opens (or creates) the database at <paramref name="path"/> with its log at LiteDB's own name for it.</summary>
@@ -111,14 +112,15 @@ public sealed class LiteDbLog : IDisposable
         return () =>
         {
             while (!empty.Wait(WriterPoll))
-            {
-                if (failure.GetValue(queue) is Exception failed)
-                    throw new IOException($"LiteDB's log writer failed: {failed.Message}", failed);
-            }
-
-            if (failure.GetValue(queue) is Exception late)
-                throw new IOException($"LiteDB's log writer failed: {late.Message}", late);
+                ThrowIfFailed();
+            ThrowIfFailed();
         };
+
+        void ThrowIfFailed()
+        {
+            if (failure.GetValue(queue) is Exception failed)
+                throw new IOException($"LiteDB's log writer failed: {failed.Message}", failed);
+        }
     }
 
     private static readonly TimeSpan WriterPoll = TimeSpan.FromMilliseconds(50);
