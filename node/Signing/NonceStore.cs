@@ -82,16 +82,18 @@ public interface INonceStore : IDisposable
 /// as secret as the key share. Taking is on the signing hot path: a take is one append to <c>used-N.log</c> and one
 /// fsync (for every nonce taken at once), and a nonce in that log is never handed out again. In the background
 /// (<see cref="Compact"/>) the taken nonces are erased in place in the nonce file (overwritten with zeros, fsynced),
-/// their public use records are moved to LiteDB (<c>uses.db</c>, an audit only), and only then is the log deleted; so
-/// the tombstone of a used nonce is always on disk, in the log or in the erased record itself, and never depends on a
-/// LiteDB commit (LiteDB 5 does not fsync its commits). After a crash the log is read back (a torn last record was
-/// never synced, so its share never left) and compacted.</para>
+/// their public use records are moved to LiteDB (<c>uses.db</c>, an audit only, made durable by <see cref="Storage.LiteDbLog"/>:
+/// one fsync per compaction), and only then is the log deleted; so the tombstone of a used nonce is always on disk, in
+/// the log or in the erased record itself, and never depends on LiteDB, and a use record is on disk in the log or in
+/// LiteDB. After a crash the log is read back (a torn last record was never synced, so its share never left) and
+/// compacted.</para>
 /// <para>A directory from before this format holds the nonces in LiteDB (<c>nonces.db</c>): that file is overwritten
 /// with zeros and deleted at open. Its commitments are still in the log's pool; the signer finds it holds none of them
 /// and publishes a replacement pool (<see cref="SignerService"/>).</para>
 /// </remarks>
 public sealed class NonceStore : INonceStore
 {
+    private readonly Storage.LiteDbLog liteDb;
     private readonly LiteDatabase database;
     private readonly ILiteCollection<BsonDocument> uses;
     private readonly NonceFile file;
@@ -117,7 +119,8 @@ public sealed class NonceStore : INonceStore
         DurableFiles.Erase(Path.Combine(this.directory, "nonces.db"));
         DurableFiles.Erase(Path.Combine(this.directory, "nonces-log.db"));
         file = NonceFile.Open(this.directory);
-        database = new LiteDatabase(new ConnectionString { Filename = Path.Combine(this.directory, "uses.db"), Connection = ConnectionType.Direct });
+        liteDb = Storage.LiteDbLog.Open(Path.Combine(this.directory, "uses.db"));
+        database = liteDb.Database;
         uses = database.GetCollection("uses");
         uses.EnsureIndex("seq");
 
@@ -481,6 +484,9 @@ public sealed class NonceStore : INonceStore
             database.Rollback();
             throw;
         }
+
+        // Durable before the used-nonce log that held these records is deleted.
+        liteDb.Sync();
     }
 
     /// <inheritdoc/>
@@ -488,6 +494,6 @@ public sealed class NonceStore : INonceStore
     {
         journal.Dispose();
         file.Dispose();
-        database.Dispose();
+        liteDb.Dispose();
     }
 }

@@ -127,6 +127,35 @@ public sealed class DurableNonceStoreTests : NonceStoreContractTests
     }
 
     [Fact]
+    public void Compaction_LeavesTheUseRecordsInTheAuditDatabase_BeforeTheLogThatHeldThemGoes()
+    {
+        // The used-nonce log is deleted once its records are in uses.db: a copy of the audit database taken right
+        // after the compaction (the store still open, as at a crash) must hold them.
+        var use = new NonceUse(11, 2, [4, 5, 6], [1, 3], new byte[32]);
+        var copy = Directory + "-copy";
+        using (var store = new NonceStore(Directory))
+        {
+            store.Generate(1, Shares[0], 1, 4);
+            store.Take(1, new Dictionary<ulong, NonceUse?> { [2] = use, [3] = use with { Height = 12 } });
+            store.Compact();
+            Assert.DoesNotContain(System.IO.Directory.GetFiles(Directory, "used-*.log"), f => new FileInfo(f).Length > 0);
+            System.IO.Directory.CreateDirectory(copy);
+            foreach (var file in System.IO.Directory.GetFiles(Directory, "uses*.db"))
+                File.Copy(file, Path.Combine(copy, Path.GetFileName(file)));
+        }
+
+        try
+        {
+            using var reopened = new NonceStore(copy);
+            Assert.Equal([(2UL, 11UL), (3UL, 12UL)], reopened.Uses(0, 10).Select(u => (u.Sequence, u.Use.Height)));
+        }
+        finally
+        {
+            System.IO.Directory.Delete(copy, recursive: true);
+        }
+    }
+
+    [Fact]
     public void TakenNonces_AreErasedFromTheDisk_AndStayDeadWithoutTheAuditDatabase()
     {
         // Issue 9: LiteDB 5 does not fsync its commits, so a used nonce's only tombstone must never be a LiteDB
