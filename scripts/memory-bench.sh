@@ -1,7 +1,8 @@
 #!/bin/bash
 # Runs the bulk benchmark (64 clients, signing on) against a fresh local cluster and samples every node's RSS
 # (VmRSS, RssAnon, RssFile) and WAL size every 10 s: the measurement of docs/design.md, "Memory under load".
-#   scripts/memory-bench.sh [SECONDS] [OUT]    (defaults: 180 s, .data/memory-bench)
+#   scripts/memory-bench.sh [SECONDS] [OUT] [BENCH ARGS...]    (defaults: 180 s, .data/memory-bench)
+# Extra arguments go to the bench, e.g. --node-arg=--limit --node-arg=maxRecentTxs=524288.
 # Needs a Release build (make build). Prints "t_s node rss_mb anon_mb file_mb wal_mb wal_files" lines to OUT/rss.txt.
 set -uo pipefail
 seconds=${1:-180}
@@ -10,7 +11,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 rm -rf "$out"
 mkdir -p "$out"
 dotnet "$root/bench/Sequencer.Bench/bin/Release/net10.0/sequencer-bench.dll" --mode bulk --clients 64 --seconds "$seconds" \
-    --warmup 5 --paced --signing-only --etcd off --l1 off --half-clients 0 --data "$out/data" > "$out/bench.txt" 2>&1 &
+    --warmup 5 --paced --signing-only --etcd off --l1 off --half-clients 0 --data "$out/data" "${@:3}" > "$out/bench.txt" 2>&1 &
 bench=$!
 start=$(date +%s)
 echo "t_s node rss_mb anon_mb file_mb wal_mb wal_files" > "$out/rss.txt"
