@@ -11,7 +11,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 rm -rf "$out"
 mkdir -p "$out"
 dotnet "$root/bench/Sequencer.Bench/bin/Release/net10.0/sequencer-bench.dll" --mode bulk --clients 64 --seconds "$seconds" \
-    --warmup 5 --paced --signing-only --etcd off --l1 off --half-clients 0 --data "$out/data" "${@:3}" > "$out/bench.txt" 2>&1 &
+    --warmup 5 --paced --signing-only --etcd off --l1 off --half-clients 0 --data "$out/data" --results "$out/results" "${@:3}" > "$out/bench.txt" 2>&1 &
 bench=$!
 start=$(date +%s)
 echo "t_s node rss_mb anon_mb file_mb wal_mb wal_files" > "$out/rss.txt"

@@ -86,16 +86,20 @@ public sealed record SequencerLimits
     /// <summary>
     /// The most txs in the in-memory tx index (<see cref="RecentTxIndex"/>): the txs of the newest batches, about
     /// 32 bytes each, allocated at startup. Older txs are looked up in the store's tx index, behind a filter. Every batch
-    /// not yet in the store must fit, so apply waits for the persister when the unstored txs would not.
+    /// not yet in the store must fit, so apply waits for the persister when the unstored txs would not. 524,288 (16 MB,
+    /// about 6 s at 90,000 tx/s) since 2026-12-04, with 16 MiB of recent batches: 10 minutes of the bulk bench at
+    /// 90,875 tx/s left the nodes at 388 to 439 MB RSS (highest sample 486), against 431 to 517 (529) with 1,000,000
+    /// and 32 MiB at 90,891 tx/s (scripts/memory-bench.sh 600, one run each).
     /// </summary>
-    public int MaxRecentTxs { get; init; } = 1_000_000;
+    public int MaxRecentTxs { get; init; } = 524_288;
 
     /// <summary>
     /// The most bytes of applied batches kept in memory (<see cref="Storage.RecentBatches"/>: tx hashes and receive times,
     /// 40 bytes a tx, and a few hundred bytes a batch), so that recent lookups skip the store. Every batch not yet in the
-    /// store must fit, so apply waits for the persister when the unstored batches would not.
+    /// store must fit, so apply waits for the persister when the unstored batches would not. 16 MiB: see
+    /// <see cref="MaxRecentTxs"/>.
     /// </summary>
-    public long MaxRecentBatchBytes { get; init; } = 32L * 1024 * 1024;
+    public long MaxRecentBatchBytes { get; init; } = 16L * 1024 * 1024;
 
     /// <summary>
     /// The most Raft entry bytes applied but not yet in the store. The WAL keeps every entry the store does not hold in
