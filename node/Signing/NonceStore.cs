@@ -108,6 +108,12 @@ public sealed class NonceStore : INonceStore
     /// <summary>Opens (or creates) the store in <paramref name="directory"/>, which is made owner-only.</summary>
     /// <exception cref="IOException">The store cannot be opened.</exception>
     public NonceStore(string directory)
+        : this(directory, failAuditWrite: null)
+    {
+    }
+
+    /// <summary>As <see cref="NonceStore(string)"/>; <paramref name="failAuditWrite"/> (tests) fails the audit database's writes as a full disk does.</summary>
+    internal NonceStore(string directory, Func<bool>? failAuditWrite)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         var info = Directory.CreateDirectory(directory);
@@ -119,7 +125,7 @@ public sealed class NonceStore : INonceStore
         DurableFiles.Erase(Path.Combine(this.directory, "nonces.db"));
         DurableFiles.Erase(Path.Combine(this.directory, "nonces-log.db"));
         file = NonceFile.Open(this.directory);
-        liteDb = Storage.LiteDbLog.Open(Path.Combine(this.directory, "uses.db"));
+        liteDb = Storage.LiteDbLog.Open(Path.Combine(this.directory, "uses.db"), failAuditWrite);
         database = liteDb.Database;
         uses = database.GetCollection("uses");
         uses.EnsureIndex("seq");
@@ -173,10 +179,19 @@ public sealed class NonceStore : INonceStore
             if (taken.Count == 0)
                 return;
             batch = new Dictionary<ulong, (ulong, byte[], NonceUse?)>(taken);
-            through = journalNumber;
-            journal.Dispose();
-            journal = OpenJournal(++journalNumber);
-            CrashPoints.Reach("compact-after-switch");
+            if (journal.Length == 0)
+            {
+                // Every taken nonce is in an older log (an earlier compaction failed after its switch): a retry opens
+                // no new log, so a failing audit database leaves one log per batch of takes, not one per attempt.
+                through = journalNumber - 1;
+            }
+            else
+            {
+                through = journalNumber;
+                journal.Dispose();
+                journal = OpenJournal(++journalNumber);
+                CrashPoints.Reach("compact-after-switch");
+            }
 
             // The durable deletion moves from the log to the nonce file itself: erased and synced before the log goes.
             file.Erase(batch.Where(entry => entry.Value.Epoch == file.Epoch).Select(entry => entry.Key));

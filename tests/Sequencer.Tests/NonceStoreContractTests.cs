@@ -156,6 +156,31 @@ public sealed class DurableNonceStoreTests : NonceStoreContractTests
     }
 
     [Fact]
+    public void AFailingAuditDatabase_KeepsTheUsedNonceLogs_OpensNoLogPerRetry_AndTheNextOpenRecordsTheUses()
+    {
+        var use = new NonceUse(5, 1, [1, 2], [1, 2], new byte[32]);
+        var fail = false;
+        using (var store = new NonceStore(Directory, () => Volatile.Read(ref fail)))
+        {
+            store.Generate(1, Shares[0], 1, 4);
+            store.Take(1, new Dictionary<ulong, NonceUse?> { [1] = use, [2] = use with { Height = 6 } });
+            Volatile.Write(ref fail, true);
+            for (var attempt = 0; attempt < 5; attempt++)
+                Assert.ThrowsAny<Exception>(store.Compact);
+
+            // The tombstones stay in force, and the retries opened one log at most beside the one that holds them.
+            Assert.Equal(2, store.Uncompacted);
+            Assert.Empty(store.Take(1, Uses(1, 2)));
+            Assert.InRange(System.IO.Directory.GetFiles(Directory, "used-*.log").Length, 1, 2);
+        }
+
+        using var reopened = new NonceStore(Directory);
+        Assert.Equal(0, reopened.Uncompacted);
+        Assert.Empty(reopened.Take(1, Uses(1, 2)));
+        Assert.Equal([(1UL, 5UL), (2UL, 6UL)], reopened.Uses(0, 10).Select(u => (u.Sequence, u.Use.Height)));
+    }
+
+    [Fact]
     public void TakenNonces_AreErasedFromTheDisk_AndStayDeadWithoutTheAuditDatabase()
     {
         // Issue 9: LiteDB 5 does not fsync its commits, so a used nonce's only tombstone must never be a LiteDB
