@@ -30,11 +30,9 @@ public sealed record SequencerLimits
     /// <summary>
     /// The most batch entries proposed but not yet committed. Two keep the pipeline busy (the next batch fills while one
     /// replicates; DotNext sends whatever the log holds in one AppendEntries) and keep it short: a head-signing session
-    /// starts in an entry cut behind the in-flight ones, so at saturation its wait grows with their number. Measured
-    /// 2026-12-04 (3-node bench, 2-of-3 signing, two rounds, 2 against 8): bulk ×100 at 64 clients 88,219 / 104,392 tx/s
-    /// against 74,592 / 107,391, ordered→signed p99 131 / 99 ms against 384 / 128; at 256 clients 102,740 / 85,660
-    /// against 105,271 / 91,966, p99 223 / 489 against 718 / 884; single submits at 16, 64 and 256 clients the same or
-    /// better (at 64: 12,980 / 10,585 against 10,555 / 10,205).
+    /// starts in an entry cut behind the in-flight ones, so at saturation its wait grows with their number. 2 against 8
+    /// (2026-12-04): about half the ordered→signed p99 at 64 and 256 bulk clients, the same throughput within noise
+    /// (the figures: README, Performance; docs/design.md, Known issues).
     /// </summary>
     public int MaxInFlightEntries { get; init; } = 2;
 
@@ -87,9 +85,8 @@ public sealed record SequencerLimits
     /// The most txs in the in-memory tx index (<see cref="RecentTxIndex"/>): the txs of the newest batches, about
     /// 32 bytes each, allocated at startup. Older txs are looked up in the store's tx index, behind a filter. Every batch
     /// not yet in the store must fit, so apply waits for the persister when the unstored txs would not. 524,288 (16 MB,
-    /// about 6 s at 90,000 tx/s) since 2026-12-04, with 16 MiB of recent batches: 10 minutes of the bulk bench at
-    /// 90,875 tx/s left the nodes at 388 to 439 MB RSS (highest sample 486), against 431 to 517 (529) with 1,000,000
-    /// and 32 MiB at 90,891 tx/s (scripts/memory-bench.sh 600, one run each).
+    /// about 6 s at 90,000 tx/s), with 16 MiB of recent batches, keeps a node under 500 MB RSS after 10 minutes of full
+    /// bulk load where 1,000,000 and 32 MiB did not (scripts/memory-bench.sh; the figures: README, Performance).
     /// </summary>
     public int MaxRecentTxs { get; init; } = 524_288;
 
