@@ -209,13 +209,16 @@ public static partial class NodeRunner
             }
         };
         await using var genesis = new GenesisProposer(raft, options.ChainId, options.Validation, loggerFactory.CreateLogger<GenesisProposer>());
+        SignerHost? signerHost = null;
+        using var sessionChannel = new SessionChannel(options, () => signerHost?.Current, identity);
         await using var coordinator = new HeadSigningCoordinator(options.NodeId, raft.State, raft, options.Limits, time, metrics,
-            loggerFactory.CreateLogger<HeadSigningCoordinator>(), keys?.Bootstrap);
+            loggerFactory.CreateLogger<HeadSigningCoordinator>(), keys?.Bootstrap, sessionChannel);
         await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal, loops, coordinator);
         using var forwarder = new LeaderForwarder(options.NodeId, options.Limits.MaxForwardedRequests, identity);
         using var intake = new LeaderIntake(raft);
         using var channel = new LeaderChannel(raft, coordinator, intake, identity);
         await using var signers = new SignerHost(options, raft.State, channel, metrics, loggerFactory, loops);
+        signerHost = signers;
         await using var dkg = new DkgService(options, raft, channel, signers.Start, keys is not null, loggerFactory.CreateLogger<DkgService>(), identity);
         L1.L1Service? l1 = null;
         if (options.L1 is { } l1Options)

@@ -152,6 +152,14 @@ public sealed record SequencerLimits
     /// </summary>
     public int StandaloneSessionDelayMs { get; init; } = 5;
 
+    /// <summary>
+    /// True: the leader runs head sessions outside the log (it asks each chosen signer directly over the members'
+    /// internal channel and gets its share in the answer; only a record of the commitments used goes through the log),
+    /// so that a session does not wait for its own entry to be replicated behind the batches in flight. False: a
+    /// session rides the next batch entry and its signers answer once it is applied (docs/design.md, "Signing heads").
+    /// </summary>
+    public bool DirectSigningSessions { get; init; } = true;
+
     /// <summary>The first exclusion of a signer that sent a bad share; it doubles with each further offence.</summary>
     public int BadShareExclusionMs { get; init; } = 60_000;
 

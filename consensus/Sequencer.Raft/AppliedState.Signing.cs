@@ -195,6 +195,13 @@ public sealed partial class AppliedState
             return ledger.AvailableCommitments(signer, count);
     }
 
+    /// <summary>The published, unused commitment of <paramref name="signer"/> at <paramref name="sequence"/>, or null.</summary>
+    public byte[]? UnusedCommitment(int signer, ulong sequence)
+    {
+        lock (gate)
+            return ledger.UnusedCommitment(signer, sequence);
+    }
+
     /// <summary>The ledger's last session for the head at <paramref name="height"/>, or null.</summary>
     public SigningSession? ActiveSession(ulong height)
     {

@@ -465,7 +465,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 ApplyL1ProgressLocked(progress, index);
             else if (command is GenesisCommand genesisCommand)
                 genesisApplied = ApplyGenesisLocked(genesisCommand);
-            else if (command is not (null or BatchCommand { Session: null, Signatures: null or { Count: 0 } }))
+            else if (command is not (null or BatchCommand { Session: null, Signatures: null or { Count: 0 }, Sessions: null or { Count: 0 } }))
                 (signing, coveredFrom) = ApplySigningLocked(command, index, stored?.Header);
 
             appliedIndex = index;

@@ -46,7 +46,12 @@ public sealed class HeadPlanner
     private readonly SigningTimings timings;
     private readonly int self;
     private readonly List<FlightState> flights = [];
+    private readonly List<SigningSession> unrecorded = [];
+    private readonly SortedDictionary<ulong, int> directAttempts = [];
     private long lastStartMs = long.MinValue / 2;
+
+    /// <summary>Direct sessions whose record is not in the log yet, kept at most (no direct session starts beyond it).</summary>
+    public const int MaxUnrecordedSessions = 64;
 
     /// <summary>A planner for the node <paramref name="self"/> (preferred as a signer when it holds a share).</summary>
     public HeadPlanner(SigningTimings timings, int self)
@@ -92,6 +97,8 @@ public sealed class HeadPlanner
             return;
         Term = term;
         flights.Clear();
+        unrecorded.Clear();
+        directAttempts.Clear();
         lastStartMs = long.MinValue / 2;
     }
 
@@ -148,10 +155,76 @@ public sealed class HeadPlanner
             inline: false, available);
     }
 
+    /// <summary>
+    /// A direct session for <paramref name="newest"/> (the leader asks the signers itself, outside the log), under the
+    /// same rules as <see cref="PlanStandalone"/>; null when none is due. It is collecting from the start, and its
+    /// commitments stay reserved until <see cref="RecordsEnded"/> says its record reached the log (or never will).
+    /// </summary>
+    public SigningSession? PlanDirect(long nowMs, KeyEpochView? epoch, ulong newest, ulong signedThrough, int lastAttempt, Func<int, IReadOnlyList<ulong>> available)
+    {
+        ArgumentNullException.ThrowIfNull(available);
+        if (epoch is null || !MayStart(nowMs) || newest == 0 || newest <= signedThrough || unrecorded.Count >= MaxUnrecordedSessions)
+            return null;
+        if (flights.Any(f => !f.Late && ((f.Inline && f.Stage == FlightStage.Proposed) || f.Height >= newest)))
+            return null;
+        // Attempts of a head are never reused in a term, even after its flight left: a late share of an earlier attempt
+        // must not land in a later one (its aggregate would fail and blame an honest signer).
+        var attempt = Math.Max(Math.Max(lastAttempt, directAttempts.GetValueOrDefault(newest)),
+            flights.Where(f => f.Height == newest).Select(f => f.Session.Attempt).DefaultIfEmpty(0).Max()) + 1;
+        if (Start(nowMs, epoch, newest, attempt, inline: false, available) is not { } planned)
+            return null;
+        directAttempts[newest] = attempt;
+        while (directAttempts.Count > MaxUnrecordedSessions)
+            directAttempts.Remove(directAttempts.Keys.First());
+        var session = new SigningSession { Height = planned.Height, Attempt = planned.Attempt, KeyEpoch = planned.KeyEpoch, Signers = planned.Signers, Sequences = planned.Sequences, Direct = true };
+        var flight = flights[^1];
+        flight.Session = session;
+        flight.Stage = FlightStage.Collecting;
+        flight.StartedAtMs = nowMs;
+        unrecorded.Add(session);
+        return session;
+    }
+
+    /// <summary>
+    /// These direct sessions' records will never reach the log from this leader: their commitments are no longer
+    /// reserved here (the next leader that offers them finds them used, and its record of that session drops them).
+    /// </summary>
+    public void RecordsEnded(IEnumerable<SigningSession> records)
+    {
+        ArgumentNullException.ThrowIfNull(records);
+        foreach (var record in records)
+            unrecorded.RemoveAll(u => SameCommitments(u, record));
+    }
+
+    /// <summary>
+    /// Ends the reservation of every direct session whose record has been applied: none of its commitments is in the
+    /// pool any more (<paramref name="inPool"/>: signer and sequence).
+    /// </summary>
+    public void DropRecorded(Func<int, ulong, bool> inPool)
+    {
+        ArgumentNullException.ThrowIfNull(inPool);
+        unrecorded.RemoveAll(u => !u.Signers.Zip(u.Sequences).Any(p => inPool(p.First, p.Second)));
+    }
+
+    /// <summary>
+    /// A signer refused a direct session or could not be reached: it counts as timed out (at once, not after the late
+    /// threshold) and the session leaves the flight, so that the next plan signs without it. Returns true when the
+    /// session was in flight (the caller forgets its shares).
+    /// </summary>
+    public bool Refused((ulong Height, int Attempt) session, int signer, long nowMs)
+    {
+        if (Find(session) is not { Stage: FlightStage.Collecting } flight)
+            return false;
+        if (!flight.LateSigners.Contains(signer))
+            Health.RecordTimeout(signer, nowMs);
+        flights.Remove(flight);
+        return true;
+    }
+
     private SigningSession? Start(long nowMs, KeyEpochView epoch, ulong height, int attempt, bool inline, Func<int, IReadOnlyList<ulong>> available)
     {
-        var reserved = flights.Where(f => f.Stage == FlightStage.Proposed)
-            .SelectMany(f => f.Session.Signers.Zip(f.Session.Sequences))
+        var reserved = flights.Where(f => f.Stage == FlightStage.Proposed).Select(f => f.Session).Concat(unrecorded)
+            .SelectMany(s => s.Signers.Zip(s.Sequences))
             .ToHashSet();
         var free = new Dictionary<int, ulong>();
         foreach (var member in epoch.Record.Members)

@@ -141,6 +141,10 @@ public sealed class SigningLedger
     public IReadOnlyList<(ulong Sequence, byte[] Value)> AvailableCommitments(int signer, int count)
         => pool.TryGetValue(signer, out var queue) ? [.. queue.Take(count).Select(c => (c.Key, c.Value))] : [];
 
+    /// <summary>The published, unused commitment of <paramref name="signer"/> at <paramref name="sequence"/>, or null.</summary>
+    public byte[]? UnusedCommitment(int signer, ulong sequence)
+        => pool.TryGetValue(signer, out var queue) && queue.TryGetValue(sequence, out var value) ? value : null;
+
     /// <summary>The session in progress for the head at <paramref name="height"/>, or null.</summary>
     public SigningSession? ActiveSession(ulong height) => sessions.GetValueOrDefault(height);
 
@@ -226,6 +230,8 @@ public sealed class SigningLedger
                         input, effects);
                 }
 
+                foreach (var recorded in batch.Sessions ?? [])
+                    ApplySession(recorded, input, effects);
                 foreach (var signature in batch.Signatures ?? [])
                     ApplyHeadSignature(signature, input, effects);
                 break;
@@ -443,6 +449,12 @@ public sealed class SigningLedger
             return;
         }
 
+        if (session.Direct)
+        {
+            RecordDirectSession(session, epoch, input, effects);
+            return;
+        }
+
         if (session.Height <= SignedThrough)
         {
             effects.Note("SigningSession", $"head {session.Height} is not above the highest signed head {SignedThrough}");
@@ -469,6 +481,35 @@ public sealed class SigningLedger
         while (sessions.Count > MaxActiveSessions)
             sessions.Remove(sessions.Keys.First());
         effects.SessionsStarted.Add(new AppliedSession(session, header.Commitment.ToArray(), commitments, epoch.Group.PublicKey));
+    }
+
+    // A direct session ran outside the log (its signers answered the leader directly, each taking its nonce durably
+    // first): its record takes whichever of its commitments are still in the pool out of it, whatever became of the
+    // session or its head, so that no planner offers a used nonce again; a record that comes after its head was signed
+    // (or after a failed session) still cleans the pool. It starts nothing: no signer answers a session from its record.
+    private void RecordDirectSession(SigningSession session, KeyEpochView epoch, LedgerInput input, LedgerEffects effects)
+    {
+        if (session.Signers.Count < epoch.Group.Threshold || session.Signers.Count != session.Sequences.Count
+            || session.Signers.Any(s => !epoch.Group.VerificationShares.ContainsKey(s)) || !Ascending(session.Signers))
+        {
+            effects.Note("SigningSession", $"head {session.Height}: the signers are not {epoch.Group.Threshold} or more distinct members, ascending, one sequence each");
+            return;
+        }
+
+        for (var i = 0; i < session.Signers.Count; i++)
+        {
+            if (pool.TryGetValue(session.Signers[i], out var queue) && queue.Remove(session.Sequences[i]))
+                effects.RemovedCommitments.Add((session.Signers[i], session.Sequences[i]));
+        }
+
+        // The newest attempt of a head still unsigned is remembered, so that a later leader numbers its attempts above it.
+        if (session.Height > SignedThrough && session.Attempt >= 1 && input.HeaderAt(session.Height) is { } header && header.KeyEpoch == session.KeyEpoch
+            && (!sessions.TryGetValue(session.Height, out var earlier) || earlier.Attempt < session.Attempt))
+        {
+            sessions[session.Height] = session;
+            while (sessions.Count > MaxActiveSessions)
+                sessions.Remove(sessions.Keys.First());
+        }
     }
 
     // Checks the session's signers and takes their commitments out of the pool (INV-NONCE: used now, whatever happens

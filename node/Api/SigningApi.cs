@@ -42,6 +42,7 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
         routes.MapGet("/v1/keys", GetKeysAsync);
         routes.MapGet("/v1/signing", GetSigningAsync);
         routes.MapPost(LeaderChannel.SharesRoute, PostSharesAsync);
+        routes.MapPost(SessionChannel.Route, PostSessionsAsync);
         routes.MapPost(LeaderChannel.NonceCommitmentsRoute, PostIntakeAsync);
         routes.MapPost("/admin/signer-fault", SetSignerFaultAsync);
         routes.MapPost(LeaderChannel.DkgRoute, PostIntakeAsync);
@@ -489,6 +490,60 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
         }
 
         context.Response.StatusCode = 202;
+    }
+
+    /// <summary>
+    /// A signer's side of a direct session (<see cref="SessionChannel"/>): only the member this node knows as its leader
+    /// may ask (with certificates, the one whose certificate made the connection); the signer checks the head against
+    /// its own applied header and answers with its shares (a shares message), or with why not.
+    /// </summary>
+    private async Task PostSessionsAsync(HttpContext context)
+    {
+        using var budgeted = await ReadInternalBodyAsync(context).ConfigureAwait(false);
+        if (budgeted?.Bytes is not { } body)
+            return;
+        SessionRequestMessage request;
+        try
+        {
+            request = SessionRequestMessage.Decode(body);
+        }
+        catch (LogFormatException e)
+        {
+            await ApiResponses.WriteErrorAsync(context, 400, "bad_request", e.Message).ConfigureAwait(false);
+            return;
+        }
+
+        if (Security.InternalCaller.Refusal(context, request.LeaderId, options.CertificatesDirectory is not null) is { } impersonation)
+        {
+            LogImpersonation(logger, "session request", impersonation);
+            await ApiResponses.WriteErrorAsync(context, 403, "wrong_sender", impersonation).ConfigureAwait(false);
+            return;
+        }
+
+        if (raft.Leader?.Id != request.LeaderId)
+        {
+            await ApiResponses.WriteErrorAsync(context, 409, "not_leader", $"member {request.LeaderId} is not this node's leader ({raft.Leader?.Id.ToString(CultureInfo.InvariantCulture) ?? "none known"})").ConfigureAwait(false);
+            return;
+        }
+
+        if (currentSigner() is not { } signer)
+        {
+            await ApiResponses.WriteErrorAsync(context, 409, "not_signing", "this node holds no key share").ConfigureAwait(false);
+            return;
+        }
+
+        var answer = await signer.AnswerDirectAsync(request, context.RequestAborted).ConfigureAwait(false);
+        if (answer.Shares is not { } shares)
+        {
+            await ApiResponses.WriteErrorAsync(context, answer.Status, answer.Code ?? "refused", answer.Reason ?? "refused").ConfigureAwait(false);
+            return;
+        }
+
+        var encoded = shares.Encode();
+        context.Response.StatusCode = 200;
+        context.Response.ContentType = "application/x-msgpack";
+        context.Response.ContentLength = encoded.Length;
+        await context.Response.Body.WriteAsync(encoded, context.RequestAborted).ConfigureAwait(false);
     }
 
     /// <summary>

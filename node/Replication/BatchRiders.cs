@@ -2,7 +2,10 @@ using Sequencer.Core.Encoding;
 
 namespace Sequencer.Node.Replication;
 
-/// <summary>What rides a batch entry besides its txs: a head session (it signs the header the entry produces) and head signatures.</summary>
+/// <summary>
+/// What rides a batch entry besides its txs: a head session (it signs the header the entry produces), records of direct
+/// sessions, and head signatures.
+/// </summary>
 /// <param name="Session">The session, or null.</param>
 /// <param name="Signatures">Verified head signatures, ascending, or empty.</param>
 public sealed record BatchRiders(SigningSession? Session, IReadOnlyList<HeadSignature> Signatures)
@@ -10,8 +13,11 @@ public sealed record BatchRiders(SigningSession? Session, IReadOnlyList<HeadSign
     /// <summary>Nothing rides.</summary>
     public static BatchRiders None { get; } = new(null, []);
 
+    /// <summary>Records of direct sessions (their commitments leave every node's pool), or empty.</summary>
+    public IReadOnlyList<SigningSession> Records { get; init; } = [];
+
     /// <summary>True when nothing rides.</summary>
-    public bool IsEmpty => Session is null && Signatures.Count == 0;
+    public bool IsEmpty => Session is null && Signatures.Count == 0 && Records.Count == 0;
 }
 
 /// <summary>

@@ -33,6 +33,9 @@ public interface ILeaderLog
 
     /// <summary>Raised when the known leader changes (including to none).</summary>
     event Action? LeaderChanged;
+
+    /// <summary>On the leader: the followers should learn the commit index soon (a signer is about to be asked about an applied head).</summary>
+    void FollowersMustApply();
 }
 
 /// <summary>

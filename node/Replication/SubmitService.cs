@@ -533,6 +533,7 @@ public sealed partial class SubmitService : IAsyncDisposable
             ReceivedAgoMs = items.ConvertAll(tx => (uint)Math.Clamp((long)timestamp - tx.ReceivedAtMs, 0, uint.MaxValue)),
             Session = carried.Session,
             Signatures = carried.Signatures.Count == 0 ? null : carried.Signatures,
+            Sessions = carried.Records.Count == 0 ? null : carried.Records,
         };
         // Encoded into a pooled buffer, returned once the entry is in the WAL (ReplicateAsync has copied it by the time
         // it completes): a full batch is hundreds of KB, and a new array per batch (and its doublings) was tens of MB

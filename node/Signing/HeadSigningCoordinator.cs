@@ -35,6 +35,8 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     private readonly NodeMetrics metrics;
     private readonly ILogger logger;
     private readonly KeyEpochCommand? bootstrap;
+    private readonly ISessionChannel? sessionChannel;
+    private readonly List<(SigningSession Session, long QueuedMs)> records = [];
     private readonly long origin;
     private readonly Lock gate = new();
     private readonly HeadPlanner planner;
@@ -46,6 +48,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     private long rotationCheckedMs = long.MinValue / 2;
     private readonly List<(int Signer, ulong KeyEpoch, SignatureShareMessage Share)> inbox = [];
     private readonly Dictionary<int, long> silentLoggedAt = [];
+    private readonly Dictionary<int, long> refusalLoggedAt = [];
     private readonly CancellationTokenSource stopping = new();
     private BackgroundLoop? loop;
     private TaskCompletionSource wake = NewSignal();
@@ -64,8 +67,9 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     /// <param name="metrics">Metrics.</param>
     /// <param name="logger">Logger.</param>
     /// <param name="bootstrap">The first key epoch, from a dealer's group key file, proposed when the log has none.</param>
+    /// <param name="sessionChannel">How the leader asks signers for shares directly (direct sessions), or null: sessions go through the log.</param>
     public HeadSigningCoordinator(int selfId, AppliedState state, ILeaderLog log, SequencerLimits limits, TimeProvider time,
-        NodeMetrics metrics, ILogger<HeadSigningCoordinator> logger, KeyEpochCommand? bootstrap)
+        NodeMetrics metrics, ILogger<HeadSigningCoordinator> logger, KeyEpochCommand? bootstrap, ISessionChannel? sessionChannel = null)
     {
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(log);
@@ -79,6 +83,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         this.metrics = metrics;
         this.logger = logger;
         this.bootstrap = bootstrap;
+        this.sessionChannel = limits.DirectSigningSessions ? sessionChannel : null;
         origin = time.GetTimestamp();
         planner = new HeadPlanner(SigningTimings.From(limits), selfId);
     }
@@ -97,7 +102,15 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     {
         state.SessionsStarted += OnSessionsStarted;
         state.HeadSigned += OnHeadSigned;
+        state.Applied += OnApplied;
         log.LeaderChanged += Wake;
+    }
+
+    // A direct session starts as soon as the leader applies a newer head, not at the next poll.
+    private void OnApplied(AppliedEvent applied)
+    {
+        if (sessionChannel is not null && applied.Batch is not null && log.IsLeader)
+            Wake();
     }
 
     /// <summary>What the leader knows about each signer of the current key epoch.</summary>
@@ -152,6 +165,14 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             if (!LeadingLocked())
                 return BatchRiders.None;
             lastCutMs = now;
+            if (sessionChannel is not null)
+            {
+                // Direct sessions: the batch carries their records and the signatures, never a session.
+                IReadOnlyList<SigningSession> recorded = [.. records.Select(r => r.Session)];
+                records.Clear();
+                return new BatchRiders(null, outbox.TakeAll()) { Records = recorded };
+            }
+
             var session = planner.PlanInline(now, epoch, Available);
             if (session is not null)
             {
@@ -171,6 +192,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         {
             if (riders.Session is { } session)
                 planner.ProposalEnded(session);
+            RecordsCompletedLocked(riders.Records, committed);
             if (!committed && LeadingLocked())
                 outbox.Return(riders.Signatures.Where(s => s.Height > state.SignedThrough), NowMs);
         }
@@ -178,10 +200,24 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         Wake();
     }
 
+    // Records of direct sessions that did not reach the log go back to the front of the queue while this node leads (the
+    // commitments stay reserved until the pool drops them).
+    private void RecordsCompletedLocked(IReadOnlyList<SigningSession> recorded, bool committed)
+    {
+        if (recorded.Count == 0)
+            return;
+        if (!committed && LeadingLocked())
+            records.InsertRange(0, recorded.Select(r => (r, NowMs)));
+        else if (!committed)
+            planner.RecordsEnded(recorded);
+    }
+
     // True while this node leads in the planner's term.
     private bool LeadingLocked() => log.IsLeader && planner.Term == log.Term && planner.Term != 0;
 
-    private IReadOnlyList<ulong> Available(int signer) => state.AvailableSequences(signer, limits.MaxSigningSessionsInFlight + 1);
+    // Enough of the lowest free sequences to find one past every reserved commitment (planned sessions, unrecorded ones).
+    private IReadOnlyList<ulong> Available(int signer) => state.AvailableSequences(signer, (4 * limits.MaxSigningSessionsInFlight) + 1
+        + (sessionChannel is null ? 0 : HeadPlanner.MaxUnrecordedSessions));
 
     private void OnSessionsStarted(IReadOnlyList<AppliedSession> started)
     {
@@ -265,6 +301,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
                 rotationAttempt = NewRotationAttempts();
                 outbox.Clear();
                 inbox.Clear();
+                records.Clear();
             }
         }
 
@@ -300,7 +337,16 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             NoteSilentSigner(signer, now);
         }
 
-        StartStandaloneSession(epoch, now);
+        if (sessionChannel is not null)
+        {
+            StartDirectSession(epoch, now);
+            ProposeDueRecords(now);
+        }
+        else
+        {
+            StartStandaloneSession(epoch, now);
+        }
+
         ProposeDueSignatures(now);
         StartRotationSession(epoch, now);
     }
@@ -504,6 +550,154 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         });
     }
 
+    /// <summary>
+    /// A direct session (DESIGN section 5's signed heads, run outside the log): when there is room and the newest applied
+    /// head is newer than every head signed or in flight, the leader asks each chosen signer for its share of it over
+    /// the members' channel. Its record (the commitments used) rides the next batch entry, or an entry of its own.
+    /// </summary>
+    private void StartDirectSession(KeyEpochView epoch, long now)
+    {
+        var newest = state.LastHeader is { } last && last.KeyEpoch == epoch.Epoch ? last.Height : 0;
+        var lastAttempt = newest == 0 ? 0 : state.ActiveSession(newest)?.Attempt ?? 0;
+        SigningSession? session;
+        lock (gate)
+        {
+            if (!LeadingLocked())
+                return;
+            // A record applied here has taken its commitments out of the pool: they need no reservation any more.
+            planner.DropRecorded((signer, sequence) => state.UnusedCommitment(signer, sequence) is not null);
+            session = planner.PlanDirect(now, epoch, newest, state.SignedThrough, lastAttempt, Available);
+        }
+
+        if (session is null || state.GetBatch(session.Height)?.Header is not { } header)
+            return;
+        var encoded = new List<byte[]>(session.Signers.Count);
+        var commitments = new List<NonceCommitment>(session.Signers.Count);
+        for (var i = 0; i < session.Signers.Count; i++)
+        {
+            var value = state.UnusedCommitment(session.Signers[i], session.Sequences[i]);
+            NonceCommitment? commitment = null;
+            try
+            {
+                if (value is not null)
+                    commitment = new NonceCommitment(session.Signers[i], Secp256k1.DeserializeElement(value.AsSpan(0, Secp256k1.ElementLength)),
+                        Secp256k1.DeserializeElement(value.AsSpan(Secp256k1.ElementLength)));
+            }
+            catch (FormatException)
+            {
+                commitment = null;
+            }
+
+            if (value is null || commitment is null)
+            {
+                // Gone from the pool since planning, or not two points: the session is not run; its record still goes
+                // to the log, so that a malformed commitment leaves the pool.
+                lock (gate)
+                {
+                    planner.Refused((session.Height, session.Attempt), session.Signers[i], now);
+                    records.Add((session, now));
+                }
+
+                return;
+            }
+
+            commitments.Add(commitment);
+            encoded.Add(value);
+        }
+
+        var applied = new AppliedSession(session, header.Commitment.ToArray(), commitments, epoch.Group.PublicKey);
+        lock (gate)
+        {
+            if (!LeadingLocked())
+                return;
+            collector.Track(applied);
+            records.Add((session, now));
+        }
+
+        // A follower answers once it has applied the head: it learns the commit index with the next round, which is
+        // sent now if no entry is in flight.
+        log.FollowersMustApply();
+        Interlocked.Increment(ref sessionsStarted);
+        metrics.SessionsStarted.Add(1, new KeyValuePair<string, object?>("reason", "direct"));
+        var request = new SessionRequestMessage { LeaderId = selfId, Sessions = [session], Commitments = [encoded] };
+        foreach (var signer in session.Signers)
+            _ = AskAsync(signer, session, request, epoch);
+    }
+
+    private async Task AskAsync(int signer, SigningSession session, SessionRequestMessage request, KeyEpochView epoch)
+    {
+        DirectAnswer answer;
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token);
+            timeout.CancelAfter(limits.SigningSessionTimeoutMs);
+            answer = await sessionChannel!.AskAsync(signer, request, timeout.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+
+        // The leader's own signer answers in process; another's answer carries its proof (as a shares message posted to
+        // the leader would), and must be for this session.
+        if (answer.Shares is { } message && message.SignerId == signer && message.KeyEpoch == session.KeyEpoch
+            && message.Shares.Any(s => s.Height == session.Height && s.Attempt == session.Attempt)
+            && (signer == selfId || (epoch.Group.VerificationShares.TryGetValue(signer, out var publicShare)
+                && SignerProof.Verify(SignatureSharesMessage.ProofDomain, message.ProofPayload(), message.Proof, publicShare))))
+        {
+            Receive(message);
+            return;
+        }
+
+        var now = NowMs;
+        bool dropped;
+        lock (gate)
+        {
+            dropped = LeadingLocked() && planner.Refused((session.Height, session.Attempt), signer, now);
+            if (dropped)
+                collector.Forget((session.Height, session.Attempt));
+        }
+
+        if (dropped)
+        {
+            metrics.SessionTimeouts.Add(1, new KeyValuePair<string, object?>("signer", signer));
+            NoteRefusal(signer, answer, now);
+        }
+
+        Wake();
+    }
+
+    // One line per signer per 5 s at most.
+    private void NoteRefusal(int signer, DirectAnswer answer, long now)
+    {
+        lock (gate)
+        {
+            if (refusalLoggedAt.TryGetValue(signer, out var last) && now - last < 5_000)
+                return;
+            refusalLoggedAt[signer] = now;
+        }
+
+        LogSignerRefused(logger, signer, answer.Status, answer.Code ?? "no shares", answer.Reason ?? string.Empty);
+    }
+
+    private void ProposeDueRecords(long now)
+    {
+        List<SigningSession> due;
+        lock (gate)
+        {
+            if (!LeadingLocked() || records.Count == 0 || now - lastCutMs < limits.StandaloneSessionDelayMs || now - records[0].QueuedMs < limits.StandaloneSessionDelayMs)
+                return;
+            due = [.. records.Select(r => r.Session)];
+            records.Clear();
+        }
+
+        _ = ProposeAsync(new SigningSessionsCommand { Sessions = due }, committed =>
+        {
+            lock (gate)
+                RecordsCompletedLocked(due, committed);
+        });
+    }
+
     private void ProposeDueSignatures(long now)
     {
         IReadOnlyList<HeadSignature> due;
@@ -577,6 +771,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     {
         state.SessionsStarted -= OnSessionsStarted;
         state.HeadSigned -= OnHeadSigned;
+        state.Applied -= OnApplied;
         log.LeaderChanged -= Wake;
         await stopping.CancelAsync().ConfigureAwait(false);
         if (loop is not null)
@@ -604,6 +799,9 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
     [LoggerMessage(EventId = 308, Level = LogLevel.Information, Message = "Key epoch {Epoch}'s signature over the hand-over to key epoch {Next} verified; proposing the rotation")]
     private static partial void LogRotationSigned(ILogger logger, ulong epoch, ulong next);
+
+    [LoggerMessage(EventId = 309, Level = LogLevel.Information, Message = "Signer {SignerId} gave no share for a direct session ({Status} {Code}: {Reason}); new sessions sign without it for a while unless fewer than t signers would remain")]
+    private static partial void LogSignerRefused(ILogger logger, int signerId, int status, string code, string reason);
 
     [LoggerMessage(EventId = 305, Level = LogLevel.Error, Message = "The signature for head {Height} (attempt {Attempt}) did not verify although every share did; the head is signed again")]
     private static partial void LogNoCulprit(ILogger logger, ulong height, int attempt);

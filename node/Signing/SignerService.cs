@@ -33,6 +33,7 @@ public enum SignerFault
 public sealed partial class SignerService : IAsyncDisposable
 {
     private const int SendAttempts = 5;
+    private const int MaxDirectRequests = 32;
     private const int GenerateStep = 64;
     private const int CompactAfter = 64;
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(100);
@@ -60,6 +61,7 @@ public sealed partial class SignerService : IAsyncDisposable
     private BackgroundLoop? replenisher;
     private HashSet<ulong> pruneCandidates = [];
     private readonly SemaphoreSlim sends = new(4);
+    private readonly SemaphoreSlim directRequests = new(MaxDirectRequests);
     private TaskCompletionSource wake = NewSignal();
     private long lastPrune;
     private long publishStarted;
@@ -150,7 +152,8 @@ public sealed partial class SignerService : IAsyncDisposable
 
     private void OnSessionsStarted(IReadOnlyList<AppliedSession> sessions)
     {
-        var mine = sessions.Where(s => s.Session.KeyEpoch == epoch && s.Session.Signers.Contains(share.Identifier)).ToList();
+        // A direct session's record is not a request: its signers answered the leader directly.
+        var mine = sessions.Where(s => !s.Session.Direct && s.Session.KeyEpoch == epoch && s.Session.Signers.Contains(share.Identifier)).ToList();
         if (mine.Count == 0)
             return;
         lock (gate)
@@ -229,6 +232,121 @@ public sealed partial class SignerService : IAsyncDisposable
         }
 
         var started = Stopwatch.GetTimestamp();
+        var shares = MakeShares(batch);
+        metrics.ShareDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        if (shares.Count == 0 || Fault == SignerFault.Silent)
+            return;
+
+        for (var i = 0; i < shares.Count; i += SignatureSharesMessage.MaxShares)
+        {
+            var message = SharesMessage(shares.GetRange(i, Math.Min(SignatureSharesMessage.MaxShares, shares.Count - i)));
+            await sends.WaitAsync(token).ConfigureAwait(false);
+            _ = SendSharesAsync(message, token);
+        }
+    }
+
+    /// <summary>
+    /// Answers the leader's direct request (<c>POST /internal/v1/sessions</c>): for each session that names this signer,
+    /// waits (briefly) until this node has applied the head, computes the head's commitment from its own applied header,
+    /// takes its nonce pair durably and signs. Returns the shares, or why none can be given.
+    /// </summary>
+    public async Task<DirectAnswer> AnswerDirectAsync(SessionRequestMessage request, CancellationToken token)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (!IsActive())
+            return DirectAnswer.Refuse(409, "not_signing", $"this node does not sign under the log's current key epoch (its share is of epoch {epoch})");
+        if (!await directRequests.WaitAsync(0, token).ConfigureAwait(false))
+            return DirectAnswer.Refuse(503, "overloaded", "too many session requests at once");
+        try
+        {
+            var started = Stopwatch.GetTimestamp();
+            var applied = new List<AppliedSession>(request.Sessions.Count);
+            for (var i = 0; i < request.Sessions.Count; i++)
+            {
+                var session = request.Sessions[i];
+                if (session.KeyEpoch != epoch || !session.Direct || IndexOf(session.Signers, share.Identifier) < 0 || !Ascending(session.Signers))
+                    return DirectAnswer.Refuse(400, "bad_session", $"head {session.Height}: not a direct session of key epoch {epoch} with this signer among ascending signers");
+                if (!await WaitAppliedAsync(session.Height, TimeSpan.FromMilliseconds(limits.SigningLateShareMs), token).ConfigureAwait(false))
+                    return DirectAnswer.Refuse(409, "not_applied", $"head {session.Height} is not applied on this node yet");
+                if (session.Height <= state.SignedThrough)
+                    return DirectAnswer.Refuse(409, "signed", $"head {session.Height} is signed already");
+                var header = state.GetBatch(session.Height)?.Header;
+                if (header is null || header.KeyEpoch != epoch)
+                    return DirectAnswer.Refuse(409, "other_epoch", $"head {session.Height} is not a head of key epoch {epoch}");
+                var commitments = new List<NonceCommitment>(session.Signers.Count);
+                try
+                {
+                    for (var j = 0; j < session.Signers.Count; j++)
+                    {
+                        var encoded = request.Commitments[i][j];
+                        commitments.Add(new NonceCommitment(session.Signers[j], Secp256k1.DeserializeElement(encoded.AsSpan(0, Secp256k1.ElementLength)),
+                            Secp256k1.DeserializeElement(encoded.AsSpan(Secp256k1.ElementLength))));
+                    }
+                }
+                catch (FormatException)
+                {
+                    return DirectAnswer.Refuse(400, "bad_commitment", $"head {session.Height}: a commitment is not two points");
+                }
+
+                applied.Add(new AppliedSession(session, header.Commitment.ToArray(), commitments, group.PublicKey));
+            }
+
+            var shares = MakeShares(applied);
+            metrics.ShareDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            if (shares.Count < applied.Count)
+                return DirectAnswer.Refuse(409, "nonce_used", "this signer no longer holds a nonce the request names (used or lost); it is never used again");
+            if (Fault == SignerFault.Silent)
+            {
+                // Silent: the request hangs until the leader gives up on it, as a signer that is cut off would.
+                await Task.Delay(TimeSpan.FromMilliseconds(limits.SigningSessionTimeoutMs), token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                return DirectAnswer.Refuse(503, "silent", "the signer is silent");
+            }
+
+            return new DirectAnswer(SharesMessage(shares), 200, null, null);
+        }
+        finally
+        {
+            directRequests.Release();
+        }
+    }
+
+    // Waits until this node has applied the batch at height (a follower learns of a commit a moment after the leader).
+    private async Task<bool> WaitAppliedAsync(ulong height, TimeSpan timeout, CancellationToken token)
+    {
+        if ((state.LastHeader?.Height ?? 0) >= height)
+            return true;
+        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnApplied(AppliedEvent applied)
+        {
+            if (applied.Batch is { } batch && batch.Header.Height >= height)
+                reached.TrySetResult();
+        }
+
+        state.Applied += OnApplied;
+        try
+        {
+            if ((state.LastHeader?.Height ?? 0) >= height)
+                return true;
+            await reached.Task.WaitAsync(timeout, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            return (state.LastHeader?.Height ?? 0) >= height;
+        }
+        finally
+        {
+            state.Applied -= OnApplied;
+        }
+    }
+
+    private SignatureSharesMessage SharesMessage(List<SignatureShareMessage> shares)
+    {
+        var message = new SignatureSharesMessage { SignerId = share.Identifier, KeyEpoch = epoch, Shares = shares };
+        return new SignatureSharesMessage { SignerId = message.SignerId, KeyEpoch = epoch, Shares = shares, Proof = SignerProof.Sign(SignatureSharesMessage.ProofDomain, message.ProofPayload(), share.Secret) };
+    }
+
+    // INV-NONCE: the nonces leave the store durably before any share made with them leaves this node, together with a
+    // record of the session each one serves. A nonce that is not there (used before, or lost) is never recreated: that
+    // session goes unanswered and is retried.
+    private List<SignatureShareMessage> MakeShares(IReadOnlyList<AppliedSession> batch)
+    {
         var wanted = new Dictionary<ulong, AppliedSession>();
         foreach (var session in batch)
         {
@@ -236,9 +354,6 @@ public sealed partial class SignerService : IAsyncDisposable
             wanted.TryAdd(session.Session.Sequences[index], session);
         }
 
-        // INV-NONCE: the nonces leave the store durably before any share made with them leaves this node, together with
-        // a record of the session each one serves. A nonce that is not there (used before, or lost) is never
-        // recreated: that session goes unanswered and is retried.
         var taken = nonces.Take(epoch, wanted.ToDictionary(w => w.Key, w => (NonceUse?)new NonceUse(
             w.Value.Session.Height, w.Value.Session.Attempt, w.Value.Message, w.Value.Session.Signers,
             System.Security.Cryptography.SHA256.HashData(Frost.EncodeCommitmentList(w.Value.Commitments)))));
@@ -263,18 +378,18 @@ public sealed partial class SignerService : IAsyncDisposable
 
         if (taken.Count < wanted.Count)
             LogMissingNonces(logger, wanted.Count - taken.Count);
-        metrics.ShareDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-        if (shares.Count == 0 || Fault == SignerFault.Silent)
-            return;
+        return shares;
+    }
 
-        for (var i = 0; i < shares.Count; i += SignatureSharesMessage.MaxShares)
+    private static bool Ascending(IReadOnlyList<int> ids)
+    {
+        for (var i = 1; i < ids.Count; i++)
         {
-            var part = shares.GetRange(i, Math.Min(SignatureSharesMessage.MaxShares, shares.Count - i));
-            var message = new SignatureSharesMessage { SignerId = share.Identifier, KeyEpoch = epoch, Shares = part };
-            message = new SignatureSharesMessage { SignerId = message.SignerId, KeyEpoch = epoch, Shares = part, Proof = SignerProof.Sign(SignatureSharesMessage.ProofDomain, message.ProofPayload(), share.Secret) };
-            await sends.WaitAsync(token).ConfigureAwait(false);
-            _ = SendSharesAsync(message, token);
+            if (ids[i] <= ids[i - 1])
+                return false;
         }
+
+        return true;
     }
 
     private async Task SendSharesAsync(SignatureSharesMessage message, CancellationToken token)
@@ -481,4 +596,11 @@ public sealed partial class SignerService : IAsyncDisposable
 
     [LoggerMessage(EventId = 317, Level = LogLevel.Warning, Message = "Signer {SignerId} holds none of its lowest published nonce commitments (its nonces were lost with its data): publishing new ones that replace all {Count} unused")]
     private static partial void LogReplacingPool(ILogger logger, int signerId, int count);
+}
+
+/// <summary>A signer's answer to a direct session request: its shares, or an HTTP status with a code and the reason.</summary>
+public sealed record DirectAnswer(SignatureSharesMessage? Shares, int Status, string? Code, string? Reason)
+{
+    /// <summary>A refusal.</summary>
+    public static DirectAnswer Refuse(int status, string code, string reason) => new(null, status, code, reason);
 }

@@ -67,6 +67,72 @@ public sealed class HeadPlannerTests
     }
 
     [Fact]
+    public void Direct_ReservesItsCommitmentsUntilTheRecordIsApplied_NeverReusesAnAttempt_AndARefusalCountsAsATimeout()
+    {
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var pool = new HashSet<(int, ulong)>(new[] { 1, 2, 3 }.SelectMany(s => Enumerable.Range(1, 8).Select(q => (s, (ulong)q))));
+        IReadOnlyList<ulong> Free(int signer) => [.. pool.Where(p => p.Item1 == signer).Select(p => p.Item2).Order()];
+
+        // A direct session is collecting at once, for the newest head, and marked direct.
+        var first = planner.PlanDirect(Now, Epoch, newest: 5, signedThrough: 0, lastAttempt: 0, Free)!;
+        Assert.True(first.Direct);
+        Assert.Equal((5UL, 1), (first.Height, first.Attempt));
+        var flight = Assert.Single(planner.Flights);
+        Assert.Equal(FlightStage.Collecting, flight.Stage);
+        Assert.Null(planner.PlanDirect(Now, Epoch, newest: 5, signedThrough: 0, lastAttempt: 0, Free));
+
+        // Signer 2 refuses: it counts as timed out at once, and the session leaves the flight.
+        Assert.True(planner.Refused((5, 1), 2, Now));
+        Assert.Empty(planner.Flights);
+        Assert.Equal(1, planner.Health.Report(2, Now).Timeouts);
+
+        // The next session for the same head: a new attempt, other commitments (the first record is not applied yet),
+        // and without the signer that refused.
+        var second = planner.PlanDirect(Now, Epoch, newest: 5, signedThrough: 0, lastAttempt: 0, Free)!;
+        Assert.Equal(2, second.Attempt);
+        Assert.Equal([1, 3], second.Signers);
+        Assert.Empty(first.Signers.Zip(first.Sequences).Intersect(second.Signers.Zip(second.Sequences)));
+
+        // The first record is applied (its commitments left the pool): its reservation ends; the second's holds.
+        foreach (var used in first.Signers.Zip(first.Sequences))
+            pool.Remove(used);
+        planner.DropRecorded((signer, sequence) => pool.Contains((signer, sequence)));
+        planner.Signed(5);
+        time.Advance(TimeSpan.FromSeconds(10));
+        var third = planner.PlanDirect(Now, Epoch, newest: 6, signedThrough: 5, lastAttempt: 0, Free)!;
+        Assert.Empty(second.Signers.Zip(second.Sequences).Intersect(third.Signers.Zip(third.Sequences)));
+        Assert.All(third.Signers.Zip(third.Sequences), p => Assert.Contains(p, pool));
+
+        // A new term forgets every reservation and attempt of the old one.
+        planner.Lead(2);
+        Assert.Empty(planner.Flights);
+        var fresh = planner.PlanDirect(Now, Epoch, newest: 6, signedThrough: 5, lastAttempt: 4, Free)!;
+        Assert.Equal(5, fresh.Attempt);
+    }
+
+    [Fact]
+    public void Direct_UnrecordedSessionsAreBounded()
+    {
+        var planner = new HeadPlanner(Timings with { MaxSessionsInFlight = 16 }, self: 1);
+        planner.Lead(1);
+        ulong sequence = 0;
+        IReadOnlyList<ulong> Plenty(int signer) => [.. Enumerable.Range(1, 200).Select(i => (ulong)i)];
+        for (ulong head = 1; head <= HeadPlanner.MaxUnrecordedSessions; head++)
+        {
+            var session = planner.PlanDirect(Now, Epoch, newest: head, signedThrough: head - 1, lastAttempt: 0, Plenty);
+            Assert.NotNull(session);
+            planner.Signed(head);
+            sequence = session.Sequences[0];
+        }
+
+        Assert.True(sequence >= (ulong)HeadPlanner.MaxUnrecordedSessions);
+        Assert.Null(planner.PlanDirect(Now, Epoch, newest: 1000, signedThrough: 999, lastAttempt: 0, Plenty));
+        planner.DropRecorded((_, _) => false);
+        Assert.NotNull(planner.PlanDirect(Now, Epoch, newest: 1000, signedThrough: 999, lastAttempt: 0, Plenty));
+    }
+
+    [Fact]
     public void ANewKeyEpoch_DropsTheOldEpochsSessions_SoTheFlightHasRoomAtOnce()
     {
         // Two sessions of key epoch 1 fill the flight (one applied, one still proposed); then key epoch 2 comes into force.

@@ -134,7 +134,8 @@ public sealed class SigningLedgerScenarioTests
                     Members = [1, 2, 3],
                     VerificationShares = [.. new[] { 1, 2, 3 }.Select(id => Secp256k1.SerializeElement(Key.Group.VerificationShares[id]))],
                 }),
-                "batch" => Batch(options.GetValueOrDefault("inline"), options.GetValueOrDefault("sign")),
+                "batch" => Batch(options.GetValueOrDefault("inline"), options.GetValueOrDefault("sign"), options.GetValueOrDefault("record")),
+                "direct" => Apply(new SigningSessionsCommand { Sessions = [Direct(ulong.Parse(args[0], CultureInfo.InvariantCulture), int.Parse(args[1], CultureInfo.InvariantCulture), args[2])] }),
                 "publish" => Apply(Publish(int.Parse(args[0], CultureInfo.InvariantCulture), ulong.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture),
                     options.TryGetValue("prover", out var prover) ? int.Parse(prover, CultureInfo.InvariantCulture) : null,
                     options.ContainsKey("replace"), options.ContainsKey("forge"))),
@@ -152,7 +153,21 @@ public sealed class SigningLedgerScenarioTests
             };
         }
 
-        private List<string> Batch(string? inline, string? sign)
+        // A direct session as the leader runs it: its signers sign (the test keeps its applied form, from the pool as it
+        // is now, so that "sign" can aggregate it) before its record reaches the ledger.
+        private SigningSession Direct(ulong height, int attempt, string signers)
+        {
+            var plain = Session(height, attempt, signers);
+            var session = new SigningSession { Height = height, Attempt = attempt, KeyEpoch = plain.KeyEpoch, Signers = plain.Signers, Sequences = plain.Sequences, Direct = true };
+            var commitments = session.Signers.Zip(session.Sequences).Select(p => ledger.UnusedCommitment(p.First, p.Second) is { } value
+                ? new NonceCommitment(p.First, Secp256k1.DeserializeElement(value.AsSpan(0, 33)), Secp256k1.DeserializeElement(value.AsSpan(33)))
+                : null).ToList();
+            if (height >= 1 && height <= (ulong)headers.Count && commitments.All(c => c is not null) && ledger.CurrentKeyEpoch is { } epoch)
+                sessions[(height, attempt)] = new AppliedSession(session, headers[(int)height - 1].Commitment.ToArray(), commitments!, epoch.Group.PublicKey);
+            return session;
+        }
+
+        private List<string> Batch(string? inline, string? sign, string? record = null)
         {
             var height = (ulong)headers.Count + 1;
             var epoch = ledger.CurrentKeyEpoch?.Epoch ?? 0;
@@ -165,6 +180,7 @@ public sealed class SigningLedgerScenarioTests
                 Txs = [[1]],
                 Session = inline is null ? null : Session(0, 1, inline),
                 Signatures = sign is null ? null : [Sign([.. sign.Split('/')], new Dictionary<string, string>())],
+                Sessions = record is null ? null : [Direct(ulong.Parse(record.Split('/')[0], CultureInfo.InvariantCulture), int.Parse(record.Split('/')[1], CultureInfo.InvariantCulture), record.Split('/')[2])],
             };
             var trace = Apply(command, header);
             trace.Insert(0, $"header {height} (key epoch {epoch})");

@@ -15,6 +15,10 @@ namespace Sequencer.Tests;
 /// <summary>An in-process stand-in for the Raft log: committing an entry applies it to the state at once.</summary>
 internal sealed class FakeLeaderLog(AppliedState state) : ILeaderLog, IDisposable
 {
+    public void FollowersMustApply()
+    {
+    }
+
     private readonly CancellationTokenSource leadership = new();
     private long index;
 

@@ -113,6 +113,12 @@ public sealed class SigningSession
 
     /// <summary>For each signer, the sequence of the published commitment it uses.</summary>
     [Key(4)] public IReadOnlyList<ulong> Sequences { get; init; } = [];
+
+    /// <summary>
+    /// True for a session the leader ran outside the log: it asked the signers directly, and this entry only records
+    /// which commitments it used, so that they leave every node's pool. Signers do not answer it from the log.
+    /// </summary>
+    [Key(5)] public bool Direct { get; init; }
 }
 
 /// <summary>The coordinator (leader) starts signing sessions; each named signer answers with its share.</summary>
@@ -260,6 +266,13 @@ public sealed class BatchCommand : ILogCommand
     /// </summary>
     [Key(5)]
     public IReadOnlyList<HeadSignature>? Signatures { get; init; }
+
+    /// <summary>
+    /// Records of direct sessions (<see cref="SigningSession.Direct"/>) that ride along, applied exactly as a
+    /// SigningSessions entry and before <see cref="Signatures"/>.
+    /// </summary>
+    [Key(6)]
+    public IReadOnlyList<SigningSession>? Sessions { get; init; }
 }
 
 /// <summary>

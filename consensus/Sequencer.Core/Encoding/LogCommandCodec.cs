@@ -68,6 +68,7 @@ public static class LogCommandCodec
         BatchCommand c => c.Txs is null || c.Txs.Any(t => t is null) ? "tx list or tx"
             : c.ReceivedAgoMs is null ? "received times"
             : c.Session is { } session && MissingField(session) is { } inSession ? inSession
+            : c.Sessions?.Any(x => x is null || MissingField(x) is not null) == true ? "session field"
             : c.Signatures?.Any(s => s is null || MissingField(s) is not null) == true ? "signature field" : null,
         NonceCommitmentsCommand c => c.Commitments is null || c.Commitments.Any(x => x is null) ? "commitment" : c.Proof is null ? "proof" : null,
         HeadSignaturesCommand c => c.Signatures is null || c.Signatures.Any(s => s is null || MissingField(s) is not null) ? "signature field" : null,

@@ -86,3 +86,65 @@ public sealed class SignatureSharesMessage
         return message;
     }
 }
+
+/// <summary>
+/// The body of <c>POST /internal/v1/sessions</c>: the leader asks one signer directly for its shares of head sessions
+/// (a direct session, outside the log). Each session names its signers, the sequence of each one's published nonce
+/// commitment and that commitment (hiding and binding points, 33 bytes each). The signer checks the head against its
+/// own applied header at that height, takes its own nonce pair durably and answers with a
+/// <see cref="SignatureSharesMessage"/>; the other signers' commitments are the coordinator's to choose, as in
+/// RFC 9591 (a wrong one only makes the aggregate fail). A nonce is never used twice whoever asks.
+/// </summary>
+[MessagePackObject]
+public sealed class SessionRequestMessage
+{
+    /// <summary>The most sessions in one request.</summary>
+    public const int MaxSessions = 16;
+
+    /// <summary>The most signers in one session.</summary>
+    public const int MaxSigners = 256;
+
+    private static readonly MessagePackSerializerOptions Options = MessagePackSerializerOptions.Standard.WithSecurity(MessagePackSecurity.UntrustedData);
+
+    /// <summary>The member that asks (the leader, as far as it knows).</summary>
+    [Key(0)] public int LeaderId { get; init; }
+
+    /// <summary>The sessions.</summary>
+    [Key(1)] public IReadOnlyList<SigningSession> Sessions { get; init; } = [];
+
+    /// <summary>For each session, each signer's commitment (66 bytes: hiding then binding point), in signer order.</summary>
+    [Key(2)] public IReadOnlyList<IReadOnlyList<byte[]>> Commitments { get; init; } = [];
+
+    /// <summary>Serializes the message.</summary>
+    public byte[] Encode() => MessagePackSerializer.Serialize(this, Options);
+
+    /// <summary>Parses a request from an untrusted peer.</summary>
+    /// <exception cref="LogFormatException">The bytes are not a valid request.</exception>
+    public static SessionRequestMessage Decode(ReadOnlyMemory<byte> bytes)
+    {
+        SessionRequestMessage message;
+        try
+        {
+            message = MessagePackSerializer.Deserialize<SessionRequestMessage>(bytes, Options);
+        }
+        catch (MessagePackSerializationException e)
+        {
+            throw new LogFormatException($"not a session request: {e.Message}", e);
+        }
+
+        if (message?.Sessions is null || message.Commitments is null || message.Sessions.Count is 0 or > MaxSessions
+            || message.Commitments.Count != message.Sessions.Count)
+            throw new LogFormatException($"a session request holds 1 to {MaxSessions} sessions, each with its commitments");
+        for (var i = 0; i < message.Sessions.Count; i++)
+        {
+            var session = message.Sessions[i];
+            var commitments = message.Commitments[i];
+            if (session?.Signers is null || session.Sequences is null || commitments is null || session.Height == 0 || session.Attempt < 1
+                || session.Signers.Count is 0 or > MaxSigners || session.Sequences.Count != session.Signers.Count
+                || commitments.Count != session.Signers.Count || commitments.Any(c => c is not { Length: 66 }))
+                throw new LogFormatException($"session {i}: a height, an attempt, 1 to {MaxSigners} signers with one sequence and one 66-byte commitment each");
+        }
+
+        return message;
+    }
+}
