@@ -65,6 +65,31 @@ public sealed class MutualTlsTests
             var own = LogCommandCodec.Encode(new DkgComplaintCommand { Epoch = 2, Attempt = 1, From = follower, Accused = other });
             using (var response = await member.PostAsync(new Uri(leader, "/internal/v1/dkg"), MsgPack(own)))
                 Assert.NotEqual(403, (int)response.StatusCode);
+
+            // Only the leader asks a signer for shares (direct sessions): a member claiming to be the leader is refused,
+            // one asking in its own name is not the signer's leader, and junk is a 400. No nonce is spent on any of them.
+            var usesBefore = await NonceUseCountAsync(test, other);
+            SessionRequestMessage Request(int asker) => new()
+            {
+                LeaderId = asker,
+                Sessions = [new SigningSession { Height = 1, Attempt = 1_000_000, KeyEpoch = 1, Signers = [.. new[] { follower, other }.Order()], Sequences = [1, 1], Direct = true }],
+                Commitments = [[new byte[66], new byte[66]]],
+            };
+            using (var response = await member.PostAsync(new Uri(test.Internal(other), "/internal/v1/sessions"), MsgPack(Request(leaderId).Encode())))
+            {
+                Assert.Equal(403, (int)response.StatusCode);
+                Assert.Contains("wrong_sender", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            }
+
+            using (var response = await member.PostAsync(new Uri(test.Internal(other), "/internal/v1/sessions"), MsgPack(Request(follower).Encode())))
+            {
+                Assert.Equal(409, (int)response.StatusCode);
+                Assert.Contains("not_leader", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            }
+
+            using (var response = await member.PostAsync(new Uri(test.Internal(other), "/internal/v1/sessions"), MsgPack([1, 2, 3])))
+                Assert.Equal(400, (int)response.StatusCode);
+            Assert.Equal(usesBefore, await NonceUseCountAsync(test, other));
         }
 
         // Plaintext bytes into every Raft port: refused, and nothing moves.
@@ -148,6 +173,21 @@ public sealed class MutualTlsTests
         var content = new ByteArrayContent(body);
         content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
         return content;
+    }
+
+    // How many nonce uses a signer has recorded (the chaos checker's INV-NONCE source).
+    private static async Task<int> NonceUseCountAsync(TestCluster test, int node)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+        var total = 0;
+        while (true)
+        {
+            using var document = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync(new Uri(test.Cluster.Node(node).Client.BaseUrl, $"/v1/signing/nonce-uses?skip={total}&limit=10000")));
+            var count = document.RootElement.GetProperty("uses").GetArrayLength();
+            total += count;
+            if (count < 10_000)
+                return total;
+        }
     }
 
     private static async Task<string> TermsAsync(TestCluster test)
