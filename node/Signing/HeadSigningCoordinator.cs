@@ -633,9 +633,14 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             timeout.CancelAfter(limits.SigningSessionTimeoutMs);
             answer = await sessionChannel!.AskAsync(signer, request, timeout.Token).ConfigureAwait(false);
         }
-        catch (OperationCanceledException)
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
             return;
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException or LiteDB.LiteException or InvalidOperationException or HttpRequestException)
+        {
+            // The own signer's store failed (a full or failing disk), or the ask was cut short: no share from it.
+            answer = DirectAnswer.Refuse(500, "failed", e.Message);
         }
 
         // The leader's own signer answers in process; another's answer carries its proof (as a shares message posted to
