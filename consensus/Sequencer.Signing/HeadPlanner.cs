@@ -49,6 +49,7 @@ public sealed class HeadPlanner
     private readonly List<SigningSession> unrecorded = [];
     private readonly SortedDictionary<ulong, int> directAttempts = [];
     private long lastStartMs = long.MinValue / 2;
+    private long holdUntilMs = long.MinValue / 2;
 
     /// <summary>Direct sessions whose record is not in the log yet, kept at most (no direct session starts beyond it).</summary>
     public const int MaxUnrecordedSessions = 64;
@@ -85,7 +86,7 @@ public sealed class HeadPlanner
         => flights.Count(f => !f.Late && f.Stage != FlightStage.Aggregated) < timings.MaxSessionsInFlight
             && flights.Count < 4 * timings.MaxSessionsInFlight;
 
-    private bool MayStart(long nowMs) => HasRoom && nowMs - lastStartMs >= timings.MinHeadIntervalMs;
+    private bool MayStart(long nowMs) => HasRoom && nowMs - lastStartMs >= timings.MinHeadIntervalMs && nowMs >= holdUntilMs;
 
     /// <summary>
     /// Leadership in <paramref name="term"/> (or none, with a term of 0): a different term than the last drops every flight,
@@ -99,6 +100,7 @@ public sealed class HeadPlanner
         flights.Clear();
         unrecorded.Clear();
         directAttempts.Clear();
+        holdUntilMs = long.MinValue / 2;
         lastStartMs = long.MinValue / 2;
     }
 
@@ -211,14 +213,30 @@ public sealed class HeadPlanner
     /// threshold) and the session leaves the flight, so that the next plan signs without it. Returns true when the
     /// session was in flight (the caller forgets its shares).
     /// </summary>
-    public bool Refused((ulong Height, int Attempt) session, int signer, long nowMs)
+    public bool Refused((ulong Height, int Attempt) session, int signer, long nowMs, bool blame = true)
     {
         if (Find(session) is not { Stage: FlightStage.Collecting } flight)
             return false;
-        if (!flight.LateSigners.Contains(signer))
+        if (blame && !flight.LateSigners.Contains(signer))
             Health.RecordTimeout(signer, nowMs);
         flights.Remove(flight);
+
+        // A refusal comes at once, unlike a timeout: without a pause, a signer that refuses every session (and is
+        // probed because fewer than t others are eligible) would cost a session, and the others' nonces, every
+        // MinHeadIntervalMs.
+        holdUntilMs = Math.Max(holdUntilMs, nowMs + RefusalPauseMs);
         return true;
+    }
+
+    /// <summary>How long no session starts after a refusal.</summary>
+    public const long RefusalPauseMs = 25;
+
+    /// <summary>A planned direct session that is not run after all (nothing was asked): it leaves, and so does its reservation.</summary>
+    public void Abandon(SigningSession session)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        flights.RemoveAll(f => SameCommitments(f.Session, session));
+        unrecorded.RemoveAll(u => SameCommitments(u, session));
     }
 
     private SigningSession? Start(long nowMs, KeyEpochView epoch, ulong height, int attempt, bool inline, Func<int, IReadOnlyList<ulong>> available)

@@ -569,8 +569,15 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             session = planner.PlanDirect(now, epoch, newest, state.SignedThrough, lastAttempt, Available);
         }
 
-        if (session is null || state.GetBatch(session.Height)?.Header is not { } header)
+        if (session is null)
             return;
+        if (state.GetBatch(session.Height)?.Header is not { } header)
+        {
+            lock (gate)
+                planner.Abandon(session);
+            return;
+        }
+
         var encoded = new List<byte[]>(session.Signers.Count);
         var commitments = new List<NonceCommitment>(session.Signers.Count);
         for (var i = 0; i < session.Signers.Count; i++)
@@ -591,10 +598,10 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             if (value is null || commitment is null)
             {
                 // Gone from the pool since planning, or not two points: the session is not run; its record still goes
-                // to the log, so that a malformed commitment leaves the pool.
+                // to the log, so that a malformed commitment leaves the pool. Only a malformed one is its signer's fault.
                 lock (gate)
                 {
-                    planner.Refused((session.Height, session.Attempt), session.Signers[i], now);
+                    planner.Refused((session.Height, session.Attempt), session.Signers[i], now, blame: value is not null);
                     records.Add((session, now));
                 }
 
@@ -606,10 +613,16 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         }
 
         var applied = new AppliedSession(session, header.Commitment.ToArray(), commitments, epoch.Group.PublicKey);
+        long term;
         lock (gate)
         {
             if (!LeadingLocked())
+            {
+                planner.Abandon(session);
                 return;
+            }
+
+            term = planner.Term;
             collector.Track(applied);
             records.Add((session, now));
         }
@@ -621,10 +634,14 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         metrics.SessionsStarted.Add(1, new KeyValuePair<string, object?>("reason", "direct"));
         var request = new SessionRequestMessage { LeaderId = selfId, Sessions = [session], Commitments = [encoded] };
         foreach (var signer in session.Signers)
-            _ = AskAsync(signer, session, request, epoch);
+            _ = AskAsync(signer, session, term, request, epoch);
     }
 
-    private async Task AskAsync(int signer, SigningSession session, SessionRequestMessage request, KeyEpochView epoch)
+    // Refusals that say nothing against the signer: the leader's own view was stale (a nonce a lost record left in the
+    // pool, a head signed meanwhile, a leader the signer does not know yet) or its request was wrong.
+    private static bool Blames(DirectAnswer answer) => answer.Code is not ("nonce_used" or "signed" or "not_leader" or "other_epoch" or "bad_session" or "bad_commitment" or "bad_request");
+
+    private async Task AskAsync(int signer, SigningSession session, long term, SessionRequestMessage request, KeyEpochView epoch)
     {
         DirectAnswer answer;
         try
@@ -637,7 +654,8 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         {
             return;
         }
-        catch (Exception e) when (e is OperationCanceledException or IOException or LiteDB.LiteException or InvalidOperationException or HttpRequestException)
+        catch (Exception e) when (e is OperationCanceledException or IOException or LiteDB.LiteException or InvalidOperationException or HttpRequestException
+            or ArgumentException or FormatException)
         {
             // The own signer's store failed (a full or failing disk), or the ask was cut short: no share from it.
             answer = DirectAnswer.Refuse(500, "failed", e.Message);
@@ -645,22 +663,29 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
         // The leader's own signer answers in process; another's answer carries its proof (as a shares message posted to
         // the leader would), and must be for this session.
-        if (answer.Shares is { } message && message.SignerId == signer && message.KeyEpoch == session.KeyEpoch
-            && message.Shares.Any(s => s.Height == session.Height && s.Attempt == session.Attempt)
+        var valid = answer.Shares is { } message && message.SignerId == signer && message.KeyEpoch == session.KeyEpoch
+            && message.Shares.Count == 1 && message.Shares[0].Height == session.Height && message.Shares[0].Attempt == session.Attempt
             && (signer == selfId || (epoch.Group.VerificationShares.TryGetValue(signer, out var publicShare)
-                && SignerProof.Verify(SignatureSharesMessage.ProofDomain, message.ProofPayload(), message.Proof, publicShare))))
-        {
-            Receive(message);
-            return;
-        }
-
+                && SignerProof.Verify(SignatureSharesMessage.ProofDomain, message.ProofPayload(), message.Proof, publicShare)));
         var now = NowMs;
         bool dropped;
         lock (gate)
         {
-            dropped = LeadingLocked() && planner.Refused((session.Height, session.Attempt), signer, now);
-            if (dropped)
-                collector.Forget((session.Height, session.Attempt));
+            // Only into the session asked, in the term asked: after a change of term the same height and attempt can
+            // name another session (attempts are numbered per term), whose aggregate a late share would spoil.
+            if (!LeadingLocked() || planner.Term != term || !collector.Tracks(session))
+                return;
+            if (valid && inbox.Count < limits.MaxQueuedShares)
+            {
+                inbox.Add((signer, session.KeyEpoch, answer.Shares!.Shares[0]));
+                dropped = false;
+            }
+            else
+            {
+                dropped = planner.Refused((session.Height, session.Attempt), signer, now, blame: !valid && Blames(answer));
+                if (dropped)
+                    collector.Forget((session.Height, session.Attempt));
+            }
         }
 
         if (dropped)

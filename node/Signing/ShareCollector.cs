@@ -45,6 +45,14 @@ public sealed class ShareCollector
         sessions[session.Id] = new Collecting(session);
     }
 
+    /// <summary>True while exactly this session (its height, attempt, signers and commitments) is being collected.</summary>
+    public bool Tracks(SigningSession session)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        return sessions.TryGetValue((session.Height, session.Attempt), out var collecting) && collecting.Session.Session.KeyEpoch == session.KeyEpoch
+            && collecting.Session.Session.Signers.SequenceEqual(session.Signers) && collecting.Session.Session.Sequences.SequenceEqual(session.Sequences);
+    }
+
     /// <summary>Adds a share from <paramref name="signer"/>.</summary>
     public ShareOutcome Add(int signer, ulong keyEpoch, SignatureShareMessage share)
     {

@@ -260,19 +260,22 @@ public sealed partial class SignerService : IAsyncDisposable
         try
         {
             var started = Stopwatch.GetTimestamp();
-            var applied = new List<AppliedSession>(request.Sessions.Count);
+
+            // Everything that can be checked without waiting is checked first, and nothing is taken before every check
+            // passed: a request this signer refuses costs it no nonce.
+            var parsed = new List<List<NonceCommitment>>(request.Sessions.Count);
+            var own = new HashSet<ulong>();
             for (var i = 0; i < request.Sessions.Count; i++)
             {
                 var session = request.Sessions[i];
-                if (session.KeyEpoch != epoch || !session.Direct || IndexOf(session.Signers, share.Identifier) < 0 || !Ascending(session.Signers))
-                    return DirectAnswer.Refuse(400, "bad_session", $"head {session.Height}: not a direct session of key epoch {epoch} with this signer among ascending signers");
-                if (!await WaitAppliedAsync(session.Height, TimeSpan.FromMilliseconds(limits.SigningLateShareMs), token).ConfigureAwait(false))
-                    return DirectAnswer.Refuse(409, "not_applied", $"head {session.Height} is not applied on this node yet");
-                if (session.Height <= state.SignedThrough)
-                    return DirectAnswer.Refuse(409, "signed", $"head {session.Height} is signed already");
-                var header = state.GetBatch(session.Height)?.Header;
-                if (header is null || header.KeyEpoch != epoch)
-                    return DirectAnswer.Refuse(409, "other_epoch", $"head {session.Height} is not a head of key epoch {epoch}");
+                var index = IndexOf(session.Signers, share.Identifier);
+                if (session.KeyEpoch != epoch || !session.Direct || index < 0 || !Ascending(session.Signers) || session.Signers.Count < group.Threshold
+                    || session.Signers.Any(id => !group.VerificationShares.ContainsKey(id)) || !own.Add(session.Sequences[index]))
+                {
+                    return DirectAnswer.Refuse(400, "bad_session",
+                        $"head {session.Height}: not a direct session of key epoch {epoch} with {group.Threshold} or more of its members, ascending, this signer among them once");
+                }
+
                 var commitments = new List<NonceCommitment>(session.Signers.Count);
                 try
                 {
@@ -288,7 +291,37 @@ public sealed partial class SignerService : IAsyncDisposable
                     return DirectAnswer.Refuse(400, "bad_commitment", $"head {session.Height}: a commitment is not two points");
                 }
 
-                applied.Add(new AppliedSession(session, header.Commitment.ToArray(), commitments, group.PublicKey));
+                // This signer's own commitment must be one it holds, unused, with the value it published.
+                var held = nonces.Epoch == epoch ? nonces.CommitmentsFrom(session.Sequences[index], 1) : [];
+                if (held is not [var mine] || mine.Sequence != session.Sequences[index])
+                    return DirectAnswer.Refuse(409, "nonce_used", $"this signer no longer holds nonce {session.Sequences[index]} (used or lost); it is never used again");
+                if (!mine.Commitment.AsSpan().SequenceEqual(request.Commitments[i][index]))
+                    return DirectAnswer.Refuse(400, "bad_commitment", $"head {session.Height}: commitment {session.Sequences[index]} is not the one this signer published");
+                parsed.Add(commitments);
+            }
+
+            var applied = new List<AppliedSession>(request.Sessions.Count);
+            for (var i = 0; i < request.Sessions.Count; i++)
+            {
+                var session = request.Sessions[i];
+                if (!await WaitAppliedAsync(session.Height, TimeSpan.FromMilliseconds(limits.SigningLateShareMs), token).ConfigureAwait(false))
+                    return DirectAnswer.Refuse(409, "not_applied", $"head {session.Height} is not applied on this node yet");
+                if (session.Height <= state.SignedThrough)
+                    return DirectAnswer.Refuse(409, "signed", $"head {session.Height} is signed already");
+                var header = state.GetBatch(session.Height)?.Header;
+                if (header is null || header.KeyEpoch != epoch)
+                    return DirectAnswer.Refuse(409, "other_epoch", $"head {session.Height} is not a head of key epoch {epoch}");
+                var prepared = new AppliedSession(session, header.Commitment.ToArray(), parsed[i], group.PublicKey);
+                try
+                {
+                    _ = prepared.Context;
+                }
+                catch (ArgumentException e)
+                {
+                    return DirectAnswer.Refuse(400, "bad_session", $"head {session.Height}: {e.Message}");
+                }
+
+                applied.Add(prepared);
             }
 
             var shares = MakeShares(applied);

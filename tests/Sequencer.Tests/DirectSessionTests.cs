@@ -46,13 +46,65 @@ public sealed class DirectSessionTests : IAsyncDisposable
 
         public List<(int Signer, SessionRequestMessage Request)> Asked { get; } = [];
 
+        /// <summary>Signers whose answers (made at once) are handed back only when the test releases them, in order.</summary>
+        private readonly HashSet<int> holding = [];
+        private readonly List<(int Signer, TaskCompletionSource Release)> held = [];
+
         public async Task<DirectAnswer> AskAsync(int signer, SessionRequestMessage request, CancellationToken token)
         {
             lock (Asked)
                 Asked.Add((signer, request));
             if (CutOff.Contains(signer))
                 return DirectAnswer.Refuse(503, "unreachable", $"member {signer} is unreachable");
-            return await Signers[signer].AnswerDirectAsync(request, token);
+            var answer = await Signers[signer].AnswerDirectAsync(request, token);
+            TaskCompletionSource? release = null;
+            lock (held)
+            {
+                if (holding.Contains(signer))
+                {
+                    release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    held.Add((signer, release));
+                }
+            }
+
+            if (release is not null)
+                await release.Task;
+            return answer;
+        }
+
+        public void Hold(int signer)
+        {
+            lock (held)
+                holding.Add(signer);
+        }
+
+        public int HeldCount(int signer)
+        {
+            lock (held)
+                return held.Count(h => h.Signer == signer);
+        }
+
+        /// <summary>Hands back the oldest held answer of <paramref name="signer"/>.</summary>
+        public void Release(int signer)
+        {
+            lock (held)
+            {
+                var index = held.FindIndex(h => h.Signer == signer);
+                held[index].Release.SetResult();
+                held.RemoveAt(index);
+            }
+        }
+
+        /// <summary>Stops holding <paramref name="signer"/>'s answers and hands back every held one.</summary>
+        public void ReleaseAll(int signer)
+        {
+            lock (held)
+            {
+                holding.Remove(signer);
+                foreach (var (_, release) in held.Where(h => h.Signer == signer))
+                    release.SetResult();
+                held.RemoveAll(h => h.Signer == signer);
+            }
         }
     }
 
@@ -118,6 +170,7 @@ public sealed class DirectSessionTests : IAsyncDisposable
             if (coordinator.Flights.FirstOrDefault(f => f.Stage == FlightStage.Aggregated) is { } done)
                 return done;
             await Task.Delay(5);
+            time.Advance(TimeSpan.FromMilliseconds(5));
         }
 
         throw new TimeoutException("no session was aggregated");
@@ -173,6 +226,47 @@ public sealed class DirectSessionTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task ANewTerm_FindsTheNoncesOfTheLostRecordUsed_WithoutBlamingAnyone_AndALateAnswerOfTheOldTermIsDropped()
+    {
+        await SetUpAsync();
+        channel.Hold(2);
+        await CutBatchAsync(1);
+        await UntilAsync(() => channel.HeldCount(2) == 1);
+        var first = Assert.Single(coordinator.Flights).Session;
+
+        // A new term (the same node wins again) before the first session's record reached the log: the new leadership
+        // knows nothing of it, offers the same commitments again, and its signers refuse them (used). That blames
+        // nobody; the refused session's record takes them out of the pool, and the next attempt uses fresh ones.
+        log.WinNextTerm();
+        await UntilAsync(() => channel.HeldCount(2) >= 2);
+        Assert.Equal(first.Sequences, channel.Asked[^1].Request.Sessions[0].Sequences);
+
+        // The old term's answer comes now: it is for a session of another term, and is dropped.
+        channel.Release(2);
+        channel.ReleaseAll(2);
+        var flight = await AggregatedAsync();
+        Assert.NotEqual(first.Sequences, flight.Session.Sequences);
+        Assert.True(flight.Session.Attempt > first.Attempt);
+        Assert.All(coordinator.Signers(), s => Assert.Equal((0L, 0L), (s.BadShares, s.Timeouts)));
+        await CutBatchAsync(2);
+        Assert.Equal(1UL, state.SignedThrough);
+        Assert.All(signers.Select(x => x.NonceUses(0, 10)), uses => Assert.Equal(uses.Count, uses.Select(u => u.Sequence).Distinct().Count()));
+    }
+
+    // Steps the coordinator until the condition holds.
+    private async Task UntilAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the condition did not hold in 10 s");
+            coordinator.Round();
+            await Task.Delay(5);
+            time.Advance(TimeSpan.FromMilliseconds(5));
+        }
+    }
+
+    [Fact]
     public async Task ASigner_RefusesAHeadItHasNotApplied_AHeadThatIsSigned_AndANonceItHasUsed()
     {
         await SetUpAsync();
@@ -211,6 +305,33 @@ public sealed class DirectSessionTests : IAsyncDisposable
         // A malformed session (the signer not among the signers) is a 400.
         var notMine = await signers[2].AnswerDirectAsync(Request(2, 3, 7, 7), CancellationToken.None);
         Assert.Equal(400, notMine.Status);
+
+        // Refused before any nonce is taken: a signer set that is not t members of the epoch, and a request that gives
+        // this signer's commitment another value than it published.
+        var fewer = Request(2, 4, 8, 8);
+        fewer = new SessionRequestMessage
+        {
+            LeaderId = 1,
+            Sessions = [new SigningSession { Height = 2, Attempt = 4, KeyEpoch = 1, Signers = [2], Sequences = [8], Direct = true }],
+            Commitments = [[fewer.Commitments[0][1]]],
+        };
+        Assert.Equal((400, "bad_session"), ((await signer.AnswerDirectAsync(fewer, CancellationToken.None)).Status, (await signer.AnswerDirectAsync(fewer, CancellationToken.None)).Code));
+        var strangers = Request(2, 5, 8, 8);
+        strangers = new SessionRequestMessage
+        {
+            LeaderId = 1,
+            Sessions = [new SigningSession { Height = 2, Attempt = 5, KeyEpoch = 1, Signers = [2, 9], Sequences = [8, 8], Direct = true }],
+            Commitments = [[strangers.Commitments[0][1], strangers.Commitments[0][0]]],
+        };
+        Assert.Equal("bad_session", (await signer.AnswerDirectAsync(strangers, CancellationToken.None)).Code);
+        var forged = Request(2, 6, 8, 8);
+        forged = new SessionRequestMessage { LeaderId = 1, Sessions = forged.Sessions, Commitments = [[forged.Commitments[0][0], forged.Commitments[0][0]]] };
+        Assert.Equal((400, "bad_commitment"), ((await signer.AnswerDirectAsync(forged, CancellationToken.None)).Status, (await signer.AnswerDirectAsync(forged, CancellationToken.None)).Code));
+        Assert.Single(signer.NonceUses(0, 10));
+
+        // ... so the nonce those requests named still serves a proper one.
+        Assert.Equal(200, (await signer.AnswerDirectAsync(Request(2, 7, 8, 8), CancellationToken.None)).Status);
+        Assert.Equal(2, signer.NonceUses(0, 10).Count);
     }
 
     public async ValueTask DisposeAsync()

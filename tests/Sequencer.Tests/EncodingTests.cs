@@ -30,6 +30,34 @@ public sealed class EncodingTests
         Assert.Contains("version 9", error.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void DirectSessionRecords_RoundTrip_AsVersion2_EverythingElseStaysVersion1()
+    {
+        var record = new SigningSession { Height = 7, Attempt = 3, KeyEpoch = 1, Signers = [1, 3], Sequences = [10, 11], Direct = true };
+        var batch = LogCommandCodec.Encode(new BatchCommand { Txs = [[1]], Sessions = [record] });
+        Assert.Equal(LogCommandCodec.Version2, batch[0]);
+        var decoded = Assert.IsType<BatchCommand>(LogCommandCodec.Decode(new ReadOnlySequence<byte>(batch)));
+        var back = Assert.Single(decoded.Sessions!);
+        Assert.True(back.Direct);
+        Assert.Equal((7UL, 3, 1UL), (back.Height, back.Attempt, back.KeyEpoch));
+        Assert.Equal([1, 3], back.Signers);
+        Assert.Equal([10UL, 11UL], back.Sequences);
+
+        var standalone = LogCommandCodec.Encode(new SigningSessionsCommand { Sessions = [record] });
+        Assert.Equal(LogCommandCodec.Version2, standalone[0]);
+        Assert.True(Assert.Single(Assert.IsType<SigningSessionsCommand>(LogCommandCodec.Decode(new ReadOnlySequence<byte>(standalone))).Sessions).Direct);
+
+        // A session to answer, and a batch without records, are version 1 as before (an older build reads them).
+        var inLog = new SigningSession { Height = 7, Attempt = 1, KeyEpoch = 1, Signers = [1, 3], Sequences = [10, 11] };
+        Assert.Equal(LogCommandCodec.Version1, LogCommandCodec.Encode(new SigningSessionsCommand { Sessions = [inLog] })[0]);
+        Assert.Equal(LogCommandCodec.Version1, LogCommandCodec.Encode(new BatchCommand { Txs = [[1]], Session = inLog })[0]);
+        Assert.Null(Assert.IsType<BatchCommand>(LogCommandCodec.Decode(new ReadOnlySequence<byte>(LogCommandCodec.Encode(new BatchCommand { Txs = [[1]] })))).Sessions);
+
+        // A nil record is refused at decode, like every other nil field.
+        var nil = LogCommandCodec.Encode(new BatchCommand { Txs = [[1]], Sessions = [new SigningSession { Signers = null!, Sequences = [1] }] });
+        Assert.Throws<LogFormatException>(() => LogCommandCodec.Decode(new ReadOnlySequence<byte>(nil)));
+    }
+
     [Theory]
     [InlineData(new byte[] { })]
     [InlineData(new byte[] { 1 })]

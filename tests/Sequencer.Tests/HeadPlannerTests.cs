@@ -82,10 +82,13 @@ public sealed class HeadPlannerTests
         Assert.Equal(FlightStage.Collecting, flight.Stage);
         Assert.Null(planner.PlanDirect(Now, Epoch, newest: 5, signedThrough: 0, lastAttempt: 0, Free));
 
-        // Signer 2 refuses: it counts as timed out at once, and the session leaves the flight.
+        // Signer 2 refuses: it counts as timed out at once, and the session leaves the flight; the next session waits a
+        // moment (a signer that refuses at once must not cost a session every MinHeadIntervalMs).
         Assert.True(planner.Refused((5, 1), 2, Now));
         Assert.Empty(planner.Flights);
         Assert.Equal(1, planner.Health.Report(2, Now).Timeouts);
+        Assert.Null(planner.PlanDirect(Now, Epoch, newest: 5, signedThrough: 0, lastAttempt: 0, Free));
+        time.Advance(TimeSpan.FromMilliseconds(HeadPlanner.RefusalPauseMs));
 
         // The next session for the same head: a new attempt, other commitments (the first record is not applied yet),
         // and without the signer that refused.
@@ -103,6 +106,11 @@ public sealed class HeadPlannerTests
         var third = planner.PlanDirect(Now, Epoch, newest: 6, signedThrough: 5, lastAttempt: 0, Free)!;
         Assert.Empty(second.Signers.Zip(second.Sequences).Intersect(third.Signers.Zip(third.Sequences)));
         Assert.All(third.Signers.Zip(third.Sequences), p => Assert.Contains(p, pool));
+
+        // A refusal that says nothing against the signer (the leader's view was stale) costs it nothing.
+        var timeouts = planner.Health.Report(third.Signers[1], Now).Timeouts;
+        Assert.True(planner.Refused((6, third.Attempt), third.Signers[1], Now, blame: false));
+        Assert.Equal(timeouts, planner.Health.Report(third.Signers[1], Now).Timeouts);
 
         // A new term forgets every reservation and attempt of the old one.
         planner.Lead(2);

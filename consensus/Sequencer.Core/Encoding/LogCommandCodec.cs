@@ -8,8 +8,23 @@ namespace Sequencer.Core.Encoding;
 /// </summary>
 public static class LogCommandCodec
 {
-    /// <summary>The only format version so far.</summary>
+    /// <summary>The first format version.</summary>
     public const byte Version1 = 1;
+
+    /// <summary>
+    /// Version 2: an entry that carries records of direct signing sessions (<see cref="SigningSession.Direct"/>). A build
+    /// that reads version 1 only would apply such an entry differently (it ignores the records, or takes a record for a
+    /// session to answer), so it must refuse the entry and stop rather than let its state part from its peers'.
+    /// Everything else is still written as version 1.
+    /// </summary>
+    public const byte Version2 = 2;
+
+    private static byte VersionOf(ILogCommand command) => command switch
+    {
+        BatchCommand { Sessions.Count: > 0 } => Version2,
+        SigningSessionsCommand c when c.Sessions.Any(x => x is { Direct: true }) => Version2,
+        _ => Version1,
+    };
 
     private static readonly MessagePackSerializerOptions Options = MessagePackSerializerOptions.Standard
         .WithSecurity(MessagePackSecurity.UntrustedData);
@@ -20,7 +35,7 @@ public static class LogCommandCodec
         ArgumentNullException.ThrowIfNull(command);
         ArgumentNullException.ThrowIfNull(writer);
         var span = writer.GetSpan(1);
-        span[0] = Version1;
+        span[0] = VersionOf(command);
         writer.Advance(1);
         MessagePackSerializer.Serialize(writer, command, Options);
     }
@@ -40,8 +55,8 @@ public static class LogCommandCodec
         if (payload.IsEmpty)
             throw new LogFormatException("empty log entry payload");
         var version = payload.FirstSpan[0];
-        if (version != Version1)
-            throw new LogFormatException($"log entry format version {version} is not supported by this build (it reads version {Version1}); upgrade the node");
+        if (version is not (Version1 or Version2))
+            throw new LogFormatException($"log entry format version {version} is not supported by this build (it reads versions {Version1} and {Version2}); upgrade the node");
         ILogCommand command;
         try
         {
