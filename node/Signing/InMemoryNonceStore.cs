@@ -4,7 +4,8 @@ namespace Sequencer.Node.Signing;
 
 /// <summary>
 /// The in-memory <see cref="INonceStore"/> for tests: the same contract as <see cref="NonceStore"/> (a taken nonce is
-/// never handed out again), without durability.
+/// never handed out again), without durability. It has nothing to compact (<see cref="Uncompacted"/> is always 0), so
+/// the bound of <see cref="INonceStore.MaxUncompacted"/> never refuses one of its takes.
 /// </summary>
 public sealed class InMemoryNonceStore : INonceStore
 {
@@ -25,7 +26,7 @@ public sealed class InMemoryNonceStore : INonceStore
         }
     }
 
-    /// <inheritdoc/>
+    /// <summary>Always 0: a take here is final at once.</summary>
     public int Uncompacted => 0;
 
     /// <inheritdoc/>

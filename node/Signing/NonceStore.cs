@@ -30,13 +30,32 @@ public sealed record RecordedNonceUse(ulong Epoch, ulong Sequence, byte[] Commit
 /// taken (deleted, durably for a real store) before a share computed with them leaves the node, so that a nonce pair
 /// serves at most one session, across crashes too.
 /// </summary>
-/// <remarks>Implementations are thread-safe.</remarks>
+/// <remarks>
+/// <para>Implementations are thread-safe.</para>
+/// <para>Bounded: a store keeps at most <see cref="MaxUncompacted"/> taken nonces waiting for <see cref="Compact"/>
+/// (their records are in memory). Past it, <see cref="Take"/> hands out no more nonces until a compaction succeeds:
+/// it leaves them out of its result, as it does a nonce it does not hold, and leaves them stored and untouched (no
+/// secret read, no tombstone: they served no session, and a later take may hand each out once).</para>
+/// </remarks>
 public interface INonceStore : IDisposable
 {
+    /// <summary>
+    /// The most taken nonces a store keeps waiting for <see cref="Compact"/>. The signer compacts every 64 takes, so a
+    /// working store never holds more than a few hundred; they pile up only while compaction keeps failing (the audit
+    /// database's disk is full or failing), where without a bound each take would keep its record in memory for the
+    /// whole outage. 32,768 is about 9.5 MB of records (290 bytes each, measured) and 6 MB of used-nonce log on disk,
+    /// and several minutes of takes at the measured rates (tens a second per signer); past it the signer answers no
+    /// session, and the leader signs with the others.
+    /// </summary>
+    const int MaxUncompacted = 32_768;
+
     /// <summary>The stored, untaken nonce pairs.</summary>
     int Count { get; }
 
-    /// <summary>Nonces taken since the last <see cref="Compact"/>.</summary>
+    /// <summary>
+    /// Nonces taken since the last <see cref="Compact"/>: at most <see cref="MaxUncompacted"/>, unless the store was
+    /// opened with more in its used-nonce logs.
+    /// </summary>
     int Uncompacted { get; }
 
     /// <summary>The key epoch the stored nonces belong to (0 when none).</summary>
@@ -58,7 +77,8 @@ public interface INonceStore : IDisposable
 
     /// <summary>
     /// Takes the nonce pairs at the given sequences for good and returns those that were there, each with its stored
-    /// commitment, recording what each serves. Only after this returns may a share computed with them be sent.
+    /// commitment, recording what each serves. Only after this returns may a share computed with them be sent. A nonce
+    /// that would take <see cref="Uncompacted"/> past <see cref="MaxUncompacted"/> is left out, and left stored.
     /// </summary>
     IReadOnlyDictionary<ulong, (SigningNonces Nonces, byte[] Commitment)> Take(ulong epoch, IReadOnlyDictionary<ulong, NonceUse?> sequences);
 
@@ -87,6 +107,9 @@ public interface INonceStore : IDisposable
 /// the log or in the erased record itself, and never depends on LiteDB, and a use record is on disk in the log or in
 /// LiteDB. After a crash the log is read back (a torn last record was never synced, so its share never left) and
 /// compacted.</para>
+/// <para>When the audit database fails (a full or failing disk), compaction fails once it has erased the taken nonces,
+/// and their records wait in memory and in their logs; takes stop at <see cref="INonceStore.MaxUncompacted"/>. LiteDB
+/// stays closed after a failed write, so the records reach it at the next open (a restart), which compacts.</para>
 /// <para>A directory from before this format holds the nonces in LiteDB (<c>nonces.db</c>): that file is overwritten
 /// with zeros and deleted at open. Its commitments are still in the log's pool; the signer finds it holds none of them
 /// and publishes a replacement pool (<see cref="SignerService"/>).</para>
@@ -99,6 +122,7 @@ public sealed class NonceStore : INonceStore
     private readonly NonceFile file;
     private readonly Lock writer = new();
     private readonly Lock compactor = new();
+    private readonly int maxUncompacted;
     private readonly string directory;
     private FileStream journal;
     private long journalNumber;
@@ -112,10 +136,15 @@ public sealed class NonceStore : INonceStore
     {
     }
 
-    /// <summary>As <see cref="NonceStore(string)"/>; <paramref name="failAuditWrite"/> (tests) fails the audit database's writes as a full disk does.</summary>
-    internal NonceStore(string directory, Func<bool>? failAuditWrite)
+    /// <summary>
+    /// As <see cref="NonceStore(string)"/>; <paramref name="failAuditWrite"/> (tests) fails the audit database's writes
+    /// as a full disk does, and <paramref name="maxUncompacted"/> (tests) lowers <see cref="INonceStore.MaxUncompacted"/>.
+    /// </summary>
+    internal NonceStore(string directory, Func<bool>? failAuditWrite, int maxUncompacted = INonceStore.MaxUncompacted)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxUncompacted, 1);
+        this.maxUncompacted = maxUncompacted;
         var info = Directory.CreateDirectory(directory);
         if (!OperatingSystem.IsWindows())
             info.UnixFileMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
@@ -438,6 +467,11 @@ public sealed class NonceStore : INonceStore
             {
                 if (taken.ContainsKey(sequence) || !file.Live.TryGetValue(sequence, out var entry))
                     continue;
+
+                // Bounded (INonceStore.MaxUncompacted): past it a nonce is refused before its secret is read, and stays
+                // stored without a tombstone; it served nothing, and a take after a successful compaction may have it.
+                if (taken.Count + result.Count >= maxUncompacted)
+                    break;
                 var (d, e) = file.ReadSecrets(sequence);
                 result[sequence] = (new SigningNonces(Secp256k1.DeserializeScalar(d), Secp256k1.DeserializeScalar(e)), entry.Commitment);
                 System.Security.Cryptography.CryptographicOperations.ZeroMemory(d);

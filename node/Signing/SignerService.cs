@@ -44,6 +44,12 @@ public sealed partial class SignerService : IAsyncDisposable
     private const int PoolCheckSize = 16;
     private static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(10);
 
+    // A failing disk fails the loops on every pass (every 20 to 100 ms): each failure is logged at most this often, and a
+    // failed compaction is retried at most every CompactRetry (each try copies every waiting take under the store's lock,
+    // and may start a used-nonce log).
+    private static readonly TimeSpan FailureLogInterval = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan CompactRetry = TimeSpan.FromSeconds(1);
+
     private readonly KeyShare share;
     private readonly GroupKey group;
     private readonly ulong epoch;
@@ -55,6 +61,10 @@ public sealed partial class SignerService : IAsyncDisposable
     private readonly ILogger logger;
     private readonly Lock gate = new();
     private long lastPoolCheck;
+    private readonly LogThrottle sessionFailures = new(FailureLogInterval);
+    private readonly LogThrottle poolFailures = new(FailureLogInterval);
+    private readonly LogThrottle compactionFailures = new(FailureLogInterval);
+    private readonly LogThrottle refusedSessions = new(FailureLogInterval);
     private readonly List<AppliedSession> queue = [];
     private readonly CancellationTokenSource stopping = new();
     private BackgroundLoop? loop;
@@ -108,6 +118,7 @@ public sealed partial class SignerService : IAsyncDisposable
     private async Task ReplenishLoopAsync(BackgroundLoop self, CancellationToken token)
     {
         using var timer = new PeriodicTimer(ReplenishPoll);
+        long compactFailedAt = 0;
         while (!token.IsCancellationRequested)
         {
             self.Beat();
@@ -115,12 +126,26 @@ public sealed partial class SignerService : IAsyncDisposable
             {
                 if (IsActive())
                     Replenish();
-                if (nonces.Uncompacted >= CompactAfter)
-                    nonces.Compact();
             }
             catch (Exception e) when (e is IOException or LiteDB.LiteException or InvalidOperationException)
             {
-                LogSignerFailed(logger, e);
+                LogFailure(poolFailures, "nonce pool upkeep", e);
+            }
+
+            // Apart from the pool's upkeep, so that one's failure never stops the other.
+            var now = Stopwatch.GetTimestamp();
+            if (nonces.Uncompacted >= CompactAfter && (compactFailedAt == 0 || Stopwatch.GetElapsedTime(compactFailedAt, now) >= CompactRetry))
+            {
+                try
+                {
+                    nonces.Compact();
+                    compactFailedAt = 0;
+                }
+                catch (Exception e) when (e is IOException or LiteDB.LiteException or InvalidOperationException)
+                {
+                    compactFailedAt = now;
+                    LogFailure(compactionFailures, "nonce compaction", e);
+                }
             }
 
             try
@@ -188,7 +213,7 @@ public sealed partial class SignerService : IAsyncDisposable
             }
             catch (Exception e) when (e is IOException or LiteDB.LiteException or InvalidOperationException)
             {
-                LogSignerFailed(logger, e);
+                LogFailure(sessionFailures, "session round", e);
             }
 
             await signal.Task.WaitAsync(Poll, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
@@ -327,7 +352,11 @@ public sealed partial class SignerService : IAsyncDisposable
             var shares = MakeShares(applied);
             metrics.ShareDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
             if (shares.Count < applied.Count)
-                return DirectAnswer.Refuse(409, "nonce_used", "this signer no longer holds a nonce the request names (used or lost); it is never used again");
+            {
+                return nonces.Uncompacted >= INonceStore.MaxUncompacted
+                    ? DirectAnswer.Refuse(503, "store_full", "this signer's nonce store cannot record more uses until its compaction succeeds again")
+                    : DirectAnswer.Refuse(409, "nonce_used", "this signer no longer holds a nonce the request names (used or lost); it is never used again");
+            }
             if (Fault == SignerFault.Silent)
             {
                 // Silent: the request hangs until the leader gives up on it, as a signer that is cut off would.
@@ -409,8 +438,18 @@ public sealed partial class SignerService : IAsyncDisposable
             shares.Add(new SignatureShareMessage { Height = applied.Session.Height, Attempt = applied.Session.Attempt, Share = Secp256k1.SerializeScalar(z) });
         }
 
-        if (taken.Count < wanted.Count)
-            LogMissingNonces(logger, wanted.Count - taken.Count);
+        var missing = wanted.Count - taken.Count;
+        if (missing > 0 && nonces.Uncompacted >= INonceStore.MaxUncompacted)
+        {
+            // At the store's bound (its compaction keeps failing), every session is refused until one succeeds.
+            if (refusedSessions.Admit(Stopwatch.GetTimestamp(), missing, out var held))
+                LogNoncesRefused(logger, missing + held, nonces.Uncompacted, (int)refusedSessions.Interval.TotalSeconds);
+        }
+        else if (missing > 0)
+        {
+            LogMissingNonces(logger, missing);
+        }
+
         return shares;
     }
 
@@ -581,6 +620,12 @@ public sealed partial class SignerService : IAsyncDisposable
             LogPruned(logger, removed);
     }
 
+    private void LogFailure(LogThrottle throttle, string work, Exception exception)
+    {
+        if (throttle.Admit(Stopwatch.GetTimestamp(), 1, out var held))
+            LogSignerFailed(logger, exception, work, (int)throttle.Interval.TotalSeconds, held);
+    }
+
     private static int IndexOf(IReadOnlyList<int> list, int value)
     {
         for (var i = 0; i < list.Count; i++)
@@ -624,11 +669,14 @@ public sealed partial class SignerService : IAsyncDisposable
     [LoggerMessage(EventId = 315, Level = LogLevel.Information, Message = "Pruned {Count} stored nonces the log no longer offers")]
     private static partial void LogPruned(ILogger logger, int count);
 
-    [LoggerMessage(EventId = 316, Level = LogLevel.Error, Message = "The signer's round failed; it retries")]
-    private static partial void LogSignerFailed(ILogger logger, Exception exception);
+    [LoggerMessage(EventId = 316, Level = LogLevel.Error, Message = "The signer's {Work} failed; it retries, and logs this at most every {Seconds} s ({Held} more failures since the last line)")]
+    private static partial void LogSignerFailed(ILogger logger, Exception exception, string work, int seconds, long held);
 
     [LoggerMessage(EventId = 317, Level = LogLevel.Warning, Message = "Signer {SignerId} holds none of its lowest published nonce commitments (its nonces were lost with its data): publishing new ones that replace all {Count} unused")]
     private static partial void LogReplacingPool(ILogger logger, int signerId, int count);
+
+    [LoggerMessage(EventId = 318, Level = LogLevel.Warning, Message = "{Count} signing sessions were not answered: the nonce store is at its bound of {Uncompacted} takes not yet compacted (its audit database uses.db failed); this signer answers again once a compaction succeeds (after a failed write LiteDB stays closed until the node restarts; logged at most every {Seconds} s)")]
+    private static partial void LogNoncesRefused(ILogger logger, long count, int uncompacted, int seconds);
 }
 
 /// <summary>A signer's answer to a direct session request: its shares, or an HTTP status with a code and the reason.</summary>

@@ -181,6 +181,70 @@ public sealed class DurableNonceStoreTests : NonceStoreContractTests
     }
 
     [Fact]
+    public void AFailingAuditDatabase_StopsTakesAtTheBound_LosesNoTombstone_AndTakesResumeOnceACompactionSucceeds()
+    {
+        // Compaction keeps failing (a full disk under uses.db): past the bound, takes hand out nothing, and what they
+        // refuse stays stored and untouched. LiteDB stays closed after a failed write: the next open (a restart, once
+        // the disk works) compacts, records every use once, and takes work again, refused nonces included, each once.
+        const int Bound = 8;
+        var fail = false;
+        var handedOut = new List<ulong>();
+        IReadOnlyList<StoredNonceCommitment> generated;
+        using (var store = new NonceStore(Directory, () => Volatile.Read(ref fail), Bound))
+        {
+            generated = store.Generate(1, Shares[0], 1, 20);
+            Volatile.Write(ref fail, true);
+            handedOut.AddRange(store.Take(1, Uses(1, 2, 3, 4, 5)).Keys);
+            CompactFails(store);
+
+            // Three more fit; 9 to 12 are refused, before and after more failed compactions.
+            var partial = store.Take(1, Uses(6, 7, 8, 9, 10, 11, 12));
+            Assert.Equal([6UL, 7UL, 8UL], partial.Keys.Order());
+            handedOut.AddRange(partial.Keys);
+            for (var attempt = 0; attempt < 3; attempt++)
+            {
+                Assert.Empty(store.Take(1, Uses(9, 10, 11, 12)));
+                Assert.Empty(store.Take(1, Uses(1, 2, 3)));
+                CompactFails(store);
+                Assert.Equal(Bound, store.Uncompacted);
+            }
+
+            // A refused nonce was not taken: still stored and offered; the taken ones are not.
+            Assert.Equal(20 - Bound, store.Count);
+            Assert.Equal([.. Enumerable.Range(9, 12).Select(i => (ulong)i)], store.CommitmentsFrom(1, 100).Select(c => c.Sequence));
+        }
+
+        Volatile.Write(ref fail, false);
+        using (var store = new NonceStore(Directory, () => Volatile.Read(ref fail), Bound))
+        {
+            Assert.Equal(0, store.Uncompacted);
+            Assert.DoesNotContain(System.IO.Directory.GetFiles(Directory, "used-*.log"), f => new FileInfo(f).Length > 0);
+            Assert.Equal([.. Enumerable.Range(1, Bound).Select(i => ((ulong)i, (ulong)i))], store.Uses(0, 100).Select(u => (u.Sequence, u.Use.Height)));
+            var resumed = store.Take(1, Uses(1, 9, 10, 11, 12, 13));
+            Assert.Equal([9UL, 10UL, 11UL, 12UL, 13UL], resumed.Keys.Order());
+            Assert.All(resumed, r => Assert.Equal(generated[(int)r.Key - 1].Commitment, r.Value.Commitment));
+            handedOut.AddRange(resumed.Keys);
+            store.Compact();
+            Assert.Equal(13, store.Uses(0, 100).Count);
+        }
+
+        // Never one nonce twice, across the refusals and the restarts.
+        Assert.Equal([.. Enumerable.Range(1, 13).Select(i => (ulong)i)], handedOut.Order());
+        using var reopened = new NonceStore(Directory);
+        Assert.Empty(reopened.Take(1, Uses([.. Enumerable.Range(1, 13).Select(i => (ulong)i)])));
+        Assert.Equal(7, reopened.Count);
+        Assert.Equal(13, reopened.Uses(0, 100).Count);
+    }
+
+    // A failed compaction fails in time, with what the signer's loop catches and retries (anything else ends the loop).
+    private static void CompactFails(NonceStore store)
+    {
+        var failure = Task.Run(() => Record.Exception(store.Compact));
+        Assert.True(failure.Wait(TimeSpan.FromSeconds(20)), "a failed compaction returns");
+        Assert.True(failure.Result is IOException or LiteDB.LiteException or InvalidOperationException, $"unexpected {failure.Result?.GetType()}");
+    }
+
+    [Fact]
     public void TakenNonces_AreErasedFromTheDisk_AndStayDeadWithoutTheAuditDatabase()
     {
         // Issue 9: LiteDB 5 does not fsync its commits, so a used nonce's only tombstone must never be a LiteDB

@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Sequencer.Core;
 using Sequencer.Core.Encoding;
@@ -122,5 +124,98 @@ public sealed class SignerServiceTests
 
         Assert.DoesNotContain(channel3.Published, p => p.ReplacesUnused);
         Assert.Equal(1UL, state.AvailableSequences(3, 1)[0]);
+    }
+
+    /// <summary>A store whose compaction always fails (a full disk under its audit database), counting the tries.</summary>
+    private sealed class FailingCompactionStore(int tries) : INonceStore
+    {
+        private readonly TaskCompletionSource reached = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int attempts;
+
+        public Task Reached => reached.Task;
+
+        public int Attempts => Volatile.Read(ref attempts);
+
+        public int Count => 0;
+
+        public int Uncompacted => INonceStore.MaxUncompacted;
+
+        public ulong Epoch => 1;
+
+        public ulong NextSequence(ulong epoch) => 1;
+
+        public IReadOnlyList<StoredNonceCommitment> Generate(ulong epoch, KeyShare share, ulong firstSequence, int count) => throw new NotSupportedException();
+
+        public IReadOnlyList<StoredNonceCommitment> CommitmentsFrom(ulong fromSequence, int limit) => [];
+
+        public IReadOnlyDictionary<ulong, (SigningNonces Nonces, byte[] Commitment)> Take(ulong epoch, IReadOnlyDictionary<ulong, NonceUse?> sequences)
+            => new Dictionary<ulong, (SigningNonces, byte[])>();
+
+        public IReadOnlyList<RecordedNonceUse> Uses(int skip, int limit) => [];
+
+        public int Prune(ulong belowSequence, Func<ulong, bool> keep) => 0;
+
+        public void Compact()
+        {
+            if (Interlocked.Increment(ref attempts) >= tries)
+                reached.TrySetResult();
+            throw new IOException("No space left on device (a test's fault)");
+        }
+
+        public void Dispose()
+        {
+        }
+    }
+
+    private sealed class RecordingLogger : ILogger<SignerService>
+    {
+        private readonly List<(int EventId, string Text, Exception? Exception)> lines = [];
+
+        public IReadOnlyList<(int EventId, string Text, Exception? Exception)> Lines
+        {
+            get
+            {
+                lock (lines)
+                    return [.. lines];
+            }
+        }
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            lock (lines)
+                lines.Add((eventId.Id, formatter(state, exception), exception));
+        }
+    }
+
+    [Fact]
+    public async Task AFailingCompaction_IsRetriedAtMostOnceASecond_AndLoggedAtMostOnceEveryFiveSeconds()
+    {
+        // The replenish loop polls every 20 ms: before, each poll retried the compaction and logged an error with its
+        // stack trace, 50 a second for a whole disk outage.
+        var (shares, group) = TrustedDealer.Generate(2, 3);
+        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(0, long.MaxValue), TimeProvider.System, NullLogger.Instance);
+        var store = new FailingCompactionStore(tries: 3);
+        var logger = new RecordingLogger();
+        using var channel = new CommittingChannel(state, 100);
+        var started = Stopwatch.GetTimestamp();
+        await using (var signer = new SignerService(shares[0], group, 1, state, channel, store, Limits, new NodeMetrics(), logger, SignerFault.None))
+        {
+            signer.Start(new BackgroundLoops(TimeProvider.System));
+            Assert.Same(store.Reached, await Task.WhenAny(store.Reached, Task.Delay(TimeSpan.FromSeconds(30))));
+        }
+
+        // Bounds that hold however long the run took: tries at least a second apart, lines at least five.
+        var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        Assert.InRange(store.Attempts, 3, 1 + (int)seconds);
+        var failures = logger.Lines.Where(l => l.EventId == 316).ToList();
+        Assert.InRange(failures.Count, 1, 1 + (int)(seconds / 5));
+        Assert.IsType<IOException>(failures[0].Exception);
+        Assert.Contains("nonce compaction failed", failures[0].Text, StringComparison.Ordinal);
+        Assert.Contains("at most every 5 s", failures[0].Text, StringComparison.Ordinal);
     }
 }

@@ -75,3 +75,32 @@ public sealed class ThrottledLoggerTests
             => Lines.Add((formatter(state, exception), exception));
     }
 }
+
+public sealed class LogThrottleTests
+{
+    [Fact]
+    public void ARepeatingFailure_GetsOneLinePerInterval_AndTheNextLineCarriesWhatWasHeldBack()
+    {
+        var throttle = new LogThrottle(TimeSpan.FromSeconds(5));
+        const long Start = 1_000_000;
+        static long At(double seconds) => Start + (long)(seconds * System.Diagnostics.Stopwatch.Frequency);
+
+        // A retry every 20 ms for 5 s: the first failure is written, the 249 after it are counted.
+        Assert.True(throttle.Admit(At(0), 1, out var held));
+        Assert.Equal(0, held);
+        for (var i = 1; i < 250; i++)
+            Assert.False(throttle.Admit(At(i * 0.02), 1, out _));
+        Assert.True(throttle.Admit(At(5), 1, out held));
+        Assert.Equal(249, held);
+
+        // Weighted events (sessions left unanswered) add up their weights.
+        Assert.False(throttle.Admit(At(6), 3, out _));
+        Assert.False(throttle.Admit(At(9.99), 4, out _));
+        Assert.True(throttle.Admit(At(10), 2, out held));
+        Assert.Equal(7, held);
+
+        // After a quiet stretch the next failure is written at once, with nothing held back.
+        Assert.True(throttle.Admit(At(60), 1, out held));
+        Assert.Equal(0, held);
+    }
+}
