@@ -23,6 +23,11 @@ namespace Sequencer.Node.Storage;
 /// <c>DiskService.Queue</c>, the queue's <c>_queueIsEmpty</c> and <c>_exception</c>), resolved when the database opens:
 /// a LiteDB without them is refused with a message naming the version this code was written for, never run without the
 /// durability.</para>
+/// <para>The writer is started at open, on its empty queue (the queue's <c>_task</c>, <c>_queueSync</c> and
+/// <c>ExecuteQueue</c>): LiteDB starts it at the first write and keeps as its handle the task that ends when the writer
+/// first waits for work. When that first write fails (a full disk), the writer closes the engine, which waits for that
+/// handle, its own: it waits for good, and <see cref="Sync"/> with it (the fault never gets recorded). Started here, the
+/// handle is done before any write, and a failed first write is an <see cref="IOException"/> like any other.</para>
 /// </remarks>
 public sealed class LiteDbLog : IDisposable
 {
@@ -62,7 +67,9 @@ public sealed class LiteDbLog : IDisposable
         {
             engine = new LiteEngine(new EngineSettings { Filename = full, LogStream = log });
             var database = new LiteDatabase(engine);
-            return new LiteDbLog(database, log, ResolveWriterWait(database));
+            var queue = WriterQueue(database);
+            StartWriter(queue);
+            return new LiteDbLog(database, log, ResolveWriterWait(queue));
         }
         catch
         {
@@ -91,21 +98,54 @@ public sealed class LiteDbLog : IDisposable
         log.Dispose();
     }
 
-    private static Action ResolveWriterWait(LiteDatabase database)
+    private const BindingFlags Instance = BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public;
+
+    private static object WriterQueue(LiteDatabase database)
     {
-        const BindingFlags Instance = BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public;
         var engine = typeof(LiteDatabase).GetField("_engine", Instance)?.GetValue(database);
         var disk = engine?.GetType().GetField("_disk", Instance)?.GetValue(engine);
         var lazy = disk?.GetType().GetProperty("Queue", Instance)?.GetValue(disk);
-        var queue = lazy?.GetType().GetProperty("Value")?.GetValue(lazy);
-        var empty = queue?.GetType().GetField("_queueIsEmpty", Instance)?.GetValue(queue) as ManualResetEventSlim;
-        var failure = queue?.GetType().GetField("_exception", Instance);
-        if (queue is null || empty is null || failure is null || failure.FieldType != typeof(Exception))
+        return lazy?.GetType().GetProperty("Value")?.GetValue(lazy) ?? throw MissingInternals();
+    }
+
+    private static InvalidOperationException MissingInternals() => new(
+        $"LiteDB {typeof(LiteDatabase).Assembly.GetName().Version} does not have the writer queue this store waits for before it " +
+        $"fsyncs (written for LiteDB {ExpectedLiteDbVersion}): refusing to run without durable commits");
+
+    // As LiteDB's EnqueuePage starts it (under the same lock), on the empty queue: the writer writes nothing, marks the
+    // queue empty, flushes the log stream (LogFileStream.Flush does nothing) and waits for work, which ends the task
+    // LiteDB keeps as its handle. The writer's first real write then never finds that handle running (see remarks).
+    private static void StartWriter(object queue)
+    {
+        var type = queue.GetType();
+        var handle = type.GetField("_task", Instance);
+        var gate = type.GetField("_queueSync", Instance)?.GetValue(queue);
+        var execute = type.GetMethod("ExecuteQueue", Instance, Type.EmptyTypes);
+        if (handle is null || handle.FieldType != typeof(Task) || gate is null || execute is null || execute.ReturnType != typeof(Task))
+            throw MissingInternals();
+        Task started;
+        lock (gate)
         {
-            throw new InvalidOperationException(
-                $"LiteDB {typeof(LiteDatabase).Assembly.GetName().Version} does not have the writer queue this store waits for before it " +
-                $"fsyncs (written for LiteDB {ExpectedLiteDbVersion}): refusing to run without durable commits");
+            if (handle.GetValue(queue) is Task running)
+            {
+                started = running;
+            }
+            else
+            {
+                started = Task.Factory.StartNew(() => (Task)execute.Invoke(queue, null)!, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+                handle.SetValue(queue, started);
+            }
         }
+
+        started.Wait();
+    }
+
+    private static Action ResolveWriterWait(object queue)
+    {
+        var empty = queue.GetType().GetField("_queueIsEmpty", Instance)?.GetValue(queue) as ManualResetEventSlim;
+        var failure = queue.GetType().GetField("_exception", Instance);
+        if (empty is null || failure is null || failure.FieldType != typeof(Exception))
+            throw MissingInternals();
 
         // DiskWriterQueue.Wait() would wait for good once the writer thread has failed (it records the exception and
         // ends without marking the queue empty): wait in steps and look for that failure between them.

@@ -613,6 +613,53 @@ public sealed class LiteDbBatchStoreTests : BatchStoreContractTests
         Assert.Contains("LiteDB's log writer failed", failure.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task LiteDbLog_AFailedFirstWriteAfterAnOpen_FailsTheSync_AndAReopenWritesAgain()
+    {
+        // LiteDB starts its writer at the first write; should that write fail, the writer closed the engine by waiting
+        // for its own task, for good, and Sync with it. A database reopened on a full disk meets exactly that. A write
+        // on a thread of LiteDB's own (the writer's first, unless it was started at open) fails only once the insert
+        // has returned, as it would on a busy machine: without the start at open this waits for good every time.
+        System.IO.Directory.CreateDirectory(Directory);
+        var path = Path.Combine(Directory, "first.db");
+        var fail = false;
+        var caller = Environment.CurrentManagedThreadId;
+        using var inserted = new ManualResetEventSlim();
+        bool Fail()
+        {
+            if (!Volatile.Read(ref fail))
+                return false;
+            if (Environment.CurrentManagedThreadId != caller)
+                inserted.Wait();
+            return true;
+        }
+
+        using (var log = LiteDbLog.Open(path, Fail))
+        {
+            log.Database.GetCollection("d").Insert(new LiteDB.BsonDocument { ["_id"] = 1 });
+            log.Sync();
+        }
+
+        Volatile.Write(ref fail, true);
+        using (var log = LiteDbLog.Open(path, Fail))
+        {
+            // LiteDB may already refuse the write: the writer's failure is reported by Sync either way.
+            Record.Exception(() => log.Database.GetCollection("d").Insert(new LiteDB.BsonDocument { ["_id"] = 2, ["v"] = new byte[20_000] }));
+            inserted.Set();
+            var sync = Task.Run(() => Record.Exception(log.Sync));
+            Assert.Same(sync, await Task.WhenAny(sync, Task.Delay(TimeSpan.FromSeconds(20))));
+            Assert.IsType<IOException>(await sync);
+        }
+
+        Volatile.Write(ref fail, false);
+        using (var log = LiteDbLog.Open(path, Fail))
+        {
+            log.Database.GetCollection("d").Insert(new LiteDB.BsonDocument { ["_id"] = 3 });
+            log.Sync();
+            Assert.Equal([1, 3], log.Database.GetCollection("d").FindAll().Select(d => d["_id"].AsInt32));
+        }
+    }
+
     private static void CopyDirectory(string from, string to, string skip)
     {
         System.IO.Directory.CreateDirectory(to);
