@@ -112,27 +112,12 @@ public sealed class DirectSessionTests : IAsyncDisposable
 
     private async Task SetUpAsync()
     {
-        await ReplicateAsync(new KeyEpochCommand
-        {
-            Epoch = 1,
-            Threshold = 2,
-            GroupKey = Secp256k1.SerializeElement(key.Group.PublicKey),
-            Members = [1, 2, 3],
-            VerificationShares = [.. new[] { 1, 2, 3 }.Select(id => Secp256k1.SerializeElement(key.Group.VerificationShares[id]))],
-        });
+        await ReplicateAsync(SigningFixtures.EpochOne(key.Group));
         foreach (var id in new[] { 1, 2, 3 })
         {
             var store = new InMemoryNonceStore();
             var made = store.Generate(1, key.Shares[id - 1], 1, 16);
-            var unsigned = new NonceCommitmentsCommand { SignerId = id, KeyEpoch = 1, FirstSequence = 1, Commitments = [.. made.Select(c => c.Commitment)] };
-            await ReplicateAsync(new NonceCommitmentsCommand
-            {
-                SignerId = id,
-                KeyEpoch = 1,
-                FirstSequence = 1,
-                Commitments = unsigned.Commitments,
-                Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned.ProofPayload(), key.Shares[id - 1].Secret),
-            });
+            await ReplicateAsync(SigningFixtures.Publication(key.Shares[id - 1], 1, [.. made.Select(c => c.Commitment)]));
             var signer = new SignerService(key.Shares[id - 1], key.Group, 1, state, new NoLeader(), store, Limits, new NodeMetrics(), NullLogger<SignerService>.Instance, SignerFault.None);
             signers.Add(signer);
             channel.Signers[id] = signer;

@@ -59,14 +59,7 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
 
     private async Task SetUpKeyAsync()
     {
-        await ReplicateAsync(new KeyEpochCommand
-        {
-            Epoch = 1,
-            Threshold = 2,
-            GroupKey = Secp256k1.SerializeElement(key.Group.PublicKey),
-            Members = [1, 2, 3],
-            VerificationShares = [.. new[] { 1, 2, 3 }.Select(id => Secp256k1.SerializeElement(key.Group.VerificationShares[id]))],
-        });
+        await ReplicateAsync(SigningFixtures.EpochOne(key.Group));
         foreach (var signer in new[] { 1, 2, 3 })
         {
             var values = new List<byte[]>();
@@ -77,15 +70,7 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
                 values.Add([.. Secp256k1.SerializeElement(commitment.Hiding), .. Secp256k1.SerializeElement(commitment.Binding)]);
             }
 
-            var unsigned = new NonceCommitmentsCommand { SignerId = signer, KeyEpoch = 1, FirstSequence = 1, Commitments = values };
-            await ReplicateAsync(new NonceCommitmentsCommand
-            {
-                SignerId = signer,
-                KeyEpoch = 1,
-                FirstSequence = 1,
-                Commitments = values,
-                Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned.ProofPayload(), key.Shares[signer - 1].Secret),
-            });
+            await ReplicateAsync(SigningFixtures.Publication(key.Shares[signer - 1], 1, values));
         }
     }
 

@@ -55,15 +55,7 @@ public sealed class SignerServiceTests
     /// <summary>Applies the signer's publication of <paramref name="stored"/> (from sequence 1), with its proof.</summary>
     private static async Task PublishAsync(AppliedState state, KeyShare share, IReadOnlyList<StoredNonceCommitment> stored, long index)
     {
-        var unsigned = new NonceCommitmentsCommand { SignerId = share.Identifier, KeyEpoch = 1, FirstSequence = 1, Commitments = [.. stored.Select(c => c.Commitment)] };
-        await state.ApplyAsync(new NonceCommitmentsCommand
-        {
-            SignerId = unsigned.SignerId,
-            KeyEpoch = 1,
-            FirstSequence = 1,
-            Commitments = unsigned.Commitments,
-            Proof = SignerProof.Sign(SigningLedger.NonceCommitmentsProofDomain, unsigned.ProofPayload(), share.Secret),
-        }, index, 1, CancellationToken.None);
+        await state.ApplyAsync(SigningFixtures.Publication(share, 1, [.. stored.Select(c => c.Commitment)]), index, 1, CancellationToken.None);
     }
 
     [Fact]
@@ -72,14 +64,7 @@ public sealed class SignerServiceTests
         var (shares, group) = TrustedDealer.Generate(2, 3);
         var time = TimeProvider.System;
         await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(0, long.MaxValue), time, NullLogger.Instance);
-        await state.ApplyAsync(new KeyEpochCommand
-        {
-            Epoch = 1,
-            Threshold = 2,
-            GroupKey = Secp256k1.SerializeElement(group.PublicKey),
-            Members = [1, 2, 3],
-            VerificationShares = [.. new[] { 1, 2, 3 }.Select(id => Secp256k1.SerializeElement(group.VerificationShares[id]))],
-        }, 1, 1, CancellationToken.None);
+        await state.ApplyAsync(SigningFixtures.EpochOne(group), 1, 1, CancellationToken.None);
 
         // Signer 2 published 40 commitments before its data directory was wiped: the nonces behind them are gone.
         var lost = new InMemoryNonceStore();
