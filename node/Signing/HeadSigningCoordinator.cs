@@ -12,9 +12,11 @@ namespace Sequencer.Node.Signing;
 
 /// <summary>
 /// The leader's side of head signing (DESIGN section 5), a thin shell around the pure <see cref="HeadPlanner"/>: it
-/// feeds the planner the ledger's state and the clock, puts the sessions it plans into batch entries (inline) or
-/// entries of their own, collects and aggregates the signers' shares (<see cref="ShareCollector"/>), and sends the
-/// verified signatures to the log (<see cref="SignatureOutbox"/>). Ordering never waits for any of it.
+/// feeds the planner the ledger's state and the clock, asks the chosen signers directly for the sessions it plans
+/// (<see cref="ISessionChannel"/>, their records riding batch entries) or, without a session channel, puts the sessions
+/// into batch entries (inline) or entries of their own; it collects and aggregates the signers' shares
+/// (<see cref="ShareCollector"/>) and sends the verified signatures to the log (<see cref="SignatureOutbox"/>).
+/// Ordering never waits for any of it.
 /// </summary>
 /// <remarks>
 /// Every follower runs one too, idle: it acts only while its node leads, and a change of term (detected by term, not by

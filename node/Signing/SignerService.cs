@@ -26,9 +26,10 @@ public enum SignerFault
 
 /// <summary>
 /// A node's signer (DESIGN section 5). It keeps a pool of nonce commitments published through the log, and answers
-/// every signing session that names it: it computes the commitment from its own applied header (never from bytes the
-/// leader hands it), takes the session's nonce pair out of its store durably, and only then computes its share and
-/// sends it to the leader.
+/// every signing session that names it (the leader's direct requests, <see cref="AnswerDirectAsync"/>, or sessions
+/// applied from the log): it computes the commitment from its own applied header (never from bytes the leader hands
+/// it), takes the session's nonce pair out of its store durably, and only then computes its share and gives it to the
+/// leader (in the answer, or posted).
 /// </summary>
 public sealed partial class SignerService : IAsyncDisposable
 {
