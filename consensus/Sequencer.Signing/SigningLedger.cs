@@ -548,9 +548,7 @@ public sealed class SigningLedger
         {
             try
             {
-                commitments.Add(new NonceCommitment(session.Signers[i],
-                    Secp256k1.DeserializeElement(encoded[i].AsSpan(0, Secp256k1.ElementLength)),
-                    Secp256k1.DeserializeElement(encoded[i].AsSpan(Secp256k1.ElementLength))));
+                commitments.Add(NonceCommitment.Decode(session.Signers[i], encoded[i]));
             }
             catch (FormatException)
             {

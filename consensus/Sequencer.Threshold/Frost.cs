@@ -18,7 +18,23 @@ public sealed record SigningNonces(BigInteger Hiding, BigInteger Binding)
 /// <param name="Identifier">The participant's identifier (1..255 here).</param>
 /// <param name="Hiding">D = G * d.</param>
 /// <param name="Binding">E = G * e.</param>
-public sealed record NonceCommitment(int Identifier, ECPoint Hiding, ECPoint Binding);
+public sealed record NonceCommitment(int Identifier, ECPoint Hiding, ECPoint Binding)
+{
+    /// <summary>The length of <see cref="Encode"/>: the two compressed points.</summary>
+    public const int EncodedLength = 2 * Secp256k1.ElementLength;
+
+    /// <summary>D then E, compressed: the form in which commitments are published and stored.</summary>
+    public byte[] Encode() => [.. Secp256k1.SerializeElement(Hiding), .. Secp256k1.SerializeElement(Binding)];
+
+    /// <summary>Parses <see cref="Encode"/>'s form for <paramref name="identifier"/>.</summary>
+    /// <exception cref="FormatException">Not two valid points of <see cref="EncodedLength"/> bytes.</exception>
+    public static NonceCommitment Decode(int identifier, ReadOnlySpan<byte> encoded)
+    {
+        if (encoded.Length != EncodedLength)
+            throw new FormatException($"a nonce commitment is {EncodedLength} bytes");
+        return new NonceCommitment(identifier, Secp256k1.DeserializeElement(encoded[..Secp256k1.ElementLength]), Secp256k1.DeserializeElement(encoded[Secp256k1.ElementLength..]));
+    }
+}
 
 /// <summary>A Schnorr signature (R, z), encoded as 33 + 32 bytes.</summary>
 /// <param name="R">The group commitment.</param>

@@ -589,8 +589,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             try
             {
                 if (value is not null)
-                    commitment = new NonceCommitment(session.Signers[i], Secp256k1.DeserializeElement(value.AsSpan(0, Secp256k1.ElementLength)),
-                        Secp256k1.DeserializeElement(value.AsSpan(Secp256k1.ElementLength)));
+                    commitment = NonceCommitment.Decode(session.Signers[i], value);
             }
             catch (FormatException)
             {

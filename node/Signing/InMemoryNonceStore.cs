@@ -67,7 +67,7 @@ public sealed class InMemoryNonceStore : INonceStore
             for (var i = 0; i < count; i++)
             {
                 var (pair, commitment) = Frost.Commit(share.Identifier, share.Secret);
-                byte[] encoded = [.. Secp256k1.SerializeElement(commitment.Hiding), .. Secp256k1.SerializeElement(commitment.Binding)];
+                var encoded = commitment.Encode();
                 var sequence = firstSequence + (ulong)i;
                 nonces[sequence] = (pair, encoded);
                 result.Add(new StoredNonceCommitment(sequence, encoded));

@@ -405,7 +405,7 @@ public sealed class NonceStore : INonceStore
         for (var i = 0; i < count; i++)
         {
             var (pair, commitment) = Frost.Commit(share.Identifier, share.Secret);
-            byte[] encoded = [.. Secp256k1.SerializeElement(commitment.Hiding), .. Secp256k1.SerializeElement(commitment.Binding)];
+            var encoded = commitment.Encode();
             pairs.Add((Secp256k1.SerializeScalar(pair.Hiding), Secp256k1.SerializeScalar(pair.Binding), encoded));
             result.Add(new StoredNonceCommitment(firstSequence + (ulong)i, encoded));
         }

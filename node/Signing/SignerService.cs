@@ -307,9 +307,7 @@ public sealed partial class SignerService : IAsyncDisposable
                 {
                     for (var j = 0; j < session.Signers.Count; j++)
                     {
-                        var encoded = request.Commitments[i][j];
-                        commitments.Add(new NonceCommitment(session.Signers[j], Secp256k1.DeserializeElement(encoded.AsSpan(0, Secp256k1.ElementLength)),
-                            Secp256k1.DeserializeElement(encoded.AsSpan(Secp256k1.ElementLength))));
+                        commitments.Add(NonceCommitment.Decode(session.Signers[j], request.Commitments[i][j]));
                     }
                 }
                 catch (FormatException)
@@ -425,7 +423,7 @@ public sealed partial class SignerService : IAsyncDisposable
         {
             var applied = wanted[sequence];
             var mine = applied.Commitments.First(c => c.Identifier == share.Identifier);
-            byte[] published = [.. Secp256k1.SerializeElement(mine.Hiding), .. Secp256k1.SerializeElement(mine.Binding)];
+            var published = mine.Encode();
             if (!published.AsSpan().SequenceEqual(stored))
             {
                 LogCommitmentMismatch(logger, applied.Session.Height, sequence);

@@ -160,7 +160,7 @@ public sealed class SigningLedgerScenarioTests
             var plain = Session(height, attempt, signers);
             var session = new SigningSession { Height = height, Attempt = attempt, KeyEpoch = plain.KeyEpoch, Signers = plain.Signers, Sequences = plain.Sequences, Direct = true };
             var commitments = session.Signers.Zip(session.Sequences).Select(p => ledger.UnusedCommitment(p.First, p.Second) is { } value
-                ? new NonceCommitment(p.First, Secp256k1.DeserializeElement(value.AsSpan(0, 33)), Secp256k1.DeserializeElement(value.AsSpan(33)))
+                ? NonceCommitment.Decode(p.First, value)
                 : null).ToList();
             if (height >= 1 && height <= (ulong)headers.Count && commitments.All(c => c is not null) && ledger.CurrentKeyEpoch is { } epoch)
                 sessions[(height, attempt)] = new AppliedSession(session, headers[(int)height - 1].Commitment.ToArray(), commitments!, epoch.Group.PublicKey);

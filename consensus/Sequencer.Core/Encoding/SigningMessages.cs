@@ -31,8 +31,6 @@ public sealed class SignatureSharesMessage
     /// <summary>The signer proof domain of this message.</summary>
     public const string ProofDomain = "signature-shares";
 
-    private static readonly MessagePackSerializerOptions Options = MessagePackSerializerOptions.Standard.WithSecurity(MessagePackSecurity.UntrustedData);
-
     /// <summary>The signer.</summary>
     [Key(0)] public int SignerId { get; init; }
 
@@ -65,21 +63,13 @@ public sealed class SignatureSharesMessage
     }
 
     /// <summary>Serializes the message.</summary>
-    public byte[] Encode() => MessagePackSerializer.Serialize(this, Options);
+    public byte[] Encode() => MessagePackSerializer.Serialize(this, SigningMessageCodec.Options);
 
     /// <summary>Parses a message from an untrusted peer (the proof is the receiver's to check).</summary>
     /// <exception cref="LogFormatException">The bytes are not a valid message, or it holds too many shares.</exception>
     public static SignatureSharesMessage Decode(ReadOnlyMemory<byte> bytes)
     {
-        SignatureSharesMessage message;
-        try
-        {
-            message = MessagePackSerializer.Deserialize<SignatureSharesMessage>(bytes, Options);
-        }
-        catch (MessagePackSerializationException e)
-        {
-            throw new LogFormatException($"not a shares message: {e.Message}", e);
-        }
+        var message = SigningMessageCodec.Deserialize<SignatureSharesMessage>(bytes, "a shares message");
 
         if (message?.Shares is null || message.Shares.Count is 0 or > MaxShares || message.Shares.Any(s => s?.Share is not { Length: 32 }) || message.Proof is null)
             throw new LogFormatException($"a shares message holds 1 to {MaxShares} shares of 32 bytes each, and a proof");
@@ -104,8 +94,6 @@ public sealed class SessionRequestMessage
     /// <summary>The most signers in one session.</summary>
     public const int MaxSigners = 256;
 
-    private static readonly MessagePackSerializerOptions Options = MessagePackSerializerOptions.Standard.WithSecurity(MessagePackSecurity.UntrustedData);
-
     /// <summary>The member that asks (the leader, as far as it knows).</summary>
     [Key(0)] public int LeaderId { get; init; }
 
@@ -116,21 +104,13 @@ public sealed class SessionRequestMessage
     [Key(2)] public IReadOnlyList<IReadOnlyList<byte[]>> Commitments { get; init; } = [];
 
     /// <summary>Serializes the message.</summary>
-    public byte[] Encode() => MessagePackSerializer.Serialize(this, Options);
+    public byte[] Encode() => MessagePackSerializer.Serialize(this, SigningMessageCodec.Options);
 
     /// <summary>Parses a request from an untrusted peer.</summary>
     /// <exception cref="LogFormatException">The bytes are not a valid request.</exception>
     public static SessionRequestMessage Decode(ReadOnlyMemory<byte> bytes)
     {
-        SessionRequestMessage message;
-        try
-        {
-            message = MessagePackSerializer.Deserialize<SessionRequestMessage>(bytes, Options);
-        }
-        catch (MessagePackSerializationException e)
-        {
-            throw new LogFormatException($"not a session request: {e.Message}", e);
-        }
+        var message = SigningMessageCodec.Deserialize<SessionRequestMessage>(bytes, "a session request");
 
         if (message?.Sessions is null || message.Commitments is null || message.Sessions.Count is 0 or > MaxSessions
             || message.Commitments.Count != message.Sessions.Count)
@@ -146,5 +126,27 @@ public sealed class SessionRequestMessage
         }
 
         return message;
+    }
+}
+
+/// <summary>The MessagePack settings and untrusted-input parsing the internal signing messages share.</summary>
+internal static class SigningMessageCodec
+{
+    /// <summary>Standard settings, hardened for untrusted data.</summary>
+    public static readonly MessagePackSerializerOptions Options = MessagePackSerializerOptions.Standard.WithSecurity(MessagePackSecurity.UntrustedData);
+
+    /// <summary>Parses a <typeparamref name="T"/> (<paramref name="what"/> in the error) from an untrusted peer.</summary>
+    /// <exception cref="LogFormatException">The bytes are not one.</exception>
+    public static T Deserialize<T>(ReadOnlyMemory<byte> bytes, string what)
+        where T : class
+    {
+        try
+        {
+            return MessagePackSerializer.Deserialize<T>(bytes, Options) ?? throw new LogFormatException($"not {what}: nil");
+        }
+        catch (MessagePackSerializationException e)
+        {
+            throw new LogFormatException($"not {what}: {e.Message}", e);
+        }
     }
 }
