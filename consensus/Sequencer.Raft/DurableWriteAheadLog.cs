@@ -5,57 +5,116 @@ using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
 namespace Sequencer.Raft;
 
 /// <summary>
-/// DotNext's <see cref="WriteAheadLog"/> with one change: a follower makes appended entries durable before it
-/// acknowledges them.
+/// DotNext's <see cref="WriteAheadLog"/> with two changes to a follower's AppendEntries: appended entries are durable
+/// before they are acknowledged, and entries the leader says are committed are applied while the new ones are flushed.
 /// </summary>
 /// <remarks>
 /// <para>
 /// In DotNext.Net.Cluster 6.12 a follower handles AppendEntries by appending the entries and then committing up to
-/// the leader's commit index; only the commit waits for the flusher. Entries beyond the commit index are acknowledged
-/// while they sit in unflushed pages, and on restart the WAL trusts only its checkpoint, so a follower killed right
-/// after acknowledging forgets them. The leader counts that acknowledgement towards a majority, so a batch the
-/// client was told is ordered could then be lost when the leader dies too (Raft requires the follower to persist
-/// before it answers). DESIGN section 9 raised this; the chaos scenario "kill the leader and the acknowledging
-/// follower right after an ack" probes it.
+/// the leader's commit index (<c>AppendAsync</c>, then <c>CommitAsync</c>, then the answer); only the commit waits for
+/// the flusher, and only up to the commit index. Entries beyond it were acknowledged while they sat in unflushed pages,
+/// and on restart the WAL trusts only its checkpoint, so a follower killed right after acknowledging forgot them. The
+/// leader counts that acknowledgement towards a majority, so a batch the client was told is ordered could then be lost
+/// when the leader dies too (Raft requires the follower to persist before it answers). DESIGN section 9 raised this;
+/// the chaos scenario "kill the leader and the acknowledging follower right after an ack" probes it.
 /// </para>
 /// <para>
-/// The fix re-implements <see cref="IAuditTrail{TEntry}.AppendAsync{TEntryImpl}(ILogEntryProducer{TEntryImpl}, long, bool, CancellationToken)"/>,
-/// the call a follower makes for replicated entries, to flush (pages and checkpoint, fsync included) before it
-/// returns. One flush covers every entry of the AppendEntries message, so the cost is per message, not per entry.
+/// Here the follower's commit waits until every entry the message appended is flushed (pages and checkpoint, fsync
+/// included), so the answer, which DotNext sends only after the commit returns, follows durability. One flush covers
+/// every entry of the message. Before it waits, the commit goes as far as the leader's commit index allows among the
+/// entries already durable: those are applied (the signer then holds the newest head) while the message's own entries,
+/// at saturation a megabyte or two, are being flushed. Before, the apply of a committed head waited for that flush.
 /// The leader's own appends are untouched: the leader flushes before it commits.
 /// </para>
 /// </remarks>
-public sealed class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IRaftLogEntry>
+public sealed class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IRaftLogEntry>, IAuditTrail
 {
     /// <summary>Creates the log; see <see cref="WriteAheadLog(Options, IStateMachine)"/>.</summary>
     public DurableWriteAheadLog(Options configuration, IStateMachine stateMachine)
         : base(configuration, stateMachine)
     {
+        durableThrough = LastCommittedEntryIndex;
     }
 
     /// <summary>How many times a follower append was flushed before it was acknowledged.</summary>
     public long DurableAppends => Interlocked.Read(ref durableAppends);
 
-    private long durableAppends;
+    /// <summary>How many follower commits applied durable entries before the flush of the message's own entries.</summary>
+    public long EarlyCommits => Interlocked.Read(ref earlyCommits);
 
-    /// <summary>Appends replicated entries and flushes them before returning.</summary>
+    private long durableAppends, earlyCommits;
+
+    // The last index a follower append added that is not known durable yet (0: none), and the last index known durable.
+    private long unflushedThrough, durableThrough;
+
+    /// <summary>Appends replicated entries; the commit that DotNext makes next waits until they are flushed.</summary>
     public new async ValueTask AppendAsync<TEntry>(ILogEntryProducer<TEntry> entries, long startIndex, bool skipCommitted = false, CancellationToken token = default)
         where TEntry : IRaftLogEntry
     {
         ArgumentNullException.ThrowIfNull(entries);
         var hasEntries = entries.RemainingCount > 0L;
-        await base.AppendAsync(entries, startIndex, skipCommitted, token).ConfigureAwait(false);
-#if SEQUENCER_TEST_FAULTS
-        if (Sequencer.Core.TestFaults.FollowerAckBeforeFsync)
-            return;
-#endif
+        // Entries from startIndex on may replace what was there: nothing from there is known durable any more.
         if (hasEntries)
-        {
-            await FlushAsync(token).ConfigureAwait(false);
-            Interlocked.Increment(ref durableAppends);
-        }
+            InterlockedMin(ref durableThrough, startIndex - 1L);
+        await base.AppendAsync(entries, startIndex, skipCommitted, token).ConfigureAwait(false);
+        if (hasEntries)
+            InterlockedMax(ref unflushedThrough, LastEntryIndex);
     }
 
     ValueTask IAuditTrail<IRaftLogEntry>.AppendAsync<TEntry>(ILogEntryProducer<TEntry> entries, long startIndex, bool skipCommitted, CancellationToken token)
         => AppendAsync(entries, startIndex, skipCommitted, token);
+
+    /// <summary>
+    /// Commits up to <paramref name="endIndex"/>: first as far as the entries known durable go, then, once every entry a
+    /// follower append added is flushed, the rest.
+    /// </summary>
+    public new async ValueTask<long> CommitAsync(long endIndex, CancellationToken token = default)
+    {
+        var committed = 0L;
+        var pending = Interlocked.Read(ref unflushedThrough);
+        if (pending > 0L)
+        {
+            var early = Math.Min(endIndex, Interlocked.Read(ref durableThrough));
+            if (early > LastCommittedEntryIndex)
+            {
+                committed += await base.CommitAsync(early, token).ConfigureAwait(false);
+                Interlocked.Increment(ref earlyCommits);
+            }
+#if SEQUENCER_TEST_FAULTS
+            if (!Sequencer.Core.TestFaults.FollowerAckBeforeFsync)
+#endif
+            {
+                await FlushAsync(token).ConfigureAwait(false);
+                InterlockedMax(ref durableThrough, pending);
+                Interlocked.CompareExchange(ref unflushedThrough, 0L, pending);
+                Interlocked.Increment(ref durableAppends);
+            }
+        }
+
+        return committed + await base.CommitAsync(endIndex, token).ConfigureAwait(false);
+    }
+
+    ValueTask<long> IAuditTrail.CommitAsync(long endIndex, CancellationToken token) => CommitAsync(endIndex, token);
+
+    private static void InterlockedMax(ref long location, long value)
+    {
+        for (var current = Interlocked.Read(ref location); value > current;)
+        {
+            var seen = Interlocked.CompareExchange(ref location, value, current);
+            if (seen == current)
+                return;
+            current = seen;
+        }
+    }
+
+    private static void InterlockedMin(ref long location, long value)
+    {
+        for (var current = Interlocked.Read(ref location); value < current;)
+        {
+            var seen = Interlocked.CompareExchange(ref location, value, current);
+            if (seen == current)
+                return;
+            current = seen;
+        }
+    }
 }
