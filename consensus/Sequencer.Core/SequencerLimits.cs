@@ -160,6 +160,14 @@ public sealed record SequencerLimits
     /// </summary>
     public bool DirectSigningSessions { get; init; } = true;
 
+    /// <summary>
+    /// True: a follower asked for a direct session commits up to the commit index the leader sends with the request,
+    /// when its log holds an entry of the leader's term there, instead of waiting for the leader's next AppendEntries to
+    /// bring that commit index (behind a megabyte or two of entries at saturation). The claim is trusted exactly as
+    /// much as the commit index of AppendEntries from the same leader (docs/design.md, departure 1).
+    /// </summary>
+    public bool SessionCommitHints { get; init; } = true;
+
     /// <summary>The first exclusion of a signer that sent a bad share; it doubles with each further offence.</summary>
     public int BadShareExclusionMs { get; init; } = 60_000;
 

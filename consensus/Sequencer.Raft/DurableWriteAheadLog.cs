@@ -47,6 +47,11 @@ public sealed class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IRaftLogEn
     // The last index a follower append added that is not known durable yet (0: none), and the last index known durable.
     private long unflushedThrough, durableThrough;
 
+    // DotNext's commit and flush wait on an event that takes one waiter at a time (a second concurrent waiter throws
+    // InvalidOperationException on a thread-pool thread, which ends the process): every commit and flush made
+    // through this class takes this first. DotNext reaches them only through IAuditTrail.CommitAsync, re-implemented here.
+    private readonly SemaphoreSlim commits = new(1, 1);
+
     /// <summary>Appends replicated entries; the commit that DotNext makes next waits until they are flushed.</summary>
     public new async ValueTask AppendAsync<TEntry>(ILogEntryProducer<TEntry> entries, long startIndex, bool skipCommitted = false, CancellationToken token = default)
         where TEntry : IRaftLogEntry
@@ -69,6 +74,19 @@ public sealed class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IRaftLogEn
     /// follower append added is flushed, the rest.
     /// </summary>
     public new async ValueTask<long> CommitAsync(long endIndex, CancellationToken token = default)
+    {
+        await commits.WaitAsync(token).ConfigureAwait(false);
+        try
+        {
+            return await CommitCoreAsync(endIndex, token).ConfigureAwait(false);
+        }
+        finally
+        {
+            commits.Release();
+        }
+    }
+
+    private async ValueTask<long> CommitCoreAsync(long endIndex, CancellationToken token)
     {
         var committed = 0L;
         var pending = Interlocked.Read(ref unflushedThrough);
@@ -95,6 +113,39 @@ public sealed class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IRaftLogEn
     }
 
     ValueTask<long> IAuditTrail.CommitAsync(long endIndex, CancellationToken token) => CommitAsync(endIndex, token);
+
+    /// <summary>
+    /// On a follower: commits up to <paramref name="commitIndex"/>, which the leader of <paramref name="term"/> says is
+    /// committed, when this log holds an entry of that term there (or at its last entry, if that is lower). By Raft's
+    /// log matching, an entry of the leader's term at an index, which only that leader wrote, means this log equals
+    /// the leader's up to it, so the commit is the one DotNext makes when the leader's next AppendEntries brings the
+    /// same commit index; it only comes sooner. The claim is trusted as much as that message's commit index is.
+    /// Waits for the flush of the entries it commits, as every commit does.
+    /// </summary>
+    /// <returns>How many entries were committed (0 when the log holds no entry of <paramref name="term"/> there).</returns>
+    public async ValueTask<long> CommitAsLeaderSaysAsync(long term, long commitIndex, CancellationToken token)
+    {
+        if (Math.Min(commitIndex, LastEntryIndex) <= LastCommittedEntryIndex)
+            return 0L;
+        await commits.WaitAsync(token).ConfigureAwait(false);
+        try
+        {
+            var target = Math.Min(commitIndex, LastEntryIndex);
+            if (target <= LastCommittedEntryIndex)
+                return 0L;
+            using (var entries = await ReadAsync(target, target, token).ConfigureAwait(false))
+            {
+                if (entries.Count != 1 || entries[0].IsSnapshot || entries[0].Term != term)
+                    return 0L;
+            }
+
+            return await base.CommitAsync(target, token).ConfigureAwait(false);
+        }
+        finally
+        {
+            commits.Release();
+        }
+    }
 
     private static void InterlockedMax(ref long location, long value)
     {

@@ -532,6 +532,23 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
             return;
         }
 
+        // The leader asks only once it has applied the head, so it has committed it; this node learns that commit from
+        // the leader's next AppendEntries, which at saturation arrives behind a megabyte or two of entries. The commit
+        // index the leader sent with the request comes sooner (trusted as far as AppendEntries' own, see RaftHost).
+        if (options.Limits.SessionCommitHints && request.CommitIndex > 0)
+        {
+            using var bound = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+            bound.CancelAfter(options.Limits.SigningLateShareMs);
+            try
+            {
+                await raft.CommitAsLeaderSaysAsync(request.LeaderId, request.Term, request.CommitIndex, bound.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
+            {
+                // The entries are still being flushed: the signer waits for the apply as it always did.
+            }
+        }
+
         var answer = await signer.AnswerDirectAsync(request, context.RequestAborted).ConfigureAwait(false);
         if (answer.Shares is not { } shares)
         {

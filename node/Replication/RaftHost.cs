@@ -24,6 +24,9 @@ public interface ILeaderLog
     /// <summary>The current Raft term.</summary>
     long Term { get; }
 
+    /// <summary>The last committed Raft index.</summary>
+    long CommitIndex { get; }
+
     /// <summary>
     /// Appends an entry and returns once it is committed and applied on this node.
     /// </summary>
@@ -219,6 +222,27 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
     private int replicating;
     private int followersWaiting;
+
+    /// <summary>
+    /// On a follower: commits up to <paramref name="commitIndex"/>, which <paramref name="leaderId"/>, the leader this
+    /// node knows in <paramref name="term"/>, sent with a session request (<see cref="DurableWriteAheadLog.CommitAsLeaderSaysAsync"/>).
+    /// Does nothing on the leader, in another term, or for another sender.
+    /// </summary>
+    /// <returns>How many entries were committed.</returns>
+    public async ValueTask<long> CommitAsLeaderSaysAsync(int leaderId, long term, long commitIndex, CancellationToken token)
+    {
+        if (IsLeader || term != Term || Leader?.Id != leaderId || commitIndex <= wal.LastCommittedEntryIndex)
+            return 0L;
+        try
+        {
+            return await wal.CommitAsLeaderSaysAsync(term, commitIndex, token).ConfigureAwait(false);
+        }
+        catch (ArgumentOutOfRangeException)
+        {
+            // The log was cut back under the read (a new leader's entries replaced the tail): nothing to commit.
+            return 0L;
+        }
+    }
 
     /// <summary>
     /// On the leader: an applied entry needs the followers to apply it soon (they sign a head it starts, or serve a

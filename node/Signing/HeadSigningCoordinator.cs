@@ -633,7 +633,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         log.FollowersMustApply();
         Interlocked.Increment(ref sessionsStarted);
         metrics.SessionsStarted.Add(1, new KeyValuePair<string, object?>("reason", "direct"));
-        var request = new SessionRequestMessage { LeaderId = selfId, Sessions = [session], Commitments = [encoded] };
+        var request = new SessionRequestMessage { LeaderId = selfId, Term = term, CommitIndex = log.CommitIndex, Sessions = [session], Commitments = [encoded] };
         foreach (var signer in session.Signers)
             _ = AskAsync(signer, session, term, request, epoch);
     }

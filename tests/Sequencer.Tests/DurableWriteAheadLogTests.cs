@@ -67,6 +67,35 @@ public sealed class DurableWriteAheadLogTests : IDisposable
         Assert.Equal(9, reopened.LastCommittedEntryIndex);
     }
 
+    [Fact]
+    public async Task ACommitIndexTheLeaderSends_CommitsOnlyWhereThisLogHoldsAnEntryOfItsTerm()
+    {
+        await using var wal = new DurableWriteAheadLog(Options, IStateMachine.CreateNoOp(1_000_000));
+        IAuditTrail<IRaftLogEntry> follower = wal;
+        await follower.AppendAsync(Entries(1, 5, 1), 1, skipCommitted: true);
+        await follower.CommitAsync(0);
+
+        // Another term's leader cannot commit entries it did not write.
+        Assert.Equal(0, await wal.CommitAsLeaderSaysAsync(term: 2, commitIndex: 4, CancellationToken.None));
+        Assert.Equal(0, wal.LastCommittedEntryIndex);
+
+        // The leader of term 1 can, up to what this log holds.
+        Assert.Equal(3, await wal.CommitAsLeaderSaysAsync(term: 1, commitIndex: 3, CancellationToken.None));
+        Assert.Equal(3, wal.LastCommittedEntryIndex);
+        Assert.Equal(2, await wal.CommitAsLeaderSaysAsync(term: 1, commitIndex: 99, CancellationToken.None));
+        Assert.Equal(5, wal.LastCommittedEntryIndex);
+        Assert.Equal(0, await wal.CommitAsLeaderSaysAsync(term: 1, commitIndex: 5, CancellationToken.None));
+
+        // Term 2's leader appends after it: term 1's claims do not reach its entries.
+        await follower.AppendAsync(Entries(2, 2, 2), 6, skipCommitted: true);
+        Assert.Equal(0, await wal.CommitAsLeaderSaysAsync(term: 1, commitIndex: 7, CancellationToken.None));
+        Assert.Equal(2, await wal.CommitAsLeaderSaysAsync(term: 2, commitIndex: 7, CancellationToken.None));
+
+        // DotNext's own commit with the same index afterwards is a no-op, and still waits for the flush.
+        Assert.Equal(0, await follower.CommitAsync(7));
+        Assert.Equal(7, wal.LastCommittedEntryIndex);
+    }
+
     public void Dispose()
     {
         if (Directory.Exists(directory))

@@ -28,6 +28,8 @@ internal sealed class FakeLeaderLog(AppliedState state) : ILeaderLog, IDisposabl
 
     public long Term { get; private set; } = 1;
 
+    public long CommitIndex => Interlocked.Read(ref index);
+
     public event Action? LeaderChanged;
 
     /// <summary>When set, replication waits for it (to keep entries in flight).</summary>

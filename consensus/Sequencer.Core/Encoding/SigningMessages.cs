@@ -103,6 +103,15 @@ public sealed class SessionRequestMessage
     /// <summary>For each session, each signer's commitment (66 bytes: hiding then binding point), in signer order.</summary>
     [Key(2)] public IReadOnlyList<IReadOnlyList<byte[]>> Commitments { get; init; } = [];
 
+    /// <summary>The Raft term the leader asks in (0: not sent, as by a build before it).</summary>
+    [Key(3)] public long Term { get; init; }
+
+    /// <summary>
+    /// The leader's commit index when it asked (0: not sent). A follower whose log holds an entry of <see cref="Term"/>
+    /// there may commit up to it at once, as it would on the leader's next AppendEntries.
+    /// </summary>
+    [Key(4)] public long CommitIndex { get; init; }
+
     /// <summary>Serializes the message.</summary>
     public byte[] Encode() => MessagePackSerializer.Serialize(this, SigningMessageCodec.Options);
 
@@ -115,6 +124,8 @@ public sealed class SessionRequestMessage
         if (message?.Sessions is null || message.Commitments is null || message.Sessions.Count is 0 or > MaxSessions
             || message.Commitments.Count != message.Sessions.Count)
             throw new LogFormatException($"a session request holds 1 to {MaxSessions} sessions, each with its commitments");
+        if (message.Term < 0 || message.CommitIndex < 0)
+            throw new LogFormatException("a session request's term and commit index are not negative");
         for (var i = 0; i < message.Sessions.Count; i++)
         {
             var session = message.Sessions[i];
