@@ -171,6 +171,13 @@ public sealed class DirectSessionTests : IAsyncDisposable
         Assert.Equal(1UL, flight.Session.Height);
         Assert.Equal([1, 2], flight.Session.Signers);
 
+        // Each request carries the leader's term and its commit index (a follower may commit up to it at once).
+        lock (channel.Asked)
+        {
+            Assert.All(channel.Asked, asked => Assert.Equal(log.Term, asked.Request.Term));
+            Assert.All(channel.Asked, asked => Assert.True(asked.Request.CommitIndex >= 1, "the request carries the commit index of the applied head"));
+        }
+
         // The signature and the record ride the next batch: head 1 is signed, the commitments used left the pool.
         await CutBatchAsync(2);
         Assert.Equal(1UL, state.SignedThrough);

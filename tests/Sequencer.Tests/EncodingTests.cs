@@ -79,4 +79,29 @@ public sealed class EncodingTests
         Assert.Throws<Sequencer.Core.InvariantViolationException>(() => new TxPosition(0, 0).Pack());
         Assert.Throws<Sequencer.Core.InvariantViolationException>(() => new TxPosition(1, 1 << 24).Pack());
     }
+
+    [Fact]
+    public void ASessionRequest_CarriesTermAndCommitIndex_OneFromAnOlderBuildReadsAsZero_AndNegativeOnesAreRefused()
+    {
+        var session = new SigningSession { Height = 5, Attempt = 1, KeyEpoch = 1, Signers = [1, 2], Sequences = [3, 4], Direct = true };
+        byte[][] commitments = [new byte[66], new byte[66]];
+        var request = new SessionRequestMessage { LeaderId = 2, Term = 7, CommitIndex = 40, Sessions = [session], Commitments = [commitments] };
+        var decoded = SessionRequestMessage.Decode(request.Encode());
+        Assert.Equal((2, 7L, 40L), (decoded.LeaderId, decoded.Term, decoded.CommitIndex));
+
+        // A build before the fields sent three: they read as 0 ("not sent"), and the follower waits as it always did.
+        var older = new ArrayBufferWriter<byte>();
+        var writer = new MessagePack.MessagePackWriter(older);
+        writer.WriteArrayHeader(3);
+        writer.Write(2);
+        writer.Flush();
+        var sessions = MessagePack.MessagePackSerializer.Serialize<IReadOnlyList<SigningSession>>([session]);
+        var commitmentsBytes = MessagePack.MessagePackSerializer.Serialize<IReadOnlyList<IReadOnlyList<byte[]>>>([commitments]);
+        var bytes = older.WrittenSpan.ToArray().Concat(sessions).Concat(commitmentsBytes).ToArray();
+        var old = SessionRequestMessage.Decode(bytes);
+        Assert.Equal((2, 0L, 0L), (old.LeaderId, old.Term, old.CommitIndex));
+
+        var negative = new SessionRequestMessage { LeaderId = 2, Term = 7, CommitIndex = -1, Sessions = [session], Commitments = [commitments] };
+        Assert.Throws<LogFormatException>(() => SessionRequestMessage.Decode(negative.Encode()));
+    }
 }
