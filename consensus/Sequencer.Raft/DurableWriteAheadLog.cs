@@ -5,8 +5,9 @@ using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
 namespace Sequencer.Raft;
 
 /// <summary>
-/// DotNext's <see cref="WriteAheadLog"/> with two changes to a follower's AppendEntries: appended entries are durable
-/// before they are acknowledged, and entries the leader says are committed are applied while the new ones are flushed.
+/// DotNext's <see cref="WriteAheadLog"/> with three changes on a follower: appended entries are durable before they are
+/// acknowledged, entries the leader says are committed are applied while the new ones are flushed, and a commit index
+/// the leader sends with a session request is committed at once (<see cref="CommitAsLeaderSaysAsync"/>).
 /// </summary>
 /// <remarks>
 /// <para>
@@ -42,7 +43,10 @@ public sealed class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IRaftLogEn
     /// <summary>How many follower commits applied durable entries before the flush of the message's own entries.</summary>
     public long EarlyCommits => Interlocked.Read(ref earlyCommits);
 
-    private long durableAppends, earlyCommits;
+    /// <summary>How many commit indexes sent with session requests committed entries (<see cref="CommitAsLeaderSaysAsync"/>).</summary>
+    public long LeaderSaidCommits => Interlocked.Read(ref leaderSaidCommits);
+
+    private long durableAppends, earlyCommits, leaderSaidCommits;
 
     // The last index a follower append added that is not known durable yet (0: none), and the last index known durable.
     private long unflushedThrough, durableThrough;
@@ -139,7 +143,10 @@ public sealed class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IRaftLogEn
                     return 0L;
             }
 
-            return await base.CommitAsync(target, token).ConfigureAwait(false);
+            var committed = await base.CommitAsync(target, token).ConfigureAwait(false);
+            if (committed > 0L)
+                Interlocked.Increment(ref leaderSaidCommits);
+            return committed;
         }
         finally
         {

@@ -636,6 +636,8 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("retainHeights", options.RetainHeights);
             writer.WriteNumber("prunedHeight", raft.PrunedHeight);
             writer.WriteNumber("durableFollowerAppends", raft.DurableAppends);
+            writer.WriteNumber("earlyFollowerCommits", raft.EarlyFollowerCommits);
+            writer.WriteNumber("sessionCommitHintsApplied", raft.SessionCommitHintsApplied);
             writer.WriteNumber("lastLogIndex", raft.LastLogIndex);
             writer.WriteNumber("inFlightRequestBytes", budget.InUseBytes);
             writer.WriteNumber("requestBudgetRefusals", budget.Refusals);

@@ -162,6 +162,12 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     /// <summary>The number of follower appends made durable before they were acknowledged.</summary>
     public long DurableAppends => wal.DurableAppends;
 
+    /// <summary>Follower commits that applied durable entries before the flush of the new ones.</summary>
+    public long EarlyFollowerCommits => wal.EarlyCommits;
+
+    /// <summary>Commit indexes sent with session requests that committed entries on this follower.</summary>
+    public long SessionCommitHintsApplied => wal.LeaderSaidCommits;
+
     /// <summary>The memory the store's tx index keeps (its filters and fences: about 1.35 bytes per stored tx).</summary>
     public long StoredTxIndexBytes => store.TxIndexMemoryBytes;
 

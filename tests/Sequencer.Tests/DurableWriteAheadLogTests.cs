@@ -84,6 +84,7 @@ public sealed class DurableWriteAheadLogTests : IDisposable
         Assert.Equal(3, wal.LastCommittedEntryIndex);
         Assert.Equal(2, await wal.CommitAsLeaderSaysAsync(term: 1, commitIndex: 99, CancellationToken.None));
         Assert.Equal(5, wal.LastCommittedEntryIndex);
+        Assert.Equal(2, wal.LeaderSaidCommits);
         Assert.Equal(0, await wal.CommitAsLeaderSaysAsync(term: 1, commitIndex: 5, CancellationToken.None));
 
         // Term 2's leader appends after it: term 1's claims do not reach its entries.
