@@ -626,6 +626,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             var durable = state.Durable;
             writer.WriteNumber("storedHeight", durable.LastHeight);
             writer.WriteNumber("storedIndex", durable.AppliedIndex);
+            writer.WriteNumber("snapshotIndex", durable.SnapshotIndex);
             writer.WriteNumber("orderedTxs", state.OrderedTxCount);
             writer.WriteNumber("recentTxs", state.RecentTxCount);
             var (recentBatches, recentBatchBytes) = state.RecentBatchesHeld;
