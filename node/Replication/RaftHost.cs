@@ -237,7 +237,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     /// <returns>How many entries were committed.</returns>
     public async ValueTask<long> CommitAsLeaderSaysAsync(int leaderId, long term, long commitIndex, CancellationToken token)
     {
-        if (IsLeader || term != Term || Leader?.Id != leaderId || commitIndex <= wal.LastCommittedEntryIndex)
+        if (IsLeader || term != Term || Leader?.Id != leaderId)
             return 0L;
         try
         {

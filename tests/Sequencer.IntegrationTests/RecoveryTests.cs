@@ -120,11 +120,7 @@ public sealed class RecoveryTests
     }
 
     private static async Task<long> PipelineAsync(TestCluster test, int node, string name)
-    {
-        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
-        using var document = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync(new Uri(test.Cluster.Node(node).Client.BaseUrl, "/v1/cluster")));
-        return document.RootElement.GetProperty("pipeline").GetProperty(name).GetInt64();
-    }
+        => (await test.Cluster.Node(node).Client.GetClusterAsync()).Pipeline?[name] ?? throw new InvalidOperationException($"node {node} reports no pipeline");
 
     private static async Task<long> SnapshotsSentAsync(TestCluster test, int node)
     {
