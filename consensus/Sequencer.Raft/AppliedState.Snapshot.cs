@@ -173,7 +173,7 @@ public sealed partial class AppliedState
             lastApplyAt = time.GetTimestamp();
             history.Reload(header.LastHeight);
             ResetAccountsLocked();
-            snapshotCandidates.Clear();
+            ClearSnapshotCandidatesLocked();
             snapshot = new BatchSnapshot(this, point);
         }
 

@@ -46,7 +46,9 @@ public static class ApiResponses
     public static void WriteHash(this Utf8JsonWriter writer, string name, Hash32 hash)
     {
         ArgumentNullException.ThrowIfNull(writer);
-        writer.WriteString(name, hash.ToString());
+        Span<byte> utf8 = stackalloc byte[Hash32.HexLength];
+        hash.FormatHex(utf8);
+        writer.WriteString(name, utf8);
     }
 
     /// <summary>Writes a 64-bit number as a decimal string.</summary>

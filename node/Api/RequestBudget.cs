@@ -95,14 +95,18 @@ public sealed class RequestBudget
 
         try
         {
-            var buffer = new ArrayBufferWriter<byte>((int)Math.Max(1, Math.Min(declared ?? StepBytes, maxBytes)));
+            // A declared length is read straight into an array of that size (one allocation, no copy at the end);
+            // a chunked body grows a buffer.
+            var exact = declared is { } length0 ? new byte[length0] : null;
+            var growing = exact is null ? new ArrayBufferWriter<byte>(Math.Min(StepBytes, maxBytes)) : null;
+            long written = 0;
             var reader = context.Request.BodyReader;
             while (true)
             {
                 var result = await reader.ReadAsync(context.RequestAborted).ConfigureAwait(false);
                 var length = result.Buffer.Length;
-                var total = buffer.WrittenCount + length;
-                if (total > maxBytes)
+                var total = written + length;
+                if (total > maxBytes || (exact is not null && total > exact.Length))
                 {
                     reader.AdvanceTo(result.Buffer.End);
                     body.Dispose();
@@ -120,13 +124,18 @@ public sealed class RequestBudget
                     }
                 }
 
-                foreach (var segment in result.Buffer)
-                    buffer.Write(segment.Span);
+                if (exact is not null)
+                    result.Buffer.CopyTo(exact.AsSpan((int)written));
+                else
+                    foreach (var segment in result.Buffer)
+                        growing!.Write(segment.Span);
+                written = total;
                 reader.AdvanceTo(result.Buffer.End);
                 if (result.IsCompleted)
                 {
-                    Invariant.Check(buffer.WrittenCount <= body.ReservedBytes, "a body never holds more bytes than it reserved");
-                    body.Bytes = buffer.WrittenSpan.ToArray();
+                    Invariant.Check(written <= body.ReservedBytes, "a body never holds more bytes than it reserved");
+                    body.Bytes = exact is null ? growing!.WrittenSpan.ToArray()
+                        : written == exact.Length ? exact : exact.AsSpan(0, (int)written).ToArray();
                     return body;
                 }
             }

@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Net.Http.Headers;
+using Sequencer.Core;
 using Sequencer.Core.Hashing;
 using Sequencer.Core.Ordering;
 using Sequencer.Core.Protocol;
@@ -214,8 +215,9 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
         var accept = context.Request.Headers.Accept.ToString();
         if (accept.Contains(SubmitRequest.MessagePackMediaType, StringComparison.OrdinalIgnoreCase))
         {
-            var buffer = new ArrayBufferWriter<byte>(64 + 96 * outcomes.Length);
+            var buffer = new ArrayBufferWriter<byte>(64 + 112 * outcomes.Length);
             var writer = new MessagePackWriter(buffer);
+            var utf8 = new byte[Hash32.HexLength];
             writer.WriteMapHeader(1);
             writer.Write("results");
             writer.WriteArrayHeader(outcomes.Length);
@@ -223,9 +225,12 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             {
                 writer.WriteMapHeader(3);
                 writer.Write("hash");
-                writer.Write(outcome.Hash.ToString());
+                outcome.Hash.FormatHex(utf8);
+                writer.WriteString(utf8.AsSpan());
                 writer.Write("height");
-                writer.Write(outcome.Position.Height.ToString(CultureInfo.InvariantCulture));
+                var formatted = outcome.Position.Height.TryFormat(utf8, out var digits, default, CultureInfo.InvariantCulture);
+                Invariant.Check(formatted, "a height fits the hash's buffer");
+                writer.WriteString(utf8.AsSpan(0, digits));
                 writer.Write("index");
                 writer.Write(outcome.Position.Index);
             }

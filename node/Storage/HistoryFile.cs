@@ -77,7 +77,19 @@ public sealed class HistoryFile : IHistoryNodes, IDisposable
     {
         ArgumentNullException.ThrowIfNull(commitments);
         // Written in bounded chunks: a rebuild of a long history must not hold it all in memory.
-        var buffer = new byte[ChunkNodes * NodeBytes];
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(ChunkNodes * NodeBytes);
+        try
+        {
+            AppendChunked(commitments, buffer.AsSpan(0, ChunkNodes * NodeBytes));
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private void AppendChunked(IEnumerable<Hash32> commitments, Span<byte> buffer)
+    {
         var filled = 0;
         var position = (long)HistoryTree.PostOrderCount(frontier.LeafCount) * NodeBytes;
         var appended = 0UL;
@@ -85,7 +97,7 @@ public sealed class HistoryFile : IHistoryNodes, IDisposable
         {
             foreach (var node in frontier.Append(commitment))
             {
-                node.Hash.CopyTo(buffer.AsSpan(filled, NodeBytes));
+                node.Hash.CopyTo(buffer.Slice(filled, NodeBytes));
                 filled += NodeBytes;
                 if (filled == buffer.Length)
                 {
@@ -100,7 +112,7 @@ public sealed class HistoryFile : IHistoryNodes, IDisposable
 
         if (appended == 0)
             return;
-        RandomAccess.Write(handle, buffer.AsSpan(0, filled), position);
+        RandomAccess.Write(handle, buffer[..filled], position);
         RandomAccess.FlushToDisk(handle);
         Volatile.Write(ref committedLeaves, frontier.LeafCount);
     }

@@ -156,6 +156,28 @@ public sealed class RequestBudgetTests
     }
 
     [Fact]
+    public async Task ReadBodyAsync_BodyLongerThanItsDeclaredLength_Refuses413AndReleasesTheReservation()
+    {
+        // Kestrel never hands over more than Content-Length; a body source that does must not write past the array
+        // sized for it.
+        var budget = new RequestBudget(MiB);
+        using var result = await budget.ReadBodyAsync(Request(new CountingStream(new byte[5000]), declared: 100), MiB);
+        Assert.Null(result.Bytes);
+        Assert.Equal(413, result.Status);
+        Assert.Equal(0, budget.InUseBytes);
+    }
+
+    [Fact]
+    public async Task ReadBodyAsync_BodyShorterThanItsDeclaredLength_HoldsWhatArrived()
+    {
+        var budget = new RequestBudget(MiB);
+        var payload = Enumerable.Range(0, 300).Select(i => (byte)i).ToArray();
+        using var result = await budget.ReadBodyAsync(Request(new CountingStream(payload), declared: 1000), MiB);
+        Assert.Equal(payload, result.Bytes);
+        Assert.Equal(1000, budget.InUseBytes);
+    }
+
+    [Fact]
     public async Task ReadBodyAsync_ChunkedBody_ReservesInStepsNeverMoreThanItNeeds()
     {
         var budget = new RequestBudget(MiB);

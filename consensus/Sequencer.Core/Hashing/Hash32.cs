@@ -58,9 +58,24 @@ public readonly struct Hash32 : IEquatable<Hash32>, IComparable<Hash32>
     /// <summary>0x-prefixed lower-case hex, as the HTTP API writes hashes.</summary>
     public override string ToString()
     {
+        Span<byte> utf8 = stackalloc byte[HexLength];
+        FormatHex(utf8);
+        return System.Text.Encoding.ASCII.GetString(utf8);
+    }
+
+    /// <summary>The length of <see cref="FormatHex"/>'s text: "0x" and 64 hex digits.</summary>
+    public const int HexLength = 2 + (2 * Length);
+
+    /// <summary>Writes <see cref="ToString"/>'s text as UTF-8 into the first <see cref="HexLength"/> bytes, allocating nothing.</summary>
+    public void FormatHex(Span<byte> utf8)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(utf8.Length, HexLength);
         Span<byte> bytes = stackalloc byte[Length];
         CopyTo(bytes);
-        return "0x" + Convert.ToHexStringLower(bytes);
+        utf8[0] = (byte)'0';
+        utf8[1] = (byte)'x';
+        var written = Convert.TryToHexStringLower(bytes, utf8[2..], out var count);
+        Invariant.Check(written && count == 2 * Length, "a hash formats as 64 hex digits");
     }
 
     /// <summary>Parses 0x-prefixed hex of exactly 32 bytes. Returns false for anything else.</summary>

@@ -43,19 +43,28 @@ public static class MerkleTree
         if (leaves.IsEmpty)
             return EmptyRoot;
 
-        var level = new Hash32[leaves.Length];
-        for (var i = 0; i < leaves.Length; i++)
-            level[i] = HashLeaf(leaves[i]);
-
-        for (var size = level.Length; size > 1; size = (size + 1) / 2)
+        // A batch's worth of hashes is on the large object heap at saturation: borrow the scratch level.
+        var rented = System.Buffers.ArrayPool<Hash32>.Shared.Rent(leaves.Length);
+        try
         {
-            for (var i = 0; i < size / 2; i++)
-                level[i] = HashNode(level[2 * i], level[2 * i + 1]);
-            if ((size & 1) == 1)
-                level[size / 2] = level[size - 1];
-        }
+            var level = rented.AsSpan(0, leaves.Length);
+            for (var i = 0; i < leaves.Length; i++)
+                level[i] = HashLeaf(leaves[i]);
 
-        return level[0];
+            for (var size = level.Length; size > 1; size = (size + 1) / 2)
+            {
+                for (var i = 0; i < size / 2; i++)
+                    level[i] = HashNode(level[2 * i], level[2 * i + 1]);
+                if ((size & 1) == 1)
+                    level[size / 2] = level[size - 1];
+            }
+
+            return level[0];
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<Hash32>.Shared.Return(rented);
+        }
     }
 
     /// <summary>

@@ -22,8 +22,12 @@ public interface IOrderedTxLookup
 /// <param name="Duplicate">True when the tx was already ordered (earlier, or earlier in this batch) and was dropped.</param>
 /// <param name="Rejected">Set when the chain's rules dropped the tx (invalid, or its (sender, nonce) is taken or not
 /// next): it is not ordered, and <paramref name="Position"/> is default.</param>
-/// <param name="ConflictsWith">For a nonce already used: the ordered tx that holds it, when known.</param>
-public readonly record struct TxOutcome(Hash32 Hash, TxPosition Position, bool Duplicate, TxRejection? Rejected = null, Hash32? ConflictsWith = null);
+/// <remarks>64 bytes: one is kept per proposed tx of every batch, so the rare conflict rides in the rejection.</remarks>
+public readonly record struct TxOutcome(Hash32 Hash, TxPosition Position, bool Duplicate, TxRejection? Rejected = null)
+{
+    /// <summary>For a nonce already used: the ordered tx that holds it, when known.</summary>
+    public Hash32? ConflictsWith => Rejected?.ConflictsWith;
+}
 
 /// <summary>The chain's rules at apply, and the account states they read (ethereum mode); null in opaque mode.</summary>
 /// <param name="Rules">The validity rules.</param>
@@ -86,8 +90,11 @@ public static class BatchApplier
         var height = (previous?.Height ?? 0) + 1;
         var txs = command.Txs;
         var outcomes = new TxOutcome[txs.Count];
-        var leaves = new List<Hash32>(txs.Count);
-        var received = new List<ulong>(txs.Count);
+        // Sized for every tx (a duplicate or a refusal is rare) and cut to the ordered count at the end: no list
+        // and no copy of a batch's worth of hashes (a batch at saturation is thousands of txs, on the large object heap).
+        var leaves = new Hash32[txs.Count];
+        var received = new ulong[txs.Count];
+        var ordered0 = 0;
         var inThisBatch = new Dictionary<Hash32, int>(txs.Count);
         var hasReceived = command.ReceivedAgoMs.Count == txs.Count;
         Invariant.Check(validation?.Known is null || validation.Known.Count == txs.Count, "one known account per tx");
@@ -115,18 +122,20 @@ public static class BatchApplier
             {
                 if (validation is not null)
                     accounts!.Add(account);
-                index = leaves.Count;
+                index = ordered0++;
                 inThisBatch.Add(hash, index);
-                leaves.Add(hash);
-                received.Add(hasReceived ? command.LeaderTimestampMs - Math.Min(command.LeaderTimestampMs, command.ReceivedAgoMs[i]) : 0);
+                leaves[index] = hash;
+                received[index] = hasReceived ? command.LeaderTimestampMs - Math.Min(command.LeaderTimestampMs, command.ReceivedAgoMs[i]) : 0;
                 outcomes[i] = new TxOutcome(hash, new TxPosition(height, index), Duplicate: false);
             }
         }
 
-        if (leaves.Count == 0)
+        if (ordered0 == 0)
             return new AppliedBatch { Header = null, TxHashes = [], ReceivedMs = [], Outcomes = outcomes };
 
-        var hashes = leaves.ToArray();
+        var hashes = ordered0 == leaves.Length ? leaves : leaves.AsSpan(0, ordered0).ToArray();
+        if (ordered0 != received.Length)
+            received = received.AsSpan(0, ordered0).ToArray();
         // A leader with a clock behind its predecessor's must not move time backwards in the chain.
         var timestamp = Math.Max(previous?.TimestampMs ?? 0, command.LeaderTimestampMs);
         var header = new BatchHeader(
@@ -150,7 +159,7 @@ public static class BatchApplier
                 accounts[i].WriteTo(encoded.AsSpan(i * TxAccount.EncodedLength));
         }
 
-        return new AppliedBatch { Header = header, TxHashes = hashes, ReceivedMs = received.ToArray(), Outcomes = outcomes, TxAccounts = encoded };
+        return new AppliedBatch { Header = header, TxHashes = hashes, ReceivedMs = received, Outcomes = outcomes, TxAccounts = encoded };
     }
 
     // The chain's rules for one tx that is not a duplicate: null when it is ordered (and its sender's state in `touched`
@@ -169,8 +178,10 @@ public static class BatchApplier
         if (account.Nonce < state.NextNonce)
         {
             return new TxOutcome(hash, default, Duplicate: false,
-                new TxRejection("nonce_used", $"nonce {account.Nonce} of {account.Sender} is already ordered (its next nonce is {state.NextNonce})"),
-                account.Nonce + 1 == state.NextNonce ? state.LastTx : null);
+                new TxRejection("nonce_used", $"nonce {account.Nonce} of {account.Sender} is already ordered (its next nonce is {state.NextNonce})")
+                {
+                    ConflictsWith = account.Nonce + 1 == state.NextNonce ? state.LastTx : null,
+                });
         }
 
         if (account.Nonce > state.NextNonce || account.Nonce == ulong.MaxValue)

@@ -79,7 +79,11 @@ public readonly record struct TxAccount(SenderId Sender, ulong Nonce)
 }
 
 /// <summary>Why a tx is not valid under the chain's rules: a stable code for the API and a human message.</summary>
-public sealed record TxRejection(string Code, string Message);
+public sealed record TxRejection(string Code, string Message)
+{
+    /// <summary>For a nonce already used: the ordered tx that holds it, when known.</summary>
+    public Hash32? ConflictsWith { get; init; }
+}
 
 /// <summary>
 /// The chain's validity rules for one tx. Deterministic (the same answer on every node for the same bytes) and pure.
