@@ -96,6 +96,10 @@ public static partial class NodeRunner
         });
         builder.Logging.SetMinimumLevel(LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        // Hosting's request log writes only request start and finish (Information), and while it is enabled at any
+        // level ASP.NET Core creates an Activity and a log scope for every request (a twentieth of a single submit's
+        // allocations); Kestrel's own category still logs unhandled errors.
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         // SEQUENCER_DOTNEXT_LOG=Debug shows DotNext's Raft internals when diagnosing a cluster.
         builder.Logging.AddFilter("DotNext", Enum.TryParse<LogLevel>(Environment.GetEnvironmentVariable("SEQUENCER_DOTNEXT_LOG"), out var dotNextLevel) ? dotNextLevel : LogLevel.Warning);
         var api = new Uri(options.Api);
