@@ -108,8 +108,13 @@ public sealed record SequencerLimits
     /// <summary>The batch count in one grouped store transaction.</summary>
     public int PersistGroupBatches { get; init; } = 256;
 
-    /// <summary>How often applied batches are written to the store in one grouped transaction.</summary>
-    public int PersistIntervalMs { get; init; } = 50;
+    /// <summary>
+    /// How often applied batches are written to the store in one grouped transaction (sooner when
+    /// <see cref="PersistGroupBatches"/> are waiting or apply needs room). The Raft log keeps them durable meanwhile;
+    /// each write costs three fsyncs on the disk the log's flushes share, so fewer writes are faster submits at low load
+    /// (measured: one closed-loop client with signing, 512 tx/s at 50 ms, 592 at 200).
+    /// </summary>
+    public int PersistIntervalMs { get; init; } = 200;
 
     /// <summary>
     /// The most head-signing sessions in flight (planned, applied or aggregated but not yet signed). A new one starts

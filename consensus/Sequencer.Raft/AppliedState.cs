@@ -528,6 +528,12 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
     }
 
+    private bool FullGroupWaiting()
+    {
+        lock (gate)
+            return unpersisted.Count >= limits.PersistGroupBatches;
+    }
+
     /// <summary>Writes every applied entry to the store now; used before a snapshot install and at shutdown.</summary>
     public async Task FlushAsync(CancellationToken token)
     {
@@ -581,7 +587,11 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             var backoff = TimeSpan.Zero;
             try
             {
-                while (PersistOnce(limits.PersistGroupBatches))
+                // One group per wake unless a full group is waiting: entries applied while a group was being written
+                // wait for the next wake instead of making a second small transaction (each costs the store's, the
+                // history file's and a tx index run's fsyncs, on the disk the Raft log's flushes wait for). A full
+                // group, or apply waiting for room (it sets the work signal), goes on at once.
+                while (PersistOnce(limits.PersistGroupBatches) && FullGroupWaiting())
                     loop.Beat();
 
                 failures = 0;
