@@ -97,7 +97,7 @@ public sealed class RequestBudget
         {
             // A declared length is read straight into an array of that size (one allocation, no copy at the end);
             // a chunked body grows a buffer.
-            var exact = declared is { } length0 ? new byte[length0] : null;
+            var exact = declared is { } declaredLength ? new byte[declaredLength] : null;
             var growing = exact is null ? new ArrayBufferWriter<byte>(Math.Min(StepBytes, maxBytes)) : null;
             long written = 0;
             var reader = context.Request.BodyReader;

@@ -94,7 +94,7 @@ public static class BatchApplier
         // and no copy of a batch's worth of hashes (a batch at saturation is thousands of txs, on the large object heap).
         var leaves = new Hash32[txs.Count];
         var received = new ulong[txs.Count];
-        var ordered0 = 0;
+        var orderedCount = 0;
         var inThisBatch = new Dictionary<Hash32, int>(txs.Count);
         var hasReceived = command.ReceivedAgoMs.Count == txs.Count;
         Invariant.Check(validation?.Known is null || validation.Known.Count == txs.Count, "one known account per tx");
@@ -122,7 +122,7 @@ public static class BatchApplier
             {
                 if (validation is not null)
                     accounts!.Add(account);
-                index = ordered0++;
+                index = orderedCount++;
                 inThisBatch.Add(hash, index);
                 leaves[index] = hash;
                 received[index] = hasReceived ? command.LeaderTimestampMs - Math.Min(command.LeaderTimestampMs, command.ReceivedAgoMs[i]) : 0;
@@ -130,12 +130,12 @@ public static class BatchApplier
             }
         }
 
-        if (ordered0 == 0)
+        if (orderedCount == 0)
             return new AppliedBatch { Header = null, TxHashes = [], ReceivedMs = [], Outcomes = outcomes };
 
-        var hashes = ordered0 == leaves.Length ? leaves : leaves.AsSpan(0, ordered0).ToArray();
-        if (ordered0 != received.Length)
-            received = received.AsSpan(0, ordered0).ToArray();
+        var hashes = orderedCount == leaves.Length ? leaves : leaves.AsSpan(0, orderedCount).ToArray();
+        if (orderedCount != received.Length)
+            received = received.AsSpan(0, orderedCount).ToArray();
         // A leader with a clock behind its predecessor's must not move time backwards in the chain.
         var timestamp = Math.Max(previous?.TimestampMs ?? 0, command.LeaderTimestampMs);
         var header = new BatchHeader(
