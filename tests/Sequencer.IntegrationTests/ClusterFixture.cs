@@ -129,6 +129,24 @@ internal sealed class TestCluster : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The last <paramref name="lines"/> of the node's log once one of them contains <paramref name="text"/>, or after
+    /// <paramref name="timeout"/> (then without it): the console logger writes on its own thread, so a line can follow
+    /// the state it reports by a moment.
+    /// </summary>
+    public async Task<string> WaitForLogAsync(int node, string text, TimeSpan timeout, int lines = 400)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        var tail = Cluster.Node(node).Tail(lines);
+        while (!tail.Contains(text, StringComparison.Ordinal) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+            tail = Cluster.Node(node).Tail(lines);
+        }
+
+        return tail;
+    }
+
     public string Logs() => string.Join("\n", Cluster.Nodes.Select(n => $"--- node{n.Spec.Id} ---\n{n.Tail(30)}"));
 
     public async ValueTask DisposeAsync()

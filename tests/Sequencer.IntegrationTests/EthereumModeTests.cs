@@ -109,7 +109,7 @@ public sealed class EthereumModeTests
         // decides alike.
         test.Cluster.Node(follower).Start();
         await test.WaitForConvergenceAsync(TimeSpan.FromSeconds(60));
-        Assert.Contains("Installed a snapshot", test.Cluster.Node(follower).Tail(400), StringComparison.Ordinal);
+        Assert.Contains("Installed a snapshot", await test.WaitForLogAsync(follower, "Installed a snapshot", TimeSpan.FromSeconds(10)), StringComparison.Ordinal);
         var view = await ClusterViewAsync(Api(test, follower));
         Assert.True(PrunedHeight(view) >= height, view.ToString());
         Assert.Equal("61", (await AccountAsync(Api(test, follower), alice)).GetProperty("nextNonce").GetString());

@@ -56,7 +56,7 @@ public sealed class RecoveryTests
         var chains = await test.ReadChainsAsync();
         Assert.Equal(3, chains.Count);
         InvariantAssert.AllPass(InvariantChecker.Check(workload.History.Snapshot(), chains), test.Logs);
-        Assert.Contains("Installed a snapshot", test.Cluster.Node(follower).Tail(200), StringComparison.Ordinal);
+        Assert.Contains("Installed a snapshot", await test.WaitForLogAsync(follower, "Installed a snapshot", TimeSpan.FromSeconds(10), 200), StringComparison.Ordinal);
     }
 
     [Fact]
@@ -97,7 +97,7 @@ public sealed class RecoveryTests
         // The follower comes back to an idle cluster: nothing new arrives to move the snapshot point by itself.
         test.Cluster.Node(follower).Start();
         await test.WaitForConvergenceAsync(TimeSpan.FromSeconds(60));
-        var tail = test.Cluster.Node(follower).Tail(400);
+        var tail = await test.WaitForLogAsync(follower, "Installed a snapshot", TimeSpan.FromSeconds(10));
         var installs = tail.Split('\n').Count(l => l.Contains("Installed a snapshot", StringComparison.Ordinal));
         Assert.True(installs is >= 1 and <= 4, $"the follower installed {installs} snapshots (1 to 4 expected; the leader's point {leaderSnapshot}, the follower's log {followerLog}); its log:\n{tail}");
 
