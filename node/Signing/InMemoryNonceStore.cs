@@ -30,6 +30,9 @@ public sealed class InMemoryNonceStore : INonceStore
     public int Uncompacted => 0;
 
     /// <inheritdoc/>
+    public IReadOnlySet<ulong> LostAtOpen { get; } = new HashSet<ulong>();
+
+    /// <inheritdoc/>
     public ulong Epoch
     {
         get

@@ -90,6 +90,14 @@ public interface INonceStore : IDisposable
 
     /// <summary>Folds taken nonces into the store's compact form (a no-op for a store without one).</summary>
     void Compact();
+
+    /// <summary>
+    /// The sequences (of <see cref="Epoch"/>) that this store dropped when it opened because a crash may have left
+    /// them used without a record (they were reserved by a synced record, and a take record after it may not have
+    /// reached the disk). Their commitments may still be in the log's pool: the signer replaces the pool when it
+    /// offers one of them. Empty for a store that never loses one.
+    /// </summary>
+    IReadOnlySet<ulong> LostAtOpen { get; }
 }
 
 /// <summary>
@@ -99,8 +107,15 @@ public interface INonceStore : IDisposable
 /// </summary>
 /// <remarks>
 /// <para>The secrets live in <see cref="NonceFile"/>, the project's own file, in a directory of mode 0700: nonces are
-/// as secret as the key share. Taking is on the signing hot path: a take is one append to <c>used-N.log</c> and one
-/// fsync (for every nonce taken at once), and a nonce in that log is never handed out again. In the background
+/// as secret as the key share. Taking is on the signing hot path: a take is one append to <c>used-N.log</c>, and a
+/// nonce in that log is never handed out again. The fsync that makes a take durable is shared by many takes: a take
+/// above the store's reservation first appends a reservation record, "every stored nonce below sequence R is used",
+/// with R <see cref="DefaultReserveAhead"/> past the take, and syncs it with the take; takes below R append their
+/// records without an fsync (a killed process loses nothing the kernel has; a power failure can lose those records,
+/// and then the next open drops every stored nonce below R that the log does not name, used or not:
+/// <see cref="INonceStore.LostAtOpen"/>). A signer takes its nonces in sequence order (the leader picks each signer's
+/// lowest free commitment), so this is one fsync per <see cref="DefaultReserveAhead"/> sessions instead of one per
+/// session, on the disk the Raft log's flushes wait for. In the background
 /// (<see cref="Compact"/>) the taken nonces are erased in place in the nonce file (overwritten with zeros, fsynced),
 /// their public use records are moved to LiteDB (<c>uses.db</c>, an audit only, made durable by <see cref="Storage.LiteDbLog"/>:
 /// one fsync per compaction), and only then is the log deleted; so the tombstone of a used nonce is always on disk, in
@@ -124,9 +139,18 @@ public sealed class NonceStore : INonceStore
     private readonly Lock compactor = new();
     private readonly int maxUncompacted;
     private readonly string directory;
+    private readonly int reserveAhead;
     private FileStream journal;
     private long journalNumber;
+    private bool journalHasTakes;
     private int compactions;
+
+    // The durable reservation: every stored nonce of reservedEpoch below reservedThrough is used or dead after a crash.
+    private ulong reservedEpoch;
+    private ulong reservedThrough;
+    private byte[] reservedBoot = [];
+    private readonly byte[] bootId;
+    private readonly HashSet<ulong> lostAtOpen = [];
     private readonly Dictionary<ulong, (ulong Epoch, byte[] Commitment, NonceUse? Use)> taken = [];
 
     /// <summary>Opens (or creates) the store in <paramref name="directory"/>, which is made owner-only.</summary>
@@ -137,14 +161,25 @@ public sealed class NonceStore : INonceStore
     }
 
     /// <summary>
-    /// As <see cref="NonceStore(string)"/>; <paramref name="failAuditWrite"/> (tests) fails the audit database's writes
-    /// as a full disk does, and <paramref name="maxUncompacted"/> (tests) lowers <see cref="INonceStore.MaxUncompacted"/>.
+    /// How far past a take that needs a new reservation the reservation reaches: 16 takes share one fsync, and a crash
+    /// (of the machine, not of the process) can cost a signer up to 16 unused nonces and a pool replacement.
     /// </summary>
-    internal NonceStore(string directory, Func<bool>? failAuditWrite, int maxUncompacted = INonceStore.MaxUncompacted)
+    public const int DefaultReserveAhead = 16;
+
+    /// <summary>
+    /// As <see cref="NonceStore(string)"/>; <paramref name="failAuditWrite"/> (tests) fails the audit database's writes
+    /// as a full disk does, <paramref name="maxUncompacted"/> (tests) lowers <see cref="INonceStore.MaxUncompacted"/>,
+    /// <paramref name="reserveAhead"/> sets how far a reservation reaches past its take (0: every take syncs), and
+    /// <paramref name="bootId"/> (tests) stands for the machine's boot id (another value: the machine rebooted).
+    /// </summary>
+    internal NonceStore(string directory, Func<bool>? failAuditWrite, int maxUncompacted = INonceStore.MaxUncompacted, int reserveAhead = DefaultReserveAhead, string? bootId = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxUncompacted, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(reserveAhead);
         this.maxUncompacted = maxUncompacted;
+        this.reserveAhead = reserveAhead;
+        this.bootId = bootId is null ? ReadBootId() : System.Text.Encoding.ASCII.GetBytes(bootId);
         var info = Directory.CreateDirectory(directory);
         if (!OperatingSystem.IsWindows())
             info.UnixFileMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
@@ -169,10 +204,72 @@ public sealed class NonceStore : INonceStore
             ReadJournal(stream);
         }
 
+        // A reservation of the current epoch covers nonces whose take records were not synced. Written since this
+        // machine booted, every record written after it is still readable (the kernel keeps what a killed process
+        // wrote); from an earlier boot (a power failure or a crash of the machine), records after it may be lost, so
+        // every stored nonce below it that the log does not name is dropped, as if used: tombstoned in the new log
+        // (synced, before a reservation of this boot goes beside them) and erased by the compaction below.
+        List<(ulong Sequence, byte[] Commitment)> lost = [];
+        if (reservedEpoch == file.Epoch && reservedThrough > 0 && (reservedBoot.Length == 0 || !reservedBoot.AsSpan().SequenceEqual(this.bootId)))
+        {
+            foreach (var (sequence, entry) in file.Live)
+            {
+                if (sequence < reservedThrough && !taken.ContainsKey(sequence))
+                    lost.Add((sequence, entry.Commitment));
+            }
+        }
+        else if (reservedEpoch != file.Epoch)
+        {
+            (reservedEpoch, reservedThrough) = (file.Epoch, 0);
+        }
+
         journalNumber = logs.Count == 0 ? 1 : logs[^1].Number + 1;
         journal = OpenJournal(journalNumber);
+        journalHasTakes = lost.Count > 0;
+        foreach (var (sequence, commitment) in lost)
+        {
+            journal.Write(EncodeRecord(file.Epoch, sequence, commitment, null));
+            taken[sequence] = (file.Epoch, commitment, null);
+            lostAtOpen.Add(sequence);
+        }
+
+        WriteReservation();
         DurableFiles.SyncDirectory(this.directory);
         Compact();
+    }
+
+    /// <inheritdoc/>
+    public IReadOnlySet<ulong> LostAtOpen => lostAtOpen;
+
+    // This boot of the machine (Linux; empty where unknown, and then every reservation counts as from another boot).
+    private static byte[] ReadBootId()
+    {
+        try
+        {
+            return OperatingSystem.IsLinux() ? System.Text.Encoding.ASCII.GetBytes(File.ReadAllText("/proc/sys/kernel/random/boot_id").Trim()) : [];
+        }
+        catch (IOException)
+        {
+            return [];
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return [];
+        }
+    }
+
+    // Appends the current reservation, with this boot's id, to the journal and syncs it: a new journal carries it
+    // before the one that held it can be deleted.
+    private void WriteReservation()
+    {
+        if (reservedThrough == 0)
+        {
+            journal.Flush(flushToDisk: true);
+            return;
+        }
+
+        journal.Write(EncodeRecord(reservedEpoch, reservedThrough, [], null, bootId));
+        journal.Flush(flushToDisk: true);
     }
 
     private FileStream OpenJournal(long number)
@@ -208,7 +305,7 @@ public sealed class NonceStore : INonceStore
             if (taken.Count == 0)
                 return;
             batch = new Dictionary<ulong, (ulong, byte[], NonceUse?)>(taken);
-            if (journal.Length == 0)
+            if (!journalHasTakes)
             {
                 // Every taken nonce is in an older log (an earlier compaction failed after its switch): a retry opens
                 // no new log, so a failing audit database leaves one log per batch of takes, not one per attempt.
@@ -217,8 +314,19 @@ public sealed class NonceStore : INonceStore
             else
             {
                 through = journalNumber;
+                journal.Flush(flushToDisk: true);
                 journal.Dispose();
                 journal = OpenJournal(++journalNumber);
+                journalHasTakes = false;
+
+                // The reservation moves into the new log, synced with its directory entry, before the old logs (which
+                // held it) can go.
+                if (reservedThrough > 0)
+                {
+                    WriteReservation();
+                    DurableFiles.SyncDirectory(directory);
+                }
+
                 CrashPoints.Reach("compact-after-switch");
             }
 
@@ -278,7 +386,8 @@ public sealed class NonceStore : INonceStore
     private static long UseId(ulong epoch, ulong sequence) => unchecked((long)((epoch << 48) | (sequence & ((1UL << 48) - 1))));
 
     // One record per taken nonce: length-prefixed, with a SHA-256 prefix as checksum.
-    private static byte[] EncodeRecord(ulong epoch, ulong sequence, byte[] commitment, NonceUse? use)
+    // A reservation is a record with no commitment and no use, then the boot id it was written in.
+    private static byte[] EncodeRecord(ulong epoch, ulong sequence, byte[] commitment, NonceUse? use, byte[]? reservationBoot = null)
     {
         using var body = new MemoryStream();
         using (var writer = new BinaryWriter(body, System.Text.Encoding.UTF8, leaveOpen: true))
@@ -300,6 +409,12 @@ public sealed class NonceStore : INonceStore
                 writer.Write((ushort)use.CommitmentListHash.Length);
                 writer.Write(use.CommitmentListHash);
             }
+
+            if (reservationBoot is not null)
+            {
+                writer.Write((byte)reservationBoot.Length);
+                writer.Write(reservationBoot);
+            }
         }
 
         var payload = body.ToArray();
@@ -310,16 +425,24 @@ public sealed class NonceStore : INonceStore
         return record;
     }
 
-    private void ReadJournal(FileStream journal)
+    // One record of a used-nonce log: a take (a commitment, and the use when recorded) or a reservation (no
+    // commitment; its sequence is the bound, with the boot id it was written in).
+    private readonly record struct JournalRecord(ulong Epoch, ulong Sequence, byte[] Commitment, NonceUse? Use, byte[] Boot)
     {
-        journal.Position = 0;
-        using var reader = new BinaryReader(journal, System.Text.Encoding.UTF8, leaveOpen: true);
+        public bool IsReservation => Commitment.Length == 0;
+    }
+
+    // Reads a log's whole records in order and returns the length they span (a torn tail after it is not one).
+    private static long ReadRecords(Stream log, List<JournalRecord> records)
+    {
+        log.Position = 0;
+        using var reader = new BinaryReader(log, System.Text.Encoding.UTF8, leaveOpen: true);
         long good = 0;
-        while (journal.Length - journal.Position >= 8)
+        while (log.Length - log.Position >= 8)
         {
             var length = reader.ReadInt32();
             var check = reader.ReadBytes(4);
-            if (length <= 0 || length > 64 * 1024 || journal.Length - journal.Position < length)
+            if (length <= 0 || length > 64 * 1024 || log.Length - log.Position < length)
                 break;
             var payload = reader.ReadBytes(length);
             if (!System.Security.Cryptography.SHA256.HashData(payload).AsSpan(0, 4).SequenceEqual(check))
@@ -339,8 +462,50 @@ public sealed class NonceStore : INonceStore
                 use = new NonceUse(height, attempt, message, signers, listHash);
             }
 
-            taken[sequence] = (epoch, commitment, use);
-            good = journal.Position;
+            var boot = commitment.Length == 0 && body.BaseStream.Position < body.BaseStream.Length ? body.ReadBytes(body.ReadByte()) : [];
+            records.Add(new JournalRecord(epoch, sequence, commitment, use, boot));
+            good = log.Position;
+        }
+
+        return good;
+    }
+
+    /// <summary>The take records in this store's used-nonce logs, read from the disk (tests: a compacted store's logs hold reservations only).</summary>
+    internal int LoggedTakes()
+    {
+        lock (writer)
+        {
+            var records = new List<JournalRecord>();
+            foreach (var path in Directory.EnumerateFiles(directory, "used-*.log"))
+            {
+                if (path == journal.Name)
+                    continue;
+                using var log = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+                ReadRecords(log, records);
+            }
+
+            // The open log (locked by this store) through its own handle, which then goes back to its end.
+            journal.Flush(flushToDisk: false);
+            ReadRecords(journal, records);
+            journal.Position = journal.Length;
+
+            return records.Count(r => !r.IsReservation);
+        }
+    }
+
+    private void ReadJournal(FileStream journal)
+    {
+        var records = new List<JournalRecord>();
+        var good = ReadRecords(journal, records);
+        foreach (var record in records)
+        {
+            if (!record.IsReservation)
+                taken[record.Sequence] = (record.Epoch, record.Commitment, record.Use);
+
+            // A reservation: every stored nonce of its epoch below its sequence. The latest one counts (they only grow,
+            // and a compaction copies the current one into the next log).
+            else if (record.Epoch == file.Epoch && (reservedEpoch != record.Epoch || record.Sequence >= reservedThrough))
+                (reservedEpoch, reservedThrough, reservedBoot) = (record.Epoch, record.Sequence, record.Boot);
         }
 
         // A torn tail was never synced: no share made with it left the node.
@@ -463,6 +628,7 @@ public sealed class NonceStore : INonceStore
             if (file.Epoch != epoch || sequences.Count == 0)
                 return result;
             using var records = new MemoryStream();
+            ulong highest = 0;
             foreach (var (sequence, use) in sequences)
             {
                 if (taken.ContainsKey(sequence) || !file.Live.TryGetValue(sequence, out var entry))
@@ -477,16 +643,30 @@ public sealed class NonceStore : INonceStore
                 System.Security.Cryptography.CryptographicOperations.ZeroMemory(d);
                 System.Security.Cryptography.CryptographicOperations.ZeroMemory(e);
                 records.Write(EncodeRecord(epoch, sequence, entry.Commitment, use));
+                highest = Math.Max(highest, sequence);
             }
 
             if (result.Count == 0)
                 return result;
 
-            // The durable tombstone: once this returns, these nonces are used for good, whatever happens next.
+            // The durable tombstone: once this returns, these nonces are used for good, whatever happens next. Below
+            // the synced reservation a take's own record need not be synced: a crash that loses it drops the nonce
+            // at the next open all the same. Above it, a new reservation goes first, and is synced with the take.
+            if (reservedEpoch != epoch)
+                (reservedEpoch, reservedThrough) = (epoch, 0);
+            var reserve = highest >= reservedThrough;
+            if (reserve)
+                journal.Write(EncodeRecord(epoch, highest + 1 + (ulong)reserveAhead, [], null, bootId));
             journal.Write(records.GetBuffer(), 0, (int)records.Length);
+            journalHasTakes = true;
             journal.Flush(flushToDisk: false);
             CrashPoints.Reach("take-before-sync");
-            journal.Flush(flushToDisk: true);
+            if (reserve)
+            {
+                journal.Flush(flushToDisk: true);
+                reservedThrough = highest + 1 + (ulong)reserveAhead;
+            }
+
             CrashPoints.Reach("take-after-sync");
             foreach (var (sequence, (_, commitment)) in result)
                 taken[sequence] = (epoch, commitment, sequences[sequence]);

@@ -493,13 +493,14 @@ public sealed partial class SignerService : IAsyncDisposable
 
     /// <summary>
     /// Keeps the published pool at the target: republishes stored but unpublished commitments, or makes new ones. When
-    /// this signer holds none of its lowest published commitments (its nonces were lost with its data), the next
-    /// publication replaces every unused one, so that sessions stop choosing commitments no share can come for.
+    /// this signer holds none of its lowest published commitments (its nonces were lost with its data), or the pool
+    /// offers one its store dropped at open (<see cref="INonceStore.LostAtOpen"/>), the next publication replaces every
+    /// unused one, so that sessions stop choosing commitments no share can come for.
     /// </summary>
     private void Replenish()
     {
         var (available, next) = state.CommitmentsOf(share.Identifier);
-        var replace = available > 0 && HoldsNoneOfThePool();
+        var replace = available > 0 && PoolNeedsReplacing();
         if (available >= limits.NoncePoolTarget / 2 && !replace)
             return;
         var now = Stopwatch.GetTimestamp();
@@ -574,11 +575,12 @@ public sealed partial class SignerService : IAsyncDisposable
         }
     }
 
-    // True when none of the lowest published commitments is one this signer holds (same sequence, same value). Checked
+    // True when none of the lowest published commitments is one this signer holds (same sequence, same value), or the
+    // pool offers one the store dropped at open. Checked
     // at most once a second. A session that uses one of them at the same moment can make one look missing, never all of
     // them; a node still catching up may see commitments it used since as unused, and then replaces a pool it could
     // have used: that costs a publication, never a nonce.
-    private bool HoldsNoneOfThePool()
+    private bool PoolNeedsReplacing()
     {
         var now = Stopwatch.GetTimestamp();
         if (lastPoolCheck != 0 && Stopwatch.GetElapsedTime(lastPoolCheck, now) < PoolCheckInterval)
@@ -589,6 +591,15 @@ public sealed partial class SignerService : IAsyncDisposable
             return false;
         if (nonces.Epoch != epoch)
             return true;
+
+        // Nonces the store dropped at open (a crash may have used them without a durable record): a pool that still
+        // offers one is replaced, or every session that picks one is refused.
+        if (nonces.LostAtOpen.Count > 0
+            && state.AvailableCommitments(share.Identifier, 4 * PoolCheckSize).Any(o => nonces.LostAtOpen.Contains(o.Sequence)))
+        {
+            return true;
+        }
+
         var held = nonces.CommitmentsFrom(offered[0].Sequence, 4 * PoolCheckSize).ToDictionary(c => c.Sequence, c => c.Commitment);
         return !offered.Any(o => held.TryGetValue(o.Sequence, out var value) && value.AsSpan().SequenceEqual(o.Value));
     }

@@ -138,7 +138,7 @@ public sealed class DurableNonceStoreTests : NonceStoreContractTests
             store.Generate(1, Shares[0], 1, 4);
             store.Take(1, new Dictionary<ulong, NonceUse?> { [2] = use, [3] = use with { Height = 12 } });
             store.Compact();
-            Assert.DoesNotContain(System.IO.Directory.GetFiles(Directory, "used-*.log"), f => new FileInfo(f).Length > 0);
+            Assert.Equal(0, store.LoggedTakes());
             System.IO.Directory.CreateDirectory(copy);
             foreach (var file in System.IO.Directory.GetFiles(Directory, "uses*.db"))
                 File.Copy(file, Path.Combine(copy, Path.GetFileName(file)));
@@ -218,7 +218,7 @@ public sealed class DurableNonceStoreTests : NonceStoreContractTests
         using (var store = new NonceStore(Directory, () => Volatile.Read(ref fail), Bound))
         {
             Assert.Equal(0, store.Uncompacted);
-            Assert.DoesNotContain(System.IO.Directory.GetFiles(Directory, "used-*.log"), f => new FileInfo(f).Length > 0);
+            Assert.Equal(0, store.LoggedTakes());
             Assert.Equal([.. Enumerable.Range(1, Bound).Select(i => ((ulong)i, (ulong)i))], store.Uses(0, 100).Select(u => (u.Sequence, u.Use.Height)));
             var resumed = store.Take(1, Uses(1, 9, 10, 11, 12, 13));
             Assert.Equal([9UL, 10UL, 11UL, 12UL, 13UL], resumed.Keys.Order());
@@ -263,7 +263,7 @@ public sealed class DurableNonceStoreTests : NonceStoreContractTests
         {
             // Opening compacts: the records are erased and synced, then the log is deleted.
             Assert.Equal(0, store.Uncompacted);
-            Assert.DoesNotContain(System.IO.Directory.GetFiles(Directory, "used-*.log"), f => new FileInfo(f).Length > 0);
+            Assert.Equal(0, store.LoggedTakes());
         }
 
         Assert.True(File.ReadAllBytes(Path.Combine(Directory, "nonces.dat")).AsSpan().IndexOf(secret) < 0, "a taken nonce's secret is overwritten");
@@ -345,5 +345,94 @@ public sealed class DurableNonceStoreTests : NonceStoreContractTests
         using var store = new NonceStore(Directory);
         Assert.False(File.Exists(legacy));
         Assert.Equal(0, store.Count);
+    }
+    private string NewestLog() => System.IO.Directory.GetFiles(Directory, "used-*.log")
+        .OrderBy(f => long.Parse(Path.GetFileNameWithoutExtension(f)[5..], System.Globalization.CultureInfo.InvariantCulture)).Last();
+
+    [Fact]
+    public void TakesBelowTheReservation_SurviveAKilledProcess_AndAFailedMachineDropsEveryUnnamedNonceBelowIt()
+    {
+        // One take syncs a reservation 16 past itself (through 18); the next takes below it append their records
+        // without an fsync.
+        using (var store = new NonceStore(Directory, null, bootId: "boot-a"))
+        {
+            store.Generate(1, Shares[0], 1, 40);
+            Assert.Single(store.Take(1, Uses(1)));
+            Assert.Equal(2, store.Take(1, Uses(2, 3)).Count);
+        }
+
+        // The process died (same boot): the kernel kept every record, nothing is lost and the rest stay usable.
+        var synced = 0L;
+        using (var store = new NonceStore(Directory, null, bootId: "boot-a"))
+        {
+            Assert.Empty(store.LostAtOpen);
+            Assert.Empty(store.Take(1, Uses(1, 2, 3)));
+            Assert.Equal(37, store.Count);
+            Assert.Single(store.Take(1, Uses(4)));
+            synced = new FileInfo(NewestLog()).Length;
+            Assert.Equal(2, store.Take(1, Uses(5, 6)).Count);
+        }
+
+        // The machine failed (another boot) and the unsynced records after the last reservation were lost: every
+        // stored nonce below the reservation that the log does not name is dropped, whether it served or not.
+        using (var log = new FileStream(NewestLog(), FileMode.Open))
+            log.SetLength(synced);
+        using (var store = new NonceStore(Directory, null, bootId: "boot-b"))
+        {
+            Assert.Equal([.. Enumerable.Range(5, 13).Select(i => (ulong)i)], store.LostAtOpen.Order());
+            Assert.Empty(store.Take(1, Uses(5, 6, 7, 17)));
+            Assert.Equal(23, store.Count);
+            Assert.Equal([18UL], store.CommitmentsFrom(1, 1).Select(c => c.Sequence));
+            Assert.Single(store.Take(1, Uses(18)));
+        }
+
+        // What was dropped stays dropped (tombstoned before the new boot's reservation), and nothing else goes.
+        using (var store = new NonceStore(Directory, null, bootId: "boot-b"))
+        {
+            Assert.Empty(store.LostAtOpen);
+            Assert.Empty(store.Take(1, Uses(5, 17, 18)));
+            Assert.Equal(22, store.Count);
+        }
+    }
+
+    [Fact]
+    public void Compaction_CarriesTheReservation_SoATakeAfterItIsNotLostWithTheMachine()
+    {
+        long synced;
+        using (var store = new NonceStore(Directory, null, bootId: "boot-a"))
+        {
+            store.Generate(1, Shares[0], 1, 40);
+            Assert.Single(store.Take(1, Uses(1)));
+            store.Compact();
+
+            // The log that held the reservation is gone; the new one holds it, synced, and no take.
+            var log = Assert.Single(System.IO.Directory.GetFiles(Directory, "used-*.log"));
+            Assert.Equal(0, store.LoggedTakes());
+            synced = new FileInfo(log).Length;
+            Assert.True(synced > 0);
+            Assert.Single(store.Take(1, Uses(2)));
+        }
+
+        using (var log = new FileStream(NewestLog(), FileMode.Open))
+            log.SetLength(synced);
+        using var reopened = new NonceStore(Directory, null, bootId: "boot-b");
+        Assert.Empty(reopened.Take(1, Uses(2)));
+        Assert.Contains(2UL, reopened.LostAtOpen);
+        Assert.Single(reopened.Uses(0, 10));
+    }
+
+    [Fact]
+    public void WithoutAReservation_EveryTakeSyncs_AndNothingIsLostAtOpen()
+    {
+        using (var store = new NonceStore(Directory, null, reserveAhead: 0, bootId: "boot-a"))
+        {
+            store.Generate(1, Shares[0], 1, 10);
+            Assert.Single(store.Take(1, Uses(1)));
+            Assert.Single(store.Take(1, Uses(2)));
+        }
+
+        using var reopened = new NonceStore(Directory, null, reserveAhead: 0, bootId: "boot-b");
+        Assert.Empty(reopened.LostAtOpen);
+        Assert.Equal(8, reopened.Count);
     }
 }

@@ -111,6 +111,47 @@ public sealed class SignerServiceTests
         Assert.Equal(1UL, state.AvailableSequences(3, 1)[0]);
     }
 
+    [Fact]
+    public async Task ASignerWhoseStoreDroppedNoncesAtOpen_ReplacesThePoolThatOffersThem()
+    {
+        var (shares, group) = TrustedDealer.Generate(2, 3);
+        var time = TimeProvider.System;
+        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(0, long.MaxValue), time, NullLogger.Instance);
+        await state.ApplyAsync(SigningFixtures.EpochOne(group), 1, 1, CancellationToken.None);
+        var directory = Path.Combine(Path.GetTempPath(), "signer-lost-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            // Signer 2 published 40 commitments and took the first (a reservation 4 past it, through 6); then its machine
+            // failed. It still holds most of its pool (the lowest it holds, 6, is among the 16 the pool check reads).
+            using (var before = new NonceStore(directory, null, reserveAhead: 4, bootId: "boot-a"))
+            {
+                await PublishAsync(state, shares[1], before.Generate(1, shares[1], 1, 40), index: 2);
+                Assert.Single(before.Take(1, new Dictionary<ulong, NonceUse?> { [1] = null }));
+            }
+
+            using var store = new NonceStore(directory, null, reserveAhead: 4, bootId: "boot-b");
+            Assert.Equal([2UL, 3UL, 4UL, 5UL], store.LostAtOpen.Order());
+
+            using var channel = new CommittingChannel(state, 100);
+            await using (var signer = new SignerService(shares[1], group, 1, state, channel, store, Limits, new NodeMetrics(), NullLogger<SignerService>.Instance, SignerFault.None))
+            {
+                signer.Start(new BackgroundLoops(time));
+                var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+                while (state.AvailableSequences(2, 1) is [var lowest] && lowest <= 40 && DateTime.UtcNow < deadline)
+                    await Task.Delay(20);
+            }
+
+            // The pool offered sequences 1 to 40 (2 to 5 dropped): one replacement, from sequence 41.
+            var replacement = Assert.Single(channel.Published, p => p.ReplacesUnused);
+            Assert.Equal(41UL, replacement.FirstSequence);
+            Assert.All(state.AvailableSequences(2, 1024), s => Assert.True(s > 40));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
     /// <summary>A store whose compaction always fails (a full disk under its audit database), counting the tries.</summary>
     private sealed class FailingCompactionStore(int tries) : INonceStore
     {
@@ -126,6 +167,8 @@ public sealed class SignerServiceTests
         public int Uncompacted => INonceStore.MaxUncompacted;
 
         public ulong Epoch => 1;
+
+        public IReadOnlySet<ulong> LostAtOpen { get; } = new HashSet<ulong>();
 
         public ulong NextSequence(ulong epoch) => 1;
 
