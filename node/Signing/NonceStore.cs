@@ -162,7 +162,8 @@ public sealed class NonceStore : INonceStore
 
     /// <summary>
     /// How far past a take that needs a new reservation the reservation reaches: 16 takes share one fsync, and a crash
-    /// (of the machine, not of the process) can cost a signer up to 16 unused nonces and a pool replacement.
+    /// (of the machine, not of the process) can cost a signer the 16 unused nonces above its last take (and any lower
+    /// one a leader skipped) and a pool replacement.
     /// </summary>
     public const int DefaultReserveAhead = 16;
 
