@@ -73,20 +73,7 @@ public sealed class SignerServiceTests
         Assert.Equal((40, 41UL), state.CommitmentsOf(2));
 
         using var channel = new CommittingChannel(state, 100);
-        var loops = new BackgroundLoops(time);
-        using var stopping = new CancellationTokenSource();
-        await using (var signer = new SignerService(shares[1], group, 1, state, channel, new InMemoryNonceStore(), Limits, new NodeMetrics(), NullLogger<SignerService>.Instance, SignerFault.None))
-        {
-            signer.Start(loops);
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-            while (state.AvailableSequences(2, 1) is [var lowest] && lowest <= 40 && DateTime.UtcNow < deadline)
-                await Task.Delay(20);
-        }
-
-        // One replacement: every lost commitment left the pool, and the new ones start at the next sequence.
-        var replacement = Assert.Single(channel.Published, p => p.ReplacesUnused);
-        Assert.Equal(41UL, replacement.FirstSequence);
-        Assert.All(state.AvailableSequences(2, 1024), s => Assert.True(s > 40));
+        await RunUntilThePoolIsReplacedAsync(state, channel, shares[1], group, new InMemoryNonceStore(), time);
         Assert.True(state.CommitmentsOf(2).Available > 0);
 
         // A signer that holds its pool never replaces it.
@@ -132,24 +119,33 @@ public sealed class SignerServiceTests
             using var store = new NonceStore(directory, null, reserveAhead: 4, bootId: "boot-b");
             Assert.Equal([2UL, 3UL, 4UL, 5UL], store.LostAtOpen.Order());
 
+            // The pool offered sequences 1 to 40 (2 to 5 dropped).
             using var channel = new CommittingChannel(state, 100);
-            await using (var signer = new SignerService(shares[1], group, 1, state, channel, store, Limits, new NodeMetrics(), NullLogger<SignerService>.Instance, SignerFault.None))
-            {
-                signer.Start(new BackgroundLoops(time));
-                var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-                while (state.AvailableSequences(2, 1) is [var lowest] && lowest <= 40 && DateTime.UtcNow < deadline)
-                    await Task.Delay(20);
-            }
-
-            // The pool offered sequences 1 to 40 (2 to 5 dropped): one replacement, from sequence 41.
-            var replacement = Assert.Single(channel.Published, p => p.ReplacesUnused);
-            Assert.Equal(41UL, replacement.FirstSequence);
-            Assert.All(state.AvailableSequences(2, 1024), s => Assert.True(s > 40));
+            await RunUntilThePoolIsReplacedAsync(state, channel, shares[1], group, store, time);
         }
         finally
         {
             Directory.Delete(directory, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// Runs signer 2 on <paramref name="nonces"/> until its published pool (sequences 1 to 40) is replaced, and checks
+    /// the replacement: one publication that replaces every unused commitment, from sequence 41.
+    /// </summary>
+    private static async Task RunUntilThePoolIsReplacedAsync(AppliedState state, CommittingChannel channel, KeyShare share, GroupKey group, INonceStore nonces, TimeProvider time)
+    {
+        await using (var signer = new SignerService(share, group, 1, state, channel, nonces, Limits, new NodeMetrics(), NullLogger<SignerService>.Instance, SignerFault.None))
+        {
+            signer.Start(new BackgroundLoops(time));
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+            while (state.AvailableSequences(2, 1) is [var lowest] && lowest <= 40 && DateTime.UtcNow < deadline)
+                await Task.Delay(20);
+        }
+
+        var replacement = Assert.Single(channel.Published, p => p.ReplacesUnused);
+        Assert.Equal(41UL, replacement.FirstSequence);
+        Assert.All(state.AvailableSequences(2, 1024), s => Assert.True(s > 40));
     }
 
     /// <summary>A store whose compaction always fails (a full disk under its audit database), counting the tries.</summary>
