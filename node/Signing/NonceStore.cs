@@ -190,53 +190,65 @@ public sealed class NonceStore : INonceStore
         DurableFiles.Erase(Path.Combine(this.directory, "nonces.db"));
         DurableFiles.Erase(Path.Combine(this.directory, "nonces-log.db"));
         file = NonceFile.Open(this.directory);
-        liteDb = Storage.LiteDbLog.Open(Path.Combine(this.directory, "uses.db"), failAuditWrite);
-        database = liteDb.Database;
-        uses = database.GetCollection("uses");
-        uses.EnsureIndex("seq");
-
-        // Every used-nonce log left by an earlier run (one per compaction generation), oldest first.
-        var logs = Directory.EnumerateFiles(this.directory, "used-*.log")
-            .Select(path => (Path: path, Number: long.TryParse(Path.GetFileNameWithoutExtension(path)[5..], out var n) ? n : -1))
-            .Where(l => l.Number >= 0).OrderBy(l => l.Number).ToList();
-        foreach (var (path, _) in logs)
+        try
         {
-            using var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
-            ReadJournal(stream);
-        }
+            liteDb = Storage.LiteDbLog.Open(Path.Combine(this.directory, "uses.db"), failAuditWrite);
+            database = liteDb.Database;
+            uses = database.GetCollection("uses");
+            uses.EnsureIndex("seq");
 
-        // A reservation of the current epoch covers nonces whose take records were not synced. Written since this
-        // machine booted, every record written after it is still readable (the kernel keeps what a killed process
-        // wrote); from an earlier boot (a power failure or a crash of the machine), records after it may be lost, so
-        // every stored nonce below it that the log does not name is dropped, as if used: tombstoned in the new log
-        // (synced, before a reservation of this boot goes beside them) and erased by the compaction below.
-        List<(ulong Sequence, byte[] Commitment)> lost = [];
-        if (reservedEpoch == file.Epoch && reservedThrough > 0 && (reservedBoot.Length == 0 || !reservedBoot.AsSpan().SequenceEqual(this.bootId)))
-        {
-            foreach (var (sequence, entry) in file.Live)
+            // Every used-nonce log left by an earlier run (one per compaction generation), oldest first.
+            var logs = Directory.EnumerateFiles(this.directory, "used-*.log")
+                .Select(path => (Path: path, Number: long.TryParse(Path.GetFileNameWithoutExtension(path)[5..], out var n) ? n : -1))
+                .Where(l => l.Number >= 0).OrderBy(l => l.Number).ToList();
+            foreach (var (path, _) in logs)
             {
-                if (sequence < reservedThrough && !taken.ContainsKey(sequence))
-                    lost.Add((sequence, entry.Commitment));
+                using var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
+                ReadJournal(stream);
             }
-        }
-        else if (reservedEpoch != file.Epoch)
-        {
-            (reservedEpoch, reservedThrough) = (file.Epoch, 0);
-        }
 
-        journalNumber = logs.Count == 0 ? 1 : logs[^1].Number + 1;
-        journal = OpenJournal(journalNumber);
-        journalHasTakes = lost.Count > 0;
-        foreach (var (sequence, commitment) in lost)
-        {
-            journal.Write(EncodeRecord(file.Epoch, sequence, commitment, null));
-            taken[sequence] = (file.Epoch, commitment, null);
-            lostAtOpen.Add(sequence);
-        }
+            // A reservation of the current epoch covers nonces whose take records were not synced. Written since this
+            // machine booted, every record written after it is still readable (the kernel keeps what a killed process
+            // wrote); from an earlier boot (a power failure or a crash of the machine), records after it may be lost, so
+            // every stored nonce below it that the log does not name is dropped, as if used: tombstoned in the new log
+            // (synced, before a reservation of this boot goes beside them) and erased by the compaction below.
+            List<(ulong Sequence, byte[] Commitment)> lost = [];
+            if (reservedEpoch == file.Epoch && reservedThrough > 0 && (reservedBoot.Length == 0 || !reservedBoot.AsSpan().SequenceEqual(this.bootId)))
+            {
+                foreach (var (sequence, entry) in file.Live)
+                {
+                    if (sequence < reservedThrough && !taken.ContainsKey(sequence))
+                        lost.Add((sequence, entry.Commitment));
+                }
+            }
+            else if (reservedEpoch != file.Epoch)
+            {
+                (reservedEpoch, reservedThrough) = (file.Epoch, 0);
+            }
 
-        WriteReservation();
-        DurableFiles.SyncDirectory(this.directory);
-        Compact();
+            journalNumber = logs.Count == 0 ? 1 : logs[^1].Number + 1;
+            journal = OpenJournal(journalNumber);
+            journalHasTakes = lost.Count > 0;
+            foreach (var (sequence, commitment) in lost)
+            {
+                journal.Write(EncodeRecord(file.Epoch, sequence, commitment, null));
+                taken[sequence] = (file.Epoch, commitment, null);
+                lostAtOpen.Add(sequence);
+            }
+
+            WriteReservation();
+            DurableFiles.SyncDirectory(this.directory);
+            Compact();
+        }
+        catch
+        {
+            // Nothing opened here outlives a failed open: a handle left to the finalizer would keep its file locked
+            // against the next try in this process (a failing audit database fails the opening compaction).
+            journal?.Dispose();
+            liteDb?.Dispose();
+            file.Dispose();
+            throw;
+        }
     }
 
     /// <inheritdoc/>

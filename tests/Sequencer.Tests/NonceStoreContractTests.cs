@@ -181,6 +181,23 @@ public sealed class DurableNonceStoreTests : NonceStoreContractTests
     }
 
     [Fact]
+    public void AnOpenWhoseCompactionFails_ReleasesItsFiles_AndTheNextOpenInTheSameProcessSucceeds()
+    {
+        using (var store = new NonceStore(Directory))
+        {
+            store.Generate(1, Shares[0], 1, 4);
+            Assert.Single(store.Take(1, Uses(1)));
+        }
+
+        // The opening compaction fails (the audit database's disk is full): the open fails, and leaves no file locked.
+        Assert.ThrowsAny<Exception>(() => new NonceStore(Directory, () => true).Dispose());
+        using var reopened = new NonceStore(Directory);
+        Assert.Empty(reopened.Take(1, Uses(1)));
+        Assert.Equal([1UL], reopened.Uses(0, 10).Select(u => u.Sequence));
+        Assert.Single(reopened.Take(1, Uses(2)));
+    }
+
+    [Fact]
     public void AFailingAuditDatabase_StopsTakesAtTheBound_LosesNoTombstone_AndTakesResumeOnceACompactionSucceeds()
     {
         // Compaction keeps failing (a full disk under uses.db): past the bound, takes hand out nothing, and what they
