@@ -281,7 +281,7 @@ public sealed class NonceStore : INonceStore
             return;
         }
 
-        journal.Write(EncodeRecord(reservedEpoch, reservedThrough, [], null, bootId));
+        journal.Write(EncodeReservation(reservedEpoch, reservedThrough));
         journal.Flush(flushToDisk: true);
     }
 
@@ -327,6 +327,9 @@ public sealed class NonceStore : INonceStore
             else
             {
                 through = journalNumber;
+
+                // Not for the tombstones (the reservation covers the unsynced ones): for the use records, the audit,
+                // which a machine crash before the audit database has them would otherwise lose.
                 journal.Flush(flushToDisk: true);
                 journal.Dispose();
                 journal = OpenJournal(++journalNumber);
@@ -399,6 +402,9 @@ public sealed class NonceStore : INonceStore
     private static long UseId(ulong epoch, ulong sequence) => unchecked((long)((epoch << 48) | (sequence & ((1UL << 48) - 1))));
 
     // One record per taken nonce: length-prefixed, with a SHA-256 prefix as checksum.
+    // A reservation of this boot: every stored nonce of the epoch below the bound is used.
+    private byte[] EncodeReservation(ulong epoch, ulong through) => EncodeRecord(epoch, through, [], null, bootId);
+
     // A reservation is a record with no commitment and no use, then the boot id it was written in.
     private static byte[] EncodeRecord(ulong epoch, ulong sequence, byte[] commitment, NonceUse? use, byte[]? reservationBoot = null)
     {
@@ -668,8 +674,9 @@ public sealed class NonceStore : INonceStore
             if (reservedEpoch != epoch)
                 (reservedEpoch, reservedThrough) = (epoch, 0);
             var reserve = highest >= reservedThrough;
+            var through = highest + 1 + (ulong)reserveAhead;
             if (reserve)
-                journal.Write(EncodeRecord(epoch, highest + 1 + (ulong)reserveAhead, [], null, bootId));
+                journal.Write(EncodeReservation(epoch, through));
             journal.Write(records.GetBuffer(), 0, (int)records.Length);
             journalHasTakes = true;
             journal.Flush(flushToDisk: false);
@@ -677,7 +684,7 @@ public sealed class NonceStore : INonceStore
             if (reserve)
             {
                 journal.Flush(flushToDisk: true);
-                reservedThrough = highest + 1 + (ulong)reserveAhead;
+                reservedThrough = through;
             }
 
             CrashPoints.Reach("take-after-sync");

@@ -576,30 +576,25 @@ public sealed partial class SignerService : IAsyncDisposable
     }
 
     // True when none of the lowest published commitments is one this signer holds (same sequence, same value), or the
-    // pool offers one the store dropped at open. Checked
-    // at most once a second. A session that uses one of them at the same moment can make one look missing, never all of
-    // them; a node still catching up may see commitments it used since as unused, and then replaces a pool it could
-    // have used: that costs a publication, never a nonce.
+    // pool offers one the store dropped at open. Checked at most once a second. A session that uses one of them at the
+    // same moment can make one look missing, never all of them; a node still catching up may see commitments it used
+    // since as unused, and then replaces a pool it could have used: that costs a publication, never a nonce.
     private bool PoolNeedsReplacing()
     {
         var now = Stopwatch.GetTimestamp();
         if (lastPoolCheck != 0 && Stopwatch.GetElapsedTime(lastPoolCheck, now) < PoolCheckInterval)
             return false;
         lastPoolCheck = now;
-        var offered = state.AvailableCommitments(share.Identifier, PoolCheckSize);
-        if (offered.Count == 0)
+        // Nonces the store dropped at open (a crash may have used them without a durable record) are looked for in a
+        // wider window: a pool that still offers one is replaced, or every session that picks one is refused.
+        var lost = nonces.LostAtOpen;
+        var window = state.AvailableCommitments(share.Identifier, lost.Count > 0 ? 4 * PoolCheckSize : PoolCheckSize);
+        if (window.Count == 0)
             return false;
-        if (nonces.Epoch != epoch)
+        if (nonces.Epoch != epoch || (lost.Count > 0 && window.Any(o => lost.Contains(o.Sequence))))
             return true;
 
-        // Nonces the store dropped at open (a crash may have used them without a durable record): a pool that still
-        // offers one is replaced, or every session that picks one is refused.
-        if (nonces.LostAtOpen.Count > 0
-            && state.AvailableCommitments(share.Identifier, 4 * PoolCheckSize).Any(o => nonces.LostAtOpen.Contains(o.Sequence)))
-        {
-            return true;
-        }
-
+        var offered = window.Take(PoolCheckSize).ToList();
         var held = nonces.CommitmentsFrom(offered[0].Sequence, 4 * PoolCheckSize).ToDictionary(c => c.Sequence, c => c.Commitment);
         return !offered.Any(o => held.TryGetValue(o.Sequence, out var value) && value.AsSpan().SequenceEqual(o.Value));
     }

@@ -58,13 +58,28 @@ public sealed class SignerServiceTests
         await state.ApplyAsync(SigningFixtures.Publication(share, 1, [.. stored.Select(c => c.Commitment)]), index, 1, CancellationToken.None);
     }
 
+    /// <summary>An applied state whose log has put <paramref name="group"/> in force as key epoch 1 (entry 1).</summary>
+    private static async Task<AppliedState> StateInEpochOneAsync(GroupKey group, TimeProvider time)
+    {
+        var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(0, long.MaxValue), time, NullLogger.Instance);
+        try
+        {
+            await state.ApplyAsync(SigningFixtures.EpochOne(group), 1, 1, CancellationToken.None);
+            return state;
+        }
+        catch
+        {
+            await state.DisposeAsync();
+            throw;
+        }
+    }
+
     [Fact]
     public async Task ASignerThatLostItsNonces_ReplacesItsPublishedPool_AndKeepsAPoolItHolds()
     {
         var (shares, group) = TrustedDealer.Generate(2, 3);
         var time = TimeProvider.System;
-        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(0, long.MaxValue), time, NullLogger.Instance);
-        await state.ApplyAsync(SigningFixtures.EpochOne(group), 1, 1, CancellationToken.None);
+        await using var state = await StateInEpochOneAsync(group, time);
 
         // Signer 2 published 40 commitments before its data directory was wiped: the nonces behind them are gone.
         var lost = new InMemoryNonceStore();
@@ -103,8 +118,7 @@ public sealed class SignerServiceTests
     {
         var (shares, group) = TrustedDealer.Generate(2, 3);
         var time = TimeProvider.System;
-        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(0, long.MaxValue), time, NullLogger.Instance);
-        await state.ApplyAsync(SigningFixtures.EpochOne(group), 1, 1, CancellationToken.None);
+        await using var state = await StateInEpochOneAsync(group, time);
         var directory = Path.Combine(Path.GetTempPath(), "signer-lost-" + Guid.NewGuid().ToString("N"));
         try
         {
