@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
 using Org.BouncyCastle.Math;
@@ -33,8 +34,27 @@ public sealed class FrostSession
         GroupCommitment = Frost.ComputeGroupCommitment(commitments, bindingFactors);
         Challenge = Frost.ComputeChallenge(GroupCommitment, groupPublicKey, message);
         byIdentifier = commitments.ToDictionary(c => c.Identifier);
-        var identifiers = commitments.Select(c => c.Identifier).ToList();
-        lambdas = identifiers.ToDictionary(i => i, i => Frost.InterpolatingValue(identifiers, i));
+        lambdas = LagrangeCoefficients([.. commitments.Select(c => c.Identifier)]);
+    }
+
+    /// <summary>The most signer sets whose Lagrange coefficients are kept (a consortium signs with a few sets).</summary>
+    private const int LagrangeCacheSize = 256;
+
+    private static readonly ConcurrentDictionary<string, Dictionary<int, BigInteger>> LagrangeCache = new();
+
+    /// <summary>
+    /// Each identifier's Lagrange coefficient over <paramref name="identifiers"/>: public values that depend on the
+    /// signer set only, so they are computed once per set (two modular inversions each, about 10 us a session).
+    /// </summary>
+    private static Dictionary<int, BigInteger> LagrangeCoefficients(List<int> identifiers)
+    {
+        var key = string.Join(',', identifiers);
+        if (LagrangeCache.TryGetValue(key, out var cached))
+            return cached;
+        var computed = identifiers.ToDictionary(i => i, i => Frost.InterpolatingValue(identifiers, i));
+        if (LagrangeCache.Count < LagrangeCacheSize)
+            LagrangeCache.TryAdd(key, computed);
+        return computed;
     }
 
     /// <summary>The group public key.</summary>
