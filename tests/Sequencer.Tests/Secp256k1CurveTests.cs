@@ -152,6 +152,60 @@ public sealed class Secp256k1CurveTests
             Assert.True(HasMagnitude(square, 1));
             Assert.Equal(Mod(Raw(a) * Raw(a), P), Mod(Raw(square), P));
         }
+
+        // The largest column sums: every limb at its bound for magnitude 8, and each operand alone at it.
+        var largest = new FieldElement(16 * M52, 16 * M52, 16 * M52, 16 * M52, 16 * M48);
+        foreach (var (a, b) in new[] { (largest, largest), (largest, FieldElement.One), (largest, new FieldElement(M52, M52, M52, M52, M48)) })
+        {
+            var product = FieldElement.Multiply(a, b);
+            Assert.True(HasMagnitude(product, 1));
+            Assert.Equal(Mod(Raw(a) * Raw(b), P), ToN(product));
+            var square = FieldElement.Square(a);
+            Assert.True(HasMagnitude(square, 1));
+            Assert.Equal(Mod(Raw(a) * Raw(a), P), ToN(square));
+        }
+    }
+
+    /// <summary>
+    /// The field product without the CPU's high-half multiply (Math.BigMul, as on a CPU without BMI2 or Arm64): the
+    /// test above, run again in a child process of this test assembly with BMI2 turned off (DOTNET_EnableAVX2=0).
+    /// </summary>
+    [Fact]
+    public async Task Field_MultiplyAndSquare_WithoutBmi2()
+    {
+        if (!System.Runtime.Intrinsics.X86.Bmi2.X64.IsSupported)
+            Assert.Skip("this CPU has no BMI2: the test above already runs the fallback");
+        // The test assembly through the dotnet host, with xUnit v3's own runner arguments.
+        var host = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet"
+            ? Environment.ProcessPath!
+            : Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet";
+        var start = new System.Diagnostics.ProcessStartInfo(host)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var argument in new[] { typeof(Secp256k1CurveTests).Assembly.Location, "-method", $"{typeof(Secp256k1CurveTests).FullName}.{nameof(Field_MultiplyAndSquare_AtEveryMagnitudeUpTo8)}" })
+            start.ArgumentList.Add(argument);
+        // .NET 10 turns BMI2 off with the AVX2 group (DOTNET_EnableBMI2 is no longer read).
+        start.Environment["DOTNET_EnableAVX2"] = "0";
+        using var child = System.Diagnostics.Process.Start(start)!;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var output = child.StandardOutput.ReadToEndAsync(timeout.Token);
+        var errors = child.StandardError.ReadToEndAsync(timeout.Token);
+        try
+        {
+            await child.WaitForExitAsync(timeout.Token);
+        }
+        finally
+        {
+            if (!child.HasExited)
+                child.Kill(entireProcessTree: true);
+        }
+
+        var text = await output + await errors;
+        Assert.True(child.ExitCode == 0, text);
+        Assert.Contains("Total: 1, Errors: 0, Failed: 0", text, StringComparison.Ordinal);
     }
 
     [Fact]
