@@ -48,12 +48,23 @@ public sealed class LedgerEffects
     /// <summary>Parts of the entry that were ignored, each with the reason (for the log; never thrown).</summary>
     public List<string> Ignored { get; } = [];
 
+    /// <summary>
+    /// Parts of the entry that a higher signed head had already made redundant: a head signature or session at or below
+    /// it. Two sessions in flight finish in either order, and the leader's own signature entries and its batch entries
+    /// reach the log in either order, so this is routine, not a fault (logged at debug level, not as a warning).
+    /// </summary>
+    public List<string> Superseded { get; } = [];
+
     /// <summary>True when nothing changed.</summary>
     public bool IsEmpty => SessionsStarted.Count == 0 && HeadsSigned.Count == 0 && KeyEpoch is null && PendingKeyEpoch is null && !ClearCommitments && AddedCommitments.Count == 0
-        && RemovedCommitments.Count == 0 && NextSequences.Count == 0 && DkgEntry is null && !ClearDkg && !DkgChanged && Ignored.Count == 0;
+        && RemovedCommitments.Count == 0 && NextSequences.Count == 0 && DkgEntry is null && !ClearDkg && !DkgChanged && Ignored.Count == 0
+        && Superseded.Count == 0;
 
     /// <summary>Records that part of an entry was ignored, and why.</summary>
     internal void Note(string kind, string reason) => Ignored.Add($"{kind}: {reason}");
+
+    /// <summary>Records that part of an entry was redundant behind a higher signed head.</summary>
+    internal void NoteSuperseded(string kind, string reason) => Superseded.Add($"{kind}: {reason}");
 
     /// <summary>The signature entry's signed head.</summary>
     internal static SignedHead ToSignedHead(HeadSignature signature)

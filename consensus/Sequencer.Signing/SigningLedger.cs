@@ -457,7 +457,7 @@ public sealed class SigningLedger
 
         if (session.Height <= SignedThrough)
         {
-            effects.Note("SigningSession", $"head {session.Height} is not above the highest signed head {SignedThrough}");
+            effects.NoteSuperseded("SigningSession", $"head {session.Height} is not above the highest signed head {SignedThrough}");
             return;
         }
 
@@ -564,7 +564,15 @@ public sealed class SigningLedger
     {
         if (signature.Height <= SignedThrough)
         {
-            effects.Note("HeadSignature", $"head {signature.Height} is not above the highest signed head {SignedThrough}");
+            // Redundant behind a higher signed head. A valid signature that lost a race is routine; anything else
+            // is a fault worth a warning.
+            var fault = input.HeaderAt(signature.Height) is { } lower
+                ? Verify(lower, signature.KeyEpoch, signature.Signers, [.. signature.R, .. signature.Z], skipEquation: input.VerifiedBefore?.Invoke(signature) ?? false)
+                : "it is not applied";
+            if (fault is null)
+                effects.NoteSuperseded("HeadSignature", $"head {signature.Height} is not above the highest signed head {SignedThrough}");
+            else
+                effects.Note("HeadSignature", $"head {signature.Height} is not above the highest signed head {SignedThrough}, and {fault}");
             return;
         }
 

@@ -375,6 +375,7 @@ public sealed class SigningLedgerScenarioTests
             foreach (var head in effects.HeadsSigned)
                 trace.Add($"head signed: {head.Height} by {string.Join(",", head.Signers)}; signed through {ledger.SignedThrough}");
             trace.AddRange(effects.Ignored.Select(reason => "ignored " + reason));
+            trace.AddRange(effects.Superseded.Select(reason => "superseded " + reason));
             if (trace.Count == 0)
                 trace.Add("(no effect)");
             return trace;
