@@ -174,7 +174,7 @@ public sealed class Secp256k1CurveTests
     public async Task Field_MultiplyAndSquare_WithoutBmi2()
     {
         if (!System.Runtime.Intrinsics.X86.Bmi2.X64.IsSupported)
-            Assert.Skip("this CPU has no BMI2: the test above already runs the fallback");
+            Assert.Skip("no x64 BMI2 here: the child process would run the same path as the test above");
         // The test assembly through the dotnet host, with xUnit v3's own runner arguments.
         var host = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet"
             ? Environment.ProcessPath!
