@@ -562,33 +562,26 @@ public sealed class SigningLedger
 
     private void ApplyHeadSignature(HeadSignature signature, LedgerInput input, LedgerEffects effects)
     {
+        // INV-SIGVALID: only a signature that verifies under the group key is ever stored or served (verified here, or
+        // by this node's leader a moment ago over exactly these bytes).
+        var header = input.HeaderAt(signature.Height);
+        var problem = header is null
+            ? "it is not applied"
+            : Verify(header, signature.KeyEpoch, signature.Signers, [.. signature.R, .. signature.Z], skipEquation: input.VerifiedBefore?.Invoke(signature) ?? false);
         if (signature.Height <= SignedThrough)
         {
             // Redundant behind a higher signed head. A valid signature that lost a race is routine; anything else
             // is a fault worth a warning.
-            var fault = input.HeaderAt(signature.Height) is { } lower
-                ? Verify(lower, signature.KeyEpoch, signature.Signers, [.. signature.R, .. signature.Z], skipEquation: input.VerifiedBefore?.Invoke(signature) ?? false)
-                : "it is not applied";
-            if (fault is null)
+            if (problem is null)
                 effects.NoteSuperseded("HeadSignature", $"head {signature.Height} is not above the highest signed head {SignedThrough}");
             else
-                effects.Note("HeadSignature", $"head {signature.Height} is not above the highest signed head {SignedThrough}, and {fault}");
+                effects.Note("HeadSignature", $"head {signature.Height} is not above the highest signed head {SignedThrough}, and {problem}");
             return;
         }
 
-        var header = input.HeaderAt(signature.Height);
-        if (header is null)
+        if (problem is not null)
         {
-            effects.Note("HeadSignature", $"head {signature.Height} is not applied");
-            return;
-        }
-
-        // INV-SIGVALID: only a signature that verifies under the group key is ever stored or served (verified here, or
-        // by this node's leader a moment ago over exactly these bytes).
-        var verifiedBefore = input.VerifiedBefore?.Invoke(signature) ?? false;
-        if (Verify(header, signature.KeyEpoch, signature.Signers, [.. signature.R, .. signature.Z], skipEquation: verifiedBefore) is { } problem)
-        {
-            effects.Note("HeadSignature", $"head {signature.Height}: {problem}");
+            effects.Note("HeadSignature", header is null ? $"head {signature.Height} is not applied" : $"head {signature.Height}: {problem}");
             return;
         }
 
