@@ -139,16 +139,7 @@ internal sealed class EtcdCluster : IAsyncDisposable
         }
     }
 
-    private static int[] FreePorts(int count)
-    {
-        var listeners = Enumerable.Range(0, count).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToList();
-        foreach (var listener in listeners)
-            listener.Start();
-        var ports = listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
-        foreach (var listener in listeners)
-            listener.Stop();
-        return ports;
-    }
+    private static int[] FreePorts(int count) => Sequencer.Client.Local.ListenPorts.Take("127.0.0.1", count);
 }
 
 /// <summary>

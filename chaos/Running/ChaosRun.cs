@@ -338,9 +338,12 @@ public static class ChaosRun
         }
         catch (Exception e) when (e is TimeoutException or InvalidOperationException or IOException)
         {
-            Log($"the run could not complete: {e.Message}");
+            // A node that exited on its own says why in its last log line: CI keeps the test output, not the run directory.
+            var exits = string.Concat(cluster.Nodes.Where(n => n.ExitCode is not null)
+                .Select(n => $"; node {n.Spec.Id} exited with code {n.ExitCode}: {n.Tail(1).Trim()}"));
+            Log($"the run could not complete: {e.Message}{exits}");
             report = RunReport.Create(options, scenario, directory, skipped, records, workload?.History.Snapshot() ?? [],
-                [new InvariantResult("RUN", false, e.Message)], monitor, NowMs());
+                [new InvariantResult("RUN", false, e.Message + exits)], monitor, NowMs());
             if (workload is not null)
                 await workload.History.WriteJsonLinesAsync(Path.Combine(directory, "history.jsonl"), CancellationToken.None).ConfigureAwait(false);
         }
@@ -487,6 +490,7 @@ public static class ChaosRun
         while (DateTime.UtcNow < deadline)
         {
             var keys = new List<(ulong Epoch, string GroupKey)?>();
+            var states = new List<string>();
             foreach (var node in cluster.Nodes)
             {
                 try
@@ -495,13 +499,16 @@ public static class ChaosRun
                     var epochs = document.RootElement.ValueKind == System.Text.Json.JsonValueKind.Array ? document.RootElement : document.RootElement.GetProperty("epochs");
                     keys.Add(epochs.GetArrayLength() == 0 ? null
                         : (ulong.Parse(epochs[0].GetProperty("epoch").GetString()!, CultureInfo.InvariantCulture), epochs[0].GetProperty("groupKey").GetString()!));
+                    states.Add($"n{node.Spec.Id}: {(keys[^1] is { } key ? $"epoch {key.Epoch}" : "no key yet")}");
                 }
                 catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
                 {
                     keys.Add(null);
-                    last = e.Message;
+                    states.Add($"n{node.Spec.Id}: {(node.ExitCode is { } code ? $"exited with code {code} (see node{node.Spec.Id}.log)" : e.Message)}");
                 }
             }
+
+            last = string.Join(", ", states);
 
             if (keys.All(k => k is not null) && keys.Select(k => k!.Value).Distinct().Count() == 1)
                 return (keys[0]!.Value.Epoch, Convert.FromHexString(keys[0]!.Value.GroupKey[2..]));

@@ -20,13 +20,8 @@ internal sealed class LyingNode : IAsyncDisposable
     public LyingNode(Uri node)
     {
         upstream = new HttpClient { BaseAddress = node, Timeout = Timeout.InfiniteTimeSpan };
-        // A port chosen at run time: bind port 0, take the port the kernel gave, and listen there.
-        using (var probe = new TcpListener(IPAddress.Loopback, 0))
-        {
-            probe.Start();
-            Url = new Uri($"http://127.0.0.1:{((IPEndPoint)probe.LocalEndpoint).Port}/");
-            probe.Stop();
-        }
+        // A port chosen at run time, from below the ephemeral range (see ListenPorts).
+        Url = new Uri($"http://127.0.0.1:{Sequencer.Client.Local.ListenPorts.Take("127.0.0.1", 1)[0]}/");
 
         listener.Prefixes.Add(Url.ToString());
         listener.Start();

@@ -74,11 +74,7 @@ public sealed class LocalAnvil : IAsyncDisposable
     public static async Task<LocalAnvil> StartAsync(string logPath, int port = 0, ulong chainId = 31337, int blockTimeSeconds = 0, string host = "127.0.0.1", CancellationToken token = default)
     {
         if (port == 0)
-        {
-            using var probe = new TcpListener(IPAddress.Parse(host), 0);
-            probe.Start();
-            port = ((IPEndPoint)probe.LocalEndpoint).Port;
-        }
+            port = ListenPorts.Take(host, 1)[0];
 
         var info = new ProcessStartInfo(Locate())
         {

@@ -209,25 +209,6 @@ public sealed class LocalCluster : IAsyncDisposable
     /// <summary>Stops every node with SIGTERM, killing those that do not exit within <paramref name="grace"/>.</summary>
     public Task StopAllAsync(TimeSpan grace) => Task.WhenAll(nodes.Select(n => n.StopAsync(grace)));
 
-    /// <summary>Ports on <paramref name="host"/> that were free a moment ago (bound to port 0 and released together).</summary>
-    public static int[] FreePorts(string host, int count)
-    {
-        var listeners = new List<TcpListener>();
-        try
-        {
-            for (var i = 0; i < count; i++)
-            {
-                var listener = new TcpListener(IPAddress.Parse(host), 0);
-                listener.Start();
-                listeners.Add(listener);
-            }
-
-            return [.. listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port)];
-        }
-        finally
-        {
-            foreach (var listener in listeners)
-                listener.Stop();
-        }
-    }
+    /// <summary>Ports on <paramref name="host"/> that were free a moment ago, from below the ephemeral range (see <see cref="ListenPorts"/>).</summary>
+    public static int[] FreePorts(string host, int count) => ListenPorts.Take(host, count);
 }
