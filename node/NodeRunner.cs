@@ -181,7 +181,7 @@ public static partial class NodeRunner
         RaftHost raft;
         try
         {
-            raft = new RaftHost(options, time, loggerFactory, loops, identity);
+            raft = new RaftHost(options, time, loggerFactory, loops, identity, keys?.Bootstrap);
         }
         catch (Sequencer.Core.Storage.DataFormatException e)
         {

@@ -51,6 +51,41 @@ public sealed record DkgView(
 /// on a node without identities: with them every DKG message must be signed by its sender's key.</param>
 public sealed record DkgPolicy(int Members, int? Threshold, IReadOnlyDictionary<int, byte[]>? IdentityKeys = null)
 {
+    /// <summary>
+    /// The first key epoch of this node's dealer key files (<c>--group-key</c>), or null on a node given none. A KeyEpoch
+    /// entry is accepted only when it is exactly this one, and a node given none accepts no KeyEpoch entry at all: its
+    /// first key comes from a DKG. Otherwise a leader could put a group key of its own dealing (whose secret it holds)
+    /// in force with one entry.
+    /// </summary>
+    public KeyEpochCommand? DealerKey { get; init; }
+
+    /// <summary>Why a first key epoch <paramref name="epoch"/> (a KeyEpoch entry, a DKG's result or a snapshot's) does not fit this node, or null.</summary>
+    /// <param name="epoch">The key epoch.</param>
+    /// <param name="fromDkg">It is a DKG's result (else a KeyEpoch entry); null: from a snapshot, either.</param>
+    public string? FirstEpochRejection(KeyEpochCommand epoch, bool? fromDkg)
+    {
+        ArgumentNullException.ThrowIfNull(epoch);
+        if (DealerKey is { } dealt)
+        {
+            return Same(dealt, epoch) ? null
+                : $"key epoch {epoch.Epoch} is not the one of this node's group key file ({Convert.ToHexStringLower(dealt.GroupKey)}, {dealt.Threshold} of {dealt.Members.Count})";
+        }
+
+        if (fromDkg == false)
+            return "this node was given no group key file: its first key comes only from a DKG among the members, never from a KeyEpoch entry";
+        if (epoch.Members.Count > Members || epoch.Members.Any(m => m < 1 || m > Members))
+            return $"key epoch {epoch.Epoch} names members this node is not configured with ({Members} members)";
+        if (Threshold is { } t && epoch.Threshold != t)
+            return $"key epoch {epoch.Epoch} has threshold {epoch.Threshold}, but this node is configured with {t}";
+        if (Threshold is null && Members >= 2 && epoch.Threshold < 2)
+            return "a threshold of 1 would let any one member sign alone";
+        return null;
+    }
+
+    private static bool Same(KeyEpochCommand a, KeyEpochCommand b)
+        => a.Epoch == b.Epoch && a.Threshold == b.Threshold && a.GroupKey.AsSpan().SequenceEqual(b.GroupKey) && a.Members.SequenceEqual(b.Members)
+            && a.VerificationShares.Count == b.VerificationShares.Count && a.VerificationShares.Zip(b.VerificationShares).All(p => p.First.AsSpan().SequenceEqual(p.Second));
+
     /// <summary>Why <paramref name="start"/> does not fit this policy, or null when it does.</summary>
     public string? Rejection(DkgStartCommand start)
     {

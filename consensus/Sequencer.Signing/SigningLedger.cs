@@ -70,6 +70,7 @@ public sealed class SigningLedger
     private readonly Dictionary<int, ulong> nextSequence = [];
     private readonly SortedDictionary<ulong, SigningSession> sessions = [];
     private readonly DkgLedger dkg;
+    private readonly DkgPolicy? policy;
     private KeyEpochView? pending;
 
     /// <summary>Starts from a stored state.</summary>
@@ -92,6 +93,7 @@ public sealed class SigningLedger
             pending = null;
         LoadPool(state.Pool);
         SignedThrough = state.SignedThrough;
+        policy = state.DkgPolicy;
         dkg = new DkgLedger(state.ChainId, state.DkgPolicy);
         foreach (var entry in state.DkgEntries)
             dkg.Apply(LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(entry)), CurrentKeyEpoch?.Epoch ?? 0, new LedgerEffects());
@@ -127,7 +129,16 @@ public sealed class SigningLedger
     public string? DkgRejection(ILogCommand command)
         => command is DkgStartCommand && pending is { } waiting
             ? $"key epoch {waiting.Epoch} is made and waits for key epoch {CurrentKeyEpoch?.Epoch}'s hand-over; a new key generation starts after it"
-            : dkg.Rejection(command, CurrentKeyEpoch?.Epoch ?? 0);
+            : ThresholdChange(command) ?? dkg.Rejection(command, CurrentKeyEpoch?.Epoch ?? 0);
+
+    // A rotation keeps the threshold of the key in force unless the node is configured with one (--dkg-threshold, which
+    // the policy then requires): otherwise any member that reaches the leader's intake could start a rotation to a key
+    // that two members sign, and the current key would sign the hand-over to it.
+    private string? ThresholdChange(ILogCommand command)
+        => command is DkgStartCommand start && CurrentKeyEpoch is { } current && start.Epoch == current.Epoch + 1 && policy?.Threshold is null
+            && start.Threshold != current.Group.Threshold
+            ? $"a rotation keeps the threshold {current.Group.Threshold} of key epoch {current.Epoch} (asked: {start.Threshold}); another needs --dkg-threshold on every member"
+            : null;
 
     /// <summary>How many published, unused commitments <paramref name="signer"/> has, and the next sequence it should use.</summary>
     public (int Available, ulong NextSequence) CommitmentsOf(int signer)
@@ -196,6 +207,18 @@ public sealed class SigningLedger
 
         if (CurrentKeyEpoch is { } previous && RotationProblem(previous, record) is { } problem)
             return problem;
+        if (CurrentKeyEpoch is null && policy?.FirstEpochRejection(new KeyEpochCommand
+            {
+                Epoch = record.Epoch,
+                Threshold = record.Threshold,
+                GroupKey = record.GroupKey,
+                Members = record.Members,
+                VerificationShares = record.VerificationShares,
+            }, fromDkg: null) is { } refused)
+        {
+            return refused;
+        }
+
         AddInForce(view);
         return null;
     }
@@ -236,7 +259,7 @@ public sealed class SigningLedger
                     ApplyHeadSignature(signature, input, effects);
                 break;
             case KeyEpochCommand epoch:
-                ApplyKeyEpoch(epoch, input.Index, effects);
+                ApplyKeyEpoch(epoch, input.Index, effects, fromDkg: false);
                 break;
             case NonceCommitmentsCommand commitments:
                 ApplyCommitments(commitments, effects);
@@ -249,14 +272,14 @@ public sealed class SigningLedger
                 foreach (var signature in signatures.Signatures)
                     ApplyHeadSignature(signature, input, effects);
                 break;
-            case DkgStartCommand when pending is not null:
+            case DkgStartCommand when pending is not null || ThresholdChange(command) is not null:
                 effects.Note(nameof(DkgStartCommand), DkgRejection(command)!);
                 break;
             case DkgStartCommand or IDkgMessage:
                 if (dkg.Apply(command, CurrentKeyEpoch?.Epoch ?? 0, effects) is { } complete)
                 {
                     if (CurrentKeyEpoch is null)
-                        ApplyKeyEpoch(complete, input.Index, effects);
+                        ApplyKeyEpoch(complete, input.Index, effects, fromDkg: true);
                     else
                         MakePending(complete, input.Index, effects);
                 }
@@ -276,7 +299,7 @@ public sealed class SigningLedger
         return effects;
     }
 
-    private void ApplyKeyEpoch(KeyEpochCommand command, long index, LedgerEffects effects)
+    private void ApplyKeyEpoch(KeyEpochCommand command, long index, LedgerEffects effects, bool fromDkg)
     {
         if (CurrentKeyEpoch is { } current)
         {
@@ -288,6 +311,12 @@ public sealed class SigningLedger
         if (command.Epoch != expected)
         {
             effects.Note("KeyEpoch", $"epoch {command.Epoch}, expected {expected}");
+            return;
+        }
+
+        if (policy?.FirstEpochRejection(command, fromDkg) is { } refused)
+        {
+            effects.Note("KeyEpoch", refused);
             return;
         }
 

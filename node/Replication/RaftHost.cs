@@ -56,7 +56,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
     /// <summary>Opens the store and the WAL and builds the Raft node; <see cref="StartAsync"/> joins the cluster.</summary>
     /// <param name="identity">The consortium identities: with them the Raft port is mutual TLS and accepts members only.</param>
-    public RaftHost(NodeOptions options, TimeProvider time, ILoggerFactory loggerFactory, BackgroundLoops loops, Security.ClusterIdentity? identity = null)
+    /// <param name="dealerKey">The first key epoch of this node's dealer key files, or null: the only KeyEpoch entry it accepts (see <see cref="DkgPolicy.DealerKey"/>).</param>
+    public RaftHost(NodeOptions options, TimeProvider time, ILoggerFactory loggerFactory, BackgroundLoops loops, Security.ClusterIdentity? identity = null,
+        Sequencer.Core.Encoding.KeyEpochCommand? dealerKey = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(loggerFactory);
@@ -78,7 +80,10 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
             LogTxIndexRebuilt(logger, store.RebuiltIndexTxs);
         State = new AppliedState(store, new ChainParameters(options.ChainId, 0), options.Limits,
             new WalRetention(options.WalRetainedEntries, options.WalRetainedBytes), time, loggerFactory.CreateLogger<AppliedState>(), loops,
-            new DkgPolicy(options.Members.Count, options.DkgThreshold, identity?.Members.ToDictionary(m => m.Key, m => m.Value.PublicKey.ExportSubjectPublicKeyInfo())),
+            new DkgPolicy(options.Members.Count, options.DkgThreshold, identity?.Members.ToDictionary(m => m.Key, m => m.Value.PublicKey.ExportSubjectPublicKeyInfo()))
+            {
+                DealerKey = dealerKey,
+            },
             (mode, chainId) => mode == Sequencer.Core.Validation.ValidationMode.Ethereum ? new Sequencer.Ethereum.EthereumTxRules(chainId) : null);
         var stateMachine = new SequencerStateMachine(State, dataDir.CreateSubdirectory("scratch"));
         var walDir = Path.Combine(dataDir.FullName, "wal");

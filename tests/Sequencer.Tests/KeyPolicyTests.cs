@@ -1,0 +1,97 @@
+using Sequencer.Core.Encoding;
+using Sequencer.Core.Storage;
+using Sequencer.Signing;
+using Sequencer.Threshold;
+
+namespace Sequencer.Tests;
+
+/// <summary>
+/// A node accepts a first key only as its own configuration says (a dealer's group key file, or a DKG among its
+/// members), and a rotation only with the threshold in force or the configured one: a leader, or any member that reaches
+/// the leader's intake, must not be able to put a key of its own dealing in force or lower the threshold.
+/// </summary>
+public sealed class KeyPolicyTests
+{
+    private const ulong ChainId = 42;
+    private static readonly (IReadOnlyList<KeyShare> Shares, GroupKey Group) Dealt = TrustedDealer.Generate(2, 3);
+    private static readonly (IReadOnlyList<KeyShare> Shares, GroupKey Group) Forged = TrustedDealer.Generate(2, 3);
+
+    private static LedgerInput At(long index) => new(index, null, _ => null);
+
+    private static SigningLedger Ledger(DkgPolicy? policy) => new(LedgerState.Empty(ChainId) with { DkgPolicy = policy });
+
+    private static StoredKeyEpoch Record(KeyEpochCommand epoch) => new(epoch.Epoch, epoch.Threshold, epoch.GroupKey, epoch.Members, epoch.VerificationShares, 5);
+
+    [Fact]
+    public void DealerNode_AcceptsOnlyTheKeyEpochOfItsOwnGroupFile()
+    {
+        var ledger = Ledger(new DkgPolicy(3, null) { DealerKey = SigningFixtures.EpochOne(Dealt.Group) });
+
+        // A leader's own key (it holds the whole secret) is refused, and so is the right key with another threshold.
+        var forged = ledger.Apply(SigningFixtures.EpochOne(Forged.Group), At(3));
+        Assert.Null(ledger.CurrentKeyEpoch);
+        Assert.Contains(forged.Ignored, n => n.Contains("not the one of this node's group key file", StringComparison.Ordinal));
+        var oneOfThree = new KeyEpochCommand
+        {
+            Epoch = 1,
+            Threshold = 1,
+            GroupKey = SigningFixtures.EpochOne(Dealt.Group).GroupKey,
+            Members = [1, 2, 3],
+            VerificationShares = SigningFixtures.EpochOne(Dealt.Group).VerificationShares,
+        };
+        ledger.Apply(oneOfThree, At(4));
+        Assert.Null(ledger.CurrentKeyEpoch);
+
+        var accepted = ledger.Apply(SigningFixtures.EpochOne(Dealt.Group), At(5));
+        Assert.Empty(accepted.Ignored);
+        Assert.Equal(Secp256k1.SerializeElement(Dealt.Group.PublicKey), ledger.CurrentKeyEpoch!.Record.GroupKey);
+    }
+
+    [Fact]
+    public void NodeWithoutKeyFiles_TakesNoKeyEpochEntry_ItsKeyComesFromTheDkg()
+    {
+        var ledger = Ledger(new DkgPolicy(3, 2));
+        var effects = ledger.Apply(SigningFixtures.EpochOne(Forged.Group), At(3));
+        Assert.Null(ledger.CurrentKeyEpoch);
+        Assert.Contains(effects.Ignored, n => n.Contains("comes only from a DKG", StringComparison.Ordinal));
+
+        // Without a policy (the pure ledger's own tests) nothing is checked against a configuration.
+        var unchecked_ = Ledger(null);
+        unchecked_.Apply(SigningFixtures.EpochOne(Forged.Group), At(3));
+        Assert.NotNull(unchecked_.CurrentKeyEpoch);
+    }
+
+    [Fact]
+    public void SnapshotKeyEpoch_IsCheckedAgainstTheConfigurationToo()
+    {
+        var dealer = Ledger(new DkgPolicy(3, null) { DealerKey = SigningFixtures.EpochOne(Dealt.Group) });
+        Assert.Contains("not the one of this node's group key file", dealer.InstallKeyEpoch(Record(SigningFixtures.EpochOne(Forged.Group))), StringComparison.Ordinal);
+        Assert.Null(dealer.CurrentKeyEpoch);
+        Assert.Null(dealer.InstallKeyEpoch(Record(SigningFixtures.EpochOne(Dealt.Group))));
+
+        // A DKG node cannot tell a snapshot's DKG key from a dealt one, but its members and threshold must fit.
+        var dkg = Ledger(new DkgPolicy(3, 3));
+        Assert.Contains("configured with 3", dkg.InstallKeyEpoch(Record(SigningFixtures.EpochOne(Forged.Group))), StringComparison.Ordinal);
+        Assert.Null(dkg.CurrentKeyEpoch);
+        var open = Ledger(new DkgPolicy(3, null));
+        Assert.Null(open.InstallKeyEpoch(Record(SigningFixtures.EpochOne(Forged.Group))));
+    }
+
+    [Fact]
+    public void Rotation_KeepsTheThresholdInForce_UnlessOneIsConfigured()
+    {
+        var ledger = Ledger(new DkgPolicy(3, null) { DealerKey = SigningFixtures.EpochOne(Dealt.Group) });
+        ledger.Apply(SigningFixtures.EpochOne(Dealt.Group), At(5));
+        var other = new DkgStartCommand { Epoch = 2, Attempt = 1, Threshold = 3, Members = [1, 2, 3] };
+
+        Assert.Contains("keeps the threshold 2", ledger.DkgRejection(other), StringComparison.Ordinal);
+        var effects = ledger.Apply(other, At(6));
+        Assert.Contains(effects.Ignored, n => n.Contains("keeps the threshold 2", StringComparison.Ordinal));
+        Assert.Null(ledger.Dkg);
+
+        var same = new DkgStartCommand { Epoch = 2, Attempt = 1, Threshold = 2, Members = [1, 2, 3] };
+        Assert.Null(ledger.DkgRejection(same));
+        ledger.Apply(same, At(7));
+        Assert.Equal(2, ledger.Dkg!.Threshold);
+    }
+}
