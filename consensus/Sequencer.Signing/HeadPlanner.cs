@@ -210,8 +210,9 @@ public sealed class HeadPlanner
 
     /// <summary>
     /// A signer refused a direct session or could not be reached: it counts as timed out (at once, not after the late
-    /// threshold) and the session leaves the flight, so that the next plan signs without it. Returns true when the
-    /// session was in flight (the caller forgets its shares).
+    /// threshold) and the session leaves the flight, so that the next plan signs without it. A refusal that blames
+    /// nobody (<paramref name="blame"/> false) counts only after <see cref="SignerHealth.FreeRefusals"/> in a row. Returns
+    /// true when the session was in flight (the caller forgets its shares).
     /// </summary>
     public bool Refused((ulong Height, int Attempt) session, int signer, long nowMs, bool blame = true)
     {
@@ -219,6 +220,8 @@ public sealed class HeadPlanner
             return false;
         if (blame && !flight.LateSigners.Contains(signer))
             Health.RecordTimeout(signer, nowMs);
+        else if (!blame)
+            Health.RecordRefusal(signer, nowMs);
         flights.Remove(flight);
 
         // A refusal comes at once, unlike a timeout: without a pause, a signer that refuses every session (and is

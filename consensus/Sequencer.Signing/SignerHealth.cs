@@ -47,6 +47,7 @@ public sealed class SignerHealth(SigningTimings timings)
         record.LatencyMs = record.Accepted == 0 ? latencyMs : (0.8 * record.LatencyMs) + (0.2 * latencyMs);
         record.Accepted++;
         record.TimeoutStreak = 0;
+        record.RefusalStreak = 0;
         record.TimedOutUntil = 0;
         record.ExcludedUntil = 0;
     }
@@ -77,6 +78,26 @@ public sealed class SignerHealth(SigningTimings timings)
         record.TimeoutStreak = Math.Min(record.TimeoutStreak + 1, 16);
         var exclusion = Math.Min(timings.MaxTimeoutExclusionMs, timings.TimeoutExclusionMs << (record.TimeoutStreak - 1));
         record.TimedOutUntil = Math.Max(record.TimedOutUntil, nowMs + exclusion);
+    }
+
+    /// <summary>Refusals in a row, without a valid share between them, that blame nobody before the next one counts as a timeout.</summary>
+    public const int FreeRefusals = 2;
+
+    /// <summary>
+    /// A refusal that names a reason blaming nobody (a nonce the signer says is used, a head it says is signed, a
+    /// leader it does not know yet): an honest signer gives one when the leader's view is a moment stale, and answers
+    /// the next session. A signer that only ever refuses so would otherwise be chosen again and again while t others
+    /// could sign: after <see cref="FreeRefusals"/> in a row each further one counts as a timeout (and probes keep t
+    /// signers eligible). Returns true when this one counted.
+    /// </summary>
+    public bool RecordRefusal(int signer, long nowMs)
+    {
+        var record = Of(signer);
+        record.RefusalStreak = Math.Min(record.RefusalStreak + 1, FreeRefusals + 1);
+        if (record.RefusalStreak <= FreeRefusals)
+            return false;
+        RecordTimeout(signer, nowMs);
+        return true;
     }
 
     /// <summary>
@@ -157,6 +178,8 @@ public sealed class SignerHealth(SigningTimings timings)
         public long Timeouts { get; set; }
 
         public int TimeoutStreak { get; set; }
+
+        public int RefusalStreak { get; set; }
 
         public long TimedOutUntil { get; set; }
 

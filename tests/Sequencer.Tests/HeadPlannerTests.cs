@@ -120,6 +120,35 @@ public sealed class HeadPlannerTests
     }
 
     [Fact]
+    public void Direct_ASignerThatOnlyRefusesWithoutBlame_IsLeftOutAfterTwoFreeRefusals()
+    {
+        // A Byzantine signer can answer every session with a reason that blames nobody ("nonce_used", "signed"): the
+        // first two in a row cost it nothing (an honest signer's view can be a moment stale); the third counts as a
+        // timeout, and the next session signs with the third member.
+        var planner = new HeadPlanner(Timings, self: 1);
+        planner.Lead(1);
+        var height = 5UL;
+        for (var refusal = 1; refusal <= SignerHealth.FreeRefusals + 1; refusal++)
+        {
+            time.Advance(TimeSpan.FromMilliseconds(HeadPlanner.RefusalPauseMs + 1));
+            var session = planner.PlanDirect(Now, Epoch, newest: height, signedThrough: height - 1, lastAttempt: 0, Available)!;
+            Assert.Equal([1, 2], session.Signers);
+            Assert.True(planner.Refused((session.Height, session.Attempt), 2, Now, blame: false));
+            planner.RecordsEnded([session]);
+        }
+
+        Assert.Equal(1, planner.Health.Report(2, Now).Timeouts);
+        time.Advance(TimeSpan.FromMilliseconds(HeadPlanner.RefusalPauseMs + 1));
+        Assert.Equal([1, 3], planner.PlanDirect(Now, Epoch, newest: height, signedThrough: height - 1, lastAttempt: 0, Available)!.Signers);
+
+        // A valid share ends the streak: two more refusals are free again.
+        planner.Health.RecordShare(2, 5, Now);
+        Assert.False(planner.Health.RecordRefusal(2, Now));
+        Assert.False(planner.Health.RecordRefusal(2, Now));
+        Assert.True(planner.Health.RecordRefusal(2, Now));
+    }
+
+    [Fact]
     public void Direct_UnrecordedSessionsAreBounded()
     {
         var planner = new HeadPlanner(Timings with { MaxSessionsInFlight = 16 }, self: 1);
