@@ -334,6 +334,14 @@ public sealed partial class SubmitService : IAsyncDisposable
         {
             await Task.WhenAll(waits).WaitAsync(TimeSpan.FromMilliseconds(limits.SubmitTimeoutMs), time, token).ConfigureAwait(false);
         }
+        catch (OperationCanceledException) when (token.IsCancellationRequested && accounts is not null)
+        {
+            // The client went away: its parked txs (waiting for the nonces before them) leave now. Otherwise they would
+            // hold their pending slots until a leadership change, and a client that drops its requests fills them all.
+            lock (gate)
+                UnparkLocked([.. mine.Where(tx => tx.Parked && !tx.Completion.Task.IsCompleted)]);
+            throw;
+        }
         catch (TimeoutException)
         {
             metrics.Errors.Add(1, new KeyValuePair<string, object?>("kind", "submit_timeout"));

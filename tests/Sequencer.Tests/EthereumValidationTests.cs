@@ -215,6 +215,36 @@ public sealed class EthereumAppliedStateTests
     private static SenderId Sender => SenderId.FromBytes(Alice.Address.Bytes);
 
     [Fact]
+    public async Task ParkedTx_LeavesWhenItsClientGoesAway()
+    {
+        // A tx whose nonce is ahead of its sender's next one waits (parked) for the nonces before it. When the client
+        // disconnects first, the tx leaves at once: a client that drops such requests must not fill the pending slots
+        // until the next leadership change.
+        await using var state = Open(new Sequencer.Core.Storage.InMemoryBatchStore());
+        await state.ApplyAsync(new GenesisCommand { ChainId = 1, ValidationMode = (byte)ValidationMode.Ethereum }, 1, 1, CancellationToken.None);
+        using var log = new FakeLeaderLog(state);
+        await using var service = new Sequencer.Node.Replication.SubmitService(log, state, Limits,
+            new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), new Sequencer.Node.Telemetry.NodeMetrics(),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<Sequencer.Node.Replication.SubmitService>.Instance, _ => { });
+        var parked = Tx(1, 9);
+        using var client = new CancellationTokenSource();
+        var waiting = service.SubmitAsync([parked], client.Token);
+        Assert.True(service.TryGetReceived(Keccak256.Hash(parked), out _));
+
+        await client.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.False(service.TryGetReceived(Keccak256.Hash(parked), out _));
+
+        // Nonce 1 is free again: another tx takes its place in the sender's line.
+        using var again = new CancellationTokenSource();
+        var other = Tx(1, 10);
+        var retry = service.SubmitAsync([other], again.Token);
+        Assert.True(service.TryGetReceived(Keccak256.Hash(other), out _));
+        await again.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => retry.WaitAsync(TimeSpan.FromSeconds(10)));
+    }
+
+    [Fact]
     public async Task GenesisAndAccounts_SurviveAReopen_AndASnapshotInstall_AndDropConflictsAlike()
     {
         var store = new Sequencer.Core.Storage.InMemoryBatchStore();
