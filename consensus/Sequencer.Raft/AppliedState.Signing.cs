@@ -21,7 +21,18 @@ public sealed partial class AppliedState
 {
     // Signed heads kept in memory for covering lookups: a contiguous run of the highest heads (every unpersisted one,
     // and recent persisted ones up to this many); lower heights are looked up in the store.
-    private const int RecentHeads = 4096;
+    /// <summary>Signed heads kept in memory beyond those the store holds (tests set fewer).</summary>
+    internal int RecentHeads { get; init; } = 4096;
+
+    /// <summary>Signed heads in memory now.</summary>
+    internal int RecentHeadsInMemory
+    {
+        get
+        {
+            lock (gate)
+                return recentHeads.Count;
+        }
+    }
 
     private readonly SortedList<ulong, SignedHead> recentHeads = [];
     private SigningLedger ledger = null!;

@@ -177,6 +177,43 @@ public sealed class SigningStateTests
         await Assert.ThrowsAnyAsync<Exception>(() => victim.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None));
     }
 
+    [Fact]
+    public async Task SnapshotInstall_KeepsOnlyTheNewestHeadsInMemory()
+    {
+        // An install of a long chain stores its heads group by group: memory keeps the newest few, as apply does, and
+        // the others are served from the store.
+        var store = new InMemoryBatchStore();
+        var started = new List<AppliedSession>();
+        await using var source = Open(store, retained: 0);
+        source.SessionsStarted += started.AddRange;
+        await ApplyAsync(source, Epoch());
+        await ApplyAsync(source, Publish(1, 1, 16));
+        await ApplyAsync(source, Publish(2, 1, 16));
+        for (var i = 0; i < 12; i++)
+        {
+            await ApplyBatchAsync(source, 1000 + (10 * i));
+            var height = (ulong)(i + 1);
+            await ApplyAsync(source, new SigningSessionsCommand { Sessions = [new SigningSession { Height = height, Attempt = 1, KeyEpoch = 1, Signers = [1, 2], Sequences = [height, height] }] });
+            await ApplyAsync(source, new HeadSignaturesCommand { Signatures = [SignSession(started[^1])] });
+        }
+
+        Assert.Equal(12UL, source.SignedThrough);
+        await source.FlushAsync(CancellationToken.None);
+        var snapshot = source.CurrentSnapshot!;
+        using var stream = new MemoryStream();
+        await DotNext.IO.DataTransferObject.WriteToAsync(snapshot, stream, 4096, CancellationToken.None);
+
+        var limits = Limits with { PersistGroupBatches = 2 };
+        await using var installed = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), limits, WalRetention.None,
+            new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance) { RecentHeads = 3 };
+        await installed.InstallSnapshotAsync(new MemoryStream(stream.ToArray()), snapshot.Index, snapshot.Term, CancellationToken.None);
+
+        Assert.Equal(12UL, installed.SignedThrough);
+        Assert.InRange(installed.RecentHeadsInMemory, 1, 3);
+        Assert.Equal([.. Enumerable.Range(1, 12).Select(h => (ulong)h)], installed.Heads(1, 100).Select(h => h.Height));
+        Assert.All(Enumerable.Range(1, 12), h => Assert.Equal((ulong)h, installed.CoveringHead((ulong)h)!.Height));
+    }
+
     private static int IndexOf(byte[] haystack, byte[] needle)
     {
         for (var i = 0; i <= haystack.Length - needle.Length; i++)
