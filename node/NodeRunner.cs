@@ -115,6 +115,10 @@ public static partial class NodeRunner
             kestrel.Limits.MaxRequestBodySize = options.Limits.MaxRequestBytes;
             kestrel.Limits.MaxConcurrentConnections = 10_000;
             kestrel.Limits.MaxRequestHeadersTotalSize = 32 * 1024;
+            // A body that trickles in holds its reservation in the request budget: at Kestrel's default 240 B/s one
+            // request of 16 MiB could hold it for 19 hours. 16 KiB/s after 10 s still lets a slow link send a maximal
+            // body in 17 minutes.
+            kestrel.Limits.MinRequestBodyDataRate = new Microsoft.AspNetCore.Server.Kestrel.Core.MinDataRate(16 * 1024, TimeSpan.FromSeconds(10));
             if (identity is not null && internalListener is not null)
             {
                 // The internal routes, for members only: mutual TLS with the consortium's certificates.
@@ -357,7 +361,7 @@ public static partial class NodeRunner
         barrier.Map(app);
         new SequencerApi(options, raft, submits, forwarder, metrics, time, loops, barrier, requestBudget, l1).Map(app);
         new AdminApi(options, time, requestBudget).Map(app);
-        new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake, requestBudget, throttledLogs.CreateLogger(typeof(SigningApi).FullName!)).Map(app);
+        new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake, requestBudget, new RequestBudget(SigningApi.InternalBudgetBytes), throttledLogs.CreateLogger(typeof(SigningApi).FullName!)).Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
         new OpenApiDocument(options).Map(app);
         StatusPage.Map(app);

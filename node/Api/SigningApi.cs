@@ -22,8 +22,14 @@ namespace Sequencer.Node.Api;
 /// the internal routes signers use to reach the leader, and the Byzantine-signer fault for the chaos harness.
 /// </summary>
 public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadSigningCoordinator coordinator, Func<SignerService?> currentSigner, DkgService dkg,
-    ReadBarrier barrier, LeaderIntake intake, RequestBudget budget, ILogger logger)
+    ReadBarrier barrier, LeaderIntake intake, RequestBudget budget, RequestBudget internalBudget, ILogger logger)
 {
+    /// <summary>
+    /// The in-flight bytes of the internal routes, apart from the public budget: slow public submits that hold the
+    /// public budget must not refuse the members' shares, nonce commitments and DKG messages (a refused share blames
+    /// its signer), so public clients cannot stop signing by holding their requests open.
+    /// </summary>
+    public const long InternalBudgetBytes = 64L * MaxInternalBodyBytes;
 
     /// <summary>The largest internal request body.</summary>
     public const int MaxInternalBodyBytes = 1024 * 1024;
@@ -817,7 +823,7 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
             return null;
         }
 
-        var budgeted = await budget.ReadBodyAsync(context, MaxInternalBodyBytes).ConfigureAwait(false);
+        var budgeted = await internalBudget.ReadBodyAsync(context, MaxInternalBodyBytes).ConfigureAwait(false);
         if (budgeted.Bytes is null)
             await budgeted.WriteRefusalAsync(context).ConfigureAwait(false);
         return budgeted;

@@ -37,6 +37,19 @@ public sealed class RequestBudgetTests
             Assert.Contains("\"message\":", answer, StringComparison.Ordinal);
         }
 
+        // The members' internal routes (on the mutual-TLS listener) have a budget of their own: public submits that
+        // hold the public one do not refuse a signer's shares. This body is read and refused as malformed, not as
+        // overloaded.
+        using (var member = test.MemberClient(1))
+        {
+            using var content = new ByteArrayContent(new byte[2000]);
+            content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/x-msgpack");
+            using var answer = await member.PostAsync(new Uri(test.Internal(1), "/internal/v1/shares"), content);
+            var text = await answer.Content.ReadAsStringAsync();
+            Assert.True(answer.StatusCode == System.Net.HttpStatusCode.BadRequest, $"{(int)answer.StatusCode}: {text}");
+            Assert.Contains("\"error\":\"bad_shares\"", text, StringComparison.Ordinal);
+        }
+
         // Over the request limit itself: 413 at once, nothing reserved.
         using (var tooLarge = new TcpClient())
         {
@@ -60,6 +73,14 @@ public sealed class RequestBudgetTests
         Random.Shared.NextBytes(tx);
         var result = await node.Client.SubmitAsync(tx);
         Assert.True(ulong.Parse(result.Height, System.Globalization.CultureInfo.InvariantCulture) >= 1);
+
+        // A body that stops coming is cut off by the minimum data rate (16 KiB/s after 10 s), and its reservation
+        // returns: a client cannot hold the budget by trickling.
+        using var stalled = new TcpClient();
+        await stalled.ConnectAsync(api.Host, api.Port);
+        await stalled.GetStream().WriteAsync(Encoding.ASCII.GetBytes(Headers(api, held) + "{\"txs\": [\"0x00"));
+        await WaitForInFlightBytesAsync(node, held, test);
+        await WaitForInFlightBytesAsync(node, 0, test, TimeSpan.FromSeconds(60));
     }
 
     private static string Headers(Uri api, long contentLength)
@@ -99,9 +120,9 @@ public sealed class RequestBudgetTests
         return text.ToString();
     }
 
-    private static async Task WaitForInFlightBytesAsync(NodeProcess node, long expected, TestCluster test)
+    private static async Task WaitForInFlightBytesAsync(NodeProcess node, long expected, TestCluster test, TimeSpan? within = null)
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        var deadline = DateTime.UtcNow + (within ?? TimeSpan.FromSeconds(15));
         long last = -1;
         while (DateTime.UtcNow < deadline)
         {
