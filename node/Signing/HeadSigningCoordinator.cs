@@ -377,6 +377,15 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         {
             if (!LeadingLocked() || (rotationFlight is { } flight && now - flight.AtMs < RotationRetryMs))
                 return;
+
+            // The previous attempt got no signature in time: its silent signers count as timed out (so that the next
+            // attempt chooses others, with probes keeping t eligible), and its collection is dropped.
+            if (rotationFlight is { } previous)
+            {
+                foreach (var silent in rotationCollector.ForgetAndNameSilent((0, previous.Attempt)))
+                    planner.Health.RecordTimeout(silent, now);
+            }
+
             if (idleAndUnsigned && now - lastCutMs > 1_000)
                 return;
             var chosen = planner.Health.Choose(epoch.Record.Members, epoch.Group.Threshold, selfId, now, id => Available(id).Count > 0);

@@ -87,6 +87,10 @@ public sealed class ShareCollector
     /// <summary>Stops collecting a session.</summary>
     public void Forget((ulong Height, int Attempt) id) => sessions.Remove(id);
 
+    /// <summary>Stops collecting a session and returns its signers that sent no share (empty when it was not collected).</summary>
+    public IReadOnlyList<int> ForgetAndNameSilent((ulong Height, int Attempt) id)
+        => sessions.Remove(id, out var collecting) ? [.. collecting.Session.Session.Signers.Where(s => !collecting.Shares.ContainsKey(s))] : [];
+
     /// <summary>Stops collecting every session for a head at or below <paramref name="height"/>.</summary>
     public void ForgetThrough(ulong height)
     {
