@@ -247,14 +247,28 @@ public sealed partial class L1Service : IAsyncDisposable
             rollbackTo = scannedTo;
         if (scannedTo > latest)
             rollbackTo = latest;
-        List<L1Post> open;
-        lock (gate)
-            open = [.. posts.Values.Where(p => p.Block > finalizedBlock)];
-        foreach (var post in open)
+        if (rollbackTo is not null)
         {
-            var block = await rpc.GetBlockAsync(post.Block, token).ConfigureAwait(false);
-            if (block is null || !block.Hash.AsSpan().SequenceEqual(post.BlockHash))
-                rollbackTo = Math.Min(rollbackTo ?? ulong.MaxValue, post.Block);
+            // Every post came from a block at or below the last scanned one, whose hash commits to all of them: while it
+            // stands, no post's block changed. When it changed, the changed blocks are a suffix of the chain, so a binary
+            // search over the open posts' blocks finds the lowest changed one in O(log n) requests (one request per open
+            // post on every poll would grow with a finality stall).
+            List<(ulong Block, byte[] Hash)> open;
+            lock (gate)
+                open = [.. posts.Values.Where(p => p.Block > finalizedBlock).DistinctBy(p => p.Block).OrderBy(p => p.Block).Select(p => (p.Block, p.BlockHash))];
+            var (low, high) = (0, open.Count);
+            while (low < high)
+            {
+                var middle = low + ((high - low) / 2);
+                var block = await rpc.GetBlockAsync(open[middle].Block, token).ConfigureAwait(false);
+                if (block is null || !block.Hash.AsSpan().SequenceEqual(open[middle].Hash))
+                    high = middle;
+                else
+                    low = middle + 1;
+            }
+
+            if (low < open.Count)
+                rollbackTo = Math.Min(rollbackTo.Value, open[low].Block);
         }
 
         if (rollbackTo is { } changed)
