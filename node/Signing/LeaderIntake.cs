@@ -32,11 +32,14 @@ public sealed record IntakeResult(IntakeStatus Status, string? Reason = null);
 /// <summary>
 /// The leader's intake of entries that other nodes (or this one) ask it to put into the log: nonce commitments and DKG
 /// messages. Each is checked as apply would check it, so that nobody can fill the log with entries that apply ignores,
-/// and then replicated. Bounded: at most a few proposals at once.
+/// and then replicated. Bounded: at most a few proposals at once, and a quarter of them per sender, so that one member
+/// that keeps proposing cannot make the others' nonce commitments and DKG messages wait.
 /// </summary>
 public sealed class LeaderIntake(RaftHost raft, int maxConcurrent = 8) : IDisposable
 {
     private readonly SemaphoreSlim proposals = new(maxConcurrent, maxConcurrent);
+    private readonly Dictionary<int, int> perSender = [];
+    private readonly int maxPerSender = Math.Max(1, maxConcurrent / 4);
 
     /// <summary>How long a proposal may take to commit.</summary>
     public static readonly TimeSpan CommitTimeout = TimeSpan.FromSeconds(5);
@@ -53,6 +56,13 @@ public sealed class LeaderIntake(RaftHost raft, int maxConcurrent = 8) : IDispos
                     return $"signer {commitments.SignerId} is not a signer of the current key epoch";
                 if (commitments.Commitments.Count is 0 or > SigningLedger.MaxCommitmentsPerEntry)
                     return $"1 to {SigningLedger.MaxCommitmentsPerEntry} commitments per entry";
+                if (commitments.Commitments.Any(c => c is not { Length: 2 * Secp256k1.ElementLength }))
+                    return "a commitment is not two compressed points";
+                var (available, next) = raft.State.CommitmentsOf(commitments.SignerId);
+                if (commitments.FirstSequence < next)
+                    return $"signer {commitments.SignerId}'s sequences from {commitments.FirstSequence} are used or published already (next is {next})";
+                if (!commitments.ReplacesUnused && available >= SigningLedger.MaxCommitmentsPerSigner)
+                    return $"signer {commitments.SignerId} has {available} unused commitments published, the most the pool keeps";
                 return SignerProof.Verify(SigningLedger.NonceCommitmentsProofDomain, commitments.ProofPayload(), commitments.Proof, publicShare)
                     ? null
                     : $"the entry is not signed by signer {commitments.SignerId}'s key share";
@@ -71,8 +81,25 @@ public sealed class LeaderIntake(RaftHost raft, int maxConcurrent = 8) : IDispos
             return new IntakeResult(IntakeStatus.NotLeader, "this node is not the leader");
         if (Check(command) is { } reason)
             return new IntakeResult(IntakeStatus.Refused, reason);
+        var sender = command switch
+        {
+            NonceCommitmentsCommand c => c.SignerId,
+            IDkgMessage m => m.From,
+            _ => 0,
+        };
+        lock (perSender)
+        {
+            if (perSender.GetValueOrDefault(sender) >= maxPerSender)
+                return new IntakeResult(IntakeStatus.Busy, $"{maxPerSender} entries of this sender are being proposed already");
+            perSender[sender] = perSender.GetValueOrDefault(sender) + 1;
+        }
+
         if (!await proposals.WaitAsync(0, token).ConfigureAwait(false))
+        {
+            Release(sender);
             return new IntakeResult(IntakeStatus.Busy, "too many entries are being proposed");
+        }
+
         try
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token, raft.LeadershipToken);
@@ -88,6 +115,18 @@ public sealed class LeaderIntake(RaftHost raft, int maxConcurrent = 8) : IDispos
         finally
         {
             proposals.Release();
+            Release(sender);
+        }
+    }
+
+    private void Release(int sender)
+    {
+        lock (perSender)
+        {
+            if (perSender[sender] <= 1)
+                perSender.Remove(sender);
+            else
+                perSender[sender]--;
         }
     }
 
