@@ -34,6 +34,9 @@ public enum SignerFault
 public sealed partial class SignerService : IAsyncDisposable
 {
     private const int SendAttempts = 5;
+
+    /// <summary>How long all attempts to send one shares message may take together.</summary>
+    private static readonly TimeSpan SendDeadline = TimeSpan.FromSeconds(3);
     private const int MaxDirectRequests = 32;
     private const int GenerateStep = 64;
     private const int CompactAfter = 64;
@@ -465,6 +468,11 @@ public sealed partial class SignerService : IAsyncDisposable
 
     private async Task SendSharesAsync(SignatureSharesMessage message, CancellationToken token)
     {
+        // Every attempt together within a deadline: a share is worth nothing after its session timed out, and the loop
+        // that makes shares waits for a free send slot, so hung sends must not hold the slots for half a minute.
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(token);
+        deadline.CancelAfter(SendDeadline);
+        token = deadline.Token;
         try
         {
             // The same shares for the same sessions may be sent again (to a new leader): that reuses no nonce.
