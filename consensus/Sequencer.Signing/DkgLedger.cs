@@ -75,11 +75,7 @@ public sealed record DkgPolicy(int Members, int? Threshold, IReadOnlyDictionary<
             return "this node was given no group key file: its first key comes only from a DKG among the members, never from a KeyEpoch entry";
         if (epoch.Members.Count > Members || epoch.Members.Any(m => m < 1 || m > Members))
             return $"key epoch {epoch.Epoch} names members this node is not configured with ({Members} members)";
-        if (Threshold is { } t && epoch.Threshold != t)
-            return $"key epoch {epoch.Epoch} has threshold {epoch.Threshold}, but this node is configured with {t}";
-        if (Threshold is null && Members >= 2 && epoch.Threshold < 2)
-            return "a threshold of 1 would let any one member sign alone";
-        return null;
+        return ThresholdRejection(epoch.Threshold, $"key epoch {epoch.Epoch} has");
     }
 
     private static bool Same(KeyEpochCommand a, KeyEpochCommand b)
@@ -92,12 +88,14 @@ public sealed record DkgPolicy(int Members, int? Threshold, IReadOnlyDictionary<
         ArgumentNullException.ThrowIfNull(start);
         if (start.Members.Count != Members)
             return $"the DKG names {start.Members.Count} members, but this node is configured with {Members}";
-        if (Threshold is { } t && start.Threshold != t)
-            return $"the DKG asks for threshold {start.Threshold}, but this node is configured with {t}";
-        if (Threshold is null && Members >= 2 && start.Threshold < 2)
-            return "a threshold of 1 would let any one member sign alone";
-        return null;
+        return ThresholdRejection(start.Threshold, "the DKG asks for");
     }
+
+    // The configured threshold, or when none is configured at least 2 (of at least 2 members).
+    private string? ThresholdRejection(int threshold, string what)
+        => Threshold is { } t && threshold != t ? $"{what} threshold {threshold}, but this node is configured with {t}"
+            : Threshold is null && Members >= 2 && threshold < 2 ? "a threshold of 1 would let any one member sign alone"
+            : null;
 }
 
 /// <summary>
