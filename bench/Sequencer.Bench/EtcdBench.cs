@@ -48,7 +48,7 @@ internal sealed class EtcdCluster : IAsyncDisposable
         var cluster = new EtcdCluster(root);
         try
         {
-            var ports = FreePorts(6);
+            var ports = Sequencer.Client.Local.ListenPorts.Take("127.0.0.1", 6);
             var peers = Enumerable.Range(0, 3).Select(i => $"e{i + 1}=http://127.0.0.1:{ports[3 + i]}").ToList();
             for (var i = 0; i < 3; i++)
             {
@@ -139,7 +139,6 @@ internal sealed class EtcdCluster : IAsyncDisposable
         }
     }
 
-    private static int[] FreePorts(int count) => Sequencer.Client.Local.ListenPorts.Take("127.0.0.1", count);
 }
 
 /// <summary>

@@ -40,7 +40,7 @@ public sealed class ProxyNetwork : IChaosNetwork
     /// <summary>Lays out <paramref name="nodeCount"/> nodes on free loopback ports with a proxy each.</summary>
     public static ProxyNetwork Create(int nodeCount, int seed)
     {
-        var ports = Sequencer.Client.Local.LocalCluster.FreePorts("127.0.0.1", 4 * nodeCount);
+        var ports = Sequencer.Client.Local.ListenPorts.Take("127.0.0.1", 4 * nodeCount);
         var nodes = new List<NodeAddress>();
         var proxies = new Dictionary<int, FaultProxy>();
         for (var i = 0; i < nodeCount; i++)

@@ -263,10 +263,11 @@ public sealed partial class AppliedState
         return cached is not null && cached.Header.Height == height ? cached.Header : store.Get(height)?.Header;
     }
 
-    private void TrimRecentHeadsLocked()
+    private void TrimRecentHeadsLocked(ulong storedThrough = 0)
     {
-        // Only heads the store already holds may leave memory, lowest first, so memory keeps a contiguous top run.
-        while (recentHeads.Count > RecentHeads && recentHeads.Keys[0] <= durable.SignedWatermark)
+        // Only heads the store already holds (up to its watermark, or a snapshot group's highest just stored) may leave
+        // memory, lowest first, so memory keeps a contiguous top run.
+        while (recentHeads.Count > RecentHeads && recentHeads.Keys[0] <= Math.Max(durable.SignedWatermark, storedThrough))
             recentHeads.RemoveAt(0);
     }
 

@@ -220,9 +220,7 @@ public sealed partial class AppliedState
 
             // The store holds every head up to the highest of this group now (this group's and the snapshot's earlier
             // ones), so memory keeps only the newest: an install of a long chain would otherwise hold all its heads.
-            var storedThrough = signing.Signatures.Count > 0 ? signing.Signatures.Max(h => h.Height) : 0;
-            while (recentHeads.Count > RecentHeads && recentHeads.Keys[0] <= Math.Max(durable.SignedWatermark, storedThrough))
-                recentHeads.RemoveAt(0);
+            TrimRecentHeadsLocked(signing.Signatures.Count > 0 ? signing.Signatures.Max(h => h.Height) : 0);
         }
 
         foreach (var head in signing.Signatures)

@@ -90,7 +90,7 @@ public sealed class LocalCluster : IAsyncDisposable
         else
         {
             var internalBase = options.InternalBasePort ?? options.ApiBasePort + 200;
-            var free = options.ApiBasePort is null || options.RaftBasePort is null || internalBase is null ? FreePorts(options.Host, 3 * options.Nodes) : [];
+            var free = options.ApiBasePort is null || options.RaftBasePort is null || internalBase is null ? ListenPorts.Take(options.Host, 3 * options.Nodes) : [];
             for (var i = 0; i < options.Nodes; i++)
             {
                 var apiPort = options.ApiBasePort is { } apiBase ? apiBase + i : free[3 * i];
@@ -209,6 +209,4 @@ public sealed class LocalCluster : IAsyncDisposable
     /// <summary>Stops every node with SIGTERM, killing those that do not exit within <paramref name="grace"/>.</summary>
     public Task StopAllAsync(TimeSpan grace) => Task.WhenAll(nodes.Select(n => n.StopAsync(grace)));
 
-    /// <summary>Ports on <paramref name="host"/> that were free a moment ago, from below the ephemeral range (see <see cref="ListenPorts"/>).</summary>
-    public static int[] FreePorts(string host, int count) => ListenPorts.Take(host, count);
 }
