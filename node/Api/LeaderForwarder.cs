@@ -19,7 +19,7 @@ public sealed class LeaderForwarder : IDisposable
     /// <summary>Set on forwarded requests; its value is the forwarding node's id.</summary>
     public const string ForwardedHeader = "X-Sequencer-Forwarded";
 
-    private readonly HttpClient http;
+    private readonly Security.MemberHttpClients http;
     private readonly SemaphoreSlim slots;
     private readonly int nodeId;
 
@@ -31,23 +31,21 @@ public sealed class LeaderForwarder : IDisposable
     {
         this.nodeId = nodeId;
         slots = new SemaphoreSlim(maxConcurrent, maxConcurrent);
-        http = new HttpClient(Security.ClusterIdentity.Handler(identity, new SocketsHttpHandler
+        http = new Security.MemberHttpClients(identity, () => new SocketsHttpHandler
         {
             MaxConnectionsPerServer = maxConcurrent,
             ConnectTimeout = TimeSpan.FromSeconds(1),
             PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30),
             UseProxy = false,
-        }))
-        {
-            Timeout = Timeout.InfiniteTimeSpan,
-        };
+        }, client => client.Timeout = Timeout.InfiniteTimeSpan);
     }
 
     /// <summary>
     /// Forwards a request. Returns null when all forwarding slots are busy (the caller answers 503), and a
     /// response with status 0 when the leader could not be reached or did not answer within <paramref name="timeout"/>.
     /// </summary>
-    public async Task<ForwardedResponse?> ForwardAsync(HttpMethod method, Uri target, ReadOnlyMemory<byte> body, string? contentType, string? accept, TimeSpan timeout, CancellationToken token)
+    /// <param name="member">The member called (over https, only its pinned certificate is accepted).</param>
+    public async Task<ForwardedResponse?> ForwardAsync(int member, HttpMethod method, Uri target, ReadOnlyMemory<byte> body, string? contentType, string? accept, TimeSpan timeout, CancellationToken token)
     {
         if (!await slots.WaitAsync(0, token).ConfigureAwait(false))
             return null;
@@ -68,7 +66,7 @@ public sealed class LeaderForwarder : IDisposable
             deadline.CancelAfter(timeout);
             try
             {
-                using var response = await http.SendAsync(request, deadline.Token).ConfigureAwait(false);
+                using var response = await http.For(member).SendAsync(request, deadline.Token).ConfigureAwait(false);
                 var bytes = await response.Content.ReadAsByteArrayAsync(deadline.Token).ConfigureAwait(false);
                 return new ForwardedResponse((int)response.StatusCode, response.Content.Headers.ContentType?.ToString(), bytes, response.Headers.RetryAfter?.Delta);
             }

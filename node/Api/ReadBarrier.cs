@@ -48,7 +48,7 @@ public sealed class ReadBarrier(NodeOptions options, RaftHost raft, LeaderForwar
         }
         else
         {
-            var response = await forwarder.ForwardAsync(HttpMethod.Get, new Uri(new Uri(leader.InternalBase), Route), ReadOnlyMemory<byte>.Empty, null, null, Timeout, deadline.Token).ConfigureAwait(false);
+            var response = await forwarder.ForwardAsync(leader.Id, HttpMethod.Get, new Uri(new Uri(leader.InternalBase), Route), ReadOnlyMemory<byte>.Empty, null, null, Timeout, deadline.Token).ConfigureAwait(false);
             index = response is { Status: 200 } ? ParseIndex(response.Body) : null;
         }
 

@@ -152,7 +152,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             {
                 try
                 {
-                    response = await forwarder.ForwardAsync(HttpMethod.Post, new Uri(new Uri(leader.Api), "/v1/txs"), body,
+                    response = await forwarder.ForwardAsync(leader.Id, HttpMethod.Post, new Uri(new Uri(leader.Api), "/v1/txs"), body,
                         context.Request.ContentType, context.Request.Headers.Accept.ToString(), remaining, epoch.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException) when (!token.IsCancellationRequested)
@@ -453,7 +453,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
         var leader = raft.Leader;
         if (!context.Request.Headers.ContainsKey(LeaderForwarder.ForwardedHeader) && leader is not null && leader.Id != options.NodeId)
         {
-            var response = await forwarder.ForwardAsync(HttpMethod.Get, new Uri(new Uri(leader.Api), $"/v1/txs/{txHash}"), ReadOnlyMemory<byte>.Empty,
+            var response = await forwarder.ForwardAsync(leader.Id, HttpMethod.Get, new Uri(new Uri(leader.Api), $"/v1/txs/{txHash}"), ReadOnlyMemory<byte>.Empty,
                 null, null, TimeSpan.FromMilliseconds(500), context.RequestAborted).ConfigureAwait(false);
             if (response is { Status: 200 } && IsReceived(response.Body))
             {

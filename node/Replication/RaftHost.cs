@@ -126,7 +126,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
             // written at most every few seconds, network errors as one line. Member status changes are logged below.
             LoggerFactory = new Telemetry.ThrottledLoggerFactory(loggerFactory, time),
             ConfigurationStorage = null!,
-            SslOptions = identity?.RaftSslOptions(),
+            SslOptions = identity?.RaftSslOptions(endPoint => membersByEndPoint.TryGetValue(endPoint, out var member) ? member.Id : null),
         };
         var builder = ((InMemoryClusterConfigurationStorage<EndPoint>)configuration.ConfigurationStorage).CreateInitialConfigurationBuilder();
         foreach (var endPoint in membersByEndPoint.Keys)

@@ -1,4 +1,6 @@
 using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
 using System.Net.Security;
 using System.Security.Authentication;
 using System.Security.Cryptography;
@@ -158,9 +160,15 @@ public sealed class ClusterIdentity : IDisposable
 
     private void NoteRefusal(string where, string reason) => Refused?.Invoke($"refused a peer on {where}: {reason}");
 
-    /// <summary>Mutual TLS for the Raft transport: both sides present their certificate and accept only a member's.</summary>
-    public DotNext.Net.Security.SslOptions RaftSslOptions()
+    /// <summary>
+    /// Mutual TLS for the Raft transport: both sides present their certificate and accept only a member's; a
+    /// connection to a member's Raft address accepts only the certificate pinned for that member
+    /// (<paramref name="memberAt"/> names the member configured at an address), so one member cannot answer, and
+    /// acknowledge entries, in another's name.
+    /// </summary>
+    public DotNext.Net.Security.SslOptions RaftSslOptions(Func<IPEndPoint, int?> memberAt)
     {
+        ArgumentNullException.ThrowIfNull(memberAt);
         var options = new DotNext.Net.Security.SslOptions();
         options.ServerOptions.ServerCertificate = Certificate;
         options.ServerOptions.ClientCertificateRequired = true;
@@ -171,15 +179,47 @@ public sealed class ClusterIdentity : IDisposable
         options.ClientOptions.ClientCertificates = [Certificate];
         options.ClientOptions.EnabledSslProtocols = SslProtocols.Tls13;
         options.ClientOptions.CertificateRevocationCheckMode = X509RevocationMode.NoCheck;
-        options.ClientOptions.RemoteCertificateValidationCallback = (_, certificate, _, _) => Identify(certificate, "a Raft connection to a member") is not null;
+        options.ClientOptions.RemoteCertificateValidationCallback = (sender, certificate, _, _) =>
+        {
+            if (RemoteEndPoint(sender) is not { } called || memberAt(called) is not { } member)
+            {
+                NoteRefusal("a Raft connection", $"it goes to {RemoteEndPoint(sender)?.ToString() ?? "an address this node cannot read"}, no member's Raft address");
+                return false;
+            }
+
+            return IsMember(certificate, member, "a Raft connection to member " + member.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        };
         return options;
     }
 
+    // The TLS callback gets only the SslStream; DotNext's transport under it is a NetworkStream, whose socket says
+    // which address the connection went to. AuthenticatedStream.InnerStream is protected, hence the reflection (a test
+    // connects through it, so a runtime that renamed it fails there, and fails closed in production).
+    private static readonly System.Reflection.PropertyInfo? InnerStream =
+        typeof(AuthenticatedStream).GetProperty("InnerStream", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic);
+
+    /// <summary>The address a TLS connection goes to (IPv4-mapped addresses as IPv4), or null when it cannot be read.</summary>
+    internal static IPEndPoint? RemoteEndPoint(object? sender)
+    {
+        try
+        {
+            if (sender is not AuthenticatedStream tls || InnerStream?.GetValue(tls) is not NetworkStream network || network.Socket.RemoteEndPoint is not IPEndPoint remote)
+                return null;
+            return remote.Address.IsIPv4MappedToIPv6 ? new IPEndPoint(remote.Address.MapToIPv4(), remote.Port) : remote;
+        }
+        catch (Exception e) when (e is ObjectDisposedException or SocketException or System.Reflection.TargetInvocationException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>
-    /// <paramref name="handler"/>, set up for requests to other members' internal listeners when there are identities
-    /// (this node's certificate; only a member's accepted); unchanged without (plain http).
+    /// <paramref name="handler"/>, set up for requests to member <paramref name="member"/>'s internal listener when
+    /// there are identities: this node's certificate, and only the certificate pinned for that member accepted (another
+    /// member's certificate answering on its address is refused, so one member cannot stand in for another); unchanged
+    /// without identities (plain http).
     /// </summary>
-    public static SocketsHttpHandler Handler(ClusterIdentity? identity, SocketsHttpHandler handler)
+    public static SocketsHttpHandler Handler(ClusterIdentity? identity, SocketsHttpHandler handler, int member)
     {
         ArgumentNullException.ThrowIfNull(handler);
         if (identity is null)
@@ -189,9 +229,20 @@ public sealed class ClusterIdentity : IDisposable
             ClientCertificates = [identity.Certificate],
             EnabledSslProtocols = SslProtocols.Tls13,
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
-            RemoteCertificateValidationCallback = (_, certificate, _, _) => identity.Identify(certificate, "a request to a member's internal listener") is not null,
+            RemoteCertificateValidationCallback = (_, certificate, _, _) => identity.IsMember(certificate, member, "a request to member " + member.ToString(System.Globalization.CultureInfo.InvariantCulture) + "'s internal listener"),
         };
         return handler;
+    }
+
+    /// <summary>True when <paramref name="presented"/> is member <paramref name="member"/>'s certificate (else a line to <see cref="Refused"/>).</summary>
+    public bool IsMember(X509Certificate? presented, int member, string where)
+    {
+        if (Identify(presented, where) is not { } identified)
+            return false;
+        if (identified == member)
+            return true;
+        NoteRefusal(where, $"member {identified.ToString(System.Globalization.CultureInfo.InvariantCulture)}'s certificate answered");
+        return false;
     }
 
     /// <summary><paramref name="message"/> signed with this node's identity key (DKG messages, <see cref="Sequencer.Signing.DkgIdentity"/>).</summary>

@@ -48,10 +48,8 @@ public sealed class LeaderChannel(RaftHost raft, IShareInbox inbox, LeaderIntake
     public const string DkgRoute = "/internal/v1/dkg";
 
     // With identities, requests go to the leader's internal listener with this node's certificate (mutual TLS).
-    private readonly HttpClient http = new(Security.ClusterIdentity.Handler(identity, new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30), MaxConnectionsPerServer = 8, UseProxy = false }))
-    {
-        Timeout = TimeSpan.FromSeconds(6),
-    };
+    private readonly Security.MemberHttpClients http = new(identity, () => new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30), MaxConnectionsPerServer = 8, UseProxy = false },
+        client => client.Timeout = TimeSpan.FromSeconds(6));
 
     /// <inheritdoc/>
     public async Task<LeaderDelivery> SendSharesAsync(SignatureSharesMessage message, CancellationToken token)
@@ -85,7 +83,7 @@ public sealed class LeaderChannel(RaftHost raft, IShareInbox inbox, LeaderIntake
         content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
         try
         {
-            using var response = await http.PostAsync(new Uri(new Uri(leader.InternalBase), route), content, token).ConfigureAwait(false);
+            using var response = await http.For(leader.Id).PostAsync(new Uri(new Uri(leader.InternalBase), route), content, token).ConfigureAwait(false);
             if (response.IsSuccessStatusCode)
                 return LeaderDelivery.Ok;
             // 429: the leader's request budget is spent for now; the caller sends again after its back-off.

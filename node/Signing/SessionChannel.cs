@@ -24,11 +24,12 @@ public sealed class SessionChannel(NodeOptions options, Func<SignerService?> loc
     /// <summary>The largest answer read (a shares message of a few sessions is a few hundred bytes).</summary>
     public const int MaxAnswerBytes = 64 * 1024;
 
-    private readonly HttpClient http = new(Security.ClusterIdentity.Handler(identity, new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30), MaxConnectionsPerServer = 16, UseProxy = false }))
-    {
-        Timeout = Timeout.InfiniteTimeSpan,
-        MaxResponseContentBufferSize = MaxAnswerBytes,
-    };
+    private readonly Security.MemberHttpClients http = new(identity, () => new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30), MaxConnectionsPerServer = 16, UseProxy = false },
+        client =>
+        {
+            client.Timeout = Timeout.InfiniteTimeSpan;
+            client.MaxResponseContentBufferSize = MaxAnswerBytes;
+        });
 
     /// <inheritdoc/>
     public async Task<DirectAnswer> AskAsync(int signer, SessionRequestMessage request, CancellationToken token)
@@ -47,7 +48,7 @@ public sealed class SessionChannel(NodeOptions options, Func<SignerService?> loc
         content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
         try
         {
-            using var response = await http.PostAsync(new Uri(new Uri(member.InternalBase), Route), content, token).ConfigureAwait(false);
+            using var response = await http.For(signer).PostAsync(new Uri(new Uri(member.InternalBase), Route), content, token).ConfigureAwait(false);
             var body = await response.Content.ReadAsByteArrayAsync(token).ConfigureAwait(false);
             if (!response.IsSuccessStatusCode)
                 return DirectAnswer.Refuse((int)response.StatusCode, ErrorCode(body), System.Text.Encoding.UTF8.GetString(body));

@@ -51,6 +51,122 @@ public sealed class ClusterIdentityTests : IDisposable
         Assert.Contains("member 2", mixed.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task ARequestToAMember_AcceptsOnlyThatMembersCertificate()
+    {
+        // Member 3 answers on its address; a client calling member 2 there refuses it (one member cannot stand in
+        // for another), and the client calling member 3 gets its answer.
+        ConsortiumCertificates.Create(directory, [1, 2, 3], ["127.0.0.1"], TimeSpan.FromDays(30));
+        using var identity = ClusterIdentity.Load(directory, 1, [1, 2, 3]);
+        var refusals = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        identity.Refused = refusals.Enqueue;
+        using var server = X509Certificate2.CreateFromPemFile(Path.Combine(directory, ConsortiumCertificates.CertificateFile(3)), Path.Combine(directory, ConsortiumCertificates.KeyFile(3)));
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var serving = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                using var client = await listener.AcceptTcpClientAsync(stop.Token);
+                await using var tls = new System.Net.Security.SslStream(client.GetStream());
+                try
+                {
+                    await tls.AuthenticateAsServerAsync(new System.Net.Security.SslServerAuthenticationOptions
+                    {
+                        ServerCertificate = server,
+                        ClientCertificateRequired = true,
+                        RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is not null,
+                    }, stop.Token);
+                    var buffer = new byte[4096];
+                    await tls.ReadAtLeastAsync(buffer, 4, throwOnEndOfStream: false, stop.Token);
+                    await tls.WriteAsync("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"u8.ToArray(), stop.Token);
+                }
+                catch (System.Security.Authentication.AuthenticationException)
+                {
+                }
+                catch (IOException)
+                {
+                }
+            }
+        }, stop.Token);
+
+        using var clients = new MemberHttpClients(identity, () => new SocketsHttpHandler { UseProxy = false });
+        var target = new Uri($"https://127.0.0.1:{port}/internal/v1/x");
+        await Assert.ThrowsAsync<HttpRequestException>(() => clients.For(2).GetStringAsync(target, stop.Token));
+        Assert.Contains(refusals, r => r.Contains("member 2's internal listener", StringComparison.Ordinal) && r.Contains("member 3's certificate answered", StringComparison.Ordinal));
+        Assert.Equal("ok", await clients.For(3).GetStringAsync(target, stop.Token));
+        Assert.Same(clients.For(3), clients.For(3));
+        await stop.CancelAsync();
+        listener.Stop();
+        await Assert.ThrowsAnyAsync<Exception>(() => serving);
+    }
+
+    [Fact]
+    public async Task ARaftConnectionToAMembersAddress_AcceptsOnlyThatMembersCertificate()
+    {
+        ConsortiumCertificates.Create(directory, [1, 2, 3], ["127.0.0.1"], TimeSpan.FromDays(30));
+        using var identity = ClusterIdentity.Load(directory, 1, [1, 2, 3]);
+        var refusals = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        identity.Refused = refusals.Enqueue;
+        using var server = X509Certificate2.CreateFromPemFile(Path.Combine(directory, ConsortiumCertificates.CertificateFile(3)), Path.Combine(directory, ConsortiumCertificates.KeyFile(3)));
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var address = (System.Net.IPEndPoint)listener.LocalEndpoint;
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var serving = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                using var client = await listener.AcceptTcpClientAsync(stop.Token);
+                await using var tls = new System.Net.Security.SslStream(client.GetStream());
+                try
+                {
+                    await tls.AuthenticateAsServerAsync(new System.Net.Security.SslServerAuthenticationOptions
+                    {
+                        ServerCertificate = server,
+                        ClientCertificateRequired = true,
+                        RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is not null,
+                    }, stop.Token);
+                    await tls.WriteAsync(new byte[] { 1 }, stop.Token);
+                }
+                catch (System.Security.Authentication.AuthenticationException)
+                {
+                }
+                catch (IOException)
+                {
+                }
+            }
+        }, stop.Token);
+
+        // As DotNext connects: a dual-mode socket (the address reads as IPv4-mapped), a NetworkStream, TLS over it.
+        async Task<bool> ConnectAsync(Func<System.Net.IPEndPoint, int?> memberAt)
+        {
+            using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            await socket.ConnectAsync(address, stop.Token);
+            await using var tls = new System.Net.Security.SslStream(new System.Net.Sockets.NetworkStream(socket, ownsSocket: false));
+            try
+            {
+                await tls.AuthenticateAsClientAsync(identity.RaftSslOptions(memberAt).ClientOptions, stop.Token);
+                return await tls.ReadAsync(new byte[1], stop.Token) == 1;
+            }
+            catch (System.Security.Authentication.AuthenticationException)
+            {
+                return false;
+            }
+        }
+
+        Assert.False(await ConnectAsync(at => at.Equals(address) ? 2 : null));
+        Assert.Contains(refusals, r => r.Contains("Raft connection to member 2", StringComparison.Ordinal) && r.Contains("member 3's certificate answered", StringComparison.Ordinal));
+        Assert.False(await ConnectAsync(_ => null));
+        Assert.Contains(refusals, r => r.Contains($"it goes to {address}, no member's Raft address", StringComparison.Ordinal));
+        Assert.True(await ConnectAsync(at => at.Equals(address) ? 3 : null));
+        await stop.CancelAsync();
+        listener.Stop();
+        await Assert.ThrowsAnyAsync<Exception>(() => serving);
+    }
+
     private static X509Certificate2 Certificate(string directory, int id)
         => X509Certificate2.CreateFromPem(File.ReadAllText(Path.Combine(directory, ConsortiumCertificates.CertificateFile(id))));
 
