@@ -281,7 +281,9 @@ public static partial class NodeRunner
                 raft.State.Traces.SetHead(signed.Head.Height, context);
             }
         };
-        var requestBudget = new RequestBudget(options.Limits.MaxInFlightRequestBytes);
+        var clientAddresses = ClientRateLimit.MemberAddresses(options);
+        var requestBudget = new RequestBudget(options.Limits.MaxInFlightRequestBytes, options.Limits.ClientInFlightRequestBytes,
+            context => ClientRateLimit.PartitionKey(context, clientAddresses));
         long lastFailureLogged = 0, failuresSinceLogged = 0;
         RegisterGauges(metrics, raft, submits, requestBudget);
         raft.LeaderChanged += () => metrics.LeaderChanges.Add(1);

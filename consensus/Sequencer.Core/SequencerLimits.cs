@@ -48,6 +48,19 @@ public sealed record SequencerLimits
     public long MaxInFlightRequestBytes { get; init; } = 256L * 1024 * 1024;
 
     /// <summary>
+    /// The most of <see cref="MaxInFlightRequestBytes"/> one client (a remote IPv4 address, or an IPv6 /64) holds at
+    /// once; beyond it that client's request is refused with 429 <c>overloaded</c>. Without it, a few maximal bodies
+    /// sent just above the minimum data rate would hold the whole budget for minutes. Requests a member forwards on a
+    /// client's behalf are counted where they arrived. 0 (the default): a quarter of the budget, and at least
+    /// <see cref="MaxRequestBytes"/> (<see cref="ClientInFlightRequestBytes"/>).
+    /// </summary>
+    public long MaxClientInFlightRequestBytes { get; init; }
+
+    /// <summary>The share of <see cref="MaxInFlightRequestBytes"/> one client holds at once, <see cref="MaxClientInFlightRequestBytes"/> resolved.</summary>
+    public long ClientInFlightRequestBytes => MaxClientInFlightRequestBytes != 0 ? MaxClientInFlightRequestBytes
+        : Math.Min(MaxInFlightRequestBytes, Math.Max(MaxRequestBytes, MaxInFlightRequestBytes / 4));
+
+    /// <summary>
     /// The most public-API requests per second from one client (a remote IPv4 address, or an IPv6 /64), with a burst of
     /// one second's worth; beyond it the node answers 429 <c>rate_limited</c> with <c>Retry-After</c>. 0 turns the limit
     /// off. Requests a member forwards on a client's behalf were counted where they arrived and are not counted again.
@@ -220,6 +233,8 @@ public sealed record SequencerLimits
         // A JSON body carries a tx as 0x-prefixed hex: two characters a byte plus quoting.
         Require(MaxRequestBytes >= 2 * MaxTxBytes + 64, "MaxRequestBytes must hold at least one maximal tx in hex");
         Require(MaxInFlightRequestBytes >= MaxRequestBytes, "MaxInFlightRequestBytes must be at least MaxRequestBytes, or a maximal request could never be admitted");
+        Require(MaxClientInFlightRequestBytes == 0 || (MaxClientInFlightRequestBytes >= MaxRequestBytes && MaxClientInFlightRequestBytes <= MaxInFlightRequestBytes),
+            "MaxClientInFlightRequestBytes must be 0 (a quarter of the budget) or in [MaxRequestBytes, MaxInFlightRequestBytes]: a client's maximal request must fit its share, and the share the node's budget");
         Require(SubmitTimeoutMs is >= 100 and <= 600_000, "SubmitTimeoutMs must be in [100, 600000]");
         Require(MaxForwardedRequests >= 1, "MaxForwardedRequests must be at least 1");
         Require(MaxNonceGap is >= 0 and <= 100_000, "MaxNonceGap must be in [0, 100000]");

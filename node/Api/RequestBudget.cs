@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using Microsoft.AspNetCore.Http;
 using Sequencer.Core;
 
@@ -16,6 +17,9 @@ namespace Sequencer.Node.Api;
 /// refused part-way when a step cannot be reserved. The reservation is held until the request ends (the caller
 /// disposes the <see cref="BudgetedBody"/>; the request's end disposes it too), because the body, or the txs parsed
 /// from it, live as long as the request: a submit waits for its txs to be ordered, a follower forwards the body.
+/// One client (as <c>clientOf</c> names it: an IPv4 address or an IPv6 /64) holds at most
+/// <see cref="ClientCapacityBytes"/> of it at once, so that a few large bodies sent just fast enough cannot take the
+/// whole budget from everyone else.
 /// </remarks>
 public sealed class RequestBudget
 {
@@ -24,18 +28,38 @@ public sealed class RequestBudget
 
     private static readonly TimeSpan RetryAfter = TimeSpan.FromSeconds(1);
 
+    private readonly Func<HttpContext, string>? clientOf;
+
+    // The bytes each client holds now; a client is here only while it holds some (at most one entry per request in
+    // flight, so the map is bounded by the requests the node serves at once).
+    private readonly ConcurrentDictionary<string, long> clients = new(StringComparer.Ordinal);
     private long inUseBytes;
     private long refusals;
 
     /// <param name="capacityBytes">The most bytes reserved at once; at least 1.</param>
-    public RequestBudget(long capacityBytes)
+    /// <param name="clientCapacityBytes">The most bytes one client reserves at once (at least 1, at most the capacity; the capacity when omitted).</param>
+    /// <param name="clientOf">The client a request counts against, or the empty string for one that is not counted (a request a member forwards, an internal route); without it no request is counted per client.</param>
+    public RequestBudget(long capacityBytes, long? clientCapacityBytes = null, Func<HttpContext, string>? clientOf = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacityBytes, 1);
         CapacityBytes = capacityBytes;
+        ClientCapacityBytes = clientCapacityBytes ?? capacityBytes;
+        ArgumentOutOfRangeException.ThrowIfLessThan(ClientCapacityBytes, 1, nameof(clientCapacityBytes));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(ClientCapacityBytes, capacityBytes, nameof(clientCapacityBytes));
+        this.clientOf = clientOf;
     }
 
     /// <summary>The most bytes reserved at once.</summary>
     public long CapacityBytes { get; }
+
+    /// <summary>The most bytes one client reserves at once.</summary>
+    public long ClientCapacityBytes { get; }
+
+    /// <summary>How many clients hold bytes now.</summary>
+    public int ClientsHolding => clients.Count;
+
+    /// <summary>The bytes <paramref name="client"/> holds now.</summary>
+    public long HeldBy(string client) => clients.TryGetValue(client, out var held) ? held : 0;
 
     /// <summary>The bytes reserved now, in [0, <see cref="CapacityBytes"/>].</summary>
     public long InUseBytes => Interlocked.Read(ref inUseBytes);
@@ -58,6 +82,48 @@ public sealed class RequestBudget
                 return false;
             if (Interlocked.CompareExchange(ref inUseBytes, current + bytes, current) == current)
                 return true;
+        }
+    }
+
+    /// <summary>
+    /// Reserves <paramref name="bytes"/> of <paramref name="client"/>'s share, atomically (the empty string: not
+    /// counted). Returns false, reserving nothing, when the share has not that much left.
+    /// </summary>
+    internal bool TryReserveFor(string client, long bytes)
+    {
+        if (client.Length == 0 || bytes == 0)
+            return true;
+        while (true)
+        {
+            if (clients.TryGetValue(client, out var held))
+            {
+                Invariant.Check(held > 0 && held <= ClientCapacityBytes, "a client's share in use is within (0, client capacity]");
+                if (bytes > ClientCapacityBytes - held)
+                    return false;
+                if (clients.TryUpdate(client, held + bytes, held))
+                    return true;
+            }
+            else
+            {
+                if (bytes > ClientCapacityBytes)
+                    return false;
+                if (clients.TryAdd(client, bytes))
+                    return true;
+            }
+        }
+    }
+
+    /// <summary>Returns <paramref name="bytes"/> of <paramref name="client"/>'s share; a client that holds nothing leaves the map.</summary>
+    internal void ReleaseFor(string client, long bytes)
+    {
+        if (client.Length == 0 || bytes == 0)
+            return;
+        while (true)
+        {
+            var found = clients.TryGetValue(client, out var held);
+            Invariant.Check(found && held >= bytes, "a client never releases more of its share than it reserved");
+            if (held == bytes ? clients.TryRemove(KeyValuePair.Create(client, held)) : clients.TryUpdate(client, held - bytes, held))
+                return;
         }
     }
 
@@ -87,7 +153,7 @@ public sealed class RequestBudget
         if (declared > maxBytes)
             return BudgetedBody.TooLarge(maxBytes);
 
-        var body = new BudgetedBody(this);
+        var body = new BudgetedBody(this, clientOf?.Invoke(context) ?? string.Empty);
         context.Response.RegisterForDispose(body);
         // A declared length is reserved whole; a chunked body reserves its first step.
         if (!body.TryGrow(declared ?? Math.Min(StepBytes, maxBytes)))
@@ -151,9 +217,15 @@ public sealed class RequestBudget
     {
         Interlocked.Increment(ref refusals);
         var inUse = InUseBytes;
+        var client = body.Client;
+        var byClient = body.Shortfall == BudgetShortfall.Client;
+        var held = HeldBy(client) - body.ReservedBytes;
         body.Dispose();
-        return BudgetedBody.Refused(429, "overloaded",
-            $"the node's in-flight request bytes budget ({CapacityBytes} bytes, {inUse} in use) cannot take this body now; retry later", RetryAfter);
+        return byClient
+            ? BudgetedBody.Refused(429, "overloaded",
+                $"this client's share of the node's in-flight request bytes ({ClientCapacityBytes} bytes, {held} held by its other requests) cannot take this body now; retry when they end", RetryAfter)
+            : BudgetedBody.Refused(429, "overloaded",
+                $"the node's in-flight request bytes budget ({CapacityBytes} bytes, {inUse} in use) cannot take this body now; retry later", RetryAfter);
     }
 }
 
@@ -167,7 +239,17 @@ public sealed class BudgetedBody : IDisposable
     private long reservedBytes;
     private int disposed;
 
-    internal BudgetedBody(RequestBudget budget) => this.budget = budget;
+    internal BudgetedBody(RequestBudget budget, string client)
+    {
+        this.budget = budget;
+        Client = client;
+    }
+
+    /// <summary>The client the reservation counts against (empty: none).</summary>
+    internal string Client { get; } = string.Empty;
+
+    /// <summary>Which limit refused the last growth.</summary>
+    internal BudgetShortfall Shortfall { get; private set; }
 
     private BudgetedBody(int status, string code, string message, TimeSpan? retryAfter)
     {
@@ -202,8 +284,19 @@ public sealed class BudgetedBody : IDisposable
     internal bool TryGrow(long bytes)
     {
         Invariant.Check(budget is not null && Volatile.Read(ref disposed) == 0, "only a live reservation grows");
-        if (!budget.TryReserve(bytes))
+        if (!budget.TryReserveFor(Client, bytes))
+        {
+            Shortfall = BudgetShortfall.Client;
             return false;
+        }
+
+        if (!budget.TryReserve(bytes))
+        {
+            budget.ReleaseFor(Client, bytes);
+            Shortfall = BudgetShortfall.Node;
+            return false;
+        }
+
         Interlocked.Add(ref reservedBytes, bytes);
         return true;
     }
@@ -220,6 +313,21 @@ public sealed class BudgetedBody : IDisposable
     {
         if (Interlocked.Exchange(ref disposed, 1) == 1 || budget is null)
             return;
-        budget.Release(Interlocked.Exchange(ref reservedBytes, 0));
+        var bytes = Interlocked.Exchange(ref reservedBytes, 0);
+        budget.Release(bytes);
+        budget.ReleaseFor(Client, bytes);
     }
+}
+
+/// <summary>Which limit a body's reservation ran into.</summary>
+internal enum BudgetShortfall
+{
+    /// <summary>None.</summary>
+    None,
+
+    /// <summary>The client's share.</summary>
+    Client,
+
+    /// <summary>The node's budget.</summary>
+    Node,
 }

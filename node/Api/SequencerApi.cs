@@ -615,6 +615,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("maxInFlightEntries", limits.MaxInFlightEntries);
             writer.WriteNumber("maxRequestBytes", limits.MaxRequestBytes);
             writer.WriteNumber("maxInFlightRequestBytes", limits.MaxInFlightRequestBytes);
+            writer.WriteNumber("clientInFlightRequestBytes", limits.ClientInFlightRequestBytes);
             writer.WriteNumber("maxTxsPerRequest", limits.MaxTxsPerRequest);
             writer.WriteNumber("submitTimeoutMs", limits.SubmitTimeoutMs);
             writer.WriteNumber("maxForwardedRequests", limits.MaxForwardedRequests);

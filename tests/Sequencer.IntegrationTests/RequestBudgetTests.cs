@@ -83,6 +83,53 @@ public sealed class RequestBudgetTests
         await WaitForInFlightBytesAsync(node, 0, test, TimeSpan.FromSeconds(60));
     }
 
+    [Fact]
+    public async Task OneClientHoldsAtMostItsShare_AnotherAddressStillGetsIn()
+    {
+        // A 2 MiB budget, 1 MiB a client. Clients are told apart by address: 127.0.0.1 and 127.0.0.2 are two.
+        await using var test = await TestCluster.StartAsync("budget-client", nodes: 1,
+            extraArguments: ["--limit", $"maxRequestBytes={BudgetBytes}", "--limit", $"maxInFlightRequestBytes={2 * BudgetBytes}",
+                "--limit", $"maxClientInFlightRequestBytes={BudgetBytes}"]);
+        var node = test.Cluster.Node(1);
+        var api = new Uri(node.Spec.Api);
+
+        using var slow = await ConnectFromAsync("127.0.0.1", api);
+        var held = BudgetBytes - 1000;
+        await slow.GetStream().WriteAsync(Encoding.ASCII.GetBytes(Headers(api, held) + "{\"txs\": [\"0x00"));
+        await WaitForInFlightBytesAsync(node, held, test);
+
+        // The same address again: over its share, though the node's budget has room.
+        using (var same = await ConnectFromAsync("127.0.0.1", api))
+        {
+            await same.GetStream().WriteAsync(Encoding.ASCII.GetBytes(Headers(api, 5000)));
+            var answer = await ReadAnswerAsync(same.GetStream(), "}", TimeSpan.FromSeconds(10));
+            Assert.StartsWith("HTTP/1.1 429", answer, StringComparison.Ordinal);
+            Assert.Contains("held by its other requests", answer, StringComparison.Ordinal);
+        }
+
+        // Another address is admitted and its tx ordered.
+        using (var other = await ConnectFromAsync("127.0.0.2", api))
+        {
+            const string body = "{\"tx\":\"0x0a0b0c0d0e0f\"}";
+            await other.GetStream().WriteAsync(Encoding.ASCII.GetBytes(Headers(api, body.Length) + body));
+            var answer = await ReadAnswerAsync(other.GetStream(), "}", TimeSpan.FromSeconds(10));
+            Assert.True(answer.StartsWith("HTTP/1.1 200", StringComparison.Ordinal) || answer.StartsWith("HTTP/1.1 202", StringComparison.Ordinal), answer);
+        }
+
+        var view = await node.Client.GetClusterAsync();
+        Assert.Equal(BudgetBytes, view.Limits["clientInFlightRequestBytes"]);
+        slow.Client.LingerState = new LingerOption(true, 0);
+        slow.Close();
+        await WaitForInFlightBytesAsync(node, 0, test);
+    }
+
+    private static async Task<TcpClient> ConnectFromAsync(string source, Uri api)
+    {
+        var client = new TcpClient(new System.Net.IPEndPoint(System.Net.IPAddress.Parse(source), 0));
+        await client.ConnectAsync(api.Host, api.Port);
+        return client;
+    }
+
     private static string Headers(Uri api, long contentLength)
         => $"POST /v1/txs HTTP/1.1\r\nHost: {api.Authority}\r\nContent-Type: application/json\r\nContent-Length: {contentLength}\r\n\r\n";
 

@@ -25,6 +25,7 @@ public sealed class LimitsTests
     [InlineData("MaxUnpersistedEntryBytes", 1_000_000, "MaxUnpersistedEntryBytes must be at least MaxBatchBytes")]
     [InlineData("MaxRecentTxs", 200_000_000, "MaxRecentTxs must be in")]
     [InlineData("MaxInFlightRequestBytes", 1024 * 1024, "MaxInFlightRequestBytes must be at least MaxRequestBytes")]
+    [InlineData("MaxClientInFlightRequestBytes", 1024 * 1024, "MaxClientInFlightRequestBytes must be 0 (a quarter of the budget) or in [MaxRequestBytes")]
     public void Validate_BrokenRelation_IsNamed(string name, int value, string expected)
     {
         var limits = RunCommand.ApplyLimit(new SequencerLimits(), $"{name}={value}");

@@ -234,6 +234,108 @@ public sealed class RequestBudgetTests
         Assert.Equal(0, budget.InUseBytes);
     }
 
+    [Fact]
+    public async Task ReadBodyAsync_OneClient_HoldsAtMostItsShare_AndOthersStillGetIn()
+    {
+        var budget = new RequestBudget(4 * MiB, MiB, ClientOf);
+        DefaultHttpContext From(string client, int bytes)
+        {
+            var context = Request(new CountingStream(new byte[bytes]), declared: bytes);
+            context.Request.Headers["X-Client"] = client;
+            return context;
+        }
+
+        var first = await budget.ReadBodyAsync(From("a", 600_000), MiB);
+        Assert.NotNull(first.Bytes);
+        Assert.Equal(600_000, budget.HeldBy("a"));
+
+        // Client a's second body would take it past its share: refused, with the share named; nothing of it is held.
+        var second = From("a", 600_000);
+        using (var refused = await budget.ReadBodyAsync(second, MiB))
+        {
+            Assert.Equal(429, refused.Status);
+            Assert.Equal("overloaded", refused.Code);
+            Assert.Contains("this client's share", refused.Message, StringComparison.Ordinal);
+            Assert.Contains("600000 held by its other requests", refused.Message, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(0, ((CountingStream)second.Request.Body).Reads);
+        Assert.Equal(600_000, budget.HeldBy("a"));
+        Assert.Equal(600_000, budget.InUseBytes);
+
+        // Others are not held back by a's share, and a request that counts against no client (forwarded by a
+        // member, or an internal route) is bounded only by the node's budget.
+        using (var other = await budget.ReadBodyAsync(From("b", 600_000), MiB))
+            Assert.NotNull(other.Bytes);
+        using (var uncounted = await budget.ReadBodyAsync(From(string.Empty, MiB), MiB))
+        {
+            Assert.NotNull(uncounted.Bytes);
+            Assert.Equal(0, budget.HeldBy(string.Empty));
+        }
+
+        // When a's first body ends, a leaves the map and its share is whole again.
+        first.Dispose();
+        Assert.Equal(0, budget.ClientsHolding);
+        Assert.Equal(0, budget.InUseBytes);
+        using var again = await budget.ReadBodyAsync(From("a", MiB), MiB);
+        Assert.NotNull(again.Bytes);
+    }
+
+    [Fact]
+    public async Task ReadBodyAsync_NodeBudgetSpent_GivesBackTheClientsShare()
+    {
+        var budget = new RequestBudget(MiB, MiB, ClientOf);
+        Assert.True(budget.TryReserve(MiB - 1000));
+        var context = Request(new CountingStream(new byte[5000]), declared: 5000);
+        context.Request.Headers["X-Client"] = "a";
+        using var refused = await budget.ReadBodyAsync(context, MiB);
+        Assert.Equal(429, refused.Status);
+        Assert.Contains("the node's in-flight request bytes budget", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(0, budget.ClientsHolding);
+        Assert.Equal(MiB - 1000, budget.InUseBytes);
+    }
+
+    [Fact]
+    public async Task TryReserveFor_ConcurrentClients_NeverExceedTheirShare_AndLeaveNothingBehind()
+    {
+        const long share = 10_000;
+        var budget = new RequestBudget(1_000_000, share);
+        var clients = new[] { "a", "b", "c" };
+        long worst = 0;
+        var workers = Enumerable.Range(0, 8).Select(w => Task.Run(() =>
+        {
+            var random = new Random(w);
+            for (var i = 0; i < 20_000; i++)
+            {
+                var client = clients[random.Next(clients.Length)];
+                var bytes = random.Next(1, 4000);
+                if (!budget.TryReserveFor(client, bytes))
+                    continue;
+                var held = budget.HeldBy(client);
+                Assert.InRange(held, 1, share);
+                InterlockedMax(ref worst, held);
+                budget.ReleaseFor(client, bytes);
+            }
+        })).ToArray();
+        await Task.WhenAll(workers);
+        Assert.Equal(0, budget.ClientsHolding);
+        Assert.InRange(worst, 4000, share);
+    }
+
+    private static void InterlockedMax(ref long target, long value)
+    {
+        var current = Interlocked.Read(ref target);
+        while (value > current)
+        {
+            var seen = Interlocked.CompareExchange(ref target, value, current);
+            if (seen == current)
+                return;
+            current = seen;
+        }
+    }
+
+    private static string ClientOf(HttpContext context) => context.Request.Headers["X-Client"].ToString();
+
     private static DefaultHttpContext Request(Stream body, long? declared)
     {
         var context = new DefaultHttpContext();
