@@ -69,6 +69,7 @@ public sealed partial class SignerService : IAsyncDisposable
     private readonly LogThrottle poolFailures = new(FailureLogInterval);
     private readonly LogThrottle compactionFailures = new(FailureLogInterval);
     private readonly LogThrottle refusedSessions = new(FailureLogInterval);
+    private readonly LogThrottle usedInLog = new(FailureLogInterval);
     private readonly List<AppliedSession> queue = [];
     private readonly CancellationTokenSource stopping = new();
     private BackgroundLoop? loop;
@@ -324,6 +325,20 @@ public sealed partial class SignerService : IAsyncDisposable
                     return DirectAnswer.Refuse(409, "nonce_used", $"this signer no longer holds nonce {session.Sequences[index]} (used or lost); it is never used again");
                 if (!mine.Commitment.AsSpan().SequenceEqual(request.Commitments[i][index]))
                     return DirectAnswer.Refuse(400, "bad_commitment", $"head {session.Height}: commitment {session.Sequences[index]} is not the one this signer published");
+
+                // ... and one its own log does not record as used. A store restored from a backup holds nonces used
+                // since; a leader that named one again would get a second share under that nonce for another head,
+                // and two shares under one nonce give away this signer's key share. (A direct session's record comes
+                // after its answers, so a commitment this node's log published and no longer offers was used.)
+                var sequence = session.Sequences[index];
+                var logged = state.UnusedCommitment(share.Identifier, sequence);
+                var (_, logNext) = state.CommitmentsOf(share.Identifier);
+                if ((logged is null && sequence < logNext) || (logged is not null && !logged.AsSpan().SequenceEqual(mine.Commitment)))
+                {
+                    if (usedInLog.Admit(Stopwatch.GetTimestamp(), 1, out var since))
+                        LogUsedInLog(logger, sequence, since, (int)usedInLog.Interval.TotalSeconds);
+                    return DirectAnswer.Refuse(409, "nonce_used", $"the log records nonce {sequence} of this signer as used (or with another value); it is never used again");
+                }
                 parsed.Add(commitments);
             }
 
@@ -687,6 +702,9 @@ public sealed partial class SignerService : IAsyncDisposable
 
     [LoggerMessage(EventId = 317, Level = LogLevel.Warning, Message = "Signer {SignerId} holds none of its lowest published nonce commitments (its nonces were lost with its data): publishing new ones that replace all {Count} unused")]
     private static partial void LogReplacingPool(ILogger logger, int signerId, int count);
+
+    [LoggerMessage(EventId = 319, Level = LogLevel.Warning, Message = "A session named nonce {Sequence}, which this signer's store still holds but its log records as used (was the signer directory restored from a backup?): refused, as every such nonce is; logged at most every {Seconds} s ({Held} more since the last line)")]
+    private static partial void LogUsedInLog(ILogger logger, ulong sequence, long held, int seconds);
 
     [LoggerMessage(EventId = 318, Level = LogLevel.Warning, Message = "{Count} signing sessions were not answered: the nonce store is at its bound of {Uncompacted} takes not yet compacted (its audit database uses.db failed); this signer answers again once a compaction succeeds (after a failed write LiteDB stays closed until the node restarts; logged at most every {Seconds} s)")]
     private static partial void LogNoncesRefused(ILogger logger, long count, int uncompacted, int seconds);

@@ -110,12 +110,12 @@ public sealed class DirectSessionTests : IAsyncDisposable
 
     private async Task ReplicateAsync(ILogCommand command) => await log.ReplicateAsync(LogCommandCodec.Encode(command), null, CancellationToken.None);
 
-    private async Task SetUpAsync()
+    private async Task SetUpAsync(Func<int, INonceStore>? storeOf = null)
     {
         await ReplicateAsync(SigningFixtures.EpochOne(key.Group));
         foreach (var id in new[] { 1, 2, 3 })
         {
-            var store = new InMemoryNonceStore();
+            var store = storeOf?.Invoke(id) ?? new InMemoryNonceStore();
             var made = store.Generate(1, key.Shares[id - 1], 1, 16);
             await ReplicateAsync(SigningFixtures.Publication(key.Shares[id - 1], 1, [.. made.Select(c => c.Commitment)]));
             var signer = new SignerService(key.Shares[id - 1], key.Group, 1, state, new NoLeader(), store, Limits, new NodeMetrics(), NullLogger<SignerService>.Instance, SignerFault.None);
@@ -324,6 +324,71 @@ public sealed class DirectSessionTests : IAsyncDisposable
         // ... so the nonce those requests named still serves a proper one.
         Assert.Equal(200, (await signer.AnswerDirectAsync(Request(2, 7, 8, 8), CancellationToken.None)).Status);
         Assert.Equal(2, signer.NonceUses(0, 10).Count);
+    }
+
+    [Fact]
+    public async Task ASignerWhoseStoreWasRestoredFromABackup_RefusesANonceItsLogRecordsAsUsed()
+    {
+        var directory = Path.Combine(Path.GetTempPath(), "sequencer-restored-" + Guid.NewGuid().ToString("N"));
+        var backup = directory + "-backup";
+        try
+        {
+            NonceStore? original = null;
+            await SetUpAsync(id => id == 2 ? original = new NonceStore(directory) : new InMemoryNonceStore());
+            await CutBatchAsync(1);
+            // The operator's backup of the signer's directory, taken before any nonce was used.
+            original!.Dispose();
+            CopyDirectory(directory, backup);
+            var reopened = new NonceStore(directory);
+            var signer = new SignerService(key.Shares[1], key.Group, 1, state, new NoLeader(), reopened, Limits, new NodeMetrics(), NullLogger<SignerService>.Instance, SignerFault.None);
+            var published = state.UnusedCommitment(2, 1)!;
+            SessionRequestMessage Request(ulong height, int attempt, ulong sequence1) => new()
+            {
+                LeaderId = 1,
+                Sessions = [new SigningSession { Height = height, Attempt = attempt, KeyEpoch = 1, Signers = [1, 2], Sequences = [sequence1, 1], Direct = true }],
+                Commitments = [[state.UnusedCommitment(1, sequence1)!, published]],
+            };
+
+            // Nonce 1 serves head 1, and the session's record reaches the log (it takes the commitments out of the pool).
+            var first = await signer.AnswerDirectAsync(Request(1, 1, 1), CancellationToken.None);
+            Assert.Equal(200, first.Status);
+            await ReplicateAsync(new BatchCommand { LeaderTimestampMs = 5000, Txs = [BatchApplierTests.Tx(2)], Sessions = [Request(1, 1, 1).Sessions[0]] });
+            Assert.Null(state.UnusedCommitment(2, 1));
+            reopened.Dispose();
+
+            // The directory is restored from the backup: the store holds nonce 1 again. A leader asks for it for
+            // another head: refused from the log's record, and nothing is taken.
+            Directory.Delete(directory, recursive: true);
+            CopyDirectory(backup, directory);
+            using var restored = new NonceStore(directory);
+            Assert.Contains(restored.CommitmentsFrom(1, 1), c => c.Sequence == 1);
+            var again = new SignerService(key.Shares[1], key.Group, 1, state, new NoLeader(), restored, Limits, new NodeMetrics(), NullLogger<SignerService>.Instance, SignerFault.None);
+            var refused = await again.AnswerDirectAsync(Request(2, 1, 2), CancellationToken.None);
+            Assert.Equal((409, "nonce_used"), (refused.Status, refused.Code));
+            Assert.Contains("the log records nonce 1", refused.Reason, StringComparison.Ordinal);
+            Assert.Empty(again.NonceUses(0, 10));
+            await again.DisposeAsync();
+            await signer.DisposeAsync();
+        }
+        finally
+        {
+            foreach (var path in new[] { directory, backup })
+            {
+                if (Directory.Exists(path))
+                    Directory.Delete(path, recursive: true);
+            }
+        }
+    }
+
+    private static void CopyDirectory(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var file in Directory.GetFiles(from, "*", SearchOption.AllDirectories))
+        {
+            var target = Path.Combine(to, Path.GetRelativePath(from, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
     }
 
     public async ValueTask DisposeAsync()
