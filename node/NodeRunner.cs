@@ -223,7 +223,7 @@ public static partial class NodeRunner
             loggerFactory.CreateLogger<HeadSigningCoordinator>(), keys?.Bootstrap, sessionChannel);
         await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal, loops, coordinator);
         using var forwarder = new LeaderForwarder(options.NodeId, options.Limits.MaxForwardedRequests, identity);
-        using var intake = new LeaderIntake(raft);
+        using var intake = new LeaderIntake(raft, TimeSpan.FromMilliseconds(options.Limits.MinKeyRotationIntervalMs));
         using var channel = new LeaderChannel(raft, coordinator, intake, identity);
         await using var signers = new SignerHost(options, raft.State, channel, metrics, loggerFactory, loops);
         signerHost = signers;

@@ -180,6 +180,9 @@ public static class ChaosRun
             // A short WAL retention makes snapshots and log compaction part of every run, unless --node-arg sets one.
             ExtraArguments = ["--admin-token", adminToken,
                 .. options.NodeArguments.Any(a => a == "--wal-retained-entries" || a.StartsWith("--wal-retained-entries=", StringComparison.Ordinal)) ? Array.Empty<string>() : ["--wal-retained-entries", "512"],
+                // The rotation fault rotates minutes after the start, at any time; a run sets no rotation interval unless
+                // --node-arg sets one.
+                .. options.NodeArguments.Any(a => a.Contains("minKeyRotationIntervalMs", StringComparison.OrdinalIgnoreCase)) ? Array.Empty<string>() : ["--limit", "minKeyRotationIntervalMs=0"],
                 .. options.Signing && options.Dkg ? ["--dkg-threshold", threshold.ToString(CultureInfo.InvariantCulture)] : Array.Empty<string>(),
                 .. l1Arguments,
                 .. options.Ethereum ? ["--validation", "ethereum"] : Array.Empty<string>(),

@@ -75,6 +75,15 @@ public sealed record SequencerLimits
     /// </summary>
     public int DkgSilenceMs { get; init; } = 300_000;
 
+    /// <summary>
+    /// The least time between key rotations: the leader refuses to start a rotation (a DKG for the next key epoch) until
+    /// the current key epoch has been in force this long, counted from when the leader saw it come into force or from
+    /// the leader's start, whichever is later. Any member can ask for a rotation; without this bound one member could
+    /// keep the others in key generations and the L1 busy with hand-overs. A failed attempt's retries are not held
+    /// back. 0: no bound (the devnet's default, so that a rotation can be tried at once).
+    /// </summary>
+    public int MinKeyRotationIntervalMs { get; init; } = 600_000;
+
     /// <summary>The most txs in one bulk submit.</summary>
     public int MaxTxsPerRequest { get; init; } = 10_000;
 
@@ -229,6 +238,7 @@ public sealed record SequencerLimits
         Require(MaxInFlightEntries is >= 1 and <= 1024, "MaxInFlightEntries must be in [1, 1024]");
         Require(MaxTxsPerRequest >= 1, "MaxTxsPerRequest must be at least 1");
         Require(DkgSilenceMs is >= 1_000 and <= 86_400_000, "DkgSilenceMs must be in [1000, 86400000]");
+        Require(MinKeyRotationIntervalMs is >= 0 and <= 604_800_000, "MinKeyRotationIntervalMs must be in [0, 604800000] (a week)");
         Require(ClientRequestsPerSecond is >= 0 and <= 10_000_000, "ClientRequestsPerSecond must be in [0, 10000000] (0: no limit)");
         // A JSON body carries a tx as 0x-prefixed hex: two characters a byte plus quoting.
         Require(MaxRequestBytes >= 2 * MaxTxBytes + 64, "MaxRequestBytes must hold at least one maximal tx in hex");

@@ -185,6 +185,13 @@ public sealed partial class AppliedState
             return [.. stored, .. recentHeads.Values.Where(h => h.Height >= next).Take(limit - stored.Count)];
     }
 
+    // When this node saw the current key epoch come into force (applied it), or its start: a restart counts the epoch
+    // as new, which only ever holds a rotation back longer.
+    private long keyEpochSeenAt;
+
+    /// <summary>How long the current key epoch has been in force, as this node saw it (at most since its start).</summary>
+    public TimeSpan KeyEpochInForceFor => time.GetElapsedTime(Interlocked.Read(ref keyEpochSeenAt));
+
     /// <summary>How many published, unused commitments the log holds for <paramref name="signer"/>, and the next sequence it should use.</summary>
     public (int Available, ulong NextSequence) CommitmentsOf(int signer)
     {
@@ -280,7 +287,10 @@ public sealed partial class AppliedState
         if (effects.DkgEvent is { } dkgEvent)
             LogDkgEvent(logger, dkgEvent);
         if (effects.KeyEpoch is { } epoch)
+        {
+            Interlocked.Exchange(ref keyEpochSeenAt, time.GetTimestamp());
             LogKeyEpoch(logger, epoch.Epoch, epoch.Threshold, epoch.Members.Count);
+        }
         if (effects.SessionsStarted.Count > 0)
             SessionsStarted?.Invoke(effects.SessionsStarted);
         foreach (var head in effects.HeadsSigned)

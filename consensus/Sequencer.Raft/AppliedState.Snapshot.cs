@@ -305,7 +305,11 @@ public sealed partial class AppliedState
         if (problem is not null)
             throw new LogFormatException($"snapshot key epoch {epoch.Epoch}: {problem}");
         if (!known)
+        {
             signing.KeyEpochs.Add(epoch);
+            // A key epoch this node learns from a snapshot counts as new (it holds a rotation back, never hurries one).
+            Interlocked.Exchange(ref keyEpochSeenAt, time.GetTimestamp());
+        }
     }
 
     /// <summary>Accepts a signed head from the snapshot after verifying it (INV-SIGVALID holds for installed heads too).</summary>

@@ -131,6 +131,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         this.limits = limits;
         this.retention = retention;
         this.time = time;
+        keyEpochSeenAt = time.GetTimestamp();
         Transfers = new SnapshotTransfers(time);
         Replication = new ReplicationWatch(time);
         Transfers.Repeated += OnRepeatedTransfer;

@@ -143,6 +143,23 @@ public sealed class DkgLedger
         return context;
     }
 
+    /// <summary>
+    /// Why the leader does not start the rotation <paramref name="start"/> yet, or null: a DkgStart for key epoch
+    /// <paramref name="currentEpoch"/> + 1 that is not a retry of a failed attempt of that epoch waits until the current
+    /// epoch has been in force for <paramref name="minInterval"/> (zero: no wait). The first key generation and the
+    /// retries of a failed one are never held back.
+    /// </summary>
+    public static string? RotationTooSoon(DkgStartCommand start, ulong currentEpoch, DkgView? dkg, TimeSpan inForceFor, TimeSpan minInterval)
+    {
+        ArgumentNullException.ThrowIfNull(start);
+        if (currentEpoch == 0 || start.Epoch != currentEpoch + 1 || minInterval <= TimeSpan.Zero || inForceFor >= minInterval)
+            return null;
+        if (dkg is { Failure: not null } failed && failed.Epoch == start.Epoch)
+            return null;
+        return $"key epoch {currentEpoch} has been in force for {inForceFor.TotalSeconds:0} s (as the leader saw it); a rotation starts at most every "
+            + $"{minInterval.TotalSeconds:0} s (MinKeyRotationIntervalMs), so in {(minInterval - inForceFor).TotalSeconds:0} s";
+    }
+
     /// <summary>Why the ledger would not accept <paramref name="command"/> now (with key epoch <paramref name="currentEpoch"/> in force), or null.</summary>
     public string? Rejection(ILogCommand command, ulong currentEpoch)
     {

@@ -141,7 +141,8 @@ public static class DevnetCommand
                 return 2;
             }
 
-            extra = [.. extra, "--validation", validation];
+            // A devnet is one operator's: a key rotation (keygen --rotate) can be tried at once, not 10 minutes after a start.
+            extra = [.. extra, "--validation", validation, "--limit", "minKeyRotationIntervalMs=0"];
             if (result.GetValue(RetainHeightsOption) is > 0 and var retain)
             {
                 if (validation != "ethereum")

@@ -136,6 +136,9 @@ public sealed partial class DkgService : IAsyncDisposable
         };
         if (state.DkgRejection(start) is { } reason)
             return reason;
+        // The leader decides by its own view; this node's gives the operator the reason up front.
+        if (DkgLedger.RotationTooSoon(start, current.Epoch, state.Dkg, state.KeyEpochInForceFor, TimeSpan.FromMilliseconds(options.Limits.MinKeyRotationIntervalMs)) is { } early)
+            return early;
         return await SendAsync(start, token).ConfigureAwait(false) ? null : "the leader did not take the request; try again";
     }
 

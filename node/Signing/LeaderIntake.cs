@@ -35,7 +35,10 @@ public sealed record IntakeResult(IntakeStatus Status, string? Reason = null);
 /// and then replicated. Bounded: at most a few proposals at once, and a quarter of them per sender, so that one member
 /// that keeps proposing cannot make the others' nonce commitments and DKG messages wait.
 /// </summary>
-public sealed class LeaderIntake(RaftHost raft, int maxConcurrent = 8) : IDisposable
+/// <param name="raft">The node's Raft host and applied state.</param>
+/// <param name="minRotationInterval">The least time between key rotations (<see cref="Core.SequencerLimits.MinKeyRotationIntervalMs"/>).</param>
+/// <param name="maxConcurrent">The most proposals at once.</param>
+public sealed class LeaderIntake(RaftHost raft, TimeSpan minRotationInterval, int maxConcurrent = 8) : IDisposable
 {
     private readonly SemaphoreSlim proposals = new(maxConcurrent, maxConcurrent);
     private readonly Dictionary<int, int> perSender = [];
@@ -66,7 +69,10 @@ public sealed class LeaderIntake(RaftHost raft, int maxConcurrent = 8) : IDispos
                 return SignerProof.Verify(SigningLedger.NonceCommitmentsProofDomain, commitments.ProofPayload(), commitments.Proof, publicShare)
                     ? null
                     : $"the entry is not signed by signer {commitments.SignerId}'s key share";
-            case DkgStartCommand or IDkgMessage:
+            case DkgStartCommand start:
+                return raft.State.DkgRejection(command)
+                    ?? DkgLedger.RotationTooSoon(start, raft.State.CurrentKeyEpoch?.Epoch ?? 0, raft.State.Dkg, raft.State.KeyEpochInForceFor, minRotationInterval);
+            case IDkgMessage:
                 return raft.State.DkgRejection(command);
             default:
                 return $"a {command.GetType().Name} is not taken from other nodes";

@@ -105,7 +105,7 @@ public sealed class KeyRotationTests
     [Fact]
     public async Task TwoRotations_EveryNodeSwitches_TheContractFollows_AndALightClientPinnedToEpochOneProvesEveryEpoch()
     {
-        var (anvil, inbox, test) = await L1PosterTests.StartAsync("rotation", ["--admin-token", AdminToken]);
+        var (anvil, inbox, test) = await L1PosterTests.StartAsync("rotation", ["--admin-token", AdminToken, "--limit", "minKeyRotationIntervalMs=0"]);
         await using var anvilScope = anvil;
         await using var testScope = test;
         var pinned = KeyFiles.ReadGroup(Path.Combine(test.KeysDirectory!, KeyFiles.GroupFileName)).ToGroupKey();
@@ -288,10 +288,40 @@ public sealed class KeyRotationTests
         await SigningTests.WaitAllSignedAsync(test, TimeSpan.FromSeconds(30));
     }
     [Fact]
+    public async Task ARotation_WaitsForTheMinimumInterval_HoweverAMemberAsksForIt()
+    {
+        // The default interval (10 minutes): a key epoch that came into force a moment ago is not rotated yet.
+        await using var test = await TestCluster.StartAsync("rotation-early", signingThreshold: 2, extraArguments: ["--admin-token", AdminToken]);
+        await SigningTests.SubmitAsync(test.Cluster.Node(1).Client, 3, seed: 71);
+        await SigningTests.WaitAllSignedAsync(test, TimeSpan.FromSeconds(30));
+
+        // Through the operator's route on a member: refused with the reason.
+        var (status, body) = await RotateAsync(test.Cluster.Node(2).Client.BaseUrl, null);
+        Assert.True(status == HttpStatusCode.Conflict, $"{(int)status}: {body}");
+        Assert.Contains("rotation_refused", body, StringComparison.Ordinal);
+        Assert.Contains("a rotation starts at most every 600 s", body, StringComparison.Ordinal);
+
+        // A member that posts a DkgStart to the leader's intake itself (around its own checks) is refused by the leader.
+        var leader = await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        var member = leader == 1 ? 2 : 1;
+        using var client = test.MemberClient(member);
+        var start = new Sequencer.Core.Encoding.DkgStartCommand { Epoch = 2, Attempt = 1, Threshold = 2, Members = [1, 2, 3] };
+        using var content = new ByteArrayContent(Sequencer.Core.Encoding.LogCommandCodec.Encode(start));
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/x-msgpack");
+        using var answer = await client.PostAsync(new Uri(test.Internal(leader), "/internal/v1/dkg"), content);
+        var text = await answer.Content.ReadAsStringAsync();
+        Assert.True(answer.StatusCode == HttpStatusCode.Conflict, $"{(int)answer.StatusCode}: {text}");
+        Assert.Contains("dkg_rejected", text, StringComparison.Ordinal);
+        Assert.Contains("MinKeyRotationIntervalMs", text, StringComparison.Ordinal);
+        var signing = await SigningAsync(test.Cluster.Node(1).Client.BaseUrl);
+        Assert.Equal(JsonValueKind.Null, signing.GetProperty("dkg").ValueKind);
+    }
+
+    [Fact]
     public async Task APendingKeyEpoch_SurvivesARestartOfEveryNode_AndItsHandoverCompletesAfterIt()
     {
         // Dealer keys for epoch 1, a DKG among the nodes for epoch 2; no L1.
-        await using var test = await TestCluster.StartAsync("rotation-pending", signingThreshold: 2, extraArguments: ["--admin-token", AdminToken]);
+        await using var test = await TestCluster.StartAsync("rotation-pending", signingThreshold: 2, extraArguments: ["--admin-token", AdminToken, "--limit", "minKeyRotationIntervalMs=0"]);
         await SigningTests.SubmitAsync(test.Cluster.Node(1).Client, 10, seed: 81);
         await SigningTests.WaitAllSignedAsync(test, TimeSpan.FromSeconds(30));
 

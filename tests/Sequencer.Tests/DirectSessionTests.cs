@@ -327,6 +327,17 @@ public sealed class DirectSessionTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task TheKeyEpochsTimeInForce_CountsFromWhenThisNodeAppliedIt()
+    {
+        time.Advance(TimeSpan.FromMinutes(7));
+        Assert.Equal(TimeSpan.FromMinutes(7), state.KeyEpochInForceFor);
+        await SetUpAsync();
+        Assert.Equal(TimeSpan.Zero, state.KeyEpochInForceFor);
+        time.Advance(TimeSpan.FromSeconds(90));
+        Assert.Equal(TimeSpan.FromSeconds(90), state.KeyEpochInForceFor);
+    }
+
+    [Fact]
     public async Task ASignerWhoseStoreWasRestoredFromABackup_RefusesANonceItsLogRecordsAsUsed()
     {
         var directory = Path.Combine(Path.GetTempPath(), "sequencer-restored-" + Guid.NewGuid().ToString("N"));

@@ -94,4 +94,30 @@ public sealed class KeyPolicyTests
         ledger.Apply(same, At(7));
         Assert.Equal(2, ledger.Dkg!.Threshold);
     }
+
+    [Fact]
+    public void ARotation_StartsOnlyOnceTheKeyEpochHasBeenInForceTheMinimumInterval()
+    {
+        var interval = TimeSpan.FromMinutes(10);
+        static DkgStartCommand Start(ulong epoch, int attempt) => new() { Epoch = epoch, Attempt = attempt, Threshold = 2, Members = [1, 2, 3] };
+        var rotation = Start(2, 1);
+
+        // Too soon: refused, with what is left to wait.
+        var early = DkgLedger.RotationTooSoon(rotation, 1, null, TimeSpan.FromMinutes(4), interval);
+        Assert.NotNull(early);
+        Assert.Contains("in force for 240 s", early, StringComparison.Ordinal);
+        Assert.Contains("so in 360 s", early, StringComparison.Ordinal);
+
+        // A later attempt number is no way around it; nor is an attempt in progress of another epoch.
+        Assert.NotNull(DkgLedger.RotationTooSoon(Start(2, 5), 1, null, TimeSpan.Zero, interval));
+
+        // After the interval, without an interval, for the first key, and for the retry of a failed attempt: not held back.
+        Assert.Null(DkgLedger.RotationTooSoon(rotation, 1, null, interval, interval));
+        Assert.Null(DkgLedger.RotationTooSoon(rotation, 1, null, TimeSpan.Zero, TimeSpan.Zero));
+        Assert.Null(DkgLedger.RotationTooSoon(Start(1, 1), 0, null, TimeSpan.Zero, interval));
+        var failed = new DkgView(2, 1, 2, [1, 2, 3], [], new Dictionary<int, DkgRound1Command>(), new Dictionary<int, DkgRound2Command>(),
+            new HashSet<int>(), "member 3 stayed silent", null, new Dictionary<int, string>());
+        Assert.Null(DkgLedger.RotationTooSoon(Start(2, 2), 1, failed, TimeSpan.Zero, interval));
+        Assert.NotNull(DkgLedger.RotationTooSoon(Start(2, 2), 1, failed with { Failure = null }, TimeSpan.Zero, interval));
+    }
 }
