@@ -220,6 +220,32 @@ public sealed partial class AppliedState
             return ledger.UnusedCommitment(signer, sequence);
     }
 
+    /// <summary>
+    /// Why this node's log does not let <paramref name="signer"/> answer the direct <paramref name="session"/> with its
+    /// nonce <paramref name="sequence"/> (published as <paramref name="commitment"/>), or null when it does: when the log
+    /// offers that commitment unused, has not seen the sequence published yet, or recorded this very session as the one
+    /// that used it (the same head, attempt, signers and nonces: the same share again, which gives nothing away). Read in
+    /// one step, so that an entry applied meanwhile cannot make a fresh nonce look used.
+    /// </summary>
+    public string? NonceUseRejection(int signer, ulong sequence, byte[] commitment, SigningSession session)
+    {
+        ArgumentNullException.ThrowIfNull(commitment);
+        ArgumentNullException.ThrowIfNull(session);
+        lock (gate)
+        {
+            if (ledger.CurrentKeyEpoch?.Epoch != session.KeyEpoch)
+                return $"key epoch {session.KeyEpoch} is not the one in force in this node's log";
+            if (ledger.UnusedCommitment(signer, sequence) is { } offered)
+                return offered.AsSpan().SequenceEqual(commitment) ? null : $"the log offers nonce {sequence} of signer {signer} with another value";
+            if (sequence >= ledger.CommitmentsOf(signer).NextSequence)
+                return null;
+            return ledger.ActiveSession(session.Height) is { } recorded && recorded.Attempt == session.Attempt && recorded.KeyEpoch == session.KeyEpoch
+                && recorded.Direct == session.Direct && recorded.Signers.SequenceEqual(session.Signers) && recorded.Sequences.SequenceEqual(session.Sequences)
+                ? null
+                : $"the log records nonce {sequence} of signer {signer} as used";
+        }
+    }
+
     /// <summary>The ledger's last session for the head at <paramref name="height"/>, or null.</summary>
     public SigningSession? ActiveSession(ulong height)
     {

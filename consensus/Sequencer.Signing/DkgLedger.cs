@@ -156,7 +156,7 @@ public sealed class DkgLedger
             return null;
         if (dkg is { Failure: not null } failed && failed.Epoch == start.Epoch)
             return null;
-        return $"key epoch {currentEpoch} has been in force for {inForceFor.TotalSeconds:0} s (as the leader saw it); a rotation starts at most every "
+        return $"key epoch {currentEpoch} has been in force for {inForceFor.TotalSeconds:0} s (as the node that checked saw it; the leader decides); a rotation starts at most every "
             + $"{minInterval.TotalSeconds:0} s (MinKeyRotationIntervalMs), so in {(minInterval - inForceFor).TotalSeconds:0} s";
     }
 

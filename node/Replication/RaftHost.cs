@@ -71,7 +71,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         membersByEndPoint = [];
         foreach (var member in options.Members)
         {
-            membersByEndPoint[NodeOptions.ParseEndPoint(member.Raft)] = member;
+            // Keyed as a connection reads its peer's address (ClusterIdentity.RemoteEndPoint): IPv4-mapped as IPv4.
+            var endPoint = NodeOptions.ParseEndPoint(member.Raft);
+            membersByEndPoint[endPoint.Address.IsIPv4MappedToIPv6 ? new IPEndPoint(endPoint.Address.MapToIPv4(), endPoint.Port) : endPoint] = member;
         }
 
         var dataDir = Directory.CreateDirectory(options.DataDir);

@@ -326,19 +326,11 @@ public sealed partial class SignerService : IAsyncDisposable
                 if (!mine.Commitment.AsSpan().SequenceEqual(request.Commitments[i][index]))
                     return DirectAnswer.Refuse(400, "bad_commitment", $"head {session.Height}: commitment {session.Sequences[index]} is not the one this signer published");
 
-                // ... and one its own log does not record as used. A store restored from a backup holds nonces used
-                // since; a leader that named one again would get a second share under that nonce for another head,
-                // and two shares under one nonce give away this signer's key share. (A direct session's record comes
-                // after its answers, so a commitment this node's log published and no longer offers was used.)
-                var sequence = session.Sequences[index];
-                var logged = state.UnusedCommitment(share.Identifier, sequence);
-                var (_, logNext) = state.CommitmentsOf(share.Identifier);
-                if ((logged is null && sequence < logNext) || (logged is not null && !logged.AsSpan().SequenceEqual(mine.Commitment)))
-                {
-                    if (usedInLog.Admit(Stopwatch.GetTimestamp(), 1, out var since))
-                        LogUsedInLog(logger, sequence, since, (int)usedInLog.Interval.TotalSeconds);
-                    return DirectAnswer.Refuse(409, "nonce_used", $"the log records nonce {sequence} of this signer as used (or with another value); it is never used again");
-                }
+                // ... and one its own log does not record as used (checked again once the head is applied). A store
+                // restored from a backup holds nonces used since; a leader that named one again would get a second share
+                // under that nonce for another head, and two shares under one nonce give away this signer's key share.
+                if (UsedInLog(session, index, mine.Commitment) is { } refusal)
+                    return refusal;
                 parsed.Add(commitments);
             }
 
@@ -350,6 +342,8 @@ public sealed partial class SignerService : IAsyncDisposable
                     return DirectAnswer.Refuse(409, "not_applied", $"head {session.Height} is not applied on this node yet");
                 if (session.Height <= state.SignedThrough)
                     return DirectAnswer.Refuse(409, "signed", $"head {session.Height} is signed already");
+                if (UsedInLog(session, IndexOf(session.Signers, share.Identifier), request.Commitments[i][IndexOf(session.Signers, share.Identifier)]) is { } used)
+                    return used;
                 var header = state.GetBatch(session.Height)?.Header;
                 if (header is null || header.KeyEpoch != epoch)
                     return DirectAnswer.Refuse(409, "other_epoch", $"head {session.Height} is not a head of key epoch {epoch}");
@@ -468,6 +462,18 @@ public sealed partial class SignerService : IAsyncDisposable
         }
 
         return shares;
+    }
+
+    // The refusal of a session whose nonce this node's log records as used by another session (NonceUseRejection), logged
+    // as the likely restore of the signer's directory from a backup; null when the log lets it be used.
+    private DirectAnswer? UsedInLog(SigningSession session, int index, byte[] commitment)
+    {
+        var sequence = session.Sequences[index];
+        if (state.NonceUseRejection(share.Identifier, sequence, commitment, session) is not { } reason)
+            return null;
+        if (usedInLog.Admit(Stopwatch.GetTimestamp(), 1, out var since))
+            LogUsedInLog(logger, sequence, reason, since, (int)usedInLog.Interval.TotalSeconds);
+        return DirectAnswer.Refuse(409, "nonce_used", $"{reason}; this signer never uses it again");
     }
 
     private static bool Ascending(IReadOnlyList<int> ids)
@@ -703,8 +709,8 @@ public sealed partial class SignerService : IAsyncDisposable
     [LoggerMessage(EventId = 317, Level = LogLevel.Warning, Message = "Signer {SignerId} holds none of its lowest published nonce commitments (its nonces were lost with its data): publishing new ones that replace all {Count} unused")]
     private static partial void LogReplacingPool(ILogger logger, int signerId, int count);
 
-    [LoggerMessage(EventId = 319, Level = LogLevel.Warning, Message = "A session named nonce {Sequence}, which this signer's store still holds but its log records as used (was the signer directory restored from a backup?): refused, as every such nonce is; logged at most every {Seconds} s ({Held} more since the last line)")]
-    private static partial void LogUsedInLog(ILogger logger, ulong sequence, long held, int seconds);
+    [LoggerMessage(EventId = 319, Level = LogLevel.Warning, Message = "A session named nonce {Sequence}, which this signer's store still holds but its log does not offer ({Reason}; was the signer directory restored from a backup?): refused, as every such nonce is; logged at most every {Seconds} s ({Held} more since the last line)")]
+    private static partial void LogUsedInLog(ILogger logger, ulong sequence, string reason, long held, int seconds);
 
     [LoggerMessage(EventId = 318, Level = LogLevel.Warning, Message = "{Count} signing sessions were not answered: the nonce store is at its bound of {Uncompacted} takes not yet compacted (its audit database uses.db failed); this signer answers again once a compaction succeeds (after a failed write LiteDB stays closed until the node restarts; logged at most every {Seconds} s)")]
     private static partial void LogNoncesRefused(ILogger logger, long count, int uncompacted, int seconds);

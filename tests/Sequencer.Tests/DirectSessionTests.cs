@@ -353,11 +353,12 @@ public sealed class DirectSessionTests : IAsyncDisposable
             var reopened = new NonceStore(directory);
             var signer = new SignerService(key.Shares[1], key.Group, 1, state, new NoLeader(), reopened, Limits, new NodeMetrics(), NullLogger<SignerService>.Instance, SignerFault.None);
             var published = state.UnusedCommitment(2, 1)!;
+            var firstSigner = Enumerable.Range(1, 4).ToDictionary(q => (ulong)q, q => state.UnusedCommitment(1, (ulong)q)!);
             SessionRequestMessage Request(ulong height, int attempt, ulong sequence1) => new()
             {
                 LeaderId = 1,
                 Sessions = [new SigningSession { Height = height, Attempt = attempt, KeyEpoch = 1, Signers = [1, 2], Sequences = [sequence1, 1], Direct = true }],
-                Commitments = [[state.UnusedCommitment(1, sequence1)!, published]],
+                Commitments = [[firstSigner[sequence1], published]],
             };
 
             // Nonce 1 serves head 1, and the session's record reaches the log (it takes the commitments out of the pool).
@@ -378,6 +379,25 @@ public sealed class DirectSessionTests : IAsyncDisposable
             Assert.Equal((409, "nonce_used"), (refused.Status, refused.Code));
             Assert.Contains("the log records nonce 1", refused.Reason, StringComparison.Ordinal);
             Assert.Empty(again.NonceUses(0, 10));
+
+            // The very session the log recorded may be answered again: the same head, attempt, signers and nonces
+            // make the same share, which gives nothing away.
+            var same = await again.AnswerDirectAsync(Request(1, 1, 1), CancellationToken.None);
+            Assert.Equal(200, same.Status);
+            Assert.Equal(first.Shares!.Shares[0].Share, same.Shares!.Shares[0].Share);
+
+            // A record that reaches the signer's log before the signer answers (the leader queues it as the session
+            // starts) does not refuse the session it records.
+            var published3 = state.UnusedCommitment(2, 3)!;
+            var recordFirst = new SessionRequestMessage
+            {
+                LeaderId = 1,
+                Sessions = [new SigningSession { Height = 2, Attempt = 3, KeyEpoch = 1, Signers = [1, 2], Sequences = [3, 3], Direct = true }],
+                Commitments = [[firstSigner[3], published3]],
+            };
+            await ReplicateAsync(new BatchCommand { LeaderTimestampMs = 5000, Txs = [BatchApplierTests.Tx(3)], Sessions = [recordFirst.Sessions[0]] });
+            Assert.Null(state.UnusedCommitment(2, 3));
+            Assert.Equal(200, (await again.AnswerDirectAsync(recordFirst, CancellationToken.None)).Status);
             await again.DisposeAsync();
             await signer.DisposeAsync();
         }

@@ -119,5 +119,6 @@ public sealed class KeyPolicyTests
             new HashSet<int>(), "member 3 stayed silent", null, new Dictionary<int, string>());
         Assert.Null(DkgLedger.RotationTooSoon(Start(2, 2), 1, failed, TimeSpan.Zero, interval));
         Assert.NotNull(DkgLedger.RotationTooSoon(Start(2, 2), 1, failed with { Failure = null }, TimeSpan.Zero, interval));
+        Assert.NotNull(DkgLedger.RotationTooSoon(Start(2, 2), 1, failed with { Epoch = 3 }, TimeSpan.Zero, interval));
     }
 }
