@@ -56,40 +56,15 @@ public sealed class ClusterIdentityTests : IDisposable
     {
         // Member 3 answers on its address; a client calling member 2 there refuses it (one member cannot stand in
         // for another), and the client calling member 3 gets its answer.
-        ConsortiumCertificates.Create(directory, [1, 2, 3], ["127.0.0.1"], TimeSpan.FromDays(30));
-        using var identity = ClusterIdentity.Load(directory, 1, [1, 2, 3]);
-        var refusals = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        identity.Refused = refusals.Enqueue;
-        using var server = X509Certificate2.CreateFromPemFile(Path.Combine(directory, ConsortiumCertificates.CertificateFile(3)), Path.Combine(directory, ConsortiumCertificates.KeyFile(3)));
-        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
+        var (identity, refusals, listener) = ThreeMembersAndAListener();
+        using var owned = identity;
+        using var listening = listener;
         var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        var serving = Task.Run(async () =>
+        var serving = ServeAsMemberAsync(3, listener, async tls =>
         {
-            while (!stop.IsCancellationRequested)
-            {
-                using var client = await listener.AcceptTcpClientAsync(stop.Token);
-                await using var tls = new System.Net.Security.SslStream(client.GetStream());
-                try
-                {
-                    await tls.AuthenticateAsServerAsync(new System.Net.Security.SslServerAuthenticationOptions
-                    {
-                        ServerCertificate = server,
-                        ClientCertificateRequired = true,
-                        RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is not null,
-                    }, stop.Token);
-                    var buffer = new byte[4096];
-                    await tls.ReadAtLeastAsync(buffer, 4, throwOnEndOfStream: false, stop.Token);
-                    await tls.WriteAsync("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"u8.ToArray(), stop.Token);
-                }
-                catch (System.Security.Authentication.AuthenticationException)
-                {
-                }
-                catch (IOException)
-                {
-                }
-            }
+            await tls.ReadAtLeastAsync(new byte[4096], 4, throwOnEndOfStream: false, stop.Token);
+            await tls.WriteAsync("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"u8.ToArray(), stop.Token);
         }, stop.Token);
 
         using var clients = new MemberHttpClients(identity, () => new SocketsHttpHandler { UseProxy = false });
@@ -106,39 +81,12 @@ public sealed class ClusterIdentityTests : IDisposable
     [Fact]
     public async Task ARaftConnectionToAMembersAddress_AcceptsOnlyThatMembersCertificate()
     {
-        ConsortiumCertificates.Create(directory, [1, 2, 3], ["127.0.0.1"], TimeSpan.FromDays(30));
-        using var identity = ClusterIdentity.Load(directory, 1, [1, 2, 3]);
-        var refusals = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        identity.Refused = refusals.Enqueue;
-        using var server = X509Certificate2.CreateFromPemFile(Path.Combine(directory, ConsortiumCertificates.CertificateFile(3)), Path.Combine(directory, ConsortiumCertificates.KeyFile(3)));
-        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
+        var (identity, refusals, listener) = ThreeMembersAndAListener();
+        using var owned = identity;
+        using var listening = listener;
         var address = (System.Net.IPEndPoint)listener.LocalEndpoint;
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        var serving = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                using var client = await listener.AcceptTcpClientAsync(stop.Token);
-                await using var tls = new System.Net.Security.SslStream(client.GetStream());
-                try
-                {
-                    await tls.AuthenticateAsServerAsync(new System.Net.Security.SslServerAuthenticationOptions
-                    {
-                        ServerCertificate = server,
-                        ClientCertificateRequired = true,
-                        RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is not null,
-                    }, stop.Token);
-                    await tls.WriteAsync(new byte[] { 1 }, stop.Token);
-                }
-                catch (System.Security.Authentication.AuthenticationException)
-                {
-                }
-                catch (IOException)
-                {
-                }
-            }
-        }, stop.Token);
+        var serving = ServeAsMemberAsync(3, listener, tls => tls.WriteAsync(new byte[] { 1 }, stop.Token).AsTask(), stop.Token);
 
         // As DotNext connects: a dual-mode socket (the address reads as IPv4-mapped), a NetworkStream, TLS over it.
         async Task<bool> ConnectAsync(Func<System.Net.IPEndPoint, int?> memberAt)
@@ -165,6 +113,50 @@ public sealed class ClusterIdentityTests : IDisposable
         await stop.CancelAsync();
         listener.Stop();
         await Assert.ThrowsAnyAsync<Exception>(() => serving);
+    }
+
+    // Node 1's identity among members 1..3 (its refusals collected), and a started loopback listener.
+    private (ClusterIdentity Identity, System.Collections.Concurrent.ConcurrentQueue<string> Refusals, System.Net.Sockets.TcpListener Listener) ThreeMembersAndAListener()
+    {
+        ConsortiumCertificates.Create(directory, [1, 2, 3], ["127.0.0.1"], TimeSpan.FromDays(30));
+        var identity = ClusterIdentity.Load(directory, 1, [1, 2, 3]);
+        var refusals = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        identity.Refused = refusals.Enqueue;
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        return (identity, refusals, listener);
+    }
+
+    // Accepts TLS connections on the listener with member `member`'s certificate (any client certificate) and answers
+    // each with `answer`, until the token is cancelled.
+    private Task ServeAsMemberAsync(int member, System.Net.Sockets.TcpListener listener, Func<System.Net.Security.SslStream, Task> answer, CancellationToken token)
+    {
+        var server = X509Certificate2.CreateFromPemFile(Path.Combine(directory, ConsortiumCertificates.CertificateFile(member)), Path.Combine(directory, ConsortiumCertificates.KeyFile(member)));
+        return Task.Run(async () =>
+        {
+            using var owned = server;
+            while (!token.IsCancellationRequested)
+            {
+                using var client = await listener.AcceptTcpClientAsync(token);
+                await using var tls = new System.Net.Security.SslStream(client.GetStream());
+                try
+                {
+                    await tls.AuthenticateAsServerAsync(new System.Net.Security.SslServerAuthenticationOptions
+                    {
+                        ServerCertificate = server,
+                        ClientCertificateRequired = true,
+                        RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is not null,
+                    }, token);
+                    await answer(tls);
+                }
+                catch (System.Security.Authentication.AuthenticationException)
+                {
+                }
+                catch (IOException)
+                {
+                }
+            }
+        }, token);
     }
 
     private static X509Certificate2 Certificate(string directory, int id)
