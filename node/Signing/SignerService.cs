@@ -471,6 +471,9 @@ public sealed partial class SignerService : IAsyncDisposable
         var sequence = session.Sequences[index];
         if (state.NonceUseRejection(share.Identifier, sequence, commitment, session) is not { } reason)
             return null;
+        // A key epoch that changed meanwhile (a rotation's hand-over) is no sign of a restore.
+        if (state.CurrentKeyEpoch?.Epoch != session.KeyEpoch)
+            return DirectAnswer.Refuse(409, "other_epoch", reason);
         if (usedInLog.Admit(Stopwatch.GetTimestamp(), 1, out var since))
             LogUsedInLog(logger, sequence, reason, since, (int)usedInLog.Interval.TotalSeconds);
         return DirectAnswer.Refuse(409, "nonce_used", $"{reason}; this signer never uses it again");
