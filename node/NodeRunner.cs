@@ -132,7 +132,9 @@ public static partial class NodeRunner
                 }));
             }
         });
-        builder.Services.AddClientRateLimit(options);
+        // The members' addresses, resolved once: the rate limiter and the request budget both tell forwarded requests by them.
+        var memberAddresses = ClientRateLimit.MemberAddresses(options);
+        builder.Services.AddClientRateLimit(options, memberAddresses);
         ConfigureTelemetry(builder.Services, options);
 
         using var fatalStop = CancellationTokenSource.CreateLinkedTokenSource(token);
@@ -281,9 +283,8 @@ public static partial class NodeRunner
                 raft.State.Traces.SetHead(signed.Head.Height, context);
             }
         };
-        var clientAddresses = ClientRateLimit.MemberAddresses(options);
         var requestBudget = new RequestBudget(options.Limits.MaxInFlightRequestBytes, options.Limits.ClientInFlightRequestBytes,
-            context => ClientRateLimit.PartitionKey(context, clientAddresses));
+            context => ClientRateLimit.PartitionKey(context, memberAddresses));
         long lastFailureLogged = 0, failuresSinceLogged = 0;
         RegisterGauges(metrics, raft, submits, requestBudget);
         raft.LeaderChanged += () => metrics.LeaderChanges.Add(1);

@@ -18,13 +18,16 @@ public static class ClientRateLimit
     private const string Unlimited = "";
 
     /// <summary>Registers the limiter; a no-op when the limit is 0.</summary>
-    public static void AddClientRateLimit(this IServiceCollection services, NodeOptions options)
+    /// <param name="services">The services.</param>
+    /// <param name="options">The node's options.</param>
+    /// <param name="members">The members' addresses (<see cref="MemberAddresses"/>).</param>
+    public static void AddClientRateLimit(this IServiceCollection services, NodeOptions options, IReadOnlySet<IPAddress> members)
     {
         ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(members);
         var perSecond = options.Limits.ClientRequestsPerSecond;
         if (perSecond == 0)
             return;
-        var members = MemberAddresses(options);
         var tokensPerPeriod = Math.Max(1, perSecond / 10);
         services.AddRateLimiter(limiter =>
         {

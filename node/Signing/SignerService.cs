@@ -342,7 +342,8 @@ public sealed partial class SignerService : IAsyncDisposable
                     return DirectAnswer.Refuse(409, "not_applied", $"head {session.Height} is not applied on this node yet");
                 if (session.Height <= state.SignedThrough)
                     return DirectAnswer.Refuse(409, "signed", $"head {session.Height} is signed already");
-                if (UsedInLog(session, IndexOf(session.Signers, share.Identifier), request.Commitments[i][IndexOf(session.Signers, share.Identifier)]) is { } used)
+                var mine = IndexOf(session.Signers, share.Identifier);
+                if (UsedInLog(session, mine, request.Commitments[i][mine]) is { } used)
                     return used;
                 var header = state.GetBatch(session.Height)?.Header;
                 if (header is null || header.KeyEpoch != epoch)
