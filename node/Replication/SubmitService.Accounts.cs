@@ -46,13 +46,14 @@ public sealed partial class SubmitService
     // tx's sender state as apply knows it.
     // A nonce taken by a pending or parked tx (not ordered yet) gives that tx as the holder to wait for: the answer
     // names a holder only once it is ordered.
-    private (Admission[]? Plan, SubmitOutcome? Refusal, PendingTx? Holder) PlanLocked(Hash32[] hashes, TxAccount[] accounts, AccountState[] applied)
+    // `known` marks each tx that is ordered, pending, or an earlier tx's copy in this request.
+    private (Admission[]? Plan, SubmitOutcome? Refusal, PendingTx? Holder) PlanLocked(bool[] known, TxAccount[] accounts, AccountState[] applied)
     {
-        var plan = new Admission[hashes.Length];
+        var plan = new Admission[known.Length];
         var expected = new Dictionary<SenderId, ulong>();
-        for (var i = 0; i < hashes.Length; i++)
+        for (var i = 0; i < known.Length; i++)
         {
-            if (state.TryGetPosition(hashes[i], out _) || pending.ContainsKey(hashes[i]) || hashes.AsSpan(0, i).Contains(hashes[i]))
+            if (known[i])
             {
                 plan[i] = Admission.Known;
                 continue;

@@ -211,14 +211,26 @@ public sealed partial class SubmitService : IAsyncDisposable
             // A large request gets its own set, so the scratch stays small and cheap to clear.
             var seen = txs.Count <= AdmitScratchTxs ? admitSeen : new HashSet<Hash32>(txs.Count);
             seen.Clear();
+            // Each tx is looked up in the applied state once (a new tx probes every run of the store's tx index): its
+            // position when ordered, and whether it is known (ordered, pending, or earlier in this request).
+            var orderedAt = new TxPosition[txs.Count];
+            var known = new bool[txs.Count];
             for (var i = 0; i < txs.Count; i++)
             {
-                if (state.TryGetPosition(hashes[i], out _) || pending.ContainsKey(hashes[i]))
+                if (state.TryGetPosition(hashes[i], out orderedAt[i]) || pending.ContainsKey(hashes[i]))
+                {
+                    known[i] = true;
                     continue;
+                }
+
                 if (seen.Add(hashes[i]))
                 {
                     newTxs++;
                     newBytes += txs[i].Length;
+                }
+                else
+                {
+                    known[i] = true;
                 }
             }
 
@@ -228,7 +240,7 @@ public sealed partial class SubmitService : IAsyncDisposable
             Admission[]? plan = null;
             if (accounts is not null)
             {
-                var (planned, refusal, holder) = PlanLocked(hashes, accounts, applied!);
+                var (planned, refusal, holder) = PlanLocked(known, accounts, applied!);
                 if (refusal is not null || holder is not null)
                     return (refusal, holder);
                 plan = planned;
@@ -236,9 +248,9 @@ public sealed partial class SubmitService : IAsyncDisposable
 
             for (var i = 0; i < txs.Count; i++)
             {
-                if (state.TryGetPosition(hashes[i], out var position))
+                if (orderedAt[i].Height > 0)
                 {
-                    waits[i] = Task.FromResult(position);
+                    waits[i] = Task.FromResult(orderedAt[i]);
                 }
                 else if (pending.TryGetValue(hashes[i], out var existing))
                 {

@@ -215,6 +215,30 @@ public sealed class EthereumAppliedStateTests
     private static SenderId Sender => SenderId.FromBytes(Alice.Address.Bytes);
 
     [Fact]
+    public async Task ARequestRepeatingTxs_OrdersEachOnce_AndAnOrderedTxInALaterRequestKeepsItsPosition()
+    {
+        // A copy of a tx in the same request is known, not a second use of its nonce; so is a tx ordered before.
+        await using var state = Open(new Sequencer.Core.Storage.InMemoryBatchStore());
+        await state.ApplyAsync(new GenesisCommand { ChainId = 1, ValidationMode = (byte)ValidationMode.Ethereum }, 1, 1, CancellationToken.None);
+        using var log = new FakeLeaderLog(state);
+        await using var service = new Sequencer.Node.Replication.SubmitService(log, state, Limits,
+            new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), new Sequencer.Node.Telemetry.NodeMetrics(),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<Sequencer.Node.Replication.SubmitService>.Instance, _ => { });
+        var first = await service.SubmitAsync([Tx(0, 1), Tx(1, 2), Tx(0, 1), Tx(1, 2)], CancellationToken.None);
+        Assert.Equal(Sequencer.Node.Replication.SubmitStatus.Ordered, first.Status);
+        var positions = first.Outcomes.Select(o => o.Position).ToArray();
+        Assert.Equal(positions[0], positions[2]);
+        Assert.Equal(positions[1], positions[3]);
+        Assert.NotEqual(positions[0], positions[1]);
+
+        var second = await service.SubmitAsync([Tx(0, 1), Tx(2, 3), Tx(2, 3)], CancellationToken.None);
+        Assert.Equal(Sequencer.Node.Replication.SubmitStatus.Ordered, second.Status);
+        Assert.Equal(positions[0], second.Outcomes[0].Position);
+        Assert.Equal(second.Outcomes[1].Position, second.Outcomes[2].Position);
+        Assert.Equal(3UL, state.Get(Sender).NextNonce);
+    }
+
+    [Fact]
     public async Task ParkedTx_LeavesWhenItsClientGoesAway()
     {
         // A tx whose nonce is ahead of its sender's next one waits (parked) for the nonces before it. When the client

@@ -109,6 +109,22 @@ public sealed class SubmitServiceTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Submit_ARequestMixingOrderedNewAndRepeatedTxs_OrdersEachNewTxOnce_AndAnswersEveryCopy()
+    {
+        var first = await service.SubmitAsync(Txs(7), CancellationToken.None);
+        var mixed = await service.SubmitAsync(Txs(7, 8, 8, 9, 7), CancellationToken.None);
+        Assert.Equal(SubmitStatus.Ordered, mixed.Status);
+        var positions = mixed.Outcomes.Select(o => o.Position).ToArray();
+        Assert.Equal(first.Outcomes[0].Position, positions[0]);
+        Assert.Equal(first.Outcomes[0].Position, positions[4]);
+        Assert.Equal(positions[1], positions[2]);
+        Assert.Equal(new TxPosition(2, 0), positions[1]);
+        Assert.Equal(new TxPosition(2, 1), positions[3]);
+        Assert.Equal(2UL, state.LastHeader!.Height);
+        Assert.Equal(2, state.GetBatch(2)!.TxHashes.Length);
+    }
+
+    [Fact]
     public async Task Submit_NotLeader_ProposesNothing()
     {
         log.LoseLeadership();
