@@ -132,9 +132,7 @@ public static partial class NodeRunner
                 }));
             }
         });
-        // The members' addresses, resolved once: the rate limiter and the request budget both tell forwarded requests by them.
-        var memberAddresses = ClientRateLimit.MemberAddresses(options);
-        builder.Services.AddClientRateLimit(options, memberAddresses);
+        builder.Services.AddClientRateLimit(options);
         ConfigureTelemetry(builder.Services, options);
 
         using var fatalStop = CancellationTokenSource.CreateLinkedTokenSource(token);
@@ -224,7 +222,7 @@ public static partial class NodeRunner
         await using var coordinator = new HeadSigningCoordinator(options.NodeId, raft.State, raft, options.Limits, time, metrics,
             loggerFactory.CreateLogger<HeadSigningCoordinator>(), keys?.Bootstrap, sessionChannel);
         await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal, loops, coordinator);
-        using var forwarder = new LeaderForwarder(options.NodeId, options.Limits.MaxForwardedRequests, identity);
+        using var forwarder = new LeaderForwarder(options.Limits.MaxForwardedRequests, identity);
         using var intake = new LeaderIntake(raft, TimeSpan.FromMilliseconds(options.Limits.MinKeyRotationIntervalMs));
         using var channel = new LeaderChannel(raft, coordinator, intake, identity);
         await using var signers = new SignerHost(options, raft.State, channel, metrics, loggerFactory, loops);
@@ -284,7 +282,7 @@ public static partial class NodeRunner
             }
         };
         var requestBudget = new RequestBudget(options.Limits.MaxInFlightRequestBytes, options.Limits.ClientInFlightRequestBytes,
-            context => ClientRateLimit.PartitionKey(context, memberAddresses));
+            ClientRateLimit.PartitionKey);
         long lastFailureLogged = 0, failuresSinceLogged = 0;
         RegisterGauges(metrics, raft, submits, requestBudget);
         raft.LeaderChanged += () => metrics.LeaderChanges.Add(1);

@@ -9,9 +9,10 @@ namespace Sequencer.Node.Api;
 /// <summary>
 /// Per-client rate limits on the public API (<see cref="Core.SequencerLimits.ClientRequestsPerSecond"/>), with ASP.NET
 /// Core's rate limiter: a token bucket per client address (an IPv4 address, or an IPv6 /64, so that one host cannot
-/// spread itself over its own address block), refilled every 100 ms, holding one second's worth. Internal routes (which
-/// authenticate their senders), health probes and metrics are not limited, and neither is a request that a member
-/// forwards to its leader on a client's behalf: the member it arrived at counted it already.
+/// spread itself over its own address block), refilled every 100 ms, holding one second's worth. Internal routes are not
+/// limited: with certificates they are served only to members, over mutual TLS, and a submit a member forwards to its
+/// leader on a client's behalf arrives there (<c>/internal/v1/txs</c>), counted already by the member it arrived at. Health
+/// probes and metrics are not limited either.
 /// </summary>
 public static class ClientRateLimit
 {
@@ -20,11 +21,9 @@ public static class ClientRateLimit
     /// <summary>Registers the limiter; a no-op when the limit is 0.</summary>
     /// <param name="services">The services.</param>
     /// <param name="options">The node's options.</param>
-    /// <param name="members">The members' addresses (<see cref="MemberAddresses"/>).</param>
-    public static void AddClientRateLimit(this IServiceCollection services, NodeOptions options, IReadOnlySet<IPAddress> members)
+    public static void AddClientRateLimit(this IServiceCollection services, NodeOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(members);
         var perSecond = options.Limits.ClientRequestsPerSecond;
         if (perSecond == 0)
             return;
@@ -33,7 +32,7 @@ public static class ClientRateLimit
         {
             limiter.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(context =>
             {
-                var key = PartitionKey(context, members);
+                var key = PartitionKey(context);
                 return key.Length == 0
                     ? RateLimitPartition.GetNoLimiter(key)
                     : RateLimitPartition.GetTokenBucketLimiter(key, _ => new TokenBucketRateLimiterOptions
@@ -63,10 +62,9 @@ public static class ClientRateLimit
     }
 
     /// <summary>The bucket a request counts against, or the empty string for a request that is not limited.</summary>
-    public static string PartitionKey(HttpContext context, IReadOnlySet<IPAddress> members)
+    public static string PartitionKey(HttpContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        ArgumentNullException.ThrowIfNull(members);
         var path = context.Request.Path;
         if (path.StartsWithSegments("/internal", StringComparison.Ordinal) || path.StartsWithSegments("/health", StringComparison.Ordinal)
             || path.StartsWithSegments("/metrics", StringComparison.Ordinal))
@@ -76,8 +74,6 @@ public static class ClientRateLimit
             return "unknown";
         if (address.IsIPv4MappedToIPv6)
             address = address.MapToIPv4();
-        if (context.Request.Headers.ContainsKey(LeaderForwarder.ForwardedHeader) && members.Contains(address))
-            return Unlimited;
         if (address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6)
         {
             var bytes = address.GetAddressBytes();
@@ -86,38 +82,5 @@ public static class ClientRateLimit
         }
 
         return address.ToString();
-    }
-
-    /// <summary>The addresses of the configured members' API and Raft hosts (names resolved once, at start).</summary>
-    public static IReadOnlySet<IPAddress> MemberAddresses(NodeOptions options)
-    {
-        ArgumentNullException.ThrowIfNull(options);
-        var addresses = new HashSet<IPAddress>();
-        foreach (var member in options.Members)
-        {
-            foreach (var endpoint in new[] { member.Api, "http://" + member.Raft })
-            {
-                if (!Uri.TryCreate(endpoint, UriKind.Absolute, out var uri))
-                    continue;
-                var host = uri.Host.Trim('[', ']');
-                if (IPAddress.TryParse(host, out var address))
-                {
-                    addresses.Add(address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address);
-                    continue;
-                }
-
-                try
-                {
-                    foreach (var resolved in Dns.GetHostAddresses(host))
-                        addresses.Add(resolved.IsIPv4MappedToIPv6 ? resolved.MapToIPv4() : resolved);
-                }
-                catch (System.Net.Sockets.SocketException)
-                {
-                    // An unresolvable member host cannot forward to us from it either.
-                }
-            }
-        }
-
-        return addresses;
     }
 }

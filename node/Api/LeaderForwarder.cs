@@ -10,26 +10,21 @@ namespace Sequencer.Node.Api;
 public sealed record ForwardedResponse(int Status, string? ContentType, byte[] Body, TimeSpan? RetryAfter);
 
 /// <summary>
-/// Sends requests on to the leader's API. Bounded: at most <c>maxConcurrent</c> forwarded requests at once, each
-/// with a timeout. The header <see cref="ForwardedHeader"/> marks a forwarded request so that it is never
-/// forwarded a second time (no loops while leadership moves).
+/// Sends requests on to the leader's internal routes (with certificates: its internal listener, mutual TLS, only its
+/// pinned certificate accepted, so the leader knows which member forwards). Bounded: at most <c>maxConcurrent</c>
+/// forwarded requests at once, each with a timeout. A request that arrives on an internal route is never forwarded a
+/// second time (no loops while leadership moves).
 /// </summary>
 public sealed class LeaderForwarder : IDisposable
 {
-    /// <summary>Set on forwarded requests; its value is the forwarding node's id.</summary>
-    public const string ForwardedHeader = "X-Sequencer-Forwarded";
-
     private readonly Security.MemberHttpClients http;
     private readonly SemaphoreSlim slots;
-    private readonly int nodeId;
 
     /// <summary>Creates the forwarder.</summary>
-    /// <param name="nodeId">This node's id.</param>
     /// <param name="maxConcurrent">The most requests forwarded at once.</param>
     /// <param name="identity">With identities, requests to a member's internal listener (https) carry this node's certificate.</param>
-    public LeaderForwarder(int nodeId, int maxConcurrent, Security.ClusterIdentity? identity = null)
+    public LeaderForwarder(int maxConcurrent, Security.ClusterIdentity? identity = null)
     {
-        this.nodeId = nodeId;
         slots = new SemaphoreSlim(maxConcurrent, maxConcurrent);
         http = new Security.MemberHttpClients(identity, () => new SocketsHttpHandler
         {
@@ -52,7 +47,6 @@ public sealed class LeaderForwarder : IDisposable
         try
         {
             using var request = new HttpRequestMessage(method, target);
-            request.Headers.Add(ForwardedHeader, nodeId.ToString(System.Globalization.CultureInfo.InvariantCulture));
             if (accept is not null)
                 request.Headers.TryAddWithoutValidation("Accept", accept);
             if (method != HttpMethod.Get)

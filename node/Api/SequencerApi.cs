@@ -32,12 +32,21 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
     private static readonly TimeSpan NoLeaderPoll = TimeSpan.FromMilliseconds(50);
 
 
+    /// <summary>Where a member forwards a client's submit (and its tx lookups) to the leader: an internal route.</summary>
+    public const string ForwardedSubmitRoute = "/internal/v1/txs";
+
+    // A request a member forwarded (an internal route: with certificates, only a member reaches it, over mutual TLS).
+    private static bool Forwarded(HttpContext context) => context.Request.Path.StartsWithSegments("/internal", StringComparison.Ordinal);
+
     /// <summary>Maps every route.</summary>
     public void Map(IEndpointRouteBuilder routes)
     {
         ArgumentNullException.ThrowIfNull(routes);
         routes.MapPost("/v1/txs", SubmitAsync);
         routes.MapGet("/v1/txs/{hash}", GetTxAsync);
+        // The same, for a member forwarding a client's request to its leader (never forwarded again).
+        routes.MapPost(ForwardedSubmitRoute, SubmitAsync);
+        routes.MapGet(ForwardedSubmitRoute + "/{hash}", GetTxAsync);
         routes.MapGet("/v1/batches/latest", GetLatestBatchAsync);
         routes.MapGet("/v1/batches/{height}", GetBatchAsync);
         routes.MapGet("/v1/cluster", GetClusterAsync);
@@ -80,7 +89,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             return;
         }
 
-        var forwarded = context.Request.Headers.ContainsKey(LeaderForwarder.ForwardedHeader);
+        var forwarded = Forwarded(context);
         var deadline = time.GetTimestamp() + (long)(limits.SubmitTimeoutMs / 1000.0 * time.TimestampFrequency);
         var token = context.RequestAborted;
         string lastProblem = "no leader is known";
@@ -152,7 +161,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             {
                 try
                 {
-                    response = await forwarder.ForwardAsync(leader.Id, HttpMethod.Post, new Uri(new Uri(leader.Api), "/v1/txs"), body,
+                    response = await forwarder.ForwardAsync(leader.Id, HttpMethod.Post, new Uri(new Uri(leader.InternalBase), ForwardedSubmitRoute), body,
                         context.Request.ContentType, context.Request.Headers.Accept.ToString(), remaining, epoch.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException) when (!token.IsCancellationRequested)
@@ -451,9 +460,9 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
 
         // A tx the leader has received but not yet ordered is known to the leader alone.
         var leader = raft.Leader;
-        if (!context.Request.Headers.ContainsKey(LeaderForwarder.ForwardedHeader) && leader is not null && leader.Id != options.NodeId)
+        if (!Forwarded(context) && leader is not null && leader.Id != options.NodeId)
         {
-            var response = await forwarder.ForwardAsync(leader.Id, HttpMethod.Get, new Uri(new Uri(leader.Api), $"/v1/txs/{txHash}"), ReadOnlyMemory<byte>.Empty,
+            var response = await forwarder.ForwardAsync(leader.Id, HttpMethod.Get, new Uri(new Uri(leader.InternalBase), $"{ForwardedSubmitRoute}/{txHash}"), ReadOnlyMemory<byte>.Empty,
                 null, null, TimeSpan.FromMilliseconds(500), context.RequestAborted).ConfigureAwait(false);
             if (response is { Status: 200 } && IsReceived(response.Body))
             {

@@ -81,6 +81,34 @@ public sealed class RateLimitTests
         var forwarded = await Task.WhenAll(submits);
         Assert.True(forwarded.All(answer => answer.StartsWith("200 ", StringComparison.Ordinal)), string.Join("\n", forwarded.Distinct().Take(5)));
 
+        // A process at a member's address cannot claim to forward: the header that used to mark a forwarded request
+        // (and exempted it when it came from a member's address) buys nothing on the public listener, and the route
+        // members forward to is served only on the internal listener, to a member's certificate.
+        using (var local = ClientFrom(IPAddress.Loopback))
+        {
+            Assert.Contains(IPAddress.Loopback.ToString(), leader.Spec.Api, StringComparison.Ordinal);
+            var claimed = new List<HttpStatusCode>();
+            for (var round = 0; round < 200 && !claimed.Contains(HttpStatusCode.TooManyRequests); round++)
+            {
+                var responses = await Task.WhenAll(Enumerable.Range(0, 16).Select(_ =>
+                {
+                    var request = new HttpRequestMessage(HttpMethod.Get, new Uri(api, "/v1/cluster"));
+                    request.Headers.Add("X-Sequencer-Forwarded", follower.Spec.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                    return local.SendAsync(request);
+                }));
+                foreach (var response in responses)
+                {
+                    claimed.Add(response.StatusCode);
+                    response.Dispose();
+                }
+            }
+
+            Assert.Contains(HttpStatusCode.TooManyRequests, claimed);
+            using var content = new StringContent("{\"tx\":\"0x01\"}", Encoding.UTF8, "application/json");
+            using var direct = await other.PostAsync(new Uri(api, "/internal/v1/txs"), content);
+            Assert.Equal(HttpStatusCode.NotFound, direct.StatusCode);
+        }
+
         // After a second the greedy client is served again.
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
         HttpStatusCode last;
