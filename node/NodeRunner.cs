@@ -223,6 +223,8 @@ public static partial class NodeRunner
             loggerFactory.CreateLogger<HeadSigningCoordinator>(), keys?.Bootstrap, sessionChannel);
         await using var submits = new SubmitService(raft, raft.State, options.Limits, time, metrics, loggerFactory.CreateLogger<SubmitService>(), Fatal, loops, coordinator);
         using var forwarder = new LeaderForwarder(options.Limits.MaxForwardedRequests, identity);
+        // The read barrier's own: its questions to the leader never wait behind forwarded submits.
+        using var barrierForwarder = new LeaderForwarder(2, identity);
         using var intake = new LeaderIntake(raft, TimeSpan.FromMilliseconds(options.Limits.MinKeyRotationIntervalMs));
         using var channel = new LeaderChannel(raft, coordinator, intake, identity);
         await using var signers = new SignerHost(options, raft.State, channel, metrics, loggerFactory, loops);
@@ -358,7 +360,7 @@ public static partial class NodeRunner
             await ApiResponses.WriteErrorAsync(context.HttpContext, response.StatusCode, code,
                 $"{context.HttpContext.Request.Method} {context.HttpContext.Request.Path} is not a route of this API (see DESIGN section 10)").ConfigureAwait(false);
         });
-        var barrier = new ReadBarrier(options, raft, forwarder);
+        var barrier = new ReadBarrier(options, raft, barrierForwarder);
         barrier.Map(app);
         new SequencerApi(options, raft, submits, forwarder, metrics, time, loops, barrier, requestBudget, l1).Map(app);
         new AdminApi(options, time, requestBudget).Map(app);

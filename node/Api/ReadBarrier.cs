@@ -15,8 +15,30 @@ namespace Sequencer.Node.Api;
 /// Only then is a miss a real "not found". When it cannot learn or reach the read index in time (no leader, a
 /// partition, a leader that has not committed in its term yet) the answer is 503 with <c>Retry-After</c>.
 /// </summary>
-public sealed class ReadBarrier(NodeOptions options, RaftHost raft, LeaderForwarder forwarder)
+/// <remarks>
+/// A follower's reads share their questions to the leader (<see cref="JoinedRequest{T}"/>): at most one is in flight,
+/// and a read joins the next one to leave, never one already on its way. They go through a forwarder of their own, so
+/// that forwarded submits filling every forwarding slot cannot turn reads into 503s.
+/// </remarks>
+public sealed class ReadBarrier
 {
+    private readonly NodeOptions options;
+    private readonly RaftHost raft;
+    private readonly LeaderForwarder forwarder;
+    private readonly JoinedRequest<long?> leaderIndex;
+
+    /// <summary>Creates the barrier.</summary>
+    /// <param name="options">The node's options.</param>
+    /// <param name="raft">The node's Raft host.</param>
+    /// <param name="forwarder">A forwarder for the barrier alone (one request at a time goes through it).</param>
+    public ReadBarrier(NodeOptions options, RaftHost raft, LeaderForwarder forwarder)
+    {
+        this.options = options;
+        this.raft = raft;
+        this.forwarder = forwarder;
+        leaderIndex = new JoinedRequest<long?>(FetchLeaderIndexAsync);
+    }
+
     /// <summary>The leader's route that returns its read index.</summary>
     public const string Route = "/internal/v1/read-index";
 
@@ -42,17 +64,43 @@ public sealed class ReadBarrier(NodeOptions options, RaftHost raft, LeaderForwar
         if (leader is null)
             return false;
         long? index;
-        if (leader.Id == options.NodeId)
+        try
         {
-            index = await raft.ReadIndexAsync(deadline.Token).ConfigureAwait(false);
+            index = leader.Id == options.NodeId
+                ? await raft.ReadIndexAsync(deadline.Token).ConfigureAwait(false)
+                : await leaderIndex.NextAsync().WaitAsync(deadline.Token).ConfigureAwait(false);
         }
-        else
+        catch (OperationCanceledException) when (!token.IsCancellationRequested)
         {
-            var response = await forwarder.ForwardAsync(leader.Id, HttpMethod.Get, new Uri(new Uri(leader.InternalBase), Route), ReadOnlyMemory<byte>.Empty, null, null, Timeout, deadline.Token).ConfigureAwait(false);
-            index = response is { Status: 200 } ? ParseIndex(response.Body) : null;
+            return false;
         }
 
         return index is { } readIndex && await raft.WaitForAppliedAsync(readIndex, deadline.Token).ConfigureAwait(false);
+    }
+
+    // One question to whoever leads now, within the barrier's timeout; null when there is no answer.
+    private async Task<long?> FetchLeaderIndexAsync()
+    {
+        var leader = raft.Leader;
+        if (leader is null)
+            return null;
+        using var timeout = new CancellationTokenSource(Timeout);
+        try
+        {
+            if (leader.Id == options.NodeId)
+                return await raft.ReadIndexAsync(timeout.Token).ConfigureAwait(false);
+            var response = await forwarder.ForwardAsync(leader.Id, HttpMethod.Get, new Uri(new Uri(leader.InternalBase), Route), ReadOnlyMemory<byte>.Empty, null, null, Timeout, timeout.Token).ConfigureAwait(false);
+            return response is { Status: 200 } ? ParseIndex(response.Body) : null;
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
+        catch (ObjectDisposedException)
+        {
+            // The node is stopping.
+            return null;
+        }
     }
 
     /// <summary>The answer when <see cref="WaitAsync"/> failed.</summary>

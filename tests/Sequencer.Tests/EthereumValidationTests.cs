@@ -220,7 +220,7 @@ public sealed class EthereumAppliedStateTests
         // A copy of a tx in the same request is known, not a second use of its nonce; so is a tx ordered before.
         await using var state = Open(new Sequencer.Core.Storage.InMemoryBatchStore());
         await state.ApplyAsync(new GenesisCommand { ChainId = 1, ValidationMode = (byte)ValidationMode.Ethereum }, 1, 1, CancellationToken.None);
-        using var log = new FakeLeaderLog(state);
+        using var log = new FakeLeaderLog(state, appliedThrough: 1);
         await using var service = new Sequencer.Node.Replication.SubmitService(log, state, Limits,
             new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), new Sequencer.Node.Telemetry.NodeMetrics(),
             Microsoft.Extensions.Logging.Abstractions.NullLogger<Sequencer.Node.Replication.SubmitService>.Instance, _ => { });

@@ -13,14 +13,15 @@ using Sequencer.Raft;
 namespace Sequencer.Tests;
 
 /// <summary>An in-process stand-in for the Raft log: committing an entry applies it to the state at once.</summary>
-internal sealed class FakeLeaderLog(AppliedState state) : ILeaderLog, IDisposable
+/// <param name="appliedThrough">The log index the state has applied already (a genesis applied by the test).</param>
+internal sealed class FakeLeaderLog(AppliedState state, long appliedThrough = 0) : ILeaderLog, IDisposable
 {
     public void FollowersMustApply()
     {
     }
 
     private readonly CancellationTokenSource leadership = new();
-    private long index;
+    private long index = appliedThrough;
 
     public bool IsLeader { get; private set; } = true;
 
