@@ -75,7 +75,7 @@ public sealed class ClusterIdentityTests : IDisposable
         Assert.Same(clients.For(3), clients.For(3));
         await stop.CancelAsync();
         listener.Stop();
-        await Assert.ThrowsAnyAsync<Exception>(() => serving);
+        await EndedAsync(serving);
     }
 
     [Fact]
@@ -112,7 +112,19 @@ public sealed class ClusterIdentityTests : IDisposable
         Assert.True(await ConnectAsync(at => at.Equals(address) ? 3 : null));
         await stop.CancelAsync();
         listener.Stop();
-        await Assert.ThrowsAnyAsync<Exception>(() => serving);
+        await EndedAsync(serving);
+    }
+
+    // Waits for a server to end: cancelled while it waits for a connection, or at its loop's next check (both happen).
+    private static async Task EndedAsync(Task serving)
+    {
+        try
+        {
+            await serving;
+        }
+        catch (Exception e) when (e is OperationCanceledException or System.Net.Sockets.SocketException or ObjectDisposedException)
+        {
+        }
     }
 
     // Node 1's identity among members 1..3 (its refusals collected), and a started loopback listener.
