@@ -12,11 +12,10 @@ internal sealed class JoinedRequest<T>(Func<Task<T>> fetch)
     private readonly Lock gate = new();
     private TaskCompletionSource<T>? next;
     private bool running;
-
-    /// <summary>Fetches since the start (tests, metrics).</summary>
-    public long Fetches => Interlocked.Read(ref fetches);
-
     private long fetches;
+
+    /// <summary>Fetches started so far (the tests count them).</summary>
+    public long Fetches => Interlocked.Read(ref fetches);
 
     /// <summary>The answer of a fetch that starts after this call.</summary>
     public Task<T> NextAsync()
