@@ -7,7 +7,9 @@ namespace Sequencer.Raft;
 /// <summary>
 /// DotNext's <see cref="WriteAheadLog"/> with three changes on a follower: appended entries are durable before they are
 /// acknowledged, entries the leader says are committed are applied while the new ones are flushed, and a commit index
-/// the leader sends with a session request is committed at once (<see cref="CommitAsLeaderSaysAsync"/>).
+/// the leader sends with a session request is committed at once (<see cref="CommitAsLeaderSaysAsync"/>). On the leader,
+/// replication sends copies of the entries and holds no read of the log while it waits for a follower
+/// (DurableWriteAheadLog.Replication.cs).
 /// </summary>
 /// <remarks>
 /// <para>
@@ -28,7 +30,7 @@ namespace Sequencer.Raft;
 /// The leader's own appends are untouched: the leader flushes before it commits.
 /// </para>
 /// </remarks>
-public sealed class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IRaftLogEntry>, IAuditTrail
+public sealed partial class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IRaftLogEntry>, IAuditTrail
 {
     /// <summary>Creates the log; see <see cref="WriteAheadLog(Options, IStateMachine)"/>.</summary>
     public DurableWriteAheadLog(Options configuration, IStateMachine stateMachine)

@@ -654,6 +654,8 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("durableFollowerAppends", raft.DurableAppends);
             writer.WriteNumber("earlyFollowerCommits", raft.EarlyFollowerCommits);
             writer.WriteNumber("sessionCommitHintsApplied", raft.SessionCommitHintsApplied);
+            writer.WriteNumber("detachedReplicationReads", raft.DetachedReplicationReads);
+            writer.WriteNumber("lockedReplicationReads", raft.LockedReplicationReads);
             writer.WriteNumber("lastLogIndex", raft.LastLogIndex);
             writer.WriteNumber("inFlightRequestBytes", budget.InUseBytes);
             writer.WriteNumber("requestBudgetRefusals", budget.Refusals);

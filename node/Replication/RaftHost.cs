@@ -172,6 +172,12 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     /// <summary>Follower commits that applied durable entries before the flush of the new ones.</summary>
     public long EarlyFollowerCommits => wal.EarlyCommits;
 
+    /// <summary>Replication reads (as leader) that sent copies of the entries and held no lock while the follower answered.</summary>
+    public long DetachedReplicationReads => wal.DetachedReads;
+
+    /// <summary>Replication reads (as leader) made under the log's read lock: snapshot transfers and the like.</summary>
+    public long LockedReplicationReads => wal.LockedReads;
+
     /// <summary>Commit indexes sent with session requests that committed entries on this follower.</summary>
     public long SessionCommitHintsApplied => wal.LeaderSaidCommits;
 

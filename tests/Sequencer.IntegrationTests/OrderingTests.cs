@@ -30,11 +30,18 @@ public sealed class OrderingTests
         // Followers fsync appended entries before they acknowledge them only because DurableWriteAheadLog
         // re-implements an interface method of DotNext 6.12's WAL. If a package update stops calling that override,
         // this counter stays 0 and the durability fix is silently gone (DESIGN section 9).
+        // Likewise the leader's replication reads hold no log lock while a follower answers only because
+        // DurableWriteAheadLog re-implements IAuditTrail.ReadAsync (DotNext calls it through IPersistentState).
         foreach (var (nodeId, client) in test.Clients)
         {
             var view = await client.GetClusterAsync();
             if (view.Role == "leader")
+            {
+                var detached = view.Pipeline?.GetValueOrDefault("detachedReplicationReads") ?? 0;
+                Assert.True(detached > 0, $"leader node{nodeId} sent no replication read from copies (detachedReplicationReads = {detached})");
                 continue;
+            }
+
             var durable = view.Pipeline?.GetValueOrDefault("durableFollowerAppends") ?? 0;
             Assert.True(durable > 0, $"follower node{nodeId} made no appended entries durable before acknowledging them (durableFollowerAppends = {durable})");
         }

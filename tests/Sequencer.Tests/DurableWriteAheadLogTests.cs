@@ -1,3 +1,4 @@
+using DotNext.IO;
 using DotNext.IO.Log;
 using DotNext.Net.Cluster.Consensus.Raft;
 using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
@@ -95,6 +96,116 @@ public sealed class DurableWriteAheadLogTests : IDisposable
         // DotNext's own commit with the same index afterwards is a no-op, and still waits for the flush.
         Assert.Equal(0, await follower.CommitAsync(7));
         Assert.Equal(7, wal.LastCommittedEntryIndex);
+    }
+
+    /// <summary>
+    /// The leader's replication reads the log with a consumer that sends AppendEntries and waits for the answer. A
+    /// follower whose answer never comes must not hold the log's read lock: compaction waits for every reader, and every
+    /// later read queues behind it (chaos seed 1068277983: the cluster stalled for the 2 s request timeout).
+    /// </summary>
+    [Fact]
+    public async Task AReplicationReadWaitingForAFollower_HoldsNoLock_SoCompactionAndLaterReadsGoOn()
+    {
+        await using var wal = new DurableWriteAheadLog(Options, IStateMachine.CreateNoOp(4));
+        IAuditTrail<IRaftLogEntry> log = wal;
+        // Twelve entries of 20 kB, three to a 64 kB data page.
+        var payloads = Enumerable.Range(1, 12).Select(i => Enumerable.Repeat((byte)i, 20_000).ToArray()).ToArray();
+        await log.AppendAsync(new LogEntryProducer<BinaryLogEntry>(payloads.Select(p => new BinaryLogEntry { Term = 1, Content = p }).ToArray()), 1, skipCommitted: true);
+        await log.CommitAsync(0);
+
+        var follower = new SilentFollower();
+        var replication = log.ReadAsync(follower, 2, 12).AsTask();
+        await follower.Started.WaitAsync(TimeSpan.FromSeconds(10));
+
+        // Commit everything: the no-op state machine snapshots at 8, and compaction deletes the data pages below it.
+        // One more entry makes the flusher run after the snapshot moved.
+        await log.CommitAsync(12);
+        await wal.WaitForApplyAsync(12);
+        await log.AppendAsync(new LogEntryProducer<BinaryLogEntry>([new BinaryLogEntry { Term = 1, Content = new byte[] { 13 } }]), 13, skipCommitted: true);
+        await log.CommitAsync(13);
+        var firstPage = Path.Combine(directory, "data", "0");
+        using (var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(10)))
+        {
+            while (File.Exists(firstPage))
+            {
+                Assert.False(deadline.IsCancellationRequested, "compaction did not delete the first data page while a replication read waited");
+                await Task.Delay(10);
+            }
+        }
+
+        using (var entries = await wal.ReadAsync(13, 13).AsTask().WaitAsync(TimeSpan.FromSeconds(10)))
+            Assert.Single(entries);
+
+        // The follower answers: the entries it was given still hold their bytes, though their pages are gone.
+        follower.Answer();
+        var seen = await replication.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(11, seen.Count);
+        for (var i = 0; i < seen.Count; i++)
+        {
+            Assert.Equal(1, seen[i].Term);
+            Assert.Equal(payloads[i + 1], seen[i].Payload);
+        }
+
+        Assert.Equal(1, wal.DetachedReads);
+    }
+
+    [Fact]
+    public async Task AReplicationRead_CopiesAtMostItsByteLimit_AtLeastOneEntry_AndLeavesSnapshotsToDotNextsPath()
+    {
+        await using var wal = new DurableWriteAheadLog(Options, IStateMachine.CreateNoOp(4)) { MaxDetachedReadBytes = 50_000 };
+        IAuditTrail<IRaftLogEntry> log = wal;
+        var sizes = new[] { 20_000, 20_000, 20_000, 70_000, 10 };
+        await log.AppendAsync(new LogEntryProducer<BinaryLogEntry>(sizes.Select((n, i) => new BinaryLogEntry { Term = 2, Content = Enumerable.Repeat((byte)(i + 1), n).ToArray() }).ToArray()), 1, skipCommitted: true);
+        await log.CommitAsync(0);
+
+        // Two entries fit in 50 kB, the third would not: the read returns two, and DotNext goes on from the third.
+        var first = await log.ReadAsync(new SilentFollower(answered: true), 1, 5);
+        Assert.Equal([20_000, 20_000], first.Select(e => e.Payload.Length));
+        // An entry larger than the limit is sent alone.
+        var large = await log.ReadAsync(new SilentFollower(answered: true), 4, 5);
+        Assert.Equal([70_000], large.Select(e => e.Payload.Length));
+        Assert.All(large[0].Payload, b => Assert.Equal(4, b));
+        Assert.Equal(2, wal.DetachedReads);
+
+        // Once entries are in the snapshot, a read from there starts with the snapshot, on DotNext's own path.
+        await log.CommitAsync(5);
+        await wal.WaitForApplyAsync(5);
+        var fromSnapshot = await log.ReadAsync(new SilentFollower(answered: true), 1, 5);
+        Assert.True(fromSnapshot[0].IsSnapshot);
+        Assert.Equal(1, wal.LockedReads);
+    }
+
+    private sealed record SeenEntry(long Term, bool IsSnapshot, byte[] Payload);
+
+    /// <summary>A leader's consumer of a replication read whose follower answers only when told to.</summary>
+    private sealed class SilentFollower(bool answered = false) : ILogEntryConsumer<IRaftLogEntry, IReadOnlyList<SeenEntry>>
+    {
+        private readonly TaskCompletionSource started = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource answer = NewAnswer(answered);
+
+        public Task Started => started.Task;
+
+        public void Answer() => answer.TrySetResult();
+
+        public async ValueTask<IReadOnlyList<SeenEntry>> ReadAsync<TEntry, TList>(TList entries, long? snapshotIndex, CancellationToken token)
+            where TEntry : IRaftLogEntry
+            where TList : IReadOnlyList<TEntry>
+        {
+            started.TrySetResult();
+            await answer.Task.WaitAsync(token);
+            var seen = new List<SeenEntry>();
+            foreach (var entry in entries)
+                seen.Add(new SeenEntry(entry.Term, entry.IsSnapshot, entry.IsSnapshot ? [] : await entry.ToByteArrayAsync(token: token)));
+            return seen;
+        }
+
+        private static TaskCompletionSource NewAnswer(bool answered)
+        {
+            var source = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            if (answered)
+                source.SetResult();
+            return source;
+        }
     }
 
     public void Dispose()
