@@ -308,7 +308,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <summary>Snapshots being sent to followers: compaction waits for them (see <see cref="SnapshotTransfers"/>).</summary>
     public SnapshotTransfers Transfers { get; }
 
-    /// <summary>When each follower last answered the leader: compaction waits for a silent one (see <see cref="ReplicationWatch"/>).</summary>
+    /// <summary>When each follower last answered the leader: compaction waits for a silent one, within a bound (see <see cref="ReplicationWatch"/>).</summary>
     public ReplicationWatch Replication { get; }
 
     /// <summary>True while a snapshot transfer or a silent follower holds the snapshot point (within its bound).</summary>
@@ -789,9 +789,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             }
 
             // A follower is being sent the current snapshot: keep the log after it until it can ask for those entries.
-            // A follower has not answered for a while: the leader may hold a read of the log for it until the request
-            // times out, and compacting now would stall every other read behind that one (see ReplicationWatch). Either
-            // way, only within a bounded multiple of the normal window.
+            // A follower has not answered for a while: keep the entries it missed so that it catches up from the log
+            // (see ReplicationWatch). Either way, only within a bounded multiple of the normal window.
             if (consumed > 0 && ((snapshot is not null && Transfers.Holding) || Replication.AnySilent)
                 && persistedIndex - current.Index <= Saturating(HoldEntriesFactor, retention.Entries) && keptBytes <= Saturating(HoldBytesFactor, retention.Bytes))
                 return (current, 0, fresh);
