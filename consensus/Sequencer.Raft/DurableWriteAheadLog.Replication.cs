@@ -32,6 +32,10 @@ public sealed partial class DurableWriteAheadLog
     /// <summary>The most payload bytes one replication read copies (at least one entry is always sent).</summary>
     public const int DefaultMaxDetachedReadBytes = 8 * 1024 * 1024;
 
+    // The copies' buffers: bounded (a few per size, no per-thread caches, unlike ArrayPool.Shared, whose idle thread
+    // caches could each keep a megabyte buffer); larger ones are allocated and dropped.
+    private static readonly ArrayPool<byte> CopyBuffers = ArrayPool<byte>.Create(DefaultMaxDetachedReadBytes, maxArraysPerBucket: 4);
+
     private long detachedReads, lockedReads;
 
     /// <summary>The most payload bytes one replication read copies; the rest follows in DotNext's next round.</summary>
@@ -84,7 +88,7 @@ public sealed partial class DurableWriteAheadLog
         }
     }
 
-    /// <summary>Copies of log entries in one pooled buffer.</summary>
+    /// <summary>Copies of log entries in one buffer from <see cref="CopyBuffers"/>.</summary>
     private sealed class DetachedEntries
     {
         private byte[]? buffer;
@@ -117,7 +121,7 @@ public sealed partial class DurableWriteAheadLog
             }
 
             Invariant.Check(count > 0 && bytes <= Array.MaxLength, "a replication read copies at least one entry, within one array");
-            var buffer = ArrayPool<byte>.Shared.Rent((int)bytes);
+            var buffer = CopyBuffers.Rent((int)bytes);
             var copies = new DetachedEntry[count];
             var offset = 0;
             for (var i = 0; i < count; i++)
@@ -139,7 +143,7 @@ public sealed partial class DurableWriteAheadLog
         public void Return()
         {
             if (Interlocked.Exchange(ref buffer, null) is { } rented)
-                ArrayPool<byte>.Shared.Return(rented);
+                CopyBuffers.Return(rented);
         }
     }
 
