@@ -44,14 +44,15 @@ public sealed partial class DurableWriteAheadLog
     /// <summary>Replication reads served from copies, with no lock held while the consumer ran.</summary>
     public long DetachedReads => Interlocked.Read(ref detachedReads);
 
-    /// <summary>Replication reads served under the read lock (snapshots, metadata-only reads, configuration entries).</summary>
+    /// <summary>Replication reads that start with the snapshot (a snapshot transfer) or hold a configuration entry: served under the read lock.</summary>
     public long LockedReads => Interlocked.Read(ref lockedReads);
 
     ValueTask<TResult> IAuditTrail<IRaftLogEntry>.ReadAsync<TResult>(ILogEntryConsumer<IRaftLogEntry, TResult> reader, long startIndex, long endIndex, CancellationToken token)
     {
         ArgumentNullException.ThrowIfNull(reader);
+        // Metadata-only reads (the term at an index) and empty ones (a heartbeat) carry no payload: DotNext's path.
         return reader.LogEntryMetadataOnly || startIndex > endIndex || IsDisposingOrDisposed
-            ? LockedReadAsync(reader, startIndex, endIndex, token)
+            ? ReadAsync(reader, startIndex, endIndex, token)
             : DetachedReadAsync(reader, startIndex, endIndex, token);
     }
 

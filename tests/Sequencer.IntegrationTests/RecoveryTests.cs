@@ -57,6 +57,12 @@ public sealed class RecoveryTests
         Assert.Equal(3, chains.Count);
         InvariantAssert.AllPass(InvariantChecker.Check(workload.History.Snapshot(), chains), test.Logs);
         Assert.Contains("Installed a snapshot", await test.WaitForLogAsync(follower, "Installed a snapshot", TimeSpan.FromSeconds(10), 200), StringComparison.Ordinal);
+
+        // The transfer took DotNext's locked read (a snapshot), every other replication read was sent from copies.
+        var current = await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        Assert.True(await PipelineAsync(test, current, "lockedReplicationReads") >= 1 || current != leader,
+            "the leader sent the follower a snapshot, but counted no locked replication read");
+        Assert.True(await PipelineAsync(test, current, "detachedReplicationReads") > 0, "the leader sent no replication read from copies");
     }
 
     [Fact]
