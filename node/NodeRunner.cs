@@ -362,6 +362,7 @@ public static partial class NodeRunner
         });
         var barrier = new ReadBarrier(options, raft, barrierForwarder);
         barrier.Map(app);
+        Replication.FollowerTips.Map(app, () => raft.State);
         new SequencerApi(options, raft, submits, forwarder, metrics, time, loops, barrier, requestBudget, l1).Map(app);
         new AdminApi(options, time, requestBudget).Map(app);
         new SigningApi(options, raft, coordinator, () => signers.Current, dkg, barrier, intake, requestBudget, new RequestBudget(SigningApi.InternalBudgetBytes), throttledLogs.CreateLogger(typeof(SigningApi).FullName!)).Map(app);

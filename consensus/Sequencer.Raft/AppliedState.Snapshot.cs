@@ -78,9 +78,23 @@ public sealed partial class AppliedState
 
         var localHeight = checkpoint.LastHeight;
         var historyCheck = new MerkleFrontier();
+        var fromHeight = header.FromHeight;
+        if (fromHeight > 0)
+        {
+            // A delta snapshot: it starts above a batch this node must store, and continues this node's own chain.
+            if (header.FromCommitment is not { Length: 32 } fromCommitment)
+                throw new LogFormatException("delta snapshot names no base commitment");
+            if (fromHeight > localHeight)
+                throw new LogFormatException($"delta snapshot starts above height {fromHeight}, but this node stores only up to {localHeight}");
+            if (GetBatch(fromHeight) is not { } own || own.Header.Commitment != new Hash32(fromCommitment))
+                throw new LogFormatException($"delta snapshot's base at height {fromHeight} is not this node's batch there");
+            previous = own.Header;
+            historyCheck = MerkleFrontier.Load(history, fromHeight);
+        }
+
         var group = new List<StoredBatch>(InstallGroupBatches);
         var signing = new InstalledSigning();
-        ulong count = 0;
+        var count = fromHeight;
         SnapshotTrailer? trailer = null;
         var wholeSeen = false;
         while (SnapshotFormat.ReadRecord(input) is { } record)
@@ -93,7 +107,7 @@ public sealed partial class AppliedState
 
             if (record is SnapshotCommitments commitmentRecord)
             {
-                if (count > 0 || commitmentRecord.Sequences.Length != commitmentRecord.Values.Length || commitmentRecord.Values.Length > SigningLedger.MaxCommitmentsPerSigner
+                if (count > fromHeight || commitmentRecord.Sequences.Length != commitmentRecord.Values.Length || commitmentRecord.Values.Length > SigningLedger.MaxCommitmentsPerSigner
                     || commitmentRecord.Values.Any(v => v is not { Length: 2 * Threshold.Secp256k1.ElementLength }))
                     throw new LogFormatException("snapshot commitments record is malformed or misplaced");
                 signing.Pool ??= new PoolChanges();
@@ -105,7 +119,7 @@ public sealed partial class AppliedState
 
             if (record is SnapshotKeyEpoch epochRecord)
             {
-                if (count > 0)
+                if (count > fromHeight)
                     throw new LogFormatException("snapshot key epoch record after a batch");
                 InstallKeyEpoch(SnapshotFormat.FromRecord(epochRecord), index, signing);
                 continue;
@@ -145,8 +159,8 @@ public sealed partial class AppliedState
 
         if (trailer is null)
             throw new LogFormatException("snapshot stream ended without its trailer");
-        if (trailer.BatchCount != count || count != header.LastHeight)
-            throw new LogFormatException($"snapshot trailer counts {trailer.BatchCount} batches, the stream held {count}, the header named {header.LastHeight}");
+        if (trailer.BatchCount != count - fromHeight || count != header.LastHeight)
+            throw new LogFormatException($"snapshot trailer counts {trailer.BatchCount} batches, the stream held {count - fromHeight} above height {fromHeight}, the header named {header.LastHeight}");
         if (new Hash32(trailer.LastCommitment) != (previous?.Commitment ?? Hash32.Zero))
             throw new LogFormatException("snapshot trailer names another last commitment");
         if (header.LastHeight < localHeight)
@@ -177,7 +191,7 @@ public sealed partial class AppliedState
             snapshot = new BatchSnapshot(this, point);
         }
 
-        LogInstalled(logger, index, term, header.LastHeight, localHeight);
+        LogInstalled(logger, index, term, header.LastHeight, localHeight, fromHeight);
     }
 
     private StoreCheckpoint AppendInstalled(List<StoredBatch> group, InstalledSigning signing, StoreCheckpoint checkpoint)
@@ -240,8 +254,16 @@ public sealed partial class AppliedState
         return next;
     }
 
-    /// <summary>Streams the snapshot at <paramref name="point"/>: every stored batch up to its height.</summary>
-    internal async ValueTask WriteSnapshotAsync<TWriter>(SnapshotPoint point, TWriter writer, CancellationToken token)
+    /// <summary>Delta snapshots streamed (from a follower's tip rather than height 1).</summary>
+    public long DeltaSnapshotsSent => Interlocked.Read(ref deltaSnapshotsSent);
+
+    private long deltaSnapshotsSent;
+
+    /// <summary>
+    /// Streams the snapshot at <paramref name="point"/>: every stored batch up to its height, or only those above
+    /// <paramref name="from"/> when that is one of this node's batches at or below the point (a delta snapshot).
+    /// </summary>
+    internal async ValueTask WriteSnapshotAsync<TWriter>(SnapshotPoint point, TWriter writer, SnapshotBase? from, CancellationToken token)
         where TWriter : IAsyncBinaryWriter
     {
         var buffer = new ArrayBufferWriter<byte>(256 * 1024);
@@ -249,7 +271,25 @@ public sealed partial class AppliedState
         byte? mode;
         lock (gate)
             mode = genesis is { } known ? (byte)known.Mode : null;
-        SnapshotFormat.WriteRecord(new SnapshotHeader { Index = point.Index, Term = point.Term, LastHeight = point.Height, ChainId = chain.ChainId, ValidationMode = mode }, buffer);
+        ulong fromHeight = 0;
+        var last = Hash32.Zero;
+        if (from is { Height: > 0 } tip && tip.Height <= point.Height && GetBatch(tip.Height)?.Header.Commitment == tip.Commitment)
+        {
+            fromHeight = tip.Height;
+            last = tip.Commitment;
+            Interlocked.Increment(ref deltaSnapshotsSent);
+        }
+
+        SnapshotFormat.WriteRecord(new SnapshotHeader
+        {
+            Index = point.Index,
+            Term = point.Term,
+            LastHeight = point.Height,
+            ChainId = chain.ChainId,
+            ValidationMode = mode,
+            FromHeight = fromHeight,
+            FromCommitment = fromHeight > 0 ? last.ToArray() : null,
+        }, buffer);
         foreach (var epoch in store.ReadKeyEpochs())
         {
             // An epoch handed over to after the snapshot's point was still pending at it.
@@ -271,8 +311,7 @@ public sealed partial class AppliedState
         }
 
         ulong count = 0;
-        var last = Hash32.Zero;
-        foreach (var batch in store.Scan(1, point.Height))
+        foreach (var batch in store.Scan(fromHeight + 1, point.Height))
         {
             SnapshotFormat.WriteRecord(SnapshotFormat.ToRecord(batch, store.GetHead(batch.Header.Height)), buffer);
             count++;
@@ -284,7 +323,7 @@ public sealed partial class AppliedState
             }
         }
 
-        Invariant.Check(count == point.Height, $"the store holds every batch of the snapshot at height {point.Height}");
+        Invariant.Check(fromHeight + count == point.Height, $"the store holds every batch of the snapshot at height {point.Height}");
         SnapshotFormat.WriteRecord(new SnapshotTrailer { BatchCount = count, LastCommitment = last.ToArray() }, buffer);
         await writer.WriteAsync(buffer.WrittenMemory, null, token).ConfigureAwait(false);
     }
@@ -339,8 +378,8 @@ public sealed partial class AppliedState
         public PoolChanges? Pool { get; set; }
     }
 
-    [LoggerMessage(EventId = 102, Level = LogLevel.Information, Message = "Installed a snapshot at index {Index} term {Term}: height {Height} (was {PreviousHeight})")]
-    private static partial void LogInstalled(ILogger logger, long index, long term, ulong height, ulong previousHeight);
+    [LoggerMessage(EventId = 102, Level = LogLevel.Information, Message = "Installed a snapshot at index {Index} term {Term}: height {Height} (was {PreviousHeight}; streamed from height {FromHeight})")]
+    private static partial void LogInstalled(ILogger logger, long index, long term, ulong height, ulong previousHeight, ulong fromHeight);
 }
 
 /// <summary>
@@ -363,7 +402,7 @@ internal sealed class BatchSnapshot(AppliedState owner, SnapshotPoint point) : I
         where TWriter : IAsyncBinaryWriter
     {
         using var transfer = owner.Transfers.Begin(point.Index);
-        await owner.WriteSnapshotAsync(point, writer, token).ConfigureAwait(false);
+        await owner.WriteSnapshotAsync(point, writer, SnapshotBase.Current, token).ConfigureAwait(false);
         transfer.Completed();
     }
 }

@@ -1,4 +1,7 @@
 using System.Buffers;
+using System.Collections.Concurrent;
+using System.Net;
+using System.Reflection;
 using DotNext.IO;
 using DotNext.IO.Log;
 using DotNext.Net.Cluster.Consensus.Raft;
@@ -44,6 +47,17 @@ public sealed partial class DurableWriteAheadLog
     /// <summary>Replication reads served from copies, with no lock held while the consumer ran.</summary>
     public long DetachedReads => Interlocked.Read(ref detachedReads);
 
+    /// <summary>
+    /// Asks a follower (by its Raft endpoint) for its applied tip, so that a snapshot sent to it starts there (see
+    /// <see cref="SnapshotBase"/>); null, or a null answer, sends the whole history.
+    /// </summary>
+    public Func<EndPoint, CancellationToken, ValueTask<SnapshotBase?>>? FollowerTip { get; init; }
+
+    /// <summary>Snapshot transfers for which the follower told its tip.</summary>
+    public long TipsTold => Interlocked.Read(ref tipsTold);
+
+    private long tipsTold;
+
     /// <summary>Replication reads that start with the snapshot (a snapshot transfer) or hold a configuration entry: served under the read lock.</summary>
     public long LockedReads => Interlocked.Read(ref lockedReads);
 
@@ -65,12 +79,38 @@ public sealed partial class DurableWriteAheadLog
     private async ValueTask<TResult> DetachedReadAsync<TResult>(ILogEntryConsumer<IRaftLogEntry, TResult> reader, long startIndex, long endIndex, CancellationToken token)
     {
         DetachedEntries? copy;
+        bool snapshot;
         using (var entries = await ReadAsync(startIndex, endIndex, token).ConfigureAwait(false))
-            copy = DetachedEntries.TryCopy(entries, MaxDetachedReadBytes);
+        {
+            snapshot = entries.Count > 0 && entries[0].IsSnapshot;
+            copy = snapshot ? null : DetachedEntries.TryCopy(entries, MaxDetachedReadBytes);
+        }
 
-        // The read starts with the snapshot (a snapshot transfer), or holds a configuration entry: DotNext's path.
+        // The read starts with the snapshot (a snapshot transfer), or holds a configuration entry: DotNext's path. A
+        // snapshot goes from the follower's tip when it tells it (the stream reads SnapshotBase.Current, which flows
+        // with this call into DotNext's transfer).
         if (copy is null)
+        {
+            if (snapshot && FollowerTip is { } ask && MemberOf(reader) is { } member)
+            {
+                using var bounded = CancellationTokenSource.CreateLinkedTokenSource(token);
+                bounded.CancelAfter(TipTimeout);
+                SnapshotBase? tip = null;
+                try
+                {
+                    tip = await ask(member, bounded.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (!token.IsCancellationRequested)
+                {
+                }
+
+                if (tip is not null)
+                    Interlocked.Increment(ref tipsTold);
+                SnapshotBase.Current = tip;
+            }
+
             return await LockedReadAsync(reader, startIndex, endIndex, token).ConfigureAwait(false);
+        }
 
         Interlocked.Increment(ref detachedReads);
         var completed = false;
@@ -88,6 +128,18 @@ public sealed partial class DurableWriteAheadLog
                 copy.Return();
         }
     }
+
+    /// <summary>How long a snapshot transfer waits for the follower's tip (out of the request timeout) before it sends the whole history.</summary>
+    public static readonly TimeSpan TipTimeout = TimeSpan.FromMilliseconds(500);
+
+    private static readonly ConcurrentDictionary<Type, FieldInfo?> MemberFields = new();
+
+    // DotNext's replication consumer (ReplicationProcess<TMember>) keeps its follower in a private field "member"; the
+    // snapshot catch-up integration test fails if that stops being so (no delta snapshot is sent).
+    private static EndPoint? MemberOf(object consumer)
+        => MemberFields.GetOrAdd(consumer.GetType(), type => type.GetField("member", BindingFlags.Instance | BindingFlags.NonPublic))?.GetValue(consumer) is DotNext.Net.Cluster.IClusterMember member
+            ? member.EndPoint
+            : null;
 
     /// <summary>Copies of log entries in one buffer from <see cref="CopyBuffers"/>.</summary>
     private sealed class DetachedEntries

@@ -309,6 +309,15 @@ public sealed class SnapshotHeader : ISnapshotRecord
 
     /// <summary>The chain's genesis validation mode (0 opaque, 1 ethereum), or null for a chain without a genesis entry (opaque).</summary>
     [Key(4)] public byte? ValidationMode { get; init; }
+
+    /// <summary>
+    /// A delta snapshot's base: the stream holds the batches above this height only, for a follower that already stores
+    /// every batch up to it (0: the whole history).
+    /// </summary>
+    [Key(5)] public ulong FromHeight { get; init; }
+
+    /// <summary>The commitment of the batch at <see cref="FromHeight"/>, which the follower must store (null when it is 0).</summary>
+    [Key(6)] public byte[]? FromCommitment { get; init; }
 }
 
 /// <summary>One batch: its header fields, commitment, tx hashes and bookkeeping.</summary>

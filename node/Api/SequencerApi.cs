@@ -665,6 +665,8 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("sent", finished);
             writer.WriteNumber("sending", sent - finished);
             writer.WriteNumber("resent", resent);
+            writer.WriteNumber("delta", state.DeltaSnapshotsSent);
+            writer.WriteNumber("tipsTold", raft.SnapshotTipsTold);
             writer.WriteBoolean("compactionHeld", state.CompactionHeld);
             writer.WriteEndObject();
         });

@@ -50,6 +50,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     private readonly ILogger logger;
     private readonly LiteDbBatchStore store;
     private readonly DurableWriteAheadLog wal;
+    private readonly FollowerTips tips;
     private readonly RaftCluster cluster;
     private readonly Dictionary<IPEndPoint, MemberOptions> membersByEndPoint;
     private int started;
@@ -93,6 +94,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         if (chunkBytes != options.WalChunkBytes)
             LogWalChunkKept(logger, walDir, chunkBytes, options.WalChunkBytes);
         WalChunkSize.Record(walDir, chunkBytes);
+        tips = new FollowerTips(membersByEndPoint, identity);
         wal = new DurableWriteAheadLog(new WriteAheadLog.Options
         {
             Location = walDir,
@@ -104,7 +106,10 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
             // is the retention (WalRetainedBytes: the snapshot point, and so compaction, trails the store by at most that
             // many bytes) and a chunk size that lets released chunks leave memory (NodeOptions.WalChunkBytes).
             MemoryManagement = WriteAheadLog.MemoryManagementStrategy.PrivateMemory,
-        }, stateMachine);
+        }, stateMachine)
+        {
+            FollowerTip = tips.AskAsync,
+        };
 
         var advertised = NodeOptions.ParseEndPoint(options.Raft);
         var listen = options.RaftListen is null ? advertised : NodeOptions.ParseEndPoint(options.RaftListen);
@@ -177,6 +182,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
     /// <summary>Replication reads (as leader) made under the log's read lock: snapshot transfers and the like.</summary>
     public long LockedReplicationReads => wal.LockedReads;
+
+    /// <summary>Snapshot transfers (as leader) for which the follower told its tip.</summary>
+    public long SnapshotTipsTold => wal.TipsTold;
 
     /// <summary>Commit indexes sent with session requests that committed entries on this follower.</summary>
     public long SessionCommitHintsApplied => wal.LeaderSaidCommits;
@@ -427,6 +435,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         foreach (var member in cluster.Members.Where(m => m.IsRemote))
             member.MemberStatusChanged -= OnMemberStatusChanged;
         await wal.DisposeAsync().ConfigureAwait(false);
+        tips.Dispose();
         cluster.Dispose();
         await State.DisposeAsync().ConfigureAwait(false);
         var durable = State.Durable;

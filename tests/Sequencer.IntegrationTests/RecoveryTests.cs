@@ -122,11 +122,28 @@ public sealed class RecoveryTests
 
         Assert.True(settled, $"the leader was still sending snapshots 15 s after the follower converged ({sent} transfers)");
         Assert.InRange(sent, 1, 6);
+
+        // The first install outlasted the request timeout, so the follower was sent a newer snapshot: that one started at
+        // the follower's own tip (a delta snapshot), which the leader asked it for.
+        var installedLines = tail.Split('\n').Where(l => l.Contains("Installed a snapshot", StringComparison.Ordinal)).ToList();
+        if (await test.Cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10)) == leader && installedLines.Count >= 2)
+        {
+            Assert.True(await SnapshotCounterAsync(test, leader, "tipsTold") >= 1, $"the leader never got the follower's tip; the follower's installs:\n{string.Join('\n', installedLines)}");
+            Assert.True(await SnapshotCounterAsync(test, leader, "delta") >= 1, $"the leader sent no delta snapshot; the follower's installs:\n{string.Join('\n', installedLines)}");
+            Assert.DoesNotContain("streamed from height 0)", installedLines[^1], StringComparison.Ordinal);
+        }
         InvariantAssert.AllPass(InvariantChecker.Check(workload.History.Snapshot(), await test.ReadChainsAsync()), test.Logs);
     }
 
     private static async Task<long> PipelineAsync(TestCluster test, int node, string name)
         => (await test.Cluster.Node(node).Client.GetClusterAsync()).Pipeline?[name] ?? throw new InvalidOperationException($"node {node} reports no pipeline");
+
+    private static async Task<long> SnapshotCounterAsync(TestCluster test, int node, string name)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        using var document = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync(new Uri(test.Cluster.Node(node).Client.BaseUrl, "/v1/cluster")));
+        return document.RootElement.GetProperty("snapshots").GetProperty(name).GetInt64();
+    }
 
     private static async Task<long> SnapshotsSentAsync(TestCluster test, int node)
     {

@@ -515,6 +515,60 @@ public sealed class AppliedStateTests
         Assert.Equal(3UL, store.ReadCheckpoint().LastHeight);
     }
 
+    [Fact]
+    public async Task ADeltaSnapshot_StreamsOnlyTheBatchesAboveTheFollowersTip_AndOnlyANodeStoringThatTipInstallsIt()
+    {
+        await using var source = Open(new InMemoryBatchStore(), retained: 0);
+        await ApplyBatchesAsync(source, 40);
+        await source.FlushAsync(CancellationToken.None);
+        var snapshot = source.CurrentSnapshot!;
+        Assert.Equal(40UL, ((BatchSnapshot)snapshot).Point.Height);
+
+        // A follower that applied the first 25 of the same entries tells its tip.
+        await using var follower = Open(new InMemoryBatchStore());
+        await ApplyBatchesAsync(follower, 25);
+        var tip = new SnapshotBase(25, follower.LastHeader!.Commitment);
+        Assert.Equal(source.GetBatch(25)!.Header, follower.LastHeader);
+
+        var whole = await WriteAsync(snapshot);
+        var delta = await WriteFromAsync(snapshot, tip);
+        Assert.Equal(1, source.DeltaSnapshotsSent);
+        Assert.True(delta.Length < whole.Length / 2, $"the delta has {delta.Length} bytes, the whole history {whole.Length}");
+
+        await follower.InstallSnapshotAsync(new MemoryStream(delta), snapshot.Index, snapshot.Term, CancellationToken.None);
+        Assert.Equal(source.LastHeader, follower.LastHeader);
+        Assert.Equal(40UL, follower.History.LeafCount);
+        for (ulong height = 1; height <= 40; height++)
+            Assert.Equal(source.GetBatch(height)!.Header, follower.GetBatch(height)!.Header);
+        Assert.Equal(HistoryTree.Root(source.History, 40), HistoryTree.Root(follower.History, 40));
+
+        // A node that does not store the base refuses the delta: one with a shorter chain, one of another chain.
+        await using var shorter = Open(new InMemoryBatchStore());
+        await ApplyBatchesAsync(shorter, 10);
+        await Assert.ThrowsAsync<LogFormatException>(() => shorter.InstallSnapshotAsync(new MemoryStream(delta), snapshot.Index, snapshot.Term, CancellationToken.None));
+        await using var other = Open(new InMemoryBatchStore());
+        await ApplyBatchesAsync(other, 25, firstIndex: 1, txsPerBatch: 2);
+        await Assert.ThrowsAsync<LogFormatException>(() => other.InstallSnapshotAsync(new MemoryStream(delta), snapshot.Index, snapshot.Term, CancellationToken.None));
+
+        // A tip that is not the leader's batch there, or above its snapshot: the whole history.
+        Assert.Equal(whole.Length, (await WriteFromAsync(snapshot, new SnapshotBase(25, Hash32.Zero))).Length);
+        Assert.Equal(whole.Length, (await WriteFromAsync(snapshot, new SnapshotBase(41, follower.LastHeader!.Commitment))).Length);
+        Assert.Equal(1, source.DeltaSnapshotsSent);
+    }
+
+    private static async Task<byte[]> WriteFromAsync(DotNext.Net.Cluster.Consensus.Raft.StateMachine.ISnapshot snapshot, SnapshotBase tip)
+    {
+        SnapshotBase.Current = tip;
+        try
+        {
+            return await WriteAsync(snapshot);
+        }
+        finally
+        {
+            SnapshotBase.Current = null;
+        }
+    }
+
     private static async Task<byte[]> WriteAsync(DotNext.Net.Cluster.Consensus.Raft.StateMachine.ISnapshot snapshot)
     {
         using var stream = new MemoryStream();
