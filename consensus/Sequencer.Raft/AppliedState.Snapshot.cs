@@ -254,6 +254,23 @@ public sealed partial class AppliedState
         return next;
     }
 
+    /// <summary>
+    /// Where a delta snapshot sent to this node may start (what it answers the leader, see <see cref="SnapshotBase"/>):
+    /// its applied height, or, while a key epoch is in force, its signed height if that is lower. A delta carries the
+    /// signed heads of the batches it streams only, and a head above this node's signed height may have been signed in
+    /// an entry this node never got.
+    /// </summary>
+    public SnapshotBase DeltaBase
+    {
+        get
+        {
+            var height = LastHeader?.Height ?? 0;
+            if (CurrentKeyEpoch is not null)
+                height = Math.Min(height, SignedThrough);
+            return height == 0 ? new SnapshotBase(0, Hash32.Zero) : new SnapshotBase(height, GetBatch(height)?.Header.Commitment ?? Hash32.Zero);
+        }
+    }
+
     /// <summary>Delta snapshots streamed (from a follower's tip rather than height 1).</summary>
     public long DeltaSnapshotsSent => Interlocked.Read(ref deltaSnapshotsSent);
 

@@ -29,6 +29,11 @@ namespace Sequencer.Raft;
 /// its next round. Reads that start at or below the snapshot (a snapshot transfer, held by <c>SnapshotTransfers</c>),
 /// metadata-only reads and configuration entries keep DotNext's own path.
 /// </para>
+/// <para>
+/// <b>Snapshot transfers start at the follower's tip.</b> Before DotNext sends a snapshot, the read asks the follower
+/// for its applied tip (<see cref="FollowerTip"/>) and sets <see cref="SnapshotBase.Current"/>, which flows into the
+/// transfer, so the stream holds only the batches the follower is missing (see <see cref="SnapshotBase"/>).
+/// </para>
 /// </remarks>
 public sealed partial class DurableWriteAheadLog
 {
@@ -39,7 +44,7 @@ public sealed partial class DurableWriteAheadLog
     // caches could each keep a megabyte buffer); larger ones are allocated and dropped.
     private static readonly ArrayPool<byte> CopyBuffers = ArrayPool<byte>.Create(DefaultMaxDetachedReadBytes, maxArraysPerBucket: 4);
 
-    private long detachedReads, lockedReads;
+    private long detachedReads, lockedReads, tipsTold;
 
     /// <summary>The most payload bytes one replication read copies; the rest follows in DotNext's next round.</summary>
     public int MaxDetachedReadBytes { get; init; } = DefaultMaxDetachedReadBytes;
@@ -55,8 +60,6 @@ public sealed partial class DurableWriteAheadLog
 
     /// <summary>Snapshot transfers for which the follower told its tip.</summary>
     public long TipsTold => Interlocked.Read(ref tipsTold);
-
-    private long tipsTold;
 
     /// <summary>Replication reads that start with the snapshot (a snapshot transfer) or hold a configuration entry: served under the read lock.</summary>
     public long LockedReads => Interlocked.Read(ref lockedReads);
@@ -129,13 +132,13 @@ public sealed partial class DurableWriteAheadLog
         }
     }
 
-    /// <summary>How long a snapshot transfer waits for the follower's tip (out of the request timeout) before it sends the whole history.</summary>
+    /// <summary>How long a snapshot transfer waits for the follower's tip, before the transfer starts; then it sends the whole history.</summary>
     public static readonly TimeSpan TipTimeout = TimeSpan.FromMilliseconds(500);
 
     private static readonly ConcurrentDictionary<Type, FieldInfo?> MemberFields = new();
 
     // DotNext's replication consumer (ReplicationProcess<TMember>) keeps its follower in a private field "member"; the
-    // snapshot catch-up integration test fails if that stops being so (no delta snapshot is sent).
+    // slow-install snapshot integration test fails if that stops being so (no delta snapshot is sent).
     private static EndPoint? MemberOf(object consumer)
         => MemberFields.GetOrAdd(consumer.GetType(), type => type.GetField("member", BindingFlags.Instance | BindingFlags.NonPublic))?.GetValue(consumer) is DotNext.Net.Cluster.IClusterMember member
             ? member.EndPoint

@@ -10,7 +10,7 @@ using Sequencer.Raft;
 namespace Sequencer.Node.Replication;
 
 /// <summary>
-/// Delta snapshots (see <see cref="SnapshotBase"/>): every member serves its applied tip on its internal listener
+/// Delta snapshots (see <see cref="SnapshotBase"/>): every member serves its tip (<see cref="AppliedState.DeltaBase"/>) on its internal listener
 /// (<c>GET /internal/v1/stored-tip</c>, mutual TLS), and the leader asks a follower for it just before it streams the
 /// follower a snapshot, so that the stream starts there instead of at height 1. A follower's answer can only hurt
 /// itself: a base it does not store makes its own install refuse the snapshot, and the leader sends the whole history
@@ -48,11 +48,11 @@ public sealed class FollowerTips : IDisposable
         ArgumentNullException.ThrowIfNull(state);
         routes.MapGet(Route, context =>
         {
-            var header = state().LastHeader;
+            var tip = state().DeltaBase;
             return Api.ApiResponses.WriteJsonAsync(context, 200, writer =>
             {
-                writer.WriteString("height", (header?.Height ?? 0).ToString(System.Globalization.CultureInfo.InvariantCulture));
-                writer.WriteString("commitment", (header?.Commitment ?? Hash32.Zero).ToString());
+                writer.WriteString("height", tip.Height.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                writer.WriteString("commitment", tip.Commitment.ToString());
             });
         });
     }

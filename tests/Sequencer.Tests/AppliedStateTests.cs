@@ -528,6 +528,7 @@ public sealed class AppliedStateTests
         await using var follower = Open(new InMemoryBatchStore());
         await ApplyBatchesAsync(follower, 25);
         var tip = new SnapshotBase(25, follower.LastHeader!.Commitment);
+        Assert.Equal(tip, follower.DeltaBase);
         Assert.Equal(source.GetBatch(25)!.Header, follower.LastHeader);
 
         var whole = await WriteAsync(snapshot);
