@@ -145,6 +145,7 @@ public sealed class RecoveryTests
         return document.RootElement.GetProperty("snapshots").GetProperty(name).GetInt64();
     }
 
+    // Sent and sending from one answer: a transfer that ends between two reads would be counted in neither.
     private static async Task<long> SnapshotsSentAsync(TestCluster test, int node)
     {
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
