@@ -74,8 +74,10 @@ public sealed class FollowerTips : IDisposable
             {
                 return await AskOnceAsync(member, token).ConfigureAwait(false);
             }
-            catch (HttpRequestException) when (!token.IsCancellationRequested)
+            catch (HttpRequestException)
             {
+                if (token.IsCancellationRequested)
+                    return null;
                 await Task.Delay(50, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
                 if (token.IsCancellationRequested)
                     return null;
