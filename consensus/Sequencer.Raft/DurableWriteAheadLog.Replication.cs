@@ -44,6 +44,9 @@ public sealed partial class DurableWriteAheadLog
     // caches could each keep a megabyte buffer); larger ones are allocated and dropped.
     private static readonly ArrayPool<byte> CopyBuffers = ArrayPool<byte>.Create(DefaultMaxDetachedReadBytes, maxArraysPerBucket: 4);
 
+    // The state machine's snapshot: a replication read that starts at or below it is a snapshot transfer.
+    private readonly DotNext.Net.Cluster.Consensus.Raft.StateMachine.ISnapshotManager snapshots;
+
     private long detachedReads, lockedReads, tipsTold;
 
     /// <summary>The most payload bytes one replication read copies; the rest follows in DotNext's next round.</summary>
@@ -70,7 +73,34 @@ public sealed partial class DurableWriteAheadLog
         // Metadata-only reads (the term at an index) and empty ones (a heartbeat) carry no payload: DotNext's path.
         return reader.LogEntryMetadataOnly || startIndex > endIndex || IsDisposingOrDisposed
             ? ReadAsync(reader, startIndex, endIndex, token)
-            : DetachedReadAsync(reader, startIndex, endIndex, token);
+            : startIndex <= (snapshots.Snapshot?.Index ?? 0L)
+                ? SnapshotReadAsync(reader, startIndex, endIndex, token)
+                : DetachedReadAsync(reader, startIndex, endIndex, token);
+    }
+
+    // A snapshot transfer: DotNext's locked path, from the follower's tip when it tells it (the stream reads
+    // SnapshotBase.Current, which flows with this call into DotNext's transfer).
+    private async ValueTask<TResult> SnapshotReadAsync<TResult>(ILogEntryConsumer<IRaftLogEntry, TResult> reader, long startIndex, long endIndex, CancellationToken token)
+    {
+        if (FollowerTip is { } ask && MemberOf(reader) is { } member)
+        {
+            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(token);
+            bounded.CancelAfter(TipTimeout);
+            SnapshotBase? tip = null;
+            try
+            {
+                tip = await ask(member, bounded.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!token.IsCancellationRequested)
+            {
+            }
+
+            if (tip is not null)
+                Interlocked.Increment(ref tipsTold);
+            SnapshotBase.Current = tip;
+        }
+
+        return await LockedReadAsync(reader, startIndex, endIndex, token).ConfigureAwait(false);
     }
 
     private ValueTask<TResult> LockedReadAsync<TResult>(ILogEntryConsumer<IRaftLogEntry, TResult> reader, long startIndex, long endIndex, CancellationToken token)
@@ -89,30 +119,13 @@ public sealed partial class DurableWriteAheadLog
             copy = snapshot ? null : DetachedEntries.TryCopy(entries, MaxDetachedReadBytes);
         }
 
-        // The read starts with the snapshot (a snapshot transfer), or holds a configuration entry: DotNext's path. A
-        // snapshot goes from the follower's tip when it tells it (the stream reads SnapshotBase.Current, which flows
-        // with this call into DotNext's transfer).
+        // The snapshot moved past startIndex since the check (a snapshot transfer after all), or the read holds a
+        // configuration entry: DotNext's path.
         if (copy is null)
         {
-            if (snapshot && FollowerTip is { } ask && MemberOf(reader) is { } member)
-            {
-                using var bounded = CancellationTokenSource.CreateLinkedTokenSource(token);
-                bounded.CancelAfter(TipTimeout);
-                SnapshotBase? tip = null;
-                try
-                {
-                    tip = await ask(member, bounded.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException) when (!token.IsCancellationRequested)
-                {
-                }
-
-                if (tip is not null)
-                    Interlocked.Increment(ref tipsTold);
-                SnapshotBase.Current = tip;
-            }
-
-            return await LockedReadAsync(reader, startIndex, endIndex, token).ConfigureAwait(false);
+            return snapshot
+                ? await SnapshotReadAsync(reader, startIndex, endIndex, token).ConfigureAwait(false)
+                : await LockedReadAsync(reader, startIndex, endIndex, token).ConfigureAwait(false);
         }
 
         Interlocked.Increment(ref detachedReads);
@@ -159,7 +172,7 @@ public sealed partial class DurableWriteAheadLog
 
         /// <summary>
         /// Copies entries from the start of <paramref name="entries"/> while their payloads total at most
-        /// <paramref name="maxBytes"/> (the first always); null when the read holds a snapshot or a configuration entry.
+        /// <paramref name="maxBytes"/> (the first always); null when the read holds a configuration entry (the caller handles a snapshot).
         /// </summary>
         public static DetachedEntries? TryCopy<TList>(TList entries, int maxBytes)
             where TList : IReadOnlyList<DotNext.Net.Cluster.Consensus.Raft.StateMachine.LogEntry>
@@ -169,7 +182,7 @@ public sealed partial class DurableWriteAheadLog
             for (; count < entries.Count; count++)
             {
                 var entry = entries[count];
-                if (entry.IsSnapshot || entry.IsConfiguration || entry.Length is not { } length)
+                if (entry.IsConfiguration || entry.Length is not { } length)
                     return null;
                 if (count > 0 && bytes + length > maxBytes)
                     break;

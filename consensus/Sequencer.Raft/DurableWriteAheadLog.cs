@@ -36,6 +36,7 @@ public sealed partial class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IR
     public DurableWriteAheadLog(Options configuration, IStateMachine stateMachine)
         : base(configuration, stateMachine)
     {
+        snapshots = stateMachine;
         durableThrough = LastCommittedEntryIndex;
     }
 

@@ -23,16 +23,16 @@ public sealed class FollowerTips : IDisposable
 
     private const int MaxAnswerBytes = 4096;
 
-    private readonly Dictionary<IPEndPoint, MemberOptions> members;
+    private readonly Func<EndPoint, MemberOptions?> memberAt;
     private readonly Security.MemberHttpClients http;
 
     /// <summary>Creates the client side for the members at their Raft endpoints.</summary>
-    /// <param name="members">Every member by its Raft endpoint.</param>
+    /// <param name="memberAt">The configured member at a Raft endpoint, or null.</param>
     /// <param name="identity">This node's identity (mutual TLS to each member's internal listener), or null.</param>
-    public FollowerTips(IReadOnlyDictionary<IPEndPoint, MemberOptions> members, Security.ClusterIdentity? identity)
+    public FollowerTips(Func<EndPoint, MemberOptions?> memberAt, Security.ClusterIdentity? identity)
     {
-        ArgumentNullException.ThrowIfNull(members);
-        this.members = new Dictionary<IPEndPoint, MemberOptions>(members);
+        ArgumentNullException.ThrowIfNull(memberAt);
+        this.memberAt = memberAt;
         http = new Security.MemberHttpClients(identity, () => new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30), MaxConnectionsPerServer = 2, UseProxy = false },
             client =>
             {
@@ -60,11 +60,7 @@ public sealed class FollowerTips : IDisposable
     /// <summary>Asks the member at <paramref name="raftEndPoint"/> for its tip; null when it is unknown, does not answer or answers nonsense.</summary>
     public async ValueTask<SnapshotBase?> AskAsync(EndPoint raftEndPoint, CancellationToken token)
     {
-        if (raftEndPoint is not IPEndPoint ip)
-            return null;
-        if (ip.Address.IsIPv4MappedToIPv6)
-            ip = new IPEndPoint(ip.Address.MapToIPv4(), ip.Port);
-        if (!members.TryGetValue(ip, out var member))
+        if (memberAt(raftEndPoint) is not { } member)
             return null;
         // A follower that has just restarted joins Raft a moment before its listeners open: a refused connection is
         // tried again every 50 ms until the caller's budget (DurableWriteAheadLog.TipTimeout) runs out.

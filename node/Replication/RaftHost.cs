@@ -94,7 +94,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         if (chunkBytes != options.WalChunkBytes)
             LogWalChunkKept(logger, walDir, chunkBytes, options.WalChunkBytes);
         WalChunkSize.Record(walDir, chunkBytes);
-        tips = new FollowerTips(membersByEndPoint, identity);
+        tips = new FollowerTips(MemberAt, identity);
         wal = new DurableWriteAheadLog(new WriteAheadLog.Options
         {
             Location = walDir,
@@ -212,7 +212,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         {
             if (IsLeader)
                 return Self;
-            return cluster.Leader?.EndPoint is IPEndPoint endPoint && membersByEndPoint.TryGetValue(endPoint, out var member) ? member : null;
+            return MemberAt(cluster.Leader?.EndPoint);
         }
     }
 
@@ -395,7 +395,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         var previous = Interlocked.Exchange(ref leaderEpoch, new CancellationTokenSource());
         previous.Cancel();
         previous.Dispose();
-        var member = leader?.EndPoint is IPEndPoint endPoint && membersByEndPoint.TryGetValue(endPoint, out var m) ? m : null;
+        var member = MemberAt(leader?.EndPoint);
         if (leader is null)
             Interlocked.Exchange(ref leaderLostAt, time.GetTimestamp());
         if (leader is not { IsRemote: false })
@@ -404,11 +404,15 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         LeaderChanged?.Invoke();
     }
 
+    // The configured member at a Raft endpoint as DotNext names it, or null.
+    private MemberOptions? MemberAt(EndPoint? endPoint)
+        => endPoint is IPEndPoint ip && membersByEndPoint.TryGetValue(ip, out var member) ? member : null;
+
     private void OnMemberStatusChanged(ClusterMemberStatusChangedEventArgs<RaftClusterMember> change)
     {
         if (change.NewStatus == change.PreviousStatus || change.NewStatus == ClusterMemberStatus.Unknown)
             return;
-        var id = change.Member.EndPoint is IPEndPoint endPoint && membersByEndPoint.TryGetValue(endPoint, out var member) ? member.Id : 0;
+        var id = MemberAt(change.Member.EndPoint)?.Id ?? 0;
         if (change.NewStatus == ClusterMemberStatus.Unavailable)
             LogMemberUnavailable(logger, id, change.Member.EndPoint);
         else

@@ -139,18 +139,22 @@ public sealed class RecoveryTests
         => (await test.Cluster.Node(node).Client.GetClusterAsync()).Pipeline?[name] ?? throw new InvalidOperationException($"node {node} reports no pipeline");
 
     private static async Task<long> SnapshotCounterAsync(TestCluster test, int node, string name)
-    {
-        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
-        using var document = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync(new Uri(test.Cluster.Node(node).Client.BaseUrl, "/v1/cluster")));
-        return document.RootElement.GetProperty("snapshots").GetProperty(name).GetInt64();
-    }
+        => (await SnapshotCountersAsync(test, node))[name];
 
     // Sent and sending from one answer: a transfer that ends between two reads would be counted in neither.
     private static async Task<long> SnapshotsSentAsync(TestCluster test, int node)
     {
+        var counters = await SnapshotCountersAsync(test, node);
+        return counters["sent"] + counters["sending"];
+    }
+
+    // The numeric fields of GET /v1/cluster's "snapshots" object, from one answer.
+    private static async Task<Dictionary<string, long>> SnapshotCountersAsync(TestCluster test, int node)
+    {
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
         using var document = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync(new Uri(test.Cluster.Node(node).Client.BaseUrl, "/v1/cluster")));
-        var snapshots = document.RootElement.GetProperty("snapshots");
-        return snapshots.GetProperty("sent").GetInt64() + snapshots.GetProperty("sending").GetInt64();
+        return document.RootElement.GetProperty("snapshots").EnumerateObject()
+            .Where(p => p.Value.ValueKind == System.Text.Json.JsonValueKind.Number)
+            .ToDictionary(p => p.Name, p => p.Value.GetInt64());
     }
 }
