@@ -291,12 +291,10 @@ public sealed partial class SubmitService : IAsyncDisposable
     {
         Invariant.Check(txs.Count is > 0, "a submit carries at least one tx");
 
-        var hashes = new Hash32[txs.Count];
         for (var i = 0; i < txs.Count; i++)
-        {
             Invariant.Check(txs[i].Length is > 0 && txs[i].Length <= limits.MaxTxBytes, "the API checked tx sizes");
-            hashes[i] = Keccak256.Hash(txs[i]);
-        }
+        var hashes = new Hash32[txs.Count];
+        Keccak256.HashEach(txs, hashes);
 
         if (!log.IsLeader)
             return new SubmitOutcome(SubmitStatus.NotLeader, [], "this node is not the leader");

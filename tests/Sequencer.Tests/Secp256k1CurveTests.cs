@@ -175,37 +175,9 @@ public sealed class Secp256k1CurveTests
     {
         if (!System.Runtime.Intrinsics.X86.Bmi2.X64.IsSupported)
             Assert.Skip("no x64 BMI2 here: the child process would run the same path as the test above");
-        // The test assembly through the dotnet host, with xUnit v3's own runner arguments.
-        var host = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet"
-            ? Environment.ProcessPath!
-            : Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet";
-        var start = new System.Diagnostics.ProcessStartInfo(host)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in new[] { typeof(Secp256k1CurveTests).Assembly.Location, "-method", $"{typeof(Secp256k1CurveTests).FullName}.{nameof(Field_MultiplyAndSquare_AtEveryMagnitudeUpTo8)}" })
-            start.ArgumentList.Add(argument);
         // .NET 10 turns BMI2 off with the AVX2 group (DOTNET_EnableBMI2 is no longer read).
-        start.Environment["DOTNET_EnableAVX2"] = "0";
-        using var child = System.Diagnostics.Process.Start(start)!;
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        var output = child.StandardOutput.ReadToEndAsync(timeout.Token);
-        var errors = child.StandardError.ReadToEndAsync(timeout.Token);
-        try
-        {
-            await child.WaitForExitAsync(timeout.Token);
-        }
-        finally
-        {
-            if (!child.HasExited)
-                child.Kill(entireProcessTree: true);
-        }
-
-        var text = await output + await errors;
-        Assert.True(child.ExitCode == 0, text);
-        Assert.Contains("Total: 1, Errors: 0, Failed: 0", text, StringComparison.Ordinal);
+        await InstructionSetRuns.RunAsync([$"{typeof(Secp256k1CurveTests).FullName}.{nameof(Field_MultiplyAndSquare_AtEveryMagnitudeUpTo8)}"], 1,
+            ("DOTNET_EnableAVX2", "0"));
     }
 
     [Fact]

@@ -28,6 +28,19 @@ public readonly struct Hash32 : IEquatable<Hash32>, IComparable<Hash32>
         word3 = BinaryPrimitives.ReadUInt64BigEndian(bytes[24..]);
     }
 
+    private Hash32(ulong word0, ulong word1, ulong word2, ulong word3)
+    {
+        this.word0 = word0;
+        this.word1 = word1;
+        this.word2 = word2;
+        this.word3 = word3;
+    }
+
+    /// <summary>The hash whose bytes are these four 64-bit words, each little-endian (keccak's output lanes).</summary>
+    internal static Hash32 FromLittleEndianWords(ulong lane0, ulong lane1, ulong lane2, ulong lane3)
+        => new(BinaryPrimitives.ReverseEndianness(lane0), BinaryPrimitives.ReverseEndianness(lane1),
+            BinaryPrimitives.ReverseEndianness(lane2), BinaryPrimitives.ReverseEndianness(lane3));
+
     /// <summary>The all-zero hash: the parent hash of height 1.</summary>
     public static Hash32 Zero => default;
 

@@ -20,7 +20,8 @@ public static class Keccak256
     /// <summary>The digest length in bytes.</summary>
     public const int HashBytes = 32;
 
-    private static readonly ulong[] RoundConstants =
+    /// <summary>Keccak-f[1600]'s round constants (iota).</summary>
+    internal static ReadOnlySpan<ulong> RoundConstantsSpan =>
     [
         0x0000000000000001UL, 0x0000000000008082UL, 0x800000000000808AUL, 0x8000000080008000UL,
         0x000000000000808BUL, 0x0000000080000001UL, 0x8000000080008081UL, 0x8000000000008009UL,
@@ -55,6 +56,80 @@ public static class Keccak256
         var state = new State();
         Absorb(ref state, data, []);
         Squeeze(ref state, output);
+    }
+
+    /// <summary>
+    /// keccak256 of each input into <paramref name="output"/> at the same index: the same hashes as
+    /// <see cref="Hash(ReadOnlySpan{byte})"/> one by one, four at a time where the CPU allows (<see cref="Keccak256x4"/>).
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="output"/> is shorter than <paramref name="inputs"/>.</exception>
+    public static void HashEach(IReadOnlyList<byte[]> inputs, Span<Hash32> output)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        if (output.Length < inputs.Count)
+            throw new ArgumentException($"{inputs.Count} inputs need {inputs.Count} outputs, not {output.Length}", nameof(output));
+        if (!Keccak256x4.IsAccelerated)
+        {
+            for (var i = 0; i < inputs.Count; i++)
+                output[i] = Hash(inputs[i]);
+            return;
+        }
+
+        // Inputs go four at a time by the number of blocks they absorb: a batch's txs are mostly of a few lengths. At most
+        // OpenGroups counts wait for partners at once; an input of another count meanwhile is hashed alone. A group left
+        // with fewer than four at the end is padded with copies of its first (one four-way permutation costs less than
+        // two single ones).
+        const int OpenGroups = 8;
+        Span<int> blocksOf = stackalloc int[OpenGroups];
+        Span<int> members = stackalloc int[OpenGroups * 4];
+        Span<int> filled = stackalloc int[OpenGroups];
+        var open = 0;
+        for (var i = 0; i < inputs.Count; i++)
+        {
+            var input = inputs[i];
+            var blocks = Keccak256x4.BlocksFor(input.Length);
+            var group = blocksOf[..open].IndexOf(blocks);
+            if (group < 0)
+            {
+                if (open == OpenGroups)
+                {
+                    output[i] = Hash(input);
+                    continue;
+                }
+
+                group = open++;
+                blocksOf[group] = blocks;
+                filled[group] = 0;
+            }
+
+            members[(group * 4) + filled[group]++] = i;
+            if (filled[group] == 4)
+            {
+                HashGroup(inputs, members.Slice(group * 4, 4), output);
+                filled[group] = 0;
+            }
+        }
+
+        for (var group = 0; group < open; group++)
+        {
+            if (filled[group] > 0)
+                HashGroup(inputs, members.Slice(group * 4, filled[group]), output);
+        }
+    }
+
+    // The inputs named by `group` (1 to 4 indexes of inputs that absorb as many blocks) hashed together.
+    private static void HashGroup(IReadOnlyList<byte[]> inputs, ReadOnlySpan<int> group, Span<Hash32> output)
+    {
+        var first = inputs[group[0]];
+        Keccak256x4.Hash(first, group.Length > 1 ? inputs[group[1]] : first, group.Length > 2 ? inputs[group[2]] : first,
+            group.Length > 3 ? inputs[group[3]] : first, out var h0, out var h1, out var h2, out var h3);
+        output[group[0]] = h0;
+        if (group.Length > 1)
+            output[group[1]] = h1;
+        if (group.Length > 2)
+            output[group[2]] = h2;
+        if (group.Length > 3)
+            output[group[3]] = h3;
     }
 
     [InlineArray(25)]
@@ -141,7 +216,7 @@ public static class Keccak256
         ulong a02 = s[10], a12 = s[11], a22 = s[12], a32 = s[13], a42 = s[14];
         ulong a03 = s[15], a13 = s[16], a23 = s[17], a33 = s[18], a43 = s[19];
         ulong a04 = s[20], a14 = s[21], a24 = s[22], a34 = s[23], a44 = s[24];
-        var constants = RoundConstants;
+        ReadOnlySpan<ulong> constants = RoundConstantsSpan;
 
         for (var round = 0; round < 24; round++)
         {
