@@ -368,7 +368,7 @@ public sealed partial class AppliedState
     [LoggerMessage(EventId = 110, Level = LogLevel.Warning, Message = "Ignored part of a log entry: {Reason} ({Suppressed} more ignored parts before this one were not logged)")]
     private static partial void LogIgnored(ILogger logger, string reason, long suppressed);
 
-    [LoggerMessage(EventId = 113, Level = LogLevel.Debug, Message = "Redundant part of a log entry (a higher head is signed): {Reason}")]
+    [LoggerMessage(EventId = 113, Level = LogLevel.Debug, Message = "Redundant part of a log entry (a higher head is signed, or a snapshot install already reflects it): {Reason}")]
     private static partial void LogSuperseded(ILogger logger, string reason);
 
     [LoggerMessage(EventId = 111, Level = LogLevel.Information, Message = "Key epoch {Epoch} is in force: {Threshold} of {Members} members sign")]

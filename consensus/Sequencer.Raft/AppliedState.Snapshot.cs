@@ -94,6 +94,7 @@ public sealed partial class AppliedState
 
         var group = new List<StoredBatch>(InstallGroupBatches);
         var signing = new InstalledSigning();
+        long poolReflects = 0;
         var count = fromHeight;
         SnapshotTrailer? trailer = null;
         var wholeSeen = false;
@@ -114,6 +115,7 @@ public sealed partial class AppliedState
                 for (var i = 0; i < commitmentRecord.Sequences.Length; i++)
                     signing.Pool.Added[(commitmentRecord.Signer, commitmentRecord.Sequences[i])] = commitmentRecord.Values[i];
                 signing.Pool.Next[commitmentRecord.Signer] = commitmentRecord.Next;
+                poolReflects = Math.Max(poolReflects, commitmentRecord.ReflectsIndex);
                 continue;
             }
 
@@ -174,13 +176,14 @@ public sealed partial class AppliedState
 
         var final = new StoreCheckpoint(index, term, header.LastHeight, index, term, header.LastHeight, Math.Max(checkpoint.SignedWatermark, watermark));
         // The commitment pool is replaced by the snapshot's (which may run a little ahead of its index: replaying the
-        // entries after it changes nothing, publications and uses of commitments are idempotent).
+        // entries after it changes nothing, publications and uses of commitments are idempotent, and the ledger takes
+        // those up to the index the pool reflects as redundant rather than ignored).
         var pool = signing.Pool ?? new PoolChanges();
         var added = pool.Added.Select(a => new StoredCommitment(a.Key.Signer, a.Key.Sequence, a.Value)).ToList();
         store.Append([], final, new SigningWrites([], [], ClearCommitments: true, added, [], pool.Next));
         lock (gate)
         {
-            ledger.LoadPool(new CommitmentPool(added, pool.Next));
+            ledger.LoadPool(new CommitmentPool(added, pool.Next) { ReflectsIndex = poolReflects });
             durable = final;
             appliedIndex = index;
             appliedTerm = term;
@@ -324,6 +327,7 @@ public sealed partial class AppliedState
                 Next = pool.NextSequences.GetValueOrDefault(group, 1UL),
                 Sequences = [.. mine.Select(c => c.Sequence)],
                 Values = [.. mine.Select(c => c.Value)],
+                ReflectsIndex = pool.ReflectsIndex,
             }, buffer);
         }
 

@@ -245,6 +245,9 @@ public sealed class SnapshotCommitments : ISnapshotRecord
 
     /// <summary>The commitments (66 bytes each), in the order of <see cref="Sequences"/>.</summary>
     [Key(3)] public byte[][] Values { get; init; } = [];
+
+    /// <summary>The highest Raft index the writer's pool reflected (<c>CommitmentPool.ReflectsIndex</c>; 0 unknown).</summary>
+    [Key(4)] public long ReflectsIndex { get; init; }
 }
 
 /// <summary>A key epoch the snapshot covers; these records follow the header, in epoch order, before any batch.</summary>

@@ -49,9 +49,11 @@ public sealed class LedgerEffects
     public List<string> Ignored { get; } = [];
 
     /// <summary>
-    /// Parts of the entry that a higher signed head had already made redundant: a head signature or session at or below
-    /// it. Two sessions in flight finish in either order, and the leader's own signature entries and its batch entries
-    /// reach the log in either order, so this is routine, not a fault (logged at debug level, not as a warning).
+    /// Parts of the entry that were already redundant: a head signature or session at or below a higher signed head, or a
+    /// publication or use of commitments that a pool installed from a snapshot already reflects. Two sessions in flight
+    /// finish in either order, the leader's own signature entries and its batch entries reach the log in either order,
+    /// and Raft resends the entries after a snapshot's index, so this is routine, not a fault (logged at debug level, not
+    /// as a warning).
     /// </summary>
     public List<string> Superseded { get; } = [];
 

@@ -68,6 +68,10 @@ public sealed class SigningLedger
     private readonly List<KeyEpochView> keyEpochs = [];
     private readonly Dictionary<int, SortedDictionary<ulong, byte[]>> pool = [];
     private readonly Dictionary<int, ulong> nextSequence = [];
+
+    // The index of the entry being applied, the highest applied so far, and the highest whose commitment parts the pool
+    // installed from a snapshot already reflects (see CommitmentPool.ReflectsIndex).
+    private long applying, appliedThrough, replayedThrough;
     private readonly SortedDictionary<ulong, SigningSession> sessions = [];
     private readonly DkgLedger dkg;
     private readonly DkgPolicy? policy;
@@ -162,7 +166,10 @@ public sealed class SigningLedger
     /// <summary>The pool of published, unused commitments (for a snapshot), ascending by signer then sequence.</summary>
     public CommitmentPool PoolSnapshot()
         => new([.. pool.OrderBy(p => p.Key).SelectMany(p => p.Value.Select(c => new StoredCommitment(p.Key, c.Key, c.Value)))],
-            new SortedDictionary<int, ulong>(nextSequence));
+            new SortedDictionary<int, ulong>(nextSequence))
+        {
+            ReflectsIndex = appliedThrough,
+        };
 
     /// <summary>Replaces the pool (a snapshot install).</summary>
     public void LoadPool(CommitmentPool commitments)
@@ -170,6 +177,8 @@ public sealed class SigningLedger
         ArgumentNullException.ThrowIfNull(commitments);
         pool.Clear();
         nextSequence.Clear();
+        replayedThrough = commitments.ReflectsIndex;
+        appliedThrough = Math.Max(appliedThrough, commitments.ReflectsIndex);
         foreach (var commitment in commitments.Commitments)
         {
             if (!pool.TryGetValue(commitment.Signer, out var queue))
@@ -243,6 +252,8 @@ public sealed class SigningLedger
         ArgumentNullException.ThrowIfNull(command);
         ArgumentNullException.ThrowIfNull(input.HeaderAt);
         var effects = new LedgerEffects();
+        applying = input.Index;
+        appliedThrough = Math.Max(appliedThrough, input.Index);
         switch (command)
         {
             case BatchCommand batch:
@@ -435,7 +446,7 @@ public sealed class SigningLedger
         if (command.FirstSequence < next || command.FirstSequence >= MaxSequence - (ulong)command.Commitments.Count
             || command.Commitments.Count is 0 or > MaxCommitmentsPerEntry || command.Commitments.Any(c => c is not { Length: 2 * Secp256k1.ElementLength }))
         {
-            effects.Note("NonceCommitments", $"signer {command.SignerId}: sequences from {command.FirstSequence} (next is {next}), or the commitments are malformed");
+            NoteUnlessReplayed(effects, "NonceCommitments", $"signer {command.SignerId}: sequences from {command.FirstSequence} (next is {next}), or the commitments are malformed");
             return;
         }
 
@@ -492,7 +503,7 @@ public sealed class SigningLedger
 
         if (session.Attempt < 1 || (sessions.TryGetValue(session.Height, out var earlier) && earlier.Attempt >= session.Attempt))
         {
-            effects.Note("SigningSession", $"head {session.Height}: attempt {session.Attempt} does not follow the last one");
+            NoteUnlessReplayed(effects, "SigningSession", $"head {session.Height}: attempt {session.Attempt} does not follow the last one");
             return;
         }
 
@@ -541,6 +552,16 @@ public sealed class SigningLedger
         }
     }
 
+    // After a snapshot install, the entries just above its point repeat publications and uses of commitments that the
+    // installed pool already reflects: redundant, not wrong. Anything else is noted as ignored.
+    private void NoteUnlessReplayed(LedgerEffects effects, string kind, string reason)
+    {
+        if (applying <= replayedThrough)
+            effects.NoteSuperseded(kind, $"{reason}; the pool installed from a snapshot already reflects entry {applying}");
+        else
+            effects.Note(kind, reason);
+    }
+
     // Checks the session's signers and takes their commitments out of the pool (INV-NONCE: used now, whatever happens
     // to the session); null when the session is not valid.
     private List<NonceCommitment>? UseCommitments(SigningSession session, KeyEpochView epoch, string kind, LedgerEffects effects)
@@ -558,7 +579,7 @@ public sealed class SigningLedger
         {
             if (!pool.TryGetValue(session.Signers[i], out var queue) || !queue.TryGetValue(session.Sequences[i], out var value))
             {
-                effects.Note(kind, $"head {session.Height}: signer {session.Signers[i]} has no unused commitment {session.Sequences[i]}");
+                NoteUnlessReplayed(effects, kind, $"head {session.Height}: signer {session.Signers[i]} has no unused commitment {session.Sequences[i]}");
                 return null;
             }
 

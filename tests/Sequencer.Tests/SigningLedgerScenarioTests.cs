@@ -21,7 +21,8 @@ namespace Sequencer.Tests;
 /// shares made with the right nonces and aggregated); <c>dkg EPOCH [attempt=A]</c> (a Pedersen DKG among members 1..3 run
 /// through the ledger); <c>rotate ATTEMPT S@Q,S@Q [epoch=N]</c> (the hand-over session to the pending epoch);
 /// <c>handover ATTEMPT [corrupt=ID] [to=N]</c> (the session's shares aggregated into a KeyRotation entry);
-/// <c>keyepoch N</c> (a KeyEpoch entry of the dealer's key for epoch N); <c>state</c>.
+/// <c>keyepoch N</c> (a KeyEpoch entry of the dealer's key for epoch N); <c>install replay=N</c> (a snapshot install of
+/// the pool as it is, then the last N entries again at their own indexes); <c>state</c>.
 /// </remarks>
 public sealed class SigningLedgerScenarioTests
 {
@@ -113,6 +114,7 @@ public sealed class SigningLedgerScenarioTests
         private readonly Dictionary<(ulong Height, int Attempt), AppliedSession> sessions = [];
         private readonly Dictionary<ulong, IReadOnlyList<KeyShare>> shares = new() { [1] = Key.Shares };
         private long index;
+        private readonly List<(ILogCommand Command, long Index, BatchHeader? Produced)> applied = [];
 
         // The shares of the key epoch in force (the dealer's before any).
         private IReadOnlyList<KeyShare> Shares => shares[ledger.CurrentKeyEpoch?.Epoch ?? 1];
@@ -149,6 +151,7 @@ public sealed class SigningLedgerScenarioTests
                 }),
                 "handover" => Apply(Handover(int.Parse(args[0], CultureInfo.InvariantCulture), options)),
                 "state" => State(),
+                "install" => Install(int.Parse(options.GetValueOrDefault("replay", "0"), CultureInfo.InvariantCulture)),
                 _ => throw new InvalidOperationException($"unknown command {words[0]}"),
             };
         }
@@ -333,7 +336,27 @@ public sealed class SigningLedgerScenarioTests
 
         private List<string> Apply(ILogCommand command, BatchHeader? produced = null)
         {
-            var effects = ledger.Apply(command, new LedgerInput(++index, produced, h => h >= 1 && h <= (ulong)headers.Count ? headers[(int)h - 1] : null));
+            applied.Add((command, ++index, produced));
+            if (applied.Count > 16)
+                applied.RemoveAt(0);
+            return Apply(command, index, produced);
+        }
+
+        // A follower's snapshot install whose pool the leader streamed N entries after the snapshot's index: the pool as it
+        // is now is installed, and the last N entries are applied again at their own indexes, as Raft sends them.
+        private List<string> Install(int replay)
+        {
+            var pool = ledger.PoolSnapshot();
+            ledger.LoadPool(pool);
+            var trace = new List<string> { $"installed the pool as of entry {pool.ReflectsIndex}" };
+            foreach (var (command, at, produced) in applied.TakeLast(replay).ToList())
+                trace.AddRange(Apply(command, at, produced).Select(line => $"entry {at} again: {line}"));
+            return trace;
+        }
+
+        private List<string> Apply(ILogCommand command, long at, BatchHeader? produced)
+        {
+            var effects = ledger.Apply(command, new LedgerInput(at, produced, h => h >= 1 && h <= (ulong)headers.Count ? headers[(int)h - 1] : null));
             // The signer keeps the nonces of the commitments the log took, and no others.
             foreach (var added in effects.AddedCommitments)
                 nonces[(added.Signer, added.Sequence)] = offered[(added.Signer, added.Sequence)];

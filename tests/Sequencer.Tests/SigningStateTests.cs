@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Sequencer.Core;
@@ -212,6 +213,75 @@ public sealed class SigningStateTests
         Assert.InRange(installed.RecentHeadsInMemory, 1, 3);
         Assert.Equal([.. Enumerable.Range(1, 12).Select(h => (ulong)h)], installed.Heads(1, 100).Select(h => h.Height));
         Assert.All(Enumerable.Range(1, 12), h => Assert.Equal((ulong)h, installed.CoveringHead((ulong)h)!.Height));
+    }
+
+    [Fact]
+    public async Task SnapshotInstall_ThenTheEntriesAfterItsIndexAgain_IgnoresNothing()
+    {
+        // The leader streams its commitment pool as it is when it writes the snapshot, past the snapshot's index; Raft then
+        // sends the entries after that index again. Their publications and uses are redundant (a debug line), not
+        // ignored parts (a warning that an operator would chase).
+        var started = new List<AppliedSession>();
+        await using var leader = Open(new InMemoryBatchStore(), retained: 0);
+        leader.SessionsStarted += started.AddRange;
+        await ApplyAsync(leader, Epoch());
+        await ApplyAsync(leader, Publish(1, 1, 8));
+        await ApplyAsync(leader, Publish(3, 1, 8));
+        for (var i = 0; i < 4; i++)
+            await ApplyBatchAsync(leader, 300 + (10 * i));
+        await leader.FlushAsync(CancellationToken.None);
+        var snapshot = leader.CurrentSnapshot!;
+
+        // After the snapshot's index: more publications, a batch and a session that uses commitments.
+        var after = new List<(ILogCommand Command, long Index)>();
+        foreach (var command in new ILogCommand[]
+        {
+            Publish(1, 9, 4),
+            Publish(3, 9, 4),
+            new BatchCommand { LeaderTimestampMs = 6000, Txs = [BatchApplierTests.Tx(900), BatchApplierTests.Tx(901)] },
+            new SigningSessionsCommand { Sessions = [new SigningSession { Height = 5, Attempt = 1, KeyEpoch = 1, Signers = [1, 3], Sequences = [1, 1] }] },
+        })
+        {
+            await ApplyAsync(leader, command);
+            after.Add((command, index));
+        }
+
+        Assert.True(after[0].Index > snapshot.Index);
+        using var stream = new MemoryStream();
+        await DotNext.IO.DataTransferObject.WriteToAsync(snapshot, stream, 4096, CancellationToken.None);
+
+        var logger = new RecordingLogger();
+        await using var follower = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, WalRetention.None,
+            new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), logger);
+        await follower.InstallSnapshotAsync(new MemoryStream(stream.ToArray()), snapshot.Index, snapshot.Term, CancellationToken.None);
+        foreach (var (command, at) in after)
+            await follower.ApplyAsync(command, at, 1, CancellationToken.None);
+
+        Assert.DoesNotContain(logger.Lines, l => l.Level >= LogLevel.Warning);
+        Assert.Contains(logger.Lines, l => l.Level == LogLevel.Debug && l.Text.Contains("already reflects entry", StringComparison.Ordinal));
+        Assert.Equal(leader.CommitmentsOf(1), follower.CommitmentsOf(1));
+        Assert.Equal(leader.CommitmentsOf(3), follower.CommitmentsOf(3));
+        Assert.Equal(leader.LastHeader!.Commitment, follower.LastHeader!.Commitment);
+
+        // A stale publication at a new index is still a warning.
+        await follower.ApplyAsync(Publish(1, 2, 1), after[^1].Index + 1, 1, CancellationToken.None);
+        Assert.Contains(logger.Lines, l => l.Level == LogLevel.Warning && l.Text.Contains("Ignored part of a log entry: NonceCommitments", StringComparison.Ordinal));
+    }
+
+    private sealed class RecordingLogger : ILogger
+    {
+        public List<(LogLevel Level, string Text)> Lines { get; } = [];
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            lock (Lines)
+                Lines.Add((logLevel, formatter(state, exception)));
+        }
     }
 
     private static int IndexOf(byte[] haystack, byte[] needle)

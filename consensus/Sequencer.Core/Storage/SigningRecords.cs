@@ -57,6 +57,12 @@ public sealed record StoredCommitment(int Signer, ulong Sequence, byte[] Value);
 /// <param name="NextSequences">Per signer, the lowest sequence a new NonceCommitments entry may use.</param>
 public sealed record CommitmentPool(IReadOnlyList<StoredCommitment> Commitments, IReadOnlyDictionary<int, ulong> NextSequences)
 {
+    /// <summary>
+    /// The highest Raft index whose signing parts this pool reflects (0: unknown). A leader streams its pool as it is when
+    /// the snapshot is written, which can be past the snapshot's index: the entries in between come again after the install.
+    /// </summary>
+    public long ReflectsIndex { get; init; }
+
     /// <summary>No commitments.</summary>
     public static CommitmentPool Empty { get; } = new([], new Dictionary<int, ulong>());
 }
