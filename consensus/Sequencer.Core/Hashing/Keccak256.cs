@@ -78,7 +78,7 @@ public static class Keccak256
 
         // Inputs go four at a time by the number of blocks they absorb: a batch's txs are mostly of a few lengths. At most
         // OpenGroups counts wait for partners at once; an input of another count meanwhile is hashed alone. A group left
-        // with fewer than four at the end is padded with copies of its first (one four-way permutation costs less than
+        // with fewer than four at the end is padded with copies of its last (one four-way permutation costs less than
         // two single ones).
         const int OpenGroups = 8;
         Span<int> blocksOf = stackalloc int[OpenGroups];
@@ -121,16 +121,12 @@ public static class Keccak256
     // The inputs named by `group` (1 to 4 indexes of inputs that absorb as many blocks) hashed together.
     private static void HashGroup(IReadOnlyList<byte[]> inputs, ReadOnlySpan<int> group, Span<Hash32> output)
     {
-        var first = inputs[group[0]];
-        Keccak256x4.Hash(first, group.Length > 1 ? inputs[group[1]] : first, group.Length > 2 ? inputs[group[2]] : first,
-            group.Length > 3 ? inputs[group[3]] : first, out var h0, out var h1, out var h2, out var h3);
-        output[group[0]] = h0;
-        if (group.Length > 1)
-            output[group[1]] = h1;
-        if (group.Length > 2)
-            output[group[2]] = h2;
-        if (group.Length > 3)
-            output[group[3]] = h3;
+        var last = group.Length - 1;
+        Span<Hash32> hashes = stackalloc Hash32[4];
+        Keccak256x4.Hash(inputs[group[0]], inputs[group[Math.Min(1, last)]], inputs[group[Math.Min(2, last)]], inputs[group[Math.Min(3, last)]],
+            group.Length, hashes);
+        for (var k = 0; k < group.Length; k++)
+            output[group[k]] = hashes[k];
     }
 
     [InlineArray(25)]

@@ -71,6 +71,18 @@ internal static class Keccak256x4
         h3 = Output(ref state, 3);
     }
 
+    /// <summary>
+    /// The first <paramref name="count"/> (1 to 4) of the four hashes into <paramref name="into"/>: a group of fewer than
+    /// four passes its last message again in the unused lanes (one four-way permutation still costs less than two
+    /// single ones).
+    /// </summary>
+    public static void Hash(ReadOnlySpan<byte> m0, ReadOnlySpan<byte> m1, ReadOnlySpan<byte> m2, ReadOnlySpan<byte> m3, int count, Span<Hash32> into)
+    {
+        Hash(m0, m1, m2, m3, out var h0, out var h1, out var h2, out var h3);
+        ReadOnlySpan<Hash32> four = [h0, h1, h2, h3];
+        four[..count].CopyTo(into);
+    }
+
     private static void Pad(ReadOnlySpan<byte> remaining, Span<byte> block)
     {
         block.Clear();

@@ -89,7 +89,7 @@ public static class MerkleTree
     }
 
     // level[i] = HashLeaf(leaves[i]) for every leaf, four at a time where the CPU allows (a last group of fewer than four
-    // is padded with copies of its first: one four-way permutation still costs less than two single ones).
+    // is padded with copies of its last: one four-way permutation still costs less than two single ones).
     [SkipLocalsInit]
     private static void HashLeaves(ReadOnlySpan<Hash32> leaves, Span<Hash32> level)
     {
@@ -150,20 +150,12 @@ public static class MerkleTree
             level[pairs] = level[size - 1];
     }
 
-    // The keccak256 of the first `count` (1 to 4) messages of `length` bytes in `buffers` into `into`; missing ones
-    // repeat the first.
+    // The keccak256 of the first `count` (1 to 4) messages of `length` bytes in `buffers` into `into`.
     private static void HashFour(ReadOnlySpan<byte> buffers, int length, int count, Span<Hash32> into)
     {
-        var first = buffers[..length];
-        Keccak256x4.Hash(first, count > 1 ? buffers.Slice(length, length) : first, count > 2 ? buffers.Slice(2 * length, length) : first,
-            count > 3 ? buffers.Slice(3 * length, length) : first, out var h0, out var h1, out var h2, out var h3);
-        into[0] = h0;
-        if (count > 1)
-            into[1] = h1;
-        if (count > 2)
-            into[2] = h2;
-        if (count > 3)
-            into[3] = h3;
+        var last = count - 1;
+        Keccak256x4.Hash(buffers[..length], buffers.Slice(Math.Min(1, last) * length, length), buffers.Slice(Math.Min(2, last) * length, length),
+            buffers.Slice(Math.Min(3, last) * length, length), count, into);
     }
 
     /// <summary>
