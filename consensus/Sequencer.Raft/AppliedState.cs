@@ -136,6 +136,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         Replication = new ReplicationWatch(time);
         Transfers.Repeated += OnRepeatedTransfer;
         Transfers.AllEnded += OnTransfersEnded;
+        Transfers.FenceClear += OnFenceClear;
         this.logger = logger;
         recent = new RecentBatches(limits.MaxRecentBatchBytes, limits.MaxUnpersistedBatches + 1);
 
@@ -343,6 +344,13 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
     }
 
+    // The snapshot reads that held a move of the point back have ended: the persister tries the move again.
+    private void OnFenceClear()
+    {
+        lock (gate)
+            workSignal.TrySetResult();
+    }
+
     internal BatchSnapshot? CurrentSnapshot
     {
         get
@@ -467,7 +475,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 ApplyL1ProgressLocked(progress, index);
             else if (command is GenesisCommand genesisCommand)
                 genesisApplied = ApplyGenesisLocked(genesisCommand);
-            else if (command is not (null or BatchCommand { Session: null, Signatures: null or { Count: 0 }, Sessions: null or { Count: 0 } }))
+            else if (command is not (null or SnapshotMarkCommand or BatchCommand { Session: null, Signatures: null or { Count: 0 }, Sessions: null or { Count: 0 } }))
                 (signing, coveredFrom) = ApplySigningLocked(command, index, stored?.Header);
 
             appliedIndex = index;
@@ -714,7 +722,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// </summary>
     private void MoveToFreshSnapshotLocked()
     {
-        if (!freshSnapshotRequested || snapshotCandidates.Count == 0 || Transfers.InFlight > 0)
+        if (!freshSnapshotRequested || snapshotCandidates.Count == 0 || !Transfers.TryFence(snapshotCandidates.Last().Point.Index))
             return;
         var newest = snapshotCandidates.Last().Point;
         var checkpoint = durable with { SnapshotIndex = newest.Index, SnapshotTerm = newest.Term, SnapshotHeight = newest.Height };
@@ -731,8 +739,11 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// <paramref name="persistedIndex"/> exceeds twice <see cref="WalRetention.Entries"/> entries or twice
     /// <see cref="WalRetention.Bytes"/> payload bytes, and then to the newest applied point that leaves at most
     /// <see cref="WalRetention.Entries"/> entries and less than <see cref="WalRetention.Bytes"/> bytes (and one entry)
-    /// after it (every entry about to be stored is a candidate); otherwise the current point stays. Pure: the caller commits the remaining candidates only once the store has the entries, so a
-    /// failed store write retried later does not count its entries twice.
+    /// after it (every entry about to be stored is a candidate); otherwise the current point stays. A move also waits
+    /// at the compaction fence (<see cref="SnapshotTransfers.TryFence"/>) until no snapshot transfer reads the log.
+    /// Otherwise pure: the caller commits the remaining candidates only once the store has the entries, so a failed
+    /// store write retried later does not count its entries twice (the fence of a move that was never published
+    /// costs the next transfer one bounded wait).
     /// </summary>
     /// <remarks>
     /// Each move makes DotNext compact the log, and compaction takes a lock that waits for every read of the log in
@@ -762,7 +773,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
             var total = snapshotCandidates.Count + taken;
             var current = snapshot?.Point ?? new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight);
-            if (freshSnapshotRequested && total > 0 && Transfers.InFlight == 0)
+            if (freshSnapshotRequested && total > 0 && Transfers.TryFence(taken > 0 ? fresh[^1].Point.Index : snapshotCandidates.Last().Point.Index))
             {
                 // A snapshot was sent again (see SnapshotTransfers): move to the newest entry being stored now, once no
                 // transfer holds a read of the log that the compaction would wait for.
@@ -793,6 +804,13 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             // (see ReplicationWatch). Either way, only within a bounded multiple of the normal window.
             if (consumed > 0 && ((snapshot is not null && Transfers.Holding) || Replication.AnySilent)
                 && persistedIndex - current.Index <= Saturating(HoldEntriesFactor, retention.Entries) && keptBytes <= Saturating(HoldBytesFactor, retention.Bytes))
+                return (current, 0, fresh);
+            // The move compacts the log under a barrier that would wait for a snapshot transfer's read and stall every
+            // other read behind it: it waits for the transfers in progress, and new ones wait for it (SnapshotTransfers).
+            // Twice past the hold's bound (the fence was never lifted), the move goes ahead regardless: a stall is
+            // better than a log that grows without limit.
+            var overdue = persistedIndex - current.Index > Saturating(2 * HoldEntriesFactor, retention.Entries) || keptBytes > Saturating(2 * HoldBytesFactor, retention.Bytes);
+            if (consumed > 0 && chosen.Index > current.Index && !overdue && !Transfers.TryFence(chosen.Index))
                 return (current, 0, fresh);
             // The walk stops at the first candidate with fewer than retention.Bytes after it, so what remains holds
             // less than that plus its first entry.

@@ -78,10 +78,18 @@ public sealed partial class DurableWriteAheadLog
                 : DetachedReadAsync(reader, startIndex, endIndex, token);
     }
 
+    /// <summary>
+    /// The compaction fence snapshot transfers pass before they take the log's read lock (see <see cref="SnapshotTransfers"/>);
+    /// null for none.
+    /// </summary>
+    public SnapshotTransfers? TransferFence { get; init; }
+
     // A snapshot transfer: DotNext's locked path, from the follower's tip when it tells it (the stream reads
-    // SnapshotBase.Current, which flows with this call into DotNext's transfer).
+    // SnapshotBase.Current, which flows with this call into DotNext's transfer). It first passes the compaction fence:
+    // a compaction that began while it streamed would hold every other read of the log until the transfer ended.
     private async ValueTask<TResult> SnapshotReadAsync<TResult>(ILogEntryConsumer<IRaftLogEntry, TResult> reader, long startIndex, long endIndex, CancellationToken token)
     {
+        using var admitted = TransferFence is { } fence ? await fence.AdmitAsync(token).ConfigureAwait(false) : null;
         if (FollowerTip is { } ask && MemberOf(reader) is { } member)
         {
             using var bounded = CancellationTokenSource.CreateLinkedTokenSource(token);

@@ -18,7 +18,10 @@ public sealed class SequencerStateMachine(AppliedState state, DirectoryInfo scra
     /// <inheritdoc/>
     public ValueTask ReclaimGarbageAsync(long watermark, CancellationToken token)
     {
-        // Snapshots are views over immutable stored batches: there are no old snapshot files to delete.
+        // Snapshots are views over immutable stored batches: there are no old snapshot files to delete. DotNext calls
+        // this once it has compacted the log up to the watermark, still under its barrier: snapshot transfers held at
+        // the compaction fence may go on.
+        state.Transfers.Reclaimed(watermark);
         return ValueTask.CompletedTask;
     }
 

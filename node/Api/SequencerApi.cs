@@ -668,6 +668,10 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("delta", state.DeltaSnapshotsSent);
             writer.WriteNumber("tipsTold", raft.SnapshotTipsTold);
             writer.WriteBoolean("compactionHeld", state.CompactionHeld);
+            var (fenceWaits, fenceTimeouts, fenceRefusals) = state.Transfers.FenceCounters;
+            writer.WriteNumber("fenceWaits", fenceWaits);
+            writer.WriteNumber("fenceTimeouts", fenceTimeouts);
+            writer.WriteNumber("compactionsDeferred", fenceRefusals);
             writer.WriteEndObject();
         });
     }

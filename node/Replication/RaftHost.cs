@@ -4,6 +4,7 @@ using DotNext.Net.Cluster.Consensus.Raft;
 using DotNext.Net.Cluster.Consensus.Raft.Membership;
 using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
 using Microsoft.Extensions.Logging;
+using Sequencer.Core.Encoding;
 using Sequencer.Core.Ordering;
 using Sequencer.Node.Configuration;
 using Sequencer.Node.Storage;
@@ -109,6 +110,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         }, stateMachine)
         {
             FollowerTip = tips.AskAsync,
+            TransferFence = State.Transfers,
         };
 
         var advertised = NodeOptions.ParseEndPoint(options.Raft);
@@ -328,7 +330,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
     /// <summary>
     /// A snapshot is being sent again and its point must move to a newer entry (see <see cref="SnapshotTransfers"/>):
-    /// on an idle leader nothing new would come, so append an empty entry (at most one a second).
+    /// on an idle leader nothing new would come, so append a mark (at most one a second). It carries a payload: an
+    /// empty entry never reaches the state machine and so never became a point to move to, and an idle leader resent
+    /// the same snapshot to a follower that had installed it, which refused it, for as long as the cluster stayed idle.
     /// </summary>
     private void OnFreshSnapshotNeeded()
     {
@@ -341,7 +345,8 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
             try
             {
                 using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-                await cluster.ReplicateAsync(ReadOnlyMemory<byte>.Empty, null, timeout.Token).ConfigureAwait(false);
+                var mark = LogCommandCodec.Encode(new SnapshotMarkCommand { AtMs = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds() });
+                await cluster.ReplicateAsync(mark, null, timeout.Token).ConfigureAwait(false);
             }
             catch (Exception e) when (e is OperationCanceledException or NotLeaderException or InvalidOperationException or IOException or QuorumUnreachableException)
             {

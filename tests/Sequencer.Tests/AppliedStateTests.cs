@@ -129,12 +129,17 @@ public sealed class AppliedStateTests
         Assert.InRange(state.CurrentSnapshot!.Index, held + 1, 22 - 4);
         Assert.False(state.Transfers.Holding);
 
-        // A transfer that never ends holds the log back only to sixteen times the retained entries (plus the group
-        // being stored, the group before it, and the window itself).
-        using var stuck = state.Transfers.Begin(state.CurrentSnapshot!.Index);
+        // A transfer that never ends holds the log back past sixteen times the retained entries too, since a move
+        // would compact the log under its read (the compaction fence), but only to twice that (plus the group being
+        // stored, the group before it, and the window itself).
+        var before = state.CurrentSnapshot!.Index;
+        using var stuck = state.Transfers.Begin(before);
         await ApplyBatchesAsync(state, 100, firstIndex: 23);
         await state.FlushAsync(CancellationToken.None);
-        Assert.InRange(state.CurrentSnapshot!.Index, 122 - ((16 * 4) + (2 * Limits.PersistGroupBatches) + 4), 122 - 4);
+        Assert.Equal(before, state.CurrentSnapshot!.Index);
+        await ApplyBatchesAsync(state, 100, firstIndex: 123);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.InRange(state.CurrentSnapshot!.Index, 222 - ((2 * 16 * 4) + (2 * Limits.PersistGroupBatches) + 4), 222 - 4);
         Assert.Equal((2L, 1L, 0L), state.Transfers.Counters);
     }
 
@@ -179,6 +184,111 @@ public sealed class AppliedStateTests
         // A new term: the view starts afresh, and nothing holds the point.
         state.Replication.Reset();
         Assert.False(state.CompactionHeld);
+    }
+
+    [Fact]
+    public async Task CompactionFence_ASnapshotReadInProgress_DefersTheMove_AndNewReadsWaitUntilTheLogIsCompacted()
+    {
+        // Moving the point makes DotNext compact the log under a barrier that waits for every read, and every later
+        // read queues behind it: a transfer streaming under the read lock held the whole cluster until it ended (on
+        // make run, the healthy follower lost the leader every 20 s or so while another caught up on an empty disk).
+        var clock = new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000));
+        var transfers = new SnapshotTransfers(clock);
+        var clear = 0;
+        transfers.FenceClear += () => clear++;
+
+        var streaming = await transfers.AdmitAsync(CancellationToken.None);
+        Assert.False(transfers.TryFence(10));
+        var next = transfers.AdmitAsync(CancellationToken.None).AsTask();
+        Assert.False(next.IsCompleted);
+
+        // The read ends: the owner is told, and the new read still waits for the move and then for the compaction.
+        streaming.Dispose();
+        Assert.Equal(1, clear);
+        Assert.False(next.IsCompleted);
+        Assert.True(transfers.TryFence(10));
+        transfers.Reclaimed(9);
+        Assert.False(next.IsCompleted);
+        transfers.Reclaimed(10);
+        var admitted = await next.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal((1L, 0L, 1L), transfers.FenceCounters);
+
+        // A fence that is never lifted (the point was fenced but its store write failed) costs one bounded wait.
+        admitted.Dispose();
+        Assert.True(transfers.TryFence(20));
+        var late = transfers.AdmitAsync(CancellationToken.None).AsTask();
+        clock.Advance(SnapshotTransfers.AdmissionWait - TimeSpan.FromMilliseconds(1));
+        Assert.False(late.IsCompleted);
+        clock.Advance(TimeSpan.FromMilliseconds(1));
+        (await late.WaitAsync(TimeSpan.FromSeconds(10))).Dispose();
+        Assert.Equal((2L, 1L, 1L), transfers.FenceCounters);
+        using var free = await transfers.AdmitAsync(CancellationToken.None).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal((2L, 1L, 1L), transfers.FenceCounters);
+    }
+
+    [Fact]
+    public async Task SnapshotPoint_WhileATransferReadsTheLog_MovesOnlyOnceTheReadEnds_WithinTwiceTheHoldsBound()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000));
+        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(4, long.MaxValue), clock, NullLogger.Instance);
+        await ApplyBatchesAsync(state, 10);
+        await state.FlushAsync(CancellationToken.None);
+        var held = state.CurrentSnapshot!.Index;
+        // DotNext compacts up to the first point (a read would wait at the fence until then).
+        state.Transfers.Reclaimed(held);
+
+        // A transfer of an older point reads the log (the grace of no transfer holds it): the point stays.
+        var reading = await state.Transfers.AdmitAsync(CancellationToken.None);
+        await ApplyBatchesAsync(state, 30, firstIndex: 11);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(held, state.CurrentSnapshot!.Index);
+        Assert.Equal(1L, state.Transfers.FenceCounters.Refusals);
+
+        // The read ends: the next stored group moves the point, and a new transfer waits until DotNext compacted.
+        reading.Dispose();
+        await ApplyBatchesAsync(state, 1, firstIndex: 41);
+        await state.FlushAsync(CancellationToken.None);
+        var moved = state.CurrentSnapshot!.Index;
+        Assert.InRange(moved, held + 1, 41 - 4);
+        var waiting = state.Transfers.AdmitAsync(CancellationToken.None).AsTask();
+        Assert.False(waiting.IsCompleted);
+        state.Transfers.Reclaimed(moved);
+        (await waiting.WaitAsync(TimeSpan.FromSeconds(10))).Dispose();
+
+        // A read that never ends holds the point back only to twice the hold's bound (sixteen windows): a stall
+        // then is better than a log that grows without limit.
+        using var stuck = await state.Transfers.AdmitAsync(CancellationToken.None);
+        await ApplyBatchesAsync(state, 200, firstIndex: 42);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.InRange(state.CurrentSnapshot!.Index, 241 - ((2 * 16 * 4) + (2 * Limits.PersistGroupBatches) + 4), 241 - 4);
+    }
+
+    [Fact]
+    public async Task SnapshotSentAgain_OnAnIdleLeader_MovesToTheMarkAppendedForIt()
+    {
+        // The follower installed the newest point and is sent it again: nothing new is stored on an idle leader, so
+        // the host appends a mark, which must reach the store as a point to move to.
+        await using var state = Open(new InMemoryBatchStore(), retained: 8);
+        await ApplyBatchesAsync(state, 30);
+        await state.FlushAsync(CancellationToken.None);
+        var first = state.CurrentSnapshot!;
+        using (var sent = state.Transfers.Begin(first.Index))
+            sent.Completed();
+        using (var again = state.Transfers.Begin(first.Index))
+            again.Completed();
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(30, state.CurrentSnapshot!.Index);
+        using (var third = state.Transfers.Begin(30))
+            third.Completed();
+        using (var fourth = state.Transfers.Begin(30))
+            fourth.Completed();
+
+        var height = state.LastHeader!.Height;
+        Assert.Null(await state.ApplyAsync(LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(LogCommandCodec.Encode(new SnapshotMarkCommand { AtMs = 1 }))), 31, 1, CancellationToken.None));
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(31, state.CurrentSnapshot!.Index);
+        Assert.Equal(height, state.CurrentSnapshot.Point.Height);
+        Assert.Equal(height, state.LastHeader!.Height);
     }
 
     [Fact]

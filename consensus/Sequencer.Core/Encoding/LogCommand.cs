@@ -22,7 +22,21 @@ namespace Sequencer.Core.Encoding;
 [Union(12, typeof(GenesisCommand))]
 [Union(13, typeof(KeyRotationSessionCommand))]
 [Union(14, typeof(KeyRotationCommand))]
+[Union(15, typeof(SnapshotMarkCommand))]
 public interface ILogCommand;
+
+/// <summary>
+/// An entry that changes no state. The leader appends one when a snapshot must move to a newer entry and nothing else
+/// comes to store (an idle leader whose snapshot a follower already installed, see <c>SnapshotTransfers</c>). An entry
+/// without a payload never reaches the state machine (DotNext applies only entries with a payload), so it could not
+/// become a snapshot point: this one does.
+/// </summary>
+[MessagePackObject]
+public sealed class SnapshotMarkCommand : ILogCommand
+{
+    /// <summary>When the leader appended it, in Unix ms (its clock; informational).</summary>
+    [Key(0)] public ulong AtMs { get; init; }
+}
 
 /// <summary>
 /// The chain's rules, fixed once at genesis by the first leader before any batch (issue 13): the validation mode every
