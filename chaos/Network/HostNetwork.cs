@@ -28,6 +28,8 @@ public sealed partial class HostNetwork : IChaosNetwork
     private readonly int subnet;
     private readonly Dictionary<int, FaultProxy> proxies = [];
     private readonly List<NodeAddress> nodes = [];
+    private readonly List<string> namespacesCreated = [];
+    private bool bridgeCreated;
 
     private HostNetwork(string prefix, int subnet)
     {
@@ -72,25 +74,60 @@ public sealed partial class HostNetwork : IChaosNetwork
         if (WhyUnavailable() is { } reason)
             throw new InvalidOperationException(reason);
         // Not a replayed choice: the process id and the time are mixed in so that concurrent runs with one seed get
-        // different subnets and namespace names. Nothing a run does depends on the subnet.
-        var subnet = 1 + (int)(SeedMixer.Mix(SeedMixer.FromRunSeed(seed), (ulong)SeedStream.HostSubnet, (ulong)Environment.ProcessId, unchecked((ulong)Environment.TickCount64)) % 250);
-        var network = new HostNetwork($"sq{subnet:x2}{Environment.ProcessId % 256:x2}", subnet);
-        try
+        // different subnets and namespace names. Nothing a run does depends on the subnet. A subnet that an address on
+        // this host or a namespace already uses is skipped: a run that was killed leaves its bridge and namespaces
+        // behind, and a new run on the same subnet had two host routes for it, so its nodes' connections were reset
+        // from the start (chaos seed 505 on a fresh clone: "no agreed leader within 60 s", a stale 5-node network of
+        // subnet 93 beside it). A setup that still collides (a concurrent run took the names first) tries another.
+        InvalidOperationException? failure = null;
+        for (var attempt = 0UL; attempt < 16; attempt++)
         {
-            await network.SetUpAsync(nodeCount, seed).ConfigureAwait(false);
-        }
-        catch
-        {
-            await network.DisposeAsync().ConfigureAwait(false);
-            throw;
+            var (subnets, names) = await NetworksInUseAsync().ConfigureAwait(false);
+            var free = Enumerable.Range(1, 250)
+                .Where(n => !subnets.Contains(n) && !names.Any(name => name.StartsWith(PrefixFor(n), StringComparison.Ordinal)))
+                .ToList();
+            if (free.Count == 0)
+                break;
+            var subnet = free[(int)(SeedMixer.Mix(SeedMixer.FromRunSeed(seed), (ulong)SeedStream.HostSubnet, (ulong)Environment.ProcessId, unchecked((ulong)Environment.TickCount64), attempt) % (ulong)free.Count)];
+            var network = new HostNetwork(PrefixFor(subnet), subnet);
+            try
+            {
+                await network.SetUpAsync(nodeCount, seed).ConfigureAwait(false);
+                return network;
+            }
+            catch (InvalidOperationException e)
+            {
+                failure = e;
+                await network.DisposeAsync().ConfigureAwait(false);
+            }
         }
 
-        return network;
+        throw new InvalidOperationException("host mode found no free subnet of 10.231.0.0/16 (stale networks of killed runs: `ip netns list` and `ip link` names starting with \"sq\")", failure);
     }
+
+    private static string PrefixFor(int subnet) => $"sq{subnet:x2}{Environment.ProcessId % 256:x2}";
+
+    /// <summary>The third octets of the 10.231.x.y addresses on this host, and the names of its network namespaces and links.</summary>
+    private static async Task<(HashSet<int> Subnets, List<string> Names)> NetworksInUseAsync()
+    {
+        var subnets = new HashSet<int>();
+        foreach (System.Text.RegularExpressions.Match match in InUseAddress().Matches(await Shell.CaptureAsync("ip", "-4", "-o", "addr", "show").ConfigureAwait(false)))
+            subnets.Add(int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+        var names = (await Shell.CaptureAsync("ip", "netns", "list").ConfigureAwait(false))
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => line.Split(' ')[0]).ToList();
+        // "3: sq5d3bv1@if2: <BROADCAST,...": a veth or a bridge of another run, or left by a killed one.
+        names.AddRange((await Shell.CaptureAsync("ip", "-o", "link", "show").ConfigureAwait(false))
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => line.Split(':')).Where(parts => parts.Length > 1).Select(parts => parts[1].Trim()));
+        return (subnets, names);
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"inet 10\.231\.(\d{1,3})\.")]
+    private static partial System.Text.RegularExpressions.Regex InUseAddress();
 
     private async Task SetUpAsync(int nodeCount, int seed)
     {
         await Shell.RunAsync("ip", "link", "add", Bridge, "type", "bridge").ConfigureAwait(false);
+        bridgeCreated = true;
         await Shell.RunAsync("ip", "addr", "add", $"10.231.{subnet}.254/24", "dev", Bridge).ConfigureAwait(false);
         await Shell.RunAsync("ip", "link", "set", Bridge, "up").ConfigureAwait(false);
         for (var id = 1; id <= nodeCount; id++)
@@ -98,6 +135,7 @@ public sealed partial class HostNetwork : IChaosNetwork
             var ns = Namespace(id);
             var veth = $"{prefix}v{id}";
             await Shell.RunAsync("ip", "netns", "add", ns).ConfigureAwait(false);
+            namespacesCreated.Add(ns);
             await Shell.RunAsync("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns).ConfigureAwait(false);
             await Shell.RunAsync("ip", "link", "set", veth, "master", Bridge, "up").ConfigureAwait(false);
             await Shell.RunAsync("ip", "-n", ns, "addr", "add", $"{Address(id)}/24", "dev", "eth0").ConfigureAwait(false);
@@ -161,9 +199,13 @@ public sealed partial class HostNetwork : IChaosNetwork
     {
         foreach (var proxy in proxies.Values)
             await proxy.DisposeAsync().ConfigureAwait(false);
-        for (var id = 1; id <= 16; id++)
-            await Shell.RunAsync(true, "ip", "netns", "del", Namespace(id)).ConfigureAwait(false);
-        await Shell.RunAsync(true, "ip", "link", "del", Bridge).ConfigureAwait(false);
+        // Only what this run created: a setup that collided with another run's names must not delete that run's.
+        foreach (var ns in namespacesCreated)
+            await Shell.RunAsync(true, "ip", "netns", "del", ns).ConfigureAwait(false);
+        namespacesCreated.Clear();
+        if (bridgeCreated)
+            await Shell.RunAsync(true, "ip", "link", "del", Bridge).ConfigureAwait(false);
+        bridgeCreated = false;
     }
 
     /// <summary>Removes namespaces and bridges left by runs that were killed (their names start with "sq").</summary>

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using Sequencer.Core;
 
 namespace Sequencer.Raft;
 
@@ -38,8 +38,8 @@ namespace Sequencer.Raft;
 /// timeout. So a move while a transfer streamed stalled the whole cluster for up to 2 s: measured on <c>make run</c> with
 /// a follower restarted on an empty disk under 47,000 bulk tx/s, the hold's bound was reached about 10 s into the
 /// catch-up, and from then the healthy follower lost the leader every 20 s or so (terms 1 to 7, 1,531 client errors).
-/// The owner now moves the point only through <see cref="TryFence"/>: it succeeds when no snapshot read is in progress,
-/// and from then until DotNext has compacted up to the new point (<see cref="Reclaimed"/>) new snapshot reads wait in
+/// The owner now moves the point only through <see cref="TryFence"/>: it succeeds when no snapshot read or transfer is
+/// in progress, and from then until DotNext has compacted up to the new point (<see cref="Reclaimed"/>) new snapshot reads wait in
 /// <see cref="AdmitAsync"/> before they take the lock. When a read is in progress it fails, and new reads wait from
 /// then on, so the read in progress is the last before the move (it ends within the request timeout). Every wait is
 /// bounded by <see cref="AdmissionWait"/>, after which the read goes ahead and the fence is dropped: a point that was
@@ -230,7 +230,7 @@ public sealed class SnapshotTransfers(TimeProvider time)
         bool wanted;
         lock (gate)
         {
-            Debug.Assert(reading > 0);
+            Invariant.Check(reading > 0, "a snapshot read ends only once");
             reading--;
             wanted = reading == 0 && inFlight == 0 && compactionWanted;
         }
@@ -285,7 +285,7 @@ public sealed class SnapshotTransfers(TimeProvider time)
         bool idle, wanted;
         lock (gate)
         {
-            Debug.Assert(inFlight > 0);
+            Invariant.Check(inFlight > 0, "a snapshot transfer ends only once");
             inFlight--;
             completed++;
             if (complete)
