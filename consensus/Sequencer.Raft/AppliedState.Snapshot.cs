@@ -151,6 +151,12 @@ public sealed partial class AppliedState
             }
             else
             {
+                // Pruned batches form a prefix of every stored chain, and the leader pruned past this node's own tip (a
+                // delta snapshot, or the whole history over a shorter chain of this node's): the batches this node
+                // stores below that one are pruned first, as its own retention would. They are before any batch of the
+                // group (the stream's pruned batches come first), so the group is empty here.
+                if (batch.Pruned && store.PrunedHeight < localHeight)
+                    PruneStoredBeforeInstall(localHeight, group.Count);
                 group.Add(batch);
             }
 
@@ -195,6 +201,20 @@ public sealed partial class AppliedState
         }
 
         LogInstalled(logger, index, term, header.LastHeight, localHeight, fromHeight);
+    }
+
+    // Prunes this node's stored batches through `height`, a step at a time (each step is one store transaction).
+    private void PruneStoredBeforeInstall(ulong height, int grouped)
+    {
+        Invariant.Check(grouped == 0, "a snapshot's pruned batches come before any batch it adds");
+        while (store.PrunedHeight < height)
+        {
+            var before = store.PrunedHeight;
+            if (store.Prune(height, InstallGroupBatches) <= before)
+                break;
+        }
+
+        Invariant.Check(store.PrunedHeight >= height, $"the stored batches through height {height} are pruned before a pruned batch above them is installed");
     }
 
     private StoreCheckpoint AppendInstalled(List<StoredBatch> group, InstalledSigning signing, StoreCheckpoint checkpoint)

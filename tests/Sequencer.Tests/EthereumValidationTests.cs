@@ -375,6 +375,57 @@ public sealed class EthereumAppliedStateTests
     }
 
     [Fact]
+    public async Task Retention_ADeltaSnapshotPrunedPastTheFollowersTip_PrunesTheFollowersOwnBatchesFirst()
+    {
+        // A follower that stored 6 whole batches is sent a delta from its tip whose first batches the leader has
+        // pruned: pruned batches form a prefix of every chain, so it prunes its own first (an integration run of the
+        // retention test stopped on "pruned batches form a prefix of the stored chain: batch 37 after pruned height
+        // 28" and never caught up).
+        var leaderStore = new Sequencer.Core.Storage.InMemoryBatchStore();
+        var followerStore = new Sequencer.Core.Storage.InMemoryBatchStore();
+        await using var leader = Open(leaderStore);
+        await using var follower = Open(followerStore);
+        foreach (var state in new[] { leader, follower })
+            await state.ApplyAsync(new GenesisCommand { ChainId = 1, ValidationMode = (byte)ValidationMode.Ethereum }, 1, 1, CancellationToken.None);
+        for (var nonce = 0UL; nonce < 12; nonce++)
+        {
+            var command = new BatchCommand { LeaderTimestampMs = 5 + nonce, Txs = [Tx(nonce, (byte)nonce)] };
+            await leader.ApplyAsync(command, 2 + (long)nonce, 1, CancellationToken.None);
+            if (nonce < 6)
+                await follower.ApplyAsync(command, 2 + (long)nonce, 1, CancellationToken.None);
+        }
+
+        await leader.FlushAsync(CancellationToken.None);
+        await follower.FlushAsync(CancellationToken.None);
+        Assert.Equal(2UL, followerStore.Prune(2, 100));
+        Assert.Equal(9UL, leaderStore.Prune(9, 100));
+
+        var snapshot = leader.CurrentSnapshot!;
+        Sequencer.Raft.SnapshotBase.Current = follower.DeltaBase;
+        (byte[] Bytes, long Index, long Term) delta;
+        try
+        {
+            delta = await SnapshotOf(leader);
+        }
+        finally
+        {
+            Sequencer.Raft.SnapshotBase.Current = null;
+        }
+
+        Assert.Equal(1, leader.DeltaSnapshotsSent);
+        await follower.InstallSnapshotAsync(new MemoryStream(delta.Bytes), delta.Index, delta.Term, CancellationToken.None);
+        Assert.Equal(12UL, follower.LastHeader!.Height);
+        Assert.Equal(9UL, followerStore.PrunedHeight);
+        for (ulong height = 1; height <= 12; height++)
+        {
+            Assert.Equal(leaderStore.Get(height)!.Header, followerStore.Get(height)!.Header);
+            Assert.Equal(height <= 9, followerStore.Get(height)!.Pruned);
+        }
+
+        Assert.Equal(12UL, follower.Get(Sender).NextNonce);
+    }
+
+    [Fact]
     public async Task Retention_ASnapshotOfAnOpaqueChainWithPrunedBatches_IsRefused()
     {
         // An opaque chain refuses a tx again only by its hash: a node that installed pruned batches would order an
