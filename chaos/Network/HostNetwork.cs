@@ -208,19 +208,6 @@ public sealed partial class HostNetwork : IChaosNetwork
         bridgeCreated = false;
     }
 
-    /// <summary>Removes namespaces and bridges left by runs that were killed (their names start with "sq").</summary>
-    public static async Task CleanStaleAsync(string prefix)
-    {
-        ArgumentNullException.ThrowIfNull(prefix);
-        var list = await Shell.CaptureAsync("ip", "netns", "list").ConfigureAwait(false);
-        foreach (var line in list.Split('\n', StringSplitOptions.RemoveEmptyEntries))
-        {
-            var name = line.Split(' ')[0];
-            if (name.StartsWith(prefix, StringComparison.Ordinal))
-                await Shell.RunAsync(true, "ip", "netns", "del", name).ConfigureAwait(false);
-        }
-    }
-
     private static FaultProxy CreateProxyInNamespace(string ns, IPEndPoint listen, IPEndPoint target, int seed)
     {
         // A socket belongs to the network namespace of the thread that creates it, so the proxy's listener is made on
