@@ -80,16 +80,6 @@ public sealed class SnapshotTransfers(TimeProvider time)
     /// <summary>Raised (outside any lock) when the last transfer in flight ends.</summary>
     public event Action? AllEnded;
 
-    /// <summary>Transfers in flight now: each holds a read of the WAL, and compaction would wait for it.</summary>
-    public int InFlight
-    {
-        get
-        {
-            lock (gate)
-                return inFlight;
-        }
-    }
-
     /// <summary>Whether compaction should wait: a transfer is in flight or ended within its grace period.</summary>
     public bool Holding
     {

@@ -271,17 +271,19 @@ public sealed class AppliedStateTests
         await using var state = Open(new InMemoryBatchStore(), retained: 8);
         await ApplyBatchesAsync(state, 30);
         await state.FlushAsync(CancellationToken.None);
+        void SendInFull(long index)
+        {
+            using var transfer = state.Transfers.Begin(index);
+            transfer.Completed();
+        }
+
         var first = state.CurrentSnapshot!;
-        using (var sent = state.Transfers.Begin(first.Index))
-            sent.Completed();
-        using (var again = state.Transfers.Begin(first.Index))
-            again.Completed();
+        SendInFull(first.Index);
+        SendInFull(first.Index);
         await state.FlushAsync(CancellationToken.None);
         Assert.Equal(30, state.CurrentSnapshot!.Index);
-        using (var third = state.Transfers.Begin(30))
-            third.Completed();
-        using (var fourth = state.Transfers.Begin(30))
-            fourth.Completed();
+        SendInFull(30);
+        SendInFull(30);
 
         var height = state.LastHeader!.Height;
         Assert.Null(await state.ApplyAsync(LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(LogCommandCodec.Encode(new SnapshotMarkCommand { AtMs = 1 }))), 31, 1, CancellationToken.None));
