@@ -32,7 +32,13 @@ namespace Sequencer.Raft;
 /// <para>
 /// <b>Snapshot transfers start at the follower's tip.</b> Before DotNext sends a snapshot, the read asks the follower
 /// for its applied tip (<see cref="FollowerTip"/>) and sets <see cref="SnapshotBase.Current"/>, which flows into the
-/// transfer, so the stream holds only the batches the follower is missing (see <see cref="SnapshotBase"/>).
+/// transfer, so the stream holds only the batches the follower is missing (see <see cref="SnapshotBase"/>). When no
+/// connection to the follower could be made at all, the follower is most likely down or still starting (its Raft port
+/// opens before its internal listener), and the transfer is postponed to the next replication round instead of
+/// streaming the whole history: a follower that came up during the ask got its whole history before, not a delta
+/// (seen on <c>make run</c> after a restart). A member whose listener stays unreachable gets the whole history after
+/// <see cref="MaxTransfersPostponed"/> postponements in a row, so a misconfigured listener cannot keep it from
+/// catching up.
 /// </para>
 /// </remarks>
 public sealed partial class DurableWriteAheadLog
@@ -47,7 +53,16 @@ public sealed partial class DurableWriteAheadLog
     // The state machine's snapshot: a replication read that starts at or below it is a snapshot transfer.
     private readonly DotNext.Net.Cluster.Consensus.Raft.StateMachine.ISnapshotManager snapshots;
 
-    private long detachedReads, lockedReads, tipsTold;
+    // Transfers postponed in a row per follower, because its tip could not be asked (no connection).
+    private readonly ConcurrentDictionary<EndPoint, int> postponedInARow = new();
+
+    private long detachedReads, lockedReads, tipsTold, transfersPostponed;
+
+    /// <summary>
+    /// How many snapshot transfers in a row to one follower are postponed because its internal listener could not be
+    /// reached to ask its tip (about 0.5 s each); the next one streams the whole history.
+    /// </summary>
+    public const int MaxTransfersPostponed = 16;
 
     /// <summary>The most payload bytes one replication read copies; the rest follows in DotNext's next round.</summary>
     public int MaxDetachedReadBytes { get; init; } = DefaultMaxDetachedReadBytes;
@@ -57,12 +72,16 @@ public sealed partial class DurableWriteAheadLog
 
     /// <summary>
     /// Asks a follower (by its Raft endpoint) for its applied tip, so that a snapshot sent to it starts there (see
-    /// <see cref="SnapshotBase"/>); null, or a null answer, sends the whole history.
+    /// <see cref="SnapshotBase"/>); null, or an answer without a tip, sends the whole history, and an answer that the
+    /// follower could not be reached postpones the transfer (at most <see cref="MaxTransfersPostponed"/> times in a row).
     /// </summary>
-    public Func<EndPoint, CancellationToken, ValueTask<SnapshotBase?>>? FollowerTip { get; init; }
+    public Func<EndPoint, CancellationToken, ValueTask<FollowerTipAnswer>>? FollowerTip { get; init; }
 
     /// <summary>Snapshot transfers for which the follower told its tip.</summary>
     public long TipsTold => Interlocked.Read(ref tipsTold);
+
+    /// <summary>Snapshot transfers postponed to the next round because the follower's tip could not be asked.</summary>
+    public long TransfersPostponed => Interlocked.Read(ref transfersPostponed);
 
     /// <summary>Replication reads that start with the snapshot (a snapshot transfer) or hold a configuration entry: served under the read lock.</summary>
     public long LockedReads => Interlocked.Read(ref lockedReads);
@@ -94,18 +113,27 @@ public sealed partial class DurableWriteAheadLog
         {
             using var bounded = CancellationTokenSource.CreateLinkedTokenSource(token);
             bounded.CancelAfter(TipTimeout);
-            SnapshotBase? tip = null;
+            var answer = FollowerTipAnswer.None;
             try
             {
-                tip = await ask(member, bounded.Token).ConfigureAwait(false);
+                answer = await ask(member.EndPoint, bounded.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (!token.IsCancellationRequested)
             {
             }
 
-            if (tip is not null)
+            if (answer.Unreachable && postponedInARow.AddOrUpdate(member.EndPoint, 1, static (_, n) => n + 1) <= MaxTransfersPostponed)
+            {
+                // DotNext's replication process counts the follower unavailable for this round and tries again in the
+                // next one; the leader's failure detector (ReplicationWatch) is always healthy, so it never drops it.
+                Interlocked.Increment(ref transfersPostponed);
+                throw new DotNext.Net.Cluster.MemberUnavailableException(member, "the follower's internal listener could not be reached to ask its tip: the snapshot transfer waits for the next round");
+            }
+
+            postponedInARow.TryRemove(member.EndPoint, out _);
+            if (answer.Tip is not null)
                 Interlocked.Increment(ref tipsTold);
-            SnapshotBase.Current = tip;
+            SnapshotBase.Current = answer.Tip;
         }
 
         return await LockedReadAsync(reader, startIndex, endIndex, token).ConfigureAwait(false);
@@ -160,10 +188,8 @@ public sealed partial class DurableWriteAheadLog
 
     // DotNext's replication consumer (ReplicationProcess<TMember>) keeps its follower in a private field "member"; the
     // slow-install snapshot integration test fails if that stops being so (no delta snapshot is sent).
-    private static EndPoint? MemberOf(object consumer)
-        => MemberFields.GetOrAdd(consumer.GetType(), type => type.GetField("member", BindingFlags.Instance | BindingFlags.NonPublic))?.GetValue(consumer) is DotNext.Net.Cluster.IClusterMember member
-            ? member.EndPoint
-            : null;
+    private static DotNext.Net.Cluster.IClusterMember? MemberOf(object consumer)
+        => MemberFields.GetOrAdd(consumer.GetType(), type => type.GetField("member", BindingFlags.Instance | BindingFlags.NonPublic))?.GetValue(consumer) as DotNext.Net.Cluster.IClusterMember;
 
     /// <summary>Copies of log entries in one buffer from <see cref="CopyBuffers"/>.</summary>
     private sealed class DetachedEntries

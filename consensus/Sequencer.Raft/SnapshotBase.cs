@@ -27,3 +27,19 @@ public readonly record struct SnapshotBase(ulong Height, Hash32 Commitment)
         internal set => current.Value = value;
     }
 }
+
+/// <summary>A follower's answer when the leader asks for its tip before a snapshot transfer.</summary>
+/// <param name="Tip">The tip it told, or null.</param>
+/// <param name="Unreachable">
+/// True when no connection to the follower's internal listener could be made in the whole budget (refused, reset, or a
+/// failed TLS handshake): the follower is most likely down or starting, and the transfer waits for the next round
+/// rather than stream it the whole history (see <see cref="DurableWriteAheadLog.MaxTransfersPostponed"/>).
+/// </param>
+public readonly record struct FollowerTipAnswer(SnapshotBase? Tip, bool Unreachable)
+{
+    /// <summary>No useful answer: the transfer sends the whole history.</summary>
+    public static FollowerTipAnswer None => default;
+
+    /// <summary>No connection could be made.</summary>
+    public static FollowerTipAnswer NotReached => new(null, true);
+}

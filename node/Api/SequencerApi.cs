@@ -667,6 +667,7 @@ public sealed class SequencerApi(NodeOptions options, RaftHost raft, SubmitServi
             writer.WriteNumber("resent", resent);
             writer.WriteNumber("delta", state.DeltaSnapshotsSent);
             writer.WriteNumber("tipsTold", raft.SnapshotTipsTold);
+            writer.WriteNumber("postponedUnreachable", raft.SnapshotTransfersPostponed);
             writer.WriteBoolean("compactionHeld", state.CompactionHeld);
             var (fenceWaits, fenceTimeouts, fenceRefusals) = state.Transfers.FenceCounters;
             writer.WriteNumber("fenceWaits", fenceWaits);

@@ -14,7 +14,7 @@ namespace Sequencer.Node.Replication;
 /// (<c>GET /internal/v1/stored-tip</c>, mutual TLS), and the leader asks a follower for it just before it streams the
 /// follower a snapshot, so that the stream starts there instead of at height 1. A follower's answer can only hurt
 /// itself: a base it does not store makes its own install refuse the snapshot, and the leader sends the whole history
-/// when the follower does not answer in time.
+/// when the follower does not answer in time (or postpones the transfer when it cannot connect at all).
 /// </summary>
 public sealed class FollowerTips : IDisposable
 {
@@ -57,26 +57,32 @@ public sealed class FollowerTips : IDisposable
         });
     }
 
-    /// <summary>Asks the member at <paramref name="raftEndPoint"/> for its tip; null when it is unknown, does not answer or answers nonsense.</summary>
-    public async ValueTask<SnapshotBase?> AskAsync(EndPoint raftEndPoint, CancellationToken token)
+    /// <summary>
+    /// Asks the member at <paramref name="raftEndPoint"/> for its tip: no tip when it is unknown, does not answer in time
+    /// or answers nonsense, and <see cref="FollowerTipAnswer.Unreachable"/> when no connection to it could be made
+    /// before <paramref name="token"/> ended the ask.
+    /// </summary>
+    public async ValueTask<FollowerTipAnswer> AskAsync(EndPoint raftEndPoint, CancellationToken token)
     {
         if (memberAt(raftEndPoint) is not { } member)
-            return null;
+            return FollowerTipAnswer.None;
         // A follower that has just restarted joins Raft a moment before its listeners open: a refused connection is
         // tried again every 50 ms until the caller's budget (DurableWriteAheadLog.TipTimeout) runs out.
-        while (true)
+        for (var refused = false; ; refused = true)
         {
             try
             {
-                return await AskOnceAsync(member, token).ConfigureAwait(false);
+                var tip = await AskOnceAsync(member, token).ConfigureAwait(false);
+                // Cancelled while connecting after refusals: still not reached.
+                return tip is null && refused && token.IsCancellationRequested ? FollowerTipAnswer.NotReached : new FollowerTipAnswer(tip, Unreachable: false);
             }
             catch (HttpRequestException)
             {
                 if (token.IsCancellationRequested)
-                    return null;
+                    return FollowerTipAnswer.NotReached;
                 await Task.Delay(50, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
                 if (token.IsCancellationRequested)
-                    return null;
+                    return FollowerTipAnswer.NotReached;
             }
         }
     }

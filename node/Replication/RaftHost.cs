@@ -188,6 +188,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     /// <summary>Snapshot transfers (as leader) for which the follower told its tip.</summary>
     public long SnapshotTipsTold => wal.TipsTold;
 
+    /// <summary>Snapshot transfers (as leader) postponed to the next round because the follower could not be reached to ask its tip.</summary>
+    public long SnapshotTransfersPostponed => wal.TransfersPostponed;
+
     /// <summary>Commit indexes sent with session requests that committed entries on this follower.</summary>
     public long SessionCommitHintsApplied => wal.LeaderSaidCommits;
 

@@ -175,6 +175,109 @@ public sealed class DurableWriteAheadLogTests : IDisposable
         Assert.Equal(1, wal.LockedReads);
     }
 
+    /// <summary>
+    /// Before a snapshot transfer the leader asks the follower for its tip. A follower that was down when the ask began
+    /// and came up during it got the whole history (seen on <c>make run</c> after a restart): a transfer whose follower
+    /// could not be reached is now postponed to the next round, and after <see cref="DurableWriteAheadLog.MaxTransfersPostponed"/>
+    /// in a row the whole history goes, so a follower whose internal listener stays unreachable still catches up.
+    /// </summary>
+    [Fact]
+    public async Task ASnapshotTransfer_ToAFollowerThatCannotBeReached_IsPostponed_ABoundedNumberOfTimesInARow()
+    {
+        var answers = new Queue<FollowerTipAnswer>();
+        var asked = 0;
+        await using var wal = new DurableWriteAheadLog(Options, IStateMachine.CreateNoOp(4))
+        {
+            FollowerTip = (endPoint, _) =>
+            {
+                Assert.Equal(FollowerAt, endPoint);
+                asked++;
+                return ValueTask.FromResult(answers.Dequeue());
+            },
+        };
+        IAuditTrail<IRaftLogEntry> log = wal;
+        await log.AppendAsync(Entries(2, 6, 1), 1, skipCommitted: true);
+        await log.CommitAsync(6);
+        await wal.WaitForApplyAsync(6);
+
+        // Unreachable every time: postponed MaxTransfersPostponed times in a row, then the whole history (no base).
+        for (var i = 0; i < DurableWriteAheadLog.MaxTransfersPostponed; i++)
+        {
+            answers.Enqueue(FollowerTipAnswer.NotReached);
+            await Assert.ThrowsAsync<DotNext.Net.Cluster.MemberUnavailableException>(() => log.ReadAsync(new SnapshotFollower(), 1, 6).AsTask());
+        }
+
+        Assert.Equal(DurableWriteAheadLog.MaxTransfersPostponed, wal.TransfersPostponed);
+        answers.Enqueue(FollowerTipAnswer.NotReached);
+        var whole = new SnapshotFollower();
+        Assert.True((await log.ReadAsync(whole, 1, 6))[0].IsSnapshot);
+        Assert.Null(whole.Base);
+
+        // The count starts again after a transfer went: one more unreachable ask is postponed, and once the follower
+        // answers, the transfer starts at its tip.
+        answers.Enqueue(FollowerTipAnswer.NotReached);
+        await Assert.ThrowsAsync<DotNext.Net.Cluster.MemberUnavailableException>(() => log.ReadAsync(new SnapshotFollower(), 1, 6).AsTask());
+        var tip = new SnapshotBase(3, Sequencer.Core.Hashing.Hash32.Zero);
+        answers.Enqueue(new FollowerTipAnswer(tip, Unreachable: false));
+        var delta = new SnapshotFollower();
+        Assert.True((await log.ReadAsync(delta, 1, 6))[0].IsSnapshot);
+        Assert.Equal(tip, delta.Base);
+        Assert.Equal(1, wal.TipsTold);
+
+        // A follower that answers nothing useful (too late, or nonsense) is not postponed: the whole history goes.
+        answers.Enqueue(FollowerTipAnswer.None);
+        var silent = new SnapshotFollower();
+        Assert.True((await log.ReadAsync(silent, 1, 6))[0].IsSnapshot);
+        Assert.Null(silent.Base);
+        Assert.Equal(DurableWriteAheadLog.MaxTransfersPostponed + 1, wal.TransfersPostponed);
+        Assert.Equal(DurableWriteAheadLog.MaxTransfersPostponed + 4, asked);
+        Assert.Empty(answers);
+    }
+
+    private static readonly System.Net.EndPoint FollowerAt = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 7203);
+
+    /// <summary>
+    /// A leader's consumer of a replication read to the follower at <see cref="FollowerAt"/>, which keeps its follower in a
+    /// private field <c>member</c> as DotNext's replication process does; it records the snapshot base of its transfer.
+    /// </summary>
+    private sealed class SnapshotFollower : ILogEntryConsumer<IRaftLogEntry, IReadOnlyList<SeenEntry>>
+    {
+#pragma warning disable IDE0052, CS0414 // read by DurableWriteAheadLog through reflection, as DotNext's field is
+        private readonly DotNext.Net.Cluster.IClusterMember member = new Member();
+#pragma warning restore IDE0052, CS0414
+
+        public SnapshotBase? Base { get; private set; }
+
+        public async ValueTask<IReadOnlyList<SeenEntry>> ReadAsync<TEntry, TList>(TList entries, long? snapshotIndex, CancellationToken token)
+            where TEntry : IRaftLogEntry
+            where TList : IReadOnlyList<TEntry>
+        {
+            Base = SnapshotBase.Current;
+            var seen = new List<SeenEntry>();
+            foreach (var entry in entries)
+                seen.Add(new SeenEntry(entry.Term, entry.IsSnapshot, entry.IsSnapshot ? [] : await entry.ToByteArrayAsync(token: token)));
+            return seen;
+        }
+
+        private sealed class Member : DotNext.Net.Cluster.IClusterMember
+        {
+            public System.Net.EndPoint EndPoint => FollowerAt;
+
+            public bool IsLeader => false;
+
+            public bool IsRemote => true;
+
+            public DotNext.Net.Cluster.ClusterMemberStatus Status => DotNext.Net.Cluster.ClusterMemberStatus.Available;
+
+            public event Action<DotNext.Net.Cluster.ClusterMemberStatusChangedEventArgs>? MemberStatusChanged { add { } remove { } }
+
+            public ValueTask<IReadOnlyDictionary<string, string>> GetMetadataAsync(bool refresh = false, CancellationToken token = default)
+                => ValueTask.FromResult<IReadOnlyDictionary<string, string>>(new Dictionary<string, string>());
+
+            public Task<bool> ResignAsync(CancellationToken token) => Task.FromResult(false);
+        }
+    }
+
     private sealed record SeenEntry(long Term, bool IsSnapshot, byte[] Payload);
 
     /// <summary>A leader's consumer of a replication read whose follower answers only when told to.</summary>
