@@ -18,6 +18,7 @@ public static class RunCommand
     private static readonly Option<string?> ApiOption = new("--api") { Description = "The HTTP API address, e.g. http://127.0.0.1:7101." };
     private static readonly Option<ulong?> ChainIdOption = new("--chain-id") { Description = "The rollup chain id (the same on every node)." };
     private static readonly Option<string[]> MemberOption = new("--member") { Description = "A member as ID=RAFT,API[,INTERNAL] (INTERNAL: https://IP:PORT, with --certs); repeat for every member, this node included.", AllowMultipleArgumentsPerToken = false };
+    private static readonly Option<bool> InsecurePlaintextOption = new("--insecure-plaintext") { Description = "Without --certs, run on addresses other than loopback: the Raft port and the internal routes then accept anyone who can reach them. A test network only." };
     private static readonly Option<string?> CertsOption = new("--certs") { Description = "The consortium's certificates directory (from `certs`): mutual TLS on the Raft port and the internal listener, members only." };
     private static readonly Option<string?> ElectionOption = new("--election-timeout") { Description = "Election timeout bounds in ms, LOWER:UPPER (default 300:600)." };
     private static readonly Option<int?> ClockSkewOption = new("--clock-skew-ms") { Description = "Shift this node's clock (a chaos fault)." };
@@ -55,7 +56,7 @@ public static class RunCommand
         {
             ConfigOption, IdOption, DataOption, RaftOption, RaftListenOption, ApiOption, ChainIdOption, MemberOption,
             ElectionOption, ClockSkewOption, LimitOption, RetainedOption, RetainedBytesOption, RetainHeightsOption, AdminTokenOption, ExitWithParentOption, PrintConfigOption,
-            GroupKeyOption, KeyShareOption, SignerFaultOption, DkgThresholdOption, CertsOption,
+            GroupKeyOption, KeyShareOption, SignerFaultOption, DkgThresholdOption, CertsOption, InsecurePlaintextOption,
             L1RpcOption, L1ContractOption, L1KeyFileOption, L1FinalityOption, L1StartBlockOption, OtlpOption, TraceFileOption, ValidationOption,
         };
 #if SEQUENCER_TEST_FAULTS
@@ -161,6 +162,8 @@ public static class RunCommand
             options = options with { SignerFault = signerFault };
         if (result.GetValue(CertsOption) is { } certs)
             options = options with { CertificatesDirectory = certs };
+        if (result.GetValue(InsecurePlaintextOption))
+            options = options with { AllowPlaintext = true };
         if (result.GetValue(L1ContractOption) is { } contract)
             options = options with { L1 = (options.L1 ?? new L1Options()) with { Contract = contract } };
         if (result.GetValue(L1RpcOption) is { } rpc)

@@ -120,6 +120,13 @@ public sealed record NodeOptions
     public string? CertificatesDirectory { get; init; }
 
     /// <summary>
+    /// Allows running without <see cref="CertificatesDirectory"/> on addresses other than loopback (<c>--insecure-plaintext</c>):
+    /// the Raft port and the internal routes then accept anyone who can reach them. For a test network only; without it
+    /// a node without certificates refuses every address that is not loopback.
+    /// </summary>
+    public bool AllowPlaintext { get; init; }
+
+    /// <summary>
     /// How the chain validates txs (issue 13): opaque bytes, or signed Ethereum transactions with one ordered tx per
     /// (sender, nonce). Written into the log at genesis by the first leader; a node configured otherwise refuses to run.
     /// </summary>
@@ -194,6 +201,11 @@ public sealed record NodeOptions
         }
 
         Require(CertificatesDirectory is null || Directory.Exists(CertificatesDirectory), $"the certificates directory \"{CertificatesDirectory}\" does not exist");
+        if (CertificatesDirectory is null && !AllowPlaintext && PlaintextExposure() is { } exposed)
+        {
+            errors.Add($"without the consortium's certificates (--certs) the Raft port and the internal routes are plaintext and accept anyone, so every address must be loopback, and {exposed} is not: "
+                + "make certificates with `sequencer-node certs` and pass --certs DIR (with each member's internal address), or pass --insecure-plaintext on a test network");
+        }
 
         var self = Members.FirstOrDefault(m => m.Id == NodeId);
         Require(self is not null, $"node {NodeId} is not among the members");
@@ -235,6 +247,28 @@ public sealed record NodeOptions
         "silent" => Signing.SignerFault.Silent,
         _ => null,
     };
+
+    // The first address of this configuration that is not loopback (this node's listeners, and every member's Raft and
+    // API address, which this node's plaintext Raft and forwarded requests would cross), or null.
+    private string? PlaintextExposure()
+    {
+        static bool Loopback(string host)
+        {
+            host = host.Trim('[', ']');
+            return host == "localhost" || (IPAddress.TryParse(host, out var address) && IPAddress.IsLoopback(address));
+        }
+
+        static string? Host(string? text)
+            => text is null ? null
+                : Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" ? uri.Host
+                : text.LastIndexOf(':') is > 0 and var colon ? text[..colon]
+                : text;
+
+        var addresses = new List<(string What, string? Address)> { ("the API address", Api), ("the Raft endpoint", Raft), ("the Raft listen endpoint", RaftListen) };
+        foreach (var member in Members)
+            addresses.AddRange([($"member {member.Id}'s Raft endpoint", member.Raft), ($"member {member.Id}'s API address", member.Api)]);
+        return addresses.FirstOrDefault(a => Host(a.Address) is { } host && !Loopback(host)) is (var what, { } address) ? $"{what} \"{address}\"" : null;
+    }
 
     /// <summary>Parses <c>host:port</c> (IPv4, [IPv6] or a host name resolved to its first address).</summary>
     public static bool TryParseEndPoint(string? text, out IPEndPoint endPoint)

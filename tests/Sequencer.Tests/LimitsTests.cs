@@ -63,6 +63,36 @@ public sealed class LimitsTests
         Assert.Empty((options with { RetainHeights = 100, Validation = Sequencer.Core.Validation.ValidationMode.Ethereum }).Validate());
     }
 
+    /// <summary>
+    /// Without the consortium's certificates the Raft port and the internal routes accept anyone: a node refuses to run so
+    /// on any address that is not loopback (its own listeners, or a member's address its plaintext traffic would
+    /// cross), unless told it is a test network (<c>--insecure-plaintext</c>).
+    /// </summary>
+    [Fact]
+    public void NodeOptions_WithoutCertificates_RefuseAddressesOtherThanLoopback_UnlessPlaintextIsAllowed()
+    {
+        var members = new[] { 1, 2, 3 }.Select(i => new MemberOptions { Id = i, Raft = $"127.0.0.1:720{i}", Api = $"http://127.0.0.1:710{i}" }).ToList();
+        var options = new NodeOptions { NodeId = 1, DataDir = "/tmp/x", Raft = "127.0.0.1:7201", Api = "http://127.0.0.1:7101", Members = members };
+        Assert.Empty(options.Validate());
+        Assert.Empty((options with { Api = "http://localhost:7101" }).Validate());
+
+        static void Refused(NodeOptions options, string named)
+        {
+            var error = Assert.Single(options.Validate());
+            Assert.Contains("--certs", error, StringComparison.Ordinal);
+            Assert.Contains("--insecure-plaintext", error, StringComparison.Ordinal);
+            Assert.Contains(named, error, StringComparison.Ordinal);
+            Assert.Empty((options with { AllowPlaintext = true }).Validate());
+        }
+
+        Refused(options with { Api = "http://0.0.0.0:7101" }, "the API address \"http://0.0.0.0:7101\"");
+        Refused(options with { RaftListen = "0.0.0.0:7201" }, "the Raft listen endpoint");
+        var remote = members.Select(m => m.Id == 3 ? m with { Raft = "10.0.0.3:7203" } : m).ToList();
+        Refused(options with { Members = remote }, "member 3's Raft endpoint \"10.0.0.3:7203\"");
+        remote = members.Select(m => m.Id == 2 ? m with { Api = "http://[2001:db8::2]:7102" } : m).ToList();
+        Refused(options with { Members = remote }, "member 2's API address");
+    }
+
     [Fact]
     public void ParseMember_ReadsIdRaftAndApi()
     {

@@ -127,6 +127,8 @@ public sealed class LocalCluster : IAsyncDisposable
                 arguments.AddRange(["--member", $"{member.Id}={member.Raft},{member.Api}{(certificates is null ? "" : "," + member.Internal)}"]);
             if (certificates is not null)
                 arguments.AddRange(["--certs", certificates]);
+            else if (specs.Any(s => !IsLoopback(s)))
+                arguments.Add("--insecure-plaintext"); // a test network of our own (the chaos harness's host mode)
             if (options.KeysDirectory is { } keys)
             {
                 arguments.AddRange(["--group-key", Path.Combine(keys, "group.json")]);
@@ -140,6 +142,14 @@ public sealed class LocalCluster : IAsyncDisposable
         }
 
         return new LocalCluster(list, options);
+    }
+
+    // True when every address of the node is loopback (a node without certificates refuses anything else unless told).
+    private static bool IsLoopback(NodeSpec spec)
+    {
+        static bool Loopback(string host) => host == "localhost" || (System.Net.IPAddress.TryParse(host.Trim('[', ']'), out var address) && System.Net.IPAddress.IsLoopback(address));
+        static string HostOf(string endPoint) => endPoint[..Math.Max(0, endPoint.LastIndexOf(':'))];
+        return Loopback(new Uri(spec.Api).Host) && Loopback(HostOf(spec.Raft)) && (spec.RaftListen is null || Loopback(HostOf(spec.RaftListen)));
     }
 
     /// <summary>Starts every node that is not running.</summary>
