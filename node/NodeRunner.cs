@@ -208,6 +208,20 @@ public static partial class NodeRunner
             return ConfigurationExitCode;
         }
 
+        // So is its chain id: every header and commitment is computed for it, and a node configured with another one
+        // would compute other commitments for the same batches (seen with a mistyped --chain-id on a restart: the node
+        // followed the leader, stored commitments for chain 3, and its L1 watcher found the contract's differing).
+        if (raft.State.StoredChainId is { } stored && stored != options.ChainId)
+        {
+            LogChainMismatch(logger, options.DataDir, stored, options.ChainId);
+            return ConfigurationExitCode;
+        }
+
+        raft.State.ForeignGenesis += chainId =>
+        {
+            LogForeignGenesis(logger, chainId, options.ChainId);
+            Fatal(new InvalidOperationException($"the log's genesis entry is for chain {chainId}, this node is configured with --chain-id {options.ChainId}"));
+        };
         raft.State.GenesisApplied += mode =>
         {
             if (mode != options.Validation)
@@ -435,6 +449,12 @@ public static partial class NodeRunner
     }
 
     // The WAL (DotNext's IntegrityException is an IOException), the store, or their invariants found damage on disk.
+    [LoggerMessage(EventId = 41, Level = LogLevel.Critical, Message = "The chain in {DataDir} is chain {Stored} (its genesis entry, or its headers), but this node is configured with --chain-id {Configured}: every commitment it computed would differ from the other members'. Start it with --chain-id {Stored}, or give it a fresh data directory for a new chain")]
+    private static partial void LogChainMismatch(ILogger logger, string dataDir, ulong stored, ulong configured);
+
+    [LoggerMessage(EventId = 42, Level = LogLevel.Critical, Message = "The log's genesis entry is for chain {Logged}, but this node is configured with --chain-id {Configured}: the node stops rather than compute commitments for another chain. Either this node is misconfigured (start it with --chain-id {Logged}), or the member that proposed the genesis is (the members must agree on the chain id before a chain starts)")]
+    private static partial void LogForeignGenesis(ILogger logger, ulong logged, ulong configured);
+
     [LoggerMessage(EventId = 40, Level = LogLevel.Critical, Message = "The chain in {DataDir} validates txs as {Logged} (its genesis entry), but this node is configured with --validation {Configured}: it refuses to apply under other rules. Start it with --validation {Logged}, or give it a fresh data directory for a new chain")]
     private static partial void LogValidationMismatch(ILogger logger, string dataDir, string logged, string configured);
 

@@ -27,6 +27,26 @@ public sealed partial class AppliedState : IAccountLookup
     /// <summary>Raised (under no lock) when a genesis entry is applied: the chain's validation mode from the log.</summary>
     public event Action<ValidationMode>? GenesisApplied;
 
+    /// <summary>
+    /// Raised (under no lock) when the log's first genesis entry names a chain id other than this node's: the entry is
+    /// ignored, as on every node, and the node (misconfigured, or in another consortium's cluster) must not go on applying
+    /// batches whose commitments it would compute for the wrong chain.
+    /// </summary>
+    public event Action<ulong>? ForeignGenesis;
+
+    /// <summary>
+    /// The chain id this node's store was made for: its genesis entry's, or for a chain ordered without one, its newest
+    /// header's; null when the store holds neither.
+    /// </summary>
+    public ulong? StoredChainId
+    {
+        get
+        {
+            lock (gate)
+                return genesis?.ChainId ?? lastHeader?.ChainId;
+        }
+    }
+
     /// <summary>The chain's validation mode from its genesis entry; null before it (a chain that has ordered without one is opaque).</summary>
     public ValidationMode? Validation
     {
@@ -79,6 +99,9 @@ public sealed partial class AppliedState : IAccountLookup
 
     // A genesis entry fixes the rules once, before the first batch. A second one, or one after batches were ordered
     // without one (an opaque chain from before genesis entries), is ignored on every node alike.
+    // The chain id of a first genesis entry that named another chain, until Apply raises ForeignGenesis. Guarded by gate.
+    private ulong? foreignGenesis;
+
     private ValidationMode? ApplyGenesisLocked(GenesisCommand command)
     {
         if (!Enum.IsDefined((ValidationMode)command.ValidationMode))
@@ -104,6 +127,7 @@ public sealed partial class AppliedState : IAccountLookup
         if (command.ChainId != chain.ChainId)
         {
             LogGenesisIgnored(logger, command.ValidationMode, $"it names chain {command.ChainId}, this node sequences chain {chain.ChainId}");
+            foreignGenesis = command.ChainId;
             return null;
         }
 

@@ -451,6 +451,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
 
         ValidationMode? genesisApplied = null;
+        ulong? foreignChain = null;
         LedgerEffects? signing = null;
         ulong coveredFrom = 0;
         lock (gate)
@@ -474,7 +475,10 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             if (command is L1ProgressCommand progress)
                 ApplyL1ProgressLocked(progress, index);
             else if (command is GenesisCommand genesisCommand)
+            {
                 genesisApplied = ApplyGenesisLocked(genesisCommand);
+                (foreignChain, foreignGenesis) = (foreignGenesis, null);
+            }
             else if (command is not (null or SnapshotMarkCommand or BatchCommand { Session: null, Signatures: null or { Count: 0 }, Sessions: null or { Count: 0 } }))
                 (signing, coveredFrom) = ApplySigningLocked(command, index, stored?.Header);
 
@@ -489,6 +493,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
         if (genesisApplied is { } mode)
             GenesisApplied?.Invoke(mode);
+        if (foreignChain is { } foreign)
+            ForeignGenesis?.Invoke(foreign);
         if (result is not null)
             Applied?.Invoke(new AppliedEvent(stored, result.Outcomes));
         if (signing is not null)

@@ -235,6 +235,20 @@ public sealed class EthereumModeTests
             Assert.Equal(2, wrong.ExitCode);
             Assert.Contains("refuses to apply under other rules", wrong.Tail(40), StringComparison.Ordinal);
         }
+
+        // So does a node told another chain id (a mistyped --chain-id on a restart once followed the leader, computing
+        // and storing commitments for the wrong chain).
+        arguments = test.Cluster.Node(3).Arguments.ToList();
+        arguments[arguments.IndexOf("--chain-id") + 1] = "3";
+        await using (var wrong = new NodeProcess(NodeBinary.Locate(), test.Cluster.Node(3).Spec, arguments))
+        {
+            wrong.Start();
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+            while (wrong.IsRunning && DateTime.UtcNow < deadline)
+                await Task.Delay(100);
+            Assert.Equal(2, wrong.ExitCode);
+            Assert.Contains("is configured with --chain-id 3", wrong.Tail(40), StringComparison.Ordinal);
+        }
     }
 
     private static (int, string?) Code((int Status, JsonElement Body) answer)

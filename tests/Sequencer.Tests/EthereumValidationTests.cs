@@ -268,6 +268,48 @@ public sealed class EthereumAppliedStateTests
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => retry.WaitAsync(TimeSpan.FromSeconds(10)));
     }
 
+    /// <summary>
+    /// The chain id fixes every commitment. A first genesis entry for another chain is ignored, as on every node, and
+    /// raises <c>ForeignGenesis</c> (the node stops: it is misconfigured, or the members disagree); the store's chain id
+    /// (its genesis, else its newest header) is what a node checks its configuration against at start.
+    /// </summary>
+    [Fact]
+    public async Task AGenesisForAnotherChain_IsIgnored_AndRaisesForeignGenesis_AndTheStoredChainIdComesFromGenesisOrHeaders()
+    {
+        var store = new Sequencer.Core.Storage.InMemoryBatchStore();
+        var foreign = new List<ulong>();
+        await using (var state = Open(store))
+        {
+            state.ForeignGenesis += foreign.Add;
+            Assert.Null(state.StoredChainId);
+            await state.ApplyAsync(new GenesisCommand { ChainId = 3, ValidationMode = (byte)ValidationMode.Opaque }, 1, 1, CancellationToken.None);
+            Assert.Equal([3UL], foreign);
+            Assert.False(state.HasGenesis);
+            Assert.Null(state.StoredChainId);
+
+            // The node's own chain's genesis is applied; a later one for another chain is a second genesis, ignored quietly.
+            await state.ApplyAsync(new GenesisCommand { ChainId = 1, ValidationMode = (byte)ValidationMode.Opaque }, 2, 1, CancellationToken.None);
+            await state.ApplyAsync(new GenesisCommand { ChainId = 3, ValidationMode = (byte)ValidationMode.Opaque }, 3, 1, CancellationToken.None);
+            Assert.Equal([3UL], foreign);
+            Assert.Equal(1UL, state.StoredChainId);
+            await state.FlushAsync(CancellationToken.None);
+        }
+
+        await using (var reopened = Open(store))
+            Assert.Equal(1UL, reopened.StoredChainId);
+
+        // A chain ordered without a genesis entry: its headers name the chain.
+        var old = new Sequencer.Core.Storage.InMemoryBatchStore();
+        await using (var state = Open(old))
+        {
+            await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5, Txs = [[0x01]] }, 1, 1, CancellationToken.None);
+            await state.FlushAsync(CancellationToken.None);
+        }
+
+        await using (var reopened = Open(old))
+            Assert.Equal(1UL, reopened.StoredChainId);
+    }
+
     [Fact]
     public async Task GenesisAndAccounts_SurviveAReopen_AndASnapshotInstall_AndDropConflictsAlike()
     {
