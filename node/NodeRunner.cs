@@ -217,10 +217,10 @@ public static partial class NodeRunner
             return ConfigurationExitCode;
         }
 
-        raft.State.ForeignGenesis += chainId =>
+        raft.State.ForeignChain += chainId =>
         {
-            LogForeignGenesis(logger, chainId, options.ChainId);
-            Fatal(new InvalidOperationException($"the log's genesis entry is for chain {chainId}, this node is configured with --chain-id {options.ChainId}"));
+            LogForeignChain(logger, chainId, options.ChainId);
+            Fatal(new InvalidOperationException($"the log is of chain {chainId}, this node is configured with --chain-id {options.ChainId}"));
         };
         raft.State.GenesisApplied += mode =>
         {
@@ -452,8 +452,8 @@ public static partial class NodeRunner
     [LoggerMessage(EventId = 41, Level = LogLevel.Critical, Message = "The chain in {DataDir} is chain {Stored} (its genesis entry, or its headers), but this node is configured with --chain-id {Configured}: every commitment it computed would differ from the other members'. Start it with --chain-id {Stored}, or give it a fresh data directory for a new chain")]
     private static partial void LogChainMismatch(ILogger logger, string dataDir, ulong stored, ulong configured);
 
-    [LoggerMessage(EventId = 42, Level = LogLevel.Critical, Message = "The log's genesis entry is for chain {Logged}, but this node is configured with --chain-id {Configured}: the node stops rather than compute commitments for another chain. Either this node is misconfigured (start it with --chain-id {Logged}), or the member that proposed the genesis is (the members must agree on the chain id before a chain starts)")]
-    private static partial void LogForeignGenesis(ILogger logger, ulong logged, ulong configured);
+    [LoggerMessage(EventId = 42, Level = LogLevel.Critical, Message = "The log (its genesis entry, or a snapshot the leader sent) is of chain {Logged}, but this node is configured with --chain-id {Configured}: the node stops rather than compute commitments for another chain. Either this node is misconfigured (start it with --chain-id {Logged}), or the member that proposed the genesis is (the members must agree on the chain id before a chain starts)")]
+    private static partial void LogForeignChain(ILogger logger, ulong logged, ulong configured);
 
     [LoggerMessage(EventId = 40, Level = LogLevel.Critical, Message = "The chain in {DataDir} validates txs as {Logged} (its genesis entry), but this node is configured with --validation {Configured}: it refuses to apply under other rules. Start it with --validation {Logged}, or give it a fresh data directory for a new chain")]
     private static partial void LogValidationMismatch(ILogger logger, string dataDir, string logged, string configured);

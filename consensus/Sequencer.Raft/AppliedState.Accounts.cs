@@ -28,11 +28,11 @@ public sealed partial class AppliedState : IAccountLookup
     public event Action<ValidationMode>? GenesisApplied;
 
     /// <summary>
-    /// Raised (under no lock) when the log's first genesis entry names a chain id other than this node's: the entry is
-    /// ignored, as on every node, and the node (misconfigured, or in another consortium's cluster) must not go on applying
-    /// batches whose commitments it would compute for the wrong chain.
+    /// Raised (under no lock) when the log names a chain id other than this node's: its first genesis entry (ignored, as
+    /// on every node), or a snapshot sent to this node (refused). The node, misconfigured or in another consortium's
+    /// cluster, must not go on applying batches whose commitments it would compute for the wrong chain.
     /// </summary>
-    public event Action<ulong>? ForeignGenesis;
+    public event Action<ulong>? ForeignChain;
 
     /// <summary>
     /// The chain id this node's store was made for: its genesis entry's, or for a chain ordered without one, its newest
@@ -99,7 +99,7 @@ public sealed partial class AppliedState : IAccountLookup
 
     // A genesis entry fixes the rules once, before the first batch. A second one, or one after batches were ordered
     // without one (an opaque chain from before genesis entries), is ignored on every node alike.
-    // The chain id of a first genesis entry that named another chain, until Apply raises ForeignGenesis. Guarded by gate.
+    // The chain id of a first genesis entry that named another chain, until Apply raises ForeignChain. Guarded by gate.
     private ulong? foreignGenesis;
 
     private ValidationMode? ApplyGenesisLocked(GenesisCommand command)

@@ -61,7 +61,11 @@ public sealed partial class AppliedState
         if (header.Index != index || header.Term != term)
             throw new LogFormatException($"snapshot header names index {header.Index} term {header.Term}, the log entry {index} term {term}");
         if (header.ChainId != chain.ChainId)
+        {
+            ForeignChain?.Invoke(header.ChainId);
             throw new LogFormatException($"snapshot is of chain {header.ChainId}, this node sequences chain {chain.ChainId}: the members are misconfigured");
+        }
+
         InstallGenesis(header.ValidationMode);
 
         BatchHeader? previous;

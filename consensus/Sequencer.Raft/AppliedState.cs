@@ -494,7 +494,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         if (genesisApplied is { } mode)
             GenesisApplied?.Invoke(mode);
         if (foreignChain is { } foreign)
-            ForeignGenesis?.Invoke(foreign);
+            ForeignChain?.Invoke(foreign);
         if (result is not null)
             Applied?.Invoke(new AppliedEvent(stored, result.Outcomes));
         if (signing is not null)

@@ -202,8 +202,8 @@ public sealed class EthereumAppliedStateTests
 {
     private static readonly SequencerLimits Limits = new() { PersistGroupBatches = 4, MaxUnpersistedBatches = 16, PersistIntervalMs = 10_000 };
 
-    private static Sequencer.Raft.AppliedState Open(Sequencer.Core.Storage.IBatchStore store, long retained = 0)
-        => new(store, new ChainParameters(1, 0), Limits, new Sequencer.Raft.WalRetention(retained, long.MaxValue),
+    private static Sequencer.Raft.AppliedState Open(Sequencer.Core.Storage.IBatchStore store, long retained = 0, ulong chainId = 1)
+        => new(store, new ChainParameters(chainId, 0), Limits, new Sequencer.Raft.WalRetention(retained, long.MaxValue),
             new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)),
             Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, rulesFor: (mode, chain) => mode == ValidationMode.Ethereum ? new EthereumTxRules(chain) : null);
 
@@ -270,17 +270,17 @@ public sealed class EthereumAppliedStateTests
 
     /// <summary>
     /// The chain id fixes every commitment. A first genesis entry for another chain is ignored, as on every node, and
-    /// raises <c>ForeignGenesis</c> (the node stops: it is misconfigured, or the members disagree); the store's chain id
+    /// raises <c>ForeignChain</c> (the node stops: it is misconfigured, or the members disagree); the store's chain id
     /// (its genesis, else its newest header) is what a node checks its configuration against at start.
     /// </summary>
     [Fact]
-    public async Task AGenesisForAnotherChain_IsIgnored_AndRaisesForeignGenesis_AndTheStoredChainIdComesFromGenesisOrHeaders()
+    public async Task AGenesisForAnotherChain_IsIgnored_AndRaisesForeignChain_AndTheStoredChainIdComesFromGenesisOrHeaders()
     {
         var store = new Sequencer.Core.Storage.InMemoryBatchStore();
         var foreign = new List<ulong>();
         await using (var state = Open(store))
         {
-            state.ForeignGenesis += foreign.Add;
+            state.ForeignChain += foreign.Add;
             Assert.Null(state.StoredChainId);
             await state.ApplyAsync(new GenesisCommand { ChainId = 3, ValidationMode = (byte)ValidationMode.Opaque }, 1, 1, CancellationToken.None);
             Assert.Equal([3UL], foreign);
@@ -306,8 +306,22 @@ public sealed class EthereumAppliedStateTests
             await state.FlushAsync(CancellationToken.None);
         }
 
+        (byte[] Bytes, long Index, long Term) snapshot;
         await using (var reopened = Open(old))
+        {
             Assert.Equal(1UL, reopened.StoredChainId);
+            snapshot = await SnapshotOf(reopened);
+        }
+
+        // A snapshot of chain 1 sent to a node of chain 3 (an empty one, configured with another --chain-id) is
+        // refused, and raises ForeignChain: before, the install failed on every attempt while the node stayed up, and
+        // the leader resent it for ever.
+        await using var other = Open(new Sequencer.Core.Storage.InMemoryBatchStore(), chainId: 3);
+        var told = new List<ulong>();
+        other.ForeignChain += told.Add;
+        await Assert.ThrowsAsync<Sequencer.Core.Encoding.LogFormatException>(() => other.InstallSnapshotAsync(new MemoryStream(snapshot.Bytes), snapshot.Index, snapshot.Term, CancellationToken.None));
+        Assert.Equal([1UL], told);
+        Assert.Null(other.StoredChainId);
     }
 
     [Fact]
