@@ -45,7 +45,8 @@ public sealed record LocalClusterOptions
 
     /// <summary>
     /// Mutual TLS among the nodes (DESIGN section 5): the consortium's certificates under <c>DataRoot/certs</c> (made
-    /// when missing) and an internal listener per node. False runs the nodes without identities (they warn).
+    /// when missing) and an internal listener per node. False runs the nodes without identities (they warn), and on
+    /// addresses other than loopback with <c>--insecure-plaintext</c>.
     /// </summary>
     public bool MutualTls { get; init; } = true;
 
@@ -128,7 +129,7 @@ public sealed class LocalCluster : IAsyncDisposable
             if (certificates is not null)
                 arguments.AddRange(["--certs", certificates]);
             else if (specs.Any(s => !IsLoopback(s)))
-                arguments.Add("--insecure-plaintext"); // a test network of our own (the chaos harness's host mode)
+                arguments.Add("--insecure-plaintext"); // the caller chose no identities on a network of its own
             if (options.KeysDirectory is { } keys)
             {
                 arguments.AddRange(["--group-key", Path.Combine(keys, "group.json")]);
