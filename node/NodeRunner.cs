@@ -156,6 +156,7 @@ public static partial class NodeRunner
         {
             var refusals = throttledLogs.CreateLogger("Sequencer.Node.Security");
             identity.Refused = line => LogRefusedPeer(refusals, line);
+            identity.Noticed = line => LogRevocationList(logger, line);
             foreach (var warning in identity.Warnings)
                 LogRefusedPeer(logger, warning);
         }
@@ -449,6 +450,9 @@ public static partial class NodeRunner
     }
 
     // The WAL (DotNext's IntegrityException is an IOException), the store, or their invariants found damage on disk.
+    [LoggerMessage(EventId = 43, Level = LogLevel.Warning, Message = "Identity check: {Line}")]
+    private static partial void LogRevocationList(ILogger logger, string line);
+
     [LoggerMessage(EventId = 41, Level = LogLevel.Critical, Message = "The chain in {DataDir} is chain {Stored} (its genesis entry, or its headers), but this node is configured with --chain-id {Configured}: every commitment it computed would differ from the other members'. Start it with --chain-id {Stored}, or give it a fresh data directory for a new chain")]
     private static partial void LogChainMismatch(ILogger logger, string dataDir, ulong stored, ulong configured);
 

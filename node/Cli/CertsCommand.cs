@@ -41,6 +41,48 @@ public static class CertsCommand
                 return Fail(e.Message);
             }
         });
+        command.Subcommands.Add(CreateRevoke());
+        return command;
+    }
+
+    // certs revoke: puts a member's certificate on the revocation list of a certificates directory.
+    private static Command CreateRevoke()
+    {
+        var directory = new Option<string>("--out") { Description = "The certificates directory.", DefaultValueFactory = _ => "certs" };
+        var member = new Option<int>("--member") { Description = "The member whose certificate (node-N.crt in the directory) is revoked.", Required = true };
+        var command = new Command("revoke", $"Put a member's certificate on the revocation list ({ConsortiumCertificates.RevokedFile}) of a certificates directory. Copy the file into every node's certificates directory: each node rereads it within a second and refuses the certificate on every internal request and every new connection (restart a node to cut its open Raft connections at once). The member needs a new certificate (certs --members, after moving its old files away) pinned on every node to rejoin.")
+        {
+            directory, member,
+        };
+        command.SetAction(result =>
+        {
+            var id = result.GetValue(member);
+            var path = Path.GetFullPath(result.GetValue(directory)!);
+            var certificateFile = Path.Combine(path, ConsortiumCertificates.CertificateFile(id));
+            if (!File.Exists(certificateFile))
+                return Fail($"{certificateFile} does not exist");
+            try
+            {
+                using var certificate = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(File.ReadAllText(certificateFile));
+                var thumbprint = certificate.GetCertHashString(System.Security.Cryptography.HashAlgorithmName.SHA256);
+                var listFile = Path.Combine(path, ConsortiumCertificates.RevokedFile);
+                var lines = File.Exists(listFile) ? File.ReadAllLines(listFile).ToList() : [];
+                if (ConsortiumCertificates.ParseRevoked(lines).Contains(thumbprint))
+                {
+                    Console.WriteLine($"certs: member {id}'s certificate ({thumbprint}) is on {listFile} already");
+                    return 0;
+                }
+
+                lines.Add($"{thumbprint}  # member {id.ToString(CultureInfo.InvariantCulture)} ({certificate.Subject}), revoked {DateTimeOffset.UtcNow:yyyy-MM-ddTHH:mm:ssZ}");
+                Sequencer.Core.Storage.DurableFiles.WriteAllText(listFile, string.Join('\n', lines) + "\n", secret: false);
+                Console.WriteLine($"certs: member {id}'s certificate ({thumbprint}) is on {listFile}; copy it into every node's certificates directory (each rereads it within a second)");
+                return 0;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or System.Security.Cryptography.CryptographicException)
+            {
+                return Fail(e.Message);
+            }
+        });
         return command;
     }
 

@@ -13,22 +13,35 @@ namespace Sequencer.Node.Security;
 /// This node's identity in the consortium and the pinned identities of every member (DESIGN section 5): the CA, this
 /// node's certificate and identity key, and every member's certificate. It authenticates peers for mutual TLS on the
 /// Raft port and the internal listener: a peer is accepted only with a certificate that is currently valid, issued by
-/// the consortium's CA, and byte for byte the certificate pinned for one of the configured members.
+/// the consortium's CA, byte for byte the certificate pinned for one of the configured members, and not on the
+/// revocation list (<see cref="ConsortiumCertificates.RevokedFile"/> in the certificates directory, reread within a
+/// second of a change: every internal request and every new connection is checked against it at once).
 /// </summary>
 public sealed class ClusterIdentity : IDisposable
 {
     private readonly X509Certificate2 ca;
     private readonly Dictionary<string, int> membersByThumbprint;
+    private readonly Dictionary<int, string> pinnedThumbprints;
     private readonly TimeProvider time;
 
-    private ClusterIdentity(int selfId, X509Certificate2 ca, X509Certificate2 certificate, IReadOnlyDictionary<int, X509Certificate2> members, TimeProvider time)
+    // The revocation list: its path, the thumbprints it names, and what the file looked like when read (so a change is
+    // noticed), checked at most once a second.
+    private readonly string revokedPath;
+    private volatile HashSet<string> revoked = new(StringComparer.Ordinal);
+    private (DateTime Written, long Length) revokedSeen;
+    private long revokedCheckedAt;
+    private readonly Lock revokedGate = new();
+
+    private ClusterIdentity(string directory, int selfId, X509Certificate2 ca, X509Certificate2 certificate, IReadOnlyDictionary<int, X509Certificate2> members, TimeProvider time)
     {
+        revokedPath = Path.Combine(directory, ConsortiumCertificates.RevokedFile);
         SelfId = selfId;
         this.ca = ca;
         Certificate = certificate;
         Members = members;
         this.time = time;
         membersByThumbprint = members.ToDictionary(m => Thumbprint(m.Value), m => m.Key, StringComparer.Ordinal);
+        pinnedThumbprints = membersByThumbprint.ToDictionary(m => m.Value, m => m.Key);
     }
 
     /// <summary>This node's member id.</summary>
@@ -42,6 +55,27 @@ public sealed class ClusterIdentity : IDisposable
 
     /// <summary>Called with a line for every refused peer (give it a throttled logger: a stranger may keep trying).</summary>
     public Action<string>? Refused { get; set; }
+
+    /// <summary>Called with a line when the revocation list changes, or cannot be read (then the previous list stays).</summary>
+    public Action<string>? Noticed { get; set; }
+
+    /// <summary>True when member <paramref name="member"/>'s pinned certificate is on the revocation list.</summary>
+    public bool IsRevoked(int member)
+    {
+        RefreshRevoked();
+        return pinnedThumbprints.TryGetValue(member, out var thumbprint) && revoked.Contains(thumbprint);
+    }
+
+    /// <summary>The members whose pinned certificate is revoked.</summary>
+    public IReadOnlyList<int> RevokedMembers
+    {
+        get
+        {
+            RefreshRevoked();
+            var list = revoked;
+            return [.. RevokedMembersOf(list)];
+        }
+    }
 
     /// <summary>
     /// Loads the identities from a certificates directory (<see cref="ConsortiumCertificates"/>): the CA, this node's
@@ -80,14 +114,24 @@ public sealed class ClusterIdentity : IDisposable
             throw new InvalidDataException($"node {selfId} is not among the members");
         if (!own.RawDataMemory.Span.SequenceEqual(ownPinned.RawDataMemory.Span))
             throw new InvalidDataException($"node {selfId}'s certificate differs from the one pinned for it");
-        var identity = new ClusterIdentity(selfId, ca, own, pinned, time);
+        var identity = new ClusterIdentity(directory, selfId, ca, own, pinned, time);
+        // A revocation list that cannot be read stops the node at start (later, a bad edit keeps the list it had).
+        identity.ReadRevoked(strict: true);
+        identity.revokedCheckedAt = time.GetTimestamp();
+        foreach (var id in identity.RevokedMembers.Where(id => id != selfId))
+            identity.warnings.Add($"member {id}'s certificate is on the revocation list ({ConsortiumCertificates.RevokedFile}): it is refused");
+
         var now = time.GetUtcNow().UtcDateTime;
         foreach (var (id, certificate) in pinned)
         {
             // Another member's expired (or not yet valid) certificate is that member's problem: it is refused when it
             // connects, and this node starts with a warning. Its own, or one the CA did not issue, is a configuration error.
+            // So is another member's revoked certificate (its own stops the node: every member with the list refuses it).
             var outsideValidity = now < certificate.NotBefore.ToUniversalTime() || now > certificate.NotAfter.ToUniversalTime();
-            var problem = outsideValidity && id != selfId ? identity.CheckIssuer(certificate, certificate.NotAfter.ToUniversalTime().AddSeconds(-1)) : identity.Check(certificate);
+            var revoked = identity.revoked.Contains(Thumbprint(certificate));
+            var problem = (outsideValidity || revoked) && id != selfId
+                ? identity.CheckIssuer(certificate, outsideValidity ? certificate.NotAfter.ToUniversalTime().AddSeconds(-1) : now)
+                : identity.Check(certificate);
             if (problem is not null)
                 throw new InvalidDataException($"member {id}'s certificate ({ConsortiumCertificates.CertificateFile(id)}): {problem}");
             if (outsideValidity)
@@ -115,6 +159,7 @@ public sealed class ClusterIdentity : IDisposable
         var certificate = owned ?? (X509Certificate2)presented;
         var thumbprint = Thumbprint(certificate);
         var now = time.GetUtcNow();
+        RefreshRevoked();
 
         // A member's certificate, once checked, is trusted for a minute (and never past its expiry): the internal
         // listener checks every request, and building the chain each time would cost more than the request.
@@ -142,8 +187,58 @@ public sealed class ClusterIdentity : IDisposable
             return "the certificate is not valid yet";
         if (now > certificate.NotAfter.ToUniversalTime())
             return $"the certificate expired on {certificate.NotAfter.ToUniversalTime():u}";
-        return CheckIssuer(certificate, now) ?? (membersByThumbprint.ContainsKey(Thumbprint(certificate)) ? null : "the certificate is not pinned for any member");
+        var thumbprint = Thumbprint(certificate);
+        if (revoked.Contains(thumbprint))
+            return $"the certificate is revoked ({ConsortiumCertificates.RevokedFile}, thumbprint {thumbprint})";
+        return CheckIssuer(certificate, now) ?? (membersByThumbprint.ContainsKey(thumbprint) ? null : "the certificate is not pinned for any member");
     }
+
+    // Rereads the revocation list when the file changed (checked at most once a second); a changed list empties the
+    // cache of accepted certificates, so a revoked member is refused at its next request.
+    private void RefreshRevoked()
+    {
+        var now = time.GetTimestamp();
+        if (time.GetElapsedTime(Interlocked.Read(ref revokedCheckedAt), now) < TimeSpan.FromSeconds(1))
+            return;
+        lock (revokedGate)
+        {
+            Interlocked.Exchange(ref revokedCheckedAt, now);
+            ReadRevoked(strict: false);
+        }
+    }
+
+    private void ReadRevoked(bool strict)
+    {
+        (DateTime, long) seen;
+        HashSet<string> list;
+        try
+        {
+            var file = new FileInfo(revokedPath);
+            seen = file.Exists ? (file.LastWriteTimeUtc, file.Length) : default;
+            if (seen == revokedSeen && !strict)
+                return;
+            list = file.Exists ? ConsortiumCertificates.ParseRevoked(File.ReadAllLines(revokedPath)) : new HashSet<string>(StringComparer.Ordinal);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+        {
+            if (strict)
+                throw new InvalidDataException($"{revokedPath}: {e.Message}", e);
+            Noticed?.Invoke($"the revocation list {revokedPath} cannot be read ({e.Message}): the previous list ({revoked.Count} certificates) stays in force");
+            return;
+        }
+
+        var changed = !list.SetEquals(revoked);
+        revokedSeen = seen;
+        revoked = list;
+        if (changed)
+        {
+            accepted.Clear();
+            if (!strict)
+                Noticed?.Invoke($"the revocation list {revokedPath} now names {list.Count} certificates; revoked members: [{string.Join(", ", RevokedMembersOf(list))}]");
+        }
+    }
+
+    private IEnumerable<int> RevokedMembersOf(HashSet<string> list) => membersByThumbprint.Where(m => list.Contains(m.Key)).Select(m => m.Value).Order();
 
     // Why the CA did not issue the certificate (as of the time given), or null.
     private string? CheckIssuer(X509Certificate2 certificate, DateTime at)

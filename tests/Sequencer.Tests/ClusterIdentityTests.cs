@@ -171,6 +171,76 @@ public sealed class ClusterIdentityTests : IDisposable
         }, token);
     }
 
+    /// <summary>
+    /// A member's certificate can be revoked without re-pinning (which needs a new certificate for it): the revocation
+    /// list in the certificates directory (<c>certs revoke</c> writes it) is read at start and reread within a second of
+    /// a change; a listed certificate is refused at once, even one accepted a moment before, and a list that cannot be
+    /// parsed stops a starting node but leaves a running one with the list it had.
+    /// </summary>
+    [Fact]
+    public async Task ARevokedCertificate_IsRefused_AtStartAndWithinASecondOfAChange_AndABadEditKeepsTheListInForce()
+    {
+        ConsortiumCertificates.Create(directory, [1, 2, 3], ["127.0.0.1"], TimeSpan.FromDays(30));
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var identity = ClusterIdentity.Load(directory, 1, [1, 2, 3], time);
+        Assert.Empty(identity.Warnings);
+        var refusals = new List<string>();
+        var notices = new List<string>();
+        identity.Refused = refusals.Add;
+        identity.Noticed = notices.Add;
+        Assert.Equal(2, identity.Identify(Certificate(directory, 2), "test"));
+        Assert.Equal(3, identity.Identify(Certificate(directory, 3), "test"));
+
+        // `certs revoke --member 2` lists member 2's certificate; the next request within the second still passes (the
+        // file is looked at once a second), and the first after it is refused, though the certificate was accepted.
+        var list = Path.Combine(directory, ConsortiumCertificates.RevokedFile);
+        Assert.Equal(0, Sequencer.Node.Cli.CertsCommand.Create().Parse(["revoke", "--out", directory, "--member", "2"]).Invoke());
+        var thumbprint = Certificate(directory, 2).GetCertHashString(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        Assert.StartsWith(thumbprint, File.ReadAllText(list), StringComparison.Ordinal);
+        Assert.Equal(0, Sequencer.Node.Cli.CertsCommand.Create().Parse(["revoke", "--out", directory, "--member", "2"]).Invoke());
+        Assert.Single(File.ReadAllLines(list));
+        Assert.Equal(2, identity.Identify(Certificate(directory, 2), "test"));
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Null(identity.Identify(Certificate(directory, 2), "test"));
+        Assert.Contains(refusals, r => r.Contains("revoked", StringComparison.Ordinal) && r.Contains(thumbprint, StringComparison.Ordinal));
+        Assert.False(identity.IsMember(Certificate(directory, 2), 2, "test"));
+        Assert.Equal(3, identity.Identify(Certificate(directory, 3), "test"));
+        Assert.Equal([2], identity.RevokedMembers);
+        Assert.True(identity.IsRevoked(2));
+        Assert.False(identity.IsRevoked(3));
+        Assert.Contains(notices, n => n.Contains("revoked members: [2]", StringComparison.Ordinal));
+
+        // Nothing is sent to a revoked member (a pooled connection to it was checked only when it was made).
+        using (var clients = new MemberHttpClients(identity, () => new System.Net.Http.SocketsHttpHandler()))
+        {
+            var refused = await Assert.ThrowsAsync<HttpRequestException>(() => clients.For(2).GetAsync(new Uri("https://127.0.0.1:9/internal")));
+            Assert.Contains("member 2's certificate is revoked", refused.Message, StringComparison.Ordinal);
+        }
+
+        // A bad edit (a line that is no thumbprint) keeps the list in force, says so, and a starting node refuses it.
+        File.AppendAllText(list, "not a thumbprint\n");
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Null(identity.Identify(Certificate(directory, 2), "test"));
+        Assert.Contains(notices, n => n.Contains("cannot be read", StringComparison.Ordinal) && n.Contains("previous list", StringComparison.Ordinal));
+        var bad = Assert.Throws<InvalidDataException>(() => ClusterIdentity.Load(directory, 1, [1, 2, 3], time));
+        Assert.Contains("line 2", bad.Message, StringComparison.Ordinal);
+
+        // Lifting the revocation (the line removed; comments, colons and case do not matter) lets the member back in.
+        File.WriteAllText(list, "# lifted\n" + string.Join(':', thumbprint.ToLowerInvariant().Chunk(2).Select(c => new string(c))) + "  # member 2, with colons, in lower case\n");
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Null(identity.Identify(Certificate(directory, 2), "test"));
+        File.WriteAllText(list, "# nothing revoked\n");
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(2, identity.Identify(Certificate(directory, 2), "test"));
+        Assert.Empty(identity.RevokedMembers);
+
+        // A node started with a member revoked warns about it; the revoked member itself does not start.
+        File.WriteAllText(list, thumbprint + "\n");
+        using var restarted = ClusterIdentity.Load(directory, 1, [1, 2, 3], time);
+        Assert.Contains("member 2", Assert.Single(restarted.Warnings), StringComparison.Ordinal);
+        Assert.Contains("revoked", Assert.Throws<InvalidDataException>(() => ClusterIdentity.Load(directory, 2, [1, 2, 3], time)).Message, StringComparison.Ordinal);
+    }
+
     private static X509Certificate2 Certificate(string directory, int id)
         => X509Certificate2.CreateFromPem(File.ReadAllText(Path.Combine(directory, ConsortiumCertificates.CertificateFile(id))));
 

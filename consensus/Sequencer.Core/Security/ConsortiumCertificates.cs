@@ -24,6 +24,13 @@ public static class ConsortiumCertificates
     /// <summary>The CA key's file name.</summary>
     public const string CaKeyFile = "ca.key";
 
+    /// <summary>
+    /// The revocation list beside the pinned certificates (optional): one SHA-256 certificate thumbprint per line (hex,
+    /// colons and case ignored; <c>#</c> starts a comment). A node refuses a listed certificate, and rereads the file
+    /// when it changes.
+    /// </summary>
+    public const string RevokedFile = "revoked.txt";
+
     /// <summary>Member <paramref name="id"/>'s certificate file name.</summary>
     public static string CertificateFile(int id) => $"node-{id.ToString(CultureInfo.InvariantCulture)}.crt";
 
@@ -112,4 +119,27 @@ public static class ConsortiumCertificates
     private static void WritePublic(string path, string pem) => DurableFiles.WriteAllText(path, pem + "\n", secret: false);
 
     private static void WriteSecret(string path, string pem) => DurableFiles.WriteAllText(path, pem + "\n", secret: true);
+
+    /// <summary>
+    /// Reads a revocation list (<see cref="RevokedFile"/>): the thumbprints, upper-case hex without colons.
+    /// </summary>
+    /// <exception cref="InvalidDataException">A line is neither a comment nor a SHA-256 thumbprint.</exception>
+    public static HashSet<string> ParseRevoked(IEnumerable<string> lines)
+    {
+        ArgumentNullException.ThrowIfNull(lines);
+        var revoked = new HashSet<string>(StringComparer.Ordinal);
+        var number = 0;
+        foreach (var line in lines)
+        {
+            number++;
+            var text = (line.IndexOf('#', StringComparison.Ordinal) is >= 0 and var hash ? line[..hash] : line).Replace(":", string.Empty, StringComparison.Ordinal).Trim();
+            if (text.Length == 0)
+                continue;
+            if (text.Length != 64 || !text.All(Uri.IsHexDigit))
+                throw new InvalidDataException($"{RevokedFile} line {number.ToString(CultureInfo.InvariantCulture)} is not a SHA-256 certificate thumbprint (64 hex digits): \"{line.Trim()}\"");
+            revoked.Add(text.ToUpperInvariant());
+        }
+
+        return revoked;
+    }
 }
