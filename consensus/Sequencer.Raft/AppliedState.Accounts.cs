@@ -28,9 +28,11 @@ public sealed partial class AppliedState : IAccountLookup
     public event Action<ValidationMode>? GenesisApplied;
 
     /// <summary>
-    /// Raised (under no lock) when the log names a chain id other than this node's: its first genesis entry (ignored, as
-    /// on every node), or a snapshot sent to this node (refused). The node, misconfigured or in another consortium's
-    /// cluster, must not go on applying batches whose commitments it would compute for the wrong chain.
+    /// Raised (under no lock) when the log names a chain id other than this node's while this node holds no chain yet:
+    /// its first genesis entry (ignored, as on every node), or a snapshot sent to this node (refused). The node,
+    /// misconfigured or in another consortium's cluster, must not go on applying batches whose commitments it would
+    /// compute for the wrong chain. A node whose store already holds its configured chain refuses such an entry or
+    /// snapshot and keeps running: the member that sent it is the odd one.
     /// </summary>
     public event Action<ulong>? ForeignChain;
 
@@ -127,7 +129,10 @@ public sealed partial class AppliedState : IAccountLookup
         if (command.ChainId != chain.ChainId)
         {
             LogGenesisIgnored(logger, command.ValidationMode, $"it names chain {command.ChainId}, this node sequences chain {chain.ChainId}");
-            foreignGenesis = command.ChainId;
+            // Only a node with no chain yet stops; one with batches of its configured chain keeps them (the proposer is
+            // the odd one).
+            if (lastHeader is null)
+                foreignGenesis = command.ChainId;
             return null;
         }
 

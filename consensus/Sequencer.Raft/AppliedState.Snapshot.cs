@@ -62,7 +62,10 @@ public sealed partial class AppliedState
             throw new LogFormatException($"snapshot header names index {header.Index} term {header.Term}, the log entry {index} term {term}");
         if (header.ChainId != chain.ChainId)
         {
-            ForeignChain?.Invoke(header.ChainId);
+            // A node with no chain of its own yet cannot tell who is misconfigured, and stops; one whose store is of its
+            // configured chain refuses the snapshot and stays (the leader that sent it is the odd one).
+            if (StoredChainId is null)
+                ForeignChain?.Invoke(header.ChainId);
             throw new LogFormatException($"snapshot is of chain {header.ChainId}, this node sequences chain {chain.ChainId}: the members are misconfigured");
         }
 

@@ -222,33 +222,26 @@ public sealed class EthereumModeTests
         Assert.Equal((409, "nonce_used"), Code(late));
         Assert.Equal(holder, late.Body.GetProperty("conflictsWith").GetString());
 
-        // A node told to apply other rules refuses to start on this chain, and says why.
+        // A node told to apply other rules refuses to start on this chain, and says why. So does a node told another
+        // chain id (a mistyped --chain-id on a restart once followed the leader, computing and storing commitments for
+        // the wrong chain).
         await test.Cluster.Node(3).StopAsync(TimeSpan.FromSeconds(10));
-        var arguments = test.Cluster.Node(3).Arguments.ToList();
-        arguments[arguments.IndexOf("--validation") + 1] = "opaque";
-        await using (var wrong = new NodeProcess(NodeBinary.Locate(), test.Cluster.Node(3).Spec, arguments))
-        {
-            wrong.Start();
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-            while (wrong.IsRunning && DateTime.UtcNow < deadline)
-                await Task.Delay(100);
-            Assert.Equal(2, wrong.ExitCode);
-            Assert.Contains("refuses to apply under other rules", wrong.Tail(40), StringComparison.Ordinal);
-        }
+        await RefusesToStartAsync(test, "--validation", "opaque", "refuses to apply under other rules");
+        await RefusesToStartAsync(test, "--chain-id", "3", "is configured with --chain-id 3");
+    }
 
-        // So does a node told another chain id (a mistyped --chain-id on a restart once followed the leader, computing
-        // and storing commitments for the wrong chain).
-        arguments = test.Cluster.Node(3).Arguments.ToList();
-        arguments[arguments.IndexOf("--chain-id") + 1] = "3";
-        await using (var wrong = new NodeProcess(NodeBinary.Locate(), test.Cluster.Node(3).Spec, arguments))
-        {
-            wrong.Start();
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-            while (wrong.IsRunning && DateTime.UtcNow < deadline)
-                await Task.Delay(100);
-            Assert.Equal(2, wrong.ExitCode);
-            Assert.Contains("is configured with --chain-id 3", wrong.Tail(40), StringComparison.Ordinal);
-        }
+    // Starts node 3 with one option changed, and requires it to exit with code 2 and the reason.
+    private static async Task RefusesToStartAsync(TestCluster test, string option, string value, string reason)
+    {
+        var arguments = test.Cluster.Node(3).Arguments.ToList();
+        arguments[arguments.IndexOf(option) + 1] = value;
+        await using var wrong = new NodeProcess(NodeBinary.Locate(), test.Cluster.Node(3).Spec, arguments);
+        wrong.Start();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (wrong.IsRunning && DateTime.UtcNow < deadline)
+            await Task.Delay(100);
+        Assert.Equal(2, wrong.ExitCode);
+        Assert.Contains(reason, wrong.Tail(40), StringComparison.Ordinal);
     }
 
     private static (int, string?) Code((int Status, JsonElement Body) answer)

@@ -302,7 +302,11 @@ public sealed class EthereumAppliedStateTests
         var old = new Sequencer.Core.Storage.InMemoryBatchStore();
         await using (var state = Open(old))
         {
+            state.ForeignChain += foreign.Add;
             await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5, Txs = [[0x01]] }, 1, 1, CancellationToken.None);
+            // Its batches are of its configured chain: a genesis for another one is ignored, and the node stays.
+            await state.ApplyAsync(new GenesisCommand { ChainId = 3, ValidationMode = (byte)ValidationMode.Opaque }, 2, 1, CancellationToken.None);
+            Assert.Equal([3UL], foreign);
             await state.FlushAsync(CancellationToken.None);
         }
 
@@ -322,6 +326,23 @@ public sealed class EthereumAppliedStateTests
         await Assert.ThrowsAsync<Sequencer.Core.Encoding.LogFormatException>(() => other.InstallSnapshotAsync(new MemoryStream(snapshot.Bytes), snapshot.Index, snapshot.Term, CancellationToken.None));
         Assert.Equal([1UL], told);
         Assert.Null(other.StoredChainId);
+
+        // A node that holds its configured chain already refuses another chain's snapshot and stays: the leader that
+        // sent it is the odd one.
+        var chain3 = new Sequencer.Core.Storage.InMemoryBatchStore();
+        await using (var state = Open(chain3, chainId: 3))
+        {
+            await state.ApplyAsync(new BatchCommand { LeaderTimestampMs = 5, Txs = [[0x03]] }, 1, 1, CancellationToken.None);
+            await state.FlushAsync(CancellationToken.None);
+            snapshot = await SnapshotOf(state);
+        }
+
+        await using var holder = Open(old);
+        holder.ForeignChain += told.Add;
+        var refused = await Assert.ThrowsAsync<Sequencer.Core.Encoding.LogFormatException>(() => holder.InstallSnapshotAsync(new MemoryStream(snapshot.Bytes), snapshot.Index, snapshot.Term, CancellationToken.None));
+        Assert.Contains("snapshot is of chain 3", refused.Message, StringComparison.Ordinal);
+        Assert.Equal([1UL], told);
+        Assert.Equal(1UL, holder.StoredChainId);
     }
 
     [Fact]
