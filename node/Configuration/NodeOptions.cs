@@ -252,22 +252,10 @@ public sealed record NodeOptions
     // API address, which this node's plaintext Raft and forwarded requests would cross), or null.
     private string? PlaintextExposure()
     {
-        static bool Loopback(string host)
-        {
-            host = host.Trim('[', ']');
-            return host == "localhost" || (IPAddress.TryParse(host, out var address) && IPAddress.IsLoopback(address));
-        }
-
-        static string? Host(string? text)
-            => text is null ? null
-                : Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" ? uri.Host
-                : text.LastIndexOf(':') is > 0 and var colon ? text[..colon]
-                : text;
-
         var addresses = new List<(string What, string? Address)> { ("the API address", Api), ("the Raft endpoint", Raft), ("the Raft listen endpoint", RaftListen) };
         foreach (var member in Members)
             addresses.AddRange([($"member {member.Id}'s Raft endpoint", member.Raft), ($"member {member.Id}'s API address", member.Api)]);
-        return addresses.FirstOrDefault(a => Host(a.Address) is { } host && !Loopback(host)) is (var what, { } address) ? $"{what} \"{address}\"" : null;
+        return addresses.FirstOrDefault(a => a.Address is { } text && !Sequencer.Client.Local.ListenPorts.IsLoopbackAddress(text)) is (var what, { } address) ? $"{what} \"{address}\"" : null;
     }
 
     /// <summary>Parses <c>host:port</c> (IPv4, [IPv6] or a host name resolved to its first address).</summary>

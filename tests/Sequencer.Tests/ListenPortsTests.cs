@@ -6,6 +6,20 @@ namespace Sequencer.Tests;
 
 public sealed class ListenPortsTests
 {
+    [Theory]
+    [InlineData("http://127.0.0.1:7101", true)]
+    [InlineData("http://localhost:7101", true)]
+    [InlineData("127.0.0.2:7201", true)]
+    [InlineData("localhost:7201", true)]
+    [InlineData("[::1]:7201", true)]
+    [InlineData("http://[::1]:7101", true)]
+    [InlineData("http://0.0.0.0:7101", false)]
+    [InlineData("10.0.0.3:7203", false)]
+    [InlineData("http://[2001:db8::2]:7102", false)]
+    [InlineData("node3.example:7203", false)]
+    public void IsLoopbackAddress_TakesUrlsAndHostPorts(string address, bool loopback)
+        => Assert.Equal(loopback, ListenPorts.IsLoopbackAddress(address));
+
     [Fact]
     public void Ports_AreDistinct_BindableAndOutsideTheEphemeralRange()
     {

@@ -108,4 +108,18 @@ public static class ListenPorts
             return 32768;
         }
     }
+
+    /// <summary>
+    /// True when <paramref name="address"/> (an http(s) URL, <c>host:port</c> or a bare host) names a loopback host:
+    /// <c>localhost</c> or a loopback IP address. A node without certificates takes only such addresses.
+    /// </summary>
+    public static bool IsLoopbackAddress(string address)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        var host = Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" ? uri.Host
+            : address.LastIndexOf(':') is > 0 and var colon ? address[..colon]
+            : address;
+        host = host.Trim('[', ']');
+        return host == "localhost" || (IPAddress.TryParse(host, out var ip) && IPAddress.IsLoopback(ip));
+    }
 }

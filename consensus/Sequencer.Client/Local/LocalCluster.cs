@@ -147,11 +147,7 @@ public sealed class LocalCluster : IAsyncDisposable
 
     // True when every address of the node is loopback (a node without certificates refuses anything else unless told).
     private static bool IsLoopback(NodeSpec spec)
-    {
-        static bool Loopback(string host) => host == "localhost" || (System.Net.IPAddress.TryParse(host.Trim('[', ']'), out var address) && System.Net.IPAddress.IsLoopback(address));
-        static string HostOf(string endPoint) => endPoint[..Math.Max(0, endPoint.LastIndexOf(':'))];
-        return Loopback(new Uri(spec.Api).Host) && Loopback(HostOf(spec.Raft)) && (spec.RaftListen is null || Loopback(HostOf(spec.RaftListen)));
-    }
+        => ListenPorts.IsLoopbackAddress(spec.Api) && ListenPorts.IsLoopbackAddress(spec.Raft) && (spec.RaftListen is null || ListenPorts.IsLoopbackAddress(spec.RaftListen));
 
     /// <summary>Starts every node that is not running.</summary>
     public void StartAll()
