@@ -11,7 +11,7 @@ namespace Sequencer.Signing;
 /// <param name="GroupKey">The group key of the session's key epoch.</param>
 public sealed record AppliedSession(SigningSession Session, byte[] Message, IReadOnlyList<NonceCommitment> Commitments, ECPoint GroupKey)
 {
-    private readonly Lazy<FrostSession> context = new(() => new FrostSession(GroupKey, Commitments, Message));
+    private readonly Lazy<FrostSession> context = new(() => FrostSession.Shared(GroupKey, Commitments, Message));
 
     /// <summary>
     /// The session's precomputed FROST values (binding factors, R, the challenge), computed once per node and shared by

@@ -37,6 +37,31 @@ public sealed class FrostSession
         lambdas = LagrangeCoefficients([.. commitments.Select(c => c.Identifier)]);
     }
 
+    /// <summary>The most sessions <see cref="Shared"/> keeps (a leader has a few in flight).</summary>
+    private const int SharedCacheSize = 64;
+
+    private static readonly ConcurrentDictionary<string, FrostSession> SharedCache = new();
+
+    /// <summary>
+    /// The session for these inputs, computed once per process: on the leader, its coordinator (which aggregates) and
+    /// its own signer (which signs) each build the session from the same head and commitments, and would otherwise
+    /// each compute the group commitment, a multi-scalar multiplication. Keyed by a SHA-256 of every input.
+    /// </summary>
+    /// <exception cref="ArgumentException">The commitments are not sorted by identifier, or repeat one.</exception>
+    public static FrostSession Shared(ECPoint groupPublicKey, IReadOnlyList<NonceCommitment> commitments, ReadOnlySpan<byte> message)
+    {
+        ArgumentNullException.ThrowIfNull(groupPublicKey);
+        ArgumentNullException.ThrowIfNull(commitments);
+        var key = Convert.ToHexString(SHA256.HashData([.. Secp256k1.SerializeElement(groupPublicKey), .. SHA256.HashData(message), .. Frost.EncodeCommitmentList(commitments)]));
+        if (SharedCache.TryGetValue(key, out var cached))
+            return cached;
+        var session = new FrostSession(groupPublicKey, commitments, message);
+        if (SharedCache.Count >= SharedCacheSize)
+            SharedCache.Clear();
+        SharedCache.TryAdd(key, session);
+        return session;
+    }
+
     /// <summary>The most signer sets whose Lagrange coefficients are kept (a consortium signs with a few sets).</summary>
     private const int LagrangeCacheSize = 256;
 

@@ -38,7 +38,7 @@ public sealed class SessionChannel(NodeOptions options, Func<SignerService?> loc
         if (signer == options.NodeId)
         {
             return localSigner() is { } local
-                ? await local.AnswerDirectAsync(request, token).ConfigureAwait(false)
+                ? await local.AnswerDirectAsync(request, token, inProcess: true).ConfigureAwait(false)
                 : DirectAnswer.Refuse(409, "not_signing", "this node holds no key share");
         }
 

@@ -278,9 +278,11 @@ public sealed partial class SignerService : IAsyncDisposable
     /// <summary>
     /// Answers the leader's direct request (<c>POST /internal/v1/sessions</c>): for each session that names this signer,
     /// waits (briefly) until this node has applied the head, computes the head's commitment from its own applied header,
-    /// takes its nonce pair durably and signs. Returns the shares, or why none can be given.
+    /// takes its nonce pair durably and signs. Returns the shares, or why none can be given. Asked
+    /// <paramref name="inProcess"/> (by the leader's own coordinator, which checks no proof of its own signer), the
+    /// shares message carries no proof.
     /// </summary>
-    public async Task<DirectAnswer> AnswerDirectAsync(SessionRequestMessage request, CancellationToken token)
+    public async Task<DirectAnswer> AnswerDirectAsync(SessionRequestMessage request, CancellationToken token, bool inProcess = false)
     {
         ArgumentNullException.ThrowIfNull(request);
         if (!IsActive())
@@ -376,7 +378,9 @@ public sealed partial class SignerService : IAsyncDisposable
                 return DirectAnswer.Refuse(503, "silent", "the signer is silent");
             }
 
-            return new DirectAnswer(SharesMessage(shares), 200, null, null);
+            // The leader's own signer, asked in process, needs no proof: the leader does not check its own (a base
+            // multiplication saved per session).
+            return new DirectAnswer(inProcess ? new SignatureSharesMessage { SignerId = share.Identifier, KeyEpoch = epoch, Shares = shares } : SharesMessage(shares), 200, null, null);
         }
         finally
         {

@@ -56,7 +56,8 @@ public sealed class DirectSessionTests : IAsyncDisposable
                 Asked.Add((signer, request));
             if (CutOff.Contains(signer))
                 return DirectAnswer.Refuse(503, "unreachable", $"member {signer} is unreachable");
-            var answer = await Signers[signer].AnswerDirectAsync(request, token);
+            // The leader (member 1) asks its own signer in process, as SessionChannel does: that answer carries no proof.
+            var answer = await Signers[signer].AnswerDirectAsync(request, token, inProcess: signer == request.LeaderId);
             TaskCompletionSource? release = null;
             lock (held)
             {
@@ -324,6 +325,16 @@ public sealed class DirectSessionTests : IAsyncDisposable
         // ... so the nonce those requests named still serves a proper one.
         Assert.Equal(200, (await signer.AnswerDirectAsync(Request(2, 7, 8, 8), CancellationToken.None)).Status);
         Assert.Equal(2, signer.NonceUses(0, 10).Count);
+
+        // The leader's own signer, asked in process, answers with the same checks and no proof (the leader checks none of
+        // its own); asked over the channel it proves its shares.
+        var own = await signers[0].AnswerDirectAsync(Request(2, 8, 9, 9), CancellationToken.None, inProcess: true);
+        Assert.Equal(200, own.Status);
+        Assert.Empty(own.Shares!.Proof);
+        var reused = await signers[0].AnswerDirectAsync(Request(2, 9, 9, 9), CancellationToken.None, inProcess: true);
+        Assert.Equal((409, "nonce_used"), (reused.Status, reused.Code));
+        var proved = await signers[0].AnswerDirectAsync(Request(2, 10, 10, 10), CancellationToken.None);
+        Assert.True(SignerProof.Verify(SignatureSharesMessage.ProofDomain, proved.Shares!.ProofPayload(), proved.Shares.Proof, key.Group.VerificationShares[1]));
     }
 
     [Fact]

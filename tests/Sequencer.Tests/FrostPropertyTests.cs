@@ -196,4 +196,26 @@ public sealed class FrostPropertyTests
         var right = r.Add(pk.Multiply(c)).Normalize();
         return left.Equals(right);
     }
+
+    [Fact]
+    public void ASharedSession_IsComputedOncePerInputs_AndEqualsAFreshOne()
+    {
+        // On the leader the coordinator and its own signer build the same session: one group commitment between them.
+        var (shares, group) = TrustedDealer.Generate(2, 3);
+        var commitments = new[] { 1, 2 }.Select(id => Frost.Commit(id, shares[id - 1].Secret).Commitment).ToList();
+        var message = Encoding.UTF8.GetBytes("head 7");
+        var first = FrostSession.Shared(group.PublicKey, commitments, message);
+        Assert.Same(first, FrostSession.Shared(group.PublicKey, [.. commitments], [.. message]));
+        var fresh = new FrostSession(group.PublicKey, commitments, message);
+        Assert.Equal(fresh.GroupCommitment, first.GroupCommitment);
+        Assert.Equal(fresh.Challenge, first.Challenge);
+
+        // Any other input is another session: the message, a commitment, the group key.
+        var other = FrostSession.Shared(group.PublicKey, commitments, Encoding.UTF8.GetBytes("head 8"));
+        Assert.NotEqual(first.Challenge, other.Challenge);
+        var third = Frost.Commit(3, shares[2].Secret).Commitment;
+        Assert.NotSame(first, FrostSession.Shared(group.PublicKey, [commitments[0], third], message));
+        Assert.NotSame(first, FrostSession.Shared(TrustedDealer.Generate(2, 3).Group.PublicKey, commitments, message));
+        Assert.Throws<ArgumentException>(() => FrostSession.Shared(group.PublicKey, [commitments[1], commitments[0]], message));
+    }
 }
