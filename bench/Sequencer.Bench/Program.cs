@@ -33,6 +33,22 @@ var root = new RootCommand("sequencer-bench: throughput and submit-to-ordered la
 root.SetAction(async (result, token) =>
 {
     var data = Path.GetFullPath(result.GetValue(dataOption)!);
+
+    // Every run clears the clusters it starts under the data root: two runs on one root would delete each other's nodes'
+    // directories while they run. The second is refused (an exclusive lock, released when the process ends).
+    Directory.CreateDirectory(data);
+    FileStream runLock;
+    try
+    {
+        runLock = new FileStream(Path.Combine(data, ".bench.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+    }
+    catch (IOException)
+    {
+        await Console.Error.WriteLineAsync($"another sequencer-bench is running on {data}: wait for it, or give this one another --data");
+        return 2;
+    }
+
+    await using var heldLock = runLock;
     var (p50, p99, max) = FsyncProbe.Measure(Path.Combine(data, "fsync"), 2000);
     Console.WriteLine($"fdatasync of a 4 KiB append in {data}: p50 {p50:0} us, p99 {p99:0} us, max {max:0} us (2000 samples)");
     Console.WriteLine($"machine: {Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}");
