@@ -34,17 +34,19 @@ root.SetAction(async (result, token) =>
 {
     var data = Path.GetFullPath(result.GetValue(dataOption)!);
 
-    // Every run clears the clusters it starts under the data root: two runs on one root would delete each other's nodes'
-    // directories while they run. The second is refused (an exclusive lock, released when the process ends).
+    // A run that starts clusters clears them under the data root first: two such runs on one root would delete each
+    // other's nodes' directories while they run. The second is refused (an exclusive lock, released when the process
+    // ends). Runs against a running cluster (--target) start none, and any number of them may run at once.
     Directory.CreateDirectory(data);
-    FileStream runLock;
+    FileStream? runLock = null;
     try
     {
-        runLock = new FileStream(Path.Combine(data, ".bench.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        if (result.GetValue(targetOption) is null)
+            runLock = new FileStream(Path.Combine(data, ".bench.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
     }
     catch (IOException)
     {
-        await Console.Error.WriteLineAsync($"another sequencer-bench is running on {data}: wait for it, or give this one another --data");
+        await Console.Error.WriteLineAsync($"another sequencer-bench is running clusters on {data}: wait for it, or give this one another --data");
         return 2;
     }
 
