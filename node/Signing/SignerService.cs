@@ -380,7 +380,7 @@ public sealed partial class SignerService : IAsyncDisposable
 
             // The leader's own signer, asked in process, needs no proof: the leader does not check its own (a base
             // multiplication saved per session).
-            return new DirectAnswer(inProcess ? new SignatureSharesMessage { SignerId = share.Identifier, KeyEpoch = epoch, Shares = shares } : SharesMessage(shares), 200, null, null);
+            return new DirectAnswer(SharesMessage(shares, proved: !inProcess), 200, null, null);
         }
         finally
         {
@@ -414,9 +414,12 @@ public sealed partial class SignerService : IAsyncDisposable
         }
     }
 
-    private SignatureSharesMessage SharesMessage(List<SignatureShareMessage> shares)
+    // This signer's shares message, with its proof unless it goes no further than this process.
+    private SignatureSharesMessage SharesMessage(List<SignatureShareMessage> shares, bool proved = true)
     {
         var message = new SignatureSharesMessage { SignerId = share.Identifier, KeyEpoch = epoch, Shares = shares };
+        if (!proved)
+            return message;
         return new SignatureSharesMessage { SignerId = message.SignerId, KeyEpoch = epoch, Shares = shares, Proof = SignerProof.Sign(SignatureSharesMessage.ProofDomain, message.ProofPayload(), share.Secret) };
     }
 
