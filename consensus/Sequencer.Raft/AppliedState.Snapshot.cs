@@ -101,6 +101,7 @@ public sealed partial class AppliedState
 
         var group = new List<StoredBatch>(InstallGroupBatches);
         var signing = new InstalledSigning();
+        var began = System.Diagnostics.Stopwatch.GetTimestamp();
         long poolReflects = 0;
         var count = fromHeight;
         SnapshotTrailer? trailer = null;
@@ -149,7 +150,7 @@ public sealed partial class AppliedState
                 throw new LogFormatException($"snapshot batch {batch.Header.Height}: the history root is not the root over the commitments before it");
             historyCheck.Append(batch.Header.Commitment);
             if (SnapshotFormat.SignatureOf(batchRecord) is { } signature)
-                InstallSignature(batch.Header, signature, signing);
+                signing.Pending.Add((batch.Header, signature));
             if (batch.Header.Height <= localHeight)
             {
                 var local = GetBatch(batch.Header.Height);
@@ -167,8 +168,11 @@ public sealed partial class AppliedState
                 group.Add(batch);
             }
 
-            if (group.Count + signing.Signatures.Count >= InstallGroupBatches)
+            if (group.Count + signing.Pending.Count + signing.Signatures.Count >= InstallGroupBatches)
+            {
+                InstallPendingHeads(signing);
                 checkpoint = AppendInstalled(group, signing, checkpoint);
+            }
             previous = batch.Header;
         }
 
@@ -181,6 +185,7 @@ public sealed partial class AppliedState
         if (header.LastHeight < localHeight)
             throw new LogFormatException($"snapshot ends at height {header.LastHeight}, below the local height {localHeight}");
 
+        InstallPendingHeads(signing);
         checkpoint = AppendInstalled(group, signing, checkpoint);
         var point = new SnapshotPoint(index, term, header.LastHeight);
         ulong watermark;
@@ -207,7 +212,8 @@ public sealed partial class AppliedState
             snapshot = new BatchSnapshot(this, point);
         }
 
-        LogInstalled(logger, index, term, header.LastHeight, localHeight, fromHeight);
+        LogInstalled(logger, index, term, header.LastHeight, localHeight, fromHeight, count - fromHeight, Ms(System.Diagnostics.Stopwatch.GetTimestamp() - began),
+            signing.Verified, Ms(signing.VerifyTicks), Ms(signing.StoreTicks), Ms(signing.EventTicks));
     }
 
     // Prunes this node's stored batches through `height`, a step at a time (each step is one store transaction).
@@ -238,7 +244,9 @@ public sealed partial class AppliedState
             next = checkpoint with { AppliedIndex = last.RaftIndex, AppliedTerm = (long)last.Header.Term, LastHeight = last.Header.Height };
         }
 
+        var writing = System.Diagnostics.Stopwatch.GetTimestamp();
         store.Append(group, next, new SigningWrites([.. signing.Signatures], [.. signing.KeyEpochs]));
+        signing.StoreTicks += System.Diagnostics.Stopwatch.GetTimestamp() - writing;
 
         lock (gate)
         {
@@ -267,6 +275,7 @@ public sealed partial class AppliedState
             TrimRecentHeadsLocked(signing.Signatures.Count > 0 ? signing.Signatures.Max(h => h.Height) : 0);
         }
 
+        var raising = System.Diagnostics.Stopwatch.GetTimestamp();
         foreach (var head in signing.Signatures)
             HeadSigned?.Invoke(new HeadSignedEvent(head, 1));
         signing.Signatures.Clear();
@@ -280,6 +289,7 @@ public sealed partial class AppliedState
             Applied?.Invoke(new AppliedEvent(batch, outcomes));
         }
 
+        signing.EventTicks += System.Diagnostics.Stopwatch.GetTimestamp() - raising;
         group.Clear();
         return next;
     }
@@ -313,6 +323,7 @@ public sealed partial class AppliedState
     internal async ValueTask WriteSnapshotAsync<TWriter>(SnapshotPoint point, TWriter writer, SnapshotBase? from, CancellationToken token)
         where TWriter : IAsyncBinaryWriter
     {
+        var began = System.Diagnostics.Stopwatch.GetTimestamp();
         var buffer = new ArrayBufferWriter<byte>(256 * 1024);
         buffer.Write(SnapshotFormat.Magic);
         byte? mode;
@@ -374,6 +385,7 @@ public sealed partial class AppliedState
         Invariant.Check(fromHeight + count == point.Height, $"the store holds every batch of the snapshot at height {point.Height}");
         SnapshotFormat.WriteRecord(new SnapshotTrailer { BatchCount = count, LastCommitment = last.ToArray() }, buffer);
         await writer.WriteAsync(buffer.WrittenMemory, null, token).ConfigureAwait(false);
+        LogStreamed(logger, point.Index, point.Height, fromHeight, count, Ms(System.Diagnostics.Stopwatch.GetTimestamp() - began));
     }
 
     /// <summary>Accepts a key epoch of the snapshot: a known one must match, the next one must be valid.</summary>
@@ -399,22 +411,55 @@ public sealed partial class AppliedState
         }
     }
 
-    /// <summary>Accepts a signed head from the snapshot after verifying it (INV-SIGVALID holds for installed heads too).</summary>
-    private void InstallSignature(BatchHeader header, SignedHead head, InstalledSigning signing)
+    /// <summary>
+    /// Accepts the signed heads read since the last store write, in stream order, after verifying them (INV-SIGVALID
+    /// holds for installed heads too): their Schnorr equations are checked as one batch, and only when the batch fails
+    /// is each checked alone, which names the head at fault. A batch check costs about a third of the single checks
+    /// (one shared chain of doublings), and a long install verifies thousands of heads.
+    /// </summary>
+    private void InstallPendingHeads(InstalledSigning signing)
+    {
+        if (signing.Pending.Count == 0)
+            return;
+        var verifying = System.Diagnostics.Stopwatch.GetTimestamp();
+        var equations = new List<(byte[] Message, FrostSignature Signature, Org.BouncyCastle.Math.EC.ECPoint PublicKey)>(signing.Pending.Count);
+        lock (gate)
+        {
+            foreach (var (header, head) in signing.Pending)
+            {
+                if (ledger.EquationFor(header, head) is { } equation)
+                    equations.Add(equation);
+            }
+        }
+
+        var verified = Frost.VerifyBatch(equations);
+        foreach (var (header, head) in signing.Pending)
+            InstallSignature(header, head, signing, verified);
+        signing.Pending.Clear();
+        signing.VerifyTicks += System.Diagnostics.Stopwatch.GetTimestamp() - verifying;
+    }
+
+    /// <summary>Accepts a signed head from the snapshot after verifying it, unless its equation was verified in a batch.</summary>
+    private void InstallSignature(BatchHeader header, SignedHead head, InstalledSigning signing, bool equationVerified)
     {
         string? problem;
         bool newer;
         lock (gate)
         {
             newer = head.Height > ledger.SignedThrough;
-            problem = ledger.InstallHead(header, head);
+            problem = ledger.InstallHead(header, head, equationVerified);
         }
 
         if (problem is not null)
             throw new LogFormatException($"snapshot head {header.Height}: {problem}");
         if (newer)
+        {
             signing.Signatures.Add(head);
+            signing.Verified++;
+        }
     }
+
+    private static long Ms(long stopwatchTicks) => stopwatchTicks * 1000 / System.Diagnostics.Stopwatch.Frequency;
 
     /// <summary>Signing records read from a snapshot and not yet stored.</summary>
     private sealed class InstalledSigning
@@ -424,10 +469,26 @@ public sealed partial class AppliedState
         public List<StoredKeyEpoch> KeyEpochs { get; } = [];
 
         public PoolChanges? Pool { get; set; }
+
+        /// <summary>Heads read and not yet verified (<see cref="InstallPendingHeads"/>), in stream order.</summary>
+        public List<(BatchHeader Header, SignedHead Head)> Pending { get; } = [];
+
+        // What the install spent, for its log line: heads verified, and stopwatch ticks verifying them, writing the
+        // store and raising the applied events.
+        public long Verified { get; set; }
+
+        public long VerifyTicks { get; set; }
+
+        public long StoreTicks { get; set; }
+
+        public long EventTicks { get; set; }
     }
 
-    [LoggerMessage(EventId = 102, Level = LogLevel.Information, Message = "Installed a snapshot at index {Index} term {Term}: height {Height} (was {PreviousHeight}; streamed from height {FromHeight})")]
-    private static partial void LogInstalled(ILogger logger, long index, long term, ulong height, ulong previousHeight, ulong fromHeight);
+    [LoggerMessage(EventId = 102, Level = LogLevel.Information, Message = "Installed a snapshot at index {Index} term {Term}: height {Height} (was {PreviousHeight}; streamed from height {FromHeight}, {Batches} batches) in {ElapsedMs} ms: {Heads} heads verified in {VerifyMs} ms, store writes {StoreMs} ms, applied events {EventMs} ms")]
+    private static partial void LogInstalled(ILogger logger, long index, long term, ulong height, ulong previousHeight, ulong fromHeight, ulong batches, long elapsedMs, long heads, long verifyMs, long storeMs, long eventMs);
+
+    [LoggerMessage(EventId = 105, Level = LogLevel.Information, Message = "Streamed the snapshot at index {Index} (height {Height}) from height {FromHeight}, {Batches} batches, in {ElapsedMs} ms")]
+    private static partial void LogStreamed(ILogger logger, long index, ulong height, ulong fromHeight, ulong batches, long elapsedMs);
 }
 
 /// <summary>

@@ -137,6 +137,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         Transfers.Repeated += OnRepeatedTransfer;
         Transfers.AllEnded += OnTransfersEnded;
         Transfers.FenceClear += OnFenceClear;
+        Transfers.AdmissionWaited += wait => LogFenceWait(logger, (long)wait.Waited.TotalMilliseconds, wait.TimedOut, wait.MoveWanted, wait.FencedIndex, wait.ReclaimedIndex);
         this.logger = logger;
         recent = new RecentBatches(limits.MaxRecentBatchBytes, limits.MaxUnpersistedBatches + 1);
 
@@ -763,66 +764,86 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     {
         lock (gate)
         {
-            // The candidates are the queue (entries stored earlier) followed by the entries being stored now. The queue
-            // is walked, never copied: it holds up to a retained window of entries (thousands of one-tx entries at
-            // single-submit load), and copying it at every store write was a sixteenth of the leader's allocations.
-            var fresh = new SnapshotCandidate[taken];
-            var freshBytes = 0L;
-            var height = storedHeight;
-            var k = 0;
-            foreach (var effect in unpersisted.Take(taken))
-            {
-                height = effect.Batch?.Header.Height ?? height;
-                fresh[k++] = new SnapshotCandidate(new SnapshotPoint(effect.Index, effect.Term, height), effect.Bytes);
-                freshBytes += effect.Bytes;
-            }
-
-            var total = snapshotCandidates.Count + taken;
-            var current = snapshot?.Point ?? new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight);
-            if (freshSnapshotRequested && total > 0 && Transfers.TryFence(taken > 0 ? fresh[^1].Point.Index : snapshotCandidates.Last().Point.Index))
-            {
-                // A snapshot was sent again (see SnapshotTransfers): move to the newest entry being stored now, once no
-                // transfer holds a read of the log that the compaction would wait for.
-                freshSnapshotRequested = false;
-                Transfers.ReleaseHold();
-                return (taken > 0 ? fresh[^1].Point : snapshotCandidates.Last().Point, total, fresh);
-            }
-
-            var keptBytes = snapshotCandidateBytes + freshBytes;
-            if (persistedIndex - current.Index <= Saturating(2, retention.Entries) && keptBytes <= Saturating(2, retention.Bytes))
-                return (current, 0, fresh);
-
-            // The bytes after a candidate are the bytes of every later candidate: each persisted entry is one.
-            var chosen = current;
-            var consumed = 0;
-            var bytesAfter = keptBytes;
-            foreach (var candidate in snapshotCandidates.Concat(fresh))
-            {
-                bytesAfter -= candidate.Bytes;
-                if (candidate.Point.Index > persistedIndex - retention.Entries && bytesAfter < retention.Bytes)
-                    break;
-                chosen = candidate.Point;
-                consumed++;
-            }
-
-            // A follower is being sent the current snapshot: keep the log after it until it can ask for those entries.
-            // A follower has not answered for a while: keep the entries it missed so that it catches up from the log
-            // (see ReplicationWatch). Either way, only within a bounded multiple of the normal window.
-            if (consumed > 0 && ((snapshot is not null && Transfers.Holding) || Replication.AnySilent)
-                && persistedIndex - current.Index <= Saturating(HoldEntriesFactor, retention.Entries) && keptBytes <= Saturating(HoldBytesFactor, retention.Bytes))
-                return (current, 0, fresh);
-            // The move compacts the log under a barrier that would wait for a snapshot transfer's read and stall every
-            // other read behind it: it waits for the transfers in progress, and new ones wait for it (SnapshotTransfers).
-            // Twice past the hold's bound (the fence was never lifted), the move goes ahead regardless: a stall is
-            // better than a log that grows without limit.
-            var overdue = persistedIndex - current.Index > Saturating(2 * HoldEntriesFactor, retention.Entries) || keptBytes > Saturating(2 * HoldBytesFactor, retention.Bytes);
-            if (consumed > 0 && chosen.Index > current.Index && !overdue && !Transfers.TryFence(chosen.Index))
-                return (current, 0, fresh);
-            // The walk stops at the first candidate with fewer than retention.Bytes after it, so what remains holds
-            // less than that plus its first entry.
-            Invariant.Check(total - consumed <= retention.Entries + taken, "snapshot candidates stay within the retained window");
-            return (chosen, consumed, fresh);
+            fenceRefused = false;
+            var choice = ChooseSnapshotLocked(taken, storedHeight, persistedIndex);
+            // Only a move refused by a read in progress is still wanted; any other outcome lets waiting reads go on.
+            if (!fenceRefused)
+                Transfers.Withdraw();
+            return choice;
         }
+    }
+
+    // Whether the current ChooseSnapshot asked the fence for a move and was refused (under the gate).
+    private bool fenceRefused;
+
+    private bool FenceLocked(long index)
+    {
+        var fenced = Transfers.TryFence(index);
+        fenceRefused |= !fenced;
+        return fenced;
+    }
+
+    private (SnapshotPoint Chosen, int Consumed, SnapshotCandidate[] Fresh) ChooseSnapshotLocked(int taken, ulong storedHeight, long persistedIndex)
+    {
+        // The candidates are the queue (entries stored earlier) followed by the entries being stored now. The queue
+        // is walked, never copied: it holds up to a retained window of entries (thousands of one-tx entries at
+        // single-submit load), and copying it at every store write was a sixteenth of the leader's allocations.
+        var fresh = new SnapshotCandidate[taken];
+        var freshBytes = 0L;
+        var height = storedHeight;
+        var k = 0;
+        foreach (var effect in unpersisted.Take(taken))
+        {
+            height = effect.Batch?.Header.Height ?? height;
+            fresh[k++] = new SnapshotCandidate(new SnapshotPoint(effect.Index, effect.Term, height), effect.Bytes);
+            freshBytes += effect.Bytes;
+        }
+
+        var total = snapshotCandidates.Count + taken;
+        var current = snapshot?.Point ?? new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight);
+        if (freshSnapshotRequested && total > 0 && FenceLocked(taken > 0 ? fresh[^1].Point.Index : snapshotCandidates.Last().Point.Index))
+        {
+            // A snapshot was sent again (see SnapshotTransfers): move to the newest entry being stored now, once no
+            // transfer holds a read of the log that the compaction would wait for.
+            freshSnapshotRequested = false;
+            Transfers.ReleaseHold();
+            return (taken > 0 ? fresh[^1].Point : snapshotCandidates.Last().Point, total, fresh);
+        }
+
+        var keptBytes = snapshotCandidateBytes + freshBytes;
+        if (persistedIndex - current.Index <= Saturating(2, retention.Entries) && keptBytes <= Saturating(2, retention.Bytes))
+            return (current, 0, fresh);
+
+        // The bytes after a candidate are the bytes of every later candidate: each persisted entry is one.
+        var chosen = current;
+        var consumed = 0;
+        var bytesAfter = keptBytes;
+        foreach (var candidate in snapshotCandidates.Concat(fresh))
+        {
+            bytesAfter -= candidate.Bytes;
+            if (candidate.Point.Index > persistedIndex - retention.Entries && bytesAfter < retention.Bytes)
+                break;
+            chosen = candidate.Point;
+            consumed++;
+        }
+
+        // A follower is being sent the current snapshot: keep the log after it until it can ask for those entries.
+        // A follower has not answered for a while: keep the entries it missed so that it catches up from the log
+        // (see ReplicationWatch). Either way, only within a bounded multiple of the normal window.
+        if (consumed > 0 && ((snapshot is not null && Transfers.Holding) || Replication.AnySilent)
+            && persistedIndex - current.Index <= Saturating(HoldEntriesFactor, retention.Entries) && keptBytes <= Saturating(HoldBytesFactor, retention.Bytes))
+            return (current, 0, fresh);
+        // The move compacts the log under a barrier that would wait for a snapshot transfer's read and stall every
+        // other read behind it: it waits for the transfers in progress, and new ones wait for it (SnapshotTransfers).
+        // Twice past the hold's bound (the fence was never lifted), the move goes ahead regardless: a stall is
+        // better than a log that grows without limit.
+        var overdue = persistedIndex - current.Index > Saturating(2 * HoldEntriesFactor, retention.Entries) || keptBytes > Saturating(2 * HoldBytesFactor, retention.Bytes);
+        if (consumed > 0 && chosen.Index > current.Index && !overdue && !FenceLocked(chosen.Index))
+            return (current, 0, fresh);
+        // The walk stops at the first candidate with fewer than retention.Bytes after it, so what remains holds
+        // less than that plus its first entry.
+        Invariant.Check(total - consumed <= retention.Entries + taken, "snapshot candidates stay within the retained window");
+        return (chosen, consumed, fresh);
     }
 
     // Keeps the candidates after the first `consumed` of (queue, fresh): the caller holds storeWriter (nothing else
@@ -987,6 +1008,9 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
 
     [LoggerMessage(EventId = 104, Level = LogLevel.Warning, Message = "The snapshot at index {Index} is being sent again (a follower's install outlasted the Raft request timeout): the snapshot point moves to the newest stored entry once no transfer is in flight")]
     private static partial void LogSnapshotResent(ILogger logger, long index);
+
+    [LoggerMessage(EventId = 106, Level = LogLevel.Information, Message = "A snapshot transfer waited {WaitedMs} ms at the compaction fence (timed out: {TimedOut}; a move waiting for reads: {MoveWanted}; point fenced at {FencedIndex}, log compacted through {ReclaimedIndex})")]
+    private static partial void LogFenceWait(ILogger logger, long waitedMs, bool timedOut, bool moveWanted, long fencedIndex, long reclaimedIndex);
 
     [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Loaded the store: height {Height}, applied index {AppliedIndex}, snapshot index {SnapshotIndex}, {TxCount} ordered txs; the newest {Batches} batches ({RecentTxs} txs) in memory")]
     private static partial void LogLoaded(ILogger logger, ulong height, long appliedIndex, long snapshotIndex, long txCount, int batches, int recentTxs);

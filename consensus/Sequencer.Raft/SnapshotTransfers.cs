@@ -80,6 +80,12 @@ public sealed class SnapshotTransfers(TimeProvider time)
     /// <summary>Raised (outside any lock) when the last transfer in flight ends.</summary>
     public event Action? AllEnded;
 
+    /// <summary>
+    /// Raised (outside any lock) when a snapshot read waited at the fence: how long, and whether the wait ran out
+    /// (<see cref="AdmissionWait"/>) before the moved point was compacted.
+    /// </summary>
+    public event Action<AdmissionWaitReport>? AdmissionWaited;
+
     /// <summary>Whether compaction should wait: a transfer is in flight or ended within its grace period.</summary>
     public bool Holding
     {
@@ -131,11 +137,15 @@ public sealed class SnapshotTransfers(TimeProvider time)
         while (true)
         {
             Task wait;
+            Admission? admitted = null;
+            AdmissionWaitReport? report = null;
             lock (gate)
             {
                 var remaining = AdmissionWait - time.GetElapsedTime(began);
                 if (!BlockedLocked || remaining <= TimeSpan.Zero)
                 {
+                    if (waited)
+                        report = new AdmissionWaitReport(time.GetElapsedTime(began), BlockedLocked, compactionWanted, fencedIndex, reclaimedIndex);
                     if (BlockedLocked)
                     {
                         // The fence was not lifted in time: drop it, so that it costs one wait, not one per read.
@@ -146,17 +156,27 @@ public sealed class SnapshotTransfers(TimeProvider time)
                     }
 
                     reading++;
-                    return new Admission(this);
+                    admitted = new Admission(this);
+                    wait = Task.CompletedTask;
                 }
-
-                if (!waited)
+                else
                 {
-                    waited = true;
-                    admissionWaits++;
-                }
+                    if (!waited)
+                    {
+                        waited = true;
+                        admissionWaits++;
+                    }
 
-                admissions ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                wait = admissions.Task.WaitAsync(remaining, time, token);
+                    admissions ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    wait = admissions.Task.WaitAsync(remaining, time, token);
+                }
+            }
+
+            if (admitted is not null)
+            {
+                if (report is not null)
+                    AdmissionWaited?.Invoke(report);
+                return admitted;
             }
 
             try
@@ -191,6 +211,28 @@ public sealed class SnapshotTransfers(TimeProvider time)
             fencedIndex = Math.Max(fencedIndex, index);
             return true;
         }
+    }
+
+    /// <summary>
+    /// The owner decided, with no read in its way, not to move the point now (the log is within its window, a transfer
+    /// or a silent follower holds it): a move deferred by <see cref="TryFence"/> is no
+    /// longer wanted, and reads that waited for it go on. Without this, a wish left by a refused fence held every new
+    /// snapshot read for the whole <see cref="AdmissionWait"/> (measured in the chaos disk scenario: a wiped follower
+    /// whose install outlasted the request timeout was kept waiting 3 s, and counted silent, which is exactly what
+    /// holds the point).
+    /// </summary>
+    public void Withdraw()
+    {
+        TaskCompletionSource? release;
+        lock (gate)
+        {
+            if (!compactionWanted)
+                return;
+            compactionWanted = false;
+            release = ReleaseAdmissionsLocked();
+        }
+
+        release?.TrySetResult();
     }
 
     /// <summary>DotNext compacted the log up to <paramref name="index"/> (the state machine's garbage reclamation): reads may go on.</summary>
@@ -308,3 +350,9 @@ public sealed class SnapshotTransfers(TimeProvider time)
         }
     }
 }
+
+/// <summary>
+/// A snapshot read that waited at the compaction fence: how long, whether the wait ran out, and what held it (a move
+/// of the point waiting for reads to end, or a moved point not yet compacted: the fenced and the compacted index).
+/// </summary>
+public sealed record AdmissionWaitReport(TimeSpan Waited, bool TimedOut, bool MoveWanted, long FencedIndex, long ReclaimedIndex);

@@ -233,17 +233,32 @@ public sealed class SigningLedger
     }
 
     /// <summary>Accepts a signed head of a snapshot, verified; returns why not, or null. Heads only go up.</summary>
-    public string? InstallHead(BatchHeader header, SignedHead head)
+    public string? InstallHead(BatchHeader header, SignedHead head, bool equationVerified = false)
     {
         ArgumentNullException.ThrowIfNull(header);
         ArgumentNullException.ThrowIfNull(head);
         if (head.Height <= SignedThrough)
             return null;
-        if (Verify(header, head.KeyEpoch, head.Signers, [.. head.R, .. head.Z]) is { } problem)
+        if (Verify(header, head.KeyEpoch, head.Signers, [.. head.R, .. head.Z], skipEquation: equationVerified) is { } problem)
             return problem;
         SignedThrough = head.Height;
         DropSessionsThrough(head.Height);
         return null;
+    }
+
+    /// <summary>
+    /// The Schnorr equation <see cref="InstallHead"/> would check for <paramref name="head"/> (its message, signature and
+    /// group key), for a batch check of many heads (<see cref="Frost.VerifyBatch"/>) before each is installed with
+    /// <c>equationVerified</c>; null when the head is at or below the signed height, or is refused without the equation.
+    /// </summary>
+    public (byte[] Message, FrostSignature Signature, Org.BouncyCastle.Math.EC.ECPoint PublicKey)? EquationFor(BatchHeader header, SignedHead head)
+    {
+        ArgumentNullException.ThrowIfNull(header);
+        ArgumentNullException.ThrowIfNull(head);
+        if (head.Height <= SignedThrough || Verify(header, head.KeyEpoch, head.Signers, [.. head.R, .. head.Z], skipEquation: true) is not null)
+            return null;
+        var epoch = keyEpochs.First(k => k.Epoch == head.KeyEpoch);
+        return (header.Commitment.ToArray(), FrostSignature.Decode([.. head.R, .. head.Z]), epoch.Group.PublicKey);
     }
 
     /// <summary>Applies one log entry and returns its effects.</summary>

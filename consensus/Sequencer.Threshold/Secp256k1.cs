@@ -96,6 +96,10 @@ public static class Secp256k1
         return expected.IsInfinity ? sum.IsInfinity : sum.EqualsAffine(ToAffine(expected));
     }
 
+    /// <summary>Whether g·G + Σ k_i·P_i is the identity (public values, variable time).</summary>
+    public static bool IsIdentityCombination(BigInteger generatorScalar, IReadOnlyList<ECPoint> points, IReadOnlyList<BigInteger> scalars)
+        => LinearCombination(generatorScalar, points, scalars).IsInfinity;
+
     /// <summary>Σ points (public).</summary>
     public static ECPoint Sum(IEnumerable<ECPoint> points)
     {

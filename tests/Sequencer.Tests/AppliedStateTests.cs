@@ -264,6 +264,58 @@ public sealed class AppliedStateTests
     }
 
     [Fact]
+    public async Task CompactionFence_AMoveNoLongerWanted_LetsWaitingReadsGoAtOnce()
+    {
+        // A move refused by a read in progress left a wish that held every new snapshot read; when the next choice
+        // was not to move (a transfer's grace, or a follower counted silent, holds the point), nobody lifted it, and
+        // the reads waited the whole AdmissionWait. In the chaos disk scenario a wiped follower waited 3 s that way.
+        var clock = new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000));
+        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(4, long.MaxValue), clock, NullLogger.Instance);
+        await ApplyBatchesAsync(state, 10);
+        await state.FlushAsync(CancellationToken.None);
+        var held = state.CurrentSnapshot!.Index;
+        state.Transfers.Reclaimed(held);
+
+        // A read in progress refuses the move that the stored entries call for.
+        var reading = await state.Transfers.AdmitAsync(CancellationToken.None);
+        await ApplyBatchesAsync(state, 30, firstIndex: 11);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(held, state.CurrentSnapshot!.Index);
+        Assert.Equal(1L, state.Transfers.FenceCounters.Refusals);
+
+        // A transfer ends (its grace now holds the point), then the read ends.
+        state.Transfers.Begin(held).Dispose();
+        Assert.True(state.Transfers.Holding);
+        reading.Dispose();
+
+        // The next stored entries: the grace holds the point, so no move is wanted, and a new read goes at once.
+        await ApplyBatchesAsync(state, 1, firstIndex: 41);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(held, state.CurrentSnapshot!.Index);
+        var next = state.Transfers.AdmitAsync(CancellationToken.None).AsTask();
+        Assert.True(next.IsCompleted);
+        (await next).Dispose();
+        Assert.Equal(0L, state.Transfers.FenceCounters.Waits);
+
+        // A read that already waits is let go too, when the choice is made while it waits: the grace ends, a read in
+        // progress refuses the move again, and a new read waits behind the wish.
+        clock.Advance(SnapshotTransfers.MinimumGrace + TimeSpan.FromSeconds(1));
+        Assert.False(state.Transfers.Holding);
+        var again = await state.Transfers.AdmitAsync(CancellationToken.None);
+        await ApplyBatchesAsync(state, 1, firstIndex: 42);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(2L, state.Transfers.FenceCounters.Refusals);
+        var waiting = state.Transfers.AdmitAsync(CancellationToken.None).AsTask();
+        Assert.False(waiting.IsCompleted);
+        state.Transfers.Begin(held).Dispose();
+        again.Dispose();
+        await ApplyBatchesAsync(state, 1, firstIndex: 43);
+        await state.FlushAsync(CancellationToken.None);
+        (await waiting.WaitAsync(TimeSpan.FromSeconds(10))).Dispose();
+        Assert.Equal((1L, 0L, 2L), state.Transfers.FenceCounters);
+    }
+
+    [Fact]
     public async Task SnapshotSentAgain_OnAnIdleLeader_MovesToTheMarkAppendedForIt()
     {
         // The follower installed the newest point and is sent it again: nothing new is stored on an idle leader, so

@@ -218,4 +218,89 @@ public sealed class FrostPropertyTests
         Assert.NotSame(first, FrostSession.Shared(TrustedDealer.Generate(2, 3).Group.PublicKey, commitments, message));
         Assert.Throws<ArgumentException>(() => FrostSession.Shared(group.PublicKey, [commitments[1], commitments[0]], message));
     }
+
+    private static List<(byte[] Message, FrostSignature Signature, Org.BouncyCastle.Math.EC.ECPoint PublicKey)> SignedBatch(int count, int seed)
+    {
+        // Two keys, interleaved: a batch may span a key rotation.
+        var random = new Random(seed);
+        var keys = new[] { Secp256k1.RandomScalar(), Secp256k1.RandomScalar() };
+        var items = new List<(byte[], FrostSignature, Org.BouncyCastle.Math.EC.ECPoint)>();
+        for (var i = 0; i < count; i++)
+        {
+            var key = keys[random.Next(2)];
+            var message = new byte[1 + random.Next(64)];
+            random.NextBytes(message);
+            items.Add((message, Frost.SignSingle(message, key), Secp256k1.BaseMultiply(key)));
+        }
+
+        return items;
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(5)]
+    [InlineData(40)]
+    public void VerifyBatch_AcceptsValidSignatures_UnderSeveralKeys(int count)
+    {
+        var items = SignedBatch(count, count);
+        Assert.All(items, item => Assert.True(Frost.Verify(item.Message, item.Signature, item.PublicKey)));
+        Assert.True(Frost.VerifyBatch(items));
+    }
+
+    [Theory]
+    [InlineData(1, 0)]
+    [InlineData(9, 0)]
+    [InlineData(9, 4)]
+    [InlineData(9, 8)]
+    [InlineData(40, 17)]
+    public void VerifyBatch_RefusesABatchWithAnyOneBadSignature(int count, int bad)
+    {
+        var items = SignedBatch(count, 100 + count);
+        var (message, signature, key) = items[bad];
+        var order = Secp256k1.Order;
+        var otherKey = Secp256k1.BaseMultiply(Secp256k1.RandomScalar());
+        var tampered = new (byte[], FrostSignature, Org.BouncyCastle.Math.EC.ECPoint)[]
+        {
+            (message, signature with { Z = signature.Z.Add(BigInteger.One).Mod(order) }, key),
+            (message, signature with { R = signature.R.Add(Secp256k1.BaseMultiply(BigInteger.One)).Normalize() }, key),
+            ([.. message, 0], signature, key),
+            (message, signature, otherKey),
+            (message, signature with { Z = order }, key),
+        };
+        foreach (var item in tampered)
+        {
+            var batch = items.ToList();
+            batch[bad] = item;
+            Assert.False(Frost.Verify(item.Item1, item.Item2, item.Item3));
+            Assert.False(Frost.VerifyBatch(batch));
+        }
+    }
+
+    [Fact]
+    public void VerifyBatch_RefusesTwoBadSignaturesWhoseErrorsCancelInAPlainSum()
+    {
+        // z_1 + δ and z_2 − δ: the unweighted sum of the equations holds, each equation fails. The coefficients
+        // (fixed by the whole batch) keep the errors from cancelling.
+        var items = SignedBatch(2, 7);
+        var order = Secp256k1.Order;
+        var delta = new BigInteger(1, RandomNumberGenerator.GetBytes(32)).Mod(order);
+        items[0] = items[0] with { Signature = items[0].Signature with { Z = items[0].Signature.Z.Add(delta).Mod(order) } };
+        items[1] = items[1] with { Signature = items[1].Signature with { Z = items[1].Signature.Z.Subtract(delta).Mod(order) } };
+        var plainSum = Secp256k1.BaseMultiply(items[0].Signature.Z.Add(items[1].Signature.Z).Mod(order));
+        var expected = items[0].Signature.R.Add(items[1].Signature.R)
+            .Add(items[0].PublicKey.Multiply(Frost.ComputeChallenge(items[0].Signature.R, items[0].PublicKey, items[0].Message)))
+            .Add(items[1].PublicKey.Multiply(Frost.ComputeChallenge(items[1].Signature.R, items[1].PublicKey, items[1].Message)));
+        Assert.True(plainSum.Equals(expected.Normalize()));
+        Assert.False(Frost.VerifyBatch(items));
+    }
+
+    [Fact]
+    public void VerifyBatch_RefusesMoreThanItsBound()
+    {
+        var item = SignedBatch(1, 3)[0];
+        Assert.Throws<ArgumentException>(() => Frost.VerifyBatch(Enumerable.Repeat(item, Frost.MaxBatch + 1).ToList()));
+        Assert.True(Frost.VerifyBatch(Enumerable.Repeat(item, 3).ToList()));
+    }
 }

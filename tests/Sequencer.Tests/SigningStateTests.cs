@@ -215,6 +215,59 @@ public sealed class SigningStateTests
         Assert.All(Enumerable.Range(1, 12), h => Assert.Equal((ulong)h, installed.CoveringHead((ulong)h)!.Height));
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(12)]
+    public async Task SnapshotInstall_VerifiesItsHeadsInABatch_AndRefusesTheOneTamperedHead_ByHeight(int tampered)
+    {
+        // The heads of an install are checked as one batch per store group; a batch with one bad head fails, and the
+        // heads are then checked one by one, which names the bad one. Nothing of its group reaches the store.
+        var started = new List<AppliedSession>();
+        await using var source = Open(new InMemoryBatchStore(), retained: 0);
+        source.SessionsStarted += started.AddRange;
+        await ApplyAsync(source, Epoch());
+        await ApplyAsync(source, Publish(1, 1, 16));
+        await ApplyAsync(source, Publish(2, 1, 16));
+        for (var i = 0; i < 12; i++)
+        {
+            await ApplyBatchAsync(source, 2000 + (10 * i));
+            var height = (ulong)(i + 1);
+            await ApplyAsync(source, new SigningSessionsCommand { Sessions = [new SigningSession { Height = height, Attempt = 1, KeyEpoch = 1, Signers = [1, 2], Sequences = [height, height] }] });
+            await ApplyAsync(source, new HeadSignaturesCommand { Signatures = [SignSession(started[^1])] });
+        }
+
+        await source.FlushAsync(CancellationToken.None);
+        var snapshot = source.CurrentSnapshot!;
+        using var stream = new MemoryStream();
+        await DotNext.IO.DataTransferObject.WriteToAsync(snapshot, stream, 4096, CancellationToken.None);
+
+        // Untouched, every head installs (in groups of 4 batches and heads: several batch checks).
+        var limits = Limits with { PersistGroupBatches = 2 };
+        await using (var whole = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), limits, WalRetention.None,
+            new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance))
+        {
+            await whole.InstallSnapshotAsync(new MemoryStream(stream.ToArray()), snapshot.Index, snapshot.Term, CancellationToken.None);
+            Assert.Equal(12UL, whole.SignedThrough);
+        }
+
+        // One head's z changed by one bit: refused, and the error names that head.
+        var bytes = stream.ToArray();
+        var z = source.GetHead((ulong)tampered)!.Z;
+        var at = IndexOf(bytes, z);
+        Assert.True(at > 0);
+        bytes[at + 31] ^= 1;
+        Reseal(bytes, at);
+        var store = new InMemoryBatchStore();
+        await using var victim = new AppliedState(store, new ChainParameters(42, 0), limits, WalRetention.None,
+            new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance);
+        var refused = await Assert.ThrowsAsync<LogFormatException>(() => victim.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None));
+        Assert.Contains($"snapshot head {tampered}:", refused.Message);
+        Assert.Contains("does not verify", refused.Message);
+        Assert.Null(store.GetHead((ulong)tampered));
+        Assert.True(victim.SignedThrough < (ulong)tampered);
+    }
+
     [Fact]
     public async Task SnapshotInstall_ThenTheEntriesAfterItsIndexAgain_IgnoresNothing()
     {
@@ -282,6 +335,27 @@ public sealed class SigningStateTests
             lock (Lines)
                 Lines.Add((logLevel, formatter(state, exception)));
         }
+    }
+
+    // Recomputes the checksum of the snapshot record that holds byte `at`, so that a changed field reaches the install's
+    // own checks rather than the stream's checksum.
+    private static void Reseal(byte[] snapshot, int at)
+    {
+        var offset = SnapshotFormat.Magic.Length;
+        while (offset < snapshot.Length)
+        {
+            var length = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(snapshot.AsSpan(offset));
+            var body = offset + 12;
+            if (at >= body && at < body + length)
+            {
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(snapshot.AsSpan(offset + 4), System.IO.Hashing.XxHash64.HashToUInt64(snapshot.AsSpan(body, length)));
+                return;
+            }
+
+            offset = body + length;
+        }
+
+        throw new InvalidOperationException($"byte {at} is in no record");
     }
 
     private static int IndexOf(byte[] haystack, byte[] needle)
