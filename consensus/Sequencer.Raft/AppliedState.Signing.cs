@@ -262,10 +262,12 @@ public sealed partial class AppliedState
 
     private void LoadSigningState()
     {
-        ledger = new SigningLedger(new LedgerState(chain.ChainId, store.ReadKeyEpochs(), store.ReadCommitments(), durable.SignedWatermark, store.ReadDkgEntries())
+        var dkgEntries = store.ReadDkgEntries();
+        ledger = new SigningLedger(new LedgerState(chain.ChainId, store.ReadKeyEpochs(), store.ReadCommitments(), durable.SignedWatermark, dkgEntries)
         {
             DkgPolicy = dkgPolicy,
         });
+        dkgApplied = [.. dkgEntries];
     }
 
     /// <summary>

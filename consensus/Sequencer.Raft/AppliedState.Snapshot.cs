@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using System.Buffers;
 using DotNext.IO;
 using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
@@ -127,6 +128,14 @@ public sealed partial class AppliedState
                 continue;
             }
 
+            if (record is SnapshotDkgEntry dkgRecord)
+            {
+                if (count > fromHeight || dkgRecord.Entry.Length == 0 || signing.Dkg.Count >= SnapshotDkgEntry.MaxEntries)
+                    throw new LogFormatException("snapshot DKG entry is malformed or misplaced");
+                signing.Dkg.Add(dkgRecord.Entry);
+                continue;
+            }
+
             if (record is SnapshotKeyEpoch epochRecord)
             {
                 if (count > fromHeight)
@@ -198,10 +207,21 @@ public sealed partial class AppliedState
         // those up to the index the pool reflects as redundant rather than ignored).
         var pool = signing.Pool ?? new PoolChanges();
         var added = pool.Added.Select(a => new StoredCommitment(a.Key.Signer, a.Key.Sequence, a.Value)).ToList();
-        store.Append([], final, new SigningWrites([], [], ClearCommitments: true, added, [], pool.Next));
+        // The key generation in progress is replaced by the one at the snapshot's point (none when it carries no DKG
+        // entry): the entries after the point go on with it. Each entry must decode before anything is stored.
+        ImmutableList<byte[]> dkg = [.. signing.Dkg];
+        foreach (var entry in dkg)
+        {
+            if (LogCommandCodec.Decode(new ReadOnlySequence<byte>(entry)) is not (DkgStartCommand or IDkgMessage))
+                throw new LogFormatException("snapshot DKG entry is not a DKG entry");
+        }
+
+        store.Append([], final, new SigningWrites([], [], ClearCommitments: true, added, [], pool.Next, dkg, ClearDkg: true, SnapshotDkg: dkg));
         lock (gate)
         {
             ledger.LoadPool(new CommitmentPool(added, pool.Next) { ReflectsIndex = poolReflects });
+            ledger.ReplaceDkg(dkg);
+            dkgApplied = dkg;
             durable = final;
             appliedIndex = index;
             appliedTerm = term;
@@ -209,7 +229,7 @@ public sealed partial class AppliedState
             history.Reload(header.LastHeight);
             ResetAccountsLocked();
             ClearSnapshotCandidatesLocked();
-            snapshot = new BatchSnapshot(this, point);
+            snapshot = new BatchSnapshot(this, point, dkg);
         }
 
         LogInstalled(logger, index, term, header.LastHeight, localHeight, fromHeight, count - fromHeight, Ms(System.Diagnostics.Stopwatch.GetTimestamp() - began),
@@ -320,7 +340,7 @@ public sealed partial class AppliedState
     /// Streams the snapshot at <paramref name="point"/>: every stored batch up to its height, or only those above
     /// <paramref name="from"/> when that is one of this node's batches at or below the point (a delta snapshot).
     /// </summary>
-    internal async ValueTask WriteSnapshotAsync<TWriter>(SnapshotPoint point, TWriter writer, SnapshotBase? from, CancellationToken token)
+    internal async ValueTask WriteSnapshotAsync<TWriter>(SnapshotPoint point, IReadOnlyList<byte[]> dkg, TWriter writer, SnapshotBase? from, CancellationToken token)
         where TWriter : IAsyncBinaryWriter
     {
         var began = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -354,6 +374,9 @@ public sealed partial class AppliedState
             if (epoch.RaftIndex <= point.Index)
                 SnapshotFormat.WriteRecord(SnapshotFormat.ToRecord(epoch.InForceFrom <= point.Index ? epoch : epoch with { Pending = true, Rotation = null }), buffer);
         }
+
+        foreach (var entry in dkg)
+            SnapshotFormat.WriteRecord(new SnapshotDkgEntry { Entry = entry }, buffer);
 
         var pool = CommitmentPoolSnapshot();
         foreach (var group in pool.Commitments.GroupBy(c => c.Signer).Select(g => g.Key).Union(pool.NextSequences.Keys).Distinct().Order())
@@ -470,6 +493,9 @@ public sealed partial class AppliedState
 
         public PoolChanges? Pool { get; set; }
 
+        /// <summary>The entries of the key generation in progress at the snapshot's point, in log order.</summary>
+        public List<byte[]> Dkg { get; } = [];
+
         /// <summary>Heads read and not yet verified (<see cref="InstallPendingHeads"/>), in stream order.</summary>
         public List<(BatchHeader Header, SignedHead Head)> Pending { get; } = [];
 
@@ -495,9 +521,12 @@ public sealed partial class AppliedState
 /// The snapshot DotNext sees: a point (index, term, height) and a stream of the stored batches up to it. Stored
 /// batches never change, so a snapshot stays readable while newer batches are appended.
 /// </summary>
-internal sealed class BatchSnapshot(AppliedState owner, SnapshotPoint point) : ISnapshot
+internal sealed class BatchSnapshot(AppliedState owner, SnapshotPoint point, ImmutableList<byte[]> dkg) : ISnapshot
 {
     public SnapshotPoint Point => point;
+
+    /// <summary>The entries of the key generation in progress at the point (empty when none was).</summary>
+    public ImmutableList<byte[]> Dkg => dkg;
 
     public long Index => point.Index;
 
@@ -511,7 +540,7 @@ internal sealed class BatchSnapshot(AppliedState owner, SnapshotPoint point) : I
         where TWriter : IAsyncBinaryWriter
     {
         using var transfer = owner.Transfers.Begin(point.Index);
-        await owner.WriteSnapshotAsync(point, writer, SnapshotBase.Current, token).ConfigureAwait(false);
+        await owner.WriteSnapshotAsync(point, dkg, writer, SnapshotBase.Current, token).ConfigureAwait(false);
         transfer.Completed();
     }
 }

@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Microsoft.Extensions.Logging;
 using Sequencer.Core;
 using Sequencer.Core.Encoding;
@@ -95,6 +96,10 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     private long appliedTerm;
     private StoreCheckpoint durable;
     private BatchSnapshot? snapshot;
+
+    // The entries of the key generation in progress after the newest applied entry (the ledger's DKG, as the store
+    // keeps it): each pending entry and snapshot candidate shares the list as of its own index.
+    private ImmutableList<byte[]> dkgApplied = [];
     private string? storeFault;
     private long lastApplyAt;
     private long unpersistedTxs;
@@ -160,7 +165,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         LoadSigningState();
         LoadGenesis();
         if (durable.SnapshotIndex > 0)
-            snapshot = new BatchSnapshot(this, new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight));
+            snapshot = new BatchSnapshot(this, new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight), [.. store.ReadSnapshotDkgEntries()]);
         LogLoaded(logger, durable.LastHeight, durable.AppliedIndex, durable.SnapshotIndex, storedTxs, loaded.Count, txIndex.Count);
 
         persister = (loops ?? new BackgroundLoops(time)).Start("the store persister", PersisterStuckAfter, PersistLoopAsync, stopping.Token);
@@ -486,7 +491,15 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             appliedIndex = index;
             appliedTerm = term;
             lastApplyAt = time.GetTimestamp();
-            unpersisted.Enqueue(new PendingEffect(index, term, stored, signing is { IsEmpty: false } ? signing : null, ledger.SignedThrough, Math.Max(0, entryBytes)));
+            if (signing is { } changed)
+            {
+                if (changed.ClearDkg)
+                    dkgApplied = [];
+                if (changed.DkgEntry is { } dkgEntry)
+                    dkgApplied = dkgApplied.Add(dkgEntry);
+            }
+
+            unpersisted.Enqueue(new PendingEffect(index, term, stored, signing is { IsEmpty: false } ? signing : null, ledger.SignedThrough, Math.Max(0, entryBytes), dkgApplied));
             unpersistedEntryBytes += Math.Max(0, entryBytes);
             if (unpersisted.Count >= limits.PersistGroupBatches)
                 workSignal.TrySetResult();
@@ -692,10 +705,12 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         }
 
         var lastHeight = batches.Count > 0 ? batches[^1].Header.Height : previous.LastHeight;
-        var (next, consumed, fresh) = ChooseSnapshot(taken, previous.LastHeight, last.Index);
+        var (chosen, consumed, fresh) = ChooseSnapshot(taken, previous.LastHeight, last.Index);
+        var next = chosen.Point;
         var checkpoint = new StoreCheckpoint(last.Index, last.Term, lastHeight, next.Index, next.Term, next.Height, Math.Max(previous.SignedWatermark, last.SignedWatermark));
+        // A moved point stores the key generation in progress there (a snapshot carries it, see WriteSnapshotAsync).
         var signing = new SigningWrites(heads, keyEpochs, pool.Clear, [.. pool.Added.Select(a => new StoredCommitment(a.Key.Signer, a.Key.Sequence, a.Value))],
-            [.. pool.Removed], pool.Next, pool.DkgEntries, pool.ClearDkg);
+            [.. pool.Removed], pool.Next, pool.DkgEntries, pool.ClearDkg, next.Index != previous.SnapshotIndex ? chosen.Dkg : null);
         store.Append(batches, checkpoint, signing.IsEmpty ? null : signing);
 
         lock (gate)
@@ -715,7 +730,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             history.Trim(checkpoint.LastHeight);
             TrimRecentHeadsLocked();
             if (next.Index > 0 && (snapshot is null || snapshot.Point.Index != next.Index))
-                snapshot = new BatchSnapshot(this, next);
+                snapshot = new BatchSnapshot(this, next, chosen.Dkg);
             persistedSignal.TrySetResult();
             persistedSignal = NewSignal();
         }
@@ -731,14 +746,15 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     {
         if (!freshSnapshotRequested || snapshotCandidates.Count == 0 || !Transfers.TryFence(snapshotCandidates.Last().Point.Index))
             return;
-        var newest = snapshotCandidates.Last().Point;
+        var candidate = snapshotCandidates.Last();
+        var newest = candidate.Point;
         var checkpoint = durable with { SnapshotIndex = newest.Index, SnapshotTerm = newest.Term, SnapshotHeight = newest.Height };
-        store.Append([], checkpoint, null);
+        store.Append([], checkpoint, new SigningWrites([], [], SnapshotDkg: candidate.Dkg));
         freshSnapshotRequested = false;
         Transfers.ReleaseHold();
         ClearSnapshotCandidatesLocked();
         durable = checkpoint;
-        snapshot = new BatchSnapshot(this, newest);
+        snapshot = new BatchSnapshot(this, newest, candidate.Dkg);
     }
 
     /// <summary>
@@ -760,7 +776,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
     /// 150 ms of added delay slowed the leader's commit and apply from 15 ms to 170 to 280 ms and ordering to a quarter of
     /// its rate; with the point moving once per retained window, not at all. See docs/design.md.
     /// </remarks>
-    private (SnapshotPoint Chosen, int Consumed, SnapshotCandidate[] Fresh) ChooseSnapshot(int taken, ulong storedHeight, long persistedIndex)
+    private (SnapshotCandidate Chosen, int Consumed, SnapshotCandidate[] Fresh) ChooseSnapshot(int taken, ulong storedHeight, long persistedIndex)
     {
         lock (gate)
         {
@@ -783,7 +799,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         return fenced;
     }
 
-    private (SnapshotPoint Chosen, int Consumed, SnapshotCandidate[] Fresh) ChooseSnapshotLocked(int taken, ulong storedHeight, long persistedIndex)
+    private (SnapshotCandidate Chosen, int Consumed, SnapshotCandidate[] Fresh) ChooseSnapshotLocked(int taken, ulong storedHeight, long persistedIndex)
     {
         // The candidates are the queue (entries stored earlier) followed by the entries being stored now. The queue
         // is walked, never copied: it holds up to a retained window of entries (thousands of one-tx entries at
@@ -795,27 +811,28 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         foreach (var effect in unpersisted.Take(taken))
         {
             height = effect.Batch?.Header.Height ?? height;
-            fresh[k++] = new SnapshotCandidate(new SnapshotPoint(effect.Index, effect.Term, height), effect.Bytes);
+            fresh[k++] = new SnapshotCandidate(new SnapshotPoint(effect.Index, effect.Term, height), effect.Bytes, effect.Dkg);
             freshBytes += effect.Bytes;
         }
 
         var total = snapshotCandidates.Count + taken;
         var current = snapshot?.Point ?? new SnapshotPoint(durable.SnapshotIndex, durable.SnapshotTerm, durable.SnapshotHeight);
+        var stay = new SnapshotCandidate(current, 0, snapshot?.Dkg ?? []);
         if (freshSnapshotRequested && total > 0 && FenceLocked(taken > 0 ? fresh[^1].Point.Index : snapshotCandidates.Last().Point.Index))
         {
             // A snapshot was sent again (see SnapshotTransfers): move to the newest entry being stored now, once no
             // transfer holds a read of the log that the compaction would wait for.
             freshSnapshotRequested = false;
             Transfers.ReleaseHold();
-            return (taken > 0 ? fresh[^1].Point : snapshotCandidates.Last().Point, total, fresh);
+            return (taken > 0 ? fresh[^1] : snapshotCandidates.Last(), total, fresh);
         }
 
         var keptBytes = snapshotCandidateBytes + freshBytes;
         if (persistedIndex - current.Index <= Saturating(2, retention.Entries) && keptBytes <= Saturating(2, retention.Bytes))
-            return (current, 0, fresh);
+            return (stay, 0, fresh);
 
         // The bytes after a candidate are the bytes of every later candidate: each persisted entry is one.
-        var chosen = current;
+        var chosen = stay;
         var consumed = 0;
         var bytesAfter = keptBytes;
         foreach (var candidate in snapshotCandidates.Concat(fresh))
@@ -823,7 +840,7 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             bytesAfter -= candidate.Bytes;
             if (candidate.Point.Index > persistedIndex - retention.Entries && bytesAfter < retention.Bytes)
                 break;
-            chosen = candidate.Point;
+            chosen = candidate;
             consumed++;
         }
 
@@ -832,14 +849,14 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         // (see ReplicationWatch). Either way, only within a bounded multiple of the normal window.
         if (consumed > 0 && ((snapshot is not null && Transfers.Holding) || Replication.AnySilent)
             && persistedIndex - current.Index <= Saturating(HoldEntriesFactor, retention.Entries) && keptBytes <= Saturating(HoldBytesFactor, retention.Bytes))
-            return (current, 0, fresh);
+            return (stay, 0, fresh);
         // The move compacts the log under a barrier that would wait for a snapshot transfer's read and stall every
         // other read behind it: it waits for the transfers in progress, and new ones wait for it (SnapshotTransfers).
         // Twice past the hold's bound (the fence was never lifted), the move goes ahead regardless: a stall is
         // better than a log that grows without limit.
         var overdue = persistedIndex - current.Index > Saturating(2 * HoldEntriesFactor, retention.Entries) || keptBytes > Saturating(2 * HoldBytesFactor, retention.Bytes);
-        if (consumed > 0 && chosen.Index > current.Index && !overdue && !FenceLocked(chosen.Index))
-            return (current, 0, fresh);
+        if (consumed > 0 && chosen.Point.Index > current.Index && !overdue && !FenceLocked(chosen.Point.Index))
+            return (stay, 0, fresh);
         // The walk stops at the first candidate with fewer than retention.Bytes after it, so what remains holds
         // less than that plus its first entry.
         Invariant.Check(total - consumed <= retention.Entries + taken, "snapshot candidates stay within the retained window");
@@ -998,13 +1015,14 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
         public List<byte[]> DkgEntries { get; } = [];
     }
 
-    private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch, LedgerEffects? Signing, ulong SignedWatermark, long Bytes);
+    // Dkg: the entries of the key generation in progress once this entry is applied (shared, immutable).
+    private readonly record struct PendingEffect(long Index, long Term, StoredBatch? Batch, LedgerEffects? Signing, ulong SignedWatermark, long Bytes, ImmutableList<byte[]> Dkg);
 
     /// <summary><paramref name="factor"/> times <paramref name="value"/>, or <see cref="long.MaxValue"/> beyond it.</summary>
     private static long Saturating(int factor, long value) => value > long.MaxValue / factor ? long.MaxValue : factor * value;
 
-    /// <summary>A persisted entry the snapshot point may move to, and the entry's payload bytes.</summary>
-    private readonly record struct SnapshotCandidate(SnapshotPoint Point, long Bytes);
+    /// <summary>A persisted entry the snapshot point may move to, the entry's payload bytes, and the key generation in progress there.</summary>
+    private readonly record struct SnapshotCandidate(SnapshotPoint Point, long Bytes, ImmutableList<byte[]> Dkg);
 
     [LoggerMessage(EventId = 104, Level = LogLevel.Warning, Message = "The snapshot at index {Index} is being sent again (a follower's install outlasted the Raft request timeout): the snapshot point moves to the newest stored entry once no transfer is in flight")]
     private static partial void LogSnapshotResent(ILogger logger, long index);

@@ -228,7 +228,24 @@ public static class SnapshotFormat
 [Union(2, typeof(SnapshotTrailer))]
 [Union(3, typeof(SnapshotKeyEpoch))]
 [Union(4, typeof(SnapshotCommitments))]
+[Union(5, typeof(SnapshotDkgEntry))]
 public interface ISnapshotRecord;
+
+/// <summary>
+/// One entry (log encoded) of the key generation in progress at the snapshot's point, in log order; after the key
+/// epochs, before any batch. The installing node rebuilds that key generation from them, checking each as apply would,
+/// and goes on with it from the log: without them it refused the rest of the key generation, and once the new key
+/// epoch came into force elsewhere its headers (which name the key epoch) were not the others'.
+/// </summary>
+[MessagePackObject]
+public sealed class SnapshotDkgEntry : ISnapshotRecord
+{
+    /// <summary>The most DKG entries one snapshot carries (a key generation among 255 members, its complaints and silence votes included, stays below it).</summary>
+    public const int MaxEntries = 1 << 17;
+
+    /// <summary>The entry, as the log encodes it.</summary>
+    [Key(0)] public byte[] Entry { get; init; } = [];
+}
 
 /// <summary>One signer's published, unused nonce commitments and its next sequence; after the key epochs, before any batch.</summary>
 [MessagePackObject]

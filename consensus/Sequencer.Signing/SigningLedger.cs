@@ -73,7 +73,7 @@ public sealed class SigningLedger
     // installed from a snapshot already reflects (see CommitmentPool.ReflectsIndex).
     private long applying, appliedThrough, replayedThrough;
     private readonly SortedDictionary<ulong, SigningSession> sessions = [];
-    private readonly DkgLedger dkg;
+    private DkgLedger dkg;
     private readonly DkgPolicy? policy;
     private KeyEpochView? pending;
 
@@ -99,7 +99,18 @@ public sealed class SigningLedger
         SignedThrough = state.SignedThrough;
         policy = state.DkgPolicy;
         dkg = new DkgLedger(state.ChainId, state.DkgPolicy);
-        foreach (var entry in state.DkgEntries)
+        ReplaceDkg(state.DkgEntries);
+    }
+
+    /// <summary>
+    /// Replaces the key generation in progress with the one <paramref name="entries"/> (encoded DKG entries, in log
+    /// order) make, each checked against this node's configuration as apply would: a snapshot's DKG at its point.
+    /// </summary>
+    public void ReplaceDkg(IReadOnlyList<byte[]> entries)
+    {
+        ArgumentNullException.ThrowIfNull(entries);
+        dkg = new DkgLedger(ChainId, policy);
+        foreach (var entry in entries)
             dkg.Apply(LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(entry)), CurrentKeyEpoch?.Epoch ?? 0, new LedgerEffects());
     }
 

@@ -36,6 +36,7 @@ public sealed class LiteDbBatchStore : IBatchStore
     private readonly ILiteCollection<BsonDocument> keyEpochCollection;
     private readonly ILiteCollection<BsonDocument> commitmentCollection;
     private readonly ILiteCollection<BsonDocument> dkgCollection;
+    private readonly ILiteCollection<BsonDocument> snapshotDkgCollection;
     private readonly ILiteCollection<BsonDocument> accountCollection;
     private const string GenesisId = "genesis";
     private const string PrunedId = "pruned";
@@ -66,6 +67,7 @@ public sealed class LiteDbBatchStore : IBatchStore
         keyEpochCollection = database.GetCollection("keyEpochs");
         commitmentCollection = database.GetCollection("commitments");
         dkgCollection = database.GetCollection("dkg");
+        snapshotDkgCollection = database.GetCollection("snapshotDkg");
         accountCollection = database.GetCollection("accounts");
         current = ReadCheckpointDocument();
         prunedHeight = meta.FindById(PrunedId) is { } pruned ? (ulong)pruned["height"].AsInt64 : 0;
@@ -466,8 +468,23 @@ public sealed class LiteDbBatchStore : IBatchStore
             return [.. dkgCollection.FindAll().OrderBy(d => d["_id"].AsInt64).Select(d => d["v"].AsBinary)];
     }
 
+    /// <inheritdoc/>
+    public IReadOnlyList<byte[]> ReadSnapshotDkgEntries()
+    {
+        lock (writer)
+            return [.. snapshotDkgCollection.FindAll().OrderBy(d => d["_id"].AsInt64).Select(d => d["v"].AsBinary)];
+    }
+
     private void WriteDkg(SigningWrites signing)
     {
+        if (signing.SnapshotDkg is { } atPoint)
+        {
+            snapshotDkgCollection.DeleteAll();
+            long id = 1;
+            foreach (var entry in atPoint)
+                snapshotDkgCollection.Insert(new BsonDocument { ["_id"] = id++, ["v"] = entry });
+        }
+
         if (signing.ClearDkg)
             dkgCollection.DeleteAll();
         if (signing.DkgEntries is not { Count: > 0 } entries)

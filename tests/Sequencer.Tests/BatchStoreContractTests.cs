@@ -118,6 +118,26 @@ public abstract class BatchStoreContractTests : IDisposable
     }
 
     [Fact]
+    public void Append_TheSnapshotPointsDkgEntries_ReplaceTheStoredOnes_OnlyWhenGiven()
+    {
+        // The key generation in progress at the snapshot point, written when the point moves, apart from the current
+        // one (which moves on with every entry).
+        using var store = Open();
+        var chain = Chain(3);
+        Assert.Empty(store.ReadSnapshotDkgEntries());
+        store.Append(chain[..1], CheckpointAt(chain[..1]), new SigningWrites([], [], DkgEntries: [[1], [2]], SnapshotDkg: [[1]]));
+        Assert.Equal([[1]], store.ReadSnapshotDkgEntries());
+        store.Append(chain[1..2], CheckpointAt(chain[..2]), new SigningWrites([], [], DkgEntries: [[3]]));
+        Assert.Equal([[1]], store.ReadSnapshotDkgEntries());
+        Assert.Equal([[1], [2], [3]], store.ReadDkgEntries());
+        store.Append(chain[2..], CheckpointAt(chain), new SigningWrites([], [], SnapshotDkg: [[1], [2], [3]]));
+        Assert.Equal([[1], [2], [3]], store.ReadSnapshotDkgEntries());
+        store.Append([], CheckpointAt(chain), new SigningWrites([], [], ClearDkg: true, SnapshotDkg: []));
+        Assert.Empty(store.ReadSnapshotDkgEntries());
+        Assert.Empty(store.ReadDkgEntries());
+    }
+
+    [Fact]
     public void Append_EverySigningRecordKind_ReadsBack()
     {
         using var store = Open();

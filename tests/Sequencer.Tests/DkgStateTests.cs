@@ -551,6 +551,74 @@ public sealed class DkgStateTests
     }
 
     [Fact]
+    public async Task SnapshotTakenInTheMiddleOfADkg_CarriesItsProgress_SoTheInstalledNodeMakesTheSameKeyAndHeaders()
+    {
+        // A follower that installs a snapshot whose point lies inside a key generation then applies the rest of it
+        // from the log: it must reach the same key epoch, or its headers (which name the key epoch) differ.
+        var context = DkgLedger.Context(ChainId, 1, 1);
+        var people = Enumerable.Range(1, 3).Select(id => new Participant(id, 2, 3, context)).ToList();
+        using var leaderStore = new InMemoryBatchStore();
+        await using var leader = Open(leaderStore);
+        await ApplyAsync(leader, new DkgStartCommand { Epoch = 1, Attempt = 1, Threshold = 2, Members = [1, 2, 3] });
+        var round1 = people.Select(p => p.Round1(1, 1)).ToList();
+        foreach (var message in round1)
+            await ApplyAsync(leader, message);
+        await ApplyAsync(leader, new BatchCommand { LeaderTimestampMs = 5000, Txs = [BatchApplierTests.Tx(1)] });
+        await leader.FlushAsync(CancellationToken.None);
+        var snapshot = leader.CurrentSnapshot!;
+        Assert.Equal(index, snapshot.Index);
+        // The point's key generation is stored with it (a restarted leader sends it too): the start and three round ones.
+        Assert.Equal(4, leaderStore.ReadSnapshotDkgEntries().Count);
+        using var stream = new MemoryStream();
+        await DotNext.IO.DataTransferObject.WriteToAsync(snapshot, stream, 4096, CancellationToken.None);
+        await using var follower = Open(new InMemoryBatchStore());
+        await follower.InstallSnapshotAsync(new MemoryStream(stream.ToArray()), snapshot.Index, snapshot.Term, CancellationToken.None);
+        Assert.Equal("round2", leader.Dkg!.Stage);
+        Assert.Equal(leader.Dkg.Stage, follower.Dkg?.Stage);
+        Assert.Equal(leader.Dkg.Round1.Keys.Order(), follower.Dkg!.Round1.Keys.Order());
+
+        // The rest of the key generation, and a batch, reach both.
+        foreach (var p in people)
+        {
+            foreach (var message in round1.Where(m => m.From != p.Id))
+                Assert.Null(p.Dkg.Receive(Decode(message)));
+        }
+
+        var round2 = people.Select(p => new DkgRound2Command
+        {
+            Epoch = 1,
+            Attempt = 1,
+            From = p.Id,
+            Shares = [.. p.Dkg.Round2().Select(s => new DkgEncryptedShare
+            {
+                To = s.To,
+                Ciphertext = DkgShareCipher.Encrypt(s.Share, p.EncryptionSecret, Secp256k1.DeserializeElement(round1[s.To - 1].EncryptionKey), context, p.Id, s.To),
+            })],
+        }).ToList();
+        var (shares, group) = FinishAll(people, round1, round2, context, null);
+        var rest = new List<ILogCommand>(round2);
+        rest.AddRange(shares.Select(share => Confirm(share, group!)));
+        rest.Add(new BatchCommand { LeaderTimestampMs = 6000, Txs = [BatchApplierTests.Tx(2)] });
+        foreach (var command in rest)
+        {
+            var at = ++index;
+            await leader.ApplyAsync(command, at, 1, CancellationToken.None);
+            await follower.ApplyAsync(command, at, 1, CancellationToken.None);
+        }
+
+        Assert.Equal(1UL, leader.CurrentKeyEpoch!.Epoch);
+        Assert.Equal(1UL, follower.CurrentKeyEpoch?.Epoch);
+        Assert.Equal(leader.LastHeader, follower.LastHeader);
+        Assert.Equal(1UL, follower.LastHeader!.KeyEpoch);
+
+        // Past the key generation, the point carries none.
+        await leader.FlushAsync(CancellationToken.None);
+        Assert.Equal(index, leader.CurrentSnapshot!.Index);
+        Assert.Empty(leaderStore.ReadSnapshotDkgEntries());
+        Assert.Empty(leader.CurrentSnapshot.Dkg);
+    }
+
+    [Fact]
     public void ShareCipher_RoundTrips_AndAWrongKeyDoesNotRecoverTheShare()
     {
         var context = DkgLedger.Context(ChainId, 1, 1);

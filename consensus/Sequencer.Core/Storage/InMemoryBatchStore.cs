@@ -13,6 +13,7 @@ public sealed class InMemoryBatchStore : IBatchStore
     private readonly SortedDictionary<(int, ulong), byte[]> commitments = [];
     private readonly Dictionary<int, ulong> nextSequences = [];
     private readonly List<byte[]> dkgEntries = [];
+    private IReadOnlyList<byte[]> snapshotDkgEntries = [];
     private readonly InMemoryHistoryNodes history = new();
     private readonly Dictionary<UInt128, ulong> positions = [];
     private StoreCheckpoint checkpoint;
@@ -132,6 +133,8 @@ public sealed class InMemoryBatchStore : IBatchStore
                 if (signing.ClearDkg)
                     dkgEntries.Clear();
                 dkgEntries.AddRange(signing.DkgEntries ?? []);
+                if (signing.SnapshotDkg is { } atPoint)
+                    snapshotDkgEntries = [.. atPoint];
             }
 
             this.checkpoint = checkpoint;
@@ -146,6 +149,13 @@ public sealed class InMemoryBatchStore : IBatchStore
     {
         lock (gate)
             return [.. dkgEntries];
+    }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<byte[]> ReadSnapshotDkgEntries()
+    {
+        lock (gate)
+            return snapshotDkgEntries;
     }
 
     /// <inheritdoc/>

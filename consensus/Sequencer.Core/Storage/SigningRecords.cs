@@ -74,6 +74,10 @@ public sealed record CommitmentPool(IReadOnlyList<StoredCommitment> Commitments,
 /// <param name="AddedCommitments">Newly published commitments.</param>
 /// <param name="RemovedCommitments">Commitments used by a session (signer, sequence).</param>
 /// <param name="NextSequences">New next sequences per signer.</param>
+/// <param name="DkgEntries">DKG entries to add to those of the key generation in progress.</param>
+/// <param name="ClearDkg">Drop the stored DKG entries first.</param>
+/// <param name="SnapshotDkg">The DKG entries of the key generation in progress at the snapshot point, replacing those stored
+/// (the snapshot point moved); null when the point did not move.</param>
 public sealed record SigningWrites(
     IReadOnlyList<SignedHead> Signatures,
     IReadOnlyList<StoredKeyEpoch> KeyEpochs,
@@ -82,7 +86,8 @@ public sealed record SigningWrites(
     IReadOnlyList<(int Signer, ulong Sequence)>? RemovedCommitments = null,
     IReadOnlyDictionary<int, ulong>? NextSequences = null,
     IReadOnlyList<byte[]>? DkgEntries = null,
-    bool ClearDkg = false)
+    bool ClearDkg = false,
+    IReadOnlyList<byte[]>? SnapshotDkg = null)
 {
     /// <summary>Nothing to write.</summary>
     public static SigningWrites None { get; } = new([], []);
@@ -90,5 +95,5 @@ public sealed record SigningWrites(
     /// <summary>True when there is nothing to write.</summary>
     public bool IsEmpty => Signatures.Count == 0 && KeyEpochs.Count == 0 && !ClearCommitments && (AddedCommitments?.Count ?? 0) == 0
         && (RemovedCommitments?.Count ?? 0) == 0 && (NextSequences?.Count ?? 0) == 0
-        && (DkgEntries?.Count ?? 0) == 0 && !ClearDkg;
+        && (DkgEntries?.Count ?? 0) == 0 && !ClearDkg && SnapshotDkg is null;
 }

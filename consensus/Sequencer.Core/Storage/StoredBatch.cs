@@ -134,6 +134,12 @@ public interface IBatchStore : IDisposable
     IReadOnlyList<byte[]> ReadDkgEntries();
 
     /// <summary>
+    /// The encoded DKG entries of the key generation that was in progress at the snapshot point (empty when none was):
+    /// a snapshot carries them, so that a node that installs it goes on with that key generation from the log.
+    /// </summary>
+    IReadOnlyList<byte[]> ReadSnapshotDkgEntries();
+
+    /// <summary>
     /// The history tree over the commitments of every stored batch, in height order (its leaf count is the stored
     /// height): the completed subtrees that proofs of any head's history read.
     /// </summary>
