@@ -214,12 +214,11 @@ public sealed class SnapshotTransfers(TimeProvider time)
     }
 
     /// <summary>
-    /// The owner decided, with no read in its way, not to move the point now (the log is within its window, a transfer
-    /// or a silent follower holds it): a move deferred by <see cref="TryFence"/> is no
-    /// longer wanted, and reads that waited for it go on. Without this, a wish left by a refused fence held every new
-    /// snapshot read for the whole <see cref="AdmissionWait"/> (measured in the chaos disk scenario: a wiped follower
-    /// whose install outlasted the request timeout was kept waiting 3 s, and counted silent, which is exactly what
-    /// holds the point).
+    /// The owner decided, with no read in its way, not to move the point now (the log is within its window, or a
+    /// transfer or a silent follower holds it): a move deferred by <see cref="TryFence"/> is no longer wanted, and reads
+    /// that waited for it go on. Without this, the wish of a refused fence held every new snapshot read for the whole
+    /// <see cref="AdmissionWait"/> (measured in the chaos disk scenario: a wiped follower whose install outlasted the
+    /// request timeout, and so counted silent, which is what holds the point, was kept waiting 3 s).
     /// </summary>
     public void Withdraw()
     {
