@@ -555,33 +555,39 @@ public sealed class Nemesis(LocalCluster cluster, IChaosNetwork network, Cluster
     /// <summary>Rotations an operator asked for (and the node took) in this run.</summary>
     public int RotationsRequested { get; private set; }
 
-    // An operator's key rotation, asked of one node (which forwards the DKG start to the leader). Nothing to heal: the
-    // key generation and the hand-over go on through the faults that follow, and the run checks where they got.
+    // The operators' key rotation: each member's operator votes on its own node (a rotation starts once t members
+    // voted), the target's first, then every other running member's. Nothing to heal: the key generation and the
+    // hand-over go on through the faults that follow, and the run checks where they got.
     private async Task<Func<Task>> RotateKeyAsync(FaultRecord record, int target)
     {
-        var node = cluster.Node(target);
-        if (!node.IsRunning)
+        if (!cluster.Node(target).IsRunning)
             throw new NotSupportedException($"n{target} is down");
-        using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(node.Spec.Api), "/admin/keys/rotate"))
+        var votes = new List<string>();
+        foreach (var node in new[] { cluster.Node(target) }.Concat(cluster.Nodes.Where(n => n.Spec.Id != target && n.IsRunning)))
         {
-            Content = new StringContent("{}", Encoding.UTF8, "application/json"),
-        };
-        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", adminToken);
-        string answer;
-        try
-        {
-            using var response = await Admin.SendAsync(request).ConfigureAwait(false);
-            answer = await response.Content.ReadAsStringAsync().ConfigureAwait(false);
-            if (!response.IsSuccessStatusCode)
-                throw new NotSupportedException($"n{target} refused the rotation: {(int)response.StatusCode} {answer}");
-        }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
-        {
-            throw new NotSupportedException($"n{target} did not answer the rotation request: {e.Message}");
+            using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(node.Spec.Api), "/admin/keys/rotate"))
+            {
+                Content = new StringContent("{}", Encoding.UTF8, "application/json"),
+            };
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", adminToken);
+            try
+            {
+                using var response = await Admin.SendAsync(request).ConfigureAwait(false);
+                var answer = await response.Content.ReadAsStringAsync().ConfigureAwait(false);
+                if (!response.IsSuccessStatusCode && node.Spec.Id == target)
+                    throw new NotSupportedException($"n{target} refused the rotation: {(int)response.StatusCode} {answer}");
+                votes.Add($"n{node.Spec.Id}: {(response.IsSuccessStatusCode ? answer : $"{(int)response.StatusCode}")}");
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+            {
+                if (node.Spec.Id == target)
+                    throw new NotSupportedException($"n{target} did not answer the rotation request: {e.Message}");
+                votes.Add($"n{node.Spec.Id}: no answer");
+            }
         }
 
         RotationsRequested++;
-        record.Detail = $"rotation requested: {answer}";
+        record.Detail = $"rotation voted: {string.Join("; ", votes)}";
         return () => Task.CompletedTask;
     }
 

@@ -102,6 +102,16 @@ public sealed partial class AppliedState
         }
     }
 
+    /// <summary>The members that voted for a rotation to the next key epoch, by the new key's threshold.</summary>
+    public IReadOnlyDictionary<int, IReadOnlyList<int>> RotationVotes
+    {
+        get
+        {
+            lock (gate)
+                return ledger.RotationVotes;
+        }
+    }
+
     /// <summary>Why the log would not accept <paramref name="command"/> now, or null when it would (for the leader's intake).</summary>
     public string? DkgRejection(ILogCommand command)
     {

@@ -495,6 +495,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
             {
                 if (changed.ClearDkg)
                     dkgApplied = [];
+                if (changed.DkgPrefix is { } prefix)
+                    dkgApplied = dkgApplied.AddRange(prefix);
                 if (changed.DkgEntry is { } dkgEntry)
                     dkgApplied = dkgApplied.Add(dkgEntry);
             }
@@ -1006,6 +1008,8 @@ public sealed partial class AppliedState : IOrderedTxLookup, IAsyncDisposable
                 DkgEntries.Clear();
             }
 
+            if (effect.DkgPrefix is { } prefix)
+                DkgEntries.AddRange(prefix);
             if (effect.DkgEntry is { } entry)
                 DkgEntries.Add(entry);
         }

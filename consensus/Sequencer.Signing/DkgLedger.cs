@@ -123,6 +123,17 @@ public sealed class DkgLedger
     private readonly DkgPolicy? policy;
     private Progress? progress;
 
+    // Members' votes for a rotation to key epoch votesEpoch, by the new key's threshold (see KeyRotationVoteCommand);
+    // cleared by a DkgStart, and replaced by the votes for a later epoch.
+    private readonly SortedDictionary<int, SortedSet<int>> rotationVotes = [];
+    private readonly SortedDictionary<(int Threshold, int From), byte[]> encodedVotes = [];
+    private ulong votesEpoch;
+
+    // The votes (encoded) that approved the key generation of key epoch approvedEpoch: kept with its entries from its
+    // DkgStart on (and every retry's), so that replaying them (a restart, a snapshot) finds the DkgStart approved.
+    private IReadOnlyList<byte[]> approvedVotes = [];
+    private ulong approvedEpoch;
+
     /// <summary>An idle ledger for chain <paramref name="chainId"/>; <paramref name="policy"/> is this node's configuration (null: none checked).</summary>
     public DkgLedger(ulong chainId, DkgPolicy? policy = null)
     {
@@ -132,6 +143,10 @@ public sealed class DkgLedger
 
     /// <summary>The key generation in progress, or null.</summary>
     public DkgView? View => progress?.View();
+
+    /// <summary>The members that voted for a rotation to key epoch <paramref name="epoch"/>, by the new key's threshold (empty when none did).</summary>
+    public IReadOnlyDictionary<int, IReadOnlyList<int>> RotationVotes(ulong epoch)
+        => votesEpoch == epoch ? rotationVotes.ToDictionary(v => v.Key, v => (IReadOnlyList<int>)[.. v.Value]) : new Dictionary<int, IReadOnlyList<int>>();
 
     /// <summary>The DKG session context Φ: chain id, key epoch and attempt, big-endian.</summary>
     public static byte[] Context(ulong chainId, ulong epoch, int attempt)
@@ -160,8 +175,11 @@ public sealed class DkgLedger
             + $"{minInterval.TotalSeconds:0} s (MinKeyRotationIntervalMs), so in {(minInterval - inForceFor).TotalSeconds:0} s";
     }
 
-    /// <summary>Why the ledger would not accept <paramref name="command"/> now (with key epoch <paramref name="currentEpoch"/> in force), or null.</summary>
-    public string? Rejection(ILogCommand command, ulong currentEpoch)
+    /// <summary>
+    /// Why the ledger would not accept <paramref name="command"/> now, with key epoch <paramref name="currentEpoch"/>
+    /// (threshold <paramref name="currentThreshold"/>; 0 and 0 before the first key) in force, or null.
+    /// </summary>
+    public string? Rejection(ILogCommand command, ulong currentEpoch, int currentThreshold)
     {
         ArgumentNullException.ThrowIfNull(command);
         if (command is DkgStartCommand start)
@@ -177,8 +195,23 @@ public sealed class DkgLedger
                 return "the DKG members must be 1..n";
             if (start.Threshold < 1 || start.Threshold > n)
                 return $"threshold {start.Threshold} does not fit {n} members";
-            return policy?.Rejection(start);
+            if (policy?.Rejection(start) is { } misfit)
+                return misfit;
+            // A rotation (a key is in force) starts only with t members' votes for it; the retries of a failed attempt
+            // of that key generation were voted for already.
+            var retry = progress is { Failure: not null } failed && failed.Epoch == start.Epoch;
+            if (currentEpoch > 0 && !retry)
+            {
+                var votes = votesEpoch == start.Epoch && rotationVotes.TryGetValue(start.Threshold, out var voters) ? voters.Count : 0;
+                if (votes < Math.Max(1, currentThreshold))
+                    return $"a rotation to key epoch {start.Epoch} with threshold {start.Threshold} needs the votes of {Math.Max(1, currentThreshold)} members (POST /admin/keys/rotate on each one's node); it has {votes}";
+            }
+
+            return null;
         }
+
+        if (command is KeyRotationVoteCommand ballot)
+            return VoteRejection(ballot, currentEpoch);
 
         var (epoch, attempt, from) = command switch
         {
@@ -250,14 +283,44 @@ public sealed class DkgLedger
         }
     }
 
+    // A vote: for the next key epoch, from a configured member, signed by its identity key, once per member and
+    // threshold, and only while no key generation for that epoch is under way.
+    private string? VoteRejection(KeyRotationVoteCommand vote, ulong currentEpoch)
+    {
+        if (currentEpoch == 0)
+            return "there is no key to rotate yet: the first key generation needs no votes";
+        if (vote.Epoch != currentEpoch + 1)
+            return $"a vote for key epoch {vote.Epoch}, but the next key epoch is {currentEpoch + 1}";
+        if (progress is not null && progress.Epoch == vote.Epoch)
+            return $"the key generation for key epoch {vote.Epoch} has started";
+        var n = policy?.Members ?? 255;
+        if (vote.From < 1 || vote.From > n)
+            return $"member {vote.From} is not one of the {n} members";
+        if (vote.Threshold < 1 || vote.Threshold > n)
+            return $"threshold {vote.Threshold} does not fit {n} members";
+        if (policy?.Rejection(new DkgStartCommand { Epoch = vote.Epoch, Attempt = 1, Threshold = vote.Threshold, Members = [.. Enumerable.Range(1, n)] }) is { } misfit)
+            return misfit;
+        if (policy?.IdentityKeys is { } identities)
+        {
+            if (!identities.TryGetValue(vote.From, out var identity))
+                return $"member {vote.From} has no pinned identity key";
+            if (!DkgIdentity.Verify(vote, chainId, identity))
+                return vote.Identity.Length == 0 ? $"member {vote.From}'s vote is not signed by its identity key" : $"member {vote.From}'s vote carries a signature that its identity key did not make";
+        }
+
+        return votesEpoch == vote.Epoch && rotationVotes.TryGetValue(vote.Threshold, out var voters) && voters.Contains(vote.From)
+            ? $"member {vote.From} already voted for key epoch {vote.Epoch} with threshold {vote.Threshold}"
+            : null;
+    }
+
     /// <summary>
-    /// Applies a DKG entry. Returns the key epoch it completed (every participant confirmed), or null; records what
-    /// changed in <paramref name="effects"/>, and a refused entry as ignored.
+    /// Applies a DKG entry (<see cref="Rejection"/>'s arguments). Returns the key epoch it completed (every participant
+    /// confirmed), or null; records what changed in <paramref name="effects"/>, and a refused entry as ignored.
     /// </summary>
-    public KeyEpochCommand? Apply(ILogCommand command, ulong currentEpoch, LedgerEffects effects)
+    public KeyEpochCommand? Apply(ILogCommand command, ulong currentEpoch, int currentThreshold, LedgerEffects effects)
     {
         ArgumentNullException.ThrowIfNull(effects);
-        if (Rejection(command, currentEpoch) is { } reason)
+        if (Rejection(command, currentEpoch, currentThreshold) is { } reason)
         {
             effects.Note(command.GetType().Name, reason);
             return null;
@@ -266,8 +329,37 @@ public sealed class DkgLedger
         KeyEpochCommand? complete = null;
         switch (command)
         {
+            case KeyRotationVoteCommand vote:
+                if (votesEpoch != vote.Epoch)
+                {
+                    rotationVotes.Clear();
+                    encodedVotes.Clear();
+                    votesEpoch = vote.Epoch;
+                }
+
+                if (!rotationVotes.TryGetValue(vote.Threshold, out var ballot))
+                    rotationVotes[vote.Threshold] = ballot = [];
+                ballot.Add(vote.From);
+                encodedVotes[(vote.Threshold, vote.From)] = LogCommandCodec.Encode(vote);
+                effects.DkgEvent = $"member {vote.From} voted for a rotation to key epoch {vote.Epoch} with threshold {vote.Threshold} ({ballot.Count} of {Math.Max(1, currentThreshold)} votes)";
+                break;
             case DkgStartCommand start:
                 progress = new Progress(start, Context(chainId, start.Epoch, start.Attempt));
+                if (currentEpoch > 0)
+                {
+                    // A rotation: the votes that approved it stay with its entries (a retry keeps the first attempt's).
+                    if (votesEpoch == start.Epoch && encodedVotes.Any(v => v.Key.Threshold == start.Threshold))
+                    {
+                        approvedVotes = [.. encodedVotes.Where(v => v.Key.Threshold == start.Threshold).Select(v => v.Value)];
+                        approvedEpoch = start.Epoch;
+                    }
+
+                    if (approvedEpoch == start.Epoch)
+                        effects.DkgPrefix = approvedVotes;
+                }
+
+                rotationVotes.Clear();
+                encodedVotes.Clear();
                 effects.ClearDkg = true;
                 effects.DkgEvent = $"key generation for epoch {start.Epoch} started (attempt {start.Attempt}): {start.Threshold} of {start.Members.Count} members";
                 break;

@@ -39,6 +39,12 @@ public sealed class LedgerEffects
     /// <summary>The key generation ended or restarted: drop its kept entries.</summary>
     public bool ClearDkg { get; set; }
 
+    /// <summary>
+    /// Entries kept after a <see cref="ClearDkg"/> and before <see cref="DkgEntry"/>: the members' votes that approved a
+    /// rotation's key generation, which a replay of its DkgStart (a restart, a snapshot) needs again.
+    /// </summary>
+    public IReadOnlyList<byte[]>? DkgPrefix { get; set; }
+
     /// <summary>The key generation changed (an entry accepted, an attempt failed, a key epoch made).</summary>
     public bool DkgChanged { get; set; }
 

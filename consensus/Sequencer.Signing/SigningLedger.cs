@@ -111,7 +111,7 @@ public sealed class SigningLedger
         ArgumentNullException.ThrowIfNull(entries);
         dkg = new DkgLedger(ChainId, policy);
         foreach (var entry in entries)
-            dkg.Apply(LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(entry)), CurrentKeyEpoch?.Epoch ?? 0, new LedgerEffects());
+            dkg.Apply(LogCommandCodec.Decode(new System.Buffers.ReadOnlySequence<byte>(entry)), CurrentKeyEpoch?.Epoch ?? 0, CurrentKeyEpoch?.Group.Threshold ?? 0, new LedgerEffects());
     }
 
     /// <summary>The chain.</summary>
@@ -142,18 +142,21 @@ public sealed class SigningLedger
 
     /// <summary>Why the DKG would not accept <paramref name="command"/> now, or null.</summary>
     public string? DkgRejection(ILogCommand command)
-        => command is DkgStartCommand && pending is { } waiting
+        => command is DkgStartCommand or KeyRotationVoteCommand && pending is { } waiting
             ? $"key epoch {waiting.Epoch} is made and waits for key epoch {CurrentKeyEpoch?.Epoch}'s hand-over; a new key generation starts after it"
-            : ThresholdChange(command) ?? dkg.Rejection(command, CurrentKeyEpoch?.Epoch ?? 0);
+            : ThresholdChange(command) ?? dkg.Rejection(command, CurrentKeyEpoch?.Epoch ?? 0, CurrentKeyEpoch?.Group.Threshold ?? 0);
 
     // A rotation keeps the threshold of the key in force unless the node is configured with one (--dkg-threshold, which
     // the policy then requires): otherwise any member that reaches the leader's intake could start a rotation to a key
     // that two members sign, and the current key would sign the hand-over to it.
     private string? ThresholdChange(ILogCommand command)
-        => command is DkgStartCommand start && CurrentKeyEpoch is { } current && start.Epoch == current.Epoch + 1 && policy?.Threshold is null
-            && start.Threshold != current.Group.Threshold
-            ? $"a rotation keeps the threshold {current.Group.Threshold} of key epoch {current.Epoch} (asked: {start.Threshold}); another needs --dkg-threshold on every member"
+        => (command switch { DkgStartCommand start => (start.Epoch, start.Threshold), KeyRotationVoteCommand vote => (vote.Epoch, vote.Threshold), _ => (0UL, 0) }) is var (epoch, threshold)
+            && epoch > 0 && CurrentKeyEpoch is { } current && epoch == current.Epoch + 1 && policy?.Threshold is null && threshold != current.Group.Threshold
+            ? $"a rotation keeps the threshold {current.Group.Threshold} of key epoch {current.Epoch} (asked: {threshold}); another needs --dkg-threshold on every member"
             : null;
+
+    /// <summary>The members that voted for a rotation to the next key epoch, by the new key's threshold.</summary>
+    public IReadOnlyDictionary<int, IReadOnlyList<int>> RotationVotes => dkg.RotationVotes((CurrentKeyEpoch?.Epoch ?? 0) + 1);
 
     /// <summary>How many published, unused commitments <paramref name="signer"/> has, and the next sequence it should use.</summary>
     public (int Available, ulong NextSequence) CommitmentsOf(int signer)
@@ -312,8 +315,11 @@ public sealed class SigningLedger
             case DkgStartCommand when pending is not null || ThresholdChange(command) is not null:
                 effects.Note(nameof(DkgStartCommand), DkgRejection(command)!);
                 break;
+            case KeyRotationVoteCommand when pending is not null || ThresholdChange(command) is not null:
+                effects.Note(nameof(KeyRotationVoteCommand), DkgRejection(command)!);
+                break;
             case DkgStartCommand or IDkgMessage:
-                if (dkg.Apply(command, CurrentKeyEpoch?.Epoch ?? 0, effects) is { } complete)
+                if (dkg.Apply(command, CurrentKeyEpoch?.Epoch ?? 0, CurrentKeyEpoch?.Group.Threshold ?? 0, effects) is { } complete)
                 {
                     if (CurrentKeyEpoch is null)
                         ApplyKeyEpoch(complete, input.Index, effects, fromDkg: true);

@@ -722,10 +722,12 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
     }
 
     /// <summary>
-    /// <c>POST /admin/keys/rotate</c>, optionally <c>{"threshold": t}</c>: a key generation among the configured members
-    /// makes key epoch n + 1, which comes into force once key epoch n signs the hand-over (<c>GET /v1/keys</c> then
-    /// shows it with its rotation proof, and the L1 poster rotates the contract's key before the first head of the new
-    /// epoch). 202 when it started or is under way; 409 with the reason when it cannot.
+    /// <c>POST /admin/keys/rotate</c>, optionally <c>{"threshold": t}</c>: this member's vote for a rotation. Once t
+    /// members (the threshold of the key in force) voted for the same threshold, a key generation among the configured
+    /// members makes key epoch n + 1, which comes into force once key epoch n signs the hand-over (<c>GET /v1/keys</c>
+    /// then shows it with its rotation proof, and the L1 poster rotates the contract's key before the first head of the
+    /// new epoch). 202 with the votes so far (<c>votes</c>, <c>votesNeeded</c>) when the vote is in or the rotation under
+    /// way; 409 with the reason when it cannot be.
     /// </summary>
     private async Task RotateKeyAsync(HttpContext context)
     {
@@ -743,7 +745,20 @@ public sealed partial class SigningApi(NodeOptions options, RaftHost raft, HeadS
         {
             writer.WriteDecimal("currentEpoch", state.CurrentKeyEpoch?.Epoch ?? 0);
             writer.WriteDecimal("nextEpoch", (state.CurrentKeyEpoch?.Epoch ?? 0) + 1);
-            writer.WriteString("stage", state.PendingKeyEpoch is not null ? "hand-over" : "dkg");
+            var dkgView = state.Dkg;
+            writer.WriteString("stage", state.PendingKeyEpoch is not null ? "hand-over" : dkgView is not null && dkgView.Epoch == (state.CurrentKeyEpoch?.Epoch ?? 0) + 1 ? "dkg" : "votes");
+            var (needed, votes) = dkg.RotationVotes;
+            writer.WriteNumber("votesNeeded", needed);
+            writer.WriteStartObject("votes");
+            foreach (var (threshold, voters) in votes)
+            {
+                writer.WriteStartArray(threshold.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                foreach (var voter in voters)
+                    writer.WriteNumberValue(voter);
+                writer.WriteEndArray();
+            }
+
+            writer.WriteEndObject();
         }).ConfigureAwait(false);
     }
 

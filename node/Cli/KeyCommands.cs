@@ -21,10 +21,17 @@ public static class KeyCommands
         var output = new Option<string>("--out") { Description = "Directory for group.json and share-N.json.", DefaultValueFactory = _ => "keys" };
         var json = new Option<bool>("--json") { Description = "Print a machine-readable result." };
         var dkg = new Option<bool>("--dkg") { Description = "Pedersen DKG among the running nodes of --node's cluster (no party ever holds the group secret); writes the public group.json to --out." };
-        var node = new Option<string>("--node") { Description = "With --dkg: a node's API address.", DefaultValueFactory = _ => "http://127.0.0.1:7101" };
+        var node = new Option<string[]>("--node")
+        {
+            Description = "With --dkg: a node's API address. With --rotate: the node(s) to vote on, repeatable (a rotation starts once t members voted, each on its own node; one operator of a devnet gives t of them).",
+            DefaultValueFactory = _ => ["http://127.0.0.1:7101"],
+        };
         var adminToken = new Option<string?>("--admin-token") { Description = "With --dkg: the nodes' admin token (or set SEQUENCER_ADMIN_TOKEN)." };
         var timeout = new Option<int>("--timeout") { Description = "With --dkg or --rotate: seconds to wait for the key epoch.", DefaultValueFactory = _ => 120 };
-        var rotate = new Option<bool>("--rotate") { Description = "Rotate the running cluster's key: a DKG among its nodes makes key epoch n+1, which comes into force once key epoch n signs the hand-over; writes the new public group.json to --out." };
+        var rotate = new Option<bool>("--rotate")
+        {
+            Description = "Vote to rotate the running cluster's key on each --node: once t members voted, a DKG among the nodes makes key epoch n+1, which comes into force once key epoch n signs the hand-over; waits for it and writes the new public group.json to --out.",
+        };
         var command = new Command("keygen", "Generate a t-of-n FROST(secp256k1) key: with --dealer, a group key file and one owner-only share file per member; with --dkg, a DKG among the running nodes, each of which keeps its own share.")
         {
             dealer, dkg, rotate, threshold, members, epoch, output, json, node, adminToken, timeout,
@@ -35,14 +42,14 @@ public static class KeyCommands
             {
                 // The threshold only when given: by default the nodes keep the configured (or current) one.
                 int? given = result.GetResult(threshold) is { Implicit: false } ? result.GetValue(threshold) : null;
-                return await RunRotationAsync(new Uri(result.GetValue(node)!), given, result.GetValue(output)!,
+                return await RunRotationAsync([.. result.GetValue(node)!.Select(n => new Uri(n))], given, result.GetValue(output)!,
                     result.GetValue(adminToken) ?? Environment.GetEnvironmentVariable("SEQUENCER_ADMIN_TOKEN"), TimeSpan.FromSeconds(result.GetValue(timeout)),
                     result.GetValue(json), token).ConfigureAwait(false);
             }
 
             if (result.GetValue(dkg))
             {
-                return await RunDkgAsync(new Uri(result.GetValue(node)!), result.GetValue(threshold), result.GetValue(output)!,
+                return await RunDkgAsync(new Uri(result.GetValue(node)![0]), result.GetValue(threshold), result.GetValue(output)!,
                     result.GetValue(adminToken) ?? Environment.GetEnvironmentVariable("SEQUENCER_ADMIN_TOKEN"), TimeSpan.FromSeconds(result.GetValue(timeout)),
                     result.GetValue(json), token).ConfigureAwait(false);
             }
@@ -136,11 +143,14 @@ public static class KeyCommands
         return (file, path);
     }
 
-    // keygen --rotate: asks a node to rotate the key (POST /admin/keys/rotate), waits until key epoch n+1 is in force,
-    // checks its hand-over signature under key epoch n's key, and writes the new group key file.
-    private static async Task<int> RunRotationAsync(Uri node, int? threshold, string output, string? adminToken, TimeSpan timeout, bool json, CancellationToken token)
+    // keygen --rotate: votes on each given node (POST /admin/keys/rotate), waits until key epoch n+1 is in force (once t
+    // members voted), checks its hand-over signature under key epoch n's key, and writes the new group key file.
+    private static async Task<int> RunRotationAsync(IReadOnlyList<Uri> nodes, int? threshold, string output, string? adminToken, TimeSpan timeout, bool json, CancellationToken token)
     {
-        using var http = new HttpClient { BaseAddress = node, Timeout = TimeSpan.FromSeconds(10) };
+        if (nodes.Count == 0)
+            return Fail("give at least one --node");
+        var node = nodes[0];
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
         using var client = new SequencerClient(node, TimeSpan.FromSeconds(5));
         try
         {
@@ -149,15 +159,21 @@ public static class KeyCommands
                 return Fail($"{node} has no key yet: make the first with keygen --dkg");
             var current = before[^1];
             var target = ulong.Parse(current.Epoch, CultureInfo.InvariantCulture) + 1;
-            using (var request = new HttpRequestMessage(HttpMethod.Post, "admin/keys/rotate"))
+            var answer = string.Empty;
+            foreach (var voter in nodes)
             {
+                using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(voter, "admin/keys/rotate"));
                 request.Content = new StringContent(threshold is { } t ? $"{{\"threshold\":{t.ToString(CultureInfo.InvariantCulture)}}}" : "{}", System.Text.Encoding.UTF8, "application/json");
                 if (adminToken is not null)
                     request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", adminToken);
                 using var response = await http.SendAsync(request, token).ConfigureAwait(false);
+                answer = await response.Content.ReadAsStringAsync(token).ConfigureAwait(false);
                 if (!response.IsSuccessStatusCode)
-                    return Fail($"{node} refused the rotation: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(token).ConfigureAwait(false)}");
+                    return Fail($"{voter} refused the vote: {(int)response.StatusCode} {answer}");
             }
+
+            if (!json)
+                Console.WriteLine($"voted on {nodes.Count} node(s); {answer}\nkey epoch {target} comes once t members voted and key epoch {target - 1} signed the hand-over; waiting up to {timeout.TotalSeconds:0} s");
 
             var deadline = DateTime.UtcNow + timeout;
             while (true)
@@ -179,7 +195,7 @@ public static class KeyCommands
                 }
 
                 if (DateTime.UtcNow > deadline)
-                    return Fail($"key epoch {target} is not in force after {timeout.TotalSeconds:0} s; see GET {node}v1/signing (dkg, pendingKeyEpoch) and the node logs");
+                    return Fail($"key epoch {target} is not in force after {timeout.TotalSeconds:0} s: a rotation needs t members' votes (each operator runs keygen --rotate on its own node); see GET {node}v1/signing (dkg, pendingKeyEpoch), POST {node}admin/keys/rotate (votes) and the node logs");
                 await Task.Delay(250, token).ConfigureAwait(false);
             }
         }

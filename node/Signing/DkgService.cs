@@ -115,32 +115,47 @@ public sealed partial class DkgService : IAsyncDisposable
     }
 
     /// <summary>
-    /// An operator asks for a key rotation (<c>POST /admin/keys/rotate</c>): a DKG among the configured members makes
-    /// key epoch n + 1 (threshold <paramref name="threshold"/>, by default the configured or current one), which comes
-    /// into force once key epoch n signs the hand-over. Returns why not, or null (also when one is already under way).
+    /// An operator votes for a key rotation (<c>POST /admin/keys/rotate</c> on its own node): this member's vote, signed
+    /// by its identity key, goes into the log (<see cref="KeyRotationVoteCommand"/>). Once as many members as the key in
+    /// force needs to sign (t) voted for the same key epoch and threshold, the leader starts a DKG among the configured
+    /// members for key epoch n + 1 (threshold <paramref name="threshold"/>, by default the configured or current one),
+    /// which comes into force once key epoch n signs the hand-over. Returns why not, or null (also when this member
+    /// voted already, or the rotation is under way).
     /// </summary>
     public async Task<string?> RequestRotationAsync(int? threshold, CancellationToken token)
     {
         var state = raft.State;
         if (state.CurrentKeyEpoch is not { } current)
             return "the cluster has no key yet: the first key generation comes first (keygen --dkg)";
-        if (state.PendingKeyEpoch is not null || state.Dkg is { Failure: null } dkg && dkg.Epoch == current.Epoch + 1)
+        if (state.PendingKeyEpoch is not null || state.Dkg is { } dkg && dkg.Epoch == current.Epoch + 1)
             return null;
-        var previous = state.Dkg is { } failed && failed.Epoch == current.Epoch + 1 ? failed.Attempt : 0;
-        var start = new DkgStartCommand
-        {
-            Epoch = current.Epoch + 1,
-            Attempt = previous + 1,
-            Threshold = threshold ?? options.DkgThreshold ?? current.Group.Threshold,
-            Members = [.. options.Members.Select(m => m.Id).Order()],
-        };
-        if (state.DkgRejection(start) is { } reason)
+        var vote = new KeyRotationVoteCommand { Epoch = current.Epoch + 1, Threshold = threshold ?? options.DkgThreshold ?? current.Group.Threshold, From = options.NodeId };
+        if (state.RotationVotes.TryGetValue(vote.Threshold, out var voters) && voters.Contains(options.NodeId))
+            return null;
+        // Checked as the leader will check it: signed by this member's identity key (SendAsync signs it the same way).
+        if (state.DkgRejection(identity is not null ? identity.SignDkg(vote, options.ChainId) : vote) is { } reason)
             return reason;
         // The leader decides by its own view; this node's gives the operator the reason up front.
+        var start = new DkgStartCommand { Epoch = vote.Epoch, Attempt = 1, Threshold = vote.Threshold, Members = [.. options.Members.Select(m => m.Id).Order()] };
         if (DkgLedger.RotationTooSoon(start, current.Epoch, state.Dkg, state.KeyEpochInForceFor, TimeSpan.FromMilliseconds(options.Limits.MinKeyRotationIntervalMs)) is { } early)
             return early;
-        return await SendAsync(start, token).ConfigureAwait(false) ? null : "the leader did not take the request; try again";
+        // A vote that did not reach the log (a leader change, a busy intake) is sent again a few times: the operator
+        // asked once. A refusal is final (the leader's reason is in this node's log).
+        for (var attempt = 1; attempt <= 3; attempt++)
+        {
+            if (await SendAsync(vote, token).ConfigureAwait(false))
+                return null;
+            if (raft.State.RotationVotes.TryGetValue(vote.Threshold, out var applied) && applied.Contains(options.NodeId))
+                return null;
+            await Task.Delay(TimeSpan.FromMilliseconds(250 * attempt), token).ConfigureAwait(false);
+        }
+
+        return "the leader did not take the vote; try again";
     }
+
+    /// <summary>The votes a rotation needs (the key in force's threshold) and those it has, by the new key's threshold.</summary>
+    public (int Needed, IReadOnlyDictionary<int, IReadOnlyList<int>> Votes) RotationVotes
+        => (raft.State.CurrentKeyEpoch?.Group.Threshold ?? 0, raft.State.RotationVotes);
 
     private void Wake() => Volatile.Read(ref wake).TrySetResult();
 
@@ -179,7 +194,12 @@ public sealed partial class DkgService : IAsyncDisposable
 
         var dkg = state.Dkg;
         if (current is not null && (dkg is null || dkg.Epoch <= current.Epoch))
+        {
+            if (raft.IsLeader)
+                await StartVotedRotationAsync(current, token).ConfigureAwait(false);
             return;
+        }
+
         if (raft.IsLeader)
             await StartIfDueAsync(dkg, token).ConfigureAwait(false);
         if (dkg?.Failure is not null)
@@ -374,6 +394,28 @@ public sealed partial class DkgService : IAsyncDisposable
 #endif
         _ = (me, qualified);
         return null;
+    }
+
+    // The leader starts a rotation once t members voted for the same key epoch and threshold (a new key of the lowest
+    // threshold voted for enough, should members disagree), not before the minimum interval, and not while a made key
+    // epoch waits for its hand-over.
+    private async Task StartVotedRotationAsync(KeyEpochView current, CancellationToken token)
+    {
+        var state = raft.State;
+        if (state.PendingKeyEpoch is not null)
+            return;
+        var needed = current.Group.Threshold;
+        foreach (var (threshold, voters) in state.RotationVotes)
+        {
+            if (voters.Count < needed)
+                continue;
+            var start = new DkgStartCommand { Epoch = current.Epoch + 1, Attempt = 1, Threshold = threshold, Members = [.. options.Members.Select(m => m.Id).Order()] };
+            if (state.DkgRejection(start) is not null
+                || DkgLedger.RotationTooSoon(start, current.Epoch, state.Dkg, state.KeyEpochInForceFor, TimeSpan.FromMilliseconds(options.Limits.MinKeyRotationIntervalMs)) is not null)
+                continue;
+            await SendOnceAsync($"start-{start.Epoch}-1-{threshold}", start, token).ConfigureAwait(false);
+            return;
+        }
     }
 
     private async Task StartIfDueAsync(DkgView? dkg, CancellationToken token)

@@ -34,6 +34,21 @@ public sealed class KeyRotationTests
         return (response.StatusCode, await response.Content.ReadAsStringAsync());
     }
 
+    // Waits until member `voter`'s vote for the next key epoch is applied on the node that took it.
+    private static async Task WaitForVotesAsync(TestCluster test, int voter, int count)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (true)
+        {
+            var (_, body) = await RotateAsync(test.Cluster.Node(voter).Client.BaseUrl, "{}");
+            using var document = JsonDocument.Parse(body);
+            if (document.RootElement.TryGetProperty("votes", out var votes) && votes.EnumerateObject().Sum(v => v.Value.GetArrayLength()) >= count)
+                return;
+            Assert.True(DateTime.UtcNow < deadline, $"the vote is not applied on node {voter}: {body}");
+            await Task.Delay(100);
+        }
+    }
+
     private static async Task<JsonElement> SigningAsync(Uri node)
     {
         using var document = JsonDocument.Parse(await Http.GetStringAsync(new Uri(node, "/v1/signing")));
@@ -159,9 +174,18 @@ public sealed class KeyRotationTests
                     await Task.Delay(50);
                 }
             });
-            var (status, body) = await RotateAsync(test.Cluster.Node((int)epoch).Client.BaseUrl, epoch == 2 ? null : "{\"threshold\": 2}");
+            // A rotation needs t = 2 members' votes: one member's vote alone starts no key generation.
+            var ask = epoch == 2 ? null : "{\"threshold\": 2}";
+            var (status, body) = await RotateAsync(test.Cluster.Node((int)epoch).Client.BaseUrl, ask);
             Assert.True(status == HttpStatusCode.Accepted, body);
             Assert.Contains($"\"nextEpoch\":\"{epoch}\"", body, StringComparison.Ordinal);
+            Assert.Contains("\"votesNeeded\":2", body, StringComparison.Ordinal);
+            await WaitForVotesAsync(test, (int)epoch, 1);
+            await Task.Delay(500);
+            Assert.Equal(JsonValueKind.Null, (await SigningAsync(test.Cluster.Node(1).Client.BaseUrl)).GetProperty("dkg").ValueKind);
+            Assert.Equal(HttpStatusCode.Accepted, (await RotateAsync(test.Cluster.Node((int)epoch).Client.BaseUrl, ask)).Status);
+            (status, body) = await RotateAsync(test.Cluster.Node(1).Client.BaseUrl, ask);
+            Assert.True(status == HttpStatusCode.Accepted, body);
             await WaitForEpochAsync(test, epoch, TimeSpan.FromSeconds(60));
             await load.CancelAsync();
             await loader;
@@ -312,7 +336,7 @@ public sealed class KeyRotationTests
         var text = await answer.Content.ReadAsStringAsync();
         Assert.True(answer.StatusCode == HttpStatusCode.Conflict, $"{(int)answer.StatusCode}: {text}");
         Assert.Contains("dkg_rejected", text, StringComparison.Ordinal);
-        Assert.Contains("MinKeyRotationIntervalMs", text, StringComparison.Ordinal);
+        Assert.Contains("needs the votes of 2 members", text, StringComparison.Ordinal);
         var signing = await SigningAsync(test.Cluster.Node(1).Client.BaseUrl);
         Assert.Equal(JsonValueKind.Null, signing.GetProperty("dkg").ValueKind);
     }
@@ -335,8 +359,12 @@ public sealed class KeyRotationTests
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         }
 
-        var (status, body) = await RotateAsync(test.Cluster.Node(1).Client.BaseUrl, null);
-        Assert.True(status == HttpStatusCode.Accepted, body);
+        foreach (var voter in new[] { 1, 2 })
+        {
+            var (status, body) = await RotateAsync(test.Cluster.Node(voter).Client.BaseUrl, null);
+            Assert.True(status == HttpStatusCode.Accepted, body);
+        }
+
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         while (true)
         {

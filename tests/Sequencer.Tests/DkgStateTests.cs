@@ -266,6 +266,83 @@ public sealed class DkgStateTests
     }
 
     [Fact]
+    public async Task ARotation_StartsOnlyWithTheVotesOfTMembers_EachSignedByItsVoter_AndTheVotesSurviveARestart()
+    {
+        // One member's request no longer starts a rotation: t members (the threshold of the key in force) must vote
+        // for it, each vote signed by the voter's identity key, and apply refuses the rotation's DkgStart without them.
+        var keys = Enumerable.Range(1, 3).ToDictionary(id => id, _ => System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256));
+        try
+        {
+            var (_, group) = TrustedDealer.Generate(2, 3);
+            var epochOne = SigningFixtures.EpochOne(group);
+            var policy = new DkgPolicy(3, null, keys.ToDictionary(k => k.Key, k => k.Value.ExportSubjectPublicKeyInfo())) { DealerKey = epochOne };
+            AppliedState OpenWithPolicy(IBatchStore on) => new(on, new ChainParameters(ChainId, 0), Limits, WalRetention.None,
+                new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), NullLogger.Instance, dkgPolicy: policy);
+            KeyRotationVoteCommand Vote(int from, ulong epoch = 2, int threshold = 2) => new() { Epoch = epoch, Threshold = threshold, From = from };
+            IDkgMessage Signed(KeyRotationVoteCommand vote, int by) => DkgIdentity.Sign(vote, ChainId, keys[by]);
+            var start = new DkgStartCommand { Epoch = 2, Attempt = 1, Threshold = 2, Members = [1, 2, 3] };
+
+            using var store = new InMemoryBatchStore();
+            await using (var state = OpenWithPolicy(store))
+            {
+                // Before the first key there is nothing to rotate.
+                Assert.Contains("no key to rotate", state.DkgRejection(Signed(Vote(1, epoch: 1), 1)), StringComparison.Ordinal);
+                await ApplyAsync(state, epochOne);
+                Assert.Equal(1UL, state.CurrentKeyEpoch!.Epoch);
+                Assert.Contains("needs the votes of 2 members", state.DkgRejection(start), StringComparison.Ordinal);
+                Assert.Contains("it has 0", state.DkgRejection(start), StringComparison.Ordinal);
+
+                // Refused: unsigned, signed by another member, for another epoch, another threshold, a non-member.
+                Assert.Contains("not signed by its identity key", state.DkgRejection(Vote(1)), StringComparison.Ordinal);
+                Assert.Contains("did not make", state.DkgRejection(Signed(Vote(1), 2)), StringComparison.Ordinal);
+                Assert.Contains("next key epoch is 2", state.DkgRejection(Signed(Vote(1, epoch: 3), 1)), StringComparison.Ordinal);
+                Assert.Contains("keeps the threshold 2", state.DkgRejection(Signed(Vote(1, threshold: 3), 1)), StringComparison.Ordinal);
+                Assert.Contains("not one of the 3 members", state.DkgRejection(Vote(4)), StringComparison.Ordinal);
+                foreach (var refused in new ILogCommand[] { Vote(1), Signed(Vote(1), 2), Signed(Vote(1, epoch: 3), 1) })
+                    await ApplyAsync(state, refused);
+                Assert.Empty(state.RotationVotes);
+
+                // One vote: not enough, and the DkgStart is ignored by apply; the same vote again is refused.
+                await ApplyAsync(state, Signed(Vote(1), 1));
+                Assert.Equal([1], state.RotationVotes[2]);
+                Assert.Contains("already voted", state.DkgRejection(Signed(Vote(1), 1)), StringComparison.Ordinal);
+                Assert.Contains("it has 1", state.DkgRejection(start), StringComparison.Ordinal);
+                await ApplyAsync(state, start);
+                Assert.Null(state.Dkg);
+                await state.FlushAsync(CancellationToken.None);
+            }
+
+            // The vote is kept with the key generation's entries: a restarted node still counts it.
+            await using (var reopened = OpenWithPolicy(store))
+            {
+                Assert.Equal([1], reopened.RotationVotes[2]);
+                await ApplyAsync(reopened, Signed(Vote(3), 3));
+                Assert.Equal([1, 3], reopened.RotationVotes[2]);
+                Assert.Null(reopened.DkgRejection(start));
+                await ApplyAsync(reopened, start);
+                Assert.Equal(2UL, reopened.Dkg!.Epoch);
+                Assert.Empty(reopened.RotationVotes);
+
+                // Once its key generation started, no more votes for that epoch are taken.
+                Assert.Contains("has started", reopened.DkgRejection(Signed(Vote(2), 2)), StringComparison.Ordinal);
+                await reopened.FlushAsync(CancellationToken.None);
+            }
+
+            // The votes that approved it stay with its entries: a restart replays the DkgStart as approved (they were
+            // dropped with the DkgStart at first, and a restarted node then refused its own key generation).
+            Assert.Equal(3, store.ReadDkgEntries().Count);
+            await using var again = OpenWithPolicy(store);
+            Assert.Equal(2UL, again.Dkg?.Epoch);
+            Assert.Equal("round1", again.Dkg!.Stage);
+        }
+        finally
+        {
+            foreach (var key in keys.Values)
+                key.Dispose();
+        }
+    }
+
+    [Fact]
     public async Task BadRound1Proof_IsRejected()
     {
         using var store = new InMemoryBatchStore();

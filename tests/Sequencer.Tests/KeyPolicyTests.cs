@@ -89,9 +89,14 @@ public sealed class KeyPolicyTests
         Assert.Contains(effects.Ignored, n => n.Contains("keeps the threshold 2", StringComparison.Ordinal));
         Assert.Null(ledger.Dkg);
 
+        // The same threshold, once t = 2 members voted for it.
         var same = new DkgStartCommand { Epoch = 2, Attempt = 1, Threshold = 2, Members = [1, 2, 3] };
+        Assert.Contains("needs the votes of 2 members", ledger.DkgRejection(same), StringComparison.Ordinal);
+        Assert.Contains("keeps the threshold 2", ledger.DkgRejection(new KeyRotationVoteCommand { Epoch = 2, Threshold = 3, From = 1 }), StringComparison.Ordinal);
+        ledger.Apply(new KeyRotationVoteCommand { Epoch = 2, Threshold = 2, From = 1 }, At(7));
+        ledger.Apply(new KeyRotationVoteCommand { Epoch = 2, Threshold = 2, From = 2 }, At(8));
         Assert.Null(ledger.DkgRejection(same));
-        ledger.Apply(same, At(7));
+        ledger.Apply(same, At(9));
         Assert.Equal(2, ledger.Dkg!.Threshold);
     }
 

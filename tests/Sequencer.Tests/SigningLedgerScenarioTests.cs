@@ -144,6 +144,12 @@ public sealed class SigningLedgerScenarioTests
                 "session" => Apply(new SigningSessionsCommand { Sessions = [Session(ulong.Parse(args[0], CultureInfo.InvariantCulture), int.Parse(args[1], CultureInfo.InvariantCulture), args[2])] }),
                 "sign" => Apply(new HeadSignaturesCommand { Signatures = [Sign(args, options)] }),
                 "dkg" => Dkg(ulong.Parse(args[0], CultureInfo.InvariantCulture), options.TryGetValue("attempt", out var attempt) ? int.Parse(attempt, CultureInfo.InvariantCulture) : 1),
+                "vote" => Apply(new KeyRotationVoteCommand
+                {
+                    From = int.Parse(args[0], CultureInfo.InvariantCulture),
+                    Epoch = options.TryGetValue("epoch", out var voted) ? ulong.Parse(voted, CultureInfo.InvariantCulture) : (ledger.CurrentKeyEpoch?.Epoch ?? 0) + 1,
+                    Threshold = options.TryGetValue("threshold", out var t) ? int.Parse(t, CultureInfo.InvariantCulture) : 2,
+                }),
                 "rotate" => Apply(new KeyRotationSessionCommand
                 {
                     NewEpoch = options.TryGetValue("epoch", out var next) ? ulong.Parse(next, CultureInfo.InvariantCulture) : Epoch + 1,
@@ -397,6 +403,8 @@ public sealed class SigningLedgerScenarioTests
 
             foreach (var head in effects.HeadsSigned)
                 trace.Add($"head signed: {head.Height} by {string.Join(",", head.Signers)}; signed through {ledger.SignedThrough}");
+            foreach (var (threshold, voters) in command is KeyRotationVoteCommand && effects.Ignored.Count == 0 ? ledger.RotationVotes : new Dictionary<int, IReadOnlyList<int>>())
+                trace.Add($"rotation votes for key epoch {(ledger.CurrentKeyEpoch?.Epoch ?? 0) + 1}, threshold {threshold}: {string.Join(",", voters)}");
             trace.AddRange(effects.Ignored.Select(reason => "ignored " + reason));
             trace.AddRange(effects.Superseded.Select(reason => "superseded " + reason));
             if (trace.Count == 0)

@@ -23,7 +23,38 @@ namespace Sequencer.Core.Encoding;
 [Union(13, typeof(KeyRotationSessionCommand))]
 [Union(14, typeof(KeyRotationCommand))]
 [Union(15, typeof(SnapshotMarkCommand))]
+[Union(16, typeof(KeyRotationVoteCommand))]
 public interface ILogCommand;
+
+/// <summary>
+/// A member's vote for a key rotation (<c>POST /admin/keys/rotate</c> on its own node): a key generation for key epoch
+/// <see cref="Epoch"/> with threshold <see cref="Threshold"/>. The leader starts the rotation's key generation only once
+/// as many members as the key in force needs to sign (its threshold t) have voted for the same epoch and threshold,
+/// and apply refuses a rotation's first DkgStart without them: no fewer than t members can make the consortium change
+/// its key. Signed by the voter's identity key like every DKG message; the votes are kept with the key generation's
+/// entries until its DkgStart.
+/// </summary>
+[MessagePackObject]
+public sealed class KeyRotationVoteCommand : IDkgMessage
+{
+    /// <summary>The key epoch the rotation makes: the one in force plus one.</summary>
+    [Key(0)] public ulong Epoch { get; init; }
+
+    /// <summary>The new key's threshold.</summary>
+    [Key(1)] public int Threshold { get; init; }
+
+    /// <summary>The voter.</summary>
+    [Key(2)] public int From { get; init; }
+
+    /// <summary>The voter's signature by its identity key (see <see cref="DkgSilenceCommand.Identity"/>); empty on a cluster without identities.</summary>
+    [Key(3)] public byte[] Identity { get; init; } = [];
+
+    /// <summary>Not an attempt's message: always 0.</summary>
+    [IgnoreMember] public int Attempt => 0;
+
+    /// <inheritdoc/>
+    public IDkgMessage WithIdentity(byte[] identity) => new KeyRotationVoteCommand { Epoch = Epoch, Threshold = Threshold, From = From, Identity = identity };
+}
 
 /// <summary>
 /// An entry that changes no state. The leader appends one when a snapshot must move to a newer entry and nothing else
