@@ -1,5 +1,5 @@
-using System.Collections.Immutable;
 using System.Buffers;
+using System.Collections.Immutable;
 using DotNext.IO;
 using DotNext.Net.Cluster.Consensus.Raft.StateMachine;
 using Microsoft.Extensions.Logging;
