@@ -145,7 +145,10 @@ public sealed partial class DkgService : IAsyncDisposable
         {
             if (await SendAsync(vote, token).ConfigureAwait(false))
                 return null;
-            if (raft.State.RotationVotes.TryGetValue(vote.Threshold, out var applied) && applied.Contains(options.NodeId))
+            // Taken after all, or too late to count: the other votes started the rotation meanwhile.
+            var now = raft.State;
+            if (now.RotationVotes.TryGetValue(vote.Threshold, out var applied) && applied.Contains(options.NodeId)
+                || now.PendingKeyEpoch is not null || now.Dkg is { } started && started.Epoch == vote.Epoch || (now.CurrentKeyEpoch?.Epoch ?? 0) >= vote.Epoch)
                 return null;
             await Task.Delay(TimeSpan.FromMilliseconds(250 * attempt), token).ConfigureAwait(false);
         }
