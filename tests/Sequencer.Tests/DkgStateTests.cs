@@ -93,13 +93,23 @@ public sealed class DkgStateTests
         var round1 = people.Select(p => p.Round1(1, 1)).ToList();
         foreach (var message in round1)
             await ApplyAsync(state, message);
+        var round2 = Round2Of(people, round1, context, tamper, tamperCiphertext);
+        foreach (var message in round2)
+            await ApplyAsync(state, message);
+        return (round1, round2);
+    }
+
+    /// <summary>Every participant takes the others' round one broadcasts and deals its round two (epoch 1, attempt 1), encrypted.</summary>
+    private static List<DkgRound2Command> Round2Of(List<Participant> people, List<DkgRound1Command> round1, byte[] context,
+        Func<int, int, BigInteger, BigInteger>? tamper = null, Func<int, int, byte[], byte[]>? tamperCiphertext = null)
+    {
         foreach (var p in people)
         {
             foreach (var message in round1.Where(m => m.From != p.Id))
                 Assert.Null(p.Dkg.Receive(Decode(message)));
         }
 
-        var round2 = people.Select(p => new DkgRound2Command
+        return [.. people.Select(p => new DkgRound2Command
         {
             Epoch = 1,
             Attempt = 1,
@@ -110,10 +120,7 @@ public sealed class DkgStateTests
                 Ciphertext = (tamperCiphertext ?? ((_, _, c) => c))(p.Id, s.To, DkgShareCipher.Encrypt(tamper?.Invoke(p.Id, s.To, s.Share) ?? s.Share, p.EncryptionSecret,
                     Secp256k1.DeserializeElement(round1[s.To - 1].EncryptionKey), context, p.Id, s.To)),
             })],
-        }).ToList();
-        foreach (var message in round2)
-            await ApplyAsync(state, message);
-        return (round1, round2);
+        })];
     }
 
     /// <summary>Any <paramref name="t"/> of <paramref name="shares"/> sign under <paramref name="group"/>'s key.</summary>
@@ -655,23 +662,7 @@ public sealed class DkgStateTests
         Assert.Equal(leader.Dkg.Round1.Keys.Order(), follower.Dkg!.Round1.Keys.Order());
 
         // The rest of the key generation, and a batch, reach both.
-        foreach (var p in people)
-        {
-            foreach (var message in round1.Where(m => m.From != p.Id))
-                Assert.Null(p.Dkg.Receive(Decode(message)));
-        }
-
-        var round2 = people.Select(p => new DkgRound2Command
-        {
-            Epoch = 1,
-            Attempt = 1,
-            From = p.Id,
-            Shares = [.. p.Dkg.Round2().Select(s => new DkgEncryptedShare
-            {
-                To = s.To,
-                Ciphertext = DkgShareCipher.Encrypt(s.Share, p.EncryptionSecret, Secp256k1.DeserializeElement(round1[s.To - 1].EncryptionKey), context, p.Id, s.To),
-            })],
-        }).ToList();
+        var round2 = Round2Of(people, round1, context);
         var (shares, group) = FinishAll(people, round1, round2, context, null);
         var rest = new List<ILogCommand>(round2);
         rest.AddRange(shares.Select(share => Confirm(share, group!)));

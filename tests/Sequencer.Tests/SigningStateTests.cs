@@ -178,28 +178,35 @@ public sealed class SigningStateTests
         await Assert.ThrowsAnyAsync<Exception>(() => victim.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None));
     }
 
-    [Fact]
-    public async Task SnapshotInstall_KeepsOnlyTheNewestHeadsInMemory()
+    // A state with key epoch 1 and twelve batches, each signed by its own head (the batches' txs from `firstTx`),
+    // flushed so that its snapshot holds them all.
+    private async Task<AppliedState> WithTwelveSignedHeadsAsync(int firstTx)
     {
-        // An install of a long chain stores its heads group by group: memory keeps the newest few, as apply does, and
-        // the others are served from the store.
-        var store = new InMemoryBatchStore();
         var started = new List<AppliedSession>();
-        await using var source = Open(store, retained: 0);
+        var source = Open(new InMemoryBatchStore(), retained: 0);
         source.SessionsStarted += started.AddRange;
         await ApplyAsync(source, Epoch());
         await ApplyAsync(source, Publish(1, 1, 16));
         await ApplyAsync(source, Publish(2, 1, 16));
         for (var i = 0; i < 12; i++)
         {
-            await ApplyBatchAsync(source, 1000 + (10 * i));
+            await ApplyBatchAsync(source, firstTx + (10 * i));
             var height = (ulong)(i + 1);
             await ApplyAsync(source, new SigningSessionsCommand { Sessions = [new SigningSession { Height = height, Attempt = 1, KeyEpoch = 1, Signers = [1, 2], Sequences = [height, height] }] });
             await ApplyAsync(source, new HeadSignaturesCommand { Signatures = [SignSession(started[^1])] });
         }
 
-        Assert.Equal(12UL, source.SignedThrough);
         await source.FlushAsync(CancellationToken.None);
+        return source;
+    }
+
+    [Fact]
+    public async Task SnapshotInstall_KeepsOnlyTheNewestHeadsInMemory()
+    {
+        // An install of a long chain stores its heads group by group: memory keeps the newest few, as apply does, and
+        // the others are served from the store.
+        await using var source = await WithTwelveSignedHeadsAsync(1000);
+        Assert.Equal(12UL, source.SignedThrough);
         var snapshot = source.CurrentSnapshot!;
         using var stream = new MemoryStream();
         await DotNext.IO.DataTransferObject.WriteToAsync(snapshot, stream, 4096, CancellationToken.None);
@@ -223,21 +230,7 @@ public sealed class SigningStateTests
     {
         // The heads of an install are checked as one batch per store group; a batch with one bad head fails, and the
         // heads are then checked one by one, which names the bad one. Nothing of its group reaches the store.
-        var started = new List<AppliedSession>();
-        await using var source = Open(new InMemoryBatchStore(), retained: 0);
-        source.SessionsStarted += started.AddRange;
-        await ApplyAsync(source, Epoch());
-        await ApplyAsync(source, Publish(1, 1, 16));
-        await ApplyAsync(source, Publish(2, 1, 16));
-        for (var i = 0; i < 12; i++)
-        {
-            await ApplyBatchAsync(source, 2000 + (10 * i));
-            var height = (ulong)(i + 1);
-            await ApplyAsync(source, new SigningSessionsCommand { Sessions = [new SigningSession { Height = height, Attempt = 1, KeyEpoch = 1, Signers = [1, 2], Sequences = [height, height] }] });
-            await ApplyAsync(source, new HeadSignaturesCommand { Signatures = [SignSession(started[^1])] });
-        }
-
-        await source.FlushAsync(CancellationToken.None);
+        await using var source = await WithTwelveSignedHeadsAsync(2000);
         var snapshot = source.CurrentSnapshot!;
         using var stream = new MemoryStream();
         await DotNext.IO.DataTransferObject.WriteToAsync(snapshot, stream, 4096, CancellationToken.None);
