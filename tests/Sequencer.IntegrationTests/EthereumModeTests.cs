@@ -192,7 +192,17 @@ public sealed class EthereumModeTests
         var toLeader = PostAsync(Api(test, leader), x8);
         await test.Cluster.Node(leader).KillAsync();
         var survivor = test.Cluster.Nodes.First(n => n.Spec.Id != leader).Spec.Id;
+        // While the killed leader's tx is unsettled the survivor may answer "try again" (409 nonce_used naming no
+        // holder: the nonce is contested; or no leader yet): a client tries again, as this does, until an answer names
+        // the winner.
         var viaSurvivor = await PostAsync(Api(test, survivor), y8);
+        var settleBy = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (viaSurvivor.Status != 200 && !viaSurvivor.Body.TryGetProperty("conflictsWith", out _) && DateTime.UtcNow < settleBy)
+        {
+            await Task.Delay(100);
+            viaSurvivor = await PostAsync(Api(test, survivor), y8);
+        }
+
         try
         {
             await toLeader;
