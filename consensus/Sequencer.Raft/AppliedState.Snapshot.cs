@@ -280,10 +280,21 @@ public sealed partial class AppliedState
         {
             // The store holds the group now: the recent tx index may let go of anything up to it.
             durable = next;
+            // A large group (a follower catching up) is not put in the recent tx index: each of its txs would be
+            // inserted and, the window being full in steady state, another evicted, about a microsecond a tx, and a
+            // long install would push most of them out again itself. The store holds the group, so the window
+            // restarts above it and lookups of these txs go to the store, as they do for every evicted one.
+            var groupTxs = 0L;
+            foreach (var batch in group)
+                groupTxs += batch.TxHashes.Length;
+            var skipIndex = group.Count > 0 && groupTxs > txIndex.Capacity / 4;
+            if (skipIndex)
+                txIndex.Restart(group[^1].Header.Height);
             foreach (var batch in group)
             {
                 recent.Add(batch, durable.LastHeight);
-                AddToTxIndexLocked(batch);
+                if (!skipIndex)
+                    AddToTxIndexLocked(batch);
                 storedTxs += batch.TxHashes.Length;
             }
 

@@ -577,6 +577,48 @@ public sealed class AppliedStateTests
     }
 
     [Fact]
+    public async Task SnapshotInstall_OfMoreTxsThanAQuarterOfTheRecentIndex_RestartsTheIndex_AndEveryInstalledTxIsStillFoundAndNeverOrderedAgain()
+    {
+        await using var source = Open(new InMemoryBatchStore(), retained: 0, limits: SmallWindow);
+        await ApplyBatchesAsync(source, 6);
+        await source.FlushAsync(CancellationToken.None);
+        var snapshot = source.CurrentSnapshot!;
+        var bytes = await WriteAsync(snapshot);
+
+        // A follower whose window holds two batches of its own: the snapshot's group (the four batches above them, 12
+        // txs) is more than a quarter of its 10-tx window, so the window restarts above the group instead of evicting
+        // its own batches and indexing the group's.
+        await using var follower = Open(new InMemoryBatchStore(), limits: SmallWindow);
+        await ApplyBatchesAsync(follower, 2);
+        Assert.Equal(6, follower.RecentTxCount);
+        await follower.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None);
+        Assert.Equal(source.LastHeader, follower.LastHeader);
+        Assert.Equal(0, follower.RecentTxCount);
+
+        // Every tx, its own and the installed ones, is found in the store at its position.
+        for (var height = 1; height <= (int)snapshot.Index; height++)
+        {
+            for (var j = 0; j < 3; j++)
+            {
+                Assert.True(follower.TryGetPosition(TxHash(height * 100 + j), out var position), $"tx {j} of batch {height}");
+                Assert.Equal(new TxPosition((ulong)height, j), position);
+            }
+        }
+
+        // Apply goes on above the restarted window: an installed tx is a duplicate (INV-NODUP), a new one is ordered
+        // and indexed, exactly as on the source.
+        var command = new BatchCommand { LeaderTimestampMs = 5000, Txs = [BatchApplierTests.Tx(501), BatchApplierTests.Tx(8888)] };
+        var onFollower = await follower.ApplyAsync(command, snapshot.Index + 1, 1, CancellationToken.None);
+        var onSource = await source.ApplyAsync(command, snapshot.Index + 1, 1, CancellationToken.None);
+        Assert.True(onFollower!.Outcomes[0].Duplicate);
+        Assert.Equal(new TxPosition(5, 1), onFollower.Outcomes[0].Position);
+        Assert.Equal(onSource!.Header, onFollower.Header);
+        Assert.Equal(1, follower.RecentTxCount);
+        Assert.True(follower.TryGetPosition(TxHash(8888), out var fresh));
+        Assert.Equal(new TxPosition(7, 0), fresh);
+    }
+
+    [Fact]
     public async Task Apply_WhenUnstoredTxsWouldOverflowTheRecentIndex_WaitsForThePersister()
     {
         // The persister's timer never fires (fake time): only apply's back-pressure can make it write.

@@ -50,6 +50,33 @@ public sealed class RecentTxIndexTests
     }
 
     [Fact]
+    public void Restart_EmptiesTheWindowAboveTheNewFloor_AndTheNextBatchFollowsIt()
+    {
+        var index = new RecentTxIndex(8);
+        index.AddBatch(1, Batch(1, 4));
+        index.AddBatch(2, Batch(2, 4));
+        Assert.Throws<InvariantViolationException>(() => index.Restart(1));
+        index.Restart(5);
+        Assert.Equal(0, index.Count);
+        Assert.Equal(5UL, index.Floor);
+        Assert.Equal(5UL, index.Top);
+        Assert.Null(index.Oldest);
+        Assert.False(index.TryGetPosition(Batch(2, 4)[0], out _, out var floor));
+        Assert.Equal(5UL, floor);
+        Assert.Throws<InvariantViolationException>(() => index.AddBatch(5, Batch(5, 1)));
+
+        // The whole capacity is free again, and a tx of a batch before the restart may be indexed anew (the ring and
+        // the table hold nothing of the old window).
+        index.AddBatch(6, [.. Batch(6, 7), Batch(1, 4)[0]]);
+        Assert.Equal(8, index.Count);
+        Assert.True(index.TryGetPosition(Batch(1, 4)[0], out var position));
+        Assert.Equal(new TxPosition(6, 7), position);
+        Assert.True(index.TryEvictOldest(6));
+        Assert.Equal(0, index.Count);
+        Assert.Equal(6UL, index.Floor);
+    }
+
+    [Fact]
     public void AddBatch_ADuplicateAGapOrNoRoom_FailsTheInvariant()
     {
         var index = new RecentTxIndex(8);

@@ -178,6 +178,25 @@ public sealed class RecentTxIndex
         }
     }
 
+    /// <summary>
+    /// Empties the window and starts it again above <paramref name="newFloor"/>, which must be at or above <see cref="Top"/>:
+    /// the caller's store holds every height up to it (so lookups of those go to the store, exactly as after evictions).
+    /// Costs one clear of the table, against a probe and a removal per tx for evicting the window batch by batch: a
+    /// snapshot install that stores more txs than a quarter of the window restarts it instead of indexing them.
+    /// </summary>
+    public void Restart(ulong newFloor)
+    {
+        lock (gate)
+        {
+            Invariant.Check(newFloor >= top, $"the recent tx index restarts at or above its top: {newFloor} below {top}");
+            Array.Clear(table);
+            batches.Clear();
+            head = tail;
+            floor = newFloor;
+            top = newFloor;
+        }
+    }
+
     private int FindSlotLocked(UInt128 key, out int empty) => FindSlotLocked(key, out empty, out _);
 
     // The ring slot holding key, or -1; empty is the first free table index on key's probe sequence (when not found).
