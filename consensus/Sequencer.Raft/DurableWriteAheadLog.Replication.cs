@@ -109,6 +109,7 @@ public sealed partial class DurableWriteAheadLog
     private async ValueTask<TResult> SnapshotReadAsync<TResult>(ILogEntryConsumer<IRaftLogEntry, TResult> reader, long startIndex, long endIndex, CancellationToken token)
     {
         using var admitted = TransferFence is { } fence ? await fence.AdmitAsync(token).ConfigureAwait(false) : null;
+        SnapshotTransfers.Recipient = MemberOf(reader)?.EndPoint.ToString();
         if (FollowerTip is { } ask && MemberOf(reader) is { } member)
         {
             using var bounded = CancellationTokenSource.CreateLinkedTokenSource(token);

@@ -22,7 +22,7 @@ namespace Sequencer.Raft;
 /// make the leader's memory grow without limit.
 /// </para>
 /// <para>
-/// A transfer of a point that was already sent in full is a resend: DotNext 6.12 resends a snapshot whose answer timed
+/// A transfer of a point that was already sent in full to the same follower is a resend: DotNext 6.12 resends a snapshot whose answer timed
 /// out (the Raft request timeout covers the transfer and the install), and a follower that did install it refuses the
 /// same index again (<c>snapshotIndex &gt; LastCommittedEntryIndex</c> in <c>RaftCluster.InstallSnapshotAsync</c>), so the
 /// leader would send it over and over until its point moves. <see cref="Repeated"/> tells the owner to move the point
@@ -60,7 +60,9 @@ public sealed class SnapshotTransfers(TimeProvider time)
     private long holdUntil;
     private long started;
     private long completed;
-    private long lastSentIndex = -1;
+    // The point last sent in full to each recipient (a follower's Raft endpoint; "" when the transfer does not know it).
+    private readonly Dictionary<string, long> lastSent = [];
+    private const int MaxRecipients = 64;
     private long repeats;
 
     // The compaction fence: snapshot reads admitted and not yet ended; whether the owner wants to move the point and
@@ -290,25 +292,43 @@ public sealed class SnapshotTransfers(TimeProvider time)
             holdUntil = 0;
     }
 
-    /// <summary>Marks the start of a transfer of the snapshot at <paramref name="index"/>; dispose the result when it ends, however it ends.</summary>
-    public Transfer Begin(long index)
+    /// <summary>
+    /// The follower the snapshot transfer this asynchronous flow makes goes to (its Raft endpoint), set by the leader's
+    /// replication read; null when unknown.
+    /// </summary>
+    public static string? Recipient
     {
+        get => recipient.Value;
+        set => recipient.Value = value;
+    }
+
+    private static readonly AsyncLocal<string?> recipient = new();
+
+    /// <summary>
+    /// Marks the start of a transfer of the snapshot at <paramref name="index"/> to <paramref name="to"/> (default: the
+    /// flow's <see cref="Recipient"/>); dispose the result when it ends, however it ends. It is a resend (see
+    /// <see cref="Repeated"/>) only when that same recipient was sent that point in full: a second follower that
+    /// needs the snapshot another one just installed is not one.
+    /// </summary>
+    public Transfer Begin(long index, string? to = null)
+    {
+        var key = to ?? Recipient ?? "";
         bool repeat;
         lock (gate)
         {
             inFlight++;
             started++;
-            repeat = index == lastSentIndex;
+            repeat = lastSent.TryGetValue(key, out var sent) && sent == index;
             if (repeat)
                 repeats++;
         }
 
         if (repeat)
             Repeated?.Invoke(index);
-        return new Transfer(this, time.GetTimestamp(), index);
+        return new Transfer(this, time.GetTimestamp(), index, key);
     }
 
-    private void End(long beganAt, long index, bool complete)
+    private void End(long beganAt, long index, string key, bool complete)
     {
         var now = time.GetTimestamp();
         var took = time.GetElapsedTime(beganAt, now);
@@ -320,7 +340,12 @@ public sealed class SnapshotTransfers(TimeProvider time)
             inFlight--;
             completed++;
             if (complete)
-                lastSentIndex = index;
+            {
+                // Bounded: the recipients are the members, and a membership that changed many times starts over.
+                if (lastSent.Count >= MaxRecipients && !lastSent.ContainsKey(key))
+                    lastSent.Clear();
+                lastSent[key] = index;
+            }
             holdUntil = Math.Max(holdUntil, now + (long)(grace.TotalSeconds * time.TimestampFrequency));
             idle = inFlight == 0;
             wanted = idle && reading == 0 && compactionWanted;
@@ -333,7 +358,7 @@ public sealed class SnapshotTransfers(TimeProvider time)
     }
 
     /// <summary>One transfer in flight.</summary>
-    public sealed class Transfer(SnapshotTransfers owner, long beganAt, long index) : IDisposable
+    public sealed class Transfer(SnapshotTransfers owner, long beganAt, long index, string key) : IDisposable
     {
         private int ended;
         private bool complete;
@@ -345,7 +370,7 @@ public sealed class SnapshotTransfers(TimeProvider time)
         public void Dispose()
         {
             if (Interlocked.Exchange(ref ended, 1) == 0)
-                owner.End(beganAt, index, complete);
+                owner.End(beganAt, index, key, complete);
         }
     }
 }

@@ -385,6 +385,36 @@ public sealed class AppliedStateTests
     }
 
     [Fact]
+    public void SnapshotTransfers_APointSentInFullToOneFollower_IsAResendOnlyToThatFollower()
+    {
+        // Two followers that both need the snapshot (both were down) each get it once: the second is no resend, and the
+        // point must not move for it (before, the second follower's first transfer logged "being sent again").
+        var transfers = new SnapshotTransfers(new FakeTimeProvider());
+        var repeats = new List<long>();
+        transfers.Repeated += repeats.Add;
+        using (var first = transfers.Begin(40, "127.0.0.1:4001"))
+            first.Completed();
+        using (var second = transfers.Begin(40, "127.0.0.1:4002"))
+            second.Completed();
+        Assert.Empty(repeats);
+
+        using (transfers.Begin(40, "127.0.0.1:4001"))
+            Assert.Equal([40L], repeats);
+
+        // Unnamed, the transfer is the flow's (the leader's replication read sets it for the follower it reads for).
+        SnapshotTransfers.Recipient = "127.0.0.1:4002";
+        try
+        {
+            using (transfers.Begin(40))
+                Assert.Equal([40L, 40L], repeats);
+        }
+        finally
+        {
+            SnapshotTransfers.Recipient = null;
+        }
+    }
+
+    [Fact]
     public async Task SnapshotPoint_MovesOncePerRetainedWindow_NotAfterEveryStoredGroup()
     {
         // Every move compacts the log, and compaction waits for every replication read in flight (a slow follower's
