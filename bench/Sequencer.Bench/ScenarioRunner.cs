@@ -16,8 +16,9 @@ internal sealed record Scenario(string Mode, int Clients, int TxsPerRequest, dou
 /// <param name="BatchesPerSecond">Batches ordered per second over the measured period.</param>
 /// <param name="SessionsPerSecond">FROST sessions the leader started per second (null without signing).</param>
 /// <param name="HeadsPerSecond">Heads the leader signed per second (null without signing).</param>
+/// <param name="Raft">The leader's Raft rounds per second, mean round and mean WAL flush (ms) over the measured period.</param>
 internal sealed record ScenarioRow(Scenario Scenario, ScenarioResult Load, string? TermChange, SigningLatency? Latency,
-    double BatchesPerSecond, double? SessionsPerSecond, double? HeadsPerSecond);
+    double BatchesPerSecond, double? SessionsPerSecond, double? HeadsPerSecond, (double RoundsPerSecond, double? RoundMs, double? FlushMs) Raft = default);
 
 /// <summary>Every scenario's row on one cluster, and the bench's exit code for it.</summary>
 internal sealed record RunOutcome(bool Signing, IReadOnlyList<ScenarioRow> Rows, int ExitCode);
@@ -105,7 +106,7 @@ internal sealed class ScenarioRunner(int txBytes, TimeSpan warmup, TimeSpan dura
 
         Console.WriteLine();
         Console.WriteLine(signs ? "with 2-of-3 signing:" : "ordering alone (no signing):");
-        Console.WriteLine($"{"mode",-7} {"clients",7} {"txs/req",7} {"tx/s",10} {"req/s",9} {"p50 ms",8} {"p99 ms",8} {"max ms",8} {"errors",7} {"term",9} {"leader",7} {"batch/s",8}"
+        Console.WriteLine($"{"mode",-7} {"clients",7} {"txs/req",7} {"tx/s",10} {"req/s",9} {"p50 ms",8} {"p99 ms",8} {"max ms",8} {"errors",7} {"term",9} {"leader",7} {"batch/s",8} {"rounds/s",8} {"round ms",8} {"flush ms",8}"
             + (signs ? $" {"sess/s",7} {"heads/s",7}   ordered->signed: {"batches",7} {"p50 ms",7} {"p99 ms",7} {"max ms",7}" : ""));
         var rows = new List<ScenarioRow>();
         async Task<ScenarioRow> RunOneAsync(Scenario scenario)
@@ -115,24 +116,27 @@ internal sealed class ScenarioRunner(int txBytes, TimeSpan warmup, TimeSpan dura
             var termsBefore = await terms.ReadAsync(token);
             ulong heightBefore = 0;
             (long Sessions, long Heads) countersBefore = default;
+            RaftMeters raftBefore = default;
             var load = await generator.RunAsync(scenario.Mode, scenario.Clients, scenario.TxsPerRequest, warmup, duration, token,
                 scenario.RequestsPerSecond, async () =>
                 {
                     heightBefore = await SigningProbe.HeightAsync(leaderClient, token);
+                    raftBefore = await RaftMeters.ReadAsync(target, token);
                     if (signs)
                         countersBefore = await SigningProbe.CountersAsync(leaderClient, token);
                 });
             var heightAfter = await SigningProbe.HeightAsync(leaderClient, token);
+            var raft = (await RaftMeters.ReadAsync(target, token)).Since(raftBefore, load.Seconds);
             var countersAfter = signs ? await SigningProbe.CountersAsync(leaderClient, token) : default;
             var termsAfter = await terms.ReadAsync(token);
             var termChange = TermProbe.Failure(termsBefore, termsAfter);
             var latency = signs ? await SigningProbe.MeasureAsync(leaderClient, heightBefore, heightAfter, 2000, token) : null;
             var row = new ScenarioRow(scenario, load, termChange, latency, (heightAfter - heightBefore) / load.Seconds,
                 signs ? (countersAfter.Sessions - countersBefore.Sessions) / load.Seconds : null,
-                signs ? (countersAfter.Heads - countersBefore.Heads) / load.Seconds : null);
+                signs ? (countersAfter.Heads - countersBefore.Heads) / load.Seconds : null, raft);
             rows.Add(row);
             var line = string.Create(CultureInfo.InvariantCulture,
-                $"{load.Mode,-7} {load.Clients,7} {load.TxsPerRequest,7} {load.TxPerSecond,10:0} {load.Requests / load.Seconds,9:0} {load.P50Ms,8:0.0} {load.P99Ms,8:0.0} {load.MaxMs,8:0.0} {load.Errors,7} {termsBefore.TermText + "→" + termsAfter.TermText,9} {termsBefore.LeaderText + "→" + termsAfter.LeaderText,7} {row.BatchesPerSecond,8:0}");
+                $"{load.Mode,-7} {load.Clients,7} {load.TxsPerRequest,7} {load.TxPerSecond,10:0} {load.Requests / load.Seconds,9:0} {load.P50Ms,8:0.0} {load.P99Ms,8:0.0} {load.MaxMs,8:0.0} {load.Errors,7} {termsBefore.TermText + "→" + termsAfter.TermText,9} {termsBefore.LeaderText + "→" + termsAfter.LeaderText,7} {row.BatchesPerSecond,8:0} {raft.RoundsPerSecond,8:0} {Ms(raft.RoundMs),8} {Ms(raft.FlushMs),8}");
             if (signs)
             {
                 line += string.Create(CultureInfo.InvariantCulture, $" {row.SessionsPerSecond,7:0} {row.HeadsPerSecond,7:0}");
@@ -192,6 +196,8 @@ internal sealed class ScenarioRunner(int txBytes, TimeSpan warmup, TimeSpan dura
                 $"{row.Scenario.Name,-40} {baseline.Load.TxPerSecond,11:0} {row.Load.TxPerSecond,13:0} {ratio,6:0%} {baseline.Load.P99Ms,10:0.0} {row.Load.P99Ms,12:0.0} {row.BatchesPerSecond,8:0} {row.SessionsPerSecond,7:0}   {latency}"));
         }
     }
+
+    private static string Ms(double? ms) => ms is { } value ? value.ToString("0.00", CultureInfo.InvariantCulture) : "-";
 
     private static async Task<bool> SignsAsync(Uri target, CancellationToken token)
     {
