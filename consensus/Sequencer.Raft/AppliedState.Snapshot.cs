@@ -281,7 +281,7 @@ public sealed partial class AppliedState
             // The store holds the group now: the recent tx index may let go of anything up to it.
             durable = next;
             // A large group (a follower catching up) is not put in the recent tx index: each of its txs would be
-            // inserted and, the window being full in steady state, another evicted, about a microsecond a tx, and a
+            // inserted and, the window being full in steady state, another evicted (a probe and a removal each), and a
             // long install would push most of them out again itself. The store holds the group, so the window
             // restarts above it and lookups of these txs go to the store, as they do for every evicted one.
             var groupTxs = 0L;

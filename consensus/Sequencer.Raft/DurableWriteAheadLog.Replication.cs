@@ -104,13 +104,15 @@ public sealed partial class DurableWriteAheadLog
     public SnapshotTransfers? TransferFence { get; init; }
 
     // A snapshot transfer: DotNext's locked path, from the follower's tip when it tells it (the stream reads
-    // SnapshotBase.Current, which flows with this call into DotNext's transfer). It first passes the compaction fence:
+    // SnapshotBase.Current, and the transfer's resend check SnapshotTransfers.Recipient, both flowing with this call
+    // into DotNext's transfer). It first passes the compaction fence:
     // a compaction that began while it streamed would hold every other read of the log until the transfer ended.
     private async ValueTask<TResult> SnapshotReadAsync<TResult>(ILogEntryConsumer<IRaftLogEntry, TResult> reader, long startIndex, long endIndex, CancellationToken token)
     {
         using var admitted = TransferFence is { } fence ? await fence.AdmitAsync(token).ConfigureAwait(false) : null;
-        SnapshotTransfers.Recipient = MemberOf(reader)?.EndPoint.ToString();
-        if (FollowerTip is { } ask && MemberOf(reader) is { } member)
+        var member = MemberOf(reader);
+        SnapshotTransfers.Recipient = member?.EndPoint.ToString();
+        if (FollowerTip is { } ask && member is not null)
         {
             using var bounded = CancellationTokenSource.CreateLinkedTokenSource(token);
             bounded.CancelAfter(TipTimeout);

@@ -22,10 +22,10 @@ namespace Sequencer.Raft;
 /// make the leader's memory grow without limit.
 /// </para>
 /// <para>
-/// A transfer of a point that was already sent in full to the same follower is a resend: DotNext 6.12 resends a snapshot whose answer timed
-/// out (the Raft request timeout covers the transfer and the install), and a follower that did install it refuses the
-/// same index again (<c>snapshotIndex &gt; LastCommittedEntryIndex</c> in <c>RaftCluster.InstallSnapshotAsync</c>), so the
-/// leader would send it over and over until its point moves. <see cref="Repeated"/> tells the owner to move the point
+/// A transfer of a point that was already sent in full to the same follower is a resend: DotNext 6.12 resends a
+/// snapshot whose answer timed out (the Raft request timeout covers the transfer and the install), and a follower that
+/// did install it refuses the same index again (<c>snapshotIndex &gt; LastCommittedEntryIndex</c> in
+/// <c>RaftCluster.InstallSnapshotAsync</c>), so the leader would send it over and over until its point moves. <see cref="Repeated"/> tells the owner to move the point
 /// to the newest stored entry as soon as no transfer is in flight (<see cref="AllEnded"/>: moving the point compacts
 /// the log, which would wait for the transfer's read of it while every other read queues behind, long enough for the
 /// leader to lose its majority): the follower accepts the newer snapshot, and its install is cheap because it already
