@@ -66,6 +66,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(loggerFactory);
         this.options = options;
         this.time = time;
+        followerNudge = new FollowerNudge(time, TimeSpan.FromMilliseconds(options.Limits.FollowerNudgeDelayMs), NudgeFollowers);
         leaderLostAt = time.GetTimestamp();
         // Member status lines go through the throttle too: a flapping link must not flood the log.
         logger = new Telemetry.ThrottledLoggerFactory(loggerFactory, time).CreateLogger<RaftHost>();
@@ -240,20 +241,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     /// <inheritdoc/>
     public async ValueTask ReplicateAsync(ReadOnlyMemory<byte> payload, object? context, CancellationToken token)
     {
-        Interlocked.Increment(ref replicating);
-        try
-        {
-            await cluster.ReplicateAsync(payload, context, token).ConfigureAwait(false);
-        }
-        finally
-        {
-            if (Interlocked.Decrement(ref replicating) == 0 && Interlocked.Exchange(ref followersWaiting, 0) == 1)
-                NudgeFollowers();
-        }
+        followerNudge.Proposed();
+        await cluster.ReplicateAsync(payload, context, token).ConfigureAwait(false);
     }
-
-    private int replicating;
-    private int followersWaiting;
 
     /// <summary>
     /// On a follower: commits up to <paramref name="commitIndex"/>, which <paramref name="leaderId"/>, the leader this
@@ -277,18 +267,15 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
     }
 
     /// <summary>
-    /// On the leader: an applied entry needs the followers to apply it soon (they sign a head it starts, or serve a
-    /// signature it carries). While other entries of this node are in flight, the next round tells the followers the
-    /// commit index anyway; when none is (the entry being applied is still counted until its replication returns), the
-    /// followers are nudged as soon as the last one completes, rather than with the next heartbeat.
+    /// On the leader: an applied entry needs the followers to apply it soon (they serve a signature it carries, or sign a
+    /// head it starts). The next round of an entry this node proposes within <see cref="SequencerLimits.FollowerNudgeDelayMs"/>
+    /// tells them the commit index; if none comes, the followers are nudged then rather than with the next heartbeat
+    /// (<see cref="FollowerNudge"/>).
     /// </summary>
     public void FollowersMustApply()
     {
-        if (!IsLeader)
-            return;
-        Volatile.Write(ref followersWaiting, 1);
-        if (Volatile.Read(ref replicating) == 0 && Interlocked.Exchange(ref followersWaiting, 0) == 1)
-            NudgeFollowers();
+        if (IsLeader)
+            followerNudge.Request();
     }
 
     /// <summary>
@@ -393,6 +380,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
     private CancellationTokenSource leaderEpoch = new();
     private readonly TimeProvider time;
+    private readonly FollowerNudge followerNudge;
     private long leaderLostAt;
 
     /// <summary>Canceled at the next leader change: work aimed at the current leader (a forwarded submit) stops then.</summary>
@@ -448,6 +436,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
             member.MemberStatusChanged -= OnMemberStatusChanged;
         await wal.DisposeAsync().ConfigureAwait(false);
         tips.Dispose();
+        followerNudge.Dispose();
         cluster.Dispose();
         await State.DisposeAsync().ConfigureAwait(false);
         var durable = State.Durable;

@@ -637,8 +637,8 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             records.Add((session, now));
         }
 
-        // A follower answers once it has applied the head: it learns the commit index with the next round, which is
-        // sent now if no entry is in flight.
+        // A signer answers once it has applied the head: the request carries the commit index, and a signer whose log
+        // does not hold the head's entry yet learns it with the next round (sent within FollowerNudgeDelayMs).
         log.FollowersMustApply();
         Interlocked.Increment(ref sessionsStarted);
         metrics.SessionsStarted.Add(1, new KeyValuePair<string, object?>("reason", "direct"));
