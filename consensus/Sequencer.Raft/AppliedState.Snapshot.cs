@@ -284,10 +284,7 @@ public sealed partial class AppliedState
             // inserted and, the window being full in steady state, another evicted (a probe and a removal each), and a
             // long install would push most of them out again itself. The store holds the group, so the window
             // restarts above it and lookups of these txs go to the store, as they do for every evicted one.
-            var groupTxs = 0L;
-            foreach (var batch in group)
-                groupTxs += batch.TxHashes.Length;
-            var skipIndex = group.Count > 0 && groupTxs > txIndex.Capacity / 4;
+            var skipIndex = group.Count > 0 && group.Sum(b => (long)b.TxHashes.Length) > txIndex.Capacity / 4;
             if (skipIndex)
                 txIndex.Restart(group[^1].Header.Height);
             foreach (var batch in group)

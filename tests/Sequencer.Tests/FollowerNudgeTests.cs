@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Time.Testing;
 using Sequencer.Node.Replication;
 
@@ -7,42 +8,47 @@ public sealed class FollowerNudgeTests
 {
     private static readonly TimeSpan Delay = TimeSpan.FromMilliseconds(10);
 
+    // A deferral under fake time whose nudges are counted in the returned box.
+    private static (FakeTimeProvider Time, StrongBox<int> Nudges, FollowerNudge Nudge) Make()
+    {
+        var time = new FakeTimeProvider();
+        var nudges = new StrongBox<int>();
+        return (time, nudges, new FollowerNudge(time, Delay, () => Interlocked.Increment(ref nudges.Value)));
+    }
+
     [Fact]
     public void ARequestWithNothingProposed_NudgesOnceAfterTheDelay()
     {
-        var time = new FakeTimeProvider();
-        var nudges = 0;
-        using var nudge = new FollowerNudge(time, Delay, () => Interlocked.Increment(ref nudges));
+        var (time, nudges, nudge) = Make();
+        using var _ = nudge;
         nudge.Request();
         time.Advance(TimeSpan.FromMilliseconds(9));
-        Assert.Equal(0, nudges);
+        Assert.Equal(0, nudges.Value);
         time.Advance(TimeSpan.FromMilliseconds(1));
-        Assert.Equal(1, nudges);
+        Assert.Equal(1, nudges.Value);
         time.Advance(TimeSpan.FromSeconds(1));
-        Assert.Equal(1, nudges);
+        Assert.Equal(1, nudges.Value);
         Assert.Equal((1L, 0L), nudge.Counters);
     }
 
     [Fact]
     public void AnEntryProposedAfterTheRequest_ToldTheFollowers_SoNoRoundOfTheirOwn()
     {
-        var time = new FakeTimeProvider();
-        var nudges = 0;
-        using var nudge = new FollowerNudge(time, Delay, () => Interlocked.Increment(ref nudges));
+        var (time, nudges, nudge) = Make();
+        using var _ = nudge;
         nudge.Proposed();
         nudge.Request();
         nudge.Proposed();
         time.Advance(Delay);
-        Assert.Equal(0, nudges);
+        Assert.Equal(0, nudges.Value);
         Assert.Equal((0L, 1L), nudge.Counters);
     }
 
     [Fact]
     public void RequestsWithinTheDelay_AreOneCheck_AndTheLatestRequestDecides()
     {
-        var time = new FakeTimeProvider();
-        var nudges = 0;
-        using var nudge = new FollowerNudge(time, Delay, () => Interlocked.Increment(ref nudges));
+        var (time, nudges, nudge) = Make();
+        using var _ = nudge;
         nudge.Request();
         time.Advance(TimeSpan.FromMilliseconds(3));
         // An entry went out after the first request but before the second: its round may have carried a commit index
@@ -51,11 +57,11 @@ public sealed class FollowerNudgeTests
         nudge.Request();
         nudge.Request();
         time.Advance(TimeSpan.FromMilliseconds(7));
-        Assert.Equal(1, nudges);
+        Assert.Equal(1, nudges.Value);
 
         // After a check, the next request starts a new one.
         nudge.Request();
         time.Advance(Delay);
-        Assert.Equal(2, nudges);
+        Assert.Equal(2, nudges.Value);
     }
 }
