@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 passed=0
 failed=0
 failing=() # names of failed tests, repeated at the end so that a log's tail names them
+details=$(mktemp) # the first lines of each failed test's message, repeated at the end too (CI shows only the tail)
 count() { # $1 = suite name, $2 = passed, $3 = failed
   passed=$((passed + $2)); failed=$((failed + $3))
   echo "== $1: $2 passed, $3 failed"
@@ -45,6 +46,12 @@ for entry in tests/Sequencer.Tests:600 tests/Sequencer.IntegrationTests:1200 tes
   # The runner prints "failed <test name> (<duration>)" for each failed test.
   while IFS= read -r name; do failing+=("$project: $name"); done \
     < <(grep -oP '^\s*failed \K\S.*(?= \([0-9][^)]*\)\s*$)' "$log" | head -n 20)
+  # Each failure's message, without its stack trace: the lines after "failed <name> (<duration>)", up to the next
+  # test's line, at most 8 each (CI shows only the tail of a run).
+  awk '/^[[:space:]]*failed [^[:space:]].* \([0-9][^)]*\)[[:space:]]*$/ { n = 8; print; next }
+       /^[[:space:]]*(passed|skipped) |^Test run summary|^[^[:space:]].*\.dll \(/ { n = 0 }
+       /^[[:space:]]+(at |from |--- End of)/ { next }
+       n > 0 { print; n-- }' "$log" | head -n 40 >> "$details"
   if [ -z "$ok" ] || [ -z "$bad" ]; then
     # The runner itself failed (crash, build problem): count the suite as one failure.
     count "$project" 0 1
@@ -99,6 +106,11 @@ fi
 kill -TERM "$devnet" 2>/dev/null
 wait "$devnet" 2>/dev/null
 
+if [ -s "$details" ]; then
+  echo "== the failures' messages (the first lines of each)"
+  head -n 40 "$details"
+fi
+rm -f "$details"
 for name in "${failing[@]}"; do echo "FAILED $name"; done
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
