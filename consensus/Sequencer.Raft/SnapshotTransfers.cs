@@ -222,12 +222,14 @@ public sealed class SnapshotTransfers(TimeProvider time)
     /// <see cref="AdmissionWait"/> (measured in the chaos disk scenario: a wiped follower whose install outlasted the
     /// request timeout, and so counted silent, which is what holds the point, was kept waiting 3 s).
     /// </summary>
-    public void Withdraw()
+    /// <param name="onlyWhenClear">Withdraw only when no snapshot read or transfer is in progress (the owner has
+    /// nothing to store, and will not try the move before it has: see <see cref="FenceClear"/>).</param>
+    public void Withdraw(bool onlyWhenClear = false)
     {
         TaskCompletionSource? release;
         lock (gate)
         {
-            if (!compactionWanted)
+            if (!compactionWanted || (onlyWhenClear && (reading > 0 || inFlight > 0)))
                 return;
             compactionWanted = false;
             release = ReleaseAdmissionsLocked();

@@ -151,6 +151,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         };
         cluster.LeaderChanged += OnLeaderChanged;
         State.FreshSnapshotNeeded += OnFreshSnapshotNeeded;
+        State.SnapshotPointMoved += OnSnapshotPointMoved;
     }
 
     /// <summary>The applied state.</summary>
@@ -318,6 +319,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
     private long lastEmptyEntryAt;
 
+    // The point moved: DotNext compacts up to it in its flusher's next pass, which an idle node would not make.
+    private void OnSnapshotPointMoved() => wal.WakeFlusher();
+
     /// <summary>
     /// A snapshot is being sent again and its point must move to a newer entry (see <see cref="SnapshotTransfers"/>):
     /// on an idle leader nothing new would come, so append a mark (at most one a second). It carries a payload: an
@@ -432,6 +436,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
         cluster.LeaderChanged -= OnLeaderChanged;
         State.FreshSnapshotNeeded -= OnFreshSnapshotNeeded;
+        State.SnapshotPointMoved -= OnSnapshotPointMoved;
         foreach (var member in cluster.Members.Where(m => m.IsRemote))
             member.MemberStatusChanged -= OnMemberStatusChanged;
         await wal.DisposeAsync().ConfigureAwait(false);

@@ -316,6 +316,38 @@ public sealed class AppliedStateTests
     }
 
     [Fact]
+    public async Task CompactionFence_AMoveRefusedAsTheLoadStopped_LetsReadsGoOnceTheReadInProgressEnds()
+    {
+        // A move that a read in progress refused was tried again only at the next stored group: once the load had
+        // stopped there was none, and every new snapshot read waited the fence's whole AdmissionWait (3 s for a
+        // restarted follower in the slow-install integration test).
+        var clock = new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000));
+        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(4, long.MaxValue), clock, NullLogger.Instance);
+        await ApplyBatchesAsync(state, 10);
+        await state.FlushAsync(CancellationToken.None);
+        var held = state.CurrentSnapshot!.Index;
+        state.Transfers.Reclaimed(held);
+
+        var reading = await state.Transfers.AdmitAsync(CancellationToken.None);
+        await ApplyBatchesAsync(state, 30, firstIndex: 11);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.Equal(1L, state.Transfers.FenceCounters.Refusals);
+        var waiting = state.Transfers.AdmitAsync(CancellationToken.None).AsTask();
+        Assert.False(waiting.IsCompleted);
+
+        // The read ends with nothing left to store (the persister's pass it wakes): the waiting read goes, and the
+        // point stays for the next stored group to move.
+        reading.Dispose();
+        await state.FlushAsync(CancellationToken.None);
+        (await waiting.WaitAsync(TimeSpan.FromSeconds(10))).Dispose();
+        Assert.Equal(held, state.CurrentSnapshot!.Index);
+        Assert.Equal(0L, state.Transfers.FenceCounters.Timeouts);
+        await ApplyBatchesAsync(state, 1, firstIndex: 41);
+        await state.FlushAsync(CancellationToken.None);
+        Assert.True(state.CurrentSnapshot!.Index > held);
+    }
+
+    [Fact]
     public async Task SnapshotSentAgain_OnAnIdleLeader_MovesToTheMarkAppendedForIt()
     {
         // The follower installed the newest point and is sent it again: nothing new is stored on an idle leader, so

@@ -311,6 +311,74 @@ public sealed class DurableWriteAheadLogTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task APointMovedOnAnIdleLog_IsCompacted_WhenTheFlusherIsWoken()
+    {
+        // DotNext compacts, and calls ReclaimGarbageAsync, only in its flusher's pass, which appends and commits start:
+        // a snapshot point that moves once the log is idle waits for the next entry unless the flusher is woken.
+        var machine = new MovablePointMachine();
+        await using var wal = new DurableWriteAheadLog(Options, machine);
+        IAuditTrail<IRaftLogEntry> follower = wal;
+        await follower.AppendAsync(Entries(1, 10, 1), 1, skipCommitted: true);
+        Assert.Equal(10, await follower.CommitAsync(10));
+        await machine.WaitAppliedAsync(10).WaitAsync(TimeSpan.FromSeconds(10));
+
+        machine.MovePoint(8);
+        Assert.True(wal.WakeFlusher(), "DotNext's WriteAheadLog no longer has the private flushTrigger event this wakes");
+        Assert.Equal(8, await machine.Reclaimed.Task.WaitAsync(TimeSpan.FromSeconds(10)));
+    }
+
+    // A state machine whose snapshot point the test moves, and which reports the first compaction past 0.
+    private sealed class MovablePointMachine : IStateMachine
+    {
+        private volatile ISnapshot? snapshot;
+        private long applied;
+        private readonly TaskCompletionSource allApplied = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private long awaited = long.MaxValue;
+
+        public TaskCompletionSource<long> Reclaimed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public ISnapshot? Snapshot => snapshot;
+
+        public void MovePoint(long index) => snapshot = new Point(index);
+
+        public Task WaitAppliedAsync(long index)
+        {
+            Interlocked.Exchange(ref awaited, index);
+            if (Interlocked.Read(ref applied) >= index)
+                allApplied.TrySetResult();
+            return allApplied.Task;
+        }
+
+        public ValueTask<long> ApplyAsync(LogEntry entry, CancellationToken token)
+        {
+            Interlocked.Exchange(ref applied, entry.Index);
+            if (entry.Index >= Interlocked.Read(ref awaited))
+                allApplied.TrySetResult();
+            return ValueTask.FromResult(entry.Index);
+        }
+
+        public ValueTask ReclaimGarbageAsync(long watermark, CancellationToken token)
+        {
+            if (watermark > 0)
+                Reclaimed.TrySetResult(watermark);
+            return ValueTask.CompletedTask;
+        }
+
+        private sealed class Point(long index) : ISnapshot
+        {
+            public long Index => index;
+
+            public long Term => 1;
+
+            bool IDataTransferObject.IsReusable => true;
+
+            long? IDataTransferObject.Length => 0;
+
+            ValueTask IDataTransferObject.WriteToAsync<TWriter>(TWriter writer, CancellationToken token) => ValueTask.CompletedTask;
+        }
+    }
+
     public void Dispose()
     {
         if (Directory.Exists(directory))
