@@ -8,6 +8,7 @@ passed=0
 failed=0
 failing=() # names of failed tests, repeated at the end so that a log's tail names them
 details=$(mktemp) # the first lines of each failed test's message, repeated at the end too (CI shows only the tail)
+trap 'rm -f "$details"' EXIT
 count() { # $1 = suite name, $2 = passed, $3 = failed
   passed=$((passed + $2)); failed=$((failed + $3))
   echo "== $1: $2 passed, $3 failed"
@@ -110,7 +111,6 @@ if [ -s "$details" ]; then
   echo "== the failures' messages (the first lines of each)"
   head -n 40 "$details"
 fi
-rm -f "$details"
 for name in "${failing[@]}"; do echo "FAILED $name"; done
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -60,7 +60,7 @@ public sealed partial class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IR
     /// </summary>
     public bool WakeFlusher()
     {
-        if (FlushTrigger?.GetValue(this) is not { } trigger || trigger.GetType().GetMethod("Set", [typeof(bool)]) is not { } set)
+        if (FlushTriggerSet is not { } set || FlushTrigger?.GetValue(this) is not { } trigger)
             return false;
         ThreadPool.UnsafeQueueUserWorkItem(static state =>
         {
@@ -78,6 +78,8 @@ public sealed partial class DurableWriteAheadLog : WriteAheadLog, IAuditTrail<IR
 
     private static readonly System.Reflection.FieldInfo? FlushTrigger =
         typeof(WriteAheadLog).GetField("flushTrigger", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic);
+
+    private static readonly System.Reflection.MethodInfo? FlushTriggerSet = FlushTrigger?.FieldType.GetMethod("Set", [typeof(bool)]);
 
     private long durableAppends, earlyCommits, leaderSaidCommits;
 
