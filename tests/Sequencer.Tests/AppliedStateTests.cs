@@ -226,23 +226,35 @@ public sealed class AppliedStateTests
         Assert.Equal((2L, 1L, 1L), transfers.FenceCounters);
     }
 
-    [Fact]
-    public async Task SnapshotPoint_WhileATransferReadsTheLog_MovesOnlyOnceTheReadEnds_WithinTwiceTheHoldsBound()
+    // A state (retention 4 entries, fake time) whose point is at Held, compacted there, and a snapshot read in progress
+    // (Reading) that refused the move 30 more stored entries call for. The caller disposes State.
+    private static async Task<RefusedMove> RefuseAMoveAsync()
     {
         var clock = new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000));
-        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(4, long.MaxValue), clock, NullLogger.Instance);
+        var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(4, long.MaxValue), clock, NullLogger.Instance);
         await ApplyBatchesAsync(state, 10);
         await state.FlushAsync(CancellationToken.None);
         var held = state.CurrentSnapshot!.Index;
         // DotNext compacts up to the first point (a read would wait at the fence until then).
         state.Transfers.Reclaimed(held);
 
-        // A transfer of an older point reads the log (the grace of no transfer holds it): the point stays.
         var reading = await state.Transfers.AdmitAsync(CancellationToken.None);
         await ApplyBatchesAsync(state, 30, firstIndex: 11);
         await state.FlushAsync(CancellationToken.None);
         Assert.Equal(held, state.CurrentSnapshot!.Index);
         Assert.Equal(1L, state.Transfers.FenceCounters.Refusals);
+        return new RefusedMove(state, clock, held, reading);
+    }
+
+    private sealed record RefusedMove(AppliedState State, FakeTimeProvider Clock, long Held, SnapshotTransfers.Admission Reading);
+
+    [Fact]
+    public async Task SnapshotPoint_WhileATransferReadsTheLog_MovesOnlyOnceTheReadEnds_WithinTwiceTheHoldsBound()
+    {
+        // A transfer of an older point reads the log (the grace of no transfer holds it): the point stays.
+        var refused = await RefuseAMoveAsync();
+        await using var state = refused.State;
+        var (held, reading) = (refused.Held, refused.Reading);
 
         // The read ends: the next stored group moves the point, and a new transfer waits until DotNext compacted.
         reading.Dispose();
@@ -269,19 +281,10 @@ public sealed class AppliedStateTests
         // A move refused by a read in progress left a wish that held every new snapshot read; when the next choice
         // was not to move (a transfer's grace, or a follower counted silent, holds the point), nobody lifted it, and
         // the reads waited the whole AdmissionWait. In the chaos disk scenario a wiped follower waited 3 s that way.
-        var clock = new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000));
-        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(4, long.MaxValue), clock, NullLogger.Instance);
-        await ApplyBatchesAsync(state, 10);
-        await state.FlushAsync(CancellationToken.None);
-        var held = state.CurrentSnapshot!.Index;
-        state.Transfers.Reclaimed(held);
-
         // A read in progress refuses the move that the stored entries call for.
-        var reading = await state.Transfers.AdmitAsync(CancellationToken.None);
-        await ApplyBatchesAsync(state, 30, firstIndex: 11);
-        await state.FlushAsync(CancellationToken.None);
-        Assert.Equal(held, state.CurrentSnapshot!.Index);
-        Assert.Equal(1L, state.Transfers.FenceCounters.Refusals);
+        var refused = await RefuseAMoveAsync();
+        await using var state = refused.State;
+        var (clock, held, reading) = (refused.Clock, refused.Held, refused.Reading);
 
         // A transfer ends (its grace now holds the point), then the read ends.
         state.Transfers.Begin(held).Dispose();
@@ -321,17 +324,9 @@ public sealed class AppliedStateTests
         // A move that a read in progress refused was tried again only at the next stored group: once the load had
         // stopped there was none, and every new snapshot read waited the fence's whole AdmissionWait (3 s for a
         // restarted follower in the slow-install integration test).
-        var clock = new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000));
-        await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(4, long.MaxValue), clock, NullLogger.Instance);
-        await ApplyBatchesAsync(state, 10);
-        await state.FlushAsync(CancellationToken.None);
-        var held = state.CurrentSnapshot!.Index;
-        state.Transfers.Reclaimed(held);
-
-        var reading = await state.Transfers.AdmitAsync(CancellationToken.None);
-        await ApplyBatchesAsync(state, 30, firstIndex: 11);
-        await state.FlushAsync(CancellationToken.None);
-        Assert.Equal(1L, state.Transfers.FenceCounters.Refusals);
+        var refused = await RefuseAMoveAsync();
+        await using var state = refused.State;
+        var (held, reading) = (refused.Held, refused.Reading);
         var waiting = state.Transfers.AdmitAsync(CancellationToken.None).AsTask();
         Assert.False(waiting.IsCompleted);
 
