@@ -405,6 +405,8 @@ public static partial class NodeRunner
         dkg.Start(loops);
         l1?.Start(loops);
         retention?.Start(loops);
+        if (identity is not null)
+            loops.Start("revoked Raft connections", TimeSpan.FromSeconds(30), (self, token) => CloseRevokedAsync(identity, self, logger, token), fatalStop.Token);
         LogListening(logger, options.NodeId, options.Api, options.Raft);
 
         var logWatch = WatchLogAsync(raft, Fatal, fatalStop.Token);
@@ -424,6 +426,31 @@ public static partial class NodeRunner
 
         return exitCode;
     }
+
+    // Once a second: the open Raft connections with a member whose certificate was revoked since are closed (its new
+    // ones are refused at the handshake), so a revocation cuts the member off without restarting the others.
+    private static async Task CloseRevokedAsync(Security.ClusterIdentity identity, BackgroundLoop self, ILogger logger, CancellationToken token)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                await timer.WaitForNextTickAsync(token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            self.Beat();
+            if (identity.CloseRevokedConnections() is { Count: > 0 } cut)
+                LogRevokedConnectionsClosed(logger, string.Join(", ", cut));
+        }
+    }
+
+    [LoggerMessage(EventId = 44, Level = LogLevel.Warning, Message = "Identity check: closed the open Raft connections with member(s) [{Members}], whose certificate is revoked; their new connections are refused")]
+    private static partial void LogRevokedConnectionsClosed(ILogger logger, string members);
 
     // DotNext's WAL runs its applier and flusher in the background; when one dies (a corrupt entry, a failed
     // invariant, a disk error), WaitForApplyAsync starts to throw. The node must then stop, not linger half-alive.

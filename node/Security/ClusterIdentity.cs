@@ -269,7 +269,7 @@ public sealed class ClusterIdentity : IDisposable
         options.ServerOptions.ClientCertificateRequired = true;
         options.ServerOptions.EnabledSslProtocols = SslProtocols.Tls13;
         options.ServerOptions.CertificateRevocationCheckMode = X509RevocationMode.NoCheck;
-        options.ServerOptions.RemoteCertificateValidationCallback = (_, certificate, _, _) => Identify(certificate, "the Raft port") is not null;
+        options.ServerOptions.RemoteCertificateValidationCallback = (sender, certificate, _, _) => Identify(certificate, "the Raft port") is { } peer && Track(sender, peer);
         options.ClientOptions.TargetHost = ConsortiumCertificates.CommonName(SelfId);
         options.ClientOptions.ClientCertificates = [Certificate];
         options.ClientOptions.EnabledSslProtocols = SslProtocols.Tls13;
@@ -282,9 +282,85 @@ public sealed class ClusterIdentity : IDisposable
                 return false;
             }
 
-            return IsMember(certificate, member, "a Raft connection to member " + member.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            return IsMember(certificate, member, "a Raft connection to member " + member.ToString(System.Globalization.CultureInfo.InvariantCulture)) && Track(sender, member);
         };
         return options;
+    }
+
+    // Every Raft connection accepted, in either direction, with the member at its other end: the transport keeps a
+    // connection open for as long as it works, and its certificate was checked only when it was made. Weak keys: a
+    // connection the transport dropped leaves by itself.
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<object, System.Runtime.CompilerServices.StrongBox<int>> raftConnections = [];
+
+    private bool Track(object? connection, int member)
+    {
+        if (connection is not null)
+            raftConnections.AddOrUpdate(connection, new System.Runtime.CompilerServices.StrongBox<int>(member));
+        return true;
+    }
+
+    /// <summary>Open Raft connections (either direction) with <paramref name="member"/>.</summary>
+    public int RaftConnectionsWith(int member) => raftConnections.Count(c => c.Value.Value == member && !IsClosed(c.Key));
+
+    /// <summary>
+    /// Rereads the revocation list (when it changed) and closes every open Raft connection, in either direction, with a
+    /// member whose certificate it names: a connection's certificate was checked once, when it was made, and the
+    /// transport keeps it for as long as it works, so without this a revoked member would stay in the cluster until the
+    /// others restarted. Its next connection is refused at the handshake. Returns the members cut off.
+    /// </summary>
+    public IReadOnlyList<int> CloseRevokedConnections()
+    {
+        RefreshRevoked();
+        var list = revoked;
+        if (list.Count == 0)
+            return [];
+        var cut = new SortedSet<int>();
+        var revokedConnections = raftConnections.Where(c => c.Value.Value != SelfId && pinnedThumbprints.TryGetValue(c.Value.Value, out var thumbprint) && list.Contains(thumbprint)).ToList();
+        foreach (var (connection, member) in revokedConnections)
+        {
+            raftConnections.Remove(connection);
+            if (Close(connection))
+                cut.Add(member.Value);
+        }
+
+        return [.. cut];
+    }
+
+    // Shuts the socket under a TLS connection down (the transport's reads and writes on it fail, and it drops the
+    // connection); true when it was open.
+    private static bool Close(object connection)
+    {
+        try
+        {
+            if (connection is not AuthenticatedStream tls || InnerStream?.GetValue(tls) is not NetworkStream network)
+            {
+                (connection as IDisposable)?.Dispose();
+                return true;
+            }
+
+            var socket = network.Socket;
+            if (!socket.Connected)
+                return false;
+            socket.Shutdown(SocketShutdown.Both);
+            socket.Close();
+            return true;
+        }
+        catch (Exception e) when (e is ObjectDisposedException or SocketException or System.Reflection.TargetInvocationException)
+        {
+            return false;
+        }
+    }
+
+    private static bool IsClosed(object connection)
+    {
+        try
+        {
+            return connection is AuthenticatedStream tls && InnerStream?.GetValue(tls) is NetworkStream network && !network.Socket.Connected;
+        }
+        catch (Exception e) when (e is ObjectDisposedException or System.Reflection.TargetInvocationException)
+        {
+            return true;
+        }
     }
 
     // The TLS callback gets only the SslStream; DotNext's transport under it is a NetworkStream, whose socket says

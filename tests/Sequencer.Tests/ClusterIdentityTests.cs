@@ -115,6 +115,75 @@ public sealed class ClusterIdentityTests : IDisposable
         await EndedAsync(serving);
     }
 
+    /// <summary>
+    /// A Raft connection's certificate is checked when it is made, and the transport keeps the connection for as long as
+    /// it works: once a member is revoked, its open connections are closed (its new ones are refused at the handshake),
+    /// and another member's stay open.
+    /// </summary>
+    [Fact]
+    public async Task OpenRaftConnections_WithARevokedMember_AreClosed_AndOnlyThose()
+    {
+        var (first, _, listener3) = ThreeMembersAndAListener();
+        first.Dispose();
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var identity = ClusterIdentity.Load(directory, 1, [1, 2, 3], time);
+        using var listening3 = listener3;
+        var listener2 = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener2.Start();
+        using var listening2 = listener2;
+        var at3 = (System.Net.IPEndPoint)listener3.LocalEndpoint;
+        var at2 = (System.Net.IPEndPoint)listener2.LocalEndpoint;
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+
+        // Each member writes one byte, then holds the connection until the other side closes it.
+        async Task HoldAsync(System.Net.Security.SslStream tls)
+        {
+            await tls.WriteAsync(new byte[] { 1 }, stop.Token);
+            _ = await tls.ReadAtLeastAsync(new byte[1], 1, throwOnEndOfStream: false, stop.Token);
+        }
+
+        var serving3 = ServeAsMemberAsync(3, listener3, HoldAsync, stop.Token);
+        var serving2 = ServeAsMemberAsync(2, listener2, HoldAsync, stop.Token);
+        int? MemberAt(System.Net.IPEndPoint at) => at.Equals(at3) ? 3 : at.Equals(at2) ? 2 : null;
+        async Task<(System.Net.Sockets.Socket Socket, System.Net.Security.SslStream Tls)> ConnectAsync(System.Net.IPEndPoint to)
+        {
+            var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            await socket.ConnectAsync(to, stop.Token);
+            var tls = new System.Net.Security.SslStream(new System.Net.Sockets.NetworkStream(socket, ownsSocket: true));
+            await tls.AuthenticateAsClientAsync(identity.RaftSslOptions(MemberAt).ClientOptions, stop.Token);
+            Assert.Equal(1, await tls.ReadAsync(new byte[1], stop.Token));
+            return (socket, tls);
+        }
+
+        var (socket3, tls3) = await ConnectAsync(at3);
+        var (socket2, tls2) = await ConnectAsync(at2);
+        await using var closing3 = tls3;
+        await using var closing2 = tls2;
+        Assert.Equal(1, identity.RaftConnectionsWith(3));
+        Assert.Equal(1, identity.RaftConnectionsWith(2));
+        Assert.Empty(identity.CloseRevokedConnections());
+
+        File.WriteAllText(Path.Combine(directory, ConsortiumCertificates.RevokedFile),
+            Certificate(directory, 3).GetCertHashString(System.Security.Cryptography.HashAlgorithmName.SHA256) + "  # member 3\n");
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal([3], identity.CloseRevokedConnections());
+        Assert.False(socket3.Connected);
+        Assert.Equal(0, identity.RaftConnectionsWith(3));
+        await Assert.ThrowsAnyAsync<Exception>(async () => await tls3.ReadExactlyAsync(new byte[1], stop.Token));
+
+        // Member 2's connection is still open and works; nothing more is closed on the next pass.
+        Assert.True(socket2.Connected);
+        Assert.Equal(1, identity.RaftConnectionsWith(2));
+        Assert.Empty(identity.CloseRevokedConnections());
+        await tls2.WriteAsync(new byte[] { 2 }, stop.Token);
+
+        await stop.CancelAsync();
+        listener3.Stop();
+        listener2.Stop();
+        await EndedAsync(serving3);
+        await EndedAsync(serving2);
+    }
+
     // Waits for a server to end: cancelled while it waits for a connection, or at its loop's next check (both happen).
     private static async Task EndedAsync(Task serving)
     {
