@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Net.Security;
 using System.Security.Authentication;
 using System.Security.Cryptography;
@@ -163,7 +164,9 @@ public sealed class ClusterIdentity : IDisposable
 
         // A member's certificate, once checked, is trusted for a minute (and never past its expiry): the internal
         // listener checks every request, and building the chain each time would cost more than the request.
-        if (accepted.TryGetValue(thumbprint, out var known) && now < known.Until)
+        // The list is read again on a hit: a check that ran against the previous list can put an entry back just after a
+        // change emptied the cache.
+        if (accepted.TryGetValue(thumbprint, out var known) && now < known.Until && !revoked.Contains(thumbprint))
             return known.Member;
         if (Check(certificate) is { } problem)
         {
@@ -269,7 +272,13 @@ public sealed class ClusterIdentity : IDisposable
         options.ServerOptions.ClientCertificateRequired = true;
         options.ServerOptions.EnabledSslProtocols = SslProtocols.Tls13;
         options.ServerOptions.CertificateRevocationCheckMode = X509RevocationMode.NoCheck;
-        options.ServerOptions.RemoteCertificateValidationCallback = (sender, certificate, _, _) => Identify(certificate, "the Raft port") is { } peer && Track(sender, peer);
+        options.ServerOptions.RemoteCertificateValidationCallback = (sender, certificate, _, _) =>
+        {
+            if (Identify(certificate, "the Raft port") is not { } peer)
+                return false;
+            Track(sender, peer);
+            return true;
+        };
         options.ClientOptions.TargetHost = ConsortiumCertificates.CommonName(SelfId);
         options.ClientOptions.ClientCertificates = [Certificate];
         options.ClientOptions.EnabledSslProtocols = SslProtocols.Tls13;
@@ -282,7 +291,10 @@ public sealed class ClusterIdentity : IDisposable
                 return false;
             }
 
-            return IsMember(certificate, member, "a Raft connection to member " + member.ToString(System.Globalization.CultureInfo.InvariantCulture)) && Track(sender, member);
+            if (!IsMember(certificate, member, "a Raft connection to member " + member.ToString(System.Globalization.CultureInfo.InvariantCulture)))
+                return false;
+            Track(sender, member);
+            return true;
         };
         return options;
     }
@@ -290,17 +302,16 @@ public sealed class ClusterIdentity : IDisposable
     // Every Raft connection accepted, in either direction, with the member at its other end: the transport keeps a
     // connection open for as long as it works, and its certificate was checked only when it was made. Weak keys: a
     // connection the transport dropped leaves by itself.
-    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<object, System.Runtime.CompilerServices.StrongBox<int>> raftConnections = [];
+    private readonly ConditionalWeakTable<object, StrongBox<int>> raftConnections = [];
 
-    private bool Track(object? connection, int member)
+    private void Track(object? connection, int member)
     {
         if (connection is not null)
-            raftConnections.AddOrUpdate(connection, new System.Runtime.CompilerServices.StrongBox<int>(member));
-        return true;
+            raftConnections.AddOrUpdate(connection, new StrongBox<int>(member));
     }
 
     /// <summary>Open Raft connections (either direction) with <paramref name="member"/>.</summary>
-    public int RaftConnectionsWith(int member) => raftConnections.Count(c => c.Value.Value == member && !IsClosed(c.Key));
+    internal int RaftConnectionsWith(int member) => raftConnections.Count(c => c.Value.Value == member && !IsClosed(c.Key));
 
     /// <summary>
     /// Rereads the revocation list (when it changed) and closes every open Raft connection, in either direction, with a
@@ -316,33 +327,26 @@ public sealed class ClusterIdentity : IDisposable
             return [];
         var cut = new SortedSet<int>();
         var revokedConnections = raftConnections.Where(c => c.Value.Value != SelfId && pinnedThumbprints.TryGetValue(c.Value.Value, out var thumbprint) && list.Contains(thumbprint)).ToList();
-        foreach (var (connection, member) in revokedConnections)
+        foreach (var (connection, peer) in revokedConnections)
         {
             raftConnections.Remove(connection);
             if (Close(connection))
-                cut.Add(member.Value);
+                cut.Add(peer.Value);
         }
 
         return [.. cut];
     }
 
     // Shuts the socket under a TLS connection down (the transport's reads and writes on it fail, and it drops the
-    // connection); true when it was open.
+    // connection and disposes the socket); true when it was open. Nothing else is touched: the transport still owns the
+    // stream (a runtime without the reflected property fails the test that connects through it).
     private static bool Close(object connection)
     {
         try
         {
-            if (connection is not AuthenticatedStream tls || InnerStream?.GetValue(tls) is not NetworkStream network)
-            {
-                (connection as IDisposable)?.Dispose();
-                return true;
-            }
-
-            var socket = network.Socket;
-            if (!socket.Connected)
+            if (connection is not AuthenticatedStream tls || InnerStream?.GetValue(tls) is not NetworkStream network || !network.Socket.Connected)
                 return false;
-            socket.Shutdown(SocketShutdown.Both);
-            socket.Close();
+            network.Socket.Shutdown(SocketShutdown.Both);
             return true;
         }
         catch (Exception e) when (e is ObjectDisposedException or SocketException or System.Reflection.TargetInvocationException)

@@ -155,11 +155,39 @@ public sealed class ClusterIdentityTests : IDisposable
             return (socket, tls);
         }
 
-        var (socket3, tls3) = await ConnectAsync(at3);
+        var (_, tls3) = await ConnectAsync(at3);
         var (socket2, tls2) = await ConnectAsync(at2);
         await using var closing3 = tls3;
         await using var closing2 = tls2;
-        Assert.Equal(1, identity.RaftConnectionsWith(3));
+
+        // And member 3 connects to this node's Raft port: the server side is tracked too.
+        var own = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        own.Start();
+        using var listeningOwn = own;
+        var accepting = Task.Run(async () =>
+        {
+            var accepted = await own.AcceptTcpClientAsync(stop.Token);
+            var tls = new System.Net.Security.SslStream(accepted.GetStream());
+            await tls.AuthenticateAsServerAsync(identity.RaftSslOptions(MemberAt).ServerOptions, stop.Token);
+            await tls.WriteAsync(new byte[] { 1 }, stop.Token);
+            return (accepted, tls);
+        });
+        using var three = X509Certificate2.CreateFromPemFile(Path.Combine(directory, ConsortiumCertificates.CertificateFile(3)), Path.Combine(directory, ConsortiumCertificates.KeyFile(3)));
+        using var inbound = new System.Net.Sockets.TcpClient();
+        await inbound.ConnectAsync((System.Net.IPEndPoint)own.LocalEndpoint, stop.Token);
+        await using var fromThree = new System.Net.Security.SslStream(inbound.GetStream());
+        await fromThree.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions
+        {
+            TargetHost = ConsortiumCertificates.CommonName(1),
+            ClientCertificates = [three],
+            RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is not null,
+        }, stop.Token);
+        Assert.Equal(1, await fromThree.ReadAsync(new byte[1], stop.Token));
+        var (serverSide, serverTls) = await accepting;
+        using var ownedServerSide = serverSide;
+        await using var ownedServerTls = serverTls;
+
+        Assert.Equal(2, identity.RaftConnectionsWith(3));
         Assert.Equal(1, identity.RaftConnectionsWith(2));
         Assert.Empty(identity.CloseRevokedConnections());
 
@@ -167,9 +195,9 @@ public sealed class ClusterIdentityTests : IDisposable
             Certificate(directory, 3).GetCertHashString(System.Security.Cryptography.HashAlgorithmName.SHA256) + "  # member 3\n");
         time.Advance(TimeSpan.FromSeconds(1));
         Assert.Equal([3], identity.CloseRevokedConnections());
-        Assert.False(socket3.Connected);
         Assert.Equal(0, identity.RaftConnectionsWith(3));
         await Assert.ThrowsAnyAsync<Exception>(async () => await tls3.ReadExactlyAsync(new byte[1], stop.Token));
+        await Assert.ThrowsAnyAsync<Exception>(async () => await fromThree.ReadExactlyAsync(new byte[1], stop.Token));
 
         // Member 2's connection is still open and works; nothing more is closed on the next pass.
         Assert.True(socket2.Connected);
