@@ -48,7 +48,8 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     private (int Attempt, long AtMs)? rotationFlight;
     private int rotationAttempt = NewRotationAttempts();
     private long rotationCheckedMs = long.MinValue / 2;
-    private readonly List<(int Signer, ulong KeyEpoch, SignatureShareMessage Share)> inbox = [];
+    // Shares on their way to the collector; Proof checks the proof of an answer that has not been checked (null: checked).
+    private readonly List<(int Signer, ulong KeyEpoch, SignatureShareMessage Share, Func<bool>? Proof)> inbox = [];
     private readonly Dictionary<int, long> silentLoggedAt = [];
     private readonly Dictionary<int, long> refusalLoggedAt = [];
     private readonly CancellationTokenSource stopping = new();
@@ -150,7 +151,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             if (inbox.Count + message.Shares.Count > limits.MaxQueuedShares)
                 return false;
             foreach (var share in message.Shares)
-                inbox.Add((message.SignerId, message.KeyEpoch, share));
+                inbox.Add((message.SignerId, message.KeyEpoch, share, null));
         }
 
         Wake();
@@ -403,7 +404,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
     private void CollectRotationShare(int signer, ulong keyEpoch, SignatureShareMessage share, KeyEpochView epoch, long now)
     {
-        (AppliedSession Session, IReadOnlyDictionary<int, Org.BouncyCastle.Math.BigInteger> Shares)? complete;
+        (AppliedSession Session, IReadOnlyDictionary<int, Org.BouncyCastle.Math.BigInteger> Shares, Func<int, bool> Proves)? complete;
         lock (gate)
         {
             if (rotationCollector.Add(signer, keyEpoch, share) != ShareOutcome.Complete)
@@ -453,7 +454,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
     private void CollectShares(KeyEpochView epoch)
     {
-        List<(int Signer, ulong KeyEpoch, SignatureShareMessage Share)> shares;
+        List<(int Signer, ulong KeyEpoch, SignatureShareMessage Share, Func<bool>? Proof)> shares;
         lock (gate)
         {
             if (inbox.Count == 0)
@@ -462,7 +463,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             inbox.Clear();
         }
 
-        foreach (var (signer, keyEpoch, share) in shares)
+        foreach (var (signer, keyEpoch, share, proof) in shares)
         {
             if (share.Height == 0)
             {
@@ -470,11 +471,11 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
                 continue;
             }
 
-            (AppliedSession Session, IReadOnlyDictionary<int, Org.BouncyCastle.Math.BigInteger> Shares)? complete;
+            (AppliedSession Session, IReadOnlyDictionary<int, Org.BouncyCastle.Math.BigInteger> Shares, Func<int, bool> Proves)? complete;
             var now = NowMs;
             lock (gate)
             {
-                var outcome = collector.Add(signer, keyEpoch, share);
+                var outcome = collector.Add(signer, keyEpoch, share, proof);
                 if (outcome == ShareOutcome.Ignored)
                     continue;
                 planner.ShareReceived((share.Height, share.Attempt), signer, now);
@@ -482,24 +483,35 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             }
 
             if (complete is { } ready)
-                Finish(ready.Session, ready.Shares, epoch, now);
+                Finish(ready.Session, ready.Shares, ready.Proves, epoch, now);
         }
     }
 
     /// <summary>Every share of a session is in: aggregate and verify once (outside the lock), then hand the result on.</summary>
-    private void Finish(AppliedSession session, IReadOnlyDictionary<int, Org.BouncyCastle.Math.BigInteger> shares, KeyEpochView epoch, long now)
+    private void Finish(AppliedSession session, IReadOnlyDictionary<int, Org.BouncyCastle.Math.BigInteger> shares, Func<int, bool> proves, KeyEpochView epoch, long now)
     {
         var started = Stopwatch.GetTimestamp();
-        var aggregation = ShareCollector.Aggregate(session, shares, epoch.Group);
+        var aggregation = ShareCollector.Aggregate(session, shares, epoch.Group, proves);
         metrics.AggregateDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         if (aggregation.Signature is not { } signature)
         {
             IReadOnlyList<(int Signer, long ExclusionMs)> blamed;
             lock (gate)
             {
-                foreach (var honest in session.Session.Signers.Except(aggregation.Culprits))
+                foreach (var honest in session.Session.Signers.Except(aggregation.Culprits).Except(aggregation.Unproven))
                     planner.ShareAccepted(session.Id, honest, now);
                 blamed = planner.BadShares(session.Id, aggregation.Culprits, now);
+
+                // A share that does not verify, without a valid proof of its signer, is not provably that signer's: it
+                // counts as no answer (a timeout), as an answer without a valid proof always has.
+                foreach (var unproven in aggregation.Unproven)
+                    planner.Health.RecordTimeout(unproven, now);
+            }
+
+            foreach (var unproven in aggregation.Unproven)
+            {
+                metrics.SessionTimeouts.Add(1, new KeyValuePair<string, object?>("signer", unproven));
+                NoteRefusal(unproven, DirectAnswer.Refuse(502, "bad_proof", $"its share of head {session.Session.Height} does not verify, and its proof does not either"), now);
             }
 
             foreach (var (signer, exclusion) in blamed)
@@ -510,7 +522,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
                     LogBadShare(logger, signer, session.Session.Height, session.Session.Attempt, exclusion / 1000.0);
             }
 
-            if (blamed.Count == 0)
+            if (blamed.Count == 0 && aggregation.Unproven.Count == 0)
                 LogNoCulprit(logger, session.Session.Height, session.Session.Attempt);
             return;
         }
@@ -672,11 +684,20 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         }
 
         // The leader's own signer answers in process; another's answer carries its proof (as a shares message posted to
-        // the leader would), and must be for this session.
+        // the leader would), and must be for this session. The proof (a Schnorr verification, about 0.1 ms) is checked
+        // only if the aggregate fails, to decide whether a share that does not verify is provably its signer's: a valid
+        // aggregate needs no proof (ShareCollector).
+        Func<bool>? proof = null;
         var valid = answer.Shares is { } message && message.SignerId == signer && message.KeyEpoch == session.KeyEpoch
             && message.Shares.Count == 1 && message.Shares[0].Height == session.Height && message.Shares[0].Attempt == session.Attempt
-            && (signer == selfId || (epoch.Group.VerificationShares.TryGetValue(signer, out var publicShare)
-                && SignerProof.Verify(SignatureSharesMessage.ProofDomain, message.ProofPayload(), message.Proof, publicShare)));
+            && (signer == selfId || epoch.Group.VerificationShares.ContainsKey(signer));
+        if (valid && signer != selfId)
+        {
+            var proved = answer.Shares!;
+            var publicShare = epoch.Group.VerificationShares[signer];
+            proof = () => SignerProof.Verify(SignatureSharesMessage.ProofDomain, proved.ProofPayload(), proved.Proof, publicShare);
+        }
+
         var now = NowMs;
         bool dropped;
         lock (gate)
@@ -687,7 +708,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
                 return;
             if (valid && inbox.Count < limits.MaxQueuedShares)
             {
-                inbox.Add((signer, session.KeyEpoch, answer.Shares!.Shares[0]));
+                inbox.Add((signer, session.KeyEpoch, answer.Shares!.Shares[0], proof));
                 dropped = false;
             }
             else

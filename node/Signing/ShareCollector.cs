@@ -21,14 +21,24 @@ public enum ShareOutcome
 /// <summary>The result of aggregating a complete session.</summary>
 /// <param name="Session">The session.</param>
 /// <param name="Signature">The verified group signature, or null when it did not verify.</param>
-/// <param name="Culprits">The signers whose shares do not verify (when the signature did not).</param>
-public sealed record Aggregation(AppliedSession Session, FrostSignature? Signature, IReadOnlyList<int> Culprits);
+/// <param name="Culprits">The signers whose shares do not verify (when the signature did not), each under its own proof.</param>
+/// <param name="Unproven">
+/// The signers whose shares do not verify and came with no valid proof of their signer: not provably theirs (a
+/// forged or corrupted answer), so not blamed as a bad share.
+/// </param>
+public sealed record Aggregation(AppliedSession Session, FrostSignature? Signature, IReadOnlyList<int> Culprits, IReadOnlyList<int>? Unproven = null)
+{
+    /// <summary>The signers whose shares do not verify and came with no valid proof (empty when none).</summary>
+    public IReadOnlyList<int> Unproven { get; } = Unproven ?? [];
+}
 
 /// <summary>
 /// The leader's collection of signature shares per applied session, and their aggregation: the shares are summed and
 /// the group signature verified once; only when it fails is each share checked against its signer's verification
 /// share, to name the culprits (cheater detection, as the ZF frost-core coordinator does). Nothing unverified leaves.
-/// Bounded by the sessions in flight (the planner's limit).
+/// A share can come with its proof unchecked (a signer's answer to the leader's request, <see cref="Add"/>): the proof
+/// (a Schnorr signature by the signer's share) matters only to blame a share that does not verify, so it is checked
+/// only then, and a valid aggregate costs no proof check. Bounded by the sessions in flight (the planner's limit).
 /// </summary>
 /// <remarks>Not thread-safe: the coordinator serializes access.</remarks>
 public sealed class ShareCollector
@@ -53,8 +63,11 @@ public sealed class ShareCollector
             && collecting.Session.Session.Signers.SequenceEqual(session.Signers) && collecting.Session.Session.Sequences.SequenceEqual(session.Sequences);
     }
 
-    /// <summary>Adds a share from <paramref name="signer"/>.</summary>
-    public ShareOutcome Add(int signer, ulong keyEpoch, SignatureShareMessage share)
+    /// <summary>
+    /// Adds a share from <paramref name="signer"/>; <paramref name="proof"/>, when given, checks the proof that came with
+    /// it (not checked yet: only if the aggregate fails).
+    /// </summary>
+    public ShareOutcome Add(int signer, ulong keyEpoch, SignatureShareMessage share, Func<bool>? proof = null)
     {
         ArgumentNullException.ThrowIfNull(share);
         if (!sessions.TryGetValue((share.Height, share.Attempt), out var collecting) || collecting.Session.Session.KeyEpoch != keyEpoch
@@ -72,16 +85,22 @@ public sealed class ShareCollector
         }
 
         collecting.Shares[signer] = z;
+        if (proof is not null)
+            collecting.Proofs[signer] = proof;
         return collecting.Shares.Count == collecting.Session.Session.Signers.Count ? ShareOutcome.Complete : ShareOutcome.Kept;
     }
 
-    /// <summary>Takes a complete session out of the collection (to aggregate it), or null.</summary>
-    public (AppliedSession Session, IReadOnlyDictionary<int, BigInteger> Shares)? TakeComplete((ulong Height, int Attempt) id)
+    /// <summary>
+    /// Takes a complete session out of the collection (to aggregate it), or null; <c>Proves</c> says whether a signer's
+    /// share came with a valid proof (true for a share whose proof was checked before it was added).
+    /// </summary>
+    public (AppliedSession Session, IReadOnlyDictionary<int, BigInteger> Shares, Func<int, bool> Proves)? TakeComplete((ulong Height, int Attempt) id)
     {
         if (!sessions.TryGetValue(id, out var collecting) || collecting.Shares.Count != collecting.Session.Session.Signers.Count)
             return null;
         sessions.Remove(id);
-        return (collecting.Session, collecting.Shares);
+        var proofs = collecting.Proofs;
+        return (collecting.Session, collecting.Shares, signer => !proofs.TryGetValue(signer, out var proof) || proof());
     }
 
     /// <summary>Stops collecting a session.</summary>
@@ -101,8 +120,12 @@ public sealed class ShareCollector
     /// <summary>Stops collecting everything (leadership changed).</summary>
     public void Clear() => sessions.Clear();
 
-    /// <summary>Aggregates a complete session and verifies the result under <paramref name="group"/>; pure computation.</summary>
-    public static Aggregation Aggregate(AppliedSession session, IReadOnlyDictionary<int, BigInteger> shares, GroupKey group)
+    /// <summary>
+    /// Aggregates a complete session and verifies the result under <paramref name="group"/>; pure computation. When it
+    /// fails, each share that does not verify is a culprit if <paramref name="proves"/> (default: every share proven)
+    /// holds for its signer, and unproven otherwise.
+    /// </summary>
+    public static Aggregation Aggregate(AppliedSession session, IReadOnlyDictionary<int, BigInteger> shares, GroupKey group, Func<int, bool>? proves = null)
     {
         ArgumentNullException.ThrowIfNull(session);
         ArgumentNullException.ThrowIfNull(shares);
@@ -112,8 +135,9 @@ public sealed class ShareCollector
         var signature = frost.Aggregate(signers.Select(id => shares[id]));
         if (Frost.Verify(session.Message, signature, group.PublicKey))
             return new Aggregation(session, signature, []);
-        var culprits = signers.Where(id => !frost.VerifyShare(id, group.VerificationShares[id], shares[id])).ToList();
-        return new Aggregation(session, null, culprits);
+        var failed = signers.Where(id => !frost.VerifyShare(id, group.VerificationShares[id], shares[id])).ToList();
+        var unproven = proves is null ? [] : failed.Where(id => !proves(id)).ToList();
+        return new Aggregation(session, null, [.. failed.Except(unproven)], unproven);
     }
 
     private sealed class Collecting(AppliedSession session)
@@ -121,6 +145,9 @@ public sealed class ShareCollector
         public AppliedSession Session { get; } = session;
 
         public Dictionary<int, BigInteger> Shares { get; } = [];
+
+        // The checks of proofs that came with shares unchecked.
+        public Dictionary<int, Func<bool>> Proofs { get; } = [];
     }
 }
 

@@ -46,6 +46,9 @@ public sealed class DirectSessionTests : IAsyncDisposable
 
         public List<(int Signer, SessionRequestMessage Request)> Asked { get; } = [];
 
+        /// <summary>Changes an answer on its way back (a forged or corrupted one).</summary>
+        public Func<int, DirectAnswer, DirectAnswer>? Tamper { get; set; }
+
         /// <summary>Signers whose answers (made at once) are handed back only when the test releases them, in order.</summary>
         private readonly HashSet<int> holding = [];
         private readonly List<(int Signer, TaskCompletionSource Release)> held = [];
@@ -58,6 +61,8 @@ public sealed class DirectSessionTests : IAsyncDisposable
                 return DirectAnswer.Refuse(503, "unreachable", $"member {signer} is unreachable");
             // The leader (member 1) asks its own signer in process, as SessionChannel does: that answer carries no proof.
             var answer = await Signers[signer].AnswerDirectAsync(request, token, inProcess: signer == request.LeaderId);
+            if (Tamper is { } tamper)
+                answer = tamper(signer, answer);
             TaskCompletionSource? release = null;
             lock (held)
             {
@@ -216,6 +221,45 @@ public sealed class DirectSessionTests : IAsyncDisposable
             var session = request.Sessions[0];
             Assert.Null(state.UnusedCommitment(signer, session.Sequences[session.Signers.ToList().IndexOf(signer)]));
         }
+    }
+
+    /// <summary>
+    /// A signer's proof is checked only when its share does not verify: an answer whose proof does not hold but whose
+    /// share is right gives a signature (and nobody is blamed), and one whose share and proof are both wrong (not
+    /// provably the signer's) counts as no answer, a timeout, never as a bad share.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AnAnswerWhoseProofDoesNotHold_IsCheckedOnlyIfItsShareFails_AndIsNeverBlamedAsABadShare(bool shareBroken)
+    {
+        await SetUpAsync();
+        static byte[] Flipped(byte[] bytes) => [.. bytes.Select((b, i) => i == bytes.Length - 1 ? (byte)(b ^ 1) : b)];
+        channel.Tamper = (signer, answer) => signer != 2 || answer.Shares is not { } message ? answer : new DirectAnswer(new SignatureSharesMessage
+        {
+            SignerId = message.SignerId,
+            KeyEpoch = message.KeyEpoch,
+            Shares = shareBroken ? [.. message.Shares.Select(s => new SignatureShareMessage { Height = s.Height, Attempt = s.Attempt, Share = Flipped(s.Share) })] : message.Shares,
+            Proof = Flipped(message.Proof),
+        }, 200, null, null);
+
+        await CutBatchAsync(1);
+        var flight = await AggregatedAsync();
+        var report = coordinator.Signers().Single(s => s.Id == 2);
+        Assert.Equal(0, report.BadShares);
+        if (shareBroken)
+        {
+            Assert.Equal([1, 3], flight.Session.Signers);
+            Assert.Equal(1, report.Timeouts);
+        }
+        else
+        {
+            Assert.Equal([1, 2], flight.Session.Signers);
+            Assert.Equal(0, report.Timeouts);
+        }
+
+        await CutBatchAsync(2);
+        Assert.Equal(1UL, state.SignedThrough);
     }
 
     [Fact]
