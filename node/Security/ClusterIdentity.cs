@@ -310,8 +310,8 @@ public sealed class ClusterIdentity : IDisposable
             raftConnections.AddOrUpdate(connection, new StrongBox<int>(member));
     }
 
-    /// <summary>Open Raft connections (either direction) with <paramref name="member"/>.</summary>
-    internal int RaftConnectionsWith(int member) => raftConnections.Count(c => c.Value.Value == member && !IsClosed(c.Key));
+    /// <summary>Raft connections (either direction) with <paramref name="member"/> tracked and not closed here.</summary>
+    internal int RaftConnectionsWith(int member) => raftConnections.Count(c => c.Value.Value == member);
 
     /// <summary>
     /// Rereads the revocation list (when it changed) and closes every open Raft connection, in either direction, with a
@@ -344,7 +344,7 @@ public sealed class ClusterIdentity : IDisposable
     {
         try
         {
-            if (connection is not AuthenticatedStream tls || InnerStream?.GetValue(tls) is not NetworkStream network || !network.Socket.Connected)
+            if (NetworkOf(connection) is not { } network || !network.Socket.Connected)
                 return false;
             network.Socket.Shutdown(SocketShutdown.Both);
             return true;
@@ -355,30 +355,21 @@ public sealed class ClusterIdentity : IDisposable
         }
     }
 
-    private static bool IsClosed(object connection)
-    {
-        try
-        {
-            return connection is AuthenticatedStream tls && InnerStream?.GetValue(tls) is NetworkStream network && !network.Socket.Connected;
-        }
-        catch (Exception e) when (e is ObjectDisposedException or System.Reflection.TargetInvocationException)
-        {
-            return true;
-        }
-    }
-
     // The TLS callback gets only the SslStream; DotNext's transport under it is a NetworkStream, whose socket says
     // which address the connection went to. AuthenticatedStream.InnerStream is protected, hence the reflection (a test
     // connects through it, so a runtime that renamed it fails there, and fails closed in production).
     private static readonly System.Reflection.PropertyInfo? InnerStream =
         typeof(AuthenticatedStream).GetProperty("InnerStream", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic);
 
+    // The NetworkStream under a TLS connection, or null (an ObjectDisposedException or TargetInvocationException escapes).
+    private static NetworkStream? NetworkOf(object? connection) => connection is AuthenticatedStream tls ? InnerStream?.GetValue(tls) as NetworkStream : null;
+
     /// <summary>The address a TLS connection goes to (IPv4-mapped addresses as IPv4), or null when it cannot be read.</summary>
     internal static IPEndPoint? RemoteEndPoint(object? sender)
     {
         try
         {
-            if (sender is not AuthenticatedStream tls || InnerStream?.GetValue(tls) is not NetworkStream network || network.Socket.RemoteEndPoint is not IPEndPoint remote)
+            if (NetworkOf(sender)?.Socket.RemoteEndPoint is not IPEndPoint remote)
                 return null;
             return remote.Address.IsIPv4MappedToIPv6 ? new IPEndPoint(remote.Address.MapToIPv4(), remote.Port) : remote;
         }

@@ -26,11 +26,7 @@ public enum ShareOutcome
 /// The signers whose shares do not verify and came with no valid proof of their signer: not provably theirs (a
 /// forged or corrupted answer), so not blamed as a bad share.
 /// </param>
-public sealed record Aggregation(AppliedSession Session, FrostSignature? Signature, IReadOnlyList<int> Culprits, IReadOnlyList<int>? Unproven = null)
-{
-    /// <summary>The signers whose shares do not verify and came with no valid proof (empty when none).</summary>
-    public IReadOnlyList<int> Unproven { get; } = Unproven ?? [];
-}
+public sealed record Aggregation(AppliedSession Session, FrostSignature? Signature, IReadOnlyList<int> Culprits, IReadOnlyList<int> Unproven);
 
 /// <summary>
 /// The leader's collection of signature shares per applied session, and their aggregation: the shares are summed and
@@ -134,7 +130,7 @@ public sealed class ShareCollector
         var signers = session.Session.Signers;
         var signature = frost.Aggregate(signers.Select(id => shares[id]));
         if (Frost.Verify(session.Message, signature, group.PublicKey))
-            return new Aggregation(session, signature, []);
+            return new Aggregation(session, signature, [], []);
         var failed = signers.Where(id => !frost.VerifyShare(id, group.VerificationShares[id], shares[id])).ToList();
         var unproven = proves is null ? [] : failed.Where(id => !proves(id)).ToList();
         return new Aggregation(session, null, [.. failed.Except(unproven)], unproven);
