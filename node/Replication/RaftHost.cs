@@ -66,7 +66,7 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(loggerFactory);
         this.options = options;
         this.time = time;
-        followerNudge = new FollowerNudge(time, TimeSpan.FromMilliseconds(options.Limits.FollowerNudgeDelayMs), NudgeFollowers);
+        followerNudge = new FollowerNudge(time, TimeSpan.FromMilliseconds(options.Limits.FollowerNudgeDelayMs), TimeSpan.FromMilliseconds(options.Limits.MaxRiderWaitMs), NudgeFollowers);
         leaderLostAt = time.GetTimestamp();
         // Member status lines go through the throttle too: a flapping link must not flood the log.
         logger = new Telemetry.ThrottledLoggerFactory(loggerFactory, time).CreateLogger<RaftHost>();
@@ -269,8 +269,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
     /// <summary>
     /// On the leader: an applied entry needs the followers to apply it soon (they serve a signature it carries, or sign a
-    /// head it starts). The next round of an entry this node proposes within <see cref="SequencerLimits.FollowerNudgeDelayMs"/>
-    /// tells them the commit index; if none comes, the followers are nudged then rather than with the next heartbeat
+    /// head it starts). The next round of an entry this node proposes soon (<see cref="FollowerNudge"/>'s wait, from
+    /// <see cref="SequencerLimits.FollowerNudgeDelayMs"/> to <see cref="SequencerLimits.MaxRiderWaitMs"/> as the entries
+    /// flow) tells them the commit index; if none comes, the followers are nudged then rather than with the next heartbeat
     /// (<see cref="FollowerNudge"/>).
     /// </summary>
     public void FollowersMustApply()

@@ -57,6 +57,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     private TaskCompletionSource wake = NewSignal();
     private long bootstrapAt = -1;
     private long lastCutMs = long.MinValue / 2;
+    private readonly EntryCadence cuts;
     private bool mismatchReported;
     private long sessionsStarted;
     private long headsSigned;
@@ -89,6 +90,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         this.sessionChannel = limits.DirectSigningSessions ? sessionChannel : null;
         origin = time.GetTimestamp();
         planner = new HeadPlanner(SigningTimings.From(limits), selfId);
+        cuts = new EntryCadence(0, limits.MaxRiderWaitMs);
     }
 
     /// <summary>Starts the coordinator's loop (supervised) and its subscriptions.</summary>
@@ -168,6 +170,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             if (!LeadingLocked())
                 return BatchRiders.None;
             lastCutMs = now;
+            cuts.Entry(now);
             if (sessionChannel is not null)
             {
                 // Direct sessions: the batch carries their records and the signatures, never a session.
@@ -557,7 +560,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         lock (gate)
         {
             // While batches flow, the next one carries a session that covers the newest header too.
-            if (!LeadingLocked() || now - lastCutMs < limits.StandaloneSessionDelayMs)
+            if (!LeadingLocked() || !cuts.Quiet(now, limits.StandaloneSessionDelayMs))
                 return;
             session = planner.PlanStandalone(now, epoch, newest, state.SignedThrough, lastAttempt, Available);
         }
@@ -746,7 +749,8 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         List<SigningSession> due;
         lock (gate)
         {
-            if (!LeadingLocked() || records.Count == 0 || now - lastCutMs < limits.StandaloneSessionDelayMs || now - records[0].QueuedMs < limits.StandaloneSessionDelayMs)
+            // While batches flow, the next one carries the records (EntryCadence: it is expected within twice the usual gap).
+            if (!LeadingLocked() || records.Count == 0 || !cuts.Quiet(now, limits.StandaloneSessionDelayMs) || now - records[0].QueuedMs < limits.StandaloneSessionDelayMs)
                 return;
             due = [.. records.Select(r => r.Session)];
             records.Clear();
@@ -763,7 +767,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     {
         IReadOnlyList<HeadSignature> due;
         lock (gate)
-            due = LeadingLocked() ? outbox.TakeDue(now, limits.SignatureFlushDelayMs) : [];
+            due = LeadingLocked() && cuts.Quiet(now, limits.SignatureFlushDelayMs) ? outbox.TakeDue(now, limits.SignatureFlushDelayMs) : [];
         if (due.Count == 0)
             return;
         _ = ProposeAsync(new HeadSignaturesCommand { Signatures = due }, committed =>

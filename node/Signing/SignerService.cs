@@ -720,7 +720,7 @@ public sealed partial class SignerService : IAsyncDisposable
     [LoggerMessage(EventId = 317, Level = LogLevel.Warning, Message = "Signer {SignerId} holds none of its lowest published nonce commitments (its nonces were lost with its data): publishing new ones that replace all {Count} unused")]
     private static partial void LogReplacingPool(ILogger logger, int signerId, int count);
 
-    [LoggerMessage(EventId = 319, Level = LogLevel.Warning, Message = "A session named nonce {Sequence}, which this signer's store still holds but its log does not offer ({Reason}; was the signer directory restored from a backup?): refused, as every such nonce is; logged at most every {Seconds} s ({Held} more since the last line)")]
+    [LoggerMessage(EventId = 319, Level = LogLevel.Warning, Message = "A session named nonce {Sequence}, which this signer's store still holds but its log does not offer ({Reason}): refused, as every such nonce is. Soon after a change of leader the new leader planned it before it applied an earlier session's record (harmless); otherwise the signer directory may have been restored from a backup. Logged at most every {Seconds} s ({Held} more since the last line)")]
     private static partial void LogUsedInLog(ILogger logger, ulong sequence, string reason, long held, int seconds);
 
     [LoggerMessage(EventId = 318, Level = LogLevel.Warning, Message = "{Count} signing sessions were not answered: the nonce store is at its bound of {Uncompacted} takes not yet compacted (its audit database uses.db failed); this signer answers again once a compaction succeeds (after a failed write LiteDB stays closed until the node restarts; logged at most every {Seconds} s)")]

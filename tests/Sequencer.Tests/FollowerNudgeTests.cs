@@ -7,13 +7,14 @@ namespace Sequencer.Tests;
 public sealed class FollowerNudgeTests
 {
     private static readonly TimeSpan Delay = TimeSpan.FromMilliseconds(10);
+    private static readonly TimeSpan MaxDelay = TimeSpan.FromMilliseconds(50);
 
     // A deferral under fake time whose nudges are counted in the returned box.
     private static (FakeTimeProvider Time, StrongBox<int> Nudges, FollowerNudge Nudge) Make()
     {
         var time = new FakeTimeProvider();
         var nudges = new StrongBox<int>();
-        return (time, nudges, new FollowerNudge(time, Delay, () => Interlocked.Increment(ref nudges.Value)));
+        return (time, nudges, new FollowerNudge(time, Delay, MaxDelay, () => Interlocked.Increment(ref nudges.Value)));
     }
 
     [Fact]
@@ -63,5 +64,50 @@ public sealed class FollowerNudgeTests
         nudge.Request();
         time.Advance(Delay);
         Assert.Equal(2, nudges.Value);
+    }
+
+    [Fact]
+    public void WhileEntriesFlowSlowly_ARequestWaitsForTheNextOne_InsteadOfARoundOfItsOwn()
+    {
+        // Entries 14 ms apart (a slow disk's rounds): the 10 ms delay alone would nudge between two of them every time.
+        var (time, nudges, nudge) = Make();
+        using var _ = nudge;
+        for (var i = 0; i < 40; i++)
+        {
+            nudge.Proposed();
+            time.Advance(TimeSpan.FromMilliseconds(14));
+        }
+
+        Assert.InRange(nudge.Wait.TotalMilliseconds, 27, 29);
+        nudge.Proposed();
+        time.Advance(TimeSpan.FromMilliseconds(2));
+        nudge.Request();
+        time.Advance(TimeSpan.FromMilliseconds(12));
+        nudge.Proposed();
+        time.Advance(TimeSpan.FromMilliseconds(20));
+        Assert.Equal(0, nudges.Value);
+        Assert.Equal((0L, 1L), nudge.Counters);
+
+        // When the entries stop, a request is still answered within the wait.
+        nudge.Request();
+        time.Advance(nudge.Wait);
+        Assert.Equal(1, nudges.Value);
+    }
+
+    [Fact]
+    public void WhenEntriesAreRare_ARequestWaitsOnlyTheDelay()
+    {
+        var (time, nudges, nudge) = Make();
+        using var _ = nudge;
+        for (var i = 0; i < 40; i++)
+        {
+            nudge.Proposed();
+            time.Advance(TimeSpan.FromMilliseconds(200));
+        }
+
+        Assert.Equal(Delay, nudge.Wait);
+        nudge.Request();
+        time.Advance(Delay);
+        Assert.Equal(1, nudges.Value);
     }
 }

@@ -110,6 +110,44 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task WhileBatchesFlowSlowly_ASignatureWaitsForTheNextBatch_AndGetsAnEntryOfItsOwnOnlyWhenTheyStop()
+    {
+        await SetUpKeyAsync();
+        coordinator.Round();
+        // Batches 14 ms apart (a slow disk's rounds), longer than a signature's own 5 ms delay. The heads of batches 1
+        // and 2 get sessions; their shares come in 2 ms after the last batch.
+        for (var i = 1; i <= 30; i++)
+        {
+            if (i > 1)
+                time.Advance(TimeSpan.FromMilliseconds(14));
+            await CutBatchAsync(i);
+        }
+
+        time.Advance(TimeSpan.FromMilliseconds(2));
+        DeliverShares();
+        coordinator.Round();
+        Assert.All(coordinator.Flights, f => Assert.Equal(FlightStage.Aggregated, f.Stage));
+
+        // 10 ms later the signatures have waited twice their delay, but the next batch is due: they wait for it, and ride it.
+        time.Advance(TimeSpan.FromMilliseconds(10));
+        coordinator.Round();
+        Assert.Equal(0UL, state.SignedThrough);
+        time.Advance(TimeSpan.FromMilliseconds(2));
+        await CutBatchAsync(31);
+        Assert.Equal(2UL, state.SignedThrough);
+
+        // The batches stop: the next signature (batch 31's head) gets an entry of its own once twice the usual gap passed.
+        DeliverShares();
+        coordinator.Round();
+        time.Advance(TimeSpan.FromMilliseconds(20));
+        coordinator.Round();
+        Assert.Equal(2UL, state.SignedThrough);
+        time.Advance(TimeSpan.FromMilliseconds(10));
+        coordinator.Round();
+        Assert.Equal(31UL, state.SignedThrough);
+    }
+
+    [Fact]
     public async Task LeadershipFlippedAroundAnAggregatedSignature_TheHeadIsSignedAnyway()
     {
         await SetUpKeyAsync();
