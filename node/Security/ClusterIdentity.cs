@@ -276,6 +276,15 @@ public sealed class ClusterIdentity : IDisposable
         {
             if (Identify(certificate, "the Raft port") is not { } peer)
                 return false;
+            if (peer == SelfId)
+            {
+                // A Raft node never calls itself: its own certificate from outside is its key in someone else's hands,
+                // and a connection made with it would not be closed when the certificate is revoked (that closes other
+                // members' connections only).
+                NoteRefusal("the Raft port", $"it presented this node's own certificate (member {SelfId})");
+                return false;
+            }
+
             Track(sender, peer);
             return true;
         };
@@ -288,6 +297,12 @@ public sealed class ClusterIdentity : IDisposable
             if (RemoteEndPoint(sender) is not { } called || memberAt(called) is not { } member)
             {
                 NoteRefusal("a Raft connection", $"it goes to {RemoteEndPoint(sender)?.ToString() ?? "an address this node cannot read"}, no member's Raft address");
+                return false;
+            }
+
+            if (member == SelfId)
+            {
+                NoteRefusal("a Raft connection", $"it goes to this node's own Raft address ({called})");
                 return false;
             }
 

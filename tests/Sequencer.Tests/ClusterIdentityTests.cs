@@ -116,6 +116,78 @@ public sealed class ClusterIdentityTests : IDisposable
     }
 
     /// <summary>
+    /// A Raft node never calls itself: its own certificate presented to its Raft port is its key in someone else's hands
+    /// (and a connection made with it would outlive the certificate's revocation), and it never calls its own address.
+    /// Another member's certificate is accepted on the same port.
+    /// </summary>
+    [Fact]
+    public async Task TheRaftPort_RefusesThisNodesOwnCertificate_AndTheNodeNeverCallsItsOwnAddress()
+    {
+        var (identity, refusals, listener) = ThreeMembersAndAListener();
+        using var owned = identity;
+        using var listening = listener;
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var port = (System.Net.IPEndPoint)listener.LocalEndpoint;
+        var serving = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                using var accepted = await listener.AcceptTcpClientAsync(stop.Token);
+                await using var tls = new System.Net.Security.SslStream(accepted.GetStream());
+                try
+                {
+                    await tls.AuthenticateAsServerAsync(identity.RaftSslOptions(_ => null).ServerOptions, stop.Token);
+                    await tls.WriteAsync(new byte[] { 1 }, stop.Token);
+                }
+                catch (Exception e) when (e is System.Security.Authentication.AuthenticationException or IOException)
+                {
+                }
+            }
+        });
+
+        async Task<bool> ConnectAsAsync(int member)
+        {
+            using var certificate = X509Certificate2.CreateFromPemFile(Path.Combine(directory, ConsortiumCertificates.CertificateFile(member)), Path.Combine(directory, ConsortiumCertificates.KeyFile(member)));
+            using var client = new System.Net.Sockets.TcpClient();
+            await client.ConnectAsync(port, stop.Token);
+            await using var tls = new System.Net.Security.SslStream(client.GetStream());
+            try
+            {
+                await tls.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions
+                {
+                    TargetHost = ConsortiumCertificates.CommonName(1),
+                    ClientCertificates = [certificate],
+                    RemoteCertificateValidationCallback = (_, presented, _, _) => presented is not null,
+                }, stop.Token);
+                return await tls.ReadAsync(new byte[1], stop.Token) == 1;
+            }
+            catch (Exception e) when (e is System.Security.Authentication.AuthenticationException or IOException)
+            {
+                return false;
+            }
+        }
+
+        Assert.False(await ConnectAsAsync(1));
+        Assert.Contains(refusals, r => r.Contains("the Raft port", StringComparison.Ordinal) && r.Contains("this node's own certificate", StringComparison.Ordinal));
+        Assert.True(await ConnectAsAsync(2));
+        Assert.Equal(0, identity.RaftConnectionsWith(1));
+
+        // The client side: a connection to the address configured for this node itself is refused at the handshake.
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        await socket.ConnectAsync(port, stop.Token);
+        await using (var self = new System.Net.Security.SslStream(new System.Net.Sockets.NetworkStream(socket, ownsSocket: false)))
+        {
+            await Assert.ThrowsAnyAsync<Exception>(async () =>
+                await self.AuthenticateAsClientAsync(identity.RaftSslOptions(at => at.Port == port.Port ? 1 : null).ClientOptions, stop.Token));
+        }
+
+        Assert.Contains(refusals, r => r.Contains("this node's own Raft address", StringComparison.Ordinal));
+        await stop.CancelAsync();
+        listener.Stop();
+        await EndedAsync(serving);
+    }
+
+    /// <summary>
     /// A Raft connection's certificate is checked when it is made, and the transport keeps the connection for as long as
     /// it works: once a member is revoked, its open connections are closed (its new ones are refused at the handshake),
     /// and another member's stay open.
