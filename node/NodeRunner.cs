@@ -271,8 +271,9 @@ public static partial class NodeRunner
             submits.ReadyToOrder = () => raft.State.HasGenesis;
 
         // Signers must apply a batch before they sign its head, and followers serve a signed head once they apply it.
-        // The next round of an entry the leader proposes tells the followers the commit index; when none comes within
-        // FollowerNudgeDelayMs, the leader sends them a round of their own, rather than wait for the next heartbeat.
+        // The next round of an entry the leader proposes tells the followers the commit index; when none comes soon
+        // (FollowerNudge: FollowerNudgeDelayMs, or while entries flow twice their usual gap, at most MaxRiderWaitMs), the
+        // leader sends them a round of their own, rather than wait for the next heartbeat.
         raft.State.SessionsStarted += _ => raft.FollowersMustApply();
         raft.State.HeadSigned += signed =>
         {

@@ -155,11 +155,11 @@ public sealed record SequencerLimits
     /// <summary>
     /// How long the leader waits at least (while entries flow, longer: <see cref="MaxRiderWaitMs"/>) before it sends the
     /// followers a round of their own (no entries) to tell them the commit index of an entry they must apply (a head it
-    /// signs, a signature it carries), when none of its own entries went out meanwhile: under load the next batch's round tells them anyway, and an extra round there costs a synchronous write
-    /// on every node and holds up the next batch's round. Measured (2026-12-07): a round at once for every request gave
-    /// two extra rounds a session (839 rounds a second for 643 batches at one client); deferred, one client ordered 713
-    /// and 711 tx/s against 643 and 650, with the same ordered→signed latency. Signers do not wait for it: a session
-    /// request carries the commit index.
+    /// signs, a signature it carries), when none of its own entries went out meanwhile: under load the next batch's
+    /// round tells them anyway, and an extra round there costs a synchronous write on every node and holds up the next
+    /// batch's round. Measured (2026-12-07): a round at once for every request gave two extra rounds a session (839
+    /// rounds a second for 643 batches at one client); deferred, one client ordered 713 and 711 tx/s against 643 and
+    /// 650, with the same ordered→signed latency. Signers do not wait for it: a session request carries the commit index.
     /// </summary>
     public int FollowerNudgeDelayMs { get; init; } = 10;
 

@@ -27,23 +27,29 @@ public sealed class EntryCadence
         ArgumentOutOfRangeException.ThrowIfLessThan(maxWaitMs, minWaitMs);
         this.minWaitMs = minWaitMs;
         this.maxWaitMs = maxWaitMs;
-        meanGapMs = minWaitMs / 2.0;
+        Reset();
     }
 
     /// <summary>An entry went out at <paramref name="nowMs"/>.</summary>
     public void Entry(long nowMs)
     {
-        if (seen)
+        if (seen && nowMs - lastMs > maxWaitMs)
         {
-            // Any gap beyond twice the longest wait says the same (entries are rare), and one idle minute must not take
-            // many entries to forget.
-            var gap = Math.Clamp(nowMs - lastMs, 0, 2 * maxWaitMs);
-            meanGapMs += (gap - meanGapMs) * Weight;
+            // Entries stopped for longer than any rider waits: what comes next is a new flow, whose rhythm is learned
+            // afresh (an old flow's mean would hold the next lone entry's riders for nothing).
+            meanGapMs = minWaitMs / 2.0;
+        }
+        else if (seen)
+        {
+            meanGapMs += (Math.Max(0, nowMs - lastMs) - meanGapMs) * Weight;
         }
 
         seen = true;
         lastMs = nowMs;
     }
+
+    /// <summary>Forgets the rhythm, not when the last entry went out (a new leadership's entries start a new flow).</summary>
+    public void Reset() => meanGapMs = minWaitMs / 2.0;
 
     /// <summary>How long a rider waits for the next entry now.</summary>
     public long WaitMs

@@ -54,11 +54,11 @@ public sealed class FollowerNudge : IDisposable
     private long NowMs => (long)time.GetElapsedTime(origin).TotalMilliseconds;
 
     /// <summary>The leader proposed an entry: its replication round tells the followers the commit index.</summary>
+    /// <remarks>Every entry counts, a rider's own too: any round tells the followers the commit index.</remarks>
     public void Proposed()
     {
-        var now = NowMs;
         lock (gate)
-            cadence.Entry(now);
+            cadence.Entry(NowMs);
         Interlocked.Increment(ref proposals);
     }
 

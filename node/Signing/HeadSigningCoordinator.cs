@@ -301,6 +301,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
                 // A new leadership (or none): the old one's shares went to the old leader, its aggregated signatures
                 // were thrown away. Every unsigned head is signed afresh.
                 planner.Lead(term);
+                cuts.Reset();
                 collector.Clear();
                 rotationCollector.Clear();
                 rotationFlight = null;
@@ -653,7 +654,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         }
 
         // A signer answers once it has applied the head: the request carries the commit index, and a signer whose log
-        // does not hold the head's entry yet learns it with the next round (sent within FollowerNudgeDelayMs).
+        // does not hold the head's entry yet learns it with the next round (the next batch's, or a nudge: FollowerNudge).
         log.FollowersMustApply();
         Interlocked.Increment(ref sessionsStarted);
         metrics.SessionsStarted.Add(1, new KeyValuePair<string, object?>("reason", "direct"));

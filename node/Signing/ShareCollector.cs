@@ -149,7 +149,8 @@ public sealed class ShareCollector
 
 /// <summary>
 /// Verified head signatures on their way to the log: each rides the next batch entry the leader cuts, or, when no batch
-/// comes within the flush delay, goes out in an entry of its own. Ascending, because signed heads only go up.
+/// comes soon (the flush delay, or while batches flow twice their usual gap: the coordinator's EntryCadence), goes out in
+/// an entry of its own. Ascending, because signed heads only go up.
 /// </summary>
 /// <remarks>Not thread-safe: the coordinator serializes access. Bounded by the sessions in flight.</remarks>
 public sealed class SignatureOutbox

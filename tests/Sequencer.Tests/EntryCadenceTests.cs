@@ -47,26 +47,33 @@ public sealed class EntryCadenceTests
     }
 
     [Fact]
-    public void AnIdlePause_IsForgottenWithinAFewEntries()
+    public void AfterAPauseLongerThanTheLongestWait_ANewFlowIsLearnedAfresh()
     {
         var cadence = Steady(14, 200);
         var now = 199 * 14L;
+        Assert.Equal(28, cadence.WaitMs);
 
-        // An hour without entries counts as one gap of twice the longest wait: the wait stays within its bounds.
+        // An idle hour: the next lone entry's riders wait only the least, as on a quiet cluster.
         now += 3_600_000;
         cadence.Entry(now);
-        Assert.Equal(50, cadence.WaitMs);
+        Assert.Equal(5, cadence.WaitMs);
 
-        // The next burst at 14 ms brings the wait back to twice its gap (within the mean's rounding).
+        // A new burst at 14 ms brings the wait back to twice its gap (within the mean's rounding).
         var entries = 0;
-        while (cadence.WaitMs > 29 && entries < 100)
+        while (cadence.WaitMs < 27 && entries < 100)
         {
             now += 14;
             cadence.Entry(now);
             entries++;
         }
 
-        Assert.InRange(entries, 1, 40);
+        Assert.InRange(entries, 1, 30);
+
+        // A new leadership forgets the rhythm too, not the last entry.
+        cadence.Reset();
+        Assert.Equal(5, cadence.WaitMs);
+        Assert.False(cadence.Quiet(now + 4));
+        Assert.True(cadence.Quiet(now + 5));
     }
 
     [Fact]

@@ -17,6 +17,16 @@ public sealed class FollowerNudgeTests
         return (time, nudges, new FollowerNudge(time, Delay, MaxDelay, () => Interlocked.Increment(ref nudges.Value)));
     }
 
+    // Forty entries `gap` apart.
+    private static void Steady(FollowerNudge nudge, FakeTimeProvider time, TimeSpan gap)
+    {
+        for (var i = 0; i < 40; i++)
+        {
+            nudge.Proposed();
+            time.Advance(gap);
+        }
+    }
+
     [Fact]
     public void ARequestWithNothingProposed_NudgesOnceAfterTheDelay()
     {
@@ -72,11 +82,7 @@ public sealed class FollowerNudgeTests
         // Entries 14 ms apart (a slow disk's rounds): the 10 ms delay alone would nudge between two of them every time.
         var (time, nudges, nudge) = Make();
         using var _ = nudge;
-        for (var i = 0; i < 40; i++)
-        {
-            nudge.Proposed();
-            time.Advance(TimeSpan.FromMilliseconds(14));
-        }
+        Steady(nudge, time, TimeSpan.FromMilliseconds(14));
 
         Assert.InRange(nudge.Wait.TotalMilliseconds, 27, 29);
         nudge.Proposed();
@@ -99,11 +105,7 @@ public sealed class FollowerNudgeTests
     {
         var (time, nudges, nudge) = Make();
         using var _ = nudge;
-        for (var i = 0; i < 40; i++)
-        {
-            nudge.Proposed();
-            time.Advance(TimeSpan.FromMilliseconds(200));
-        }
+        Steady(nudge, time, TimeSpan.FromMilliseconds(200));
 
         Assert.Equal(Delay, nudge.Wait);
         nudge.Request();

@@ -18,6 +18,8 @@ public sealed class LimitsTests
     [InlineData("MaxPendingTxs", 10, "MaxPendingTxs must be at least MaxTxsPerRequest")]
     [InlineData("MaxInFlightEntries", 0, "MaxInFlightEntries")]
     [InlineData("MaxBatchDelayMs", 5000, "MaxBatchDelayMs")]
+    [InlineData("SignatureFlushDelayMs", 60, "MaxRiderWaitMs must be in")]
+    [InlineData("MaxRiderWaitMs", 5000, "MaxRiderWaitMs must be in")]
     [InlineData("MaxRequestBytes", 100, "MaxRequestBytes")]
     [InlineData("MaxUnpersistedBatches", 1, "MaxUnpersistedBatches")]
     [InlineData("MaxRecentTxs", 19_999, "MaxRecentTxs must be in [2 * MaxBatchTxs")]
