@@ -29,13 +29,16 @@ public sealed class LiveHealTests
         Sequence = sequence, Kind = kind, StartMs = start, EndMs = end, Target = "n1,n2",
     };
 
+    // Seed 140306338's schedule: KillMajority healed at 6.87 s, then a second fault from 8.73 s to 11.82 s.
+    private static (FaultRecord First, FaultRecord Second) TwoFaults(FaultKind second)
+        => (Fault(1, FaultKind.KillMajority, 3_190, 6_870), Fault(2, second, 8_730, 11_820));
+
     [Fact]
     public void ARecoveryInterruptedByAFaultThatStopsOrdering_IsJudgedByThatFaultsRecovery()
     {
         // Seed 140306338 of the process scenario: KillAll began 1.9 s after KillMajority's heal, before the restarted
         // nodes ordered; ordering resumed 5.6 s after KillAll's heal, 10.6 s after KillMajority's.
-        var first = Fault(1, FaultKind.KillMajority, 3_190, 6_870);
-        var second = Fault(2, FaultKind.KillAll, 8_730, 11_820);
+        var (first, second) = TwoFaults(FaultKind.KillAll);
         var result = Liveness.CheckHeal(Converged, Acks(3_190, 17_460), [first, second], 11_820, Bound);
         Assert.True(result.Passed, result.Detail);
         Assert.Contains("#1's recovery (10590 ms) was interrupted by #2 KillAll", result.Detail, StringComparison.Ordinal);
@@ -45,8 +48,7 @@ public sealed class LiveHealTests
     [Fact]
     public void TheInterruptingFaultsOwnSlowRecovery_StillFails()
     {
-        var first = Fault(1, FaultKind.KillMajority, 3_190, 6_870);
-        var second = Fault(2, FaultKind.KillAll, 8_730, 11_820);
+        var (first, second) = TwoFaults(FaultKind.KillAll);
         var result = Liveness.CheckHeal(Converged, Acks(3_190, 22_000), [first, second], 11_820, Bound);
         Assert.False(result.Passed);
         Assert.Contains("#2 KillAll: ordering resumed 10180 ms after the heal", result.Detail, StringComparison.Ordinal);
@@ -57,8 +59,7 @@ public sealed class LiveHealTests
     public void ALaterFaultThatDoesNotStopOrdering_InterruptsNothing()
     {
         // A paused follower leaves a majority that can order: a recovery of more than the bound is the first fault's.
-        var first = Fault(1, FaultKind.KillMajority, 3_190, 6_870);
-        var second = Fault(2, FaultKind.PauseFollower, 8_730, 11_820);
+        var (first, second) = TwoFaults(FaultKind.PauseFollower);
         var result = Liveness.CheckHeal(Converged, Acks(3_190, 17_460), [first, second], 11_820, Bound);
         Assert.False(result.Passed);
         Assert.Contains("#1 KillMajority: ordering resumed 10590 ms after the heal (bound 10000 ms)", result.Detail, StringComparison.Ordinal);
