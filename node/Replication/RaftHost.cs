@@ -28,6 +28,9 @@ public interface ILeaderLog
     /// <summary>The last committed Raft index.</summary>
     long CommitIndex { get; }
 
+    /// <summary>The last Raft index this node has applied (entries without payload, a new leader's no-op, included).</summary>
+    long AppliedIndex { get; }
+
     /// <summary>
     /// Appends an entry and returns once it is committed and applied on this node.
     /// </summary>
@@ -171,6 +174,9 @@ public sealed partial class RaftHost : ILeaderLog, IAsyncDisposable
 
     /// <summary>The last committed Raft index.</summary>
     public long CommitIndex => wal.LastCommittedEntryIndex;
+
+    /// <inheritdoc/>
+    public long AppliedIndex => wal.LastAppliedIndex;
 
     /// <summary>The last Raft index in the local log.</summary>
     public long LastLogIndex => wal.LastEntryIndex;

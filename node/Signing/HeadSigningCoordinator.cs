@@ -56,6 +56,9 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     private BackgroundLoop? loop;
     private TaskCompletionSource wake = NewSignal();
     private long bootstrapAt = -1;
+    // The commit index when this node found itself leading in the planner's term: it plans nothing until it has
+    // applied that far, since earlier leaders' session records and signatures may still be on their way to its state.
+    private long termStartIndex;
     private long lastCutMs = long.MinValue / 2;
     private readonly EntryCadence cuts;
     private bool mismatchReported;
@@ -309,10 +312,16 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
                 outbox.Clear();
                 inbox.Clear();
                 records.Clear();
+                termStartIndex = log.CommitIndex;
             }
         }
 
         if (term == 0)
+            return;
+
+        // A new leader plans from what it has applied: a session planned before it applied an earlier leader's record
+        // would name nonces that record already used (the signers refuse them, and the attempt is lost).
+        if (log.AppliedIndex < Volatile.Read(ref termStartIndex))
             return;
         var epoch = state.CurrentKeyEpoch;
         if (epoch is null)
@@ -742,7 +751,10 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             refusalLoggedAt[signer] = now;
         }
 
-        LogSignerRefused(logger, signer, answer.Status, answer.Code ?? "no shares", answer.Reason ?? string.Empty);
+        if (Blames(answer))
+            LogSignerRefused(logger, signer, answer.Status, answer.Code ?? "no shares", answer.Reason ?? string.Empty);
+        else
+            LogSignerDeclined(logger, signer, answer.Status, answer.Code ?? "no shares", answer.Reason ?? string.Empty);
     }
 
     private void ProposeDueRecords(long now)
@@ -868,6 +880,11 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
     [LoggerMessage(EventId = 309, Level = LogLevel.Information, Message = "Signer {SignerId} gave no share for a direct session ({Status} {Code}: {Reason}); new sessions sign without it for a while unless fewer than t signers would remain")]
     private static partial void LogSignerRefused(ILogger logger, int signerId, int status, string code, string reason);
+
+    // A refusal that blames nobody: typically, after a change of leader, a nonce the signer used in a direct session
+    // whose record the old leader did not get into the log.
+    [LoggerMessage(EventId = 321, Level = LogLevel.Information, Message = "Signer {SignerId} declined a direct session ({Status} {Code}: {Reason}), for a reason that blames nobody (a nonce it used or a head signed before this leader saw it, a leader or key epoch it does not know yet): the head is planned again after a short pause, and the signer is held out only if it declines several sessions in a row")]
+    private static partial void LogSignerDeclined(ILogger logger, int signerId, int status, string code, string reason);
 
     [LoggerMessage(EventId = 305, Level = LogLevel.Error, Message = "The signature for head {Height} (attempt {Attempt}) did not verify although every share did; the head is signed again")]
     private static partial void LogNoCulprit(ILogger logger, ulong height, int attempt);

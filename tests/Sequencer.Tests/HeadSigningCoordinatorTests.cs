@@ -180,6 +180,32 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task ANewLeader_PlansNoSessionUntilItHasAppliedEverythingCommittedBeforeItsTerm()
+    {
+        await SetUpKeyAsync();
+        coordinator.Round();
+        await CutBatchAsync(1);
+        DeliverShares();
+        coordinator.Round();
+
+        // A new term, won while this node still applies entries an earlier leader committed (a session's record
+        // among them, say): the head stays without a session, however long it waits.
+        log.ApplyLag = 1;
+        log.WinNextTerm();
+        coordinator.Round();
+        Assert.Empty(coordinator.Flights);
+        time.Advance(TimeSpan.FromMilliseconds(Limits.StandaloneSessionDelayMs * 4));
+        coordinator.Round();
+        Assert.Empty(coordinator.Flights);
+
+        // Applied through the term's start: it plans from what it has applied.
+        log.ApplyLag = 0;
+        coordinator.Round();
+        var session = Assert.Single(coordinator.Flights);
+        Assert.Equal(1UL, session.Session.Height);
+    }
+
+    [Fact]
     public async Task ByzantineSigner_ItsBadShareNamesIt_AndTheHeadIsSignedWithoutIt()
     {
         await SetUpKeyAsync();

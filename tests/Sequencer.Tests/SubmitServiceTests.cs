@@ -31,6 +31,11 @@ internal sealed class FakeLeaderLog(AppliedState state, long appliedThrough = 0)
 
     public long CommitIndex => Interlocked.Read(ref index);
 
+    /// <summary>When set, the applied index lags the commit index by this much (a new leader still applying).</summary>
+    public long ApplyLag { get; set; }
+
+    public long AppliedIndex => CommitIndex - ApplyLag;
+
     public event Action? LeaderChanged;
 
     /// <summary>When set, replication waits for it (to keep entries in flight).</summary>
