@@ -28,7 +28,7 @@ public interface ILeaderLog
     /// <summary>The last committed Raft index.</summary>
     long CommitIndex { get; }
 
-    /// <summary>The last Raft index this node has applied (entries without payload, a new leader's no-op, included).</summary>
+    /// <summary>The last Raft index this node has applied (entries without payload, a new leader's no-op, included; it moves per applier pass, not per entry).</summary>
     long AppliedIndex { get; }
 
     /// <summary>

@@ -51,13 +51,14 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     // Shares on their way to the collector; Proof checks the proof of an answer that has not been checked (null: checked).
     private readonly List<(int Signer, ulong KeyEpoch, SignatureShareMessage Share, Func<bool>? Proof)> inbox = [];
     private readonly Dictionary<int, long> silentLoggedAt = [];
-    private readonly Dictionary<int, long> refusalLoggedAt = [];
+    private readonly Dictionary<(int Signer, bool Blamed), long> refusalLoggedAt = [];
     private readonly CancellationTokenSource stopping = new();
     private BackgroundLoop? loop;
     private TaskCompletionSource wake = NewSignal();
     private long bootstrapAt = -1;
-    // The commit index when this node found itself leading in the planner's term: it plans nothing until it has
-    // applied that far, since earlier leaders' session records and signatures may still be on their way to its state.
+    // The commit index when this node found itself leading in the planner's term (set, to no effect, on losing the lead
+    // too): it plans nothing until it has applied that far, since earlier leaders' session records and signatures may
+    // still be on their way to its state. Guarded by the gate.
     private long termStartIndex;
     private long lastCutMs = long.MinValue / 2;
     private readonly EntryCadence cuts;
@@ -182,7 +183,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
                 return new BatchRiders(null, outbox.TakeAll()) { Records = recorded };
             }
 
-            var session = planner.PlanInline(now, epoch, Available);
+            var session = CaughtUpLocked() ? planner.PlanInline(now, epoch, Available) : null;
             if (session is not null)
             {
                 Interlocked.Increment(ref sessionsStarted);
@@ -223,6 +224,9 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
     // True while this node leads in the planner's term.
     private bool LeadingLocked() => log.IsLeader && planner.Term == log.Term && planner.Term != 0;
+
+    // True while this node leads and has applied everything committed before its term: it may plan from its state.
+    private bool CaughtUpLocked() => LeadingLocked() && log.AppliedIndex >= termStartIndex;
 
     // Enough of the lowest free sequences to find one past every reserved commitment (planned sessions, unrecorded ones).
     private IReadOnlyList<ulong> Available(int signer) => state.AvailableSequences(signer, (4 * limits.MaxSigningSessionsInFlight) + 1
@@ -297,6 +301,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     internal void Round()
     {
         var term = log.IsLeader ? log.Term : 0;
+        bool caughtUp;
         lock (gate)
         {
             if (planner.Term != term)
@@ -314,14 +319,13 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
                 records.Clear();
                 termStartIndex = log.CommitIndex;
             }
-        }
 
-        if (term == 0)
-            return;
+            caughtUp = CaughtUpLocked();
+        }
 
         // A new leader plans from what it has applied: a session planned before it applied an earlier leader's record
         // would name nonces that record already used (the signers refuse them, and the attempt is lost).
-        if (log.AppliedIndex < Volatile.Read(ref termStartIndex))
+        if (term == 0 || !caughtUp)
             return;
         var epoch = state.CurrentKeyEpoch;
         if (epoch is null)
@@ -524,7 +528,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             foreach (var unproven in aggregation.Unproven)
             {
                 metrics.SessionTimeouts.Add(1, new KeyValuePair<string, object?>("signer", unproven));
-                NoteRefusal(unproven, DirectAnswer.Refuse(502, "bad_proof", $"its share of head {session.Session.Height} does not verify, and its proof does not either"), now);
+                NoteRefusal(unproven, DirectAnswer.Refuse(502, "bad_proof", $"its share of head {session.Session.Height} does not verify, and its proof does not either"), blamed: true, now);
             }
 
             foreach (var (signer, exclusion) in blamed)
@@ -713,6 +717,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
         var now = NowMs;
         bool dropped;
+        var blamed = false;
         lock (gate)
         {
             // Only into the session asked, in the term asked: after a change of term the same height and attempt can
@@ -726,7 +731,8 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
             }
             else
             {
-                dropped = planner.Refused((session.Height, session.Attempt), signer, now, blame: !valid && Blames(answer));
+                blamed = !valid && Blames(answer);
+                dropped = planner.Refused((session.Height, session.Attempt), signer, now, blame: blamed);
                 if (dropped)
                     collector.Forget((session.Height, session.Attempt));
             }
@@ -735,23 +741,23 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         if (dropped)
         {
             metrics.SessionTimeouts.Add(1, new KeyValuePair<string, object?>("signer", signer));
-            NoteRefusal(signer, answer, now);
+            NoteRefusal(signer, answer, blamed, now);
         }
 
         Wake();
     }
 
-    // One line per signer per 5 s at most.
-    private void NoteRefusal(int signer, DirectAnswer answer, long now)
+    // One line per signer per 5 s at most, of each kind (a harmless refusal does not hide one that counts).
+    private void NoteRefusal(int signer, DirectAnswer answer, bool blamed, long now)
     {
         lock (gate)
         {
-            if (refusalLoggedAt.TryGetValue(signer, out var last) && now - last < 5_000)
+            if (refusalLoggedAt.TryGetValue((signer, blamed), out var last) && now - last < 5_000)
                 return;
-            refusalLoggedAt[signer] = now;
+            refusalLoggedAt[(signer, blamed)] = now;
         }
 
-        if (Blames(answer))
+        if (blamed)
             LogSignerRefused(logger, signer, answer.Status, answer.Code ?? "no shares", answer.Reason ?? string.Empty);
         else
             LogSignerDeclined(logger, signer, answer.Status, answer.Code ?? "no shares", answer.Reason ?? string.Empty);
@@ -883,7 +889,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
     // A refusal that blames nobody: typically, after a change of leader, a nonce the signer used in a direct session
     // whose record the old leader did not get into the log.
-    [LoggerMessage(EventId = 321, Level = LogLevel.Information, Message = "Signer {SignerId} declined a direct session ({Status} {Code}: {Reason}), for a reason that blames nobody (a nonce it used or a head signed before this leader saw it, a leader or key epoch it does not know yet): the head is planned again after a short pause, and the signer is held out only if it declines several sessions in a row")]
+    [LoggerMessage(EventId = 321, Level = LogLevel.Information, Message = "Signer {SignerId} declined a direct session ({Status} {Code}: {Reason}), for a reason that blames nobody (a nonce it used or a head signed before this leader saw it, a leader or key epoch it does not know yet, or a request it found malformed, which would be this leader's fault): the head is planned again after a short pause, and the signer is held out only if it declines several sessions in a row")]
     private static partial void LogSignerDeclined(ILogger logger, int signerId, int status, string code, string reason);
 
     [LoggerMessage(EventId = 305, Level = LogLevel.Error, Message = "The signature for head {Height} (attempt {Attempt}) did not verify although every share did; the head is signed again")]

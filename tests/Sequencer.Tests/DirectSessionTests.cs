@@ -290,6 +290,33 @@ public sealed class DirectSessionTests : IAsyncDisposable
         Assert.All(signers.Select(x => x.NonceUses(0, 10)), uses => Assert.Equal(uses.Count, uses.Select(u => u.Sequence).Distinct().Count()));
     }
 
+    [Fact]
+    public async Task ANewLeader_AsksNoSignerUntilItHasAppliedEverythingCommittedBeforeItsTerm()
+    {
+        await SetUpAsync();
+        coordinator.Round();
+
+        // A new term won while the apply is one entry short of the commit index (and stays there): a batch is cut, and for
+        // a second of rounds no signer is asked.
+        log.AppliedThrough = log.CommitIndex - 1;
+        log.WinNextTerm();
+        coordinator.Round();
+        await CutBatchAsync(1);
+        for (var i = 0; i < 200; i++)
+        {
+            coordinator.Round();
+            time.Advance(TimeSpan.FromMilliseconds(5));
+        }
+
+        Assert.Empty(channel.Asked);
+        Assert.Empty(coordinator.Flights);
+
+        // Applied through: the head is signed.
+        log.AppliedThrough = null;
+        var flight = await AggregatedAsync();
+        Assert.Equal(1UL, flight.Session.Height);
+    }
+
     // Steps the coordinator until the condition holds.
     private async Task UntilAsync(Func<bool> condition)
     {

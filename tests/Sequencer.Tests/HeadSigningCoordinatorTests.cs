@@ -190,7 +190,7 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
 
         // A new term, won while this node still applies entries an earlier leader committed (a session's record
         // among them, say): the head stays without a session, however long it waits.
-        log.ApplyLag = 1;
+        log.AppliedThrough = log.CommitIndex - 1;
         log.WinNextTerm();
         coordinator.Round();
         Assert.Empty(coordinator.Flights);
@@ -198,8 +198,15 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
         coordinator.Round();
         Assert.Empty(coordinator.Flights);
 
-        // Applied through the term's start: it plans from what it has applied.
-        log.ApplyLag = 0;
+        // Nor does a batch cut meanwhile carry a session.
+        var riders = coordinator.Take();
+        Assert.Null(riders.Session);
+        coordinator.Completed(riders, committed: false);
+
+        // Applied through the term's start: it plans from what it has applied (a session of its own once no batch came
+        // for its delay).
+        log.AppliedThrough = null;
+        time.Advance(TimeSpan.FromMilliseconds(Limits.StandaloneSessionDelayMs * 4));
         coordinator.Round();
         var session = Assert.Single(coordinator.Flights);
         Assert.Equal(1UL, session.Session.Height);

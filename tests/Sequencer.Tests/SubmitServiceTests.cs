@@ -31,10 +31,10 @@ internal sealed class FakeLeaderLog(AppliedState state, long appliedThrough = 0)
 
     public long CommitIndex => Interlocked.Read(ref index);
 
-    /// <summary>When set, the applied index lags the commit index by this much (a new leader still applying).</summary>
-    public long ApplyLag { get; set; }
+    /// <summary>When set, the applied index reported, which stays there (a new leader still applying); the state itself is applied in full.</summary>
+    public long? AppliedThrough { get; set; }
 
-    public long AppliedIndex => CommitIndex - ApplyLag;
+    public long AppliedIndex => AppliedThrough ?? CommitIndex;
 
     public event Action? LeaderChanged;
 
