@@ -201,8 +201,10 @@ public sealed class SequencerClient : IDisposable
             // Nothing listens: the request never reached a node, so it certainly had no effect.
             throw new SequencerApiException(503, "connection_refused", $"node {BaseUrl} refused the connection");
         }
-        catch (HttpRequestException e)
+        catch (Exception e) when (e is HttpRequestException or System.Net.Sockets.SocketException or IOException)
         {
+            // A socket error can also escape the handler bare (SocketsHttpHandler reading a just-reset connection's
+            // remote end point throws SocketException 107): the outcome is unknown either way.
             throw new SequencerApiException($"node {BaseUrl} unreachable: {e.Message}", e);
         }
         catch (TaskCanceledException e) when (!token.IsCancellationRequested)
@@ -212,7 +214,21 @@ public sealed class SequencerClient : IDisposable
 
         using (response)
         {
-            var body = await response.Content.ReadAsByteArrayAsync(token).ConfigureAwait(false);
+            byte[] body;
+            try
+            {
+                body = await response.Content.ReadAsByteArrayAsync(token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is HttpRequestException or System.Net.Sockets.SocketException or IOException)
+            {
+                // The connection broke in the middle of the answer: the request reached the node, its outcome is unknown.
+                throw new SequencerApiException($"node {BaseUrl} broke off its answer: {e.Message}", e);
+            }
+            catch (TaskCanceledException e) when (!token.IsCancellationRequested)
+            {
+                throw new SequencerApiException($"node {BaseUrl} did not finish its answer in time", e);
+            }
+
             if (response.IsSuccessStatusCode)
                 return body;
             if (allowNotFound && response.StatusCode == HttpStatusCode.NotFound)

@@ -39,6 +39,8 @@ public sealed partial class AppliedState
             }
 
             InstallLocked(input, index, term);
+            lock (gate)
+                storeFault = null;
 #if SEQUENCER_TEST_FAULTS
             // The first install of a process is the long one (a follower that was down catching up on everything);
             // a repeat that adds a few batches is quick, as it is for real.
@@ -223,7 +225,7 @@ public sealed partial class AppliedState
                 throw new LogFormatException("snapshot DKG entry is not a DKG entry");
         }
 
-        store.Append([], final, new SigningWrites([], [], ClearCommitments: true, added, [], pool.Next, dkg, ClearDkg: true, SnapshotDkg: dkg));
+        InstallWrite(index, () => store.Append([], final, new SigningWrites([], [], ClearCommitments: true, added, [], pool.Next, dkg, ClearDkg: true, SnapshotDkg: dkg)));
         lock (gate)
         {
             ledger.LoadPool(new CommitmentPool(added, pool.Next) { ReflectsIndex = poolReflects });
@@ -243,6 +245,30 @@ public sealed partial class AppliedState
             Ms(signing.ReadTicks), signing.Verified, Ms(signing.VerifyTicks), Ms(signing.StoreTicks), Ms(signing.IndexTicks), Ms(signing.EventTicks));
     }
 
+    // A store write of an install. When the disk fails under it (full, read-only, gone), DotNext logs the failed request
+    // and the leader sends the snapshot again: without a mark the node would retry for ever while it reported itself
+    // ready. Readiness names the fault until a store write succeeds (a later install, or the persister's next group).
+    private void InstallWrite(long index, Action write) => InstallWrite(index, () =>
+    {
+        write();
+        return 0;
+    });
+
+    private T InstallWrite<T>(long index, Func<T> write)
+    {
+        try
+        {
+            return write();
+        }
+        catch (IOException e)
+        {
+            lock (gate)
+                storeFault = e.Message;
+            LogInstallStoreFailed(logger, e, index);
+            throw;
+        }
+    }
+
     // Prunes this node's stored batches through `height`, a step at a time (each step is one store transaction).
     private void PruneStoredBeforeInstall(ulong height, int grouped)
     {
@@ -250,7 +276,7 @@ public sealed partial class AppliedState
         while (store.PrunedHeight < height)
         {
             var before = store.PrunedHeight;
-            if (store.Prune(height, InstallGroupBatches) <= before)
+            if (InstallWrite(index: 0, () => store.Prune(height, InstallGroupBatches)) <= before)
                 break;
         }
 
@@ -272,7 +298,7 @@ public sealed partial class AppliedState
         }
 
         var writing = System.Diagnostics.Stopwatch.GetTimestamp();
-        store.Append(group, next, new SigningWrites([.. signing.Signatures], [.. signing.KeyEpochs]));
+        InstallWrite(next.AppliedIndex, () => store.Append(group, next, new SigningWrites([.. signing.Signatures], [.. signing.KeyEpochs])));
         signing.StoreTicks += System.Diagnostics.Stopwatch.GetTimestamp() - writing;
 
         var indexing = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -534,6 +560,9 @@ public sealed partial class AppliedState
 
     [LoggerMessage(EventId = 102, Level = LogLevel.Information, Message = "Installed a snapshot at index {Index} term {Term}: height {Height} (was {PreviousHeight}; streamed from height {FromHeight}, {Batches} batches) in {ElapsedMs} ms: reading and decoding {ReadMs} ms, {Heads} heads verified in {VerifyMs} ms, store writes {StoreMs} ms, in-memory indexes {IndexMs} ms, applied events {EventMs} ms")]
     private static partial void LogInstalled(ILogger logger, long index, long term, ulong height, ulong previousHeight, ulong fromHeight, ulong batches, long elapsedMs, long readMs, long heads, long verifyMs, long storeMs, long indexMs, long eventMs);
+
+    [LoggerMessage(EventId = 107, Level = LogLevel.Error, Message = "Writing a snapshot install to the store failed (through Raft index {Index}; 0: a pruning step): the node reports itself not ready until a store write succeeds, and takes the snapshot again when the leader resends it")]
+    private static partial void LogInstallStoreFailed(ILogger logger, Exception exception, long index);
 
     [LoggerMessage(EventId = 105, Level = LogLevel.Information, Message = "Streamed the snapshot at index {Index} (height {Height}) from height {FromHeight}, {Batches} batches, in {ElapsedMs} ms")]
     private static partial void LogStreamed(ILogger logger, long index, ulong height, ulong fromHeight, ulong batches, long elapsedMs);

@@ -779,6 +779,29 @@ public sealed class AppliedStateTests
     }
 
     [Fact]
+    public async Task AStoreFailureUnderASnapshotInstall_IsReportedByReadiness_UntilAnInstallSucceeds()
+    {
+        await using var source = Open(new InMemoryBatchStore());
+        await ApplyBatchesAsync(source, 20);
+        await source.FlushAsync(CancellationToken.None);
+        var snapshot = source.CurrentSnapshot!;
+        var bytes = await WriteAsync(snapshot);
+
+        // A full disk under the install (a chaos seed's follower on a full tmpfs): the install fails, the leader will
+        // send it again, and meanwhile the node must say it is not ready instead of looking healthy for ever.
+        var store = new InMemoryBatchStore { FailNextAppend = true };
+        await using var follower = Open(store);
+        Assert.Null(follower.PersisterProblem);
+        await Assert.ThrowsAsync<IOException>(() => follower.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None));
+        Assert.Contains("the store is failing", follower.PersisterProblem, StringComparison.Ordinal);
+
+        // The disk has room again: the resent snapshot installs, and the fault is gone.
+        await follower.InstallSnapshotAsync(new MemoryStream(bytes), snapshot.Index, snapshot.Term, CancellationToken.None);
+        Assert.Null(follower.PersisterProblem);
+        Assert.Equal(source.LastHeader, follower.LastHeader);
+    }
+
+    [Fact]
     public async Task ADeltaSnapshot_StreamsOnlyTheBatchesAboveTheFollowersTip_AndOnlyANodeStoringThatTipInstallsIt()
     {
         await using var source = Open(new InMemoryBatchStore(), retained: 0);
