@@ -82,6 +82,16 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
         coordinator.Completed(riders, committed: true);
     }
 
+    // The key set up, batch 1 cut, and its head's signature aggregated (not yet in the log).
+    private async Task AggregateHeadOneAsync()
+    {
+        await SetUpKeyAsync();
+        coordinator.Round();
+        await CutBatchAsync(1);
+        DeliverShares();
+        coordinator.Round();
+    }
+
     private void DeliverShares()
     {
         foreach (var message in outgoing)
@@ -150,11 +160,7 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
     [Fact]
     public async Task LeadershipFlippedAroundAnAggregatedSignature_TheHeadIsSignedAnyway()
     {
-        await SetUpKeyAsync();
-        coordinator.Round();
-        await CutBatchAsync(1);
-        DeliverShares();
-        coordinator.Round();
+        await AggregateHeadOneAsync();
         Assert.Equal(FlightStage.Aggregated, Assert.Single(coordinator.Flights).Stage);
 
         // Before the signature reaches the log, the leader steps down and wins the next term within milliseconds (a
@@ -182,11 +188,7 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
     [Fact]
     public async Task ANewLeader_PlansNoSessionUntilItHasAppliedEverythingCommittedBeforeItsTerm()
     {
-        await SetUpKeyAsync();
-        coordinator.Round();
-        await CutBatchAsync(1);
-        DeliverShares();
-        coordinator.Round();
+        await AggregateHeadOneAsync();
 
         // A new term, won while this node still applies entries an earlier leader committed (a session's record
         // among them, say): the head stays without a session, however long it waits.
