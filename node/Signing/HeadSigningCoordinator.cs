@@ -60,6 +60,9 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     // too): it plans nothing until it has applied that far, since earlier leaders' session records and signatures may
     // still be on their way to its state. Guarded by the gate.
     private long termStartIndex;
+    // When this node found itself leading (the clock), and whether it has said that signing waits on its apply.
+    private long termStartMs;
+    private bool applyWaitLogged;
     private long lastCutMs = long.MinValue / 2;
     private readonly EntryCadence cuts;
     private bool mismatchReported;
@@ -298,6 +301,32 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         }
     }
 
+    /// <summary>How long a new leader's apply may hold signing back before it says so (once a term).</summary>
+    internal static readonly TimeSpan ApplyWaitLogAfter = TimeSpan.FromSeconds(1);
+
+    // An operator who sees no signed heads after a change of leader should be told why: the leader has a backlog of
+    // committed entries to apply (a long catch-up, a slow disk) before it may plan a session.
+    private void NoteApplyWait(long term, bool caughtUp)
+    {
+        long waitedMs, target;
+        lock (gate)
+        {
+            waitedMs = NowMs - termStartMs;
+            target = termStartIndex;
+            if (!caughtUp && !applyWaitLogged && waitedMs >= (long)ApplyWaitLogAfter.TotalMilliseconds)
+                applyWaitLogged = true;
+            else if (caughtUp && applyWaitLogged)
+                applyWaitLogged = false;
+            else
+                return;
+        }
+
+        if (caughtUp)
+            LogApplyCaughtUp(logger, term, waitedMs);
+        else
+            LogApplyWait(logger, term, waitedMs, log.AppliedIndex, target);
+    }
+
     internal void Round()
     {
         var term = log.IsLeader ? log.Term : 0;
@@ -318,10 +347,15 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
                 inbox.Clear();
                 records.Clear();
                 termStartIndex = log.CommitIndex;
+                termStartMs = NowMs;
+                applyWaitLogged = false;
             }
 
             caughtUp = CaughtUpLocked();
         }
+
+        if (term != 0)
+            NoteApplyWait(term, caughtUp);
 
         // A new leader plans from what it has applied: a session planned before it applied an earlier leader's record
         // would name nonces that record already used (the signers refuse them, and the attempt is lost).
@@ -891,6 +925,12 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
     // whose record the old leader did not get into the log.
     [LoggerMessage(EventId = 321, Level = LogLevel.Information, Message = "Signer {SignerId} declined a direct session ({Status} {Code}: {Reason}), for a reason that blames nobody (a nonce it used or a head signed before this leader saw it, a leader or key epoch it does not know yet, or a request it found malformed, which would be this leader's fault): the head is planned again after a short pause, and the signer is held out only if it declines several sessions in a row")]
     private static partial void LogSignerDeclined(ILogger logger, int signerId, int status, string code, string reason);
+
+    [LoggerMessage(EventId = 304, Level = LogLevel.Warning, Message = "Leading term {Term} for {WaitedMs} ms, and signing still waits until this node has applied everything committed before its term (applied index {Applied} of {Target}): no head is signed until then")]
+    private static partial void LogApplyWait(ILogger logger, long term, long waitedMs, long applied, long target);
+
+    [LoggerMessage(EventId = 322, Level = LogLevel.Information, Message = "Term {Term}: this node has applied everything committed before its term, {WaitedMs} ms after it found itself leading; signing resumes")]
+    private static partial void LogApplyCaughtUp(ILogger logger, long term, long waitedMs);
 
     [LoggerMessage(EventId = 305, Level = LogLevel.Error, Message = "The signature for head {Height} (attempt {Attempt}) did not verify although every share did; the head is signed again")]
     private static partial void LogNoCulprit(ILogger logger, ulong height, int attempt);

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Sequencer.Core;
@@ -26,13 +27,14 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
     private readonly AppliedState state;
     private readonly FakeLeaderLog log;
     private readonly NodeMetrics metrics = new();
+    private readonly RecordingLogger<HeadSigningCoordinator> logger = new();
     private readonly HeadSigningCoordinator coordinator;
 
     public HeadSigningCoordinatorTests()
     {
         state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(0, long.MaxValue), time, NullLogger.Instance);
         log = new FakeLeaderLog(state);
-        coordinator = new HeadSigningCoordinator(1, state, log, Limits, time, metrics, NullLogger<HeadSigningCoordinator>.Instance, bootstrap: null);
+        coordinator = new HeadSigningCoordinator(1, state, log, Limits, time, metrics, logger, bootstrap: null);
         // The signers answer every session at once, honestly (the test delivers their shares when it chooses).
         state.SessionsStarted += sessions =>
         {
@@ -212,6 +214,40 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
         coordinator.Round();
         var session = Assert.Single(coordinator.Flights);
         Assert.Equal(1UL, session.Session.Height);
+    }
+
+    [Fact]
+    public async Task ANewLeaderWhoseApplyHoldsSigningBack_SaysSoOnceATerm_AndSaysWhenItResumes()
+    {
+        await AggregateHeadOneAsync();
+        log.AppliedThrough = log.CommitIndex - 1;
+        log.WinNextTerm();
+
+        // Under a second of waiting, nothing is said: a new leader's apply is usually a few entries behind.
+        coordinator.Round();
+        time.Advance(HeadSigningCoordinator.ApplyWaitLogAfter - TimeSpan.FromMilliseconds(1));
+        coordinator.Round();
+        Assert.DoesNotContain(logger.Lines, l => l.EventId == 304);
+
+        // Past it, one warning with the indexes, however many rounds wait on.
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        for (var i = 0; i < 5; i++)
+        {
+            coordinator.Round();
+            time.Advance(TimeSpan.FromMilliseconds(100));
+        }
+
+        var wait = Assert.Single(logger.Lines, l => l.EventId == 304);
+        Assert.Equal(LogLevel.Warning, wait.Level);
+        Assert.Contains($"applied index {log.CommitIndex - 1} of {log.CommitIndex}", wait.Text, StringComparison.Ordinal);
+        Assert.DoesNotContain(logger.Lines, l => l.EventId == 322);
+
+        // Applied: signing resumes, and the node says so once.
+        log.AppliedThrough = null;
+        coordinator.Round();
+        coordinator.Round();
+        Assert.Single(logger.Lines, l => l.EventId == 322);
+        Assert.Single(logger.Lines, l => l.EventId == 304);
     }
 
     [Fact]

@@ -205,31 +205,6 @@ public sealed class SignerServiceTests
         }
     }
 
-    private sealed class RecordingLogger : ILogger<SignerService>
-    {
-        private readonly List<(int EventId, string Text, Exception? Exception)> lines = [];
-
-        public IReadOnlyList<(int EventId, string Text, Exception? Exception)> Lines
-        {
-            get
-            {
-                lock (lines)
-                    return [.. lines];
-            }
-        }
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            lock (lines)
-                lines.Add((eventId.Id, formatter(state, exception), exception));
-        }
-    }
-
     [Fact]
     public async Task AFailingCompaction_IsRetriedAtMostOnceASecond_AndLoggedAtMostOnceEveryFiveSeconds()
     {
@@ -238,7 +213,7 @@ public sealed class SignerServiceTests
         var (shares, group) = TrustedDealer.Generate(2, 3);
         await using var state = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, new WalRetention(0, long.MaxValue), TimeProvider.System, NullLogger.Instance);
         var store = new FailingCompactionStore(tries: 3);
-        var logger = new RecordingLogger();
+        var logger = new RecordingLogger<SignerService>();
         using var channel = new CommittingChannel(state, 100);
         var started = Stopwatch.GetTimestamp();
         await using (var signer = new SignerService(shares[0], group, 1, state, channel, store, Limits, new NodeMetrics(), logger, SignerFault.None))

@@ -296,7 +296,7 @@ public sealed class SigningStateTests
         using var stream = new MemoryStream();
         await DotNext.IO.DataTransferObject.WriteToAsync(snapshot, stream, 4096, CancellationToken.None);
 
-        var logger = new RecordingLogger();
+        var logger = new RecordingLogger<SigningStateTests>();
         await using var follower = new AppliedState(new InMemoryBatchStore(), new ChainParameters(42, 0), Limits, WalRetention.None,
             new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_000_000)), logger);
         await follower.InstallSnapshotAsync(new MemoryStream(stream.ToArray()), snapshot.Index, snapshot.Term, CancellationToken.None);
@@ -312,22 +312,6 @@ public sealed class SigningStateTests
         // A stale publication at a new index is still a warning.
         await follower.ApplyAsync(Publish(1, 2, 1), after[^1].Index + 1, 1, CancellationToken.None);
         Assert.Contains(logger.Lines, l => l.Level == LogLevel.Warning && l.Text.Contains("Ignored part of a log entry: NonceCommitments", StringComparison.Ordinal));
-    }
-
-    private sealed class RecordingLogger : ILogger
-    {
-        public List<(LogLevel Level, string Text)> Lines { get; } = [];
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            lock (Lines)
-                Lines.Add((logLevel, formatter(state, exception)));
-        }
     }
 
     // Recomputes the checksum of the snapshot record that holds byte `at`, so that a changed field reaches the install's
