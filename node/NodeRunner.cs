@@ -551,7 +551,9 @@ public static partial class NodeRunner
             .ConfigureResource(resource => resource.AddService("sequencer-node", serviceInstanceId: $"node{options.NodeId}"));
         telemetry.WithMetrics(metrics =>
         {
-            metrics.AddMeter(NodeMetrics.MeterName).AddMeter("DotNext.*").AddPrometheusExporter();
+            // System.Runtime: the runtime's own meter (GC, heap, thread pool, CPU time, working set, the JIT's compiled
+            // methods and compilation time), read at export only.
+            metrics.AddMeter(NodeMetrics.MeterName).AddMeter("DotNext.*").AddMeter("System.Runtime").AddPrometheusExporter();
             if (options.OtlpEndpoint is { } endpoint)
                 metrics.AddOtlpExporter(otlp => Otlp(otlp, endpoint, "metrics"));
         });

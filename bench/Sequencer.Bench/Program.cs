@@ -10,6 +10,7 @@ var sizeOption = new Option<int>("--tx-bytes") { Description = "Bytes per tx.", 
 var secondsOption = new Option<double>("--seconds") { Description = "Measured seconds per scenario.", DefaultValueFactory = _ => 10 };
 var warmupOption = new Option<double>("--warmup") { Description = "Warm-up seconds per scenario.", DefaultValueFactory = _ => 3 };
 var clusterWarmupOption = new Option<double>("--cluster-warmup") { Description = "Seconds of load on each cluster before its first scenario, not measured (the JIT's tiering of a fresh process); 0 for none.", DefaultValueFactory = _ => 30 };
+var clusterWarmupMaxOption = new Option<double>("--cluster-warmup-max") { Description = "After --cluster-warmup, the load goes on until the JIT takes under 2 % of a core on every node over 10 s (a fresh node spends minutes of its first load in the JIT's tiers), at most this many seconds of warm-up in all.", DefaultValueFactory = _ => 300 };
 var targetOption = new Option<string?>("--target") { Description = "Measure an already running cluster through this node (default: start a fresh local 3-node cluster)." };
 var dataOption = new Option<string>("--data") { Description = "Data root of the cluster the bench starts.", DefaultValueFactory = _ => ".data/bench" };
 var nodeArgOption = new Option<string[]>("--node-arg") { Description = "An extra argument for every node the bench starts, e.g. --node-arg=--limit --node-arg=maxBatchBytes=262144; repeatable." };
@@ -27,7 +28,7 @@ var signingOnlyOption = new Option<bool>("--signing-only") { Description = "Run 
 
 var root = new RootCommand("sequencer-bench: throughput and submit-to-ordered latency of a local cluster, and fdatasync latency.")
 {
-    clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, clusterWarmupOption, targetOption, dataOption, modeOption, nodeArgOption, noSigningOption, signingOnlyOption, pacedOption,
+    clientsOption, bulkOption, sizeOption, secondsOption, warmupOption, clusterWarmupOption, clusterWarmupMaxOption, targetOption, dataOption, modeOption, nodeArgOption, noSigningOption, signingOnlyOption, pacedOption,
     l1Option, l1RateOption, l1SecondsOption, etcdOption, resultsOption, validationOption, halfClientsOption,
 };
 root.SetAction(async (result, token) =>
@@ -76,7 +77,8 @@ root.SetAction(async (result, token) =>
     }
 
     var runner = new ScenarioRunner(result.GetValue(sizeOption), TimeSpan.FromSeconds(result.GetValue(warmupOption)), TimeSpan.FromSeconds(result.GetValue(secondsOption)),
-        TimeSpan.FromSeconds(result.GetValue(clusterWarmupOption)), result.GetValue(bulkOption), result.GetValue(halfClientsOption));
+        TimeSpan.FromSeconds(result.GetValue(clusterWarmupOption)), TimeSpan.FromSeconds(result.GetValue(clusterWarmupMaxOption)),
+        result.GetValue(bulkOption), result.GetValue(halfClientsOption));
     var validation = result.GetValue(validationOption);
     if (validation is "ethereum" or "both")
     {

@@ -81,10 +81,61 @@ internal sealed class BenchCluster : IAsyncDisposable
 /// tens of seconds under load (on 2 cores the tiering threads took a third of the CPU), and a sequencer runs for days.
 /// Half single submits from 16 clients, half bulk submits of <paramref name="bulkSize"/> from 16 clients.
 /// </param>
+/// <param name="clusterWarmupMax">
+/// The longest cluster warm-up: after <paramref name="clusterWarmup"/> the load goes on until the JIT has settled on every
+/// node (<see cref="JitProbe"/>), at most this long in all.
+/// </param>
 /// <param name="bulkSize">Txs per request in the bulk half of the cluster warm-up.</param>
-internal sealed class ScenarioRunner(int txBytes, TimeSpan warmup, TimeSpan duration, TimeSpan clusterWarmup, int bulkSize, int halfClients = 256)
+internal sealed class ScenarioRunner(int txBytes, TimeSpan warmup, TimeSpan duration, TimeSpan clusterWarmup, TimeSpan clusterWarmupMax, int bulkSize, int halfClients = 256)
 {
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
+
+    /// <summary>The JIT's share of a core under which a node counts as warm (over one <see cref="JitStep"/>).</summary>
+    public const double JitSettledShare = 0.02;
+
+    /// <summary>One step of the warm-up after its minimum: single, then bulk submits, half each, and a JIT reading around it.</summary>
+    public static readonly TimeSpan JitStep = TimeSpan.FromSeconds(10);
+
+    // Load before the first scenario: at least `clusterWarmup`, then on in steps until the JIT has settled on every
+    // node (at most `clusterWarmupMax` in all). Single and bulk submits from 16 clients, not measured.
+    private async Task WarmUpAsync(LoadGenerator generator, SequencerClient leaderClient, CancellationToken token)
+    {
+        Console.WriteLine();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"warming the cluster up: {clusterWarmup.TotalSeconds:0} s, then until the JIT takes under {JitSettledShare:P0} of a core on every node over {JitStep.TotalSeconds:0} s, {clusterWarmupMax.TotalSeconds:0} s at most (single and bulk submits, 16 clients; not measured)"));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        async Task LoadAsync(TimeSpan length)
+        {
+            await generator.RunAsync("single", 16, 1, TimeSpan.Zero, length / 2, token);
+            await generator.RunAsync("bulk", 16, bulkSize, TimeSpan.Zero, length / 2, token);
+        }
+
+        await LoadAsync(clusterWarmup);
+        var jit = await JitProbe.CreateAsync(leaderClient, token);
+        var before = await jit.ReadAsync(token);
+        if (before.Values.Any(v => v is null))
+        {
+            Console.WriteLine("  a node exports no JIT counter (dotnet_jit_compilation_time_seconds_total): the warm-up stops at its minimum");
+            return;
+        }
+
+        while (true)
+        {
+            var step = System.Diagnostics.Stopwatch.StartNew();
+            await LoadAsync(JitStep);
+            var after = await jit.ReadAsync(token);
+            var (shares, settled) = JitProbe.Compare(before, after, step.Elapsed.TotalSeconds, JitSettledShare);
+            var text = string.Join(", ", shares.Select(p => string.Create(CultureInfo.InvariantCulture, $"node {p.Key} {(p.Value is { } share ? share.ToString("P1", CultureInfo.InvariantCulture) : "?")}")));
+            if (settled || clock.Elapsed + JitStep > clusterWarmupMax)
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"  {(settled ? "the JIT settled" : "the JIT had not settled, the warm-up's limit")} after {clock.Elapsed.TotalSeconds:0} s of load (its share of a core over the last {step.Elapsed.TotalSeconds:0} s: {text})"));
+                return;
+            }
+
+            before = after;
+        }
+    }
 
     /// <param name="signing">Whether the cluster signs; null: ask it (GET /v1/signing).</param>
     public async Task<RunOutcome> RunAsync(Uri target, bool? signing, IReadOnlyList<Scenario> scenarios, CancellationToken token)
@@ -96,13 +147,7 @@ internal sealed class ScenarioRunner(int txBytes, TimeSpan warmup, TimeSpan dura
         if (signs)
             await SigningProbe.WaitForNoncePoolsAsync(leaderClient, TimeSpan.FromSeconds(60), token);
         if (clusterWarmup > TimeSpan.Zero)
-        {
-            Console.WriteLine();
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"warming the cluster up for {clusterWarmup.TotalSeconds:0} s (single and bulk submits, 16 clients; not measured)"));
-            var half = clusterWarmup / 2;
-            await generator.RunAsync("single", 16, 1, TimeSpan.Zero, half, token);
-            await generator.RunAsync("bulk", 16, bulkSize, TimeSpan.Zero, half, token);
-        }
+            await WarmUpAsync(generator, leaderClient, token);
 
         Console.WriteLine();
         Console.WriteLine(signs ? "with 2-of-3 signing:" : "ordering alone (no signing):");
