@@ -45,6 +45,16 @@ public sealed class OrderingTests
             var durable = view.Pipeline?.GetValueOrDefault("durableFollowerAppends") ?? 0;
             Assert.True(durable > 0, $"follower node{nodeId} made no appended entries durable before acknowledging them (durableFollowerAppends = {durable})");
         }
+
+        // Every node exports its own meters, DotNext's WAL meters and the runtime's (the bench's warm-up reads the
+        // JIT's compilation time from there) at /metrics.
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+        foreach (var (nodeId, client) in test.Clients)
+        {
+            var text = await http.GetStringAsync(new Uri(client.BaseUrl, "/metrics"));
+            foreach (var name in new[] { "sequencer_txs_ordered_total", "sequencer_raft_commit_index", "entries_flush_duration_milliseconds_count", "dotnet_jit_compilation_time_seconds_total", "dotnet_process_memory_working_set_bytes" })
+                Assert.True(text.Contains($"\n{name}", StringComparison.Ordinal), $"node{nodeId}'s /metrics has no {name}");
+        }
     }
 
     [Fact]
