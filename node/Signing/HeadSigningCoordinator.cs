@@ -306,25 +306,29 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
 
     // An operator who sees no signed heads after a change of leader should be told why: the leader has a backlog of
     // committed entries to apply (a long catch-up, a slow disk) before it may plan a session.
-    private void NoteApplyWait(long term, bool caughtUp)
+    private void NoteApplyWait(long term)
     {
-        long waitedMs, target;
+        long waitedMs, target, applied;
         lock (gate)
         {
+            if (planner.Term != term)
+                return;
             waitedMs = NowMs - termStartMs;
             target = termStartIndex;
-            if (!caughtUp && !applyWaitLogged && waitedMs >= (long)ApplyWaitLogAfter.TotalMilliseconds)
+            applied = log.AppliedIndex;
+            var waiting = applied < target;
+            if (waiting && !applyWaitLogged && waitedMs >= (long)ApplyWaitLogAfter.TotalMilliseconds)
                 applyWaitLogged = true;
-            else if (caughtUp && applyWaitLogged)
+            else if (!waiting && applyWaitLogged)
                 applyWaitLogged = false;
             else
                 return;
         }
 
-        if (caughtUp)
-            LogApplyCaughtUp(logger, term, waitedMs);
+        if (applied < target)
+            LogApplyWait(logger, term, waitedMs, applied, target);
         else
-            LogApplyWait(logger, term, waitedMs, log.AppliedIndex, target);
+            LogApplyCaughtUp(logger, term, waitedMs);
     }
 
     internal void Round()
@@ -355,7 +359,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         }
 
         if (term != 0)
-            NoteApplyWait(term, caughtUp);
+            NoteApplyWait(term);
 
         // A new leader plans from what it has applied: a session planned before it applied an earlier leader's record
         // would name nonces that record already used (the signers refuse them, and the attempt is lost).
