@@ -41,8 +41,9 @@ internal sealed class JitProbe
         {
             return Parse(await Http.GetStringAsync(new Uri(api, "/metrics"), token));
         }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException { CancellationToken.IsCancellationRequested: false })
+        catch (Exception e) when (e is HttpRequestException || (e is OperationCanceledException && !token.IsCancellationRequested))
         {
+            // Unreachable, or slower than the client's timeout (HttpClient's own token is the cancelled one then).
             return null;
         }
     }

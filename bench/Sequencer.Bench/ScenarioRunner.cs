@@ -114,27 +114,33 @@ internal sealed class ScenarioRunner(int txBytes, TimeSpan warmup, TimeSpan dura
         var jit = await JitProbe.CreateAsync(leaderClient, token);
         var before = await jit.ReadAsync(token);
         if (before.Values.Any(v => v is null))
+            before = await jit.ReadAsync(token);
+        if (before.Values.Any(v => v is null))
         {
-            Console.WriteLine("  a node exports no JIT counter (dotnet_jit_compilation_time_seconds_total): the warm-up stops at its minimum");
+            Console.WriteLine($"  node(s) {string.Join(", ", before.Where(p => p.Value is null).Select(p => p.Key))} gave no JIT counter (dotnet_jit_compilation_time_seconds_total) in two reads: the warm-up stops at its minimum");
             return;
         }
 
-        while (true)
+        var last = "none measured";
+        while (clock.Elapsed + JitStep <= clusterWarmupMax)
         {
             var step = System.Diagnostics.Stopwatch.StartNew();
             await LoadAsync(JitStep);
             var after = await jit.ReadAsync(token);
             var (shares, settled) = JitProbe.Compare(before, after, step.Elapsed.TotalSeconds, JitSettledShare);
-            var text = string.Join(", ", shares.Select(p => string.Create(CultureInfo.InvariantCulture, $"node {p.Key} {(p.Value is { } share ? share.ToString("P1", CultureInfo.InvariantCulture) : "?")}")));
-            if (settled || clock.Elapsed + JitStep > clusterWarmupMax)
+            last = string.Join(", ", shares.Select(p => string.Create(CultureInfo.InvariantCulture, $"node {p.Key} {(p.Value is { } share ? share.ToString("P1", CultureInfo.InvariantCulture) : "?")}")));
+            if (settled)
             {
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"  {(settled ? "the JIT settled" : "the JIT had not settled, the warm-up's limit")} after {clock.Elapsed.TotalSeconds:0} s of load (its share of a core over the last {step.Elapsed.TotalSeconds:0} s: {text})"));
+                    $"  the JIT settled after {clock.Elapsed.TotalSeconds:0} s of load (its share of a core over the last {step.Elapsed.TotalSeconds:0} s: {last})"));
                 return;
             }
 
             before = after;
         }
+
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"  the JIT had not settled when the warm-up reached its limit, after {clock.Elapsed.TotalSeconds:0} s of load (its share of a core over the last step: {last})"));
     }
 
     /// <param name="signing">Whether the cluster signs; null: ask it (GET /v1/signing).</param>

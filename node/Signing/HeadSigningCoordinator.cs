@@ -311,7 +311,7 @@ public sealed partial class HeadSigningCoordinator : IBatchRiders, IShareInbox, 
         long waitedMs, target, applied;
         lock (gate)
         {
-            if (planner.Term != term)
+            if (!LeadingLocked() || planner.Term != term)
                 return;
             waitedMs = NowMs - termStartMs;
             target = termStartIndex;

@@ -248,6 +248,14 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
         coordinator.Round();
         Assert.Single(logger.Lines, l => l.EventId == 322);
         Assert.Single(logger.Lines, l => l.EventId == 304);
+
+        // The next term that waits as long says so again.
+        log.AppliedThrough = log.CommitIndex - 1;
+        log.WinNextTerm();
+        coordinator.Round();
+        time.Advance(HeadSigningCoordinator.ApplyWaitLogAfter);
+        coordinator.Round();
+        Assert.Equal(2, logger.Lines.Count(l => l.EventId == 304));
     }
 
     [Fact]
