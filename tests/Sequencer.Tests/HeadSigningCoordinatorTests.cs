@@ -76,6 +76,13 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
         }
     }
 
+    // A new term won while this node still applies an entry an earlier leader committed.
+    private void WinNextTermWithApplyOneEntryShort()
+    {
+        log.AppliedThrough = log.CommitIndex - 1;
+        log.WinNextTerm();
+    }
+
     /// <summary>Cuts a batch as the batcher would: with whatever rides it.</summary>
     private async Task CutBatchAsync(int seed)
     {
@@ -194,8 +201,7 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
 
         // A new term, won while this node still applies entries an earlier leader committed (a session's record
         // among them, say): the head stays without a session, however long it waits.
-        log.AppliedThrough = log.CommitIndex - 1;
-        log.WinNextTerm();
+        WinNextTermWithApplyOneEntryShort();
         coordinator.Round();
         Assert.Empty(coordinator.Flights);
         time.Advance(TimeSpan.FromMilliseconds(Limits.StandaloneSessionDelayMs * 4));
@@ -220,8 +226,7 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
     public async Task ANewLeaderWhoseApplyHoldsSigningBack_SaysSoOnceATerm_AndSaysWhenItResumes()
     {
         await AggregateHeadOneAsync();
-        log.AppliedThrough = log.CommitIndex - 1;
-        log.WinNextTerm();
+        WinNextTermWithApplyOneEntryShort();
 
         // Under a second of waiting, nothing is said: a new leader's apply is usually a few entries behind.
         coordinator.Round();
@@ -250,8 +255,7 @@ public sealed class HeadSigningCoordinatorTests : IAsyncDisposable
         Assert.Single(logger.Lines, l => l.EventId == 304);
 
         // The next term that waits as long says so again.
-        log.AppliedThrough = log.CommitIndex - 1;
-        log.WinNextTerm();
+        WinNextTermWithApplyOneEntryShort();
         coordinator.Round();
         time.Advance(HeadSigningCoordinator.ApplyWaitLogAfter);
         coordinator.Round();
